@@ -1,0 +1,63 @@
+package ipn
+
+// EventType is the kind of a normalized payment event (SPEC §5).
+type EventType string
+
+// Event types.
+const (
+	TypePayment              EventType = "payment"
+	TypeRefund               EventType = "refund"
+	TypeReversal             EventType = "reversal"
+	TypeReversalCanceled     EventType = "reversal_canceled"
+	TypeDispute              EventType = "dispute"
+	TypeSubscriptionStarted  EventType = "subscription_started"
+	TypeSubscriptionPayment  EventType = "subscription_payment"
+	TypeSubscriptionCanceled EventType = "subscription_canceled"
+	TypeSubscriptionExpired  EventType = "subscription_expired"
+	TypeOther                EventType = "other"
+)
+
+// EventStatus is the normalized status of a payment event.
+type EventStatus string
+
+// Event statuses.
+const (
+	StatusPending   EventStatus = "pending"
+	StatusCompleted EventStatus = "completed"
+	StatusFailed    EventStatus = "failed"
+	StatusDenied    EventStatus = "denied"
+	StatusRefunded  EventStatus = "refunded"
+	StatusReversed  EventStatus = "reversed"
+	StatusCanceled  EventStatus = "canceled"
+	StatusExpired   EventStatus = "expired"
+)
+
+// ValidStatus reports whether s is a normalized status.
+func ValidStatus(s EventStatus) bool {
+	switch s {
+	case StatusPending, StatusCompleted, StatusFailed, StatusDenied,
+		StatusRefunded, StatusReversed, StatusCanceled, StatusExpired:
+		return true
+	}
+	return false
+}
+
+// Event is a notification normalized into ipnd's own terms. Amount is an
+// exact decimal string with the currency's own number of digits; it is
+// never a float.
+type Event struct {
+	Type           EventType   `json:"type"`
+	Status         EventStatus `json:"status,omitempty"`
+	GatewayStatus  string      `json:"gateway_status,omitempty"`
+	TxnID          string      `json:"txn_id,omitempty"`
+	ParentTxnID    string      `json:"parent_txn_id,omitempty"`
+	EventID        string      `json:"event_id,omitempty"`
+	OrderID        string      `json:"order_id,omitempty"`
+	Amount         string      `json:"amount,omitempty"`
+	Currency       string      `json:"currency,omitempty"`
+	CustomerEmail  string      `json:"customer_email,omitempty"`
+	CustomerName   string      `json:"customer_name,omitempty"`
+	Receiver       string      `json:"receiver,omitempty"`
+	SubscriptionID string      `json:"subscription_id,omitempty"`
+	Test           bool        `json:"test"`
+}

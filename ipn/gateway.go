@@ -1,0 +1,100 @@
+package ipn
+
+import (
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Inbound is what a Gateway sees of a request before it is stored.
+type Inbound struct {
+	Header    http.Header
+	Body      []byte // raw bytes, verbatim
+	MediaType string // Content-Type without parameters, lowercased
+	Now       time.Time
+}
+
+// Gateway is one configured gateway: it knows its wire format, verifies
+// authenticity against the raw bytes and normalizes stored notifications.
+// Implementations are safe for concurrent use.
+type Gateway interface {
+	// Name is the configured name, the :gateway part of /ipn/:gateway.
+	Name() string
+	// Kind is the adapter kind, e.g. "stripe".
+	Kind() string
+	// Accepts reports whether the gateway ever sends this media type.
+	Accepts(mediaType string) bool
+	// KeepHeaders lists the request headers stored with the raw record.
+	KeepHeaders() []string
+	// Check verifies the request (ErrBadSignature, ErrStaleTimestamp) and
+	// then parses just enough of the body to return the gateway's own id
+	// for the message ("" when it has none) or ErrMalformed.
+	Check(in *Inbound) (dedupKey string, err error)
+	// Normalize turns a stored notification into an Event. Event types the
+	// gateway sends that ipnd does not act on become TypeOther.
+	Normalize(n *Notification) (*Event, error)
+}
+
+// GatewayConfig is what main copies from the [[gateway]] config table.
+type GatewayConfig struct {
+	Name      string
+	Kind      string
+	Secrets   []string      // any one may match (rotation)
+	Tolerance time.Duration // allowed clock skew of signed timestamps; 0 = kind default
+	Sandbox   bool
+	VerifyURL string
+	Receivers []string
+}
+
+// Kinds lists the gateway kinds this build implements.
+func Kinds() []string { return []string{"standard-webhooks", "stripe"} }
+
+// NewGateway builds the adapter for cfg.Kind. It fails with ErrConfig when
+// the kind is unknown or a kind that needs a secret has none.
+func NewGateway(cfg GatewayConfig) (Gateway, error) {
+	switch cfg.Kind {
+	case "stripe":
+		return newStripe(cfg)
+	case "standard-webhooks":
+		return newStdWebhooks(cfg)
+	}
+	return nil, fmt.Errorf("%w: gateway %q: unknown kind %q (known: %s)",
+		ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))
+}
+
+// MediaType returns the lowercased media type of a Content-Type header
+// value, or "" when it is empty or unparsable.
+func MediaType(contentType string) string {
+	if contentType == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+func isJSONMedia(mt string) bool {
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// withinTolerance reports whether the signed time ts lies within ±tol of now.
+func withinTolerance(ts, now time.Time, tol time.Duration) bool {
+	d := now.Sub(ts)
+	return d <= tol && d >= -tol
+}
+
+func requireSecrets(cfg GatewayConfig) error {
+	if len(cfg.Secrets) == 0 {
+		return fmt.Errorf("%w: gateway %q of kind %s needs a secret (secret, secrets or secret_file)", ErrConfig, cfg.Name, cfg.Kind)
+	}
+	for i, s := range cfg.Secrets {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("%w: gateway %q: secret #%d is empty", ErrConfig, cfg.Name, i+1)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package ipn
+
+import (
+	"fmt"
+	"strings"
+)
+
+// zeroDigit and threeDigit list the ISO 4217 currencies whose minor unit is
+// not two digits. Everything else, unless listed in cryptoDigits, has two.
+var (
+	zeroDigit = map[string]bool{
+		"BIF": true, "CLP": true, "DJF": true, "GNF": true, "ISK": true, "JPY": true,
+		"KMF": true, "KRW": true, "PYG": true, "RWF": true, "UGX": true, "UYI": true,
+		"VND": true, "VUV": true, "XAF": true, "XOF": true, "XPF": true,
+	}
+	threeDigit = map[string]bool{
+		"BHD": true, "IQD": true, "JOD": true, "KWD": true, "LYD": true, "OMR": true, "TND": true,
+	}
+	cryptoDigits = map[string]int{
+		"BTC": 8, "LTC": 8, "BCH": 8, "DOGE": 8, "ETH": 18, "USDT": 6, "USDC": 6, "XMR": 12,
+	}
+)
+
+// CurrencyDigits returns the number of fraction digits of the currency with
+// the given code (case-insensitive): 0 for JPY, 3 for KWD, 8 for BTC, 2 for
+// everything else.
+func CurrencyDigits(code string) int {
+	c := strings.ToUpper(code)
+	switch {
+	case zeroDigit[c]:
+		return 0
+	case threeDigit[c]:
+		return 3
+	}
+	if d, ok := cryptoDigits[c]; ok {
+		return d
+	}
+	return 2
+}
+
+// FormatMinor turns an integer amount in the currency's smallest unit (as
+// Stripe sends it, e.g. "1999" for USD 19.99) into an exact decimal string.
+func FormatMinor(minor string, currency string) (string, error) {
+	neg := strings.HasPrefix(minor, "-")
+	digits := strings.TrimPrefix(minor, "-")
+	if digits == "" || strings.Trim(digits, "0123456789") != "" || len(digits) > 40 {
+		return "", fmt.Errorf("%w: amount %q is not an integer", ErrMalformed, minor)
+	}
+	digits = strings.TrimLeft(digits, "0")
+	d := CurrencyDigits(currency)
+	if len(digits) <= d {
+		digits = strings.Repeat("0", d-len(digits)+1) + digits
+	}
+	s := digits
+	if d > 0 {
+		s = digits[:len(digits)-d] + "." + digits[len(digits)-d:]
+	}
+	if neg && strings.Trim(s, "0.") != "" {
+		s = "-" + s
+	}
+	return s, nil
+}
+
+// NormalizeAmount checks that s is a plain decimal number ("19.99", "-5",
+// "0.00012") and rewrites it with exactly the currency's digits. It refuses
+// exponents, more fraction digits than the currency has (unless they are
+// zeros), and anything that is not a number.
+func NormalizeAmount(s string, currency string) (string, error) {
+	bad := fmt.Errorf("%w: amount %q is not a decimal number", ErrMalformed, s)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	intPart, frac, hasDot := strings.Cut(s, ".")
+	if intPart == "" || len(s) > 40 || strings.Trim(intPart, "0123456789") != "" ||
+		strings.Trim(frac, "0123456789") != "" || (hasDot && frac == "") {
+		return "", bad
+	}
+	d := CurrencyDigits(currency)
+	if len(frac) > d {
+		if strings.Trim(frac[d:], "0") != "" {
+			return "", fmt.Errorf("%w: amount %q has more than %d fraction digits", ErrMalformed, s, d)
+		}
+		frac = frac[:d]
+	}
+	frac += strings.Repeat("0", d-len(frac))
+	minor := intPart + frac
+	if neg {
+		minor = "-" + minor
+	}
+	return FormatMinor(minor, currency)
+}

@@ -1,0 +1,57 @@
+package ipn
+
+import (
+	"net/http"
+	"time"
+)
+
+// Notification is the raw record of one request a gateway sent, exactly as
+// received. Once appended to the log it is immutable; processing state lives
+// elsewhere.
+type Notification struct {
+	ID          uint64      // log id, assigned by the store: positive, strictly increasing
+	Gateway     string      // configured gateway name
+	ReceivedAt  time.Time   // when the receiver read the request
+	RemoteAddr  string      // client address (after trusted-proxy resolution)
+	ContentType string      // Content-Type header as sent
+	Headers     http.Header // the selected headers the gateway's verification needs
+	Body        []byte      // raw body bytes, verbatim
+	DedupKey    string      // the gateway's own id for this message ("" when it has none)
+}
+
+// State is where a notification is in the processing pipeline.
+type State string
+
+// Pipeline states (SPEC §4).
+const (
+	StateReceived  State = "received"
+	StateVerified  State = "verified"
+	StateApplied   State = "applied"
+	StateInvalid   State = "invalid"
+	StateFailed    State = "failed"
+	StateDuplicate State = "duplicate"
+)
+
+// Valid reports whether s is one of the pipeline states.
+func (s State) Valid() bool {
+	switch s {
+	case StateReceived, StateVerified, StateApplied, StateInvalid, StateFailed, StateDuplicate:
+		return true
+	}
+	return false
+}
+
+// HistoryEntry is one step in a notification's life.
+type HistoryEntry struct {
+	At     time.Time `json:"at"`
+	State  State     `json:"state"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// Processing is the mutable processing state kept beside a raw notification.
+type Processing struct {
+	State       State          `json:"state"`
+	DuplicateOf uint64         `json:"duplicate_of,omitempty"`
+	Event       *Event         `json:"event,omitempty"`
+	History     []HistoryEntry `json:"history"`
+}

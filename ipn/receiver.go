@@ -1,0 +1,332 @@
+package ipn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// Appender is the store as the receiver sees it. Append returns only after
+// n is durably committed (or was already stored: duplicate is then true and
+// id is the earlier notification's). Any error means nothing was stored.
+type Appender interface {
+	Append(ctx context.Context, n *Notification) (id uint64, duplicate bool, err error)
+}
+
+// Observer is told the outcome of every request to /ipn/... exactly once.
+// gateway is a configured name or UnknownGateway; reason is one of the
+// Reason* constants.
+type Observer interface {
+	Received(gateway string, ingest time.Duration)
+	Duplicate(gateway string)
+	Rejected(gateway, reason string)
+}
+
+// UnknownGateway is the gateway label used for requests naming no
+// configured gateway.
+const UnknownGateway = "_unknown"
+
+// Rejection reasons (the reason label of ipnd_notifications_rejected_total).
+const (
+	ReasonUnknownGateway   = "unknown_gateway"
+	ReasonMethod           = "method"
+	ReasonTooLarge         = "too_large"
+	ReasonUnsupportedMedia = "unsupported_media_type"
+	ReasonBadSignature     = "bad_signature"
+	ReasonStaleTimestamp   = "stale_timestamp"
+	ReasonMalformed        = "malformed"
+	ReasonRateLimited      = "rate_limited"
+	ReasonStoreUnavailable = "store_unavailable"
+)
+
+// RejectReasons lists every rejection reason.
+var RejectReasons = []string{ReasonUnknownGateway, ReasonMethod, ReasonTooLarge,
+	ReasonUnsupportedMedia, ReasonBadSignature, ReasonStaleTimestamp, ReasonMalformed,
+	ReasonRateLimited, ReasonStoreUnavailable}
+
+// Rejection is one remembered rejected request (for debugging; bounded).
+type Rejection struct {
+	At      time.Time `json:"at"`
+	Gateway string    `json:"gateway"`
+	Reason  string    `json:"reason"`
+	Remote  string    `json:"remote_addr"`
+	Detail  string    `json:"detail"`
+}
+
+// ReceiverOptions configures a Receiver. Store and Gateways are required.
+type ReceiverOptions struct {
+	Gateways       []Gateway
+	Store          Appender
+	Observer       Observer     // nil: nothing observed
+	Logger         *slog.Logger // nil: discard
+	MaxBodyBytes   int64        // 0: 64 KiB
+	RateLimit      float64      // requests per second per client IP; 0: no limit
+	RateBurst      int
+	TrustedProxies []netip.Prefix            // peers whose X-Forwarded-For is believed
+	AllowIPs       map[string][]netip.Prefix // per gateway name; empty: any source
+	KeepRejections int                       // 0: 1000
+	Now            func() time.Time          // nil: time.Now
+}
+
+// Receiver is the public HTTP endpoint gateways post to.
+type Receiver struct {
+	opts     ReceiverOptions
+	gateways map[string]Gateway
+	limiter  *rateLimiter
+	log      *slog.Logger
+
+	mu         sync.Mutex
+	rejections []Rejection // ring buffer
+	rejNext    int
+}
+
+// NewReceiver builds a Receiver. Gateway names must be unique (config
+// validation ensures it); a later duplicate replaces an earlier one.
+func NewReceiver(opts ReceiverOptions) *Receiver {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.KeepRejections <= 0 {
+		opts.KeepRejections = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Receiver{opts: opts, gateways: make(map[string]Gateway), log: opts.Logger}
+	for _, g := range opts.Gateways {
+		r.gateways[g.Name()] = g
+	}
+	if opts.RateLimit > 0 {
+		r.limiter = newRateLimiter(opts.RateLimit, opts.RateBurst)
+	}
+	return r
+}
+
+// Handler returns the public listener's routes: /ipn/:gateway (every
+// method, so that each request is counted once) and GET /healthz.
+func (r *Receiver) Handler() http.Handler {
+	rt := httprouter.New()
+	rt.HandleOPTIONS = false
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+		rt.Handle(m, "/ipn/:gateway", r.serveIPN)
+	}
+	rt.GET("/healthz", func(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok")
+	})
+	// Unusual methods end here; unknown /ipn/ paths in NotFound.
+	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		name := strings.TrimPrefix(req.URL.Path, "/ipn/")
+		r.reject(w, req, r.label(name), ReasonMethod, http.StatusMethodNotAllowed, "method not allowed", nil)
+	})
+	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, "/ipn/") {
+			r.reject(w, req, UnknownGateway, ReasonUnknownGateway, http.StatusNotFound, "unknown gateway", nil)
+			return
+		}
+		http.NotFound(w, req)
+	})
+	return rt
+}
+
+func (r *Receiver) label(name string) string {
+	if _, ok := r.gateways[name]; ok {
+		return name
+	}
+	return UnknownGateway
+}
+
+func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprouter.Params) {
+	start := r.opts.Now()
+	name := ps.ByName("gateway")
+	g, known := r.gateways[name]
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		r.reject(w, req, r.label(name), ReasonMethod, http.StatusMethodNotAllowed, "method not allowed", nil)
+		return
+	}
+	if !known {
+		r.reject(w, req, UnknownGateway, ReasonUnknownGateway, http.StatusNotFound, "unknown gateway", nil)
+		return
+	}
+	client := r.clientIP(req)
+	if r.limiter != nil {
+		if ok, wait := r.limiter.allow(client.String(), start); !ok {
+			secs := int(wait/time.Second) + 1
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			r.reject(w, req, name, ReasonRateLimited, http.StatusTooManyRequests, "rate limit exceeded", nil)
+			return
+		}
+	}
+	if allow := r.opts.AllowIPs[name]; len(allow) > 0 && !inPrefixes(client, allow) {
+		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ErrForbiddenSource.Error(), nil)
+		return
+	}
+	mt := MediaType(req.Header.Get("Content-Type"))
+	if !g.Accepts(mt) {
+		r.reject(w, req, name, ReasonUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported content type", nil)
+		return
+	}
+	if req.ContentLength > r.opts.MaxBodyBytes {
+		r.reject(w, req, name, ReasonTooLarge, http.StatusRequestEntityTooLarge, "body too large", nil)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			r.reject(w, req, name, ReasonTooLarge, http.StatusRequestEntityTooLarge, "body too large", nil)
+		} else {
+			r.reject(w, req, name, ReasonMalformed, http.StatusBadRequest, "cannot read body", err)
+		}
+		return
+	}
+	key, err := g.Check(&Inbound{Header: req.Header, Body: body, MediaType: mt, Now: start})
+	if err != nil {
+		status, reason := statusFor(err)
+		r.reject(w, req, name, reason, status, err.Error(), nil)
+		return
+	}
+	n := &Notification{
+		Gateway:     name,
+		ReceivedAt:  start.UTC(),
+		RemoteAddr:  client.String(),
+		ContentType: req.Header.Get("Content-Type"),
+		Headers:     make(http.Header, len(g.KeepHeaders())),
+		Body:        body,
+		DedupKey:    key,
+	}
+	for _, h := range g.KeepHeaders() {
+		if v := req.Header.Values(h); len(v) > 0 {
+			n.Headers[http.CanonicalHeaderKey(h)] = v
+		}
+	}
+	id, dup, err := r.opts.Store.Append(req.Context(), n)
+	if err != nil {
+		w.Header().Set("Retry-After", "10")
+		r.reject(w, req, name, ReasonStoreUnavailable, http.StatusServiceUnavailable, "store unavailable, retry later", err)
+		return
+	}
+	if dup {
+		r.opts.Observer.Duplicate(name)
+		r.log.Info("notification duplicate", "gateway", name, "duplicate_of", id)
+	} else {
+		r.opts.Observer.Received(name, r.opts.Now().Sub(start))
+		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body))
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "OK")
+}
+
+// statusFor maps a Gateway.Check error to its status code and reason.
+func statusFor(err error) (int, string) {
+	switch {
+	case errors.Is(err, ErrStaleTimestamp):
+		return http.StatusUnauthorized, ReasonStaleTimestamp
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrForbiddenSource):
+		return http.StatusUnauthorized, ReasonBadSignature
+	case errors.Is(err, ErrUnsupportedMedia):
+		return http.StatusUnsupportedMediaType, ReasonUnsupportedMedia
+	default:
+		return http.StatusBadRequest, ReasonMalformed
+	}
+}
+
+// reject answers a refused request with a short reason, counts it, logs it
+// and remembers it. internal, when set, is logged but never sent.
+func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, gateway, reason string, status int, msg string, internal error) {
+	r.opts.Observer.Rejected(gateway, reason)
+	remote := r.clientIP(req).String()
+	attrs := []any{"gateway", gateway, "reason", reason, "status", status, "remote_addr", remote}
+	if internal != nil {
+		attrs = append(attrs, "error", internal.Error())
+	}
+	r.log.Info("notification rejected", attrs...)
+	r.mu.Lock()
+	rec := Rejection{At: r.opts.Now().UTC(), Gateway: gateway, Reason: reason, Remote: remote, Detail: msg}
+	if len(r.rejections) < r.opts.KeepRejections {
+		r.rejections = append(r.rejections, rec)
+	} else {
+		r.rejections[r.rejNext] = rec
+	}
+	r.rejNext = (r.rejNext + 1) % r.opts.KeepRejections
+	r.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+// Rejections returns the remembered rejections, newest first.
+func (r *Receiver) Rejections() []Rejection {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Rejection, 0, len(r.rejections))
+	for i := 0; i < len(r.rejections); i++ {
+		j := (r.rejNext - 1 - i + 2*len(r.rejections)) % len(r.rejections)
+		out = append(out, r.rejections[j])
+	}
+	return out
+}
+
+// clientIP is the peer address, or, when the peer is a trusted proxy, the
+// right-most X-Forwarded-For address that is not itself a trusted proxy.
+func (r *Receiver) clientIP(req *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(req.RemoteAddr)
+	if err != nil {
+		host = req.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.IPv4Unspecified()
+	}
+	peer = peer.Unmap()
+	if len(r.opts.TrustedProxies) == 0 || !inPrefixes(peer, r.opts.TrustedProxies) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(req.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !inPrefixes(a, r.opts.TrustedProxies) {
+			return a
+		}
+		peer = a
+	}
+	return peer
+}
+
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Received(string, time.Duration) {}
+func (nopObserver) Duplicate(string)               {}
+func (nopObserver) Rejected(string, string)        {}

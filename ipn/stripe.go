@@ -1,0 +1,221 @@
+package ipn
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// stripeTolerance is Stripe's documented default tolerance (stripe-go
+// DefaultTolerance).
+const stripeTolerance = 300 * time.Second
+
+type stripeGateway struct {
+	name      string
+	keys      [][]byte // each whsec_ secret used verbatim as the HMAC key
+	tolerance time.Duration
+}
+
+func newStripe(cfg GatewayConfig) (*stripeGateway, error) {
+	if err := requireSecrets(cfg); err != nil {
+		return nil, err
+	}
+	g := &stripeGateway{name: cfg.Name, tolerance: cfg.Tolerance}
+	if g.tolerance <= 0 {
+		g.tolerance = stripeTolerance
+	}
+	for _, s := range cfg.Secrets {
+		g.keys = append(g.keys, []byte(s))
+	}
+	return g, nil
+}
+
+func (g *stripeGateway) Name() string                  { return g.name }
+func (g *stripeGateway) Kind() string                  { return "stripe" }
+func (g *stripeGateway) Accepts(mediaType string) bool { return isJSONMedia(mediaType) }
+func (g *stripeGateway) KeepHeaders() []string         { return []string{"Stripe-Signature", "User-Agent"} }
+
+// ParseStripeSignature parses a Stripe-Signature header value
+// ("t=1495999758,v1=abc,v1=def,v0=ghi"). It returns the timestamp and every
+// v1 signature that decodes as hex; unknown keys are ignored. A pair without
+// "=", a missing or non-numeric t, or no usable v1 is an error.
+func ParseStripeSignature(header string) (ts int64, sigs [][]byte, err error) {
+	if header == "" {
+		return 0, nil, fmt.Errorf("%w: missing Stripe-Signature header", ErrBadSignature)
+	}
+	haveT := false
+	for _, pair := range strings.Split(header, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok {
+			return 0, nil, fmt.Errorf("%w: garbled Stripe-Signature header", ErrBadSignature)
+		}
+		switch k {
+		case "t":
+			n, perr := strconv.ParseInt(v, 10, 64)
+			if perr != nil {
+				return 0, nil, fmt.Errorf("%w: garbled timestamp in Stripe-Signature header", ErrBadSignature)
+			}
+			ts, haveT = n, true
+		case "v1":
+			b, derr := hex.DecodeString(v)
+			if derr == nil && len(b) == sha256.Size {
+				sigs = append(sigs, b)
+			}
+		}
+	}
+	if !haveT {
+		return 0, nil, fmt.Errorf("%w: no timestamp in Stripe-Signature header", ErrBadSignature)
+	}
+	if len(sigs) == 0 {
+		return 0, nil, fmt.Errorf("%w: no v1 signature in Stripe-Signature header", ErrBadSignature)
+	}
+	return ts, sigs, nil
+}
+
+// StripeSignature computes the v1 signature Stripe sends for body at unix
+// time ts with the given signing secret.
+func StripeSignature(secret string, ts int64, body []byte) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(strconv.AppendInt(nil, ts, 10))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+func (g *stripeGateway) Check(in *Inbound) (string, error) {
+	ts, sigs, err := ParseStripeSignature(in.Header.Get("Stripe-Signature"))
+	if err != nil {
+		return "", err
+	}
+	if !anyHMACMatches(g.keys, sigs, func(key []byte) []byte {
+		return StripeSignature(string(key), ts, in.Body)
+	}) {
+		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+	}
+	if !withinTolerance(time.Unix(ts, 0), in.Now, g.tolerance) {
+		return "", fmt.Errorf("%w: signed at %d, tolerance %s", ErrStaleTimestamp, ts, g.tolerance)
+	}
+	var env struct {
+		ID     string `json:"id"`
+		Object string `json:"object"`
+	}
+	if err := json.Unmarshal(in.Body, &env); err != nil {
+		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+	}
+	if env.ID == "" {
+		return "", fmt.Errorf("%w: event has no id", ErrMalformed)
+	}
+	return env.ID, nil
+}
+
+// anyHMACMatches reports whether any key's MAC (computed by mac) equals any
+// of the given signatures, comparing in constant time.
+func anyHMACMatches(keys [][]byte, sigs [][]byte, mac func(key []byte) []byte) bool {
+	ok := false
+	for _, k := range keys {
+		want := mac(k)
+		for _, s := range sigs {
+			if hmac.Equal(want, s) {
+				ok = true
+			}
+		}
+	}
+	return ok
+}
+
+// stripeEvent is the part of a Stripe Event object ipnd reads.
+type stripeEvent struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Livemode bool   `json:"livemode"`
+	Data     struct {
+		Object stripeObject `json:"object"`
+	} `json:"data"`
+}
+
+type stripeObject struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"`
+	ClientReferenceID string            `json:"client_reference_id"`
+	Metadata          map[string]string `json:"metadata"`
+	AmountTotal       json.Number       `json:"amount_total"`
+	Amount            json.Number       `json:"amount"`
+	AmountRefunded    json.Number       `json:"amount_refunded"`
+	Currency          string            `json:"currency"`
+	PaymentIntent     json.RawMessage   `json:"payment_intent"`
+	PaymentStatus     string            `json:"payment_status"`
+	Status            string            `json:"status"`
+	CustomerEmail     string            `json:"customer_email"`
+	CustomerDetails   struct {
+		Email string `json:"email"`
+		Name  string `json:"name"`
+	} `json:"customer_details"`
+	ReceiptEmail string `json:"receipt_email"`
+	Subscription any    `json:"subscription"`
+}
+
+func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
+	var se stripeEvent
+	d := json.NewDecoder(bytes.NewReader(n.Body))
+	d.UseNumber()
+	if err := d.Decode(&se); err != nil {
+		return nil, fmt.Errorf("%w: stripe event: %v", ErrMalformed, err)
+	}
+	o := se.Data.Object
+	ev := &Event{
+		Type:          TypeOther,
+		GatewayStatus: se.Type,
+		EventID:       se.ID,
+		TxnID:         o.ID,
+		Test:          !se.Livemode,
+		Currency:      strings.ToUpper(o.Currency),
+		CustomerEmail: firstNonEmpty(o.CustomerDetails.Email, o.CustomerEmail, o.ReceiptEmail),
+		CustomerName:  o.CustomerDetails.Name,
+		OrderID:       firstNonEmpty(o.ClientReferenceID, o.Metadata["order_id"]),
+	}
+	minor := o.Amount
+	switch se.Type {
+	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
+		ev.Type, ev.Status, minor = TypePayment, StatusCompleted, o.AmountTotal
+		if o.PaymentStatus == "unpaid" {
+			ev.Status = StatusPending
+		}
+	case "checkout.session.async_payment_failed":
+		ev.Type, ev.Status, minor = TypePayment, StatusFailed, o.AmountTotal
+	case "payment_intent.succeeded":
+		ev.Type, ev.Status = TypePayment, StatusCompleted
+	case "payment_intent.processing":
+		ev.Type, ev.Status = TypePayment, StatusPending
+	case "payment_intent.payment_failed":
+		ev.Type, ev.Status = TypePayment, StatusFailed
+	case "payment_intent.canceled":
+		ev.Type, ev.Status = TypePayment, StatusCanceled
+	case "charge.refunded":
+		ev.Type, ev.Status, minor = TypeRefund, StatusRefunded, o.AmountRefunded
+	case "charge.dispute.created":
+		ev.Type, ev.Status = TypeDispute, StatusPending
+	}
+	if minor != "" && ev.Currency != "" {
+		amt, err := FormatMinor(minor.String(), ev.Currency)
+		if err != nil {
+			return nil, err
+		}
+		ev.Amount = amt
+	}
+	return ev, nil
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,19 @@
+// Package store keeps all of ipnd's state in one bbolt file.
+//
+// Bucket layout (created when the file is opened):
+//
+//	meta   "schema" -> uint64 big-endian schema version; "created" -> RFC 3339
+//	log    id (uint64 big-endian, from NextSequence, so 1, 2, 3, ...) ->
+//	       encoded raw notification (see record.go). Append-only: a key is
+//	       written once and never changed or reused.
+//	dedup  gateway + 0x00 + gateway's message id -> log id of the first copy
+//	state  log id -> JSON ipn.Processing; absent means "received"
+//
+// Appends go through a single writer goroutine (group commit): every
+// Append queued while a commit is running is written by the next
+// transaction, so concurrent requests share one fsync. Append returns only
+// after its own record's transaction has committed.
+//
+// Invariants: ids strictly increase and are never reused; a raw record
+// never changes; one bbolt Update per business fact.
+package store

@@ -1,0 +1,135 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"ipnd/ipn"
+)
+
+// recordVersion is the first byte of every encoded log record.
+const recordVersion = 1
+
+// ErrCorrupt is returned when a stored record cannot be decoded.
+var ErrCorrupt = errors.New("corrupt record")
+
+// encodeRecord serialises the raw fields of n (not its ID, which is the key):
+//
+//	version byte | uvarint unix-nano received_at |
+//	str gateway | str remote | str content type | str dedup key |
+//	uvarint header count | (str name | uvarint n | n × str value)… | str body
+//
+// where str is a uvarint length followed by the bytes.
+func encodeRecord(n *ipn.Notification) []byte {
+	size := 1 + binary.MaxVarintLen64*6 + len(n.Gateway) + len(n.RemoteAddr) +
+		len(n.ContentType) + len(n.DedupKey) + len(n.Body)
+	for k, vs := range n.Headers {
+		size += len(k) + binary.MaxVarintLen64*2
+		for _, v := range vs {
+			size += len(v) + binary.MaxVarintLen64
+		}
+	}
+	b := make([]byte, 0, size)
+	b = append(b, recordVersion)
+	b = binary.AppendUvarint(b, uint64(n.ReceivedAt.UnixNano()))
+	for _, s := range []string{n.Gateway, n.RemoteAddr, n.ContentType, n.DedupKey} {
+		b = appendStr(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(n.Headers)))
+	for k, vs := range n.Headers {
+		b = appendStr(b, k)
+		b = binary.AppendUvarint(b, uint64(len(vs)))
+		for _, v := range vs {
+			b = appendStr(b, v)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(n.Body)))
+	return append(b, n.Body...)
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeRecord is the inverse of encodeRecord. It never panics: anything
+// that does not fit is ErrCorrupt. The result does not alias data.
+func decodeRecord(id uint64, data []byte) (*ipn.Notification, error) {
+	d := decoder{b: data}
+	if v := d.byte(); v != recordVersion {
+		return nil, fmt.Errorf("%w: id %d: version %d", ErrCorrupt, id, v)
+	}
+	n := &ipn.Notification{ID: id}
+	n.ReceivedAt = time.Unix(0, int64(d.uvarint())).UTC()
+	n.Gateway = d.str()
+	n.RemoteAddr = d.str()
+	n.ContentType = d.str()
+	n.DedupKey = d.str()
+	nh := d.uvarint()
+	if nh > uint64(len(d.b)) {
+		d.err = true
+	}
+	if !d.err && nh > 0 {
+		n.Headers = make(http.Header, nh)
+	}
+	for i := uint64(0); i < nh && !d.err; i++ {
+		k := d.str()
+		nv := d.uvarint()
+		if nv > uint64(len(d.b)) {
+			d.err = true
+			break
+		}
+		vs := make([]string, 0, nv)
+		for j := uint64(0); j < nv && !d.err; j++ {
+			vs = append(vs, d.str())
+		}
+		n.Headers[k] = vs
+	}
+	n.Body = []byte(d.str())
+	if d.err || len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: id %d", ErrCorrupt, id)
+	}
+	return n, nil
+}
+
+type decoder struct {
+	b   []byte
+	err bool
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.err = true
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = true
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string {
+	l := d.uvarint()
+	if d.err || l > uint64(len(d.b)) {
+		d.err = true
+		return ""
+	}
+	s := string(d.b[:l])
+	d.b = d.b[l:]
+	return s
+}

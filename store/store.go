@@ -1,0 +1,414 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"ipnd/ipn"
+)
+
+// SchemaVersion is the layout version this build writes and understands.
+const SchemaVersion = 1
+
+// Errors callers test with errors.Is.
+var (
+	ErrClosed    = errors.New("store is closed")
+	ErrNotFound  = errors.New("not found")
+	ErrInUse     = errors.New("database is in use by another ipnd")
+	ErrNewSchema = errors.New("database schema is newer than this ipnd")
+)
+
+var (
+	bucketMeta  = []byte("meta")
+	bucketLog   = []byte("log")
+	bucketDedup = []byte("dedup")
+	bucketState = []byte("state")
+	keySchema   = []byte("schema")
+	keyCreated  = []byte("created")
+)
+
+// Options tune Open. The zero value is usable.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock held by another
+	// process (default 2 s); then Open fails with ErrInUse.
+	LockTimeout time.Duration
+	// OnCommit, when set, is called after each group commit with its
+	// duration and the number of records it wrote.
+	OnCommit func(took time.Duration, records int)
+	// MaxBatch caps the records in one group commit (default 4096).
+	MaxBatch int
+}
+
+// DB is ipnd's database. Its methods are safe for concurrent use.
+type DB struct {
+	bolt *bolt.DB
+	path string
+	opts Options
+
+	mu     sync.RWMutex // guards closed against concurrent Append sends
+	closed bool
+	reqs   chan *appendReq
+	quit   chan struct{}
+	done   chan struct{}
+}
+
+type appendReq struct {
+	gateway string
+	dedup   string
+	rec     []byte
+	id      uint64
+	dup     bool
+	err     error
+	done    chan struct{}
+}
+
+// Open opens (creating if needed) the database at path, creates the
+// buckets, checks the schema version and starts the group-commit writer.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 4096
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.LockTimeout,
+		// The freelist is rebuilt on open instead of written by every
+		// commit: fewer pages per fsync on the ingest path.
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: 1 << 30,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		who := "unknown pid"
+		if pid, rerr := os.ReadFile(pidPath(path)); rerr == nil {
+			who = "pid " + strings.TrimSpace(string(pid))
+		}
+		return nil, fmt.Errorf("store: %s: %w (%s)", path, ErrInUse, who)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db := &DB{bolt: b, path: path, opts: opts,
+		reqs: make(chan *appendReq, 2*opts.MaxBatch),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	if err := db.init(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	_ = os.WriteFile(pidPath(path), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	go db.writer()
+	return db, nil
+}
+
+func pidPath(dbPath string) string { return dbPath + ".pid" }
+
+func (db *DB) init() error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("store: create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("store: %s: %w: bad schema key", db.path, ErrCorrupt)
+			}
+			if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
+				return fmt.Errorf("store: %s: %w: file has schema %d, this build knows %d; run a newer ipnd",
+					db.path, ErrNewSchema, got, SchemaVersion)
+			}
+			return nil
+		}
+		if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+			return err
+		}
+		return meta.Put(keySchema, u64(SchemaVersion))
+	})
+}
+
+// Close stops accepting appends, commits those already queued, stops the
+// writer and closes the file. It is safe to call twice.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.mu.Unlock()
+	close(db.quit)
+	<-db.done
+	os.Remove(pidPath(db.path))
+	return db.bolt.Close()
+}
+
+// Path is the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Append stores n durably and returns its log id. When n.DedupKey is set
+// and the same gateway already sent a message with that key, nothing is
+// stored and Append returns the first copy's id with duplicate true. It
+// returns only after the transaction holding the record has committed; an
+// error means the record is not stored (ErrClosed after Close).
+func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, error) {
+	r := &appendReq{gateway: n.Gateway, dedup: n.DedupKey, rec: encodeRecord(n), done: make(chan struct{})}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return 0, false, ErrClosed
+	}
+	db.reqs <- r
+	db.mu.RUnlock()
+	<-r.done
+	return r.id, r.dup, r.err
+}
+
+// writer is the single goroutine that commits appends: it takes whatever
+// is queued (up to MaxBatch), writes it in one transaction with one fsync,
+// and answers each request. There is no timer: a lone request is committed
+// at once, and requests arriving during a commit share the next one.
+func (db *DB) writer() {
+	defer close(db.done)
+	batch := make([]*appendReq, 0, db.opts.MaxBatch)
+	for {
+		select {
+		case r := <-db.reqs:
+			batch = append(batch, r)
+		case <-db.quit:
+			// Close holds no sender: drain what is queued, then stop.
+			for {
+				select {
+				case r := <-db.reqs:
+					batch = append(batch, r)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				db.commit(batch)
+			}
+			return
+		}
+	fill:
+		for len(batch) < db.opts.MaxBatch {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+func (db *DB) commit(batch []*appendReq) {
+	start := time.Now()
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		log := tx.Bucket(bucketLog)
+		log.FillPercent = 1.0 // sequential keys: fill pages completely
+		dedup := tx.Bucket(bucketDedup)
+		var key []byte
+		for _, r := range batch {
+			if r.dedup != "" {
+				key = append(append(append(key[:0], r.gateway...), 0), r.dedup...)
+				if v := dedup.Get(key); len(v) == 8 {
+					r.id, r.dup = binary.BigEndian.Uint64(v), true
+					continue
+				}
+			}
+			id, err := log.NextSequence()
+			if err != nil {
+				return err
+			}
+			if err := log.Put(u64(id), r.rec); err != nil {
+				return err
+			}
+			if r.dedup != "" {
+				if err := dedup.Put(key, u64(id)); err != nil {
+					return err
+				}
+			}
+			r.id = id
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("store: commit: %w", err)
+	}
+	if db.opts.OnCommit != nil {
+		db.opts.OnCommit(time.Since(start), len(batch))
+	}
+	for _, r := range batch {
+		if err != nil {
+			r.id, r.dup, r.err = 0, false, err
+		}
+		close(r.done)
+	}
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// Get returns the raw notification with the given id and its processing
+// state (state "received" when the pipeline has not touched it), or
+// ErrNotFound.
+func (db *DB) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
+	var (
+		n *ipn.Notification
+		p *ipn.Processing
+	)
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLog).Get(u64(id))
+		if v == nil {
+			return fmt.Errorf("notification %d: %w", id, ErrNotFound)
+		}
+		var err error
+		if n, err = decodeRecord(id, v); err != nil {
+			return err
+		}
+		p, err = processing(tx, n)
+		return err
+	})
+	return n, p, err
+}
+
+func processing(tx *bolt.Tx, n *ipn.Notification) (*ipn.Processing, error) {
+	v := tx.Bucket(bucketState).Get(u64(n.ID))
+	if v == nil {
+		return &ipn.Processing{State: ipn.StateReceived,
+			History: []ipn.HistoryEntry{{At: n.ReceivedAt, State: ipn.StateReceived}}}, nil
+	}
+	var p ipn.Processing
+	if err := json.Unmarshal(v, &p); err != nil {
+		return nil, fmt.Errorf("%w: state of %d: %v", ErrCorrupt, n.ID, err)
+	}
+	return &p, nil
+}
+
+// Filter selects notifications for List. Zero fields match everything.
+type Filter struct {
+	Gateway string
+	State   ipn.State
+	Before  uint64 // only ids below this; 0 = from the newest
+	Limit   int    // default 50, at most 1000
+}
+
+// Item is one notification with its processing state.
+type Item struct {
+	Notification *ipn.Notification
+	Processing   *ipn.Processing
+}
+
+// List returns matching notifications, newest first.
+func (db *DB) List(f Filter) ([]Item, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	f.Limit = min(f.Limit, 1000)
+	var out []Item
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLog).Cursor()
+		var k, v []byte
+		if f.Before > 0 {
+			k, v = c.Seek(u64(f.Before))
+			if k != nil {
+				k, v = c.Prev()
+			} else {
+				k, v = c.Last()
+			}
+		} else {
+			k, v = c.Last()
+		}
+		for ; k != nil && len(out) < f.Limit; k, v = c.Prev() {
+			id := binary.BigEndian.Uint64(k)
+			if f.Before > 0 && id >= f.Before {
+				continue
+			}
+			n, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			if f.Gateway != "" && n.Gateway != f.Gateway {
+				continue
+			}
+			p, err := processing(tx, n)
+			if err != nil {
+				return err
+			}
+			if f.State != "" && p.State != f.State {
+				continue
+			}
+			out = append(out, Item{n, p})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Backup writes a consistent copy of the whole database to w (a read
+// transaction: appends go on meanwhile). size, when not nil, is called
+// with the byte count before anything is written.
+func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
+	var n int64
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Check runs bbolt's consistency check and returns the first problem.
+func (db *DB) Check() error {
+	return db.bolt.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	})
+}
+
+// Stats is a summary for health checks and metrics.
+type Stats struct {
+	SizeBytes int64
+	LastID    uint64
+}
+
+// Stats reads the file size and the newest log id.
+func (db *DB) Stats() (Stats, error) {
+	var s Stats
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		s.SizeBytes = tx.Size()
+		s.LastID = tx.Bucket(bucketLog).Sequence()
+		return nil
+	})
+	return s, err
+}
