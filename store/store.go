@@ -386,8 +386,15 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 	return n, err
 }
 
-// Check runs bbolt's consistency check and returns the first problem.
+// Check runs bbolt's consistency check and returns the first problem, or
+// ErrClosed.
 func (db *DB) Check() error {
+	db.mu.RLock()
+	closed := db.closed
+	db.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
 	return db.bolt.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			return err
