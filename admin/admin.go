@@ -1,0 +1,285 @@
+// Package admin is the admin listener's HTTP API: notifications, backup,
+// health and metrics for operators and the ipnd CLI. Every /api/ route
+// requires "Authorization: Bearer <token>"; errors are JSON
+// {"error": "..."} and never carry internal details.
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/julienschmidt/httprouter"
+
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// Options configure Handler. Store and Token are required.
+type Options struct {
+	Store       *store.DB
+	Token       string
+	OpenMetrics bool         // /metrics and /healthz without the token
+	Metrics     http.Handler // nil: no /metrics route
+	Gateways    []ipn.Gateway
+	Rejections  func() []ipn.Rejection
+	// Healthy reports why the appliance is unhealthy (nil: healthy).
+	Healthy func() error
+	Logger  *slog.Logger
+}
+
+type api struct {
+	o        Options
+	tokenSum [32]byte
+	gateways map[string]ipn.Gateway
+	log      *slog.Logger
+}
+
+// Handler returns the admin routes.
+func Handler(o Options) http.Handler {
+	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]ipn.Gateway{}, log: o.Logger}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	for _, g := range o.Gateways {
+		a.gateways[g.Name()] = g
+	}
+	r := httprouter.New()
+	open := func(h httprouter.Handle) httprouter.Handle {
+		if o.OpenMetrics {
+			return h
+		}
+		return a.auth(h)
+	}
+	r.GET("/healthz", open(a.healthz))
+	if o.Metrics != nil {
+		r.GET("/metrics", open(func(w http.ResponseWriter, req *http.Request, _ httprouter.Params) {
+			o.Metrics.ServeHTTP(w, req)
+		}))
+	}
+	r.GET("/api/notifications", a.auth(a.listNotifications))
+	r.GET("/api/notifications/:id", a.auth(a.showNotification))
+	r.GET("/api/rejections", a.auth(a.rejections))
+	r.GET("/api/backup", a.auth(a.backup))
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "no such route")
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	r.PanicHandler = func(w http.ResponseWriter, _ *http.Request, v any) {
+		a.log.Error("admin handler panic", "panic", v)
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+	return r
+}
+
+// auth requires the bearer token, compared in constant time (over hashes,
+// so that the length does not leak either).
+func (a *api) auth(h httprouter.Handle) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || a.o.Token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ipnd"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h(w, r, ps)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// fail maps an error to a status and a message safe for the client.
+func (a *api) fail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, store.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "store is closed")
+	default:
+		a.log.Error("admin request failed", "error", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+func (a *api) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	if _, err := a.o.Store.Stats(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store is not open")
+		return
+	}
+	if a.o.Healthy != nil {
+		if err := a.o.Healthy(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Notification is the JSON form of a stored notification (SPEC §7).
+type Notification struct {
+	ID          uint64             `json:"id"`
+	Gateway     string             `json:"gateway"`
+	ReceivedAt  time.Time          `json:"received_at"`
+	RemoteAddr  string             `json:"remote_addr"`
+	ContentType string             `json:"content_type"`
+	Headers     http.Header        `json:"headers,omitempty"`
+	Body        *string            `json:"body,omitempty"`
+	BodyBase64  string             `json:"body_base64,omitempty"`
+	State       ipn.State          `json:"state"`
+	DuplicateOf uint64             `json:"duplicate_of,omitempty"`
+	Event       *ipn.Event         `json:"event,omitempty"`
+	History     []ipn.HistoryEntry `json:"history"`
+}
+
+func (a *api) view(it store.Item) Notification {
+	n, p := it.Notification, it.Processing
+	v := Notification{ID: n.ID, Gateway: n.Gateway, ReceivedAt: n.ReceivedAt, RemoteAddr: n.RemoteAddr,
+		ContentType: n.ContentType, Headers: n.Headers, State: p.State, DuplicateOf: p.DuplicateOf,
+		Event: p.Event, History: p.History}
+	if utf8.Valid(n.Body) {
+		s := string(n.Body)
+		v.Body = &s
+	} else {
+		v.BodyBase64 = base64.StdEncoding.EncodeToString(n.Body)
+	}
+	if v.Event == nil {
+		// Not processed yet: show what the gateway adapter reads from it.
+		if g, ok := a.gateways[n.Gateway]; ok {
+			if ev, err := g.Normalize(n); err == nil {
+				v.Event = ev
+			}
+		}
+	}
+	return v
+}
+
+// NotificationList is the answer of GET /api/notifications.
+type NotificationList struct {
+	Notifications []Notification `json:"notifications"`
+	// NextBefore is the before= value of the next (older) page; 0 at the end.
+	NextBefore uint64 `json:"next_before,omitempty"`
+}
+
+func (a *api) listNotifications(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q := r.URL.Query()
+	f := store.Filter{Gateway: q.Get("gateway"), State: ipn.State(q.Get("state"))}
+	if f.State != "" && !f.State.Valid() {
+		writeError(w, http.StatusBadRequest, "state: unknown state "+strconv.Quote(string(f.State)))
+		return
+	}
+	var err error
+	if s := q.Get("before"); s != "" {
+		if f.Before, err = strconv.ParseUint(s, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "before: not a notification id")
+			return
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 || f.Limit > 1000 {
+			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
+			return
+		}
+	}
+	if f.Limit == 0 {
+		f.Limit = 50
+	}
+	// The order filter looks into the event, so scan in larger pages
+	// until enough match.
+	order := q.Get("order")
+	out := NotificationList{Notifications: []Notification{}}
+	scan := f
+	if order != "" {
+		scan.Limit = 1000
+	}
+	for {
+		items, err := a.o.Store.List(scan)
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+		for _, it := range items {
+			v := a.view(it)
+			if order != "" && (v.Event == nil || v.Event.OrderID != order) {
+				continue
+			}
+			out.Notifications = append(out.Notifications, v)
+			if len(out.Notifications) == f.Limit {
+				out.NextBefore = v.ID
+				writeJSON(w, http.StatusOK, out)
+				return
+			}
+		}
+		if len(items) < scan.Limit {
+			break
+		}
+		scan.Before = items[len(items)-1].Notification.ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) showNotification(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
+	if err != nil || id == 0 {
+		writeError(w, http.StatusBadRequest, "id: not a notification id")
+		return
+	}
+	n, p, err := a.o.Store.Get(id)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.view(store.Item{Notification: n, Processing: p}))
+}
+
+func (a *api) rejections(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	out := []ipn.Rejection{}
+	if a.o.Rejections != nil {
+		out = append(out, a.o.Rejections()...)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rejections": out})
+}
+
+// backup streams a consistent copy of the database (a bbolt read
+// transaction, so ingest goes on). The write deadline is lifted: a large
+// file may take longer than the listener's write timeout.
+func (a *api) backup(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	started := false
+	n, err := a.o.Store.Backup(w, func(size int64) {
+		started = true
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="ipnd-backup.db"`)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+	})
+	if err != nil {
+		if !started {
+			a.fail(w, err)
+			return
+		}
+		a.log.Error("backup interrupted", "error", err, "bytes", n, "remote_addr", r.RemoteAddr)
+		return
+	}
+	a.log.Info("backup written", "bytes", n)
+}

@@ -1,0 +1,516 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"ipnd/ipn"
+)
+
+// Duration is a time.Duration written as "10s", "5m" or "1h30m" in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration like \"10s\" or \"5m\"")
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String is the Go duration syntax.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes the duration in Go syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Config is the whole configuration (SPEC §9). Every key is listed, with
+// its default, in config.example.toml.
+type Config struct {
+	Server   ServerConfig    `toml:"server"`
+	Admin    AdminConfig     `toml:"admin"`
+	Store    StoreConfig     `toml:"store"`
+	Orders   OrdersConfig    `toml:"orders"`
+	SMTP     SMTPConfig      `toml:"smtp"`
+	Email    EmailConfig     `toml:"email"`
+	Shop     ShopConfig      `toml:"shop"`
+	Log      LogConfig       `toml:"log"`
+	Gateways []GatewayConfig `toml:"gateway"`
+
+	file     string // the config file read, "" for embedded defaults
+	embedded bool   // no config file: the test gateway is added
+}
+
+// ServerConfig is the public listener gateways post to.
+type ServerConfig struct {
+	Listen         string   `toml:"listen"`
+	MaxBodyBytes   int64    `toml:"max_body_bytes"`
+	ReadTimeout    Duration `toml:"read_timeout"`
+	WriteTimeout   Duration `toml:"write_timeout"`
+	RateLimit      float64  `toml:"rate_limit"`
+	RateBurst      int      `toml:"rate_burst"`
+	TrustedProxies []string `toml:"trusted_proxies"`
+	TLSCert        string   `toml:"tls_cert"`
+	TLSKey         string   `toml:"tls_key"`
+}
+
+// AdminConfig is the admin listener (API, metrics).
+type AdminConfig struct {
+	Listen      string `toml:"listen"`
+	Token       string `toml:"token" secret:"true"`
+	TokenFile   string `toml:"token_file"`
+	OpenMetrics bool   `toml:"open_metrics"`
+}
+
+// StoreConfig is the database.
+type StoreConfig struct {
+	Path         string   `toml:"path"`
+	RawRetention Duration `toml:"raw_retention"`
+}
+
+// OrdersConfig governs order handling.
+type OrdersConfig struct {
+	RequireRegistered bool     `toml:"require_registered"`
+	Receivers         []string `toml:"receivers"`
+}
+
+// SMTPConfig is the outgoing mail server; an empty host means the file mailer.
+type SMTPConfig struct {
+	Host         string   `toml:"host"`
+	Port         int      `toml:"port"`
+	Username     string   `toml:"username"`
+	Password     string   `toml:"password" secret:"true"`
+	PasswordFile string   `toml:"password_file"`
+	TLS          string   `toml:"tls"`
+	From         string   `toml:"from"`
+	Timeout      Duration `toml:"timeout"`
+}
+
+// EmailConfig is about which emails are sent and how they look.
+type EmailConfig struct {
+	TemplatesDir string   `toml:"templates_dir"`
+	MerchantTo   string   `toml:"merchant_to"`
+	MaxAttempts  int      `toml:"max_attempts"`
+	Enabled      []string `toml:"enabled"`
+}
+
+// ShopConfig is the merchant's shop callback and notification script.
+type ShopConfig struct {
+	URL         string   `toml:"url"`
+	Secret      string   `toml:"secret" secret:"true"`
+	SecretFile  string   `toml:"secret_file"`
+	Command     []string `toml:"command"`
+	Timeout     Duration `toml:"timeout"`
+	MaxAttempts int      `toml:"max_attempts"`
+}
+
+// LogConfig chooses the log level and format.
+type LogConfig struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// GatewayConfig is one [[gateway]] table.
+type GatewayConfig struct {
+	Name       string   `toml:"name"`
+	Kind       string   `toml:"kind"`
+	Secret     string   `toml:"secret" secret:"true"`
+	Secrets    []string `toml:"secrets" secret:"true"`
+	SecretFile string   `toml:"secret_file"`
+	Tolerance  Duration `toml:"tolerance"`
+	Sandbox    bool     `toml:"sandbox"`
+	VerifyURL  string   `toml:"verify_url"`
+	Receivers  []string `toml:"receivers"`
+	AllowIPs   []string `toml:"allow_ips"`
+}
+
+// defaultConfig is the embedded default configuration.
+func defaultConfig() Config {
+	return Config{
+		Server: ServerConfig{
+			Listen:       "127.0.0.1:8080",
+			MaxBodyBytes: 64 << 10,
+			ReadTimeout:  Duration(10 * time.Second),
+			WriteTimeout: Duration(10 * time.Second),
+			RateLimit:    50,
+			RateBurst:    100,
+		},
+		Admin:  AdminConfig{Listen: "127.0.0.1:8081"},
+		Store:  StoreConfig{Path: "./ipnd-data/ipnd.db"},
+		SMTP:   SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
+		Email:  EmailConfig{MaxAttempts: 20},
+		Shop:   ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
+		Log:    LogConfig{Level: "info", Format: "auto"},
+		Orders: OrdersConfig{},
+	}
+}
+
+// dataDir is the directory of the database: generated secrets, the mail
+// spool and the listener address files live there.
+func (c *Config) dataDir() string { return filepath.Dir(c.Store.Path) }
+
+// configError names the key, the value and why.
+func configError(key string, value any, why string) error {
+	return fmt.Errorf("config: %s = %s: %s", key, quote(value), why)
+}
+
+func quote(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case []string:
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprint(v)
+}
+
+// loadConfig reads the file (when path is not ""), applies IPND_*
+// environment overrides and validates. With no file, the embedded defaults
+// apply and the default gateway "test" is added.
+func loadConfig(path string, getenv func(string) string) (*Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+		if err != nil {
+			var perr toml.ParseError
+			if errors.As(err, &perr) {
+				return nil, fmt.Errorf("config: %s: %s", path, perr.ErrorWithPosition())
+			}
+			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			return nil, fmt.Errorf("config: %s: unknown key %q", path, und[0].String())
+		}
+		cfg.file = path
+	} else {
+		cfg.embedded = true
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return nil, err
+	}
+	if cfg.embedded && len(cfg.Gateways) == 0 {
+		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks",
+			SecretFile: filepath.Join(cfg.dataDir(), "gateway-test.secret")}}
+	}
+	if cfg.Admin.Token == "" && cfg.Admin.TokenFile == "" {
+		cfg.Admin.TokenFile = filepath.Join(cfg.dataDir(), "admin.token")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// applyEnv sets every scalar key of the sections from IPND_SECTION_KEY
+// (e.g. IPND_SERVER_LISTEN, IPND_ADMIN_TOKEN, IPND_STORE_PATH); lists are
+// comma-separated.
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	cv := reflect.ValueOf(cfg).Elem()
+	ct := cv.Type()
+	for i := 0; i < ct.NumField(); i++ {
+		sf := ct.Field(i)
+		if sf.Type.Kind() != reflect.Struct || !sf.IsExported() {
+			continue
+		}
+		section := sf.Tag.Get("toml")
+		sv := cv.Field(i)
+		for j := 0; j < sv.NumField(); j++ {
+			key := sv.Type().Field(j).Tag.Get("toml")
+			env := "IPND_" + strings.ToUpper(section+"_"+key)
+			raw := getenv(env)
+			if raw == "" {
+				continue
+			}
+			if err := setFromString(sv.Field(j), raw); err != nil {
+				return fmt.Errorf("config: %s (from %s) = %q: %v", section+"."+key, env, raw, err)
+			}
+		}
+	}
+	return nil
+}
+
+func setFromString(f reflect.Value, raw string) error {
+	if f.Type() == reflect.TypeOf(Duration(0)) {
+		var d Duration
+		if err := d.UnmarshalText([]byte(raw)); err != nil {
+			return err
+		}
+		f.Set(reflect.ValueOf(d))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(raw)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return errors.New("not a boolean")
+		}
+		f.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return errors.New("not a number")
+		}
+		f.SetFloat(n)
+	case reflect.Slice:
+		var parts []string
+		for _, p := range strings.Split(raw, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		f.Set(reflect.ValueOf(parts))
+	default:
+		return errors.New("cannot be set from the environment")
+	}
+	return nil
+}
+
+var gatewayName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func (c *Config) validate() error {
+	s := c.Server
+	if err := checkListen("server.listen", s.Listen); err != nil {
+		return err
+	}
+	if err := checkListen("admin.listen", c.Admin.Listen); err != nil {
+		return err
+	}
+	if s.MaxBodyBytes <= 0 || s.MaxBodyBytes > 64<<20 {
+		return configError("server.max_body_bytes", s.MaxBodyBytes, "must be between 1 and 67108864")
+	}
+	if s.ReadTimeout <= 0 {
+		return configError("server.read_timeout", s.ReadTimeout.String(), "must be positive")
+	}
+	if s.WriteTimeout <= 0 {
+		return configError("server.write_timeout", s.WriteTimeout.String(), "must be positive")
+	}
+	if s.RateLimit < 0 {
+		return configError("server.rate_limit", s.RateLimit, "must be 0 (off) or positive")
+	}
+	if s.RateBurst < 0 {
+		return configError("server.rate_burst", s.RateBurst, "must not be negative")
+	}
+	if _, err := parsePrefixes("server.trusted_proxies", s.TrustedProxies); err != nil {
+		return err
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return configError("server.tls_key", s.TLSKey, "tls_cert and tls_key go together")
+	}
+	if c.Store.Path == "" {
+		return configError("store.path", "", "must name the database file")
+	}
+	if c.Store.RawRetention < 0 {
+		return configError("store.raw_retention", c.Store.RawRetention.String(), "must be 0 (forever) or positive")
+	}
+	switch c.SMTP.TLS {
+	case "starttls", "tls", "none":
+	default:
+		return configError("smtp.tls", c.SMTP.TLS, `must be "starttls", "tls" or "none"`)
+	}
+	if c.SMTP.Port <= 0 || c.SMTP.Port > 65535 {
+		return configError("smtp.port", c.SMTP.Port, "must be a TCP port")
+	}
+	if c.SMTP.Password != "" && c.SMTP.PasswordFile != "" {
+		return configError("smtp.password_file", c.SMTP.PasswordFile, "give password or password_file, not both")
+	}
+	if c.Email.MaxAttempts < 1 {
+		return configError("email.max_attempts", c.Email.MaxAttempts, "must be at least 1")
+	}
+	if c.Shop.Secret != "" && c.Shop.SecretFile != "" {
+		return configError("shop.secret_file", c.Shop.SecretFile, "give secret or secret_file, not both")
+	}
+	if c.Shop.MaxAttempts < 1 {
+		return configError("shop.max_attempts", c.Shop.MaxAttempts, "must be at least 1")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return configError("log.level", c.Log.Level, `must be "debug", "info", "warn" or "error"`)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "text":
+	default:
+		return configError("log.format", c.Log.Format, `must be "auto", "json" or "text"`)
+	}
+	seen := map[string]bool{}
+	for i, g := range c.Gateways {
+		key := fmt.Sprintf("gateway[%d]", i)
+		if !gatewayName.MatchString(g.Name) {
+			return configError(key+".name", g.Name, "must be 1-63 lowercase letters, digits, - or _")
+		}
+		if seen[g.Name] {
+			return configError(key+".name", g.Name, "another gateway has this name")
+		}
+		seen[g.Name] = true
+		known := false
+		for _, k := range ipn.Kinds() {
+			known = known || k == g.Kind
+		}
+		if !known {
+			return configError(key+".kind", g.Kind, "unknown kind (this build knows: "+strings.Join(ipn.Kinds(), ", ")+")")
+		}
+		n := 0
+		for _, set := range []bool{g.Secret != "", len(g.Secrets) > 0, g.SecretFile != ""} {
+			if set {
+				n++
+			}
+		}
+		if n > 1 {
+			return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
+		}
+		if n == 0 {
+			return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
+		}
+		if g.Tolerance < 0 {
+			return configError(key+".tolerance", g.Tolerance.String(), "must not be negative")
+		}
+		if _, err := parsePrefixes(key+".allow_ips", g.AllowIPs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkListen(key, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return configError(key, addr, "must be host:port, e.g. 127.0.0.1:8080")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return configError(key, addr, "port must be a number from 0 to 65535")
+	}
+	_ = host
+	return nil
+}
+
+// parsePrefixes accepts addresses ("10.0.0.1") and CIDR prefixes ("10.0.0.0/8").
+func parsePrefixes(key string, in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, configError(key, s, "not an IP address or CIDR prefix")
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// readSecretFile reads secrets from a file: one per non-empty line.
+func readSecretFile(key, path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s = %q: %v", key, path, err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return nil, configError(key, path, "file holds no secret")
+	}
+	return out, nil
+}
+
+// gatewaySecrets returns the secrets of gateway g from whichever key set them.
+func gatewaySecrets(key string, g GatewayConfig) ([]string, error) {
+	switch {
+	case g.Secret != "":
+		return []string{g.Secret}, nil
+	case len(g.Secrets) > 0:
+		return g.Secrets, nil
+	}
+	return readSecretFile(key+".secret_file", g.SecretFile)
+}
+
+// adminToken returns the configured admin token.
+func (c *Config) adminToken() (string, error) {
+	if c.Admin.Token != "" {
+		return c.Admin.Token, nil
+	}
+	t, err := readSecretFile("admin.token_file", c.Admin.TokenFile)
+	if err != nil {
+		return "", err
+	}
+	return t[0], nil
+}
+
+// redacted returns the config as TOML with every secret replaced.
+func (c *Config) redacted() string {
+	cp := *c
+	cp.Gateways = append([]GatewayConfig(nil), c.Gateways...)
+	redact(reflect.ValueOf(&cp).Elem())
+	var b bytes.Buffer
+	enc := toml.NewEncoder(&b)
+	enc.Indent = ""
+	if err := enc.Encode(cp); err != nil {
+		return "# cannot encode config: " + err.Error()
+	}
+	return b.String()
+}
+
+func redact(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Field(i)
+			if !v.Type().Field(i).IsExported() {
+				continue
+			}
+			if v.Type().Field(i).Tag.Get("secret") == "true" {
+				switch f.Kind() {
+				case reflect.String:
+					if f.String() != "" {
+						f.SetString("<redacted>")
+					}
+				case reflect.Slice:
+					if f.Len() > 0 {
+						r := make([]string, f.Len())
+						for j := range r {
+							r[j] = "<redacted>"
+						}
+						f.Set(reflect.ValueOf(r))
+					}
+				}
+				continue
+			}
+			redact(f)
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			redact(v.Index(i))
+		}
+	}
+}

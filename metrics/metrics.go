@@ -1,0 +1,146 @@
+// Package metrics holds ipnd's Prometheus collectors on an explicit
+// registry. It imports nothing of ipnd's: main passes the configured
+// gateway names (the only label values besides fixed enums) and functions
+// for the gauges read at scrape time.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Unknown is the gateway label for requests that named no configured
+// gateway; any label value not passed to New is recorded under it.
+const Unknown = "_unknown"
+
+// Options configure New.
+type Options struct {
+	Version       string
+	Gateways      []string // configured gateway names
+	RejectReasons []string // the fixed reason enum
+	// StoreSize, when set, is read at scrape time for ipnd_store_size_bytes.
+	StoreSize func() float64
+}
+
+// Metrics are typed handles on every collector. Methods are safe for
+// concurrent use and never fail.
+type Metrics struct {
+	reg       *prometheus.Registry
+	gateways  map[string]bool
+	reasons   map[string]bool
+	received  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	duplicate *prometheus.CounterVec
+	ingest    *prometheus.HistogramVec
+	commit    prometheus.Histogram
+	batch     prometheus.Histogram
+}
+
+// New registers every collector on a fresh registry and pre-creates the
+// series for each configured gateway, so that they read 0 before the first
+// request.
+func New(o Options) *Metrics {
+	m := &Metrics{
+		reg:      prometheus.NewRegistry(),
+		gateways: map[string]bool{Unknown: true},
+		reasons:  map[string]bool{},
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_notifications_received_total",
+			Help: "Notifications appended to the log (answered 200 as new).",
+		}, []string{"gateway"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_notifications_rejected_total",
+			Help: "Requests to /ipn/ refused, by reason.",
+		}, []string{"gateway", "reason"}),
+		duplicate: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_notifications_duplicate_total",
+			Help: "Notifications answered 200 because they were already stored.",
+		}, []string{"gateway"}),
+		ingest: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ipnd_ingest_duration_seconds",
+			Help:    "Time from reading a request to its durable commit.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"gateway"}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ipnd_store_commit_duration_seconds",
+			Help:    "Duration of one group commit (write and fsync).",
+			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .5},
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ipnd_store_commit_records",
+			Help:    "Records written by one group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+	}
+	for _, r := range o.RejectReasons {
+		m.reasons[r] = true
+	}
+	for _, g := range o.Gateways {
+		m.gateways[g] = true
+	}
+	for g := range m.gateways {
+		if g != Unknown {
+			m.received.WithLabelValues(g)
+			m.duplicate.WithLabelValues(g)
+		}
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ipnd_build_info",
+		Help: "Build information; always 1.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(o.Version, runtime.Version()).Set(1)
+	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if o.StoreSize != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ipnd_store_size_bytes",
+			Help: "Size of the database file.",
+		}, o.StoreSize))
+	}
+	return m
+}
+
+func (m *Metrics) gw(g string) string {
+	if m.gateways[g] {
+		return g
+	}
+	return Unknown
+}
+
+// Received counts a newly stored notification and its ingest latency.
+func (m *Metrics) Received(gateway string, ingest time.Duration) {
+	g := m.gw(gateway)
+	m.received.WithLabelValues(g).Inc()
+	m.ingest.WithLabelValues(g).Observe(ingest.Seconds())
+}
+
+// Duplicate counts a notification that was already stored.
+func (m *Metrics) Duplicate(gateway string) { m.duplicate.WithLabelValues(m.gw(gateway)).Inc() }
+
+// Rejected counts a refused request. Reasons outside the enum given to New
+// are counted as "malformed".
+func (m *Metrics) Rejected(gateway, reason string) {
+	if !m.reasons[reason] {
+		reason = "malformed"
+	}
+	m.rejected.WithLabelValues(m.gw(gateway), reason).Inc()
+}
+
+// Committed observes one group commit.
+func (m *Metrics) Committed(took time.Duration, records int) {
+	m.commit.Observe(took.Seconds())
+	m.batch.Observe(float64(records))
+}
+
+// Registry is the explicit registry (for tests and extra collectors).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}

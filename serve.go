@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"ipnd/admin"
+	"ipnd/ipn"
+	"ipnd/metrics"
+	"ipnd/store"
+)
+
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, _, stderr io.Writer) error {
+	fs, path := commandFlags("serve", getenv, stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, getenv)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, newLogger(cfg.Log, stderr))
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	text := c.Format == "text"
+	if c.Format == "auto" {
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				text = true
+			}
+		}
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// ensureGenerated creates the secret files that the embedded defaults
+// point at (the test gateway's secret, the admin token) when they do not
+// exist yet: random, 0600, in the data directory.
+func ensureGenerated(cfg *Config, log *slog.Logger) error {
+	dir := cfg.dataDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	gen := map[string]func() string{}
+	if cfg.Admin.Token == "" && filepath.Dir(cfg.Admin.TokenFile) == dir {
+		gen[cfg.Admin.TokenFile] = func() string { return hex.EncodeToString(randomBytes(32)) }
+	}
+	if cfg.embedded {
+		for _, g := range cfg.Gateways {
+			if g.SecretFile != "" && filepath.Dir(g.SecretFile) == dir {
+				gen[g.SecretFile] = func() string { return "whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32)) }
+			}
+		}
+	}
+	for path, make := range gen {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("generate %s: %w", path, err)
+		}
+		_, err = f.WriteString(make() + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("generate %s: %w", path, err)
+		}
+		log.Info("generated secret file", "path", path)
+	}
+	return nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// buildGateways turns the [[gateway]] tables into adapters.
+func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
+	var out []ipn.Gateway
+	for i, g := range cfg.Gateways {
+		key := fmt.Sprintf("gateway[%d]", i)
+		secrets, err := gatewaySecrets(key, g)
+		if err != nil {
+			return nil, err
+		}
+		gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: secrets,
+			Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers})
+		if err != nil {
+			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
+		}
+		out = append(out, gw)
+	}
+	return out, nil
+}
+
+// serve runs the appliance until ctx is done, then shuts down in reverse:
+// public listener (in-flight requests finish their commits), admin
+// listener, store last.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if err := ensureGenerated(cfg, log); err != nil {
+		return err
+	}
+	gateways, err := buildGateways(cfg)
+	if err != nil {
+		return err
+	}
+	token, err := cfg.adminToken()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, g := range gateways {
+		names = append(names, g.Name())
+	}
+	var m *metrics.Metrics
+	db, err := store.Open(cfg.Store.Path, store.Options{OnCommit: func(d time.Duration, n int) {
+		if m != nil {
+			m.Committed(d, n)
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	m = metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: ipn.RejectReasons,
+		StoreSize: func() float64 {
+			s, err := db.Stats()
+			if err != nil {
+				return 0
+			}
+			return float64(s.SizeBytes)
+		}})
+	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
+	allowIPs := map[string][]netip.Prefix{}
+	for i, g := range cfg.Gateways {
+		p, _ := parsePrefixes(fmt.Sprintf("gateway[%d].allow_ips", i), g.AllowIPs)
+		allowIPs[g.Name] = p
+	}
+	rcv := ipn.NewReceiver(ipn.ReceiverOptions{
+		Gateways: gateways, Store: db, Observer: m, Logger: log.With("component", "receiver"),
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
+		TrustedProxies: trusted, AllowIPs: allowIPs,
+	})
+
+	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		pubLn.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
+	pub := &http.Server{
+		Handler:           rcv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       time.Duration(cfg.Server.ReadTimeout),
+		WriteTimeout:      time.Duration(cfg.Server.WriteTimeout),
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	adm := &http.Server{
+		Handler: admin.Handler(admin.Options{Store: db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
+			Metrics: m.Handler(), Gateways: gateways, Rejections: rcv.Rejections,
+			Logger: log.With("component", "admin")}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errLog,
+	}
+	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
+		pubLn.Close()
+		admLn.Close()
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if cfg.Server.TLSCert != "" {
+			errc <- pub.ServeTLS(pubLn, cfg.Server.TLSCert, cfg.Server.TLSKey)
+		} else {
+			errc <- pub.Serve(pubLn)
+		}
+	}()
+	go func() { errc <- adm.Serve(admLn) }()
+	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
+		"store", cfg.Store.Path, "gateways", strings.Join(names, ","))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("listener failed", "error", runErr)
+	}
+	shutdown := func(s *http.Server, name string) {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "listener", name, "error", err)
+		}
+	}
+	shutdown(pub, "public")
+	shutdown(adm, "admin")
+	removeAddrFiles(cfg)
+	if err := db.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func addrFile(cfg *Config, which string) string { return filepath.Join(cfg.dataDir(), which+".addr") }
+
+// writeAddrFiles records the bound addresses so that the CLI finds a
+// server that listens on port 0.
+func writeAddrFiles(cfg *Config, public, adminAddr string) error {
+	for which, a := range map[string]string{"public": public, "admin": adminAddr} {
+		if err := os.WriteFile(addrFile(cfg, which), []byte(a+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write address file: %w", err)
+		}
+	}
+	return nil
+}
+
+func removeAddrFiles(cfg *Config) {
+	os.Remove(addrFile(cfg, "public"))
+	os.Remove(addrFile(cfg, "admin"))
+}
