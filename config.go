@@ -192,7 +192,11 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		if err != nil {
 			var perr toml.ParseError
 			if errors.As(err, &perr) {
-				return nil, fmt.Errorf("config: %s: %s", path, perr.ErrorWithPosition())
+				key := ""
+				if perr.LastKey != "" {
+					key = " " + perr.LastKey + ":"
+				}
+				return nil, fmt.Errorf("config: %s line %d:%s %s", path, perr.Position.Line, key, perr.Message)
 			}
 			return nil, fmt.Errorf("config: %s: %w", path, err)
 		}

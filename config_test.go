@@ -1,0 +1,124 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ipnd.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigErrorsNameKeyValueAndWhy(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{"[server]\nlisten = \"nope\"", `server.listen = "nope": must be host:port`},
+		{"[server]\nmax_body_bytes = -1", "server.max_body_bytes = -1: must be between"},
+		{"[server]\nread_timeout = \"soon\"", "read_timeout"},
+		{"[server]\nlisten_port = 1", `unknown key "server.listen_port"`},
+		{"[smtp]\ntls = \"ssl\"", `smtp.tls = "ssl": must be "starttls", "tls" or "none"`},
+		{"[server]\ntrusted_proxies = [\"10.0.0.0/33\"]", `server.trusted_proxies = "10.0.0.0/33": not an IP address or CIDR prefix`},
+		{"[[gateway]]\nname = \"s\"\nkind = \"stripe\"", `gateway[0].secret = "": gateway kind stripe needs a secret`},
+		{"[[gateway]]\nname = \"s\"\nkind = \"paypol\"\nsecret = \"x\"", `gateway[0].kind = "paypol": unknown kind`},
+		{"[[gateway]]\nname = \"S S\"\nkind = \"stripe\"\nsecret = \"x\"", `gateway[0].name = "S S"`},
+		{"[[gateway]]\nname = \"a\"\nkind = \"stripe\"\nsecret = \"x\"\n[[gateway]]\nname = \"a\"\nkind = \"stripe\"\nsecret = \"y\"", `gateway[1].name = "a": another gateway`},
+		{"[server\n", "line 2"},
+		{"[server]\nrate_burst = \"many\"", "server.rate_burst"},
+	} {
+		_, err := loadConfig(writeConfig(t, tc.body), envFunc())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %q: err = %v, want it to contain %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+func TestConfigEnvOverridesAndSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	sf := filepath.Join(dir, "stripe.secret")
+	os.WriteFile(sf, []byte("whsec_new\n\nwhsec_old\n"), 0o600)
+	p := writeConfig(t, `
+[server]
+listen = "127.0.0.1:9000"
+[[gateway]]
+name = "stripe"
+kind = "stripe"
+secret_file = "`+sf+`"
+`)
+	cfg, err := loadConfig(p, envFunc("IPND_SERVER_LISTEN", "127.0.0.1:9100", "IPND_ADMIN_TOKEN", "tok",
+		"IPND_SERVER_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16", "IPND_SERVER_RATE_LIMIT", "2.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:9100" || cfg.Server.RateLimit != 2.5 || len(cfg.Server.TrustedProxies) != 2 {
+		t.Errorf("env overrides not applied: %+v", cfg.Server)
+	}
+	if tok, _ := cfg.adminToken(); tok != "tok" {
+		t.Errorf("admin token = %q", tok)
+	}
+	secrets, err := gatewaySecrets("gateway[0]", cfg.Gateways[0])
+	if err != nil || strings.Join(secrets, ",") != "whsec_new,whsec_old" {
+		t.Errorf("secrets from file = %v, %v", secrets, err)
+	}
+	if len(cfg.Gateways) != 1 {
+		t.Errorf("a config file's gateways are exactly its own; got %d", len(cfg.Gateways))
+	}
+	if _, err := loadConfig(p, envFunc("IPND_SERVER_RATE_LIMIT", "fast")); err == nil ||
+		!strings.Contains(err.Error(), "server.rate_limit (from IPND_SERVER_RATE_LIMIT)") {
+		t.Errorf("bad env value: err = %v", err)
+	}
+}
+
+func TestCheckRedactsSecrets(t *testing.T) {
+	p := writeConfig(t, `
+[admin]
+token = "admin-token-value"
+[smtp]
+password = "smtp-password-value"
+[[gateway]]
+name = "stripe"
+kind = "stripe"
+secrets = ["whsec_one_value", "whsec_two_value"]
+`)
+	out, err := runCmd(t, envFunc(), "check", "-config", p)
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, secret := range []string{"admin-token-value", "smtp-password-value", "whsec_one_value", "whsec_two_value"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("check output reveals %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, `gateway "stripe" (stripe)`) || !strings.Contains(out, "<redacted>") {
+		t.Errorf("check output:\n%s", out)
+	}
+	if _, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, "bogus = 1")); err == nil {
+		t.Error("check accepted an unknown key")
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	cfg, err := loadConfig("config.example.toml", envFunc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := defaultConfig()
+	if cfg.Server.Listen != def.Server.Listen || cfg.Server.MaxBodyBytes != def.Server.MaxBodyBytes ||
+		cfg.Admin.Listen != def.Admin.Listen || cfg.Store.Path != def.Store.Path {
+		t.Errorf("config.example.toml disagrees with the embedded defaults")
+	}
+}
+
+func TestVersionAndUnknownCommand(t *testing.T) {
+	if out, err := runCmd(t, envFunc(), "version"); err != nil || !strings.HasPrefix(out, "ipnd ") {
+		t.Errorf("version = %q, %v", out, err)
+	}
+	if _, err := runCmd(t, envFunc(), "frobnicate"); err == nil {
+		t.Error("unknown command accepted")
+	}
+}
