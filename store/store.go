@@ -333,16 +333,13 @@ func (db *DB) List(f Filter) ([]Item, error) {
 	var out []Item
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketLog).Cursor()
-		var k, v []byte
+		k, v := c.Last()
 		if f.Before > 0 {
-			k, v = c.Seek(u64(f.Before))
-			if k != nil {
-				k, v = c.Prev()
+			if sk, _ := c.Seek(u64(f.Before)); sk != nil {
+				k, v = c.Prev() // the newest id below Before
 			} else {
 				k, v = c.Last()
 			}
-		} else {
-			k, v = c.Last()
 		}
 		for ; k != nil && len(out) < f.Limit; k, v = c.Prev() {
 			id := binary.BigEndian.Uint64(k)

@@ -1,0 +1,50 @@
+# ipnd — build, test, bench, fuzz, lint. Needs only Go (1.26+); lint
+# fetches staticcheck through the Go module proxy.
+GO          ?= go
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+FUZZTIME    ?= 10s
+BENCHSECS   ?= 3
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# Every fuzz target as package:Name.
+FUZZ_TARGETS = \
+	./ipn:FuzzParseStripeSignature \
+	./ipn:FuzzParseWebhookSignatures \
+	./ipn:FuzzNormalize \
+	./ipn:FuzzAmount \
+	./store:FuzzDecodeRecord
+
+.PHONY: all build run test race bench fuzz lint clean
+
+all: lint test build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o ipnd .
+
+run:
+	$(GO) run . serve
+
+# The test command of the README and of CI: vet, then every test with the
+# race detector (including the kill -9 and end-to-end tests).
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench:
+	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest' -benchtime 1x -timeout 30m .
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store ./ipn
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -f ipnd

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// loadResult is what one load run measured.
+type loadResult struct {
+	reqs     int
+	errors   int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func (r loadResult) rate() float64 { return float64(r.reqs) / r.elapsed.Seconds() }
+
+// benchBody is a realistic ~600-byte ipnd event.
+func benchBody(id string) []byte {
+	return []byte(fmt.Sprintf(`{"type":"payment.completed","timestamp":"2026-11-24T10:00:00Z","data":{"txn_id":"TXN-%s","order_id":"ORDER-%s","amount":"149.90","currency":"EUR","status":"completed","customer_email":"customer.name@example.com","customer_name":"Customer Name","receiver":"shop@example.com","description":"%s"}}`,
+		id, id, strings.Repeat("x", 320)))
+}
+
+// load posts signed, distinct notifications to url from clients
+// goroutines for d, and measures throughput and latency.
+func load(url string, key []byte, clients int, d time.Duration, prefix string) loadResult {
+	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var (
+		seq   atomic.Int64
+		errs  atomic.Int64
+		mu    sync.Mutex
+		lats  []time.Duration
+		wg    sync.WaitGroup
+		start = time.Now()
+		stop  = start.Add(d)
+	)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 4096)
+			for time.Now().Before(stop) {
+				id := prefix + strconv.FormatInt(seq.Add(1), 10)
+				body := benchBody(id)
+				ts := time.Now().Unix()
+				req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Webhook-Id", id)
+				req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
+				req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r := loadResult{reqs: len(lats), errors: int(errs.Load()), elapsed: time.Since(start)}
+	slices.Sort(lats)
+	if len(lats) > 0 {
+		r.p50 = lats[len(lats)/2]
+		r.p99 = lats[len(lats)*99/100]
+	}
+	return r
+}
+
+// bareServer is the baseline: an httprouter handler that reads the body
+// and answers 200, with nothing stored.
+func bareServer(tb testing.TB) string {
+	rt := httprouter.New()
+	rt.POST("/ipn/:gateway", func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "OK")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: rt}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/ipn/test"
+}
+
+// BenchmarkIngest runs the real daemon (run serve, a bbolt file on disk,
+// every 200 fsync'd) and the bare baseline under the same load at 1, 16
+// and 64 clients, and prints throughput, latency and their ratio.
+// make bench runs it; IPND_BENCH_SECONDS sets the length of each run.
+func BenchmarkIngest(b *testing.B) {
+	secs := 3.0
+	if s, err := strconv.ParseFloat(os.Getenv("IPND_BENCH_SECONDS"), 64); err == nil && s > 0 {
+		secs = s
+	}
+	d := time.Duration(secs * float64(time.Second))
+	dir := b.TempDir()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	key, _ := ipn.DecodeWebhookSecret(secret)
+	cfg := filepath.Join(dir, "ipnd.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+rate_limit = 0
+[admin]
+listen = "127.0.0.1:0"
+token = "t"
+[store]
+path = %q
+[log]
+level = "warn"
+[[gateway]]
+name = "test"
+kind = "standard-webhooks"
+secret = %q
+`, filepath.Join(dir, "ipnd.db"), secret)), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	stop := sync.OnceFunc(func() { cancel(); <-done })
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second)
+	var addr []byte
+	for len(addr) == 0 && time.Now().Before(deadline) {
+		addr, _ = os.ReadFile(filepath.Join(dir, "public.addr"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	durable := "http://" + strings.TrimSpace(string(addr)) + "/ipn/test"
+	adminAddr, _ := os.ReadFile(filepath.Join(dir, "admin.addr"))
+	scrape := func() (commits, secs, records float64) {
+		req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(adminAddr))+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		text, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(text), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 2 {
+				continue
+			}
+			v, _ := strconv.ParseFloat(f[1], 64)
+			switch f[0] {
+			case "ipnd_store_commit_duration_seconds_count":
+				commits = v
+			case "ipnd_store_commit_duration_seconds_sum":
+				secs = v
+			case "ipnd_store_commit_records_sum":
+				records = v
+			}
+		}
+		return
+	}
+	bare := bareServer(b)
+
+	for i := 0; i < b.N; i++ {
+		fmt.Printf("\ningest, %s per run, %d-byte signed notifications, GOMAXPROCS=%d\n", d, len(benchBody("1")), runtimeProcs())
+		fmt.Printf("%-8s %-8s %12s %10s %10s %8s\n", "clients", "server", "req/s", "p50", "p99", "errors")
+		for _, c := range []int{1, 16, 64} {
+			base := load(bare, key, c, d, fmt.Sprintf("bare-%d-%d-", i, c))
+			c0, s0, r0 := scrape()
+			dur := load(durable, key, c, d, fmt.Sprintf("dur-%d-%d-", i, c))
+			c1, s1, r1 := scrape()
+			for _, row := range []struct {
+				name string
+				r    loadResult
+			}{{"bare", base}, {"durable", dur}} {
+				fmt.Printf("%-8d %-8s %12.0f %10s %10s %8d\n", c, row.name, row.r.rate(),
+					row.r.p50.Round(time.Microsecond), row.r.p99.Round(time.Microsecond), row.r.errors)
+			}
+			fmt.Printf("%-8d ratio durable/bare = %.2f   (group commits: %.0f, %.1f records each, %s each)\n", c, dur.rate()/base.rate(),
+				c1-c0, (r1-r0)/max(c1-c0, 1), time.Duration((s1-s0)/max(c1-c0, 1)*float64(time.Second)).Round(time.Microsecond))
+			b.ReportMetric(dur.rate()/base.rate(), fmt.Sprintf("ratio@%d", c))
+			b.ReportMetric(dur.rate(), fmt.Sprintf("req/s@%d", c))
+		}
+	}
+	b.StopTimer()
+	stop()
+	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	s, _ := db.Stats()
+	fmt.Printf("store: %d notifications, %d bytes (%.0f bytes/notification)\n", s.LastID, s.SizeBytes, float64(s.SizeBytes)/float64(max(s.LastID, 1)))
+}
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
