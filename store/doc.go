@@ -9,10 +9,12 @@
 //	dedup  gateway + 0x00 + gateway's message id -> log id of the first copy
 //	state  log id -> JSON ipn.Processing; absent means "received"
 //
-// Appends go through a single writer goroutine (group commit): every
-// Append queued while a commit is running is written by the next
-// transaction, so concurrent requests share one fsync. Append returns only
-// after its own record's transaction has committed.
+// Appends are group-committed without a timer and without a writer
+// goroutine: the Append that finds no commit running commits its record at
+// once; the Appends that arrive meanwhile queue, and the first of them then
+// commits the whole queue in one transaction, so concurrent requests share
+// one fsync. Append returns only after its own record's transaction has
+// committed.
 //
 // Invariants: ids strictly increase and are never reused; a raw record
 // never changes; one bbolt Update per business fact.

@@ -58,11 +58,13 @@ type DB struct {
 	path string
 	opts Options
 
-	mu     sync.RWMutex // guards closed against concurrent Append sends
-	closed bool
-	reqs   chan *appendReq
-	quit   chan struct{}
-	done   chan struct{}
+	// Group commit state, guarded by mu. At most one Append goroutine, the
+	// leader, commits at a time (committing); the others queue and wait.
+	mu         sync.Mutex
+	idle       *sync.Cond // broadcast when committing becomes false
+	closed     bool
+	committing bool
+	queue      []*appendReq
 }
 
 type appendReq struct {
@@ -72,11 +74,13 @@ type appendReq struct {
 	id      uint64
 	dup     bool
 	err     error
-	done    chan struct{}
+	// signal receives false when the request is committed (or failed),
+	// or true when it is promoted to commit the queue itself.
+	signal chan bool
 }
 
 // Open opens (creating if needed) the database at path, creates the
-// buckets, checks the schema version and starts the group-commit writer.
+// buckets and checks the schema version.
 func Open(path string, opts Options) (*DB, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
@@ -105,15 +109,13 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db := &DB{bolt: b, path: path, opts: opts,
-		reqs: make(chan *appendReq, 2*opts.MaxBatch),
-		quit: make(chan struct{}), done: make(chan struct{})}
+	db := &DB{bolt: b, path: path, opts: opts}
+	db.idle = sync.NewCond(&db.mu)
 	if err := db.init(); err != nil {
 		b.Close()
 		return nil, err
 	}
 	_ = os.WriteFile(pidPath(path), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
-	go db.writer()
 	return db, nil
 }
 
@@ -144,8 +146,8 @@ func (db *DB) init() error {
 	})
 }
 
-// Close stops accepting appends, commits those already queued, stops the
-// writer and closes the file. It is safe to call twice.
+// Close stops accepting appends, lets the commits already queued finish
+// and closes the file. It is safe to call twice.
 func (db *DB) Close() error {
 	db.mu.Lock()
 	if db.closed {
@@ -153,9 +155,10 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closed = true
+	for db.committing {
+		db.idle.Wait()
+	}
 	db.mu.Unlock()
-	close(db.quit)
-	<-db.done
 	os.Remove(pidPath(db.path))
 	return db.bolt.Close()
 }
@@ -168,59 +171,44 @@ func (db *DB) Path() string { return db.path }
 // stored and Append returns the first copy's id with duplicate true. It
 // returns only after the transaction holding the record has committed; an
 // error means the record is not stored (ErrClosed after Close).
+//
+// Group commit without a timer: the caller that finds no commit running
+// becomes the leader and commits its record at once; callers arriving
+// meanwhile queue, and when the leader's commit ends the first of them is
+// promoted and commits the whole queue (up to MaxBatch) in one
+// transaction, with one pair of fsyncs.
 func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, error) {
-	r := &appendReq{gateway: n.Gateway, dedup: n.DedupKey, rec: encodeRecord(n), done: make(chan struct{})}
-	db.mu.RLock()
+	r := &appendReq{gateway: n.Gateway, dedup: n.DedupKey, rec: encodeRecord(n), signal: make(chan bool, 1)}
+	db.mu.Lock()
 	if db.closed {
-		db.mu.RUnlock()
+		db.mu.Unlock()
 		return 0, false, ErrClosed
 	}
-	db.reqs <- r
-	db.mu.RUnlock()
-	<-r.done
-	return r.id, r.dup, r.err
-}
-
-// writer is the single goroutine that commits appends: it takes whatever
-// is queued (up to MaxBatch), writes it in one transaction with one fsync,
-// and answers each request. There is no timer: a lone request is committed
-// at once, and requests arriving during a commit share the next one.
-func (db *DB) writer() {
-	defer close(db.done)
-	batch := make([]*appendReq, 0, db.opts.MaxBatch)
-	for {
-		select {
-		case r := <-db.reqs:
-			batch = append(batch, r)
-		case <-db.quit:
-			// Close holds no sender: drain what is queued, then stop.
-			for {
-				select {
-				case r := <-db.reqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
-				break
-			}
-			if len(batch) > 0 {
-				db.commit(batch)
-			}
-			return
+	db.queue = append(db.queue, r)
+	if db.committing {
+		db.mu.Unlock()
+		if promoted := <-r.signal; !promoted {
+			return r.id, r.dup, r.err
 		}
-	fill:
-		for len(batch) < db.opts.MaxBatch {
-			select {
-			case r := <-db.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		db.commit(batch)
-		clear(batch)
-		batch = batch[:0]
+		db.mu.Lock()
 	}
+	db.committing = true
+	k := min(len(db.queue), db.opts.MaxBatch)
+	batch := db.queue[:k:k]
+	db.queue = append([]*appendReq(nil), db.queue[k:]...)
+	db.mu.Unlock()
+
+	db.commit(batch)
+
+	db.mu.Lock()
+	if len(db.queue) > 0 {
+		db.queue[0].signal <- true // hand over: it commits the rest
+	} else {
+		db.committing = false
+		db.idle.Broadcast()
+	}
+	db.mu.Unlock()
+	return r.id, r.dup, r.err
 }
 
 func (db *DB) commit(batch []*appendReq) {
@@ -264,7 +252,7 @@ func (db *DB) commit(batch []*appendReq) {
 		if err != nil {
 			r.id, r.dup, r.err = 0, false, err
 		}
-		close(r.done)
+		r.signal <- false
 	}
 }
 
@@ -386,9 +374,9 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 // Check runs bbolt's consistency check and returns the first problem, or
 // ErrClosed.
 func (db *DB) Check() error {
-	db.mu.RLock()
+	db.mu.Lock()
 	closed := db.closed
-	db.mu.RUnlock()
+	db.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
