@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,11 +27,7 @@ import (
 // need a real child process (kill -9).
 func TestMain(m *testing.M) {
 	if os.Getenv("IPND_TEST_CHILD") == "1" {
-		err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "ipnd:", err)
-			os.Exit(1)
-		}
+		main()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -343,4 +340,71 @@ secret = %q
 		t.Fatalf("%d of %d acknowledged notifications lost after kill -9", missing, len(acked))
 	}
 	t.Logf("killed after %d acknowledged; store holds %d (all acknowledged present)", len(acked), len(stored))
+}
+
+// TestChildLifecycle: a second "ipnd serve" on the same database exits 1
+// with a clear message within seconds; SIGTERM stops the first cleanly
+// (exit 0) and what it acknowledged is in the store.
+func TestChildLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	getenv := []string{"IPND_TEST_CHILD=1", "IPND_SERVER_LISTEN=127.0.0.1:0", "IPND_ADMIN_LISTEN=127.0.0.1:0",
+		"IPND_STORE_PATH=" + filepath.Join(dir, "ipnd.db"), "IPND_CONFIG="}
+	first := exec.Command(os.Args[0], "serve")
+	first.Env = append(os.Environ(), getenv...)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- first.Wait() }()
+	t.Cleanup(func() { first.Process.Kill() })
+	waitFor(t, "first ipnd", 20*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "public.addr"))
+		return err == nil
+	})
+	env := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
+		"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db"))
+	if out, err := runCmd(t, env, "simulate", "test", "-order", "ORDER-TERM"); err != nil {
+		t.Fatalf("simulate: %v %s", err, out)
+	}
+
+	second := exec.Command(os.Args[0], "serve")
+	second.Env = first.Env
+	var stderr bytes.Buffer
+	second.Stderr = &stderr
+	start := time.Now()
+	err := second.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("second serve: %v, want exit status 1", err)
+	}
+	if want := fmt.Sprintf("database is in use by another ipnd (pid %d)", first.Process.Pid); !strings.Contains(stderr.String(), want) {
+		t.Errorf("second serve said %q, want it to contain %q", stderr.String(), want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second serve took %s", d)
+	}
+
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v, want exit 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("ipnd did not stop within 15s of SIGTERM")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ipnd.db.pid")); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind after a clean stop: %v", err)
+	}
+	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	items, err := db.List(store.Filter{})
+	if err != nil || len(items) != 1 || !bytes.Contains(items[0].Notification.Body, []byte("ORDER-TERM")) {
+		t.Errorf("after SIGTERM the store holds %d items, %v", len(items), err)
+	}
 }
