@@ -231,10 +231,14 @@ func newAdminClient(cfg *Config, override string) (*adminClient, error) {
 	return &adminClient{base: strings.TrimSuffix(base, "/"), token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
 
-// get performs GET path and returns the response; any non-200 is an error
+// get performs GET path and returns the response; any non-2xx is an error
 // carrying the API's {"error": ...} message.
 func (c *adminClient) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	return c.do(ctx, http.MethodGet, path)
+}
+
+func (c *adminClient) do(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +247,7 @@ func (c *adminClient) get(ctx context.Context, path string) (*http.Response, err
 	if err != nil {
 		return nil, fmt.Errorf("admin API: %w (is ipnd serve running?)", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		var e struct {
 			Error string `json:"error"`
@@ -351,19 +355,39 @@ func orDash(s string) string {
 	return s
 }
 
-func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := clientCommand("show", getenv, stderr)
+// idCommand parses "ipnd NAME [flags] ID" and returns the admin client and the id.
+func idCommand(name string, args []string, getenv func(string) string, stderr io.Writer) (*adminClient, uint64, error) {
+	fs := clientCommand(name, getenv, stderr)
 	if err := fs.Parse(reorder(args)); err != nil {
-		return err
+		return nil, 0, err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: ipnd show ID")
+		return nil, 0, fmt.Errorf("usage: ipnd %s ID", name)
 	}
 	id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
 	if err != nil || id == 0 {
-		return fmt.Errorf("show: %q is not a notification id", fs.Arg(0))
+		return nil, 0, fmt.Errorf("%s: %q is not a notification id", name, fs.Arg(0))
 	}
 	c, err := fs.client(getenv)
+	return c, id, err
+}
+
+func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, id, err := idCommand("replay", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/api/notifications/"+strconv.FormatUint(id, 10)+"/replay")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	fmt.Fprintf(stdout, "notification %d scheduled for replay\n", id)
+	return nil
+}
+
+func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, id, err := idCommand("show", args, getenv, stderr)
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,7 @@ type Config struct {
 	Email    EmailConfig     `toml:"email"`
 	Shop     ShopConfig      `toml:"shop"`
 	Log      LogConfig       `toml:"log"`
+	Pipeline PipelineConfig  `toml:"pipeline"`
 	Gateways []GatewayConfig `toml:"gateway"`
 
 	file     string // the config file read, "" for embedded defaults
@@ -118,6 +119,17 @@ type ShopConfig struct {
 	MaxAttempts int      `toml:"max_attempts"`
 }
 
+// PipelineConfig tunes background processing: verification retries with
+// exponential backoff and jitter from retry_base doubling to retry_cap,
+// until retry_for after receipt (then the notification is failed).
+type PipelineConfig struct {
+	Workers       int      `toml:"workers"`
+	VerifyTimeout Duration `toml:"verify_timeout"`
+	RetryBase     Duration `toml:"retry_base"`
+	RetryCap      Duration `toml:"retry_cap"`
+	RetryFor      Duration `toml:"retry_for"`
+}
+
 // LogConfig chooses the log level and format.
 type LogConfig struct {
 	Level  string `toml:"level"`
@@ -149,12 +161,14 @@ func defaultConfig() Config {
 			RateLimit:    50,
 			RateBurst:    100,
 		},
-		Admin:  AdminConfig{Listen: "127.0.0.1:8081"},
-		Store:  StoreConfig{Path: "./ipnd-data/ipnd.db"},
-		SMTP:   SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
-		Email:  EmailConfig{MaxAttempts: 20},
-		Shop:   ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
-		Log:    LogConfig{Level: "info", Format: "auto"},
+		Admin: AdminConfig{Listen: "127.0.0.1:8081"},
+		Store: StoreConfig{Path: "./ipnd-data/ipnd.db"},
+		SMTP:  SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
+		Email: EmailConfig{MaxAttempts: 20},
+		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
+		Log:   LogConfig{Level: "info", Format: "auto"},
+		Pipeline: PipelineConfig{Workers: 8, VerifyTimeout: Duration(30 * time.Second),
+			RetryBase: Duration(10 * time.Second), RetryCap: Duration(time.Hour), RetryFor: Duration(72 * time.Hour)},
 		Orders: OrdersConfig{},
 	}
 }
@@ -362,6 +376,21 @@ func (c *Config) validate() error {
 	default:
 		return configError("log.format", c.Log.Format, `must be "auto", "json" or "text"`)
 	}
+	pl := c.Pipeline
+	if pl.Workers < 1 || pl.Workers > 256 {
+		return configError("pipeline.workers", pl.Workers, "must be 1 to 256")
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"verify_timeout", pl.VerifyTimeout}, {"retry_base", pl.RetryBase}, {"retry_cap", pl.RetryCap}, {"retry_for", pl.RetryFor}} {
+		if d.v <= 0 {
+			return configError("pipeline."+d.key, d.v.String(), "must be positive")
+		}
+	}
+	if pl.RetryCap < pl.RetryBase {
+		return configError("pipeline.retry_cap", pl.RetryCap.String(), "must not be shorter than retry_base")
+	}
 	seen := map[string]bool{}
 	for i, g := range c.Gateways {
 		key := fmt.Sprintf("gateway[%d]", i)
@@ -388,7 +417,7 @@ func (c *Config) validate() error {
 		if n > 1 {
 			return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
 		}
-		if n == 0 {
+		if n == 0 && ipn.NeedsSecret(g.Kind) {
 			return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
 		}
 		if g.Tolerance < 0 {
@@ -455,6 +484,8 @@ func gatewaySecrets(key string, g GatewayConfig) ([]string, error) {
 		return []string{g.Secret}, nil
 	case len(g.Secrets) > 0:
 		return g.Secrets, nil
+	case g.SecretFile == "" && !ipn.NeedsSecret(g.Kind):
+		return nil, nil
 	}
 	return readSecretFile(key+".secret_file", g.SecretFile)
 }

@@ -38,6 +38,7 @@ const usage = `usage: ipnd <command> [flags]
   simulate GATEWAY [flags]         send a correctly signed sample notification
   ls       [flags]                 list notifications (admin API)
   show     ID                      show one notification (admin API)
+  replay   ID                      process a notification again (admin API)
   backup   FILE                    write a consistent copy of the database (admin API)
   version                          print the version
 
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdList(ctx, args, getenv, stdout, stderr)
 	case "show":
 		return cmdShow(ctx, args, getenv, stdout, stderr)
+	case "replay":
+		return cmdReplay(ctx, args, getenv, stdout, stderr)
 	case "backup":
 		return cmdBackup(ctx, args, getenv, stdout, stderr)
 	case "version":

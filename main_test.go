@@ -128,18 +128,25 @@ func TestNewUserFlow(t *testing.T) {
 	if err != nil || !strings.Contains(out, "ORDER-42") || !strings.Contains(out, "12.50 EUR") || !strings.Contains(out, "payment/completed") {
 		t.Fatalf("ls: %v\n%s", err, out)
 	}
+	// The pipeline takes it from received to applied.
+	waitFor(t, "notification 1 applied", 10*time.Second, func() bool {
+		out, _ := runCmd(t, getenv, "ls", "-state", "applied")
+		return strings.Contains(out, "ORDER-42")
+	})
 	out, err = runCmd(t, getenv, "show", "1")
 	if err != nil {
 		t.Fatalf("show: %v\n%s", err, out)
 	}
 	var n struct {
-		ID    uint64
-		State string
-		Body  string
-		Event ipn.Event
+		ID      uint64
+		State   string
+		Body    string
+		Event   ipn.Event
+		History []ipn.HistoryEntry
 	}
-	if err := json.Unmarshal([]byte(out), &n); err != nil || n.ID != 1 || n.State != "received" ||
-		n.Event.OrderID != "ORDER-42" || !strings.Contains(n.Body, "ORDER-42") {
+	if err := json.Unmarshal([]byte(out), &n); err != nil || n.ID != 1 || n.State != "applied" ||
+		n.Event.OrderID != "ORDER-42" || !strings.Contains(n.Body, "ORDER-42") ||
+		len(n.History) != 2 || n.History[0].State != "received" || n.History[1].State != "applied" {
 		t.Errorf("show 1 = %+v, %v\n%s", n, err, out)
 	}
 	if out, err := runCmd(t, getenv, "show", "99"); err == nil || !strings.Contains(out+err.Error(), "404") {
@@ -214,8 +221,14 @@ func TestAdminAPIAuthAndMetrics(t *testing.T) {
 	if code, body := get("/api/notifications?state=bogus", "s3cret-token"); code != 400 || !strings.Contains(body, "state") {
 		t.Errorf("bad state filter = %d %s", code, body)
 	}
-	if code, body := get("/api/notifications?gateway=test&state=received&limit=1", "s3cret-token"); code != 200 || !strings.Contains(body, `"id": 1`) {
-		t.Errorf("filtered list = %d %s", code, body)
+	waitFor(t, "notification applied", 10*time.Second, func() bool {
+		code, body := get("/api/notifications?gateway=test&state=applied&limit=1", "s3cret-token")
+		return code == 200 && strings.Contains(body, `"id": 1`)
+	})
+	code, body = get("/metrics", "s3cret-token")
+	if !strings.Contains(body, `ipnd_notifications_processed_total{gateway="test",result="applied"} 1`) ||
+		!strings.Contains(body, "ipnd_pipeline_lag_seconds 0") {
+		t.Errorf("pipeline metrics missing:\n%s", body)
 	}
 	if code, body := get("/api/notifications/abc", "s3cret-token"); code != 400 || !strings.Contains(body, `"error"`) {
 		t.Errorf("bad id = %d %s", code, body)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"ipnd/admin"
@@ -119,7 +120,7 @@ func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
 
 // serve runs the appliance until ctx is done, then shuts down in reverse:
 // public listener (in-flight requests finish their commits), admin
-// listener, store last.
+// listener, pipeline worker, store last.
 func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := ensureGenerated(cfg, log); err != nil {
 		return err
@@ -153,6 +154,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				return 0
 			}
 			return float64(s.SizeBytes)
+		},
+		PipelineLag: func() float64 {
+			if at, ok := db.OldestPending(); ok {
+				return time.Since(at).Seconds()
+			}
+			return 0
 		}})
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
 	allowIPs := map[string][]netip.Prefix{}
@@ -165,6 +172,36 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
 		TrustedProxies: trusted, AllowIPs: allowIPs,
 	})
+
+	sandbox := map[string]bool{}
+	for _, g := range cfg.Gateways {
+		sandbox[g.Name] = g.Sandbox
+	}
+	pl := cfg.Pipeline
+	pipe := ipn.NewPipeline(ipn.PipelineOptions{
+		Journal: db, Gateways: gateways, Sandbox: sandbox, Workers: pl.Workers,
+		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
+		RetryCap: time.Duration(pl.RetryCap), RetryFor: time.Duration(pl.RetryFor),
+		Observer: m, Logger: log.With("component", "pipeline"),
+	})
+	var pipeStopped atomic.Bool
+	pipeCtx, pipeCancel := context.WithCancel(context.Background())
+	pipeDone := make(chan struct{})
+	go func() {
+		defer close(pipeDone)
+		if err := pipe.Run(pipeCtx); err != nil {
+			log.Error("pipeline stopped", "error", err)
+		}
+		pipeStopped.Store(true)
+	}()
+	stopPipeline := func() { pipeCancel(); <-pipeDone }
+	defer stopPipeline()
+	healthy := func() error {
+		if pipeStopped.Load() && pipeCtx.Err() == nil {
+			return errors.New("pipeline worker has stopped")
+		}
+		return nil
+	}
 
 	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
@@ -187,7 +224,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	adm := &http.Server{
 		Handler: admin.Handler(admin.Options{Store: db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
-			Metrics: m.Handler(), Gateways: gateways, Rejections: rcv.Rejections,
+			Metrics: m.Handler(), Gateways: gateways, Rejections: rcv.Rejections, Healthy: healthy,
 			Logger: log.With("component", "admin")}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -228,6 +265,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	shutdown(pub, "public")
 	shutdown(adm, "admin")
+	stopPipeline()
 	removeAddrFiles(cfg)
 	if err := db.Close(); err != nil && runErr == nil {
 		runErr = err

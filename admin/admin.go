@@ -67,6 +67,7 @@ func Handler(o Options) http.Handler {
 	}
 	r.GET("/api/notifications", a.auth(a.listNotifications))
 	r.GET("/api/notifications/:id", a.auth(a.showNotification))
+	r.POST("/api/notifications/:id/replay", a.auth(a.replay))
 	r.GET("/api/rejections", a.auth(a.rejections))
 	r.GET("/api/backup", a.auth(a.backup))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -238,10 +239,33 @@ func (a *api) listNotifications(w http.ResponseWriter, r *http.Request, _ httpro
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *api) showNotification(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+func parseID(w http.ResponseWriter, ps httprouter.Params) (uint64, bool) {
 	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
 	if err != nil || id == 0 {
 		writeError(w, http.StatusBadRequest, "id: not a notification id")
+		return 0, false
+	}
+	return id, true
+}
+
+// replay schedules a notification to be processed again; effects that
+// already happened are keyed by cause and are not repeated.
+func (a *api) replay(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
+		return
+	}
+	if err := a.o.Store.Replay(id, time.Now()); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("replay requested", "id", id)
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": ipn.StateReceived})
+}
+
+func (a *api) showNotification(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
 		return
 	}
 	n, p, err := a.o.Store.Get(id)

@@ -19,3 +19,7 @@ var (
 	// ErrConfig: a gateway's configuration cannot work.
 	ErrConfig = errors.New("invalid gateway config")
 )
+
+// ErrInvalid: the gateway itself says the message is not genuine (PayPal
+// postback answered INVALID).
+var ErrInvalid = errors.New("gateway answered INVALID")

@@ -49,7 +49,7 @@ type GatewayConfig struct {
 }
 
 // Kinds lists the gateway kinds this build implements.
-func Kinds() []string { return []string{"standard-webhooks", "stripe"} }
+func Kinds() []string { return []string{"paypal", "standard-webhooks", "stripe"} }
 
 // NewGateway builds the adapter for cfg.Kind. It fails with ErrConfig when
 // the kind is unknown or a kind that needs a secret has none.
@@ -59,6 +59,8 @@ func NewGateway(cfg GatewayConfig) (Gateway, error) {
 		return newStripe(cfg)
 	case "standard-webhooks":
 		return newStdWebhooks(cfg)
+	case "paypal":
+		return newPayPal(cfg)
 	}
 	return nil, fmt.Errorf("%w: gateway %q: unknown kind %q (known: %s)",
 		ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))

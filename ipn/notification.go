@@ -48,10 +48,41 @@ type HistoryEntry struct {
 	Detail string    `json:"detail,omitempty"`
 }
 
+// Final reports whether a notification in state s is done: the pipeline
+// does not process it again unless it is replayed.
+func (s State) Final() bool {
+	return s == StateApplied || s == StateInvalid || s == StateFailed || s == StateDuplicate
+}
+
 // Processing is the mutable processing state kept beside a raw notification.
 type Processing struct {
 	State       State          `json:"state"`
 	DuplicateOf uint64         `json:"duplicate_of,omitempty"`
 	Event       *Event         `json:"event,omitempty"`
 	History     []HistoryEntry `json:"history"`
+	// Attempts counts failed verification attempts; NextAttempt is when
+	// the next one is due (zero when none is scheduled).
+	Attempts    int       `json:"attempts,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// Outcome is what processing one notification decided. The store records
+// it in one transaction: state, history, event, retry schedule.
+type Outcome struct {
+	ID     uint64
+	State  State  // applied, invalid, failed; StateReceived with RetryAt set: verify again later
+	Detail string // a short human reason for the history
+	Event  *Event
+	// EventKey identifies the payment fact (gateway, txn, type, status,
+	// amount): a second notification with the same key is a duplicate.
+	EventKey string
+	RetryAt  time.Time
+	Attempts int
+}
+
+// Work is a notification the pipeline should process now.
+type Work struct {
+	Notification *Notification
+	Processing   *Processing
+	Fresh        bool // new in the log (not a retry or replay): the cursor moves past it
 }

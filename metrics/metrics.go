@@ -25,6 +25,9 @@ type Options struct {
 	RejectReasons []string // the fixed reason enum
 	// StoreSize, when set, is read at scrape time for ipnd_store_size_bytes.
 	StoreSize func() float64
+	// PipelineLag, when set, is read at scrape time for
+	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
+	PipelineLag func() float64
 }
 
 // Metrics are typed handles on every collector. Methods are safe for
@@ -39,7 +42,13 @@ type Metrics struct {
 	ingest    *prometheus.HistogramVec
 	commit    prometheus.Histogram
 	batch     prometheus.Histogram
+	processed *prometheus.CounterVec
+	verify    *prometheus.HistogramVec
 }
+
+// ProcessResults are the values of the result label of
+// ipnd_notifications_processed_total.
+var ProcessResults = []string{"applied", "invalid", "failed", "duplicate"}
 
 // New registers every collector on a fresh registry and pre-creates the
 // series for each configured gateway, so that they read 0 before the first
@@ -76,6 +85,15 @@ func New(o Options) *Metrics {
 			Help:    "Records written by one group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_notifications_processed_total",
+			Help: "Notifications the pipeline finished, by result.",
+		}, []string{"gateway", "result"}),
+		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ipnd_verify_duration_seconds",
+			Help:    "Duration of one asynchronous verification (postback).",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"gateway"}),
 	}
 	for _, r := range o.RejectReasons {
 		m.reasons[r] = true
@@ -87,6 +105,9 @@ func New(o Options) *Metrics {
 		if g != Unknown {
 			m.received.WithLabelValues(g)
 			m.duplicate.WithLabelValues(g)
+			for _, r := range ProcessResults {
+				m.processed.WithLabelValues(g, r)
+			}
 		}
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -94,7 +115,7 @@ func New(o Options) *Metrics {
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(o.Version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, buildInfo,
+	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -102,7 +123,29 @@ func New(o Options) *Metrics {
 			Help: "Size of the database file.",
 		}, o.StoreSize))
 	}
+	if o.PipelineLag != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ipnd_pipeline_lag_seconds",
+			Help: "Age of the oldest notification not yet processed (0 when none).",
+		}, o.PipelineLag))
+	}
 	return m
+}
+
+// Processed counts a notification the pipeline finished; results outside
+// ProcessResults are ignored.
+func (m *Metrics) Processed(gateway, result string) {
+	for _, r := range ProcessResults {
+		if r == result {
+			m.processed.WithLabelValues(m.gw(gateway), r).Inc()
+			return
+		}
+	}
+}
+
+// Verified observes one asynchronous verification.
+func (m *Metrics) Verified(gateway string, took time.Duration) {
+	m.verify.WithLabelValues(m.gw(gateway)).Observe(took.Seconds())
 }
 
 func (m *Metrics) gw(g string) string {

@@ -8,6 +8,10 @@
 //	       written once and never changed or reused.
 //	dedup  gateway + 0x00 + gateway's message id -> log id of the first copy
 //	state  log id -> JSON ipn.Processing; absent means "received"
+//	retry  due unix-nano + log id -> nothing: verification retries and replays
+//	events payment-fact key (gateway, txn, type, status, amount) -> log id
+//	       that applied it; a later notification of the same fact is a duplicate
+//	meta "cursor" -> every log id up to it was processed or scheduled
 //
 // Appends are group-committed without a timer and without a writer
 // goroutine: the Append that finds no commit running commits its record at

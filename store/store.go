@@ -65,6 +65,8 @@ type DB struct {
 	closed     bool
 	committing bool
 	queue      []*appendReq
+
+	wake chan struct{} // see Wake
 }
 
 type appendReq struct {
@@ -109,7 +111,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db := &DB{bolt: b, path: path, opts: opts}
+	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1)}
 	db.idle = sync.NewCond(&db.mu)
 	if err := db.init(); err != nil {
 		b.Close()
@@ -123,7 +125,7 @@ func pidPath(dbPath string) string { return dbPath + ".pid" }
 
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState} {
+		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -247,6 +249,9 @@ func (db *DB) commit(batch []*appendReq) {
 	}
 	if db.opts.OnCommit != nil {
 		db.opts.OnCommit(time.Since(start), len(batch))
+	}
+	if err == nil {
+		db.poke()
 	}
 	for _, r := range batch {
 		if err != nil {

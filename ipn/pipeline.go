@@ -1,0 +1,301 @@
+package ipn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Verifier is implemented by gateways whose authenticity is checked after
+// the message is stored (PayPal's postback). Verify returns nil when the
+// gateway confirms the message, an error wrapping ErrInvalid when it
+// denies it, and any other error when the answer is unknown (network,
+// 5xx, timeout, garbage): the pipeline then retries with backoff.
+type Verifier interface {
+	Verify(ctx context.Context, n *Notification) error
+}
+
+// Journal is the store as the pipeline sees it.
+type Journal interface {
+	Pending(now time.Time, max int) ([]Work, error)
+	Finish(o Outcome, now time.Time) (State, error)
+	AdvanceCursor(id uint64) error
+	NextDue() (time.Time, bool)
+	Wake() <-chan struct{}
+}
+
+// PipelineObserver is told each processing result and verification time.
+// result is one of applied, invalid, failed, duplicate.
+type PipelineObserver interface {
+	Processed(gateway, result string)
+	Verified(gateway string, took time.Duration)
+}
+
+// PipelineOptions configure a Pipeline. Journal and Gateways are required.
+type PipelineOptions struct {
+	Journal  Journal
+	Gateways []Gateway
+	// Sandbox names the gateways configured as sandbox/test: a test
+	// message on any other gateway is not applied.
+	Sandbox       map[string]bool
+	Workers       int           // concurrent notifications (default 8)
+	VerifyTimeout time.Duration // one postback (default 30 s)
+	RetryBase     time.Duration // first retry delay (default 10 s), doubling
+	RetryCap      time.Duration // longest delay (default 1 h)
+	RetryFor      time.Duration // give up (state failed) this long after receipt (default 72 h)
+	Observer      PipelineObserver
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Pipeline takes stored notifications in log order, verifies those whose
+// gateway verifies asynchronously, normalizes them and records the outcome.
+// It resumes from the store's durable cursor after a restart.
+type Pipeline struct {
+	o        PipelineOptions
+	gateways map[string]Gateway
+	log      *slog.Logger
+}
+
+// NewPipeline applies defaults and builds a Pipeline.
+func NewPipeline(o PipelineOptions) *Pipeline {
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.VerifyTimeout <= 0 {
+		o.VerifyTimeout = 30 * time.Second
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = 10 * time.Second
+	}
+	if o.RetryCap <= 0 {
+		o.RetryCap = time.Hour
+	}
+	if o.RetryFor <= 0 {
+		o.RetryFor = 72 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = nopPipelineObserver{}
+	}
+	p := &Pipeline{o: o, gateways: map[string]Gateway{}, log: o.Logger}
+	for _, g := range o.Gateways {
+		p.gateways[g.Name()] = g
+	}
+	return p
+}
+
+// Run processes notifications until ctx is done. It sleeps when there is
+// nothing to do, until the store signals new notifications or a retry is
+// due. It returns nil on cancellation and an error only if the store
+// fails repeatedly.
+func (p *Pipeline) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		did, err := p.step(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			failures++
+			p.log.Error("pipeline step failed", "error", err, "failures", failures)
+			if failures >= 10 {
+				return fmt.Errorf("pipeline: %w", err)
+			}
+			if !sleepCtx(ctx, time.Duration(failures)*time.Second) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		if did {
+			continue
+		}
+		var (
+			timer *time.Timer
+			due   <-chan time.Time
+		)
+		if at, ok := p.o.Journal.NextDue(); ok {
+			timer = time.NewTimer(max(time.Until(at), time.Millisecond))
+			due = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-p.o.Journal.Wake():
+		case <-due:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// step processes one batch. It reports whether there was anything to do.
+func (p *Pipeline) step(ctx context.Context) (bool, error) {
+	work, err := p.o.Journal.Pending(p.o.Now(), 4*p.o.Workers)
+	if err != nil || len(work) == 0 {
+		return false, err
+	}
+	done := make([]bool, len(work))
+	errs := make([]error, len(work))
+	sem := make(chan struct{}, p.o.Workers)
+	var wg sync.WaitGroup
+	for i, w := range work {
+		if w.Fresh && w.Processing.State.Final() {
+			done[i] = true // finished before a crash moved the cursor
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			done[i], errs[i] = p.handle(ctx, w)
+		}()
+	}
+	wg.Wait()
+	// Move the cursor over the fresh notifications finished without a gap.
+	var upTo uint64
+	for i, w := range work {
+		if !w.Fresh {
+			continue
+		}
+		if !done[i] {
+			break
+		}
+		upTo = w.Notification.ID
+	}
+	if upTo > 0 {
+		if err := p.o.Journal.AdvanceCursor(upTo); err != nil {
+			return true, err
+		}
+	}
+	return true, errors.Join(errs...)
+}
+
+// handle processes one notification and records the outcome. It reports
+// false when it stopped without recording anything (shutting down).
+func (p *Pipeline) handle(ctx context.Context, w Work) (bool, error) {
+	o, ok := p.decide(ctx, w)
+	if !ok {
+		return false, nil
+	}
+	n := w.Notification
+	state, err := p.o.Journal.Finish(o, p.o.Now())
+	if err != nil {
+		return false, err
+	}
+	attrs := []any{"id", n.ID, "gateway", n.Gateway, "state", string(state)}
+	if o.Detail != "" {
+		attrs = append(attrs, "detail", o.Detail)
+	}
+	if state == StateReceived {
+		p.log.Info("notification verification postponed", append(attrs, "attempts", o.Attempts, "retry_at", o.RetryAt)...)
+		return true, nil
+	}
+	if o.Event != nil {
+		attrs = append(attrs, "type", string(o.Event.Type), "order_id", o.Event.OrderID)
+	}
+	p.log.Info("notification processed", attrs...)
+	p.o.Observer.Processed(n.Gateway, string(state))
+	return true, nil
+}
+
+// decide verifies (where asynchronous) and normalizes a notification.
+func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
+	n := w.Notification
+	o := Outcome{ID: n.ID}
+	g, known := p.gateways[n.Gateway]
+	if !known {
+		o.State, o.Detail = StateFailed, "gateway is no longer configured"
+		return o, true
+	}
+	if v, ok := g.(Verifier); ok {
+		vctx, cancel := context.WithTimeout(ctx, p.o.VerifyTimeout)
+		start := time.Now()
+		err := v.Verify(vctx, n)
+		cancel()
+		p.o.Observer.Verified(n.Gateway, time.Since(start))
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrInvalid):
+			o.State, o.Detail = StateInvalid, err.Error()
+			return o, true
+		case ctx.Err() != nil:
+			return o, false // shutting down: not an attempt
+		default:
+			o.Attempts = w.Processing.Attempts + 1
+			now := p.o.Now()
+			if now.Sub(n.ReceivedAt) >= p.o.RetryFor {
+				o.State = StateFailed
+				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %v", p.o.RetryFor, o.Attempts, err)
+				return o, true
+			}
+			o.State, o.RetryAt = StateReceived, now.Add(p.backoff(o.Attempts))
+			o.Detail = fmt.Sprintf("verification attempt %d failed: %v", o.Attempts, err)
+			return o, true
+		}
+	}
+	ev, err := g.Normalize(n)
+	if err != nil {
+		o.State, o.Detail = StateInvalid, "cannot normalize: "+err.Error()
+		return o, true
+	}
+	o.Event = ev
+	if ev.Test && !p.o.Sandbox[n.Gateway] {
+		o.State, o.Detail = StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
+		return o, true
+	}
+	if rc, ok := g.(interface{ ReceiverOK(*Notification) bool }); ok && !rc.ReceiverOK(n) {
+		o.State, o.Detail = StateInvalid, "receiver_mismatch: the payment is not addressed to one of the gateway's receivers"
+		return o, true
+	}
+	o.State, o.EventKey = StateApplied, EventKey(n.Gateway, ev)
+	return o, true
+}
+
+// EventKey identifies the payment fact an event reports, so that the
+// same fact sent twice under different message ids is applied once. It
+// is "" for events without a transaction id.
+func EventKey(gateway string, ev *Event) string {
+	if ev.TxnID == "" {
+		return ""
+	}
+	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+}
+
+// backoff is the delay before attempt+1: RetryBase doubling up to
+// RetryCap, with ±20 % jitter.
+func (p *Pipeline) backoff(attempt int) time.Duration {
+	d := p.o.RetryBase
+	for i := 1; i < attempt && d < p.o.RetryCap; i++ {
+		d *= 2
+	}
+	d = min(d, p.o.RetryCap)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+type nopPipelineObserver struct{}
+
+func (nopPipelineObserver) Processed(string, string)       {}
+func (nopPipelineObserver) Verified(string, time.Duration) {}

@@ -1,0 +1,255 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+var (
+	bucketRetry  = []byte("retry")  // due unix-nano (8) + id (8) -> nothing
+	bucketEvents = []byte("events") // ipn.Outcome.EventKey -> id of the notification that applied it
+	keyCursor    = []byte("cursor") // in meta: every id <= cursor has been processed or scheduled
+)
+
+// Wake returns a channel that receives a value after new notifications are
+// committed or a replay is requested. There is one such channel: it is
+// meant for the single pipeline.
+func (db *DB) Wake() <-chan struct{} { return db.wake }
+
+func (db *DB) poke() {
+	select {
+	case db.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns up to max notifications to process: the first ones
+// after the cursor (Fresh), skipping none, then retries and replays due at
+// now. Fresh ones whose state is already final (processed before a crash
+// moved the cursor) are returned too, so the caller can move the cursor
+// past them; Finish does not apply them again.
+func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
+	var out []ipn.Work
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
+		c := tx.Bucket(bucketLog).Cursor()
+		for k, v := c.Seek(u64(cursor + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			n, err := decodeRecord(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			p, err := processing(tx, n)
+			if err != nil {
+				return err
+			}
+			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
+		}
+		rc := tx.Bucket(bucketRetry).Cursor()
+		for k, _ := rc.First(); k != nil && len(out) < max; k, _ = rc.Next() {
+			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
+				break
+			}
+			id := binary.BigEndian.Uint64(k[8:])
+			if id > cursor {
+				continue // still ahead of the cursor: taken as fresh
+			}
+			v := tx.Bucket(bucketLog).Get(u64(id))
+			if v == nil {
+				continue
+			}
+			n, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			p, err := processing(tx, n)
+			if err != nil {
+				return err
+			}
+			out = append(out, ipn.Work{Notification: n, Processing: p})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// NextDue returns when the earliest scheduled retry or replay is due.
+func (db *DB) NextDue() (time.Time, bool) {
+	var due time.Time
+	var ok bool
+	db.bolt.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketRetry).Cursor().First(); len(k) == 16 {
+			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+		}
+		return nil
+	})
+	return due, ok
+}
+
+// Finish records the outcome of processing one notification in a single
+// transaction: state, history entry, event, retry schedule, and the event
+// key that makes a later copy of the same payment fact a duplicate. If the
+// notification is already final (processed before a crash), nothing
+// changes. It returns the state recorded.
+func (db *DB) Finish(o ipn.Outcome, now time.Time) (ipn.State, error) {
+	var final ipn.State
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLog).Get(u64(o.ID))
+		if v == nil {
+			return fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
+		}
+		n, err := decodeRecord(o.ID, v)
+		if err != nil {
+			return err
+		}
+		p, err := processing(tx, n)
+		if err != nil {
+			return err
+		}
+		if p.State.Final() {
+			final = p.State
+			return nil
+		}
+		retry := tx.Bucket(bucketRetry)
+		if !p.NextAttempt.IsZero() {
+			if err := retry.Delete(retryKey(p.NextAttempt, o.ID)); err != nil {
+				return err
+			}
+			p.NextAttempt = time.Time{}
+		}
+		p.State, p.Event, p.Attempts = o.State, o.Event, o.Attempts
+		detail := o.Detail
+		if o.State == ipn.StateApplied && o.EventKey != "" {
+			events := tx.Bucket(bucketEvents)
+			if first := getU64(events.Get([]byte(o.EventKey))); first != 0 && first != o.ID {
+				p.State, p.DuplicateOf = ipn.StateDuplicate, first
+				detail = fmt.Sprintf("same payment fact as notification %d", first)
+			} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
+				return err
+			}
+		}
+		if o.State == ipn.StateReceived {
+			p.NextAttempt = o.RetryAt
+			if err := retry.Put(retryKey(o.RetryAt, o.ID), nil); err != nil {
+				return err
+			}
+		}
+		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
+		final = p.State
+		return putProcessing(tx, o.ID, p)
+	})
+	return final, err
+}
+
+// AdvanceCursor records that every notification up to id has been
+// processed or scheduled.
+func (db *DB) AdvanceCursor(id uint64) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if getU64(meta.Get(keyCursor)) >= id {
+			return nil
+		}
+		return meta.Put(keyCursor, u64(id))
+	})
+}
+
+// Cursor returns the pipeline cursor.
+func (db *DB) Cursor() uint64 {
+	var c uint64
+	db.bolt.View(func(tx *bolt.Tx) error {
+		c = getU64(tx.Bucket(bucketMeta).Get(keyCursor))
+		return nil
+	})
+	return c
+}
+
+// Replay schedules notification id to be processed again now, whatever
+// its state. Effects that already happened are keyed by their cause and
+// are not repeated.
+func (db *DB) Replay(id uint64, now time.Time) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLog).Get(u64(id))
+		if v == nil {
+			return fmt.Errorf("notification %d: %w", id, ErrNotFound)
+		}
+		n, err := decodeRecord(id, v)
+		if err != nil {
+			return err
+		}
+		p, err := processing(tx, n)
+		if err != nil {
+			return err
+		}
+		retry := tx.Bucket(bucketRetry)
+		if !p.NextAttempt.IsZero() {
+			if err := retry.Delete(retryKey(p.NextAttempt, id)); err != nil {
+				return err
+			}
+		}
+		p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
+		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
+		if err := retry.Put(retryKey(now, id), nil); err != nil {
+			return err
+		}
+		return putProcessing(tx, id, p)
+	})
+	if err == nil {
+		db.poke()
+	}
+	return err
+}
+
+func putProcessing(tx *bolt.Tx, id uint64, p *ipn.Processing) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketState).Put(u64(id), b)
+}
+
+func retryKey(due time.Time, id uint64) []byte {
+	k := make([]byte, 16)
+	binary.BigEndian.PutUint64(k, uint64(due.UnixNano()))
+	binary.BigEndian.PutUint64(k[8:], id)
+	return k
+}
+
+func getU64(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// OldestPending returns when the oldest notification still waiting for
+// processing (after the cursor, or scheduled for a retry) was received.
+func (db *DB) OldestPending() (time.Time, bool) {
+	var at time.Time
+	var ok bool
+	db.bolt.View(func(tx *bolt.Tx) error {
+		consider := func(id uint64) {
+			if v := tx.Bucket(bucketLog).Get(u64(id)); v != nil {
+				if n, err := decodeRecord(id, v); err == nil && (!ok || n.ReceivedAt.Before(at)) {
+					at, ok = n.ReceivedAt, true
+				}
+			}
+		}
+		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
+		if k, _ := tx.Bucket(bucketLog).Cursor().Seek(u64(cursor + 1)); k != nil {
+			consider(binary.BigEndian.Uint64(k))
+		}
+		// Retries are few; the oldest receipt need not be the first due.
+		return tx.Bucket(bucketRetry).ForEach(func(k, _ []byte) error {
+			if len(k) == 16 {
+				consider(binary.BigEndian.Uint64(k[8:]))
+			}
+			return nil
+		})
+	})
+	return at, ok
+}
