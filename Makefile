@@ -12,6 +12,7 @@ FUZZ_TARGETS = \
 	./ipn:FuzzParseWebhookSignatures \
 	./ipn:FuzzNormalize \
 	./ipn:FuzzAmount \
+	./ipn:FuzzPayPalForm \
 	./store:FuzzDecodeRecord
 
 .PHONY: all build run test race bench fuzz lint clean

@@ -151,13 +151,15 @@ type Notification struct {
 	DuplicateOf uint64             `json:"duplicate_of,omitempty"`
 	Event       *ipn.Event         `json:"event,omitempty"`
 	History     []ipn.HistoryEntry `json:"history"`
+	Attempts    int                `json:"attempts,omitempty"`
+	NextAttempt time.Time          `json:"next_attempt,omitzero"`
 }
 
 func (a *api) view(it store.Item) Notification {
 	n, p := it.Notification, it.Processing
 	v := Notification{ID: n.ID, Gateway: n.Gateway, ReceivedAt: n.ReceivedAt, RemoteAddr: n.RemoteAddr,
 		ContentType: n.ContentType, Headers: n.Headers, State: p.State, DuplicateOf: p.DuplicateOf,
-		Event: p.Event, History: p.History}
+		Event: p.Event, History: p.History, Attempts: p.Attempts, NextAttempt: p.NextAttempt}
 	if utf8.Valid(n.Body) {
 		s := string(n.Body)
 		v.Body = &s

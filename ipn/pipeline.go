@@ -224,7 +224,7 @@ func (p *Pipeline) handle(ctx context.Context, w Work) (bool, error) {
 // decide verifies (where asynchronous) and normalizes a notification.
 func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 	n := w.Notification
-	o := Outcome{ID: n.ID}
+	o := Outcome{ID: n.ID, Attempts: w.Processing.Attempts}
 	g, known := p.gateways[n.Gateway]
 	if !known {
 		o.State, o.Detail = StateFailed, "gateway is no longer configured"
@@ -244,7 +244,7 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		case ctx.Err() != nil:
 			return o, false // shutting down: not an attempt
 		default:
-			o.Attempts = w.Processing.Attempts + 1
+			o.Attempts++
 			now := p.o.Now()
 			if now.Sub(n.ReceivedAt) >= p.o.RetryFor {
 				o.State = StateFailed
