@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -220,3 +221,106 @@ secret = %q
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkPayPal posts IPNs to a PayPal gateway whose postbacks go to a
+// local verifier answering VERIFIED, and reports the ingest rate and the
+// end-to-end rate (received -> verified -> applied).
+func BenchmarkPayPal(b *testing.B) {
+	secs := 3.0
+	if s, err := strconv.ParseFloat(os.Getenv("IPND_BENCH_SECONDS"), 64); err == nil && s > 0 {
+		secs = s
+	}
+	verifier := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "VERIFIED")
+	}))
+	defer verifier.Close()
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "ipnd.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+rate_limit = 0
+[admin]
+listen = "127.0.0.1:0"
+token = "t"
+[store]
+path = %q
+[log]
+level = "warn"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+`, filepath.Join(dir, "ipnd.db"), verifier.URL)), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	var addr, adminAddr []byte
+	for (len(addr) == 0 || len(adminAddr) == 0) && time.Now().Before(deadline) {
+		addr, _ = os.ReadFile(filepath.Join(dir, "public.addr"))
+		adminAddr, _ = os.ReadFile(filepath.Join(dir, "admin.addr"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	url := "http://" + strings.TrimSpace(string(addr)) + "/ipn/paypal"
+	applied := func() float64 {
+		req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(adminAddr))+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		text, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(text), "\n") {
+			if v, ok := strings.CutPrefix(l, `ipnd_notifications_processed_total{gateway="paypal",result="applied"} `); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return 0
+	}
+	for i := 0; i < b.N; i++ {
+		const clients = 16
+		var seq, oks atomic.Int64
+		var wg sync.WaitGroup
+		tr := &http.Transport{MaxIdleConnsPerHost: clients}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		before := applied()
+		start := time.Now()
+		stop := start.Add(time.Duration(secs * float64(time.Second)))
+		for c := 0; c < clients; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					n := seq.Add(1)
+					body := fmt.Sprintf("txn_type=web_accept&payment_status=Completed&txn_id=T%d-%d&ipn_track_id=trk-%d-%d&mc_gross=19.95&mc_currency=USD&invoice=ORDER-%d&payer_email=buyer%%40example.com&first_name=Jos%%E9&charset=windows-1252", i, n, i, n, n)
+					resp, err := client.Post(url, "application/x-www-form-urlencoded", strings.NewReader(body))
+					if err != nil {
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						oks.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		ingest := time.Since(start)
+		tr.CloseIdleConnections()
+		want := float64(oks.Load())
+		for applied()-before < want && time.Since(start) < 5*time.Minute {
+			time.Sleep(20 * time.Millisecond)
+		}
+		total := time.Since(start)
+		fmt.Printf("\npaypal, %d clients, postback to a local verifier:\n", clients)
+		fmt.Printf("  ingest      %8.0f req/s (%d stored in %s)\n", want/ingest.Seconds(), oks.Load(), ingest.Round(time.Millisecond))
+		fmt.Printf("  end to end  %8.0f notifications/s received -> applied (%s for all)\n", want/total.Seconds(), total.Round(time.Millisecond))
+		b.ReportMetric(want/total.Seconds(), "applied/s")
+	}
+}

@@ -22,8 +22,8 @@ type Verifier interface {
 // Journal is the store as the pipeline sees it.
 type Journal interface {
 	Pending(now time.Time, max int) ([]Work, error)
-	Finish(o Outcome, now time.Time) (State, error)
-	AdvanceCursor(id uint64) error
+	// Finish records outcomes and moves the cursor in one transaction.
+	Finish(outs []Outcome, cursor uint64, now time.Time) ([]State, error)
 	NextDue() (time.Time, bool)
 	Wake() <-chan struct{}
 }
@@ -150,19 +150,21 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// step processes one batch. It reports whether there was anything to do.
+// step processes one batch: decisions (verification, normalization) run
+// concurrently, then every outcome and the cursor move are recorded in one
+// transaction. It reports whether there was anything to do.
 func (p *Pipeline) step(ctx context.Context) (bool, error) {
 	work, err := p.o.Journal.Pending(p.o.Now(), 4*p.o.Workers)
 	if err != nil || len(work) == 0 {
 		return false, err
 	}
-	done := make([]bool, len(work))
-	errs := make([]error, len(work))
+	outs := make([]Outcome, len(work))
+	decided := make([]bool, len(work))
 	sem := make(chan struct{}, p.o.Workers)
 	var wg sync.WaitGroup
 	for i, w := range work {
 		if w.Fresh && w.Processing.State.Final() {
-			done[i] = true // finished before a crash moved the cursor
+			decided[i] = true // finished before a crash moved the cursor
 			continue
 		}
 		wg.Add(1)
@@ -170,55 +172,55 @@ func (p *Pipeline) step(ctx context.Context) (bool, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			done[i], errs[i] = p.handle(ctx, w)
+			outs[i], decided[i] = p.decide(ctx, w)
 		}()
 	}
 	wg.Wait()
-	// Move the cursor over the fresh notifications finished without a gap.
+	// The cursor moves over the fresh notifications decided without a gap;
+	// one not decided (shutting down) is taken again next time.
 	var upTo uint64
 	for i, w := range work {
 		if !w.Fresh {
 			continue
 		}
-		if !done[i] {
+		if !decided[i] {
 			break
 		}
 		upTo = w.Notification.ID
 	}
-	if upTo > 0 {
-		if err := p.o.Journal.AdvanceCursor(upTo); err != nil {
-			return true, err
+	var record []Outcome
+	var recorded []Work
+	for i, w := range work {
+		if decided[i] && outs[i].ID != 0 {
+			record = append(record, outs[i])
+			recorded = append(recorded, w)
 		}
 	}
-	return true, errors.Join(errs...)
+	states, err := p.o.Journal.Finish(record, upTo, p.o.Now())
+	if err != nil {
+		return true, err
+	}
+	for i, o := range record {
+		p.report(recorded[i].Notification, o, states[i])
+	}
+	return true, nil
 }
 
-// handle processes one notification and records the outcome. It reports
-// false when it stopped without recording anything (shutting down).
-func (p *Pipeline) handle(ctx context.Context, w Work) (bool, error) {
-	o, ok := p.decide(ctx, w)
-	if !ok {
-		return false, nil
-	}
-	n := w.Notification
-	state, err := p.o.Journal.Finish(o, p.o.Now())
-	if err != nil {
-		return false, err
-	}
+// report logs and counts one recorded outcome.
+func (p *Pipeline) report(n *Notification, o Outcome, state State) {
 	attrs := []any{"id", n.ID, "gateway", n.Gateway, "state", string(state)}
 	if o.Detail != "" {
 		attrs = append(attrs, "detail", o.Detail)
 	}
 	if state == StateReceived {
 		p.log.Info("notification verification postponed", append(attrs, "attempts", o.Attempts, "retry_at", o.RetryAt)...)
-		return true, nil
+		return
 	}
 	if o.Event != nil {
 		attrs = append(attrs, "type", string(o.Event.Type), "order_id", o.Event.OrderID)
 	}
 	p.log.Info("notification processed", attrs...)
 	p.o.Observer.Processed(n.Gateway, string(state))
-	return true, nil
 }
 
 // decide verifies (where asynchronous) and normalizes a notification.

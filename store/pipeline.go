@@ -91,71 +91,73 @@ func (db *DB) NextDue() (time.Time, bool) {
 	return due, ok
 }
 
-// Finish records the outcome of processing one notification in a single
-// transaction: state, history entry, event, retry schedule, and the event
-// key that makes a later copy of the same payment fact a duplicate. If the
-// notification is already final (processed before a crash), nothing
-// changes. It returns the state recorded.
-func (db *DB) Finish(o ipn.Outcome, now time.Time) (ipn.State, error) {
-	var final ipn.State
+// Finish records the outcomes of a batch of notifications in a single
+// transaction and moves the cursor to cursor (when that is further). For
+// each outcome: state, history entry, event, retry schedule, and the event
+// key that makes a later copy of the same payment fact a duplicate. A
+// notification already final (processed before a crash) is left as it
+// is. It returns the state recorded for each outcome.
+func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.State, error) {
+	states := make([]ipn.State, len(outs))
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketLog).Get(u64(o.ID))
-		if v == nil {
-			return fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
-		}
-		n, err := decodeRecord(o.ID, v)
-		if err != nil {
-			return err
-		}
-		p, err := processing(tx, n)
-		if err != nil {
-			return err
-		}
-		if p.State.Final() {
-			final = p.State
-			return nil
-		}
-		retry := tx.Bucket(bucketRetry)
-		if !p.NextAttempt.IsZero() {
-			if err := retry.Delete(retryKey(p.NextAttempt, o.ID)); err != nil {
+		for i, o := range outs {
+			st, err := finishOne(tx, o, now)
+			if err != nil {
 				return err
 			}
-			p.NextAttempt = time.Time{}
+			states[i] = st
 		}
-		p.State, p.Event, p.Attempts = o.State, o.Event, o.Attempts
-		detail := o.Detail
-		if o.State == ipn.StateApplied && o.EventKey != "" {
-			events := tx.Bucket(bucketEvents)
-			if first := getU64(events.Get([]byte(o.EventKey))); first != 0 && first != o.ID {
-				p.State, p.DuplicateOf = ipn.StateDuplicate, first
-				detail = fmt.Sprintf("same payment fact as notification %d", first)
-			} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
-				return err
-			}
+		meta := tx.Bucket(bucketMeta)
+		if cursor > getU64(meta.Get(keyCursor)) {
+			return meta.Put(keyCursor, u64(cursor))
 		}
-		if o.State == ipn.StateReceived {
-			p.NextAttempt = o.RetryAt
-			if err := retry.Put(retryKey(o.RetryAt, o.ID), nil); err != nil {
-				return err
-			}
-		}
-		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
-		final = p.State
-		return putProcessing(tx, o.ID, p)
+		return nil
 	})
-	return final, err
+	return states, err
 }
 
-// AdvanceCursor records that every notification up to id has been
-// processed or scheduled.
-func (db *DB) AdvanceCursor(id uint64) error {
-	return db.bolt.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if getU64(meta.Get(keyCursor)) >= id {
-			return nil
+func finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
+	v := tx.Bucket(bucketLog).Get(u64(o.ID))
+	if v == nil {
+		return "", fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
+	}
+	n, err := decodeRecord(o.ID, v)
+	if err != nil {
+		return "", err
+	}
+	p, err := processing(tx, n)
+	if err != nil {
+		return "", err
+	}
+	if p.State.Final() {
+		return p.State, nil
+	}
+	retry := tx.Bucket(bucketRetry)
+	if !p.NextAttempt.IsZero() {
+		if err := retry.Delete(retryKey(p.NextAttempt, o.ID)); err != nil {
+			return "", err
 		}
-		return meta.Put(keyCursor, u64(id))
-	})
+		p.NextAttempt = time.Time{}
+	}
+	p.State, p.Event, p.Attempts = o.State, o.Event, o.Attempts
+	detail := o.Detail
+	if o.State == ipn.StateApplied && o.EventKey != "" {
+		events := tx.Bucket(bucketEvents)
+		if first := getU64(events.Get([]byte(o.EventKey))); first != 0 && first != o.ID {
+			p.State, p.DuplicateOf = ipn.StateDuplicate, first
+			detail = fmt.Sprintf("same payment fact as notification %d", first)
+		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
+			return "", err
+		}
+	}
+	if o.State == ipn.StateReceived {
+		p.NextAttempt = o.RetryAt
+		if err := retry.Put(retryKey(o.RetryAt, o.ID), nil); err != nil {
+			return "", err
+		}
+	}
+	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
+	return p.State, putProcessing(tx, o.ID, p)
 }
 
 // Cursor returns the pipeline cursor.
