@@ -260,6 +260,17 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 			if err := setFromString(sv.Field(j), raw); err != nil {
 				return fmt.Errorf("config: %s (from %s) = %q: %v", section+"."+key, env, raw, err)
 			}
+			// A secret from the environment replaces the file's other form
+			// (IPND_ADMIN_TOKEN wins over token_file, and the reverse).
+			other := key + "_file"
+			if base, ok := strings.CutSuffix(key, "_file"); ok {
+				other = base
+			}
+			for k := 0; k < sv.NumField(); k++ {
+				if sv.Type().Field(k).Tag.Get("toml") == other && getenv("IPND_"+strings.ToUpper(section+"_"+other)) == "" {
+					sv.Field(k).SetZero()
+				}
+			}
 		}
 	}
 	return nil
@@ -328,17 +339,20 @@ func (c *Config) validate() error {
 	if s.WriteTimeout <= 0 {
 		return configError("server.write_timeout", s.WriteTimeout.String(), "must be positive")
 	}
-	if s.RateLimit < 0 {
-		return configError("server.rate_limit", s.RateLimit, "must be 0 (off) or positive")
+	if !(s.RateLimit >= 0 && s.RateLimit <= 1e6) { // also refuses NaN and ±Inf
+		return configError("server.rate_limit", s.RateLimit, "must be 0 (off) or a number of requests per second up to 1000000")
 	}
-	if s.RateBurst < 0 {
-		return configError("server.rate_burst", s.RateBurst, "must not be negative")
+	if s.RateBurst < 0 || s.RateBurst > 1e6 {
+		return configError("server.rate_burst", s.RateBurst, "must be 0 to 1000000")
 	}
 	if _, err := parsePrefixes("server.trusted_proxies", s.TrustedProxies); err != nil {
 		return err
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return configError("server.tls_key", s.TLSKey, "tls_cert and tls_key go together")
+	}
+	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
+		return configError("admin.token_file", c.Admin.TokenFile, "give token or token_file, not both")
 	}
 	if c.Store.Path == "" {
 		return configError("store.path", "", "must name the database file")

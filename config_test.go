@@ -29,6 +29,9 @@ func TestConfigErrorsNameKeyValueAndWhy(t *testing.T) {
 		{"[[gateway]]\nname = \"S S\"\nkind = \"stripe\"\nsecret = \"x\"", `gateway[0].name = "S S"`},
 		{"[[gateway]]\nname = \"a\"\nkind = \"stripe\"\nsecret = \"x\"\n[[gateway]]\nname = \"a\"\nkind = \"stripe\"\nsecret = \"y\"", `gateway[1].name = "a": another gateway`},
 		{"[server\n", "line 2"},
+		{"[server]\nrate_limit = nan", "server.rate_limit = NaN"},
+		{"[server]\nrate_limit = inf", "server.rate_limit = +Inf"},
+		{"[admin]\ntoken = \"a\"\ntoken_file = \"/x\"", "give token or token_file, not both"},
 		{"[server]\nrate_burst = \"many\"", "server.rate_burst"},
 	} {
 		_, err := loadConfig(writeConfig(t, tc.body), envFunc())
@@ -60,6 +63,15 @@ secret_file = "`+sf+`"
 	}
 	if tok, _ := cfg.adminToken(); tok != "tok" {
 		t.Errorf("admin token = %q", tok)
+	}
+	// The environment's token wins over a token_file in the file.
+	p2 := writeConfig(t, "[admin]\ntoken_file = \"/nonexistent\"\n")
+	cfg2, err := loadConfig(p2, envFunc("IPND_ADMIN_TOKEN", "envtok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := cfg2.adminToken(); tok != "envtok" || err != nil {
+		t.Errorf("admin token with env over token_file = %q, %v", tok, err)
 	}
 	secrets, err := gatewaySecrets("gateway[0]", cfg.Gateways[0])
 	if err != nil || strings.Join(secrets, ",") != "whsec_new,whsec_old" {
@@ -99,6 +111,11 @@ secrets = ["whsec_one_value", "whsec_two_value"]
 	}
 	if _, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, "bogus = 1")); err == nil {
 		t.Error("check accepted an unknown key")
+	}
+	// check builds the adapters: a secret serve would refuse fails check too.
+	bad := writeConfig(t, "[[gateway]]\nname = \"w\"\nkind = \"standard-webhooks\"\nsecret = \"whsec_not*base64!!\"\n")
+	if _, err := runCmd(t, envFunc(), "check", "-config", bad); err == nil || !strings.Contains(err.Error(), "base64") {
+		t.Errorf("check of an undecodable secret: %v", err)
 	}
 }
 

@@ -108,14 +108,19 @@ func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
-		gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: secrets,
-			Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers})
+		gw, err := ipn.NewGateway(gatewayOptions(g, secrets))
 		if err != nil {
 			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
 		out = append(out, gw)
 	}
 	return out, nil
+}
+
+// gatewayOptions copies a [[gateway]] table into the adapter's options.
+func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
+	return ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: secrets,
+		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers}
 }
 
 // serve runs the appliance until ctx is done, then shuts down in reverse:
@@ -260,7 +265,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := s.Shutdown(sctx); err != nil {
-			log.Warn("shutdown", "listener", name, "error", err)
+			// Connections still busy (a stalled backup download): cut them,
+			// so that the store can close.
+			log.Warn("shutdown: closing busy connections", "listener", name, "error", err)
+			s.Close()
 		}
 	}
 	shutdown(pub, "public")
@@ -280,7 +288,12 @@ func addrFile(cfg *Config, which string) string { return filepath.Join(cfg.dataD
 // server that listens on port 0.
 func writeAddrFiles(cfg *Config, public, adminAddr string) error {
 	for which, a := range map[string]string{"public": public, "admin": adminAddr} {
-		if err := os.WriteFile(addrFile(cfg, which), []byte(a+"\n"), 0o600); err != nil {
+		// Write then rename, so that a reader never sees a half-written file.
+		tmp := addrFile(cfg, which) + ".tmp"
+		if err := os.WriteFile(tmp, []byte(a+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write address file: %w", err)
+		}
+		if err := os.Rename(tmp, addrFile(cfg, which)); err != nil {
 			return fmt.Errorf("write address file: %w", err)
 		}
 	}

@@ -286,13 +286,26 @@ func (a *api) rejections(w http.ResponseWriter, _ *http.Request, _ httprouter.Pa
 	writeJSON(w, http.StatusOK, map[string]any{"rejections": out})
 }
 
+// deadlineWriter moves the connection's write deadline forward before
+// each write: a large backup may take longer than the listener's write
+// timeout, but a client that stops reading is cut off after idle.
+type deadlineWriter struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.idle))
+	return d.w.Write(p)
+}
+
 // backup streams a consistent copy of the database (a bbolt read
-// transaction, so ingest goes on). The write deadline is lifted: a large
-// file may take longer than the listener's write timeout.
+// transaction, so ingest goes on).
 func (a *api) backup(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	dw := deadlineWriter{w: w, rc: http.NewResponseController(w), idle: 30 * time.Second}
 	started := false
-	n, err := a.o.Store.Backup(w, func(size int64) {
+	n, err := a.o.Store.Backup(dw, func(size int64) {
 		started = true
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Disposition", `attachment; filename="ipnd-backup.db"`)

@@ -51,8 +51,11 @@ func (l *rateLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 		b.tokens--
 		return true, 0
 	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-	return false, wait
+	wait := (1 - b.tokens) / l.rate // seconds; config keeps rate in (0, 1e6]
+	if math.IsNaN(wait) || wait > 3600 {
+		wait = 3600
+	}
+	return false, time.Duration(wait * float64(time.Second))
 }
 
 func (l *rateLimiter) prune(now time.Time) {

@@ -123,6 +123,9 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 func (r *Receiver) Handler() http.Handler {
 	rt := httprouter.New()
 	rt.HandleOPTIONS = false
+	// Gateways do not follow redirects: a wrong path is a counted 404.
+	rt.RedirectTrailingSlash = false
+	rt.RedirectFixedPath = false
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
 		http.MethodPatch, http.MethodDelete, http.MethodOptions} {
 		rt.Handle(m, "/ipn/:gateway", r.serveIPN)
@@ -133,7 +136,12 @@ func (r *Receiver) Handler() http.Handler {
 	})
 	// Unusual methods end here; unknown /ipn/ paths in NotFound.
 	rt.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		name := strings.TrimPrefix(req.URL.Path, "/ipn/")
+		name, isIPN := strings.CutPrefix(req.URL.Path, "/ipn/")
+		if !isIPN {
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Allow", http.MethodPost)
 		r.reject(w, req, r.label(name), ReasonMethod, http.StatusMethodNotAllowed, "method not allowed", nil)
 	})
 	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

@@ -116,6 +116,8 @@ func TestReceiverStatusCodes(t *testing.T) {
 		{"duplicate", "POST", "/ipn/test", good, body, 200, "duplicate/test"},
 		{"unknown gateway", "POST", "/ipn/nope", good, body, 404, "rejected/_unknown/unknown_gateway"},
 		{"deeper path", "POST", "/ipn/test/x", good, body, 404, "rejected/_unknown/unknown_gateway"},
+		{"trailing slash is not redirected", "POST", "/ipn/test/", good, body, 404, "rejected/_unknown/unknown_gateway"},
+		{"double slash is not redirected", "POST", "/ipn//test", good, body, 404, "rejected/_unknown/unknown_gateway"},
 		{"GET", "GET", "/ipn/test", nil, "", 405, "rejected/test/method"},
 		{"odd method", "BREW", "/ipn/test", nil, "", 405, "rejected/test/method"},
 		{"too large", "POST", "/ipn/test", good, strings.Repeat("x", 2000), 413, "rejected/test/too_large"},
@@ -134,7 +136,7 @@ func TestReceiverStatusCodes(t *testing.T) {
 			if tc.status == 200 && got != "OK" {
 				t.Errorf("body %q, want OK", got)
 			}
-			if tc.status == 405 && resp.Header.Get("Allow") != "POST" && tc.method == "GET" {
+			if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
 				t.Errorf("Allow = %q", resp.Header.Get("Allow"))
 			}
 			if d := r.obs.get(tc.count) - before; d != 1 {
@@ -149,12 +151,17 @@ func TestReceiverStatusCodes(t *testing.T) {
 	if err != nil || string(n.Body) != body || n.Headers.Get("Webhook-Id") != "msg_1" || n.DedupKey != "msg_1" {
 		t.Errorf("stored %+v, %v", n, err)
 	}
-	if rej := r.rcv.Rejections(); len(rej) != 9 || rej[0].Reason != "malformed" {
+	if rej := r.rcv.Rejections(); len(rej) != 11 || rej[0].Reason != "malformed" {
 		t.Errorf("remembered rejections = %+v", rej)
 	}
 	resp, got := r.do(t, "GET", "/healthz", nil, "")
 	if resp.StatusCode != 200 || got != "ok" {
 		t.Errorf("healthz = %d %q", resp.StatusCode, got)
+	}
+	// Requests outside /ipn/ are not counted as notifications.
+	before := len(r.rcv.Rejections())
+	if resp, _ := r.do(t, "POST", "/healthz", nil, ""); resp.StatusCode != 405 || len(r.rcv.Rejections()) != before {
+		t.Errorf("POST /healthz = %d, counted %d", resp.StatusCode, len(r.rcv.Rejections())-before)
 	}
 
 	// The store closes (disk gone): 503, counted, nothing half-written.
@@ -169,7 +176,11 @@ func TestReceiverStatusCodes(t *testing.T) {
 }
 
 func TestReceiverRateLimit(t *testing.T) {
-	r := newRig(t, func(o *ipn.ReceiverOptions) { o.RateLimit, o.RateBurst = 1, 2 })
+	frozen := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC) // no refill between requests, however slow the run
+	r := newRig(t, func(o *ipn.ReceiverOptions) {
+		o.RateLimit, o.RateBurst = 1, 2
+		o.Now = func() time.Time { return frozen }
+	})
 	statuses := []int{}
 	var last *http.Response
 	for i := 0; i < 3; i++ {

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,7 +95,8 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{
+	_, statErr := os.Stat(path)
+	b, err := openBolt(path, &bolt.Options{
 		Timeout: opts.LockTimeout,
 		// The freelist is rebuilt on open instead of written by every
 		// commit: fewer pages per fsync on the ingest path.
@@ -101,6 +104,9 @@ func Open(path string, opts Options) (*DB, error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 1 << 30,
 	})
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		syncDir(filepath.Dir(path)) // the new file's directory entry survives power loss
+	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		who := "unknown pid"
 		if pid, rerr := os.ReadFile(pidPath(path)); rerr == nil {
@@ -122,6 +128,24 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 func pidPath(dbPath string) string { return dbPath + ".pid" }
+
+// openBolt is bolt.Open with its assertion panics (a damaged file) turned
+// into ErrCorrupt.
+func openBolt(path string, o *bolt.Options) (b *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			b, err = nil, fmt.Errorf("%w: %v (restore from a backup)", ErrCorrupt, p)
+		}
+	}()
+	return bolt.Open(path, 0o600, o)
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
 
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
@@ -215,14 +239,47 @@ func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, erro
 
 func (db *DB) commit(batch []*appendReq) {
 	start := time.Now()
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.write(batch)
+	if err != nil && len(batch) > 1 {
+		// One bad record must not fail the others: retry them one by one
+		// so that only the culprit gets the error.
+		for _, r := range batch {
+			if e := db.write([]*appendReq{r}); e != nil {
+				r.id, r.dup, r.err = 0, false, e
+			}
+		}
+		err = nil
+	} else if err != nil {
+		batch[0].id, batch[0].dup, batch[0].err = 0, false, err
+	}
+	if db.opts.OnCommit != nil {
+		func() {
+			defer func() { _ = recover() }() // an observer must not stop ingest
+			db.opts.OnCommit(time.Since(start), len(batch))
+		}()
+	}
+	db.poke()
+	for _, r := range batch {
+		r.signal <- false
+	}
+}
+
+// write appends the records of batch in one transaction. A panic inside
+// bbolt becomes an error, so that the group-commit hand-off always runs.
+func (db *DB) write(batch []*appendReq) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: commit: panic: %v", p)
+		}
+	}()
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		log.FillPercent = 1.0 // sequential keys: fill pages completely
 		dedup := tx.Bucket(bucketDedup)
-		var key []byte
 		for _, r := range batch {
-			if r.dedup != "" {
-				key = append(append(append(key[:0], r.gateway...), 0), r.dedup...)
+			r.id, r.dup = 0, false
+			key := dedupKey(r.gateway, r.dedup)
+			if key != nil {
 				if v := dedup.Get(key); len(v) == 8 {
 					r.id, r.dup = binary.BigEndian.Uint64(v), true
 					continue
@@ -235,7 +292,7 @@ func (db *DB) commit(batch []*appendReq) {
 			if err := log.Put(u64(id), r.rec); err != nil {
 				return err
 			}
-			if r.dedup != "" {
+			if key != nil {
 				if err := dedup.Put(key, u64(id)); err != nil {
 					return err
 				}
@@ -245,20 +302,31 @@ func (db *DB) commit(batch []*appendReq) {
 		return nil
 	})
 	if err != nil {
-		err = fmt.Errorf("store: commit: %w", err)
+		return fmt.Errorf("store: commit: %w", mapClosed(err))
 	}
-	if db.opts.OnCommit != nil {
-		db.opts.OnCommit(time.Since(start), len(batch))
+	return nil
+}
+
+// dedupKey is gateway + 0x00 + the gateway's message id; ids longer than
+// 200 bytes are replaced by their SHA-256, so that no key is too large
+// for bbolt. nil when there is no id.
+func dedupKey(gateway, id string) []byte {
+	if id == "" {
+		return nil
 	}
-	if err == nil {
-		db.poke()
+	if len(id) > 200 {
+		sum := sha256.Sum256([]byte(id))
+		id = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	for _, r := range batch {
-		if err != nil {
-			r.id, r.dup, r.err = 0, false, err
-		}
-		r.signal <- false
+	return append(append([]byte(gateway), 0), id...)
+}
+
+// mapClosed turns bbolt's "database not open" into ErrClosed.
+func mapClosed(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
 	}
+	return err
 }
 
 func u64(v uint64) []byte {
@@ -287,7 +355,7 @@ func (db *DB) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
 		p, err = processing(tx, n)
 		return err
 	})
-	return n, p, err
+	return n, p, mapClosed(err)
 }
 
 func processing(tx *bolt.Tx, n *ipn.Notification) (*ipn.Processing, error) {
@@ -357,7 +425,7 @@ func (db *DB) List(f Filter) ([]Item, error) {
 		}
 		return nil
 	})
-	return out, err
+	return out, mapClosed(err)
 }
 
 // Backup writes a consistent copy of the whole database to w (a read
@@ -373,24 +441,21 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 		n, err = tx.WriteTo(w)
 		return err
 	})
-	return n, err
+	return n, mapClosed(err)
 }
 
 // Check runs bbolt's consistency check and returns the first problem, or
 // ErrClosed.
 func (db *DB) Check() error {
-	db.mu.Lock()
-	closed := db.closed
-	db.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	return db.bolt.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			return err
+	return mapClosed(db.bolt.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: the checker uses tx until it closes the channel
+			if first == nil {
+				first = err
+			}
 		}
-		return nil
-	})
+		return first
+	}))
 }
 
 // Stats is a summary for health checks and metrics.
@@ -407,5 +472,5 @@ func (db *DB) Stats() (Stats, error) {
 		s.LastID = tx.Bucket(bucketLog).Sequence()
 		return nil
 	})
-	return s, err
+	return s, mapClosed(err)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -326,4 +327,97 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip of decoded record failed: %v", err)
 		}
 	})
+}
+
+// TestDedupWithinOneBatch: many goroutines post the same few messages at
+// once, so copies land in the same group commit; each is stored once.
+func TestDedupWithinOneBatch(t *testing.T) {
+	db := mustOpen(t)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; i < 20; i++ {
+				db.Append(context.Background(), sample("g", fmt.Sprint(i%4), "x"))
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if s, _ := db.Stats(); s.LastID != 4 {
+		t.Errorf("stored %d, want 4", s.LastID)
+	}
+}
+
+// A message id longer than bbolt's key limit is still deduplicated and
+// does not fail the other appends of its batch.
+func TestLongDedupKey(t *testing.T) {
+	db := mustOpen(t)
+	long := strings.Repeat("k", 40_000)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprint(i)
+			if i%5 == 0 {
+				key = long
+			}
+			if _, _, err := db.Append(context.Background(), sample("g", key, "x")); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s, _ := db.Stats(); s.LastID != 17 {
+		t.Errorf("stored %d, want 17 (16 short keys + 1 long)", s.LastID)
+	}
+}
+
+// A panicking commit observer does not stop ingest.
+func TestPanickingObserver(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "ipnd.db"), Options{OnCommit: func(time.Duration, int) { panic("boom") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := 0; i < 3; i++ {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A damaged file gives an error, not a panic.
+func TestOpenDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("x", 500)))
+	}
+	db.Close()
+	f, _ := os.OpenFile(path, os.O_RDWR, 0)
+	junk := bytes.Repeat([]byte{0xA5}, 4096*4)
+	f.WriteAt(junk, 4096*3)
+	f.Close()
+	db, err = Open(path, Options{})
+	if err == nil {
+		err = db.Check()
+		db.Close()
+	}
+	if err == nil {
+		t.Fatal("a damaged file opened and checked clean")
+	}
+	t.Logf("damaged file: %v", err)
 }

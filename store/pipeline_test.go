@@ -1,0 +1,73 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"ipnd/ipn"
+)
+
+func TestPipelineBookkeeping(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := 1; i <= 4; i++ {
+		db.Append(context.Background(), sample("g", fmt.Sprint(i), "b"))
+	}
+	work, err := db.Pending(now, 10)
+	if err != nil || len(work) != 4 || !work[0].Fresh || work[0].Notification.ID != 1 {
+		t.Fatalf("Pending = %d items, %v", len(work), err)
+	}
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T"}
+	outs := []ipn.Outcome{
+		{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k"},
+		{ID: 2, State: ipn.StateApplied, Event: ev, EventKey: "k"}, // same fact
+		{ID: 3, State: ipn.StateReceived, RetryAt: now.Add(time.Minute), Attempts: 1, Detail: "postback: HTTP 503"},
+	}
+	states, err := db.Finish(outs, 3, now)
+	if err != nil || fmt.Sprint(states) != "[applied duplicate received]" {
+		t.Fatalf("Finish = %v, %v", states, err)
+	}
+	if _, p, _ := db.Get(2); p.DuplicateOf != 1 {
+		t.Errorf("duplicate_of = %d, want 1", p.DuplicateOf)
+	}
+	// Finishing an applied notification again changes nothing.
+	states, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateInvalid}}, 0, now)
+	if states[0] != ipn.StateApplied {
+		t.Errorf("re-finish of an applied notification recorded %s", states[0])
+	}
+	if db.Cursor() != 3 {
+		t.Errorf("cursor = %d, want 3", db.Cursor())
+	}
+	// Now only 4 is pending; 3 becomes due a minute later.
+	work, _ = db.Pending(now, 10)
+	if len(work) != 1 || work[0].Notification.ID != 4 {
+		t.Errorf("pending now = %+v", work)
+	}
+	if due, ok := db.NextDue(); !ok || !due.Equal(now.Add(time.Minute)) {
+		t.Errorf("NextDue = %v, %v", due, ok)
+	}
+	if at, ok := db.OldestPending(); !ok || !at.Equal(sample("g", "", "").ReceivedAt) {
+		t.Errorf("OldestPending = %v, %v", at, ok)
+	}
+	work, _ = db.Pending(now.Add(2*time.Minute), 10)
+	if len(work) != 2 || work[1].Notification.ID != 3 || work[1].Fresh || work[1].Processing.Attempts != 1 {
+		t.Errorf("pending later = %+v", work)
+	}
+	// Replay puts an applied notification back, due now, history kept.
+	if err := db.Replay(1, now); err != nil {
+		t.Fatal(err)
+	}
+	_, p, _ := db.Get(1)
+	if p.State != ipn.StateReceived || len(p.History) != 3 {
+		t.Errorf("after replay: %+v", p)
+	}
+	states, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k"}}, 0, now)
+	if states[0] != ipn.StateApplied {
+		t.Errorf("replayed notification recorded %s, want applied (its own fact)", states[0])
+	}
+	if err := db.Replay(99, now); err == nil {
+		t.Error("replay of a missing id succeeded")
+	}
+}
