@@ -13,6 +13,11 @@ FUZZ_TARGETS = \
 	./ipn:FuzzNormalize \
 	./ipn:FuzzAmount \
 	./ipn:FuzzPayPalForm \
+	./ipn:FuzzCoinPaymentsForm \
+	./ipn:FuzzNowPaymentsCanonical \
+	./ipn:FuzzParseBTCPaySig \
+	./ipn:FuzzCryptoNormalize \
+	./ipn:FuzzHMACHeader \
 	./store:FuzzDecodeRecord
 
 .PHONY: all build run test race bench fuzz lint clean

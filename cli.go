@@ -36,8 +36,7 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 	if cfg.file != "" {
 		src = cfg.file
 	}
-	fmt.Fprintf(stdout, "# ipnd %s: config from %s is valid\n", version, src)
-	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)
+	var lines []string
 	for i, g := range cfg.Gateways {
 		secret := "secret set"
 		if !ipn.NeedsSecret(g.Kind) {
@@ -56,8 +55,11 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 		if _, err := ipn.NewGateway(gatewayOptions(g, secrets)); err != nil {
 			return fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
-		fmt.Fprintf(stdout, "# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret)
+		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
 	}
+	fmt.Fprintf(stdout, "# ipnd %s: config from %s is valid\n", version, src)
+	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)
+	fmt.Fprint(stdout, strings.Join(lines, ""))
 	if cfg.SMTP.Host == "" {
 		fmt.Fprintf(stdout, "# mail: written as .eml files under %s/mail\n", cfg.dataDir())
 	}

@@ -148,6 +148,42 @@ type GatewayConfig struct {
 	VerifyURL  string   `toml:"verify_url"`
 	Receivers  []string `toml:"receivers"`
 	AllowIPs   []string `toml:"allow_ips"`
+	MerchantID string   `toml:"merchant_id"`
+	URL        string   `toml:"url"`
+
+	// Kind hmac only (GATEWAYS.md §10; see config.example.toml).
+	Header         string            `toml:"header"`
+	Parser         string            `toml:"parser"`
+	Prefix         string            `toml:"prefix"`
+	PairSeparator  string            `toml:"pair_separator"`
+	SignatureKey   string            `toml:"signature_key"`
+	TimestampKey   string            `toml:"timestamp_key"`
+	Algorithm      string            `toml:"algorithm"`
+	Encoding       string            `toml:"encoding"`
+	KeyFormat      string            `toml:"key_format"`
+	KeyPrefix      string            `toml:"key_prefix"`
+	SignedContent  string            `toml:"signed_content"`
+	Timestamp      string            `toml:"timestamp"`
+	ID             string            `toml:"id"`
+	DedupKey       string            `toml:"dedup_key"`
+	Canonicalize   string            `toml:"canonicalize"`
+	Body           string            `toml:"body"`
+	RequiredFields map[string]string `toml:"required_fields"`
+	Fields         HMACFieldsConfig  `toml:"fields"`
+}
+
+// HMACFieldsConfig says where an hmac gateway's messages keep the event
+// fields ("json:a.b", "form:f", "header:Name").
+type HMACFieldsConfig struct {
+	TxnID       string            `toml:"txn_id"`
+	OrderID     string            `toml:"order_id"`
+	Amount      string            `toml:"amount"`
+	Currency    string            `toml:"currency"`
+	Status      string            `toml:"status"`
+	Email       string            `toml:"email"`
+	Name        string            `toml:"name"`
+	AmountMinor bool              `toml:"amount_minor"`
+	Statuses    map[string]string `toml:"statuses"`
 }
 
 // defaultConfig is the embedded default configuration.
@@ -439,6 +475,9 @@ func (c *Config) validate() error {
 		}
 		if _, err := parsePrefixes(key+".allow_ips", g.AllowIPs); err != nil {
 			return err
+		}
+		if g.Kind != "hmac" && g.Header != "" {
+			return configError(key+".header", g.Header, "only kind hmac takes header and the other hmac keys")
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -137,5 +138,40 @@ func TestVersionAndUnknownCommand(t *testing.T) {
 	}
 	if _, err := runCmd(t, envFunc(), "frobnicate"); err == nil {
 		t.Error("unknown command accepted")
+	}
+}
+
+// TestExamplePresetsBuild uncomments every [[gateway]] example in
+// config.example.toml and checks that ipnd check accepts them all: the
+// documented presets are real configurations.
+func TestExamplePresetsBuild(t *testing.T) {
+	data, err := os.ReadFile("config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyLine := regexp.MustCompile(`^# ([a-z_]+ = |\[\[gateway\]\])`)
+	var out []string
+	gateways := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		if keyLine.MatchString(l) {
+			l = strings.TrimPrefix(l, "# ")
+			if strings.HasPrefix(l, "[[gateway]]") {
+				gateways++
+			}
+		}
+		out = append(out, l)
+	}
+	if gateways < 10 {
+		t.Fatalf("found %d example gateways, want the stripe, standard-webhooks, crypto and hmac presets", gateways)
+	}
+	p := writeConfig(t, strings.Join(out, "\n"))
+	got, err := runCmd(t, envFunc(), "check", "-config", p)
+	if err != nil {
+		t.Fatalf("check of the uncommented examples: %v\n%s", err, got)
+	}
+	for _, kind := range []string{"paypal", "stripe", "standard-webhooks", "coinbase-commerce", "btcpay", "coinpayments", "nowpayments", "hmac"} {
+		if kind != "paypal" && !strings.Contains(got, "("+kind+")") {
+			t.Errorf("check output lacks a %s gateway:\n%s", kind, got)
+		}
 	}
 }

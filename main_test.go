@@ -225,8 +225,7 @@ func TestAdminAPIAuthAndMetrics(t *testing.T) {
 		code, body := get("/api/notifications?gateway=test&state=applied&limit=1", "s3cret-token")
 		return code == 200 && strings.Contains(body, `"id": 1`)
 	})
-	code, body = get("/metrics", "s3cret-token")
-	if !strings.Contains(body, `ipnd_notifications_processed_total{gateway="test",result="applied"} 1`) ||
+	if code, body = get("/metrics", "s3cret-token"); code != 200 || !strings.Contains(body, `ipnd_notifications_processed_total{gateway="test",result="applied"} 1`) ||
 		!strings.Contains(body, "ipnd_pipeline_lag_seconds 0") {
 		t.Errorf("pipeline metrics missing:\n%s", body)
 	}

@@ -119,8 +119,16 @@ func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
 
 // gatewayOptions copies a [[gateway]] table into the adapter's options.
 func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
+	f := g.Fields
 	return ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: secrets,
-		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers}
+		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers,
+		MerchantID: g.MerchantID, URL: g.URL,
+		HMAC: ipn.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
+			SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
+			KeyFormat: g.KeyFormat, KeyPrefix: g.KeyPrefix, SignedContent: g.SignedContent, Timestamp: g.Timestamp,
+			ID: g.ID, DedupKey: g.DedupKey, Canonicalize: g.Canonicalize, Body: g.Body, RequiredFields: g.RequiredFields,
+			Fields: ipn.HMACFields{TxnID: f.TxnID, OrderID: f.OrderID, Amount: f.Amount, Currency: f.Currency,
+				Status: f.Status, Email: f.Email, Name: f.Name, AmountMinor: f.AmountMinor, Statuses: f.Statuses}}}
 }
 
 // serve runs the appliance until ctx is done, then shuts down in reverse:

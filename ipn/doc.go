@@ -9,7 +9,9 @@
 // Invariants:
 //   - A Notification's raw fields never change once stored.
 //   - Verification of signed gateways happens on the raw body bytes, before
-//     anything is parsed.
+//     anything is parsed. The one exception is a gateway that signs a
+//     re-serialised body (NOWPayments, an hmac kind with canonicalize
+//     json-sorted*): its body is parsed only to rebuild the signed form.
 //   - An error returned to an HTTP client never contains a secret or an
 //     expected signature.
 package ipn

@@ -60,4 +60,36 @@ type Event struct {
 	Receiver       string      `json:"receiver,omitempty"`
 	SubscriptionID string      `json:"subscription_id,omitempty"`
 	Test           bool        `json:"test"`
+
+	// PaidAmount and PaidCurrency are what actually arrived when a crypto
+	// gateway reports it beside the price (NOWPayments actually_paid,
+	// CoinPayments received_amount, a BTCPay payment's value): an exact
+	// decimal in the coin (e.g. "0.00017000" BTC). Informational only:
+	// orders are checked against Amount and Currency.
+	PaidAmount   string `json:"paid_amount,omitempty"`
+	PaidCurrency string `json:"paid_currency,omitempty"`
+	// Confirmations is the number of blockchain confirmations the gateway
+	// reported (CoinPayments); 0 when it sent none.
+	Confirmations int `json:"confirmations,omitempty"`
+	// Flags qualifies Status with what the gateway said beyond it: a
+	// comma-separated list of the Flag* values below, "" when none. It is a
+	// string rather than a slice so that Event stays comparable.
+	Flags string `json:"flags,omitempty"`
 }
+
+// Event flags (Event.Flags).
+const (
+	// FlagUnderpaid: less than the amount due arrived (BTCPay partiallyPaid,
+	// NOWPayments partially_paid, Coinbase UNDERPAID); the status is pending.
+	FlagUnderpaid = "underpaid"
+	// FlagOverpaid: more than the amount due arrived.
+	FlagOverpaid = "overpaid"
+	// FlagPaidLate: the payment arrived after the invoice or charge expired
+	// (Coinbase DELAYED, BTCPay afterExpiration); the merchant decides.
+	FlagPaidLate = "paid_late"
+	// FlagManual: the merchant set the status by hand in the gateway
+	// (BTCPay manuallyMarked, Coinbase MANUAL).
+	FlagManual = "manual"
+	// FlagMultiple: the buyer paid with several transactions (Coinbase MULTIPLE).
+	FlagMultiple = "multiple"
+)

@@ -46,10 +46,21 @@ type GatewayConfig struct {
 	Sandbox   bool
 	VerifyURL string
 	Receivers []string
+	// MerchantID is the gateway's id for the merchant, checked against the
+	// message (coinpayments: the IPN's merchant field; required there).
+	MerchantID string
+	// URL is the public URL the gateway posts to, exactly as registered
+	// with it: {url} in an hmac kind's signed_content (Square signs it).
+	URL string
+	// HMAC configures the generic hmac kind (ignored by the others).
+	HMAC HMACOptions
 }
 
 // Kinds lists the gateway kinds this build implements.
-func Kinds() []string { return []string{"paypal", "standard-webhooks", "stripe"} }
+func Kinds() []string {
+	return []string{"btcpay", "coinbase-commerce", "coinpayments", "hmac", "nowpayments",
+		"paypal", "standard-webhooks", "stripe"}
+}
 
 // NewGateway builds the adapter for cfg.Kind. It fails with ErrConfig when
 // the kind is unknown or a kind that needs a secret has none.
@@ -61,6 +72,16 @@ func NewGateway(cfg GatewayConfig) (Gateway, error) {
 		return newStdWebhooks(cfg)
 	case "paypal":
 		return newPayPal(cfg)
+	case "coinbase-commerce":
+		return newCoinbase(cfg)
+	case "btcpay":
+		return newBTCPay(cfg)
+	case "coinpayments":
+		return newCoinPayments(cfg)
+	case "nowpayments":
+		return newNOWPayments(cfg)
+	case "hmac":
+		return newHMAC(cfg)
 	}
 	return nil, fmt.Errorf("%w: gateway %q: unknown kind %q (known: %s)",
 		ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))

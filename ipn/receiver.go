@@ -177,7 +177,7 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 	client := r.clientIP(req)
 	if r.limiter != nil {
 		if ok, wait := r.limiter.allow(client.String(), start); !ok {
-			secs := int(wait/time.Second) + 1
+			secs := max(1, int((wait+time.Second-1)/time.Second)) // round up
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			r.reject(w, req, name, ReasonRateLimited, http.StatusTooManyRequests, "rate limit exceeded", nil)
 			return

@@ -1,0 +1,173 @@
+package ipn
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// btcpayGateway is the btcpay kind: BTCPay Server Greenfield webhooks
+// (GATEWAYS.md §6.1). The body is indented JSON signed in
+// "BTCPay-Sig: sha256=<hex HMAC-SHA256(UTF8(secret), body)>". There is no
+// signed timestamp; every attempt has a new deliveryId and a redelivery
+// names the first one in originalDeliveryId, which is the dedup key.
+type btcpayGateway struct {
+	name string
+	keys [][]byte
+}
+
+func newBTCPay(cfg GatewayConfig) (*btcpayGateway, error) {
+	if err := requireSecrets(cfg); err != nil {
+		return nil, err
+	}
+	return &btcpayGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets)}, nil
+}
+
+func (g *btcpayGateway) Name() string                  { return g.name }
+func (g *btcpayGateway) Kind() string                  { return "btcpay" }
+func (g *btcpayGateway) Accepts(mediaType string) bool { return mediaType == "application/json" }
+func (g *btcpayGateway) KeepHeaders() []string         { return []string{"BTCPay-Sig", "User-Agent"} }
+
+// ParseBTCPaySig decodes a BTCPay-Sig header value ("sha256=<64 hex>",
+// hex in either case). Anything else is ErrBadSignature.
+func ParseBTCPaySig(value string) ([]byte, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return nil, fmt.Errorf("%w: missing BTCPay-Sig header", ErrBadSignature)
+	}
+	const prefix = "sha256="
+	if len(value) < len(prefix) || !strings.EqualFold(value[:len(prefix)], prefix) {
+		return nil, fmt.Errorf("%w: BTCPay-Sig header is not sha256=<hex>", ErrBadSignature)
+	}
+	return hexSignature(value[len(prefix):], "BTCPay-Sig", sha256.Size)
+}
+
+func (g *btcpayGateway) Check(in *Inbound) (string, error) {
+	if !g.Accepts(in.MediaType) {
+		return "", fmt.Errorf("%w: btcpay sends application/json", ErrUnsupportedMedia)
+	}
+	sig, err := ParseBTCPaySig(in.Header.Get("BTCPay-Sig"))
+	if err != nil {
+		return "", err
+	}
+	if !macMatchesAny(sha256.New, g.keys, sig, in.Body) {
+		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+	}
+	var ids struct {
+		DeliveryID         looseString `json:"deliveryId"`
+		OriginalDeliveryID looseString `json:"originalDeliveryId"`
+	}
+	if err := json.Unmarshal(in.Body, &ids); err != nil {
+		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+	}
+	key := firstNonEmpty(string(ids.OriginalDeliveryID), string(ids.DeliveryID))
+	if key == "" {
+		return "", fmt.Errorf("%w: no deliveryId", ErrMalformed)
+	}
+	return key, nil
+}
+
+type btcpayEvent struct {
+	DeliveryID         looseString    `json:"deliveryId"`
+	OriginalDeliveryID looseString    `json:"originalDeliveryId"`
+	Type               string         `json:"type"`
+	InvoiceID          looseString    `json:"invoiceId"`
+	Metadata           map[string]any `json:"metadata"`
+	OverPaid           bool           `json:"overPaid"`
+	PartiallyPaid      bool           `json:"partiallyPaid"`
+	ManuallyMarked     bool           `json:"manuallyMarked"`
+	AfterExpiration    bool           `json:"afterExpiration"`
+	PaymentMethodID    string         `json:"paymentMethodId"`
+	PaymentMethod      string         `json:"paymentMethod"` // older servers
+	Payment            *struct {
+		Value looseString `json:"value"`
+	} `json:"payment"`
+}
+
+// Normalize maps a Greenfield webhook (GATEWAYS.md §6.1):
+//
+//	InvoiceCreated                         payment pending (nothing paid yet)
+//	InvoiceReceivedPayment,
+//	InvoicePaymentSettled                  payment pending (one payment seen or
+//	                                       confirmed; the invoice may be short)
+//	InvoiceProcessing                      payment pending (fully paid, unconfirmed)
+//	InvoiceSettled                         payment completed
+//	InvoiceExpired, partiallyPaid          payment pending, underpaid
+//	InvoiceExpired                         payment expired
+//	InvoiceExpiredPaidPartial              payment pending, underpaid
+//	InvoicePaidAfterExpiration             payment pending, paid_late
+//	InvoiceInvalid                         payment failed
+//	InvoiceRefund, anything else           other (a refund is a pull payment the
+//	                                       buyer may never claim; no amount)
+//
+// Flags: overPaid → overpaid, manuallyMarked → manual, afterExpiration →
+// paid_late. TxnID is the invoice id, OrderID metadata.orderId, the
+// customer metadata.buyerEmail / buyerName. The webhook carries neither
+// the invoice amount nor its currency, so Amount stays empty; a payment's
+// value (in the coin of paymentMethodId) becomes PaidAmount.
+func (g *btcpayGateway) Normalize(n *Notification) (*Event, error) {
+	var e btcpayEvent
+	if err := decodeUseNumber(n.Body, &e); err != nil {
+		return nil, fmt.Errorf("%w: btcpay event: %v", ErrMalformed, err)
+	}
+	ev := &Event{
+		Type:          TypeOther,
+		GatewayStatus: e.Type,
+		EventID:       firstNonEmpty(string(e.OriginalDeliveryID), string(e.DeliveryID)),
+		TxnID:         string(e.InvoiceID),
+		OrderID:       metaText(e.Metadata, "orderId"),
+		CustomerEmail: metaText(e.Metadata, "buyerEmail"),
+		CustomerName:  metaText(e.Metadata, "buyerName"),
+	}
+	var flags []string
+	if e.OverPaid {
+		flags = append(flags, FlagOverpaid)
+	}
+	if e.ManuallyMarked {
+		flags = append(flags, FlagManual)
+	}
+	if e.AfterExpiration {
+		flags = append(flags, FlagPaidLate)
+	}
+	pay := func(st EventStatus, extra ...string) {
+		ev.Type, ev.Status = TypePayment, st
+		flags = append(flags, extra...)
+	}
+	switch e.Type {
+	case "InvoiceCreated", "InvoiceReceivedPayment", "InvoicePaymentSettled", "InvoiceProcessing":
+		pay(StatusPending)
+	case "InvoiceSettled":
+		pay(StatusCompleted)
+	case "InvoiceExpired":
+		if e.PartiallyPaid {
+			pay(StatusPending, FlagUnderpaid)
+		} else {
+			pay(StatusExpired)
+		}
+	case "InvoiceExpiredPaidPartial":
+		pay(StatusPending, FlagUnderpaid)
+	case "InvoicePaidAfterExpiration":
+		pay(StatusPending, FlagPaidLate)
+	case "InvoiceInvalid":
+		pay(StatusFailed)
+	default:
+		flags = nil
+	}
+	ev.Flags = joinFlags(flags...)
+	if e.Payment != nil && e.Payment.Value != "" {
+		coin := firstNonEmpty(e.PaymentMethodID, e.PaymentMethod)
+		if i := strings.IndexAny(coin, "-_"); i >= 0 {
+			coin = coin[:i] // "BTC-CHAIN", "BTC-LN", "BTC_LightningLike" → BTC
+		}
+		if coin != "" {
+			ev.PaidCurrency = strings.ToUpper(coin)
+			a, err := cryptoAmount(string(e.Payment.Value), ev.PaidCurrency)
+			if err != nil {
+				return nil, err
+			}
+			ev.PaidAmount = a
+		}
+	}
+	return ev, nil
+}

@@ -1,0 +1,242 @@
+package ipn
+
+import (
+	"crypto/hmac"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+)
+
+// Helpers shared by the crypto gateway kinds (coinbase-commerce, btcpay,
+// coinpayments, nowpayments) and the generic hmac kind.
+
+// hexSignature decodes the hex MAC in a header value (either case, as
+// GATEWAYS.md §0.2 allows). The reason in the error names the header, never
+// the value.
+func hexSignature(value, header string, size int) ([]byte, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		return nil, fmt.Errorf("%w: missing %s header", ErrBadSignature, header)
+	}
+	sig, err := hex.DecodeString(value)
+	if err != nil || len(sig) != size {
+		return nil, fmt.Errorf("%w: garbled %s header", ErrBadSignature, header)
+	}
+	return sig, nil
+}
+
+// macMatchesAny reports whether the HMAC of any content under any key
+// equals sig, comparing in constant time. It tries every combination, so
+// the time taken does not depend on which one matched.
+func macMatchesAny(h func() hash.Hash, keys [][]byte, sig []byte, contents ...[]byte) bool {
+	ok := false
+	for _, k := range keys {
+		for _, c := range contents {
+			m := hmac.New(h, k)
+			m.Write(c)
+			if hmac.Equal(m.Sum(nil), sig) {
+				ok = true
+			}
+		}
+	}
+	return ok
+}
+
+func rawKeys(secrets []string) [][]byte {
+	keys := make([][]byte, len(secrets))
+	for i, s := range secrets {
+		keys[i] = []byte(s)
+	}
+	return keys
+}
+
+func isFormMedia(mt string) bool { return mt == "application/x-www-form-urlencoded" }
+
+// maxDecimalLen bounds the decimal strings the amount helpers accept.
+const maxDecimalLen = 64
+
+// plainDecimal rewrites a decimal or JSON number ("10.50", "1e-7",
+// "-2.5E+3", "007") as a plain decimal without exponent, leading zeros or
+// trailing fraction zeros ("10.5", "0.0000001", "-2500", "7"), digit for
+// digit, with no floating point involved. ok is false for anything else.
+func plainDecimal(num string) (string, bool) {
+	if num == "" || len(num) > maxDecimalLen {
+		return "", false
+	}
+	neg := num[0] == '-'
+	if neg {
+		num = num[1:]
+	}
+	mant, expText, hasExp := strings.Cut(num, "e")
+	if !hasExp {
+		mant, expText, hasExp = strings.Cut(num, "E")
+	}
+	exp := 0
+	if hasExp {
+		e, err := strconv.Atoi(expText)
+		if err != nil || e > maxDecimalLen || e < -maxDecimalLen {
+			return "", false
+		}
+		exp = e
+	}
+	intPart, frac, hasDot := strings.Cut(mant, ".")
+	if intPart == "" || !allDigits(intPart) || !allDigits(frac) || (hasDot && frac == "") {
+		return "", false
+	}
+	digits := intPart + frac
+	point := len(intPart) + exp // where the decimal point goes in digits
+	if point < 1 {
+		digits = strings.Repeat("0", 1-point) + digits
+		point = 1
+	}
+	if point > len(digits) {
+		digits += strings.Repeat("0", point-len(digits))
+	}
+	ip := strings.TrimLeft(digits[:point], "0")
+	fp := strings.TrimRight(digits[point:], "0")
+	if ip == "" {
+		ip = "0"
+	}
+	out := ip
+	if fp != "" {
+		out += "." + fp
+	}
+	if neg && out != "0" {
+		out = "-" + out
+	}
+	return out, true
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// cryptoAmount normalizes an amount sent by a crypto gateway: like
+// NormalizeAmount (exactly the currency's digits), except that a number
+// with more significant fraction digits than ipnd's table gives the
+// currency (a coin ipnd does not know, such as "USDTTRC20" or "XRP") is
+// kept exactly as sent, trailing zeros trimmed, rather than refused. JSON
+// exponents are expanded digit for digit. Never a float.
+func cryptoAmount(s, currency string) (string, error) {
+	p, ok := plainDecimal(strings.TrimSpace(s))
+	if !ok {
+		return "", fmt.Errorf("%w: amount %q is not a decimal number", ErrMalformed, s)
+	}
+	if a, err := NormalizeAmount(p, currency); err == nil {
+		return a, nil
+	}
+	return p, nil
+}
+
+// compareDecimal compares two decimals that plainDecimal accepts; ok is
+// false when either is not one.
+func compareDecimal(a, b string) (cmp int, ok bool) {
+	pa, oka := plainDecimal(a)
+	pb, okb := plainDecimal(b)
+	if !oka || !okb {
+		return 0, false
+	}
+	na, nb := strings.HasPrefix(pa, "-"), strings.HasPrefix(pb, "-")
+	switch {
+	case na && !nb:
+		return -1, true
+	case !na && nb:
+		return 1, true
+	case na && nb:
+		return -compareMagnitude(pa[1:], pb[1:]), true
+	}
+	return compareMagnitude(pa, pb), true
+}
+
+// compareMagnitude compares canonical non-negative plain decimals.
+func compareMagnitude(a, b string) int {
+	ai, af, _ := strings.Cut(a, ".")
+	bi, bf, _ := strings.Cut(b, ".")
+	if len(ai) != len(bi) {
+		if len(ai) < len(bi) {
+			return -1
+		}
+		return 1
+	}
+	if c := strings.Compare(ai, bi); c != 0 {
+		return c
+	}
+	n := max(len(af), len(bf))
+	af += strings.Repeat("0", n-len(af))
+	bf += strings.Repeat("0", n-len(bf))
+	return strings.Compare(af, bf)
+}
+
+// paymentFlag compares what arrived with what was due: FlagUnderpaid when
+// less (but something) arrived, FlagOverpaid when more, "" otherwise or
+// when either is missing or not a number.
+func paymentFlag(paid, due string) string {
+	c, ok := compareDecimal(paid, due)
+	if !ok {
+		return ""
+	}
+	switch {
+	case c > 0:
+		return FlagOverpaid
+	case c < 0:
+		if z, _ := compareDecimal(paid, "0"); z > 0 {
+			return FlagUnderpaid
+		}
+	}
+	return ""
+}
+
+// joinFlags joins the non-empty, distinct flags with commas.
+func joinFlags(flags ...string) string {
+	var out []string
+	for _, f := range flags {
+		if f != "" && !strings.Contains(","+strings.Join(out, ",")+",", ","+f+",") {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// looseString is a JSON string or number kept as its exact text; null and
+// absent leave it "". Gateways are not always consistent about which of
+// the two they send for ids and amounts.
+type looseString string
+
+func (s *looseString) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var v string
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*s = looseString(v)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	*s = looseString(n)
+	return nil
+}
+
+// metaText returns the first non-empty scalar among the given keys of a
+// free-form metadata object.
+func metaText(meta map[string]any, keys ...string) string {
+	for _, k := range keys {
+		if s := scalarText(meta[k]); s != "" {
+			return s
+		}
+	}
+	return ""
+}
