@@ -1,0 +1,127 @@
+package ipn
+
+import "time"
+
+// OrderStatus is where an order stands (SPEC §5).
+type OrderStatus string
+
+// Order statuses.
+const (
+	OrderAwaitingPayment   OrderStatus = "awaiting_payment"
+	OrderPending           OrderStatus = "pending"
+	OrderPaid              OrderStatus = "paid"
+	OrderPartiallyRefunded OrderStatus = "partially_refunded"
+	OrderRefunded          OrderStatus = "refunded"
+	OrderReversed          OrderStatus = "reversed"
+	OrderDisputed          OrderStatus = "disputed"
+	OrderFailed            OrderStatus = "failed"
+	OrderCanceled          OrderStatus = "canceled"
+	OrderReview            OrderStatus = "review"
+)
+
+// OrderStatuses lists every order status (for metrics and validation).
+var OrderStatuses = []OrderStatus{OrderAwaitingPayment, OrderPending, OrderPaid, OrderPartiallyRefunded,
+	OrderRefunded, OrderReversed, OrderDisputed, OrderFailed, OrderCanceled, OrderReview}
+
+// Order flags (Order.Flags): why an order is in review.
+const (
+	FlagAmountMismatch   = "amount_mismatch"
+	FlagCurrencyMismatch = "currency_mismatch"
+	FlagReceiverMismatch = "receiver_mismatch"
+	FlagTestPayment      = "test_payment"
+	FlagDoublePayment    = "double_payment"
+)
+
+// Order is the merchant's order as ipnd knows it: registered in advance
+// (POST /api/orders) or created from the first event that names it.
+// Amounts are exact decimal strings with the currency's digits.
+type Order struct {
+	ID            string            `json:"id"`
+	Status        OrderStatus       `json:"status"`
+	Registered    bool              `json:"registered"` // created through the API with an expected amount
+	Amount        string            `json:"amount,omitempty"`
+	Currency      string            `json:"currency,omitempty"`
+	CustomerEmail string            `json:"customer_email,omitempty"`
+	CustomerName  string            `json:"customer_name,omitempty"`
+	Description   string            `json:"description,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	Gateway       string            `json:"gateway,omitempty"`
+	Paid          string            `json:"paid"`     // total received (completed payments), exact
+	Refunded      string            `json:"refunded"` // total refunded, exact
+	Flags         []string          `json:"flags"`
+	TxnIDs        []string          `json:"txn_ids"`
+	History       []OrderChange     `json:"history"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+	// Facts is the state the status is derived from: each distinct
+	// payment fact applied (by EventKey), so that a repeated event changes
+	// nothing and disorder ends in the same state.
+	Facts []OrderFact `json:"facts,omitempty"`
+}
+
+// OrderFact is one payment fact applied to an order.
+type OrderFact struct {
+	Key          string      `json:"key"` // EventKey (or a key the state machine derives)
+	Notification uint64      `json:"notification"`
+	Type         EventType   `json:"type"`
+	Status       EventStatus `json:"status"`
+	TxnID        string      `json:"txn_id,omitempty"`
+	ParentTxnID  string      `json:"parent_txn_id,omitempty"`
+	Amount       string      `json:"amount,omitempty"`
+	Currency     string      `json:"currency,omitempty"`
+	At           time.Time   `json:"at"`
+}
+
+// OrderChange is one entry of an order's history: every change of
+// status, totals or flags, with the notification that caused it.
+type OrderChange struct {
+	At           time.Time   `json:"at"`
+	Notification uint64      `json:"notification,omitempty"`
+	From         OrderStatus `json:"from,omitempty"`
+	To           OrderStatus `json:"to"`
+	Reason       string      `json:"reason"`
+}
+
+// Effect kinds.
+const (
+	EffectEmailCustomer = "email_customer"
+	EffectEmailMerchant = "email_merchant"
+	EffectShopCallback  = "shop_callback"
+)
+
+// Email templates named by effects.
+const (
+	TemplatePaymentReceived      = "payment_received"
+	TemplatePaymentPending       = "payment_pending"
+	TemplateRefundIssued         = "refund_issued"
+	TemplatePaymentFailed        = "payment_failed"
+	TemplateSubscriptionStarted  = "subscription_started"
+	TemplateSubscriptionCanceled = "subscription_canceled"
+	TemplateOrderReview          = "order_review"
+	TemplateDisputeOpened        = "dispute_opened"
+	TemplateVerificationFailed   = "verification_failed"
+)
+
+// Effect is outgoing work a state change causes (an email, a shop
+// callback). Cause is a stable key (order id, transition, template) so
+// that the same cause is never queued twice.
+type Effect struct {
+	Kind     string `json:"kind"`
+	Template string `json:"template,omitempty"`
+	Cause    string `json:"cause"`
+	OrderID  string `json:"order_id,omitempty"`
+	To       string `json:"to,omitempty"` // customer email for customer emails
+	Reason   string `json:"reason,omitempty"`
+	Event    *Event `json:"event,omitempty"`
+}
+
+// ApplyContext is what the state machine needs to know besides the order
+// and the event.
+type ApplyContext struct {
+	Now          time.Time
+	Notification uint64 // log id of the notification carrying the event
+	Gateway      string
+	EventKey     string   // the payment fact's key (EventKey); "" if none
+	Sandbox      bool     // the gateway is configured as sandbox/test
+	Receivers    []string // merchant identities accepted as receiver; empty: any
+}
