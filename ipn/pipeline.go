@@ -47,6 +47,11 @@ type PipelineOptions struct {
 	RetryBase     time.Duration // first retry delay (default 10 s), doubling
 	RetryCap      time.Duration // longest delay (default 1 h)
 	RetryFor      time.Duration // give up (state failed) this long after receipt (default 72 h)
+	// BatchDelay is how long the pipeline lets new notifications gather
+	// after a wake-up before it processes them (default 20 ms): at a
+	// trickle each would otherwise cost a commit of its own, competing
+	// with ingest for the store. Ingest never waits for it.
+	BatchDelay time.Duration
 	Observer      PipelineObserver
 	Logger        *slog.Logger
 	Now           func() time.Time
@@ -77,6 +82,9 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 	}
 	if o.RetryFor <= 0 {
 		o.RetryFor = 72 * time.Hour
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = 20 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -128,13 +136,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			timer = time.NewTimer(max(time.Until(at), time.Millisecond))
 			due = timer.C
 		}
+		woken := false
 		select {
 		case <-ctx.Done():
 		case <-p.o.Journal.Wake():
+			woken = true
 		case <-due:
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if woken && p.o.BatchDelay > 0 && !sleepCtx(ctx, p.o.BatchDelay) {
+			return nil
 		}
 	}
 }
@@ -154,7 +167,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // concurrently, then every outcome and the cursor move are recorded in one
 // transaction. It reports whether there was anything to do.
 func (p *Pipeline) step(ctx context.Context) (bool, error) {
-	work, err := p.o.Journal.Pending(p.o.Now(), 4*p.o.Workers)
+	work, err := p.o.Journal.Pending(p.o.Now(), max(256, 4*p.o.Workers))
 	if err != nil || len(work) == 0 {
 		return false, err
 	}
