@@ -39,6 +39,7 @@ const usage = `usage: ipnd <command> [flags]
   ls       [flags]                 list notifications (admin API)
   show     ID                      show one notification (admin API)
   replay   ID                      process a notification again (admin API)
+  orders   [ID]                    list orders, or show one with its history (admin API)
   backup   FILE                    write a consistent copy of the database (admin API)
   version                          print the version
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdShow(ctx, args, getenv, stdout, stderr)
 	case "replay":
 		return cmdReplay(ctx, args, getenv, stdout, stderr)
+	case "orders":
+		return cmdOrders(ctx, args, getenv, stdout, stderr)
 	case "backup":
 		return cmdBackup(ctx, args, getenv, stdout, stderr)
 	case "version":

@@ -151,7 +151,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		names = append(names, g.Name())
 	}
 	var m *metrics.Metrics
-	db, err := store.Open(cfg.Store.Path, store.Options{OnCommit: func(d time.Duration, n int) {
+	kinds := map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
+		ipn.EffectShopCallback: cfg.Shop.URL != "" || len(cfg.Shop.Command) > 0}
+	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: kinds, OnCommit: func(d time.Duration, n int) {
 		if m != nil {
 			m.Committed(d, n)
 		}
@@ -173,6 +175,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 				return time.Since(at).Seconds()
 			}
 			return 0
+		},
+		OrderStatuses: orderStatuses(),
+		OrderCounts: func() map[string]int {
+			counts, _ := db.OrderCounts()
+			out := make(map[string]int, len(counts))
+			for st, n := range counts {
+				out[string(st)] = n
+			}
+			return out
 		}})
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
 	allowIPs := map[string][]netip.Prefix{}
@@ -186,13 +197,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		TrustedProxies: trusted, AllowIPs: allowIPs,
 	})
 
-	sandbox := map[string]bool{}
+	sandbox, receivers := map[string]bool{}, map[string][]string{}
 	for _, g := range cfg.Gateways {
 		sandbox[g.Name] = g.Sandbox
+		receivers[g.Name] = append(append([]string(nil), g.Receivers...), cfg.Orders.Receivers...)
 	}
 	pl := cfg.Pipeline
 	pipe := ipn.NewPipeline(ipn.PipelineOptions{
-		Journal: db, Gateways: gateways, Sandbox: sandbox, Workers: pl.Workers,
+		Journal: db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
+		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
 		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
 		RetryCap: time.Duration(pl.RetryCap), RetryFor: time.Duration(pl.RetryFor),
 		Observer: m, Logger: log.With("component", "pipeline"),
@@ -288,6 +301,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+func orderStatuses() []string {
+	out := make([]string, len(ipn.OrderStatuses))
+	for i, s := range ipn.OrderStatuses {
+		out[i] = string(s)
+	}
+	return out
 }
 
 func addrFile(cfg *Config, which string) string { return filepath.Join(cfg.dataDir(), which+".addr") }

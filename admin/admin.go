@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,11 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/notifications/:id", a.auth(a.showNotification))
 	r.POST("/api/notifications/:id/replay", a.auth(a.replay))
 	r.GET("/api/rejections", a.auth(a.rejections))
+	r.POST("/api/orders", a.auth(a.createOrder))
+	r.GET("/api/orders", a.auth(a.listOrders))
+	r.GET("/api/orders/:id", a.auth(a.showOrder))
+	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
+	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
@@ -115,6 +121,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, store.ErrExists):
+		writeError(w, http.StatusConflict, "already exists")
 	case errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "store is closed")
 	default:
@@ -321,4 +329,126 @@ func (a *api) backup(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 		return
 	}
 	a.log.Info("backup written", "bytes", n)
+}
+
+// orderRequest is the body of POST /api/orders.
+type orderRequest struct {
+	ID            string            `json:"id"`
+	Amount        string            `json:"amount"`
+	Currency      string            `json:"currency"`
+	CustomerEmail string            `json:"customer_email"`
+	Description   string            `json:"description"`
+	Metadata      map[string]string `json:"metadata"`
+}
+
+// createOrder registers an expected order: 201, 409 when the id exists,
+// 400 naming the bad field.
+func (a *api) createOrder(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	var req orderRequest
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+jsonProblem(err))
+		return
+	}
+	o, err := ipn.NewRegisteredOrder(req.ID, req.Amount, req.Currency, req.CustomerEmail, req.Description, req.Metadata, time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), ipn.ErrMalformed.Error()+": "))
+		return
+	}
+	if err := a.o.Store.CreateOrder(o); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("order registered", "order_id", o.ID)
+	writeJSON(w, http.StatusCreated, o)
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "not valid JSON"
+	case errors.As(err, &te):
+		return te.Field + ": wrong type"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return "cannot be read"
+}
+
+// OrderList is the answer of GET /api/orders.
+type OrderList struct {
+	Orders     []ipn.Order `json:"orders"`
+	NextBefore string      `json:"next_before,omitempty"`
+}
+
+func (a *api) listOrders(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q := r.URL.Query()
+	status := ipn.OrderStatus(q.Get("status"))
+	if status != "" && !slices.Contains(ipn.OrderStatuses, status) {
+		writeError(w, http.StatusBadRequest, "status: unknown order status "+strconv.Quote(string(status)))
+		return
+	}
+	limit := 50
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	orders, err := a.o.Store.ListOrders(status, q.Get("before"), limit)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := OrderList{Orders: orders}
+	if out.Orders == nil {
+		out.Orders = []ipn.Order{}
+	}
+	if len(orders) == limit {
+		out.NextBefore = orders[len(orders)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) showOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	o, err := a.o.Store.GetOrder(ps.ByName("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	s, err := a.o.Store.GetSubscription(ps.ByName("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead:
+	default:
+		writeError(w, http.StatusBadRequest, "state: must be pending, sent or dead")
+		return
+	}
+	items, err := a.o.Store.ListOutbox(state, 1000)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if items == nil {
+		items = []store.OutboxItem{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
 }

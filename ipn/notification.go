@@ -78,6 +78,16 @@ type Outcome struct {
 	EventKey string
 	RetryAt  time.Time
 	Attempts int
+	// ApplyOrder: apply Event to its order (and subscription) in the same
+	// transaction: for applied notifications, and for those refused in a
+	// way the merchant must see on the order (a test payment on a live
+	// gateway, a payment to another receiver: the order goes to review).
+	ApplyOrder bool
+	// Context is what the order state machine needs (see Apply).
+	Context ApplyContext
+	// RequireRegistered: an event for an order not registered through the
+	// API is not applied (the notification becomes invalid).
+	RequireRegistered bool
 }
 
 // Work is a notification the pipeline should process now.

@@ -70,6 +70,14 @@ type OrderFact struct {
 	Amount       string      `json:"amount,omitempty"`
 	Currency     string      `json:"currency,omitempty"`
 	At           time.Time   `json:"at"`
+	// SubscriptionID links subscription facts (one email per subscription
+	// started or canceled, however many facts report it).
+	SubscriptionID string `json:"subscription_id,omitempty"`
+	// Flags are the review flags the fact raised on its own when it was
+	// applied (receiver_mismatch, test_payment): they depend on the
+	// configuration at that time, so they are kept with the fact. A fact
+	// with flags is recorded but not counted in the totals.
+	Flags []string `json:"flags,omitempty"`
 }
 
 // OrderChange is one entry of an order's history: every change of

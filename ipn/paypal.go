@@ -29,12 +29,11 @@ const (
 type payPalGateway struct {
 	name      string
 	verifyURL string
-	receivers []string
 	client    *http.Client
 }
 
 func newPayPal(cfg GatewayConfig) (*payPalGateway, error) {
-	g := &payPalGateway{name: cfg.Name, verifyURL: cfg.VerifyURL, receivers: cfg.Receivers}
+	g := &payPalGateway{name: cfg.Name, verifyURL: cfg.VerifyURL}
 	if g.verifyURL == "" {
 		g.verifyURL = PayPalLiveURL
 		if cfg.Sandbox {
@@ -176,18 +175,14 @@ func PayPalFields(body []byte) (map[string]string, error) {
 	return out, nil
 }
 
-// ReceiverOK reports whether the payment was sent to one of the gateway's
-// receivers (receiver_email, receiver_id or business); true when none are
-// configured.
-func (g *payPalGateway) ReceiverOK(n *Notification) bool {
-	if len(g.receivers) == 0 {
-		return true
-	}
+// ReceiverOK reports whether the payment was sent to one of the given
+// receivers (receiver_email, receiver_id or business).
+func (g *payPalGateway) ReceiverOK(n *Notification, receivers []string) bool {
 	f, err := PayPalFields(n.Body)
 	if err != nil {
 		return false
 	}
-	for _, want := range g.receivers {
+	for _, want := range receivers {
 		for _, k := range []string{"receiver_email", "receiver_id", "business"} {
 			if got := f[k]; got != "" && strings.EqualFold(got, want) {
 				return true

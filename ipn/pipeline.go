@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,20 +42,27 @@ type PipelineOptions struct {
 	Gateways []Gateway
 	// Sandbox names the gateways configured as sandbox/test: a test
 	// message on any other gateway is not applied.
-	Sandbox       map[string]bool
-	Workers       int           // concurrent notifications (default 8)
-	VerifyTimeout time.Duration // one postback (default 30 s)
-	RetryBase     time.Duration // first retry delay (default 10 s), doubling
-	RetryCap      time.Duration // longest delay (default 1 h)
-	RetryFor      time.Duration // give up (state failed) this long after receipt (default 72 h)
+	Sandbox map[string]bool
+	// Receivers lists, per gateway, the merchant identities a payment may
+	// be addressed to (the gateway's receivers plus orders.receivers);
+	// none: not checked.
+	Receivers map[string][]string
+	// RequireRegistered: events for orders not registered in advance are
+	// not applied.
+	RequireRegistered bool
+	Workers           int           // concurrent notifications (default 8)
+	VerifyTimeout     time.Duration // one postback (default 30 s)
+	RetryBase         time.Duration // first retry delay (default 10 s), doubling
+	RetryCap          time.Duration // longest delay (default 1 h)
+	RetryFor          time.Duration // give up (state failed) this long after receipt (default 72 h)
 	// BatchDelay is how long the pipeline lets new notifications gather
 	// after a wake-up before it processes them (default 20 ms): at a
 	// trickle each would otherwise cost a commit of its own, competing
 	// with ingest for the store. Ingest never waits for it.
 	BatchDelay time.Duration
-	Observer      PipelineObserver
-	Logger        *slog.Logger
-	Now           func() time.Time
+	Observer   PipelineObserver
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Pipeline takes stored notifications in log order, verifies those whose
@@ -277,16 +285,46 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		return o, true
 	}
 	o.Event = ev
+	o.EventKey = EventKey(n.Gateway, ev)
+	o.ApplyOrder, o.RequireRegistered = true, p.o.RequireRegistered
+	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: p.o.Sandbox[n.Gateway]}
 	if ev.Test && !p.o.Sandbox[n.Gateway] {
+		// Not applied; the order (if any) goes to review, flag test_payment.
 		o.State, o.Detail = StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
 		return o, true
 	}
-	if rc, ok := g.(interface{ ReceiverOK(*Notification) bool }); ok && !rc.ReceiverOK(n) {
-		o.State, o.Detail = StateInvalid, "receiver_mismatch: the payment is not addressed to one of the gateway's receivers"
+	if !p.receiverOK(g, n, ev) {
+		// Not applied; Apply flags receiver_mismatch on the order.
+		o.Context.Receivers = p.o.Receivers[n.Gateway]
+		o.State, o.Detail = StateInvalid, "receiver_mismatch: the payment is not addressed to one of the merchant's receivers"
 		return o, true
 	}
-	o.State, o.EventKey = StateApplied, EventKey(n.Gateway, ev)
+	o.State = StateApplied
 	return o, true
+}
+
+// receiverOK checks the payment's receiver against the configured ones:
+// the gateway's own check where it has one (PayPal looks at three fields),
+// else the event's receiver, when the gateway reports one.
+func (p *Pipeline) receiverOK(g Gateway, n *Notification, ev *Event) bool {
+	want := p.o.Receivers[n.Gateway]
+	if len(want) == 0 {
+		return true
+	}
+	if rc, ok := g.(interface {
+		ReceiverOK(*Notification, []string) bool
+	}); ok {
+		return rc.ReceiverOK(n, want)
+	}
+	if ev.Receiver == "" {
+		return true
+	}
+	for _, w := range want {
+		if strings.EqualFold(w, ev.Receiver) {
+			return true
+		}
+	}
+	return false
 }
 
 // EventKey identifies the payment fact an event reports, so that the

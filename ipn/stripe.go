@@ -156,8 +156,28 @@ type stripeObject struct {
 		Email string `json:"email"`
 		Name  string `json:"name"`
 	} `json:"customer_details"`
-	ReceiptEmail string `json:"receipt_email"`
-	Subscription any    `json:"subscription"`
+	ReceiptEmail string          `json:"receipt_email"`
+	Subscription json.RawMessage `json:"subscription"`
+	Mode         string          `json:"mode"`
+	Charge       json.RawMessage `json:"charge"`
+	AmountPaid   json.Number     `json:"amount_paid"`
+	AmountDue    json.Number     `json:"amount_due"`
+}
+
+// stripeID reads a field that Stripe sends either as an id string or as
+// an expanded object with an "id".
+func stripeID(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var obj struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(raw, &obj) == nil {
+		return obj.ID
+	}
+	return ""
 }
 
 func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
@@ -180,12 +200,34 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		OrderID:       firstNonEmpty(o.ClientReferenceID, o.Metadata["order_id"]),
 	}
 	minor := o.Amount
+	if sub := stripeID(o.Subscription); sub != "" {
+		ev.SubscriptionID = sub
+	}
 	switch se.Type {
 	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
 		ev.Type, ev.Status, minor = TypePayment, StatusCompleted, o.AmountTotal
 		if o.PaymentStatus == "unpaid" {
 			ev.Status = StatusPending
 		}
+		if o.Mode == "subscription" && ev.SubscriptionID != "" {
+			ev.Type = TypeSubscriptionStarted
+		}
+	case "invoice.paid", "invoice.payment_succeeded":
+		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusCompleted, o.AmountPaid
+		if ev.SubscriptionID == "" {
+			ev.Type = TypePayment
+		}
+	case "invoice.payment_failed":
+		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusFailed, o.AmountDue
+		if ev.SubscriptionID == "" {
+			ev.Type = TypePayment
+		}
+	case "customer.subscription.deleted":
+		ev.Type, ev.Status, minor = TypeSubscriptionCanceled, StatusCanceled, ""
+		ev.SubscriptionID = o.ID
+	case "customer.subscription.created":
+		ev.Type, ev.Status, minor = TypeSubscriptionStarted, StatusCompleted, ""
+		ev.SubscriptionID = o.ID
 	case "checkout.session.async_payment_failed":
 		ev.Type, ev.Status, minor = TypePayment, StatusFailed, o.AmountTotal
 	case "payment_intent.succeeded":
@@ -200,6 +242,14 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		ev.Type, ev.Status, minor = TypeRefund, StatusRefunded, o.AmountRefunded
 	case "charge.dispute.created":
 		ev.Type, ev.Status = TypeDispute, StatusPending
+		ev.ParentTxnID = stripeID(o.Charge)
+	case "charge.dispute.closed":
+		// won: the funds come back (the dispute is over); lost: reversed.
+		ev.Type, ev.Status = TypeDispute, StatusCanceled
+		if o.Status == "lost" {
+			ev.Type, ev.Status = TypeReversal, StatusReversed
+		}
+		ev.ParentTxnID = stripeID(o.Charge)
 	}
 	if minor != "" && ev.Currency != "" {
 		amt, err := FormatMinor(minor.String(), ev.Currency)

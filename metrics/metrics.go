@@ -28,6 +28,26 @@ type Options struct {
 	// PipelineLag, when set, is read at scrape time for
 	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
 	PipelineLag func() float64
+	// OrderStatuses and OrderCounts, when set, give ipnd_orders{status}
+	// at scrape time: one series per status in the (fixed) list.
+	OrderStatuses []string
+	OrderCounts   func() map[string]int
+}
+
+// funcGaugeVec is a gauge vector whose values are read at scrape time.
+type funcGaugeVec struct {
+	desc   *prometheus.Desc
+	labels []string
+	read   func() map[string]int
+}
+
+func (c funcGaugeVec) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c funcGaugeVec) Collect(ch chan<- prometheus.Metric) {
+	values := c.read()
+	for _, l := range c.labels {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(values[l]), l)
+	}
 }
 
 // Metrics are typed handles on every collector. Methods are safe for
@@ -122,6 +142,13 @@ func New(o Options) *Metrics {
 			Name: "ipnd_store_size_bytes",
 			Help: "Size of the database file.",
 		}, o.StoreSize))
+	}
+	if o.OrderCounts != nil {
+		m.reg.MustRegister(funcGaugeVec{
+			desc:   prometheus.NewDesc("ipnd_orders", "Orders by status.", []string{"status"}, nil),
+			labels: o.OrderStatuses,
+			read:   o.OrderCounts,
+		})
 	}
 	if o.PipelineLag != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -102,7 +102,7 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.St
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
 		for i, o := range outs {
-			st, err := finishOne(tx, o, now)
+			st, err := db.finishOne(tx, o, now)
 			if err != nil {
 				return err
 			}
@@ -117,7 +117,7 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.St
 	return states, err
 }
 
-func finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
+func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
 	v := tx.Bucket(bucketLog).Get(u64(o.ID))
 	if v == nil {
 		return "", fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
@@ -149,6 +149,20 @@ func finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
 			detail = fmt.Sprintf("same payment fact as notification %d", first)
 		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
 			return "", err
+		}
+	}
+	if o.ApplyOrder && o.Event != nil && p.State != ipn.StateDuplicate {
+		refused, err := db.applyToOrder(tx, o, now)
+		if err != nil {
+			return "", err
+		}
+		if refused != "" {
+			if p.State == ipn.StateApplied && o.EventKey != "" {
+				if err := tx.Bucket(bucketEvents).Delete([]byte(o.EventKey)); err != nil {
+					return "", err
+				}
+			}
+			p.State, detail = ipn.StateInvalid, refused
 		}
 	}
 	if o.State == ipn.StateReceived {

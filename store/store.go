@@ -52,6 +52,9 @@ type Options struct {
 	OnCommit func(took time.Duration, records int)
 	// MaxBatch caps the records in one group commit (default 4096).
 	MaxBatch int
+	// EffectKinds, when set, lists the effect kinds queued in the outbox
+	// (e.g. no shop_callback when no shop is configured); nil queues all.
+	EffectKinds map[string]bool
 }
 
 // DB is ipnd's database. Its methods are safe for concurrent use.
@@ -149,7 +152,8 @@ func syncDir(dir string) {
 
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents} {
+		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
+			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}

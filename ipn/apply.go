@@ -1,0 +1,715 @@
+package ipn
+
+import (
+	"fmt"
+	"maps"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxOrderIDLen is the longest order id accepted (PayPal's invoice field).
+const MaxOrderIDLen = 127
+
+// FieldError reports an order field that fails validation. It wraps
+// ErrMalformed; Field is the field's JSON name.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return "order " + e.Field + ": " + e.Problem }
+
+// Unwrap returns ErrMalformed.
+func (e *FieldError) Unwrap() error { return ErrMalformed }
+
+// NewRegisteredOrder builds an order registered in advance (POST
+// /api/orders): status awaiting_payment, the expected amount normalized to
+// the currency's digits, zero totals and a first history entry. It fails
+// with a *FieldError (wrapping ErrMalformed) naming the first bad field:
+// id (empty, longer than MaxOrderIDLen bytes, not printable UTF-8, or
+// with leading or trailing spaces), currency (not 3 to 5 letters),
+// amount (not a positive exact decimal with at most the currency's
+// digits), customer_email (no "@" between two non-empty parts, or
+// spaces), description or metadata (not valid UTF-8). The currency is
+// upper-cased; metadata is copied.
+func NewRegisteredOrder(id, amount, currency, email, description string, metadata map[string]string, now time.Time) (Order, error) {
+	if err := checkOrderID(id); err != nil {
+		return Order{}, err
+	}
+	cur := strings.ToUpper(currency)
+	if !validCurrency(cur) {
+		return Order{}, &FieldError{"currency", "must be 3 to 5 letters"}
+	}
+	amt, err := NormalizeAmount(amount, cur)
+	if err != nil {
+		return Order{}, &FieldError{"amount", fmt.Sprintf("must be a decimal number with at most %d fraction digits for %s", CurrencyDigits(cur), cur)}
+	}
+	if v, err := minorUnits(amt, cur); err != nil || v.Sign() <= 0 {
+		return Order{}, &FieldError{"amount", "must be positive"}
+	}
+	if !validEmail(email) {
+		return Order{}, &FieldError{"customer_email", "must be an email address"}
+	}
+	if !utf8.ValidString(description) {
+		return Order{}, &FieldError{"description", "must be UTF-8 text"}
+	}
+	for k, v := range metadata {
+		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return Order{}, &FieldError{"metadata", "keys must be non-empty UTF-8 text, values UTF-8 text"}
+		}
+	}
+	zero := formatUnits(new(big.Int), cur)
+	return Order{
+		ID:            id,
+		Status:        OrderAwaitingPayment,
+		Registered:    true,
+		Amount:        amt,
+		Currency:      cur,
+		CustomerEmail: email,
+		Description:   description,
+		Metadata:      maps.Clone(metadata),
+		Paid:          zero,
+		Refunded:      zero,
+		Flags:         []string{},
+		TxnIDs:        []string{},
+		History:       []OrderChange{{At: now, To: OrderAwaitingPayment, Reason: "registered: expecting " + amt + " " + cur}},
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}, nil
+}
+
+func checkOrderID(id string) error {
+	switch {
+	case id == "":
+		return &FieldError{"id", "is required"}
+	case len(id) > MaxOrderIDLen:
+		return &FieldError{"id", fmt.Sprintf("must be at most %d bytes", MaxOrderIDLen)}
+	case !utf8.ValidString(id):
+		return &FieldError{"id", "must be UTF-8 text"}
+	case strings.TrimSpace(id) != id:
+		return &FieldError{"id", "must not start or end with spaces"}
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) {
+			return &FieldError{"id", "must be printable text"}
+		}
+	}
+	return nil
+}
+
+func validCurrency(c string) bool {
+	if len(c) < 3 || len(c) > 5 {
+		return false
+	}
+	for _, r := range c {
+		if r < 'A' || r > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+func validEmail(e string) bool {
+	local, domain, ok := strings.Cut(e, "@")
+	if !ok || local == "" || domain == "" || len(e) > 254 || !utf8.ValidString(e) {
+		return false
+	}
+	return !strings.ContainsFunc(e, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
+// Apply applies one event to an order and returns the new order and the
+// effects to queue with it, in the same transaction. o is the current
+// order, nil when it does not exist yet: the order is then created from
+// the event (Registered false; ID from ev.OrderID; currency, amount,
+// customer and gateway from the event). Apply never modifies *o and the
+// result shares no slice or map with it. It is pure: it reads only its
+// arguments (ac.Now for times) and never fails.
+//
+// It returns the order unchanged and no effects when the fact is already
+// in the order (a duplicate) or the event is of type other (or of a type
+// ipnd does not know). When o is nil and nothing is applied (type other,
+// or an event without an order id) it returns the zero Order: its empty
+// ID tells the caller there is nothing to store. Otherwise the fact is
+// added, the order is recomputed from all its facts, one OrderChange is
+// appended to History (From, To and a Reason such as "payment TXN1
+// completed 19.99 USD; paid 19.99 USD" or "...; review:
+// amount_mismatch"), even when the status stays the same, and the
+// effects are returned.
+//
+// An order keeps the set of distinct payment facts applied to it
+// (Order.Facts, one per fact key: ApplyContext.EventKey, or a key derived
+// from the order id, the gateway and the event's content when there is
+// none). Its status, paid and refunded totals, flags and txn ids are a pure
+// function of the registered expectation (Registered, Amount, Currency)
+// and that set, recomputed on every Apply. So a fact applied twice changes
+// nothing, and the facts can arrive in any order and end in the same
+// state.
+//
+// Derivation, from the facts:
+//
+//   - A fact "counts" towards the totals when it is in the order's currency
+//     (a fact without a currency is taken to be in it) and raised no review
+//     flag of its own (receiver_mismatch, test_payment). Amounts are read
+//     as exact decimals with the order currency's digits; their sign is
+//     ignored (PayPal refunds carry a negative mc_gross).
+//   - Payments (payment, subscription_payment) are grouped by txn id (by
+//     fact key when they have none). A group is completed when any fact of
+//     it is completed; else failed when one is failed, denied or expired;
+//     else canceled when one is canceled; else pending when one is
+//     pending. paid is the sum over completed groups of the largest
+//     counted completed amount of the group: the same txn id completed
+//     twice under different keys counts once.
+//   - refunded: refund facts with status refunded or completed that count,
+//     grouped by txn id: the largest amount of each group, summed. PayPal
+//     gives each refund its own txn id (so partial refunds add up); Stripe
+//     reports charge.refunded for the same charge with the cumulative
+//     amount_refunded (so the largest is the total). A refund that arrives
+//     before its payment is kept and counted; the status reflects it once
+//     the payment is there.
+//   - reversed: for some parent txn id (the fact's own txn id when it has
+//     no parent), more distinct reversal facts than distinct
+//     reversal_canceled facts; or a dispute closed as lost (status
+//     reversed). Reversed then Canceled_Reversal, in either order, is
+//     not reversed.
+//   - disputed: a dispute (grouped by txn id) with an opening fact (status
+//     pending or none) and no closing fact (any other status; completed or
+//     canceled means won, reversed means lost).
+//   - flags (sorted, never removed once raised):
+//     amount_mismatch: the order is registered and a completed payment in
+//     its currency has an amount other than the expected one (an
+//     underpayment, an overpayment, a missing amount). A registered order
+//     paid in several smaller parts is therefore in review too: the
+//     merchant decides.
+//     currency_mismatch: a fact's currency differs from the order's.
+//     receiver_mismatch: ApplyContext.Receivers is not empty and the
+//     event's receiver is none of them (case-insensitive), an event that
+//     names no receiver included: the caller sets Receivers only where
+//     the receiver is to be checked (the pipeline: once it found a
+//     mismatch).
+//     test_payment: a test event (Event.Test) on a gateway not configured
+//     as sandbox.
+//     double_payment: two or more completed one-off payment groups (not
+//     subscription payments) that count, and, for a registered order, the
+//     total without the smallest of them still reaches the expected
+//     amount (an order already paid in full was paid again). For an
+//     order that was not registered, any second completed txn.
+//   - status, highest first: review (any flag) > reversed > disputed >
+//     refunded (a completed payment and refunded >= paid) >
+//     partially_refunded (0 < refunded < paid) > paid (a completed
+//     payment) > pending (a payment group still pending: a new attempt
+//     after a failure is pending) > failed > canceled > awaiting_payment.
+//     Because completed wins within a txn, a late Pending or Failed never
+//     takes a paid order back.
+//
+// An unregistered order's currency is the first one an event names;
+// events in another currency raise currency_mismatch and are not counted.
+// Its Amount (informational) is the first payment amount in that currency.
+//
+// Effects, queued only for a new fact, each with a stable Cause:
+//
+//	<order>/paid/payment_received              customer, first time paid or partially_refunded (never from review)
+//	<order>/pending/payment_pending            customer, first time pending
+//	<order>/failed/payment_failed              customer, first time failed
+//	<order>/refund_issued/<fact key>           customer, a refund fact that raised the refunded total
+//	<order>/subscription_started/<sub id|key>  customer, first subscription_started fact of a subscription
+//	<order>/subscription_canceled/<sub id|key> customer, first subscription_canceled fact of a subscription
+//	<order>/review/order_review/<new flags>    merchant, flags raised (joined with "+"), Reason lists all flags
+//	<order>/dispute_opened/<fact key>          merchant, a reversal fact or an opening dispute fact
+//	event/<fact key>                           shop callback, every new fact
+//
+// "First time" is read from the order's history, so a state reached
+// twice (paid, reversed, paid again) queues its email once. Customer
+// emails are skipped when the order has no customer email.
+func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
+	if ev == nil || !actionable(ev.Type) {
+		if o == nil {
+			return Order{}, nil
+		}
+		return cloneOrder(*o), nil
+	}
+	var next Order
+	if o == nil {
+		if ev.OrderID == "" {
+			return Order{}, nil
+		}
+		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{}}
+		zero := formatUnits(new(big.Int), next.Currency)
+		next.Paid, next.Refunded = zero, zero
+	} else {
+		next = cloneOrder(*o)
+	}
+	key := ac.EventKey
+	if key == "" {
+		key = derivedKey(next.ID, ac.Gateway, ev)
+	}
+	for _, f := range next.Facts {
+		if f.Key == key {
+			return next, nil
+		}
+	}
+	prevStatus, prevFlags := next.Status, slices.Clone(next.Flags)
+	prevPaid, prevRefunded, prevFacts := next.Paid, next.Refunded, next.Facts
+
+	// Fill in what the order does not know yet.
+	if next.Currency == "" && ev.Currency != "" {
+		next.Currency = strings.ToUpper(ev.Currency)
+	}
+	if next.CustomerEmail == "" {
+		next.CustomerEmail = ev.CustomerEmail
+	}
+	if next.CustomerName == "" {
+		next.CustomerName = ev.CustomerName
+	}
+	if next.Gateway == "" {
+		next.Gateway = ac.Gateway
+	}
+	if !next.Registered && next.Amount == "" && isPaymentLike(ev.Type) && sameCurrency(ev.Currency, next.Currency) {
+		if v, err := minorUnits(ev.Amount, next.Currency); err == nil && v.Sign() != 0 {
+			next.Amount = formatUnits(v.Abs(v), next.Currency)
+		}
+	}
+
+	fact := newFact(key, ev, ac, next.Currency)
+	next.Facts = append(next.Facts, fact)
+	s := summarize(&next)
+	next.Flags = s.flags
+	next.Status = s.status
+	next.Paid = formatUnits(s.paid, next.Currency)
+	next.Refunded = formatUnits(s.refunded, next.Currency)
+	next.TxnIDs = s.txnIDs
+	next.UpdatedAt = ac.Now
+	paidChanged := totalChanged(prevPaid, s.paid, next.Currency)
+	refundedChanged := totalChanged(prevRefunded, s.refunded, next.Currency)
+	var newFlags []string
+	for _, f := range next.Flags {
+		if !slices.Contains(prevFlags, f) {
+			newFlags = append(newFlags, f)
+		}
+	}
+
+	// History: one entry per new fact, whether or not the status moved.
+	desc := describeFact(fact, ev.Flags, next.Currency)
+	var why []string
+	if o == nil {
+		why = append(why, "order created by this event")
+	}
+	why = append(why, desc)
+	if paidChanged {
+		why = append(why, "paid "+next.Paid+" "+next.Currency)
+	}
+	if refundedChanged {
+		why = append(why, "refunded "+next.Refunded+" "+next.Currency)
+	}
+	if len(newFlags) > 0 {
+		why = append(why, "review: "+strings.Join(newFlags, ", "))
+	}
+	if next.Status == prevStatus && !paidChanged && !refundedChanged && len(newFlags) == 0 {
+		why = append(why, "no change")
+	}
+	next.History = append(next.History, OrderChange{
+		At:           ac.Now,
+		Notification: ac.Notification,
+		From:         prevStatus,
+		To:           next.Status,
+		Reason:       strings.Join(why, "; "),
+	})
+
+	// Effects.
+	evc := *ev
+	var effects []Effect
+	customer := func(template, cause, reason string) {
+		if next.CustomerEmail == "" {
+			return
+		}
+		effects = append(effects, Effect{Kind: EffectEmailCustomer, Template: template, Cause: next.ID + "/" + cause,
+			OrderID: next.ID, To: next.CustomerEmail, Reason: reason, Event: &evc})
+	}
+	merchant := func(template, cause, reason string) {
+		effects = append(effects, Effect{Kind: EffectEmailMerchant, Template: template, Cause: next.ID + "/" + cause,
+			OrderID: next.ID, Reason: reason, Event: &evc})
+	}
+	var history []OrderChange
+	if o != nil {
+		history = o.History
+	}
+	if next.Status != prevStatus {
+		switch next.Status {
+		case OrderPaid, OrderPartiallyRefunded:
+			if !reached(history, OrderPaid, OrderPartiallyRefunded) {
+				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc)
+			}
+		case OrderPending:
+			if !reached(history, OrderPending) {
+				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc)
+			}
+		case OrderFailed:
+			if !reached(history, OrderFailed) {
+				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc)
+			}
+		}
+	}
+	switch fact.Type {
+	case TypeRefund:
+		if refundedChanged {
+			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
+				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid")
+		}
+	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
+		if !subscriptionSeen(prevFacts, fact) {
+			tmpl := TemplateSubscriptionStarted
+			if fact.Type == TypeSubscriptionCanceled {
+				tmpl = TemplateSubscriptionCanceled
+			}
+			customer(tmpl, tmpl+"/"+orDefault(fact.SubscriptionID, key), desc)
+		}
+	case TypeReversal:
+		merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
+	case TypeDispute:
+		if disputeOpening(fact.Status) {
+			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
+		}
+	}
+	if len(newFlags) > 0 {
+		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(newFlags, "+"),
+			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
+	}
+	effects = append(effects, Effect{Kind: EffectShopCallback, Cause: "event/" + key, OrderID: next.ID, Event: &evc})
+	return next, effects
+}
+
+// totalChanged reports whether a total shown as before is not now, read
+// in the order's (possibly just learnt) currency.
+func totalChanged(before string, now *big.Int, cur string) bool {
+	v, err := minorUnits(before, cur)
+	return err != nil || v.Cmp(now) != 0
+}
+
+// actionable reports whether events of type t change orders.
+func actionable(t EventType) bool {
+	switch t {
+	case TypePayment, TypeRefund, TypeReversal, TypeReversalCanceled, TypeDispute,
+		TypeSubscriptionStarted, TypeSubscriptionPayment, TypeSubscriptionCanceled, TypeSubscriptionExpired:
+		return true
+	}
+	return false
+}
+
+func isPaymentLike(t EventType) bool {
+	return t == TypePayment || t == TypeSubscriptionPayment || t == TypeSubscriptionStarted
+}
+
+// sameCurrency reports whether a fact in currency c is in the order's
+// currency cur; a fact or an order without a currency matches.
+func sameCurrency(c, cur string) bool {
+	return c == "" || cur == "" || strings.EqualFold(c, cur)
+}
+
+func disputeOpening(s EventStatus) bool { return s == "" || s == StatusPending }
+
+// derivedKey identifies a fact that came without an EventKey by its
+// content, scoped to the order.
+func derivedKey(orderID, gateway string, ev *Event) string {
+	return strings.Join([]string{"derived", orderID, gateway, ev.TxnID, ev.ParentTxnID, string(ev.Type),
+		string(ev.Status), ev.Amount, strings.ToUpper(ev.Currency), ev.SubscriptionID}, "\x00")
+}
+
+// newFact records ev as a fact of an order in currency cur, with the
+// review flags the event raises on its own.
+func newFact(key string, ev *Event, ac ApplyContext, cur string) OrderFact {
+	f := OrderFact{
+		Key:            key,
+		Notification:   ac.Notification,
+		Type:           ev.Type,
+		Status:         ev.Status,
+		TxnID:          ev.TxnID,
+		ParentTxnID:    ev.ParentTxnID,
+		Amount:         ev.Amount,
+		Currency:       strings.ToUpper(ev.Currency),
+		At:             ac.Now,
+		SubscriptionID: ev.SubscriptionID,
+	}
+	if a, err := NormalizeAmount(ev.Amount, orDefault(f.Currency, cur)); err == nil {
+		f.Amount = a
+	}
+	if len(ac.Receivers) > 0 &&
+		!slices.ContainsFunc(ac.Receivers, func(r string) bool { return strings.EqualFold(r, ev.Receiver) }) {
+		f.Flags = append(f.Flags, FlagReceiverMismatch)
+	}
+	if ev.Test && !ac.Sandbox {
+		f.Flags = append(f.Flags, FlagTestPayment)
+	}
+	return f
+}
+
+// describeFact explains a fact in words for the history and the emails:
+// "payment TXN1 completed 19.99 USD", "refund TXN2 5.00 USD".
+func describeFact(f OrderFact, eventFlags, cur string) string {
+	var b strings.Builder
+	b.WriteString(string(f.Type))
+	if f.TxnID != "" {
+		b.WriteString(" " + f.TxnID)
+	}
+	if f.ParentTxnID != "" {
+		b.WriteString(" of " + f.ParentTxnID)
+	}
+	implied := f.Type == TypeRefund && f.Status == StatusRefunded || f.Type == TypeReversal && f.Status == StatusReversed
+	if f.Status != "" && !implied {
+		b.WriteString(" " + string(f.Status))
+	}
+	if f.Amount != "" {
+		b.WriteString(" " + strings.TrimPrefix(f.Amount, "-") + " " + orDefault(f.Currency, cur))
+	}
+	if eventFlags != "" {
+		b.WriteString(" [" + eventFlags + "]")
+	}
+	if len(f.Flags) > 0 {
+		b.WriteString(" (" + strings.Join(f.Flags, ", ") + ")")
+	}
+	return b.String()
+}
+
+// reached reports whether the history shows the order in any of the
+// given statuses before.
+func reached(history []OrderChange, statuses ...OrderStatus) bool {
+	for _, h := range history {
+		if slices.Contains(statuses, h.To) {
+			return true
+		}
+	}
+	return false
+}
+
+// subscriptionSeen reports whether facts already hold a fact of f's type
+// for the same subscription.
+func subscriptionSeen(facts []OrderFact, f OrderFact) bool {
+	if f.SubscriptionID == "" {
+		return false
+	}
+	for _, g := range facts {
+		if g.Type == f.Type && g.SubscriptionID == f.SubscriptionID {
+			return true
+		}
+	}
+	return false
+}
+
+func cloneOrder(o Order) Order {
+	o.Metadata = maps.Clone(o.Metadata)
+	o.Flags = slices.Clone(o.Flags)
+	o.TxnIDs = slices.Clone(o.TxnIDs)
+	o.History = slices.Clone(o.History)
+	o.Facts = slices.Clone(o.Facts)
+	for i := range o.Facts {
+		o.Facts[i].Flags = slices.Clone(o.Facts[i].Flags)
+	}
+	return o
+}
+
+// summary is what an order's facts add up to.
+type summary struct {
+	status   OrderStatus
+	paid     *big.Int
+	refunded *big.Int
+	flags    []string // sorted, including the order's earlier flags
+	txnIDs   []string // sorted
+}
+
+// payGroup is one payment transaction as its facts describe it.
+type payGroup struct {
+	oneOff    bool     // a payment, not a subscription payment
+	completed bool     // some fact is completed
+	counted   bool     // some completed fact counts towards the totals
+	amount    *big.Int // largest counted completed amount
+	failed    bool
+	canceled  bool
+	pending   bool
+}
+
+// summarize derives status, totals, flags and txn ids from o's facts and
+// registered expectation (the rules are in the comment at the top of this
+// file). o.Flags are kept: flags are never removed.
+func summarize(o *Order) summary {
+	cur := o.Currency
+	var expected *big.Int
+	if o.Registered {
+		expected, _ = minorUnits(o.Amount, cur)
+	}
+	flags := map[string]bool{}
+	for _, f := range o.Flags {
+		flags[f] = true
+	}
+	pays := map[string]*payGroup{}
+	var payOrder []string // group keys in first-seen order, for a deterministic sum
+	refunds := map[string]*big.Int{}
+	reversals := map[string]map[string]bool{} // parent txn -> reversal ids
+	cancels := map[string]map[string]bool{}   // parent txn -> reversal_canceled ids
+	type dispute struct{ opened, closed, lost bool }
+	disputes := map[string]*dispute{}
+	txns := map[string]bool{}
+
+	add := func(m map[string]map[string]bool, parent, id string) {
+		if m[parent] == nil {
+			m[parent] = map[string]bool{}
+		}
+		m[parent][id] = true
+	}
+	for _, f := range o.Facts {
+		if f.TxnID != "" {
+			txns[f.TxnID] = true
+		}
+		for _, fl := range f.Flags {
+			flags[fl] = true
+		}
+		inCurrency := sameCurrency(f.Currency, cur)
+		if !inCurrency {
+			flags[FlagCurrencyMismatch] = true
+		}
+		counts := inCurrency && len(f.Flags) == 0
+		amt, amtErr := minorUnits(f.Amount, orDefault(cur, f.Currency))
+		if amtErr == nil {
+			amt.Abs(amt)
+		}
+		id := orDefault(f.TxnID, "\x00"+f.Key)
+		switch f.Type {
+		case TypePayment, TypeSubscriptionPayment:
+			g := pays[id]
+			if g == nil {
+				g = &payGroup{amount: new(big.Int)}
+				pays[id] = g
+				payOrder = append(payOrder, id)
+			}
+			g.oneOff = g.oneOff || f.Type == TypePayment
+			switch f.Status {
+			case StatusCompleted:
+				g.completed = true
+				if counts {
+					g.counted = true
+					if amtErr == nil && amt.Cmp(g.amount) > 0 {
+						g.amount.Set(amt)
+					}
+				}
+				if expected != nil && inCurrency && (amtErr != nil || amt.Cmp(expected) != 0) {
+					flags[FlagAmountMismatch] = true
+				}
+			case StatusPending:
+				g.pending = true
+			case StatusFailed, StatusDenied, StatusExpired:
+				g.failed = true
+			case StatusCanceled:
+				g.canceled = true
+			}
+		case TypeRefund:
+			if counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
+				if r := refunds[id]; r == nil || amt.Cmp(r) > 0 {
+					refunds[id] = amt
+				}
+			}
+		case TypeReversal:
+			add(reversals, orDefault(f.ParentTxnID, f.TxnID), id)
+		case TypeReversalCanceled:
+			add(cancels, orDefault(f.ParentTxnID, f.TxnID), id)
+		case TypeDispute:
+			did := orDefault(f.TxnID, orDefault(f.ParentTxnID, "\x00"+f.Key))
+			d := disputes[did]
+			if d == nil {
+				d = &dispute{}
+				disputes[did] = d
+			}
+			if disputeOpening(f.Status) {
+				d.opened = true
+			} else {
+				d.closed = true
+				d.lost = d.lost || f.Status == StatusReversed
+			}
+		}
+	}
+
+	s := summary{paid: new(big.Int), refunded: new(big.Int)}
+	var completed, pending, failed, canceled bool
+	var oneOffs []*big.Int
+	for _, id := range payOrder {
+		g := pays[id]
+		switch {
+		case g.completed:
+			completed = true
+			if g.counted {
+				s.paid.Add(s.paid, g.amount)
+				if g.oneOff {
+					oneOffs = append(oneOffs, g.amount)
+				}
+			}
+		case g.failed:
+			failed = true
+		case g.canceled:
+			canceled = true
+		case g.pending:
+			pending = true
+		}
+	}
+	for _, r := range refunds {
+		s.refunded.Add(s.refunded, r)
+	}
+	if len(oneOffs) >= 2 {
+		double := expected == nil
+		if !double {
+			total, smallest := new(big.Int), oneOffs[0]
+			for _, a := range oneOffs {
+				total.Add(total, a)
+				if a.Cmp(smallest) < 0 {
+					smallest = a
+				}
+			}
+			double = total.Sub(total, smallest).Cmp(expected) >= 0
+		}
+		if double {
+			flags[FlagDoublePayment] = true
+		}
+	}
+	reversed := false
+	for parent, ids := range reversals {
+		if len(ids) > len(cancels[parent]) {
+			reversed = true
+		}
+	}
+	disputed := false
+	for _, d := range disputes {
+		reversed = reversed || d.lost
+		disputed = disputed || d.opened && !d.closed
+	}
+
+	s.flags = slices.Sorted(maps.Keys(flags))
+	s.txnIDs = slices.Sorted(maps.Keys(txns))
+	if s.flags == nil { // [] rather than null in JSON
+		s.flags = []string{}
+	}
+	if s.txnIDs == nil {
+		s.txnIDs = []string{}
+	}
+	switch {
+	case len(s.flags) > 0:
+		s.status = OrderReview
+	case reversed:
+		s.status = OrderReversed
+	case disputed:
+		s.status = OrderDisputed
+	case completed && s.refunded.Sign() > 0 && s.refunded.Cmp(s.paid) >= 0:
+		s.status = OrderRefunded
+	case completed && s.refunded.Sign() > 0:
+		s.status = OrderPartiallyRefunded
+	case completed:
+		s.status = OrderPaid
+	case pending:
+		s.status = OrderPending
+	case failed:
+		s.status = OrderFailed
+	case canceled:
+		s.status = OrderCanceled
+	default:
+		s.status = OrderAwaitingPayment
+	}
+	return s
+}

@@ -1,0 +1,263 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+var (
+	bucketOrders      = []byte("orders")        // order id -> JSON ipn.Order
+	bucketOrderCounts = []byte("order_counts")  // order status -> uint64 count
+	bucketSubs        = []byte("subscriptions") // subscription id -> JSON ipn.Subscription
+	bucketOutbox      = []byte("outbox")        // outbox id (uint64) -> JSON OutboxItem
+	bucketOutboxCause = []byte("outbox_cause")  // effect cause -> outbox id: a cause is queued once
+)
+
+// ErrExists: an order with that id already exists.
+var ErrExists = errors.New("already exists")
+
+// Outbox item states.
+const (
+	OutboxPending = "pending"
+	OutboxSent    = "sent"
+	OutboxDead    = "dead"
+)
+
+// OutboxItem is one piece of outgoing work (an email, a shop callback),
+// queued in the same transaction as the state change that caused it.
+type OutboxItem struct {
+	ID           uint64     `json:"id"`
+	Effect       ipn.Effect `json:"effect"`
+	State        string     `json:"state"`
+	Attempts     int        `json:"attempts"`
+	NextAttempt  time.Time  `json:"next_attempt,omitzero"`
+	LastError    string     `json:"last_error,omitempty"`
+	Notification uint64     `json:"notification"`
+	CreatedAt    time.Time  `json:"created_at"`
+}
+
+// CreateOrder registers an expected order. It fails with ErrExists when
+// the id is taken.
+func (db *DB) CreateOrder(o ipn.Order) error {
+	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketOrders).Get([]byte(o.ID)) != nil {
+			return fmt.Errorf("order %q: %w", o.ID, ErrExists)
+		}
+		return putOrder(tx, nil, &o)
+	}))
+}
+
+// GetOrder returns the order with the given id, or ErrNotFound.
+func (db *DB) GetOrder(id string) (*ipn.Order, error) {
+	var o *ipn.Order
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		o, err = getOrder(tx, id)
+		if err == nil && o == nil {
+			err = fmt.Errorf("order %q: %w", id, ErrNotFound)
+		}
+		return err
+	})
+	return o, mapClosed(err)
+}
+
+// ListOrders returns orders by id, descending, below before (all when
+// ""), with the given status (all when ""), at most limit (default 50).
+func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ipn.Order, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	var out []ipn.Order
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOrders).Cursor()
+		k, v := c.Last()
+		if before != "" {
+			if k, v = c.Seek([]byte(before)); k != nil {
+				k, v = c.Prev()
+			} else {
+				k, v = c.Last()
+			}
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Prev() {
+			if before != "" && bytes.Compare(k, []byte(before)) >= 0 {
+				continue
+			}
+			var o ipn.Order
+			if err := json.Unmarshal(v, &o); err != nil {
+				return fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
+			}
+			if status == "" || o.Status == status {
+				out = append(out, o)
+			}
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}
+
+// OrderCounts returns the number of orders in each status (kept up to
+// date in the transactions that change orders; cheap to read).
+func (db *DB) OrderCounts() (map[ipn.OrderStatus]int, error) {
+	out := map[ipn.OrderStatus]int{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrderCounts).ForEach(func(k, v []byte) error {
+			out[ipn.OrderStatus(k)] = int(getU64(v))
+			return nil
+		})
+	})
+	return out, mapClosed(err)
+}
+
+// GetSubscription returns a subscription, or ErrNotFound.
+func (db *DB) GetSubscription(id string) (*ipn.Subscription, error) {
+	var s *ipn.Subscription
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSubs).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("subscription %q: %w", id, ErrNotFound)
+		}
+		s = new(ipn.Subscription)
+		return json.Unmarshal(v, s)
+	})
+	return s, mapClosed(err)
+}
+
+// ListOutbox returns outbox items in the given state ("" = all), oldest
+// first, at most limit (default 100).
+func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []OutboxItem
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+			var it OutboxItem
+			if err := json.Unmarshal(v, &it); err != nil {
+				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			}
+			if state == "" || it.State == state {
+				out = append(out, it)
+			}
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}
+
+func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
+	v := tx.Bucket(bucketOrders).Get([]byte(id))
+	if v == nil {
+		return nil, nil
+	}
+	var o ipn.Order
+	if err := json.Unmarshal(v, &o); err != nil {
+		return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, id, err)
+	}
+	return &o, nil
+}
+
+// putOrder writes o and moves the status counts from old (nil: new order).
+func putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketOrders).Put([]byte(o.ID), b); err != nil {
+		return err
+	}
+	counts := tx.Bucket(bucketOrderCounts)
+	if old != nil {
+		if old.Status == o.Status {
+			return nil
+		}
+		if n := getU64(counts.Get([]byte(old.Status))); n > 0 {
+			if err := counts.Put([]byte(old.Status), u64(n-1)); err != nil {
+				return err
+			}
+		}
+	}
+	return counts.Put([]byte(o.Status), u64(getU64(counts.Get([]byte(o.Status)))+1))
+}
+
+// applyToOrder runs the order state machine for one outcome inside the
+// pipeline's transaction and queues the effects in the outbox. It returns
+// a reason when the event cannot be applied (order not registered).
+func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, error) {
+	ev := o.Event
+	ac := o.Context
+	ac.Now, ac.Notification, ac.EventKey = now, o.ID, o.EventKey
+	var effects []ipn.Effect
+	if ev.OrderID != "" {
+		old, err := getOrder(tx, ev.OrderID)
+		if err != nil {
+			return "", err
+		}
+		if old == nil && o.RequireRegistered {
+			return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID), nil
+		}
+		next, eff := ipn.Apply(old, ev, ac)
+		if err := putOrder(tx, old, &next); err != nil {
+			return "", err
+		}
+		effects = eff
+	}
+	if ipn.IsSubscriptionEvent(ev) {
+		subs := tx.Bucket(bucketSubs)
+		var old *ipn.Subscription
+		if v := subs.Get([]byte(ev.SubscriptionID)); v != nil {
+			old = new(ipn.Subscription)
+			if err := json.Unmarshal(v, old); err != nil {
+				return "", fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, ev.SubscriptionID, err)
+			}
+		}
+		if next, changed := ipn.ApplySubscription(old, ev, ac); changed {
+			b, err := json.Marshal(next)
+			if err != nil {
+				return "", err
+			}
+			if err := subs.Put([]byte(next.ID), b); err != nil {
+				return "", err
+			}
+		}
+	}
+	return "", db.enqueue(tx, effects, o.ID, now)
+}
+
+// enqueue puts effects in the outbox unless their cause was queued before
+// or their kind is not enabled.
+func (db *DB) enqueue(tx *bolt.Tx, effects []ipn.Effect, notification uint64, now time.Time) error {
+	outbox, causes := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutboxCause)
+	for _, e := range effects {
+		if db.opts.EffectKinds != nil && !db.opts.EffectKinds[e.Kind] {
+			continue
+		}
+		if causes.Get([]byte(e.Cause)) != nil {
+			continue
+		}
+		id, err := outbox.NextSequence()
+		if err != nil {
+			return err
+		}
+		it := OutboxItem{ID: id, Effect: e, State: OutboxPending, Notification: notification, CreatedAt: now.UTC()}
+		b, err := json.Marshal(it)
+		if err != nil {
+			return err
+		}
+		if err := outbox.Put(u64(id), b); err != nil {
+			return err
+		}
+		if err := causes.Put([]byte(e.Cause), u64(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
