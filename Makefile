@@ -18,6 +18,7 @@ FUZZ_TARGETS = \
 	./ipn:FuzzParseBTCPaySig \
 	./ipn:FuzzCryptoNormalize \
 	./ipn:FuzzHMACHeader \
+	./ipn:FuzzApply \
 	./store:FuzzDecodeRecord
 
 .PHONY: all build run test race bench fuzz lint clean

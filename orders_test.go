@@ -289,3 +289,37 @@ func TestManyOrdersConcurrently(t *testing.T) {
 }
 
 func cents(n int) string { return fmt.Sprintf("%d.%02d", n/100, n%100) }
+
+// TestStripeRefundsEndToEnd: a JPY Stripe checkout, then two charge.refunded
+// events carrying the cumulative amount_refunded (arriving in reverse
+// order): partially refunded, then refunded, with exact totals.
+func TestStripeRefundsEndToEnd(t *testing.T) {
+	d, _ := webhookDaemon(t, "[[gateway]]\nname = \"stripe\"\nkind = \"stripe\"\nsecret = \"whsec_test\"\n")
+	post := func(id, typ string, object string) {
+		body := []byte(fmt.Sprintf(`{"id":%q,"object":"event","type":%q,"livemode":true,"data":{"object":%s}}`, id, typ, object))
+		now := time.Now().Unix()
+		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/stripe", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%x", now, ipn.StripeSignature("whsec_test", now, body)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("post %s: %v %v", id, err, resp)
+		}
+		resp.Body.Close()
+	}
+	d.api("POST", "/api/orders", map[string]any{"id": "JP-1", "amount": "1999", "currency": "JPY", "customer_email": "k@example.jp"}, nil)
+	post("evt_1", "checkout.session.completed", `{"id":"cs_1","object":"checkout.session","client_reference_id":"JP-1","payment_intent":"pi_1","amount_total":1999,"currency":"jpy","payment_status":"paid","customer_details":{"email":"k@example.jp"}}`)
+	post("evt_2", "payment_intent.succeeded", `{"id":"pi_1","object":"payment_intent","amount":1999,"currency":"jpy","metadata":{"order_id":"JP-1"}}`)
+	var o ipn.Order
+	waitFor(t, "JP-1 paid", 10*time.Second, func() bool {
+		d.api("GET", "/api/orders/JP-1", nil, &o)
+		return o.Status == ipn.OrderPaid
+	})
+	post("evt_4", "charge.refunded", `{"id":"ch_1","object":"charge","payment_intent":"pi_1","amount":1999,"amount_refunded":1999,"currency":"jpy","metadata":{"order_id":"JP-1"}}`)
+	post("evt_3", "charge.refunded", `{"id":"ch_1","object":"charge","payment_intent":"pi_1","amount":1999,"amount_refunded":500,"currency":"jpy","metadata":{"order_id":"JP-1"}}`)
+	d.drained(4)
+	d.api("GET", "/api/orders/JP-1", nil, &o)
+	if o.Status != ipn.OrderRefunded || o.Paid != "1999" || o.Refunded != "1999" || len(o.Flags) != 0 {
+		t.Errorf("JP-1 = %s paid %s refunded %s flags %v; want refunded 1999/1999, no flags", o.Status, o.Paid, o.Refunded, o.Flags)
+	}
+}

@@ -206,6 +206,11 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	switch se.Type {
 	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
 		ev.Type, ev.Status, minor = TypePayment, StatusCompleted, o.AmountTotal
+		// The payment is the session's PaymentIntent: the same txn as a
+		// payment_intent.succeeded for it, so the two are one payment.
+		if pi := stripeID(o.PaymentIntent); pi != "" {
+			ev.TxnID = pi
+		}
 		if o.PaymentStatus == "unpaid" {
 			ev.Status = StatusPending
 		}
@@ -230,6 +235,9 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		ev.SubscriptionID = o.ID
 	case "checkout.session.async_payment_failed":
 		ev.Type, ev.Status, minor = TypePayment, StatusFailed, o.AmountTotal
+		if pi := stripeID(o.PaymentIntent); pi != "" {
+			ev.TxnID = pi
+		}
 	case "payment_intent.succeeded":
 		ev.Type, ev.Status = TypePayment, StatusCompleted
 	case "payment_intent.processing":
@@ -239,7 +247,10 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	case "payment_intent.canceled":
 		ev.Type, ev.Status = TypePayment, StatusCanceled
 	case "charge.refunded":
+		// amount_refunded is cumulative per charge: refunds on one charge
+		// share its id as txn, and the order takes the largest.
 		ev.Type, ev.Status, minor = TypeRefund, StatusRefunded, o.AmountRefunded
+		ev.ParentTxnID = stripeID(o.PaymentIntent)
 	case "charge.dispute.created":
 		ev.Type, ev.Status = TypeDispute, StatusPending
 		ev.ParentTxnID = stripeID(o.Charge)

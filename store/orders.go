@@ -80,10 +80,8 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 		c := tx.Bucket(bucketOrders).Cursor()
 		k, v := c.Last()
 		if before != "" {
-			if k, v = c.Seek([]byte(before)); k != nil {
-				k, v = c.Prev()
-			} else {
-				k, v = c.Last()
+			if sk, _ := c.Seek([]byte(before)); sk != nil {
+				k, v = c.Prev() // the greatest id below before
 			}
 		}
 		for ; k != nil && len(out) < limit; k, v = c.Prev() {
@@ -205,8 +203,10 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, e
 			return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID), nil
 		}
 		next, eff := ipn.Apply(old, ev, ac)
-		if err := putOrder(tx, old, &next); err != nil {
-			return "", err
+		if next.ID != "" { // "" when the event does not concern an order
+			if err := putOrder(tx, old, &next); err != nil {
+				return "", err
+			}
 		}
 		effects = eff
 	}
