@@ -512,3 +512,50 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	return nil
 }
+
+// cmdOutbox lists outbox items ("ipnd outbox [pending|dead|sent]") or
+// retries one ("ipnd outbox retry ID").
+func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "retry" {
+		c, id, err := idCommand("outbox retry", args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		resp, err := c.do(ctx, http.MethodPost, "/api/outbox/"+strconv.FormatUint(id, 10)+"/retry")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		fmt.Fprintf(stdout, "outbox item %d queued again\n", id)
+		return nil
+	}
+	fs := clientCommand("outbox", getenv, stderr)
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	state := ""
+	if fs.NArg() > 0 {
+		state = fs.Arg(0)
+	}
+	c, err := fs.client(getenv)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Items []ipn.OutboxItem `json:"items"`
+	}
+	if err := c.getJSON(ctx, "/api/outbox?state="+url.QueryEscape(state), &out); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tATTEMPTS\tLAST ERROR")
+	for _, it := range out.Items {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", it.ID, it.State, it.Effect.Kind, orDash(it.Effect.Template),
+			orDash(it.Effect.OrderID), it.Attempts, orDash(it.LastError))
+	}
+	tw.Flush()
+	if len(out.Items) == 0 {
+		fmt.Fprintln(stdout, "(no items)")
+	}
+	return nil
+}

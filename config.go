@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -105,6 +106,8 @@ type SMTPConfig struct {
 type EmailConfig struct {
 	TemplatesDir string   `toml:"templates_dir"`
 	MerchantTo   string   `toml:"merchant_to"`
+	MerchantName string   `toml:"merchant_name"`
+	ReplyTo      string   `toml:"reply_to"`
 	MaxAttempts  int      `toml:"max_attempts"`
 	Enabled      []string `toml:"enabled"`
 }
@@ -128,6 +131,11 @@ type PipelineConfig struct {
 	RetryBase     Duration `toml:"retry_base"`
 	RetryCap      Duration `toml:"retry_cap"`
 	RetryFor      Duration `toml:"retry_for"`
+	// Outgoing email and shop callbacks are retried from outbox_retry_base
+	// doubling to outbox_retry_cap, up to email.max_attempts /
+	// shop.max_attempts.
+	OutboxRetryBase Duration `toml:"outbox_retry_base"`
+	OutboxRetryCap  Duration `toml:"outbox_retry_cap"`
 }
 
 // LogConfig chooses the log level and format.
@@ -204,7 +212,8 @@ func defaultConfig() Config {
 		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
 		Log:   LogConfig{Level: "info", Format: "auto"},
 		Pipeline: PipelineConfig{Workers: 8, VerifyTimeout: Duration(30 * time.Second),
-			RetryBase: Duration(10 * time.Second), RetryCap: Duration(time.Hour), RetryFor: Duration(72 * time.Hour)},
+			RetryBase: Duration(10 * time.Second), RetryCap: Duration(time.Hour), RetryFor: Duration(72 * time.Hour),
+			OutboxRetryBase: Duration(30 * time.Second), OutboxRetryCap: Duration(time.Hour)},
 		Orders: OrdersConfig{},
 	}
 }
@@ -413,6 +422,19 @@ func (c *Config) validate() error {
 	if c.Shop.Secret != "" && c.Shop.SecretFile != "" {
 		return configError("shop.secret_file", c.Shop.SecretFile, "give secret or secret_file, not both")
 	}
+	if c.Shop.URL != "" {
+		if u, err := url.Parse(c.Shop.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return configError("shop.url", c.Shop.URL, "must be an http(s) URL")
+		}
+		if c.Shop.Secret == "" && c.Shop.SecretFile == "" {
+			return configError("shop.secret", "", "shop.url needs a secret to sign callbacks (whsec_ + base64, as Standard Webhooks)")
+		}
+	}
+	if c.Shop.Secret != "" {
+		if _, err := ipn.DecodeWebhookSecret(c.Shop.Secret); err != nil {
+			return configError("shop.secret", "<redacted>", "must be whsec_ followed by base64")
+		}
+	}
 	if c.Shop.MaxAttempts < 1 {
 		return configError("shop.max_attempts", c.Shop.MaxAttempts, "must be at least 1")
 	}
@@ -433,7 +455,8 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"verify_timeout", pl.VerifyTimeout}, {"retry_base", pl.RetryBase}, {"retry_cap", pl.RetryCap}, {"retry_for", pl.RetryFor}} {
+	}{{"verify_timeout", pl.VerifyTimeout}, {"retry_base", pl.RetryBase}, {"retry_cap", pl.RetryCap}, {"retry_for", pl.RetryFor},
+		{"outbox_retry_base", pl.OutboxRetryBase}, {"outbox_retry_cap", pl.OutboxRetryCap}} {
 		if d.v <= 0 {
 			return configError("pipeline."+d.key, d.v.String(), "must be positive")
 		}
@@ -601,4 +624,36 @@ func redact(v reflect.Value) {
 			redact(v.Index(i))
 		}
 	}
+}
+
+// shopKey returns the decoded shop secret (from secret or secret_file).
+func (c *Config) shopKey() ([]byte, error) {
+	secret := c.Shop.Secret
+	if secret == "" && c.Shop.SecretFile != "" {
+		s, err := readSecretFile("shop.secret_file", c.Shop.SecretFile)
+		if err != nil {
+			return nil, err
+		}
+		secret = s[0]
+	}
+	if secret == "" {
+		return nil, nil
+	}
+	k, err := ipn.DecodeWebhookSecret(secret)
+	if err != nil {
+		return nil, configError("shop.secret", "<redacted>", "must be whsec_ followed by base64")
+	}
+	return k, nil
+}
+
+// smtpPassword returns the SMTP password (from password or password_file).
+func (c *Config) smtpPassword() (string, error) {
+	if c.SMTP.PasswordFile == "" {
+		return c.SMTP.Password, nil
+	}
+	p, err := readSecretFile("smtp.password_file", c.SMTP.PasswordFile)
+	if err != nil {
+		return "", err
+	}
+	return p[0], nil
 }

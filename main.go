@@ -40,6 +40,7 @@ const usage = `usage: ipnd <command> [flags]
   show     ID                      show one notification (admin API)
   replay   ID                      process a notification again (admin API)
   orders   [ID]                    list orders, or show one with its history (admin API)
+  outbox   [dead] | retry ID       list queued emails and callbacks, or retry a dead one
   backup   FILE                    write a consistent copy of the database (admin API)
   version                          print the version
 
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdReplay(ctx, args, getenv, stdout, stderr)
 	case "orders":
 		return cmdOrders(ctx, args, getenv, stdout, stderr)
+	case "outbox":
+		return cmdOutbox(ctx, args, getenv, stdout, stderr)
 	case "backup":
 		return cmdBackup(ctx, args, getenv, stdout, stderr)
 	case "version":

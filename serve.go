@@ -21,6 +21,7 @@ import (
 	"ipnd/admin"
 	"ipnd/ipn"
 	"ipnd/metrics"
+	"ipnd/notify"
 	"ipnd/store"
 )
 
@@ -152,7 +153,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	var m *metrics.Metrics
 	kinds := map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
-		ipn.EffectShopCallback: cfg.Shop.URL != "" || len(cfg.Shop.Command) > 0}
+		ipn.EffectShopCallback: cfg.Shop.URL != "", ipn.EffectShopScript: len(cfg.Shop.Command) > 0}
 	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: kinds, OnCommit: func(d time.Duration, n int) {
 		if m != nil {
 			m.Committed(d, n)
@@ -177,6 +178,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return 0
 		},
 		OrderStatuses: orderStatuses(),
+		OutboxKinds:   []string{ipn.EffectEmailCustomer, ipn.EffectEmailMerchant, ipn.EffectShopCallback, ipn.EffectShopScript},
+		OutboxCounts: func() map[string]map[string]int {
+			c, _ := db.OutboxCounts()
+			return c
+		},
+		Templates: []string{ipn.TemplatePaymentReceived, ipn.TemplatePaymentPending, ipn.TemplateRefundIssued,
+			ipn.TemplatePaymentFailed, ipn.TemplateSubscriptionStarted, ipn.TemplateSubscriptionCanceled,
+			ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateVerificationFailed},
 		OrderCounts: func() map[string]int {
 			counts, _ := db.OrderCounts()
 			out := make(map[string]int, len(counts))
@@ -222,9 +231,29 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	stopPipeline := func() { pipeCancel(); <-pipeDone }
 	defer stopPipeline()
+
+	worker, err := newOutboxWorker(cfg, db, m, log.With("component", "outbox"))
+	if err != nil {
+		return err
+	}
+	var workerStopped atomic.Bool
+	workerCtx, workerCancel := context.WithCancel(context.Background())
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		if err := worker.Run(workerCtx); err != nil {
+			log.Error("outbox worker stopped", "error", err)
+		}
+		workerStopped.Store(true)
+	}()
+	stopWorker := func() { workerCancel(); <-workerDone }
+	defer stopWorker()
 	healthy := func() error {
 		if pipeStopped.Load() && pipeCtx.Err() == nil {
 			return errors.New("pipeline worker has stopped")
+		}
+		if workerStopped.Load() && workerCtx.Err() == nil {
+			return errors.New("outbox worker has stopped")
 		}
 		return nil
 	}
@@ -295,12 +324,65 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	shutdown(pub, "public")
 	shutdown(adm, "admin")
 	stopPipeline()
+	stopWorker()
 	removeAddrFiles(cfg)
 	if err := db.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// newOutboxWorker builds the delivery of emails (SMTP, or .eml files
+// under the data directory when no smtp.host is set), shop callbacks and
+// the notification script.
+func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Logger) (*notify.Worker, error) {
+	var mailer notify.Mailer
+	if cfg.SMTP.Host == "" {
+		mailer = notify.NewFileMailer(filepath.Join(cfg.dataDir(), "mail"))
+	} else {
+		pw, err := cfg.smtpPassword()
+		if err != nil {
+			return nil, err
+		}
+		mailer, err = notify.NewSMTPMailer(notify.SMTPConfig{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port,
+			Username: cfg.SMTP.Username, Password: pw, TLS: cfg.SMTP.TLS, Timeout: time.Duration(cfg.SMTP.Timeout)})
+		if err != nil {
+			return nil, fmt.Errorf("smtp: %w", err)
+		}
+	}
+	tpl, err := notify.LoadTemplates(cfg.Email.TemplatesDir)
+	if err != nil {
+		return nil, fmt.Errorf("email.templates_dir: %w", err)
+	}
+	var shop *notify.Shop
+	if cfg.Shop.URL != "" || len(cfg.Shop.Command) > 0 {
+		key, err := cfg.shopKey()
+		if err != nil {
+			return nil, err
+		}
+		shop = &notify.Shop{URL: cfg.Shop.URL, Key: key, Command: cfg.Shop.Command, Timeout: time.Duration(cfg.Shop.Timeout)}
+	}
+	var enabled map[string]bool
+	if len(cfg.Email.Enabled) > 0 {
+		enabled = map[string]bool{}
+		for _, t := range cfg.Email.Enabled {
+			enabled[t] = true
+		}
+	}
+	from := cfg.SMTP.From
+	if from == "" {
+		from = "ipnd@localhost"
+	}
+	domain := "localhost"
+	if _, d, ok := strings.Cut(from, "@"); ok {
+		domain = strings.Trim(d, "> ")
+	}
+	return notify.NewWorker(notify.WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: from,
+		ReplyTo: cfg.Email.ReplyTo, MerchantTo: cfg.Email.MerchantTo, MerchantName: cfg.Email.MerchantName,
+		Domain: domain, Enabled: enabled, Shop: shop, EmailMax: cfg.Email.MaxAttempts, ShopMax: cfg.Shop.MaxAttempts,
+		RetryBase: time.Duration(cfg.Pipeline.OutboxRetryBase), RetryCap: time.Duration(cfg.Pipeline.OutboxRetryCap),
+		Observer: m, Logger: log}), nil
 }
 
 func orderStatuses() []string {

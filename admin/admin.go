@@ -75,6 +75,7 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/orders/:id", a.auth(a.showOrder))
 	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
 	r.GET("/api/outbox", a.auth(a.listOutbox))
+	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
@@ -252,7 +253,7 @@ func (a *api) listNotifications(w http.ResponseWriter, r *http.Request, _ httpro
 func parseID(w http.ResponseWriter, ps httprouter.Params) (uint64, bool) {
 	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
 	if err != nil || id == 0 {
-		writeError(w, http.StatusBadRequest, "id: not a notification id")
+		writeError(w, http.StatusBadRequest, "id: not a numeric id")
 		return 0, false
 	}
 	return id, true
@@ -451,4 +452,19 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		items = []store.OutboxItem{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// retryOutbox puts a dead item back in the queue (202); 409 for an item
+// already sent.
+func (a *api) retryOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
+		return
+	}
+	if err := a.o.Store.RetryOutbox(id, time.Now()); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("outbox retry requested", "outbox_id", id)
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": store.OutboxPending})
 }

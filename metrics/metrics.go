@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,13 @@ type Options struct {
 	// at scrape time: one series per status in the (fixed) list.
 	OrderStatuses []string
 	OrderCounts   func() map[string]int
+	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind}
+	// and ipnd_outbox_dead{kind} at scrape time (state -> kind -> count).
+	OutboxKinds  []string
+	OutboxCounts func() map[string]map[string]int
+	// Templates lists the email templates (label values of
+	// ipnd_emails_sent_total).
+	Templates []string
 }
 
 // funcGaugeVec is a gauge vector whose values are read at scrape time.
@@ -64,7 +72,14 @@ type Metrics struct {
 	batch     prometheus.Histogram
 	processed *prometheus.CounterVec
 	verify    *prometheus.HistogramVec
+	emails    *prometheus.CounterVec
+	callbacks *prometheus.CounterVec
+	templates map[string]bool
 }
+
+// DeliveryResults are the values of the result label of
+// ipnd_emails_sent_total and ipnd_callbacks_total.
+var DeliveryResults = []string{"sent", "retry", "dead"}
 
 // ProcessResults are the values of the result label of
 // ipnd_notifications_processed_total.
@@ -109,6 +124,15 @@ func New(o Options) *Metrics {
 			Name: "ipnd_notifications_processed_total",
 			Help: "Notifications the pipeline finished, by result.",
 		}, []string{"gateway", "result"}),
+		emails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_emails_sent_total",
+			Help: "Email delivery attempts by template and result (sent, retry, dead).",
+		}, []string{"template", "result"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_callbacks_total",
+			Help: "Shop callback and notification script attempts by result (sent, retry, dead).",
+		}, []string{"result"}),
+		templates: map[string]bool{},
 		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ipnd_verify_duration_seconds",
 			Help:    "Duration of one asynchronous verification (postback).",
@@ -135,7 +159,11 @@ func New(o Options) *Metrics {
 		Help: "Build information; always 1.",
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(o.Version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify, buildInfo,
+	for _, t := range o.Templates {
+		m.templates[t] = true
+	}
+	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
+		m.emails, m.callbacks, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -149,6 +177,15 @@ func New(o Options) *Metrics {
 			labels: o.OrderStatuses,
 			read:   o.OrderCounts,
 		})
+	}
+	if o.OutboxCounts != nil {
+		for _, state := range []string{"pending", "dead"} {
+			m.reg.MustRegister(funcGaugeVec{
+				desc:   prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil),
+				labels: o.OutboxKinds,
+				read:   func() map[string]int { return o.OutboxCounts()[state] },
+			})
+		}
 	}
 	if o.PipelineLag != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -167,6 +204,21 @@ func (m *Metrics) Processed(gateway, result string) {
 			m.processed.WithLabelValues(m.gw(gateway), r).Inc()
 			return
 		}
+	}
+}
+
+// EmailSent counts one email delivery attempt; unknown templates and
+// results are ignored.
+func (m *Metrics) EmailSent(template, result string) {
+	if m.templates[template] && slices.Contains(DeliveryResults, result) {
+		m.emails.WithLabelValues(template, result).Inc()
+	}
+}
+
+// Callback counts one shop callback or script attempt.
+func (m *Metrics) Callback(result string) {
+	if slices.Contains(DeliveryResults, result) {
+		m.callbacks.WithLabelValues(result).Inc()
 	}
 }
 

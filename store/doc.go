@@ -12,6 +12,10 @@
 //	events payment-fact key (gateway, txn, type, status, amount) -> log id
 //	       that applied it; a later notification of the same fact is a duplicate
 //	meta "cursor" -> every log id up to it was processed or scheduled
+//	orders, order_counts, subscriptions: order state (JSON) and counts by status
+//	outbox id -> JSON ipn.OutboxItem; outbox_cause effect cause -> id (a
+//	       cause is queued once); outbox_due due + id of pending items;
+//	       outbox_counts state + kind -> count
 //
 // Appends are group-committed without a timer and without a writer
 // goroutine: the Append that finds no commit running commits its record at

@@ -24,25 +24,16 @@ var (
 // ErrExists: an order with that id already exists.
 var ErrExists = errors.New("already exists")
 
+// OutboxItem is the outbox item type (kept in ipn: the worker in notify
+// uses it too).
+type OutboxItem = ipn.OutboxItem
+
 // Outbox item states.
 const (
-	OutboxPending = "pending"
-	OutboxSent    = "sent"
-	OutboxDead    = "dead"
+	OutboxPending = ipn.OutboxPending
+	OutboxSent    = ipn.OutboxSent
+	OutboxDead    = ipn.OutboxDead
 )
-
-// OutboxItem is one piece of outgoing work (an email, a shop callback),
-// queued in the same transaction as the state change that caused it.
-type OutboxItem struct {
-	ID           uint64     `json:"id"`
-	Effect       ipn.Effect `json:"effect"`
-	State        string     `json:"state"`
-	Attempts     int        `json:"attempts"`
-	NextAttempt  time.Time  `json:"next_attempt,omitzero"`
-	LastError    string     `json:"last_error,omitempty"`
-	Notification uint64     `json:"notification"`
-	CreatedAt    time.Time  `json:"created_at"`
-}
 
 // CreateOrder registers an expected order. It fails with ErrExists when
 // the id is taken.
@@ -230,34 +221,4 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, e
 		}
 	}
 	return "", db.enqueue(tx, effects, o.ID, now)
-}
-
-// enqueue puts effects in the outbox unless their cause was queued before
-// or their kind is not enabled.
-func (db *DB) enqueue(tx *bolt.Tx, effects []ipn.Effect, notification uint64, now time.Time) error {
-	outbox, causes := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutboxCause)
-	for _, e := range effects {
-		if db.opts.EffectKinds != nil && !db.opts.EffectKinds[e.Kind] {
-			continue
-		}
-		if causes.Get([]byte(e.Cause)) != nil {
-			continue
-		}
-		id, err := outbox.NextSequence()
-		if err != nil {
-			return err
-		}
-		it := OutboxItem{ID: id, Effect: e, State: OutboxPending, Notification: notification, CreatedAt: now.UTC()}
-		b, err := json.Marshal(it)
-		if err != nil {
-			return err
-		}
-		if err := outbox.Put(u64(id), b); err != nil {
-			return err
-		}
-		if err := causes.Put([]byte(e.Cause), u64(id)); err != nil {
-			return err
-		}
-	}
-	return nil
 }

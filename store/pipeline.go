@@ -114,7 +114,10 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.St
 		}
 		return nil
 	})
-	return states, err
+	if err == nil {
+		db.pokeOutbox()
+	}
+	return states, mapClosed(err)
 }
 
 func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
@@ -163,6 +166,14 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, e
 				}
 			}
 			p.State, detail = ipn.StateInvalid, refused
+		}
+	}
+	if p.State == ipn.StateFailed {
+		// The merchant hears of a notification that could never be verified.
+		e := ipn.Effect{Kind: ipn.EffectEmailMerchant, Template: ipn.TemplateVerificationFailed,
+			Cause: fmt.Sprintf("notification/%d/verification_failed", o.ID), Reason: detail, Event: o.Event}
+		if err := db.enqueue(tx, []ipn.Effect{e}, o.ID, now); err != nil {
+			return "", err
 		}
 	}
 	if o.State == ipn.StateReceived {

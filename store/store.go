@@ -71,7 +71,8 @@ type DB struct {
 	committing bool
 	queue      []*appendReq
 
-	wake chan struct{} // see Wake
+	wake       chan struct{} // see Wake
+	outboxWake chan struct{} // see OutboxWake
 }
 
 type appendReq struct {
@@ -120,7 +121,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1)}
+	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1), outboxWake: make(chan struct{}, 1)}
 	db.idle = sync.NewCond(&db.mu)
 	if err := db.init(); err != nil {
 		b.Close()
@@ -153,7 +154,8 @@ func syncDir(dir string) {
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
-			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause} {
+			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
+			bucketOutboxDue, bucketOutboxCounts} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
