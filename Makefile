@@ -39,7 +39,7 @@ test:
 
 bench:
 	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal' -benchtime 1x -timeout 30m .
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store ./ipn
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store ./ipn ./notify
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
