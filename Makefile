@@ -32,10 +32,13 @@ run:
 	$(GO) run . serve
 
 # The test command of the README and of CI: vet, then every test with the
-# race detector (including the kill -9 and end-to-end tests).
+# race detector (including the kill -9 and end-to-end tests). promtool
+# (for deploy/alerts.yml) is installed first when missing.
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	@extra=$$(./scripts/install-promtool.sh) && PATH="$${extra:+$$extra:}$$PATH" && export PATH && \
+		promtool --version 2>&1 | sed -n 1p && \
+		$(GO) test -race -count=1 -timeout 20m ./...
 
 bench:
 	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal' -benchtime 1x -timeout 30m .

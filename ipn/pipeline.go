@@ -240,6 +240,7 @@ func (p *Pipeline) report(n *Notification, o Outcome, state State) {
 	if o.Event != nil {
 		attrs = append(attrs, "type", string(o.Event.Type), "order_id", o.Event.OrderID)
 	}
+	attrs = append(attrs, "since_received", p.o.Now().Sub(n.ReceivedAt).Round(time.Millisecond))
 	p.log.Info("notification processed", attrs...)
 	p.o.Observer.Processed(n.Gateway, string(state))
 }

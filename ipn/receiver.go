@@ -236,8 +236,9 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		r.opts.Observer.Duplicate(name)
 		r.log.Info("notification duplicate", "gateway", name, "duplicate_of", id)
 	} else {
-		r.opts.Observer.Received(name, r.opts.Now().Sub(start))
-		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body))
+		took := r.opts.Now().Sub(start)
+		r.opts.Observer.Received(name, took)
+		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body), "duration", took)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "OK")

@@ -149,6 +149,11 @@ func New(o Options) *Metrics {
 		if g != Unknown {
 			m.received.WithLabelValues(g)
 			m.duplicate.WithLabelValues(g)
+			for r := range m.reasons { // every series exists from the start, so increase() sees the first
+				if r != "unknown_gateway" {
+					m.rejected.WithLabelValues(g, r)
+				}
+			}
 			for _, r := range ProcessResults {
 				m.processed.WithLabelValues(g, r)
 			}

@@ -20,8 +20,8 @@ func TestLabelsComeFromConfigOnly(t *testing.T) {
 		m.Received(fmt.Sprintf("random-%d", i), time.Millisecond)
 	}
 	m.Committed(time.Millisecond, 3)
-	if n := testutil.CollectAndCount(m.rejected); n != 2 {
-		t.Errorf("rejected has %d series, want 2 (stripe/bad_signature, _unknown/malformed)", n)
+	if n := testutil.CollectAndCount(m.rejected); n != 3 {
+		t.Errorf("rejected has %d series, want 3 (stripe × 2 reasons, _unknown/malformed)", n)
 	}
 	if n := testutil.CollectAndCount(m.received); n != 2 {
 		t.Errorf("received has %d series, want 2 (stripe, _unknown)", n)
@@ -31,6 +31,7 @@ func TestLabelsComeFromConfigOnly(t *testing.T) {
 # TYPE ipnd_notifications_rejected_total counter
 ipnd_notifications_rejected_total{gateway="_unknown",reason="malformed"} 1000
 ipnd_notifications_rejected_total{gateway="stripe",reason="bad_signature"} 1
+ipnd_notifications_rejected_total{gateway="stripe",reason="malformed"} 0
 `
 	if err := testutil.CollectAndCompare(m.rejected, strings.NewReader(want)); err != nil {
 		t.Error(err)

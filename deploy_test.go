@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// promtoolInstallHint says how to get promtool; .ci/run does the same.
+const promtoolInstallHint = `promtool is needed to check deploy/alerts.yml. Install it with one of:
+    sudo apt-get install --no-install-recommends prometheus    # Debian/Ubuntu: /usr/bin/promtool
+    go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0   # ~10 min from cold caches; into $(go env GOPATH)/bin
+or set PROMTOOL=/path/to/promtool. .ci/run installs it before make test.`
+
+// promtool finds the promtool binary (PROMTOOL, else $PATH). A missing
+// promtool fails the test: the rules would otherwise ship unchecked.
+func promtool(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PROMTOOL"); p != "" {
+		return p
+	}
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, promtoolInstallHint)
+	}
+	return p
+}
+
+// TestAlertRules runs `promtool check rules` on deploy/alerts.yml (syntax,
+// PromQL, templates) and `promtool test rules` on deploy/alerts_test.yml
+// (each alert fires on the example series, and stays quiet otherwise).
+func TestAlertRules(t *testing.T) {
+	bin := promtool(t)
+	for _, args := range [][]string{
+		{"check", "rules", "deploy/alerts.yml"},
+		{"test", "rules", "deploy/alerts_test.yml"},
+	} {
+		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, out)
+			}
+		})
+	}
+}
+
+// TestAlertMetricsExist scrapes a running ipnd and checks that every ipnd_
+// metric the alerting rules use is exported under that name, so that a
+// renamed metric cannot leave an alert silently matching nothing.
+func TestAlertMetricsExist(t *testing.T) {
+	rules, err := os.ReadFile("deploy/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used []string
+	for _, name := range regexp.MustCompile(`\bipnd_[a-z0-9_]+`).FindAllString(string(rules), -1) {
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			name = strings.TrimSuffix(name, suffix)
+		}
+		if !slices.Contains(used, name) {
+			used = append(used, name)
+		}
+	}
+	if len(used) < 5 {
+		t.Fatalf("found only %v in deploy/alerts.yml", used)
+	}
+
+	dir := t.TempDir()
+	getenv := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
+		"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db"), "IPND_ADMIN_TOKEN", "t", "IPND_LOG_LEVEL", "warn")
+	startServe(t, getenv, dir)
+	addr := func(which string) string {
+		b, err := os.ReadFile(filepath.Join(dir, which+".addr"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "http://" + strings.TrimSpace(string(b))
+	}
+	// Counter vectors without a series are not exposed: make one rejection.
+	resp, err := http.Post(addr("public")+"/ipn/no-such-gateway", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest("GET", addr("admin")+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	exported := map[string]bool{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			exported[strings.Fields(rest)[0]] = true
+		}
+	}
+	for _, name := range used {
+		if !exported[name] {
+			t.Errorf("deploy/alerts.yml uses %s, which ipnd does not export", name)
+		}
+	}
+}
