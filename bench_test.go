@@ -188,7 +188,7 @@ secret = %q
 	}
 	bare := bareServer(b)
 
-	fmt.Printf("\ndisk: pwrite+fdatasync of one 4 KiB page p50 %s (a bbolt commit does two)\n", fsyncP50(b, dir))
+	fmt.Printf("\ndisk: pwrite+fsync of one 4 KiB page p50 %s (a bbolt commit does two)\n", fsyncP50(b, dir))
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("\ningest, %s per run, %d-byte signed notifications, GOMAXPROCS=%d\n", d, len(benchBody("1")), runtimeProcs())
 		fmt.Printf("%-8s %-8s %12s %10s %10s %8s\n", "clients", "server", "req/s", "p50", "p99", "errors")

@@ -348,6 +348,14 @@ secret = %q
 		if n := count("notification verification postponed", func(l logLine) bool { return l.str("id") == "3" }); n != 1 {
 			t.Errorf("%d postponed lines for notification 3 (503 first), want 1", n)
 		}
+		if n := count("order transition", func(l logLine) bool { return l.str("to") == "paid" && l.str("order_id") != "" }); n == 0 {
+			t.Error("no order transition line to paid")
+		}
+		for _, l := range lines {
+			if l.str("msg") == "notification stored" && l.str("duration") == "" {
+				t.Errorf("stored line without duration: %v", l)
+			}
+		}
 		if n := count("notification duplicate", func(l logLine) bool { return l.str("gateway") == "hooks" }); n != 1 {
 			t.Errorf("%d duplicate lines for gateway hooks, want 1", n)
 		}

@@ -169,3 +169,41 @@ secret = %q
 		t.Logf("metrics:\n%s", metrics)
 	}
 }
+
+// TestMetricsSeriesBounded: 1,000 random gateway names and 1,000 random
+// paths add no more than a handful of series.
+func TestMetricsSeriesBounded(t *testing.T) {
+	d, _ := webhookDaemon(t, "")
+	series := func() int {
+		req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "ipnd_") {
+				n++
+			}
+		}
+		return n
+	}
+	before := series()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	for i := 0; i < 1000; i++ {
+		for _, path := range []string{fmt.Sprintf("/ipn/gw-%d-%x", i, i*7919), fmt.Sprintf("/random/%d/x%x", i, i*104729)} {
+			resp, err := client.Post(d.addr("public")+path, "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	if after := series(); after-before > 3 {
+		t.Errorf("series went from %d to %d after 2,000 requests to random names and paths", before, after)
+	}
+}

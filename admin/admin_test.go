@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,5 +87,39 @@ func TestNotificationsAPI(t *testing.T) {
 	}
 	if code := getJSON(t, srv, "/api/nothing", &e); code != 404 || e["error"] == "" {
 		t.Errorf("unknown route = %d %v", code, e)
+	}
+}
+
+// /healthz answers 503 with a JSON reason when a worker has stopped or
+// the store is closed.
+func TestHealthz(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stopped error
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", OpenMetrics: true, Healthy: func() error { return stopped }}))
+	defer srv.Close()
+	get := func() (int, map[string]string) {
+		resp, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]string
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	if code, m := get(); code != 200 || m["status"] != "ok" {
+		t.Errorf("healthy: %d %v", code, m)
+	}
+	stopped = errors.New("outbox worker has stopped")
+	if code, m := get(); code != 503 || m["error"] != "outbox worker has stopped" {
+		t.Errorf("worker stopped: %d %v", code, m)
+	}
+	stopped = nil
+	db.Close()
+	if code, m := get(); code != 503 || m["error"] == "" {
+		t.Errorf("store closed: %d %v", code, m)
 	}
 }

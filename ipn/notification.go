@@ -90,6 +90,15 @@ type Outcome struct {
 	RequireRegistered bool
 }
 
+// Recorded is what the store recorded for one Outcome: the notification's
+// state and, when the event moved its order, the order's transition.
+type Recorded struct {
+	State     State
+	OrderID   string
+	OrderFrom OrderStatus // "" for a new order
+	OrderTo   OrderStatus // "" when no order changed
+}
+
 // Work is a notification the pipeline should process now.
 type Work struct {
 	Notification *Notification

@@ -24,7 +24,7 @@ type Verifier interface {
 type Journal interface {
 	Pending(now time.Time, max int) ([]Work, error)
 	// Finish records outcomes and moves the cursor in one transaction.
-	Finish(outs []Outcome, cursor uint64, now time.Time) ([]State, error)
+	Finish(outs []Outcome, cursor uint64, now time.Time) ([]Recorded, error)
 	NextDue() (time.Time, bool)
 	Wake() <-chan struct{}
 }
@@ -217,18 +217,23 @@ func (p *Pipeline) step(ctx context.Context) (bool, error) {
 			recorded = append(recorded, w)
 		}
 	}
-	states, err := p.o.Journal.Finish(record, upTo, p.o.Now())
+	recs, err := p.o.Journal.Finish(record, upTo, p.o.Now())
 	if err != nil {
 		return true, err
 	}
 	for i, o := range record {
-		p.report(recorded[i].Notification, o, states[i])
+		p.report(recorded[i].Notification, o, recs[i])
 	}
 	return true, nil
 }
 
 // report logs and counts one recorded outcome.
-func (p *Pipeline) report(n *Notification, o Outcome, state State) {
+func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
+	state := rec.State
+	if rec.OrderTo != "" && rec.OrderTo != rec.OrderFrom {
+		p.log.Info("order transition", "order_id", rec.OrderID, "from", string(rec.OrderFrom), "to", string(rec.OrderTo),
+			"notification", n.ID, "gateway", n.Gateway)
+	}
 	attrs := []any{"id", n.ID, "gateway", n.Gateway, "state", string(state)}
 	if o.Detail != "" {
 		attrs = append(attrs, "detail", o.Detail)

@@ -180,7 +180,8 @@ func putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
 // applyToOrder runs the order state machine for one outcome inside the
 // pipeline's transaction and queues the effects in the outbox. It returns
 // a reason when the event cannot be applied (order not registered).
-func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, error) {
+func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, ipn.Recorded, error) {
+	var change ipn.Recorded
 	ev := o.Event
 	ac := o.Context
 	ac.Now, ac.Notification, ac.EventKey = now, o.ID, o.EventKey
@@ -188,15 +189,19 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, e
 	if ev.OrderID != "" {
 		old, err := getOrder(tx, ev.OrderID)
 		if err != nil {
-			return "", err
+			return "", change, err
 		}
 		if old == nil && o.RequireRegistered {
-			return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID), nil
+			return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID), change, nil
 		}
 		next, eff := ipn.Apply(old, ev, ac)
 		if next.ID != "" { // "" when the event does not concern an order
+			change = ipn.Recorded{OrderID: next.ID, OrderTo: next.Status}
+			if old != nil {
+				change.OrderFrom = old.Status
+			}
 			if err := putOrder(tx, old, &next); err != nil {
-				return "", err
+				return "", change, err
 			}
 		}
 		effects = eff
@@ -207,18 +212,18 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, e
 		if v := subs.Get([]byte(ev.SubscriptionID)); v != nil {
 			old = new(ipn.Subscription)
 			if err := json.Unmarshal(v, old); err != nil {
-				return "", fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, ev.SubscriptionID, err)
+				return "", change, fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, ev.SubscriptionID, err)
 			}
 		}
 		if next, changed := ipn.ApplySubscription(old, ev, ac); changed {
 			b, err := json.Marshal(next)
 			if err != nil {
-				return "", err
+				return "", change, err
 			}
 			if err := subs.Put([]byte(next.ID), b); err != nil {
-				return "", err
+				return "", change, err
 			}
 		}
 	}
-	return "", db.enqueue(tx, effects, o.ID, now)
+	return "", change, db.enqueue(tx, effects, o.ID, now)
 }

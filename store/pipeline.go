@@ -97,8 +97,8 @@ func (db *DB) NextDue() (time.Time, bool) {
 // key that makes a later copy of the same payment fact a duplicate. A
 // notification already final (processed before a crash) is left as it
 // is. It returns the state recorded for each outcome.
-func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.State, error) {
-	states := make([]ipn.State, len(outs))
+func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
+	states := make([]ipn.Recorded, len(outs))
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
 		for i, o := range outs {
@@ -120,26 +120,27 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.St
 	return states, mapClosed(err)
 }
 
-func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, error) {
+func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded, error) {
 	v := tx.Bucket(bucketLog).Get(u64(o.ID))
 	if v == nil {
-		return "", fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
+		return ipn.Recorded{}, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
 	}
 	n, err := decodeRecord(o.ID, v)
 	if err != nil {
-		return "", err
+		return ipn.Recorded{}, err
 	}
 	p, err := processing(tx, n)
 	if err != nil {
-		return "", err
+		return ipn.Recorded{}, err
 	}
 	if p.State.Final() {
-		return p.State, nil
+		return ipn.Recorded{State: p.State}, nil
 	}
+	var rec ipn.Recorded
 	retry := tx.Bucket(bucketRetry)
 	if !p.NextAttempt.IsZero() {
 		if err := retry.Delete(retryKey(p.NextAttempt, o.ID)); err != nil {
-			return "", err
+			return ipn.Recorded{}, err
 		}
 		p.NextAttempt = time.Time{}
 	}
@@ -151,18 +152,19 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, e
 			p.State, p.DuplicateOf = ipn.StateDuplicate, first
 			detail = fmt.Sprintf("same payment fact as notification %d", first)
 		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
-			return "", err
+			return ipn.Recorded{}, err
 		}
 	}
 	if o.ApplyOrder && o.Event != nil && p.State != ipn.StateDuplicate {
-		refused, err := db.applyToOrder(tx, o, now)
+		refused, change, err := db.applyToOrder(tx, o, now)
+		rec = change
 		if err != nil {
-			return "", err
+			return ipn.Recorded{}, err
 		}
 		if refused != "" {
 			if p.State == ipn.StateApplied && o.EventKey != "" {
 				if err := tx.Bucket(bucketEvents).Delete([]byte(o.EventKey)); err != nil {
-					return "", err
+					return ipn.Recorded{}, err
 				}
 			}
 			p.State, detail = ipn.StateInvalid, refused
@@ -173,17 +175,18 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.State, e
 		e := ipn.Effect{Kind: ipn.EffectEmailMerchant, Template: ipn.TemplateVerificationFailed,
 			Cause: fmt.Sprintf("notification/%d/verification_failed", o.ID), Reason: detail, Event: o.Event}
 		if err := db.enqueue(tx, []ipn.Effect{e}, o.ID, now); err != nil {
-			return "", err
+			return ipn.Recorded{}, err
 		}
 	}
 	if o.State == ipn.StateReceived {
 		p.NextAttempt = o.RetryAt
 		if err := retry.Put(retryKey(o.RetryAt, o.ID), nil); err != nil {
-			return "", err
+			return ipn.Recorded{}, err
 		}
 	}
 	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
-	return p.State, putProcessing(tx, o.ID, p)
+	rec.State = p.State
+	return rec, putProcessing(tx, o.ID, p)
 }
 
 // Cursor returns the pipeline cursor.

@@ -25,7 +25,11 @@ func TestPipelineBookkeeping(t *testing.T) {
 		{ID: 2, State: ipn.StateApplied, Event: ev, EventKey: "k"}, // same fact
 		{ID: 3, State: ipn.StateReceived, RetryAt: now.Add(time.Minute), Attempts: 1, Detail: "postback: HTTP 503"},
 	}
-	states, err := db.Finish(outs, 3, now)
+	recs, err := db.Finish(outs, 3, now)
+	var states []ipn.State
+	for _, r := range recs {
+		states = append(states, r.State)
+	}
 	if err != nil || fmt.Sprint(states) != "[applied duplicate received]" {
 		t.Fatalf("Finish = %v, %v", states, err)
 	}
@@ -33,9 +37,9 @@ func TestPipelineBookkeeping(t *testing.T) {
 		t.Errorf("duplicate_of = %d, want 1", p.DuplicateOf)
 	}
 	// Finishing an applied notification again changes nothing.
-	states, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateInvalid}}, 0, now)
-	if states[0] != ipn.StateApplied {
-		t.Errorf("re-finish of an applied notification recorded %s", states[0])
+	recs, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateInvalid}}, 0, now)
+	if recs[0].State != ipn.StateApplied {
+		t.Errorf("re-finish of an applied notification recorded %s", recs[0].State)
 	}
 	if db.Cursor() != 3 {
 		t.Errorf("cursor = %d, want 3", db.Cursor())
@@ -63,9 +67,9 @@ func TestPipelineBookkeeping(t *testing.T) {
 	if p.State != ipn.StateReceived || len(p.History) != 3 {
 		t.Errorf("after replay: %+v", p)
 	}
-	states, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k"}}, 0, now)
-	if states[0] != ipn.StateApplied {
-		t.Errorf("replayed notification recorded %s, want applied (its own fact)", states[0])
+	recs, _ = db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k"}}, 0, now)
+	if recs[0].State != ipn.StateApplied {
+		t.Errorf("replayed notification recorded %s, want applied (its own fact)", recs[0].State)
 	}
 	if err := db.Replay(99, now); err == nil {
 		t.Error("replay of a missing id succeeded")
