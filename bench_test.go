@@ -130,23 +130,13 @@ func BenchmarkIngest(b *testing.B) {
 	dir := b.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	key, _ := ipn.DecodeWebhookSecret(secret)
-	cfg := filepath.Join(dir, "ipnd.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-[log]
+	cfg := writeTestConfig(b, dir, fmt.Sprintf(`[log]
 level = "warn"
 [[gateway]]
 name = "test"
 kind = "standard-webhooks"
 secret = %q
-`, filepath.Join(dir, "ipnd.db"), secret)), 0o600)
+`, secret))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
@@ -237,23 +227,13 @@ func BenchmarkPayPal(b *testing.B) {
 	}))
 	defer verifier.Close()
 	dir := b.TempDir()
-	cfg := filepath.Join(dir, "ipnd.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-[log]
+	cfg := writeTestConfig(b, dir, fmt.Sprintf(`[log]
 level = "warn"
 [[gateway]]
 name = "paypal"
 kind = "paypal"
 verify_url = %q
-`, filepath.Join(dir, "ipnd.db"), verifier.URL)), 0o600)
+`, verifier.URL))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()

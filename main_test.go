@@ -241,35 +241,12 @@ func TestAdminAPIAuthAndMetrics(t *testing.T) {
 func TestKill9Durability(t *testing.T) {
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	cfgPath := filepath.Join(dir, "ipnd.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-[[gateway]]
+	cfgPath := writeTestConfig(t, dir, fmt.Sprintf(`[[gateway]]
 name = "test"
 kind = "standard-webhooks"
 secret = %q
-`, filepath.Join(dir, "ipnd.db"), secret)), 0o600)
-	cmd := exec.Command(os.Args[0], "serve", "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
-	var logs bytes.Buffer
-	cmd.Stderr = &syncWriter{w: &logs}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	waitFor(t, "child listener", 20*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(dir, "public.addr"))
-		return err == nil
-	})
+`, secret))
+	cmd, exited := startChild(t, dir, cfgPath)
 	addr, _ := os.ReadFile(filepath.Join(dir, "public.addr"))
 	url := "http://" + strings.TrimSpace(string(addr)) + "/ipn/test"
 	key, _ := ipn.DecodeWebhookSecret(secret)
@@ -319,7 +296,7 @@ secret = %q
 
 	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
 	if err != nil {
-		t.Fatalf("reopen after kill -9: %v\n%s", err, logs.String())
+		t.Fatalf("reopen after kill -9: %v", err)
 	}
 	defer db.Close()
 	if err := db.Check(); err != nil {

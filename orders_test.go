@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,24 +23,14 @@ func webhookDaemon(t *testing.T, extra string) (*daemon, func(msgID, typ string,
 	t.Helper()
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	cfg := filepath.Join(dir, "ipnd.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-[log]
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[log]
 level = "warn"
 %s
 [[gateway]]
 name = "shop"
 kind = "standard-webhooks"
 secret = %q
-`, filepath.Join(dir, "ipnd.db"), extra, secret)), 0o600)
+`, extra, secret))
 	d := startDaemon(t, dir, cfg)
 	key, _ := ipn.DecodeWebhookSecret(secret)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/mail"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -356,39 +355,13 @@ func TestKill9WithQueuedEmails(t *testing.T) {
 	_, port, _ := net.SplitHostPort(smtpAddr)
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	cfg := filepath.Join(dir, "ipnd.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-%s
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`%s
 [[gateway]]
 name = "shop"
 kind = "standard-webhooks"
 secret = %q
-`, filepath.Join(dir, "ipnd.db"), strings.Replace(mailConfig(port, ""), "max_attempts = 3", "max_attempts = 1000", 1), secret)), 0o600)
-	start := func() chan struct{} {
-		os.Remove(filepath.Join(dir, "public.addr"))
-		cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
-		cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-		waitFor(t, "child listening", 20*time.Second, func() bool {
-			_, err := os.Stat(filepath.Join(dir, "public.addr"))
-			return err == nil
-		})
-		return exited
-	}
-	exited := start()
+`, strings.Replace(mailConfig(port, ""), "max_attempts = 3", "max_attempts = 1000", 1), secret))
+	_, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir}
 	key, _ := ipn.DecodeWebhookSecret(secret)
 	for i := 0; i < 100; i++ {
@@ -426,7 +399,7 @@ secret = %q
 	}
 	<-exited
 	smtpd := newFakeSMTP(t, smtpAddr)
-	start()
+	startChild(t, dir, cfg)
 	waitFor(t, "100 emails delivered", 30*time.Second, func() bool { return len(smtpd.messages()) >= 100 })
 	seen := map[string]bool{}
 	for _, m := range smtpd.messages() {

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -106,17 +105,7 @@ type daemon struct {
 }
 
 func payPalConfig(t *testing.T, dir, verifyURL string, extra string) string {
-	cfg := filepath.Join(dir, "ipnd.toml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-rate_limit = 0
-[admin]
-listen = "127.0.0.1:0"
-token = "t"
-[store]
-path = %q
-[pipeline]
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
 verify_timeout = "300ms"
 retry_base = "20ms"
 retry_cap = "80ms"
@@ -131,10 +120,7 @@ name = "paypal-sandbox"
 kind = "paypal"
 sandbox = true
 verify_url = %q
-%s`, filepath.Join(dir, "ipnd.db"), verifyURL, verifyURL, extra)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+%s`, verifyURL, verifyURL, extra))
 	return cfg
 }
 
@@ -412,23 +398,7 @@ func TestPayPalKill9WhileVerifying(t *testing.T) {
 	})
 	dir := t.TempDir()
 	cfg := payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", "")
-	start := func() (*exec.Cmd, chan struct{}) {
-		os.Remove(filepath.Join(dir, "public.addr"))
-		cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
-		cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-		waitFor(t, "child listening", 20*time.Second, func() bool {
-			_, err := os.Stat(filepath.Join(dir, "public.addr"))
-			return err == nil
-		})
-		return cmd, exited
-	}
-	cmd, exited := start()
+	cmd, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir}
 	const n = 20
 	for i := 0; i < n; i++ {
@@ -449,7 +419,7 @@ func TestPayPalKill9WhileVerifying(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
 	up.Store(true)
-	start()
+	startChild(t, dir, cfg)
 	for id := uint64(1); id <= n; id++ {
 		d.waitState(id, "applied")
 	}
