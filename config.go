@@ -435,6 +435,12 @@ func (c *Config) validate() error {
 			return configError("shop.secret", "<redacted>", "must be whsec_ followed by base64")
 		}
 	}
+	if c.Shop.Timeout <= 0 {
+		return configError("shop.timeout", c.Shop.Timeout.String(), "must be positive")
+	}
+	if c.SMTP.Timeout <= 0 {
+		return configError("smtp.timeout", c.SMTP.Timeout.String(), "must be positive")
+	}
 	if c.Shop.MaxAttempts < 1 {
 		return configError("shop.max_attempts", c.Shop.MaxAttempts, "must be at least 1")
 	}

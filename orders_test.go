@@ -152,7 +152,8 @@ func TestOrderRegistryAPI(t *testing.T) {
 }
 
 func TestOrderFraudGoesToReview(t *testing.T) {
-	d, post := webhookDaemon(t, "[orders]\nreceivers = [\"shop@example.com\"]")
+	// A shop that is never reachable: callbacks stay queued, and can be counted.
+	d, post := webhookDaemon(t, "[orders]\nreceivers = [\"shop@example.com\"]\n[shop]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n")
 	cases := []struct {
 		id, flag string
 		data     map[string]any
@@ -194,6 +195,10 @@ func TestOrderFraudGoesToReview(t *testing.T) {
 			}
 			if it.Effect.Kind == ipn.EffectEmailMerchant && it.Effect.Template == ipn.TemplateOrderReview {
 				merchant++
+			}
+			// A refused payment (test, other receiver) is not announced to the shop.
+			if it.Effect.Kind == ipn.EffectShopCallback && (tc.id == "O-TEST" || tc.id == "O-RECEIVER") {
+				t.Errorf("%s: a shop callback was queued for a refused payment", tc.id)
 			}
 		}
 		if merchant != 1 {

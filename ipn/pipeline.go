@@ -291,6 +291,13 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		return o, true
 	}
 	o.Event = ev
+	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID} {
+		if len(v) > maxIDLen {
+			o.State, o.Detail = StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, maxIDLen)
+			o.Event = nil
+			return o, true
+		}
+	}
 	o.EventKey = EventKey(n.Gateway, ev)
 	o.ApplyOrder, o.RequireRegistered = true, p.o.RequireRegistered
 	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: p.o.Sandbox[n.Gateway]}
@@ -332,6 +339,10 @@ func (p *Pipeline) receiverOK(g Gateway, n *Notification, ev *Event) bool {
 	}
 	return false
 }
+
+// maxIDLen bounds the identifiers an event may carry (order, transaction,
+// subscription): they become store keys.
+const maxIDLen = 255
 
 // EventKey identifies the payment fact an event reports, so that the
 // same fact sent twice under different message ids is applied once. It

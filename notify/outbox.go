@@ -107,13 +107,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err == nil && len(items) > 0 {
 			results := w.deliver(ctx, items)
 			if ctx.Err() != nil {
-				return nil // unrecorded attempts are made again after restart
+				// Shutting down: record what was delivered (the store
+				// closes last); attempts cut short are made again.
+				var done []ipn.OutboxResult
+				for _, r := range results {
+					if r.State != ipn.OutboxPending {
+						done = append(done, r)
+					}
+				}
+				results = done
 			}
-			err = w.o.Outbox.FinishOutbox(results, w.o.Now())
-			if err == nil {
-				failures = 0
-				continue
+			if !w.record(ctx, results) {
+				return nil
 			}
+			failures = 0
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -141,6 +149,30 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+	}
+}
+
+// record stores delivery results, retrying with backoff while the store
+// fails: delivering the batch again would send it twice. It returns false
+// when it gave up because the worker is stopping.
+func (w *Worker) record(ctx context.Context, results []ipn.OutboxResult) bool {
+	for try := 1; ; try++ {
+		err := w.o.Outbox.FinishOutbox(results, w.o.Now())
+		if err == nil {
+			return ctx.Err() == nil
+		}
+		w.log.Error("recording outbox results failed", "error", err, "try", try)
+		t := time.NewTimer(min(time.Duration(try)*time.Second, time.Minute))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			// One last try: the store closes after the worker stops.
+			if err := w.o.Outbox.FinishOutbox(results, w.o.Now()); err != nil {
+				w.log.Error("outbox results not recorded; those items will be delivered again", "error", err, "items", len(results))
+			}
+			return false
 		}
 	}
 }

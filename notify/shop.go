@@ -112,7 +112,15 @@ func (s *Shop) Run(ctx context.Context, id string, ev *ShopEvent, body []byte) e
 	cmd.Stdin = bytes.NewReader(body)
 	cmd.WaitDelay = time.Second // do not wait for grandchildren holding the pipes
 	d := ev.Data
-	cmd.Env = append(os.Environ(),
+	// A minimal environment: the script must not inherit ipnd's secrets
+	// (IPND_ADMIN_TOKEN, IPND_SMTP_PASSWORD, ... may be set from it).
+	cmd.Env = []string{"PATH=" + envOr("PATH", "/usr/local/bin:/usr/bin:/bin")}
+	for _, k := range []string{"HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	cmd.Env = append(cmd.Env,
 		"IPND_OUTBOX_ID="+id,
 		"IPND_EVENT_TYPE="+ev.Type,
 		"IPND_NOTIFICATION_ID="+strconv.FormatUint(d.Notification, 10),
@@ -123,29 +131,22 @@ func (s *Shop) Run(ctx context.Context, id string, ev *ShopEvent, body []byte) e
 		"IPND_CURRENCY="+d.Currency,
 		"IPND_STATUS="+string(d.Status),
 	)
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{b: &stderr, max: 1024}
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
 		return fmt.Errorf("notification script killed after %s", s.Timeout)
 	}
 	if err != nil {
-		return fmt.Errorf("notification script: %v: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		// Only the exit status: the script's output may hold anything.
+		return fmt.Errorf("notification script: %v", err)
 	}
 	return nil
 }
 
-// limitedBuffer keeps the first max bytes written to it.
-type limitedBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(room, len(p))])
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
 	}
-	return len(p), nil
+	return def
 }
 
 // shopEvent builds the ShopEvent of an effect.

@@ -206,6 +206,26 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, i
 		}
 		effects = eff
 	}
+	if o.State != ipn.StateApplied {
+		// Refused (a test payment on a live gateway, another receiver): the
+		// order is flagged and the merchant told, but nothing else happens:
+		// no callback to the shop, no customer email, no subscription.
+		var keep []ipn.Effect
+		for _, e := range effects {
+			if e.Kind == ipn.EffectEmailMerchant {
+				keep = append(keep, e)
+			}
+		}
+		return "", change, db.enqueue(tx, keep, o.ID, now)
+	}
+	if ev.OrderID == "" && ev.Type != ipn.TypeOther {
+		// No order to apply to: the shop still hears of the applied event.
+		cause := "event/" + o.EventKey
+		if o.EventKey == "" {
+			cause = fmt.Sprintf("event/notification/%d", o.ID)
+		}
+		effects = append(effects, ipn.Effect{Kind: ipn.EffectShopCallback, Cause: cause, Event: ev})
+	}
 	if ipn.IsSubscriptionEvent(ev) {
 		subs := tx.Bucket(bucketSubs)
 		var old *ipn.Subscription
