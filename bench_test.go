@@ -130,7 +130,10 @@ func BenchmarkIngest(b *testing.B) {
 	dir := b.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	key, _ := ipn.DecodeWebhookSecret(secret)
-	cfg := writeTestConfig(b, dir, fmt.Sprintf(`[log]
+	// Emails go to an SMTP relay, as in production (the file mailer of the
+	// embedded defaults would add an fsync per email on the same disk).
+	smtpd := newFakeSMTP(b, "127.0.0.1:0")
+	cfg := writeTestConfig(b, dir, mailConfig(smtpd.port(), "")+fmt.Sprintf(`[log]
 level = "warn"
 [[gateway]]
 name = "test"

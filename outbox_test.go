@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,7 +27,7 @@ import (
 // fakeSMTP is an in-process SMTP server (go-smtp) that keeps every
 // message it accepts and answers as the test tells it.
 type fakeSMTP struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	mu     sync.Mutex
 	srv    *smtp.Server
@@ -36,7 +37,7 @@ type fakeSMTP struct {
 	answer func(rcpt string, try int) *smtp.SMTPError
 }
 
-func newFakeSMTP(t *testing.T, addr string) *fakeSMTP {
+func newFakeSMTP(t testing.TB, addr string) *fakeSMTP {
 	f := &fakeSMTP{t: t, tries: map[string]int{}}
 	f.start(addr)
 	t.Cleanup(f.stop)
@@ -52,6 +53,7 @@ func (f *fakeSMTP) start(addr string) {
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &fakeSession{f: f}, nil }))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
+	srv.ErrorLog = log.New(io.Discard, "", 0) // clients that hang up at shutdown are not news
 	f.mu.Lock()
 	f.srv = srv
 	f.mu.Unlock()

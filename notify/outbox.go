@@ -49,9 +49,12 @@ type WorkerOptions struct {
 	RetryCap     time.Duration // longest wait (default 1 h)
 	Concurrency  int           // callbacks and scripts at once (default 4)
 	Batch        int           // items taken at once (default 100)
-	Observer     WorkerObserver
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// BatchDelay lets queued items gather after a wake-up (default 50 ms),
+	// so that a trickle of events does not cost a commit each.
+	BatchDelay time.Duration
+	Observer   WorkerObserver
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Worker delivers outbox items: emails in bursts over one connection,
@@ -82,6 +85,9 @@ func NewWorker(o WorkerOptions) *Worker {
 	}
 	if o.Batch <= 0 {
 		o.Batch = 100
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = 50 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -142,13 +148,23 @@ func (w *Worker) Run(ctx context.Context) error {
 			timer = time.NewTimer(time.Duration(failures) * time.Second)
 			due = timer.C
 		}
+		woken := false
 		select {
 		case <-ctx.Done():
 		case <-w.o.Outbox.OutboxWake():
+			woken = true
 		case <-due:
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if woken && w.o.BatchDelay > 0 {
+			t := time.NewTimer(w.o.BatchDelay)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
 	}
 }
