@@ -175,7 +175,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // concurrently, then every outcome and the cursor move are recorded in one
 // transaction. It reports whether there was anything to do.
 func (p *Pipeline) step(ctx context.Context) (bool, error) {
-	work, err := p.o.Journal.Pending(p.o.Now(), max(256, 4*p.o.Workers))
+	work, err := p.o.Journal.Pending(p.o.Now(), max(64, 4*p.o.Workers))
 	if err != nil || len(work) == 0 {
 		return false, err
 	}
