@@ -148,8 +148,8 @@ func (db *DB) NextOutboxDue() (time.Time, bool) {
 }
 
 // FinishOutbox records the results of delivery attempts in one
-// transaction. An item no longer pending (retried by hand meanwhile is
-// fine; sent or dead is left alone) is skipped.
+// transaction. A result for an item that changed since it was taken (no
+// longer pending, or reset by a manual retry) is skipped.
 func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, r := range results {
@@ -157,8 +157,8 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			if err != nil {
 				return err
 			}
-			if old.State != ipn.OutboxPending {
-				continue
+			if old.State != ipn.OutboxPending || r.Attempts != old.Attempts+1 {
+				continue // changed meanwhile (a manual retry reset it): that wins
 			}
 			it := *old
 			it.State, it.Attempts, it.LastError = r.State, r.Attempts, r.Error

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -73,5 +74,47 @@ func TestPipelineBookkeeping(t *testing.T) {
 	}
 	if err := db.Replay(99, now); err == nil {
 		t.Error("replay of a missing id succeeded")
+	}
+}
+
+func TestOutboxBookkeeping(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	db.Append(context.Background(), sample("g", "1", "b"))
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T", OrderID: "O1", Amount: "5.00", Currency: "USD", CustomerEmail: "c@example.com"}
+	if _, err := db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k", ApplyOrder: true}}, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	due, _ := db.DueOutbox(now, 10)
+	if len(due) == 0 {
+		t.Fatal("no outbox item queued for a paid order")
+	}
+	it := due[0]
+	// A failed attempt: pending again later, counted.
+	db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxPending, Attempts: 1, RetryAt: now.Add(time.Minute), Error: "451"}}, now)
+	if d, _ := db.DueOutbox(now, 10); len(d) != len(due)-1 {
+		t.Errorf("item still due right after a failed attempt")
+	}
+	// A manual retry while an attempt is in flight wins over its result.
+	if err := db.RetryOutbox(it.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxDead, Attempts: 2, Error: "550"}}, now)
+	items, _ := db.ListOutbox(ipn.OutboxPending, 10)
+	found := false
+	for _, x := range items {
+		found = found || (x.ID == it.ID && x.Attempts == 0)
+	}
+	if !found {
+		t.Errorf("manual retry was undone by a stale result: %+v", items)
+	}
+	counts, _ := db.OutboxCounts()
+	if counts[ipn.OutboxDead][it.Effect.Kind] != 0 || counts[ipn.OutboxPending][it.Effect.Kind] == 0 {
+		t.Errorf("counts = %v", counts)
+	}
+	// Sent: never sent again, not retryable.
+	db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxSent, Attempts: 1}}, now)
+	if err := db.RetryOutbox(it.ID, now); !errors.Is(err, ErrExists) {
+		t.Errorf("retry of a sent item: %v", err)
 	}
 }
