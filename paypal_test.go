@@ -106,7 +106,7 @@ type daemon struct {
 
 func payPalConfig(t *testing.T, dir, verifyURL string, extra string) string {
 	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
-verify_timeout = "300ms"
+verify_timeout = "1s"
 retry_base = "20ms"
 retry_cap = "80ms"
 retry_for = "1h"
