@@ -513,14 +513,13 @@ func (c *Config) validate() error {
 }
 
 func checkListen(key, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return configError(key, addr, "must be host:port, e.g. 127.0.0.1:8080")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return configError(key, addr, "port must be a number from 0 to 65535")
 	}
-	_ = host
 	return nil
 }
 
