@@ -302,3 +302,42 @@ func FuzzAmount(f *testing.F) {
 		}
 	})
 }
+
+// A lost Stripe dispute reverses the order without a second merchant email.
+func TestStripeDisputeLifecycle(t *testing.T) {
+	g := mustGateway(t, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
+	norm := func(body string) *ipn.Event {
+		ev, err := g.Normalize(&ipn.Notification{Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	var o *ipn.Order
+	var effects []ipn.Effect
+	for i, body := range []string{
+		`{"id":"evt_1","type":"payment_intent.succeeded","livemode":true,"data":{"object":{"id":"pi_1","amount":1000,"currency":"eur","metadata":{"order_id":"D-1"}}}}`,
+		`{"id":"evt_2","type":"charge.dispute.created","livemode":true,"data":{"object":{"id":"dp_1","charge":"ch_1","amount":1000,"currency":"eur","metadata":{"order_id":"D-1"}}}}`,
+		`{"id":"evt_3","type":"charge.dispute.closed","livemode":true,"data":{"object":{"id":"dp_1","charge":"ch_1","status":"lost","amount":1000,"currency":"eur","metadata":{"order_id":"D-1"}}}}`,
+	} {
+		ev := norm(body)
+		next, eff := ipn.Apply(o, ev, ipn.ApplyContext{Now: now, Notification: uint64(i + 1), Gateway: "s", EventKey: ipn.EventKey("s", ev)})
+		o, effects = &next, append(effects, eff...)
+		if i == 1 && o.Status != ipn.OrderDisputed {
+			t.Errorf("after dispute.created: %s, want disputed", o.Status)
+		}
+	}
+	if o.Status != ipn.OrderReversed {
+		t.Errorf("after a lost dispute: %s, want reversed", o.Status)
+	}
+	n := 0
+	for _, e := range effects {
+		if e.Template == ipn.TemplateDisputeOpened {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d dispute_opened emails, want 1", n)
+	}
+}

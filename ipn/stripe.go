@@ -255,10 +255,12 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		ev.Type, ev.Status = TypeDispute, StatusPending
 		ev.ParentTxnID = stripeID(o.Charge)
 	case "charge.dispute.closed":
-		// won: the funds come back (the dispute is over); lost: reversed.
+		// won: the dispute is over, the funds stay; lost: the payment is
+		// reversed (a closing dispute fact, not a new reversal: the merchant
+		// was told when it opened).
 		ev.Type, ev.Status = TypeDispute, StatusCanceled
 		if o.Status == "lost" {
-			ev.Type, ev.Status = TypeReversal, StatusReversed
+			ev.Status = StatusReversed
 		}
 		ev.ParentTxnID = stripeID(o.Charge)
 	}
