@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -345,8 +346,11 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "retry"}[r.State]
-	switch it.Effect.Kind {
-	case ipn.EffectEmailCustomer, ipn.EffectEmailMerchant:
+	skipped := strings.HasPrefix(r.Error, "skipped")
+	switch {
+	case skipped: // nothing was sent: not counted as an email
+		result = "skipped"
+	case it.Effect.Kind == ipn.EffectEmailCustomer || it.Effect.Kind == ipn.EffectEmailMerchant:
 		w.o.Observer.EmailSent(it.Effect.Template, result)
 	default:
 		w.o.Observer.Callback(result)
