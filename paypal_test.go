@@ -311,7 +311,9 @@ func TestPayPalRetryAcrossRestart(t *testing.T) {
 	body := ipnBody("txn_id", "T-R", "ipn_track_id", "track-r")
 	fake.remember(body)
 	d.postIPN("paypal", body)
-	waitFor(t, "two failed postbacks", 10*time.Second, func() bool { return fake.count(fake.attempts, "T-R") >= 2 })
+	// Two failed attempts recorded (not merely seen by PayPal: a stop can
+	// cut the recording of one short, and then it does not count).
+	waitFor(t, "two failed postbacks recorded", 10*time.Second, func() bool { return d.notification(1).Attempts >= 2 })
 	d.stop()
 	before := fake.count(fake.attempts, "T-R")
 	up.Store(true)
