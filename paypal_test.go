@@ -127,13 +127,15 @@ verify_url = %q
 func startDaemon(t *testing.T, dir, cfg string) *daemon {
 	t.Helper()
 	os.Remove(filepath.Join(dir, "public.addr"))
+	os.Remove(filepath.Join(dir, "admin.addr"))
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{t: t, dir: dir, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { d.done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
 	t.Cleanup(d.stop)
 	waitFor(t, "ipnd listening", 10*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(dir, "public.addr"))
-		return err == nil
+		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
+		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err1 == nil && err2 == nil
 	})
 	return d
 }

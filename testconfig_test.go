@@ -28,7 +28,9 @@ func writeTestConfig(tb testing.TB, dir, extra string) string {
 // when the child exits; the test's cleanup kills it.
 func startChild(t *testing.T, dir, cfg string) (*exec.Cmd, chan struct{}) {
 	t.Helper()
+	// A killed child leaves its address files behind: wait for new ones.
 	os.Remove(filepath.Join(dir, "public.addr"))
+	os.Remove(filepath.Join(dir, "admin.addr"))
 	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
 	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
 	if err := cmd.Start(); err != nil {
@@ -38,8 +40,9 @@ func startChild(t *testing.T, dir, cfg string) (*exec.Cmd, chan struct{}) {
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
 	waitFor(t, "child listening", 20*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(dir, "public.addr"))
-		return err == nil
+		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
+		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err1 == nil && err2 == nil
 	})
 	return cmd, exited
 }
