@@ -126,8 +126,10 @@ secret = %q
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		metrics = string(b)
+		// Counted at delivery, recorded in the outbox just after: wait for both.
 		return strings.Contains(metrics, `ipnd_emails_sent_total{result="dead",template="payment_received"} 1`) &&
-			strings.Contains(metrics, `ipnd_emails_sent_total{result="sent",template="payment_received"} 3`)
+			strings.Contains(metrics, `ipnd_emails_sent_total{result="sent",template="payment_received"} 3`) &&
+			strings.Contains(metrics, `ipnd_outbox_pending{kind="email_customer"} 0`+"\n")
 	})
 	for _, want := range []string{
 		`ipnd_notifications_received_total{gateway="test"} 3`,
