@@ -83,6 +83,20 @@ func newFakePayPal(t *testing.T) *fakePayPal {
 	return f
 }
 
+// newDownPayPal is a fake PayPal that answers 503 until up is set, then
+// VERIFIED.
+func newDownPayPal(t *testing.T) (*fakePayPal, *atomic.Bool) {
+	f := newFakePayPal(t)
+	up := new(atomic.Bool)
+	f.setAnswer(func(string, int) (int, string, time.Duration) {
+		if up.Load() {
+			return 200, "VERIFIED", 0
+		}
+		return 503, "busy", 0
+	})
+	return f, up
+}
+
 func (f *fakePayPal) setAnswer(a func(txn string, attempt int) (int, string, time.Duration)) {
 	f.mu.Lock()
 	f.answer = a
@@ -299,14 +313,7 @@ func TestPayPalPostbackOutcomes(t *testing.T) {
 // TestPayPalRetryAcrossRestart: VERIFIED after several 503s, with a
 // restart of ipnd between two retries.
 func TestPayPalRetryAcrossRestart(t *testing.T) {
-	fake := newFakePayPal(t)
-	var up atomic.Bool
-	fake.setAnswer(func(string, int) (int, string, time.Duration) {
-		if up.Load() {
-			return 200, "VERIFIED", 0
-		}
-		return 503, "busy", 0
-	})
+	fake, up := newDownPayPal(t)
 	dir := t.TempDir()
 	cfg := payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", "")
 	d := startDaemon(t, dir, cfg)
@@ -392,14 +399,7 @@ func TestPayPalDuplicatesAndDisorder(t *testing.T) {
 // (PayPal answers 503) when ipnd is killed with SIGKILL; after a restart
 // (PayPal back) each is verified once and applied once.
 func TestPayPalKill9WhileVerifying(t *testing.T) {
-	fake := newFakePayPal(t)
-	var up atomic.Bool
-	fake.setAnswer(func(string, int) (int, string, time.Duration) {
-		if up.Load() {
-			return 200, "VERIFIED", 0
-		}
-		return 503, "busy", 0
-	})
+	fake, up := newDownPayPal(t)
 	dir := t.TempDir()
 	cfg := payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", "")
 	cmd, exited := startChild(t, dir, cfg)

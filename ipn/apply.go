@@ -364,7 +364,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
 			}
-			customer(tmpl, tmpl+"/"+orDefault(fact.SubscriptionID, key), desc)
+			customer(tmpl, tmpl+"/"+firstNonEmpty(fact.SubscriptionID, key), desc)
 		}
 	case TypeReversal:
 		merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
@@ -432,7 +432,7 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string) OrderFact {
 		At:             ac.Now,
 		SubscriptionID: ev.SubscriptionID,
 	}
-	if a, err := NormalizeAmount(ev.Amount, orDefault(f.Currency, cur)); err == nil {
+	if a, err := NormalizeAmount(ev.Amount, firstNonEmpty(f.Currency, cur)); err == nil {
 		f.Amount = a
 	}
 	if len(ac.Receivers) > 0 &&
@@ -461,7 +461,7 @@ func describeFact(f OrderFact, eventFlags, cur string) string {
 		b.WriteString(" " + string(f.Status))
 	}
 	if f.Amount != "" {
-		b.WriteString(" " + strings.TrimPrefix(f.Amount, "-") + " " + orDefault(f.Currency, cur))
+		b.WriteString(" " + strings.TrimPrefix(f.Amount, "-") + " " + firstNonEmpty(f.Currency, cur))
 	}
 	if eventFlags != "" {
 		b.WriteString(" [" + eventFlags + "]")
@@ -569,11 +569,11 @@ func summarize(o *Order) summary {
 			flags[FlagCurrencyMismatch] = true
 		}
 		counts := inCurrency && len(f.Flags) == 0
-		amt, amtErr := minorUnits(f.Amount, orDefault(cur, f.Currency))
+		amt, amtErr := minorUnits(f.Amount, firstNonEmpty(cur, f.Currency))
 		if amtErr == nil {
 			amt.Abs(amt)
 		}
-		id := orDefault(f.TxnID, "\x00"+f.Key)
+		id := firstNonEmpty(f.TxnID, "\x00"+f.Key)
 		switch f.Type {
 		case TypePayment, TypeSubscriptionPayment:
 			g := pays[id]
@@ -609,11 +609,11 @@ func summarize(o *Order) summary {
 				}
 			}
 		case TypeReversal:
-			add(reversals, orDefault(f.ParentTxnID, f.TxnID), id)
+			add(reversals, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
 		case TypeReversalCanceled:
-			add(cancels, orDefault(f.ParentTxnID, f.TxnID), id)
+			add(cancels, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
 		case TypeDispute:
-			did := orDefault(f.TxnID, orDefault(f.ParentTxnID, "\x00"+f.Key))
+			did := firstNonEmpty(f.TxnID, firstNonEmpty(f.ParentTxnID, "\x00"+f.Key))
 			d := disputes[did]
 			if d == nil {
 				d = &dispute{}

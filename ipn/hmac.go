@@ -266,7 +266,7 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 	}
 	g.header = http.CanonicalHeaderKey(strings.TrimSpace(o.Header))
 
-	g.parser = orDefault(o.Parser, "plain")
+	g.parser = firstNonEmpty(o.Parser, "plain")
 	switch g.parser {
 	case "plain":
 	case "prefix":
@@ -275,7 +275,7 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 		g.prefix = o.Prefix
 	case "kv":
-		g.sep = orDefault(o.PairSeparator, ",")
+		g.sep = firstNonEmpty(o.PairSeparator, ",")
 		if g.sep != "," && g.sep != ";" {
 			return nil, bad("pair_separator must be \",\" or \";\"")
 		}
@@ -284,12 +284,12 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 		g.sigKey, g.tsKey = o.SignatureKey, o.TimestampKey
 	case "list":
-		g.sigKey = orDefault(o.SignatureKey, "v1")
+		g.sigKey = firstNonEmpty(o.SignatureKey, "v1")
 	default:
 		return nil, bad("parser %q is not plain, prefix, kv or list", o.Parser)
 	}
 
-	switch orDefault(o.Algorithm, "sha256") {
+	switch firstNonEmpty(o.Algorithm, "sha256") {
 	case "sha1":
 		g.hash, g.size = sha1.New, sha1.Size
 	case "sha256":
@@ -299,7 +299,7 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 	default:
 		return nil, bad("algorithm %q is not sha1, sha256 or sha512", o.Algorithm)
 	}
-	switch orDefault(o.Encoding, "hex") {
+	switch firstNonEmpty(o.Encoding, "hex") {
 	case "hex":
 		g.decodeSig = hex.DecodeString
 	case "base64":
@@ -309,7 +309,7 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 	default:
 		return nil, bad("encoding %q is not hex, base64 or base64url", o.Encoding)
 	}
-	keyFormat := orDefault(o.KeyFormat, "raw")
+	keyFormat := firstNonEmpty(o.KeyFormat, "raw")
 	for i, s := range cfg.Secrets {
 		s = strings.TrimPrefix(s, o.KeyPrefix)
 		var k []byte
@@ -331,11 +331,11 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		g.keys = append(g.keys, k)
 	}
 
-	g.body = orDefault(o.Body, "json")
+	g.body = firstNonEmpty(o.Body, "json")
 	if g.body != "json" && g.body != "form" {
 		return nil, bad("body %q is not json or form", o.Body)
 	}
-	switch orDefault(o.Canonicalize, "raw") {
+	switch firstNonEmpty(o.Canonicalize, "raw") {
 	case "raw":
 	case "json-sorted-toplevel":
 		g.canon = []bool{false}
@@ -351,7 +351,7 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 	}
 
 	var err error
-	if g.template, err = parseTemplate(orDefault(o.SignedContent, "{body}")); err != nil {
+	if g.template, err = parseTemplate(firstNonEmpty(o.SignedContent, "{body}")); err != nil {
 		return nil, bad("%v", err)
 	}
 	if g.ts, err = parseSource(o.Timestamp, g.body, true); err != nil {
@@ -463,14 +463,6 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 	}
 	return g, nil
-}
-
-// orDefault returns s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func decodeBase64(padded, raw *base64.Encoding) func(string) ([]byte, error) {

@@ -280,7 +280,7 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %v", p.o.RetryFor, o.Attempts, err)
 				return o, true
 			}
-			o.State, o.RetryAt = StateReceived, now.Add(p.backoff(o.Attempts))
+			o.State, o.RetryAt = StateReceived, now.Add(Backoff(p.o.RetryBase, p.o.RetryCap, o.Attempts))
 			o.Detail = fmt.Sprintf("verification attempt %d failed: %v", o.Attempts, err)
 			return o, true
 		}
@@ -354,14 +354,15 @@ func EventKey(gateway string, ev *Event) string {
 	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
 }
 
-// backoff is the delay before attempt+1: RetryBase doubling up to
-// RetryCap, with ±20 % jitter.
-func (p *Pipeline) backoff(attempt int) time.Duration {
-	d := p.o.RetryBase
-	for i := 1; i < attempt && d < p.o.RetryCap; i++ {
+// Backoff is the delay after a failed attempt number attempt (1, 2, ...):
+// base doubling per attempt up to limit, with ±20 % jitter so that many
+// retries do not fire together. The pipeline and the outbox both use it.
+func Backoff(base, limit time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}
-	d = min(d, p.o.RetryCap)
+	d = min(d, limit)
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 

@@ -274,6 +274,7 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	return ev, nil
 }
 
+// firstNonEmpty returns the first of ss that is not empty, or "".
 func firstNonEmpty(ss ...string) string {
 	for _, s := range ss {
 		if s != "" {

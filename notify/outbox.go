@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
@@ -339,7 +338,7 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 		r.State, r.Error = ipn.OutboxDead, err.Error()
 	default:
 		r.State, r.Error = ipn.OutboxPending, err.Error()
-		r.RetryAt = w.o.Now().Add(backoff(w.o.RetryBase, w.o.RetryCap, r.Attempts))
+		r.RetryAt = w.o.Now().Add(ipn.Backoff(w.o.RetryBase, w.o.RetryCap, r.Attempts))
 	}
 	return r
 }
@@ -365,16 +364,6 @@ func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 	} else {
 		w.log.Info("outbox delivery", attrs...)
 	}
-}
-
-// backoff is base doubling per attempt up to limit, with ±20 % jitter.
-func backoff(base, limit time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 type nopObserver struct{}
