@@ -133,7 +133,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		if did {
+		if did > 0 {
+			// A short batch: let the next one fill before taking it, so
+			// that one transaction records many notifications.
+			if did < p.batch() && p.o.BatchDelay > 0 && !sleepCtx(ctx, p.o.BatchDelay) {
+				return nil
+			}
 			continue
 		}
 		var (
@@ -174,10 +179,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // step processes one batch: decisions (verification, normalization) run
 // concurrently, then every outcome and the cursor move are recorded in one
 // transaction. It reports whether there was anything to do.
-func (p *Pipeline) step(ctx context.Context) (bool, error) {
-	work, err := p.o.Journal.Pending(p.o.Now(), max(64, 4*p.o.Workers))
+// batch is the most notifications one step takes.
+func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
+
+// step processes one batch and returns how many notifications it took.
+func (p *Pipeline) step(ctx context.Context) (int, error) {
+	work, err := p.o.Journal.Pending(p.o.Now(), p.batch())
 	if err != nil || len(work) == 0 {
-		return false, err
+		return 0, err
 	}
 	outs := make([]Outcome, len(work))
 	decided := make([]bool, len(work))
@@ -219,12 +228,12 @@ func (p *Pipeline) step(ctx context.Context) (bool, error) {
 	}
 	recs, err := p.o.Journal.Finish(record, upTo, p.o.Now())
 	if err != nil {
-		return true, err
+		return len(work), err
 	}
 	for i, o := range record {
 		p.report(recorded[i].Notification, o, recs[i])
 	}
-	return true, nil
+	return len(work), nil
 }
 
 // report logs and counts one recorded outcome.

@@ -35,6 +35,7 @@ func (db *DB) poke() {
 // moved the cursor) are returned too, so the caller can move the cursor
 // past them; Finish does not apply them again.
 func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
+	db.settle()
 	var out []ipn.Work
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
@@ -98,6 +99,7 @@ func (db *DB) NextDue() (time.Time, bool) {
 // notification already final (processed before a crash) is left as it
 // is. It returns the state recorded for each outcome.
 func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
+	db.settle()
 	states := make([]ipn.Recorded, len(outs))
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
@@ -203,6 +205,7 @@ func (db *DB) Cursor() uint64 {
 // its state. Effects that already happened are keyed by their cause and
 // are not repeated.
 func (db *DB) Replay(id uint64, now time.Time) error {
+	db.settle()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLog).Get(u64(id))
 		if v == nil {

@@ -50,8 +50,22 @@ type Options struct {
 	// OnCommit, when set, is called after each group commit with its
 	// duration and the number of records it wrote.
 	OnCommit func(took time.Duration, records int)
-	// MaxBatch caps the records in one group commit (default 4096).
+	// MaxBatch caps the records in one group commit and in one
+	// transaction of the applier (default 4096).
 	MaxBatch int
+	// SegmentSize is the preallocated size of a journal segment
+	// (default DefaultSegmentSize).
+	SegmentSize int64
+
+	// ApplyDelay is how long the applier lets journaled records gather
+	// before it writes a short batch into bbolt (default 10 ms; a reader
+	// that needs them cuts it short). Fewer, larger bbolt transactions
+	// leave the disk to the journal.
+	ApplyDelay time.Duration
+
+	// noApply (tests) leaves journaled records out of bbolt, as a run
+	// killed before its applier wrote them would.
+	noApply bool
 	// EffectKinds, when set, lists the effect kinds queued in the outbox
 	// (e.g. no shop_callback when no shop is configured); nil queues all.
 	EffectKinds map[string]bool
@@ -71,17 +85,36 @@ type DB struct {
 	committing bool
 	queue      []*appendReq
 
+	// Only the leader uses journal and nextID.
+	journal *journal
+	nextID  uint64
+
+	// Records journaled but not yet in bbolt, guarded by amu. The applier
+	// takes them from applyQ in order; unapplied maps their dedup keys to
+	// their ids so that a duplicate is caught before bbolt has it.
+	amu       sync.Mutex
+	applyQ    []journaled
+	unapplied map[string]uint64
+	acked     uint64        // the newest id journaled
+	applied   uint64        // the newest id in bbolt
+	appliedCh chan struct{} // closed and replaced when applied grows
+	applyErr  error         // the applier's last error, nil after a success
+	applyWake chan struct{} // a record was journaled
+	applyNow  chan struct{} // a reader waits in settle
+	applyStop chan struct{}
+	applyDone chan struct{}
+	recovered int
+
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
 }
 
 type appendReq struct {
-	gateway string
-	dedup   string
-	rec     []byte
-	id      uint64
-	dup     bool
-	err     error
+	key []byte // dedup key
+	rec []byte
+	id  uint64
+	dup bool
+	err error
 	// signal receives false when the request is committed (or failed),
 	// or true when it is promoted to commit the queue itself.
 	signal chan bool
@@ -95,6 +128,12 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 4096
+	}
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.ApplyDelay == 0 {
+		opts.ApplyDelay = 10 * time.Millisecond
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -121,11 +160,23 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1), outboxWake: make(chan struct{}, 1)}
+	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1), outboxWake: make(chan struct{}, 1),
+		journal:   &journal{base: path, size: opts.SegmentSize},
+		unapplied: map[string]uint64{}, appliedCh: make(chan struct{}),
+		applyWake: make(chan struct{}, 1), applyNow: make(chan struct{}, 1), applyStop: make(chan struct{}), applyDone: make(chan struct{})}
 	db.idle = sync.NewCond(&db.mu)
 	if err := db.init(); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if err := db.recoverJournal(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if opts.noApply {
+		close(db.applyDone)
+	} else {
+		go db.applier()
 	}
 	_ = os.WriteFile(pidPath(path), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	return db, nil
@@ -178,8 +229,9 @@ func (db *DB) init() error {
 	})
 }
 
-// Close stops accepting appends, lets the commits already queued finish
-// and closes the file. It is safe to call twice.
+// Close stops accepting appends, lets the commits already queued finish,
+// waits until the journaled records are in bbolt and closes the file. It
+// is safe to call twice.
 func (db *DB) Close() error {
 	db.mu.Lock()
 	if db.closed {
@@ -191,8 +243,20 @@ func (db *DB) Close() error {
 		db.idle.Wait()
 	}
 	db.mu.Unlock()
+	close(db.applyStop)
+	<-db.applyDone
+	db.amu.Lock()
+	left, applyErr := len(db.applyQ), db.applyErr
+	db.amu.Unlock()
+	// Records the applier could not write stay in the journal; the next
+	// Open applies them.
+	db.journal.close(left == 0)
 	os.Remove(pidPath(db.path))
-	return db.bolt.Close()
+	err := db.bolt.Close()
+	if left > 0 && err == nil {
+		err = fmt.Errorf("store: %d journaled records not yet in the database (applied at next start): %w", left, applyErr)
+	}
+	return err
 }
 
 // Path is the database file's path.
@@ -201,16 +265,16 @@ func (db *DB) Path() string { return db.path }
 // Append stores n durably and returns its log id. When n.DedupKey is set
 // and the same gateway already sent a message with that key, nothing is
 // stored and Append returns the first copy's id with duplicate true. It
-// returns only after the transaction holding the record has committed; an
-// error means the record is not stored (ErrClosed after Close).
+// returns only after the record is synced to the journal; an error means
+// the record is not stored (ErrClosed after Close).
 //
 // Group commit without a timer: the caller that finds no commit running
 // becomes the leader and commits its record at once; callers arriving
 // meanwhile queue, and when the leader's commit ends the first of them is
-// promoted and commits the whole queue (up to MaxBatch) in one
-// transaction, with one pair of fsyncs.
+// promoted and commits the whole queue (up to MaxBatch) with one write
+// and one fdatasync.
 func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, error) {
-	r := &appendReq{gateway: n.Gateway, dedup: n.DedupKey, rec: encodeRecord(n), signal: make(chan bool, 1)}
+	r := &appendReq{key: dedupKey(n.Gateway, n.DedupKey), rec: encodeRecord(n), signal: make(chan bool, 1)}
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()
@@ -245,72 +309,278 @@ func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, erro
 
 func (db *DB) commit(batch []*appendReq) {
 	start := time.Now()
-	err := db.write(batch)
-	if err != nil && len(batch) > 1 {
-		// One bad record must not fail the others: retry them one by one
-		// so that only the culprit gets the error.
+	n, err := db.journalBatch(batch)
+	if err != nil {
+		// A duplicate of a record in the failed write would point at
+		// nothing: the whole group fails, and the gateway retries.
 		for _, r := range batch {
-			if e := db.write([]*appendReq{r}); e != nil {
-				r.id, r.dup, r.err = 0, false, e
-			}
+			r.id, r.dup, r.err = 0, false, err
 		}
-		err = nil
-	} else if err != nil {
-		batch[0].id, batch[0].dup, batch[0].err = 0, false, err
 	}
-	if db.opts.OnCommit != nil {
+	if db.opts.OnCommit != nil && n > 0 {
 		func() {
 			defer func() { _ = recover() }() // an observer must not stop ingest
-			db.opts.OnCommit(time.Since(start), len(batch))
+			db.opts.OnCommit(time.Since(start), n)
 		}()
 	}
-	db.poke()
 	for _, r := range batch {
 		r.signal <- false
 	}
 }
 
-// write appends the records of batch in one transaction. A panic inside
-// bbolt becomes an error, so that the group-commit hand-off always runs.
-func (db *DB) write(batch []*appendReq) (err error) {
+// journalBatch gives each new record of batch the next id, writes the new
+// ones to the journal and queues them for the applier. Duplicates (of a
+// stored record, of one still in the journal, or within batch) get the
+// first copy's id. It returns the number of records written.
+func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("store: commit: panic: %v", p)
+			written, err = 0, fmt.Errorf("store: commit: panic: %v", p)
+		}
+	}()
+	first := db.nextID
+	var (
+		fresh []*appendReq
+		seen  map[string]uint64
+	)
+	db.amu.Lock() // the applier cannot drop a key from unapplied between bbolt and the map
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		dedup := tx.Bucket(bucketDedup)
+		for _, r := range batch {
+			r.id, r.dup, r.err = 0, false, nil
+			if r.key != nil {
+				if id, ok := seen[string(r.key)]; ok {
+					r.id, r.dup = id, true
+					continue
+				}
+				if id, ok := db.unapplied[string(r.key)]; ok {
+					r.id, r.dup = id, true
+					continue
+				}
+				if v := dedup.Get(r.key); len(v) == 8 {
+					r.id, r.dup = binary.BigEndian.Uint64(v), true
+					continue
+				}
+				if seen == nil {
+					seen = map[string]uint64{}
+				}
+				seen[string(r.key)] = first + uint64(len(fresh))
+			}
+			r.id = first + uint64(len(fresh))
+			fresh = append(fresh, r)
+		}
+		return nil
+	})
+	db.amu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("store: commit: %w", mapClosed(err))
+	}
+	if len(fresh) == 0 {
+		return 0, nil
+	}
+	recs := make([][]byte, len(fresh))
+	for i, r := range fresh {
+		recs[i] = r.rec
+	}
+	if err := db.journal.write(first, recs); err != nil {
+		return 0, fmt.Errorf("store: journal: %w", err)
+	}
+	db.nextID = first + uint64(len(fresh))
+	db.amu.Lock()
+	for _, r := range fresh {
+		if r.key != nil {
+			db.unapplied[string(r.key)] = r.id
+		}
+		db.applyQ = append(db.applyQ, journaled{id: r.id, key: r.key, rec: r.rec})
+	}
+	db.acked = db.nextID - 1
+	db.amu.Unlock()
+	select {
+	case db.applyWake <- struct{}{}:
+	default:
+	}
+	return len(fresh), nil
+}
+
+// applier copies journaled records into bbolt, oldest first, as many per
+// transaction as are waiting (up to MaxBatch), after letting a short batch
+// gather for ApplyDelay. When a transaction fails (disk full) it retries
+// with backoff; the records stay in the journal, so nothing is lost if the
+// process stops meanwhile.
+func (db *DB) applier() {
+	defer close(db.applyDone)
+	backoff := 10 * time.Millisecond
+	for {
+		db.amu.Lock()
+		n := min(len(db.applyQ), db.opts.MaxBatch)
+		batch := db.applyQ[:n:n]
+		db.amu.Unlock()
+		if n == 0 {
+			select {
+			case <-db.applyWake:
+				db.gather()
+			case <-db.applyNow:
+			case <-db.applyStop:
+				db.amu.Lock()
+				n = len(db.applyQ)
+				db.amu.Unlock()
+				if n == 0 {
+					return
+				}
+			}
+			continue
+		}
+		err := db.putJournaled(batch)
+		db.amu.Lock()
+		db.applyErr = err
+		if err == nil {
+			db.applyQ = append([]journaled(nil), db.applyQ[n:]...)
+			for _, r := range batch {
+				if r.key != nil && db.unapplied[string(r.key)] == r.id {
+					delete(db.unapplied, string(r.key))
+				}
+			}
+			db.applied = batch[n-1].id
+			close(db.appliedCh)
+			db.appliedCh = make(chan struct{})
+		}
+		db.amu.Unlock()
+		if err == nil {
+			backoff = 10 * time.Millisecond
+			db.poke()
+			db.journal.collect(batch[n-1].id)
+			if n < db.opts.MaxBatch {
+				db.gather()
+			}
+			continue
+		}
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 5*time.Second)
+		case <-db.applyStop:
+			return // the journal keeps them for the next Open
+		}
+	}
+}
+
+// gather waits ApplyDelay, or less when a reader or Close needs the
+// records now.
+func (db *DB) gather() {
+	if db.opts.ApplyDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(db.opts.ApplyDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-db.applyNow:
+	case <-db.applyStop:
+	}
+}
+
+// putJournaled writes records into the log and dedup buckets in one
+// transaction. Records already there (replayed from the journal after a
+// crash that followed their commit) are skipped.
+func (db *DB) putJournaled(recs []journaled) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: apply: panic: %v", p)
 		}
 	}()
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		log.FillPercent = 1.0 // sequential keys: fill pages completely
 		dedup := tx.Bucket(bucketDedup)
-		for _, r := range batch {
-			r.id, r.dup = 0, false
-			key := dedupKey(r.gateway, r.dedup)
-			if key != nil {
-				if v := dedup.Get(key); len(v) == 8 {
-					r.id, r.dup = binary.BigEndian.Uint64(v), true
-					continue
-				}
+		seq := log.Sequence()
+		for _, r := range recs {
+			if r.id <= seq {
+				continue
 			}
-			id, err := log.NextSequence()
-			if err != nil {
+			if err := log.Put(u64(r.id), r.rec); err != nil {
 				return err
 			}
-			if err := log.Put(u64(id), r.rec); err != nil {
-				return err
-			}
-			if key != nil {
-				if err := dedup.Put(key, u64(id)); err != nil {
+			seq = r.id
+			if r.key != nil && dedup.Get(r.key) == nil {
+				if err := dedup.Put(r.key, u64(r.id)); err != nil {
 					return err
 				}
 			}
-			r.id = id
 		}
-		return nil
+		return log.SetSequence(seq)
 	})
 	if err != nil {
-		return fmt.Errorf("store: commit: %w", mapClosed(err))
+		return fmt.Errorf("store: apply: %w", mapClosed(err))
 	}
 	return nil
+}
+
+// recoverJournal applies the journaled records bbolt lacks (an earlier
+// run stopped before its applier wrote them), then deletes the segments.
+func (db *DB) recoverJournal() error {
+	segs, err := segmentsOnDisk(db.path)
+	if err != nil {
+		return fmt.Errorf("store: journal: %w", err)
+	}
+	var seq uint64
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketLog).Sequence()
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(segs) > 0 {
+		recs, err := readJournal(segs, seq)
+		if err != nil {
+			return err
+		}
+		for len(recs) > 0 {
+			k := min(len(recs), db.opts.MaxBatch)
+			if err := db.putJournaled(recs[:k]); err != nil {
+				return err
+			}
+			db.recovered += k
+			seq = max(seq, recs[k-1].id)
+			recs = recs[k:]
+		}
+		for _, s := range segs {
+			os.Remove(s.path)
+		}
+	}
+	db.nextID, db.acked, db.applied = seq+1, seq, seq
+	return nil
+}
+
+// Recovered is the number of records Open took from the journal of a run
+// that stopped before writing them into the database.
+func (db *DB) Recovered() int { return db.recovered }
+
+// settle waits until every record acknowledged so far is in bbolt, so
+// that a read sees each notification that got its 200. It gives up after
+// a few seconds (a failing disk) and lets the read go on.
+func (db *DB) settle() {
+	db.amu.Lock()
+	target := db.acked
+	if db.applied >= target {
+		db.amu.Unlock()
+		return
+	}
+	select {
+	case db.applyNow <- struct{}{}:
+	default:
+	}
+	timer := time.NewTimer(3 * time.Second)
+	defer timer.Stop()
+	for db.applied < target {
+		ch := db.appliedCh
+		db.amu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		}
+		db.amu.Lock()
+	}
+	db.amu.Unlock()
 }
 
 // dedupKey is gateway + 0x00 + the gateway's message id; ids longer than
@@ -345,6 +615,7 @@ func u64(v uint64) []byte {
 // state (state "received" when the pipeline has not touched it), or
 // ErrNotFound.
 func (db *DB) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
+	db.settle()
 	var (
 		n *ipn.Notification
 		p *ipn.Processing
@@ -393,6 +664,7 @@ type Item struct {
 
 // List returns matching notifications, newest first.
 func (db *DB) List(f Filter) ([]Item, error) {
+	db.settle()
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
@@ -438,6 +710,7 @@ func (db *DB) List(f Filter) ([]Item, error) {
 // transaction: appends go on meanwhile). size, when not nil, is called
 // with the byte count before anything is written.
 func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
+	db.settle()
 	var n int64
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		if size != nil {
@@ -453,6 +726,7 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 // Check runs bbolt's consistency check and returns the first problem, or
 // ErrClosed.
 func (db *DB) Check() error {
+	db.settle()
 	return mapClosed(db.bolt.View(func(tx *bolt.Tx) error {
 		var first error
 		for err := range tx.Check() { // drain: the checker uses tx until it closes the channel
@@ -472,6 +746,7 @@ type Stats struct {
 
 // Stats reads the file size and the newest log id.
 func (db *DB) Stats() (Stats, error) {
+	db.settle()
 	var s Stats
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		s.SizeBytes = tx.Size()

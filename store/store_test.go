@@ -160,7 +160,7 @@ func TestConcurrentAppend(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if records != posters*each*2 || commits >= records {
+	if records != posters*each || commits >= records {
 		t.Errorf("commits = %d for %d records: want fewer commits than records (group commit)", commits, records)
 	}
 	t.Logf("%d records in %d commits", records, commits)

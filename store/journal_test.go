@@ -1,0 +1,287 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// kill stops db the way kill -9 would: no applier drain, no cleanup; only
+// the file lock is released so that the test can open the file again.
+func kill(t *testing.T, db *DB) {
+	t.Helper()
+	db.mu.Lock()
+	db.closed = true
+	db.mu.Unlock()
+	if db.journal.f != nil {
+		db.journal.f.Close()
+	}
+	if err := db.bolt.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func segmentFiles(t *testing.T, path string) []string {
+	t.Helper()
+	segs, err := segmentsOnDisk(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range segs {
+		names = append(names, filepath.Base(s.path))
+	}
+	return names
+}
+
+// Records journaled but never applied (the process died first) are in the
+// database after the next Open, with their ids, and stay deduplicated.
+func TestJournalRecovery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{noApply: true, SegmentSize: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 1; i <= 40; i++ {
+		id, dup, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 300)))
+		if err != nil || dup || id != uint64(i) {
+			t.Fatalf("Append %d = %d, %v, %v", i, id, dup, err)
+		}
+	}
+	// A duplicate of a journaled, unapplied record is caught.
+	if id, dup, _ := db.Append(ctx, sample("g", "7", "again")); !dup || id != 7 {
+		t.Fatalf("duplicate of an unapplied record = %d, %v", id, dup)
+	}
+	if n := len(segmentFiles(t, path)); n < 2 {
+		t.Fatalf("%d segments, want several (8 KiB each)", n)
+	}
+	kill(t, db)
+
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if db.Recovered() != 40 {
+		t.Errorf("recovered %d records, want 40", db.Recovered())
+	}
+	if segs := segmentFiles(t, path); len(segs) != 0 {
+		t.Errorf("segments left after recovery: %v", segs)
+	}
+	for i := 1; i <= 40; i++ {
+		n, _, err := db.Get(uint64(i))
+		if err != nil || n.DedupKey != fmt.Sprint(i) {
+			t.Fatalf("record %d after recovery: %v, %v", i, n, err)
+		}
+	}
+	if id, dup, _ := db.Append(ctx, sample("g", "40", "x")); !dup || id != 40 {
+		t.Errorf("duplicate after recovery = %d, %v", id, dup)
+	}
+	if id, _, _ := db.Append(ctx, sample("g", "41", "x")); id != 41 {
+		t.Errorf("next id = %d, want 41", id)
+	}
+	if err := db.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A torn or damaged frame ends the journal there: what precedes it is
+// recovered, nothing after it is invented, and the next append reuses
+// the id of the lost frame (it never got an answer).
+func TestJournalTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{noApply: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		db.Append(context.Background(), sample("g", fmt.Sprint(i), "body"))
+	}
+	seg := db.journal.cur.path
+	off := db.journal.off
+	kill(t, db)
+	f, err := os.OpenFile(seg, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xFF}, off-3) // inside the last frame's record
+	f.Close()
+
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if s, _ := db.Stats(); s.LastID != 4 || db.Recovered() != 4 {
+		t.Fatalf("last id %d, recovered %d; want 4, 4", s.LastID, db.Recovered())
+	}
+	if id, dup, _ := db.Append(context.Background(), sample("g", "5", "body")); dup || id != 5 {
+		t.Errorf("resent record = %d, dup %v; want 5, new", id, dup)
+	}
+}
+
+// A write that fails retires its segment; the next append starts a new
+// segment at the same id, and a later recovery prefers it over the
+// failed frames.
+func TestJournalFailedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{noApply: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db.Append(ctx, sample("g", "1", "one"))
+	db.Append(ctx, sample("g", "2", "two"))
+	db.journal.f.Close() // the next write fails, as on a broken disk
+	if _, _, err := db.Append(ctx, sample("g", "3", "lost")); err == nil {
+		t.Fatal("append on a failed journal succeeded")
+	}
+	id, dup, err := db.Append(ctx, sample("g", "3", "three"))
+	if err != nil || dup || id != 3 {
+		t.Fatalf("append after a failed write = %d, %v, %v; want 3", id, dup, err)
+	}
+	if segs := segmentFiles(t, path); len(segs) != 2 {
+		t.Fatalf("segments %v, want the retired one and a new one", segs)
+	}
+	kill(t, db)
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n, _, err := db.Get(3)
+	if err != nil || string(n.Body) != "three" {
+		t.Fatalf("record 3 = %v, %v", n, err)
+	}
+	if s, _ := db.Stats(); s.LastID != 3 {
+		t.Errorf("last id %d, want 3", s.LastID)
+	}
+}
+
+// A later segment that starts at an id an earlier one also holds wins.
+func TestJournalSupersede(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "ipnd.db")
+	write := func(first uint64, bodies ...string) {
+		var b []byte
+		for i, body := range bodies {
+			b = appendFrame(b, first+uint64(i), encodeRecord(sample("g", body, body)))
+		}
+		if err := os.WriteFile(segmentPath(base, first), append(b, make([]byte, 64)...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, "a", "b", "stale-c", "stale-d")
+	write(3, "c", "d", "e")
+	segs, err := segmentsOnDisk(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readJournal(segs, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		n, _ := decodeRecord(r.id, r.rec)
+		got = append(got, fmt.Sprintf("%d:%s", r.id, n.Body))
+	}
+	if fmt.Sprint(got) != "[2:b 3:c 4:d 5:e]" {
+		t.Errorf("records after id 1 = %v", got)
+	}
+}
+
+// Applied segments are deleted while the store runs; Close deletes the
+// last one.
+func TestJournalSegmentsCollected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{SegmentSize: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 60; i++ {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("x", 400))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.settle()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(segmentFiles(t, path)) > 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // poll: the applier deletes after its commit
+	}
+	if segs := segmentFiles(t, path); len(segs) != 1 {
+		t.Errorf("segments while running = %v, want only the current one", segs)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if segs := segmentFiles(t, path); len(segs) != 0 {
+		t.Errorf("segments after Close = %v", segs)
+	}
+}
+
+// Records the applier has not written when the store closes stay in the
+// journal, Close says so, and the next Open applies them.
+func TestJournalKeepsUnappliedOnClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{noApply: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Append(context.Background(), sample("g", "1", "x"))
+	if err := db.Close(); err == nil || !strings.Contains(err.Error(), "journaled records") {
+		t.Fatalf("Close = %v, want the records-left error", err)
+	}
+	if len(segmentFiles(t, path)) != 1 {
+		t.Fatal("the journal was deleted with records not in the database")
+	}
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, _, err := db.Get(1); err != nil || string(n.Body) != "x" {
+		t.Fatalf("record 1 = %v, %v", n, err)
+	}
+}
+
+// FuzzJournal: any bytes as a segment are read without a panic, and the
+// frames read back are exactly those a valid prefix holds.
+func FuzzJournal(f *testing.F) {
+	var valid []byte
+	for i := uint64(1); i <= 3; i++ {
+		valid = appendFrame(valid, i, encodeRecord(sample("g", fmt.Sprint(i), "body")))
+	}
+	f.Add(valid)
+	f.Add(valid[:len(valid)-1])
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{0}, 64))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		base := filepath.Join(t.TempDir(), "ipnd.db")
+		if err := os.WriteFile(segmentPath(base, 1), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		segs, err := segmentsOnDisk(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := readJournal(segs, 0)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		for i, r := range recs {
+			if r.id != uint64(i+1) {
+				t.Fatalf("record %d has id %d", i, r.id)
+			}
+		}
+		if bytes.HasPrefix(data, valid) && len(recs) < 3 {
+			t.Fatalf("a valid prefix gave %d records", len(recs))
+		}
+	})
+}
