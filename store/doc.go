@@ -3,7 +3,7 @@
 // Bucket layout (created when the file is opened):
 //
 //	meta   "schema" -> uint64 big-endian schema version; "created" -> RFC 3339
-//	log    id (uint64 big-endian, from NextSequence, so 1, 2, 3, ...) ->
+//	log    id (uint64 big-endian, 1, 2, 3, ...; the bucket's sequence is the newest) ->
 //	       encoded raw notification (see record.go). Append-only: a key is
 //	       written once and never changed or reused.
 //	dedup  gateway + 0x00 + gateway's message id -> log id of the first copy
@@ -17,12 +17,14 @@
 //	       cause is queued once); outbox_due due + id of pending items;
 //	       outbox_counts state + kind -> count
 //
-// Appends are group-committed without a timer and without a writer
-// goroutine: the Append that finds no commit running commits its record at
-// once; the Appends that arrive meanwhile queue, and the first of them then
-// commits the whole queue in one transaction, so concurrent requests share
-// one fsync. Append returns only after its own record's transaction has
-// committed.
+// Appends are group-committed to a write-ahead journal (journal.go)
+// without a timer and without a writer goroutine: the Append that finds no
+// commit running writes its record at once; the Appends that arrive
+// meanwhile queue, and the first of them then writes the whole queue with
+// one write and one fdatasync. Append returns only after its own record is
+// synced. The applier goroutine copies journaled records into the log and
+// dedup buckets; Open applies what a crash left in the journal; reads wait
+// for the applier (settle), so they see every acknowledged record.
 //
 // Invariants: ids strictly increase and are never reused; a raw record
 // never changes; one bbolt Update per business fact.
