@@ -19,7 +19,8 @@ FUZZ_TARGETS = \
 	./ipn:FuzzCryptoNormalize \
 	./ipn:FuzzHMACHeader \
 	./ipn:FuzzApply \
-	./store:FuzzDecodeRecord
+	./store:FuzzDecodeRecord \
+	./store:FuzzJournal
 
 .PHONY: all build run test race bench fuzz lint clean
 

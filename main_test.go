@@ -302,6 +302,7 @@ secret = %q
 	if err := db.Check(); err != nil {
 		t.Fatalf("consistency check after kill -9: %v", err)
 	}
+	t.Logf("%d notifications were only in the journal at the kill", db.Recovered())
 	stored := map[string]bool{}
 	var before uint64
 	for {

