@@ -254,18 +254,12 @@ secret = %q
 		stats func() (float64, float64, float64)
 	}
 	servers := []server{{"bare", bare, nil}, {"ingest", ingest, ingestStats}, {"daemon", daemon, daemonStats}}
-	if os.Getenv("XX_ONLY") != "" {
-		servers = servers[2:]
-	}
 	const rounds = 3
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("\ningest: %d rounds of %s per server and client count, servers taking turns; %d-byte signed notifications, GOMAXPROCS=%d\n",
 			rounds, d, len(benchBody("1")), runtimeProcs())
 		fmt.Printf("%-8s %-8s %10s %10s %10s %7s %7s   %s\n", "clients", "server", "req/s", "p50", "p99", "errors", "ratio", "group commits")
 		for _, c := range []int{1, 16, 64} {
-			if os.Getenv("XX_ONLY") != "" && c != 64 {
-				continue
-			}
 			res := make([]loadResult, len(servers))
 			var drained [3]time.Duration // the daemon's time to finish its backlog after each run
 			var commits, secs, records [3]float64
