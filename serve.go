@@ -277,6 +277,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	stopWorker := func() { workerCancel(); <-workerDone }
 	defer stopWorker()
 	healthy := func() error {
+		if err := db.ApplyErr(); err != nil {
+			return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
+		}
 		if pipeStopped.Load() && pipeCtx.Err() == nil {
 			return errors.New("pipeline worker has stopped")
 		}

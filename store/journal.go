@@ -123,13 +123,13 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 		}
 	}
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
-		j.retire()
+		j.fail(first)
 		return err
 	}
 	if err := fdatasync(j.f); err != nil {
 		// After a failed sync the kernel may have dropped the pages:
 		// nothing in this segment past the last good sync is trusted.
-		j.retire()
+		j.fail(first)
 		return err
 	}
 	j.off += int64(len(j.buf))
@@ -156,9 +156,33 @@ func (j *journal) create(first uint64, need int64) error {
 		os.Remove(path)
 		return err
 	}
-	syncDir(filepath.Dir(path))
+	if err := syncDirErr(filepath.Dir(path)); err != nil { // and so does its name
+		f.Close()
+		os.Remove(path)
+		return err
+	}
 	j.f, j.cur, j.off = f, segment{path: path, first: first}, 0
 	return nil
+}
+
+func syncDirErr(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// fail retires the current segment after a failed write of the records
+// from first on, and starts the next segment at first at once: on disk,
+// the new segment's name then bounds the old one, so frames of the failed
+// write that reached the disk anyway are never read back as records
+// (their Appends got an error). Should that also fail, only a crash
+// before the next successful write could bring them back.
+func (j *journal) fail(first uint64) {
+	j.retire()
+	_ = j.create(first, 0)
 }
 
 // retire closes the current segment. One that holds no synced record is
@@ -214,8 +238,8 @@ func segmentsOnDisk(base string) ([]segment, error) {
 	var segs []segment
 	for _, e := range entries {
 		hex, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok || len(hex) != 16 || !e.Type().IsRegular() {
-			continue
+		if !ok || len(hex) != 16 || hex != strings.ToLower(hex) || !e.Type().IsRegular() {
+			continue // not a name segmentPath makes
 		}
 		first, err := strconv.ParseUint(hex, 16, 64)
 		if err != nil || first == 0 {
@@ -235,35 +259,48 @@ func segmentsOnDisk(base string) ([]segment, error) {
 	return segs, nil
 }
 
-// readJournal returns the records of the segments at base with ids above
-// after, in id order.
+// readSegment returns the records of segs[i] with ids above after, up to
+// the next segment's first id. They alias the file's bytes.
+func readSegment(segs []segment, i int, after uint64) ([]journaled, error) {
+	s := segs[i]
+	limit := uint64(math.MaxUint64)
+	if i+1 < len(segs) {
+		limit = segs[i+1].first
+	}
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("store: journal: %w", err)
+	}
+	var out []journaled
+	next := s.first
+	for off := 0; next < limit; next++ {
+		id, rec, size, ok := readFrame(data[off:])
+		if !ok || id != next {
+			break
+		}
+		off += size
+		if id <= after {
+			continue
+		}
+		n, err := decodeRecord(id, rec)
+		if err != nil {
+			return nil, fmt.Errorf("store: journal %s: %w", filepath.Base(s.path), err)
+		}
+		out = append(out, journaled{id: id, key: dedupKey(n.Gateway, n.DedupKey), rec: rec})
+	}
+	return out, nil
+}
+
+// readJournal returns the records of all segments with ids above after,
+// in id order (tests; Open reads one segment at a time).
 func readJournal(segs []segment, after uint64) ([]journaled, error) {
 	var out []journaled
-	for i, s := range segs {
-		limit := uint64(math.MaxUint64)
-		if i+1 < len(segs) {
-			limit = segs[i+1].first
-		}
-		data, err := os.ReadFile(s.path)
+	for i := range segs {
+		recs, err := readSegment(segs, i, after)
 		if err != nil {
-			return nil, fmt.Errorf("store: journal: %w", err)
+			return nil, err
 		}
-		next := s.first
-		for off := 0; next < limit; next++ {
-			id, rec, size, ok := readFrame(data[off:])
-			if !ok || id != next {
-				break
-			}
-			off += size
-			if id <= after {
-				continue
-			}
-			n, err := decodeRecord(id, rec)
-			if err != nil {
-				return nil, fmt.Errorf("store: journal %s: %w", filepath.Base(s.path), err)
-			}
-			out = append(out, journaled{id: id, key: dedupKey(n.Gateway, n.DedupKey), rec: rec})
-		}
+		out = append(out, recs...)
 	}
 	return out, nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // kill stops db the way kill -9 would: no applier drain, no cleanup; only
@@ -283,5 +285,91 @@ func FuzzJournal(f *testing.F) {
 		if bytes.HasPrefix(data, valid) && len(recs) < 3 {
 			t.Fatalf("a valid prefix gave %d records", len(recs))
 		}
+	})
+}
+
+// A write that failed after its frames reached the page cache (the sync
+// failed) must not come back as a record after a crash: the Append got an
+// error, and the gateway's resend is the one stored.
+func TestJournalFailedAppendNotResurrected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{noApply: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keyless := sample("g", "", "payload") // no message id: no dedup to hide a second copy
+	for range 2 {
+		if _, _, err := db.Append(ctx, keyless); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg, off := db.journal.cur.path, db.journal.off
+	db.journal.f.Close()
+	if _, _, err := db.Append(ctx, keyless); err == nil {
+		t.Fatal("append on a failed journal succeeded")
+	}
+	// What the failed write would have left in the old segment.
+	f, err := os.OpenFile(seg, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(appendFrame(nil, 3, encodeRecord(keyless)), off)
+	f.Close()
+	kill(t, db)
+
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	id, _, err := db.Append(ctx, keyless) // the resend
+	if s, _ := db.Stats(); err != nil || s.LastID != 3 || id != 3 {
+		t.Fatalf("after a failed append and its resend: last id %d, resend got %d (%v); want 3, 3", s.LastID, id, err)
+	}
+}
+
+// Past MaxBacklog bytes waiting for the applier, Append refuses (503 at
+// the receiver) instead of growing memory without bound.
+func TestJournalBacklogBound(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "ipnd.db"), Options{noApply: true, MaxBacklog: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var last error
+	accepted := 0
+	for i := range 20 {
+		_, _, last = db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("x", 300)))
+		if last != nil {
+			break
+		}
+		accepted++
+	}
+	if !errors.Is(last, ErrBacklog) || accepted == 0 || accepted > 8 {
+		t.Fatalf("accepted %d appends of ~400 bytes under a 2000-byte bound, then %v", accepted, last)
+	}
+}
+
+// A file written by a build that knew only schema 1 is upgraded to 2, so
+// that such a build refuses it from then on (it would ignore the journal).
+func TestSchemaUpgrade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, u64(1)) })
+	db.Close()
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.bolt.View(func(tx *bolt.Tx) error {
+		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion < 2 {
+			t.Errorf("schema after open = %d, want %d (>= 2)", got, SchemaVersion)
+		}
+		return nil
 	})
 }

@@ -23,7 +23,10 @@ import (
 )
 
 // SchemaVersion is the layout version this build writes and understands.
-const SchemaVersion = 1
+// 2: acknowledged records may wait in the journal (<db>.wal-*), which a
+// build that knows only 1 would ignore, losing them and reusing their
+// ids; so it must refuse the file. A file at 1 is upgraded on open.
+const SchemaVersion = 2
 
 // Errors callers test with errors.Is.
 var (
@@ -31,6 +34,7 @@ var (
 	ErrNotFound  = errors.New("not found")
 	ErrInUse     = errors.New("database is in use by another ipnd")
 	ErrNewSchema = errors.New("database schema is newer than this ipnd")
+	ErrBacklog   = errors.New("store is behind: appends wait until the journal is applied")
 )
 
 var (
@@ -62,6 +66,11 @@ type Options struct {
 	// that needs them cuts it short). Fewer, larger bbolt transactions
 	// leave the disk to the journal.
 	ApplyDelay time.Duration
+	// MaxBacklog bounds the bytes of records journaled but not yet in
+	// bbolt (kept in memory until then; default 256 MiB). Past it, Append
+	// fails with ErrBacklog (the receiver answers 503 and the gateway
+	// retries) until the applier catches up.
+	MaxBacklog int
 
 	// noApply (tests) leaves journaled records out of bbolt, as a run
 	// killed before its applier wrote them would.
@@ -95,6 +104,7 @@ type DB struct {
 	amu       sync.Mutex
 	applyQ    []journaled
 	unapplied map[string]uint64
+	backlog   int           // bytes of the records in applyQ
 	acked     uint64        // the newest id journaled
 	applied   uint64        // the newest id in bbolt
 	appliedCh chan struct{} // closed and replaced when applied grows
@@ -134,6 +144,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.ApplyDelay == 0 {
 		opts.ApplyDelay = 10 * time.Millisecond
+	}
+	if opts.MaxBacklog <= 0 {
+		opts.MaxBacklog = 256 << 20
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -216,14 +229,20 @@ func (db *DB) init() error {
 			if len(v) != 8 {
 				return fmt.Errorf("store: %s: %w: bad schema key", db.path, ErrCorrupt)
 			}
-			if got := binary.BigEndian.Uint64(v); got > SchemaVersion {
+			got := binary.BigEndian.Uint64(v)
+			if got > SchemaVersion {
 				return fmt.Errorf("store: %s: %w: file has schema %d, this build knows %d; run a newer ipnd",
 					db.path, ErrNewSchema, got, SchemaVersion)
 			}
-			return nil
+			if got == SchemaVersion {
+				return nil
+			}
+			// 1 -> 2 changes no bucket: only older builds must now refuse the file.
 		}
-		if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-			return err
+		if meta.Get(keyCreated) == nil {
+			if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+				return err
+			}
 		}
 		return meta.Put(keySchema, u64(SchemaVersion))
 	})
@@ -344,6 +363,12 @@ func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
 		seen  map[string]uint64
 	)
 	db.amu.Lock() // the applier cannot drop a key from unapplied between bbolt and the map
+	if db.backlog > db.opts.MaxBacklog {
+		applyErr := db.applyErr
+		db.amu.Unlock()
+		return 0, fmt.Errorf("store: %d bytes journaled and not yet in the database (applier: %v): %w",
+			db.backlog, applyErr, ErrBacklog)
+	}
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		dedup := tx.Bucket(bucketDedup)
 		for _, r := range batch {
@@ -392,6 +417,7 @@ func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
 			db.unapplied[string(r.key)] = r.id
 		}
 		db.applyQ = append(db.applyQ, journaled{id: r.id, key: r.key, rec: r.rec})
+		db.backlog += len(r.rec)
 	}
 	db.acked = db.nextID - 1
 	db.amu.Unlock()
@@ -431,16 +457,22 @@ func (db *DB) applier() {
 			continue
 		}
 		err := db.putJournaled(batch)
+		last := batch[n-1].id
 		db.amu.Lock()
 		db.applyErr = err
 		if err == nil {
-			db.applyQ = append([]journaled(nil), db.applyQ[n:]...)
 			for _, r := range batch {
+				db.backlog -= len(r.rec)
 				if r.key != nil && db.unapplied[string(r.key)] == r.id {
 					delete(db.unapplied, string(r.key))
 				}
 			}
-			db.applied = batch[n-1].id
+			if len(db.unapplied) == 0 && n >= 1024 {
+				db.unapplied = map[string]uint64{} // a map never shrinks: let a burst's go
+			}
+			clear(db.applyQ[:n]) // drop the records' bytes; append reallocates past them
+			db.applyQ = db.applyQ[n:]
+			db.applied = last
 			close(db.appliedCh)
 			db.appliedCh = make(chan struct{})
 		}
@@ -448,7 +480,7 @@ func (db *DB) applier() {
 		if err == nil {
 			backoff = 10 * time.Millisecond
 			db.poke()
-			db.journal.collect(batch[n-1].id)
+			db.journal.collect(last)
 			if n < db.opts.MaxBatch {
 				db.gather()
 			}
@@ -528,26 +560,35 @@ func (db *DB) recoverJournal() error {
 	}); err != nil {
 		return err
 	}
-	if len(segs) > 0 {
-		recs, err := readJournal(segs, seq)
+	for i := range segs { // one segment in memory at a time
+		recs, err := readSegment(segs, i, seq)
 		if err != nil {
 			return err
 		}
 		for len(recs) > 0 {
 			k := min(len(recs), db.opts.MaxBatch)
 			if err := db.putJournaled(recs[:k]); err != nil {
-				return err
+				return fmt.Errorf("store: applying the journal left by the last run: %w", err)
 			}
 			db.recovered += k
 			seq = max(seq, recs[k-1].id)
 			recs = recs[k:]
 		}
-		for _, s := range segs {
-			os.Remove(s.path)
-		}
+	}
+	for _, s := range segs {
+		os.Remove(s.path)
 	}
 	db.nextID, db.acked, db.applied = seq+1, seq, seq
 	return nil
+}
+
+// ApplyErr is the applier's last error while it fails to copy journaled
+// records into bbolt (disk full, I/O error), nil while it works. The
+// records are safe in the journal meanwhile, but reads do not see them.
+func (db *DB) ApplyErr() error {
+	db.amu.Lock()
+	defer db.amu.Unlock()
+	return db.applyErr
 }
 
 // Recovered is the number of records Open took from the journal of a run
@@ -560,9 +601,9 @@ func (db *DB) Recovered() int { return db.recovered }
 func (db *DB) settle() {
 	db.amu.Lock()
 	target := db.acked
-	if db.applied >= target {
+	if db.applied >= target || db.applyErr != nil {
 		db.amu.Unlock()
-		return
+		return // caught up, or the applier is failing: read what bbolt has
 	}
 	select {
 	case db.applyNow <- struct{}{}:
