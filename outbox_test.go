@@ -33,7 +33,7 @@ type fakeSMTP struct {
 	srv    *smtp.Server
 	got    []*mail.Message
 	raw    [][]byte
-	forget bool // accept messages without keeping them (benchmarks)
+	forget bool           // accept messages without keeping them (benchmarks)
 	tries  map[string]int // DATA attempts per recipient
 	answer func(rcpt string, try int) *smtp.SMTPError
 }
