@@ -112,12 +112,12 @@ func New(o Options) *Metrics {
 		}, []string{"gateway"}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ipnd_store_commit_duration_seconds",
-			Help:    "Duration of one group commit (write and fsync).",
+			Help:    "Duration of one group commit to the journal (one write and one fdatasync; the 200s wait for it).",
 			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .5},
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ipnd_store_commit_records",
-			Help:    "Records written by one group commit.",
+			Help:    "Records written by one group commit to the journal.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
