@@ -351,12 +351,7 @@ func (db *DB) commit(batch []*appendReq) {
 // ones to the journal and queues them for the applier. Duplicates (of a
 // stored record, of one still in the journal, or within batch) get the
 // first copy's id. It returns the number of records written.
-func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			written, err = 0, fmt.Errorf("store: commit: panic: %v", p)
-		}
-	}()
+func (db *DB) journalBatch(batch []*appendReq) (int, error) {
 	first := db.nextID
 	var (
 		fresh []*appendReq
@@ -369,7 +364,7 @@ func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
 		return 0, fmt.Errorf("store: %d bytes journaled and not yet in the database (applier: %v): %w",
 			db.backlog, applyErr, ErrBacklog)
 	}
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		dedup := tx.Bucket(bucketDedup)
 		for _, r := range batch {
 			r.id, r.dup, r.err = 0, false, nil
@@ -426,6 +421,18 @@ func (db *DB) journalBatch(batch []*appendReq) (written int, err error) {
 	default:
 	}
 	return len(fresh), nil
+}
+
+// view is bolt.View with bbolt's assertion panics (a damaged file) turned
+// into errors, so that a group-commit leader always hands over. Nothing
+// has been written when it fails.
+func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: %w: panic: %v", ErrCorrupt, p)
+		}
+	}()
+	return db.bolt.View(fn)
 }
 
 // applier copies journaled records into bbolt, oldest first, as many per
