@@ -437,3 +437,64 @@ func TestPayPalKill9WhileVerifying(t *testing.T) {
 		t.Errorf("%d postbacks were not byte-exact", fake.mismatch.Load())
 	}
 }
+
+// TestSlowPostbackDoesNotHoldOthers: while one postback hangs (PayPal slow
+// to answer, within verify_timeout), the notifications received after it
+// are verified and applied; the slow one is applied when its answer comes.
+func TestSlowPostbackDoesNotHoldOthers(t *testing.T) {
+	fake := newFakePayPal(t)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
+verify_timeout = "60s"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+`, fake.srv.URL+"/cgi-bin/webscr"))
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	fake.setAnswer(func(txn string, _ int) (int, string, time.Duration) {
+		if txn == "T-HOLD" {
+			<-release
+		}
+		return 200, "VERIFIED", 0
+	})
+	d := startDaemon(t, dir, cfg)
+	post := func(txn, order string) {
+		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", order)
+		fake.remember(body)
+		if code := d.postIPN("paypal", body); code != 200 {
+			t.Fatalf("%s: status %d", txn, code)
+		}
+	}
+	post("T-HOLD", "ORDER-HOLD")
+	waitFor(t, "the slow postback under way", 10*time.Second, func() bool { return fake.count(fake.attempts, "T-HOLD") == 1 })
+	post("T-A", "ORDER-A")
+	post("T-B", "ORDER-B")
+	d.waitState(2, "applied")
+	d.waitState(3, "applied")
+	if n := d.notification(1); n.State != "received" || n.Attempts != 0 {
+		t.Fatalf("slow one while its postback hangs: state %s, %d attempts; want received, 0", n.State, n.Attempts)
+	}
+	releaseOnce.Do(func() { close(release) })
+	d.waitState(1, "applied")
+	if got := fake.count(fake.attempts, "T-HOLD"); got != 1 {
+		t.Errorf("T-HOLD: %d postbacks, want 1 (the slow one was not asked again meanwhile)", got)
+	}
+	// The cursor has passed all three: a restart processes nothing again.
+	d.stop()
+	d = startDaemon(t, dir, cfg)
+	d.postIPN("paypal", func() []byte {
+		b := ipnBody("txn_id", "T-C", "ipn_track_id", "track-T-C", "invoice", "ORDER-C")
+		fake.remember(b)
+		return b
+	}())
+	d.waitState(4, "applied")
+	for _, txn := range []string{"T-HOLD", "T-A", "T-B"} {
+		if got := fake.count(fake.attempts, txn); got != 1 {
+			t.Errorf("%s: %d postbacks after a restart, want 1", txn, got)
+		}
+	}
+}

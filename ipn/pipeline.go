@@ -72,6 +72,13 @@ type Pipeline struct {
 	o        PipelineOptions
 	gateways map[string]Gateway
 	log      *slog.Logger
+
+	// Postbacks in the background. Only Run's goroutine touches inflight.
+	inflight map[uint64]*verifying
+	slots    chan struct{} // one per worker
+	verified chan struct{} // a background postback finished
+	running  sync.WaitGroup
+	stepWait time.Duration // how long a step waits for the postbacks it started
 }
 
 // NewPipeline applies defaults and builds a Pipeline.
@@ -103,7 +110,9 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 	if o.Observer == nil {
 		o.Observer = nopPipelineObserver{}
 	}
-	p := &Pipeline{o: o, gateways: map[string]Gateway{}, log: o.Logger}
+	p := &Pipeline{o: o, gateways: map[string]Gateway{}, log: o.Logger,
+		inflight: map[uint64]*verifying{}, slots: make(chan struct{}, o.Workers),
+		verified: make(chan struct{}, 1), stepWait: 2 * time.Second}
 	for _, g := range o.Gateways {
 		p.gateways[g.Name()] = g
 	}
@@ -115,6 +124,7 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 // due. It returns nil on cancellation and an error only if the store
 // fails repeatedly.
 func (p *Pipeline) Run(ctx context.Context) error {
+	defer p.running.Wait() // postbacks end with ctx
 	failures := 0
 	for {
 		did, err := p.step(ctx)
@@ -145,7 +155,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			timer *time.Timer
 			due   <-chan time.Time
 		)
-		if at, ok := p.o.Journal.NextDue(); ok {
+		if at, ok := p.o.Journal.NextDue(); ok && (len(p.inflight) == 0 || time.Until(at) > 0) {
+			// (A retry already due is being verified: its end wakes us.)
 			timer = time.NewTimer(max(time.Until(at), time.Millisecond))
 			due = timer.C
 		}
@@ -155,6 +166,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-p.o.Journal.Wake():
 			woken = true
 		case <-due:
+		case <-p.verified:
 		}
 		if timer != nil {
 			timer.Stop()
@@ -176,13 +188,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// step processes one batch: decisions (verification, normalization) run
-// concurrently, then every outcome and the cursor move are recorded in one
-// transaction. It reports whether there was anything to do.
-// batch is the most notifications one step takes.
-func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
-
-// step processes one batch and returns how many notifications it took.
+// step processes one batch and records every outcome decided, with the
+// cursor move, in one transaction. Normalization runs inline; postbacks
+// (Verifier gateways) run in the background, up to Workers at a time. The
+// step starts postbacks and waits for them for up to stepWait in all,
+// then records what is decided: a slow postback does not hold up the notifications
+// around it, which are recorded (out of order; applying tolerates that)
+// while the cursor waits at the slow one. Its result is taken by a later
+// step. step returns how many notifications it recorded or moved the
+// cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	work, err := p.o.Journal.Pending(p.o.Now(), p.batch())
 	if err != nil || len(work) == 0 {
@@ -190,25 +204,78 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 	}
 	outs := make([]Outcome, len(work))
 	decided := make([]bool, len(work))
-	sem := make(chan struct{}, p.o.Workers)
-	var wg sync.WaitGroup
+	var started []*verifying
+	deadline := time.NewTimer(p.stepWait) // for starting postbacks and waiting for them
+	defer deadline.Stop()
+	expired := false
 	for i, w := range work {
+		id := w.Notification.ID
 		if w.Fresh && w.Processing.State.Final() {
-			decided[i] = true // finished before a crash moved the cursor
+			decided[i] = true // recorded earlier, out of order or before a crash moved the cursor
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		if _, busy := p.inflight[id]; busy {
+			continue
+		}
+		if _, slow := p.gateways[w.Notification.Gateway].(Verifier); !slow {
 			outs[i], decided[i] = p.decide(ctx, w)
+			continue
+		}
+		if expired {
+			continue
+		}
+		select {
+		case p.slots <- struct{}{}:
+		case <-deadline.C:
+			expired = true // every worker is still on a postback: a later step takes the rest
+			continue
+		case <-ctx.Done():
+			expired = true
+			continue
+		}
+		v := &verifying{done: make(chan struct{})}
+		p.inflight[id] = v
+		started = append(started, v)
+		p.running.Add(1)
+		go func() {
+			defer p.running.Done()
+			v.out, v.decided = p.decide(ctx, w)
+			<-p.slots
+			close(v.done)
+			select {
+			case p.verified <- struct{}{}:
+			default:
+			}
 		}()
 	}
-	wg.Wait()
+	if !expired {
+	wait:
+		for _, v := range started {
+			select {
+			case <-v.done:
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+	}
+	for i, w := range work {
+		v, ok := p.inflight[w.Notification.ID]
+		if !ok {
+			continue
+		}
+		select {
+		case <-v.done:
+			delete(p.inflight, w.Notification.ID)
+			outs[i], decided[i] = v.out, v.decided
+		default:
+		}
+	}
 	// The cursor moves over the fresh notifications decided without a gap;
-	// one not decided (shutting down) is taken again next time.
+	// one not decided (being verified, or shutting down) is taken again.
 	var upTo uint64
+	moved := 0
 	for i, w := range work {
 		if !w.Fresh {
 			continue
@@ -217,6 +284,9 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			break
 		}
 		upTo = w.Notification.ID
+		if outs[i].ID == 0 {
+			moved++ // final already: only the cursor passes it
+		}
 	}
 	var record []Outcome
 	var recorded []Work
@@ -226,14 +296,27 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			recorded = append(recorded, w)
 		}
 	}
+	if len(record) == 0 && moved == 0 {
+		return 0, nil
+	}
 	recs, err := p.o.Journal.Finish(record, upTo, p.o.Now())
 	if err != nil {
-		return len(work), err
+		return 0, err
 	}
 	for i, o := range record {
 		p.report(recorded[i].Notification, o, recs[i])
 	}
-	return len(work), nil
+	return len(record) + moved, nil
+}
+
+// batch is the most unfinished notifications one step takes.
+func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
+
+// verifying is a postback running in the background.
+type verifying struct {
+	done    chan struct{} // closed when out and decided are set
+	out     Outcome
+	decided bool
 }
 
 // report logs and counts one recorded outcome.

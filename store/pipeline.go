@@ -31,16 +31,21 @@ func (db *DB) poke() {
 
 // Pending returns up to max notifications to process: the first ones
 // after the cursor (Fresh), skipping none, then retries and replays due at
-// now. Fresh ones whose state is already final (processed before a crash
-// moved the cursor) are returned too, so the caller can move the cursor
-// past them; Finish does not apply them again.
+// now. Fresh ones whose state is already final (processed out of order,
+// or before a crash moved the cursor) are returned too, without counting
+// toward max, so the caller can move the cursor past them; Finish does
+// not apply them again.
 func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 	db.settle()
 	var out []ipn.Work
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
 		c := tx.Bucket(bucketLog).Cursor()
-		for k, v := c.Seek(u64(cursor + 1)); k != nil && len(out) < max; k, v = c.Next() {
+		// Only unfinished ones count toward max: behind a notification
+		// still being verified, the ones finished meanwhile must not fill
+		// the window (up to 16 × max of them are scanned).
+		todo := 0
+		for k, v := c.Seek(u64(cursor + 1)); k != nil && todo < max && len(out) < 16*max; k, v = c.Next() {
 			n, err := decodeRecord(binary.BigEndian.Uint64(k), v)
 			if err != nil {
 				return err
@@ -49,10 +54,13 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 			if err != nil {
 				return err
 			}
+			if !p.State.Final() {
+				todo++
+			}
 			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
 		}
 		rc := tx.Bucket(bucketRetry).Cursor()
-		for k, _ := rc.First(); k != nil && len(out) < max; k, _ = rc.Next() {
+		for k, _ := rc.First(); k != nil && todo < max; k, _ = rc.Next() {
 			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
 				break
 			}
@@ -73,6 +81,7 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 				return err
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p})
+			todo++
 		}
 		return nil
 	})

@@ -118,3 +118,31 @@ func TestOutboxBookkeeping(t *testing.T) {
 		t.Errorf("retry of a sent item: %v", err)
 	}
 }
+
+// Behind an unfinished notification (a postback under way), the ones
+// finished out of order do not fill Pending's window.
+func TestPendingWindowSkipsFinished(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := 1; i <= 10; i++ {
+		db.Append(context.Background(), sample("g", fmt.Sprint(i), "b"))
+	}
+	var outs []ipn.Outcome
+	for id := uint64(2); id <= 6; id++ {
+		outs = append(outs, ipn.Outcome{ID: id, State: ipn.StateInvalid, Detail: "test"})
+	}
+	if _, err := db.Finish(outs, 0, now); err != nil { // 1 unfinished: the cursor stays
+		t.Fatal(err)
+	}
+	work, err := db.Pending(now, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, w := range work {
+		ids = append(ids, w.Notification.ID)
+	}
+	if fmt.Sprint(ids) != "[1 2 3 4 5 6 7 8]" {
+		t.Errorf("Pending(3) = %v, want 1..8 (three unfinished: 1, 7, 8; the finished between them too)", ids)
+	}
+}
