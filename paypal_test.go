@@ -498,3 +498,58 @@ receivers = ["shop@example.com"]
 		}
 	}
 }
+
+// TestFailedPostbackBehindSlowOneKeepsBackoff: a postback that fails while
+// an earlier one hangs is retried on its schedule (an hour here), not at
+// every step while the cursor waits at the slow one.
+func TestFailedPostbackBehindSlowOneKeepsBackoff(t *testing.T) {
+	fake := newFakePayPal(t)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
+verify_timeout = "60s"
+retry_base = "1h"
+retry_cap = "1h"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+`, fake.srv.URL+"/cgi-bin/webscr"))
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	fake.setAnswer(func(txn string, _ int) (int, string, time.Duration) {
+		switch txn {
+		case "T-HOLD":
+			<-release
+		case "T-FAIL":
+			return 503, "busy", 0
+		}
+		return 200, "VERIFIED", 0
+	})
+	d := startDaemon(t, dir, cfg)
+	post := func(txn, order string) {
+		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", order)
+		fake.remember(body)
+		if code := d.postIPN("paypal", body); code != 200 {
+			t.Fatalf("%s: status %d", txn, code)
+		}
+	}
+	post("T-HOLD", "ORDER-HOLD")
+	waitFor(t, "the slow postback under way", 10*time.Second, func() bool { return fake.count(fake.attempts, "T-HOLD") == 1 })
+	post("T-FAIL", "ORDER-FAIL")
+	waitFor(t, "the failed postback recorded", 10*time.Second, func() bool { return d.notification(2).Attempts == 1 })
+	// Each of these takes at least one more pipeline step.
+	post("T-OK1", "ORDER-OK1")
+	d.waitState(3, "applied")
+	post("T-OK2", "ORDER-OK2")
+	d.waitState(4, "applied")
+	if got := fake.count(fake.attempts, "T-FAIL"); got != 1 {
+		t.Errorf("T-FAIL: %d postbacks with retry_base 1h, want 1", got)
+	}
+	releaseOnce.Do(func() { close(release) })
+	d.waitState(1, "applied")
+	if n := d.notification(2); n.State != "received" || n.Attempts != 1 {
+		t.Errorf("T-FAIL after the cursor passed: state %s, %d attempts; want received, 1 (retry in an hour)", n.State, n.Attempts)
+	}
+}

@@ -66,6 +66,13 @@ type Processing struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 
+// Settled reports whether nothing is to be done about the notification
+// at now: its state is final, or a verification retry is scheduled later
+// (the retry queue takes it then).
+func (p *Processing) Settled(now time.Time) bool {
+	return p.State.Final() || (p.State == StateReceived && p.NextAttempt.After(now))
+}
+
 // Outcome is what processing one notification decided. The store records
 // it in one transaction: state, history, event, retry schedule.
 type Outcome struct {

@@ -124,7 +124,9 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 // due. It returns nil on cancellation and an error only if the store
 // fails repeatedly.
 func (p *Pipeline) Run(ctx context.Context) error {
-	defer p.running.Wait() // postbacks end with ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer p.running.Wait() // postbacks end with ctx,
+	defer cancel()         // also when Run gives up
 	failures := 0
 	for {
 		did, err := p.step(ctx)
@@ -198,7 +200,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // step. step returns how many notifications it recorded or moved the
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
-	work, err := p.o.Journal.Pending(p.o.Now(), p.batch())
+	now := p.o.Now()
+	work, err := p.o.Journal.Pending(now, p.batch())
 	if err != nil || len(work) == 0 {
 		return 0, err
 	}
@@ -210,11 +213,14 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 	expired := false
 	for i, w := range work {
 		id := w.Notification.ID
-		if w.Fresh && w.Processing.State.Final() {
-			decided[i] = true // recorded earlier, out of order or before a crash moved the cursor
+		if _, busy := p.inflight[id]; busy {
 			continue
 		}
-		if _, busy := p.inflight[id]; busy {
+		if w.Fresh && w.Processing.Settled(now) {
+			// Recorded earlier (out of order, or before a crash moved the
+			// cursor): final, or its retry is scheduled and the retry
+			// queue takes it when due. The cursor passes it.
+			decided[i] = true
 			continue
 		}
 		if _, slow := p.gateways[w.Notification.Gateway].(Verifier); !slow {
@@ -224,14 +230,26 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 		if expired {
 			continue
 		}
-		select {
-		case p.slots <- struct{}{}:
-		case <-deadline.C:
-			expired = true // every worker is still on a postback: a later step takes the rest
-			continue
-		case <-ctx.Done():
-			expired = true
-			continue
+		if len(started) == 0 {
+			// Every worker busy with postbacks of earlier steps (slow
+			// ones): do not wait for them; a finished one wakes Run.
+			select {
+			case p.slots <- struct{}{}:
+			default:
+				expired = true
+				continue
+			}
+		} else {
+			// Workers busy with this step's postbacks free up soon.
+			select {
+			case p.slots <- struct{}{}:
+			case <-deadline.C:
+				expired = true // a later step takes the rest
+				continue
+			case <-ctx.Done():
+				expired = true
+				continue
+			}
 		}
 		v := &verifying{done: make(chan struct{})}
 		p.inflight[id] = v

@@ -31,31 +31,45 @@ func (db *DB) poke() {
 
 // Pending returns up to max notifications to process: the first ones
 // after the cursor (Fresh), skipping none, then retries and replays due at
-// now. Fresh ones whose state is already final (processed out of order,
-// or before a crash moved the cursor) are returned too, without counting
-// toward max, so the caller can move the cursor past them; Finish does
-// not apply them again.
+// now. Fresh ones already settled (final, or with a retry scheduled later:
+// recorded out of order, or before a crash moved the cursor) are returned
+// too when they precede the first unsettled one, without counting toward
+// max, so the caller can move the cursor past them; Finish does not apply
+// them again.
 func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 	db.settle()
 	var out []ipn.Work
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
 		c := tx.Bucket(bucketLog).Cursor()
-		// Only unfinished ones count toward max: behind a notification
-		// still being verified, the ones finished meanwhile must not fill
-		// the window (up to 16 × max of them are scanned).
-		todo := 0
-		for k, v := c.Seek(u64(cursor + 1)); k != nil && todo < max && len(out) < 16*max; k, v = c.Next() {
-			n, err := decodeRecord(binary.BigEndian.Uint64(k), v)
+		// Only unsettled ones count toward max. Settled ones (finished,
+		// or waiting for a retry) are returned only before the first
+		// unsettled one: the caller moves the cursor over them. Behind a
+		// notification still being verified, those settled meanwhile are
+		// skipped, so they do not fill the window (64 × max are scanned
+		// at most).
+		todo, scanned, blocked := 0, 0, false
+		for k, v := c.Seek(u64(cursor + 1)); k != nil && todo < max && scanned < 64*max; k, v = c.Next() {
+			scanned++
+			id := binary.BigEndian.Uint64(k)
+			p, err := stateOf(tx, id)
 			if err != nil {
 				return err
 			}
-			p, err := processing(tx, n)
+			settled := p != nil && p.Settled(now)
+			if settled && blocked {
+				continue
+			}
+			n, err := decodeRecord(id, v)
 			if err != nil {
 				return err
 			}
-			if !p.State.Final() {
+			if p == nil {
+				p = receivedState(n)
+			}
+			if !settled {
 				todo++
+				blocked = true
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
 		}

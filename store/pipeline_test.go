@@ -120,7 +120,9 @@ func TestOutboxBookkeeping(t *testing.T) {
 }
 
 // Behind an unfinished notification (a postback under way), the ones
-// finished out of order do not fill Pending's window.
+// finished out of order neither fill Pending's window nor come back; once
+// it is finished, they come back before the next unfinished ones, for the
+// cursor to pass them.
 func TestPendingWindowSkipsFinished(t *testing.T) {
 	db := mustOpen(t)
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -128,21 +130,32 @@ func TestPendingWindowSkipsFinished(t *testing.T) {
 		db.Append(context.Background(), sample("g", fmt.Sprint(i), "b"))
 	}
 	var outs []ipn.Outcome
-	for id := uint64(2); id <= 6; id++ {
+	for id := uint64(2); id <= 5; id++ {
 		outs = append(outs, ipn.Outcome{ID: id, State: ipn.StateInvalid, Detail: "test"})
 	}
+	// 6 failed its postback: scheduled for later, settled until then.
+	outs = append(outs, ipn.Outcome{ID: 6, State: ipn.StateReceived, RetryAt: now.Add(time.Hour), Attempts: 1, Detail: "503"})
 	if _, err := db.Finish(outs, 0, now); err != nil { // 1 unfinished: the cursor stays
 		t.Fatal(err)
 	}
-	work, err := db.Pending(now, 3)
-	if err != nil {
+	ids := func() string {
+		work, err := db.Pending(now, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, w := range work {
+			ids = append(ids, w.Notification.ID)
+		}
+		return fmt.Sprint(ids)
+	}
+	if got := ids(); got != "[1 7 8]" {
+		t.Errorf("Pending(3) behind 1 = %v, want [1 7 8]", got)
+	}
+	if _, err := db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateInvalid, Detail: "test"}}, 0, now); err != nil {
 		t.Fatal(err)
 	}
-	var ids []uint64
-	for _, w := range work {
-		ids = append(ids, w.Notification.ID)
-	}
-	if fmt.Sprint(ids) != "[1 2 3 4 5 6 7 8]" {
-		t.Errorf("Pending(3) = %v, want 1..8 (three unfinished: 1, 7, 8; the finished between them too)", ids)
+	if got := ids(); got != "[1 2 3 4 5 6 7 8 9]" {
+		t.Errorf("Pending(3) after 1 = %v, want 1..6 (settled, for the cursor) and 7 8 9", got)
 	}
 }

@@ -684,16 +684,32 @@ func (db *DB) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
 }
 
 func processing(tx *bolt.Tx, n *ipn.Notification) (*ipn.Processing, error) {
-	v := tx.Bucket(bucketState).Get(u64(n.ID))
+	p, err := stateOf(tx, n.ID)
+	if p == nil && err == nil {
+		p = receivedState(n)
+	}
+	return p, err
+}
+
+// stateOf reads the processing state of id; nil when the pipeline has
+// not recorded any.
+func stateOf(tx *bolt.Tx, id uint64) (*ipn.Processing, error) {
+	v := tx.Bucket(bucketState).Get(u64(id))
 	if v == nil {
-		return &ipn.Processing{State: ipn.StateReceived,
-			History: []ipn.HistoryEntry{{At: n.ReceivedAt, State: ipn.StateReceived}}}, nil
+		return nil, nil
 	}
 	var p ipn.Processing
 	if err := json.Unmarshal(v, &p); err != nil {
-		return nil, fmt.Errorf("%w: state of %d: %v", ErrCorrupt, n.ID, err)
+		return nil, fmt.Errorf("%w: state of %d: %v", ErrCorrupt, id, err)
 	}
 	return &p, nil
+}
+
+// receivedState is the state of a notification the pipeline has not
+// touched.
+func receivedState(n *ipn.Notification) *ipn.Processing {
+	return &ipn.Processing{State: ipn.StateReceived,
+		History: []ipn.HistoryEntry{{At: n.ReceivedAt, State: ipn.StateReceived}}}
 }
 
 // Filter selects notifications for List. Zero fields match everything.
