@@ -120,9 +120,10 @@ func (db *DB) NextDue() (time.Time, bool) {
 // each outcome: state, history entry, event, retry schedule, and the event
 // key that makes a later copy of the same payment fact a duplicate. A
 // notification already final (processed before a crash) is left as it
-// is. It returns the state recorded for each outcome.
+// is. It returns the state recorded for each outcome. The notifications
+// are ones Pending returned, so they are in the log already: Finish does
+// not wait for the applier.
 func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
-	db.settle()
 	states := make([]ipn.Recorded, len(outs))
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order

@@ -81,6 +81,7 @@ func TestOutboxBookkeeping(t *testing.T) {
 	db := mustOpen(t)
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	db.Append(context.Background(), sample("g", "1", "b"))
+	db.Pending(now, 10) // as the pipeline does: the record is in the log before Finish
 	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T", OrderID: "O1", Amount: "5.00", Currency: "USD", CustomerEmail: "c@example.com"}
 	if _, err := db.Finish([]ipn.Outcome{{ID: 1, State: ipn.StateApplied, Event: ev, EventKey: "k", ApplyOrder: true}}, 1, now); err != nil {
 		t.Fatal(err)
@@ -133,6 +134,7 @@ func TestPendingWindowSkipsFinished(t *testing.T) {
 	for id := uint64(2); id <= 5; id++ {
 		outs = append(outs, ipn.Outcome{ID: id, State: ipn.StateInvalid, Detail: "test"})
 	}
+	db.Pending(now, 10) // as the pipeline does: the records are in the log before Finish
 	// 6 failed its postback: scheduled for later, settled until then.
 	outs = append(outs, ipn.Outcome{ID: 6, State: ipn.StateReceived, RetryAt: now.Add(time.Hour), Attempts: 1, Detail: "503"})
 	if _, err := db.Finish(outs, 0, now); err != nil { // 1 unfinished: the cursor stays
