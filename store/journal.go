@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -156,22 +157,13 @@ func (j *journal) create(first uint64, need int64) error {
 		os.Remove(path)
 		return err
 	}
-	if err := syncDirErr(filepath.Dir(path)); err != nil { // and so does its name
+	if err := syncDir(filepath.Dir(path)); err != nil { // and so does its name
 		f.Close()
 		os.Remove(path)
 		return err
 	}
 	j.f, j.cur, j.off = f, segment{path: path, first: first}, 0
 	return nil
-}
-
-func syncDirErr(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // fail retires the current segment after a failed write of the records
@@ -247,15 +239,7 @@ func segmentsOnDisk(base string) ([]segment, error) {
 		}
 		segs = append(segs, segment{path: filepath.Join(filepath.Dir(base), e.Name()), first: first})
 	}
-	slices.SortFunc(segs, func(a, b segment) int {
-		switch {
-		case a.first < b.first:
-			return -1
-		case a.first > b.first:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.first, b.first) })
 	return segs, nil
 }
 
@@ -287,20 +271,6 @@ func readSegment(segs []segment, i int, after uint64) ([]journaled, error) {
 			return nil, fmt.Errorf("store: journal %s: %w", filepath.Base(s.path), err)
 		}
 		out = append(out, journaled{id: id, key: dedupKey(n.Gateway, n.DedupKey), rec: rec})
-	}
-	return out, nil
-}
-
-// readJournal returns the records of all segments with ids above after,
-// in id order (tests; Open reads one segment at a time).
-func readJournal(segs []segment, after uint64) ([]journaled, error) {
-	var out []journaled
-	for i := range segs {
-		recs, err := readSegment(segs, i, after)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recs...)
 	}
 	return out, nil
 }

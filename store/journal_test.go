@@ -42,6 +42,20 @@ func segmentFiles(t *testing.T, path string) []string {
 	return names
 }
 
+// readJournal returns the records of all segments with ids above after,
+// in id order (Open reads them one segment at a time).
+func readJournal(segs []segment, after uint64) ([]journaled, error) {
+	var out []journaled
+	for i := range segs {
+		recs, err := readSegment(segs, i, after)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
 // Records journaled but never applied (the process died first) are in the
 // database after the next Open, with their ids, and stay deduplicated.
 func TestJournalRecovery(t *testing.T) {

@@ -94,9 +94,7 @@ type DB struct {
 	committing bool
 	queue      []*appendReq
 
-	// Only the leader uses journal and nextID.
-	journal *journal
-	nextID  uint64
+	journal *journal // only the group-commit leader writes to it
 
 	// Records journaled but not yet in bbolt, guarded by amu. The applier
 	// takes them from applyQ in order; unapplied maps their dedup keys to
@@ -105,7 +103,7 @@ type DB struct {
 	applyQ    []journaled
 	unapplied map[string]uint64
 	backlog   int           // bytes of the records in applyQ
-	acked     uint64        // the newest id journaled
+	acked     uint64        // the newest id journaled (only the leader changes it)
 	applied   uint64        // the newest id in bbolt
 	appliedCh chan struct{} // closed and replaced when applied grows
 	applyErr  error         // the applier's last error, nil after a success
@@ -161,7 +159,7 @@ func Open(path string, opts Options) (*DB, error) {
 		InitialMmapSize: 1 << 30,
 	})
 	if err == nil && errors.Is(statErr, os.ErrNotExist) {
-		syncDir(filepath.Dir(path)) // the new file's directory entry survives power loss
+		_ = syncDir(filepath.Dir(path)) // best effort: the new file's directory entry survives power loss
 	}
 	if errors.Is(err, berrors.ErrTimeout) {
 		who := "unknown pid"
@@ -208,11 +206,15 @@ func openBolt(path string, o *bolt.Options) (b *bolt.DB, err error) {
 	return bolt.Open(path, 0o600, o)
 }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+// syncDir makes the entries of dir (a file created or renamed in it)
+// survive power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (db *DB) init() error {
@@ -352,12 +354,12 @@ func (db *DB) commit(batch []*appendReq) {
 // stored record, of one still in the journal, or within batch) get the
 // first copy's id. It returns the number of records written.
 func (db *DB) journalBatch(batch []*appendReq) (int, error) {
-	first := db.nextID
 	var (
 		fresh []*appendReq
 		seen  map[string]uint64
 	)
 	db.amu.Lock() // the applier cannot drop a key from unapplied between bbolt and the map
+	first := db.acked + 1
 	if db.backlog > db.opts.MaxBacklog {
 		applyErr := db.applyErr
 		db.amu.Unlock()
@@ -405,7 +407,6 @@ func (db *DB) journalBatch(batch []*appendReq) (int, error) {
 	if err := db.journal.write(first, recs); err != nil {
 		return 0, fmt.Errorf("store: journal: %w", err)
 	}
-	db.nextID = first + uint64(len(fresh))
 	db.amu.Lock()
 	for _, r := range fresh {
 		if r.key != nil {
@@ -414,7 +415,7 @@ func (db *DB) journalBatch(batch []*appendReq) (int, error) {
 		db.applyQ = append(db.applyQ, journaled{id: r.id, key: r.key, rec: r.rec})
 		db.backlog += len(r.rec)
 	}
-	db.acked = db.nextID - 1
+	db.acked = first + uint64(len(fresh)) - 1
 	db.amu.Unlock()
 	select {
 	case db.applyWake <- struct{}{}:
@@ -442,7 +443,7 @@ func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
 // process stops meanwhile.
 func (db *DB) applier() {
 	defer close(db.applyDone)
-	backoff := 10 * time.Millisecond
+	failures := 0
 	for {
 		db.amu.Lock()
 		n := min(len(db.applyQ), db.opts.MaxBatch)
@@ -485,7 +486,7 @@ func (db *DB) applier() {
 		}
 		db.amu.Unlock()
 		if err == nil {
-			backoff = 10 * time.Millisecond
+			failures = 0
 			db.poke()
 			db.journal.collect(last)
 			if n < db.opts.MaxBatch {
@@ -493,9 +494,9 @@ func (db *DB) applier() {
 			}
 			continue
 		}
+		failures++
 		select {
-		case <-time.After(backoff):
-			backoff = min(2*backoff, 5*time.Second)
+		case <-time.After(ipn.Backoff(10*time.Millisecond, 5*time.Second, failures)):
 		case <-db.applyStop:
 			return // the journal keeps them for the next Open
 		}
@@ -585,7 +586,7 @@ func (db *DB) recoverJournal() error {
 	for _, s := range segs {
 		os.Remove(s.path)
 	}
-	db.nextID, db.acked, db.applied = seq+1, seq, seq
+	db.acked, db.applied = seq, seq
 	return nil
 }
 

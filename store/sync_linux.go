@@ -8,31 +8,30 @@ import (
 // fdatasync flushes f's data and the metadata needed to read it back, but
 // not its times.
 func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = syscall.Fdatasync(int(fd)) }); err != nil {
-		return err
-	}
-	return serr
+	return withFD(f, func(fd int) error { return syscall.Fdatasync(fd) })
 }
 
 // preallocate reserves size bytes for f, so that later writes inside them
 // do not change the file's size. A file system without fallocate gets a
 // plain file instead.
 func preallocate(f *os.File, size int64) error {
+	err := withFD(f, func(fd int) error { return syscall.Fallocate(fd, 0, 0, size) })
+	if err == syscall.EOPNOTSUPP {
+		return nil
+	}
+	return err
+}
+
+// withFD runs fn on f's descriptor (without putting f in blocking mode, as
+// f.Fd would).
+func withFD(f *os.File, fn func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = syscall.Fallocate(int(fd), 0, 0, size) }); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		return err
 	}
-	if serr == syscall.EOPNOTSUPP {
-		return nil
-	}
-	return serr
+	return ferr
 }
