@@ -139,7 +139,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if failures >= 10 {
 				return fmt.Errorf("pipeline: %w", err)
 			}
-			if !sleepCtx(ctx, time.Duration(failures)*time.Second) {
+			if !Sleep(ctx, time.Duration(failures)*time.Second) {
 				return nil
 			}
 			continue
@@ -148,7 +148,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if did > 0 {
 			// A short batch: let the next one fill before taking it, so
 			// that one transaction records many notifications.
-			if did < p.batch() && p.o.BatchDelay > 0 && !sleepCtx(ctx, p.o.BatchDelay) {
+			if did < p.batch() && !Sleep(ctx, p.o.BatchDelay) {
 				return nil
 			}
 			continue
@@ -173,13 +173,19 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken && p.o.BatchDelay > 0 && !sleepCtx(ctx, p.o.BatchDelay) {
+		if woken && !Sleep(ctx, p.o.BatchDelay) {
 			return nil
 		}
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// Sleep waits d, or less when ctx ends, and reports whether ctx is
+// still live. d <= 0 does not wait. The pipeline and the outbox worker
+// use it.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -227,29 +233,9 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			outs[i], decided[i] = p.decide(ctx, w)
 			continue
 		}
-		if expired {
+		if expired || !p.takeWorker(ctx, deadline.C, len(started) > 0) {
+			expired = true // a later step takes the rest
 			continue
-		}
-		if len(started) == 0 {
-			// Every worker busy with postbacks of earlier steps (slow
-			// ones): do not wait for them; a finished one wakes Run.
-			select {
-			case p.slots <- struct{}{}:
-			default:
-				expired = true
-				continue
-			}
-		} else {
-			// Workers busy with this step's postbacks free up soon.
-			select {
-			case p.slots <- struct{}{}:
-			case <-deadline.C:
-				expired = true // a later step takes the rest
-				continue
-			case <-ctx.Done():
-				expired = true
-				continue
-			}
 		}
 		v := &verifying{done: make(chan struct{})}
 		p.inflight[id] = v
@@ -325,6 +311,28 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 		p.report(recorded[i].Notification, o, recs[i])
 	}
 	return len(record) + moved, nil
+}
+
+// takeWorker reserves a worker for a postback. Only when workers are busy
+// with this step's own postbacks (wait), which free up soon, does it wait
+// for one, until deadline; workers held by earlier steps' (slow)
+// postbacks are not waited for: a finished one wakes Run.
+func (p *Pipeline) takeWorker(ctx context.Context, deadline <-chan time.Time, wait bool) bool {
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if !wait {
+		return false
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	case <-deadline:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // batch is the most unfinished notifications one step takes.

@@ -127,7 +127,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				return nil
 			}
 			failures = 0
-			if len(items) < w.o.Batch && !w.gather(ctx) {
+			if len(items) < w.o.Batch && !ipn.Sleep(ctx, w.o.BatchDelay) {
 				return nil // a short batch: let the next one fill first
 			}
 			continue
@@ -161,25 +161,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken && !w.gather(ctx) {
+		if woken && !ipn.Sleep(ctx, w.o.BatchDelay) {
 			return nil
 		}
-	}
-}
-
-// gather waits BatchDelay so that items queued meanwhile go out together,
-// and reports whether ctx is still live.
-func (w *Worker) gather(ctx context.Context) bool {
-	if w.o.BatchDelay <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(w.o.BatchDelay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
