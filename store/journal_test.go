@@ -29,6 +29,25 @@ func kill(t *testing.T, db *DB) {
 	}
 }
 
+// openAt opens the store at path; the test closes or kills it.
+func openAt(t *testing.T, path string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// reopen opens the store at path again, as the next start would, and
+// closes it when the test ends.
+func reopen(t *testing.T, path string) *DB {
+	t.Helper()
+	db := openAt(t, path, Options{})
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 func segmentFiles(t *testing.T, path string) []string {
 	t.Helper()
 	segs, err := segmentsOnDisk(path)
@@ -60,10 +79,7 @@ func readJournal(segs []segment, after uint64) ([]journaled, error) {
 // database after the next Open, with their ids, and stay deduplicated.
 func TestJournalRecovery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{noApply: true, SegmentSize: 8 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 8 << 10})
 	ctx := context.Background()
 	for i := 1; i <= 40; i++ {
 		id, dup, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 300)))
@@ -80,11 +96,7 @@ func TestJournalRecovery(t *testing.T) {
 	}
 	kill(t, db)
 
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	if db.Recovered() != 40 {
 		t.Errorf("recovered %d records, want 40", db.Recovered())
 	}
@@ -113,10 +125,7 @@ func TestJournalRecovery(t *testing.T) {
 // the id of the lost frame (it never got an answer).
 func TestJournalTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{noApply: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openAt(t, path, Options{noApply: true})
 	for i := 1; i <= 5; i++ {
 		db.Append(context.Background(), sample("g", fmt.Sprint(i), "body"))
 	}
@@ -130,11 +139,7 @@ func TestJournalTornTail(t *testing.T) {
 	f.WriteAt([]byte{0xFF}, off-3) // inside the last frame's record
 	f.Close()
 
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	if s, _ := db.Stats(); s.LastID != 4 || db.Recovered() != 4 {
 		t.Fatalf("last id %d, recovered %d; want 4, 4", s.LastID, db.Recovered())
 	}
@@ -148,10 +153,7 @@ func TestJournalTornTail(t *testing.T) {
 // failed frames.
 func TestJournalFailedWrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{noApply: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openAt(t, path, Options{noApply: true})
 	ctx := context.Background()
 	db.Append(ctx, sample("g", "1", "one"))
 	db.Append(ctx, sample("g", "2", "two"))
@@ -167,11 +169,7 @@ func TestJournalFailedWrite(t *testing.T) {
 		t.Fatalf("segments %v, want the retired one and a new one", segs)
 	}
 	kill(t, db)
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	n, _, err := db.Get(3)
 	if err != nil || string(n.Body) != "three" {
 		t.Fatalf("record 3 = %v, %v", n, err)
@@ -246,10 +244,7 @@ func TestJournalSegmentsCollected(t *testing.T) {
 // journal, Close says so, and the next Open applies them.
 func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{noApply: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openAt(t, path, Options{noApply: true})
 	db.Append(context.Background(), sample("g", "1", "x"))
 	if err := db.Close(); err == nil || !strings.Contains(err.Error(), "journaled records") {
 		t.Fatalf("Close = %v, want the records-left error", err)
@@ -257,11 +252,7 @@ func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 	if len(segmentFiles(t, path)) != 1 {
 		t.Fatal("the journal was deleted with records not in the database")
 	}
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	if n, _, err := db.Get(1); err != nil || string(n.Body) != "x" {
 		t.Fatalf("record 1 = %v, %v", n, err)
 	}
@@ -307,10 +298,7 @@ func FuzzJournal(f *testing.F) {
 // error, and the gateway's resend is the one stored.
 func TestJournalFailedAppendNotResurrected(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{noApply: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openAt(t, path, Options{noApply: true})
 	ctx := context.Background()
 	keyless := sample("g", "", "payload") // no message id: no dedup to hide a second copy
 	for range 2 {
@@ -332,11 +320,7 @@ func TestJournalFailedAppendNotResurrected(t *testing.T) {
 	f.Close()
 	kill(t, db)
 
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	id, _, err := db.Append(ctx, keyless) // the resend
 	if s, _ := db.Stats(); err != nil || s.LastID != 3 || id != 3 {
 		t.Fatalf("after a failed append and its resend: last id %d, resend got %d (%v); want 3, 3", s.LastID, id, err)
@@ -375,11 +359,7 @@ func TestSchemaUpgrade(t *testing.T) {
 	}
 	db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, u64(1)) })
 	db.Close()
-	db, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, path)
 	db.bolt.View(func(tx *bolt.Tx) error {
 		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion < 2 {
 			t.Errorf("schema after open = %d, want %d (>= 2)", got, SchemaVersion)
