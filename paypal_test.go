@@ -438,37 +438,51 @@ func TestPayPalKill9WhileVerifying(t *testing.T) {
 	}
 }
 
-// TestSlowPostbackDoesNotHoldOthers: while one postback hangs (PayPal slow
-// to answer, within verify_timeout), the notifications received after it
-// are verified and applied; the slow one is applied when its answer comes.
-func TestSlowPostbackDoesNotHoldOthers(t *testing.T) {
-	fake := newFakePayPal(t)
+// holdPayPal starts ipnd with one PayPal gateway whose postbacks go to a
+// fake that holds the answer for T-HOLD until release is called, and
+// answers the others with answer (nil: VERIFIED). post sends an IPN.
+func holdPayPal(t *testing.T, pipeline string, answer func(txn string) (int, string)) (d *daemon, fake *fakePayPal, post func(txn, order string), release func()) {
+	t.Helper()
+	fake = newFakePayPal(t)
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
-verify_timeout = "60s"
+%s
 [[gateway]]
 name = "paypal"
 kind = "paypal"
 verify_url = %q
 receivers = ["shop@example.com"]
-`, fake.srv.URL+"/cgi-bin/webscr"))
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+`, pipeline, fake.srv.URL+"/cgi-bin/webscr"))
+	held := make(chan struct{})
+	release = sync.OnceFunc(func() { close(held) })
+	t.Cleanup(release)
 	fake.setAnswer(func(txn string, _ int) (int, string, time.Duration) {
 		if txn == "T-HOLD" {
-			<-release
+			<-held
+		}
+		if answer != nil {
+			status, text := answer(txn)
+			return status, text, 0
 		}
 		return 200, "VERIFIED", 0
 	})
-	d := startDaemon(t, dir, cfg)
-	post := func(txn, order string) {
+	d = startDaemon(t, dir, cfg)
+	post = func(txn, order string) {
+		t.Helper()
 		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", order)
 		fake.remember(body)
 		if code := d.postIPN("paypal", body); code != 200 {
 			t.Fatalf("%s: status %d", txn, code)
 		}
 	}
+	return d, fake, post, release
+}
+
+// TestSlowPostbackDoesNotHoldOthers: while one postback hangs (PayPal slow
+// to answer, within verify_timeout), the notifications received after it
+// are verified and applied; the slow one is applied when its answer comes.
+func TestSlowPostbackDoesNotHoldOthers(t *testing.T) {
+	d, fake, post, release := holdPayPal(t, `verify_timeout = "60s"`, nil)
 	post("T-HOLD", "ORDER-HOLD")
 	waitFor(t, "the slow postback under way", 10*time.Second, func() bool { return fake.count(fake.attempts, "T-HOLD") == 1 })
 	post("T-A", "ORDER-A")
@@ -478,19 +492,17 @@ receivers = ["shop@example.com"]
 	if n := d.notification(1); n.State != "received" || n.Attempts != 0 {
 		t.Fatalf("slow one while its postback hangs: state %s, %d attempts; want received, 0", n.State, n.Attempts)
 	}
-	releaseOnce.Do(func() { close(release) })
+	release()
 	d.waitState(1, "applied")
 	if got := fake.count(fake.attempts, "T-HOLD"); got != 1 {
 		t.Errorf("T-HOLD: %d postbacks, want 1 (the slow one was not asked again meanwhile)", got)
 	}
 	// The cursor has passed all three: a restart processes nothing again.
 	d.stop()
-	d = startDaemon(t, dir, cfg)
-	d.postIPN("paypal", func() []byte {
-		b := ipnBody("txn_id", "T-C", "ipn_track_id", "track-T-C", "invoice", "ORDER-C")
-		fake.remember(b)
-		return b
-	}())
+	d = startDaemon(t, d.dir, d.cfg)
+	body := ipnBody("txn_id", "T-C", "ipn_track_id", "track-T-C", "invoice", "ORDER-C")
+	fake.remember(body)
+	d.postIPN("paypal", body)
 	d.waitState(4, "applied")
 	for _, txn := range []string{"T-HOLD", "T-A", "T-B"} {
 		if got := fake.count(fake.attempts, txn); got != 1 {
@@ -503,38 +515,13 @@ receivers = ["shop@example.com"]
 // an earlier one hangs is retried on its schedule (an hour here), not at
 // every step while the cursor waits at the slow one.
 func TestFailedPostbackBehindSlowOneKeepsBackoff(t *testing.T) {
-	fake := newFakePayPal(t)
-	dir := t.TempDir()
-	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
-verify_timeout = "60s"
-retry_base = "1h"
-retry_cap = "1h"
-[[gateway]]
-name = "paypal"
-kind = "paypal"
-verify_url = %q
-receivers = ["shop@example.com"]
-`, fake.srv.URL+"/cgi-bin/webscr"))
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
-	fake.setAnswer(func(txn string, _ int) (int, string, time.Duration) {
-		switch txn {
-		case "T-HOLD":
-			<-release
-		case "T-FAIL":
-			return 503, "busy", 0
-		}
-		return 200, "VERIFIED", 0
-	})
-	d := startDaemon(t, dir, cfg)
-	post := func(txn, order string) {
-		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", order)
-		fake.remember(body)
-		if code := d.postIPN("paypal", body); code != 200 {
-			t.Fatalf("%s: status %d", txn, code)
-		}
-	}
+	d, fake, post, release := holdPayPal(t, "verify_timeout = \"60s\"\nretry_base = \"1h\"\nretry_cap = \"1h\"",
+		func(txn string) (int, string) {
+			if txn == "T-FAIL" {
+				return 503, "busy"
+			}
+			return 200, "VERIFIED"
+		})
 	post("T-HOLD", "ORDER-HOLD")
 	waitFor(t, "the slow postback under way", 10*time.Second, func() bool { return fake.count(fake.attempts, "T-HOLD") == 1 })
 	post("T-FAIL", "ORDER-FAIL")
@@ -547,7 +534,7 @@ receivers = ["shop@example.com"]
 	if got := fake.count(fake.attempts, "T-FAIL"); got != 1 {
 		t.Errorf("T-FAIL: %d postbacks with retry_base 1h, want 1", got)
 	}
-	releaseOnce.Do(func() { close(release) })
+	release()
 	d.waitState(1, "applied")
 	if n := d.notification(2); n.State != "received" || n.Attempts != 1 {
 		t.Errorf("T-FAIL after the cursor passed: state %s, %d attempts; want received, 1 (retry in an hour)", n.State, n.Attempts)
