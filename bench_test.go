@@ -127,15 +127,23 @@ func bareServer(tb testing.TB) string {
 	return "http://" + ln.Addr().String() + "/ipn/test"
 }
 
-// scrapeCommits reads the group-commit counters from a metrics page.
-func scrapeCommits(get func() (*http.Response, error)) (commits, secs, records float64) {
-	resp, err := get()
+// adminGet fetches path from the admin listener at addr (as read from
+// admin.addr) with the tests' token; "" when the request fails.
+func adminGet(addr []byte, path string) string {
+	req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(addr))+path, nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return
+		return ""
 	}
 	defer resp.Body.Close()
 	text, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(text), "\n") {
+	return string(text)
+}
+
+// scrapeCommits reads the group-commit counters from a metrics page.
+func scrapeCommits(text string) (commits, secs, records float64) {
+	for _, l := range strings.Split(text, "\n") {
 		f := strings.Fields(l)
 		if len(f) != 2 {
 			continue
@@ -202,33 +210,16 @@ secret = %q
 	}
 	daemon := "http://" + strings.TrimSpace(string(addr)) + "/ipn/test"
 	adminAddr, _ := os.ReadFile(filepath.Join(dir, "admin.addr"))
-	daemonStats := func() (float64, float64, float64) {
-		return scrapeCommits(func() (*http.Response, error) {
-			req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(adminAddr))+"/metrics", nil)
-			req.Header.Set("Authorization", "Bearer t")
-			return http.DefaultClient.Do(req)
-		})
-	}
+	daemonStats := func() (float64, float64, float64) { return scrapeCommits(adminGet(adminAddr, "/metrics")) }
 	// daemonIdle waits until the daemon has processed and mailed all it
 	// received, so that its backlog does not take CPU from the next run.
 	daemonIdle := func() {
-		get := func(path string) string {
-			req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(adminAddr))+path, nil)
-			req.Header.Set("Authorization", "Bearer t")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return ""
-			}
-			defer resp.Body.Close()
-			text, _ := io.ReadAll(resp.Body)
-			return string(text)
-		}
 		var lag, pending string
 		for end := time.Now().Add(5 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-			m := get("/metrics")
+			m := adminGet(adminAddr, "/metrics")
 			_, lag, _ = strings.Cut(m, "\nipnd_pipeline_lag_seconds ")
 			lag, _, _ = strings.Cut(lag, "\n")
-			pending = get("/api/outbox?state=pending")
+			pending = adminGet(adminAddr, "/api/outbox?state=pending")
 			if lag == "0" && strings.Contains(strings.Join(strings.Fields(pending), ""), `"items":[]`) {
 				return
 			}
@@ -242,11 +233,9 @@ secret = %q
 	im := metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: ipn.RejectReasons})
 	ingest := ingestServer(b, "ingest", gw, im)
 	ingestStats := func() (float64, float64, float64) {
-		return scrapeCommits(func() (*http.Response, error) {
-			rec := httptest.NewRecorder()
-			im.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-			return rec.Result(), nil
-		})
+		rec := httptest.NewRecorder()
+		im.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return scrapeCommits(rec.Body.String())
 	}
 	bare := bareServer(b)
 
@@ -356,15 +345,7 @@ verify_url = %q
 	}
 	url := "http://" + strings.TrimSpace(string(addr)) + "/ipn/paypal"
 	applied := func() float64 {
-		req, _ := http.NewRequest("GET", "http://"+strings.TrimSpace(string(adminAddr))+"/metrics", nil)
-		req.Header.Set("Authorization", "Bearer t")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		defer resp.Body.Close()
-		text, _ := io.ReadAll(resp.Body)
-		for _, l := range strings.Split(string(text), "\n") {
+		for _, l := range strings.Split(adminGet(adminAddr, "/metrics"), "\n") {
 			if v, ok := strings.CutPrefix(l, `ipnd_notifications_processed_total{gateway="paypal",result="applied"} `); ok {
 				f, _ := strconv.ParseFloat(v, 64)
 				return f
