@@ -133,9 +133,6 @@ func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
 				Status: f.Status, Email: f.Email, Name: f.Name, AmountMinor: f.AmountMinor, Statuses: f.Statuses}}}
 }
 
-// serve runs the appliance until ctx is done, then shuts down in reverse:
-// public listener (in-flight requests finish their commits), admin
-// listener, pipeline worker, store last.
 // startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs
 // this process may use.
 var startProcs = runtime.GOMAXPROCS(0)
@@ -155,6 +152,9 @@ func tuneProcs() int {
 	return runtime.GOMAXPROCS(0)
 }
 
+// serve runs the appliance until ctx is done, then shuts down in reverse:
+// public listener (in-flight requests finish their commits), admin
+// listener, pipeline worker, store last.
 func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := ensureGenerated(cfg, log); err != nil {
 		return err

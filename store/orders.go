@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -126,26 +127,12 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 	if limit <= 0 {
 		limit = 100
 	}
+	if state == OutboxPending {
+		// From the due index: no scan of the items already sent.
+		return db.DueOutbox(time.Unix(0, math.MaxInt64), limit)
+	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		if state == OutboxPending {
-			// Pending items are indexed by due time: no scan of the
-			// items already sent.
-			outbox := tx.Bucket(bucketOutbox)
-			c := tx.Bucket(bucketOutboxDue).Cursor()
-			for k, _ := c.First(); len(k) == 16 && len(out) < limit; k, _ = c.Next() {
-				v := outbox.Get(k[8:])
-				if v == nil {
-					continue
-				}
-				var it OutboxItem
-				if err := json.Unmarshal(v, &it); err != nil {
-					return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k[8:]), err)
-				}
-				out = append(out, it)
-			}
-			return nil
-		}
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
 			var it OutboxItem
