@@ -318,19 +318,29 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		Reason:       strings.Join(why, "; "),
 	})
 
-	// Effects.
+	// Effects: each carries the order as it stands now, so that what is
+	// sent later states this change's amounts.
 	evc := *ev
+	reason := next.History[len(next.History)-1].Reason
+	snap := next.Snapshot(prevStatus, reason)
 	var effects []Effect
-	customer := func(template, cause, reason string) {
+	add := func(e Effect) {
+		e.OrderID, e.Event, e.Order = next.ID, &evc, snap
+		effects = append(effects, e)
+	}
+	payment := ""
+	if isPaymentLike(fact.Type) && sameCurrency(fact.Currency, next.Currency) {
+		payment = strings.TrimPrefix(fact.Amount, "-")
+	}
+	customer := func(template, cause, reason, amount string) {
 		if next.CustomerEmail == "" {
 			return
 		}
-		effects = append(effects, Effect{Kind: EffectEmailCustomer, Template: template, Cause: next.ID + "/" + cause,
-			OrderID: next.ID, To: next.CustomerEmail, Reason: reason, Event: &evc})
+		add(Effect{Kind: EffectEmailCustomer, Template: template, Cause: next.ID + "/" + cause, To: next.CustomerEmail,
+			Reason: reason, Amount: amount})
 	}
 	merchant := func(template, cause, reason string) {
-		effects = append(effects, Effect{Kind: EffectEmailMerchant, Template: template, Cause: next.ID + "/" + cause,
-			OrderID: next.ID, Reason: reason, Event: &evc})
+		add(Effect{Kind: EffectEmailMerchant, Template: template, Cause: next.ID + "/" + cause, Reason: reason, Amount: payment})
 	}
 	var history []OrderChange
 	if o != nil {
@@ -340,23 +350,31 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		switch next.Status {
 		case OrderPaid, OrderPartiallyRefunded:
 			if !reached(history, OrderPaid, OrderPartiallyRefunded) {
-				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc)
+				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc, payment)
 			}
 		case OrderPending:
 			if !reached(history, OrderPending) {
-				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc)
+				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc, payment)
 			}
 		case OrderFailed:
 			if !reached(history, OrderFailed) {
-				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc)
+				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc, payment)
 			}
 		}
 	}
 	switch fact.Type {
 	case TypeRefund:
 		if refundedChanged {
+			// The refund's own amount: what this event added to the
+			// refunded total (Stripe reports the charge's cumulative
+			// amount_refunded; PayPal each refund on its own).
+			prev, _ := minorUnits(prevRefunded, next.Currency)
+			if prev == nil {
+				prev = new(big.Int)
+			}
+			own := formatUnits(new(big.Int).Sub(s.refunded, prev), next.Currency)
 			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
-				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid")
+				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", own)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
 		if !subscriptionSeen(prevFacts, fact) {
@@ -364,12 +382,12 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
 			}
-			customer(tmpl, tmpl+"/"+firstNonEmpty(fact.SubscriptionID, key), desc)
+			customer(tmpl, tmpl+"/"+firstNonEmpty(fact.SubscriptionID, key), desc, payment)
 		}
-	case TypeReversal:
-		merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
-	case TypeDispute:
-		if disputeOpening(fact.Status) {
+	case TypeReversal, TypeDispute:
+		// One email per dispute or reversal: Stripe reports an opened
+		// dispute and the funds it withdrew under the dispute's id.
+		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(prevFacts, fact) {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
@@ -377,7 +395,14 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
 	}
-	effects = append(effects, Effect{Kind: EffectShopCallback, Cause: "event/" + key, OrderID: next.ID, Event: &evc})
+	transition := next.Status != prevStatus || paidChanged || refundedChanged || len(newFlags) > 0
+	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(prevFacts, fact)
+	if transition || newSubscription {
+		// The shop hears of every transition of the order (status, totals
+		// or flags) and of each subscription's start, end and payments,
+		// once: a fact that changes nothing tells it nothing.
+		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
+	}
 	return next, effects
 }
 
@@ -479,6 +504,31 @@ func reached(history []OrderChange, statuses ...OrderStatus) bool {
 		if slices.Contains(statuses, h.To) {
 			return true
 		}
+	}
+	return false
+}
+
+// disputeSeen reports whether facts already hold an opening of the
+// dispute or reversal f reports (same type family and txn id): a Stripe
+// dispute is opened by charge.dispute.created and its funds withdrawn
+// by charge.dispute.funds_withdrawn, both under the dispute's id.
+func disputeSeen(facts []OrderFact, f OrderFact) bool {
+	if f.TxnID == "" {
+		return false
+	}
+	for _, g := range facts {
+		opening := g.Type == TypeReversal || g.Type == TypeDispute && disputeOpening(g.Status)
+		if opening && g.TxnID == f.TxnID {
+			return true
+		}
+	}
+	return false
+}
+
+func isSubscriptionType(t EventType) bool {
+	switch t {
+	case TypeSubscriptionStarted, TypeSubscriptionPayment, TypeSubscriptionCanceled, TypeSubscriptionExpired:
+		return true
 	}
 	return false
 }

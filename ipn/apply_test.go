@@ -798,7 +798,11 @@ func TestApplyDuplicatesAndCauses(t *testing.T) {
 			want := map[string]int{
 				ipn.TemplatePaymentPending: 1, ipn.TemplatePaymentReceived: 1, ipn.TemplateDisputeOpened: 2,
 				ipn.TemplateRefundIssued: 1, ipn.TemplateSubscriptionStarted: 1, ipn.TemplateSubscriptionCanceled: 1,
-				"": len(events), // shop callbacks
+				// Shop callbacks: one per fact that changes the order or
+				// starts, pays or ends a subscription; the late, older
+				// cumulative refund (5.00) and the second report of the
+				// same subscription's start tell the shop nothing new.
+				"": len(events) - 2,
 			}
 			for k, n := range want {
 				if count[k] != n {

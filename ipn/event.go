@@ -1,5 +1,10 @@
 package ipn
 
+import (
+	"slices"
+	"strings"
+)
+
 // EventType is the kind of a normalized payment event (SPEC §5).
 type EventType string
 
@@ -61,6 +66,14 @@ type Event struct {
 	SubscriptionID string      `json:"subscription_id,omitempty"`
 	Test           bool        `json:"test"`
 
+	// Refs lists, separated by spaces, the other identifiers the gateway
+	// uses for the same payment and may name alone in a later event (a
+	// Stripe Checkout Session, charge or invoice beside the payment
+	// intent in TxnID). With TxnID, ParentTxnID and SubscriptionID they
+	// link later refunds, disputes and payments to the order (see
+	// PaymentRefs). A string, not a slice, so that Event stays comparable.
+	Refs string `json:"refs,omitempty"`
+
 	// PaidAmount and PaidCurrency are what actually arrived when a crypto
 	// gateway reports it beside the price (NOWPayments actually_paid,
 	// CoinPayments received_amount, a BTCPay payment's value): an exact
@@ -93,3 +106,33 @@ const (
 	// FlagMultiple: the buyer paid with several transactions (Coinbase MULTIPLE).
 	FlagMultiple = "multiple"
 )
+
+// PaymentRefs returns every identifier of the payment an event concerns
+// that a later event may name alone: its txn id, parent txn id,
+// subscription id and Refs, without empty or repeated ones.
+func (ev *Event) PaymentRefs() []string {
+	var out []string
+	add := func(id string) {
+		if id != "" && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	add(ev.TxnID)
+	add(ev.ParentTxnID)
+	add(ev.SubscriptionID)
+	for _, r := range strings.Fields(ev.Refs) {
+		add(r)
+	}
+	return out
+}
+
+// joinRefs builds an Event.Refs value from identifiers, skipping empty ones.
+func joinRefs(ids ...string) string {
+	var keep []string
+	for _, id := range ids {
+		if id != "" && !strings.ContainsAny(id, " \t\n") && !slices.Contains(keep, id) {
+			keep = append(keep, id)
+		}
+	}
+	return strings.Join(keep, " ")
+}

@@ -1,6 +1,9 @@
 package ipn
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // OrderStatus is where an order stands (SPEC §5).
 type OrderStatus string
@@ -121,6 +124,49 @@ type Effect struct {
 	To       string `json:"to,omitempty"` // customer email for customer emails
 	Reason   string `json:"reason,omitempty"`
 	Event    *Event `json:"event,omitempty"`
+	// Amount is the sum the effect is about, in Order.Currency: the
+	// payment's amount for payment emails, the refund's own amount (not
+	// the total refunded) for refund emails. "" when it has none.
+	Amount string `json:"amount,omitempty"`
+	// Order is the order as it stood right after the change that queued
+	// the effect: emails and callbacks state the totals as of that
+	// change, not as of sending time. nil for effects queued by older
+	// versions and for effects without an order.
+	Order *OrderSnapshot `json:"order,omitempty"`
+}
+
+// OrderSnapshot is an order as the shop and the emails see it at one
+// transition: the data.order of a shop callback.
+type OrderSnapshot struct {
+	ID             string      `json:"id"`
+	Status         OrderStatus `json:"status"`
+	PreviousStatus OrderStatus `json:"previous_status,omitempty"`
+	Registered     bool        `json:"registered"`
+	Flags          []string    `json:"flags"`
+	Amount         string      `json:"amount,omitempty"` // expected (registered) or first payment's amount
+	Paid           string      `json:"paid"`
+	Refunded       string      `json:"refunded"`
+	Currency       string      `json:"currency,omitempty"`
+	Customer       Customer    `json:"customer"`
+	// Reason is the order history's reason for this transition.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Customer is who an order is for.
+type Customer struct {
+	Email string `json:"email,omitempty"`
+	Name  string `json:"name,omitempty"`
+}
+
+// Snapshot returns o as the shop sees it, after a change from status from.
+func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
+	flags := slices.Clone(o.Flags)
+	if flags == nil {
+		flags = []string{}
+	}
+	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Flags: flags,
+		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
+		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason}
 }
 
 // ApplyContext is what the state machine needs to know besides the order

@@ -176,14 +176,17 @@ func PayPalFields(body []byte) (map[string]string, error) {
 }
 
 // ReceiverOK reports whether the payment was sent to one of the given
-// receivers (receiver_email, receiver_id or business).
+// receivers: receiver_email or receiver_id, the account that got the
+// money. business is not looked at: it is the button's field, which the
+// buyer can edit, and a payment can name the merchant there while the
+// money went to another account.
 func (g *payPalGateway) ReceiverOK(n *Notification, receivers []string) bool {
 	f, err := PayPalFields(n.Body)
 	if err != nil {
 		return false
 	}
 	for _, want := range receivers {
-		for _, k := range []string{"receiver_email", "receiver_id", "business"} {
+		for _, k := range []string{"receiver_email", "receiver_id"} {
 			if got := f[k]; got != "" && strings.EqualFold(got, want) {
 				return true
 			}
@@ -222,7 +225,7 @@ func PayPalEvent(f map[string]string) *Event {
 		Currency:       strings.ToUpper(firstNonEmpty(f["mc_currency"], f["currency_code"])),
 		CustomerEmail:  f["payer_email"],
 		CustomerName:   strings.TrimSpace(f["first_name"] + " " + f["last_name"]),
-		Receiver:       firstNonEmpty(f["receiver_email"], f["business"], f["receiver_id"]),
+		Receiver:       firstNonEmpty(f["receiver_email"], f["receiver_id"]),
 		SubscriptionID: firstNonEmpty(f["subscr_id"], f["recurring_payment_id"]),
 		Test:           f["test_ipn"] == "1",
 	}

@@ -416,6 +416,11 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 			return o, true
 		}
 	}
+	if err := CheckMoney(ev); err != nil {
+		// Stored, not applied: the order is untouched.
+		o.State, o.Detail = StateInvalid, "invalid amount: "+err.Error()
+		return o, true
+	}
 	o.EventKey = EventKey(n.Gateway, ev)
 	o.ApplyOrder, o.RequireRegistered = true, p.o.RequireRegistered
 	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: p.o.Sandbox[n.Gateway]}

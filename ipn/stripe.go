@@ -156,7 +156,13 @@ type stripeObject struct {
 		Email string `json:"email"`
 		Name  string `json:"name"`
 	} `json:"customer_details"`
+	BillingDetails struct {
+		Email string `json:"email"`
+		Name  string `json:"name"`
+	} `json:"billing_details"`
 	ReceiptEmail string          `json:"receipt_email"`
+	LatestCharge json.RawMessage `json:"latest_charge"`
+	Invoice      json.RawMessage `json:"invoice"`
 	Subscription json.RawMessage `json:"subscription"`
 	Mode         string          `json:"mode"`
 	Charge       json.RawMessage `json:"charge"`
@@ -195,35 +201,50 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		TxnID:         o.ID,
 		Test:          !se.Livemode,
 		Currency:      strings.ToUpper(o.Currency),
-		CustomerEmail: firstNonEmpty(o.CustomerDetails.Email, o.CustomerEmail, o.ReceiptEmail),
-		CustomerName:  o.CustomerDetails.Name,
+		CustomerEmail: firstNonEmpty(o.CustomerDetails.Email, o.CustomerEmail, o.BillingDetails.Email, o.ReceiptEmail),
+		CustomerName:  firstNonEmpty(o.CustomerDetails.Name, o.BillingDetails.Name),
 		OrderID:       firstNonEmpty(o.ClientReferenceID, o.Metadata["order_id"]),
 	}
 	minor := o.Amount
 	if sub := stripeID(o.Subscription); sub != "" {
 		ev.SubscriptionID = sub
 	}
+	pi, charge, invoice := stripeID(o.PaymentIntent), stripeID(o.Charge), stripeID(o.Invoice)
+	// One payment, whichever object reports it: the PaymentIntent is its
+	// txn id when there is one (a Checkout Session, a charge and the
+	// intent itself are then one payment), and every other id the later
+	// refunds, disputes and invoices may name alone goes to Refs.
+	asPayment := func(status EventStatus) {
+		ev.Type, ev.Status = TypePayment, status
+		if pi != "" && pi != o.ID {
+			ev.TxnID = pi
+			ev.Refs = joinRefs(o.ID, charge, stripeID(o.LatestCharge), invoice)
+		} else {
+			ev.Refs = joinRefs(charge, stripeID(o.LatestCharge), invoice)
+		}
+	}
 	switch se.Type {
 	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
-		ev.Type, ev.Status, minor = TypePayment, StatusCompleted, o.AmountTotal
-		// The payment is the session's PaymentIntent: the same txn as a
-		// payment_intent.succeeded for it, so the two are one payment.
-		if pi := stripeID(o.PaymentIntent); pi != "" {
-			ev.TxnID = pi
-		}
+		asPayment(StatusCompleted)
+		minor = o.AmountTotal
 		if o.PaymentStatus == "unpaid" {
 			ev.Status = StatusPending
 		}
 		if o.Mode == "subscription" && ev.SubscriptionID != "" {
 			ev.Type = TypeSubscriptionStarted
 		}
+	case "checkout.session.async_payment_failed":
+		asPayment(StatusFailed)
+		minor = o.AmountTotal
 	case "invoice.paid", "invoice.payment_succeeded":
 		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusCompleted, o.AmountPaid
+		ev.Refs = joinRefs(pi, charge)
 		if ev.SubscriptionID == "" {
 			ev.Type = TypePayment
 		}
 	case "invoice.payment_failed":
 		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusFailed, o.AmountDue
+		ev.Refs = joinRefs(pi, charge)
 		if ev.SubscriptionID == "" {
 			ev.Type = TypePayment
 		}
@@ -233,27 +254,31 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	case "customer.subscription.created":
 		ev.Type, ev.Status, minor = TypeSubscriptionStarted, StatusCompleted, ""
 		ev.SubscriptionID = o.ID
-	case "checkout.session.async_payment_failed":
-		ev.Type, ev.Status, minor = TypePayment, StatusFailed, o.AmountTotal
-		if pi := stripeID(o.PaymentIntent); pi != "" {
-			ev.TxnID = pi
-		}
-	case "payment_intent.succeeded":
-		ev.Type, ev.Status = TypePayment, StatusCompleted
-	case "payment_intent.processing":
-		ev.Type, ev.Status = TypePayment, StatusPending
-	case "payment_intent.payment_failed":
-		ev.Type, ev.Status = TypePayment, StatusFailed
+	case "payment_intent.succeeded", "charge.succeeded":
+		asPayment(StatusCompleted)
+	case "payment_intent.processing", "charge.pending":
+		asPayment(StatusPending)
+	case "payment_intent.payment_failed", "charge.failed":
+		asPayment(StatusFailed)
 	case "payment_intent.canceled":
-		ev.Type, ev.Status = TypePayment, StatusCanceled
+		asPayment(StatusCanceled)
 	case "charge.refunded":
 		// amount_refunded is cumulative per charge: refunds on one charge
 		// share its id as txn, and the order takes the largest.
 		ev.Type, ev.Status, minor = TypeRefund, StatusRefunded, o.AmountRefunded
-		ev.ParentTxnID = stripeID(o.PaymentIntent)
+		ev.ParentTxnID = pi
+		ev.Refs = joinRefs(invoice)
 	case "charge.dispute.created":
 		ev.Type, ev.Status = TypeDispute, StatusPending
-		ev.ParentTxnID = stripeID(o.Charge)
+		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
+	case "charge.dispute.funds_withdrawn":
+		// The disputed amount left the merchant's balance: reversed until
+		// the funds are reinstated (a won dispute).
+		ev.Type, ev.Status = TypeReversal, StatusReversed
+		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
+	case "charge.dispute.funds_reinstated":
+		ev.Type, ev.Status = TypeReversalCanceled, StatusCompleted
+		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	case "charge.dispute.closed":
 		// won: the dispute is over, the funds stay; lost: the payment is
 		// reversed (a closing dispute fact, not a new reversal: the merchant
@@ -262,7 +287,7 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 		if o.Status == "lost" {
 			ev.Status = StatusReversed
 		}
-		ev.ParentTxnID = stripeID(o.Charge)
+		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	}
 	if minor != "" && ev.Currency != "" {
 		amt, err := FormatMinor(minor.String(), ev.Currency)

@@ -276,7 +276,23 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (*Message, error) 
 		d.Amount, d.Currency, d.CustomerName, d.CustomerEmail, d.Status, d.TxnID =
 			ev.Amount, ev.Currency, ev.CustomerName, ev.CustomerEmail, string(ev.Status), ev.TxnID
 	}
-	if order != nil {
+	if snap := e.Order; snap != nil {
+		// The amounts as of the change that queued the email: the
+		// payment's or the refund's own amount, the totals then.
+		d.Amount, d.Paid, d.Refunded = strings.TrimPrefix(d.Amount, "-"), snap.Paid, snap.Refunded
+		if e.Amount != "" {
+			d.Amount, d.Currency = e.Amount, snap.Currency
+		}
+		if d.CustomerName == "" {
+			d.CustomerName = snap.Customer.Name
+		}
+		if d.Status == "" {
+			d.Status = string(snap.Status)
+		}
+		if order != nil {
+			d.Description, d.DownloadURL = order.Description, order.Metadata["download_url"]
+		}
+	} else if order != nil { // queued by an older version
 		if order.Amount != "" {
 			d.Amount, d.Currency = order.Amount, order.Currency
 		}

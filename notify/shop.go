@@ -11,50 +11,33 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"ipnd/ipn"
 )
 
 // ShopEvent is the JSON the shop receives (callback body and script
-// stdin): ipnd's own event envelope, as the standard-webhooks kind reads
-// it, with the order's state when the callback is sent.
+// stdin): one per transition of an order. Type is "order." + the order's
+// new status ("order.paid", "order.review", "order.refunded", ...): a
+// shop fulfils on "order.paid" only. Data.Order is the order as it stood
+// right after the transition, Data.Event the normalized payment event
+// that caused it.
 type ShopEvent struct {
-	Type      string      `json:"type"` // "payment.completed", "subscription.canceled", ...
+	Type      string      `json:"type"`
 	Timestamp string      `json:"timestamp"`
 	Data      ShopPayload `json:"data"`
 }
 
 // ShopPayload is the data of a ShopEvent.
 type ShopPayload struct {
-	ipn.Event
-	Notification uint64          `json:"notification_id"`
-	OrderStatus  ipn.OrderStatus `json:"order_status,omitempty"`
-	Paid         string          `json:"order_paid,omitempty"`
-	Refunded     string          `json:"order_refunded,omitempty"`
+	Order        ipn.OrderSnapshot `json:"order"`
+	Event        ipn.Event         `json:"event"`
+	Notification uint64            `json:"notification_id"`
 }
 
-// EnvelopeType is the Standard Webhooks type of an event:
-// "payment." + status, or "subscription." + started/payment/canceled/expired.
-func EnvelopeType(ev *ipn.Event) string {
-	switch ev.Type {
-	case ipn.TypeSubscriptionStarted:
-		return "subscription.started"
-	case ipn.TypeSubscriptionPayment:
-		return "subscription.payment"
-	case ipn.TypeSubscriptionCanceled:
-		return "subscription.canceled"
-	case ipn.TypeSubscriptionExpired:
-		return "subscription.expired"
-	case ipn.TypeOther:
-		return "other"
-	case ipn.TypeDispute:
-		return "dispute." + string(ev.Status)
-	case ipn.TypeReversalCanceled:
-		return "payment.reversal_canceled"
-	}
-	return "payment." + string(ev.Status)
-}
+// ShopEventType is the envelope type for an order in status s.
+func ShopEventType(s ipn.OrderStatus) string { return "order." + string(s) }
 
 // Shop delivers shop callbacks (signed HTTP POST) and runs the
 // notification script.
@@ -124,12 +107,15 @@ func (s *Shop) Run(ctx context.Context, id string, ev *ShopEvent, body []byte) e
 		"IPND_OUTBOX_ID="+id,
 		"IPND_EVENT_TYPE="+ev.Type,
 		"IPND_NOTIFICATION_ID="+strconv.FormatUint(d.Notification, 10),
-		"IPND_ORDER_ID="+d.OrderID,
-		"IPND_ORDER_STATUS="+string(d.OrderStatus),
-		"IPND_TXN_ID="+d.TxnID,
-		"IPND_AMOUNT="+d.Amount,
-		"IPND_CURRENCY="+d.Currency,
-		"IPND_STATUS="+string(d.Status),
+		"IPND_ORDER_ID="+d.Order.ID,
+		"IPND_ORDER_STATUS="+string(d.Order.Status),
+		"IPND_ORDER_PAID="+d.Order.Paid,
+		"IPND_ORDER_REFUNDED="+d.Order.Refunded,
+		"IPND_ORDER_FLAGS="+strings.Join(d.Order.Flags, ","),
+		"IPND_TXN_ID="+d.Event.TxnID,
+		"IPND_AMOUNT="+d.Event.Amount,
+		"IPND_CURRENCY="+d.Event.Currency,
+		"IPND_STATUS="+string(d.Event.Status),
 	)
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
@@ -149,17 +135,25 @@ func envOr(k, def string) string {
 	return def
 }
 
-// shopEvent builds the ShopEvent of an effect.
+// shopEvent builds the ShopEvent of an effect: the order as the effect
+// recorded it at the transition (items queued by older versions carry
+// none: the order as it is now stands in).
 func shopEvent(it ipn.OutboxItem, order *ipn.Order) (*ShopEvent, []byte, error) {
 	ev := it.Effect.Event
 	if ev == nil {
 		return nil, nil, errors.New("effect carries no event")
 	}
-	se := &ShopEvent{Type: EnvelopeType(ev), Timestamp: it.CreatedAt.UTC().Format(time.RFC3339),
-		Data: ShopPayload{Event: *ev, Notification: it.Notification}}
-	if order != nil {
-		se.Data.OrderStatus, se.Data.Paid, se.Data.Refunded = order.Status, order.Paid, order.Refunded
+	var snap ipn.OrderSnapshot
+	switch {
+	case it.Effect.Order != nil:
+		snap = *it.Effect.Order
+	case order != nil:
+		snap = *order.Snapshot("", "")
+	default:
+		return nil, nil, errors.New("effect carries no order")
 	}
+	se := &ShopEvent{Type: ShopEventType(snap.Status), Timestamp: it.CreatedAt.UTC().Format(time.RFC3339),
+		Data: ShopPayload{Order: snap, Event: *ev, Notification: it.Notification}}
 	body, err := json.Marshal(se)
 	return se, body, err
 }

@@ -181,6 +181,11 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 			return ipn.Recorded{}, err
 		}
 	}
+	if o.ApplyOrder && o.Event != nil && p.State == ipn.StateDuplicate {
+		if err := db.linkDuplicate(tx, o, now); err != nil {
+			return ipn.Recorded{}, err
+		}
+	}
 	if o.ApplyOrder && o.Event != nil && p.State != ipn.StateDuplicate {
 		refused, change, err := db.applyToOrder(tx, o, now)
 		rec = change

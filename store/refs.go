@@ -1,0 +1,139 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+// Payment references: the identifiers a gateway uses for a payment that
+// was applied to an order (a Stripe payment intent, charge, Checkout
+// Session or subscription, a PayPal txn_id or subscr_id), so that a later
+// refund, dispute or payment naming only one of them reaches the order.
+// An event that names none the store knows (a refund before its payment)
+// is parked as an orphan under each of its identifiers and applied to
+// the order, in the same transaction, when a payment brings one of them.
+var (
+	bucketRefs    = []byte("order_refs") // gateway NUL ref -> order id
+	bucketOrphans = []byte("orphans")    // gateway NUL ref NUL notification id (8) -> JSON orphan
+)
+
+// orphan is an applied event waiting for its order.
+type orphan struct {
+	Event    *ipn.Event `json:"event"`
+	EventKey string     `json:"event_key,omitempty"`
+	Sandbox  bool       `json:"sandbox,omitempty"`
+}
+
+func refKey(gateway, ref string) []byte {
+	return append(append([]byte(gateway), 0), ref...)
+}
+
+// findRef returns the order one of refs belongs to, "" when none does.
+func findRef(tx *bolt.Tx, gateway string, refs []string) string {
+	b := tx.Bucket(bucketRefs)
+	for _, r := range refs {
+		if v := b.Get(refKey(gateway, r)); v != nil {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// park keeps an applied event that names no known order under each of
+// its references.
+func park(tx *bolt.Tx, gateway string, id uint64, o ipn.Outcome) error {
+	v, err := json.Marshal(orphan{Event: o.Event, EventKey: o.EventKey, Sandbox: o.Context.Sandbox})
+	if err != nil {
+		return err
+	}
+	b := tx.Bucket(bucketOrphans)
+	for _, r := range o.Event.PaymentRefs() {
+		if err := b.Put(binary.BigEndian.AppendUint64(append(refKey(gateway, r), 0), id), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attach maps refs to order orderID (a reference already mapped keeps its
+// order) and applies, to that order, the orphans parked under any of
+// them, with theirs in turn. It returns the order as it stands after
+// them (o itself when there were none).
+func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, now time.Time) (*ipn.Order, error) {
+	refsB, orphans := tx.Bucket(bucketRefs), tx.Bucket(bucketOrphans)
+	queue := refs
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		k := refKey(gateway, r)
+		if refsB.Get(k) == nil {
+			if err := refsB.Put(k, []byte(o.ID)); err != nil {
+				return nil, err
+			}
+		}
+		prefix := append(k, 0)
+		type parked struct {
+			id uint64
+			o  orphan
+		}
+		var found []parked
+		c := orphans.Cursor()
+		for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
+			if len(key) != len(prefix)+8 {
+				continue
+			}
+			var p parked
+			p.id = binary.BigEndian.Uint64(key[len(prefix):])
+			if err := json.Unmarshal(v, &p.o); err != nil || p.o.Event == nil {
+				return nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, p.id, err)
+			}
+			found = append(found, p)
+		}
+		for _, p := range found {
+			// Every reference it was parked under is settled now.
+			for _, pr := range p.o.Event.PaymentRefs() {
+				if err := orphans.Delete(binary.BigEndian.AppendUint64(append(refKey(gateway, pr), 0), p.id)); err != nil {
+					return nil, err
+				}
+			}
+			ev := *p.o.Event
+			ev.OrderID = o.ID
+			ac := ipn.ApplyContext{Now: now, Notification: p.id, Gateway: gateway, EventKey: p.o.EventKey, Sandbox: p.o.Sandbox}
+			next, effects := ipn.Apply(o, &ev, ac)
+			if err := putOrder(tx, o, &next); err != nil {
+				return nil, err
+			}
+			if err := db.enqueue(tx, effects, p.id, now); err != nil {
+				return nil, err
+			}
+			if err := noteAdopted(tx, p.id, o.ID, now); err != nil {
+				return nil, err
+			}
+			o = &next
+			queue = append(queue, ev.PaymentRefs()...)
+		}
+	}
+	return o, nil
+}
+
+// noteAdopted records in a parked notification's history that it reached
+// its order.
+func noteAdopted(tx *bolt.Tx, id uint64, orderID string, now time.Time) error {
+	p, err := stateOf(tx, id)
+	if err != nil || p == nil {
+		return err
+	}
+	if p.Event != nil {
+		p.Event.OrderID = orderID
+	}
+	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State,
+		Detail: fmt.Sprintf("applied to order %q, which its payment reached", orderID)})
+	return putProcessing(tx, id, p)
+}
