@@ -251,7 +251,7 @@ func TestShopCallbacks(t *testing.T) {
 		id := r.Header.Get("Webhook-Id")
 		var ev struct {
 			Data struct {
-				OrderID string `json:"order_id"`
+				Order struct{ ID string }
 			}
 		}
 		json.Unmarshal(body, &ev)
@@ -260,16 +260,16 @@ func TestShopCallbacks(t *testing.T) {
 		n := tries[id]
 		mu.Unlock()
 		switch {
-		case strings.HasSuffix(ev.Data.OrderID, "0") && n == 1:
+		case strings.HasSuffix(ev.Data.Order.ID, "0") && n == 1:
 			w.WriteHeader(500)
 			return
-		case strings.HasSuffix(ev.Data.OrderID, "5") && n == 1:
+		case strings.HasSuffix(ev.Data.Order.ID, "5") && n == 1:
 			<-r.Context().Done() // past shop.timeout (2s): ipnd gives up on this try
 			return
 		}
 		mu.Lock()
 		processed[id]++
-		orders[id] = ev.Data.OrderID
+		orders[id] = ev.Data.Order.ID
 		mu.Unlock()
 	}))
 	defer shop.Close()
@@ -326,11 +326,12 @@ n=$(cat "$0.count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$0.count"
 	var ev struct {
 		Type string
 		Data struct {
-			OrderID string `json:"order_id"`
-			Amount  string
+			Order struct{ ID, Paid string }
+			Event struct{ Amount string }
 		}
 	}
-	if err := json.Unmarshal(stdin, &ev); err != nil || ev.Type != "payment.completed" || ev.Data.OrderID != "S-1" || ev.Data.Amount != "5.00" {
+	if err := json.Unmarshal(stdin, &ev); err != nil || ev.Type != "order.paid" || ev.Data.Order.ID != "S-1" ||
+		ev.Data.Order.Paid != "5.00" || ev.Data.Event.Amount != "5.00" {
 		t.Errorf("script stdin = %s (%v)", stdin, err)
 	}
 	start := time.Now()

@@ -150,6 +150,10 @@ type OrderSnapshot struct {
 	Customer       Customer    `json:"customer"`
 	// Reason is the order history's reason for this transition.
 	Reason string `json:"reason,omitempty"`
+	// Version counts the order's history entries up to this transition:
+	// callbacks may arrive out of order, and a shop keeps the one with
+	// the highest version of each order.
+	Version int `json:"version"`
 }
 
 // Customer is who an order is for.
@@ -166,7 +170,7 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 	}
 	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Flags: flags,
 		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
-		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason}
+		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: len(o.History)}
 }
 
 // ApplyContext is what the state machine needs to know besides the order
