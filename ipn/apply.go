@@ -3,12 +3,13 @@ package ipn
 import (
 	"fmt"
 	"maps"
-	"math/big"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/cockroachdb/apd/v3"
 )
 
 // MaxOrderIDLen is the longest order id accepted (PayPal's invoice field).
@@ -48,7 +49,7 @@ func NewRegisteredOrder(id, amount, currency, email, description string, metadat
 	if err != nil {
 		return Order{}, &FieldError{"amount", fmt.Sprintf("must be a decimal number with at most %d fraction digits for %s", CurrencyDigits(cur), cur)}
 	}
-	if v, err := minorUnits(amt, cur); err != nil || v.Sign() <= 0 {
+	if v, err := amountOf(amt, cur); err != nil || v.Sign() <= 0 {
 		return Order{}, &FieldError{"amount", "must be positive"}
 	}
 	if !validEmail(email) {
@@ -62,7 +63,7 @@ func NewRegisteredOrder(id, amount, currency, email, description string, metadat
 			return Order{}, &FieldError{"metadata", "keys must be non-empty UTF-8 text, values UTF-8 text"}
 		}
 	}
-	zero := formatUnits(new(big.Int), cur)
+	zero := formatAmount(zeroAmount(), cur)
 	return Order{
 		ID:            id,
 		Status:        OrderAwaitingPayment,
@@ -237,7 +238,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			return Order{}, nil
 		}
 		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{}}
-		zero := formatUnits(new(big.Int), next.Currency)
+		zero := formatAmount(zeroAmount(), next.Currency)
 		next.Paid, next.Refunded = zero, zero
 	} else {
 		next = cloneOrder(*o)
@@ -268,8 +269,8 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		next.Gateway = ac.Gateway
 	}
 	if !next.Registered && next.Amount == "" && isPaymentLike(ev.Type) && sameCurrency(ev.Currency, next.Currency) {
-		if v, err := minorUnits(ev.Amount, next.Currency); err == nil && v.Sign() != 0 {
-			next.Amount = formatUnits(v.Abs(v), next.Currency)
+		if v, err := amountOf(ev.Amount, next.Currency); err == nil && v.Sign() != 0 {
+			next.Amount = formatAmount(v.Abs(v), next.Currency)
 		}
 	}
 
@@ -278,8 +279,8 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	s := summarize(&next)
 	next.Flags = s.flags
 	next.Status = s.status
-	next.Paid = formatUnits(s.paid, next.Currency)
-	next.Refunded = formatUnits(s.refunded, next.Currency)
+	next.Paid = formatAmount(s.paid, next.Currency)
+	next.Refunded = formatAmount(s.refunded, next.Currency)
 	next.TxnIDs = s.txnIDs
 	next.UpdatedAt = ac.Now
 	paidChanged := totalChanged(prevPaid, s.paid, next.Currency)
@@ -368,13 +369,13 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			// The refund's own amount: what this event added to the
 			// refunded total (Stripe reports the charge's cumulative
 			// amount_refunded; PayPal each refund on its own).
-			prev, _ := minorUnits(prevRefunded, next.Currency)
-			if prev == nil {
-				prev = new(big.Int)
+			own := new(apd.Decimal).Set(s.refunded)
+			if prev, err := amountOf(prevRefunded, next.Currency); err == nil {
+				decimalCtx.Sub(own, own, prev)
 			}
-			own := formatUnits(new(big.Int).Sub(s.refunded, prev), next.Currency)
+			ownText := formatAmount(own, next.Currency)
 			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
-				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", own)
+				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
 		if !subscriptionSeen(prevFacts, fact) {
@@ -408,8 +409,8 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 
 // totalChanged reports whether a total shown as before is not now, read
 // in the order's (possibly just learnt) currency.
-func totalChanged(before string, now *big.Int, cur string) bool {
-	v, err := minorUnits(before, cur)
+func totalChanged(before string, now *apd.Decimal, cur string) bool {
+	v, err := amountOf(before, cur)
 	return err != nil || v.Cmp(now) != 0
 }
 
@@ -562,8 +563,8 @@ func cloneOrder(o Order) Order {
 // summary is what an order's facts add up to.
 type summary struct {
 	status   OrderStatus
-	paid     *big.Int
-	refunded *big.Int
+	paid     *apd.Decimal
+	refunded *apd.Decimal
 	flags    []string // sorted, including the order's earlier flags
 	txnIDs   []string // sorted
 }
@@ -573,7 +574,7 @@ type payGroup struct {
 	oneOff    bool     // a payment, not a subscription payment
 	completed bool     // some fact is completed
 	counted   bool     // some completed fact counts towards the totals
-	amount    *big.Int // largest counted completed amount
+	amount    *apd.Decimal // largest counted completed amount
 	failed    bool
 	canceled  bool
 	pending   bool
@@ -584,9 +585,9 @@ type payGroup struct {
 // file). o.Flags are kept: flags are never removed.
 func summarize(o *Order) summary {
 	cur := o.Currency
-	var expected *big.Int
+	var expected *apd.Decimal
 	if o.Registered {
-		expected, _ = minorUnits(o.Amount, cur)
+		expected, _ = amountOf(o.Amount, cur)
 	}
 	flags := map[string]bool{}
 	for _, f := range o.Flags {
@@ -594,7 +595,7 @@ func summarize(o *Order) summary {
 	}
 	pays := map[string]*payGroup{}
 	var payOrder []string // group keys in first-seen order, for a deterministic sum
-	refunds := map[string]*big.Int{}
+	refunds := map[string]*apd.Decimal{}
 	reversals := map[string]map[string]bool{} // parent txn -> reversal ids
 	cancels := map[string]map[string]bool{}   // parent txn -> reversal_canceled ids
 	type dispute struct{ opened, closed, lost bool }
@@ -619,7 +620,7 @@ func summarize(o *Order) summary {
 			flags[FlagCurrencyMismatch] = true
 		}
 		counts := inCurrency && len(f.Flags) == 0
-		amt, amtErr := minorUnits(f.Amount, firstNonEmpty(cur, f.Currency))
+		amt, amtErr := amountOf(f.Amount, firstNonEmpty(cur, f.Currency))
 		if amtErr == nil {
 			amt.Abs(amt)
 		}
@@ -628,7 +629,7 @@ func summarize(o *Order) summary {
 		case TypePayment, TypeSubscriptionPayment:
 			g := pays[id]
 			if g == nil {
-				g = &payGroup{amount: new(big.Int)}
+				g = &payGroup{amount: zeroAmount()}
 				pays[id] = g
 				payOrder = append(payOrder, id)
 			}
@@ -678,16 +679,16 @@ func summarize(o *Order) summary {
 		}
 	}
 
-	s := summary{paid: new(big.Int), refunded: new(big.Int)}
+	s := summary{paid: zeroAmount(), refunded: zeroAmount()}
 	var completed, pending, failed, canceled bool
-	var oneOffs []*big.Int
+	var oneOffs []*apd.Decimal
 	for _, id := range payOrder {
 		g := pays[id]
 		switch {
 		case g.completed:
 			completed = true
 			if g.counted {
-				s.paid.Add(s.paid, g.amount)
+				addAmount(s.paid, g.amount)
 				if g.oneOff {
 					oneOffs = append(oneOffs, g.amount)
 				}
@@ -701,19 +702,20 @@ func summarize(o *Order) summary {
 		}
 	}
 	for _, r := range refunds {
-		s.refunded.Add(s.refunded, r)
+		addAmount(s.refunded, r)
 	}
 	if len(oneOffs) >= 2 {
 		double := expected == nil
 		if !double {
-			total, smallest := new(big.Int), oneOffs[0]
+			total, smallest := zeroAmount(), oneOffs[0]
 			for _, a := range oneOffs {
-				total.Add(total, a)
+				addAmount(total, a)
 				if a.Cmp(smallest) < 0 {
 					smallest = a
 				}
 			}
-			double = total.Sub(total, smallest).Cmp(expected) >= 0
+			decimalCtx.Sub(total, total, smallest)
+			double = total.Cmp(expected) >= 0
 		}
 		if double {
 			flags[FlagDoublePayment] = true

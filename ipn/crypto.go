@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
-	"strconv"
 	"strings"
 )
 
@@ -55,70 +54,6 @@ func rawKeys(secrets []string) [][]byte {
 
 func isFormMedia(mt string) bool { return mt == "application/x-www-form-urlencoded" }
 
-// maxDecimalLen bounds the decimal strings the amount helpers accept.
-const maxDecimalLen = 64
-
-// plainDecimal rewrites a decimal or JSON number ("10.50", "1e-7",
-// "-2.5E+3", "007") as a plain decimal without exponent, leading zeros or
-// trailing fraction zeros ("10.5", "0.0000001", "-2500", "7"), digit for
-// digit, with no floating point involved. ok is false for anything else.
-func plainDecimal(num string) (string, bool) {
-	if num == "" || len(num) > maxDecimalLen {
-		return "", false
-	}
-	neg := num[0] == '-'
-	if neg {
-		num = num[1:]
-	}
-	mant, expText, hasExp := strings.Cut(num, "e")
-	if !hasExp {
-		mant, expText, hasExp = strings.Cut(num, "E")
-	}
-	exp := 0
-	if hasExp {
-		e, err := strconv.Atoi(expText)
-		if err != nil || e > maxDecimalLen || e < -maxDecimalLen {
-			return "", false
-		}
-		exp = e
-	}
-	intPart, frac, hasDot := strings.Cut(mant, ".")
-	if intPart == "" || !allDigits(intPart) || !allDigits(frac) || (hasDot && frac == "") {
-		return "", false
-	}
-	digits := intPart + frac
-	point := len(intPart) + exp // where the decimal point goes in digits
-	if point < 1 {
-		digits = strings.Repeat("0", 1-point) + digits
-		point = 1
-	}
-	if point > len(digits) {
-		digits += strings.Repeat("0", point-len(digits))
-	}
-	ip := strings.TrimLeft(digits[:point], "0")
-	fp := strings.TrimRight(digits[point:], "0")
-	if ip == "" {
-		ip = "0"
-	}
-	out := ip
-	if fp != "" {
-		out += "." + fp
-	}
-	if neg && out != "0" {
-		out = "-" + out
-	}
-	return out, true
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // cryptoAmount normalizes an amount sent by a crypto gateway: like
 // NormalizeAmount (exactly the currency's digits), except that a number
 // with more significant fraction digits than ipnd's table gives the
@@ -134,45 +69,6 @@ func cryptoAmount(s, currency string) (string, error) {
 		return a, nil
 	}
 	return p, nil
-}
-
-// compareDecimal compares two decimals that plainDecimal accepts; ok is
-// false when either is not one.
-func compareDecimal(a, b string) (cmp int, ok bool) {
-	pa, oka := plainDecimal(a)
-	pb, okb := plainDecimal(b)
-	if !oka || !okb {
-		return 0, false
-	}
-	na, nb := strings.HasPrefix(pa, "-"), strings.HasPrefix(pb, "-")
-	switch {
-	case na && !nb:
-		return -1, true
-	case !na && nb:
-		return 1, true
-	case na && nb:
-		return -compareMagnitude(pa[1:], pb[1:]), true
-	}
-	return compareMagnitude(pa, pb), true
-}
-
-// compareMagnitude compares canonical non-negative plain decimals.
-func compareMagnitude(a, b string) int {
-	ai, af, _ := strings.Cut(a, ".")
-	bi, bf, _ := strings.Cut(b, ".")
-	if len(ai) != len(bi) {
-		if len(ai) < len(bi) {
-			return -1
-		}
-		return 1
-	}
-	if c := strings.Compare(ai, bi); c != 0 {
-		return c
-	}
-	n := max(len(af), len(bf))
-	af += strings.Repeat("0", n-len(af))
-	bf += strings.Repeat("0", n-len(bf))
-	return strings.Compare(af, bf)
 }
 
 // paymentFlag compares what arrived with what was due: FlagUnderpaid when

@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -291,14 +293,41 @@ func FuzzNormalize(f *testing.F) {
 func FuzzAmount(f *testing.F) {
 	f.Add("19.99", "USD")
 	f.Add("-0001", "JPY")
+	f.Add("19.990", "USD")
+	f.Add("0.00012", "BTC")
+	f.Add("1.2345", "KWD")
+	plain := regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
 	f.Fuzz(func(t *testing.T, s, cur string) {
+		digits := ipn.CurrencyDigits(cur)
 		got, err := ipn.NormalizeAmount(s, cur)
+		// Oracle: math/big's exact rationals, independent of the code under test.
+		want, isNum := new(big.Rat).SetString(s)
+		isNum = isNum && plain.MatchString(s) && len(s) <= 40
 		if err != nil {
+			if isNum {
+				scaled := new(big.Rat).Mul(want, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(digits)), nil)))
+				if scaled.IsInt() {
+					t.Fatalf("NormalizeAmount(%q, %q) refused an amount with at most %d digits: %v", s, cur, digits, err)
+				}
+			}
 			return
+		}
+		if !isNum {
+			t.Fatalf("NormalizeAmount(%q, %q) = %q, accepted what is not a plain decimal", s, cur, got)
+		}
+		if r, _ := new(big.Rat).SetString(got); r == nil || r.Cmp(want) != 0 {
+			t.Fatalf("NormalizeAmount(%q, %q) = %q: not the same value", s, cur, got)
+		}
+		_, frac, _ := strings.Cut(got, ".")
+		if len(frac) != digits {
+			t.Fatalf("NormalizeAmount(%q, %q) = %q: %d fraction digits, want %d", s, cur, got, len(frac), digits)
 		}
 		again, err := ipn.NormalizeAmount(got, cur)
 		if err != nil || again != got {
 			t.Fatalf("NormalizeAmount(%q) = %q, not a fixed point (%q, %v)", s, got, again, err)
+		}
+		if m, err := ipn.FormatMinor(strings.Replace(got, ".", "", 1), cur); err != nil || m != got {
+			t.Fatalf("FormatMinor of %q = %q, %v", got, m, err)
 		}
 	})
 }

@@ -61,7 +61,7 @@ func CheckMoney(ev *Event) error {
 	if ev.Amount == "" || cur == "" {
 		return nil
 	}
-	v, err := minorUnits(ev.Amount, cur)
+	v, err := amountOf(ev.Amount, cur)
 	if err != nil {
 		return fmt.Errorf("amount %q is not an exact decimal with at most %d fraction digits for %s",
 			ev.Amount, CurrencyDigits(cur), cur)
@@ -92,53 +92,3 @@ func CurrencyDigits(code string) int {
 	return 2
 }
 
-// FormatMinor turns an integer amount in the currency's smallest unit (as
-// Stripe sends it, e.g. "1999" for USD 19.99) into an exact decimal string.
-func FormatMinor(minor string, currency string) (string, error) {
-	neg := strings.HasPrefix(minor, "-")
-	digits := strings.TrimPrefix(minor, "-")
-	if digits == "" || strings.Trim(digits, "0123456789") != "" || len(digits) > 40 {
-		return "", fmt.Errorf("%w: amount %q is not an integer", ErrMalformed, minor)
-	}
-	digits = strings.TrimLeft(digits, "0")
-	d := CurrencyDigits(currency)
-	if len(digits) <= d {
-		digits = strings.Repeat("0", d-len(digits)+1) + digits
-	}
-	s := digits
-	if d > 0 {
-		s = digits[:len(digits)-d] + "." + digits[len(digits)-d:]
-	}
-	if neg && strings.Trim(s, "0.") != "" {
-		s = "-" + s
-	}
-	return s, nil
-}
-
-// NormalizeAmount checks that s is a plain decimal number ("19.99", "-5",
-// "0.00012") and rewrites it with exactly the currency's digits. It refuses
-// exponents, more fraction digits than the currency has (unless they are
-// zeros), and anything that is not a number.
-func NormalizeAmount(s string, currency string) (string, error) {
-	bad := fmt.Errorf("%w: amount %q is not a decimal number", ErrMalformed, s)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	intPart, frac, hasDot := strings.Cut(s, ".")
-	if intPart == "" || len(s) > 40 || strings.Trim(intPart, "0123456789") != "" ||
-		strings.Trim(frac, "0123456789") != "" || (hasDot && frac == "") {
-		return "", bad
-	}
-	d := CurrencyDigits(currency)
-	if len(frac) > d {
-		if strings.Trim(frac[d:], "0") != "" {
-			return "", fmt.Errorf("%w: amount %q has more than %d fraction digits", ErrMalformed, s, d)
-		}
-		frac = frac[:d]
-	}
-	frac += strings.Repeat("0", d-len(frac))
-	minor := intPart + frac
-	if neg {
-		minor = "-" + minor
-	}
-	return FormatMinor(minor, currency)
-}
