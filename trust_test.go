@@ -228,7 +228,14 @@ func TestStripeDisputeAndOrphans(t *testing.T) {
 	if o := waitOrder(t, d, "CH-1", ipn.OrderPaid); o.Paid != "19.99" {
 		t.Errorf("charge.succeeded alone: paid %s", o.Paid)
 	}
-	d.drained(9)
+	// A subscription: its invoices name only the subscription.
+	post("evt_s1", "checkout.session.completed", `{"id":"cs_test_s","object":"checkout.session","client_reference_id":"SUB-1","mode":"subscription","subscription":"sub_S","invoice":"in_S1","amount_total":900,"currency":"usd","payment_status":"paid","customer_details":{"email":"s@example.com"}}`)
+	post("evt_s2", "invoice.paid", `{"id":"in_S1","object":"invoice","subscription":"sub_S","amount_paid":900,"currency":"usd","payment_intent":"pi_S1","metadata":{}}`)
+	post("evt_s3", "invoice.paid", `{"id":"in_S2","object":"invoice","subscription":"sub_S","amount_paid":900,"currency":"usd","payment_intent":"pi_S2","metadata":{}}`)
+	d.drained(12)
+	if o := waitOrder(t, d, "SUB-1", ipn.OrderPaid); o.Paid != "18.00" {
+		t.Errorf("subscription order: paid %s, want two invoices of 9.00", o.Paid)
+	}
 	merchant := mailText(t, smtpd, "owner@example.com")
 	disputes := 0
 	for _, m := range merchant {
