@@ -49,6 +49,7 @@ func newPayPal(cfg GatewayConfig) (*payPalGateway, error) {
 	}
 	g.client = &http.Client{
 		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment, // HTTPS_PROXY, NO_PROXY: VPSs that reach out through a proxy
 			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 8,

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -117,6 +118,10 @@ func ParseWebhookSignatures(header string) ([][]byte, error) {
 }
 
 func (g *stdWebhooksGateway) Check(in *Inbound) (string, error) {
+	if err := singleHeaders(in.Header, "Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+		"Svix-Id", "Svix-Timestamp", "Svix-Signature"); err != nil {
+		return "", err
+	}
 	h := webhookHeaders(in.Header.Get)
 	if h.ID == "" || h.Timestamp == "" {
 		return "", fmt.Errorf("%w: missing webhook-id or webhook-timestamp header", ErrBadSignature)
@@ -231,4 +236,16 @@ func ParseWebhookEvent(body []byte, eventID string) (*Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// singleHeaders refuses a request that repeats one of the named headers:
+// the signature covers one value and the store would keep both, so which
+// one identifies the message would be the reader's guess.
+func singleHeaders(h http.Header, names ...string) error {
+	for _, n := range names {
+		if len(h.Values(n)) > 1 {
+			return fmt.Errorf("%w: repeated %s header", ErrMalformed, strings.ToLower(n))
+		}
+	}
+	return nil
 }

@@ -89,6 +89,9 @@ func StripeSignature(secret string, ts int64, body []byte) []byte {
 }
 
 func (g *stripeGateway) Check(in *Inbound) (string, error) {
+	if err := singleHeaders(in.Header, "Stripe-Signature"); err != nil {
+		return "", err
+	}
 	ts, sigs, err := ParseStripeSignature(in.Header.Get("Stripe-Signature"))
 	if err != nil {
 		return "", err
