@@ -287,12 +287,45 @@ func (a *api) showNotification(w http.ResponseWriter, _ *http.Request, ps httpro
 	writeJSON(w, http.StatusOK, a.view(store.Item{Notification: n, Processing: p}))
 }
 
-func (a *api) rejections(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+// rejections lists the recent rejected requests, newest first, at most
+// limit (default 100, at most 1000), optionally of one gateway or reason.
+func (a *api) rejections(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q := r.URL.Query()
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	gateway, reason := q.Get("gateway"), q.Get("reason")
 	out := []ipn.Rejection{}
 	if a.o.Rejections != nil {
-		out = append(out, a.o.Rejections()...)
+		for _, rj := range a.o.Rejections() { // newest first
+			if len(out) == limit {
+				break
+			}
+			if (gateway == "" || rj.Gateway == gateway) && (reason == "" || rj.Reason == reason) {
+				out = append(out, rj)
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rejections": out})
+}
+
+// displayKey shows an internal key (an event key, an effect's cause) with
+// its NUL separators as "|": JSON clients and terminals choke on NULs.
+func displayKey(k string) string { return strings.ReplaceAll(k, "\x00", "|") }
+
+// orderView is an order as the API shows it.
+func orderView(o ipn.Order) ipn.Order {
+	o.Facts = slices.Clone(o.Facts)
+	for i := range o.Facts {
+		o.Facts[i].Key = displayKey(o.Facts[i].Key)
+	}
+	return o
 }
 
 // deadlineWriter moves the connection's write deadline forward before
@@ -407,9 +440,9 @@ func (a *api) listOrders(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		a.fail(w, err)
 		return
 	}
-	out := OrderList{Orders: orders}
-	if out.Orders == nil {
-		out.Orders = []ipn.Order{}
+	out := OrderList{Orders: []ipn.Order{}}
+	for _, o := range orders {
+		out.Orders = append(out.Orders, orderView(o))
 	}
 	if len(orders) == limit {
 		out.NextBefore = orders[len(orders)-1].ID
@@ -423,7 +456,7 @@ func (a *api) showOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Pa
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, o)
+	writeJSON(w, http.StatusOK, orderView(*o))
 }
 
 func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
