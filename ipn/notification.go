@@ -64,6 +64,25 @@ type Processing struct {
 	// the next one is due (zero when none is scheduled).
 	Attempts    int       `json:"attempts,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Verified: the gateway's postback confirmed the message once (PayPal
+	// VERIFIED). A replay does not ask again: the answer cannot change,
+	// and the gateway may be unreachable.
+	Verified bool `json:"verified,omitempty"`
+}
+
+// WasVerified reports whether the message passed its gateway's postback
+// before: Verified, or (records from before that field) a history that
+// reached applied or duplicate, which only a verified message can.
+func (p *Processing) WasVerified() bool {
+	if p.Verified {
+		return true
+	}
+	for _, h := range p.History {
+		if h.State == StateApplied || h.State == StateDuplicate {
+			return true
+		}
+	}
+	return false
 }
 
 // Settled reports whether nothing is to be done about the notification
@@ -85,6 +104,9 @@ type Outcome struct {
 	EventKey string
 	RetryAt  time.Time
 	Attempts int
+	// Verified: the gateway's postback confirmed the message (now or
+	// before a replay).
+	Verified bool
 	// ApplyOrder: apply Event to its order (and subscription) in the same
 	// transaction: for applied notifications, and for those refused in a
 	// way the merchant must see on the order (a test payment on a live

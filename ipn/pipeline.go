@@ -377,7 +377,9 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		o.State, o.Detail = StateFailed, "gateway is no longer configured"
 		return o, true
 	}
-	if v, ok := g.(Verifier); ok {
+	if v, ok := g.(Verifier); ok && w.Processing.WasVerified() {
+		o.Verified = true // a replay: confirmed once, not asked again
+	} else if ok {
 		vctx, cancel := context.WithTimeout(ctx, p.o.VerifyTimeout)
 		start := time.Now()
 		err := v.Verify(vctx, n)
@@ -385,6 +387,7 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		p.o.Observer.Verified(n.Gateway, time.Since(start))
 		switch {
 		case err == nil:
+			o.Verified = true
 		case errors.Is(err, ErrInvalid):
 			o.State, o.Detail = StateInvalid, err.Error()
 			return o, true

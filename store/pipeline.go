@@ -171,6 +171,7 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 		p.NextAttempt = time.Time{}
 	}
 	p.State, p.Event, p.Attempts = o.State, o.Event, o.Attempts
+	p.Verified = p.Verified || o.Verified
 	detail := o.Detail
 	if o.State == ipn.StateApplied && o.EventKey != "" {
 		events := tx.Bucket(bucketEvents)
