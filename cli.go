@@ -45,7 +45,7 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 		key := fmt.Sprintf("gateway[%d]", i)
 		secrets, err := gatewaySecrets(key, g)
 		if err != nil {
-			if !cfg.embedded {
+			if !cfg.generatedSecret(g) {
 				return err
 			}
 			secret = "secret generated on first start in " + g.SecretFile

@@ -257,6 +257,9 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 				}
 				return nil, fmt.Errorf("config: %s line %d:%s %s", path, perr.Position.Line, key, perr.Message)
 			}
+			if m := tomlTypeError.FindStringSubmatch(err.Error()); m != nil {
+				return nil, fmt.Errorf("config: %s line %s: %s: is %s, must be %s", path, m[1], m[2], tomlTypeName(m[3]), tomlTypeName(m[4]))
+			}
 			return nil, fmt.Errorf("config: %s: %w", path, err)
 		}
 		if und := md.Undecoded(); len(und) > 0 {
@@ -275,6 +278,12 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	}
 	if cfg.Admin.Token == "" && cfg.Admin.TokenFile == "" {
 		cfg.Admin.TokenFile = filepath.Join(cfg.dataDir(), "admin.token")
+	}
+	for i, g := range cfg.Gateways {
+		if g.Tolerance == 0 && signsTimestamps(g.Kind) {
+			// The kind's default, written out so that check shows what applies.
+			cfg.Gateways[i].Tolerance = Duration(300 * time.Second)
+		}
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -366,6 +375,40 @@ func setFromString(f reflect.Value, raw string) error {
 }
 
 var gatewayName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// tomlTypeError matches the TOML decoder's text for a value of the wrong
+// type, to say it in the config's terms.
+var tomlTypeError = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): incompatible types: TOML value has type (\S+); destination has type (\S+)$`)
+
+func tomlTypeName(t string) string {
+	switch t {
+	case "int64", "integer", "float64", "float":
+		return "a number"
+	case "string":
+		return "a string (in quotes)"
+	case "bool":
+		return "true or false"
+	case "slice", "[]interface {}":
+		return "a list"
+	case "map[string]interface {}", "struct":
+		return "a table"
+	}
+	return t
+}
+
+// generatedSecret reports whether gateway g's secret is made on first
+// start when missing: a standard-webhooks gateway whose secret_file is in
+// the data directory (the embedded "test" gateway, and the example
+// config's).
+func (c *Config) generatedSecret(g GatewayConfig) bool {
+	return g.Kind == "standard-webhooks" && g.SecretFile != "" && filepath.Dir(g.SecretFile) == c.dataDir()
+}
+
+// signsTimestamps reports whether gateways of the kind sign a timestamp
+// checked against a tolerance (default 300 s).
+func signsTimestamps(kind string) bool {
+	return kind == "stripe" || kind == "standard-webhooks" || kind == "hmac"
+}
 
 func (c *Config) validate() error {
 	s := c.Server
@@ -470,6 +513,12 @@ func (c *Config) validate() error {
 	if pl.RetryCap < pl.RetryBase {
 		return configError("pipeline.retry_cap", pl.RetryCap.String(), "must not be shorter than retry_base")
 	}
+	if !c.embedded && len(c.Gateways) == 0 {
+		return configError("gateway", "[]", "no [[gateway]] is configured: nothing could post to /ipn/")
+	}
+	if sameAddress(s.Listen, c.Admin.Listen) {
+		return configError("admin.listen", c.Admin.Listen, "must differ from server.listen (the public listener)")
+	}
 	seen := map[string]bool{}
 	for i, g := range c.Gateways {
 		key := fmt.Sprintf("gateway[%d]", i)
@@ -496,6 +545,9 @@ func (c *Config) validate() error {
 		if n > 1 {
 			return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
 		}
+		if n > 0 && !ipn.NeedsSecret(g.Kind) {
+			return configError(key+".secret", "<redacted>", "kind "+g.Kind+" verifies by postback and takes no secret (receivers says which accounts are yours)")
+		}
 		if n == 0 && ipn.NeedsSecret(g.Kind) {
 			return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
 		}
@@ -518,6 +570,18 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// sameAddress reports whether two listen addresses bind the same socket
+// (port 0 picks a free port: never the same).
+func sameAddress(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa == "0" || pa != pb {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
 }
 
 func checkListen(key, addr string) error {

@@ -66,7 +66,7 @@ secret_file = "`+sf+`"
 		t.Errorf("admin token = %q", tok)
 	}
 	// The environment's token wins over a token_file in the file.
-	p2 := writeConfig(t, "[admin]\ntoken_file = \"/nonexistent\"\n")
+	p2 := writeConfig(t, "[admin]\ntoken_file = \"/nonexistent\"\n[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"whsec_x\"\n")
 	cfg2, err := loadConfig(p2, envFunc("IPND_ADMIN_TOKEN", "envtok"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,11 @@ package main
 // Black-box tests of operator-facing behaviour (issue 14).
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +51,44 @@ func TestReplayOfVerifiedPayPalNeedsNoPostback(t *testing.T) {
 	d.api("GET", "/api/orders/RP-1", nil, &o)
 	if o.Paid != "19.95" || len(o.History) != 1 {
 		t.Errorf("order after replay: paid %s, %d history entries (%s); want one payment", o.Paid, len(o.History), fmt.Sprint(o.History))
+	}
+}
+
+// check and serve agree: every config check refuses, serve refuses with
+// the same words, naming the key, before it opens a socket.
+func TestCheckAndServeAgree(t *testing.T) {
+	dir := t.TempDir()
+	store := fmt.Sprintf("[store]\npath = %q\n", filepath.Join(dir, "ipnd.db"))
+	gw := "[[gateway]]\nname = \"w\"\nkind = \"standard-webhooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+	cases := []struct {
+		name, cfg, want string
+	}{
+		{"same address", "[server]\nlisten = \"127.0.0.1:18080\"\n[admin]\nlisten = \"127.0.0.1:18080\"\n" + store + gw, "admin.listen"},
+		{"wildcard same port", "[server]\nlisten = \"0.0.0.0:18080\"\n[admin]\nlisten = \"127.0.0.1:18080\"\n" + store + gw, "admin.listen"},
+		{"no gateway", store, "[[gateway]]"},
+		{"stripe API key", store + "[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"sk_live_abc\"\n", "whsec_"},
+		{"paypal with a secret", store + "[[gateway]]\nname = \"p\"\nkind = \"paypal\"\nsecret = \"x\"\nreceivers = [\"a@b.c\"]\n", "gateway[0].secret"},
+		{"type error", "[server]\nlisten = 8080\n" + store + gw, "server.listen: is a number, must be a string"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, tc.cfg)
+			_, checkErr := runCmd(t, envFunc(), "check", "-config", cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			serveErr := run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard)
+			if checkErr == nil || serveErr == nil || !strings.Contains(checkErr.Error(), tc.want) || checkErr.Error() != serveErr.Error() {
+				t.Errorf("check: %v\nserve: %v\nwant both to fail alike, naming %q", checkErr, serveErr, tc.want)
+			}
+		})
+	}
+}
+
+// check prints the tolerance that applies, not "0s".
+func TestCheckShowsEffectiveTolerance(t *testing.T) {
+	cfg := writeConfig(t, "[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"whsec_abc\"\n")
+	out, err := runCmd(t, envFunc(), "check", "-config", cfg)
+	if err != nil || !strings.Contains(out, `tolerance = "5m0s"`) {
+		t.Errorf("check: %v\n%s", err, out)
 	}
 }

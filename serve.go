@@ -68,11 +68,9 @@ func ensureGenerated(cfg *Config, log *slog.Logger) error {
 	if cfg.Admin.Token == "" && filepath.Dir(cfg.Admin.TokenFile) == dir {
 		gen[cfg.Admin.TokenFile] = func() string { return hex.EncodeToString(randomBytes(32)) }
 	}
-	if cfg.embedded {
-		for _, g := range cfg.Gateways {
-			if g.SecretFile != "" && filepath.Dir(g.SecretFile) == dir {
-				gen[g.SecretFile] = func() string { return "whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32)) }
-			}
+	for _, g := range cfg.Gateways {
+		if cfg.generatedSecret(g) {
+			gen[g.SecretFile] = func() string { return "whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32)) }
 		}
 	}
 	for path, make := range gen {

@@ -78,11 +78,16 @@ func (s *shopReceiver) forOrder(id string) []map[string]any {
 	return out
 }
 
+// mailText returns each message to one recipient as its raw text
+// (headers and body; the raw bytes can be read any number of times).
 func mailText(t *testing.T, f *fakeSMTP, to string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var out []string
-	for _, m := range f.to(to) {
-		b, _ := io.ReadAll(m.Body)
-		out = append(out, m.Header.Get("Subject")+"\n"+string(b))
+	for i, m := range f.got {
+		if strings.Contains(m.Header.Get("To"), to) {
+			out = append(out, m.Header.Get("Subject")+"\n"+string(f.raw[i]))
+		}
 	}
 	return out
 }

@@ -571,9 +571,9 @@ type summary struct {
 
 // payGroup is one payment transaction as its facts describe it.
 type payGroup struct {
-	oneOff    bool     // a payment, not a subscription payment
-	completed bool     // some fact is completed
-	counted   bool     // some completed fact counts towards the totals
+	oneOff    bool         // a payment, not a subscription payment
+	completed bool         // some fact is completed
+	counted   bool         // some completed fact counts towards the totals
 	amount    *apd.Decimal // largest counted completed amount
 	failed    bool
 	canceled  bool

@@ -91,4 +91,3 @@ func CurrencyDigits(code string) int {
 	}
 	return 2
 }
-

@@ -31,6 +31,11 @@ func newStripe(cfg GatewayConfig) (*stripeGateway, error) {
 		g.tolerance = stripeTolerance
 	}
 	for _, s := range cfg.Secrets {
+		if !strings.HasPrefix(s, "whsec_") {
+			// An API key (sk_live_..., rk_...) pasted by mistake would
+			// refuse every event: say so at start instead.
+			return nil, fmt.Errorf("%w: gateway %q: a Stripe secret must be the endpoint's signing secret (whsec_...), not an API key", ErrConfig, cfg.Name)
+		}
 		g.keys = append(g.keys, []byte(s))
 	}
 	return g, nil
