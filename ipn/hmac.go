@@ -25,7 +25,10 @@ import (
 // zero value of every option is its default; Header is required. Sources
 // (Timestamp, ID, DedupKey, RequiredFields keys, Fields) are written
 // "header:<Name>", "json:<dotted.path>" (Body "json"; a numeric segment
-// indexes an array) or "form:<field>" (Body "form").
+// indexes an array) or "form:<field>" (Body "form"). Every source must be
+// covered by the MAC (SignedContent has {header:Name}, or {ts}/{id} for
+// the Timestamp/ID header; body fields are covered by {body}): newHMAC
+// refuses a config trusting a value the sender could change unnoticed.
 type HMACOptions struct {
 	// Header is the request header holding the signature, e.g. "X-Signature".
 	Header string
@@ -438,6 +441,38 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 	}
 
+	// Everything the adapter trusts must be covered by the MAC: a source
+	// the sender can change without breaking the signature would make the
+	// tolerance check, the dedup key or the event meaningless.
+	dedupKey, dedupSpec := "dedup_key", o.DedupKey
+	if o.DedupKey == "" {
+		dedupKey, dedupSpec = "id", o.ID
+	}
+	type trust struct {
+		key, spec, why string
+		src            source
+	}
+	trusted := []trust{
+		{"timestamp", o.Timestamp, "the sender could put a fresh time on a captured request and replay it forever", g.ts},
+		{dedupKey, dedupSpec, "a replayed request could carry a new message id and be stored again, " +
+			"or a forged one claim the id of a real message and have that dropped as a duplicate", g.dedup},
+		{"fields.txn_id", f.TxnID, "the sender could change the event's transaction id", g.fields.txn},
+		{"fields.order_id", f.OrderID, "the sender could point the event at another order", g.fields.order},
+		{"fields.amount", f.Amount, "the sender could change the event's amount", g.fields.amount},
+		{"fields.currency", f.Currency, "the sender could change the event's currency", g.fields.currency},
+		{"fields.status", f.Status, "the sender could change the event's status", g.fields.status},
+		{"fields.email", f.Email, "the sender could change the customer's email", g.fields.email},
+		{"fields.name", f.Name, "the sender could change the customer's name", g.fields.name},
+	}
+	for _, r := range g.required {
+		trusted = append(trusted, trust{"required_fields", r.spec, "checking a value the sender may change proves nothing", r.src})
+	}
+	for _, tr := range trusted {
+		if hint := g.unsigned(tr.src); hint != "" {
+			return nil, bad("%s = %q is not covered by the signature (%s): %s", tr.key, tr.spec, hint, tr.why)
+		}
+	}
+
 	// Headers kept with the raw record: everything Check or Normalize reads.
 	keep := []string{g.header}
 	for _, s := range []source{g.ts, g.id, g.dedup, g.fields.txn, g.fields.order, g.fields.amount,
@@ -463,6 +498,54 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// unsigned says why the value of s is not covered by the MAC, or ""
+// when it is (or s is not set). A header is covered when signed_content
+// contains it ({header:Name}, or {ts}/{id} for the timestamp and id
+// headers); a kv timestamp when signed_content contains {ts}; a body field
+// always, since {body} is required, except below the top level of a JSON
+// body canonicalized by the top-level allow-list (NOWPayments' form keeps
+// only nested keys that also appear at the top, so the MAC may not cover
+// them).
+func (g *hmacGateway) unsigned(s source) string {
+	has := func(kind int, header string) bool {
+		for _, seg := range g.template {
+			if seg.kind == kind && (kind != segHeader || seg.text == header) {
+				return true
+			}
+		}
+		return false
+	}
+	switch s.from {
+	case "kv":
+		if !has(segTS, "") {
+			return "signed_content has no {ts}"
+		}
+	case "header":
+		if has(segHeader, s.name) ||
+			(g.ts.from == "header" && g.ts.name == s.name && has(segTS, "")) ||
+			(g.id.from == "header" && g.id.name == s.name && has(segID, "")) {
+			return ""
+		}
+		want := "{header:" + s.name + "}"
+		if g.ts.from == "header" && g.ts.name == s.name {
+			want += " or {ts}"
+		}
+		if g.id.from == "header" && g.id.name == s.name {
+			want += " or {id}"
+		}
+		return "signed_content has no " + want
+	case "json":
+		if len(s.path) > 1 && slices.Contains(g.canon, false) {
+			mode := "json-sorted-toplevel"
+			if len(g.canon) > 1 {
+				mode = "json-sorted"
+			}
+			return "with canonicalize " + mode + " the signature may cover only top-level fields"
+		}
+	}
+	return ""
 }
 
 func decodeBase64(padded, raw *base64.Encoding) func(string) ([]byte, error) {
