@@ -138,3 +138,40 @@ func TestHMACCapturedRequestCannotBeReplayed(t *testing.T) {
 		t.Errorf("store holds %d notifications, want only the original", s.LastID)
 	}
 }
+
+// TestHMACFieldAlternativesAndSubscriptionKinds: "|" alternatives pick
+// the first source with a value; statuses may name subscription events;
+// a bad alternative or kind is a config error.
+func TestHMACFieldAlternativesAndSubscriptionKinds(t *testing.T) {
+	g := mustGateway(t, ipn.GatewayConfig{Name: "h", Kind: "hmac", Secrets: []string{"s"}, HMAC: ipn.HMACOptions{Header: "X-Sig",
+		Fields: ipn.HMACFields{Status: "json:ev", TxnID: "json:r.id|json:p.id", ParentTxnID: "json:r.pay", Amount: "json:r.amt|json:p.amt",
+			Currency: "json:p.cur", SubscriptionID: "json:p.sub", Statuses: map[string]string{"r": "refunded", "s": "subscription_started",
+				"c": "subscription_canceled", "f": "subscription_payment_failed"}}}})
+	for _, tc := range []struct {
+		body string
+		want ipn.Event
+	}{
+		{`{"ev":"r","r":{"id":"R1","pay":"P1","amt":"1.50"},"p":{"id":"P1","amt":"9.00","cur":"eur"}}`,
+			ipn.Event{Type: ipn.TypeRefund, Status: ipn.StatusRefunded, GatewayStatus: "r", TxnID: "R1", ParentTxnID: "P1", Amount: "1.50", Currency: "EUR"}},
+		{`{"ev":"s","p":{"id":"S1","cur":"eur"}}`, // the object is the subscription
+			ipn.Event{Type: ipn.TypeSubscriptionStarted, Status: ipn.StatusCompleted, GatewayStatus: "s", TxnID: "S1", SubscriptionID: "S1", Currency: "EUR"}},
+		{`{"ev":"f","p":{"id":"T9","sub":"S1","amt":"9.00","cur":"eur"}}`,
+			ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusFailed, GatewayStatus: "f", TxnID: "T9", SubscriptionID: "S1", Amount: "9.00", Currency: "EUR"}},
+	} {
+		ev, err := g.Normalize(&ipn.Notification{Body: []byte(tc.body)})
+		if err != nil || *ev != tc.want {
+			t.Errorf("Normalize(%s) = %+v, %v\nwant %+v", tc.body, ev, err, tc.want)
+		}
+	}
+	for _, f := range []ipn.HMACFields{
+		{TxnID: "json:a||json:b"},
+		{TxnID: "json:a|form:b"},
+		{Status: "json:s", Statuses: map[string]string{"x": "subscription_paused"}},
+		{TxnID: "json:a|header:X-Txn"}, // an unsigned alternative
+	} {
+		if _, err := ipn.NewGateway(ipn.GatewayConfig{Name: "h", Kind: "hmac", Secrets: []string{"s"},
+			HMAC: ipn.HMACOptions{Header: "X-Sig", Fields: f}}); !errors.Is(err, ipn.ErrConfig) {
+			t.Errorf("fields %+v: NewGateway = %v, want ErrConfig", f, err)
+		}
+	}
+}
