@@ -392,6 +392,12 @@ func TestRealPayloadFlows(t *testing.T) {
 			"stripe/checkout.session.completed.json", "stripe/charge.dispute.created.json", "stripe/charge.dispute.closed.won.json"},
 			[]want{{"paid", "25.00", "0.00"}, {"disputed", "25.00", "0.00"}, {"paid", "25.00", "0.00"}},
 			"payment_received"},
+		{"stripe dispute with its funds withdrawn, reinstated, won", []string{
+			"stripe/checkout.session.completed.json", "stripe/charge.dispute.created.json", "stripe/charge.dispute.funds_withdrawn.json",
+			"stripe/charge.dispute.funds_reinstated.json", "stripe/charge.dispute.closed.won.json"},
+			[]want{{"paid", "25.00", "0.00"}, {"disputed", "25.00", "0.00"}, {"reversed", "25.00", "0.00"},
+				{"disputed", "25.00", "0.00"}, {"paid", "25.00", "0.00"}},
+			"payment_received"},
 		{"stripe dispute lost", []string{
 			"stripe/checkout.session.completed.json", "stripe/charge.dispute.created.json", "stripe/charge.dispute.closed.lost.json"},
 			[]want{{"paid", "25.00", "0.00"}, {"disputed", "25.00", "0.00"}, {"reversed", "25.00", "0.00"}},
