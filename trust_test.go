@@ -82,6 +82,7 @@ func mailText(t *testing.T, f *fakeSMTP, to string) []string {
 	var out []string
 	for _, m := range f.to(to) {
 		b, _ := io.ReadAll(m.Body)
+		m.Body = bytes.NewReader(b) // callers poll: leave the body readable again
 		out = append(out, m.Header.Get("Subject")+"\n"+string(b))
 	}
 	return out
