@@ -183,15 +183,17 @@ type GatewayConfig struct {
 // HMACFieldsConfig says where an hmac gateway's messages keep the event
 // fields ("json:a.b", "form:f", "header:Name").
 type HMACFieldsConfig struct {
-	TxnID       string            `toml:"txn_id"`
-	OrderID     string            `toml:"order_id"`
-	Amount      string            `toml:"amount"`
-	Currency    string            `toml:"currency"`
-	Status      string            `toml:"status"`
-	Email       string            `toml:"email"`
-	Name        string            `toml:"name"`
-	AmountMinor bool              `toml:"amount_minor"`
-	Statuses    map[string]string `toml:"statuses"`
+	TxnID          string            `toml:"txn_id"`
+	ParentTxnID    string            `toml:"parent_txn_id"`
+	SubscriptionID string            `toml:"subscription_id"`
+	OrderID        string            `toml:"order_id"`
+	Amount         string            `toml:"amount"`
+	Currency       string            `toml:"currency"`
+	Status         string            `toml:"status"`
+	Email          string            `toml:"email"`
+	Name           string            `toml:"name"`
+	AmountMinor    bool              `toml:"amount_minor"`
+	Statuses       map[string]string `toml:"statuses"`
 }
 
 // defaultConfig is the embedded default configuration.

@@ -13,6 +13,7 @@ require (
 	github.com/wneessen/go-mail v0.8.1
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/text v0.43.0
+	golang.org/x/time v0.16.0
 )
 
 require (

@@ -127,7 +127,8 @@ func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
 			SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
 			KeyFormat: g.KeyFormat, KeyPrefix: g.KeyPrefix, SignedContent: g.SignedContent, Timestamp: g.Timestamp,
 			ID: g.ID, DedupKey: g.DedupKey, Canonicalize: g.Canonicalize, Body: g.Body, RequiredFields: g.RequiredFields,
-			Fields: ipn.HMACFields{TxnID: f.TxnID, OrderID: f.OrderID, Amount: f.Amount, Currency: f.Currency,
+			Fields: ipn.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID,
+				OrderID: f.OrderID, Amount: f.Amount, Currency: f.Currency,
 				Status: f.Status, Email: f.Email, Name: f.Name, AmountMinor: f.AmountMinor, Statuses: f.Statuses}}}
 }
 

@@ -25,7 +25,10 @@ import (
 // zero value of every option is its default; Header is required. Sources
 // (Timestamp, ID, DedupKey, RequiredFields keys, Fields) are written
 // "header:<Name>", "json:<dotted.path>" (Body "json"; a numeric segment
-// indexes an array) or "form:<field>" (Body "form").
+// indexes an array) or "form:<field>" (Body "form"). Every source must be
+// covered by the MAC (SignedContent has {header:Name}, or {ts}/{id} for
+// the Timestamp/ID header; body fields are covered by {body}): newHMAC
+// refuses a config trusting a value the sender could change unnoticed.
 type HMACOptions struct {
 	// Header is the request header holding the signature, e.g. "X-Signature".
 	Header string
@@ -88,17 +91,46 @@ type HMACOptions struct {
 // body in ipnd's own envelope ({"type": "payment.completed", "data":
 // {...}}, SPEC §5) is normalized as the standard-webhooks kind does, and
 // anything else becomes an event of type other carrying only EventID.
+//
+// A field source may list alternatives separated by "|", the first that
+// has a value wins: e.g. Razorpay's amount
+// "json:payload.refund.entity.amount|json:payload.payment.entity.amount"
+// is the refund's own amount in a refund event and the payment's in the
+// others.
 type HMACFields struct {
-	TxnID, OrderID, Amount, Currency, Status, Email, Name string
+	TxnID, ParentTxnID, OrderID, Amount, Currency, Status, Email, Name string
+	// SubscriptionID is where the subscription's id is; in an event mapped
+	// to a subscription type without one, the object is the subscription
+	// itself and TxnID is used (Paddle subscription.* events: data.id).
+	SubscriptionID string
 	// AmountMinor: Amount is an integer in the currency's smallest unit
 	// (cents); otherwise a decimal in major units.
 	AmountMinor bool
 	// Statuses maps a value found at Status (e.g. an event name such as
 	// "payment.captured") to an ipnd status ("completed", "pending",
-	// "failed", "denied", "refunded", "reversed", "canceled", "expired").
-	// refunded gives type refund, reversed type reversal, the rest type
-	// payment; an unmapped value gives type other.
+	// "failed", "denied", "refunded", "reversed", "canceled", "expired")
+	// or to a subscription event (see hmacEventKinds: "subscription_started",
+	// "subscription_payment", "subscription_payment_failed",
+	// "subscription_canceled", "subscription_expired"). refunded gives
+	// type refund, reversed type reversal, the other statuses type payment;
+	// an unmapped value gives type other.
 	Statuses map[string]string
+}
+
+// hmacEventKind is what a Statuses value maps a gateway's status to.
+type hmacEventKind struct {
+	typ    EventType
+	status EventStatus
+}
+
+// hmacEventKinds are the Statuses values that name a subscription event
+// rather than an ipnd status.
+var hmacEventKinds = map[string]hmacEventKind{
+	"subscription_started":        {TypeSubscriptionStarted, StatusCompleted},
+	"subscription_payment":        {TypeSubscriptionPayment, StatusCompleted},
+	"subscription_payment_failed": {TypeSubscriptionPayment, StatusFailed},
+	"subscription_canceled":       {TypeSubscriptionCanceled, StatusCanceled},
+	"subscription_expired":        {TypeSubscriptionExpired, StatusExpired},
 }
 
 // Defaults of the hmac kind.
@@ -106,9 +138,10 @@ const hmacDefaultTolerance = 300 * time.Second
 
 // source is a parsed HMACOptions source.
 type source struct {
-	from string // "", "kv", "header", "json", "form"
+	from string // "", "kv", "header", "json", "form", "alt"
 	name string // header name or form field
 	path []string
+	alts []source // from "alt": the alternatives, first non-empty wins
 }
 
 func (s source) set() bool { return s.from != "" }
@@ -144,8 +177,34 @@ type hmacDoc struct {
 	form url.Values
 }
 
+// parseFieldSource is parseSource for event fields, which may list
+// alternatives separated by "|".
+func parseFieldSource(spec, body string) (source, error) {
+	if !strings.Contains(spec, "|") {
+		return parseSource(spec, body, false)
+	}
+	alt := source{from: "alt"}
+	for part := range strings.SplitSeq(spec, "|") {
+		src, err := parseSource(strings.TrimSpace(part), body, false)
+		if err != nil {
+			return source{}, err
+		}
+		if !src.set() {
+			return source{}, fmt.Errorf("source %q has an empty alternative", spec)
+		}
+		alt.alts = append(alt.alts, src)
+	}
+	return alt, nil
+}
+
 func (s source) value(h http.Header, d *hmacDoc) string {
 	switch s.from {
+	case "alt":
+		for _, a := range s.alts {
+			if v := a.value(h, d); v != "" {
+				return v
+			}
+		}
 	case "header":
 		return h.Get(s.name)
 	case "form":
@@ -235,9 +294,9 @@ type hmacGateway struct {
 	tolerance time.Duration
 	required  []requiredField
 	hasFields bool
-	fields    struct{ txn, order, amount, currency, status, email, name source }
+	fields    struct{ txn, parent, order, amount, currency, status, email, name, sub source }
 	minor     bool
-	statuses  map[string]EventStatus
+	statuses  map[string]hmacEventKind
 	keep      []string
 	needTS    bool
 	needID    bool
@@ -415,11 +474,11 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		spec string
 		dst  *source
 	}{
-		{f.TxnID, &g.fields.txn}, {f.OrderID, &g.fields.order}, {f.Amount, &g.fields.amount},
-		{f.Currency, &g.fields.currency}, {f.Status, &g.fields.status}, {f.Email, &g.fields.email},
-		{f.Name, &g.fields.name},
+		{f.TxnID, &g.fields.txn}, {f.ParentTxnID, &g.fields.parent}, {f.OrderID, &g.fields.order},
+		{f.Amount, &g.fields.amount}, {f.Currency, &g.fields.currency}, {f.Status, &g.fields.status},
+		{f.Email, &g.fields.email}, {f.Name, &g.fields.name}, {f.SubscriptionID, &g.fields.sub},
 	} {
-		if *fs.dst, err = parseSource(fs.spec, g.body, false); err != nil {
+		if *fs.dst, err = parseFieldSource(fs.spec, g.body); err != nil {
 			return nil, bad("fields: %v", err)
 		}
 		g.hasFields = g.hasFields || fs.dst.set()
@@ -429,21 +488,67 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		if !g.fields.status.set() {
 			return nil, bad("fields statuses need a status source")
 		}
-		g.statuses = make(map[string]EventStatus, len(f.Statuses))
+		g.statuses = make(map[string]hmacEventKind, len(f.Statuses))
 		for k, v := range f.Statuses {
-			if !ValidStatus(EventStatus(v)) {
-				return nil, bad("fields statuses: %q is not an ipnd status", v)
+			kind, ok := hmacEventKinds[v]
+			if !ok && ValidStatus(EventStatus(v)) {
+				kind, ok = hmacEventKind{TypePayment, EventStatus(v)}, true
+				switch kind.status {
+				case StatusRefunded:
+					kind.typ = TypeRefund
+				case StatusReversed:
+					kind.typ = TypeReversal
+				}
 			}
-			g.statuses[k] = EventStatus(v)
+			if !ok {
+				return nil, bad("fields statuses: %q is neither an ipnd status nor a subscription event", v)
+			}
+			g.statuses[k] = kind
+		}
+	}
+
+	// Everything the adapter trusts must be covered by the MAC: a source
+	// the sender can change without breaking the signature would make the
+	// tolerance check, the dedup key or the event meaningless.
+	dedupKey, dedupSpec := "dedup_key", o.DedupKey
+	if o.DedupKey == "" {
+		dedupKey, dedupSpec = "id", o.ID
+	}
+	type trust struct {
+		key, spec, why string
+		src            source
+	}
+	trusted := []trust{
+		{"timestamp", o.Timestamp, "the sender could put a fresh time on a captured request and replay it forever", g.ts},
+		{dedupKey, dedupSpec, "a replayed request could carry a new message id and be stored again, " +
+			"or a forged one claim the id of a real message and have that dropped as a duplicate", g.dedup},
+		{"fields.txn_id", f.TxnID, "the sender could change the event's transaction id", g.fields.txn},
+		{"fields.parent_txn_id", f.ParentTxnID, "the sender could point the event at another payment", g.fields.parent},
+		{"fields.subscription_id", f.SubscriptionID, "the sender could point the event at another subscription", g.fields.sub},
+		{"fields.order_id", f.OrderID, "the sender could point the event at another order", g.fields.order},
+		{"fields.amount", f.Amount, "the sender could change the event's amount", g.fields.amount},
+		{"fields.currency", f.Currency, "the sender could change the event's currency", g.fields.currency},
+		{"fields.status", f.Status, "the sender could change the event's status", g.fields.status},
+		{"fields.email", f.Email, "the sender could change the customer's email", g.fields.email},
+		{"fields.name", f.Name, "the sender could change the customer's name", g.fields.name},
+	}
+	for _, r := range g.required {
+		trusted = append(trusted, trust{"required_fields", r.spec, "checking a value the sender may change proves nothing", r.src})
+	}
+	for _, tr := range trusted {
+		if hint := g.unsigned(tr.src); hint != "" {
+			return nil, bad("%s = %q is not covered by the signature (%s): %s", tr.key, tr.spec, hint, tr.why)
 		}
 	}
 
 	// Headers kept with the raw record: everything Check or Normalize reads.
 	keep := []string{g.header}
-	for _, s := range []source{g.ts, g.id, g.dedup, g.fields.txn, g.fields.order, g.fields.amount,
-		g.fields.currency, g.fields.status, g.fields.email, g.fields.name} {
-		if s.from == "header" {
-			keep = append(keep, s.name)
+	for _, s := range []source{g.ts, g.id, g.dedup, g.fields.txn, g.fields.parent, g.fields.order, g.fields.amount,
+		g.fields.currency, g.fields.status, g.fields.email, g.fields.name, g.fields.sub} {
+		for _, a := range append([]source{s}, s.alts...) {
+			if a.from == "header" {
+				keep = append(keep, a.name)
+			}
 		}
 	}
 	for _, r := range g.required {
@@ -463,6 +568,60 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// unsigned says why the value of s is not covered by the MAC, or ""
+// when it is (or s is not set). A header is covered when signed_content
+// contains it ({header:Name}, or {ts}/{id} for the timestamp and id
+// headers); a kv timestamp when signed_content contains {ts}; a body field
+// always, since {body} is required, except below the top level of a JSON
+// body canonicalized by the top-level allow-list (NOWPayments' form keeps
+// only nested keys that also appear at the top, so the MAC may not cover
+// them).
+func (g *hmacGateway) unsigned(s source) string {
+	has := func(kind int, header string) bool {
+		for _, seg := range g.template {
+			if seg.kind == kind && (kind != segHeader || seg.text == header) {
+				return true
+			}
+		}
+		return false
+	}
+	switch s.from {
+	case "alt":
+		for _, a := range s.alts {
+			if why := g.unsigned(a); why != "" {
+				return why
+			}
+		}
+	case "kv":
+		if !has(segTS, "") {
+			return "signed_content has no {ts}"
+		}
+	case "header":
+		if has(segHeader, s.name) ||
+			(g.ts.from == "header" && g.ts.name == s.name && has(segTS, "")) ||
+			(g.id.from == "header" && g.id.name == s.name && has(segID, "")) {
+			return ""
+		}
+		want := "{header:" + s.name + "}"
+		if g.ts.from == "header" && g.ts.name == s.name {
+			want += " or {ts}"
+		}
+		if g.id.from == "header" && g.id.name == s.name {
+			want += " or {id}"
+		}
+		return "signed_content has no " + want
+	case "json":
+		if len(s.path) > 1 && slices.Contains(g.canon, false) {
+			mode := "json-sorted-toplevel"
+			if len(g.canon) > 1 {
+				mode = "json-sorted"
+			}
+			return "with canonicalize " + mode + " the signature may cover only top-level fields"
+		}
+	}
+	return ""
 }
 
 func decodeBase64(padded, raw *base64.Encoding) func(string) ([]byte, error) {
@@ -695,20 +854,17 @@ func (g *hmacGateway) Normalize(n *Notification) (*Event, error) {
 		EventID:       eventID,
 		GatewayStatus: f.status.value(h, doc),
 		TxnID:         f.txn.value(h, doc),
+		ParentTxnID:   f.parent.value(h, doc),
 		OrderID:       f.order.value(h, doc),
 		CustomerEmail: f.email.value(h, doc),
 		CustomerName:  f.name.value(h, doc),
 		Currency:      strings.ToUpper(f.currency.value(h, doc)),
 	}
-	if st, ok := g.statuses[ev.GatewayStatus]; ok {
-		ev.Status = st
-		switch st {
-		case StatusRefunded:
-			ev.Type = TypeRefund
-		case StatusReversed:
-			ev.Type = TypeReversal
-		default:
-			ev.Type = TypePayment
+	ev.SubscriptionID = f.sub.value(h, doc)
+	if k, ok := g.statuses[ev.GatewayStatus]; ok {
+		ev.Type, ev.Status = k.typ, k.status
+		if ev.SubscriptionID == "" && k.typ != TypePayment && k.typ != TypeRefund && k.typ != TypeReversal {
+			ev.SubscriptionID = ev.TxnID // the event's object is the subscription
 		}
 	}
 	if amt := f.amount.value(h, doc); amt != "" {

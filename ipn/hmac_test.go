@@ -62,7 +62,7 @@ func lemonConfig() ipn.GatewayConfig {
 
 func razorpayConfig() ipn.GatewayConfig {
 	return ipn.GatewayConfig{Name: "razorpay", Kind: "hmac", Secrets: []string{"rzold", razorSecret},
-		HMAC: ipn.HMACOptions{Header: "X-Razorpay-Signature", DedupKey: "header:X-Razorpay-Event-Id",
+		HMAC: ipn.HMACOptions{Header: "X-Razorpay-Signature",
 			Fields: ipn.HMACFields{Status: "json:event", TxnID: "json:payload.payment.entity.id",
 				OrderID: "json:payload.payment.entity.notes.order_id", Amount: "json:payload.payment.entity.amount", AmountMinor: true,
 				Currency: "json:payload.payment.entity.currency", Email: "json:payload.payment.entity.email",
@@ -121,8 +121,8 @@ func TestHMACSelfComputedVectors(t *testing.T) {
 			hmacHex(sha256.New, lemonSecret, lemonBody), "",
 			ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "order_created", OrderID: "ORDER-1", TxnID: "1"}},
 		{"razorpay", razorpayConfig(), http.Header{"X-Razorpay-Signature": {razorSig}, "X-Razorpay-Event-Id": {"evt_R1"}}, razorBody,
-			hmacHex(sha256.New, razorSecret, razorBody), "evt_R1",
-			ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "payment.captured", EventID: "evt_R1"}},
+			hmacHex(sha256.New, razorSecret, razorBody), "", // x-razorpay-event-id is not signed: no dedup key
+			ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "payment.captured"}},
 		{"square", squareConfig(), http.Header{"X-Square-Hmacsha256-Signature": {squareSig}}, squareBody,
 			func() string {
 				m := hmac.New(sha256.New, []byte(squareKey))
@@ -362,7 +362,7 @@ func TestHMACConfigErrors(t *testing.T) {
 func TestHMACNormalize(t *testing.T) {
 	// No fields: ipnd's own envelope, as the standard-webhooks kind reads it.
 	env := mustGateway(t, ipn.GatewayConfig{Name: "e", Kind: "hmac", Secrets: []string{"s"},
-		HMAC: ipn.HMACOptions{Header: "X-Sig", DedupKey: "header:X-Id"}})
+		HMAC: ipn.HMACOptions{Header: "X-Sig", SignedContent: "{header:X-Id}.{body}", DedupKey: "header:X-Id"}})
 	ev, err := env.Normalize(&ipn.Notification{Headers: http.Header{"X-Id": {"m9"}},
 		Body: []byte(`{"type":"payment.completed","data":{"txn_id":"T","order_id":"O","amount":"19.9","currency":"usd"}}`)})
 	want := ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "payment.completed", EventID: "m9",
@@ -387,7 +387,7 @@ func TestHMACNormalize(t *testing.T) {
 	razor := mustGateway(t, razorpayConfig())
 	ev, err = razor.Normalize(&ipn.Notification{Headers: http.Header{"X-Razorpay-Event-Id": {"E"}},
 		Body: []byte(`{"event":"payment.failed","payload":{"payment":{"entity":{"id":"pay_1","amount":50000,"currency":"INR","notes":{"order_id":"O8"}}}}}`)})
-	want = ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusFailed, GatewayStatus: "payment.failed", EventID: "E", TxnID: "pay_1",
+	want = ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusFailed, GatewayStatus: "payment.failed", TxnID: "pay_1",
 		OrderID: "O8", Amount: "500.00", Currency: "INR"}
 	if err != nil || *ev != want {
 		t.Errorf("Normalize(razorpay) = %+v, %v\nwant %+v", ev, err, want)

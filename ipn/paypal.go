@@ -245,7 +245,7 @@ func PayPalEvent(f map[string]string) *Event {
 			ev.Type, ev.Status = TypeReversal, StatusReversed
 		case "Canceled_Reversal":
 			ev.Type, ev.Status = TypeReversalCanceled, StatusCompleted
-		case "Denied":
+		case "Denied", "Declined":
 			ev.Type, ev.Status = TypePayment, StatusDenied
 		case "Failed":
 			ev.Type, ev.Status = TypePayment, StatusFailed

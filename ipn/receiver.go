@@ -70,12 +70,17 @@ type ReceiverOptions struct {
 	Observer       Observer     // nil: nothing observed
 	Logger         *slog.Logger // nil: discard
 	MaxBodyBytes   int64        // 0: 64 KiB
-	RateLimit      float64      // requests per second per client IP; 0: no limit
+	RateLimit      float64      // requests per second per client (IPv4 address, IPv6 /64); 0: no limit
 	RateBurst      int
+	RateKeys       int                       // clients the rate limiter remembers at once; 0: 100000
 	TrustedProxies []netip.Prefix            // peers whose X-Forwarded-For is believed
 	AllowIPs       map[string][]netip.Prefix // per gateway name; empty: any source
 	KeepRejections int                       // 0: 1000
-	Now            func() time.Time          // nil: time.Now
+	// RejectLogEvery is how often at most one "notification rejected"
+	// line is logged per gateway label and reason; the line counts the
+	// rejections not logged since the previous one. 0: 10 s.
+	RejectLogEvery time.Duration
+	Now            func() time.Time // nil: time.Now
 }
 
 // Receiver is the public HTTP endpoint gateways post to.
@@ -88,6 +93,16 @@ type Receiver struct {
 	mu         sync.Mutex
 	rejections []Rejection // ring buffer
 	rejNext    int
+	rejLogs    map[rejectLogKey]*rejectLog
+}
+
+// rejectLogKey is one sampled log stream: gateway label and reason, both
+// from bounded sets (configured names or UnknownGateway; Reason*).
+type rejectLogKey struct{ gateway, reason string }
+
+type rejectLog struct {
+	logged     time.Time // when the last line was written
+	suppressed int       // rejections since, not logged
 }
 
 // NewReceiver builds a Receiver. Gateway names must be unique (config
@@ -99,6 +114,9 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.KeepRejections <= 0 {
 		opts.KeepRejections = 1000
 	}
+	if opts.RejectLogEvery <= 0 {
+		opts.RejectLogEvery = 10 * time.Second
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -108,18 +126,20 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Receiver{opts: opts, gateways: make(map[string]Gateway), log: opts.Logger}
+	r := &Receiver{opts: opts, gateways: make(map[string]Gateway), log: opts.Logger, rejLogs: make(map[rejectLogKey]*rejectLog)}
 	for _, g := range opts.Gateways {
 		r.gateways[g.Name()] = g
 	}
 	if opts.RateLimit > 0 {
-		r.limiter = newRateLimiter(opts.RateLimit, opts.RateBurst)
+		r.limiter = newRateLimiter(opts.RateLimit, opts.RateBurst, opts.RateKeys)
 	}
 	return r
 }
 
 // Handler returns the public listener's routes: /ipn/:gateway (every
-// method, so that each request is counted once) and GET /healthz.
+// method, so that each request is counted once) and GET /healthz. Every
+// request under /ipn/, to a configured gateway or not, spends from its
+// client's rate limit first.
 func (r *Receiver) Handler() http.Handler {
 	rt := httprouter.New()
 	rt.HandleOPTIONS = false
@@ -141,11 +161,17 @@ func (r *Receiver) Handler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
+		if r.limited(w, req, r.label(name), r.opts.Now()) {
+			return
+		}
 		w.Header().Set("Allow", http.MethodPost)
 		r.reject(w, req, r.label(name), ReasonMethod, http.StatusMethodNotAllowed, "method not allowed", nil)
 	})
 	rt.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasPrefix(req.URL.Path, "/ipn/") {
+			if r.limited(w, req, UnknownGateway, r.opts.Now()) {
+				return
+			}
 			r.reject(w, req, UnknownGateway, ReasonUnknownGateway, http.StatusNotFound, "unknown gateway", nil)
 			return
 		}
@@ -165,6 +191,9 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 	start := r.opts.Now()
 	name := ps.ByName("gateway")
 	g, known := r.gateways[name]
+	if r.limited(w, req, r.label(name), start) {
+		return
+	}
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		r.reject(w, req, r.label(name), ReasonMethod, http.StatusMethodNotAllowed, "method not allowed", nil)
@@ -175,14 +204,6 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		return
 	}
 	client := r.clientIP(req)
-	if r.limiter != nil {
-		if ok, wait := r.limiter.allow(client.String(), start); !ok {
-			secs := max(1, int((wait+time.Second-1)/time.Second)) // round up
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			r.reject(w, req, name, ReasonRateLimited, http.StatusTooManyRequests, "rate limit exceeded", nil)
-			return
-		}
-	}
 	if allow := r.opts.AllowIPs[name]; len(allow) > 0 && !inPrefixes(client, allow) {
 		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ErrForbiddenSource.Error(), nil)
 		return
@@ -244,6 +265,23 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 	io.WriteString(w, "OK")
 }
 
+// limited spends one request of the client's rate limit; when none is
+// left it answers 429 with Retry-After, counts the rejection under
+// gateway and returns true.
+func (r *Receiver) limited(w http.ResponseWriter, req *http.Request, gateway string, now time.Time) bool {
+	if r.limiter == nil {
+		return false
+	}
+	ok, wait := r.limiter.allow(r.clientIP(req), now)
+	if ok {
+		return false
+	}
+	secs := max(1, int((wait+time.Second-1)/time.Second)) // round up
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	r.reject(w, req, gateway, ReasonRateLimited, http.StatusTooManyRequests, "rate limit exceeded", nil)
+	return true
+}
+
 // statusFor maps a Gateway.Check error to its status code and reason.
 func statusFor(err error) (int, string) {
 	switch {
@@ -259,17 +297,27 @@ func statusFor(err error) (int, string) {
 }
 
 // reject answers a refused request with a short reason, counts it, logs it
-// and remembers it. internal, when set, is logged but never sent.
+// (sampled: see ReceiverOptions.RejectLogEvery) and remembers it.
+// internal, when set, is logged but never sent.
 func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, gateway, reason string, status int, msg string, internal error) {
 	r.opts.Observer.Rejected(gateway, reason)
 	remote := r.clientIP(req).String()
-	attrs := []any{"gateway", gateway, "reason", reason, "status", status, "remote_addr", remote}
-	if internal != nil {
-		attrs = append(attrs, "error", internal.Error())
-	}
-	r.log.Info("notification rejected", attrs...)
+	now := r.opts.Now()
 	r.mu.Lock()
-	rec := Rejection{At: r.opts.Now().UTC(), Gateway: gateway, Reason: reason, Remote: remote, Detail: msg}
+	k := rejectLogKey{gateway, reason}
+	st := r.rejLogs[k]
+	if st == nil {
+		st = &rejectLog{}
+		r.rejLogs[k] = st
+	}
+	logIt := st.logged.IsZero() || now.Sub(st.logged) >= r.opts.RejectLogEvery || now.Before(st.logged)
+	suppressed := st.suppressed
+	if logIt {
+		st.logged, st.suppressed = now, 0
+	} else {
+		st.suppressed++
+	}
+	rec := Rejection{At: now.UTC(), Gateway: gateway, Reason: reason, Remote: remote, Detail: msg}
 	if len(r.rejections) < r.opts.KeepRejections {
 		r.rejections = append(r.rejections, rec)
 	} else {
@@ -277,6 +325,13 @@ func (r *Receiver) reject(w http.ResponseWriter, req *http.Request, gateway, rea
 	}
 	r.rejNext = (r.rejNext + 1) % r.opts.KeepRejections
 	r.mu.Unlock()
+	if logIt {
+		attrs := []any{"gateway", gateway, "reason", reason, "status", status, "remote_addr", remote, "suppressed", suppressed}
+		if internal != nil {
+			attrs = append(attrs, "error", internal.Error())
+		}
+		r.log.Info("notification rejected", attrs...)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
