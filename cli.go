@@ -21,6 +21,7 @@ import (
 
 	"ipnd/admin"
 	"ipnd/ipn"
+	"ipnd/store"
 )
 
 func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -556,6 +557,83 @@ func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, s
 	tw.Flush()
 	if len(out.Items) == 0 {
 		fmt.Fprintln(stdout, "(no items)")
+	}
+	return nil
+}
+
+// cmdRecover opens the database as serve would (ipnd must be stopped) and
+// applies what the journal holds. On a damaged journal it reports the
+// damage and fails, unless -skip-damaged: then every readable frame is
+// applied, the ids at stake are recorded as lost (never given again;
+// show answers 410 for them) and each damaged segment is renamed to
+// <segment>.damaged.
+func cmdRecover(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, path := commandFlags("recover", getenv, stderr)
+	skip := fs.Bool("skip-damaged", false, "apply every readable frame of a damaged journal and record the rest as lost")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("recover: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*path, getenv)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(cfg.Store.Path, store.Options{SkipDamaged: *skip})
+	if err != nil {
+		if errors.Is(err, store.ErrJournalDamaged) {
+			fmt.Fprintln(stdout, "journal damaged; nothing was changed. Re-run with -skip-damaged to go on.")
+		}
+		return err
+	}
+	damage, recovered, applyErr := db.Damaged(), db.Recovered(), db.ApplyErr()
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if applyErr != nil {
+		return fmt.Errorf("recover: %w", applyErr)
+	}
+	for _, d := range damage {
+		fmt.Fprintf(stdout, "lost: %s\n", d)
+	}
+	if len(damage) > 0 {
+		fmt.Fprintf(stdout, "damaged segments moved aside as *.damaged; the lost ids are recorded and never given again\n")
+	}
+	fmt.Fprintf(stdout, "recovered %d notifications from the journal into %s\n", recovered, cfg.Store.Path)
+	return nil
+}
+
+// cmdStats prints where the bytes on disk go: per bucket, per
+// notification, and the journal; then any ids lost to journal damage.
+func cmdStats(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := clientCommand("stats", getenv, stderr)
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return errors.New("usage: ipnd stats")
+	}
+	c, err := fs.client(getenv)
+	if err != nil {
+		return err
+	}
+	var st admin.Stats
+	if err := c.getJSON(ctx, "/api/stats", &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "BUCKET\tKEYS\tBYTES\tIN USE\tBYTES/NOTIFICATION\t\n")
+	for _, b := range st.Buckets {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t\n", b.Name, b.Keys, b.Bytes, b.InUse, b.PerNotification)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "notifications %d; database file %d bytes (%.0f per notification, %d free); journal %d bytes\n",
+		st.Notifications, st.FileBytes, st.PerNotification, st.FreeBytes, st.JournalBytes)
+	for _, l := range st.Lost {
+		fmt.Fprintf(stdout, "lost ids %d-%d (%s: %s; recorded %s)\n", l.First, l.Last, l.Segment, l.Reason,
+			l.RecordedAt.Format(time.RFC3339))
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ const usage = `usage: ipnd <command> [flags]
   orders   [ID]                    list orders, or show one with its history (admin API)
   outbox   [dead] | retry ID       list queued emails and callbacks, or retry a dead one
   backup   FILE                    write a consistent copy of the database (admin API)
+  recover  [-skip-damaged]         apply the journal with ipnd stopped; -skip-damaged goes past
+                                   damage, recording the unreadable ids as lost
+  stats                            bytes on disk per bucket and per notification (admin API)
   version                          print the version
 
 Every command takes -config FILE (or IPND_CONFIG). Without a config file
@@ -74,6 +77,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdOutbox(ctx, args, getenv, stdout, stderr)
 	case "backup":
 		return cmdBackup(ctx, args, getenv, stdout, stderr)
+	case "recover":
+		return cmdRecover(args, getenv, stdout, stderr)
+	case "stats":
+		return cmdStats(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "ipnd %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

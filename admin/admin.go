@@ -77,6 +77,7 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
+	r.GET("/api/stats", a.auth(a.stats))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})
@@ -124,6 +125,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, store.ErrExists):
 		writeError(w, http.StatusConflict, "already exists")
+	case errors.Is(err, store.ErrLost):
+		writeError(w, http.StatusGone, "lost to journal damage (recorded by ipnd recover --skip-damaged)")
 	case errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "store is closed")
 	default:
@@ -500,4 +503,28 @@ func (a *api) retryOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.
 	}
 	a.log.Info("outbox retry requested", "outbox_id", id)
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": store.OutboxPending})
+}
+
+// Stats is the answer of GET /api/stats: where the bytes on disk go, and
+// the ids lost to journal damage.
+type Stats struct {
+	store.Space
+	Lost []store.LostRange `json:"lost"`
+}
+
+func (a *api) stats(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	sp, err := a.o.Store.Space()
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	lost, err := a.o.Store.Lost()
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if lost == nil {
+		lost = []store.LostRange{}
+	}
+	writeJSON(w, http.StatusOK, Stats{Space: sp, Lost: lost})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +67,7 @@ func segmentFiles(t *testing.T, path string) []string {
 func readJournal(segs []segment, after uint64) ([]journaled, error) {
 	var out []journaled
 	for i := range segs {
-		recs, err := readSegment(segs, i, after)
+		recs, err := readSegment(segs, i, after, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -258,37 +259,100 @@ func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 	}
 }
 
-// FuzzJournal: any bytes as a segment are read without a panic, and the
-// frames read back are exactly those a valid prefix holds.
+// FuzzJournal: any bytes as a segment are read without a panic, into
+// records with increasing ids; and in a segment of valid frames with some
+// bytes overwritten and the end possibly cut off, no intact frame is
+// dropped unless it is part of the torn tail (nothing intact after it):
+// every intact frame before the last intact one is returned as written,
+// every damaged one before it is reported as damage, and nothing else is
+// returned.
 func FuzzJournal(f *testing.F) {
 	var valid []byte
 	for i := uint64(1); i <= 3; i++ {
 		valid = appendFrame(valid, i, encodeRecord(sample("g", fmt.Sprint(i), "body")))
 	}
-	f.Add(valid)
-	f.Add(valid[:len(valid)-1])
-	f.Add([]byte{})
-	f.Add(bytes.Repeat([]byte{0}, 64))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		base := filepath.Join(t.TempDir(), "ipnd.db")
-		if err := os.WriteFile(segmentPath(base, 1), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		segs, err := segmentsOnDisk(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, err := readJournal(segs, 0)
+	f.Add(valid, uint8(3), uint16(0), uint16(0))
+	f.Add(valid[:len(valid)-1], uint8(5), uint16(40), uint16(7))
+	f.Add([]byte{}, uint8(0), uint16(0), uint16(0))
+	f.Add(bytes.Repeat([]byte{0}, 64), uint8(9), uint16(300), uint16(0))
+	f.Add([]byte{0xff}, uint8(12), uint16(1000), uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, frames uint8, pos, cut uint16) {
+		// Any bytes at all.
+		seg := segment{path: "ipnd.db.wal-0000000000000001", first: 1}
+		sc, err := scanSegment(seg, data, math.MaxUint64, 0)
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}
-		for i, r := range recs {
-			if r.id != uint64(i+1) {
-				t.Fatalf("record %d has id %d", i, r.id)
+		for i, r := range sc.recs {
+			if r.id == 0 || i > 0 && r.id <= sc.recs[i-1].id {
+				t.Fatalf("record %d has id %d after %v", i, r.id, sc.recs)
 			}
 		}
-		if bytes.HasPrefix(data, valid) && len(recs) < 3 {
-			t.Fatalf("a valid prefix gave %d records", len(recs))
+
+		// Valid frames, then damage.
+		n := int(frames)%20 + 1
+		var orig []byte
+		var offs []int
+		var recs [][]byte
+		for i := 1; i <= n; i++ {
+			offs = append(offs, len(orig))
+			rec := encodeRecord(sample("g", fmt.Sprint(i), strings.Repeat("b", i*7%40)))
+			recs = append(recs, rec)
+			orig = appendFrame(orig, uint64(i), rec)
+		}
+		offs = append(offs, len(orig))
+		// Damage as disks do it: bits flipped (data XORed in at pos) or,
+		// with pos's top bit, a run of len(data) zeros; then the end cut.
+		seg0 := append([]byte(nil), orig...)
+		at := min(int(pos&0x7fff), len(seg0))
+		for i := 0; i < len(data) && at+i < len(seg0); i++ {
+			if pos&0x8000 != 0 {
+				seg0[at+i] = 0
+			} else {
+				seg0[at+i] ^= data[i]
+			}
+		}
+		seg0 = seg0[:len(seg0)-min(int(cut), len(seg0))]
+		seg0 = append(seg0, make([]byte, 64)...) // preallocated zeros
+		intact := func(i int) bool { // frame i+1
+			return offs[i+1] <= len(seg0) && bytes.Equal(seg0[offs[i]:offs[i+1]], orig[offs[i]:offs[i+1]])
+		}
+		lastIntact := -1
+		for i := range n {
+			if intact(i) {
+				lastIntact = i
+			}
+		}
+		sc, err = scanSegment(seg, seg0, math.MaxUint64, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint64][]byte{}
+		for _, r := range sc.recs {
+			got[r.id] = r.rec
+		}
+		lost := map[uint64]bool{}
+		for _, d := range sc.damage {
+			for id := d.First; id <= d.Last && id <= uint64(n); id++ {
+				lost[id] = true
+			}
+		}
+		for i := 0; i <= lastIntact; i++ {
+			id := uint64(i + 1)
+			switch {
+			case intact(i) && !bytes.Equal(got[id], recs[i]):
+				t.Fatalf("intact frame %d (of %d, last intact %d) not returned as written; damage %v", id, n, lastIntact+1, sc.damage)
+			case !intact(i) && got[id] == nil && !lost[id]:
+				t.Fatalf("damaged frame %d before intact frame %d not reported; damage %v", id, lastIntact+1, sc.damage)
+			}
+		}
+		for _, r := range sc.recs {
+			if r.id > uint64(n) || !bytes.Equal(r.rec, recs[r.id-1]) {
+				t.Fatalf("record %d was never written so", r.id)
+			}
+		}
+		if len(sc.damage) > 0 && lastIntact < 0 {
+			t.Fatalf("damage %v reported with no intact frame after it", sc.damage)
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,6 +36,15 @@ var (
 	ErrInUse     = errors.New("database is in use by another ipnd")
 	ErrNewSchema = errors.New("database schema is newer than this ipnd")
 	ErrBacklog   = errors.New("store is behind: appends wait until the journal is applied")
+	// ErrJournalDamaged: acknowledged records in the journal cannot be
+	// read (see JournalDamageError); Open refuses unless SkipDamaged.
+	ErrJournalDamaged = errors.New("journal damaged: acknowledged notifications cannot be read")
+	// ErrFilesGone: the database or journal files were deleted or
+	// replaced while ipnd ran; every append fails until a restart.
+	ErrFilesGone = errors.New("database files deleted or replaced while running")
+	// ErrLost: the id was given to a notification the journal lost
+	// (recorded by a recovery with SkipDamaged).
+	ErrLost = errors.New("lost to journal damage")
 )
 
 var (
@@ -44,6 +54,9 @@ var (
 	bucketState = []byte("state")
 	keySchema   = []byte("schema")
 	keyCreated  = []byte("created")
+	// keyNewestSegment (in meta): the first id of the newest journal
+	// segment, absent after a clean stop; that segment must exist at Open.
+	keyNewestSegment = []byte("wal")
 )
 
 // Options tune Open. The zero value is usable.
@@ -72,9 +85,29 @@ type Options struct {
 	// retries) until the applier catches up.
 	MaxBacklog int
 
+	// SkipDamaged lets Open go on past journal damage (ipnd recover
+	// --skip-damaged): it applies every readable frame, records the ids
+	// at stake as lost (bucket lost; they are never given again, Get
+	// answers ErrLost) and renames each damaged segment to
+	// <segment>.damaged. Damaged reports what it found.
+	SkipDamaged bool
+	// CheckInterval is how often the store checks that its directory and
+	// files are still the ones it opened, and retries a journal that
+	// could not be written (disk full), so that Writable recovers without
+	// traffic (default 1 s).
+	CheckInterval time.Duration
+	// BackupSnapshotLimit bounds how long Backup holds its read
+	// transaction while it copies the database into a temporary file
+	// (default 10 s); a longer copy fails the backup. A read transaction
+	// stops bbolt from remapping the file as it grows, which stops every
+	// commit and read, so this is the longest any backup can stall ingest.
+	BackupSnapshotLimit time.Duration
+
 	// noApply (tests) leaves journaled records out of bbolt, as a run
 	// killed before its applier wrote them would.
 	noApply bool
+	// mmapSize (tests) is bbolt's initial memory map size (default 1 GiB).
+	mmapSize int
 	// EffectKinds, when set, lists the effect kinds queued in the outbox
 	// (e.g. no shop_callback when no shop is configured); nil queues all.
 	EffectKinds map[string]bool
@@ -112,6 +145,20 @@ type DB struct {
 	applyStop chan struct{}
 	applyDone chan struct{}
 	recovered int
+	damage    []Damage // found by recovery with SkipDamaged
+
+	// Health. gone is set for good when the files were deleted or
+	// replaced; appendErr (guarded by amu) is the last failure to write
+	// the journal, cleared by the next success. refused counts failed
+	// Appends.
+	gone      atomic.Pointer[error]
+	appendErr error
+	refused   atomic.Int64
+	file      *os.File    // the database file, opened again: link count
+	fileInfo  os.FileInfo // of the database file at Open
+	dirInfo   os.FileInfo // of its directory at Open
+	monStop   chan struct{}
+	monDone   chan struct{}
 
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
@@ -146,6 +193,15 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.MaxBacklog <= 0 {
 		opts.MaxBacklog = 256 << 20
 	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = time.Second
+	}
+	if opts.BackupSnapshotLimit <= 0 {
+		opts.BackupSnapshotLimit = 10 * time.Second
+	}
+	if opts.mmapSize <= 0 {
+		opts.mmapSize = 1 << 30
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -156,7 +212,7 @@ func Open(path string, opts Options) (*DB, error) {
 		// commit: fewer pages per fsync on the ingest path.
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
-		InitialMmapSize: 1 << 30,
+		InitialMmapSize: opts.mmapSize,
 	})
 	if err == nil && errors.Is(statErr, os.ErrNotExist) {
 		_ = syncDir(filepath.Dir(path)) // best effort: the new file's directory entry survives power loss
@@ -174,21 +230,37 @@ func Open(path string, opts Options) (*DB, error) {
 	db := &DB{bolt: b, path: path, opts: opts, wake: make(chan struct{}, 1), outboxWake: make(chan struct{}, 1),
 		journal:   &journal{base: path, size: opts.SegmentSize},
 		unapplied: map[string]uint64{}, appliedCh: make(chan struct{}),
-		applyWake: make(chan struct{}, 1), applyNow: make(chan struct{}, 1), applyStop: make(chan struct{}), applyDone: make(chan struct{})}
+		applyWake: make(chan struct{}, 1), applyNow: make(chan struct{}, 1), applyStop: make(chan struct{}), applyDone: make(chan struct{}),
+		monStop: make(chan struct{}), monDone: make(chan struct{})}
 	db.idle = sync.NewCond(&db.mu)
-	if err := db.init(); err != nil {
+	db.journal.created = db.recordSegment
+	fail := func(err error) (*DB, error) {
+		if db.file != nil {
+			db.file.Close()
+		}
 		b.Close()
 		return nil, err
 	}
+	if err := db.identify(); err != nil {
+		return fail(err)
+	}
+	if err := db.init(); err != nil {
+		return fail(err)
+	}
+	if left, _ := filepath.Glob(path + ".backup-*"); len(left) > 0 {
+		for _, p := range left { // a backup's snapshot left by a crash
+			os.Remove(p)
+		}
+	}
 	if err := db.recoverJournal(); err != nil {
-		b.Close()
-		return nil, err
+		return fail(err)
 	}
 	if opts.noApply {
 		close(db.applyDone)
 	} else {
 		go db.applier()
 	}
+	go db.monitor()
 	_ = os.WriteFile(pidPath(path), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	return db, nil
 }
@@ -264,15 +336,20 @@ func (db *DB) Close() error {
 		db.idle.Wait()
 	}
 	db.mu.Unlock()
+	close(db.monStop)
+	<-db.monDone
 	close(db.applyStop)
 	<-db.applyDone
 	db.amu.Lock()
 	left, applyErr := len(db.applyQ), db.applyErr
 	db.amu.Unlock()
 	// Records the applier could not write stay in the journal; the next
-	// Open applies them.
-	db.journal.close(left == 0)
+	// Open applies them. The newest segment's id is cleared before the
+	// segments go, so that a crash in between leaves no false alarm.
+	allApplied := left == 0 && db.clearNewestSegment() == nil
+	db.journal.close(allApplied)
 	os.Remove(pidPath(db.path))
+	db.file.Close()
 	err := db.bolt.Close()
 	if left > 0 && err == nil {
 		err = fmt.Errorf("store: %d journaled records not yet in the database (applied at next start): %w", left, applyErr)
@@ -316,7 +393,13 @@ func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, erro
 	db.mu.Unlock()
 
 	db.commit(batch)
+	db.handOver()
+	return r.id, r.dup, r.err
+}
 
+// handOver ends the current leader's turn: the first queued request is
+// promoted to commit the rest, or committing ends.
+func (db *DB) handOver() {
 	db.mu.Lock()
 	if len(db.queue) > 0 {
 		db.queue[0].signal <- true // hand over: it commits the rest
@@ -325,13 +408,13 @@ func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, erro
 		db.idle.Broadcast()
 	}
 	db.mu.Unlock()
-	return r.id, r.dup, r.err
 }
 
 func (db *DB) commit(batch []*appendReq) {
 	start := time.Now()
 	n, err := db.journalBatch(batch)
 	if err != nil {
+		db.refused.Add(int64(len(batch)))
 		// A duplicate of a record in the failed write would point at
 		// nothing: the whole group fails, and the gateway retries.
 		for _, r := range batch {
@@ -358,6 +441,12 @@ func (db *DB) journalBatch(batch []*appendReq) (int, error) {
 		fresh []*appendReq
 		seen  map[string]uint64
 	)
+	if err := db.goneErr(); err != nil {
+		return 0, err
+	}
+	if err := db.checkLinked(); err != nil {
+		return 0, err
+	}
 	db.amu.Lock() // the applier cannot drop a key from unapplied between bbolt and the map
 	first := db.acked + 1
 	if db.backlog > db.opts.MaxBacklog {
@@ -405,9 +494,16 @@ func (db *DB) journalBatch(batch []*appendReq) (int, error) {
 		recs[i] = r.rec
 	}
 	if err := db.journal.write(first, recs); err != nil {
+		if errors.Is(err, ErrFilesGone) {
+			db.setGone(err)
+		}
+		db.amu.Lock()
+		db.appendErr = err
+		db.amu.Unlock()
 		return 0, fmt.Errorf("store: journal: %w", err)
 	}
 	db.amu.Lock()
+	db.appendErr = nil
 	for _, r := range fresh {
 		if r.key != nil {
 			db.unapplied[string(r.key)] = r.id
@@ -556,39 +652,148 @@ func (db *DB) putJournaled(recs []journaled) (err error) {
 
 // recoverJournal applies the journaled records bbolt lacks (an earlier
 // run stopped before its applier wrote them), then deletes the segments.
+// Damage to acknowledged records stops it before anything is written,
+// unless SkipDamaged (see Options). When bbolt cannot take the records
+// (disk full), Open still succeeds: they stay in the journal and in
+// memory, and the applier retries (ApplyErr says why meanwhile).
 func (db *DB) recoverJournal() error {
-	segs, err := segmentsOnDisk(db.path)
-	if err != nil {
-		return fmt.Errorf("store: journal: %w", err)
-	}
-	var seq uint64
+	var seq, newest uint64
 	if err := db.bolt.View(func(tx *bolt.Tx) error {
 		seq = tx.Bucket(bucketLog).Sequence()
+		newest = getU64(tx.Bucket(bucketMeta).Get(keyNewestSegment))
 		return nil
 	}); err != nil {
 		return err
 	}
-	for i := range segs { // one segment in memory at a time
-		recs, err := readSegment(segs, i, seq)
+	// A missing newest segment held at most this many ids: one batch, or
+	// a segment's worth of the smallest frames.
+	maxIDs := max(uint64(db.opts.MaxBatch), uint64(max(db.opts.SegmentSize, DefaultSegmentSize))/minFrame)
+	js, err := scanJournal(db.path, seq, newest, maxIDs)
+	if err != nil {
+		return err
+	}
+	if len(js.damage) > 0 && !db.opts.SkipDamaged {
+		return &JournalDamageError{Path: db.path, Damage: js.damage}
+	}
+	var pending []journaled // what bbolt could not take
+	var applyErr error
+	for i := range js.segs { // one segment in memory at a time, unless bbolt fails
+		recs, err := readSegment(js.segs, i, seq, newest)
 		if err != nil {
 			return err
 		}
-		for len(recs) > 0 {
+		for applyErr == nil && len(recs) > 0 {
 			k := min(len(recs), db.opts.MaxBatch)
-			if err := db.putJournaled(recs[:k]); err != nil {
-				return fmt.Errorf("store: applying the journal left by the last run: %w", err)
+			if applyErr = db.putJournaled(recs[:k]); applyErr != nil {
+				break
 			}
 			db.recovered += k
 			seq = max(seq, recs[k-1].id)
 			recs = recs[k:]
 		}
+		if applyErr != nil {
+			pending = append(pending, recs...)
+		}
 	}
-	for _, s := range segs {
-		os.Remove(s.path)
+	if applyErr != nil {
+		if len(js.damage) > 0 {
+			return fmt.Errorf("store: applying the journal left by the last run: %w", applyErr)
+		}
+		db.keepPending(js.segs, pending, seq, applyErr)
+		return nil
+	}
+	if len(js.damage) > 0 {
+		if err := db.recordLost(js.damage, seq); err != nil {
+			return err
+		}
+		seq = max(seq, js.lost)
+		for _, d := range js.damage {
+			if d.Offset >= 0 {
+				p := filepath.Join(filepath.Dir(db.path), d.Segment)
+				if err := os.Rename(p, p+".damaged"); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("store: moving the damaged segment aside: %w", err)
+				}
+			}
+		}
+		db.damage = js.damage
 	}
 	db.acked, db.applied = seq, seq
+	if newest != 0 && db.clearNewestSegment() != nil {
+		return nil // keep the segments: the next Open reads them again (all applied) and retries
+	}
+	for _, s := range js.segs {
+		os.Remove(s.path)
+	}
 	return nil
 }
+
+// keepPending starts the store with records that the last run journaled
+// and bbolt could not take at Open: the applier writes them when it can,
+// and their segments are collected then.
+func (db *DB) keepPending(segs []segment, pending []journaled, seq uint64, applyErr error) {
+	db.applyQ = pending
+	for _, r := range pending {
+		db.backlog += len(r.rec)
+		if r.key != nil {
+			db.unapplied[string(r.key)] = r.id
+		}
+	}
+	db.applied, db.acked = seq, seq
+	if len(pending) > 0 {
+		db.acked = pending[len(pending)-1].id
+	}
+	db.applyErr = fmt.Errorf("store: applying the journal left by the last run: %w", applyErr)
+	db.journal.old = segs
+}
+
+// recordLost writes the damaged ranges to the lost bucket and moves the
+// log's sequence past them, so that their ids are never given again.
+func (db *DB) recordLost(damage []Damage, seq uint64) error {
+	now := time.Now().UTC()
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		lost, err := tx.CreateBucketIfNotExists(bucketLost)
+		if err != nil {
+			return err
+		}
+		top := seq
+		for _, d := range damage {
+			v, err := json.Marshal(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
+				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now})
+			if err != nil {
+				return err
+			}
+			if err := lost.Put(u64(d.First), v); err != nil {
+				return err
+			}
+			top = max(top, d.Last)
+		}
+		return tx.Bucket(bucketLog).SetSequence(top)
+	})
+	if err != nil {
+		return fmt.Errorf("store: recording the lost ids: %w", err)
+	}
+	return nil
+}
+
+// recordSegment notes the first id of a new journal segment as the
+// newest's (journal.created).
+func (db *DB) recordSegment(first uint64) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyNewestSegment, u64(first))
+	})
+	if err != nil {
+		return fmt.Errorf("recording the new segment: %w", err)
+	}
+	return nil
+}
+
+func (db *DB) clearNewestSegment() error {
+	return db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyNewestSegment) })
+}
+
+// Damaged is the journal damage that Open skipped (SkipDamaged); nil
+// when there was none.
+func (db *DB) Damaged() []Damage { return db.damage }
 
 // ApplyErr is the applier's last error while it fails to copy journaled
 // records into bbolt (disk full, I/O error), nil while it works. The
@@ -672,6 +877,13 @@ func (db *DB) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLog).Get(u64(id))
 		if v == nil {
+			if r, err := lostAt(tx, id); err != nil || r != nil {
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("notification %d: %w (%s: %s, recorded %s)", id, ErrLost, r.Segment, r.Reason,
+					r.RecordedAt.Format(time.RFC3339))
+			}
 			return fmt.Errorf("notification %d: %w", id, ErrNotFound)
 		}
 		var err error
@@ -771,21 +983,84 @@ func (db *DB) List(f Filter) ([]Item, error) {
 	return out, mapClosed(err)
 }
 
-// Backup writes a consistent copy of the whole database to w (a read
-// transaction: appends go on meanwhile). size, when not nil, is called
-// with the byte count before anything is written.
+// Backup writes a consistent copy of the whole database to w. size,
+// when not nil, is called with the byte count before anything is written.
+//
+// The copy is taken first into a temporary file next to the database
+// (<db>.backup-*, removed when Backup returns, and by the next Open after
+// a crash), within a read transaction that lasts at most
+// BackupSnapshotLimit; it is then streamed to w with no transaction open.
+// So however slowly w reads, appends and reads are stalled (by a bbolt
+// remap waiting for the transaction) for at most that limit. Fails when
+// the data directory has no room for the copy or the limit passes.
 func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 	db.settle()
-	var n int64
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		if size != nil {
-			size(tx.Size())
-		}
-		var err error
-		n, err = tx.WriteTo(w)
+	f, err := os.CreateTemp(filepath.Dir(db.path), filepath.Base(db.path)+".backup-*")
+	if err != nil {
+		return 0, fmt.Errorf("store: backup snapshot: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	dw := &deadlineWriter{w: f, deadline: time.Now().Add(db.opts.BackupSnapshotLimit), limit: db.opts.BackupSnapshotLimit}
+	if err := db.view(func(tx *bolt.Tx) error {
+		_, err := tx.WriteTo(dw)
 		return err
+	}); err != nil {
+		return 0, fmt.Errorf("store: backup snapshot: %w", mapClosed(err))
+	}
+	if err := forgetJournal(f.Name()); err != nil {
+		return 0, fmt.Errorf("store: backup snapshot: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("store: backup snapshot: %w", err)
+	}
+	if size != nil {
+		size(st.Size())
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("store: backup snapshot: %w", err)
+	}
+	return io.Copy(w, struct{ io.Reader }{f}) // hide ReadFrom: w's own deadlines apply per write
+}
+
+// ErrBackupTooSlow: the snapshot of a backup did not finish within
+// Options.BackupSnapshotLimit.
+var ErrBackupTooSlow = errors.New("backup snapshot took longer than its limit")
+
+// deadlineWriter fails once the deadline has passed.
+type deadlineWriter struct {
+	w        io.Writer
+	deadline time.Time
+	limit    time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, fmt.Errorf("%w (%s)", ErrBackupTooSlow, d.limit)
+	}
+	return d.w.Write(p)
+}
+
+// forgetJournal removes the newest segment's id from a copy of the
+// database: the copy has no journal (everything acknowledged is in it),
+// and must not look for one when it is opened.
+func forgetJournal(path string) error {
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true,
+		FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil && meta.Get(keyNewestSegment) != nil {
+			return meta.Delete(keyNewestSegment)
+		}
+		return nil
 	})
-	return n, mapClosed(err)
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Check runs bbolt's consistency check and returns the first problem, or
@@ -805,11 +1080,12 @@ func (db *DB) Check() error {
 
 // Stats is a summary for health checks and metrics.
 type Stats struct {
-	SizeBytes int64
-	LastID    uint64
+	SizeBytes    int64 // the database file
+	JournalBytes int64 // the journal segments on disk
+	LastID       uint64
 }
 
-// Stats reads the file size and the newest log id.
+// Stats reads the file sizes and the newest log id.
 func (db *DB) Stats() (Stats, error) {
 	db.settle()
 	var s Stats
@@ -818,5 +1094,12 @@ func (db *DB) Stats() (Stats, error) {
 		s.LastID = tx.Bucket(bucketLog).Sequence()
 		return nil
 	})
+	if segs, serr := segmentsOnDisk(db.path); serr == nil {
+		for _, seg := range segs {
+			if st, err := os.Stat(seg.path); err == nil {
+				s.JournalBytes += st.Size()
+			}
+		}
+	}
 	return s, mapClosed(err)
 }

@@ -35,3 +35,9 @@ func withFD(f *os.File, fn func(fd int) error) error {
 	}
 	return ferr
 }
+
+// unlinked reports whether the file st describes has no name left.
+func unlinked(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && sys.Nlink == 0
+}

@@ -1,0 +1,235 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketLost: first id of a range -> JSON LostRange; written only by a
+// recovery with SkipDamaged.
+var bucketLost = []byte("lost")
+
+// LostRange is a stretch of ids given to notifications that a damaged
+// journal could not give back (recorded by `ipnd recover --skip-damaged`).
+type LostRange struct {
+	First      uint64    `json:"first"`
+	Last       uint64    `json:"last"`
+	Segment    string    `json:"segment"`
+	Offset     int64     `json:"offset"` // -1: the segment was missing
+	Bounded    bool      `json:"bounded,omitempty"`
+	Reason     string    `json:"reason"`
+	RecordedAt time.Time `json:"recorded_at"`
+}
+
+// Lost lists the lost id ranges, oldest first.
+func (db *DB) Lost() ([]LostRange, error) {
+	var out []LostRange
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLost)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var r LostRange
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: lost range: %v", ErrCorrupt, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, mapClosed(err)
+}
+
+// lostAt returns the lost range holding id, if any.
+func lostAt(tx *bolt.Tx, id uint64) (*LostRange, error) {
+	b := tx.Bucket(bucketLost)
+	if b == nil {
+		return nil, nil
+	}
+	c := b.Cursor()
+	k, v := c.Seek(u64(id))
+	if k == nil || getU64(k) > id {
+		k, v = c.Prev()
+	}
+	if k == nil {
+		return nil, nil
+	}
+	var r LostRange
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: lost range: %v", ErrCorrupt, err)
+	}
+	if id < r.First || id > r.Last {
+		return nil, nil
+	}
+	return &r, nil
+}
+
+// identify records which directory and database file the store opened,
+// and keeps a descriptor of the file to see its link count.
+func (db *DB) identify() error {
+	f, err := os.Open(db.path)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		db.dirInfo, err = os.Stat(filepath.Dir(db.path))
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("store: %w", err)
+	}
+	db.file, db.fileInfo = f, fi
+	return nil
+}
+
+func (db *DB) goneErr() error {
+	if p := db.gone.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (db *DB) setGone(err error) {
+	db.gone.CompareAndSwap(nil, &err)
+}
+
+// checkLinked is the check on every group commit (one fstat): the
+// database file still has a name.
+func (db *DB) checkLinked() error {
+	if st, err := db.file.Stat(); err == nil && unlinked(st) {
+		err := fmt.Errorf("%w: %s was deleted", ErrFilesGone, db.path)
+		db.setGone(err)
+		return err
+	}
+	return nil
+}
+
+// checkFiles compares the directory, the database file and the current
+// journal segment with what was opened: gone or replaced is ErrFilesGone.
+func (db *DB) checkFiles() error {
+	same := func(path string, want os.FileInfo) error {
+		st, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrFilesGone, path, err)
+		}
+		if !os.SameFile(st, want) {
+			return fmt.Errorf("%w: %s is not the file ipnd opened", ErrFilesGone, path)
+		}
+		return nil
+	}
+	if err := same(filepath.Dir(db.path), db.dirInfo); err != nil {
+		return err
+	}
+	if err := same(db.path, db.fileInfo); err != nil {
+		return err
+	}
+	if err := db.checkLinked(); err != nil {
+		return err
+	}
+	db.journal.mu.Lock()
+	info := db.journal.info
+	db.journal.mu.Unlock()
+	if info != nil {
+		return same(filepath.Join(filepath.Dir(db.path), info.Name()), info)
+	}
+	return nil
+}
+
+// monitor checks the files every CheckInterval, and retries the journal
+// while writing it fails, until Close.
+func (db *DB) monitor() {
+	defer close(db.monDone)
+	t := time.NewTicker(db.opts.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.monStop:
+			return
+		case <-t.C:
+		}
+		if db.goneErr() != nil {
+			continue
+		}
+		if err := db.checkFiles(); err != nil {
+			db.setGone(err)
+			continue
+		}
+		db.amu.Lock()
+		failing := db.appendErr != nil
+		db.amu.Unlock()
+		if failing {
+			db.probe()
+		}
+	}
+}
+
+// probe takes the group-commit leader's turn when no commit runs, and
+// checks that the journal can be written: it creates the segment a
+// failed creation left missing (disk full), or syncs the current one.
+// Success clears the append error, so that Writable recovers without
+// waiting for a request.
+func (db *DB) probe() {
+	db.mu.Lock()
+	if db.closed || db.committing {
+		db.mu.Unlock()
+		return // a commit is running: it tells
+	}
+	db.committing = true
+	db.mu.Unlock()
+	db.amu.Lock()
+	next := db.acked + 1
+	db.amu.Unlock()
+	var err error
+	if db.journal.f == nil {
+		err = db.journal.create(next, 0)
+	} else {
+		err = fdatasync(db.journal.f)
+	}
+	if err == nil {
+		err = db.checkLinked()
+	}
+	db.amu.Lock()
+	if err != nil {
+		db.appendErr = err
+	} else {
+		db.appendErr = nil
+	}
+	db.amu.Unlock()
+	db.handOver()
+}
+
+// Writable is nil while Append can store notifications, or why it
+// cannot: the files are gone (ErrFilesGone, until a restart), writing the
+// journal fails (disk full, I/O error; retried every CheckInterval), the
+// applier is too far behind (ErrBacklog), or the store is closed.
+func (db *DB) Writable() error {
+	if err := db.goneErr(); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	closed := db.closed
+	db.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	db.amu.Lock()
+	defer db.amu.Unlock()
+	if db.appendErr != nil {
+		return fmt.Errorf("store: writing the journal: %w", db.appendErr)
+	}
+	if db.backlog > db.opts.MaxBacklog {
+		return fmt.Errorf("store: %d bytes journaled and not yet in the database (applier: %v): %w",
+			db.backlog, db.applyErr, ErrBacklog)
+	}
+	return nil
+}
+
+// Refused is the number of Appends that failed (each answered 503).
+func (db *DB) Refused() int64 { return db.refused.Load() }
