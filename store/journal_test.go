@@ -314,7 +314,7 @@ func FuzzJournal(f *testing.F) {
 		}
 		seg0 = seg0[:len(seg0)-min(int(cut), len(seg0))]
 		seg0 = append(seg0, make([]byte, 64)...) // preallocated zeros
-		intact := func(i int) bool { // frame i+1
+		intact := func(i int) bool {             // frame i+1
 			return offs[i+1] <= len(seg0) && bytes.Equal(seg0[offs[i]:offs[i+1]], orig[offs[i]:offs[i+1]])
 		}
 		lastIntact := -1
