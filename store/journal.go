@@ -171,8 +171,10 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 }
 
 // create starts the segment for the records from first on, preallocated
-// at the configured size or, when the disk has less room, at the largest
-// of smaller sizes (halving, at least need and minSegment) that fits:
+// at the configured size or, when the disk has less than four times that
+// room, at a quarter of the room (bbolt needs the rest to apply the
+// journal), or at the largest smaller size (halving, at least need and
+// minSegment) that fits:
 // writes inside a preallocation need no new blocks, so durability is the
 // same, only segments are more numerous.
 func (j *journal) create(first uint64, need int64) error {
@@ -182,6 +184,11 @@ func (j *journal) create(first uint64, need int64) error {
 		return err
 	}
 	size := max(j.size, need)
+	if free, ok := freeBytes(filepath.Dir(path)); ok && free < 4*size {
+		// Short of room: take a quarter of it, so that bbolt keeps room to
+		// apply the journal (the segments go only once it has).
+		size = max(need, minSegment, free/4/minSegment*minSegment)
+	}
 	for {
 		err = preallocate(f, size)
 		if err == nil || !errors.Is(err, syscall.ENOSPC) || size <= max(need, minSegment) {

@@ -540,9 +540,10 @@ func (db *DB) view(fn func(*bolt.Tx) error) (err error) {
 func (db *DB) applier() {
 	defer close(db.applyDone)
 	failures := 0
+	limit := db.opts.MaxBatch // halved after each failure: a full disk may take a smaller batch
 	for {
 		db.amu.Lock()
-		n := min(len(db.applyQ), db.opts.MaxBatch)
+		n := min(len(db.applyQ), limit)
 		batch := db.applyQ[:n:n]
 		db.amu.Unlock()
 		if n == 0 {
@@ -582,7 +583,7 @@ func (db *DB) applier() {
 		}
 		db.amu.Unlock()
 		if err == nil {
-			failures = 0
+			failures, limit = 0, db.opts.MaxBatch
 			db.poke()
 			db.journal.collect(last)
 			if n < db.opts.MaxBatch {
@@ -591,6 +592,7 @@ func (db *DB) applier() {
 			continue
 		}
 		failures++
+		limit = max(1, limit/2)
 		select {
 		case <-time.After(ipn.Backoff(10*time.Millisecond, 5*time.Second, failures)):
 		case <-db.applyStop:

@@ -1,0 +1,239 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/internal/tmpfs"
+)
+
+// within polls cond until it holds, failing the test after d.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// A disk with less room than a full segment still takes appends (the
+// segment is smaller); a full disk refuses them and Writable says why;
+// when room comes back, Writable recovers by itself and appends work.
+func TestJournalDiskFull(t *testing.T) {
+	dir := tmpfs.Mount(t, 4<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{CheckInterval: 20 * time.Millisecond}) // segments of 16 MiB do not fit in 4
+	defer db.Close()
+	ctx := context.Background()
+	if _, _, err := db.Append(ctx, sample("g", "first", "x")); err != nil {
+		t.Fatalf("append with less room than a full segment: %v", err)
+	}
+	if err := db.Writable(); err != nil {
+		t.Fatalf("Writable = %v", err)
+	}
+	free := tmpfs.Fill(t, dir, 0)
+	var err error
+	for i := 0; err == nil && i < 100000; i++ { // until the preallocated segment is full
+		_, _, err = db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("p", 2000)))
+	}
+	if err == nil {
+		t.Fatal("appends never failed on a full disk")
+	}
+	if db.Writable() == nil || db.Refused() == 0 {
+		t.Fatalf("after a failed append: Writable = %v, Refused = %d", db.Writable(), db.Refused())
+	}
+	free()
+	within(t, 10*time.Second, "Writable and applying once room is back", func() bool {
+		return db.Writable() == nil && db.ApplyErr() == nil
+	})
+	id, _, err := db.Append(ctx, sample("g", "after", "x"))
+	if err != nil {
+		t.Fatalf("append once room is back: %v", err)
+	}
+	if n, _, err := db.Get(id); err != nil || n.DedupKey != "after" {
+		t.Fatalf("Get(%d) = %v, %v", id, n, err)
+	}
+}
+
+// A crash on a full disk leaves records that bbolt cannot take at the
+// next Open: Open still succeeds, appends fail (503) while the disk is
+// full, and once room is back the applier writes the journal's records
+// and appends work, without a reopen.
+func TestJournalStartOnFullDisk(t *testing.T) {
+	dir := tmpfs.Mount(t, 8<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
+	ctx := context.Background()
+	const n = 300
+	for i := 1; i <= n; i++ {
+		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kill(t, db)
+	free := tmpfs.Fill(t, dir, 0)
+
+	db, err := Open(path, Options{CheckInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open on a full disk after a crash: %v", err)
+	}
+	defer db.Close()
+	if db.ApplyErr() == nil {
+		t.Error("ApplyErr is nil while the journal cannot be applied")
+	}
+	if _, _, err := db.Append(ctx, sample("g", "new", "x")); err == nil {
+		t.Error("append on a full disk succeeded")
+	}
+	if db.Writable() == nil {
+		t.Error("Writable is nil on a full disk")
+	}
+	free()
+	within(t, 10*time.Second, "journal applied once room is back", func() bool { return db.ApplyErr() == nil && db.Writable() == nil })
+	for i := 1; i <= n; i++ {
+		if got, _, err := db.Get(uint64(i)); err != nil || got.DedupKey != fmt.Sprint(i) {
+			t.Fatalf("record %d after room came back: %v, %v", i, got, err)
+		}
+	}
+	if id, dup, err := db.Append(ctx, sample("g", "7", "again")); err != nil || !dup || id != 7 {
+		t.Errorf("duplicate of a recovered record = %d, %v, %v", id, dup, err)
+	}
+	if id, _, err := db.Append(ctx, sample("g", "new", "x")); err != nil || id != n+1 {
+		t.Errorf("append once room is back = %d, %v; want %d", id, err, n+1)
+	}
+}
+
+// The data directory deleted under a running store: the next append
+// fails, and Writable says the files are gone, for good.
+func TestDataDirectoryDeleted(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		do   func(dir string)
+	}{
+		{"rm -rf", func(dir string) { os.RemoveAll(dir) }},
+		{"replaced", func(dir string) {
+			os.Rename(dir, dir+".old")
+			os.Mkdir(dir, 0o700)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			db := openAt(t, filepath.Join(dir, "ipnd.db"), Options{CheckInterval: 20 * time.Millisecond})
+			defer db.Close()
+			ctx := context.Background()
+			if _, _, err := db.Append(ctx, sample("g", "1", "x")); err != nil {
+				t.Fatal(err)
+			}
+			c.do(dir)
+			start := time.Now()
+			within(t, 2*time.Second, "appends refused", func() bool {
+				_, _, err := db.Append(ctx, sample("g", "", "x"))
+				return errors.Is(err, ErrFilesGone)
+			})
+			if !errors.Is(db.Writable(), ErrFilesGone) {
+				t.Errorf("Writable = %v, want ErrFilesGone", db.Writable())
+			}
+			t.Logf("refused %s after the change", time.Since(start))
+		})
+	}
+}
+
+// stalledWriter blocks every Write until release is closed.
+type stalledWriter struct {
+	started chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.started) })
+	<-w.release
+	return len(p), nil
+}
+
+// A backup whose reader stalls does not stall appends, even when the
+// database must grow past its memory map (a remap waits for every read
+// transaction): the snapshot's transaction ends before the download.
+func TestBackupStalledReader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{mmapSize: 64 << 10, ApplyDelay: -1})
+	defer db.Close()
+	ctx := context.Background()
+	for i := range 50 {
+		db.Append(ctx, sample("g", fmt.Sprint("pre", i), strings.Repeat("a", 500)))
+	}
+	w := &stalledWriter{started: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.Backup(w, nil)
+		done <- err
+	}()
+	<-w.started
+	// 4 MiB of records: the file outgrows a 64 KiB map several times.
+	appended := make(chan error, 1)
+	go func() {
+		for i := range 2000 {
+			if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 2000))); err != nil {
+				appended <- err
+				return
+			}
+		}
+		db.settle()
+		appended <- nil
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(w.release)
+		t.Fatal("appends stalled behind a stalled backup reader")
+	}
+	if n, _, err := db.Get(2050); err != nil || n.DedupKey != "1999" {
+		t.Fatalf("last record = %v, %v", n, err)
+	}
+	close(w.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(path + ".backup-*"); len(left) != 0 {
+		t.Errorf("snapshot files left: %v", left)
+	}
+}
+
+// The backup copy opens like the original and expects no journal.
+func TestBackupCopyOpens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	defer db.Close()
+	db.Append(context.Background(), sample("g", "1", "x"))
+	cp := filepath.Join(t.TempDir(), "copy.db")
+	f, _ := os.Create(cp)
+	if _, err := db.Backup(f, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	b, err := bolt.Open(cp, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(keyNewestSegment) != nil {
+			t.Error("the copy still names a journal segment")
+		}
+		return nil
+	})
+	b.Close()
+}
