@@ -196,7 +196,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			if err != nil {
 				return 0
 			}
-			return float64(s.SizeBytes)
+			return float64(s.SizeBytes + s.JournalBytes)
+		},
+		StoreWritable: func() float64 {
+			if db.Writable() != nil {
+				return 0
+			}
+			return 1
 		},
 		PipelineLag: func() float64 {
 			if at, ok := db.OldestPending(); ok {
@@ -276,6 +282,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	stopWorker := func() { workerCancel(); <-workerDone }
 	defer stopWorker()
 	healthy := func() error {
+		if err := db.Writable(); err != nil {
+			return fmt.Errorf("ingest answers 503: %w", err)
+		}
 		if err := db.ApplyErr(); err != nil {
 			return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
 		}
@@ -318,10 +327,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ErrorLog:          errLog,
 	}
 	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
-		pubLn.Close()
-		admLn.Close()
-		return err
+		// A full disk must not keep ipnd down (it answers 503 and says why
+		// on /healthz); only the CLI's port-0 discovery needs the files.
+		log.Error("cannot record the listeners' addresses", "error", err)
 	}
+	watchCtx, watchCancel := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); watchStore(watchCtx, db, log.With("component", "store"), time.Second, time.Minute) }()
+	defer func() { watchCancel(); <-watchDone }()
 	errc := make(chan error, 2)
 	go func() {
 		if cfg.Server.TLSCert != "" {
@@ -444,4 +457,40 @@ func writeAddrFiles(cfg *Config, public, adminAddr string) error {
 func removeAddrFiles(cfg *Config) {
 	os.Remove(addrFile(cfg, "public"))
 	os.Remove(addrFile(cfg, "admin"))
+}
+
+// watchStore logs, at ERROR, when the store stops taking notifications
+// (ingest answers 503) and why, then once every repeat while that lasts
+// with the count of requests refused meanwhile, and at WARN when it takes
+// them again: a few lines for an outage, not one per request.
+func watchStore(ctx context.Context, db *store.DB, log *slog.Logger, every, repeat time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var (
+		since, told time.Time
+		refused     int64
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := db.Writable()
+		switch {
+		case err != nil && errors.Is(err, store.ErrClosed):
+			return
+		case err != nil && since.IsZero():
+			since, told, refused = time.Now(), time.Now(), db.Refused()
+			log.Error("store is not taking notifications: ingest answers 503 until this is fixed", "error", err)
+		case err != nil && time.Since(told) >= repeat:
+			told = time.Now()
+			log.Error("store still not taking notifications", "error", err, "for", time.Since(since).Round(time.Second),
+				"refused", db.Refused()-refused)
+		case err == nil && !since.IsZero():
+			log.Warn("store takes notifications again", "after", time.Since(since).Round(time.Millisecond),
+				"refused", db.Refused()-refused)
+			since = time.Time{}
+		}
+	}
 }

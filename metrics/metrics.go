@@ -26,6 +26,9 @@ type Options struct {
 	RejectReasons []string // the fixed reason enum
 	// StoreSize, when set, is read at scrape time for ipnd_store_size_bytes.
 	StoreSize func() float64
+	// StoreWritable, when set, is read at scrape time for
+	// ipnd_store_writable (1 while ingest can store, 0 while it answers 503).
+	StoreWritable func() float64
 	// PipelineLag, when set, is read at scrape time for
 	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
 	PipelineLag func() float64
@@ -173,8 +176,14 @@ func New(o Options) *Metrics {
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ipnd_store_size_bytes",
-			Help: "Size of the database file.",
+			Help: "Bytes on disk: the database file plus the journal segments.",
 		}, o.StoreSize))
+	}
+	if o.StoreWritable != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ipnd_store_writable",
+			Help: "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).",
+		}, o.StoreWritable))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(funcGaugeVec{

@@ -34,15 +34,15 @@ func Mount(t testing.TB, size int64) string {
 	return dir
 }
 
-// Fill writes dir/filler until the file system is full, then gives back
-// leave bytes, and returns a function that frees it all.
+// Fill writes a new file in dir until the file system is full, then gives
+// back leave bytes, and returns a function that removes the file.
 func Fill(t testing.TB, dir string, leave int64) (free func()) {
 	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(dir, "filler-*")
 	if err != nil {
 		t.Fatal(err)
 	}
+	path := f.Name()
 	defer f.Close()
 	chunk := make([]byte, 64<<10)
 	var size int64
