@@ -333,7 +333,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	watchCtx, watchCancel := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
-	go func() { defer close(watchDone); watchStore(watchCtx, db, log.With("component", "store"), time.Second, time.Minute) }()
+	go func() {
+		defer close(watchDone)
+		watchStore(watchCtx, db, log.With("component", "store"), time.Second, time.Minute)
+	}()
 	defer func() { watchCancel(); <-watchDone }()
 	errc := make(chan error, 2)
 	go func() {
