@@ -307,6 +307,29 @@ secret = %q
 	st, _ := db.Stats()
 	fmt.Printf("daemon store: %d notifications, %d bytes (%.0f bytes/notification, with orders, outbox and history)\n",
 		st.LastID, st.SizeBytes, float64(st.SizeBytes)/float64(max(st.LastID, 1)))
+	printSpace(db)
+}
+
+// printSpace prints the bytes per notification of each bucket (pages
+// allocated, and the share of them in use).
+func printSpace(db *store.DB) {
+	sp, err := db.Space()
+	if err != nil {
+		fmt.Println("space:", err)
+		return
+	}
+	fmt.Printf("%-14s %10s %12s %8s %10s\n", "bucket", "keys", "bytes", "in use", "bytes/ntf")
+	var sum float64
+	for _, b := range sp.Buckets {
+		fill := 0.0
+		if b.Bytes > 0 {
+			fill = float64(b.InUse) / float64(b.Bytes)
+		}
+		fmt.Printf("%-14s %10d %12d %7.0f%% %10.0f\n", b.Name, b.Keys, b.Bytes, 100*fill, b.PerNotification)
+		sum += b.PerNotification
+	}
+	fmt.Printf("%-14s %10s %12d %8s %10.0f (buckets); file %.0f/notification, %d bytes free pages, journal %d bytes\n",
+		"total", "", sp.FileBytes, "", sum, sp.PerNotification, sp.FreeBytes, sp.JournalBytes)
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
