@@ -64,6 +64,9 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 	if cfg.SMTP.Host == "" {
 		fmt.Fprintf(stdout, "# mail: written as .eml files under %s/mail\n", cfg.dataDir())
 	}
+	if cfg.Email.MerchantTo == "" {
+		fmt.Fprintln(stdout, "# warning: email.merchant_to is empty: merchant alerts (order in review, dispute, failed verification) have nowhere to go; they are recorded as skipped (ipnd outbox skipped)")
+	}
 	fmt.Fprint(stdout, cfg.redacted())
 	return nil
 }
@@ -514,8 +517,8 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	return nil
 }
 
-// cmdOutbox lists outbox items ("ipnd outbox [pending|dead|sent]") or
-// retries one ("ipnd outbox retry ID").
+// cmdOutbox lists outbox items ("ipnd outbox [pending|dead|sent|skipped]")
+// or retries one ("ipnd outbox retry ID").
 func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "retry" {
 		c, id, err := idCommand("outbox retry", args[1:], getenv, stderr)

@@ -40,7 +40,8 @@ const usage = `usage: ipnd <command> [flags]
   show     ID                      show one notification (admin API)
   replay   ID                      process a notification again (admin API)
   orders   [ID]                    list orders, or show one with its history (admin API)
-  outbox   [dead] | retry ID       list queued emails and callbacks, or retry a dead one
+  outbox   [STATE] | retry ID      list queued emails and callbacks (pending, sent, dead,
+                                   skipped), or retry a dead or skipped one
   backup   FILE                    write a consistent copy of the database (admin API)
   recover  [-skip-damaged]         apply the journal with ipnd stopped; -skip-damaged goes past
                                    damage, recording the unreadable ids as lost

@@ -172,6 +172,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		names = append(names, g.Name())
 	}
 	var m *metrics.Metrics
+	var pipe *ipn.Pipeline
+	var worker *notify.Worker
 	kinds := map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
 		ipn.EffectShopCallback: cfg.Shop.URL != "", ipn.EffectShopScript: len(cfg.Shop.Command) > 0}
 	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: kinds, OnCommit: func(d time.Duration, n int) {
@@ -210,6 +212,17 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			}
 			return 0
 		},
+		Workers: []string{"pipeline", "outbox"},
+		Degraded: func() map[string]int {
+			out := map[string]int{}
+			if pipe != nil && pipe.Degraded() != nil {
+				out["pipeline"] = 1
+			}
+			if worker != nil && worker.Degraded() != nil {
+				out["outbox"] = 1
+			}
+			return out
+		},
 		OrderStatuses: orderStatuses(),
 		OutboxKinds:   []string{ipn.EffectEmailCustomer, ipn.EffectEmailMerchant, ipn.EffectShopCallback, ipn.EffectShopScript},
 		OutboxCounts: func() map[string]map[string]int {
@@ -245,7 +258,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		receivers[g.Name] = append(append([]string(nil), g.Receivers...), cfg.Orders.Receivers...)
 	}
 	pl := cfg.Pipeline
-	pipe := ipn.NewPipeline(ipn.PipelineOptions{
+	pipe = ipn.NewPipeline(ipn.PipelineOptions{
 		Journal: db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
 		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
 		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
@@ -265,7 +278,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	stopPipeline := func() { pipeCancel(); <-pipeDone }
 	defer stopPipeline()
 
-	worker, err := newOutboxWorker(cfg, db, m, log.With("component", "outbox"))
+	worker, err = newOutboxWorker(cfg, db, m, log.With("component", "outbox"))
 	if err != nil {
 		return err
 	}
@@ -294,7 +307,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if workerStopped.Load() && workerCtx.Err() == nil {
 			return errors.New("outbox worker has stopped")
 		}
-		return nil
+		// The workers retry a failing store by themselves: degraded
+		// until it works again.
+		if err := pipe.Degraded(); err != nil {
+			return err
+		}
+		return worker.Degraded()
 	}
 
 	pubLn, err := net.Listen("tcp", cfg.Server.Listen)

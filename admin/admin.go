@@ -474,9 +474,9 @@ func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httpro
 func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	state := r.URL.Query().Get("state")
 	switch state {
-	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead:
+	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped:
 	default:
-		writeError(w, http.StatusBadRequest, "state: must be pending, sent or dead")
+		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead or skipped")
 		return
 	}
 	items, err := a.o.Store.ListOutbox(state, 1000)

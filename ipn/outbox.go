@@ -1,25 +1,47 @@
 package ipn
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // EffectShopScript is the notification-script half of a shop callback
 // (the store queues it as its own item, so that the HTTP callback and the
 // script are retried independently).
 const EffectShopScript = "shop_script"
 
+// OutboxLanes are the effect kinds the outbox delivers, each on its own
+// lane (own due scan, concurrency and backoff): a slow or dead
+// destination delays only the items of its own lane.
+var OutboxLanes = []string{EffectEmailCustomer, EffectEmailMerchant, EffectShopCallback, EffectShopScript}
+
 // Outbox item states.
 const (
 	OutboxPending = "pending"
 	OutboxSent    = "sent"
 	OutboxDead    = "dead"
+	// OutboxSkipped: there was nothing to send to (no email.merchant_to,
+	// no customer address, the template not enabled). Final, like sent and
+	// dead; a manual retry puts the item back in the queue.
+	OutboxSkipped = "skipped"
 )
+
+// OutboxStates lists every outbox item state.
+var OutboxStates = []string{OutboxPending, OutboxSent, OutboxDead, OutboxSkipped}
 
 // OutboxItem is one piece of outgoing work (an email, a shop callback, a
 // script run), queued in the same transaction as the state change that
 // caused it and delivered by the outbox worker.
 type OutboxItem struct {
-	ID           uint64    `json:"id"`
-	Effect       Effect    `json:"effect"`
+	ID     uint64 `json:"id"`
+	Effect Effect `json:"effect"`
+	// DeliveryID names the item to its receiver (the callback's
+	// webhook-id, the script's IPND_OUTBOX_ID): the same on every attempt,
+	// across restarts, and unique across databases (the store makes it
+	// from a random id drawn each time it opens, so that neither a fresh
+	// database nor a restored backup repeats one). Empty on items queued
+	// before it existed: see Key.
+	DeliveryID   string    `json:"delivery_id,omitempty"`
 	State        string    `json:"state"`
 	Attempts     int       `json:"attempts"`
 	NextAttempt  time.Time `json:"next_attempt,omitzero"`
@@ -29,11 +51,20 @@ type OutboxItem struct {
 	SentAt       time.Time `json:"sent_at,omitzero"`
 }
 
+// Key is the item's DeliveryID, or "ipnd_<id>" for an item queued before
+// delivery ids existed (what its earlier attempts were sent with).
+func (it *OutboxItem) Key() string {
+	if it.DeliveryID != "" {
+		return it.DeliveryID
+	}
+	return "ipnd_" + strconv.FormatUint(it.ID, 10)
+}
+
 // OutboxResult is what one delivery attempt decided.
 type OutboxResult struct {
 	ID       uint64
-	State    string    // sent, dead, or pending (retry at RetryAt)
+	State    string    // sent, dead, skipped, or pending (retry at RetryAt)
 	Attempts int       // attempts made so far, this one included
 	RetryAt  time.Time // when State is pending
-	Error    string    // the last error, for the operator (no secrets)
+	Error    string    // the last error or why it was skipped, for the operator (no secrets)
 }

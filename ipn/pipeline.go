@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -79,6 +80,21 @@ type Pipeline struct {
 	verified chan struct{} // a background postback finished
 	running  sync.WaitGroup
 	stepWait time.Duration // how long a step waits for the postbacks it started
+
+	degraded atomic.Pointer[error] // the store's last error while it fails, nil once a step succeeds
+}
+
+// storeRetryCap is the longest wait between two steps while the store
+// fails (the waits start at a second and double).
+const storeRetryCap = 30 * time.Second
+
+// Degraded reports the store error that keeps the pipeline from making
+// progress (it retries with capped backoff), or nil.
+func (p *Pipeline) Degraded() error {
+	if e := p.degraded.Load(); e != nil {
+		return fmt.Errorf("pipeline degraded (retrying): %w", *e)
+	}
+	return nil
 }
 
 // NewPipeline applies defaults and builds a Pipeline.
@@ -121,12 +137,12 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 
 // Run processes notifications until ctx is done. It sleeps when there is
 // nothing to do, until the store signals new notifications or a retry is
-// due. It returns nil on cancellation and an error only if the store
-// fails repeatedly.
+// due. A step the store fails is retried forever with capped backoff
+// (Degraded reports it meanwhile). It returns nil on cancellation.
 func (p *Pipeline) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer p.running.Wait() // postbacks end with ctx,
-	defer cancel()         // also when Run gives up
+	defer p.running.Wait() // postbacks end with ctx
+	defer cancel()
 	failures := 0
 	for {
 		did, err := p.step(ctx)
@@ -135,14 +151,18 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			failures++
-			p.log.Error("pipeline step failed", "error", err, "failures", failures)
-			if failures >= 10 {
-				return fmt.Errorf("pipeline: %w", err)
-			}
-			if !Sleep(ctx, time.Duration(failures)*time.Second) {
+			wait := Backoff(time.Second, storeRetryCap, failures)
+			p.degraded.Store(&err)
+			p.log.Error("pipeline step failed; retrying", "error", err, "failures", failures,
+				"retry_in", wait.Round(time.Millisecond).String())
+			if !Sleep(ctx, wait) {
 				return nil
 			}
 			continue
+		}
+		if failures > 0 {
+			p.degraded.Store(nil)
+			p.log.Info("pipeline steps succeed again", "failures", failures)
 		}
 		failures = 0
 		if did > 0 {

@@ -36,10 +36,15 @@ type Options struct {
 	// at scrape time: one series per status in the (fixed) list.
 	OrderStatuses []string
 	OrderCounts   func() map[string]int
-	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind}
-	// and ipnd_outbox_dead{kind} at scrape time (state -> kind -> count).
+	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind},
+	// ipnd_outbox_dead{kind} and ipnd_outbox_skipped{kind} at scrape time
+	// (state -> kind -> count).
 	OutboxKinds  []string
 	OutboxCounts func() map[string]map[string]int
+	// Workers and Degraded, when set, give ipnd_worker_degraded{worker} at
+	// scrape time: 1 while that worker retries a failing store, else 0.
+	Workers  []string
+	Degraded func() map[string]int
 	// Templates lists the email templates (label values of
 	// ipnd_emails_sent_total).
 	Templates []string
@@ -193,13 +198,22 @@ func New(o Options) *Metrics {
 		})
 	}
 	if o.OutboxCounts != nil {
-		for _, state := range []string{"pending", "dead"} {
+		for _, state := range []string{"pending", "dead", "skipped"} {
 			m.reg.MustRegister(funcGaugeVec{
 				desc:   prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil),
 				labels: o.OutboxKinds,
 				read:   func() map[string]int { return o.OutboxCounts()[state] },
 			})
 		}
+	}
+	if o.Degraded != nil {
+		m.reg.MustRegister(funcGaugeVec{
+			desc: prometheus.NewDesc("ipnd_worker_degraded",
+				"1 while the worker cannot make progress because the store fails (it retries with capped backoff), else 0.",
+				[]string{"worker"}, nil),
+			labels: o.Workers,
+			read:   o.Degraded,
+		})
 	}
 	if o.PipelineLag != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

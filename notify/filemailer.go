@@ -34,45 +34,43 @@ func NewFileMailer(dir string) *FileMailer {
 // Dir is the directory the mailer writes into.
 func (f *FileMailer) Dir() string { return f.dir }
 
-// Send writes one file per message (see Mailer). Unusable messages fail
+// Send is SendEach collecting the results: one error per message, in
+// order.
+func (f *FileMailer) Send(ctx context.Context, msgs []Message) []error {
+	return collect(f, ctx, msgs)
+}
+
+// SendEach writes one file per message (see Mailer), reporting each once
+// its file and the directory entry are synced. Unusable messages fail
 // permanently; file system errors (a full disk, permissions) do not, so
 // that they are retried once fixed.
-func (f *FileMailer) Send(ctx context.Context, msgs []Message) []error {
-	errs := make([]error, len(msgs))
+func (f *FileMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error)) {
 	if len(msgs) == 0 {
-		return errs
+		return
 	}
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		err = fmt.Errorf("file mailer: %w", err)
-		for i := range errs {
-			errs[i] = err
+		for i := range msgs {
+			done(i, err)
 		}
-		return errs
+		return
 	}
-	wrote := false
 	for i, m := range msgs {
 		if err := ctx.Err(); err != nil {
-			errs[i] = fmt.Errorf("file mailer: %w", err)
+			done(i, fmt.Errorf("file mailer: %w", err))
 			continue
 		}
 		if err := f.write(m); err != nil {
-			errs[i] = fmt.Errorf("file mailer: %w", err)
+			done(i, fmt.Errorf("file mailer: %w", err))
 			continue
 		}
-		wrote = true
-	}
-	if wrote {
-		// The renames are durable only once the directory is synced.
+		// The rename is durable only once the directory is synced.
 		if err := syncDir(f.dir); err != nil {
-			err = fmt.Errorf("file mailer: sync %s: %w", f.dir, err)
-			for i := range errs {
-				if errs[i] == nil {
-					errs[i] = err
-				}
-			}
+			done(i, fmt.Errorf("file mailer: sync %s: %w", f.dir, err))
+			continue
 		}
+		done(i, nil)
 	}
-	return errs
 }
 
 // write writes m to its file through a synced temporary file.

@@ -45,16 +45,27 @@ type Message struct {
 
 // Mailer sends emails. It is the seam the outbox worker depends on.
 //
-// Send delivers a burst of messages, over one connection where the
-// transport has connections, and returns one error per message, in order:
-// nil means the server accepted the message (or the file was written and
-// synced). A failure of one message does not stop the others unless the
+// SendEach delivers a burst of messages in order, over one connection
+// where the transport has connections, and calls done once per message,
+// in order, with its result as soon as it is known: nil means the server
+// accepted the message (or the file was written and synced). done runs on
+// the calling goroutine and the next message is not attempted before it
+// returns, so that the caller can make each result durable before the
+// next message goes: a crash then repeats at most the one message in
+// flight. A failure of one message does not stop the others unless the
 // connection is lost, in which case every remaining message gets a
-// non-permanent error. Classify errors with Permanent. Send honours ctx:
-// once it is done, the burst is abandoned and unsent messages get an
+// non-permanent error. Classify errors with Permanent. SendEach honours
+// ctx: once it is done, the burst is abandoned and unsent messages get an
 // error wrapping ctx.Err().
 type Mailer interface {
-	Send(ctx context.Context, msgs []Message) []error
+	SendEach(ctx context.Context, msgs []Message, done func(i int, err error))
+}
+
+// collect runs m.SendEach and returns one error per message, in order.
+func collect(m Mailer, ctx context.Context, msgs []Message) []error {
+	errs := make([]error, len(msgs))
+	m.SendEach(ctx, msgs, func(i int, err error) { errs[i] = err })
+	return errs
 }
 
 // defaultMessageIDDomain is the right-hand side of Message-IDs when no

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,15 +17,17 @@ import (
 
 // Outbox is the store as the worker sees it.
 type Outbox interface {
-	DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error)
+	// DueLane returns up to max pending items of one kind due at now,
+	// earliest first, and when the next one after them is due (zero:
+	// none).
+	DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error)
 	FinishOutbox(results []ipn.OutboxResult, now time.Time) error
-	NextOutboxDue() (time.Time, bool)
 	OutboxWake() <-chan struct{}
 	GetOrder(id string) (*ipn.Order, error)
 }
 
 // WorkerObserver is told each delivery outcome. result is "sent",
-// "retry" or "dead".
+// "retry" or "dead" (skipped items are counted by the store's gauges).
 type WorkerObserver interface {
 	EmailSent(template, result string)
 	Callback(result string)
@@ -47,8 +50,12 @@ type WorkerOptions struct {
 	ShopMax      int           // attempts before a callback is dead (default 50)
 	RetryBase    time.Duration // first retry (default 30 s), doubling with jitter
 	RetryCap     time.Duration // longest wait (default 1 h)
-	Concurrency  int           // callbacks and scripts at once (default 4)
-	Batch        int           // items taken at once (default 100)
+	// EmailConnections is the number of SMTP connections of each email
+	// lane (customer, merchant; default 1). Concurrency is the number of
+	// callbacks at once, and of script runs at once (default 4 each).
+	EmailConnections int
+	Concurrency      int
+	Batch            int // emails one connection takes at once (default 100)
 	// BatchDelay lets queued items gather after a wake-up (default 50 ms),
 	// so that a trickle of events does not cost a commit each.
 	BatchDelay time.Duration
@@ -57,13 +64,28 @@ type WorkerOptions struct {
 	Now        func() time.Time
 }
 
-// Worker delivers outbox items: emails in bursts over one connection,
-// shop callbacks and script runs with bounded concurrency; failures are
-// retried with backoff and jitter until the kind's attempt limit, then the
-// item is dead (listed by the API, retryable by hand).
+// storeRetryCap is the longest wait between two tries of a store that
+// fails (the waits start at a second and double).
+const storeRetryCap = 30 * time.Second
+
+// Worker delivers outbox items, each kind on its own lane (ipn.OutboxLanes):
+// customer emails and merchant emails each over their own SMTP
+// connections, shop callbacks and script runs each with their own bounded
+// concurrency. A lane scans only its own due items, so a slow or dead
+// destination delays nothing but its own lane. Each result is recorded as
+// soon as it is known (results arriving together share a transaction), and
+// a connection sends its next email only once the previous one is
+// recorded as sent: a crash repeats at most the items in flight, one per
+// SMTP connection and one per concurrent callback or script. Failures are
+// retried with backoff and jitter until the kind's attempt limit, then
+// the item is dead (listed by the API, retryable by hand); an item with
+// nothing to send to is skipped. A store that fails is retried forever,
+// with capped backoff; meanwhile Degraded reports it.
 type Worker struct {
-	o   WorkerOptions
-	log *slog.Logger
+	o      WorkerOptions
+	log    *slog.Logger
+	faults faults
+	record chan recordReq // to the recorder, while Run runs
 }
 
 // NewWorker applies defaults.
@@ -79,6 +101,9 @@ func NewWorker(o WorkerOptions) *Worker {
 	}
 	if o.RetryCap <= 0 {
 		o.RetryCap = time.Hour
+	}
+	if o.EmailConnections <= 0 {
+		o.EmailConnections = 1
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
@@ -101,175 +126,363 @@ func NewWorker(o WorkerOptions) *Worker {
 	if o.Domain == "" {
 		o.Domain = "ipnd.invalid"
 	}
-	return &Worker{o: o, log: o.Logger}
+	return &Worker{o: o, log: o.Logger, faults: faults{m: map[string]error{}}}
 }
 
-// Run delivers until ctx is done, sleeping until items are queued or a
-// retry is due. It returns nil on cancellation.
+// Degraded reports why the worker cannot make progress right now (the
+// store fails its scans or the recording of results; it is being retried),
+// or nil.
+func (w *Worker) Degraded() error { return w.faults.err() }
+
+// lane is the delivery of one kind of item: slots deliver at once, each
+// taking up to burst items (emails over one connection; one callback).
+type lane struct {
+	kind  string
+	slots int
+	burst int
+	wake  chan struct{}
+}
+
+// Run delivers until ctx is done, each lane sleeping until items are
+// queued or a retry is due. It returns nil on cancellation, after the
+// results of the attempts under way are recorded; it does not return
+// otherwise (a failing store is retried). Run must not be called twice at
+// the same time.
 func (w *Worker) Run(ctx context.Context) error {
+	w.record = make(chan recordReq)
+	stop, recorded := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(recorded)
+		w.recorder(ctx, stop)
+	}()
+	var lanes []*lane
+	for _, kind := range ipn.OutboxLanes {
+		l := &lane{kind: kind, slots: w.o.Concurrency, burst: 1, wake: make(chan struct{}, 1)}
+		if kind == ipn.EffectEmailCustomer || kind == ipn.EffectEmailMerchant {
+			l.slots, l.burst = w.o.EmailConnections, w.o.Batch
+		}
+		lanes = append(lanes, l)
+	}
+	var wg sync.WaitGroup
+	for _, l := range lanes {
+		wg.Go(func() { w.runLane(ctx, l) })
+	}
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-w.o.Outbox.OutboxWake():
+			for _, l := range lanes {
+				select {
+				case l.wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	wg.Wait() // the lanes' last results are with the recorder
+	close(stop)
+	<-recorded
+	return nil
+}
+
+// runLane feeds the lane's slots with its due items until ctx is done,
+// then waits for the slots.
+func (w *Worker) runLane(ctx context.Context, l *lane) {
+	free := l.slots
+	finished := make(chan []ipn.OutboxItem, l.slots)
+	inflight := map[uint64]bool{}
+	var queue []ipn.OutboxItem
+	var next time.Time // when to look again (zero: when woken)
 	failures := 0
-	for {
-		items, err := w.o.Outbox.DueOutbox(w.o.Now(), w.o.Batch)
-		if err == nil && len(items) > 0 {
-			results := w.deliver(ctx, items)
-			if ctx.Err() != nil {
-				// Shutting down: record what was delivered (the store
-				// closes last); attempts cut short are made again.
-				var done []ipn.OutboxResult
-				for _, r := range results {
-					if r.State != ipn.OutboxPending {
-						done = append(done, r)
+	for ctx.Err() == nil {
+		if free > 0 && len(queue) == 0 {
+			// In-flight items are still pending in the store: read past them.
+			items, at, err := w.o.Outbox.DueLane(l.kind, w.o.Now(), w.o.Batch+len(inflight))
+			if err != nil {
+				failures++
+				wait := ipn.Backoff(time.Second, storeRetryCap, failures)
+				w.faults.set("lane "+l.kind, err)
+				w.log.Error("outbox lane cannot read its queue; retrying", "lane", l.kind, "error", err,
+					"failures", failures, "retry_in", wait.Round(time.Millisecond).String())
+				next = w.o.Now().Add(wait)
+			} else {
+				if failures > 0 {
+					w.faults.set("lane "+l.kind, nil)
+					w.log.Info("outbox lane reads its queue again", "lane", l.kind, "failures", failures)
+					failures = 0
+				}
+				next = at
+				for _, it := range items {
+					if !inflight[it.ID] {
+						queue = append(queue, it)
 					}
 				}
-				results = done
-			}
-			if !w.record(ctx, results) {
-				return nil
-			}
-			failures = 0
-			if len(items) < w.o.Batch && !ipn.Sleep(ctx, w.o.BatchDelay) {
-				return nil // a short batch: let the next one fill first
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			failures++
-			w.log.Error("outbox step failed", "error", err, "failures", failures)
-			if failures >= 10 {
-				return fmt.Errorf("outbox: %w", err)
 			}
 		}
-		var due <-chan time.Time
+		for free > 0 && len(queue) > 0 {
+			n := min(l.burst, len(queue))
+			take := queue[:n:n]
+			queue = queue[n:]
+			for _, it := range take {
+				inflight[it.ID] = true
+			}
+			free--
+			go func() {
+				w.deliver(ctx, l.kind, take)
+				finished <- take
+			}()
+		}
 		var timer *time.Timer
-		if at, ok := w.o.Outbox.NextOutboxDue(); ok && err == nil {
-			timer = time.NewTimer(max(time.Until(at), time.Millisecond))
-			due = timer.C
-		} else if err != nil {
-			timer = time.NewTimer(time.Duration(failures) * time.Second)
+		var due <-chan time.Time
+		if free > 0 && !next.IsZero() {
+			timer = time.NewTimer(max(next.Sub(w.o.Now()), time.Millisecond))
 			due = timer.C
 		}
 		woken := false
 		select {
 		case <-ctx.Done():
-		case <-w.o.Outbox.OutboxWake():
+		case done := <-finished:
+			free++
+			for _, it := range done {
+				delete(inflight, it.ID)
+			}
+		case <-l.wake:
 			woken = true
 		case <-due:
 		}
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken && !ipn.Sleep(ctx, w.o.BatchDelay) {
+		if woken {
+			ipn.Sleep(ctx, w.o.BatchDelay)
+		}
+	}
+	for ; free < l.slots; free++ {
+		<-finished
+	}
+}
+
+// deliver makes one attempt at each of items, all of the lane's kind,
+// and records each result.
+func (w *Worker) deliver(ctx context.Context, kind string, items []ipn.OutboxItem) {
+	rec := &slotRecords{w: w, ctx: ctx}
+	defer rec.wait()
+	switch kind {
+	case ipn.EffectEmailCustomer, ipn.EffectEmailMerchant:
+		w.sendEmails(ctx, items, rec)
+	case ipn.EffectShopCallback, ipn.EffectShopScript:
+		for _, it := range items {
+			rec.add(it, w.result(it, w.shop(ctx, it, w.order(it)), false))
+			rec.wait()
+		}
+	default:
+		for _, it := range items {
+			rec.add(it, w.result(it, fmt.Errorf("unknown effect kind %q", it.Effect.Kind), true))
+		}
+	}
+}
+
+// sendEmails renders items and sends them over one connection, waiting
+// for each email's result to be recorded before the next one goes.
+func (w *Worker) sendEmails(ctx context.Context, items []ipn.OutboxItem, rec *slotRecords) {
+	orders := map[string]*ipn.Order{}
+	var msgs []Message
+	var sending []ipn.OutboxItem
+	for _, it := range items {
+		id := it.Effect.OrderID
+		if _, ok := orders[id]; !ok {
+			orders[id] = w.order(it)
+		}
+		msg, skip, err := w.message(it, orders[id])
+		switch {
+		case err != nil:
+			rec.add(it, w.result(it, err, true))
+		case skip != "":
+			rec.add(it, ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSkipped, Attempts: it.Attempts + 1, Error: skip})
+		case w.o.Mailer == nil:
+			rec.add(it, w.result(it, errors.New("no mailer configured"), false))
+		default:
+			msgs, sending = append(msgs, *msg), append(sending, it)
+		}
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	w.o.Mailer.SendEach(ctx, msgs, func(k int, err error) {
+		it := sending[k]
+		rec.add(it, w.result(it, err, err != nil && Permanent(err)))
+		if err == nil {
+			rec.wait() // durable before the next email goes
+		}
+	})
+}
+
+// order returns the order an item is about, nil when none or unreadable.
+func (w *Worker) order(it ipn.OutboxItem) *ipn.Order {
+	if it.Effect.OrderID == "" {
+		return nil
+	}
+	o, err := w.o.Outbox.GetOrder(it.Effect.OrderID)
+	if err != nil {
+		return nil
+	}
+	return o
+}
+
+// recordReq is one result for the recorder; done receives the outcome
+// of the transaction that recorded it.
+type recordReq struct {
+	r    ipn.OutboxResult
+	done chan error
+}
+
+// recorder writes the results the slots hand it, all those waiting in one
+// transaction, until stop is closed (after the lanes have stopped).
+func (w *Worker) recorder(ctx context.Context, stop <-chan struct{}) {
+	for {
+		var batch []recordReq
+		select {
+		case q := <-w.record:
+			batch = append(batch, q)
+		case <-stop:
+			return
+		}
+	gather:
+		for len(batch) < 4*w.o.Batch {
+			select {
+			case q := <-w.record:
+				batch = append(batch, q)
+			default:
+				break gather
+			}
+		}
+		results := make([]ipn.OutboxResult, len(batch))
+		for i, q := range batch {
+			results[i] = q.r
+		}
+		err := w.commit(ctx, results)
+		for _, q := range batch {
+			q.done <- err
+		}
+	}
+}
+
+// commit records results, retrying with capped backoff while the store
+// fails: delivering the items again would send them twice. Once ctx is
+// done it makes one last try (the store closes after the worker) and
+// returns its error.
+func (w *Worker) commit(ctx context.Context, results []ipn.OutboxResult) error {
+	for try := 1; ; try++ {
+		err := w.o.Outbox.FinishOutbox(results, w.o.Now())
+		if err == nil {
+			if try > 1 {
+				w.faults.set("recording results", nil)
+				w.log.Info("outbox results recorded again", "tries", try)
+			}
+			return nil
+		}
+		wait := ipn.Backoff(time.Second, storeRetryCap, try)
+		w.faults.set("recording results", err)
+		w.log.Error("recording outbox results failed; retrying", "error", err, "try", try,
+			"items", len(results), "retry_in", wait.Round(time.Millisecond).String())
+		if !ipn.Sleep(ctx, wait) {
+			if err := w.o.Outbox.FinishOutbox(results, w.o.Now()); err != nil {
+				w.log.Error("outbox results not recorded; those items will be delivered again", "error", err, "items", len(results))
+				return err
+			}
 			return nil
 		}
 	}
 }
 
-// record stores delivery results, retrying with backoff while the store
-// fails: delivering the batch again would send it twice. It returns false
-// when it gave up because the worker is stopping.
-func (w *Worker) record(ctx context.Context, results []ipn.OutboxResult) bool {
-	for try := 1; ; try++ {
-		err := w.o.Outbox.FinishOutbox(results, w.o.Now())
-		if err == nil {
-			return ctx.Err() == nil
+// slotRecords are the results one slot handed to the recorder and has
+// not yet seen recorded.
+type slotRecords struct {
+	w       *Worker
+	ctx     context.Context
+	waiting []recorded
+}
+
+type recorded struct {
+	it   ipn.OutboxItem
+	r    ipn.OutboxResult
+	done chan error
+}
+
+// add hands r to the recorder without waiting. Once ctx is done, an
+// attempt that did not succeed was cut short: it is not recorded, and the
+// item is tried again after the restart.
+func (s *slotRecords) add(it ipn.OutboxItem, r ipn.OutboxResult) {
+	if s.ctx.Err() != nil && r.State != ipn.OutboxSent && r.State != ipn.OutboxSkipped {
+		return
+	}
+	q := recordReq{r: r, done: make(chan error, 1)}
+	s.w.record <- q
+	s.waiting = append(s.waiting, recorded{it: it, r: r, done: q.done})
+}
+
+// wait returns once every result handed over is recorded (or given up
+// on at shutdown), and reports the recorded ones.
+func (s *slotRecords) wait() {
+	for _, q := range s.waiting {
+		if err := <-q.done; err == nil {
+			s.w.report(q.it, q.r)
 		}
-		w.log.Error("recording outbox results failed", "error", err, "try", try)
-		t := time.NewTimer(min(time.Duration(try)*time.Second, time.Minute))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			// One last try: the store closes after the worker stops.
-			if err := w.o.Outbox.FinishOutbox(results, w.o.Now()); err != nil {
-				w.log.Error("outbox results not recorded; those items will be delivered again", "error", err, "items", len(results))
-			}
-			return false
-		}
+	}
+	s.waiting = s.waiting[:0]
+}
+
+// faults are the store errors that keep parts of the worker from making
+// progress, by part; a part's next success clears its entry.
+type faults struct {
+	mu sync.Mutex
+	m  map[string]error
+}
+
+func (f *faults) set(part string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.m, part)
+	} else {
+		f.m[part] = err
 	}
 }
 
-// deliver makes one attempt at each item and returns the results.
-func (w *Worker) deliver(ctx context.Context, items []ipn.OutboxItem) []ipn.OutboxResult {
-	results := make([]ipn.OutboxResult, len(items))
-	orders := map[string]*ipn.Order{}
-	for _, it := range items {
-		if id := it.Effect.OrderID; id != "" && orders[id] == nil {
-			if o, err := w.o.Outbox.GetOrder(id); err == nil {
-				orders[id] = o
-			}
-		}
+// err is nil when no part fails, else one error naming them.
+func (f *faults) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.m) == 0 {
+		return nil
 	}
-	var mailIdx []int
-	var msgs []Message
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, w.o.Concurrency)
-	for i, it := range items {
-		switch it.Effect.Kind {
-		case ipn.EffectEmailCustomer, ipn.EffectEmailMerchant:
-			msg, err := w.message(it, orders[it.Effect.OrderID])
-			if err != nil {
-				results[i] = w.result(it, err, true)
-				continue
-			}
-			if msg == nil { // template disabled or no recipient: nothing to send
-				results[i] = ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSent, Attempts: it.Attempts, Error: "skipped: disabled or no recipient"}
-				continue
-			}
-			mailIdx = append(mailIdx, i)
-			msgs = append(msgs, *msg)
-		case ipn.EffectShopCallback, ipn.EffectShopScript:
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				results[i] = w.result(it, w.shop(ctx, it, orders[it.Effect.OrderID]), false)
-			}()
-		default:
-			results[i] = w.result(it, fmt.Errorf("unknown effect kind %q", it.Effect.Kind), true)
-		}
+	parts := slices.Sorted(maps.Keys(f.m))
+	msgs := make([]string, len(parts))
+	for i, p := range parts {
+		msgs[i] = p + ": " + f.m[p].Error()
 	}
-	if len(msgs) > 0 {
-		if w.o.Mailer == nil {
-			for _, i := range mailIdx {
-				results[i] = w.result(items[i], errors.New("no mailer configured"), false)
-			}
-		} else {
-			errs := w.o.Mailer.Send(ctx, msgs)
-			for k, i := range mailIdx {
-				var err error
-				if k < len(errs) {
-					err = errs[k]
-				}
-				results[i] = w.result(items[i], err, err != nil && Permanent(err))
-			}
-		}
-	}
-	wg.Wait()
-	for i, it := range items {
-		w.report(it, results[i])
-	}
-	return results
+	return fmt.Errorf("outbox degraded (retrying): %s", strings.Join(msgs, "; "))
 }
 
-// message renders an email item; nil when there is nothing to send.
-func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (*Message, error) {
+// message renders an email item. skip, when not empty, says why there
+// is nothing to send (no recipient, the template not enabled).
+func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, skip string, err error) {
 	e := it.Effect
 	if w.o.Enabled != nil && !w.o.Enabled[e.Template] {
-		return nil, nil
+		return nil, "template " + e.Template + " is not in email.enabled", nil
 	}
 	to := e.To
 	if e.Kind == ipn.EffectEmailMerchant {
 		to = w.o.MerchantTo
+		if to == "" {
+			return nil, "no recipient: email.merchant_to is empty", nil
+		}
 	}
 	if to == "" {
-		return nil, nil
+		return nil, "no recipient: the customer's email address is unknown", nil
 	}
 	if w.o.Templates == nil {
-		return nil, fmt.Errorf("%w: no templates", ErrPermanent)
+		return nil, "", fmt.Errorf("%w: no templates", ErrPermanent)
 	}
 	d := TemplateData{MerchantName: w.o.MerchantName, OrderID: e.OrderID, Reason: e.Reason, Notification: it.Notification}
 	if ev := e.Event; ev != nil {
@@ -307,10 +520,10 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (*Message, error) 
 	}
 	subject, text, html, err := w.o.Templates.Render(e.Template, d)
 	if err != nil {
-		return nil, fmt.Errorf("%w: template %s: %v", ErrPermanent, e.Template, err)
+		return nil, "", fmt.Errorf("%w: template %s: %v", ErrPermanent, e.Template, err)
 	}
 	return &Message{From: w.o.From, To: to, ReplyTo: w.o.ReplyTo, Subject: subject, Text: text, HTML: html,
-		MessageID: MessageID(e.Cause, w.o.Domain), Date: w.o.Now()}, nil
+		MessageID: MessageID(e.Cause, w.o.Domain), Date: w.o.Now()}, "", nil
 }
 
 func (w *Worker) shop(ctx context.Context, it ipn.OutboxItem, order *ipn.Order) error {
@@ -321,7 +534,7 @@ func (w *Worker) shop(ctx context.Context, it ipn.OutboxItem, order *ipn.Order) 
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrPermanent, err)
 	}
-	id := "ipnd_" + strconv.FormatUint(it.ID, 10)
+	id := it.Key()
 	if it.Effect.Kind == ipn.EffectShopScript {
 		return w.o.Shop.Run(ctx, id, se, body)
 	}
@@ -358,11 +571,10 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 }
 
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
-	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "retry"}[r.State]
-	skipped := strings.HasPrefix(r.Error, "skipped")
+	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "retry",
+		ipn.OutboxSkipped: "skipped"}[r.State]
 	switch {
-	case skipped: // nothing was sent: not counted as an email
-		result = "skipped"
+	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge
 	case it.Effect.Kind == ipn.EffectEmailCustomer || it.Effect.Kind == ipn.EffectEmailMerchant:
 		w.o.Observer.EmailSent(it.Effect.Template, result)
 	default:

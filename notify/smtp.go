@@ -231,15 +231,22 @@ func (c *connCloser) close() {
 	}
 }
 
-// Send delivers msgs over one SMTP connection (see Mailer). A message
-// that cannot be built (bad address, no Message-ID, no body) fails
-// permanently without touching the network. Failures to connect, to
-// negotiate TLS or to authenticate fail every message non-permanently:
-// they say nothing about the messages and usually mean the server is
-// down or the configuration is wrong. Per message, a 5xx reply to MAIL,
-// RCPT or DATA is permanent; a 4xx reply or a lost connection is not.
-// Errors never contain the password.
+// Send is SendEach collecting the results: one error per message, in
+// order.
 func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
+	return collect(m, ctx, msgs)
+}
+
+// SendEach delivers msgs over one SMTP connection (see Mailer), calling
+// done with each message's result as soon as the server has answered it.
+// A message that cannot be built (bad address, no Message-ID, no body)
+// fails permanently without touching the network. Failures to connect,
+// to negotiate TLS or to authenticate fail every message
+// non-permanently: they say nothing about the messages and usually mean
+// the server is down or the configuration is wrong. Per message, a 5xx
+// reply to MAIL, RCPT or DATA is permanent; a 4xx reply or a lost
+// connection is not. Errors never contain the password.
+func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error)) {
 	errs := make([]error, len(msgs))
 	built := make([]*mail.Msg, len(msgs))
 	pending := 0
@@ -252,8 +259,15 @@ func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
 		built[i] = msg
 		pending++
 	}
+	reported := 0
+	report := func(upTo int) { // the results before upTo are final
+		for ; reported < upTo; reported++ {
+			done(reported, errs[reported])
+		}
+	}
+	defer func() { report(len(msgs)) }()
 	if pending == 0 {
-		return errs
+		return
 	}
 	failRest := func(from int, err error) {
 		for i := from; i < len(msgs); i++ {
@@ -264,7 +278,7 @@ func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
 	}
 	if err := ctx.Err(); err != nil {
 		failRest(0, fmt.Errorf("smtp: %w", err))
-		return errs
+		return
 	}
 
 	cc := &connCloser{}
@@ -276,7 +290,7 @@ func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
 	client, err := m.client(cc)
 	if err != nil {
 		failRest(0, err)
-		return errs
+		return
 	}
 	sc, err := client.DialToSMTPClientWithContext(ctx)
 	if err != nil {
@@ -284,43 +298,46 @@ func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		failRest(0, fmt.Errorf("smtp: connect to %s: %w", m.addr, err))
-		return errs
+		return
 	}
+	// QUIT politely at the end; the messages are accepted or not whatever
+	// it answers.
+	defer func() { _ = client.CloseWithSMTPClient(sc) }()
 
 	for i, msg := range built {
 		if msg == nil {
 			continue
 		}
+		report(i)
 		if err := ctx.Err(); err != nil {
 			failRest(i, fmt.Errorf("smtp: %w", err))
-			break
+			return
 		}
 		err := client.SendWithSMTPClient(sc, msg)
 		if err == nil {
+			report(i + 1)
 			continue
 		}
 		if ctx.Err() != nil {
 			failRest(i, fmt.Errorf("smtp: message %s: %w (%w)", msgs[i].MessageID, ctx.Err(), err))
-			break
+			return
 		}
 		errs[i] = classifySMTP(err)
 		// Writing the content failed half way: the server still reads
 		// the message, so the connection cannot be used again.
 		if se := (*mail.SendError)(nil); errors.As(err, &se) && se.Reason == mail.ErrWriteContent {
 			failRest(i+1, fmt.Errorf("smtp: connection unusable after message %s: %w", msgs[i].MessageID, err))
-			break
+			return
 		}
 		// Otherwise the transaction may be left half open (a refused
 		// DATA) or the connection may be gone: RSET tells which, and
 		// makes the connection usable for the next message.
 		if rerr := sc.Reset(); rerr != nil {
 			failRest(i+1, fmt.Errorf("smtp: connection lost after message %s: %w", msgs[i].MessageID, rerr))
-			break
+			return
 		}
+		report(i + 1)
 	}
-	// QUIT politely; the messages are accepted or not whatever it answers.
-	_ = client.CloseWithSMTPClient(sc)
-	return errs
 }
 
 // classifySMTP wraps the error of one message, marking 5xx replies and

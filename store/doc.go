@@ -14,7 +14,8 @@
 //	meta "cursor" -> every log id up to it was processed or scheduled
 //	orders, order_counts, subscriptions: order state (JSON) and counts by status
 //	outbox id -> JSON ipn.OutboxItem; outbox_cause effect cause -> id (a
-//	       cause is queued once); outbox_due due + id of pending items;
+//	       cause is queued once); outbox_due lane (effect kind) + 0x00 +
+//	       due + id of pending items (each lane scans its own);
 //	       outbox_counts state + kind -> count
 //
 // Appends are group-committed to a write-ahead journal (journal.go)

@@ -34,6 +34,7 @@ const (
 	OutboxPending = ipn.OutboxPending
 	OutboxSent    = ipn.OutboxSent
 	OutboxDead    = ipn.OutboxDead
+	OutboxSkipped = ipn.OutboxSkipped
 )
 
 // CreateOrder registers an expected order. It fails with ErrExists when

@@ -1,9 +1,16 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,9 +19,18 @@ import (
 )
 
 var (
-	bucketOutboxDue    = []byte("outbox_due")    // due unix-nano (8) + outbox id (8) -> nothing, pending items only
+	bucketOutboxDue    = []byte("outbox_due")    // lane (effect kind) + 0x00 + due unix-nano (8) + outbox id (8) -> nothing, pending items only
 	bucketOutboxCounts = []byte("outbox_counts") // state + 0x00 + kind -> uint64 count
 )
+
+// newRunID draws the random part of the delivery ids of the items queued
+// while the database is open (see ipn.OutboxItem.DeliveryID): 64 bits, so
+// that two databases, or a database and its restored backup, do not meet.
+func newRunID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
 // OutboxWake returns a channel that receives a value after outbox items
 // are queued or put back for retry (for the single outbox worker).
@@ -59,7 +75,8 @@ func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now tim
 	if err != nil {
 		return err
 	}
-	it := ipn.OutboxItem{ID: id, Effect: e, State: ipn.OutboxPending, Notification: notification,
+	it := ipn.OutboxItem{ID: id, Effect: e, DeliveryID: "ipnd_" + db.runID + "_" + strconv.FormatUint(id, 10),
+		State: ipn.OutboxPending, Notification: notification,
 		CreatedAt: now.UTC(), NextAttempt: now.UTC()}
 	if err := putOutbox(tx, nil, &it); err != nil {
 		return err
@@ -85,7 +102,7 @@ func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 	due, counts := tx.Bucket(bucketOutboxDue), tx.Bucket(bucketOutboxCounts)
 	if old != nil {
 		if old.State == ipn.OutboxPending {
-			if err := due.Delete(retryKey(old.NextAttempt, old.ID)); err != nil {
+			if err := due.Delete(dueKey(old.Effect.Kind, old.NextAttempt, old.ID)); err != nil {
 				return err
 			}
 		}
@@ -94,7 +111,7 @@ func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 		}
 	}
 	if it.State == ipn.OutboxPending {
-		if err := due.Put(retryKey(it.NextAttempt, it.ID), nil); err != nil {
+		if err := due.Put(dueKey(it.Effect.Kind, it.NextAttempt, it.ID), nil); err != nil {
 			return err
 		}
 	}
@@ -119,42 +136,136 @@ func getOutbox(tx *bolt.Tx, id uint64) (*ipn.OutboxItem, error) {
 	return &it, nil
 }
 
-// DueOutbox returns up to max pending items due at now, earliest first.
+// dueKey is the due index key of a pending item: its lane (the effect
+// kind), 0x00, when it is due (unix nanoseconds) and its id, so that each
+// lane scans its own items earliest first.
+func dueKey(kind string, due time.Time, id uint64) []byte {
+	k := make([]byte, 0, len(kind)+17)
+	k = append(k, kind...)
+	k = append(k, 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(due.UnixNano()))
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// splitDueKey returns the lane, due time and id of a due index key.
+func splitDueKey(k []byte) (kind string, due time.Time, id uint64, ok bool) {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 || len(k) != i+17 {
+		return "", time.Time{}, 0, false
+	}
+	return string(k[:i]), time.Unix(0, int64(binary.BigEndian.Uint64(k[i+1:]))), binary.BigEndian.Uint64(k[i+9:]), true
+}
+
+// migrateOutboxDue rewrites due index keys of the layout before lanes
+// (due + id, 16 bytes) with their lane in front. It runs on every open;
+// without old keys it reads the index and writes nothing.
+func migrateOutboxDue(tx *bolt.Tx) error {
+	due := tx.Bucket(bucketOutboxDue)
+	var old [][]byte
+	if err := due.ForEach(func(k, _ []byte) error {
+		if len(k) == 16 {
+			old = append(old, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range old {
+		if err := due.Delete(k); err != nil {
+			return err
+		}
+		it, err := getOutbox(tx, binary.BigEndian.Uint64(k[8:]))
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if it.State == ipn.OutboxPending {
+			if err := due.Put(dueKey(it.Effect.Kind, it.NextAttempt, it.ID), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dueInLane reads up to max pending items of one lane due at now,
+// earliest first, and when the first item after them is due (zero when
+// there is none).
+func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+	var out []ipn.OutboxItem
+	prefix := append([]byte(kind), 0)
+	c := tx.Bucket(bucketOutboxDue).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		_, at, id, ok := splitDueKey(k)
+		if !ok {
+			continue
+		}
+		if at.After(now) || len(out) >= max {
+			return out, at, nil
+		}
+		it, err := getOutbox(tx, id)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		if it.State == ipn.OutboxPending { // (a stale key left by an older build: not due)
+			out = append(out, *it)
+		}
+	}
+	return out, time.Time{}, nil
+}
+
+// DueLane returns up to max pending items of one lane (an effect kind)
+// due at now, earliest first, and when the first item after them is due
+// (zero when there is none; at or before now when max cut the list
+// short). It fails with ErrClosed after Close, ErrCorrupt on an item
+// that does not decode.
+func (db *DB) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+	var out []ipn.OutboxItem
+	var next time.Time
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		out, next, err = dueInLane(tx, kind, now, max)
+		return err
+	})
+	return out, next, mapClosed(err)
+}
+
+// DueOutbox returns up to max pending items of every lane due at now,
+// earliest first (for listings: the worker reads each lane with DueLane).
 func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 	var out []ipn.OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutboxDue).Cursor()
-		for k, _ := c.First(); k != nil && len(out) < max; k, _ = c.Next() {
-			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
-				break
+		for k, _ := c.First(); k != nil; {
+			kind, _, _, ok := splitDueKey(k)
+			if !ok {
+				k, _ = c.Next()
+				continue
 			}
-			it, err := getOutbox(tx, binary.BigEndian.Uint64(k[8:]))
+			items, _, err := dueInLane(tx, kind, now, max)
 			if err != nil {
 				return err
 			}
-			out = append(out, *it)
+			out = append(out, items...)
+			k, _ = c.Seek(append([]byte(kind), 1)) // the next lane
 		}
 		return nil
 	})
-	return out, mapClosed(err)
-}
-
-// NextOutboxDue returns when the earliest pending item is due.
-func (db *DB) NextOutboxDue() (time.Time, bool) {
-	var at time.Time
-	var ok bool
-	db.bolt.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketOutboxDue).Cursor().First(); len(k) == 16 {
-			at, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+	slices.SortFunc(out, func(a, b ipn.OutboxItem) int {
+		if c := a.NextAttempt.Compare(b.NextAttempt); c != 0 {
+			return c
 		}
-		return nil
+		return cmp.Compare(a.ID, b.ID)
 	})
-	return at, ok
+	return out[:min(len(out), max)], mapClosed(err)
 }
 
 // FinishOutbox records the results of delivery attempts in one
 // transaction. A result for an item that changed since it was taken (no
-// longer pending, or reset by a manual retry) is skipped.
+// longer pending, or reset by a manual retry) is skipped. A skipped item
+// of an order leaves a line with the reason in the order's history.
 func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, r := range results {
@@ -173,6 +284,10 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 				it.NextAttempt = r.RetryAt.UTC()
 			case ipn.OutboxSent:
 				it.SentAt = now.UTC()
+			case ipn.OutboxSkipped:
+				if err := noteSkipped(tx, &it, now); err != nil {
+					return err
+				}
 			}
 			if err := putOutbox(tx, old, &it); err != nil {
 				return err
@@ -183,7 +298,27 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 	return mapClosed(err)
 }
 
-// RetryOutbox puts a dead (or pending) item back in the queue, due now,
+// noteSkipped adds a line to the history of the skipped item's order
+// (none when the item names no order or the order does not exist).
+func noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error {
+	if it.Effect.OrderID == "" {
+		return nil
+	}
+	o, err := getOrder(tx, it.Effect.OrderID)
+	if err != nil || o == nil {
+		return err
+	}
+	what := it.Effect.Kind
+	if it.Effect.Template != "" {
+		what += " " + it.Effect.Template
+	}
+	next := *o
+	next.History = append(slices.Clip(o.History), ipn.OrderChange{At: now.UTC(), Notification: it.Notification,
+		From: o.Status, To: o.Status, Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)})
+	return putOrder(tx, o, &next)
+}
+
+// RetryOutbox puts a dead, skipped (or pending) item back in the queue, due now,
 // with its attempts reset. A sent item is not sent again (ErrExists).
 func (db *DB) RetryOutbox(id uint64, now time.Time) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {

@@ -162,6 +162,7 @@ type DB struct {
 
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
+	runID      string        // see newRunID
 }
 
 type appendReq struct {
@@ -233,6 +234,7 @@ func Open(path string, opts Options) (*DB, error) {
 		applyWake: make(chan struct{}, 1), applyNow: make(chan struct{}, 1), applyStop: make(chan struct{}), applyDone: make(chan struct{}),
 		monStop: make(chan struct{}), monDone: make(chan struct{})}
 	db.idle = sync.NewCond(&db.mu)
+	db.runID = newRunID()
 	db.journal.created = db.recordSegment
 	fail := func(err error) (*DB, error) {
 		if db.file != nil {
@@ -297,6 +299,9 @@ func (db *DB) init() error {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
+		}
+		if err := migrateOutboxDue(tx); err != nil {
+			return fmt.Errorf("store: outbox lanes: %w", err)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
