@@ -4,11 +4,81 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"ipnd/ipn"
 )
+
+// faultyJournal is the real store with the pipeline's writes failing
+// until healed, as on a full disk (a fault at the seam the pipeline
+// writes through).
+type faultyJournal struct {
+	*DB
+	healed time.Time
+	failed atomic.Int64
+}
+
+func (f *faultyJournal) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
+	if time.Now().Before(f.healed) {
+		f.failed.Add(1)
+		return nil, errors.New("no space left on device (injected)")
+	}
+	return f.DB.Finish(outs, cursor, now)
+}
+
+// TestPipelineOutlivesAFailingStore: the store fails the pipeline's
+// writes for five minutes; the pipeline does not give up, reports itself
+// degraded meanwhile, and processes the waiting notification by itself
+// once the store works again. Virtual time (synctest) stands for the
+// minutes.
+func TestPipelineOutlivesAFailingStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openAt(t, filepath.Join(t.TempDir(), "ipnd.db"), Options{})
+		defer db.Close()
+		j := &faultyJournal{DB: db, healed: time.Now().Add(5 * time.Minute)}
+		gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "g", Kind: "standard-webhooks",
+			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ipn.NewPipeline(ipn.PipelineOptions{Journal: j, Gateways: []ipn.Gateway{gw}})
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- p.Run(ctx) }()
+		if _, _, err := db.Append(ctx, sample("g", "m1", `{"type":"payment.completed","data":{"order_id":"O1","amount":"1.00","currency":"USD"}}`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if err := p.Degraded(); err == nil {
+			t.Errorf("a minute into the outage: not degraded (%d writes failed)", j.failed.Load())
+		}
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		select {
+		case err := <-ran:
+			t.Fatalf("the pipeline stopped during the outage (after %d failed writes): %v", j.failed.Load(), err)
+		default:
+		}
+		if n := j.failed.Load(); n < 10 {
+			t.Errorf("only %d failed writes: the outage was not long enough to test giving up", n)
+		}
+		if _, pr, err := db.Get(1); err != nil || pr.State != ipn.StateApplied {
+			t.Errorf("after the outage notification 1 is %+v (%v), want applied", pr, err)
+		}
+		if err := p.Degraded(); err != nil {
+			t.Errorf("still degraded after the store healed: %v", err)
+		}
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+}
 
 func TestPipelineBookkeeping(t *testing.T) {
 	db := mustOpen(t)

@@ -1,0 +1,218 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// faultyOutbox is the real store with a fault injected at the seam the
+// worker reads and writes through: while failing says so, reading a
+// lane's queue and recording results fail as a full disk would.
+type faultyOutbox struct {
+	*store.DB
+	failing      func(op string) bool
+	scans, saves atomic.Int64 // failed calls
+}
+
+var errInjected = errors.New("no space left on device (injected)")
+
+func (f *faultyOutbox) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+	if f.failing("scan") {
+		f.scans.Add(1)
+		return nil, time.Time{}, errInjected
+	}
+	return f.DB.DueLane(kind, now, max)
+}
+
+func (f *faultyOutbox) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
+	if f.failing("record") {
+		f.saves.Add(1)
+		return errInjected
+	}
+	return f.DB.FinishOutbox(results, now)
+}
+
+// countingMailer is the file mailer, counting what it wrote per
+// Message-ID.
+type countingMailer struct {
+	*FileMailer
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (m *countingMailer) SendEach(ctx context.Context, msgs []Message, done func(int, error)) {
+	m.FileMailer.SendEach(ctx, msgs, func(i int, err error) {
+		if err == nil {
+			m.mu.Lock()
+			m.sent[msgs[i].MessageID]++
+			m.mu.Unlock()
+		}
+		done(i, err)
+	})
+}
+
+func (m *countingMailer) copies() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range m.sent {
+		out[k] = v
+	}
+	return out
+}
+
+// payOrder stores a notification and records it as an applied payment of
+// order id, as the pipeline does: a payment_received email to email and a
+// shop callback are queued.
+func payOrder(t *testing.T, db *store.DB, id, email string) {
+	t.Helper()
+	ctx := context.Background()
+	n := &ipn.Notification{Gateway: "g", ReceivedAt: time.Now(), Body: []byte("{}"), DedupKey: id}
+	nid, _, err := db.Append(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pending(time.Now(), 1000); err != nil {
+		t.Fatal(err)
+	}
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T-" + id, OrderID: id,
+		Amount: "5.00", Currency: "USD", CustomerEmail: email}
+	if _, err := db.Finish([]ipn.Outcome{{ID: nid, State: ipn.StateApplied, Event: ev, EventKey: "k-" + id,
+		ApplyOrder: true}}, nid, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openStore(t *testing.T) *store.DB {
+	t.Helper()
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{
+		EffectKinds: map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestWorkerOutlivesAFailingStore: the store fails for five minutes
+// (reading the queue, or recording results); the worker neither stops nor
+// sends twice, says it is degraded meanwhile, and delivers by itself once
+// the store works again. Virtual time (synctest) stands for the minutes.
+func TestWorkerOutlivesAFailingStore(t *testing.T) {
+	for _, op := range []string{"scan", "record"} {
+		t.Run(op, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				db := openStore(t)
+				defer db.Close()
+				healed := time.Now().Add(5 * time.Minute)
+				ob := &faultyOutbox{DB: db, failing: func(o string) bool { return o == op && time.Now().Before(healed) }}
+				tpl, err := LoadTemplates("")
+				if err != nil {
+					t.Fatal(err)
+				}
+				mailer := &countingMailer{FileMailer: NewFileMailer(filepath.Join(t.TempDir(), "mail")), sent: map[string]int{}}
+				w := NewWorker(WorkerOptions{Outbox: ob, Mailer: mailer, Templates: tpl, From: "shop@example.com",
+					RetryBase: time.Second, RetryCap: time.Second})
+				ctx, cancel := context.WithCancel(context.Background())
+				ran := make(chan error, 1)
+				go func() { ran <- w.Run(ctx) }()
+				payOrder(t, db, "O-1", "ann@example.com")
+
+				time.Sleep(time.Minute)
+				synctest.Wait()
+				if err := w.Degraded(); err == nil {
+					t.Errorf("a minute into the outage: not degraded (%d scans, %d records failed)", ob.scans.Load(), ob.saves.Load())
+				}
+				time.Sleep(5 * time.Minute)
+				synctest.Wait()
+				select {
+				case err := <-ran:
+					t.Fatalf("the worker stopped during the outage: %v", err)
+				default:
+				}
+				t.Logf("failed calls: %d scans, %d records", ob.scans.Load(), ob.saves.Load())
+				if failed := ob.scans.Load() + ob.saves.Load(); failed < 10 {
+					t.Errorf("only %d failed store calls: the outage was not long enough to test giving up", failed)
+				}
+				sent, _ := db.ListOutbox(ipn.OutboxSent, 10)
+				if len(sent) != 1 {
+					t.Errorf("after the outage: %d items sent, want 1", len(sent))
+				}
+				for id, n := range mailer.copies() {
+					if n != 1 {
+						t.Errorf("email %s sent %d times", id, n)
+					}
+				}
+				if len(mailer.copies()) != 1 {
+					t.Errorf("emails sent: %v, want one", mailer.copies())
+				}
+				if err := w.Degraded(); err != nil {
+					t.Errorf("still degraded after the store healed: %v", err)
+				}
+				cancel()
+				if err := <-ran; err != nil {
+					t.Errorf("Run = %v", err)
+				}
+			})
+		})
+	}
+}
+
+// TestWorkerRecordsEachEmail: a connection sends an email only once the
+// previous one is recorded, so a store that stops recording after the
+// first result holds back every later email of the burst (a crash then
+// would repeat one, not the burst).
+func TestWorkerRecordsEachEmail(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openStore(t)
+		defer db.Close()
+		var recorded atomic.Int64
+		ob := &faultyOutbox{DB: db}
+		ob.failing = func(op string) bool { return op == "record" && recorded.Load() >= 1 }
+		tpl, _ := LoadTemplates("")
+		mailer := &countingMailer{FileMailer: NewFileMailer(filepath.Join(t.TempDir(), "mail")), sent: map[string]int{}}
+		for i := range 5 {
+			payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+		}
+		w := NewWorker(WorkerOptions{Outbox: &recordCounter{faultyOutbox: ob, n: &recorded}, Mailer: mailer,
+			Templates: tpl, From: "shop@example.com"})
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- w.Run(ctx) }()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(mailer.copies()); n != 2 {
+			t.Errorf("%d emails went while only the first result could be recorded; want 2 (the recorded one and the one in flight)", n)
+		}
+		cancel()
+		<-ran
+		entries, _ := os.ReadDir(mailer.Dir())
+		if len(entries) != 2 {
+			t.Errorf("%d files in the mail directory, want 2", len(entries))
+		}
+	})
+}
+
+// recordCounter counts the transactions that recorded results.
+type recordCounter struct {
+	*faultyOutbox
+	n *atomic.Int64
+}
+
+func (r *recordCounter) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
+	err := r.faultyOutbox.FinishOutbox(results, now)
+	if err == nil {
+		r.n.Add(1)
+	}
+	return err
+}

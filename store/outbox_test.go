@@ -1,0 +1,208 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+// queuePaid records an applied payment of order id with a customer
+// address: a payment_received email and a shop callback are queued.
+func queuePaid(t *testing.T, db *DB, id string, now time.Time) {
+	t.Helper()
+	nid, _, err := db.Append(context.Background(), sample("g", id, "{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Pending(now, 1000)
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T-" + id, OrderID: id,
+		Amount: "5.00", Currency: "USD", CustomerEmail: "c@example.com"}
+	if _, err := db.Finish([]ipn.Outcome{{ID: nid, State: ipn.StateApplied, Event: ev, EventKey: "k-" + id,
+		ApplyOrder: true}}, nid, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lane(t *testing.T, db *DB, kind string, now time.Time) ([]ipn.OutboxItem, time.Time) {
+	t.Helper()
+	items, next, err := db.DueLane(kind, now, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items, next
+}
+
+// Each lane reads only its own kind; a retry scheduled in one lane is
+// its next due time and does not show in another.
+func TestOutboxLanes(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	queuePaid(t, db, "O2", now)
+	mails, next := lane(t, db, ipn.EffectEmailCustomer, now)
+	calls, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(mails) != 2 || len(calls) != 2 || !next.IsZero() {
+		t.Fatalf("lanes: %d emails, %d callbacks, next %v; want 2, 2, none", len(mails), len(calls), next)
+	}
+	for _, it := range mails {
+		if it.Effect.Kind != ipn.EffectEmailCustomer {
+			t.Errorf("customer email lane holds a %s", it.Effect.Kind)
+		}
+	}
+	retry, retried := now.Add(time.Minute), mails[0].ID
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: retried, State: ipn.OutboxPending, Attempts: 1, RetryAt: retry}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if mails, next = lane(t, db, ipn.EffectEmailCustomer, now); len(mails) != 1 || !next.Equal(retry) {
+		t.Errorf("after a retry: %d due, next %v; want 1 and %v", len(mails), next, retry)
+	}
+	if calls, _ = lane(t, db, ipn.EffectShopCallback, now); len(calls) != 2 {
+		t.Errorf("a retry in the email lane changed the callback lane: %d due", len(calls))
+	}
+	if all, _ := db.DueOutbox(now.Add(time.Hour), 100); len(all) != 6 { // and two script runs
+		t.Errorf("DueOutbox over every lane: %d items, want 6", len(all))
+	}
+	few, _ := db.DueOutbox(now.Add(time.Hour), 3)
+	if len(few) != 3 || few[2].NextAttempt.Before(few[1].NextAttempt) || few[1].NextAttempt.Before(few[0].NextAttempt) {
+		t.Errorf("DueOutbox(3) = %+v, want the 3 earliest, earliest first", few)
+	}
+	for _, it := range few {
+		if it.ID == retried {
+			t.Errorf("DueOutbox(3) holds the item retried a minute later, before items due now")
+		}
+	}
+}
+
+// A database written before lanes (due keys without the kind) is read
+// by lane after it is opened again.
+func TestOutboxDueMigration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	err := db.bolt.Update(func(tx *bolt.Tx) error { // back to the old layout
+		due := tx.Bucket(bucketOutboxDue)
+		var keys [][]byte
+		due.ForEach(func(k, _ []byte) error { keys = append(keys, append([]byte(nil), k...)); return nil })
+		for _, k := range keys {
+			_, at, id, _ := splitDueKey(k)
+			due.Delete(k)
+			old := make([]byte, 16)
+			binary.BigEndian.PutUint64(old, uint64(at.UnixNano()))
+			binary.BigEndian.PutUint64(old[8:], id)
+			due.Put(old, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = reopen(t, path)
+	mails, _ := lane(t, db, ipn.EffectEmailCustomer, now)
+	calls, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(mails) != 1 || len(calls) != 1 {
+		t.Errorf("after migration: %d emails, %d callbacks due; want 1, 1", len(mails), len(calls))
+	}
+	if err := db.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+// Delivery ids (the callback's webhook-id) differ between two fresh
+// databases, and between a database and its restored backup, for the
+// same item ids; an item keeps its own across restarts.
+func TestDeliveryIDsUniqueAcrossDatabases(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	first := func(db *DB, kind string) []ipn.OutboxItem {
+		items, _ := lane(t, db, kind, now.Add(time.Hour))
+		return items
+	}
+	a := reopen(t, filepath.Join(dir, "a.db"))
+	b := reopen(t, filepath.Join(dir, "b.db"))
+	queuePaid(t, a, "O1", now)
+	queuePaid(t, b, "O1", now)
+	ia, ib := first(a, ipn.EffectShopCallback)[0], first(b, ipn.EffectShopCallback)[0]
+	if ia.ID != ib.ID || ia.Key() == ib.Key() || !strings.HasPrefix(ia.Key(), "ipnd_") {
+		t.Errorf("fresh databases: item %d is %q and item %d is %q", ia.ID, ia.Key(), ib.ID, ib.Key())
+	}
+
+	f, err := os.Create(filepath.Join(dir, "copy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Backup(f, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	queuePaid(t, a, "O2", now) // the original goes on
+	restored := reopen(t, filepath.Join(dir, "copy.db"))
+	queuePaid(t, restored, "O3", now) // the restored copy goes on from the backup
+	orig, copied := first(a, ipn.EffectShopCallback), first(restored, ipn.EffectShopCallback)
+	if len(orig) != 2 || len(copied) != 2 || orig[1].ID != copied[1].ID {
+		t.Fatalf("original %+v, copy %+v", orig, copied)
+	}
+	if orig[0].Key() != copied[0].Key() {
+		t.Errorf("an item of the backup changed its id: %q, then %q", orig[0].Key(), copied[0].Key())
+	}
+	if orig[1].Key() == copied[1].Key() {
+		t.Errorf("item %d after the backup has the same id %q in the original and in the restored copy", orig[1].ID, orig[1].Key())
+	}
+	a.Close()
+	a = reopen(t, filepath.Join(dir, "a.db"))
+	if again := first(a, ipn.EffectShopCallback); again[0].Key() != orig[0].Key() {
+		t.Errorf("after a restart item 1 is %q, was %q", again[0].Key(), orig[0].Key())
+	}
+}
+
+// A skipped item leaves the queue, is counted, notes the reason in its
+// order's history in the same transaction, and can be retried by hand.
+func TestOutboxSkipped(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	mails, _ := lane(t, db, ipn.EffectEmailCustomer, now)
+	it := mails[0]
+	before, _ := db.GetOrder("O1")
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxSkipped, Attempts: 1,
+		Error: "no recipient: email.merchant_to is empty"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now.Add(time.Hour)); len(due) != 0 {
+		t.Errorf("a skipped item is still due")
+	}
+	skipped, _ := db.ListOutbox(OutboxSkipped, 10)
+	if len(skipped) != 1 || skipped[0].Attempts != 1 || skipped[0].LastError == "" {
+		t.Errorf("skipped items = %+v", skipped)
+	}
+	if c, _ := db.OutboxCounts(); c[OutboxSkipped][ipn.EffectEmailCustomer] != 1 || c[OutboxPending][ipn.EffectEmailCustomer] != 0 {
+		t.Errorf("counts = %v", c)
+	}
+	o, _ := db.GetOrder("O1")
+	if len(o.History) != len(before.History)+1 {
+		t.Fatalf("history %+v, want one line more than %+v", o.History, before.History)
+	}
+	h := o.History[len(o.History)-1]
+	if h.From != o.Status || h.To != o.Status || !strings.Contains(h.Reason, "skipped: no recipient: email.merchant_to is empty") ||
+		!strings.Contains(h.Reason, ipn.TemplatePaymentReceived) {
+		t.Errorf("history line = %+v", h)
+	}
+	if oc, _ := db.OrderCounts(); oc[o.Status] != 1 {
+		t.Errorf("order counts = %v", oc)
+	}
+	if err := db.RetryOutbox(it.ID, now); err != nil {
+		t.Errorf("retry of a skipped item: %v", err)
+	}
+	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now); len(due) != 1 || due[0].Attempts != 0 {
+		t.Errorf("after a retry: %+v", due)
+	}
+}
