@@ -32,9 +32,16 @@ kind = "standard-webhooks"
 secret = %q
 `, extra, secret))
 	d := startDaemon(t, dir, cfg)
+	return d, signedPoster(t, d, secret)
+}
+
+// signedPoster returns a function that posts signed ipnd events to the
+// "shop" gateway (a standard-webhooks one with secret) of d, and returns
+// the status.
+func signedPoster(t *testing.T, d *daemon, secret string) func(msgID, typ string, data map[string]any) int {
 	key, _ := ipn.DecodeWebhookSecret(secret)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}
-	post := func(msgID, typ string, data map[string]any) int {
+	return func(msgID, typ string, data map[string]any) int {
 		body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
 		ts := time.Now().Unix()
 		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
@@ -51,7 +58,6 @@ secret = %q
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	return d, post
 }
 
 func (d *daemon) api(method, path string, body any, out any) int {
