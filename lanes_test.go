@@ -22,7 +22,7 @@ const shopSecret = "whsec_c2hvcC1jYWxsYmFjay1zZWNyZXQtZm9yLXRlc3Rz"
 
 // postAll posts payments of orders prefix-0 .. prefix-(n-1), each with the
 // customer address prefix-i@example.com, from 8 clients at once.
-func postAll(t *testing.T, post func(string, string, map[string]any) int, prefix string, n int, extra map[string]any) {
+func postAll(t testing.TB, post func(string, string, map[string]any) int, prefix string, n int, extra map[string]any) {
 	t.Helper()
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -126,7 +126,7 @@ func grepLines(text, prefix string) string {
 
 // hangingShop is a shop endpoint that accepts connections and never
 // answers; it returns its URL.
-func hangingShop(t *testing.T) string {
+func hangingShop(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestKill9DuringSlowDelivery(t *testing.T) {
 	cmd, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir, cfg: cfg}
 	const n, kills = 300, 8
-	postAll(t, signedPoster(t, d, secret), "K", n, nil)
+	postAll(t, signedPoster(t, func() string { return d.addr("public") }, secret), "K", n, nil)
 	for k := range kills {
 		<-time.After(time.Duration(1000+rand.IntN(1500)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {

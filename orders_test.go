@@ -32,26 +32,26 @@ kind = "standard-webhooks"
 secret = %q
 `, extra, secret))
 	d := startDaemon(t, dir, cfg)
-	return d, signedPoster(t, d, secret)
+	return d, signedPoster(t, func() string { return d.addr("public") }, secret)
 }
 
 // signedPoster returns a function that posts signed ipnd events to the
-// "shop" gateway (a standard-webhooks one with secret) of d, and returns
-// the status.
-func signedPoster(t *testing.T, d *daemon, secret string) func(msgID, typ string, data map[string]any) int {
+// "shop" gateway (a standard-webhooks one with secret) of the daemon whose
+// public URL public returns, and returns the status.
+func signedPoster(tb testing.TB, public func() string, secret string) func(msgID, typ string, data map[string]any) int {
 	key, _ := ipn.DecodeWebhookSecret(secret)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}
 	return func(msgID, typ string, data map[string]any) int {
 		body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
 		ts := time.Now().Unix()
-		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
+		req, _ := http.NewRequest("POST", public()+"/ipn/shop", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Webhook-Id", msgID)
 		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
 		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Error(err)
+			tb.Error(err)
 			return 0
 		}
 		io.Copy(io.Discard, resp.Body)
