@@ -44,3 +44,27 @@ ipnd_notifications_rejected_total{gateway="stripe",reason="malformed"} 0
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// ipnd_worker_degraded has one series per configured worker, 1 while it
+// is degraded; ipnd_outbox_skipped one per kind.
+func TestDegradedAndSkippedGauges(t *testing.T) {
+	degraded := map[string]int{}
+	m := New(Options{Workers: []string{"pipeline", "outbox"}, Degraded: func() map[string]int { return degraded },
+		OutboxKinds: []string{"email_merchant"},
+		OutboxCounts: func() map[string]map[string]int {
+			return map[string]map[string]int{"skipped": {"email_merchant": 3}}
+		}})
+	degraded["outbox"] = 1
+	want := `
+# HELP ipnd_worker_degraded 1 while the worker cannot make progress because the store fails (it retries with capped backoff), else 0.
+# TYPE ipnd_worker_degraded gauge
+ipnd_worker_degraded{worker="outbox"} 1
+ipnd_worker_degraded{worker="pipeline"} 0
+# HELP ipnd_outbox_skipped Outbox items skipped, by kind.
+# TYPE ipnd_outbox_skipped gauge
+ipnd_outbox_skipped{kind="email_merchant"} 3
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "ipnd_worker_degraded", "ipnd_outbox_skipped"); err != nil {
+		t.Error(err)
+	}
+}
