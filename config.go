@@ -224,6 +224,23 @@ func defaultConfig() Config {
 // spool and the listener address files live there.
 func (c *Config) dataDir() string { return filepath.Dir(c.Store.Path) }
 
+// secretFiles lists every file the config reads secrets or certificates
+// from (they are read again on a reload).
+func (c *Config) secretFiles() []string {
+	var out []string
+	for _, p := range []string{c.Admin.TokenFile, c.SMTP.PasswordFile, c.Shop.SecretFile, c.Server.TLSCert, c.Server.TLSKey} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	for _, g := range c.Gateways {
+		if g.SecretFile != "" {
+			out = append(out, g.SecretFile)
+		}
+	}
+	return out
+}
+
 // configError names the key, the value and why.
 func configError(key string, value any, why string) error {
 	return fmt.Errorf("config: %s = %s: %s", key, quote(value), why)

@@ -115,3 +115,27 @@ func TestAlertMetricsExist(t *testing.T) {
 		}
 	}
 }
+
+// The unit reloads with `systemctl reload` (SIGHUP) and passes
+// systemd-analyze verify where systemd is installed (Debian's systemd
+// package, as on this project's CI image).
+func TestUnitReloads(t *testing.T) {
+	unit, err := os.ReadFile("deploy/ipnd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ExecReload=/bin/kill -HUP \$MAINPID$`).Match(unit) {
+		t.Error("deploy/ipnd.service has no ExecReload=/bin/kill -HUP $MAINPID")
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Log("systemd-analyze not installed: the unit's syntax is not verified here")
+		return
+	}
+	// Verify a copy whose ExecStart names a binary that exists here.
+	tmp := filepath.Join(t.TempDir(), "ipnd.service")
+	os.WriteFile(tmp, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/ipnd", "/bin/true")), 0o644)
+	if out, err := exec.Command(analyze, "verify", tmp).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -13,10 +14,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"ipnd/admin"
@@ -35,7 +41,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, _,
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, newLogger(cfg.Log, stderr))
+	return serve(ctx, cfg, getenv, newLogger(cfg.Log, stderr))
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {
@@ -153,46 +159,334 @@ func tuneProcs() int {
 
 // serve runs the appliance until ctx is done, then shuts down in reverse:
 // public listener (in-flight requests finish their commits), admin
-// listener, pipeline worker, store last.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	if err := ensureGenerated(cfg, log); err != nil {
-		return err
-	}
-	procs := tuneProcs()
-	gateways, err := buildGateways(cfg)
+// listener, workers, store last. SIGHUP reloads the config (reload).
+func serve(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger) error {
+	a, err := newApp(cfg, getenv, log)
 	if err != nil {
 		return err
 	}
+	return a.run(ctx)
+}
+
+// app is one running ipnd: the store, the metrics, the receiver, the
+// pipeline and the outbox worker, and the parts of them a reload replaces.
+type app struct {
+	getenv func(string) string
+	log    *slog.Logger
+	procs  int
+	db     *store.DB
+	m      *metrics.Metrics
+	rcv    *ipn.Receiver
+	pipe   *ipn.Pipeline
+	cfg    atomic.Pointer[Config]
+	admin  swapHandler
+
+	mu           sync.Mutex // guards outbox (replaced by a reload)
+	outbox       *workerRun
+	outboxWorker atomic.Pointer[notify.Worker] // the worker outbox runs
+	pipeW        *workerRun
+}
+
+// workerRun is one worker goroutine: started by startWorker, stopped
+// (cancelled and waited for) by stop.
+type workerRun struct {
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stopped atomic.Bool // Run returned by itself (an error), not by stop
+}
+
+// startWorker runs run in a goroutine until stop; an error it returns is
+// logged as the worker stopping.
+func startWorker(name string, log *slog.Logger, run func(context.Context) error) *workerRun {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &workerRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		if err := run(ctx); err != nil && ctx.Err() == nil {
+			log.Error(name+" stopped", "error", err)
+			w.stopped.Store(true)
+		}
+	}()
+	return w
+}
+
+// stop cancels the worker and waits until it has returned.
+func (w *workerRun) stop() { w.cancel(); <-w.done }
+
+// swapHandler is an http.Handler a reload replaces whole.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+// newApp opens the store and builds every part from cfg; nothing runs yet.
+func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, error) {
+	if err := ensureGenerated(cfg, log); err != nil {
+		return nil, err
+	}
+	a := &app{getenv: getenv, log: log, procs: tuneProcs()}
+	gateways, err := buildGateways(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cfg.adminToken(); err != nil {
+		return nil, err
+	}
+	a.db, err = store.Open(cfg.Store.Path, store.Options{EffectKinds: effectKinds(cfg), OnCommit: func(d time.Duration, n int) {
+		if a.m != nil {
+			a.m.Committed(d, n)
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	if n := a.db.Recovered(); n > 0 {
+		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
+	}
+	a.m = a.newMetrics(gateways)
+	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
+	a.rcv = ipn.NewReceiver(ipn.ReceiverOptions{
+		Gateways: gateways, Store: a.db, Observer: a.m, Logger: log.With("component", "receiver"),
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
+		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
+	})
+	sandbox, receivers := orderRules(cfg)
+	pl := cfg.Pipeline
+	a.pipe = ipn.NewPipeline(ipn.PipelineOptions{
+		Journal: a.db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
+		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
+		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
+		RetryCap: time.Duration(pl.RetryCap), RetryFor: time.Duration(pl.RetryFor),
+		Observer: a.m, Logger: log.With("component", "pipeline"),
+	})
+	worker, err := newOutboxWorker(cfg, a.db, a.m, log.With("component", "outbox"))
+	if err != nil {
+		a.db.Close()
+		return nil, err
+	}
+	if err := a.setAdmin(cfg, gateways); err != nil {
+		a.db.Close()
+		return nil, err
+	}
+	a.cfg.Store(cfg)
+	a.m.ConfigLoaded(configHash(cfg), time.Now())
+	a.pipeW = startWorker("pipeline", log, a.pipe.Run)
+	a.outbox = startWorker("outbox worker", log, worker.Run)
+	a.outboxWorker.Store(worker)
+	return a, nil
+}
+
+// run serves both listeners until ctx is done or one fails, reloading the
+// config on SIGHUP, then stops everything in reverse order.
+func (a *app) run(ctx context.Context) error {
+	cfg, log, db := a.cfg.Load(), a.log, a.db
+	// Workers, then the store: once, on every way out.
+	stopAll := sync.OnceValue(func() error {
+		a.pipeW.stop()
+		a.mu.Lock()
+		a.outbox.stop()
+		a.mu.Unlock()
+		return db.Close()
+	})
+	defer func() {
+		if err := stopAll(); err != nil {
+			log.Error("closing the store", "error", err)
+		}
+	}()
+	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		pubLn.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
+	pub := &http.Server{
+		Handler:           a.rcv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       time.Duration(cfg.Server.ReadTimeout),
+		WriteTimeout:      time.Duration(cfg.Server.WriteTimeout),
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	adm := &http.Server{
+		Handler:           &a.admin,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errLog,
+	}
+	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
+		// A full disk must not keep ipnd down (it answers 503 and says why
+		// on /healthz); only the CLI's port-0 discovery needs the files.
+		log.Error("cannot record the listeners' addresses", "error", err)
+	}
+	watch := startWorker("store watch", log, func(ctx context.Context) error {
+		watchStore(ctx, db, log.With("component", "store"), time.Second, time.Minute)
+		return nil
+	})
+	defer watch.stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	errc := make(chan error, 2)
+	go func() {
+		if cfg.Server.TLSCert != "" {
+			errc <- pub.ServeTLS(pubLn, cfg.Server.TLSCert, cfg.Server.TLSKey)
+		} else {
+			errc <- pub.Serve(pubLn)
+		}
+	}()
+	go func() { errc <- adm.Serve(admLn) }()
+	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
+		"store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break loop
+		case runErr = <-errc:
+			log.Error("listener failed", "error", runErr)
+			break loop
+		case <-hup:
+			a.reload()
+		}
+	}
+	shutdown := func(s *http.Server, name string) {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(sctx); err != nil {
+			// Connections still busy (a stalled backup download): cut them,
+			// so that the store can close.
+			log.Warn("shutdown: closing busy connections", "listener", name, "error", err)
+			s.Close()
+		}
+	}
+	shutdown(pub, "public")
+	shutdown(adm, "admin")
+	watch.stop()
+	removeAddrFiles(cfg)
+	if err := stopAll(); err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// reload reads the config file and every secret file again (SIGHUP). The
+// new config is validated and every part built from it before anything
+// changes: if any of that fails, ipnd keeps running on the old config and
+// logs one line saying why. Otherwise the gateways (secrets, sources,
+// sandbox, receivers), the order rules, the admin token, the templates,
+// SMTP and the shop take effect at once; requests in flight finish with
+// what they started with. Settings only a restart changes are named in
+// the log line when they differ.
+func (a *app) reload() {
+	old := a.cfg.Load()
+	fail := func(err error) {
+		a.m.Reloaded(false)
+		a.log.Error("config reload refused: still running on the previous config", "error", err)
+	}
+	cfg, err := loadConfig(old.file, a.getenv)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := ensureGenerated(cfg, a.log); err != nil {
+		fail(err)
+		return
+	}
+	gateways, err := buildGateways(cfg)
+	if err != nil {
+		fail(err)
+		return
+	}
+	worker, err := newOutboxWorker(cfg, a.db, a.m, a.log.With("component", "outbox"))
+	if err != nil {
+		fail(err)
+		return
+	}
+	if err := a.setAdmin(cfg, gateways); err != nil {
+		fail(err)
+		return
+	}
+	a.m.SetGateways(gatewayNames(cfg))
+	a.rcv.SetGateways(gateways, allowIPs(cfg))
+	sandbox, receivers := orderRules(cfg)
+	a.pipe.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	a.db.SetEffectKinds(effectKinds(cfg))
+	a.mu.Lock()
+	a.outbox.stop() // items in flight end as the worker stops; the new one takes the rest
+	a.outbox = startWorker("outbox worker", a.log, worker.Run)
+	a.outboxWorker.Store(worker)
+	a.mu.Unlock()
+	a.cfg.Store(cfg)
+	hash := configHash(cfg)
+	a.m.Reloaded(true)
+	a.m.ConfigLoaded(hash, time.Now())
+	attrs := []any{"config_sha256", hash, "gateways", strings.Join(gatewayNames(cfg), ",")}
+	if fixed := restartOnly(old, cfg); len(fixed) > 0 {
+		attrs = append(attrs, "needs_restart", strings.Join(fixed, ","))
+	}
+	a.log.Info("config reloaded", attrs...)
+}
+
+// setAdmin builds the admin API for cfg (token, gateways) and puts it in
+// place.
+func (a *app) setAdmin(cfg *Config, gateways []ipn.Gateway) error {
 	token, err := cfg.adminToken()
 	if err != nil {
 		return err
 	}
+	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
+		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
+		Logger: a.log.With("component", "admin")}))
+	return nil
+}
+
+// healthy is /healthz on the admin listener: nil while the store takes
+// notifications and the workers make progress.
+func (a *app) healthy() error {
+	if err := a.db.Writable(); err != nil {
+		return fmt.Errorf("ingest answers 503: %w", err)
+	}
+	if err := a.db.ApplyErr(); err != nil {
+		return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
+	}
+	if a.pipeW.stopped.Load() {
+		return errors.New("pipeline worker has stopped")
+	}
+	a.mu.Lock()
+	stopped := a.outbox.stopped.Load()
+	a.mu.Unlock()
+	if stopped {
+		return errors.New("outbox worker has stopped")
+	}
+	// The workers retry a failing store by themselves: degraded until it
+	// works again.
+	if err := a.pipe.Degraded(); err != nil {
+		return err
+	}
+	return a.outboxWorker.Load().Degraded()
+}
+
+// newMetrics builds the metrics, reading the store at scrape time.
+func (a *app) newMetrics(gateways []ipn.Gateway) *metrics.Metrics {
+	db := a.db
 	var names []string
 	for _, g := range gateways {
 		names = append(names, g.Name())
 	}
-	var m *metrics.Metrics
-	var pipe *ipn.Pipeline
-	var worker *notify.Worker
-	kinds := map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
-		ipn.EffectShopCallback: cfg.Shop.URL != "", ipn.EffectShopScript: len(cfg.Shop.Command) > 0}
-	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: kinds, OnCommit: func(d time.Duration, n int) {
-		if m != nil {
-			m.Committed(d, n)
-		}
-	}})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			log.Error("closing the store", "error", err)
-		}
-	}()
-	if n := db.Recovered(); n > 0 {
-		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
-	}
-	m = metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: ipn.RejectReasons,
+	return metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: ipn.RejectReasons,
 		StoreSize: func() float64 {
 			s, err := db.Stats()
 			if err != nil {
@@ -215,10 +509,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Workers: []string{"pipeline", "outbox"},
 		Degraded: func() map[string]int {
 			out := map[string]int{}
-			if pipe != nil && pipe.Degraded() != nil {
+			if a.pipe != nil && a.pipe.Degraded() != nil {
 				out["pipeline"] = 1
 			}
-			if worker != nil && worker.Degraded() != nil {
+			if w := a.outboxWorker.Load(); w != nil && w.Degraded() != nil {
 				out["outbox"] = 1
 			}
 			return out
@@ -240,161 +534,82 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			}
 			return out
 		}})
-	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
-	allowIPs := map[string][]netip.Prefix{}
+}
+
+// effectKinds are the effects the store queues under cfg: no shop
+// callback without shop.url, no script without shop.command.
+func effectKinds(cfg *Config) map[string]bool {
+	return map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
+		ipn.EffectShopCallback: cfg.Shop.URL != "", ipn.EffectShopScript: len(cfg.Shop.Command) > 0}
+}
+
+// allowIPs are the sources each gateway accepts (validated already).
+func allowIPs(cfg *Config) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
 	for i, g := range cfg.Gateways {
 		p, _ := parsePrefixes(fmt.Sprintf("gateway[%d].allow_ips", i), g.AllowIPs)
-		allowIPs[g.Name] = p
+		out[g.Name] = p
 	}
-	rcv := ipn.NewReceiver(ipn.ReceiverOptions{
-		Gateways: gateways, Store: db, Observer: m, Logger: log.With("component", "receiver"),
-		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
-		TrustedProxies: trusted, AllowIPs: allowIPs,
-	})
+	return out
+}
 
-	sandbox, receivers := map[string]bool{}, map[string][]string{}
+// orderRules are the per-gateway sandbox flags and receivers.
+func orderRules(cfg *Config) (sandbox map[string]bool, receivers map[string][]string) {
+	sandbox, receivers = map[string]bool{}, map[string][]string{}
 	for _, g := range cfg.Gateways {
 		sandbox[g.Name] = g.Sandbox
 		receivers[g.Name] = append(append([]string(nil), g.Receivers...), cfg.Orders.Receivers...)
 	}
-	pl := cfg.Pipeline
-	pipe = ipn.NewPipeline(ipn.PipelineOptions{
-		Journal: db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
-		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
-		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
-		RetryCap: time.Duration(pl.RetryCap), RetryFor: time.Duration(pl.RetryFor),
-		Observer: m, Logger: log.With("component", "pipeline"),
-	})
-	var pipeStopped atomic.Bool
-	pipeCtx, pipeCancel := context.WithCancel(context.Background())
-	pipeDone := make(chan struct{})
-	go func() {
-		defer close(pipeDone)
-		if err := pipe.Run(pipeCtx); err != nil {
-			log.Error("pipeline stopped", "error", err)
-		}
-		pipeStopped.Store(true)
-	}()
-	stopPipeline := func() { pipeCancel(); <-pipeDone }
-	defer stopPipeline()
+	return sandbox, receivers
+}
 
-	worker, err = newOutboxWorker(cfg, db, m, log.With("component", "outbox"))
-	if err != nil {
-		return err
+func gatewayNames(cfg *Config) []string {
+	var out []string
+	for _, g := range cfg.Gateways {
+		out = append(out, g.Name)
 	}
-	var workerStopped atomic.Bool
-	workerCtx, workerCancel := context.WithCancel(context.Background())
-	workerDone := make(chan struct{})
-	go func() {
-		defer close(workerDone)
-		if err := worker.Run(workerCtx); err != nil {
-			log.Error("outbox worker stopped", "error", err)
-		}
-		workerStopped.Store(true)
-	}()
-	stopWorker := func() { workerCancel(); <-workerDone }
-	defer stopWorker()
-	healthy := func() error {
-		if err := db.Writable(); err != nil {
-			return fmt.Errorf("ingest answers 503: %w", err)
-		}
-		if err := db.ApplyErr(); err != nil {
-			return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
-		}
-		if pipeStopped.Load() && pipeCtx.Err() == nil {
-			return errors.New("pipeline worker has stopped")
-		}
-		if workerStopped.Load() && workerCtx.Err() == nil {
-			return errors.New("outbox worker has stopped")
-		}
-		// The workers retry a failing store by themselves: degraded
-		// until it works again.
-		if err := pipe.Degraded(); err != nil {
-			return err
-		}
-		return worker.Degraded()
-	}
+	return out
+}
 
-	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
-	if err != nil {
-		return fmt.Errorf("server.listen: %w", err)
-	}
-	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		pubLn.Close()
-		return fmt.Errorf("admin.listen: %w", err)
-	}
-	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
-	pub := &http.Server{
-		Handler:           rcv.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       time.Duration(cfg.Server.ReadTimeout),
-		WriteTimeout:      time.Duration(cfg.Server.WriteTimeout),
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-	}
-	adm := &http.Server{
-		Handler: admin.Handler(admin.Options{Store: db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
-			Metrics: m.Handler(), Gateways: gateways, Rejections: rcv.Rejections, Healthy: healthy,
-			Logger: log.With("component", "admin")}),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          errLog,
-	}
-	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
-		// A full disk must not keep ipnd down (it answers 503 and says why
-		// on /healthz); only the CLI's port-0 discovery needs the files.
-		log.Error("cannot record the listeners' addresses", "error", err)
-	}
-	watchCtx, watchCancel := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		watchStore(watchCtx, db, log.With("component", "store"), time.Second, time.Minute)
-	}()
-	defer func() { watchCancel(); <-watchDone }()
-	errc := make(chan error, 2)
-	go func() {
-		if cfg.Server.TLSCert != "" {
-			errc <- pub.ServeTLS(pubLn, cfg.Server.TLSCert, cfg.Server.TLSKey)
-		} else {
-			errc <- pub.Serve(pubLn)
+// restartOnly names the settings that differ between old and cfg but take
+// effect only when ipnd restarts.
+func restartOnly(old, cfg *Config) []string {
+	var out []string
+	for _, c := range []struct {
+		key  string
+		same bool
+	}{
+		{"server.listen", old.Server.Listen == cfg.Server.Listen},
+		{"admin.listen", old.Admin.Listen == cfg.Admin.Listen},
+		{"store.path", old.Store.Path == cfg.Store.Path},
+		{"server.max_body_bytes", old.Server.MaxBodyBytes == cfg.Server.MaxBodyBytes},
+		{"server.read_timeout", old.Server.ReadTimeout == cfg.Server.ReadTimeout},
+		{"server.write_timeout", old.Server.WriteTimeout == cfg.Server.WriteTimeout},
+		{"server.rate_limit", old.Server.RateLimit == cfg.Server.RateLimit && old.Server.RateBurst == cfg.Server.RateBurst},
+		{"server.trusted_proxies", slices.Equal(old.Server.TrustedProxies, cfg.Server.TrustedProxies)},
+		{"server.tls_cert", old.Server.TLSCert == cfg.Server.TLSCert && old.Server.TLSKey == cfg.Server.TLSKey},
+		{"log", old.Log == cfg.Log},
+		{"pipeline", reflect.DeepEqual(old.Pipeline, cfg.Pipeline)},
+	} {
+		if !c.same {
+			out = append(out, c.key)
 		}
-	}()
-	go func() { errc <- adm.Serve(admLn) }()
-	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
-		"store", cfg.Store.Path, "gateways", strings.Join(names, ","), "procs", procs)
+	}
+	return out
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case runErr = <-errc:
-		log.Error("listener failed", "error", runErr)
+// configHash identifies the running config: the first 12 hex digits of
+// the SHA-256 of the config as loaded (file and environment, secrets
+// included) and the contents of every secret file it names. It reveals
+// nothing of the secrets.
+func configHash(cfg *Config) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%#v\n", *cfg)
+	for _, p := range cfg.secretFiles() {
+		b, _ := os.ReadFile(p)
+		fmt.Fprintf(h, "%s\x00%x\n", p, sha256.Sum256(b))
 	}
-	shutdown := func(s *http.Server, name string) {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(sctx); err != nil {
-			// Connections still busy (a stalled backup download): cut them,
-			// so that the store can close.
-			log.Warn("shutdown: closing busy connections", "listener", name, "error", err)
-			s.Close()
-		}
-	}
-	shutdown(pub, "public")
-	shutdown(adm, "admin")
-	stopPipeline()
-	stopWorker()
-	removeAddrFiles(cfg)
-	if err := db.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
-	return runErr
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // newOutboxWorker builds the delivery of emails (SMTP, or .eml files

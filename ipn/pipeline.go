@@ -71,7 +71,7 @@ type PipelineOptions struct {
 // It resumes from the store's durable cursor after a restart.
 type Pipeline struct {
 	o        PipelineOptions
-	gateways map[string]Gateway
+	routes   atomic.Pointer[pipelineRoutes] // replaced whole by Reconfigure
 	log      *slog.Logger
 
 	// Postbacks in the background. Only Run's goroutine touches inflight.
@@ -126,13 +126,33 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 	if o.Observer == nil {
 		o.Observer = nopPipelineObserver{}
 	}
-	p := &Pipeline{o: o, gateways: map[string]Gateway{}, log: o.Logger,
+	p := &Pipeline{o: o, log: o.Logger,
 		inflight: map[uint64]*verifying{}, slots: make(chan struct{}, o.Workers),
 		verified: make(chan struct{}, 1), stepWait: 2 * time.Second}
-	for _, g := range o.Gateways {
-		p.gateways[g.Name()] = g
-	}
+	p.Reconfigure(o.Gateways, o.Sandbox, o.Receivers, o.RequireRegistered)
 	return p
+}
+
+// pipelineRoutes is what the pipeline knows of the configured gateways,
+// read once per notification: a reload swaps it whole.
+type pipelineRoutes struct {
+	gateways          map[string]Gateway
+	sandbox           map[string]bool
+	receivers         map[string][]string
+	requireRegistered bool
+}
+
+// Reconfigure replaces the gateways and the order rules (see
+// PipelineOptions) on a config reload. A notification being decided
+// finishes with the ones it started with; notifications of a gateway no
+// longer configured end failed (replay them once it is back).
+func (p *Pipeline) Reconfigure(gateways []Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
+	rt := &pipelineRoutes{gateways: make(map[string]Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
+		requireRegistered: requireRegistered}
+	for _, g := range gateways {
+		rt.gateways[g.Name()] = g
+	}
+	p.routes.Store(rt)
 }
 
 // Run processes notifications until ctx is done. It sleeps when there is
@@ -249,7 +269,7 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			decided[i] = true
 			continue
 		}
-		if _, slow := p.gateways[w.Notification.Gateway].(Verifier); !slow {
+		if _, slow := p.routes.Load().gateways[w.Notification.Gateway].(Verifier); !slow {
 			outs[i], decided[i] = p.decide(ctx, w)
 			continue
 		}
@@ -392,7 +412,8 @@ func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
 func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 	n := w.Notification
 	o := Outcome{ID: n.ID, Attempts: w.Processing.Attempts}
-	g, known := p.gateways[n.Gateway]
+	rt := p.routes.Load()
+	g, known := rt.gateways[n.Gateway]
 	if !known {
 		o.State, o.Detail = StateFailed, "gateway is no longer configured"
 		return o, true
@@ -445,16 +466,16 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		return o, true
 	}
 	o.EventKey = EventKey(n.Gateway, ev)
-	o.ApplyOrder, o.RequireRegistered = true, p.o.RequireRegistered
-	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: p.o.Sandbox[n.Gateway]}
-	if ev.Test && !p.o.Sandbox[n.Gateway] {
+	o.ApplyOrder, o.RequireRegistered = true, rt.requireRegistered
+	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway]}
+	if ev.Test && !rt.sandbox[n.Gateway] {
 		// Not applied; the order (if any) goes to review, flag test_payment.
 		o.State, o.Detail = StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
 		return o, true
 	}
-	if !p.receiverOK(g, n, ev) {
+	if !receiverOK(g, n, ev, rt.receivers[n.Gateway]) {
 		// Not applied; Apply flags receiver_mismatch on the order.
-		o.Context.Receivers = p.o.Receivers[n.Gateway]
+		o.Context.Receivers = rt.receivers[n.Gateway]
 		o.State, o.Detail = StateInvalid, "receiver_mismatch: the payment is not addressed to one of the merchant's receivers"
 		return o, true
 	}
@@ -462,11 +483,10 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 	return o, true
 }
 
-// receiverOK checks the payment's receiver against the configured ones:
+// receiverOK checks the payment's receiver against the configured ones (want):
 // the gateway's own check where it has one (PayPal looks at three fields),
 // else the event's receiver, when the gateway reports one.
-func (p *Pipeline) receiverOK(g Gateway, n *Notification, ev *Event) bool {
-	want := p.o.Receivers[n.Gateway]
+func receiverOK(g Gateway, n *Notification, ev *Event, want []string) bool {
 	if len(want) == 0 {
 		return true
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -85,15 +86,33 @@ type ReceiverOptions struct {
 
 // Receiver is the public HTTP endpoint gateways post to.
 type Receiver struct {
-	opts     ReceiverOptions
-	gateways map[string]Gateway
-	limiter  *rateLimiter
+	opts    ReceiverOptions
+	routes  atomic.Pointer[receiverRoutes] // replaced whole by SetGateways
+	limiter *rateLimiter
 	log      *slog.Logger
 
 	mu         sync.Mutex
 	rejections []Rejection // ring buffer
 	rejNext    int
 	rejLogs    map[rejectLogKey]*rejectLog
+}
+
+// receiverRoutes are the gateways a Receiver serves, read once per
+// request: a reload swaps them without holding up requests in flight.
+type receiverRoutes struct {
+	gateways map[string]Gateway
+	allowIPs map[string][]netip.Prefix
+}
+
+// SetGateways replaces the gateways (and their allowed sources) the
+// Receiver serves, at once: a request in flight finishes with the ones it
+// started with; the next uses the new ones. Names must be unique.
+func (r *Receiver) SetGateways(gateways []Gateway, allowIPs map[string][]netip.Prefix) {
+	rt := &receiverRoutes{gateways: make(map[string]Gateway, len(gateways)), allowIPs: allowIPs}
+	for _, g := range gateways {
+		rt.gateways[g.Name()] = g
+	}
+	r.routes.Store(rt)
 }
 
 // rejectLogKey is one sampled log stream: gateway label and reason, both
@@ -126,10 +145,8 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Receiver{opts: opts, gateways: make(map[string]Gateway), log: opts.Logger, rejLogs: make(map[rejectLogKey]*rejectLog)}
-	for _, g := range opts.Gateways {
-		r.gateways[g.Name()] = g
-	}
+	r := &Receiver{opts: opts, log: opts.Logger, rejLogs: make(map[rejectLogKey]*rejectLog)}
+	r.SetGateways(opts.Gateways, opts.AllowIPs)
 	if opts.RateLimit > 0 {
 		r.limiter = newRateLimiter(opts.RateLimit, opts.RateBurst, opts.RateKeys)
 	}
@@ -181,7 +198,7 @@ func (r *Receiver) Handler() http.Handler {
 }
 
 func (r *Receiver) label(name string) string {
-	if _, ok := r.gateways[name]; ok {
+	if _, ok := r.routes.Load().gateways[name]; ok {
 		return name
 	}
 	return UnknownGateway
@@ -190,7 +207,8 @@ func (r *Receiver) label(name string) string {
 func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprouter.Params) {
 	start := r.opts.Now()
 	name := ps.ByName("gateway")
-	g, known := r.gateways[name]
+	routes := r.routes.Load()
+	g, known := routes.gateways[name]
 	if r.limited(w, req, r.label(name), start) {
 		return
 	}
@@ -204,7 +222,7 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		return
 	}
 	client := r.clientIP(req)
-	if allow := r.opts.AllowIPs[name]; len(allow) > 0 && !inPrefixes(client, allow) {
+	if allow := routes.allowIPs[name]; len(allow) > 0 && !inPrefixes(client, allow) {
 		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ErrForbiddenSource.Error(), nil)
 		return
 	}

@@ -7,6 +7,7 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"sync"
 	"slices"
 	"time"
 
@@ -70,6 +71,7 @@ func (c funcGaugeVec) Collect(ch chan<- prometheus.Metric) {
 // concurrent use and never fail.
 type Metrics struct {
 	reg       *prometheus.Registry
+	gwMu      sync.RWMutex // guards gateways (SetGateways on a config reload)
 	gateways  map[string]bool
 	reasons   map[string]bool
 	received  *prometheus.CounterVec
@@ -83,7 +85,15 @@ type Metrics struct {
 	emails    *prometheus.CounterVec
 	callbacks *prometheus.CounterVec
 	templates map[string]bool
+	reloads   *prometheus.CounterVec
+	reloadOK  prometheus.Gauge
+	reloadAt  prometheus.Gauge
+	config    *prometheus.GaugeVec
 }
+
+// ReloadResults are the values of the result label of
+// ipnd_config_reloads_total.
+var ReloadResults = []string{"success", "failure"}
 
 // DeliveryResults are the values of the result label of
 // ipnd_emails_sent_total and ipnd_callbacks_total.
@@ -150,23 +160,7 @@ func New(o Options) *Metrics {
 	for _, r := range o.RejectReasons {
 		m.reasons[r] = true
 	}
-	for _, g := range o.Gateways {
-		m.gateways[g] = true
-	}
-	for g := range m.gateways {
-		if g != Unknown {
-			m.received.WithLabelValues(g)
-			m.duplicate.WithLabelValues(g)
-			for r := range m.reasons { // every series exists from the start, so increase() sees the first
-				if r != "unknown_gateway" {
-					m.rejected.WithLabelValues(g, r)
-				}
-			}
-			for _, r := range ProcessResults {
-				m.processed.WithLabelValues(g, r)
-			}
-		}
-	}
+	m.SetGateways(o.Gateways)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ipnd_build_info",
 		Help: "Build information; always 1.",
@@ -175,8 +169,28 @@ func New(o Options) *Metrics {
 	for _, t := range o.Templates {
 		m.templates[t] = true
 	}
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ipnd_config_reloads_total",
+		Help: "Config reloads (SIGHUP) by result: success, or failure (the running config is kept).",
+	}, []string{"result"})
+	for _, r := range ReloadResults {
+		m.reloads.WithLabelValues(r)
+	}
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ipnd_config_last_reload_successful",
+		Help: "1 when the last reload (or the start) loaded the config, 0 when it was refused.",
+	})
+	m.reloadOK.Set(1)
+	m.reloadAt = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ipnd_config_last_reload_success_timestamp_seconds",
+		Help: "When the running config was loaded (start or reload), in Unix seconds.",
+	})
+	m.config = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ipnd_config_info",
+		Help: "The running config: sha256 is the first 12 hex digits of the hash of the config file and every secret file it names; always 1.",
+	}, []string{"sha256"})
 	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
-		m.emails, m.callbacks, buildInfo,
+		m.emails, m.callbacks, buildInfo, m.reloads, m.reloadOK, m.reloadAt, m.config,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -256,10 +270,53 @@ func (m *Metrics) Verified(gateway string, took time.Duration) {
 }
 
 func (m *Metrics) gw(g string) string {
+	m.gwMu.RLock()
+	defer m.gwMu.RUnlock()
 	if m.gateways[g] {
 		return g
 	}
 	return Unknown
+}
+
+// SetGateways makes names the configured gateways (at start and on a
+// reload): their series exist from then on, at 0 until the first event;
+// a removed gateway's series keep their last values.
+func (m *Metrics) SetGateways(names []string) {
+	m.gwMu.Lock()
+	defer m.gwMu.Unlock()
+	m.gateways = map[string]bool{Unknown: true}
+	for _, g := range names {
+		m.gateways[g] = true
+		m.received.WithLabelValues(g)
+		m.duplicate.WithLabelValues(g)
+		for r := range m.reasons { // every series exists from the start, so increase() sees the first
+			if r != "unknown_gateway" {
+				m.rejected.WithLabelValues(g, r)
+			}
+		}
+		for _, r := range ProcessResults {
+			m.processed.WithLabelValues(g, r)
+		}
+	}
+}
+
+// ConfigLoaded records the running config: its hash and when it was
+// loaded (at start and after each successful reload).
+func (m *Metrics) ConfigLoaded(hash string, at time.Time) {
+	m.config.Reset()
+	m.config.WithLabelValues(hash).Set(1)
+	m.reloadAt.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// Reloaded counts a reload attempt; a failed one keeps the running config.
+func (m *Metrics) Reloaded(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("success").Inc()
+		m.reloadOK.Set(1)
+		return
+	}
+	m.reloads.WithLabelValues("failure").Inc()
+	m.reloadOK.Set(0)
 }
 
 // Received counts a newly stored notification and its ingest latency.

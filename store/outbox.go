@@ -62,8 +62,16 @@ func (db *DB) enqueue(tx *bolt.Tx, effects []ipn.Effect, notification uint64, no
 	return nil
 }
 
+// SetEffectKinds replaces Options.EffectKinds (a config reload that adds
+// or removes the shop): the kinds of effects queued from now on.
+func (db *DB) SetEffectKinds(kinds map[string]bool) { db.kinds.Store(&kinds) }
+
 func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now time.Time) error {
-	if db.opts.EffectKinds != nil && !db.opts.EffectKinds[e.Kind] {
+	kinds := db.opts.EffectKinds
+	if k := db.kinds.Load(); k != nil {
+		kinds = *k
+	}
+	if kinds != nil && !kinds[e.Kind] {
 		return nil
 	}
 	causes := tx.Bucket(bucketOutboxCause)

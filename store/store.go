@@ -115,9 +115,10 @@ type Options struct {
 
 // DB is ipnd's database. Its methods are safe for concurrent use.
 type DB struct {
-	bolt *bolt.DB
-	path string
-	opts Options
+	bolt  *bolt.DB
+	path  string
+	opts  Options
+	kinds atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.
