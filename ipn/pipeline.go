@@ -70,9 +70,9 @@ type PipelineOptions struct {
 // gateway verifies asynchronously, normalizes them and records the outcome.
 // It resumes from the store's durable cursor after a restart.
 type Pipeline struct {
-	o        PipelineOptions
-	routes   atomic.Pointer[pipelineRoutes] // replaced whole by Reconfigure
-	log      *slog.Logger
+	o      PipelineOptions
+	routes atomic.Pointer[pipelineRoutes] // replaced whole by Reconfigure
+	log    *slog.Logger
 
 	// Postbacks in the background. Only Run's goroutine touches inflight.
 	inflight map[uint64]*verifying

@@ -89,7 +89,7 @@ type Receiver struct {
 	opts    ReceiverOptions
 	routes  atomic.Pointer[receiverRoutes] // replaced whole by SetGateways
 	limiter *rateLimiter
-	log      *slog.Logger
+	log     *slog.Logger
 
 	mu         sync.Mutex
 	rejections []Rejection // ring buffer

@@ -7,8 +7,8 @@ package metrics
 import (
 	"net/http"
 	"runtime"
-	"sync"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
