@@ -345,15 +345,19 @@ secret = %q
 				t.Errorf("notification %s (%s): no %q line with state %s", id, w.gateway, "notification processed", w.state)
 			}
 		}
-		if n := count("notification verification postponed", func(l logLine) bool { return l.str("id") == "3" }); n != 1 {
-			t.Errorf("%d postponed lines for notification 3 (503 first), want 1", n)
+		// A failed postback is a WARN with when it is tried again, in seconds.
+		if n := count("notification verification failed; retrying later", func(l logLine) bool {
+			return l.str("id") == "3" && l.str("level") == "WARN" && l.str("retry_in_seconds") != ""
+		}); n != 1 {
+			t.Errorf("%d WARN lines for the failed postback of notification 3 (503 first), want 1", n)
 		}
 		if n := count("order transition", func(l logLine) bool { return l.str("to") == "paid" && l.str("order_id") != "" }); n == 0 {
 			t.Error("no order transition line to paid")
 		}
 		for _, l := range lines {
-			if l.str("msg") == "notification stored" && l.str("duration") == "" {
-				t.Errorf("stored line without duration: %v", l)
+			// Durations are seconds, with the unit in the key.
+			if l.str("msg") == "notification stored" && (l.str("duration_seconds") == "" || strings.Contains(l.str("duration_seconds"), "e+")) {
+				t.Errorf("stored line without duration_seconds: %v", l)
 			}
 		}
 		if n := count("notification duplicate", func(l logLine) bool { return l.str("gateway") == "hooks" }); n != 1 {

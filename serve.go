@@ -721,10 +721,10 @@ func watchStore(ctx context.Context, db *store.DB, log *slog.Logger, every, repe
 			log.Error("store is not taking notifications: ingest answers 503 until this is fixed", "error", err)
 		case err != nil && time.Since(told) >= repeat:
 			told = time.Now()
-			log.Error("store still not taking notifications", "error", err, "for", time.Since(since).Round(time.Second),
+			log.Error("store still not taking notifications", "error", err, "for_seconds", time.Since(since).Seconds(),
 				"refused", db.Refused()-refused)
 		case err == nil && !since.IsZero():
-			log.Warn("store takes notifications again", "after", time.Since(since).Round(time.Millisecond),
+			log.Warn("store takes notifications again", "after_seconds", time.Since(since).Seconds(),
 				"refused", db.Refused()-refused)
 			since = time.Time{}
 		}

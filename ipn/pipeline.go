@@ -397,13 +397,15 @@ func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
 		attrs = append(attrs, "detail", o.Detail)
 	}
 	if state == StateReceived {
-		p.log.Info("notification verification postponed", append(attrs, "attempts", o.Attempts, "retry_at", o.RetryAt)...)
+		// A postback that failed (network, 5xx, timeout): retried later.
+		p.log.Warn("notification verification failed; retrying later", append(attrs, "attempts", o.Attempts,
+			"retry_in_seconds", o.RetryAt.Sub(p.o.Now()).Seconds())...)
 		return
 	}
 	if o.Event != nil {
 		attrs = append(attrs, "type", string(o.Event.Type), "order_id", o.Event.OrderID)
 	}
-	attrs = append(attrs, "since_received", p.o.Now().Sub(n.ReceivedAt).Round(time.Millisecond))
+	attrs = append(attrs, "since_received_seconds", p.o.Now().Sub(n.ReceivedAt).Seconds())
 	p.log.Info("notification processed", attrs...)
 	p.o.Observer.Processed(n.Gateway, string(state))
 }

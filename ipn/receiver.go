@@ -277,7 +277,7 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 	} else {
 		took := r.opts.Now().Sub(start)
 		r.opts.Observer.Received(name, took)
-		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body), "duration", took)
+		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body), "duration_seconds", took.Seconds())
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "OK")

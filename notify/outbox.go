@@ -585,9 +585,12 @@ func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 	if r.Error != "" {
 		attrs = append(attrs, "error", r.Error)
 	}
-	if r.State == ipn.OutboxDead {
+	switch {
+	case r.State == ipn.OutboxDead:
 		w.log.Warn("outbox item dead", attrs...)
-	} else {
+	case r.State == ipn.OutboxPending:
+		w.log.Warn("outbox delivery failed; retrying later", append(attrs, "retry_in_seconds", time.Until(r.RetryAt).Seconds())...)
+	default:
 		w.log.Info("outbox delivery", attrs...)
 	}
 }

@@ -67,7 +67,7 @@ func (c SMTPConfig) LogValue() slog.Value {
 		slog.String("tls", c.TLS),
 		slog.String("username", c.Username),
 		slog.Bool("password_set", c.Password != ""),
-		slog.Duration("timeout", c.Timeout),
+		slog.Float64("timeout_seconds", c.Timeout.Seconds()),
 	)
 }
 
