@@ -3,13 +3,19 @@ package main
 // Black-box tests of operator-facing behaviour (issue 14).
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // Replaying an applied PayPal notification while PayPal cannot be reached
@@ -90,5 +96,63 @@ func TestCheckShowsEffectiveTolerance(t *testing.T) {
 	out, err := runCmd(t, envFunc(), "check", "-config", cfg)
 	if err != nil || !strings.Contains(out, `tolerance = "5m0s"`) {
 		t.Errorf("check: %v\n%s", err, out)
+	}
+}
+
+// store.raw_retention purges on schedule in the running daemon: the API
+// shows an old notification as purged (no body, its hash), a young one
+// whole.
+func TestRetentionInTheDaemon(t *testing.T) {
+	dir := t.TempDir()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	cfg := writeTestConfig(t, dir, "raw_retention = \"2s\"\n[log]\nlevel = \"warn\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")
+	d := startDaemon(t, dir, cfg)
+	key, _ := ipn.DecodeWebhookSecret(secret)
+	post := func(msgID, typ string, data map[string]any) int {
+		body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
+		ts := time.Now().Unix()
+		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Webhook-Id", msgID)
+		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
+		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("m1", "payment.completed", map[string]any{"order_id": "RT-1", "txn_id": "T1", "amount": "5.00",
+		"currency": "EUR", "customer_email": "rt@example.com"}); code != 200 {
+		t.Fatalf("HTTP %d", code)
+	}
+	type view struct {
+		PurgedAt   time.Time `json:"purged_at"`
+		BodySHA256 string    `json:"body_sha256"`
+		Body       *string
+		Event      struct {
+			Amount        string
+			CustomerEmail string `json:"customer_email"`
+		}
+	}
+	var n view
+	waitFor(t, "notification 1 purged", 20*time.Second, func() bool {
+		n = view{}
+		d.api("GET", "/api/notifications/1", nil, &n)
+		return !n.PurgedAt.IsZero()
+	})
+	if n.Body != nil || len(n.BodySHA256) != 64 || n.Event.Amount != "5.00" || n.Event.CustomerEmail != "" {
+		t.Errorf("purged notification: %+v", n)
+	}
+	post("m2", "payment.completed", map[string]any{"order_id": "RT-2", "txn_id": "T2", "amount": "5.00", "currency": "EUR"})
+	d.drained(2)
+	var young struct {
+		PurgedAt time.Time `json:"purged_at"`
+		Body     *string
+	}
+	d.api("GET", "/api/notifications/2", nil, &young)
+	if !young.PurgedAt.IsZero() || young.Body == nil {
+		t.Errorf("young notification purged: %+v", young)
 	}
 }

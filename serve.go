@@ -327,6 +327,12 @@ func (a *app) run(ctx context.Context) error {
 		// on /healthz); only the CLI's port-0 discovery needs the files.
 		log.Error("cannot record the listeners' addresses", "error", err)
 	}
+	if keep := time.Duration(cfg.Store.RawRetention); keep > 0 {
+		ret := startWorker("retention", log, func(ctx context.Context) error {
+			return purgeLoop(ctx, db, a.m, log.With("component", "retention"), keep, time.Now)
+		})
+		defer ret.stop()
+	}
 	watch := startWorker("store watch", log, func(ctx context.Context) error {
 		watchStore(ctx, db, log.With("component", "store"), time.Second, time.Minute)
 		return nil
@@ -693,6 +699,45 @@ func writeAddrFiles(cfg *Config, public, adminAddr string) error {
 func removeAddrFiles(cfg *Config) {
 	os.Remove(addrFile(cfg, "public"))
 	os.Remove(addrFile(cfg, "admin"))
+}
+
+// purgeLoop applies store.raw_retention (keep) until ctx ends: every
+// keep/10 (at least a second, at most 10 minutes) it purges what grew
+// older than keep, in transactions of 200 records with a pause between
+// them, so that ingest never waits long behind it. Store errors are
+// logged and tried again next time.
+func purgeLoop(ctx context.Context, db *store.DB, m *metrics.Metrics, log *slog.Logger, keep time.Duration, now func() time.Time) error {
+	every := min(max(keep/10, time.Second), 10*time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for {
+			p, err := db.Purge(now().Add(-keep), 200)
+			if err != nil {
+				if !errors.Is(err, store.ErrClosed) {
+					log.Warn("retention purge failed; trying again later", "error", err)
+				}
+				break
+			}
+			m.Purged(p.Notifications, p.OutboxItems, p.Orders)
+			if p.Notifications+p.OutboxItems+p.Orders > 0 {
+				log.Info("retention purged", "notifications", p.Notifications, "outbox_items", p.OutboxItems, "orders", p.Orders)
+			}
+			if !p.More {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // watchStore logs, at ERROR, when the store stops taking notifications

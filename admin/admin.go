@@ -159,6 +159,10 @@ type Notification struct {
 	Headers     http.Header        `json:"headers,omitempty"`
 	Body        *string            `json:"body,omitempty"`
 	BodyBase64  string             `json:"body_base64,omitempty"`
+	// PurgedAt: store.raw_retention removed the body, headers and remote
+	// address then; BodySHA256 identifies the body that was received.
+	PurgedAt   time.Time `json:"purged_at,omitzero"`
+	BodySHA256 string    `json:"body_sha256,omitempty"`
 	State       ipn.State          `json:"state"`
 	DuplicateOf uint64             `json:"duplicate_of,omitempty"`
 	Event       *ipn.Event         `json:"event,omitempty"`
@@ -172,13 +176,16 @@ func (a *api) view(it store.Item) Notification {
 	v := Notification{ID: n.ID, Gateway: n.Gateway, ReceivedAt: n.ReceivedAt, RemoteAddr: n.RemoteAddr,
 		ContentType: n.ContentType, Headers: n.Headers, State: p.State, DuplicateOf: p.DuplicateOf,
 		Event: p.Event, History: p.History, Attempts: p.Attempts, NextAttempt: p.NextAttempt}
-	if utf8.Valid(n.Body) {
+	switch {
+	case !n.Purged.IsZero():
+		v.PurgedAt, v.BodySHA256 = n.Purged, n.BodySHA256
+	case utf8.Valid(n.Body):
 		s := string(n.Body)
 		v.Body = &s
-	} else {
+	default:
 		v.BodyBase64 = base64.StdEncoding.EncodeToString(n.Body)
 	}
-	if v.Event == nil {
+	if v.Event == nil && n.Purged.IsZero() {
 		// Not processed yet: show what the gateway adapter reads from it.
 		if g, ok := a.gateways[n.Gateway]; ok {
 			if ev, err := g.Normalize(n); err == nil {

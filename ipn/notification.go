@@ -17,6 +17,11 @@ type Notification struct {
 	Headers     http.Header // the selected headers the gateway's verification needs
 	Body        []byte      // raw body bytes, verbatim
 	DedupKey    string      // the gateway's own id for this message ("" when it has none)
+	// Purged is when store.raw_retention removed the body, the headers and
+	// the remote address (zero while they are kept); BodySHA256 (hex) then
+	// still identifies the body that was received.
+	Purged     time.Time
+	BodySHA256 string
 }
 
 // State is where a notification is in the processing pipeline.

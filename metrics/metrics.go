@@ -85,6 +85,7 @@ type Metrics struct {
 	emails    *prometheus.CounterVec
 	callbacks *prometheus.CounterVec
 	templates map[string]bool
+	purged    *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	reloadOK  prometheus.Gauge
 	reloadAt  prometheus.Gauge
@@ -169,6 +170,13 @@ func New(o Options) *Metrics {
 	for _, t := range o.Templates {
 		m.templates[t] = true
 	}
+	m.purged = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ipnd_retention_purged_total",
+		Help: "Records whose raw or personal data store.raw_retention removed, by what (notifications, outbox_items, orders).",
+	}, []string{"what"})
+	for _, w := range []string{"notifications", "outbox_items", "orders"} {
+		m.purged.WithLabelValues(w)
+	}
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ipnd_config_reloads_total",
 		Help: "Config reloads (SIGHUP) by result: success, or failure (the running config is kept).",
@@ -190,7 +198,7 @@ func New(o Options) *Metrics {
 		Help: "The running config: sha256 is the first 12 hex digits of the hash of the config file and every secret file it names; always 1.",
 	}, []string{"sha256"})
 	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
-		m.emails, m.callbacks, buildInfo, m.reloads, m.reloadOK, m.reloadAt, m.config,
+		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.reloadOK, m.reloadAt, m.config,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -298,6 +306,13 @@ func (m *Metrics) SetGateways(names []string) {
 			m.processed.WithLabelValues(g, r)
 		}
 	}
+}
+
+// Purged counts records retention purged.
+func (m *Metrics) Purged(notifications, outboxItems, orders int) {
+	m.purged.WithLabelValues("notifications").Add(float64(notifications))
+	m.purged.WithLabelValues("outbox_items").Add(float64(outboxItems))
+	m.purged.WithLabelValues("orders").Add(float64(orders))
 }
 
 // ConfigLoaded records the running config: its hash and when it was

@@ -10,8 +10,13 @@ import (
 	"ipnd/ipn"
 )
 
-// recordVersion is the first byte of every encoded log record.
-const recordVersion = 1
+// recordVersion is the first byte of every encoded log record;
+// recordPurged that of a record whose body, headers and remote address
+// store.raw_retention removed (see encodePurged).
+const (
+	recordVersion = 1
+	recordPurged  = 2
+)
 
 // ErrCorrupt is returned when a stored record cannot be decoded.
 var ErrCorrupt = errors.New("corrupt record")
@@ -50,6 +55,18 @@ func encodeRecord(n *ipn.Notification) []byte {
 	return append(b, n.Body...)
 }
 
+// encodePurged is the record of n once its raw data is purged: the
+// layout of encodeRecord with no remote address, no headers and an empty
+// body, followed by str body SHA-256 (hex) | uvarint unix-nano purged at.
+func encodePurged(n *ipn.Notification) []byte {
+	p := *n
+	p.RemoteAddr, p.Headers, p.Body = "", nil, nil
+	b := encodeRecord(&p)
+	b[0] = recordPurged
+	b = appendStr(b, n.BodySHA256)
+	return binary.AppendUvarint(b, uint64(n.Purged.UnixNano()))
+}
+
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -59,7 +76,8 @@ func appendStr(b []byte, s string) []byte {
 // that does not fit is ErrCorrupt. The result does not alias data.
 func decodeRecord(id uint64, data []byte) (*ipn.Notification, error) {
 	d := decoder{b: data}
-	if v := d.byte(); v != recordVersion {
+	v := d.byte()
+	if v != recordVersion && v != recordPurged {
 		return nil, fmt.Errorf("%w: id %d: version %d", ErrCorrupt, id, v)
 	}
 	n := &ipn.Notification{ID: id}
@@ -89,6 +107,14 @@ func decodeRecord(id uint64, data []byte) (*ipn.Notification, error) {
 		n.Headers[k] = vs
 	}
 	n.Body = []byte(d.str())
+	if v == recordPurged {
+		if len(n.Body) != 0 || n.Headers != nil || n.RemoteAddr != "" {
+			d.err = true // a purged record keeps no raw data
+		}
+		n.BodySHA256 = d.str()
+		n.Purged = time.Unix(0, int64(d.uvarint())).UTC()
+		n.Body = nil
+	}
 	if d.err || len(d.b) != 0 {
 		return nil, fmt.Errorf("%w: id %d", ErrCorrupt, id)
 	}

@@ -314,6 +314,9 @@ func TestBackupDuringIngest(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(encodeRecord(sample("test", "k", "{}")))
+	purged := sample("test", "k", "")
+	purged.BodySHA256, purged.Purged = "ab", time.Unix(1, 0)
+	f.Add(encodePurged(purged))
 	f.Add([]byte{1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -322,8 +325,16 @@ func FuzzDecodeRecord(f *testing.F) {
 			return
 		}
 		// Whatever decodes must encode back to something that decodes equal.
-		again, err := decodeRecord(1, encodeRecord(n))
-		if err != nil || !bytes.Equal(again.Body, n.Body) || again.Gateway != n.Gateway {
+		enc := encodeRecord(n)
+		if !n.Purged.IsZero() {
+			if len(n.Body) != 0 || n.Headers != nil || n.RemoteAddr != "" {
+				t.Fatalf("a purged record decoded with raw data: %+v", n)
+			}
+			enc = encodePurged(n)
+		}
+		again, err := decodeRecord(1, enc)
+		if err != nil || !bytes.Equal(again.Body, n.Body) || again.Gateway != n.Gateway || again.BodySHA256 != n.BodySHA256 ||
+			!again.Purged.Equal(n.Purged) || again.DedupKey != n.DedupKey || !again.ReceivedAt.Equal(n.ReceivedAt) {
 			t.Fatalf("round trip of decoded record failed: %v", err)
 		}
 	})

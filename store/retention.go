@@ -1,0 +1,195 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+// Retention (store.raw_retention): notifications older than the cutoff
+// lose their raw body, headers and remote address, and the customer's
+// name and email leave their event, their outbox items and, once the
+// order itself has not changed since the cutoff, their order. What
+// accounting needs stays: ids, gateway, times, amounts, currencies,
+// statuses, txn ids, order links and the body's SHA-256. Purge works in
+// small transactions and remembers where it stopped (meta keys below), so
+// it never holds up ingest for long and resumes after a crash.
+var (
+	keyPurgeLog    = []byte("purge_log")    // every log id <= this has been looked at
+	keyPurgeOutbox = []byte("purge_outbox") // every outbox id <= this has been looked at
+	keyPurgeOrders = []byte("purge_orders") // the last order id looked at in the current pass ("" = start)
+)
+
+// Purged counts what one Purge call changed.
+type Purged struct {
+	Notifications, OutboxItems, Orders int
+	// More: the batch was full; call again for the rest.
+	More bool
+}
+
+// Purge purges up to max notifications, max outbox items and max orders
+// older than cutoff (see above). A notification still being processed (a
+// postback needs its exact bytes) and an item still to be delivered wait
+// for a later call, and so does everything after them.
+func (db *DB) Purge(cutoff time.Time, max int) (Purged, error) {
+	var p Purged
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		var full [3]bool
+		var err error
+		if p.Notifications, full[0], err = purgeLog(tx, meta, cutoff, max); err != nil {
+			return err
+		}
+		if p.OutboxItems, full[1], err = purgeOutbox(tx, meta, cutoff, max); err != nil {
+			return err
+		}
+		if p.Orders, full[2], err = purgeOrders(tx, meta, cutoff, max); err != nil {
+			return err
+		}
+		p.More = full[0] || full[1] || full[2]
+		return nil
+	})
+	return p, mapClosed(err)
+}
+
+func purgeLog(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
+	from, cursor := getU64(meta.Get(keyPurgeLog)), getU64(meta.Get(keyCursor))
+	log := tx.Bucket(bucketLog)
+	c := log.Cursor()
+	done, seen := 0, from
+	type change struct {
+		id  uint64
+		rec []byte
+	}
+	var changes []change
+	for k, v := c.Seek(u64(from + 1)); k != nil && done < max; k, v = c.Next() {
+		id := binary.BigEndian.Uint64(k)
+		if id > cursor {
+			break // not processed yet
+		}
+		n, err := decodeRecord(id, v)
+		if err != nil {
+			return 0, false, err
+		}
+		if !n.ReceivedAt.Before(cutoff) {
+			break
+		}
+		st, err := stateOf(tx, id)
+		if err != nil {
+			return 0, false, err
+		}
+		if st != nil && !st.State.Final() {
+			break // a retry or replay is pending: it needs the body
+		}
+		if n.Purged.IsZero() {
+			sum := sha256.Sum256(n.Body)
+			n.BodySHA256, n.Purged = hex.EncodeToString(sum[:]), time.Now().UTC()
+			changes = append(changes, change{id, encodePurged(n)})
+			if st != nil && st.Event != nil && (st.Event.CustomerEmail != "" || st.Event.CustomerName != "") {
+				st.Event.CustomerEmail, st.Event.CustomerName = "", ""
+				if err := putProcessing(tx, id, st); err != nil {
+					return 0, false, err
+				}
+			}
+			done++
+		}
+		seen = id
+	}
+	for _, ch := range changes { // not while the cursor walks the bucket
+		if err := log.Put(u64(ch.id), ch.rec); err != nil {
+			return 0, false, err
+		}
+	}
+	return done, done == max, meta.Put(keyPurgeLog, u64(seen))
+}
+
+func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
+	from := getU64(meta.Get(keyPurgeOutbox))
+	c := tx.Bucket(bucketOutbox).Cursor()
+	done, seen := 0, from
+	var changes []*ipn.OutboxItem
+	for k, _ := c.Seek(u64(from + 1)); k != nil && done < max; k, _ = c.Next() {
+		id := binary.BigEndian.Uint64(k)
+		it, err := getOutbox(tx, id)
+		if err != nil {
+			return 0, false, err
+		}
+		if !it.CreatedAt.Before(cutoff) || it.State == ipn.OutboxPending {
+			break
+		}
+		if scrubEffect(&it.Effect) {
+			changes = append(changes, it)
+			done++
+		}
+		seen = id
+	}
+	for _, it := range changes {
+		old := *it
+		if err := putOutbox(tx, &old, it); err != nil {
+			return 0, false, err
+		}
+	}
+	return done, done == max, meta.Put(keyPurgeOutbox, u64(seen))
+}
+
+// scrubEffect removes the customer's data from an effect; it reports
+// whether there was any.
+func scrubEffect(e *ipn.Effect) bool {
+	had := e.To != ""
+	e.To = ""
+	if e.Event != nil {
+		had = had || e.Event.CustomerEmail != "" || e.Event.CustomerName != ""
+		e.Event.CustomerEmail, e.Event.CustomerName = "", ""
+	}
+	if e.Order != nil {
+		had = had || e.Order.Customer != (ipn.Customer{})
+		e.Order.Customer = ipn.Customer{}
+	}
+	return had
+}
+
+func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
+	from := meta.Get(keyPurgeOrders)
+	c := tx.Bucket(bucketOrders).Cursor()
+	k, _ := c.First()
+	if len(from) > 0 {
+		if k, _ = c.Seek(from); k != nil && bytes.Equal(k, from) {
+			k, _ = c.Next()
+		}
+	}
+	done, looked := 0, 0
+	var last []byte
+	var changes []*ipn.Order
+	for ; k != nil && looked < 4*max && done < max; k, _ = c.Next() {
+		looked++
+		last = append(last[:0], k...)
+		o, err := getOrder(tx, string(k))
+		if err != nil {
+			return 0, false, err
+		}
+		if o == nil || !o.UpdatedAt.Before(cutoff) || o.CustomerEmail == "" && o.CustomerName == "" {
+			continue
+		}
+		o.CustomerEmail, o.CustomerName = "", ""
+		changes = append(changes, o)
+		done++
+	}
+	for _, o := range changes {
+		old := *o // same status: the counts do not move
+		if err := putOrder(tx, &old, o); err != nil {
+			return 0, false, err
+		}
+	}
+	if k == nil {
+		// The pass reached the end: the next one starts again from the
+		// first order (an order may have grown old meanwhile).
+		return done, false, meta.Delete(keyPurgeOrders)
+	}
+	return done, true, meta.Put(keyPurgeOrders, last)
+}
