@@ -151,18 +151,18 @@ func (a *api) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Param
 
 // Notification is the JSON form of a stored notification (SPEC §7).
 type Notification struct {
-	ID          uint64             `json:"id"`
-	Gateway     string             `json:"gateway"`
-	ReceivedAt  time.Time          `json:"received_at"`
-	RemoteAddr  string             `json:"remote_addr"`
-	ContentType string             `json:"content_type"`
-	Headers     http.Header        `json:"headers,omitempty"`
-	Body        *string            `json:"body,omitempty"`
-	BodyBase64  string             `json:"body_base64,omitempty"`
+	ID          uint64      `json:"id"`
+	Gateway     string      `json:"gateway"`
+	ReceivedAt  time.Time   `json:"received_at"`
+	RemoteAddr  string      `json:"remote_addr"`
+	ContentType string      `json:"content_type"`
+	Headers     http.Header `json:"headers,omitempty"`
+	Body        *string     `json:"body,omitempty"`
+	BodyBase64  string      `json:"body_base64,omitempty"`
 	// PurgedAt: store.raw_retention removed the body, headers and remote
 	// address then; BodySHA256 identifies the body that was received.
-	PurgedAt   time.Time `json:"purged_at,omitzero"`
-	BodySHA256 string    `json:"body_sha256,omitempty"`
+	PurgedAt    time.Time          `json:"purged_at,omitzero"`
+	BodySHA256  string             `json:"body_sha256,omitempty"`
 	State       ipn.State          `json:"state"`
 	DuplicateOf uint64             `json:"duplicate_of,omitempty"`
 	Event       *ipn.Event         `json:"event,omitempty"`
