@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,11 +26,13 @@ var (
 	keyPurgeLog    = []byte("purge_log")    // every log id <= this has been looked at
 	keyPurgeOutbox = []byte("purge_outbox") // every outbox id <= this has been looked at
 	keyPurgeOrders = []byte("purge_orders") // the last order id looked at in the current pass ("" = start)
+	keyPurgeSubs   = []byte("purge_subs")   // likewise for subscriptions
 )
 
 // Purged counts what one Purge call changed.
 type Purged struct {
-	Notifications, OutboxItems, Orders int
+	Notifications, OutboxItems int
+	Orders                     int // orders and subscriptions
 	// More: the batch was full; call again for the rest.
 	More bool
 }
@@ -52,7 +56,12 @@ func (db *DB) Purge(cutoff time.Time, max int) (Purged, error) {
 		if p.Orders, full[2], err = purgeOrders(tx, meta, cutoff, max); err != nil {
 			return err
 		}
-		p.More = full[0] || full[1] || full[2]
+		subs, more, err := purgeSubscriptions(tx, meta, cutoff, max)
+		if err != nil {
+			return err
+		}
+		p.Orders += subs
+		p.More = full[0] || full[1] || full[2] || more
 		return nil
 	})
 	return p, mapClosed(err)
@@ -154,42 +163,71 @@ func scrubEffect(e *ipn.Effect) bool {
 	return had
 }
 
+// purgeOrders and purgeSubscriptions remove the customer's data from
+// orders and subscriptions that have not changed since the cutoff.
 func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
-	from := meta.Get(keyPurgeOrders)
-	c := tx.Bucket(bucketOrders).Cursor()
-	k, _ := c.First()
+	return purgeKeyed(tx.Bucket(bucketOrders), meta, keyPurgeOrders, max, func(k, v []byte) ([]byte, error) {
+		var o ipn.Order
+		if err := json.Unmarshal(v, &o); err != nil {
+			return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
+		}
+		if !o.UpdatedAt.Before(cutoff) || o.CustomerEmail == "" && o.CustomerName == "" {
+			return nil, nil
+		}
+		o.CustomerEmail, o.CustomerName = "", "" // same status: the counts do not move
+		return json.Marshal(&o)
+	})
+}
+
+func purgeSubscriptions(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
+	return purgeKeyed(tx.Bucket(bucketSubs), meta, keyPurgeSubs, max, func(k, v []byte) ([]byte, error) {
+		var s ipn.Subscription
+		if err := json.Unmarshal(v, &s); err != nil {
+			return nil, fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, k, err)
+		}
+		if !s.UpdatedAt.Before(cutoff) || s.CustomerEmail == "" {
+			return nil, nil
+		}
+		s.CustomerEmail = ""
+		return json.Marshal(&s)
+	})
+}
+
+// purgeKeyed walks bucket b from the key saved under cursorKey, up to 4 ×
+// max keys, rewriting each value purge returns (nil: unchanged), at most
+// max of them. At the end of the bucket the next pass starts again from
+// the first key (a record may have grown old meanwhile).
+func purgeKeyed(b, meta *bolt.Bucket, cursorKey []byte, max int, purge func(k, v []byte) ([]byte, error)) (int, bool, error) {
+	from := meta.Get(cursorKey)
+	c := b.Cursor()
+	k, v := c.First()
 	if len(from) > 0 {
-		if k, _ = c.Seek(from); k != nil && bytes.Equal(k, from) {
-			k, _ = c.Next()
+		if k, v = c.Seek(from); k != nil && bytes.Equal(k, from) {
+			k, v = c.Next()
 		}
 	}
-	done, looked := 0, 0
+	looked := 0
 	var last []byte
-	var changes []*ipn.Order
-	for ; k != nil && looked < 4*max && done < max; k, _ = c.Next() {
+	type change struct{ k, v []byte }
+	var changes []change
+	for ; k != nil && looked < 4*max && len(changes) < max; k, v = c.Next() {
 		looked++
 		last = append(last[:0], k...)
-		o, err := getOrder(tx, string(k))
+		nv, err := purge(k, v)
 		if err != nil {
 			return 0, false, err
 		}
-		if o == nil || !o.UpdatedAt.Before(cutoff) || o.CustomerEmail == "" && o.CustomerName == "" {
-			continue
+		if nv != nil {
+			changes = append(changes, change{append([]byte(nil), k...), nv})
 		}
-		o.CustomerEmail, o.CustomerName = "", ""
-		changes = append(changes, o)
-		done++
 	}
-	for _, o := range changes {
-		old := *o // same status: the counts do not move
-		if err := putOrder(tx, &old, o); err != nil {
+	for _, ch := range changes { // not while the cursor walks the bucket
+		if err := b.Put(ch.k, ch.v); err != nil {
 			return 0, false, err
 		}
 	}
 	if k == nil {
-		// The pass reached the end: the next one starts again from the
-		// first order (an order may have grown old meanwhile).
-		return done, false, meta.Delete(keyPurgeOrders)
+		return len(changes), false, meta.Delete(cursorKey)
 	}
-	return done, true, meta.Put(keyPurgeOrders, last)
+	return len(changes), true, meta.Put(cursorKey, last)
 }
