@@ -3,11 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,12 +24,12 @@ import (
 	"ipnd/store"
 )
 
-func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs, path := commandFlags("check", getenv, stderr)
-	if err := fs.Parse(args); err != nil {
+func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := newCmdline("check", getenv, stdout)
+	if err := fs.parseConfigArg(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path, getenv)
+	cfg, err := loadConfig(*fs.config, getenv)
 	if err != nil {
 		return err
 	}
@@ -89,26 +89,22 @@ func readAddr(cfg *Config, listen, which string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs, path := commandFlags("simulate", getenv, stderr)
+func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("simulate", getenv, stdout)
 	amount := fs.String("amount", "19.99", "amount, an exact decimal")
 	currency := fs.String("currency", "USD", "currency (ISO 4217)")
 	order := fs.String("order", "", "merchant order id (default: ORDER-<time>)")
 	email := fs.String("email", "buyer@example.com", "customer email")
 	status := fs.String("status", "completed", "payment status: completed, pending, failed, refunded, ...")
 	target := fs.String("url", "", "public base URL of ipnd (default: from the config)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ipnd simulate [flags] GATEWAY")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	wait := fs.Duration("wait", 10*time.Second, "wait this long for ipnd to process the notification and print what it did; 0: only send")
+	if err := fs.parse(args, 1, 1, "GATEWAY"); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("simulate: name one gateway")
+	if *wait < 0 {
+		return usageErrorf("simulate: -wait %s: must be 0 or more", *wait)
 	}
-	cfg, err := loadConfig(*path, getenv)
+	cfg, err := loadConfig(*fs.config, getenv)
 	if err != nil {
 		return err
 	}
@@ -134,42 +130,10 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return fmt.Errorf("simulate: -amount: %w", err)
 	}
-	now := time.Now()
-	var body []byte
-	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"ipnd-simulate/" + version}}
-	switch gc.Kind {
-	case "standard-webhooks":
-		id := "msg_sim_" + hex.EncodeToString(randomBytes(8))
-		body, _ = json.Marshal(map[string]any{
-			"type":      "payment." + *status,
-			"timestamp": now.UTC().Format(time.RFC3339),
-			"data": map[string]any{"txn_id": "SIM-" + hex.EncodeToString(randomBytes(6)), "order_id": *order,
-				"amount": amt, "currency": strings.ToUpper(*currency), "status": *status, "customer_email": *email},
-		})
-		key, err := ipn.DecodeWebhookSecret(secrets[0])
-		if err != nil {
-			return fmt.Errorf("simulate: gateway %q secret: %w", name, err)
-		}
-		h.Set("Webhook-Id", id)
-		h.Set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
-		h.Set("Webhook-Signature", ipn.SignWebhook(key, id, now.Unix(), body))
-	case "stripe":
-		minor := strings.Replace(amt, ".", "", 1)
-		minor = strings.TrimLeft(minor, "0")
-		if minor == "" {
-			minor = "0"
-		}
-		evType := map[string]string{"completed": "checkout.session.completed", "failed": "payment_intent.payment_failed",
-			"refunded": "charge.refunded", "pending": "payment_intent.processing"}[*status]
-		if evType == "" {
-			return fmt.Errorf("simulate: -status %q has no stripe event here (completed, pending, failed, refunded)", *status)
-		}
-		body = []byte(fmt.Sprintf(`{"id":"evt_sim_%s","object":"event","type":%q,"livemode":false,"created":%d,"data":{"object":{"id":"cs_sim_%s","object":"checkout.session","client_reference_id":%q,"amount_total":%s,"amount":%s,"amount_refunded":%s,"currency":%q,"payment_status":"paid","customer_details":{"email":%q}}}}`,
-			hex.EncodeToString(randomBytes(8)), evType, now.Unix(), hex.EncodeToString(randomBytes(6)), *order, minor, minor, minor,
-			strings.ToLower(*currency), *email))
-		h.Set("Stripe-Signature", "t="+strconv.FormatInt(now.Unix(), 10)+",v1="+hex.EncodeToString(ipn.StripeSignature(secrets[0], now.Unix(), body)))
-	default:
-		return fmt.Errorf("simulate: gateway kind %q is not simulated", gc.Kind)
+	s := sample{order: *order, amount: amt, currency: strings.ToUpper(*currency), email: *email, status: *status, now: time.Now()}
+	req, err := s.request(gc.Kind, secrets)
+	if err != nil {
+		return fmt.Errorf("simulate: %w", err)
 	}
 	base := *target
 	if base == "" {
@@ -183,46 +147,262 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		}
 		base = scheme + "://" + addr
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(base, "/")+"/ipn/"+name, bytes.NewReader(body))
-	if err != nil {
-		return err
+	u, err := url.Parse(strings.TrimSuffix(base, "/") + "/ipn/" + url.PathEscape(name))
+	if err != nil || u.Host == "" {
+		return usageErrorf("simulate: -url %q: want a URL such as https://shop.example.com", base)
 	}
-	req.Header = h
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	req.URL, req.Host = u, u.Host
+
+	// What the order was before, to say what the notification changed.
+	var c *adminClient
+	var before *ipn.Order
+	if *wait > 0 {
+		if c, err = fs.adminClient(cfg); err != nil {
+			return fmt.Errorf("simulate: %w (or -wait 0 to send without reading the outcome)", err)
+		}
+		if before, err = c.order(ctx, *order); err != nil {
+			return fmt.Errorf("simulate: %w (or -wait 0 to send without reading the outcome)", err)
+		}
+	}
+
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("simulate: %w (is ipnd serve running?)", err)
 	}
-	defer resp.Body.Close()
 	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	fmt.Fprintf(stdout, "POST %s -> %s %s\norder %s, %s %s, status %s\n", req.URL, resp.Status,
-		strings.TrimSpace(string(reply)), *order, amt, strings.ToUpper(*currency), *status)
+	resp.Body.Close()
+	answer := resp.Status
+	if r := strings.TrimSpace(string(reply)); r != "" && r != "OK" {
+		answer += ": " + r
+	}
+	fmt.Fprintf(stdout, "POST %s -> %s\nsent %s for order %s, %s %s\n", u, answer, s.what, *order, amt, s.currency)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("simulate: ipnd answered %s", resp.Status)
+	}
+	if *wait == 0 {
+		fmt.Fprintln(stdout, "not waiting for the outcome (-wait 0): ipnd ls shows what ipnd did")
+		return nil
+	}
+	return c.reportOutcome(ctx, stdout, simulated{gateway: *gc, marker: s.marker, order: *order, before: before, wait: *wait})
+}
+
+// sample is the notification simulate sends.
+type sample struct {
+	order, amount, currency, email, status string
+	now                                    time.Time
+	what                                   string // what was sent, for the operator
+	marker                                 string // a unique string in the body, to find it in the admin API
+}
+
+// request builds the signed POST for a gateway of kind (URL unset).
+func (s *sample) request(kind string, secrets []string) (*http.Request, error) {
+	var body []byte
+	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"ipnd-simulate/" + version}}
+	switch kind {
+	case "standard-webhooks":
+		id := "msg_sim_" + hex.EncodeToString(randomBytes(8))
+		s.marker = "SIM-" + hex.EncodeToString(randomBytes(6))
+		s.what = "payment." + s.status
+		body, _ = json.Marshal(map[string]any{
+			"type":      "payment." + s.status,
+			"timestamp": s.now.UTC().Format(time.RFC3339),
+			"data": map[string]any{"txn_id": s.marker, "order_id": s.order,
+				"amount": s.amount, "currency": s.currency, "status": s.status, "customer_email": s.email},
+		})
+		key, err := ipn.DecodeWebhookSecret(secrets[0])
+		if err != nil {
+			return nil, fmt.Errorf("gateway secret: %w", err)
+		}
+		h.Set("Webhook-Id", id)
+		h.Set("Webhook-Timestamp", strconv.FormatInt(s.now.Unix(), 10))
+		h.Set("Webhook-Signature", ipn.SignWebhook(key, id, s.now.Unix(), body))
+	case "stripe":
+		minor := strings.TrimLeft(strings.Replace(s.amount, ".", "", 1), "0")
+		if minor == "" {
+			minor = "0"
+		}
+		// Test-mode objects (livemode false), as the Stripe CLI sends them:
+		// one payment intent per order, so that a simulated refund or
+		// failure names the payment a simulated checkout made.
+		sum := sha256.Sum256([]byte(s.order))
+		pi := "pi_sim_" + hex.EncodeToString(sum[:8])
+		var object map[string]any
+		switch s.status {
+		case "completed":
+			s.what = "checkout.session.completed"
+			object = map[string]any{"id": "cs_sim_" + hex.EncodeToString(randomBytes(6)), "object": "checkout.session",
+				"client_reference_id": s.order, "payment_intent": pi, "amount_total": json.Number(minor),
+				"currency": strings.ToLower(s.currency), "payment_status": "paid", "mode": "payment",
+				"customer_details": map[string]any{"email": s.email}}
+		case "refunded":
+			s.what = "charge.refunded"
+			object = map[string]any{"id": "ch_sim_" + hex.EncodeToString(sum[:8]), "object": "charge", "payment_intent": pi,
+				"amount": json.Number(minor), "amount_refunded": json.Number(minor), "currency": strings.ToLower(s.currency),
+				"receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
+		case "failed", "pending":
+			s.what = map[string]string{"failed": "payment_intent.payment_failed", "pending": "payment_intent.processing"}[s.status]
+			object = map[string]any{"id": pi, "object": "payment_intent", "amount": json.Number(minor),
+				"currency": strings.ToLower(s.currency), "receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
+		default:
+			return nil, fmt.Errorf("-status %q has no stripe event here (completed, pending, failed, refunded)", s.status)
+		}
+		s.marker = "evt_sim_" + hex.EncodeToString(randomBytes(8))
+		body, _ = json.Marshal(map[string]any{"id": s.marker, "object": "event", "type": s.what, "livemode": false,
+			"created": s.now.Unix(), "data": map[string]any{"object": object}})
+		h.Set("Stripe-Signature", "t="+strconv.FormatInt(s.now.Unix(), 10)+",v1="+hex.EncodeToString(ipn.StripeSignature(secrets[0], s.now.Unix(), body)))
+	default:
+		return nil, fmt.Errorf("gateway kind %q is not simulated", kind)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://ipnd.invalid/", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = h
+	return req, nil
+}
+
+// simulated is what reportOutcome looks for.
+type simulated struct {
+	gateway GatewayConfig
+	marker  string     // in the notification's body
+	order   string     // the order id sent
+	before  *ipn.Order // nil: no such order before
+	wait    time.Duration
+}
+
+// reportOutcome waits (up to s.wait) until the pipeline has finished the
+// simulated notification, then prints its state and reason, the order
+// before and after, and the outbox items it queued. A notification that
+// ended invalid or failed, or did not finish in time, is an error.
+func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s simulated) error {
+	deadline := time.Now().Add(s.wait)
+	var n *admin.Notification
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+		var err error
+		if n == nil {
+			n, err = c.findNotification(ctx, s.gateway.Name, s.marker)
+		} else {
+			err = c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(n.ID, 10), n)
+		}
+		if err != nil {
+			return fmt.Errorf("simulate: reading the outcome: %w", err)
+		}
+		if n != nil && n.State.Final() {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			if n == nil {
+				return fmt.Errorf("simulate: notification not processed within %s (the admin API does not list it)", s.wait)
+			}
+			return fmt.Errorf("simulate: notification %d not processed within %s: still %s (ipnd show %d)", n.ID, s.wait, n.State, n.ID)
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	reason := lastDetail(n)
+	line := fmt.Sprintf("notification %d: state %s", n.ID, n.State)
+	if n.DuplicateOf != 0 {
+		line += fmt.Sprintf(" (of notification %d)", n.DuplicateOf)
+	}
+	if reason != "" {
+		line += ": " + reason
+	}
+	fmt.Fprintln(stdout, line)
+
+	orderID := s.order
+	if n.Event != nil && n.Event.OrderID != "" {
+		orderID = n.Event.OrderID
+	}
+	after, err := c.order(ctx, orderID)
+	if err != nil {
+		return fmt.Errorf("simulate: reading the outcome: %w", err)
+	}
+	was := "none"
+	if s.before != nil && orderID == s.order {
+		was = string(s.before.Status)
+	}
+	if after == nil {
+		fmt.Fprintf(stdout, "order %s: %s (not changed)\n", orderID, was)
+	} else {
+		totals := fmt.Sprintf("paid %s %s, refunded %s", orDash(after.Paid), after.Currency, orDash(after.Refunded))
+		if len(after.Flags) > 0 {
+			totals += ", flags " + strings.Join(after.Flags, ",")
+		}
+		fmt.Fprintf(stdout, "order %s: %s -> %s (%s)\n", orderID, was, after.Status, strings.Join(strings.Fields(totals), " "))
+	}
+
+	var queued outboxList
+	if err := c.getJSON(ctx, "/api/outbox?notification="+strconv.FormatUint(n.ID, 10), &queued); err != nil {
+		return fmt.Errorf("simulate: reading the outcome: %w", err)
+	}
+	if len(queued.Items) == 0 {
+		fmt.Fprintln(stdout, "queued: nothing (no email, callback or script)")
+	}
+	for _, it := range queued.Items {
+		what := it.Effect.Kind
+		if it.Effect.Template != "" {
+			what += " " + it.Effect.Template
+		}
+		extra := ""
+		if it.LastError != "" {
+			extra = ", last error: " + it.LastError
+		}
+		fmt.Fprintf(stdout, "queued: %s (outbox %d, %s%s)\n", what, it.ID, it.State, extra)
+	}
+
+	if n.State == ipn.StateInvalid && strings.HasPrefix(reason, "test_payment") && !s.gateway.Sandbox {
+		fmt.Fprintf(stdout, "gateway %q is live: it stores test-mode events but does not apply them. To try ipnd end to end,\n"+
+			"add a second gateway of kind %q with sandbox = true and simulate that one (README: \"Testing with a sandbox gateway\").\n",
+			s.gateway.Name, s.gateway.Kind)
+	}
+	if n.State == ipn.StateInvalid || n.State == ipn.StateFailed {
+		return fmt.Errorf("simulate: notification %d ended %s: %s", n.ID, n.State, orDash(reason))
 	}
 	return nil
 }
 
-// reorder moves flags before positional arguments, so that
-// "simulate test -amount 5" works like "simulate -amount 5 test".
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
+// findNotification returns the newest notification of gateway whose body
+// contains marker, nil when none (yet).
+func (c *adminClient) findNotification(ctx context.Context, gateway, marker string) (*admin.Notification, error) {
+	var list admin.NotificationList
+	if err := c.getJSON(ctx, "/api/notifications?limit=200&gateway="+url.QueryEscape(gateway), &list); err != nil {
+		return nil, err
 	}
-	return append(flags, pos...)
+	for i := range list.Notifications {
+		if b := list.Notifications[i].Body; b != nil && strings.Contains(*b, marker) {
+			return &list.Notifications[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// order returns an order, nil when there is none of that id.
+func (c *adminClient) order(ctx context.Context, id string) (*ipn.Order, error) {
+	var o ipn.Order
+	err := c.getJSON(ctx, "/api/orders/"+url.PathEscape(id), &o)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// lastDetail is the reason recorded with the notification's current
+// state (the last history entry's detail).
+func lastDetail(n *admin.Notification) string {
+	if len(n.History) == 0 {
+		return ""
+	}
+	return n.History[len(n.History)-1].Detail
 }
 
 // adminClient talks to the admin API of a running ipnd.
@@ -232,8 +412,21 @@ type adminClient struct {
 	http  *http.Client
 }
 
-func newAdminClient(cfg *Config, override string) (*adminClient, error) {
-	base := override
+// adminBase turns the -admin value (HOST:PORT, or an http(s) URL) into
+// the API's base URL.
+func adminBase(s string) (string, error) {
+	raw := s
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", usageErrorf("-admin (or IPND_ADMIN_URL) %q: want HOST:PORT or an http(s) URL, e.g. 127.0.0.1:8081", raw)
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+func newAdminClient(cfg *Config, base string) (*adminClient, error) {
 	if base == "" {
 		addr, err := readAddr(cfg, cfg.Admin.Listen, "admin")
 		if err != nil {
@@ -245,11 +438,20 @@ func newAdminClient(cfg *Config, override string) (*adminClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (set IPND_ADMIN_TOKEN, or run ipnd serve once to generate it)", err)
 	}
-	return &adminClient{base: strings.TrimSuffix(base, "/"), token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
+	return &adminClient{base: base, token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
 
-// get performs GET path and returns the response; any non-2xx is an error
-// carrying the API's {"error": ...} message.
+// apiError is an answer of the admin API other than 2xx.
+type apiError struct {
+	status int
+	text   string // e.g. "404 Not Found"
+	msg    string // the API's {"error": ...}
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("admin API: %s: %s", e.text, e.msg) }
+
+// get performs GET path and returns the response; any non-2xx is an
+// *apiError carrying the API's {"error": ...} message.
 func (c *adminClient) get(ctx context.Context, path string) (*http.Response, error) {
 	return c.do(ctx, http.MethodGet, path)
 }
@@ -270,7 +472,7 @@ func (c *adminClient) do(ctx context.Context, method, path string) (*http.Respon
 			Error string `json:"error"`
 		}
 		json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&e)
-		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)
+		return nil, &apiError{status: resp.StatusCode, text: resp.Status, msg: e.Error}
 	}
 	return resp, nil
 }
@@ -285,35 +487,71 @@ func (c *adminClient) getJSON(ctx context.Context, path string, v any) error {
 }
 
 // clientCommand makes the flag set of a command that uses the admin API.
-func clientCommand(name string, getenv func(string) string, stderr io.Writer) *clientFlags {
-	fs, path := commandFlags(name, getenv, stderr)
-	base := fs.String("admin", getenv("IPND_ADMIN_URL"), "admin API base URL (env IPND_ADMIN_URL; default from the config)")
-	return &clientFlags{FlagSet: fs, config: path, adminURL: base}
+func clientCommand(name string, getenv func(string) string, stdout io.Writer) *clientFlags {
+	fs := newCmdline(name, getenv, stdout)
+	base := fs.String("admin", getenv("IPND_ADMIN_URL"), "admin API: HOST:PORT or URL (env IPND_ADMIN_URL; default from the config)")
+	return &clientFlags{cmdline: fs, adminURL: base}
 }
 
 type clientFlags struct {
-	*flag.FlagSet
-	config   *string
+	*cmdline
 	adminURL *string
 }
 
+// client checks -admin, loads the config and returns the admin client.
 func (f *clientFlags) client(getenv func(string) string) (*adminClient, error) {
+	if *f.adminURL != "" {
+		if _, err := adminBase(*f.adminURL); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := loadConfig(*f.config, getenv)
 	if err != nil {
 		return nil, err
 	}
-	return newAdminClient(cfg, *f.adminURL)
+	return f.adminClient(cfg)
 }
 
-func cmdList(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := clientCommand("ls", getenv, stderr)
+func (f *clientFlags) adminClient(cfg *Config) (*adminClient, error) {
+	base := ""
+	if *f.adminURL != "" {
+		var err error
+		if base, err = adminBase(*f.adminURL); err != nil {
+			return nil, err
+		}
+	}
+	return newAdminClient(cfg, base)
+}
+
+// listFlags adds -limit and -json, which every list command has.
+func (f *clientFlags) listFlags() (limit *int, asJSON *bool) {
+	return f.Int("limit", 50, "at most this many (1 to 1000)"), f.Bool("json", false, "print the API's JSON")
+}
+
+func checkLimit(name string, limit int) error {
+	if limit < 1 || limit > 1000 {
+		return usageErrorf("%s: -limit %d: must be 1 to 1000", name, limit)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdList(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("ls", getenv, stdout)
 	gateway := fs.String("gateway", "", "only this gateway")
-	state := fs.String("state", "", "only this state")
+	state := fs.String("state", "", "only this state (received, applied, invalid, failed, duplicate)")
 	order := fs.String("order", "", "only this order id")
 	before := fs.Uint64("before", 0, "only ids below this (paging)")
-	limit := fs.Int("limit", 50, "at most this many")
-	asJSON := fs.Bool("json", false, "print the API's JSON")
-	if err := fs.Parse(args); err != nil {
+	limit, asJSON := fs.listFlags()
+	if err := fs.parse(args, 0, 0, ""); err != nil {
+		return err
+	}
+	if err := checkLimit("ls", *limit); err != nil {
 		return err
 	}
 	c, err := fs.client(getenv)
@@ -321,9 +559,9 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	q := fmt.Sprintf("/api/notifications?limit=%d", *limit)
-	for k, v := range map[string]string{"gateway": *gateway, "state": *state, "order": *order} {
-		if v != "" {
-			q += "&" + k + "=" + url.QueryEscape(v)
+	for _, kv := range [][2]string{{"gateway", *gateway}, {"state", *state}, {"order", *order}} {
+		if kv[1] != "" {
+			q += "&" + kv[0] + "=" + url.QueryEscape(kv[1])
 		}
 	}
 	if *before > 0 {
@@ -334,13 +572,11 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return printJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRECEIVED\tGATEWAY\tSTATE\tTYPE\tORDER\tAMOUNT")
-	for _, n := range list.Notifications {
+	fmt.Fprintln(tw, "ID\tRECEIVED\tGATEWAY\tSTATE\tTYPE\tORDER\tAMOUNT\tREASON")
+	for i, n := range list.Notifications {
 		typ, ord, amt := "-", "-", "-"
 		if e := n.Event; e != nil {
 			typ = string(e.Type)
@@ -352,8 +588,8 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 				amt = e.Amount + " " + e.Currency
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.ReceivedAt.Local().Format("2006-01-02 15:04:05"),
-			n.Gateway, n.State, typ, ord, amt)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.ReceivedAt.Local().Format("2006-01-02 15:04:05"),
+			n.Gateway, n.State, typ, ord, amt, orDash(clip(lastDetail(&list.Notifications[i]), 80)))
 	}
 	tw.Flush()
 	if len(list.Notifications) == 0 {
@@ -365,6 +601,15 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
+// clip shortens s to at most n runes for a table cell, on one line.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -373,24 +618,25 @@ func orDash(s string) string {
 }
 
 // idCommand parses "ipnd NAME [flags] ID" and returns the admin client and the id.
-func idCommand(name string, args []string, getenv func(string) string, stderr io.Writer) (*adminClient, uint64, error) {
-	fs := clientCommand(name, getenv, stderr)
-	if err := fs.Parse(reorder(args)); err != nil {
+func idCommand(name string, args []string, getenv func(string) string, stdout io.Writer) (*adminClient, uint64, error) {
+	fs := clientCommand(name, getenv, stdout)
+	if err := fs.parse(args, 1, 1, "ID"); err != nil {
 		return nil, 0, err
-	}
-	if fs.NArg() != 1 {
-		return nil, 0, fmt.Errorf("usage: ipnd %s ID", name)
 	}
 	id, err := strconv.ParseUint(fs.Arg(0), 10, 64)
 	if err != nil || id == 0 {
-		return nil, 0, fmt.Errorf("%s: %q is not a notification id", name, fs.Arg(0))
+		what := "a notification id"
+		if name == "outbox retry" {
+			what = "an outbox item id"
+		}
+		return nil, 0, usageErrorf("%s: %q is not %s; usage: %s", name, fs.Arg(0), what, fs.synopsis())
 	}
 	c, err := fs.client(getenv)
 	return c, id, err
 }
 
-func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c, id, err := idCommand("replay", args, getenv, stderr)
+func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	c, id, err := idCommand("replay", args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -403,8 +649,8 @@ func cmdReplay(ctx context.Context, args []string, getenv func(string) string, s
 	return nil
 }
 
-func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	c, id, err := idCommand("show", args, getenv, stderr)
+func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	c, id, err := idCommand("show", args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -419,13 +665,10 @@ func cmdShow(ctx context.Context, args []string, getenv func(string) string, std
 	return err
 }
 
-func cmdBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := clientCommand("backup", getenv, stderr)
-	if err := fs.Parse(reorder(args)); err != nil {
+func cmdBackup(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("backup", getenv, stdout)
+	if err := fs.parse(args, 1, 1, "FILE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: ipnd backup FILE")
 	}
 	dst := fs.Arg(0)
 	c, err := fs.client(getenv)
@@ -464,12 +707,15 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 // cmdOrders lists orders, or shows one with its history.
-func cmdOrders(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := clientCommand("orders", getenv, stderr)
+func cmdOrders(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("orders", getenv, stdout)
 	status := fs.String("status", "", "only orders in this status")
 	before := fs.String("before", "", "only order ids below this (paging)")
-	limit := fs.Int("limit", 50, "at most this many")
-	if err := fs.Parse(reorder(args)); err != nil {
+	limit, asJSON := fs.listFlags()
+	if err := fs.parse(args, 0, 1, "ID"); err != nil {
+		return err
+	}
+	if err := checkLimit("orders", *limit); err != nil {
 		return err
 	}
 	c, err := fs.client(getenv)
@@ -487,9 +733,6 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 		_, err = out.WriteTo(stdout)
 		return err
 	}
-	if fs.NArg() > 1 {
-		return errors.New("usage: ipnd orders [flags] [ID]")
-	}
 	q := fmt.Sprintf("/api/orders?limit=%d", *limit)
 	if *status != "" {
 		q += "&status=" + url.QueryEscape(*status)
@@ -500,6 +743,9 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	var list admin.OrderList
 	if err := c.getJSON(ctx, q, &list); err != nil {
 		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ORDER\tSTATUS\tAMOUNT\tPAID\tREFUNDED\tFLAGS\tUPDATED")
@@ -517,49 +763,84 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	return nil
 }
 
-// cmdOutbox lists outbox items ("ipnd outbox [pending|dead|sent|skipped]")
+// outboxList is the answer of GET /api/outbox.
+type outboxList struct {
+	Items []ipn.OutboxItem `json:"items"`
+}
+
+// cmdOutbox lists outbox items ("ipnd outbox [pending|sent|dead|skipped]")
 // or retries one ("ipnd outbox retry ID").
-func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	if len(args) > 0 && args[0] == "retry" {
-		c, id, err := idCommand("outbox retry", args[1:], getenv, stderr)
-		if err != nil {
-			return err
-		}
-		resp, err := c.do(ctx, http.MethodPost, "/api/outbox/"+strconv.FormatUint(id, 10)+"/retry")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		fmt.Fprintf(stdout, "outbox item %d queued again\n", id)
-		return nil
+		return cmdOutboxRetry(ctx, args[1:], getenv, stdout)
 	}
-	fs := clientCommand("outbox", getenv, stderr)
-	if err := fs.Parse(reorder(args)); err != nil {
+	fs := clientCommand("outbox", getenv, stdout)
+	notification := fs.Uint64("notification", 0, "only the items queued by this notification")
+	limit, asJSON := fs.listFlags()
+	if err := fs.parse(args, 0, 1, "STATE"); err != nil {
 		return err
 	}
-	state := ""
-	if fs.NArg() > 0 {
-		state = fs.Arg(0)
+	if err := checkLimit("outbox", *limit); err != nil {
+		return err
+	}
+	state := fs.Arg(0)
+	switch state {
+	case "", ipn.OutboxPending, ipn.OutboxSent, ipn.OutboxDead, ipn.OutboxSkipped:
+	default:
+		return usageErrorf("outbox: unexpected argument %q (a state: pending, sent, dead or skipped); usage: %s", state, fs.synopsis())
 	}
 	c, err := fs.client(getenv)
 	if err != nil {
 		return err
 	}
-	var out struct {
-		Items []ipn.OutboxItem `json:"items"`
+	q := fmt.Sprintf("/api/outbox?limit=%d&state=%s", *limit, url.QueryEscape(state))
+	if *notification > 0 {
+		q += "&notification=" + strconv.FormatUint(*notification, 10)
 	}
-	if err := c.getJSON(ctx, "/api/outbox?state="+url.QueryEscape(state), &out); err != nil {
+	var out outboxList
+	if err := c.getJSON(ctx, q, &out); err != nil {
 		return err
 	}
+	if *asJSON {
+		return printJSON(stdout, out)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tATTEMPTS\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tNOTIFICATION\tATTEMPTS\tLAST ERROR")
 	for _, it := range out.Items {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", it.ID, it.State, it.Effect.Kind, orDash(it.Effect.Template),
-			orDash(it.Effect.OrderID), it.Attempts, orDash(it.LastError))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", it.ID, it.State, it.Effect.Kind, orDash(it.Effect.Template),
+			orDash(it.Effect.OrderID), it.Notification, it.Attempts, orDash(clip(it.LastError, 80)))
 	}
 	tw.Flush()
 	if len(out.Items) == 0 {
 		fmt.Fprintln(stdout, "(no items)")
+	}
+	if len(out.Items) == *limit {
+		fmt.Fprintf(stdout, "(the first %d; -limit shows more)\n", *limit)
+	}
+	return nil
+}
+
+// cmdOutboxRetry sends a dead or skipped item again, or a pending one now.
+func cmdOutboxRetry(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	c, id, err := idCommand("outbox retry", args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/api/outbox/"+strconv.FormatUint(id, 10)+"/retry")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r admin.OutboxRetry
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	switch r.Was {
+	case ipn.OutboxPending:
+		fmt.Fprintf(stdout, "outbox item %d was pending (%d attempts so far, next at %s): retrying now\n",
+			id, r.Attempts, r.NextAttempt.Local().Format("2006-01-02 15:04:05"))
+	default:
+		fmt.Fprintf(stdout, "outbox item %d was %s (%d attempts): queued again, retrying now\n", id, r.Was, r.Attempts)
 	}
 	return nil
 }
@@ -570,17 +851,13 @@ func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, s
 // applied, the ids at stake are recorded as lost (never given again;
 // show answers 410 for them) and each damaged segment is renamed to
 // <segment>.damaged.
-func cmdRecover(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs, path := commandFlags("recover", getenv, stderr)
+func cmdRecover(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := newCmdline("recover", getenv, stdout)
 	skip := fs.Bool("skip-damaged", false, "apply every readable frame of a damaged journal and record the rest as lost")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parse(args, 0, 0, ""); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("recover: unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := loadConfig(*path, getenv)
+	cfg, err := loadConfig(*fs.config, getenv)
 	if err != nil {
 		return err
 	}
@@ -610,13 +887,10 @@ func cmdRecover(args []string, getenv func(string) string, stdout, stderr io.Wri
 
 // cmdStats prints where the bytes on disk go: per bucket, per
 // notification, and the journal; then any ids lost to journal damage.
-func cmdStats(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := clientCommand("stats", getenv, stderr)
-	if err := fs.Parse(reorder(args)); err != nil {
+func cmdStats(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("stats", getenv, stdout)
+	if err := fs.parse(args, 0, 0, ""); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return errors.New("usage: ipnd stats")
 	}
 	c, err := fs.client(getenv)
 	if err != nil {

@@ -32,12 +32,12 @@ import (
 	"ipnd/store"
 )
 
-func cmdServe(ctx context.Context, args []string, getenv func(string) string, _, stderr io.Writer) error {
-	fs, path := commandFlags("serve", getenv, stderr)
-	if err := fs.Parse(args); err != nil {
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newCmdline("serve", getenv, stdout)
+	if err := fs.parseConfigArg(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path, getenv)
+	cfg, err := loadConfig(*fs.config, getenv)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -95,7 +96,7 @@ func Handler(o Options) http.Handler {
 // so that the length does not leak either).
 func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if !ok || a.o.Token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ipnd"`)
@@ -104,6 +105,17 @@ func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 		}
 		h(w, r, ps)
 	}
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header. The scheme is case-insensitive (RFC 9110 §11.1), so "bearer"
+// and "BEARER" are the same; spaces around the token are not part of it.
+func bearerToken(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -479,14 +491,37 @@ func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httpro
 }
 
 func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	state := r.URL.Query().Get("state")
+	q := r.URL.Query()
+	state := q.Get("state")
 	switch state {
 	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped:
 	default:
 		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead or skipped")
 		return
 	}
-	items, err := a.o.Store.ListOutbox(state, 1000)
+	limit := 1000
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	var items []store.OutboxItem
+	var err error
+	if s := q.Get("notification"); s != "" {
+		id, perr := strconv.ParseUint(s, 10, 64)
+		if perr != nil || id == 0 {
+			writeError(w, http.StatusBadRequest, "notification: not a notification id")
+			return
+		}
+		items, err = a.o.Store.OutboxOf(id)
+		items = slices.DeleteFunc(items, func(it store.OutboxItem) bool { return state != "" && it.State != state })
+		items = items[:min(len(items), limit)]
+	} else {
+		items, err = a.o.Store.ListOutbox(state, limit)
+	}
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -497,19 +532,38 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	writeJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 
-// retryOutbox puts a dead item back in the queue (202); 409 for an item
-// already sent.
+// OutboxRetry is the answer of POST /api/outbox/:id/retry.
+type OutboxRetry struct {
+	ID    uint64 `json:"id"`
+	State string `json:"state"` // pending: due now
+	// Was is the item's state before: dead or skipped (queued again), or
+	// pending (its next attempt moved to now); Attempts and NextAttempt
+	// are from then.
+	Was         string    `json:"was"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+}
+
+// retryOutbox puts a dead or skipped item back in the queue, or makes a pending one
+// due now (202); 409 for an item already sent, which is never sent twice.
 func (a *api) retryOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
 	id, ok := parseID(w, ps)
 	if !ok {
 		return
 	}
-	if err := a.o.Store.RetryOutbox(id, time.Now()); err != nil {
+	was, err := a.o.Store.RetryOutbox(id, time.Now())
+	if errors.Is(err, store.ErrExists) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("outbox item %d was sent at %s; a sent item is not sent again",
+			id, was.SentAt.UTC().Format(time.RFC3339)))
+		return
+	}
+	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	a.log.Info("outbox retry requested", "outbox_id", id)
-	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": store.OutboxPending})
+	a.log.Info("outbox retry requested", "outbox_id", id, "was", was.State)
+	writeJSON(w, http.StatusAccepted, OutboxRetry{ID: id, State: store.OutboxPending, Was: was.State,
+		Attempts: was.Attempts, NextAttempt: was.NextAttempt})
 }
 
 // Stats is the answer of GET /api/stats: where the bytes on disk go, and

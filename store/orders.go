@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -121,7 +123,7 @@ func (db *DB) GetSubscription(id string) (*ipn.Subscription, error) {
 	return s, mapClosed(err)
 }
 
-// ListOutbox returns outbox items in the given state ("" = all), oldest
+// ListOutbox returns outbox items in the given state ("" = all), newest
 // first (pending ones: the next due first, read from the due index), at
 // most limit (default 100).
 func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
@@ -135,7 +137,7 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
 			var it OutboxItem
 			if err := json.Unmarshal(v, &it); err != nil {
 				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
@@ -146,6 +148,34 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		}
 		return nil
 	})
+	return out, mapClosed(err)
+}
+
+// OutboxOf returns the outbox items queued by notification id, oldest
+// first. There is no index by notification: it reads every item, newest
+// first, decoding only those whose JSON names the id (a few ms per 100k
+// items), so it is for the operator's look-ups (ipnd simulate), not for
+// the hot path.
+func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
+	needle := []byte(`"notification":` + strconv.FormatUint(notification, 10))
+	var out []OutboxItem
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			if !bytes.Contains(v, needle) {
+				continue
+			}
+			var it OutboxItem
+			if err := json.Unmarshal(v, &it); err != nil {
+				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			}
+			if it.Notification == notification {
+				out = append(out, it)
+			}
+		}
+		return nil
+	})
+	slices.Reverse(out)
 	return out, mapClosed(err)
 }
 

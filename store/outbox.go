@@ -326,14 +326,19 @@ func noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error {
 	return putOrder(tx, o, &next)
 }
 
-// RetryOutbox puts a dead, skipped (or pending) item back in the queue, due now,
-// with its attempts reset. A sent item is not sent again (ErrExists).
-func (db *DB) RetryOutbox(id uint64, now time.Time) error {
+// RetryOutbox makes an item due now with its attempts reset: a dead or
+// skipped item goes back in the queue, a pending one is tried now instead
+// of at its next attempt (the result of an attempt in flight is then
+// ignored). It returns the item as it was before. A sent item is not sent
+// again (ErrExists, with the item).
+func (db *DB) RetryOutbox(id uint64, now time.Time) (ipn.OutboxItem, error) {
+	var was ipn.OutboxItem
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		old, err := getOutbox(tx, id)
 		if err != nil {
 			return err
 		}
+		was = *old
 		if old.State == ipn.OutboxSent {
 			return fmt.Errorf("outbox item %d was sent: %w", id, ErrExists)
 		}
@@ -344,7 +349,7 @@ func (db *DB) RetryOutbox(id uint64, now time.Time) error {
 	if err == nil {
 		db.pokeOutbox()
 	}
-	return mapClosed(err)
+	return was, mapClosed(err)
 }
 
 // OutboxCounts returns the number of items per state and kind.

@@ -199,7 +199,7 @@ func TestOutboxSkipped(t *testing.T) {
 	if oc, _ := db.OrderCounts(); oc[o.Status] != 1 {
 		t.Errorf("order counts = %v", oc)
 	}
-	if err := db.RetryOutbox(it.ID, now); err != nil {
+	if _, err := db.RetryOutbox(it.ID, now); err != nil {
 		t.Errorf("retry of a skipped item: %v", err)
 	}
 	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now); len(due) != 1 || due[0].Attempts != 0 {

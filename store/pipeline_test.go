@@ -167,7 +167,7 @@ func TestOutboxBookkeeping(t *testing.T) {
 		t.Errorf("item still due right after a failed attempt")
 	}
 	// A manual retry while an attempt is in flight wins over its result.
-	if err := db.RetryOutbox(it.ID, now); err != nil {
+	if _, err := db.RetryOutbox(it.ID, now); err != nil {
 		t.Fatal(err)
 	}
 	db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxDead, Attempts: 2, Error: "550"}}, now)
@@ -185,7 +185,7 @@ func TestOutboxBookkeeping(t *testing.T) {
 	}
 	// Sent: never sent again, not retryable.
 	db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxSent, Attempts: 1}}, now)
-	if err := db.RetryOutbox(it.ID, now); !errors.Is(err, ErrExists) {
+	if _, err := db.RetryOutbox(it.ID, now); !errors.Is(err, ErrExists) {
 		t.Errorf("retry of a sent item: %v", err)
 	}
 }
