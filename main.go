@@ -120,8 +120,9 @@ ls, show, replay, orders, outbox, backup, stats) find its admin API from
 the config, or from -admin HOST:PORT or URL (IPND_ADMIN_URL). "ipnd
 COMMAND -h" lists a command's flags.
 
-Exit status: 0 done, 1 failed (for simulate: ipnd did not apply the
-notification), 2 wrong command line.
+Exit status: 0 done; 1 failed (for simulate also: the notification
+ended invalid or failed, or was not processed within -wait); 2 wrong
+command line (unknown command or flag, missing or extra argument).
 `)
 	return b.String()
 }

@@ -123,3 +123,36 @@ func TestHealthz(t *testing.T) {
 		t.Errorf("store closed: %d %v", code, m)
 	}
 }
+
+// The Authorization scheme is case-insensitive (RFC 9110 §11.1): "bearer"
+// and "BEARER" work like "Bearer"; a wrong token or scheme does not.
+func TestBearerSchemeCaseInsensitive(t *testing.T) {
+	srv, _ := newAPI(t)
+	for _, c := range []struct {
+		header string
+		code   int
+	}{
+		{"Bearer tok", 200},
+		{"bearer tok", 200},
+		{"BEARER tok", 200},
+		{"Bearer  tok ", 200},
+		{"bearer tok2", 401},
+		{"Basic tok", 401},
+		{"Bearertok", 401},
+		{"tok", 401},
+		{"", 401},
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/notifications", nil)
+		if c.header != "" {
+			req.Header.Set("Authorization", c.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("Authorization %q: %d, want %d", c.header, resp.StatusCode, c.code)
+		}
+	}
+}
