@@ -250,7 +250,7 @@ func TestAdminFlagTakesHostPort(t *testing.T) {
 	for _, admin := range []string{hostport, "http://" + hostport, "http://" + hostport + "/"} {
 		// The config names port 0: without -admin the address comes from admin.addr;
 		// a config with no such file proves the flag is used.
-		other := writeTestConfig(t, t.TempDir(), "")
+		other := writeTestConfig(t, t.TempDir(), "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n")
 		out, stderr, code := runCode(t, envFunc(), "ls", "-config", other, "-admin", admin)
 		if code != 0 || !strings.Contains(out, "(no notifications)") {
 			t.Errorf("ls -admin %s: exit %d\n%s%s", admin, code, out, stderr)

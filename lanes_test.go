@@ -101,7 +101,7 @@ func TestUnsendableAlertsAreSkipped(t *testing.T) {
 	if !noted {
 		t.Errorf("order R-7's history does not say its alert was skipped: %+v", o.History)
 	}
-	out, err := runCmd(t, envFunc(), "outbox", "skipped", "-config", d.cfg)
+	out, err := runCmd(t, envFunc(), "outbox", "skipped", "-limit", "1000", "-config", d.cfg)
 	if err != nil || strings.Count(out, " skipped ") != alerts {
 		t.Errorf("ipnd outbox skipped: %v, %d lines with skipped\n%.500s", err, strings.Count(out, " skipped "), out)
 	}
