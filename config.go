@@ -261,6 +261,7 @@ func quote(v any) string {
 // apply and the default gateway "test" is added.
 func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	cfg := defaultConfig()
+	pathSet := false // store.path given in the file
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -284,16 +285,29 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		if und := md.Undecoded(); len(und) > 0 {
 			return nil, fmt.Errorf("config: %s: unknown key %q", path, und[0].String())
 		}
+		pathSet = md.IsDefined("store", "path")
 		cfg.file = path
 	} else {
 		cfg.embedded = true
 	}
-	if err := applyEnv(&cfg, getenv); err != nil {
+	if dir, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":"); dir != "" && !pathSet {
+		// systemd's StateDirectory= (the shipped unit): the data directory
+		// unless the config names one.
+		cfg.Store.Path = filepath.Join(dir, "ipnd.db")
+	}
+	known, err := applyEnv(&cfg, getenv)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.embedded && len(cfg.Gateways) == 0 {
 		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks",
 			SecretFile: filepath.Join(cfg.dataDir(), "gateway-test.secret")}}
+	}
+	if err := applyGatewayEnv(&cfg, getenv, known); err != nil {
+		return nil, err
+	}
+	if err := checkEnvNames(known); err != nil {
+		return nil, err
 	}
 	if cfg.Admin.Token == "" && cfg.Admin.TokenFile == "" {
 		cfg.Admin.TokenFile = filepath.Join(cfg.dataDir(), "admin.token")
@@ -310,10 +324,61 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	return &cfg, nil
 }
 
+// environ lists the process environment, to refuse IPND_ variables that
+// name no config key (as unknown keys in the file are). main sets it; nil
+// (tests through run) skips the check.
+var environ func() []string
+
+// otherEnv are the IPND_ variables that are not config keys.
+var otherEnv = map[string]bool{"IPND_CONFIG": true, "IPND_ADMIN_URL": true,
+	"IPND_TEST_CHILD": true, "IPND_TEST_PROXY_CHILD": true, "IPND_BENCH_SECONDS": true}
+
+// checkEnvNames refuses an IPND_ variable that is neither a config key
+// (known) nor one of otherEnv: a typo such as IPND_SERVER_LISEN would
+// otherwise be ignored without a word.
+func checkEnvNames(known map[string]bool) error {
+	if environ == nil {
+		return nil
+	}
+	for _, kv := range environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "IPND_") && !known[name] && !otherEnv[name] {
+			return fmt.Errorf("config: environment variable %s is not a config key (IPND_SECTION_KEY, e.g. IPND_SERVER_LISTEN, or IPND_GATEWAY_<NAME>_SECRET / _SECRET_FILE of a configured gateway)", name)
+		}
+	}
+	return nil
+}
+
+// gatewayEnvName is the <NAME> part of a gateway's environment variables:
+// its name upper-cased, "-" as "_".
+func gatewayEnvName(name string) string { return strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
+
+// applyGatewayEnv sets gateway secrets from IPND_GATEWAY_<NAME>_SECRET
+// (one secret) or IPND_GATEWAY_<NAME>_SECRET_FILE, replacing what the
+// file gives for that gateway.
+func applyGatewayEnv(cfg *Config, getenv func(string) string, known map[string]bool) error {
+	for i := range cfg.Gateways {
+		g := &cfg.Gateways[i]
+		base := "IPND_GATEWAY_" + gatewayEnvName(g.Name)
+		known[base+"_SECRET"], known[base+"_SECRET_FILE"] = true, true
+		secret, file := getenv(base+"_SECRET"), getenv(base+"_SECRET_FILE")
+		switch {
+		case secret != "" && file != "":
+			return fmt.Errorf("config: gateway %q: set %s_SECRET or %s_SECRET_FILE, not both", g.Name, base, base)
+		case secret != "":
+			g.Secret, g.Secrets, g.SecretFile = secret, nil, ""
+		case file != "":
+			g.Secret, g.Secrets, g.SecretFile = "", nil, file
+		}
+	}
+	return nil
+}
+
 // applyEnv sets every scalar key of the sections from IPND_SECTION_KEY
 // (e.g. IPND_SERVER_LISTEN, IPND_ADMIN_TOKEN, IPND_STORE_PATH); lists are
-// comma-separated.
-func applyEnv(cfg *Config, getenv func(string) string) error {
+// comma-separated. It returns every variable name it knows.
+func applyEnv(cfg *Config, getenv func(string) string) (map[string]bool, error) {
+	known := map[string]bool{}
 	cv := reflect.ValueOf(cfg).Elem()
 	ct := cv.Type()
 	for i := 0; i < ct.NumField(); i++ {
@@ -326,12 +391,13 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		for j := 0; j < sv.NumField(); j++ {
 			key := sv.Type().Field(j).Tag.Get("toml")
 			env := "IPND_" + strings.ToUpper(section+"_"+key)
+			known[env] = true
 			raw := getenv(env)
 			if raw == "" {
 				continue
 			}
 			if err := setFromString(sv.Field(j), raw); err != nil {
-				return fmt.Errorf("config: %s (from %s) = %q: %v", section+"."+key, env, raw, err)
+				return nil, fmt.Errorf("config: %s (from %s) = %q: %v", section+"."+key, env, raw, err)
 			}
 			// A secret from the environment replaces the file's other form
 			// (IPND_ADMIN_TOKEN wins over token_file, and the reverse).
@@ -346,7 +412,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 			}
 		}
 	}
-	return nil
+	return known, nil
 }
 
 func setFromString(f reflect.Value, raw string) error {

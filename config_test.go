@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -173,5 +174,52 @@ func TestExamplePresetsBuild(t *testing.T) {
 		if kind != "paypal" && !strings.Contains(got, "("+kind+")") {
 			t.Errorf("check output lacks a %s gateway:\n%s", kind, got)
 		}
+	}
+}
+
+// Gateway secrets come from the environment by gateway name; an IPND_
+// variable that names no key is refused like an unknown key in the file
+// (checked on the real process, whose environment main reads);
+// $STATE_DIRECTORY is the data directory unless the config names one.
+func TestEnvironmentConventions(t *testing.T) {
+	p := writeConfig(t, "[[gateway]]\nname = \"stripe-live\"\nkind = \"stripe\"\nsecret = \"whsec_file\"\n")
+	cfg, err := loadConfig(p, envFunc("IPND_GATEWAY_STRIPE_LIVE_SECRET", "whsec_env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := gatewaySecrets("gateway[0]", cfg.Gateways[0]); len(s) != 1 || s[0] != "whsec_env" {
+		t.Errorf("secret from IPND_GATEWAY_STRIPE_LIVE_SECRET: %v", s)
+	}
+	sf := filepath.Join(t.TempDir(), "s")
+	os.WriteFile(sf, []byte("whsec_fromfile\n"), 0o600)
+	cfg, err = loadConfig(p, envFunc("IPND_GATEWAY_STRIPE_LIVE_SECRET_FILE", sf))
+	if s, _ := gatewaySecrets("gateway[0]", cfg.Gateways[0]); err != nil || len(s) != 1 || s[0] != "whsec_fromfile" {
+		t.Errorf("secret from IPND_GATEWAY_STRIPE_LIVE_SECRET_FILE: %v %v", s, err)
+	}
+
+	for _, tc := range []struct {
+		env  []string
+		want string // "" = exit 0
+	}{
+		{[]string{"IPND_SERVER_LISEN=127.0.0.1:9"}, "IPND_SERVER_LISEN is not a config key"},
+		{[]string{"IPND_GATEWAY_NOPE_SECRET=x"}, "IPND_GATEWAY_NOPE_SECRET is not a config key"},
+		{[]string{"IPND_SERVER_LISTEN=127.0.0.1:18099", "IPND_GATEWAY_STRIPE_LIVE_SECRET=whsec_x"}, ""},
+	} {
+		cmd := exec.Command(os.Args[0], "check", p)
+		cmd.Env = append(os.Environ(), append(tc.env, "IPND_TEST_CHILD=1")...)
+		out, err := cmd.CombinedOutput()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(string(out), tc.want)) {
+			t.Errorf("check with %v: %v\n%s", tc.env, err, out)
+		}
+	}
+
+	state := t.TempDir()
+	cfg, err = loadConfig(p, envFunc("STATE_DIRECTORY", state))
+	if err != nil || cfg.Store.Path != filepath.Join(state, "ipnd.db") {
+		t.Errorf("with STATE_DIRECTORY: store.path %q (%v)", cfg.Store.Path, err)
+	}
+	p2 := writeConfig(t, "[store]\npath = \"/srv/ipnd/ipnd.db\"\n[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"whsec_a\"\n")
+	if cfg, err := loadConfig(p2, envFunc("STATE_DIRECTORY", state)); err != nil || cfg.Store.Path != "/srv/ipnd/ipnd.db" {
+		t.Errorf("store.path in the file must win over STATE_DIRECTORY: %v %v", cfg, err)
 	}
 }
