@@ -645,11 +645,12 @@ func (c *Config) validate() error {
 		if g.Kind != "hmac" && g.Header != "" {
 			return configError(key+".header", g.Header, "only kind hmac takes header and the other hmac keys")
 		}
-		if g.Kind == "paypal" && !g.Sandbox && len(g.Receivers) == 0 && len(c.Orders.Receivers) == 0 {
+		if g.Kind == "paypal" && len(g.Receivers) == 0 && len(c.Orders.Receivers) == 0 {
 			// PayPal signs nothing the merchant can check: without the
 			// merchant's own account, a genuine IPN of a payment to anyone
-			// else would pay the order.
-			return configError(key+".receivers", "", "a live paypal gateway needs the merchant's PayPal account "+
+			// else (on a sandbox gateway: to any sandbox account) would pay
+			// the order.
+			return configError(key+".receivers", "", "a paypal gateway needs the merchant's PayPal account "+
 				"(receiver_email or receiver_id of your account) in receivers or orders.receivers: "+
 				"otherwise a payment to someone else's account would pay the order")
 		}

@@ -134,6 +134,7 @@ name = "paypal-sandbox"
 kind = "paypal"
 sandbox = true
 verify_url = %q
+receivers = ["shop@example.com"]
 %s`, verifyURL, verifyURL, extra))
 	return cfg
 }

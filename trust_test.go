@@ -395,6 +395,25 @@ func TestPayPalReceiverIsTheAccountPaid(t *testing.T) {
 		t.Errorf("PP-1: flags %v paid %s, want receiver_mismatch and nothing paid", o.Flags, o.Paid)
 	}
 
+	// A sandbox account's VERIFIED payment, through the sandbox gateway,
+	// to the merchant's own (sandbox) receiver: a real order is not paid.
+	d.api("POST", "/api/orders", map[string]any{"id": "REAL-1", "amount": "19.95", "currency": "USD", "customer_email": "buyer@example.com"}, nil)
+	sb := ipnBody("txn_id", "SBT1", "invoice", "REAL-1", "test_ipn", "1")
+	fake.remember(sb)
+	if code := d.postIPN("paypal-sandbox", sb); code != 200 {
+		t.Fatalf("HTTP %d", code)
+	}
+	if o := waitOrder(t, d, "REAL-1", ipn.OrderReview); !strings.Contains(strings.Join(o.Flags, ","), ipn.FlagTestPayment) || o.Paid != "0.00" {
+		t.Errorf("REAL-1 after a sandbox payment: flags %v paid %s, want test_payment and nothing paid", o.Flags, o.Paid)
+	}
+	// ... while an order the sandbox created is a test order, paid.
+	sb2 := ipnBody("txn_id", "SBT2", "invoice", "TEST-1", "test_ipn", "1")
+	fake.remember(sb2)
+	d.postIPN("paypal-sandbox", sb2)
+	if o := waitOrder(t, d, "TEST-1", ipn.OrderPaid); !o.Test {
+		t.Errorf("TEST-1: %+v, want a paid test order", o)
+	}
+
 	cfg := writeConfig(t, "[[gateway]]\nname = \"paypal\"\nkind = \"paypal\"\n")
 	out, err := runCmd(t, envFunc(), "check", "-config", cfg)
 	if err == nil || !strings.Contains(err.Error(), "receivers") {

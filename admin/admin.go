@@ -395,6 +395,7 @@ type orderRequest struct {
 	CustomerEmail string            `json:"customer_email"`
 	Description   string            `json:"description"`
 	Metadata      map[string]string `json:"metadata"`
+	Test          bool              `json:"test"` // a test order: only sandbox gateways' test payments pay it
 }
 
 // createOrder registers an expected order: 201, 409 when the id exists,
@@ -412,6 +413,7 @@ func (a *api) createOrder(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), ipn.ErrMalformed.Error()+": "))
 		return
 	}
+	o.Test = req.Test
 	if err := a.o.Store.CreateOrder(o); err != nil {
 		a.fail(w, err)
 		return

@@ -237,7 +237,8 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		if ev.OrderID == "" {
 			return Order{}, nil
 		}
-		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{}}
+		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{},
+			Test: ev.Test && ac.Sandbox}
 		zero := formatAmount(zeroAmount(), next.Currency)
 		next.Paid, next.Refunded = zero, zero
 	} else {
@@ -274,7 +275,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 	}
 
-	fact := newFact(key, ev, ac, next.Currency)
+	fact := newFact(key, ev, ac, next.Currency, next.Test)
 	next.Facts = append(next.Facts, fact)
 	s := summarize(&next)
 	next.Flags = s.flags
@@ -445,7 +446,7 @@ func derivedKey(orderID, gateway string, ev *Event) string {
 
 // newFact records ev as a fact of an order in currency cur, with the
 // review flags the event raises on its own.
-func newFact(key string, ev *Event, ac ApplyContext, cur string) OrderFact {
+func newFact(key string, ev *Event, ac ApplyContext, cur string, testOrder bool) OrderFact {
 	f := OrderFact{
 		Key:            key,
 		Notification:   ac.Notification,
@@ -465,7 +466,10 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string) OrderFact {
 		!slices.ContainsFunc(ac.Receivers, func(r string) bool { return strings.EqualFold(r, ev.Receiver) }) {
 		f.Flags = append(f.Flags, FlagReceiverMismatch)
 	}
-	if ev.Test && !ac.Sandbox {
+	if ev.Test && !(ac.Sandbox && testOrder) {
+		// A test payment counts only on a sandbox gateway and only for a
+		// test order: a sandbox account's payment must not pay a real
+		// order (one registered for real, or created by a live event).
 		f.Flags = append(f.Flags, FlagTestPayment)
 	}
 	return f

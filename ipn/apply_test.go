@@ -618,12 +618,32 @@ func TestApplyFraud(t *testing.T) {
 			}
 		})
 	}
-	t.Run("test payment on a sandbox gateway", func(t *testing.T) {
-		a := newApplier(t, mustRegister(t, "ORDER-F", "19.99", "USD"))
+	t.Run("test payment on a sandbox gateway, test order", func(t *testing.T) {
+		o := mustRegister(t, "ORDER-F", "19.99", "USD")
+		o.Test = true
+		a := newApplier(t, o)
 		a.ctx = func(ac *ipn.ApplyContext) { ac.Sandbox = true }
 		effects := a.apply(modified(pay("T1", "19.99", "USD"), func(e *ipn.Event) { e.Test = true }))
 		if a.order.Status != ipn.OrderPaid || !hasTemplate(effects, ipn.TemplatePaymentReceived) {
 			t.Errorf("got %s %v, want paid with payment_received", a.order.Status, templates(effects))
+		}
+	})
+	t.Run("test payment on a sandbox gateway, order created by it", func(t *testing.T) {
+		a := newApplier(t, nil)
+		a.ctx = func(ac *ipn.ApplyContext) { ac.Sandbox = true }
+		a.apply(modified(pay("T1", "19.99", "USD"), func(e *ipn.Event) { e.Test = true }))
+		if a.order.Status != ipn.OrderPaid || !a.order.Test {
+			t.Errorf("got %s test=%v, want a paid test order", a.order.Status, a.order.Test)
+		}
+	})
+	// A sandbox account's payment never pays a real order, even through a
+	// sandbox gateway.
+	t.Run("test payment on a sandbox gateway, real order", func(t *testing.T) {
+		a := newApplier(t, mustRegister(t, "ORDER-F", "19.99", "USD"))
+		a.ctx = func(ac *ipn.ApplyContext) { ac.Sandbox = true }
+		effects := a.apply(modified(pay("T1", "19.99", "USD"), func(e *ipn.Event) { e.Test = true }))
+		if a.order.Status != ipn.OrderReview || !slices.Contains(a.order.Flags, ipn.FlagTestPayment) || hasTemplate(effects, ipn.TemplatePaymentReceived) {
+			t.Errorf("got %s %v %v, want review with test_payment", a.order.Status, a.order.Flags, templates(effects))
 		}
 	})
 }

@@ -113,7 +113,7 @@ const (
 func (ev *Event) PaymentRefs() []string {
 	var out []string
 	add := func(id string) {
-		if id != "" && !slices.Contains(out, id) {
+		if id != "" && len(id) <= 255 && !slices.Contains(out, id) { // longer ones are refused before they get here
 			out = append(out, id)
 		}
 	}

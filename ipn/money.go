@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cockroachdb/apd/v3"
 	"golang.org/x/text/currency"
 )
 
@@ -58,13 +59,31 @@ func CheckMoney(ev *Event) error {
 	if cur != "" && !KnownCurrency(cur) {
 		return fmt.Errorf("unknown currency %q (not ISO 4217, not a known coin)", cur)
 	}
-	if ev.Amount == "" || cur == "" {
+	if ev.Amount == "" {
+		if cur != "" && ev.Type == TypePayment && ev.Status == StatusCompleted {
+			// A currency but no sum: it would count as paid 0. (A gateway
+			// that reports neither, as BTCPay's settled invoices, is
+			// checked against the registered order instead.)
+			return fmt.Errorf("a completed payment in %s without an amount is not applied", cur)
+		}
 		return nil
 	}
-	v, err := amountOf(ev.Amount, cur)
-	if err != nil {
-		return fmt.Errorf("amount %q is not an exact decimal with at most %d fraction digits for %s",
-			ev.Amount, CurrencyDigits(cur), cur)
+	var v *apd.Decimal
+	if cur == "" {
+		// No currency: the order's applies later; the sign and the form
+		// can be checked now.
+		d, ok := parseDecimal(ev.Amount, false)
+		if !ok {
+			return fmt.Errorf("amount %q is not an exact decimal", ev.Amount)
+		}
+		v = d
+	} else {
+		d, err := amountOf(ev.Amount, cur)
+		if err != nil {
+			return fmt.Errorf("amount %q is not an exact decimal with at most %d fraction digits for %s",
+				ev.Amount, CurrencyDigits(cur), cur)
+		}
+		v = d
 	}
 	switch {
 	case ev.Type == TypePayment && v.Sign() <= 0:

@@ -42,6 +42,10 @@ type Order struct {
 	ID            string            `json:"id"`
 	Status        OrderStatus       `json:"status"`
 	Registered    bool              `json:"registered"` // created through the API with an expected amount
+	// Test: a test order, created by a sandbox gateway's test event or
+	// registered with "test": true. Only test orders take test payments,
+	// and only from a sandbox gateway: anything else raises test_payment.
+	Test bool `json:"test,omitempty"`
 	Amount        string            `json:"amount,omitempty"`
 	Currency      string            `json:"currency,omitempty"`
 	CustomerEmail string            `json:"customer_email,omitempty"`
@@ -142,6 +146,7 @@ type OrderSnapshot struct {
 	Status         OrderStatus `json:"status"`
 	PreviousStatus OrderStatus `json:"previous_status,omitempty"`
 	Registered     bool        `json:"registered"`
+	Test           bool        `json:"test,omitempty"` // a test (sandbox) order: never fulfil it for real
 	Flags          []string    `json:"flags"`
 	Amount         string      `json:"amount,omitempty"` // expected (registered) or first payment's amount
 	Paid           string      `json:"paid"`
@@ -168,7 +173,7 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 	if flags == nil {
 		flags = []string{}
 	}
-	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Flags: flags,
+	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Test: o.Test, Flags: flags,
 		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
 		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: len(o.History)}
 }

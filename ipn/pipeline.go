@@ -455,7 +455,8 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		return o, true
 	}
 	o.Event = ev
-	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID} {
+	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID,
+		"parent_txn_id": ev.ParentTxnID, "payment references": ev.Refs} {
 		if len(v) > maxIDLen {
 			o.State, o.Detail = StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, maxIDLen)
 			o.Event = nil

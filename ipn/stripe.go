@@ -244,17 +244,17 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	case "checkout.session.async_payment_failed":
 		asPayment(StatusFailed)
 		minor = o.AmountTotal
-	case "invoice.paid", "invoice.payment_succeeded":
-		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusCompleted, o.AmountPaid
-		ev.Refs = joinRefs(pi, charge)
-		if ev.SubscriptionID == "" {
-			ev.Type = TypePayment
+	case "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed":
+		// The invoice's payment intent (and its charge) report the same
+		// payment: the intent is its txn id, as for a Checkout Session.
+		status, sum := StatusCompleted, o.AmountPaid
+		if se.Type == "invoice.payment_failed" {
+			status, sum = StatusFailed, o.AmountDue
 		}
-	case "invoice.payment_failed":
-		ev.Type, ev.Status, minor = TypeSubscriptionPayment, StatusFailed, o.AmountDue
-		ev.Refs = joinRefs(pi, charge)
-		if ev.SubscriptionID == "" {
-			ev.Type = TypePayment
+		asPayment(status)
+		minor = sum
+		if ev.SubscriptionID != "" {
+			ev.Type = TypeSubscriptionPayment
 		}
 	case "customer.subscription.deleted":
 		ev.Type, ev.Status, minor = TypeSubscriptionCanceled, StatusCanceled, ""
