@@ -420,3 +420,40 @@ func TestPayPalReceiverIsTheAccountPaid(t *testing.T) {
 		t.Errorf("check of a live paypal gateway without receivers: %v\n%s", err, out)
 	}
 }
+
+// An early payment intent (no order id) waits; the Checkout Session that
+// names the order and repeats the same payment creates the order with
+// one payment and adopts the intent as the same fact.
+func TestStripeIntentBeforeSession(t *testing.T) {
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	d, _ := webhookDaemon(t, mailConfig(smtpd.port(), stripeGatewayConfig))
+	post := stripePoster(t, d, "stripe", "whsec_trust")
+	post("evt_u1", "payment_intent.succeeded", `{"id":"pi_U","object":"payment_intent","amount":1500,"currency":"usd","latest_charge":"ch_U","status":"succeeded","metadata":{}}`)
+	d.drained(1)
+	post("evt_u2", "checkout.session.completed", `{"id":"cs_test_u","object":"checkout.session","client_reference_id":"UN-1","payment_intent":"pi_U","amount_total":1500,"currency":"usd","mode":"payment","payment_status":"paid","customer_details":{"email":"u@example.com"}}`)
+	o := waitOrder(t, d, "UN-1", ipn.OrderPaid)
+	if o.Paid != "15.00" || len(o.Flags) != 0 {
+		t.Errorf("UN-1: paid %s flags %v, want one payment of 15.00", o.Paid, o.Flags)
+	}
+	waitFor(t, "one payment email", 10*time.Second, func() bool { return len(smtpd.to("u@example.com")) == 1 })
+	if n := d.notification(1); n.Event == nil || n.Event.OrderID != "UN-1" {
+		t.Errorf("the early intent did not reach its order: %+v", n.Event)
+	}
+	// A refund naming only the charge of that intent reaches it too.
+	post("evt_u3", "charge.refunded", `{"id":"ch_U","object":"charge","amount":1500,"amount_refunded":1500,"currency":"usd","payment_intent":"pi_U","metadata":{}}`)
+	waitOrder(t, d, "UN-1", ipn.OrderRefunded)
+
+	// A subscription's first invoice before its Checkout Session: the
+	// order and the subscription record both get the payment.
+	post("evt_p1", "invoice.paid", `{"id":"in_P1","object":"invoice","subscription":"sub_P","amount_paid":900,"currency":"usd","payment_intent":"pi_P1","metadata":{}}`)
+	d.drained(4)
+	post("evt_p2", "checkout.session.completed", `{"id":"cs_test_p","object":"checkout.session","client_reference_id":"SP-1","mode":"subscription","subscription":"sub_P","invoice":"in_P1","amount_total":900,"currency":"usd","payment_status":"paid","customer_details":{"email":"p@example.com"}}`)
+	if o := waitOrder(t, d, "SP-1", ipn.OrderPaid); o.Paid != "9.00" {
+		t.Errorf("SP-1 paid %s, want 9.00", o.Paid)
+	}
+	var sub struct{ Payments []string }
+	d.api("GET", "/api/subscriptions/sub_P", nil, &sub)
+	if len(sub.Payments) != 1 {
+		t.Errorf("subscription sub_P payments %v, want the early invoice's", sub.Payments)
+	}
+}

@@ -305,6 +305,19 @@ func putSubscription(tx *bolt.Tx, ev *ipn.Event, ac ipn.ApplyContext) error {
 	return subs.Put([]byte(next.ID), b)
 }
 
+// waitsForOrder reports whether notification first, of which o reports
+// the same fact again, reached no order while o names one.
+func waitsForOrder(tx *bolt.Tx, first uint64, o ipn.Outcome) (bool, error) {
+	if o.Event == nil || o.Event.OrderID == "" && findRef(tx, o.Context.Gateway, o.Event.PaymentRefs()) == "" {
+		return false, nil
+	}
+	st, err := stateOf(tx, first)
+	if err != nil || st == nil || st.Event == nil {
+		return false, err
+	}
+	return st.Event.OrderID == "", nil
+}
+
 // linkDuplicate records the references a duplicate brings (a Stripe
 // charge.succeeded repeating the payment intent's payment names the
 // charge) for the order its payment reached, and applies what was

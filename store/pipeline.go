@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -175,7 +176,21 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 	detail := o.Detail
 	if o.State == ipn.StateApplied && o.EventKey != "" {
 		events := tx.Bucket(bucketEvents)
-		if first := getU64(events.Get([]byte(o.EventKey))); first != 0 && first != o.ID {
+		first := getU64(events.Get([]byte(o.EventKey)))
+		if first != 0 && first != o.ID {
+			waiting, err := waitsForOrder(tx, first, o)
+			if err != nil {
+				return ipn.Recorded{}, err
+			}
+			if waiting {
+				// The first copy of this fact named no order and waits
+				// for one (a Stripe payment intent before its Checkout
+				// Session); this copy names it: apply this one, and the
+				// first is adopted as the same fact.
+				first = 0
+			}
+		}
+		if first != 0 && first != o.ID {
 			p.State, p.DuplicateOf = ipn.StateDuplicate, first
 			detail = fmt.Sprintf("same payment fact as notification %d", first)
 		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
@@ -200,6 +215,10 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 				}
 			}
 			p.State, detail = ipn.StateInvalid, refused
+		}
+		if p.State == ipn.StateApplied && o.Event.OrderID == "" && len(o.Event.PaymentRefs()) > 0 && o.Event.Type != ipn.TypeOther {
+			// Parked (see refs.go): say what it waits for.
+			detail = "waiting for its payment: no order yet for " + strings.Join(o.Event.PaymentRefs(), ", ")
 		}
 	}
 	if p.State == ipn.StateFailed {

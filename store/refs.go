@@ -113,6 +113,11 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			if err := db.enqueue(tx, effects, p.id, now); err != nil {
 				return nil, err
 			}
+			if ipn.IsSubscriptionEvent(&ev) {
+				if err := putSubscription(tx, &ev, ac); err != nil {
+					return nil, err
+				}
+			}
 			if err := noteAdopted(tx, p.id, o.ID, now); err != nil {
 				return nil, err
 			}
