@@ -1,6 +1,8 @@
 package main
 
 import (
+	"path/filepath"
+	"log/slog"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -57,6 +59,14 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 			return fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
 		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
+	}
+	// What serve builds before it listens, built the same way: the admin
+	// token, templates, SMTP (its password file) and the shop (its key).
+	if _, err := cfg.adminToken(); err != nil && !(cfg.Admin.Token == "" && filepath.Dir(cfg.Admin.TokenFile) == cfg.dataDir()) {
+		return err
+	}
+	if _, err := newOutboxWorker(cfg, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "# ipnd %s: config from %s is valid\n", version, src)
 	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)

@@ -667,7 +667,13 @@ func sameAddress(a, b string) bool {
 		return false
 	}
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || wild(ha) || wild(hb)
+	loop := func(h string) string {
+		if h == "localhost" {
+			return "127.0.0.1" // what Go binds for it first
+		}
+		return h
+	}
+	return loop(ha) == loop(hb) || wild(ha) || wild(hb)
 }
 
 func checkListen(key, addr string) error {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -66,6 +67,8 @@ func TestCheckAndServeAgree(t *testing.T) {
 	dir := t.TempDir()
 	store := fmt.Sprintf("[store]\npath = %q\n", filepath.Join(dir, "ipnd.db"))
 	gw := "[[gateway]]\nname = \"w\"\nkind = \"standard-webhooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+	tplDir := t.TempDir()
+	os.WriteFile(filepath.Join(tplDir, "payment_received.txt"), []byte("no subject line\n"), 0o600)
 	cases := []struct {
 		name, cfg, want string
 	}{
@@ -75,6 +78,9 @@ func TestCheckAndServeAgree(t *testing.T) {
 		{"stripe API key", store + "[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"sk_live_abc\"\n", "whsec_"},
 		{"paypal with a secret", store + "[[gateway]]\nname = \"p\"\nkind = \"paypal\"\nsecret = \"x\"\nreceivers = [\"a@b.c\"]\n", "gateway[0].secret"},
 		{"type error", "[server]\nlisten = 8080\n" + store + gw, "server.listen: is a number, must be a string"},
+		{"localhost and 127.0.0.1", "[server]\nlisten = \"localhost:18080\"\n[admin]\nlisten = \"127.0.0.1:18080\"\n" + store + gw, "admin.listen"},
+		{"broken template", fmt.Sprintf("[email]\ntemplates_dir = %q\n", tplDir) + store + gw, "templates_dir"},
+		{"missing shop secret file", "[shop]\nurl = \"https://shop.example/hook\"\nsecret_file = \"/nonexistent/shop.secret\"\n" + store + gw, "shop"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -489,6 +489,10 @@ func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httpro
 		a.fail(w, err)
 		return
 	}
+	s.Events = slices.Clone(s.Events)
+	for i := range s.Events {
+		s.Events[i].Key = displayKey(s.Events[i].Key)
+	}
 	writeJSON(w, http.StatusOK, s)
 }
 

@@ -42,8 +42,8 @@ func NewRegisteredOrder(id, amount, currency, email, description string, metadat
 		return Order{}, err
 	}
 	cur := strings.ToUpper(currency)
-	if !validCurrency(cur) {
-		return Order{}, &FieldError{"currency", "must be 3 to 5 letters"}
+	if !validCurrency(cur) || !KnownCurrency(cur) {
+		return Order{}, &FieldError{"currency", "must be an ISO 4217 code or a known coin (USD, EUR, JPY, BTC, ...)"}
 	}
 	amt, err := NormalizeAmount(amount, cur)
 	if err != nil {
