@@ -248,10 +248,18 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	if key == "" {
 		key = derivedKey(next.ID, ac.Gateway, ev)
 	}
-	for _, f := range next.Facts {
-		if f.Key == key {
+	for i, f := range next.Facts {
+		if f.Key != key {
+			continue
+		}
+		// The same fact again changes nothing, unless it was refused
+		// (receiver_mismatch, test_payment) and is not now: a replay after
+		// the merchant fixed the config counts it (the order's flags stay).
+		if len(f.Flags) == 0 || len(newFact(key, ev, ac, next.Currency, next.Test).Flags) > 0 {
 			return next, nil
 		}
+		next.Facts = slices.Delete(next.Facts, i, i+1)
+		break
 	}
 	prevStatus, prevFlags := next.Status, slices.Clone(next.Flags)
 	prevPaid, prevRefunded, prevFacts := next.Paid, next.Refunded, next.Facts

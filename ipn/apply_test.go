@@ -1098,3 +1098,25 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// A payment refused for its receiver counts once the merchant fixed the
+// configuration and replayed it; the order stays in review (flags are
+// never removed), with the payment in its total.
+func TestRefusedFactCountsAfterReplay(t *testing.T) {
+	o := mustRegister(t, "ORDER-R", "19.99", "USD")
+	ev := modified(pay("T1", "19.99", "USD"), func(e *ipn.Event) { e.Receiver = "shop@example.com" })
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	ac := ipn.ApplyContext{Now: now, Notification: 1, Gateway: "g", EventKey: ipn.EventKey("g", ev), Receivers: []string{"old@example.com"}}
+	refused, _ := ipn.Apply(o, ev, ac)
+	if refused.Paid != "0.00" || !slices.Contains(refused.Flags, ipn.FlagReceiverMismatch) {
+		t.Fatalf("refused: paid %s flags %v", refused.Paid, refused.Flags)
+	}
+	ac.Receivers = nil // fixed: the receiver is checked and passes
+	again, _ := ipn.Apply(&refused, ev, ac)
+	if again.Paid != "19.99" || again.Status != ipn.OrderReview || len(again.Facts) != 1 {
+		t.Errorf("after the replay: %s paid %s, %d facts; want review with 19.99 paid, one fact", again.Status, again.Paid, len(again.Facts))
+	}
+	if same, eff := ipn.Apply(&again, ev, ac); same.Paid != "19.99" || len(eff) != 0 {
+		t.Errorf("a third time: paid %s, %d effects", same.Paid, len(eff))
+	}
+}
