@@ -1104,7 +1104,8 @@ func FuzzApply(f *testing.F) {
 // never removed), with the payment in its total.
 func TestRefusedFactCountsAfterReplay(t *testing.T) {
 	o := mustRegister(t, "ORDER-R", "19.99", "USD")
-	ev := modified(pay("T1", "19.99", "USD"), func(e *ipn.Event) { e.Receiver = "shop@example.com" })
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T1", OrderID: "ORDER-R",
+		Amount: "19.99", Currency: "USD", Receiver: "shop@example.com"}
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	ac := ipn.ApplyContext{Now: now, Notification: 1, Gateway: "g", EventKey: ipn.EventKey("g", ev), Receivers: []string{"old@example.com"}}
 	refused, _ := ipn.Apply(o, ev, ac)
