@@ -712,7 +712,33 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 		os.Remove(tmp)
 		return fmt.Errorf("backup: %w", err)
 	}
-	fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", dst, n)
+	// Verify what was written: it must open as a consistent database.
+	fi, err := store.Inspect(dst)
+	if err != nil {
+		return fmt.Errorf("backup: %s was written but does not check: %w", dst, err)
+	}
+	fmt.Fprintf(stdout, "wrote %s (%d bytes): %s\n", dst, n, fi)
+	return nil
+}
+
+// cmdRestore installs a backup with ipnd stopped (see store.Restore).
+func cmdRestore(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := newCmdline("restore", getenv, stdout)
+	if err := fs.parse(args, 1, 1, "BACKUP"); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*fs.config, getenv)
+	if err != nil {
+		return err
+	}
+	fi, aside, err := store.Restore(cfg.Store.Path, fs.Arg(0), time.Now())
+	if err != nil {
+		return err
+	}
+	if aside != "" {
+		fmt.Fprintf(stdout, "moved the previous database and journal to %s (delete it once the restore is fine)\n", aside)
+	}
+	fmt.Fprintf(stdout, "restored %s as %s: %s\n", fs.Arg(0), cfg.Store.Path, fi)
 	return nil
 }
 

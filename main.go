@@ -86,6 +86,7 @@ func init() {
 		{"outbox retry", "[flags] ID", "send a dead or skipped item again, or a pending one now", nil},
 		{"backup", "[flags] FILE", "write a consistent copy of the database", cmdBackup},
 		{"recover", "[flags]", "apply the journal with ipnd stopped (-skip-damaged: past damage)", cmdRecover},
+		{"restore", "[flags] BACKUP", "install a backup with ipnd stopped (the current files are moved aside)", cmdRestore},
 		{"stats", "[flags]", "bytes on disk per bucket and per notification", cmdStats},
 		{"version", "", "print the version", cmdVersion},
 		{"help", "[COMMAND]", "print this, or one command's usage and flags", cmdHelp},

@@ -346,6 +346,11 @@ func (e *JournalDamageError) Error() string {
 		}
 		b.WriteString(d.String())
 	}
+	if len(e.Damage) > 0 && e.Damage[0].Offset < 0 && !e.Damage[0].Bounded {
+		b.WriteString(". If the database was replaced by an older copy beside the journal of a later run, that" +
+			" journal does not follow it: put the database back, or install the backup with `ipnd restore BACKUP`," +
+			" which moves the journal aside")
+	}
 	b.WriteString(". Every file is kept as it was. To go on, stop ipnd, copy the data directory, then run " +
 		"`ipnd recover --skip-damaged`: it applies every readable frame, records these ids as lost " +
 		"(never given again) and moves the damaged segments aside")
