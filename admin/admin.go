@@ -96,15 +96,20 @@ func Handler(o Options) http.Handler {
 // so that the length does not leak either).
 func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-		got, ok := bearerToken(r.Header.Get("Authorization"))
-		sum := sha256.Sum256([]byte(got))
-		if !ok || a.o.Token == "" || subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) != 1 {
+		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ipnd"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		h(w, r, ps)
 	}
+}
+
+// authorized reports whether r carries the admin token.
+func (a *api) authorized(r *http.Request) bool {
+	got, ok := bearerToken(r.Header.Get("Authorization"))
+	sum := sha256.Sum256([]byte(got))
+	return ok && a.o.Token != "" && subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>"
@@ -147,14 +152,26 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	}
 }
 
-func (a *api) healthz(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+// healthz is 200 while the store is open and the workers make progress,
+// else 503 with the reason: in full for a request with the admin token;
+// without it (admin.open_metrics) only the reason's first part ("ingest
+// answers 503"), since the details name files and internal errors.
+func (a *api) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	if _, err := a.o.Store.Stats(); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store is not open")
 		return
 	}
 	if a.o.Healthy != nil {
 		if err := a.o.Healthy(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
+			msg := err.Error()
+			if !a.authorized(r) {
+				short, _, cut := strings.Cut(msg, ": ")
+				msg = short
+				if cut {
+					msg += " (details with the admin token)"
+				}
+			}
+			writeError(w, http.StatusServiceUnavailable, msg)
 			return
 		}
 	}
@@ -534,6 +551,9 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	}
 	if items == nil {
 		items = []store.OutboxItem{}
+	}
+	for i := range items {
+		items[i].Effect.Cause = displayKey(items[i].Effect.Cause)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": items})
 }

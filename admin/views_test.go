@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,4 +72,39 @@ func TestOrderKeysHaveNoNUL(t *testing.T) {
 			t.Errorf("GET %s: %s", path, b)
 		}
 	}
+}
+
+// With /healthz open (admin.open_metrics), a caller without the token
+// gets only the short reason; with the token, the details.
+func TestHealthzDetailsNeedTheToken(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", OpenMetrics: true,
+		Healthy: func() error { return errors.New("ingest answers 503: write /var/lib/ipnd/ipnd.db.wal-01: no space left on device") }}))
+	defer srv.Close()
+	var e struct{ Error string }
+	if code := getJSONAs(t, srv, "/healthz", "", &e); code != 503 || e.Error != "ingest answers 503 (details with the admin token)" {
+		t.Errorf("without the token: %d %q", code, e.Error)
+	}
+	if code := getJSONAs(t, srv, "/healthz", "tok", &e); code != 503 || !strings.Contains(e.Error, "no space left") {
+		t.Errorf("with the token: %d %q", code, e.Error)
+	}
+}
+
+func getJSONAs(t *testing.T, srv *httptest.Server, path, token string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", srv.URL+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(v)
+	return resp.StatusCode
 }
