@@ -127,8 +127,8 @@ secret = %q
 		resp.Body.Close()
 		metrics = string(b)
 		// Counted at delivery, recorded in the outbox just after: wait for both.
-		return strings.Contains(metrics, `ipnd_emails_sent_total{result="dead",template="payment_received"} 1`) &&
-			strings.Contains(metrics, `ipnd_emails_sent_total{result="sent",template="payment_received"} 3`) &&
+		return strings.Contains(metrics, `ipnd_email_attempts_total{result="dead",template="payment_received"} 1`) &&
+			strings.Contains(metrics, `ipnd_email_attempts_total{result="sent",template="payment_received"} 3`) &&
 			strings.Contains(metrics, `ipnd_outbox_pending{kind="email_customer"} 0`+"\n")
 	})
 	for _, want := range []string{
@@ -147,8 +147,8 @@ secret = %q
 		`ipnd_notifications_processed_total{gateway="paypal",result="applied"} 1`,
 		`ipnd_notifications_processed_total{gateway="paypal",result="invalid"} 1`,
 		`ipnd_verify_duration_seconds_count{gateway="paypal"} 2`,
-		`ipnd_emails_sent_total{result="sent",template="payment_received"} 3`,
-		`ipnd_emails_sent_total{result="dead",template="payment_received"} 1`,
+		`ipnd_email_attempts_total{result="sent",template="payment_received"} 3`,
+		`ipnd_email_attempts_total{result="dead",template="payment_received"} 1`,
 		`ipnd_outbox_dead{kind="email_customer"} 1`,
 		`ipnd_outbox_pending{kind="email_customer"} 0`,
 		`ipnd_orders{status="paid"} 4`,

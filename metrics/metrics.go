@@ -47,7 +47,7 @@ type Options struct {
 	Workers  []string
 	Degraded func() map[string]int
 	// Templates lists the email templates (label values of
-	// ipnd_emails_sent_total).
+	// ipnd_email_attempts_total).
 	Templates []string
 }
 
@@ -97,8 +97,10 @@ type Metrics struct {
 var ReloadResults = []string{"success", "failure"}
 
 // DeliveryResults are the values of the result label of
-// ipnd_emails_sent_total and ipnd_callbacks_total.
-var DeliveryResults = []string{"sent", "retry", "dead"}
+// ipnd_email_attempts_total and ipnd_callback_attempts_total: the attempt
+// was accepted (sent), failed and will be retried (failed), or failed for
+// good (dead).
+var DeliveryResults = []string{"sent", "failed", "dead"}
 
 // ProcessResults are the values of the result label of
 // ipnd_notifications_processed_total.
@@ -144,12 +146,12 @@ func New(o Options) *Metrics {
 			Help: "Notifications the pipeline finished, by result.",
 		}, []string{"gateway", "result"}),
 		emails: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ipnd_emails_sent_total",
-			Help: "Email delivery attempts by template and result (sent, retry, dead).",
+			Name: "ipnd_email_attempts_total",
+			Help: "Email delivery attempts by template and result: sent (accepted by the SMTP server), failed (retried later), dead (given up).",
 		}, []string{"template", "result"}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ipnd_callbacks_total",
-			Help: "Shop callback and notification script attempts by result (sent, retry, dead).",
+			Name: "ipnd_callback_attempts_total",
+			Help: "Shop callback and notification script attempts by result: sent (2xx or exit 0), failed (retried later), dead (given up).",
 		}, []string{"result"}),
 		templates: map[string]bool{},
 		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{

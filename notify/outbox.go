@@ -27,7 +27,7 @@ type Outbox interface {
 }
 
 // WorkerObserver is told each delivery outcome. result is "sent",
-// "retry" or "dead" (skipped items are counted by the store's gauges).
+// "failed" or "dead" (skipped items are counted by the store's gauges).
 type WorkerObserver interface {
 	EmailSent(template, result string)
 	Callback(result string)
@@ -571,7 +571,7 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 }
 
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
-	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "retry",
+	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "failed",
 		ipn.OutboxSkipped: "skipped"}[r.State]
 	switch {
 	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge
