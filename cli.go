@@ -1,8 +1,6 @@
 package main
 
 import (
-	"path/filepath"
-	"log/slog"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"

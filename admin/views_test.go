@@ -83,7 +83,9 @@ func TestHealthzDetailsNeedTheToken(t *testing.T) {
 	}
 	defer db.Close()
 	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", OpenMetrics: true,
-		Healthy: func() error { return errors.New("ingest answers 503: write /var/lib/ipnd/ipnd.db.wal-01: no space left on device") }}))
+		Healthy: func() error {
+			return errors.New("ingest answers 503: write /var/lib/ipnd/ipnd.db.wal-01: no space left on device")
+		}}))
 	defer srv.Close()
 	var e struct{ Error string }
 	if code := getJSONAs(t, srv, "/healthz", "", &e); code != 503 || e.Error != "ingest answers 503 (details with the admin token)" {

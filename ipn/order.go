@@ -39,13 +39,13 @@ const (
 // (POST /api/orders) or created from the first event that names it.
 // Amounts are exact decimal strings with the currency's digits.
 type Order struct {
-	ID            string            `json:"id"`
-	Status        OrderStatus       `json:"status"`
-	Registered    bool              `json:"registered"` // created through the API with an expected amount
+	ID         string      `json:"id"`
+	Status     OrderStatus `json:"status"`
+	Registered bool        `json:"registered"` // created through the API with an expected amount
 	// Test: a test order, created by a sandbox gateway's test event or
 	// registered with "test": true. Only test orders take test payments,
 	// and only from a sandbox gateway: anything else raises test_payment.
-	Test bool `json:"test,omitempty"`
+	Test          bool              `json:"test,omitempty"`
 	Amount        string            `json:"amount,omitempty"`
 	Currency      string            `json:"currency,omitempty"`
 	CustomerEmail string            `json:"customer_email,omitempty"`
