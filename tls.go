@@ -322,10 +322,11 @@ func sameFiles(a, b [2]os.FileInfo) bool {
 // certificate stored is logged and counted, and so are the CA's refusals
 // (acmeTransport).
 type acmeCert struct {
-	m       *autocert.Manager
-	domains []string
-	log     *slog.Logger
-	obs     certObserver
+	m           *autocert.Manager
+	domains     []string
+	renewBefore time.Duration
+	log         *slog.Logger
+	obs         certObserver
 
 	mu     sync.Mutex
 	expiry map[string]time.Time // domain -> NotAfter of the certificate in use
@@ -346,7 +347,7 @@ func newACMECert(cfg *Config, log *slog.Logger, obs certObserver) (*acmeCert, er
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("acme cache: %w", err)
 	}
-	a := &acmeCert{domains: s.AcmeDomains, log: log, obs: obs, expiry: map[string]time.Time{}}
+	a := &acmeCert{domains: s.AcmeDomains, renewBefore: acmeRenewBefore, log: log, obs: obs, expiry: map[string]time.Time{}}
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
@@ -358,7 +359,7 @@ func newACMECert(cfg *Config, log *slog.Logger, obs certObserver) (*acmeCert, er
 		Prompt:      autocert.AcceptTOS,
 		Cache:       observedCache{DirCache: autocert.DirCache(dir), onCert: a.stored},
 		HostPolicy:  a.allowed,
-		RenewBefore: acmeRenewBefore,
+		RenewBefore: a.renewBefore,
 		Email:       s.AcmeEmail,
 		Client: &acme.Client{DirectoryURL: s.AcmeDirectory, UserAgent: "ipnd/" + version,
 			HTTPClient: &http.Client{Transport: acmeTransport{base: transport, log: log}}},
@@ -484,8 +485,8 @@ func (a *acmeCert) check(ctx context.Context) error {
 		}
 		// autocert renews within min(RenewBefore/10, 1h) after the
 		// renewal time; twice that, and the renewal has failed.
-		slack := 2 * min(acmeRenewBefore/10, time.Hour)
-		if left := time.Until(leaf.NotAfter); left < acmeRenewBefore-slack {
+		slack := 2 * min(a.renewBefore/10, time.Hour)
+		if left := time.Until(leaf.NotAfter); left < a.renewBefore-slack {
 			errs = append(errs, fmt.Errorf("%s: renewal overdue: certificate expires %s (in %s)", d,
 				leaf.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Minute)))
 		}
