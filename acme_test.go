@@ -289,3 +289,70 @@ func TestACMEWithPebble(t *testing.T) {
 		t.Errorf("after restart pebble has %d orders, want still 1", n)
 	}
 }
+
+// TestACMERenewsByItself: with certificates that live 2 minutes and
+// renewal 100 s before expiry, ipnd renews without a request asking for
+// it, logs and counts the renewal, serves the new certificate and
+// publishes its expiry.
+func TestACMERenewsByItself(t *testing.T) {
+	old := acmeRenewBefore
+	acmeRenewBefore = 100 * time.Second
+	t.Cleanup(func() { acmeRenewBefore = old })
+	tlsPort, httpPort := freePort(t), freePort(t)
+	p := startPebble(t, pebbleOptions{tlsPort: tlsPort, httpPort: httpPort, validity: 2 * time.Minute})
+	dir := t.TempDir()
+	d := runIpnd(t, dir, acmeConfig(t, dir, p, tlsPort, httpPort))
+	c := p.httpsClient(tlsPort)
+	var first *x509.Certificate
+	waitFor(t, "a certificate from pebble", 60*time.Second, func() bool {
+		var err error
+		first, _, err = servedLeaf(c, tlsPort)
+		return err == nil
+	})
+	// Renewal is due 20 s after issuance (plus up to 10 s of jitter).
+	waitFor(t, "the renewal", 90*time.Second, func() bool {
+		return strings.Contains(d.log(), `"msg":"acme: certificate renewed"`)
+	})
+	c = p.httpsClient(tlsPort)
+	second, _, err := servedLeaf(c, tlsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) {
+		t.Errorf("after renewal: serial %x expiring %s, want a new certificate (was %x, %s)",
+			second.SerialNumber, second.NotAfter, first.SerialNumber, first.NotAfter)
+	}
+	if n := d.metric(`ipnd_tls_certificate_updates_total{result="ok",source="acme"}`); n < 2 {
+		t.Errorf("certificates obtained: %v, want at least 2", n)
+	}
+	if n := p.orders(); n < 2 {
+		t.Errorf("pebble has %d orders, want at least 2", n)
+	}
+	waitFor(t, "expiry metric of the renewed certificate", 10*time.Second, func() bool {
+		return d.metric("ipnd_tls_certificate_expiry_timestamp_seconds") >= float64(second.NotAfter.Unix())
+	})
+}
+
+// TestACMEHTTP01: when TLS-ALPN-01 cannot succeed (Pebble validates it on
+// a port where nothing listens), the certificate comes through HTTP-01 on
+// http_listen.
+func TestACMEHTTP01(t *testing.T) {
+	tlsPort, httpPort, deadPort := freePort(t), freePort(t), freePort(t)
+	p := startPebble(t, pebbleOptions{tlsPort: deadPort, httpPort: httpPort})
+	dir := t.TempDir()
+	d := runIpnd(t, dir, acmeConfig(t, dir, p, tlsPort, httpPort))
+	c := p.httpsClient(tlsPort)
+	waitFor(t, "a certificate from pebble", 90*time.Second, func() bool {
+		_, _, err := servedLeaf(c, tlsPort)
+		return err == nil
+	})
+	if resp, reply := postSigned(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_http01"); resp.StatusCode != 200 {
+		t.Errorf("POST over HTTPS: %d %q", resp.StatusCode, reply)
+	}
+	p.logs.mu.Lock()
+	plog := p.logBuf.String()
+	p.logs.mu.Unlock()
+	if !strings.Contains(plog, "Attempting to validate w/ HTTP: http://ipnd.test:"+strconv.Itoa(httpPort)+"/.well-known/acme-challenge/") {
+		t.Errorf("pebble's log shows no http-01 validation:\n%s\nipnd:\n%s", plog, d.log())
+	}
+}

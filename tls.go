@@ -423,11 +423,12 @@ func (a *acmeCert) stored(name string, leaf *x509.Certificate) {
 	a.mu.Unlock()
 	a.obs.CertUpdate("acme", "ok")
 	a.publishExpiry()
-	what := "acme: certificate obtained"
 	if renewed {
-		what = "acme: certificate renewed"
+		a.log.Info("acme: certificate renewed", "domain", domain, "rsa", name != domain, "not_after", leaf.NotAfter.UTC(),
+			"previous_not_after", prev.UTC())
+		return
 	}
-	a.log.Info(what, "domain", domain, "rsa", name != domain, "not_after", leaf.NotAfter.UTC(), "previous_not_after", prev.UTC())
+	a.log.Info("acme: certificate obtained", "domain", domain, "rsa", name != domain, "not_after", leaf.NotAfter.UTC())
 }
 
 func (a *acmeCert) publishExpiry() {
