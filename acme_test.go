@@ -138,8 +138,8 @@ func (r *ipndRun) metric(series string) float64 {
 	return 0
 }
 
-// postSigned sends a signed standard-webhooks notification to /ipn/shop.
-func postSigned(t *testing.T, c *http.Client, base, msgID string) (*http.Response, string) {
+// postShop sends a signed standard-webhooks notification to /ipn/shop.
+func postShop(t *testing.T, c *http.Client, base, msgID string) (*http.Response, string) {
 	t.Helper()
 	key, _ := ipn.DecodeWebhookSecret(acmeTestSecret)
 	body, _ := json.Marshal(map[string]any{"type": "payment.completed", "data": map[string]any{
@@ -207,7 +207,7 @@ func TestACMEWithPebble(t *testing.T) {
 		t.Errorf("pebble has %d orders, want 1", n)
 	}
 
-	resp, reply := postSigned(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_acme_1")
+	resp, reply := postShop(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_acme_1")
 	if resp.StatusCode != 200 || strings.TrimSpace(reply) != "OK" {
 		t.Fatalf("POST over HTTPS: %d %q, want 200 OK", resp.StatusCode, reply)
 	}
@@ -215,7 +215,7 @@ func TestACMEWithPebble(t *testing.T) {
 	// The plain HTTP listener.
 	plain := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	httpBase := "http://" + d.addr("http")
-	resp, reply = postSigned(t, plain, httpBase, "msg_acme_plain")
+	resp, reply = postShop(t, plain, httpBase, "msg_acme_plain")
 	if resp.StatusCode != 403 || !strings.Contains(reply, "https") {
 		t.Errorf("POST /ipn/shop over plain HTTP: %d %q, want 403 naming https", resp.StatusCode, reply)
 	}
@@ -278,7 +278,7 @@ func TestACMEWithPebble(t *testing.T) {
 	if leaf2.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		t.Errorf("after restart the certificate has serial %x, want the cached %x", leaf2.SerialNumber, leaf.SerialNumber)
 	}
-	resp, reply = postSigned(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_acme_2")
+	resp, reply = postShop(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_acme_2")
 	if resp.StatusCode != 200 {
 		t.Errorf("POST over HTTPS after restart: %d %q", resp.StatusCode, reply)
 	}
@@ -346,7 +346,7 @@ func TestACMEHTTP01(t *testing.T) {
 		_, _, err := servedLeaf(c, tlsPort)
 		return err == nil
 	})
-	if resp, reply := postSigned(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_http01"); resp.StatusCode != 200 {
+	if resp, reply := postShop(t, c, fmt.Sprintf("https://ipnd.test:%d", tlsPort), "msg_http01"); resp.StatusCode != 200 {
 		t.Errorf("POST over HTTPS: %d %q", resp.StatusCode, reply)
 	}
 	p.logs.mu.Lock()
