@@ -23,7 +23,7 @@ const acmeTestSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // acmeConfig writes an ipnd config that gets certificates for ipnd.test
 // from p, listening where Pebble validates: TLS-ALPN-01 on the public
 // listener (tlsPort), HTTP-01 on http_listen (httpPort).
-func acmeConfig(t *testing.T, dir string, p *pebble, tlsPort, httpPort int) string {
+func acmeConfig(t testing.TB, dir string, p *pebble, tlsPort, httpPort int) string {
 	t.Helper()
 	cfg := filepath.Join(dir, "ipnd.toml")
 	body := fmt.Sprintf(`[server]
