@@ -75,6 +75,7 @@ func runIpnd(t *testing.T, dir, cfg string) *ipndRun {
 	waitFor(t, "ipnd listening", 20*time.Second, func() bool {
 		select {
 		case err := <-r.done:
+			r.cancel = nil
 			t.Fatalf("serve exited early: %v\n%s", err, r.log())
 		default:
 		}

@@ -609,6 +609,9 @@ func restartOnly(old, cfg *Config) []string {
 		{"server.rate_limit", old.Server.RateLimit == cfg.Server.RateLimit && old.Server.RateBurst == cfg.Server.RateBurst},
 		{"server.trusted_proxies", slices.Equal(old.Server.TrustedProxies, cfg.Server.TrustedProxies)},
 		{"server.tls_cert", old.Server.TLSCert == cfg.Server.TLSCert && old.Server.TLSKey == cfg.Server.TLSKey},
+		{"server.acme_domains", slices.Equal(old.Server.AcmeDomains, cfg.Server.AcmeDomains) && old.Server.AcmeEmail == cfg.Server.AcmeEmail &&
+			old.Server.AcmeDirectory == cfg.Server.AcmeDirectory && old.Server.AcmeCAFile == cfg.Server.AcmeCAFile},
+		{"server.http_listen", old.Server.HTTPListen == cfg.Server.HTTPListen},
 		{"log", old.Log == cfg.Log},
 		{"pipeline", reflect.DeepEqual(old.Pipeline, cfg.Pipeline)},
 	} {

@@ -21,6 +21,9 @@ import (
 	"time"
 )
 
+// tlsTestGateway is the one gateway a config needs.
+const tlsTestGateway = "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"" + acmeTestSecret + "\"\n"
+
 // selfSigned makes a certificate for ipnd.test and 127.0.0.1, PEM
 // encoded, and its key.
 func selfSigned(t *testing.T, cn string) (certPEM, keyPEM []byte) {
@@ -75,7 +78,7 @@ func TestCertificateFilesReloaded(t *testing.T) {
 	c1, k1 := selfSigned(t, "first")
 	writeFileAtomic(t, certFile, c1)
 	writeFileAtomic(t, keyFile, k1)
-	cfg := writeTestConfig(t, dir, fmt.Sprintf("[log]\nformat = \"json\"\n"))
+	cfg := writeTestConfig(t, dir, "[log]\nformat = \"json\"\n"+tlsTestGateway)
 	body, _ := os.ReadFile(cfg)
 	body = []byte(strings.Replace(string(body), "[server]\n", fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile), 1))
 	os.WriteFile(cfg, body, 0o600)
@@ -143,7 +146,7 @@ func TestCertificateFilesSIGHUP(t *testing.T) {
 	}
 	os.WriteFile(certFile, c1, 0o600)
 	os.WriteFile(keyFile, k1, 0o600)
-	cfg := writeTestConfig(t, dir, "")
+	cfg := writeTestConfig(t, dir, tlsTestGateway)
 	body, _ := os.ReadFile(cfg)
 	body = []byte(strings.Replace(string(body), "[server]\n", fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile), 1))
 	os.WriteFile(cfg, body, 0o600)
@@ -218,14 +221,14 @@ func TestCheckShowsTLSMode(t *testing.T) {
 		{"[server]\nlisten = \":443\"\nacme_domains = [\"shop.example.com\", \"pay.example.com\"]",
 			"# TLS: ACME for shop.example.com, pay.example.com from https://acme-v02.api.letsencrypt.org/directory; TLS-ALPN-01 on :443, HTTP-01 on :80"},
 	} {
-		out, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, tc.body+"\n[store]\npath = \""+filepath.Join(dir, "ipnd.db")+"\"\n"))
+		out, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, tc.body+"\n"+tlsTestGateway+"[store]\npath = \""+filepath.Join(dir, "ipnd.db")+"\"\n"))
 		if err != nil || !strings.Contains(out, tc.want) {
 			t.Errorf("config %q: err %v, output:\n%s\nwant it to contain %q", tc.body, err, out, tc.want)
 		}
 	}
 	// A pair that does not load fails check, as it would fail serve.
 	os.WriteFile(keyFile, []byte("not a key"), 0o600)
-	_, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile)))
+	_, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n%s", certFile, keyFile, tlsTestGateway)))
 	if err == nil || !strings.Contains(err.Error(), "server.tls_cert") {
 		t.Errorf("check with a broken key: %v, want an error naming server.tls_cert", err)
 	}
@@ -239,7 +242,7 @@ func TestAdminOffLoopbackSpeaksTLS(t *testing.T) {
 	c, k := selfSigned(t, "admin")
 	os.WriteFile(certFile, c, 0o600)
 	os.WriteFile(keyFile, k, 0o600)
-	cfg := writeTestConfig(t, dir, "")
+	cfg := writeTestConfig(t, dir, tlsTestGateway)
 	body, _ := os.ReadFile(cfg)
 	s := strings.Replace(string(body), "[server]\n", fmt.Sprintf("[server]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile), 1)
 	s = strings.Replace(s, "[admin]\nlisten = \"127.0.0.1:0\"", "[admin]\nlisten = \"0.0.0.0:0\"", 1)
