@@ -199,7 +199,7 @@ func TestTLSConfigRefusesInconsistentSettings(t *testing.T) {
 		{"[admin]\nlisten = \"0.0.0.0:8081\"", `admin.listen = "0.0.0.0:8081": not a loopback address, so the admin API (token, backups) needs TLS: set server.tls_cert and server.tls_key, or server.acme_domains`},
 		{"[admin]\nlisten = \":8081\"", `admin.listen = ":8081": not a loopback address`},
 	} {
-		_, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, tc.body))
+		_, err := runCmd(t, envFunc(), "check", "-config", writeConfig(t, tc.body+"\n"+tlsTestGateway))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config %q: err = %v, want it to contain %q", tc.body, err, tc.want)
 		}
