@@ -62,7 +62,11 @@ func benchBody(id string) []byte {
 func load(url string, key []byte, clients int, d time.Duration, prefix string) loadResult {
 	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, DisableCompression: true}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return loadWith(&http.Client{Transport: tr, Timeout: 10 * time.Second}, url, key, clients, d, prefix)
+}
+
+// loadWith is load through the given client (HTTPS, no keep-alive).
+func loadWith(client *http.Client, url string, key []byte, clients int, d time.Duration, prefix string) loadResult {
 	var (
 		seq   atomic.Int64
 		errs  atomic.Int64

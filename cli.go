@@ -68,8 +68,12 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 	if _, err := newOutboxWorker(cfg, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
 		return err
 	}
+	if err := cfg.checkTLSFiles(); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "# ipnd %s: config from %s is valid\n", version, src)
 	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)
+	fmt.Fprint(stdout, cfg.tlsSummary())
 	fmt.Fprint(stdout, strings.Join(lines, ""))
 	if cfg.SMTP.Host == "" {
 		fmt.Fprintf(stdout, "# mail: written as .eml files under %s/mail\n", cfg.dataDir())

@@ -68,6 +68,12 @@ type ServerConfig struct {
 	TrustedProxies []string `toml:"trusted_proxies"`
 	TLSCert        string   `toml:"tls_cert"`
 	TLSKey         string   `toml:"tls_key"`
+	// ACME (tls.go): a non-empty acme_domains turns it on.
+	AcmeDomains   []string `toml:"acme_domains"`
+	AcmeEmail     string   `toml:"acme_email"`
+	AcmeDirectory string   `toml:"acme_directory"`
+	AcmeCAFile    string   `toml:"acme_ca_file"`
+	HTTPListen    string   `toml:"http_listen"`
 }
 
 // AdminConfig is the admin listener (API, metrics).
@@ -318,6 +324,14 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 			cfg.Gateways[i].Tolerance = Duration(300 * time.Second)
 		}
 	}
+	if len(cfg.Server.AcmeDomains) > 0 {
+		if cfg.Server.HTTPListen == "" {
+			cfg.Server.HTTPListen = ":80"
+		}
+		if cfg.Server.AcmeDirectory == "" {
+			cfg.Server.AcmeDirectory = letsEncryptDirectory
+		}
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -521,8 +535,8 @@ func (c *Config) validate() error {
 	if _, err := parsePrefixes("server.trusted_proxies", s.TrustedProxies); err != nil {
 		return err
 	}
-	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return configError("server.tls_key", s.TLSKey, "tls_cert and tls_key go together")
+	if err := c.validateTLS(); err != nil {
+		return err
 	}
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		return configError("admin.token_file", c.Admin.TokenFile, "give token or token_file, not both")

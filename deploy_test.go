@@ -139,3 +139,17 @@ func TestUnitReloads(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestUnitMayBindLowPorts: the shipped unit lets ipnd bind :443 and :80
+// (ACME) and nothing more.
+func TestUnitMayBindLowPorts(t *testing.T) {
+	unit, err := os.ReadFile("deploy/ipnd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n", "\nNoNewPrivileges=yes\n"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("deploy/ipnd.service lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -295,6 +295,10 @@ func (a *app) run(ctx context.Context) error {
 			log.Error("closing the store", "error", err)
 		}
 	}()
+	tlsSvc, err := newTLSService(cfg, log.With("component", "tls"), a.m)
+	if err != nil {
+		return err
+	}
 	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("server.listen: %w", err)
@@ -304,6 +308,12 @@ func (a *app) run(ctx context.Context) error {
 		pubLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	if err := tlsSvc.listen(); err != nil {
+		pubLn.Close()
+		admLn.Close()
+		return err
+	}
+	defer tlsSvc.stop()
 	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
 	pub := &http.Server{
 		Handler:           a.rcv.Handler(),
@@ -322,6 +332,7 @@ func (a *app) run(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 	}
+	pubTLS, admTLS := tlsSvc.configure(pub, adm)
 	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
 		// A full disk must not keep ipnd down (it answers 503 and says why
 		// on /healthz); only the CLI's port-0 discovery needs the files.
@@ -341,17 +352,19 @@ func (a *app) run(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	errc := make(chan error, 2)
-	go func() {
-		if cfg.Server.TLSCert != "" {
-			errc <- pub.ServeTLS(pubLn, cfg.Server.TLSCert, cfg.Server.TLSKey)
+	errc := make(chan error, 3)
+	serveOn := func(s *http.Server, ln net.Listener, withTLS bool) {
+		if withTLS {
+			errc <- s.ServeTLS(ln, "", "") // the certificate comes from s.TLSConfig
 		} else {
-			errc <- pub.Serve(pubLn)
+			errc <- s.Serve(ln)
 		}
-	}()
-	go func() { errc <- adm.Serve(admLn) }()
+	}
+	go serveOn(pub, pubLn, pubTLS)
+	go serveOn(adm, admLn, admTLS)
+	tlsSvc.start(pubLn.Addr().String(), errLog, errc)
 	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
-		"store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
+		"tls", cfg.tlsMode(), "store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
 
 	var runErr error
 loop:
@@ -365,6 +378,7 @@ loop:
 			break loop
 		case <-hup:
 			a.reload()
+			tlsSvc.reload()
 		}
 	}
 	shutdown := func(s *http.Server, name string) {
@@ -378,6 +392,7 @@ loop:
 		}
 	}
 	shutdown(pub, "public")
+	tlsSvc.stop()
 	shutdown(adm, "admin")
 	watch.stop()
 	removeAddrFiles(cfg)
@@ -594,6 +609,9 @@ func restartOnly(old, cfg *Config) []string {
 		{"server.rate_limit", old.Server.RateLimit == cfg.Server.RateLimit && old.Server.RateBurst == cfg.Server.RateBurst},
 		{"server.trusted_proxies", slices.Equal(old.Server.TrustedProxies, cfg.Server.TrustedProxies)},
 		{"server.tls_cert", old.Server.TLSCert == cfg.Server.TLSCert && old.Server.TLSKey == cfg.Server.TLSKey},
+		{"server.acme_domains", slices.Equal(old.Server.AcmeDomains, cfg.Server.AcmeDomains) && old.Server.AcmeEmail == cfg.Server.AcmeEmail &&
+			old.Server.AcmeDirectory == cfg.Server.AcmeDirectory && old.Server.AcmeCAFile == cfg.Server.AcmeCAFile},
+		{"server.http_listen", old.Server.HTTPListen == cfg.Server.HTTPListen},
 		{"log", old.Log == cfg.Log},
 		{"pipeline", reflect.DeepEqual(old.Pipeline, cfg.Pipeline)},
 	} {
@@ -684,14 +702,22 @@ func addrFile(cfg *Config, which string) string { return filepath.Join(cfg.dataD
 // server that listens on port 0.
 func writeAddrFiles(cfg *Config, public, adminAddr string) error {
 	for which, a := range map[string]string{"public": public, "admin": adminAddr} {
-		// Write then rename, so that a reader never sees a half-written file.
-		tmp := addrFile(cfg, which) + ".tmp"
-		if err := os.WriteFile(tmp, []byte(a+"\n"), 0o600); err != nil {
-			return fmt.Errorf("write address file: %w", err)
+		if err := writeAddrFile(cfg, which, a); err != nil {
+			return err
 		}
-		if err := os.Rename(tmp, addrFile(cfg, which)); err != nil {
-			return fmt.Errorf("write address file: %w", err)
-		}
+	}
+	return nil
+}
+
+// writeAddrFile writes then renames, so that a reader never sees a
+// half-written file.
+func writeAddrFile(cfg *Config, which, addr string) error {
+	tmp := addrFile(cfg, which) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write address file: %w", err)
+	}
+	if err := os.Rename(tmp, addrFile(cfg, which)); err != nil {
+		return fmt.Errorf("write address file: %w", err)
 	}
 	return nil
 }

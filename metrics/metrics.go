@@ -90,11 +90,20 @@ type Metrics struct {
 	reloadOK  prometheus.Gauge
 	reloadAt  prometheus.Gauge
 	config    *prometheus.GaugeVec
+	certs     *prometheus.CounterVec
+	certExp   prometheus.Gauge
 }
 
 // ReloadResults are the values of the result label of
 // ipnd_config_reloads_total.
 var ReloadResults = []string{"success", "failure"}
+
+// CertSources and CertResults are the label values of
+// ipnd_tls_certificate_updates_total.
+var (
+	CertSources = []string{"files", "acme"}
+	CertResults = []string{"ok", "error"}
+)
 
 // DeliveryResults are the values of the result label of
 // ipnd_email_attempts_total and ipnd_callback_attempts_total: the attempt
@@ -154,6 +163,14 @@ func New(o Options) *Metrics {
 			Help: "Shop callback and notification script attempts by result: sent (2xx or exit 0), failed (retried later), dead (given up).",
 		}, []string{"result"}),
 		templates: map[string]bool{},
+		certs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ipnd_tls_certificate_updates_total",
+			Help: "Certificates loaded from tls_cert/tls_key or obtained with ACME (result ok), and failures to load, obtain or renew one (result error).",
+		}, []string{"source", "result"}),
+		certExp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ipnd_tls_certificate_expiry_timestamp_seconds",
+			Help: "Unix time at which the first of the certificates served expires (0: no TLS, or none obtained yet).",
+		}),
 		verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ipnd_verify_duration_seconds",
 			Help:    "Duration of one asynchronous verification (postback).",
@@ -199,8 +216,14 @@ func New(o Options) *Metrics {
 		Name: "ipnd_config_info",
 		Help: "The running config: sha256 is the first 12 hex digits of the hash of the config file and every secret file it names; always 1.",
 	}, []string{"sha256"})
+	for _, src := range CertSources {
+		for _, r := range CertResults {
+			m.certs.WithLabelValues(src, r)
+		}
+	}
 	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
 		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.reloadOK, m.reloadAt, m.config,
+		m.certs, m.certExp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.StoreSize != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -272,6 +295,24 @@ func (m *Metrics) Callback(result string) {
 	if slices.Contains(DeliveryResults, result) {
 		m.callbacks.WithLabelValues(result).Inc()
 	}
+}
+
+// CertUpdate counts a certificate loaded or obtained, or a failure to;
+// sources and results outside CertSources and CertResults are ignored.
+func (m *Metrics) CertUpdate(source, result string) {
+	if slices.Contains(CertSources, source) && slices.Contains(CertResults, result) {
+		m.certs.WithLabelValues(source, result).Inc()
+	}
+}
+
+// CertExpiry records when the first of the served certificates expires;
+// the zero time records 0.
+func (m *Metrics) CertExpiry(t time.Time) {
+	if t.IsZero() {
+		m.certExp.Set(0)
+		return
+	}
+	m.certExp.Set(float64(t.Unix()))
 }
 
 // Verified observes one asynchronous verification.
