@@ -42,6 +42,8 @@ func TestAlertRules(t *testing.T) {
 	for _, args := range [][]string{
 		{"check", "rules", "deploy/alerts.yml"},
 		{"test", "rules", "deploy/alerts_test.yml"},
+		{"check", "rules", "deploy/alerts-optional.yml"},
+		{"test", "rules", "deploy/alerts-optional_test.yml"},
 	} {
 		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -62,6 +64,11 @@ func TestAlertMetricsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	optional, err := os.ReadFile("deploy/alerts-optional.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = append(rules, optional...)
 	var used []string
 	for _, name := range regexp.MustCompile(`\bipnd_[a-z0-9_]+`).FindAllString(string(rules), -1) {
 		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
