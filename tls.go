@@ -92,7 +92,7 @@ func (c *Config) tlsSummary() string {
 		fmt.Fprintf(&b, "\n# plain HTTP on %s: redirects GET/HEAD to https, refuses POST /ipn/ with 403", s.HTTPListen)
 	}
 	if c.adminNeedsTLS() {
-		fmt.Fprintf(&b, "\n# admin listener %s is not on loopback: it speaks TLS with the same certificate", c.Admin.Listen)
+		fmt.Fprintf(&b, "\n# warning: admin listener %s is not on loopback: it speaks TLS with the same certificate; keep the admin token secret and firewall the port", c.Admin.Listen)
 	}
 	return b.String() + "\n"
 }
