@@ -113,22 +113,7 @@ func TestRetentionInTheDaemon(t *testing.T) {
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	cfg := writeTestConfig(t, dir, "raw_retention = \"2s\"\n[log]\nlevel = \"warn\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")
 	d := startDaemon(t, dir, cfg)
-	key, _ := ipn.DecodeWebhookSecret(secret)
-	post := func(msgID, typ string, data map[string]any) int {
-		body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
-		ts := time.Now().Unix()
-		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Webhook-Id", msgID)
-		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	post := func(msgID, typ string, data map[string]any) int { return postSignedEvent(t, d, secret, msgID, typ, data) }
 	if code := post("m1", "payment.completed", map[string]any{"order_id": "RT-1", "txn_id": "T1", "amount": "5.00",
 		"currency": "EUR", "customer_email": "rt@example.com"}); code != 200 {
 		t.Fatalf("HTTP %d", code)
@@ -172,20 +157,11 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	cfg := writeTestConfig(t, dir, "[log]\nlevel = \"warn\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")
-	key, _ := ipn.DecodeWebhookSecret(secret)
 	post := func(d *daemon, id string) {
-		body, _ := json.Marshal(map[string]any{"type": "payment.completed", "data": map[string]any{"order_id": "B-" + id, "txn_id": id, "amount": "1.00", "currency": "EUR"}})
-		ts := time.Now().Unix()
-		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Webhook-Id", id)
-		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("post %s: %v %v", id, err, resp)
+		if code := postSignedEvent(t, d, secret, id, "payment.completed", map[string]any{"order_id": "B-" + id, "txn_id": id,
+			"amount": "1.00", "currency": "EUR"}); code != 200 {
+			t.Fatalf("post %s: HTTP %d", id, code)
 		}
-		resp.Body.Close()
 	}
 	d := startDaemon(t, dir, cfg)
 	for i := range 5 {
@@ -236,4 +212,24 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if list.Notifications[0].ID != 6 {
 		t.Errorf("first id after the restore: %d, want 6", list.Notifications[0].ID)
 	}
+}
+
+// postSignedEvent posts one of ipnd's own events to the daemon's gateway
+// "shop" (kind standard-webhooks with secret) and returns the status.
+func postSignedEvent(t *testing.T, d *daemon, secret, msgID, typ string, data map[string]any) int {
+	t.Helper()
+	key, _ := ipn.DecodeWebhookSecret(secret)
+	body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
+	ts := time.Now().Unix()
+	req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Webhook-Id", msgID)
+	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -330,14 +331,9 @@ func (a *api) showNotification(w http.ResponseWriter, _ *http.Request, ps httpro
 // limit (default 100, at most 1000), optionally of one gateway or reason.
 func (a *api) rejections(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	q := r.URL.Query()
-	limit := 100
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q, 100)
+	if !ok {
+		return
 	}
 	gateway, reason := q.Get("gateway"), q.Get("reason")
 	out := []ipn.Rejection{}
@@ -352,6 +348,21 @@ func (a *api) rejections(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rejections": out})
+}
+
+// queryLimit reads the limit= parameter (1 to 1000; def when absent); on
+// a bad value it answers 400 and reports false.
+func queryLimit(w http.ResponseWriter, q url.Values, def int) (int, bool) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1000 {
+		writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
+		return 0, false
+	}
+	return n, true
 }
 
 // displayKey shows an internal key (an event key, an effect's cause) with
@@ -467,14 +478,9 @@ func (a *api) listOrders(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, http.StatusBadRequest, "status: unknown order status "+strconv.Quote(string(status)))
 		return
 	}
-	limit := 50
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q, 50)
+	if !ok {
+		return
 	}
 	orders, err := a.o.Store.ListOrders(status, q.Get("before"), limit)
 	if err != nil {
@@ -522,14 +528,9 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead or skipped")
 		return
 	}
-	limit := 1000
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "limit: must be 1 to 1000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q, 1000)
+	if !ok {
+		return
 	}
 	var items []store.OutboxItem
 	var err error
