@@ -113,7 +113,9 @@ func TestRetentionInTheDaemon(t *testing.T) {
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	cfg := writeTestConfig(t, dir, "raw_retention = \"2s\"\n[log]\nlevel = \"warn\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")
 	d := startDaemon(t, dir, cfg)
-	post := func(msgID, typ string, data map[string]any) int { return postSignedEvent(t, d, secret, msgID, typ, data) }
+	post := func(msgID, typ string, data map[string]any) int {
+		return postSignedEvent(t, d, secret, msgID, typ, data)
+	}
 	if code := post("m1", "payment.completed", map[string]any{"order_id": "RT-1", "txn_id": "T1", "amount": "5.00",
 		"currency": "EUR", "customer_email": "rt@example.com"}); code != 200 {
 		t.Fatalf("HTTP %d", code)
