@@ -138,6 +138,13 @@ func TestRetentionInTheDaemon(t *testing.T) {
 	if n.Body != nil || len(n.BodySHA256) != 64 || n.Event.Amount != "5.00" || n.Event.CustomerEmail != "" {
 		t.Errorf("purged notification: %+v", n)
 	}
+	var e struct{ Error string }
+	if code := d.api("POST", "/api/notifications/1/replay", nil, &e); code != 409 || !strings.Contains(e.Error, "purged") {
+		t.Errorf("replay of a purged notification: HTTP %d %q, want 409", code, e.Error)
+	}
+	if d.notification(1).State != ipn.StateApplied {
+		t.Errorf("a refused replay changed the state: %s", d.notification(1).State)
+	}
 	post("m2", "payment.completed", map[string]any{"order_id": "RT-2", "txn_id": "T2", "amount": "5.00", "currency": "EUR"})
 	d.drained(2)
 	var young struct {

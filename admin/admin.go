@@ -143,6 +143,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "not found")
 	case errors.Is(err, store.ErrExists):
 		writeError(w, http.StatusConflict, "already exists")
+	case errors.Is(err, store.ErrPurged):
+		writeError(w, http.StatusConflict, "its raw body was purged (store.raw_retention): it cannot be processed again")
 	case errors.Is(err, store.ErrLost):
 		writeError(w, http.StatusGone, "lost to journal damage (recorded by ipnd recover --skip-damaged)")
 	case errors.Is(err, store.ErrClosed):

@@ -264,6 +264,11 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 		if err != nil {
 			return err
 		}
+		if !n.Purged.IsZero() {
+			// Its body is gone (store.raw_retention): processing it again
+			// could only find it unreadable.
+			return fmt.Errorf("notification %d: %w", id, ErrPurged)
+		}
 		p, err := processing(tx, n)
 		if err != nil {
 			return err

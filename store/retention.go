@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,6 +29,10 @@ var (
 	keyPurgeOrders = []byte("purge_orders") // the last order id looked at in the current pass ("" = start)
 	keyPurgeSubs   = []byte("purge_subs")   // likewise for subscriptions
 )
+
+// ErrPurged: the notification's raw data was purged (store.raw_retention),
+// so it cannot be processed again.
+var ErrPurged = errors.New("raw data purged by store.raw_retention")
 
 // Purged counts what one Purge call changed.
 type Purged struct {
