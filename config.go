@@ -116,6 +116,9 @@ type EmailConfig struct {
 	ReplyTo      string   `toml:"reply_to"`
 	MaxAttempts  int      `toml:"max_attempts"`
 	Enabled      []string `toml:"enabled"`
+	// Connections is how many SMTP connections deliver at once, per
+	// lane (customer, merchant): a crash repeats at most one email each.
+	Connections int `toml:"connections"`
 }
 
 // ShopConfig is the merchant's shop callback and notification script.
@@ -216,7 +219,7 @@ func defaultConfig() Config {
 		Admin: AdminConfig{Listen: "127.0.0.1:8081"},
 		Store: StoreConfig{Path: "./ipnd-data/ipnd.db"},
 		SMTP:  SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
-		Email: EmailConfig{MaxAttempts: 20},
+		Email: EmailConfig{MaxAttempts: 20, Connections: 2},
 		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
 		Log:   LogConfig{Level: "info", Format: "auto"},
 		Pipeline: PipelineConfig{Workers: 8, VerifyTimeout: Duration(30 * time.Second),
@@ -560,6 +563,9 @@ func (c *Config) validate() error {
 	}
 	if c.Email.MaxAttempts < 1 {
 		return configError("email.max_attempts", c.Email.MaxAttempts, "must be at least 1")
+	}
+	if c.Email.Connections < 1 || c.Email.Connections > 16 {
+		return configError("email.connections", c.Email.Connections, "must be 1 to 16")
 	}
 	if c.Shop.Secret != "" && c.Shop.SecretFile != "" {
 		return configError("shop.secret_file", c.Shop.SecretFile, "give secret or secret_file, not both")

@@ -13,6 +13,11 @@ import (
 	"github.com/wneessen/go-mail"
 )
 
+// ErrNotAttempted marks a message that was not tried because an earlier
+// one on the same connection left it unusable: it is not charged an
+// attempt.
+var ErrNotAttempted = errors.New("not attempted")
+
 // ErrPermanent marks a delivery error that retrying cannot fix: the SMTP
 // server answered 5xx to the message, or the message itself is unusable
 // (an address that does not parse, no Message-ID, no body, a template

@@ -159,7 +159,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, kind := range ipn.OutboxLanes {
 		l := &lane{kind: kind, slots: w.o.Concurrency, burst: 1, wake: make(chan struct{}, 1)}
 		if kind == ipn.EffectEmailCustomer || kind == ipn.EffectEmailMerchant {
-			l.slots, l.burst = w.o.EmailConnections, w.o.Batch
+			// Each connection takes its share of a batch, so that one
+			// does not take all while the others wait.
+			l.slots, l.burst = w.o.EmailConnections, max(1, w.o.Batch/w.o.EmailConnections)
 		}
 		lanes = append(lanes, l)
 	}
@@ -550,6 +552,12 @@ func redact(s string) string { return emailAddress.ReplaceAllString(s, "<address
 
 // result turns one attempt's error into the item's next state.
 func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.OutboxResult {
+	if errors.Is(err, ErrNotAttempted) {
+		// Another message broke the connection before this one was
+		// tried: no attempt is charged, it goes again soon.
+		return ipn.OutboxResult{ID: it.ID, State: ipn.OutboxPending, Attempts: it.Attempts,
+			RetryAt: w.o.Now().Add(ipn.Backoff(w.o.RetryBase, w.o.RetryCap, 1)), Error: redact(err.Error())}
+	}
 	if err != nil {
 		err = errors.New(redact(err.Error()))
 	}

@@ -216,3 +216,18 @@ func (r *recordCounter) FinishOutbox(results []ipn.OutboxResult, now time.Time) 
 	}
 	return err
 }
+
+// A message another one's broken connection kept from being tried is not
+// charged an attempt: with max_attempts 3, an item at 2 attempts stays
+// pending (a charged failure would make it dead).
+func TestNotAttemptedIsNotCharged(t *testing.T) {
+	w := NewWorker(WorkerOptions{EmailMax: 3})
+	it := ipn.OutboxItem{ID: 7, Attempts: 2, Effect: ipn.Effect{Kind: ipn.EffectEmailCustomer}}
+	r := w.result(it, fmt.Errorf("%w: smtp: connection lost after message m1", ErrNotAttempted), false)
+	if r.State != ipn.OutboxPending || r.Attempts != 2 || r.RetryAt.IsZero() {
+		t.Errorf("not attempted: %+v, want pending at 2 attempts with a retry time", r)
+	}
+	if r := w.result(it, errors.New("smtp: 451 try later"), false); r.State != ipn.OutboxDead || r.Attempts != 3 {
+		t.Errorf("a real failure at the limit: %+v, want dead at 3", r)
+	}
+}

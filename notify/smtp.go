@@ -326,14 +326,14 @@ func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 		// Writing the content failed half way: the server still reads
 		// the message, so the connection cannot be used again.
 		if se := (*mail.SendError)(nil); errors.As(err, &se) && se.Reason == mail.ErrWriteContent {
-			failRest(i+1, fmt.Errorf("smtp: connection unusable after message %s: %w", msgs[i].MessageID, err))
+			failRest(i+1, fmt.Errorf("%w: smtp: connection unusable after message %s: %w", ErrNotAttempted, msgs[i].MessageID, err))
 			return
 		}
 		// Otherwise the transaction may be left half open (a refused
 		// DATA) or the connection may be gone: RSET tells which, and
 		// makes the connection usable for the next message.
 		if rerr := sc.Reset(); rerr != nil {
-			failRest(i+1, fmt.Errorf("smtp: connection lost after message %s: %w", msgs[i].MessageID, rerr))
+			failRest(i+1, fmt.Errorf("%w: smtp: connection lost after message %s: %w", ErrNotAttempted, msgs[i].MessageID, rerr))
 			return
 		}
 		report(i + 1)
