@@ -709,17 +709,19 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	var fi store.FileInfo
+	if err == nil {
+		// Check what was written before it replaces an older good backup.
+		if fi, err = store.Inspect(tmp); err != nil {
+			err = fmt.Errorf("what was written does not check: %w", err)
+		}
+	}
 	if err == nil {
 		err = os.Rename(tmp, dst)
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("backup: %w", err)
-	}
-	// Verify what was written: it must open as a consistent database.
-	fi, err := store.Inspect(dst)
-	if err != nil {
-		return fmt.Errorf("backup: %s was written but does not check: %w", dst, err)
 	}
 	fmt.Fprintf(stdout, "wrote %s (%d bytes): %s\n", dst, n, fi)
 	return nil

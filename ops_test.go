@@ -201,6 +201,8 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("a refused restore touched the database: %v", err)
 	}
 
+	// A restore that crashed left its copy behind: not in the way.
+	os.WriteFile(filepath.Join(dir, "ipnd.db.restoring"), []byte("stale"), 0o600)
 	out, err = runCmd(t, envFunc(), "restore", "-config", cfg, backup)
 	if err != nil || !strings.Contains(out, "last id 5") || !strings.Contains(out, "moved the previous database") {
 		t.Fatalf("restore: %v\n%s", err, out)

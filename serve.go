@@ -33,6 +33,12 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// SIGHUP from here on is a reload, never the default (which would end
+	// the process without a word): one that comes during the start is
+	// handled once ipnd runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := newCmdline("serve", getenv, stdout)
 	if err := fs.parseConfigArg(args); err != nil {
 		return err
@@ -41,7 +47,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, getenv, newLogger(cfg.Log, stderr))
+	return serve(ctx, cfg, getenv, newLogger(cfg.Log, stderr), hup)
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {
@@ -160,12 +166,12 @@ func tuneProcs() int {
 // serve runs the appliance until ctx is done, then shuts down in reverse:
 // public listener (in-flight requests finish their commits), admin
 // listener, workers, store last. SIGHUP reloads the config (reload).
-func serve(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger, hup <-chan os.Signal) error {
 	a, err := newApp(cfg, getenv, log)
 	if err != nil {
 		return err
 	}
-	return a.run(ctx)
+	return a.run(ctx, hup)
 }
 
 // app is one running ipnd: the store, the metrics, the receiver, the
@@ -280,7 +286,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 
 // run serves both listeners until ctx is done or one fails, reloading the
 // config on SIGHUP, then stops everything in reverse order.
-func (a *app) run(ctx context.Context) error {
+func (a *app) run(ctx context.Context, hup <-chan os.Signal) error {
 	cfg, log, db := a.cfg.Load(), a.log, a.db
 	// Workers, then the store: once, on every way out.
 	stopAll := sync.OnceValue(func() error {
@@ -349,9 +355,6 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	defer watch.stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	errc := make(chan error, 3)
 	serveOn := func(s *http.Server, ln net.Listener, withTLS bool) {
 		if withTLS {
@@ -441,15 +444,21 @@ func (a *app) reload() {
 		return
 	}
 	a.m.SetGateways(gatewayNames(cfg))
-	a.rcv.SetGateways(gateways, allowIPs(cfg))
+	// The pipeline first: the first notification of a gateway just added
+	// must find it there.
 	sandbox, receivers := orderRules(cfg)
 	a.pipe.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
-	a.mu.Lock()
-	a.outbox.stop() // items in flight end as the worker stops; the new one takes the rest
-	a.outbox = startWorker("outbox worker", a.log, worker.Run)
-	a.outboxWorker.Store(worker)
-	a.mu.Unlock()
+	if deliveryChanged(old, cfg) {
+		// A delivery in flight is cut short and made again by the new
+		// worker (as after a crash): only when delivery settings changed.
+		a.mu.Lock()
+		a.outbox.stop()
+		a.outbox = startWorker("outbox worker", a.log, worker.Run)
+		a.outboxWorker.Store(worker)
+		a.mu.Unlock()
+	}
 	a.cfg.Store(cfg)
 	hash := configHash(cfg)
 	a.m.Reloaded(true)
@@ -592,6 +601,39 @@ func gatewayNames(cfg *Config) []string {
 	return out
 }
 
+// deliveryChanged reports whether the outbox worker must be rebuilt: the
+// SMTP, email or shop settings, or a file they read (templates, secrets),
+// differ.
+func deliveryChanged(old, cfg *Config) bool {
+	if !reflect.DeepEqual(old.SMTP, cfg.SMTP) || !reflect.DeepEqual(old.Email, cfg.Email) || !reflect.DeepEqual(old.Shop, cfg.Shop) ||
+		!reflect.DeepEqual([2]Duration{old.Pipeline.OutboxRetryBase, old.Pipeline.OutboxRetryCap},
+			[2]Duration{cfg.Pipeline.OutboxRetryBase, cfg.Pipeline.OutboxRetryCap}) {
+		return true
+	}
+	return deliveryFilesHash(old) != deliveryFilesHash(cfg)
+}
+
+// deliveryFilesHash hashes the files the outbox worker reads: the
+// templates directory's files, the SMTP password and shop secret files.
+func deliveryFilesHash(cfg *Config) string {
+	h := sha256.New()
+	files := []string{cfg.SMTP.PasswordFile, cfg.Shop.SecretFile}
+	if d := cfg.Email.TemplatesDir; d != "" {
+		if entries, err := os.ReadDir(d); err == nil {
+			for _, e := range entries {
+				files = append(files, filepath.Join(d, e.Name()))
+			}
+		}
+	}
+	for _, p := range files {
+		if p != "" {
+			b, _ := os.ReadFile(p)
+			fmt.Fprintf(h, "%s\x00%x\n", p, sha256.Sum256(b))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // restartOnly names the settings that differ between old and cfg but take
 // effect only when ipnd restarts.
 func restartOnly(old, cfg *Config) []string {
@@ -613,7 +655,12 @@ func restartOnly(old, cfg *Config) []string {
 			old.Server.AcmeDirectory == cfg.Server.AcmeDirectory && old.Server.AcmeCAFile == cfg.Server.AcmeCAFile},
 		{"server.http_listen", old.Server.HTTPListen == cfg.Server.HTTPListen},
 		{"log", old.Log == cfg.Log},
-		{"pipeline", reflect.DeepEqual(old.Pipeline, cfg.Pipeline)},
+		{"store.raw_retention", old.Store.RawRetention == cfg.Store.RawRetention},
+		{"pipeline (but outbox_retry_*)", reflect.DeepEqual(
+			PipelineConfig{Workers: old.Pipeline.Workers, VerifyTimeout: old.Pipeline.VerifyTimeout, RetryBase: old.Pipeline.RetryBase,
+				RetryCap: old.Pipeline.RetryCap, RetryFor: old.Pipeline.RetryFor},
+			PipelineConfig{Workers: cfg.Pipeline.Workers, VerifyTimeout: cfg.Pipeline.VerifyTimeout, RetryBase: cfg.Pipeline.RetryBase,
+				RetryCap: cfg.Pipeline.RetryCap, RetryFor: cfg.Pipeline.RetryFor})},
 	} {
 		if !c.same {
 			out = append(out, c.key)

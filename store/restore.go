@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -95,13 +96,24 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 			return fi, "", fmt.Errorf("restore: %s: %w: stop ipnd first", path, ErrInUse)
 		}
 	}
+	// The copy first: until it is synced beside the database, nothing
+	// is moved, so a failure (a full disk) leaves everything as it was.
 	dir := filepath.Dir(path)
+	tmp := path + ".restoring"
+	os.Remove(tmp) // left by a restore that crashed
+	if err := copyFile(backup, tmp); err != nil {
+		os.Remove(tmp)
+		return fi, "", fmt.Errorf("restore: %w", err)
+	}
 	var current []string
-	if _, err := os.Stat(path); err == nil {
+	var owner *syscall.Stat_t
+	if st, err := os.Stat(path); err == nil {
 		current = append(current, path)
+		owner, _ = st.Sys().(*syscall.Stat_t)
 	}
 	segs, err := segmentsOnDisk(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.Remove(tmp)
 		return fi, "", fmt.Errorf("restore: %w", err)
 	}
 	for _, s := range segs {
@@ -111,24 +123,31 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 	if len(current) > 0 {
 		aside = path + ".before-restore-" + now.UTC().Format("20060102T150405Z")
 		if err := os.Mkdir(aside, 0o700); err != nil {
+			os.Remove(tmp)
 			return fi, "", fmt.Errorf("restore: %w", err)
 		}
-		for _, p := range current {
+		for i, p := range current {
 			if err := os.Rename(p, filepath.Join(aside, filepath.Base(p))); err != nil {
-				return fi, aside, fmt.Errorf("restore: moving %s aside: %w", p, err)
+				// Put back what was moved: the database stays as it was.
+				for _, q := range current[:i] {
+					os.Rename(filepath.Join(aside, filepath.Base(q)), q)
+				}
+				os.Remove(tmp)
+				return fi, "", fmt.Errorf("restore: moving %s aside: %w", p, err)
 			}
 		}
+	}
+	if owner != nil {
+		// The service's user, not root's (sudo ipnd restore), owns it.
+		os.Chown(tmp, int(owner.Uid), int(owner.Gid))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fi, aside, fmt.Errorf("restore: installing the copy (the previous files are in %s): %w", aside, err)
+	}
+	if aside != "" {
 		if err := syncDir(aside); err != nil {
 			return fi, aside, fmt.Errorf("restore: %w", err)
 		}
-	}
-	tmp := path + ".restoring"
-	if err := copyFile(backup, tmp); err != nil {
-		os.Remove(tmp)
-		return fi, aside, fmt.Errorf("restore: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fi, aside, fmt.Errorf("restore: %w", err)
 	}
 	return fi, aside, syncDir(dir)
 }
