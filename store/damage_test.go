@@ -19,7 +19,7 @@ func journalRun(t *testing.T, n int, segSize int64) string {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
 	db := openAt(t, path, Options{noApply: true, SegmentSize: segSize})
 	for i := 1; i <= n; i++ {
-		id, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("b", 100+i%50)))
+		id, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 100+i%50)))
 		if err != nil || id != uint64(i) {
 			t.Fatalf("Append %d = %d, %v", i, id, err)
 		}

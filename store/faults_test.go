@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +45,7 @@ func TestJournalDiskFull(t *testing.T) {
 	free := tmpfs.Fill(t, dir, 0)
 	var err error
 	for i := 0; err == nil && i < 100000; i++ { // until the preallocated segment is full
-		_, _, err = db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("p", 2000)))
+		_, _, err = db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 2000)))
 	}
 	if err == nil {
 		t.Fatal("appends never failed on a full disk")
@@ -78,7 +77,7 @@ func TestJournalStartOnFullDisk(t *testing.T) {
 	ctx := context.Background()
 	const n = 300
 	for i := 1; i <= n; i++ {
-		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 1000))); err != nil {
+		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -171,7 +170,7 @@ func TestBackupStalledReader(t *testing.T) {
 	defer db.Close()
 	ctx := context.Background()
 	for i := range 50 {
-		db.Append(ctx, sample("g", fmt.Sprint("pre", i), strings.Repeat("a", 500)))
+		db.Append(ctx, sample("g", fmt.Sprint("pre", i), filler(fmt.Sprint("pre", i), 500)))
 	}
 	w := &stalledWriter{started: make(chan struct{}), release: make(chan struct{})}
 	done := make(chan error, 1)
@@ -184,7 +183,7 @@ func TestBackupStalledReader(t *testing.T) {
 	appended := make(chan error, 1)
 	go func() {
 		for i := range 2000 {
-			if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 2000))); err != nil {
+			if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 2000))); err != nil {
 				appended <- err
 				return
 			}

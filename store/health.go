@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,7 +35,7 @@ func (db *DB) Lost() ([]LostRange, error) {
 		}
 		return b.ForEach(func(_, v []byte) error {
 			var r LostRange
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeValue(v, &r); err != nil {
 				return fmt.Errorf("%w: lost range: %v", ErrCorrupt, err)
 			}
 			out = append(out, r)
@@ -61,7 +60,7 @@ func lostAt(tx *bolt.Tx, id uint64) (*LostRange, error) {
 		return nil, nil
 	}
 	var r LostRange
-	if err := json.Unmarshal(v, &r); err != nil {
+	if err := decodeValue(v, &r); err != nil {
 		return nil, fmt.Errorf("%w: lost range: %v", ErrCorrupt, err)
 	}
 	if id < r.First || id > r.Last {

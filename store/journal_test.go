@@ -83,7 +83,7 @@ func TestJournalRecovery(t *testing.T) {
 	db := openAt(t, path, Options{noApply: true, SegmentSize: 8 << 10})
 	ctx := context.Background()
 	for i := 1; i <= 40; i++ {
-		id, dup, err := db.Append(ctx, sample("g", fmt.Sprint(i), strings.Repeat("b", 300)))
+		id, dup, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 300)))
 		if err != nil || dup || id != uint64(i) {
 			t.Fatalf("Append %d = %d, %v, %v", i, id, dup, err)
 		}
@@ -221,7 +221,7 @@ func TestJournalSegmentsCollected(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 60; i++ {
-		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("x", 400))); err != nil {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 400))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -402,7 +402,7 @@ func TestJournalBacklogBound(t *testing.T) {
 	var last error
 	accepted := 0
 	for i := range 20 {
-		_, _, last = db.Append(context.Background(), sample("g", fmt.Sprint(i), strings.Repeat("x", 300)))
+		_, _, last = db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 320)))
 		if last != nil {
 			break
 		}

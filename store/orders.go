@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -84,7 +83,7 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 				continue
 			}
 			var o ipn.Order
-			if err := json.Unmarshal(v, &o); err != nil {
+			if err := decodeValue(v, &o); err != nil {
 				return fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
 			}
 			if status == "" || o.Status == status {
@@ -118,7 +117,10 @@ func (db *DB) GetSubscription(id string) (*ipn.Subscription, error) {
 			return fmt.Errorf("subscription %q: %w", id, ErrNotFound)
 		}
 		s = new(ipn.Subscription)
-		return json.Unmarshal(v, s)
+		if err := decodeValue(v, s); err != nil {
+			return fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, id, err)
+		}
+		return nil
 	})
 	return s, mapClosed(err)
 }
@@ -139,7 +141,7 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
 			var it OutboxItem
-			if err := json.Unmarshal(v, &it); err != nil {
+			if err := decodeValue(v, &it); err != nil {
 				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
 			}
 			if state == "" || it.State == state {
@@ -185,7 +187,7 @@ func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
 		return nil, nil
 	}
 	var o ipn.Order
-	if err := json.Unmarshal(v, &o); err != nil {
+	if err := decodeValue(v, &o); err != nil {
 		return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, id, err)
 	}
 	return &o, nil
@@ -193,7 +195,7 @@ func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
 
 // putOrder writes o and moves the status counts from old (nil: new order).
 func putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
-	b, err := json.Marshal(o)
+	b, err := encodeValue(o)
 	if err != nil {
 		return err
 	}
@@ -290,7 +292,7 @@ func putSubscription(tx *bolt.Tx, ev *ipn.Event, ac ipn.ApplyContext) error {
 	var old *ipn.Subscription
 	if v := subs.Get([]byte(ev.SubscriptionID)); v != nil {
 		old = new(ipn.Subscription)
-		if err := json.Unmarshal(v, old); err != nil {
+		if err := decodeValue(v, old); err != nil {
 			return fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, ev.SubscriptionID, err)
 		}
 	}
@@ -298,7 +300,7 @@ func putSubscription(tx *bolt.Tx, ev *ipn.Event, ac ipn.ApplyContext) error {
 	if !changed {
 		return nil
 	}
-	b, err := json.Marshal(next)
+	b, err := encodeValue(next)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -95,7 +94,7 @@ func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now tim
 // putOutbox writes it, keeps the due index and the counts (old: the item
 // before, nil when new).
 func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
-	b, err := json.Marshal(it)
+	b, err := encodeValue(it)
 	if err != nil {
 		return err
 	}
@@ -138,7 +137,7 @@ func getOutbox(tx *bolt.Tx, id uint64) (*ipn.OutboxItem, error) {
 		return nil, fmt.Errorf("outbox item %d: %w", id, ErrNotFound)
 	}
 	var it ipn.OutboxItem
-	if err := json.Unmarshal(v, &it); err != nil {
+	if err := decodeValue(v, &it); err != nil {
 		return nil, fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, id, err)
 	}
 	return &it, nil

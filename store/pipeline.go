@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -293,7 +292,7 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 }
 
 func putProcessing(tx *bolt.Tx, id uint64, p *ipn.Processing) error {
-	b, err := json.Marshal(p)
+	b, err := encodeValue(p)
 	if err != nil {
 		return err
 	}

@@ -27,8 +27,22 @@ var ErrCorrupt = errors.New("corrupt record")
 //	str gateway | str remote | str content type | str dedup key |
 //	uvarint header count | (str name | uvarint n | n × str value)… | str body
 //
-// where str is a uvarint length followed by the bytes.
+// where str is a uvarint length followed by the bytes; then packed (see
+// codec.go) when that makes it shorter. The body's bytes come back
+// exactly as received.
 func encodeRecord(n *ipn.Notification) []byte {
+	plain := plainRecord(n)
+	if packed := recordPacker.pack(plain); len(packed) >= minRecord {
+		return packed
+	}
+	return plain
+}
+
+// minRecord is the least length of a record (the journal's minFrame
+// counts on it); a shorter packing is not used.
+const minRecord = 8
+
+func plainRecord(n *ipn.Notification) []byte {
 	size := 1 + binary.MaxVarintLen64*6 + len(n.Gateway) + len(n.RemoteAddr) +
 		len(n.ContentType) + len(n.DedupKey) + len(n.Body)
 	for k, vs := range n.Headers {
@@ -75,6 +89,13 @@ func appendStr(b []byte, s string) []byte {
 // decodeRecord is the inverse of encodeRecord. It never panics: anything
 // that does not fit is ErrCorrupt. The result does not alias data.
 func decodeRecord(id uint64, data []byte) (*ipn.Notification, error) {
+	if len(data) > 0 && data[0] == tagRecord {
+		plain, err := recordPacker.unpack(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: id %d: %v", ErrCorrupt, id, err)
+		}
+		data = plain
+	}
 	d := decoder{b: data}
 	v := d.byte()
 	if v != recordVersion && v != recordPurged {

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -49,7 +48,7 @@ func findRef(tx *bolt.Tx, gateway string, refs []string) string {
 // park keeps an applied event that names no known order under each of
 // its references.
 func park(tx *bolt.Tx, gateway string, id uint64, o ipn.Outcome) error {
-	v, err := json.Marshal(orphan{Event: o.Event, EventKey: o.EventKey, Sandbox: o.Context.Sandbox})
+	v, err := encodeValue(orphan{Event: o.Event, EventKey: o.EventKey, Sandbox: o.Context.Sandbox})
 	if err != nil {
 		return err
 	}
@@ -91,7 +90,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			}
 			var p parked
 			p.id = binary.BigEndian.Uint64(key[len(prefix):])
-			if err := json.Unmarshal(v, &p.o); err != nil || p.o.Event == nil {
+			if err := decodeValue(v, &p.o); err != nil || p.o.Event == nil {
 				return nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, p.id, err)
 			}
 			found = append(found, p)

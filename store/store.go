@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -765,7 +764,7 @@ func (db *DB) recordLost(damage []Damage, seq uint64) error {
 		}
 		top := seq
 		for _, d := range damage {
-			v, err := json.Marshal(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
+			v, err := encodeValue(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
 				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now})
 			if err != nil {
 				return err
@@ -920,7 +919,7 @@ func stateOf(tx *bolt.Tx, id uint64) (*ipn.Processing, error) {
 		return nil, nil
 	}
 	var p ipn.Processing
-	if err := json.Unmarshal(v, &p); err != nil {
+	if err := decodeValue(v, &p); err != nil {
 		return nil, fmt.Errorf("%w: state of %d: %v", ErrCorrupt, id, err)
 	}
 	return &p, nil
