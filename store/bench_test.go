@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -105,11 +107,38 @@ func BenchmarkAppendLargeStore(b *testing.B) {
 	}
 }
 
-// typicalBody is a typical payment notification of a Standard Webhooks
-// gateway: 230 bytes of JSON (the length is checked).
-func typicalBody(id int) []byte {
-	s := fmt.Sprintf(`{"type":"payment.completed","timestamp":"2026-11-24T10:00:00Z","data":{"txn_id":"TXN-%06d","order_id":"ORD-%06d","amount":"149.90","currency":"EUR","status":"completed","customer_email":"j@example.com","customer_name":"JDoe"}}`, id, id)
-	return []byte(s)
+// typicalBody is the body of typical notification i from a Standard
+// Webhooks gateway: 230 bytes of JSON (TestTypicalBody checks), with a
+// payment id that looks random, as gateways' do, and the shop's
+// sequential order number.
+func typicalBody(i int) []byte {
+	return fmt.Appendf(nil, `{"type":"payment.completed","timestamp":"2026-11-24T10:00:00Z","data":{"txn_id":"%s","order_id":"ORD-%06d","amount":"149.90","currency":"EUR","status":"completed","customer_email":"j@example.com","customer_name":"JDoe"}}`,
+		randomID("txn", i, 10), i)
+}
+
+// randomID is an id of n characters that looks random (the same for the
+// same kind and i).
+func randomID(kind string, i, n int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", kind, i))
+	return hex.EncodeToString(sum[:])[:n]
+}
+
+const typicalSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// sampleTypical is typical notification i as the receiver stores it: a
+// signed Standard Webhooks request with the headers the gateway keeps.
+func sampleTypical(i int) *ipn.Notification {
+	key, _ := ipn.DecodeWebhookSecret(typicalSecret)
+	body := typicalBody(i)
+	msgID := "msg_" + randomID("msg", i, 26)
+	at := time.Now().UTC()
+	return &ipn.Notification{Gateway: "shop", ReceivedAt: at, RemoteAddr: "203.0.113.7:48212",
+		ContentType: "application/json", Body: body, DedupKey: msgID, Headers: http.Header{
+			"Webhook-Id":        {msgID},
+			"Webhook-Timestamp": {strconv.FormatInt(at.Unix(), 10)},
+			"Webhook-Signature": {ipn.SignWebhook(key, msgID, at.Unix(), body)},
+			"User-Agent":        {"Svix-Webhooks/1.62.0 (sender-AbCdE; +https://www.svix.com/http-sender/)"},
+		}}
 }
 
 // fillTypical stores n typical notifications as the daemon does: signed
@@ -125,9 +154,7 @@ func fillTypical(tb testing.TB, path string, opts Options, n int) Space {
 		tb.Fatal(err)
 	}
 	defer db.Close()
-	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	key, _ := ipn.DecodeWebhookSecret(secret)
-	gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "shop", Kind: "standard-webhooks", Secrets: []string{secret}})
+	gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "shop", Kind: "standard-webhooks", Secrets: []string{typicalSecret}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -137,21 +164,8 @@ func fillTypical(tb testing.TB, path string, opts Options, n int) Space {
 		Logger: slog.New(slog.DiscardHandler)})
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()
-	at := time.Now().UTC()
 	for i := 1; i <= n; i++ {
-		body := typicalBody(i)
-		if len(body) != 230 {
-			tb.Fatalf("typical body is %d bytes, want 230", len(body))
-		}
-		msgID := "msg_2pKq8sL3vXc9TYnq" + fmt.Sprintf("%06d", i)
-		ts := at.Unix()
-		nt := &ipn.Notification{Gateway: "shop", ReceivedAt: at, RemoteAddr: "203.0.113.7:48212",
-			ContentType: "application/json", Body: body, DedupKey: msgID, Headers: http.Header{
-				"Webhook-Id":        {msgID},
-				"Webhook-Timestamp": {strconv.FormatInt(ts, 10)},
-				"Webhook-Signature": {ipn.SignWebhook(key, msgID, ts, body)},
-				"User-Agent":        {"Svix-Webhooks/1.62.0 (sender-AbCdE; +https://www.svix.com/http-sender/)"},
-			}}
+		nt := sampleTypical(i)
 		if _, _, err := db.Append(ctx, nt); err != nil {
 			tb.Fatal(err)
 		}
@@ -195,21 +209,40 @@ func fillTypical(tb testing.TB, path string, opts Options, n int) Space {
 
 // BenchmarkSpace prints the bytes per typical notification (230-byte
 // body, its order, one customer email and one shop callback, sent) in
-// each bucket.
+// each bucket, written as schema 2 did (plain JSON values, unpacked
+// records) and as this build does, in the same run.
 func BenchmarkSpace(b *testing.B) {
 	const n = 5000
 	for i := 0; i < b.N; i++ {
-		sp := fillTypical(b, filepath.Join(b.TempDir(), "ipnd.db"), Options{}, n)
-		fmt.Printf("\nspace: %d typical notifications (230-byte body, order, customer email, shop callback)\n", n)
-		fmt.Printf("%-14s %8s %10s %7s %9s\n", "bucket", "keys", "bytes", "in use", "bytes/ntf")
-		var sum float64
-		for _, bs := range sp.Buckets {
-			if bs.Bytes == 0 {
+		var sp [2]Space
+		for k, plain := range []bool{true, false} {
+			writePlain = plain
+			sp[k] = fillTypical(b, filepath.Join(b.TempDir(), "ipnd.db"), Options{}, n)
+			writePlain = false
+		}
+		fmt.Printf("\nspace: %d typical notifications (230-byte body, its order, a customer email and a shop callback, sent)\n", n)
+		fmt.Printf("%-14s %8s %14s %14s\n", "bucket", "keys", "plain B/ntf", "packed B/ntf")
+		var sum [2]float64
+		for j, after := range sp[1].Buckets {
+			before := sp[0].Buckets[j]
+			if before.Bytes == 0 && after.Bytes == 0 {
 				continue
 			}
-			fmt.Printf("%-14s %8d %10d %6.0f%% %9.0f\n", bs.Name, bs.Keys, bs.Bytes, 100*float64(bs.InUse)/float64(bs.Bytes), bs.PerNotification)
-			sum += bs.PerNotification
+			fmt.Printf("%-14s %8d %8.0f (%2.0f%%) %8.0f (%2.0f%%)\n", after.Name, after.Keys,
+				before.PerNotification, 100*fill(before), after.PerNotification, 100*fill(after))
+			sum[0] += before.PerNotification
+			sum[1] += after.PerNotification
 		}
-		fmt.Printf("%-14s %8s %10s %7s %9.0f (file %.0f)\n", "total", "", "", "", sum, sp.PerNotification)
+		fmt.Printf("%-14s %8s %14.0f %14.0f   ratio %.2f; file %.0f -> %.0f bytes/notification\n", "total", "",
+			sum[0], sum[1], sum[1]/sum[0], sp[0].PerNotification, sp[1].PerNotification)
+		b.ReportMetric(sum[1], "bytes/notification")
 	}
+}
+
+// fill is the share of a bucket's pages in use.
+func fill(b BucketSpace) float64 {
+	if b.Bytes == 0 {
+		return 0
+	}
+	return float64(b.InUse) / float64(b.Bytes)
 }

@@ -104,6 +104,11 @@ const dictRecord = `application/x-www-form-urlencoded; charset=UTF-8` +
 	`"order_id":"","amount":"","currency":"EUR","status":"completed","customer_email":"@example.com",` +
 	`"customer_name":"","receiver":"","description":""}}`
 
+// writePlain (tests and benchmarks only, never concurrently with a store
+// in use) makes pack return its input: values are written as schema 2
+// wrote them.
+var writePlain bool
+
 // packer packs with one dictionary.
 type packer struct {
 	tag   byte
@@ -140,7 +145,7 @@ func hash4(b []byte) uint32 {
 // pack returns plain packed, or plain itself when it is short or would
 // not shrink. It does not keep plain.
 func (p *packer) pack(plain []byte) []byte {
-	if len(plain) < packMin || len(plain) > maxUnpacked {
+	if len(plain) < packMin || len(plain) > maxUnpacked || writePlain {
 		return plain
 	}
 	sc, _ := p.pool.Get().(*packScratch)

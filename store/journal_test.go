@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
 )
 
 // kill stops db the way kill -9 would: no applier drain, no cleanup; only
@@ -413,21 +415,56 @@ func TestJournalBacklogBound(t *testing.T) {
 	}
 }
 
-// A file written by a build that knew only schema 1 is upgraded to 2, so
-// that such a build refuses it from then on (it would ignore the journal).
+// A file written by a build that knew schema 1 or 2 (plain JSON values,
+// unpacked records) is upgraded to 3, so that such a build refuses it from
+// then on; everything written before reads as it was, and what is
+// written after is packed.
 func TestSchemaUpgrade(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ipnd.db")
-	db, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
+	for _, from := range []uint64{1, 2} {
+		t.Run(fmt.Sprint(from), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ipnd.db")
+			writePlain = true
+			fillTypical(t, path, Options{}, 20)
+			writePlain = false
+			db := reopen(t, path)
+			db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, u64(from)) })
+			before := snapshotAPI(t, db)
+			if packedValues(t, db) != 0 {
+				t.Fatal("writePlain wrote packed values")
+			}
+			db.Close()
+
+			db = reopen(t, path)
+			defer db.Close()
+			db.bolt.View(func(tx *bolt.Tx) error {
+				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 3 {
+					t.Errorf("schema after open = %d, want %d (3)", got, SchemaVersion)
+				}
+				return nil
+			})
+			if after := snapshotAPI(t, db); after != before {
+				t.Errorf("after the upgrade the API shows\n%s\nwant\n%s", after, before)
+			}
+			// New writes are packed; old and new read side by side.
+			if _, _, err := db.Append(context.Background(), sampleTypical(21)); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CreateOrder(ipn.Order{ID: "ORD-NEW", Status: ipn.OrderPending, Amount: "10.00", Currency: "EUR",
+				Description: strings.Repeat("a new order, packed; ", 10)}); err != nil {
+				t.Fatal(err)
+			}
+			if n := packedValues(t, db); n != 2 {
+				t.Errorf("%d packed values after two writes, want 2", n)
+			}
+			if _, err := db.GetOrder("ORD-NEW"); err != nil {
+				t.Error(err)
+			}
+			if n, _, err := db.Get(21); err != nil || !bytes.Equal(n.Body, typicalBody(21)) {
+				t.Errorf("Get(21) = %v; body %q", err, n.Body)
+			}
+			if _, err := db.List(Filter{Limit: 100}); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, u64(1)) })
-	db.Close()
-	db = reopen(t, path)
-	db.bolt.View(func(tx *bolt.Tx) error {
-		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion < 2 {
-			t.Errorf("schema after open = %d, want %d (>= 2)", got, SchemaVersion)
-		}
-		return nil
-	})
 }

@@ -25,8 +25,12 @@ import (
 // SchemaVersion is the layout version this build writes and understands.
 // 2: acknowledged records may wait in the journal (<db>.wal-*), which a
 // build that knows only 1 would ignore, losing them and reusing their
-// ids; so it must refuse the file. A file at 1 is upgraded on open.
-const SchemaVersion = 2
+// ids; so it must refuse the file. 3: values and log records may be
+// packed (codec.go), and the outbox due index has a lane in its keys
+// (migrateOutboxDue), which a build that knows 2 would fail to decode or
+// misread. Files at 1 and 2 are upgraded on open (their values read as
+// they are; new writes are packed).
+const SchemaVersion = 3
 
 // Errors callers test with errors.Is.
 var (
@@ -316,7 +320,8 @@ func (db *DB) init() error {
 			if got == SchemaVersion {
 				return nil
 			}
-			// 1 -> 2 changes no bucket: only older builds must now refuse the file.
+			// 1 -> 2 -> 3 change no value already written (the due index keys
+			// were rewritten above): only older builds must now refuse the file.
 		}
 		if meta.Get(keyCreated) == nil {
 			if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {

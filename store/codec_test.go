@@ -1,0 +1,191 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestTypicalBody(t *testing.T) {
+	for _, i := range []int{1, 999, 123456} {
+		if n := len(typicalBody(i)); n != 230 {
+			t.Errorf("typicalBody(%d) is %d bytes, want 230", i, n)
+		}
+	}
+}
+
+// snapshotAPI is everything the API shows of db, as JSON: every
+// notification with its processing state, every order and outbox item.
+func snapshotAPI(t *testing.T, db *DB) string {
+	t.Helper()
+	items, err := db.List(Filter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders, err := db.ListOrders("", "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outbox, err := db.ListOutbox("", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one []any
+	for _, it := range items {
+		n, p, err := db.Get(it.Notification.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one = append(one, n, p)
+	}
+	for _, o := range orders {
+		got, err := db.GetOrder(o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one = append(one, got)
+	}
+	b, err := json.MarshalIndent(map[string]any{"list": items, "orders": orders, "outbox": outbox, "each": one}, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) == 0 || len(orders) == 0 || len(outbox) == 0 {
+		t.Fatalf("nothing to compare: %d notifications, %d orders, %d outbox items", len(items), len(orders), len(outbox))
+	}
+	return string(b)
+}
+
+// packedValues counts the values in db that are packed.
+func packedValues(t *testing.T, db *DB) int {
+	t.Helper()
+	db.settle()
+	n := 0
+	db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(_, v []byte) error {
+				if len(v) > 0 && (v[0] == tagJSON || v[0] == tagRecord) {
+					n++
+				}
+				return nil
+			})
+		})
+	})
+	return n
+}
+
+// The same database written plain (as schema 2 did) and packed shows the
+// same through the API.
+func TestPackedShowsTheSame(t *testing.T) {
+	dir := t.TempDir()
+	var shown [2]string
+	for k, plain := range []bool{true, false} {
+		path := fmt.Sprintf("%s/%d.db", dir, k)
+		writePlain = plain
+		fillTypical(t, path, Options{}, 30)
+		writePlain = false
+		db := reopen(t, path)
+		if n := packedValues(t, db); (n > 0) == plain {
+			t.Errorf("plain %v: %d packed values", plain, n)
+		}
+		s := snapshotAPI(t, db)
+		db.Close()
+		// Times and delivery ids differ between the two runs.
+		shown[k] = normalizeRun(s)
+	}
+	if shown[0] != shown[1] {
+		t.Errorf("packed database shows\n%s\nplain one\n%s", shown[1], shown[0])
+	}
+}
+
+// normalizeRun blanks what differs between two runs of fillTypical.
+func normalizeRun(s string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		for _, f := range []string{`"at"`, `"created_at"`, `"updated_at"`, `"sent_at"`, `"next_attempt"`, `"delivery_id"`,
+			`"ReceivedAt"`, `"Headers"`, `"received_at"`, `"Webhook-Timestamp"`, `"Webhook-Signature"`} {
+			if strings.Contains(line, f+":") {
+				line = f + ": ..."
+			}
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestPackRoundTrip(t *testing.T) {
+	cases := [][]byte{
+		benchOrder,
+		[]byte(strings.Repeat("a", 5000)),                       // one long overlapping match
+		[]byte(strings.Repeat("abc", 100) + dictJSON),           // matches into the dictionary
+		[]byte(dictRecord + dictRecord),                         // long matches
+		[]byte(strings.Repeat("\x00\x01\x02\x03\xff", 40)),      // binary
+		[]byte(filler("x", 300)),                                // does not shrink: stays plain
+		append([]byte(strings.Repeat("z", 200)), benchOrder...), // literal runs over 15
+	}
+	for _, p := range []*packer{jsonPacker, recordPacker} {
+		for i, c := range cases {
+			packed := p.pack(c)
+			if packed[0] != p.tag {
+				if !bytes.Equal(packed, c) {
+					t.Errorf("case %d: not packed but changed", i)
+				}
+				continue
+			}
+			got, err := p.unpack(packed)
+			if err != nil || !bytes.Equal(got, c) {
+				t.Errorf("case %d (%d bytes, packed %d): unpack = %v, equal %v", i, len(c), len(packed), err, bytes.Equal(got, c))
+			}
+			// Every truncation and every extra byte is an error, never a panic.
+			for cut := 1; cut < len(packed); cut++ {
+				if _, err := p.unpack(packed[:cut]); err == nil {
+					t.Errorf("case %d: unpack of the first %d of %d bytes succeeded", i, cut, len(packed))
+				}
+			}
+			if _, err := p.unpack(append(bytes.Clone(packed), 0)); err == nil {
+				t.Errorf("case %d: a byte after the end was accepted", i)
+			}
+		}
+	}
+	if v := jsonPacker.pack(benchOrder); len(v) > len(benchOrder)/2 {
+		t.Errorf("a typical order packs to %d of %d bytes, want at most half", len(v), len(benchOrder))
+	}
+}
+
+// FuzzPack: whatever is packed unpacks to itself, and unpacking or
+// decoding garbage returns an error, never a panic.
+func FuzzPack(f *testing.F) {
+	f.Add(benchOrder)
+	f.Add([]byte(strings.Repeat("a", 300)))
+	f.Add(jsonPacker.pack(benchOrder))
+	f.Add(recordPacker.pack([]byte(dictRecord)))
+	f.Add([]byte{tagJSON, 0x80, 0x01, 0xf0, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, p := range []*packer{jsonPacker, recordPacker} {
+			packed := p.pack(data)
+			if len(packed) > 0 && packed[0] == p.tag && !bytes.Equal(packed, data) {
+				got, err := p.unpack(packed)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("unpack(pack(x)) = %q, %v; want x = %q", got, err, data)
+				}
+				if len(packed) >= len(data) {
+					t.Fatalf("packed %d bytes into %d", len(data), len(packed))
+				}
+			} else if !bytes.Equal(packed, data) {
+				t.Fatalf("pack changed a value it did not pack")
+			}
+			garbage := append([]byte{p.tag}, data...)
+			if got, err := p.unpack(garbage); err == nil {
+				if again, err := p.unpack(append([]byte{p.tag}, data...)); err != nil || !bytes.Equal(again, got) {
+					t.Fatalf("unpack is not deterministic")
+				}
+			}
+		}
+		var v any
+		_ = decodeValue(data, &v)
+		_, _ = decodeRecord(1, data)
+	})
+}
