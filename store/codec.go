@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 )
 
@@ -64,7 +65,13 @@ const dictJSON = `{"id":"","gateway":"","customer_email":"","customer_name":"","
 	`"type":"reversal","type":"other","flags":["test_payment","receiver_mismatch"],` +
 	`"kind":"email_merchant","kind":"shop_script","template":"verification_failed","template":"refund_issued",` +
 	`"template":"payment_pending","template":"order_review","registered":true,` +
-	`{"kind":"shop_callback","template":"payment_received","cause":"/paid/payment_received","order_id":"",` +
+	`{"id":,"effect":{"kind":"shop_callback","cause":"event/\u0000\u0000payment\u0000completed\u0000","order_id":"",` +
+	`"event":{"type":"payment","status":"completed","gateway_status":"payment.completed","txn_id":"","event_id":"msg_",` +
+	`"order_id":"","amount":"","currency":"EUR","customer_email":"","customer_name":"","test":false},"order":{"id":"",` +
+	`"status":"paid","registered":false,"flags":[],"amount":"","paid":"","refunded":"0.00","currency":"EUR",` +
+	`"customer":{"email":"","name":""},"reason":"order created by this event; payment  completed ; paid ","version":1}},` +
+	`"delivery_id":"ipnd_","state":"sent","attempts":1,"notification":,"created_at":"2026-","sent_at":"2026-"}` +
+	`{"id":,"effect":{"kind":"email_customer","template":"payment_received","cause":"/paid/payment_received","order_id":"",` +
 	`"to":"","reason":"payment  completed  EUR","event":{"type":"payment","status":"completed",` +
 	`"gateway_status":"payment.completed","txn_id":"","event_id":"","order_id":"","amount":"","currency":"USD",` +
 	`"customer_email":"","customer_name":"","test":false},"amount":"","order":{"id":"","status":"paid",` +
@@ -105,30 +112,79 @@ const dictRecord = `application/x-www-form-urlencoded; charset=UTF-8` +
 	`"customer_name":"","receiver":"","description":""}}`
 
 // writePlain (tests and benchmarks only, never concurrently with a store
-// in use) makes pack return its input: values are written as schema 2
-// wrote them.
+// in use) makes pack return its input and leaves bbolt's default page
+// splits (split.go): values are written as schema 2 builds wrote them.
 var writePlain bool
 
 // packer packs with one dictionary.
 type packer struct {
 	tag   byte
 	dict  []byte
-	table [1 << hashBits]int32 // the dictionary's positions by hash (noEntry: none)
-	pool  sync.Pool            // *packScratch
+	table hashTable // the dictionary's positions
+	pool  sync.Pool // *packScratch
+}
+
+// hashTable holds, for each hash of 4 bytes, the last positions (newest
+// first, noEntry when none) where those bytes were seen.
+type hashTable [1 << hashBits][ways]int32
+
+const ways = 2
+
+func (t *hashTable) add(buf []byte, i int) {
+	e := &t[hash4(buf[i:])]
+	copy(e[1:], e[:ways-1])
+	e[0] = int32(i)
+}
+
+// longest returns the longest match for buf[i:] among the positions
+// seen, and records i.
+func (t *hashTable) longest(buf []byte, i int) (at, length int) {
+	e := &t[hash4(buf[i:])]
+	want := binary.LittleEndian.Uint32(buf[i:])
+	for _, c := range e {
+		if c == noEntry || binary.LittleEndian.Uint32(buf[c:]) != want {
+			continue
+		}
+		m := matchLen(buf, int(c), i)
+		if m > length {
+			at, length = int(c), m
+		}
+	}
+	copy(e[1:], e[:ways-1])
+	e[0] = int32(i)
+	return at, length
+}
+
+// matchLen is the length of the common prefix of buf[c:] and buf[i:]
+// (c < i), known to be at least minMatch.
+func matchLen(buf []byte, c, i int) int {
+	m := minMatch
+	for i+m+8 <= len(buf) {
+		if x := binary.LittleEndian.Uint64(buf[c+m:]) ^ binary.LittleEndian.Uint64(buf[i+m:]); x != 0 {
+			return m + bits.TrailingZeros64(x)/8
+		}
+		m += 8
+	}
+	for i+m < len(buf) && buf[c+m] == buf[i+m] {
+		m++
+	}
+	return m
 }
 
 type packScratch struct {
 	buf   []byte // dictionary + plain
-	table [1 << hashBits]int32
+	table hashTable
 }
 
 func newPacker(tag byte, dict string) *packer {
 	p := &packer{tag: tag, dict: []byte(dict)}
 	for i := range p.table {
-		p.table[i] = noEntry
+		for w := range p.table[i] {
+			p.table[i][w] = noEntry
+		}
 	}
 	for i := 0; i+minMatch <= len(p.dict); i++ {
-		p.table[hash4(p.dict[i:])] = int32(i)
+		p.table.add(p.dict, i)
 	}
 	return p
 }
@@ -143,7 +199,8 @@ func hash4(b []byte) uint32 {
 }
 
 // pack returns plain packed, or plain itself when it is short or would
-// not shrink. It does not keep plain.
+// not shrink. It does not keep plain. Greedy matching with one step of
+// lazy evaluation (a longer match one byte on wins).
 func (p *packer) pack(plain []byte) []byte {
 	if len(plain) < packMin || len(plain) > maxUnpacked || writePlain {
 		return plain
@@ -161,16 +218,17 @@ func (p *packer) pack(plain []byte) []byte {
 	out = binary.AppendUvarint(out, uint64(len(plain)))
 	lit, i, end := len(p.dict), len(p.dict), len(buf)
 	for i+minMatch <= end {
-		h := hash4(buf[i:])
-		c := int(sc.table[h])
-		sc.table[h] = int32(i)
-		if c == noEntry || binary.LittleEndian.Uint32(buf[c:]) != binary.LittleEndian.Uint32(buf[i:]) {
+		c, m := sc.table.longest(buf, i)
+		if m == 0 {
 			i++
 			continue
 		}
-		m := minMatch
-		for i+m < end && buf[c+m] == buf[i+m] {
-			m++
+		for i+1+minMatch <= end {
+			c2, m2 := sc.table.longest(buf, i+1)
+			if m2 <= m {
+				break
+			}
+			i, c, m = i+1, c2, m2
 		}
 		for i > lit && c > 0 && buf[c-1] == buf[i-1] { // grow it backwards over pending literals
 			i, c, m = i-1, c-1, m+1
@@ -179,8 +237,9 @@ func (p *packer) pack(plain []byte) []byte {
 		if len(out) >= len(plain) {
 			return plain
 		}
-		for j := i + 1; j < i+m && j+minMatch <= end; j++ {
-			sc.table[hash4(buf[j:])] = int32(j)
+		// i+1 is in the table already when lazy evaluation looked at it.
+		for j := i + 2; j < i+m && j+minMatch <= end; j++ {
+			sc.table.add(buf, j)
 		}
 		i += m
 		lit = i

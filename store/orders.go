@@ -45,7 +45,7 @@ func (db *DB) CreateOrder(o ipn.Order) error {
 		if tx.Bucket(bucketOrders).Get([]byte(o.ID)) != nil {
 			return fmt.Errorf("order %q: %w", o.ID, ErrExists)
 		}
-		return putOrder(tx, nil, &o)
+		return db.putOrder(tx, nil, &o)
 	}))
 }
 
@@ -194,13 +194,17 @@ func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
 }
 
 // putOrder writes o and moves the status counts from old (nil: new order).
-func putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
+func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
 	b, err := encodeValue(o)
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketOrders).Put([]byte(o.ID), b); err != nil {
+	orders := tx.Bucket(bucketOrders)
+	if err := orders.Put([]byte(o.ID), b); err != nil {
 		return err
+	}
+	if old == nil {
+		db.inserted(tx, bucketOrders, orders, []byte(o.ID))
 	}
 	counts := tx.Bucket(bucketOrderCounts)
 	if old != nil {
@@ -254,7 +258,7 @@ func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, i
 	if old != nil {
 		change.OrderFrom = old.Status
 	}
-	if err := putOrder(tx, old, &next); err != nil {
+	if err := db.putOrder(tx, old, &next); err != nil {
 		return "", change, err
 	}
 	if o.State != ipn.StateApplied {

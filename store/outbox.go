@@ -88,7 +88,11 @@ func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now tim
 	if err := putOutbox(tx, nil, &it); err != nil {
 		return err
 	}
-	return causes.Put([]byte(e.Cause), u64(id))
+	if err := causes.Put([]byte(e.Cause), u64(id)); err != nil {
+		return err
+	}
+	db.inserted(tx, bucketOutboxCause, causes, []byte(e.Cause))
+	return nil
 }
 
 // putOutbox writes it, keeps the due index and the counts (old: the item
@@ -292,7 +296,7 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			case ipn.OutboxSent:
 				it.SentAt = now.UTC()
 			case ipn.OutboxSkipped:
-				if err := noteSkipped(tx, &it, now); err != nil {
+				if err := db.noteSkipped(tx, &it, now); err != nil {
 					return err
 				}
 			}
@@ -307,7 +311,7 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 
 // noteSkipped adds a line to the history of the skipped item's order
 // (none when the item names no order or the order does not exist).
-func noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error {
+func (db *DB) noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error {
 	if it.Effect.OrderID == "" {
 		return nil
 	}
@@ -322,7 +326,7 @@ func noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error {
 	next := *o
 	next.History = append(slices.Clip(o.History), ipn.OrderChange{At: now.UTC(), Notification: it.Notification,
 		From: o.Status, To: o.Status, Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)})
-	return putOrder(tx, o, &next)
+	return db.putOrder(tx, o, &next)
 }
 
 // RetryOutbox makes an item due now with its attempts reset: a dead or

@@ -194,6 +194,8 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 			detail = fmt.Sprintf("same payment fact as notification %d", first)
 		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
 			return ipn.Recorded{}, err
+		} else if first == 0 {
+			db.inserted(tx, bucketEvents, events, []byte(o.EventKey))
 		}
 	}
 	if o.ApplyOrder && o.Event != nil && p.State == ipn.StateDuplicate {

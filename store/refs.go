@@ -76,6 +76,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			if err := refsB.Put(k, []byte(o.ID)); err != nil {
 				return nil, err
 			}
+			db.inserted(tx, bucketRefs, refsB, k)
 		}
 		prefix := append(k, 0)
 		type parked struct {
@@ -106,7 +107,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			ev.OrderID = o.ID
 			ac := ipn.ApplyContext{Now: now, Notification: p.id, Gateway: gateway, EventKey: p.o.EventKey, Sandbox: p.o.Sandbox}
 			next, effects := ipn.Apply(o, &ev, ac)
-			if err := putOrder(tx, o, &next); err != nil {
+			if err := db.putOrder(tx, o, &next); err != nil {
 				return nil, err
 			}
 			if err := db.enqueue(tx, effects, p.id, now); err != nil {

@@ -167,6 +167,7 @@ type DB struct {
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
 	runID      string        // see newRunID
+	split      splitGuess    // see split.go; only write transactions touch it
 }
 
 type appendReq struct {
@@ -652,6 +653,7 @@ func (db *DB) putJournaled(recs []journaled) (err error) {
 				if err := dedup.Put(r.key, u64(r.id)); err != nil {
 					return err
 				}
+				db.inserted(tx, bucketDedup, dedup, r.key)
 			}
 		}
 		return log.SetSequence(seq)
