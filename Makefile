@@ -20,6 +20,7 @@ FUZZ_TARGETS = \
 	./ipn:FuzzHMACHeader \
 	./ipn:FuzzApply \
 	./store:FuzzDecodeRecord \
+	./store:FuzzPack \
 	./store:FuzzJournal
 
 .PHONY: all build run test race bench fuzz lint clean

@@ -2,8 +2,10 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -188,4 +190,32 @@ func FuzzPack(f *testing.F) {
 		_ = decodeValue(data, &v)
 		_, _ = decodeRecord(1, data)
 	})
+}
+
+// A raw notification is stored packed, in the journal and in bbolt, and
+// comes back byte for byte (PayPal's postback resends the body exactly),
+// also when it was recovered from the journal after a crash.
+func TestPackedRecordVerbatim(t *testing.T) {
+	body := "mc_gross=149.90&protection_eligibility=Eligible&payer_id=LPLWNMTBWMFAY&payment_date=20%3A12%3A59+Jan+13%2C+2026+PST" +
+		"&payment_status=Completed&charset=windows-1252&first_name=J%F6rg&mc_fee=4.65&notify_version=3.9&custom=\xff\x00raw" +
+		"&txn_id=61E67681CH3238416&payment_type=instant&receiver_email=shop%40example.com&mc_currency=EUR&invoice=ORD-1001\r\n"
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{noApply: true})
+	in := sample("paypal", "61E67681CH3238416", body)
+	if rec := encodeRecord(in); rec[0] != tagRecord || len(rec) >= len(plainRecord(in)) {
+		t.Fatalf("record not packed: %d bytes, first byte %#x", len(rec), rec[0])
+	}
+	if _, _, err := db.Append(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	kill(t, db) // only the journal has it
+	db = reopen(t, path)
+	defer db.Close()
+	got, _, err := db.Get(1)
+	if err != nil || string(got.Body) != body || !got.ReceivedAt.Equal(in.ReceivedAt) || fmt.Sprint(got.Headers) != fmt.Sprint(in.Headers) {
+		t.Fatalf("Get(1) = %+v, %v; body want %q", got, err, body)
+	}
+	if n := packedValues(t, db); n != 1 {
+		t.Errorf("%d packed values in bbolt, want the record", n)
+	}
 }

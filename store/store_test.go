@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -330,6 +331,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	purged := sample("test", "k", "")
 	purged.BodySHA256, purged.Purged = "ab", time.Unix(1, 0)
 	f.Add(encodePurged(purged))
+	f.Add(encodeRecord(sampleTypical(1))) // packed
 	f.Add([]byte{1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -347,7 +349,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		again, err := decodeRecord(1, enc)
 		if err != nil || !bytes.Equal(again.Body, n.Body) || again.Gateway != n.Gateway || again.BodySHA256 != n.BodySHA256 ||
-			!again.Purged.Equal(n.Purged) || again.DedupKey != n.DedupKey || !again.ReceivedAt.Equal(n.ReceivedAt) {
+			!again.Purged.Equal(n.Purged) || again.DedupKey != n.DedupKey || !again.ReceivedAt.Equal(n.ReceivedAt) ||
+			!reflect.DeepEqual(again.Headers, n.Headers) {
 			t.Fatalf("round trip of decoded record failed: %v", err)
 		}
 	})
