@@ -14,7 +14,8 @@ import (
 // record goes through pack before it is written, and unpack when read:
 //
 //	value  = JSON | packed
-//	record = encodeRecord's bytes (first byte recordVersion) | packed
+//	record = encodeRecord's bytes (first byte recordVersion; recordPurged
+//	         for a purged record, never packed) | packed
 //	packed = tag byte | uvarint length n of the plain bytes | sequences
 //
 // Tags are bytes that neither JSON (which starts with '{', '[', '"', a

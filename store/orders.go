@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -155,20 +156,24 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 
 // OutboxOf returns the outbox items queued by notification id, oldest
 // first. There is no index by notification: it reads every item, newest
-// first, decoding only those whose JSON names the id (a few ms per 100k
-// items), so it is for the operator's look-ups (ipnd simulate), not for
-// the hot path.
+// first, decoding only those whose JSON names the id (unpacked first:
+// tens of ms per 100k items), so it is for the operator's look-ups (ipnd
+// simulate), not for the hot path.
 func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
 	needle := []byte(`"notification":` + strconv.FormatUint(notification, 10))
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			if !bytes.Contains(v, needle) {
+			plain, err := plainValue(v)
+			if err != nil {
+				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			}
+			if !bytes.Contains(plain, needle) {
 				continue
 			}
 			var it OutboxItem
-			if err := json.Unmarshal(v, &it); err != nil {
+			if err := json.Unmarshal(plain, &it); err != nil {
 				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
 			}
 			if it.Notification == notification {

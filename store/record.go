@@ -75,7 +75,7 @@ func plainRecord(n *ipn.Notification) []byte {
 func encodePurged(n *ipn.Notification) []byte {
 	p := *n
 	p.RemoteAddr, p.Headers, p.Body = "", nil, nil
-	b := encodeRecord(&p)
+	b := plainRecord(&p) // short: not packed
 	b[0] = recordPurged
 	b = appendStr(b, n.BodySHA256)
 	return binary.AppendUvarint(b, uint64(n.Purged.UnixNano()))

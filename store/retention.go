@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -173,28 +172,28 @@ func scrubEffect(e *ipn.Effect) bool {
 func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
 	return purgeKeyed(tx.Bucket(bucketOrders), meta, keyPurgeOrders, max, func(k, v []byte) ([]byte, error) {
 		var o ipn.Order
-		if err := json.Unmarshal(v, &o); err != nil {
+		if err := decodeValue(v, &o); err != nil {
 			return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
 		}
 		if !o.UpdatedAt.Before(cutoff) || o.CustomerEmail == "" && o.CustomerName == "" {
 			return nil, nil
 		}
 		o.CustomerEmail, o.CustomerName = "", "" // same status: the counts do not move
-		return json.Marshal(&o)
+		return encodeValue(&o)
 	})
 }
 
 func purgeSubscriptions(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
 	return purgeKeyed(tx.Bucket(bucketSubs), meta, keyPurgeSubs, max, func(k, v []byte) ([]byte, error) {
 		var s ipn.Subscription
-		if err := json.Unmarshal(v, &s); err != nil {
+		if err := decodeValue(v, &s); err != nil {
 			return nil, fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, k, err)
 		}
 		if !s.UpdatedAt.Before(cutoff) || s.CustomerEmail == "" {
 			return nil, nil
 		}
 		s.CustomerEmail = ""
-		return json.Marshal(&s)
+		return encodeValue(&s)
 	})
 }
 
