@@ -219,3 +219,26 @@ func TestPackedRecordVerbatim(t *testing.T) {
 		t.Errorf("%d packed values in bbolt, want the record", n)
 	}
 }
+
+// A typical notification (230-byte body, its order, a customer email and
+// a shop callback, sent) takes at most 2 KB across the buckets; written as
+// schema 2 did, it took over 6 KB.
+func TestTypicalNotificationSpace(t *testing.T) {
+	const n = 2000
+	for _, plain := range []bool{true, false} {
+		writePlain = plain
+		sp := fillTypical(t, filepath.Join(t.TempDir(), "ipnd.db"), Options{}, n)
+		writePlain = false
+		var sum float64
+		for _, b := range sp.Buckets {
+			sum += b.PerNotification
+		}
+		t.Logf("plain %v: %.0f bytes per notification across the buckets, file %.0f", plain, sum, sp.PerNotification)
+		if plain && sum < 4000 {
+			t.Errorf("written plain: %.0f bytes per notification; the comparison is off", sum)
+		}
+		if !plain && sum > 2048 {
+			t.Errorf("%.0f bytes per typical notification, want at most 2048", sum)
+		}
+	}
+}
