@@ -625,13 +625,19 @@ func deliveryFilesHash(cfg *Config) string {
 			}
 		}
 	}
-	for _, p := range files {
+	hashFiles(h, files)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashFiles writes each named file's path and SHA-256 to h ("" skipped;
+// an unreadable file hashes as empty).
+func hashFiles(h io.Writer, paths []string) {
+	for _, p := range paths {
 		if p != "" {
 			b, _ := os.ReadFile(p)
 			fmt.Fprintf(h, "%s\x00%x\n", p, sha256.Sum256(b))
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // restartOnly names the settings that differ between old and cfg but take
@@ -676,10 +682,7 @@ func restartOnly(old, cfg *Config) []string {
 func configHash(cfg *Config) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%#v\n", *cfg)
-	for _, p := range cfg.secretFiles() {
-		b, _ := os.ReadFile(p)
-		fmt.Fprintf(h, "%s\x00%x\n", p, sha256.Sum256(b))
-	}
+	hashFiles(h, cfg.secretFiles())
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 

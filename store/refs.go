@@ -34,6 +34,11 @@ func refKey(gateway, ref string) []byte {
 	return append(append([]byte(gateway), 0), ref...)
 }
 
+// orphanKey is the key of notification id parked under ref.
+func orphanKey(gateway, ref string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(refKey(gateway, ref), 0), id)
+}
+
 // findRef returns the order one of refs belongs to, "" when none does.
 func findRef(tx *bolt.Tx, gateway string, refs []string) string {
 	b := tx.Bucket(bucketRefs)
@@ -54,7 +59,7 @@ func park(tx *bolt.Tx, gateway string, id uint64, o ipn.Outcome) error {
 	}
 	b := tx.Bucket(bucketOrphans)
 	for _, r := range o.Event.PaymentRefs() {
-		if err := b.Put(binary.BigEndian.AppendUint64(append(refKey(gateway, r), 0), id), v); err != nil {
+		if err := b.Put(orphanKey(gateway, r, id), v); err != nil {
 			return err
 		}
 	}
@@ -99,7 +104,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 		for _, p := range found {
 			// Every reference it was parked under is settled now.
 			for _, pr := range p.o.Event.PaymentRefs() {
-				if err := orphans.Delete(binary.BigEndian.AppendUint64(append(refKey(gateway, pr), 0), p.id)); err != nil {
+				if err := orphans.Delete(orphanKey(gateway, pr, p.id)); err != nil {
 					return nil, err
 				}
 			}
