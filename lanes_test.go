@@ -237,7 +237,7 @@ func TestKill9DuringSlowDelivery(t *testing.T) {
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	mail := strings.Replace(mailConfig(smtpd.port(), fmt.Sprintf("[shop]\nurl = %q\nsecret = %q\n", shop.URL, shopSecret)),
-		"max_attempts = 3", "max_attempts = 1000", 1)
+		"max_attempts = 3", "max_attempts = 1000\nconnections = 1", 1) // the bound is one email per connection
 	cfg := writeTestConfig(t, dir, fmt.Sprintf("[log]\nlevel = \"warn\"\n%s\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = %q\n", mail, secret))
 	cmd, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir, cfg: cfg}
