@@ -131,6 +131,10 @@ type Recorded struct {
 	OrderID   string
 	OrderFrom OrderStatus // "" for a new order
 	OrderTo   OrderStatus // "" when no order changed
+	// Detail is the notification history's words for this step; Reason
+	// the order history's for its transition ("" when no order changed).
+	Detail string
+	Reason string
 }
 
 // Work is a notification the pipeline should process now.

@@ -225,76 +225,6 @@ func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
 	return counts.Put([]byte(o.Status), u64(getU64(counts.Get([]byte(o.Status)))+1))
 }
 
-// applyToOrder runs the order state machine for one outcome inside the
-// pipeline's transaction and queues the effects in the outbox. The order
-// is the event's order id, else the order one of its payment references
-// (ipn.Event.PaymentRefs) was applied to; an applied event that names
-// neither is parked until a payment brings one of its references (see
-// refs.go). It returns a reason when the event cannot be applied (order
-// not registered).
-func (db *DB) applyToOrder(tx *bolt.Tx, o ipn.Outcome, now time.Time) (string, ipn.Recorded, error) {
-	var change ipn.Recorded
-	ev := o.Event
-	ac := o.Context
-	ac.Now, ac.Notification, ac.EventKey = now, o.ID, o.EventKey
-	refs := ev.PaymentRefs()
-	if ev.OrderID == "" {
-		// Recorded with the event: the order it reached.
-		ev.OrderID = findRef(tx, ac.Gateway, refs)
-	}
-	if ev.OrderID == "" {
-		if o.State == ipn.StateApplied && ev.Type != ipn.TypeOther && len(refs) > 0 {
-			return "", change, park(tx, ac.Gateway, o.ID, o)
-		}
-		return "", change, nil
-	}
-	old, err := getOrder(tx, ev.OrderID)
-	if err != nil {
-		return "", change, err
-	}
-	if old == nil && o.RequireRegistered {
-		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID), change, nil
-	}
-	next, effects := ipn.Apply(old, ev, ac)
-	if next.ID == "" { // the event does not concern an order
-		return "", change, nil
-	}
-	change = ipn.Recorded{OrderID: next.ID, OrderTo: next.Status}
-	if old != nil {
-		change.OrderFrom = old.Status
-	}
-	if err := db.putOrder(tx, old, &next); err != nil {
-		return "", change, err
-	}
-	if o.State != ipn.StateApplied {
-		// Refused (a test payment on a live gateway, another receiver): the
-		// order is flagged, the merchant told and the shop hears that the
-		// order is in review, but the customer hears nothing and no
-		// subscription or payment reference is recorded.
-		var keep []ipn.Effect
-		for _, e := range effects {
-			if e.Kind != ipn.EffectEmailCustomer {
-				keep = append(keep, e)
-			}
-		}
-		return "", change, db.enqueue(tx, keep, o.ID, now)
-	}
-	if err := db.enqueue(tx, effects, o.ID, now); err != nil {
-		return "", change, err
-	}
-	if ipn.IsSubscriptionEvent(ev) {
-		if err := putSubscription(tx, ev, ac); err != nil {
-			return "", change, err
-		}
-	}
-	last, err := db.attach(tx, ac.Gateway, &next, refs, now)
-	if err != nil {
-		return "", change, err
-	}
-	change.OrderTo = last.Status
-	return "", change, nil
-}
-
 // putSubscription applies a subscription event to its record.
 func putSubscription(tx *bolt.Tx, ev *ipn.Event, ac ipn.ApplyContext) error {
 	subs := tx.Bucket(bucketSubs)
@@ -314,39 +244,4 @@ func putSubscription(tx *bolt.Tx, ev *ipn.Event, ac ipn.ApplyContext) error {
 		return err
 	}
 	return subs.Put([]byte(next.ID), b)
-}
-
-// waitsForOrder reports whether notification first, of which o reports
-// the same fact again, reached no order while o names one.
-func waitsForOrder(tx *bolt.Tx, first uint64, o ipn.Outcome) (bool, error) {
-	if o.Event == nil || o.Event.OrderID == "" && findRef(tx, o.Context.Gateway, o.Event.PaymentRefs()) == "" {
-		return false, nil
-	}
-	st, err := stateOf(tx, first)
-	if err != nil || st == nil || st.Event == nil {
-		return false, err
-	}
-	return st.Event.OrderID == "", nil
-}
-
-// linkDuplicate records the references a duplicate brings (a Stripe
-// charge.succeeded repeating the payment intent's payment names the
-// charge) for the order its payment reached, and applies what was
-// parked under them.
-func (db *DB) linkDuplicate(tx *bolt.Tx, o ipn.Outcome, now time.Time) error {
-	ev := o.Event
-	refs := ev.PaymentRefs()
-	id := ev.OrderID
-	if id == "" {
-		id = findRef(tx, o.Context.Gateway, refs)
-	}
-	if id == "" {
-		return nil
-	}
-	order, err := getOrder(tx, id)
-	if err != nil || order == nil {
-		return err
-	}
-	_, err = db.attach(tx, o.Context.Gateway, order, refs, now)
-	return err
 }

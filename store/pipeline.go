@@ -1,9 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -146,99 +146,111 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Re
 	return states, mapClosed(err)
 }
 
+// finishOne records one outcome: it looks up what the decision reads,
+// lets ipn.Decide decide and writes the decision.
 func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded, error) {
+	s, err := lookup(tx, o)
+	if err != nil {
+		return ipn.Recorded{}, err
+	}
+	d := ipn.Decide(o, s, now)
+	if d.AlreadyFinal {
+		return d.Recorded, nil
+	}
+	return db.record(tx, o, s, d, now)
+}
+
+// lookup reads what ipn.Decide needs to know about o.
+func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
+	var s ipn.Stored
 	v := tx.Bucket(bucketLog).Get(u64(o.ID))
 	if v == nil {
-		return ipn.Recorded{}, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
+		return s, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
 	}
 	n, err := decodeRecord(o.ID, v)
 	if err != nil {
-		return ipn.Recorded{}, err
+		return s, err
 	}
-	p, err := processing(tx, n)
-	if err != nil {
-		return ipn.Recorded{}, err
+	if s.Processing, err = processing(tx, n); err != nil || s.Processing.State.Final() {
+		return s, err
 	}
-	if p.State.Final() {
-		return ipn.Recorded{State: p.State}, nil
-	}
-	var rec ipn.Recorded
-	retry := tx.Bucket(bucketRetry)
-	if !p.NextAttempt.IsZero() {
-		if err := retry.Delete(retryKey(p.NextAttempt, o.ID)); err != nil {
-			return ipn.Recorded{}, err
-		}
-		p.NextAttempt = time.Time{}
-	}
-	p.State, p.Event, p.Attempts = o.State, o.Event, o.Attempts
-	p.Verified = p.Verified || o.Verified
-	detail := o.Detail
-	if o.State == ipn.StateApplied && o.EventKey != "" {
-		events := tx.Bucket(bucketEvents)
-		first := getU64(events.Get([]byte(o.EventKey)))
-		if first != 0 && first != o.ID {
-			waiting, err := waitsForOrder(tx, first, o)
+	if o.EventKey != "" {
+		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
+		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID {
+			st, err := stateOf(tx, s.FirstOfFact)
 			if err != nil {
-				return ipn.Recorded{}, err
+				return s, err
 			}
-			if waiting {
-				// The first copy of this fact named no order and waits
-				// for one (a Stripe payment intent before its Checkout
-				// Session); this copy names it: apply this one, and the
-				// first is adopted as the same fact.
-				first = 0
+			s.FirstNoOrder = st != nil && st.Event != nil && st.Event.OrderID == ""
+		}
+	}
+	if o.Event != nil {
+		s.RefOrder = findRef(tx, o.Context.Gateway, o.Event.PaymentRefs())
+		if id := cmp.Or(o.Event.OrderID, s.RefOrder); id != "" {
+			if s.Order, err = getOrder(tx, id); err != nil {
+				return s, err
 			}
 		}
-		if first != 0 && first != o.ID {
-			p.State, p.DuplicateOf = ipn.StateDuplicate, first
-			detail = fmt.Sprintf("same payment fact as notification %d", first)
-		} else if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
+	}
+	return s, nil
+}
+
+// record writes decision d about outcome o.
+func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, now time.Time) (ipn.Recorded, error) {
+	retry := tx.Bucket(bucketRetry)
+	if old := s.Processing.NextAttempt; !old.IsZero() {
+		if err := retry.Delete(retryKey(old, o.ID)); err != nil {
 			return ipn.Recorded{}, err
-		} else if first == 0 {
+		}
+	}
+	if due := d.Processing.NextAttempt; !due.IsZero() {
+		if err := retry.Put(retryKey(due, o.ID), nil); err != nil {
+			return ipn.Recorded{}, err
+		}
+	}
+	events := tx.Bucket(bucketEvents)
+	switch d.Fact {
+	case ipn.FactClaim:
+		if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
+			return ipn.Recorded{}, err
+		}
+		if s.FirstOfFact == 0 {
 			db.inserted(tx, bucketEvents, events, []byte(o.EventKey))
 		}
-	}
-	if o.ApplyOrder && o.Event != nil && p.State == ipn.StateDuplicate {
-		if err := db.linkDuplicate(tx, o, now); err != nil {
+	case ipn.FactRelease:
+		if err := events.Delete([]byte(o.EventKey)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
-	if o.ApplyOrder && o.Event != nil && p.State != ipn.StateDuplicate {
-		refused, change, err := db.applyToOrder(tx, o, now)
-		rec = change
+	if d.Order != nil {
+		if err := db.putOrder(tx, s.Order, d.Order); err != nil {
+			return ipn.Recorded{}, err
+		}
+	}
+	if err := db.enqueue(tx, d.Effects, o.ID, now); err != nil {
+		return ipn.Recorded{}, err
+	}
+	if d.Subscription {
+		if err := putSubscription(tx, d.Event, d.Context); err != nil {
+			return ipn.Recorded{}, err
+		}
+	}
+	if d.Park != nil {
+		if err := park(tx, d.Context.Gateway, o.ID, *d.Park); err != nil {
+			return ipn.Recorded{}, err
+		}
+	}
+	rec := d.Recorded
+	if d.AttachTo != nil {
+		last, err := db.attach(tx, o.Context.Gateway, d.AttachTo, d.Refs, now)
 		if err != nil {
 			return ipn.Recorded{}, err
 		}
-		if refused != "" {
-			if p.State == ipn.StateApplied && o.EventKey != "" {
-				if err := tx.Bucket(bucketEvents).Delete([]byte(o.EventKey)); err != nil {
-					return ipn.Recorded{}, err
-				}
-			}
-			p.State, detail = ipn.StateInvalid, refused
-		}
-		if p.State == ipn.StateApplied && o.Event.OrderID == "" && len(o.Event.PaymentRefs()) > 0 && o.Event.Type != ipn.TypeOther {
-			// Parked (see refs.go): say what it waits for.
-			detail = "waiting for its payment: no order yet for " + strings.Join(o.Event.PaymentRefs(), ", ")
+		if d.Order != nil {
+			rec.OrderTo = last.Status // after the events it adopted
 		}
 	}
-	if p.State == ipn.StateFailed {
-		// The merchant hears of a notification that could never be verified.
-		e := ipn.Effect{Kind: ipn.EffectEmailMerchant, Template: ipn.TemplateVerificationFailed,
-			Cause: fmt.Sprintf("notification/%d/verification_failed", o.ID), Reason: detail, Event: o.Event}
-		if err := db.enqueue(tx, []ipn.Effect{e}, o.ID, now); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	if o.State == ipn.StateReceived {
-		p.NextAttempt = o.RetryAt
-		if err := retry.Put(retryKey(o.RetryAt, o.ID), nil); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
-	rec.State = p.State
-	return rec, putProcessing(tx, o.ID, p)
+	return rec, putProcessing(tx, o.ID, &d.Processing)
 }
 
 // Cursor returns the pipeline cursor.

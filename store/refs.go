@@ -23,13 +23,6 @@ var (
 	bucketOrphans = []byte("orphans")    // gateway NUL ref NUL notification id (8) -> JSON orphan
 )
 
-// orphan is an applied event waiting for its order.
-type orphan struct {
-	Event    *ipn.Event `json:"event"`
-	EventKey string     `json:"event_key,omitempty"`
-	Sandbox  bool       `json:"sandbox,omitempty"`
-}
-
 func refKey(gateway, ref string) []byte {
 	return append(append([]byte(gateway), 0), ref...)
 }
@@ -52,13 +45,13 @@ func findRef(tx *bolt.Tx, gateway string, refs []string) string {
 
 // park keeps an applied event that names no known order under each of
 // its references.
-func park(tx *bolt.Tx, gateway string, id uint64, o ipn.Outcome) error {
-	v, err := encodeValue(orphan{Event: o.Event, EventKey: o.EventKey, Sandbox: o.Context.Sandbox})
+func park(tx *bolt.Tx, gateway string, id uint64, w ipn.Parked) error {
+	v, err := encodeValue(w)
 	if err != nil {
 		return err
 	}
 	b := tx.Bucket(bucketOrphans)
-	for _, r := range o.Event.PaymentRefs() {
+	for _, r := range w.Event.PaymentRefs() {
 		if err := b.Put(orphanKey(gateway, r, id), v); err != nil {
 			return err
 		}
@@ -86,7 +79,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 		prefix := append(k, 0)
 		type parked struct {
 			id uint64
-			o  orphan
+			w  ipn.Parked
 		}
 		var found []parked
 		c := orphans.Cursor()
@@ -96,38 +89,35 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			}
 			var p parked
 			p.id = binary.BigEndian.Uint64(key[len(prefix):])
-			if err := decodeValue(v, &p.o); err != nil || p.o.Event == nil {
+			if err := decodeValue(v, &p.w); err != nil || p.w.Event == nil {
 				return nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, p.id, err)
 			}
 			found = append(found, p)
 		}
 		for _, p := range found {
 			// Every reference it was parked under is settled now.
-			for _, pr := range p.o.Event.PaymentRefs() {
+			for _, pr := range p.w.Event.PaymentRefs() {
 				if err := orphans.Delete(orphanKey(gateway, pr, p.id)); err != nil {
 					return nil, err
 				}
 			}
-			ev := *p.o.Event
-			ev.OrderID = o.ID
-			ac := ipn.ApplyContext{Now: now, Notification: p.id, Gateway: gateway, EventKey: p.o.EventKey, Sandbox: p.o.Sandbox}
-			next, effects := ipn.Apply(o, &ev, ac)
-			if err := db.putOrder(tx, o, &next); err != nil {
+			a := ipn.Adopt(o, p.id, gateway, p.w, now)
+			if err := db.putOrder(tx, o, &a.Order); err != nil {
 				return nil, err
 			}
-			if err := db.enqueue(tx, effects, p.id, now); err != nil {
+			if err := db.enqueue(tx, a.Effects, p.id, now); err != nil {
 				return nil, err
 			}
-			if ipn.IsSubscriptionEvent(&ev) {
-				if err := putSubscription(tx, &ev, ac); err != nil {
+			if a.Subscription {
+				if err := putSubscription(tx, a.Event, a.Context); err != nil {
 					return nil, err
 				}
 			}
-			if err := noteAdopted(tx, p.id, o.ID, now); err != nil {
+			if err := noteAdopted(tx, p.id, o.ID, a.Detail, now); err != nil {
 				return nil, err
 			}
-			o = &next
-			queue = append(queue, ev.PaymentRefs()...)
+			o = &a.Order
+			queue = append(queue, a.Event.PaymentRefs()...)
 		}
 	}
 	return o, nil
@@ -135,7 +125,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 
 // noteAdopted records in a parked notification's history that it reached
 // its order.
-func noteAdopted(tx *bolt.Tx, id uint64, orderID string, now time.Time) error {
+func noteAdopted(tx *bolt.Tx, id uint64, orderID, detail string, now time.Time) error {
 	p, err := stateOf(tx, id)
 	if err != nil || p == nil {
 		return err
@@ -143,7 +133,6 @@ func noteAdopted(tx *bolt.Tx, id uint64, orderID string, now time.Time) error {
 	if p.Event != nil {
 		p.Event.OrderID = orderID
 	}
-	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State,
-		Detail: fmt.Sprintf("applied to order %q, which its payment reached", orderID)})
+	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
 	return putProcessing(tx, id, p)
 }

@@ -1,0 +1,235 @@
+package ipn
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// What a notification does to its order is decided here, in one pure
+// function: Decide. The store looks up what it holds (Stored), calls
+// Decide and writes what the Decision says in the same transaction; it
+// decides nothing itself. Apply (apply.go) is the order's state machine
+// that Decide runs; review.go lists every reason an order goes to review.
+
+// Stored is what the store holds that the decision about one Outcome
+// reads, looked up in the transaction that records it.
+type Stored struct {
+	// Processing is the notification's processing record before this
+	// outcome.
+	Processing *Processing
+	// FirstOfFact is the notification that holds Outcome.EventKey (the
+	// first copy of the payment fact), 0 when none does.
+	FirstOfFact uint64
+	// FirstNoOrder: FirstOfFact's recorded event reached no order (it is
+	// parked, waiting for its payment).
+	FirstNoOrder bool
+	// RefOrder is the order one of the event's payment references
+	// (Event.PaymentRefs) was applied to, "" when none was.
+	RefOrder string
+	// Order is the order the event names (Event.OrderID, else RefOrder),
+	// nil when it is not stored.
+	Order *Order
+}
+
+// FactAction is what happens to the payment fact's key (Outcome.EventKey),
+// which makes a later copy of the same fact a duplicate.
+type FactAction int
+
+// Fact actions.
+const (
+	FactKeep    FactAction = iota // leave it as it is
+	FactClaim                     // this notification holds it now
+	FactRelease                   // forget it: the fact was refused
+)
+
+// Decision is what recording one Outcome changes. The store writes all of
+// it in one transaction, in this order: the processing record (with its
+// retry schedule), the fact key, the order, the effects, the subscription,
+// the parked event, the references.
+type Decision struct {
+	// AlreadyFinal: the notification was final already (recorded before a
+	// crash moved the cursor, or out of order): nothing is written.
+	AlreadyFinal bool
+	// Processing is the notification's new processing record, with this
+	// step's history entry appended.
+	Processing Processing
+	// Recorded is what the pipeline reports: the state and the order's
+	// transition with its reason.
+	Recorded Recorded
+	Fact     FactAction
+	// Order is the order to write (nil: none changes); it replaces
+	// Stored.Order.
+	Order *Order
+	// Effects are queued under the notification.
+	Effects []Effect
+	// Event and Context are the event as applied (its OrderID filled in
+	// from a payment reference) and the state machine's context: what
+	// ApplySubscription reads when Subscription is set.
+	Event        *Event
+	Context      ApplyContext
+	Subscription bool
+	// Park keeps the event under each of its payment references until a
+	// payment brings one of them to an order (see Adopt).
+	Park *Parked
+	// AttachTo, when set, is the order Refs now belong to: the store maps
+	// each reference to it and adopts the events parked under them.
+	AttachTo *Order
+	Refs     []string
+}
+
+// Parked is an applied event that named no order the store knew, waiting
+// for a payment that brings one of its references.
+type Parked struct {
+	Event    *Event `json:"event"`
+	EventKey string `json:"event_key,omitempty"`
+	Sandbox  bool   `json:"sandbox,omitempty"`
+}
+
+// Decide decides what recording outcome o does, given what is stored.
+// It is pure: it reads only its arguments and modifies none of them.
+//
+//   - A notification final already is left as it is.
+//   - An applied outcome whose payment fact another notification holds is
+//     a duplicate of it, unless that one is parked and this one names an
+//     order: this one is applied, and the parked one is adopted as the
+//     same fact. A duplicate's references are attached to the order its
+//     payment reached.
+//   - An event that names no known order but payment references is
+//     parked; one for an unregistered order when orders must be
+//     registered is refused (invalid, the fact key released).
+//   - Otherwise Apply runs. An outcome refused before (test payment on a
+//     live gateway, another receiver) still reaches the order (review),
+//     but the customer hears nothing and no subscription or reference is
+//     recorded.
+//   - A notification that could never be verified is told to the
+//     merchant.
+func Decide(o Outcome, s Stored, now time.Time) Decision {
+	p := s.Processing
+	if p.State.Final() {
+		return Decision{AlreadyFinal: true, Recorded: Recorded{State: p.State}}
+	}
+	next := *p
+	next.History = slices.Clip(next.History) // appending copies
+	next.NextAttempt = time.Time{}
+	next.State, next.Event, next.Attempts = o.State, o.Event, o.Attempts
+	next.Verified = p.Verified || o.Verified
+	var d Decision
+	detail := o.Detail
+	if o.State == StateApplied && o.EventKey != "" {
+		first := s.FirstOfFact
+		if first != 0 && first != o.ID && s.FirstNoOrder && o.Event != nil && (o.Event.OrderID != "" || s.RefOrder != "") {
+			// The first copy of this fact named no order and waits for
+			// one (a Stripe payment intent before its Checkout Session);
+			// this copy names it: apply this one, and the first is
+			// adopted as the same fact.
+			first = 0
+		}
+		if first != 0 && first != o.ID {
+			next.State, next.DuplicateOf = StateDuplicate, first
+			detail = fmt.Sprintf("same payment fact as notification %d", first)
+		} else {
+			d.Fact = FactClaim
+		}
+	}
+	if o.ApplyOrder && o.Event != nil {
+		if next.State == StateDuplicate {
+			// A duplicate may bring references (a Stripe charge.succeeded
+			// repeating its payment intent's payment names the charge).
+			if s.Order != nil {
+				d.AttachTo, d.Refs = s.Order, o.Event.PaymentRefs()
+			}
+		} else if refused := decideOrder(&d, o, s, &next, now); refused != "" {
+			if next.State == StateApplied && o.EventKey != "" {
+				d.Fact = FactRelease
+			}
+			next.State, detail = StateInvalid, refused
+		} else if d.Park != nil {
+			detail = "waiting for its payment: no order yet for " + strings.Join(d.Park.Event.PaymentRefs(), ", ")
+		}
+	}
+	if next.State == StateFailed {
+		// The merchant hears of a notification that could never be verified.
+		d.Effects = append(d.Effects, Effect{Kind: EffectEmailMerchant, Template: TemplateVerificationFailed,
+			Cause: fmt.Sprintf("notification/%d/verification_failed", o.ID), Reason: detail, Event: o.Event})
+	}
+	if o.State == StateReceived {
+		next.NextAttempt = o.RetryAt
+	}
+	next.History = append(next.History, HistoryEntry{At: now.UTC(), State: next.State, Detail: detail})
+	d.Processing = next
+	d.Recorded.State, d.Recorded.Detail = next.State, detail
+	return d
+}
+
+// decideOrder fills in d for an event to apply to its order, and returns
+// why it is refused ("" when it is not).
+func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Time) string {
+	ev := *o.Event
+	if ev.OrderID == "" {
+		// Recorded with the event: the order it reached.
+		ev.OrderID = s.RefOrder
+	}
+	next.Event = &ev
+	ac := o.Context
+	ac.Now, ac.Notification, ac.EventKey = now, o.ID, o.EventKey
+	d.Event, d.Context = &ev, ac
+	refs := ev.PaymentRefs()
+	if ev.OrderID == "" {
+		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 {
+			d.Park = &Parked{Event: &ev, EventKey: o.EventKey, Sandbox: ac.Sandbox}
+		}
+		return ""
+	}
+	if s.Order == nil && o.RequireRegistered {
+		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID)
+	}
+	order, effects := Apply(s.Order, &ev, ac)
+	if order.ID == "" { // the event does not concern an order
+		return ""
+	}
+	d.Order = &order
+	d.Recorded.OrderID, d.Recorded.OrderTo = order.ID, order.Status
+	d.Recorded.Reason = order.History[len(order.History)-1].Reason
+	if s.Order != nil {
+		d.Recorded.OrderFrom = s.Order.Status
+	}
+	if o.State != StateApplied {
+		// Refused (a test payment on a live gateway, another receiver):
+		// the order is flagged, the merchant told and the shop hears that
+		// the order is in review, but the customer hears nothing and no
+		// subscription or payment reference is recorded.
+		for _, e := range effects {
+			if e.Kind != EffectEmailCustomer {
+				d.Effects = append(d.Effects, e)
+			}
+		}
+		return ""
+	}
+	d.Effects = effects
+	d.Subscription = IsSubscriptionEvent(&ev)
+	d.AttachTo, d.Refs = &order, refs
+	return ""
+}
+
+// Adoption is what applying a parked event to its order changes.
+type Adoption struct {
+	Order        Order
+	Effects      []Effect
+	Event        *Event // the event as applied, naming the order
+	Context      ApplyContext
+	Subscription bool   // apply Event to its subscription record too
+	Detail       string // for the parked notification's history
+}
+
+// Adopt applies the event parked by notification id of gateway to order
+// o, which a payment naming one of its references reached. It is pure.
+func Adopt(o *Order, id uint64, gateway string, w Parked, now time.Time) Adoption {
+	ev := *w.Event
+	ev.OrderID = o.ID
+	ac := ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
+	next, effects := Apply(o, &ev, ac)
+	return Adoption{Order: next, Effects: effects, Event: &ev, Context: ac, Subscription: IsSubscriptionEvent(&ev),
+		Detail: fmt.Sprintf("applied to order %q, which its payment reached", o.ID)}
+}
