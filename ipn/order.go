@@ -26,15 +26,6 @@ const (
 var OrderStatuses = []OrderStatus{OrderAwaitingPayment, OrderPending, OrderPaid, OrderPartiallyRefunded,
 	OrderRefunded, OrderReversed, OrderDisputed, OrderFailed, OrderCanceled, OrderReview}
 
-// Order flags (Order.Flags): why an order is in review.
-const (
-	FlagAmountMismatch   = "amount_mismatch"
-	FlagCurrencyMismatch = "currency_mismatch"
-	FlagReceiverMismatch = "receiver_mismatch"
-	FlagTestPayment      = "test_payment"
-	FlagDoublePayment    = "double_payment"
-)
-
 // Order is the merchant's order as ipnd knows it: registered in advance
 // (POST /api/orders) or created from the first event that names it.
 // Amounts are exact decimal strings with the currency's digits.

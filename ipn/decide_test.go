@@ -1,0 +1,198 @@
+package ipn_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"ipnd/ipn"
+)
+
+var decideT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// applied is an outcome the pipeline found valid: payment txn of order
+// (order "" names none), with payment references refs.
+func applied(id uint64, order, txn, refs string) ipn.Outcome {
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: txn, OrderID: order,
+		Amount: "19.99", Currency: "USD", CustomerEmail: "buyer@example.com", Refs: refs}
+	return ipn.Outcome{ID: id, State: ipn.StateApplied, Event: ev, EventKey: "gw\x00" + txn, ApplyOrder: true,
+		Context: ipn.ApplyContext{Gateway: "gw"}}
+}
+
+func received() *ipn.Processing {
+	return &ipn.Processing{State: ipn.StateReceived, History: []ipn.HistoryEntry{{At: decideT0, State: ipn.StateReceived}}}
+}
+
+func kinds(effects []ipn.Effect) string {
+	var k []string
+	for _, e := range effects {
+		k = append(k, e.Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+// TestDecide covers each branch of the decision the store used to take
+// between four functions, by what it returns.
+func TestDecide(t *testing.T) {
+	registered := mustRegister(t, "A1", "19.99", "USD")
+	for _, tc := range []struct {
+		name   string
+		o      ipn.Outcome
+		s      ipn.Stored
+		check  func(t *testing.T, d ipn.Decision)
+		state  ipn.State
+		detail string
+	}{{
+		name: "new order created and paid",
+		o:    applied(2, "A1", "T1", ""), s: ipn.Stored{Order: registered},
+		state: ipn.StateApplied,
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Fact != ipn.FactClaim || d.Order == nil || d.Order.Status != ipn.OrderPaid {
+				t.Fatalf("fact %v order %+v", d.Fact, d.Order)
+			}
+			if d.Recorded.OrderFrom != ipn.OrderAwaitingPayment || d.Recorded.OrderTo != ipn.OrderPaid ||
+				d.Recorded.Reason != d.Order.History[len(d.Order.History)-1].Reason || d.Recorded.Reason == "" {
+				t.Fatalf("recorded %+v", d.Recorded)
+			}
+			if d.AttachTo != d.Order || !reflect.DeepEqual(d.Refs, []string{"T1"}) {
+				t.Fatalf("attach %v %v", d.AttachTo, d.Refs)
+			}
+			if kinds(d.Effects) != "email_customer,shop_callback" {
+				t.Fatalf("effects %s", kinds(d.Effects))
+			}
+		},
+	}, {
+		name: "same fact as another notification",
+		o:    applied(3, "A1", "T1", ""), s: ipn.Stored{FirstOfFact: 2, Order: registered},
+		state: ipn.StateDuplicate, detail: "same payment fact as notification 2",
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Fact != ipn.FactKeep || d.Order != nil || len(d.Effects) != 0 || d.Processing.DuplicateOf != 2 {
+				t.Fatalf("%+v", d)
+			}
+			if d.AttachTo != registered {
+				t.Fatal("a duplicate's references are not attached to its order")
+			}
+		},
+	}, {
+		name: "first copy parked, this one names the order",
+		o:    applied(3, "A1", "T1", ""), s: ipn.Stored{FirstOfFact: 2, FirstNoOrder: true, Order: registered},
+		state: ipn.StateApplied,
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Fact != ipn.FactClaim || d.Order == nil {
+				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "no order, payment references: parked",
+		o:    applied(4, "", "pi_1", "ch_1"), s: ipn.Stored{},
+		state: ipn.StateApplied, detail: "waiting for its payment: no order yet for pi_1, ch_1",
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Park == nil || d.Park.EventKey != "gw\x00pi_1" || d.Order != nil || len(d.Effects) != 0 {
+				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "reference known: the order it reached",
+		o:    applied(5, "", "ch_1", ""), s: ipn.Stored{RefOrder: "A1", Order: registered},
+		state: ipn.StateApplied,
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Processing.Event.OrderID != "A1" || d.Order == nil || d.Order.ID != "A1" {
+				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "unregistered order refused",
+		o: func() ipn.Outcome {
+			o := applied(6, "B9", "T9", "")
+			o.RequireRegistered = true
+			return o
+		}(), s: ipn.Stored{FirstOfFact: 6},
+		state: ipn.StateInvalid, detail: `order "B9" is not registered (orders.require_registered)`,
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Fact != ipn.FactRelease || d.Order != nil || len(d.Effects) != 0 {
+				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "test payment on a live gateway: review, no customer email",
+		o: func() ipn.Outcome {
+			o := applied(7, "A1", "T7", "")
+			o.Event.Test, o.State, o.Detail = true, ipn.StateInvalid, "test_payment: refused"
+			return o
+		}(), s: ipn.Stored{Order: registered},
+		state: ipn.StateInvalid, detail: "test_payment: refused",
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Order == nil || d.Order.Status != ipn.OrderReview || d.Subscription || d.AttachTo != nil || d.Fact != ipn.FactKeep {
+				t.Fatalf("%+v", d)
+			}
+			if kinds(d.Effects) != "email_merchant,shop_callback" {
+				t.Fatalf("effects %s", kinds(d.Effects))
+			}
+		},
+	}, {
+		name:  "never verified: the merchant hears of it",
+		o:     ipn.Outcome{ID: 8, State: ipn.StateFailed, Detail: "verification failed"},
+		s:     ipn.Stored{},
+		state: ipn.StateFailed, detail: "verification failed",
+		check: func(t *testing.T, d ipn.Decision) {
+			if len(d.Effects) != 1 || d.Effects[0].Template != ipn.TemplateVerificationFailed ||
+				d.Effects[0].Cause != "notification/8/verification_failed" {
+				t.Fatalf("%+v", d.Effects)
+			}
+		},
+	}, {
+		name:  "verification retried later",
+		o:     ipn.Outcome{ID: 9, State: ipn.StateReceived, RetryAt: decideT0.Add(time.Minute), Attempts: 1, Detail: "attempt 1 failed"},
+		s:     ipn.Stored{},
+		state: ipn.StateReceived, detail: "attempt 1 failed",
+		check: func(t *testing.T, d ipn.Decision) {
+			if !d.Processing.NextAttempt.Equal(decideT0.Add(time.Minute)) || d.Processing.Attempts != 1 {
+				t.Fatalf("%+v", d.Processing)
+			}
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.s.Processing == nil {
+				tc.s.Processing = received()
+			}
+			before := mustJSON(t, tc.s)
+			beforeEvent := mustJSON(t, tc.o.Event)
+			d := ipn.Decide(tc.o, tc.s, decideT0)
+			if string(mustJSON(t, tc.s)) != string(before) || string(mustJSON(t, tc.o.Event)) != string(beforeEvent) {
+				t.Fatal("Decide modified its arguments")
+			}
+			if d.AlreadyFinal || d.Processing.State != tc.state || d.Recorded.State != tc.state || d.Recorded.Detail != tc.detail {
+				t.Fatalf("state %s (recorded %s) detail %q, want %s %q", d.Processing.State, d.Recorded.State, d.Recorded.Detail, tc.state, tc.detail)
+			}
+			h := d.Processing.History
+			if len(h) != 2 || h[1].State != tc.state || h[1].Detail != tc.detail || !h[1].At.Equal(decideT0) {
+				t.Fatalf("history %+v", h)
+			}
+			tc.check(t, d)
+		})
+	}
+}
+
+func TestDecideFinalIsLeftAlone(t *testing.T) {
+	p := &ipn.Processing{State: ipn.StateApplied}
+	d := ipn.Decide(applied(2, "A1", "T1", ""), ipn.Stored{Processing: p}, decideT0)
+	if !d.AlreadyFinal || d.Recorded.State != ipn.StateApplied || d.Order != nil || len(d.Effects) != 0 {
+		t.Fatalf("%+v", d)
+	}
+}
+
+// TestAdopt: a refund parked before its payment reaches the order the
+// payment created, and says so.
+func TestAdopt(t *testing.T) {
+	paid := ipn.Decide(applied(2, "A1", "pi_1", ""), ipn.Stored{Processing: received(), Order: mustRegister(t, "A1", "19.99", "USD")}, decideT0).Order
+	refund := ipn.Parked{Event: &ipn.Event{Type: ipn.TypeRefund, Status: ipn.StatusRefunded, TxnID: "re_1", ParentTxnID: "pi_1",
+		Amount: "19.99", Currency: "USD"}, EventKey: "gw\x00re_1"}
+	a := ipn.Adopt(paid, 1, "gw", refund, decideT0.Add(time.Minute))
+	if a.Order.Status != ipn.OrderRefunded || a.Event.OrderID != "A1" || refund.Event.OrderID != "" {
+		t.Fatalf("status %s event %+v", a.Order.Status, a.Event)
+	}
+	if a.Detail != `applied to order "A1", which its payment reached` || a.Context.Notification != 1 || a.Subscription {
+		t.Fatalf("%+v", a)
+	}
+}

@@ -1,0 +1,180 @@
+package ipn
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/cockroachdb/apd/v3"
+)
+
+// summary is what an order's facts add up to.
+type summary struct {
+	status   OrderStatus
+	paid     *apd.Decimal
+	refunded *apd.Decimal
+	flags    []string // sorted, including the order's earlier flags
+	txnIDs   []string // sorted
+}
+
+// payGroup is one payment transaction as its facts describe it.
+type payGroup struct {
+	oneOff    bool         // a payment, not a subscription payment
+	completed bool         // some fact is completed
+	counted   bool         // some completed fact counts towards the totals
+	amount    *apd.Decimal // largest counted completed amount
+	failed    bool
+	canceled  bool
+	pending   bool
+}
+
+// summarize derives status, totals, flags and txn ids from o's facts and
+// registered expectation (the rules are in Apply's comment, the flags'
+// in review.go). o.Flags are kept: flags are never removed.
+func summarize(o *Order) summary {
+	cur := o.Currency
+	var expected *apd.Decimal
+	if o.Registered {
+		expected, _ = amountOf(o.Amount, cur)
+	}
+	pays := map[string]*payGroup{}
+	var payOrder []string // group keys in first-seen order, for a deterministic sum
+	refunds := map[string]*apd.Decimal{}
+	reversals := map[string]map[string]bool{} // parent txn -> reversal ids
+	cancels := map[string]map[string]bool{}   // parent txn -> reversal_canceled ids
+	type dispute struct{ opened, closed, lost bool }
+	disputes := map[string]*dispute{}
+	txns := map[string]bool{}
+
+	add := func(m map[string]map[string]bool, parent, id string) {
+		if m[parent] == nil {
+			m[parent] = map[string]bool{}
+		}
+		m[parent][id] = true
+	}
+	for _, f := range o.Facts {
+		if f.TxnID != "" {
+			txns[f.TxnID] = true
+		}
+		counts := sameCurrency(f.Currency, cur) && len(f.Flags) == 0
+		amt, amtErr := amountOf(f.Amount, firstNonEmpty(cur, f.Currency))
+		if amtErr == nil {
+			amt.Abs(amt)
+		}
+		id := firstNonEmpty(f.TxnID, "\x00"+f.Key)
+		switch f.Type {
+		case TypePayment, TypeSubscriptionPayment:
+			g := pays[id]
+			if g == nil {
+				g = &payGroup{amount: zeroAmount()}
+				pays[id] = g
+				payOrder = append(payOrder, id)
+			}
+			g.oneOff = g.oneOff || f.Type == TypePayment
+			switch f.Status {
+			case StatusCompleted:
+				g.completed = true
+				if counts {
+					g.counted = true
+					if amtErr == nil && amt.Cmp(g.amount) > 0 {
+						g.amount.Set(amt)
+					}
+				}
+			case StatusPending:
+				g.pending = true
+			case StatusFailed, StatusDenied, StatusExpired:
+				g.failed = true
+			case StatusCanceled:
+				g.canceled = true
+			}
+		case TypeRefund:
+			if counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
+				if r := refunds[id]; r == nil || amt.Cmp(r) > 0 {
+					refunds[id] = amt
+				}
+			}
+		case TypeReversal:
+			add(reversals, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+		case TypeReversalCanceled:
+			add(cancels, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+		case TypeDispute:
+			did := firstNonEmpty(f.TxnID, firstNonEmpty(f.ParentTxnID, "\x00"+f.Key))
+			d := disputes[did]
+			if d == nil {
+				d = &dispute{}
+				disputes[did] = d
+			}
+			if disputeOpening(f.Status) {
+				d.opened = true
+			} else {
+				d.closed = true
+				d.lost = d.lost || f.Status == StatusReversed
+			}
+		}
+	}
+
+	s := summary{paid: zeroAmount(), refunded: zeroAmount()}
+	var completed, pending, failed, canceled bool
+	var oneOffs []*apd.Decimal
+	for _, id := range payOrder {
+		g := pays[id]
+		switch {
+		case g.completed:
+			completed = true
+			if g.counted {
+				addAmount(s.paid, g.amount)
+				if g.oneOff {
+					oneOffs = append(oneOffs, g.amount)
+				}
+			}
+		case g.failed:
+			failed = true
+		case g.canceled:
+			canceled = true
+		case g.pending:
+			pending = true
+		}
+	}
+	for _, r := range refunds {
+		addAmount(s.refunded, r)
+	}
+	reversed := false
+	for parent, ids := range reversals {
+		if len(ids) > len(cancels[parent]) {
+			reversed = true
+		}
+	}
+	disputed := false
+	for _, d := range disputes {
+		reversed = reversed || d.lost
+		disputed = disputed || d.opened && !d.closed
+	}
+
+	s.flags = reviewFlags(o, expected, oneOffs)
+	s.txnIDs = slices.Sorted(maps.Keys(txns))
+	if s.txnIDs == nil {
+		s.txnIDs = []string{}
+	}
+	switch {
+	case len(s.flags) > 0:
+		s.status = OrderReview
+	case reversed:
+		s.status = OrderReversed
+	case disputed:
+		s.status = OrderDisputed
+	case completed && s.refunded.Sign() > 0 && s.refunded.Cmp(s.paid) >= 0:
+		s.status = OrderRefunded
+	case completed && s.refunded.Sign() > 0:
+		s.status = OrderPartiallyRefunded
+	case completed:
+		s.status = OrderPaid
+	case pending:
+		s.status = OrderPending
+	case failed:
+		s.status = OrderFailed
+	case canceled:
+		s.status = OrderCanceled
+	default:
+		s.status = OrderAwaitingPayment
+	}
+	return s
+}
