@@ -129,8 +129,11 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		next.Facts = slices.Delete(next.Facts, i, i+1)
 		break
 	}
-	prevStatus, prevFlags := next.Status, slices.Clone(next.Flags)
-	prevPaid, prevRefunded, prevFacts := next.Paid, next.Refunded, next.Facts
+	c := change{created: o == nil, prevStatus: next.Status, prevFlags: slices.Clone(next.Flags),
+		prevPaid: next.Paid, prevRefunded: next.Refunded, prevFacts: next.Facts, key: key}
+	if o != nil {
+		c.history = o.History
+	}
 
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
@@ -151,61 +154,90 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 	}
 
-	fact := newFact(key, ev, ac, next.Currency, next.Test)
-	next.Facts = append(next.Facts, fact)
-	s := summarize(&next)
-	next.Flags = s.flags
-	next.Status = s.status
-	next.Paid = formatAmount(s.paid, next.Currency)
-	next.Refunded = formatAmount(s.refunded, next.Currency)
-	next.TxnIDs = s.txnIDs
+	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
+	next.Facts = append(next.Facts, c.fact)
+	c.s = summarize(&next)
+	next.Flags = c.s.flags
+	next.Status = c.s.status
+	next.Paid = formatAmount(c.s.paid, next.Currency)
+	next.Refunded = formatAmount(c.s.refunded, next.Currency)
+	next.TxnIDs = c.s.txnIDs
 	next.UpdatedAt = ac.Now
-	paidChanged := totalChanged(prevPaid, s.paid, next.Currency)
-	refundedChanged := totalChanged(prevRefunded, s.refunded, next.Currency)
-	var newFlags []string
+	c.paidChanged = totalChanged(c.prevPaid, c.s.paid, next.Currency)
+	c.refundedChanged = totalChanged(c.prevRefunded, c.s.refunded, next.Currency)
 	for _, f := range next.Flags {
-		if !slices.Contains(prevFlags, f) {
-			newFlags = append(newFlags, f)
+		if !slices.Contains(c.prevFlags, f) {
+			c.newFlags = append(c.newFlags, f)
 		}
 	}
+	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
 
 	// History: one entry per new fact, whether or not the status moved.
-	desc := describeFact(fact, ev.Flags, next.Currency)
-	var why []string
-	if o == nil {
-		why = append(why, "order created by this event")
-	}
-	why = append(why, desc)
-	if paidChanged {
-		why = append(why, "paid "+next.Paid+" "+next.Currency)
-	}
-	if refundedChanged {
-		why = append(why, "refunded "+next.Refunded+" "+next.Currency)
-	}
-	if len(newFlags) > 0 {
-		why = append(why, "review: "+strings.Join(newFlags, ", "))
-	}
-	if next.Status == prevStatus && !paidChanged && !refundedChanged && len(newFlags) == 0 {
-		why = append(why, "no change")
-	}
 	next.History = append(next.History, OrderChange{
 		At:           ac.Now,
 		Notification: ac.Notification,
-		From:         prevStatus,
+		From:         c.prevStatus,
 		To:           next.Status,
-		Reason:       strings.Join(why, "; "),
+		Reason:       c.reason(&next),
 	})
+	return next, c.effects(&next, ev)
+}
 
-	// Effects: each carries the order as it stands now, so that what is
-	// sent later states this change's amounts.
+// change is one new fact's change to an order, as Apply computes it.
+type change struct {
+	created                      bool          // the order is created by this fact
+	history                      []OrderChange // the order's history before it
+	prevStatus                   OrderStatus
+	prevFlags, newFlags          []string
+	prevPaid, prevRefunded       string
+	prevFacts                    []OrderFact
+	key                          string // the fact's key
+	fact                         OrderFact
+	desc                         string // describeFact
+	s                            summary
+	paidChanged, refundedChanged bool
+}
+
+// moved reports whether the order's status, totals or flags changed.
+func (c *change) moved(next *Order) bool {
+	return next.Status != c.prevStatus || c.paidChanged || c.refundedChanged || len(c.newFlags) > 0
+}
+
+// reason is the order history's words for the change: "payment TXN1
+// completed 19.99 USD; paid 19.99 USD", "...; review: amount_mismatch".
+func (c *change) reason(next *Order) string {
+	var why []string
+	if c.created {
+		why = append(why, "order created by this event")
+	}
+	why = append(why, c.desc)
+	if c.paidChanged {
+		why = append(why, "paid "+next.Paid+" "+next.Currency)
+	}
+	if c.refundedChanged {
+		why = append(why, "refunded "+next.Refunded+" "+next.Currency)
+	}
+	if len(c.newFlags) > 0 {
+		why = append(why, "review: "+strings.Join(c.newFlags, ", "))
+	}
+	if !c.moved(next) {
+		why = append(why, "no change")
+	}
+	return strings.Join(why, "; ")
+}
+
+// effects returns what the change queues (see Apply). Each effect
+// carries the order as it stands now, so that what is sent later states
+// this change's amounts.
+func (c *change) effects(next *Order, ev *Event) []Effect {
 	evc := *ev
-	reason := next.History[len(next.History)-1].Reason
-	snap := next.Snapshot(prevStatus, reason)
+	snap := next.Snapshot(c.prevStatus, next.History[len(next.History)-1].Reason)
 	var effects []Effect
 	add := func(e Effect) {
 		e.OrderID, e.Event, e.Order = next.ID, &evc, snap
 		effects = append(effects, e)
 	}
+	fact, desc, key := c.fact, c.desc, c.key
 	payment := ""
 	if isPaymentLike(fact.Type) && sameCurrency(fact.Currency, next.Currency) {
 		payment = strings.TrimPrefix(fact.Amount, "-")
@@ -220,34 +252,30 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	merchant := func(template, cause, reason string) {
 		add(Effect{Kind: EffectEmailMerchant, Template: template, Cause: next.ID + "/" + cause, Reason: reason, Amount: payment})
 	}
-	var history []OrderChange
-	if o != nil {
-		history = o.History
-	}
-	if next.Status != prevStatus {
+	if next.Status != c.prevStatus {
 		switch next.Status {
 		case OrderPaid, OrderPartiallyRefunded:
-			if !reached(history, OrderPaid, OrderPartiallyRefunded) {
+			if !reached(c.history, OrderPaid, OrderPartiallyRefunded) {
 				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc, payment)
 			}
 		case OrderPending:
-			if !reached(history, OrderPending) {
+			if !reached(c.history, OrderPending) {
 				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc, payment)
 			}
 		case OrderFailed:
-			if !reached(history, OrderFailed) {
+			if !reached(c.history, OrderFailed) {
 				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc, payment)
 			}
 		}
 	}
 	switch fact.Type {
 	case TypeRefund:
-		if refundedChanged {
+		if c.refundedChanged {
 			// The refund's own amount: what this event added to the
 			// refunded total (Stripe reports the charge's cumulative
 			// amount_refunded; PayPal each refund on its own).
-			own := new(apd.Decimal).Set(s.refunded)
-			if prev, err := amountOf(prevRefunded, next.Currency); err == nil {
+			own := new(apd.Decimal).Set(c.s.refunded)
+			if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
 				decimalCtx.Sub(own, own, prev)
 			}
 			ownText := formatAmount(own, next.Currency)
@@ -255,7 +283,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
-		if !subscriptionSeen(prevFacts, fact) {
+		if !subscriptionSeen(c.prevFacts, fact) {
 			tmpl := TemplateSubscriptionStarted
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
@@ -265,23 +293,22 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	case TypeReversal, TypeDispute:
 		// One email per dispute or reversal: Stripe reports an opened
 		// dispute and the funds it withdrew under the dispute's id.
-		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(prevFacts, fact) {
+		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(c.prevFacts, fact) {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
-	if len(newFlags) > 0 {
-		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(newFlags, "+"),
+	if len(c.newFlags) > 0 {
+		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
 	}
-	transition := next.Status != prevStatus || paidChanged || refundedChanged || len(newFlags) > 0
-	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(prevFacts, fact)
-	if transition || newSubscription {
+	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(c.prevFacts, fact)
+	if c.moved(next) || newSubscription {
 		// The shop hears of every transition of the order (status, totals
 		// or flags) and of each subscription's start, end and payments,
 		// once: a fact that changes nothing tells it nothing.
 		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
 	}
-	return next, effects
+	return effects
 }
 
 // totalChanged reports whether a total shown as before is not now, read

@@ -30,21 +30,27 @@ type payGroup struct {
 // summarize derives status, totals, flags and txn ids from o's facts and
 // registered expectation (the rules are in Apply's comment, the flags'
 // in review.go). o.Flags are kept: flags are never removed.
-func summarize(o *Order) summary {
-	cur := o.Currency
-	var expected *apd.Decimal
-	if o.Registered {
-		expected, _ = amountOf(o.Amount, cur)
-	}
-	pays := map[string]*payGroup{}
-	var payOrder []string // group keys in first-seen order, for a deterministic sum
-	refunds := map[string]*apd.Decimal{}
-	reversals := map[string]map[string]bool{} // parent txn -> reversal ids
-	cancels := map[string]map[string]bool{}   // parent txn -> reversal_canceled ids
-	type dispute struct{ opened, closed, lost bool }
-	disputes := map[string]*dispute{}
-	txns := map[string]bool{}
+// dispute is one dispute as its facts describe it.
+type dispute struct{ opened, closed, lost bool }
 
+// tally is an order's facts grouped by what they are about.
+type tally struct {
+	pays      map[string]*payGroup
+	payOrder  []string // group keys in first-seen order, for a deterministic sum
+	refunds   map[string]*apd.Decimal
+	reversals map[string]map[string]bool // parent txn -> reversal ids
+	cancels   map[string]map[string]bool // parent txn -> reversal_canceled ids
+	disputes  map[string]*dispute
+	txns      map[string]bool
+}
+
+// tallyFacts groups o's facts: payments and refunds by txn id (by fact
+// key when they have none), reversals and their cancellations by parent
+// txn id, disputes by dispute id.
+func tallyFacts(o *Order) *tally {
+	cur := o.Currency
+	t := &tally{pays: map[string]*payGroup{}, refunds: map[string]*apd.Decimal{}, reversals: map[string]map[string]bool{},
+		cancels: map[string]map[string]bool{}, disputes: map[string]*dispute{}, txns: map[string]bool{}}
 	add := func(m map[string]map[string]bool, parent, id string) {
 		if m[parent] == nil {
 			m[parent] = map[string]bool{}
@@ -53,7 +59,7 @@ func summarize(o *Order) summary {
 	}
 	for _, f := range o.Facts {
 		if f.TxnID != "" {
-			txns[f.TxnID] = true
+			t.txns[f.TxnID] = true
 		}
 		counts := sameCurrency(f.Currency, cur) && len(f.Flags) == 0
 		amt, amtErr := amountOf(f.Amount, firstNonEmpty(cur, f.Currency))
@@ -63,11 +69,11 @@ func summarize(o *Order) summary {
 		id := firstNonEmpty(f.TxnID, "\x00"+f.Key)
 		switch f.Type {
 		case TypePayment, TypeSubscriptionPayment:
-			g := pays[id]
+			g := t.pays[id]
 			if g == nil {
 				g = &payGroup{amount: zeroAmount()}
-				pays[id] = g
-				payOrder = append(payOrder, id)
+				t.pays[id] = g
+				t.payOrder = append(t.payOrder, id)
 			}
 			g.oneOff = g.oneOff || f.Type == TypePayment
 			switch f.Status {
@@ -88,20 +94,20 @@ func summarize(o *Order) summary {
 			}
 		case TypeRefund:
 			if counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
-				if r := refunds[id]; r == nil || amt.Cmp(r) > 0 {
-					refunds[id] = amt
+				if r := t.refunds[id]; r == nil || amt.Cmp(r) > 0 {
+					t.refunds[id] = amt
 				}
 			}
 		case TypeReversal:
-			add(reversals, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+			add(t.reversals, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
 		case TypeReversalCanceled:
-			add(cancels, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+			add(t.cancels, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
 		case TypeDispute:
 			did := firstNonEmpty(f.TxnID, firstNonEmpty(f.ParentTxnID, "\x00"+f.Key))
-			d := disputes[did]
+			d := t.disputes[did]
 			if d == nil {
 				d = &dispute{}
-				disputes[did] = d
+				t.disputes[did] = d
 			}
 			if disputeOpening(f.Status) {
 				d.opened = true
@@ -111,12 +117,21 @@ func summarize(o *Order) summary {
 			}
 		}
 	}
+	return t
+}
+
+func summarize(o *Order) summary {
+	var expected *apd.Decimal
+	if o.Registered {
+		expected, _ = amountOf(o.Amount, o.Currency)
+	}
+	t := tallyFacts(o)
 
 	s := summary{paid: zeroAmount(), refunded: zeroAmount()}
 	var completed, pending, failed, canceled bool
 	var oneOffs []*apd.Decimal
-	for _, id := range payOrder {
-		g := pays[id]
+	for _, id := range t.payOrder {
+		g := t.pays[id]
 		switch {
 		case g.completed:
 			completed = true
@@ -134,23 +149,23 @@ func summarize(o *Order) summary {
 			pending = true
 		}
 	}
-	for _, r := range refunds {
+	for _, r := range t.refunds {
 		addAmount(s.refunded, r)
 	}
 	reversed := false
-	for parent, ids := range reversals {
-		if len(ids) > len(cancels[parent]) {
+	for parent, ids := range t.reversals {
+		if len(ids) > len(t.cancels[parent]) {
 			reversed = true
 		}
 	}
 	disputed := false
-	for _, d := range disputes {
+	for _, d := range t.disputes {
 		reversed = reversed || d.lost
 		disputed = disputed || d.opened && !d.closed
 	}
 
 	s.flags = reviewFlags(o, expected, oneOffs)
-	s.txnIDs = slices.Sorted(maps.Keys(txns))
+	s.txnIDs = slices.Sorted(maps.Keys(t.txns))
 	if s.txnIDs == nil {
 		s.txnIDs = []string{}
 	}
