@@ -233,3 +233,56 @@ func Adopt(o *Order, id uint64, gateway string, w Parked, now time.Time) Adoptio
 	return Adoption{Order: next, Effects: effects, Event: &ev, Context: ac, Subscription: IsSubscriptionEvent(&ev),
 		Detail: fmt.Sprintf("applied to order %q, which its payment reached", o.ID)}
 }
+
+// Policy is how the merchant configured the gateway a notification came
+// through, as far as the decision reads it.
+type Policy struct {
+	Gateway           string
+	Sandbox           bool     // a sandbox/test gateway
+	Receivers         []string // the merchant's receivers; empty: not checked
+	RequireRegistered bool     // orders.require_registered
+}
+
+// MaxIDLen bounds the identifiers an event may carry (order, transaction,
+// subscription, payment references): they become store keys.
+const MaxIDLen = 255
+
+// Assess decides what the event ev of a verified notification may do,
+// filling in outcome o (ID, Attempts and Verified set): invalid when an
+// identifier is too long or an amount is not money; refused (invalid,
+// but applied to its order, which goes to review: see review.go) when it
+// is a test payment on a live gateway or, by receiverOK (the gateway's
+// own check, or ReceiverAccepted), addressed to another receiver;
+// applied otherwise. It is pure.
+func Assess(o Outcome, ev *Event, pol Policy, receiverOK bool) Outcome {
+	o.Event = ev
+	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID,
+		"parent_txn_id": ev.ParentTxnID, "payment references": ev.Refs} {
+		if len(v) > MaxIDLen {
+			o.State, o.Detail = StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, MaxIDLen)
+			o.Event = nil
+			return o
+		}
+	}
+	if err := CheckMoney(ev); err != nil {
+		// Stored, not applied: the order is untouched.
+		o.State, o.Detail = StateInvalid, "invalid amount: "+err.Error()
+		return o
+	}
+	o.EventKey = EventKey(pol.Gateway, ev)
+	o.ApplyOrder, o.RequireRegistered = true, pol.RequireRegistered
+	o.Context = ApplyContext{Gateway: pol.Gateway, Sandbox: pol.Sandbox}
+	if ev.Test && !pol.Sandbox {
+		// Not applied; the order (if any) goes to review, flag test_payment.
+		o.State, o.Detail = StateInvalid, refusedTestPayment
+		return o
+	}
+	if !receiverOK {
+		// Not applied; Apply flags receiver_mismatch on the order.
+		o.Context.Receivers = pol.Receivers
+		o.State, o.Detail = StateInvalid, refusedReceiver
+		return o
+	}
+	o.State = StateApplied
+	return o
+}

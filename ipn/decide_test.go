@@ -196,3 +196,50 @@ func TestAdopt(t *testing.T) {
 		t.Fatalf("%+v", a)
 	}
 }
+
+func TestAssess(t *testing.T) {
+	pay := func(f func(*ipn.Event)) *ipn.Event {
+		ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T1", OrderID: "A1", Amount: "19.99", Currency: "USD", Receiver: "shop@example.com"}
+		if f != nil {
+			f(ev)
+		}
+		return ev
+	}
+	live := ipn.Policy{Gateway: "gw", Receivers: []string{"Shop@Example.com"}, RequireRegistered: true}
+	for _, tc := range []struct {
+		name       string
+		ev         *ipn.Event
+		pol        ipn.Policy
+		receiverOK bool
+		state      ipn.State
+		detail     string
+		apply      bool
+	}{
+		{"applied", pay(nil), live, true, ipn.StateApplied, "", true},
+		{"too long an id", pay(func(e *ipn.Event) { e.TxnID = strings.Repeat("x", 256) }), live, true, ipn.StateInvalid, "txn_id is longer than 255 bytes", false},
+		{"not money", pay(func(e *ipn.Event) { e.Amount = "1e9" }), live, true, ipn.StateInvalid, "invalid amount: ", false},
+		{"test payment on a live gateway", pay(func(e *ipn.Event) { e.Test = true }), live, true, ipn.StateInvalid, "test_payment: ", true},
+		{"test payment on a sandbox", pay(func(e *ipn.Event) { e.Test = true }), ipn.Policy{Gateway: "gw", Sandbox: true}, true, ipn.StateApplied, "", true},
+		{"another receiver", pay(nil), live, false, ipn.StateInvalid, "receiver_mismatch: ", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := ipn.Assess(ipn.Outcome{ID: 1, Verified: true}, tc.ev, tc.pol, tc.receiverOK)
+			if o.State != tc.state || !strings.HasPrefix(o.Detail, tc.detail) || (tc.detail == "") != (o.Detail == "") || o.ApplyOrder != tc.apply {
+				t.Fatalf("state %s detail %q apply %v", o.State, o.Detail, o.ApplyOrder)
+			}
+			if !o.Verified || o.ID != 1 {
+				t.Fatal("Assess lost what the pipeline set")
+			}
+			if tc.apply && (o.EventKey != ipn.EventKey("gw", tc.ev) || o.Context.Gateway != "gw" || o.RequireRegistered != tc.pol.RequireRegistered) {
+				t.Fatalf("%+v", o)
+			}
+			if (tc.name == "another receiver") != (len(o.Context.Receivers) > 0) {
+				t.Fatalf("receivers %v: set only for a mismatch", o.Context.Receivers)
+			}
+		})
+	}
+	if !ipn.ReceiverAccepted(pay(nil), []string{"SHOP@example.com"}) || ipn.ReceiverAccepted(pay(nil), []string{"other@example.com"}) ||
+		!ipn.ReceiverAccepted(pay(func(e *ipn.Event) { e.Receiver = "" }), []string{"other@example.com"}) {
+		t.Fatal("ReceiverAccepted")
+	}
+}

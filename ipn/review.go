@@ -122,3 +122,14 @@ func paidTwice(expected *apd.Decimal, oneOffs []*apd.Decimal) bool {
 	decimalCtx.Sub(total, total, smallest)
 	return total.Cmp(expected) >= 0
 }
+
+// ReceiverAccepted reports whether the event's receiver is one of the
+// merchant's (want, compared case-insensitively): true when want is empty
+// or the event names no receiver. A gateway with a check of its own
+// (PayPal looks at three fields) uses that instead.
+func ReceiverAccepted(ev *Event, want []string) bool {
+	if len(want) == 0 || ev.Receiver == "" {
+		return true
+	}
+	return slices.ContainsFunc(want, func(w string) bool { return strings.EqualFold(w, ev.Receiver) })
+}
