@@ -286,3 +286,20 @@ func Assess(o Outcome, ev *Event, pol Policy, receiverOK bool) Outcome {
 	o.State = StateApplied
 	return o
 }
+
+// Unreadable decides an outcome the store cannot record because a record
+// the decision must read is damaged (cause names it): the notification
+// fails with the cause in its history and nothing else changes, so that
+// one damaged order does not hold up every notification after it. Once
+// the record is restored from a backup, a replay applies the
+// notification. p is the notification's processing record.
+func Unreadable(o Outcome, p *Processing, cause string, now time.Time) Decision {
+	next := *p
+	next.History = slices.Clip(next.History)
+	next.NextAttempt = time.Time{}
+	next.State, next.Event, next.Attempts = StateFailed, o.Event, o.Attempts
+	next.Verified = p.Verified || o.Verified
+	detail := "not applied: the store cannot read " + cause + "; restore it from a backup (ipnd restore), then replay this notification"
+	next.History = append(next.History, HistoryEntry{At: now.UTC(), State: StateFailed, Detail: detail})
+	return Decision{Processing: next, Recorded: Recorded{State: StateFailed, Detail: detail}}
+}

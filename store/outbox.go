@@ -203,9 +203,10 @@ func migrateOutboxDue(tx *bolt.Tx) error {
 
 // dueInLane reads up to max pending items of one lane due at now,
 // earliest first, and when the first item after them is due (zero when
-// there is none).
-func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
-	var out []ipn.OutboxItem
+// there is none). Items whose record is missing or does not decode are
+// not returned but listed in damaged (as the due index describes them),
+// so that one damaged item holds up nothing.
+func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.OutboxItem, next time.Time, damaged []ipn.OutboxItem, err error) {
 	prefix := append([]byte(kind), 0)
 	c := tx.Bucket(bucketOutboxDue).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -214,33 +215,70 @@ func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) ([]ipn.OutboxIt
 			continue
 		}
 		if at.After(now) || len(out) >= max {
-			return out, at, nil
+			return out, at, damaged, nil
 		}
 		it, err := getOutbox(tx, id)
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
+			damaged = append(damaged, ipn.OutboxItem{ID: id, State: ipn.OutboxPending, NextAttempt: at,
+				Effect: ipn.Effect{Kind: kind}, LastError: err.Error()})
+			continue
+		}
 		if err != nil {
-			return nil, time.Time{}, err
+			return nil, time.Time{}, nil, err
 		}
 		if it.State == ipn.OutboxPending { // (a stale key left by an older build: not due)
 			out = append(out, *it)
 		}
 	}
-	return out, time.Time{}, nil
+	return out, time.Time{}, damaged, nil
 }
 
 // DueLane returns up to max pending items of one lane (an effect kind)
 // due at now, earliest first, and when the first item after them is due
 // (zero when there is none; at or before now when max cut the list
-// short). It fails with ErrClosed after Close, ErrCorrupt on an item
-// that does not decode.
+// short). It fails with ErrClosed after Close. An item whose record does
+// not decode is made dead in its place, its error saying so (its effect
+// is lost unless a backup has it), and a due entry without its item is
+// dropped: neither stalls the lane.
 func (db *DB) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
-	var out []ipn.OutboxItem
+	var out, damaged []ipn.OutboxItem
 	var next time.Time
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		out, next, err = dueInLane(tx, kind, now, max)
+		out, next, damaged, err = dueInLane(tx, kind, now, max)
 		return err
 	})
+	if err == nil && len(damaged) > 0 {
+		err = db.bolt.Update(func(tx *bolt.Tx) error { return deadDamaged(tx, damaged, now) })
+		db.damagedSeen.Add(int64(len(damaged)))
+	}
 	return out, next, mapClosed(err)
+}
+
+// deadDamaged replaces each damaged item (as dueInLane lists them) that
+// is still damaged by a dead one saying why, or drops its due entry when
+// the item is gone.
+func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) error {
+	for _, old := range damaged {
+		_, err := getOutbox(tx, old.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			if err := tx.Bucket(bucketOutboxDue).Delete(dueKey(old.Effect.Kind, old.NextAttempt, old.ID)); err != nil {
+				return err
+			}
+			if err := addCount(tx.Bucket(bucketOutboxCounts), ipn.OutboxPending, old.Effect.Kind, -1); err != nil {
+				return err
+			}
+		case errors.Is(err, ErrCorrupt):
+			dead := &ipn.OutboxItem{ID: old.ID, State: ipn.OutboxDead, Effect: ipn.Effect{Kind: old.Effect.Kind,
+				Cause: fmt.Sprintf("damaged/%d", old.ID)}, CreatedAt: now.UTC(),
+				LastError: "the stored item does not decode (" + old.LastError + "); its email or callback is lost unless a backup has it"}
+			if err := putOutbox(tx, &old, dead); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // DueOutbox returns up to max pending items of every lane due at now,
@@ -255,7 +293,7 @@ func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 				k, _ = c.Next()
 				continue
 			}
-			items, _, err := dueInLane(tx, kind, now, max)
+			items, _, _, err := dueInLane(tx, kind, now, max)
 			if err != nil {
 				return err
 			}

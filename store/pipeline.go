@@ -3,7 +3,9 @@ package store
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,7 +55,9 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 			scanned++
 			id := binary.BigEndian.Uint64(k)
 			p, err := stateOf(tx, id)
-			if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				p = nil // taken as received: Finish records it as failed (finishDamaged)
+			} else if err != nil {
 				return err
 			}
 			settled := p != nil && p.Settled(now)
@@ -91,7 +95,9 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 				return err
 			}
 			p, err := processing(tx, n)
-			if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				p = receivedState(n)
+			} else if err != nil {
 				return err
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p})
@@ -125,25 +131,79 @@ func (db *DB) NextDue() (time.Time, bool) {
 // not wait for the applier.
 func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
 	states := make([]ipn.Recorded, len(outs))
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
-		for i, o := range outs {
-			st, err := db.finishOne(tx, o, now)
-			if err != nil {
-				return err
+	// damaged[i]: outcome i reads a record that does not decode. The
+	// transaction is run again with it recorded as failed, so that one
+	// damaged record stalls nothing (at most len(outs) runs).
+	damaged := map[int]error{}
+	for {
+		var bad *damagedOutcome
+		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
+			for i, o := range outs {
+				var st ipn.Recorded
+				var err error
+				if cause, ok := damaged[i]; ok {
+					st, err = db.finishDamaged(tx, o, cause, now)
+				} else if st, err = db.finishOne(tx, o, now); errors.Is(err, ErrCorrupt) {
+					bad = &damagedOutcome{i, err}
+					return err
+				}
+				if err != nil {
+					return err
+				}
+				states[i] = st
 			}
-			states[i] = st
+			meta := tx.Bucket(bucketMeta)
+			if cursor > getU64(meta.Get(keyCursor)) {
+				return meta.Put(keyCursor, u64(cursor))
+			}
+			return nil
+		})
+		if bad != nil {
+			damaged[bad.i] = bad.err
+			db.damagedSeen.Add(1)
+			continue
 		}
-		meta := tx.Bucket(bucketMeta)
-		if cursor > getU64(meta.Get(keyCursor)) {
-			return meta.Put(keyCursor, u64(cursor))
+		if err == nil {
+			db.pokeOutbox()
 		}
-		return nil
-	})
-	if err == nil {
-		db.pokeOutbox()
+		return states, mapClosed(err)
 	}
-	return states, mapClosed(err)
+}
+
+type damagedOutcome struct {
+	i   int
+	err error
+}
+
+// DamagedSeen counts the outcomes recorded as failed because a record
+// they read did not decode (see ipn.Unreadable).
+func (db *DB) DamagedSeen() int64 { return db.damagedSeen.Load() }
+
+// finishDamaged records outcome o as failed for cause, a record it
+// reads that does not decode. A processing record that does not decode
+// itself is replaced.
+func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Time) (ipn.Recorded, error) {
+	v := tx.Bucket(bucketLog).Get(u64(o.ID))
+	if v == nil {
+		return ipn.Recorded{}, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
+	}
+	n, err := decodeRecord(o.ID, v)
+	if err != nil {
+		return ipn.Recorded{}, err
+	}
+	p, err := processing(tx, n)
+	if errors.Is(err, ErrCorrupt) {
+		p, err = receivedState(n), nil
+	}
+	if err != nil {
+		return ipn.Recorded{}, err
+	}
+	if p.State.Final() {
+		return ipn.Recorded{State: p.State}, nil
+	}
+	d := ipn.Unreadable(o, p, strings.TrimPrefix(cause.Error(), ErrCorrupt.Error()+": "), now)
+	return db.record(tx, o, ipn.Stored{Processing: p}, d, now)
 }
 
 // finishOne records one outcome: it looks up what the decision reads,

@@ -155,14 +155,15 @@ type DB struct {
 	// replaced; appendErr (guarded by amu) is the last failure to write
 	// the journal, cleared by the next success. refused counts failed
 	// Appends.
-	gone      atomic.Pointer[error]
-	appendErr error
-	refused   atomic.Int64
-	file      *os.File    // the database file, opened again: link count
-	fileInfo  os.FileInfo // of the database file at Open
-	dirInfo   os.FileInfo // of its directory at Open
-	monStop   chan struct{}
-	monDone   chan struct{}
+	gone        atomic.Pointer[error]
+	appendErr   error
+	refused     atomic.Int64
+	damagedSeen atomic.Int64 // outcomes recorded as failed: a record they read is damaged
+	file        *os.File     // the database file, opened again: link count
+	fileInfo    os.FileInfo  // of the database file at Open
+	dirInfo     os.FileInfo  // of its directory at Open
+	monStop     chan struct{}
+	monDone     chan struct{}
 
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
