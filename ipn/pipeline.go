@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"ipnd/internal/backoff"
 )
 
 // Verifier is implemented by gateways whose authenticity is checked after
@@ -171,11 +172,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			failures++
-			wait := Backoff(time.Second, storeRetryCap, failures)
+			wait := backoff.Delay(time.Second, storeRetryCap, failures)
 			p.degraded.Store(&err)
 			p.log.Error("pipeline step failed; retrying", "error", err, "failures", failures,
 				"retry_in", wait.Round(time.Millisecond).String())
-			if !Sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				return nil
 			}
 			continue
@@ -188,7 +189,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if did > 0 {
 			// A short batch: let the next one fill before taking it, so
 			// that one transaction records many notifications.
-			if did < p.batch() && !Sleep(ctx, p.o.BatchDelay) {
+			if did < p.batch() && !backoff.Sleep(ctx, p.o.BatchDelay) {
 				return nil
 			}
 			continue
@@ -213,26 +214,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken && !Sleep(ctx, p.o.BatchDelay) {
+		if woken && !backoff.Sleep(ctx, p.o.BatchDelay) {
 			return nil
 		}
-	}
-}
-
-// Sleep waits d, or less when ctx ends, and reports whether ctx is
-// still live. d <= 0 does not wait. The pipeline and the outbox worker
-// use it.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -444,7 +428,7 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %v", p.o.RetryFor, o.Attempts, err)
 				return o, true
 			}
-			o.State, o.RetryAt = StateReceived, now.Add(Backoff(p.o.RetryBase, p.o.RetryCap, o.Attempts))
+			o.State, o.RetryAt = StateReceived, now.Add(backoff.Delay(p.o.RetryBase, p.o.RetryCap, o.Attempts))
 			o.Detail = fmt.Sprintf("verification attempt %d failed: %v", o.Attempts, err)
 			return o, true
 		}
@@ -521,18 +505,6 @@ func EventKey(gateway string, ev *Event) string {
 		return ""
 	}
 	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
-}
-
-// Backoff is the delay after a failed attempt number attempt (1, 2, ...):
-// base doubling per attempt up to limit, with ±20 % jitter so that many
-// retries do not fire together. The pipeline and the outbox both use it.
-func Backoff(base, limit time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
 type nopPipelineObserver struct{}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"ipnd/internal/backoff"
 	"ipnd/ipn"
 )
 
@@ -202,7 +203,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 			items, at, err := w.o.Outbox.DueLane(l.kind, w.o.Now(), w.o.Batch+len(inflight))
 			if err != nil {
 				failures++
-				wait := ipn.Backoff(time.Second, storeRetryCap, failures)
+				wait := backoff.Delay(time.Second, storeRetryCap, failures)
 				w.faults.set("lane "+l.kind, err)
 				w.log.Error("outbox lane cannot read its queue; retrying", "lane", l.kind, "error", err,
 					"failures", failures, "retry_in", wait.Round(time.Millisecond).String())
@@ -256,7 +257,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 			timer.Stop()
 		}
 		if woken {
-			ipn.Sleep(ctx, w.o.BatchDelay)
+			backoff.Sleep(ctx, w.o.BatchDelay)
 		}
 	}
 	for ; free < l.slots; free++ {
@@ -383,11 +384,11 @@ func (w *Worker) commit(ctx context.Context, results []ipn.OutboxResult) error {
 			}
 			return nil
 		}
-		wait := ipn.Backoff(time.Second, storeRetryCap, try)
+		wait := backoff.Delay(time.Second, storeRetryCap, try)
 		w.faults.set("recording results", err)
 		w.log.Error("recording outbox results failed; retrying", "error", err, "try", try,
 			"items", len(results), "retry_in", wait.Round(time.Millisecond).String())
-		if !ipn.Sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			if err := w.o.Outbox.FinishOutbox(results, w.o.Now()); err != nil {
 				w.log.Error("outbox results not recorded; those items will be delivered again", "error", err, "items", len(results))
 				return err
@@ -556,7 +557,7 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 		// Another message broke the connection before this one was
 		// tried: no attempt is charged, it goes again soon.
 		return ipn.OutboxResult{ID: it.ID, State: ipn.OutboxPending, Attempts: it.Attempts,
-			RetryAt: w.o.Now().Add(ipn.Backoff(w.o.RetryBase, w.o.RetryCap, 1)), Error: redact(err.Error())}
+			RetryAt: w.o.Now().Add(backoff.Delay(w.o.RetryBase, w.o.RetryCap, 1)), Error: redact(err.Error())}
 	}
 	if err != nil {
 		err = errors.New(redact(err.Error()))
@@ -573,7 +574,7 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 		r.State, r.Error = ipn.OutboxDead, err.Error()
 	default:
 		r.State, r.Error = ipn.OutboxPending, err.Error()
-		r.RetryAt = w.o.Now().Add(ipn.Backoff(w.o.RetryBase, w.o.RetryCap, r.Attempts))
+		r.RetryAt = w.o.Now().Add(backoff.Delay(w.o.RetryBase, w.o.RetryCap, r.Attempts))
 	}
 	return r
 }

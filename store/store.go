@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"ipnd/internal/backoff"
 	"ipnd/ipn"
 )
 
@@ -606,7 +607,7 @@ func (db *DB) applier() {
 		failures++
 		limit = max(1, limit/2)
 		select {
-		case <-time.After(ipn.Backoff(10*time.Millisecond, 5*time.Second, failures)):
+		case <-time.After(backoff.Delay(10*time.Millisecond, 5*time.Second, failures)):
 		case <-db.applyStop:
 			return // the journal keeps them for the next Open
 		}
