@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/metrics"
 	"ipnd/store"
 )
@@ -29,11 +30,11 @@ func ingestServer(b *testing.B, name string, gw ipn.Gateway, m *metrics.Metrics)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ro := ipn.ReceiverOptions{Gateways: []ipn.Gateway{gw}, Store: db}
+	ro := public.ReceiverOptions{Gateways: []ipn.Gateway{gw}, Store: db}
 	if m != nil {
 		ro.Observer = m // left nil otherwise: a nil *Metrics would not be a nil Observer
 	}
-	srv := httptest.NewServer(ipn.NewReceiver(ro).Handler())
+	srv := httptest.NewServer(public.NewReceiver(ro).Handler())
 	b.Cleanup(func() {
 		srv.Close()
 		if err := db.Close(); err != nil {
@@ -76,7 +77,7 @@ func BenchmarkIngestMetrics(b *testing.B) {
 		b.Fatal(err)
 	}
 	newMetrics := func() *metrics.Metrics {
-		return metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: ipn.RejectReasons})
+		return metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: public.RejectReasons})
 	}
 	urls := [2]string{ingestServer(b, "off", gw, nil), ingestServer(b, "on", gw, newMetrics())}
 

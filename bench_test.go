@@ -22,6 +22,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/metrics"
 	"ipnd/store"
 )
@@ -234,7 +235,7 @@ secret = %q
 	if err != nil {
 		b.Fatal(err)
 	}
-	im := metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: ipn.RejectReasons})
+	im := metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: public.RejectReasons})
 	ingest := ingestServer(b, "ingest", gw, im)
 	ingestStats := func() (float64, float64, float64) {
 		rec := httptest.NewRecorder()

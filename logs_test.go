@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/public"
 )
 
 // logBuffer collects what ipnd writes to stderr; safe for the concurrent
@@ -364,7 +365,7 @@ secret = %q
 			t.Errorf("%d duplicate lines for gateway hooks, want 1", n)
 		}
 		if n := count("notification rejected", func(l logLine) bool {
-			return l.str("gateway") == "stripe" && l.str("reason") == ipn.ReasonBadSignature
+			return l.str("gateway") == "stripe" && l.str("reason") == public.ReasonBadSignature
 		}); n != 1 {
 			t.Errorf("%d bad_signature lines for gateway stripe, want 1", n)
 		}

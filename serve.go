@@ -27,6 +27,7 @@ import (
 
 	"ipnd/admin"
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/metrics"
 	"ipnd/notify"
 	"ipnd/store"
@@ -182,7 +183,7 @@ type app struct {
 	procs  int
 	db     *store.DB
 	m      *metrics.Metrics
-	rcv    *ipn.Receiver
+	rcv    *public.Receiver
 	pipe   *ipn.Pipeline
 	cfg    atomic.Pointer[Config]
 	admin  swapHandler
@@ -253,7 +254,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	}
 	a.m = a.newMetrics(gateways)
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
-	a.rcv = ipn.NewReceiver(ipn.ReceiverOptions{
+	a.rcv = public.NewReceiver(public.ReceiverOptions{
 		Gateways: gateways, Store: a.db, Observer: a.m, Logger: log.With("component", "receiver"),
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
 		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
@@ -516,7 +517,7 @@ func (a *app) newMetrics(gateways []ipn.Gateway) *metrics.Metrics {
 	for _, g := range gateways {
 		names = append(names, g.Name())
 	}
-	return metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: ipn.RejectReasons,
+	return metrics.New(metrics.Options{Version: version, Gateways: names, RejectReasons: public.RejectReasons,
 		StoreSize: func() float64 {
 			s, err := db.Stats()
 			if err != nil {

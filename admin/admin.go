@@ -23,6 +23,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/store"
 )
 
@@ -33,7 +34,7 @@ type Options struct {
 	OpenMetrics bool         // /metrics and /healthz without the token
 	Metrics     http.Handler // nil: no /metrics route
 	Gateways    []ipn.Gateway
-	Rejections  func() []ipn.Rejection
+	Rejections  func() []public.Rejection
 	// Healthy reports why the appliance is unhealthy (nil: healthy).
 	Healthy func() error
 	Logger  *slog.Logger
@@ -338,7 +339,7 @@ func (a *api) rejections(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		return
 	}
 	gateway, reason := q.Get("gateway"), q.Get("reason")
-	out := []ipn.Rejection{}
+	out := []public.Rejection{}
 	if a.o.Rejections != nil {
 		for _, rj := range a.o.Rejections() { // newest first
 			if len(out) == limit {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/store"
 )
 
@@ -23,17 +24,17 @@ func TestRejectionsLimitAndFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var all []ipn.Rejection // newest first, as the receiver keeps them
+	var all []public.Rejection // newest first, as the receiver keeps them
 	for i := 1000; i > 0; i-- {
 		reason := "bad_signature"
 		if i%10 == 0 {
 			reason = "rate_limited"
 		}
-		all = append(all, ipn.Rejection{At: time.Unix(int64(i), 0), Gateway: "test", Reason: reason, Detail: fmt.Sprint(i)})
+		all = append(all, public.Rejection{At: time.Unix(int64(i), 0), Gateway: "test", Reason: reason, Detail: fmt.Sprint(i)})
 	}
-	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", Rejections: func() []ipn.Rejection { return all }}))
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", Rejections: func() []public.Rejection { return all }}))
 	defer srv.Close()
-	var got struct{ Rejections []ipn.Rejection }
+	var got struct{ Rejections []public.Rejection }
 	if code := getJSON(t, srv, "/api/rejections", &got); code != 200 || len(got.Rejections) != 100 || got.Rejections[0].Detail != "1000" {
 		t.Errorf("default: HTTP %d, %d entries, first %+v; want the newest 100", code, len(got.Rejections), got.Rejections[0])
 	}

@@ -12,28 +12,6 @@ import (
 	"ipnd/ipn"
 )
 
-// A request that repeats an identifying header is refused (400): the
-// signature covers one value, and which one names the message would be
-// the reader's guess.
-func TestRepeatedSignatureHeadersRefused(t *testing.T) {
-	r := newRig(t, nil)
-	now := time.Now().Unix()
-	body := `{"type":"payment.completed","data":{"order_id":"O1","amount":"5.00","currency":"EUR"}}`
-	h := jsonHeader(webhookHeader(swSecret, "msg_1", now, body))
-	h.Add("Webhook-Id", "msg_other")
-	resp, text := r.do(t, "POST", "/ipn/test", h, body)
-	if resp.StatusCode != http.StatusBadRequest || r.obs.get("rejected/test/malformed") != 1 {
-		t.Errorf("two webhook-id headers: HTTP %d %q, rejected/malformed %d; want 400 counted", resp.StatusCode, text, r.obs.get("rejected/test/malformed"))
-	}
-	if st, _ := r.db.Stats(); st.LastID != 0 {
-		t.Errorf("last id %d, want nothing stored", st.LastID)
-	}
-	h = jsonHeader(webhookHeader(swSecret, "msg_1", now, body))
-	if resp, _ := r.do(t, "POST", "/ipn/test", h, body); resp.StatusCode != 200 {
-		t.Errorf("one webhook-id header: HTTP %d", resp.StatusCode)
-	}
-}
-
 // The PayPal postback goes through HTTPS_PROXY when it is set (a VPS that
 // reaches the internet only through a proxy). net/http reads the proxy
 // environment once per process, so the postback runs in a child process

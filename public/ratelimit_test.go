@@ -1,4 +1,4 @@
-package ipn_test
+package public_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/public"
 )
 
 // from is a request header set naming the client behind the trusted
@@ -24,8 +24,8 @@ func from(addr string) http.Header {
 // limitedRig is a receiver with a frozen clock (no bucket refills between
 // requests, however slow the run), rate 1/s, burst 2, that believes the
 // loopback proxy's X-Forwarded-For.
-func limitedRig(t *testing.T, clk *clock, mod func(*ipn.ReceiverOptions)) *rig {
-	return newRig(t, func(o *ipn.ReceiverOptions) {
+func limitedRig(t *testing.T, clk *clock, mod func(*public.ReceiverOptions)) *rig {
+	return newRig(t, func(o *public.ReceiverOptions) {
 		o.RateLimit, o.RateBurst = 1, 2
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		o.Now = clk.Now
@@ -67,7 +67,7 @@ func TestRateLimitIPv6SharesA64(t *testing.T) {
 // while thousands of other addresses pass, far more than the table holds.
 func TestRateLimitFullTableResetsNobody(t *testing.T) {
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
-	r := limitedRig(t, clk, func(o *ipn.ReceiverOptions) { o.RateKeys = 64 })
+	r := limitedRig(t, clk, func(o *public.ReceiverOptions) { o.RateKeys = 64 })
 	abuser := from("203.0.113.66")
 	if got := statuses(t, r, "/ipn/test", abuser, abuser, abuser); got != "415 415 429" {
 		t.Fatalf("abuser: %s, want 415 415 429", got)
@@ -153,7 +153,7 @@ func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
 func TestRejectionLogIsBoundedUnderAFlood(t *testing.T) {
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
 	logs := &lockedBuffer{}
-	r := limitedRig(t, clk, func(o *ipn.ReceiverOptions) {
+	r := limitedRig(t, clk, func(o *public.ReceiverOptions) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 		o.RejectLogEvery = 10 * time.Second
 	})

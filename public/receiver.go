@@ -1,4 +1,4 @@
-package ipn
+package public
 
 import (
 	"context"
@@ -15,13 +15,15 @@ import (
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"ipnd/ipn"
 )
 
 // Appender is the store as the receiver sees it. Append returns only after
 // n is durably committed (or was already stored: duplicate is then true and
 // id is the earlier notification's). Any error means nothing was stored.
 type Appender interface {
-	Append(ctx context.Context, n *Notification) (id uint64, duplicate bool, err error)
+	Append(ctx context.Context, n *ipn.Notification) (id uint64, duplicate bool, err error)
 }
 
 // Observer is told the outcome of every request to /ipn/... exactly once.
@@ -66,7 +68,7 @@ type Rejection struct {
 
 // ReceiverOptions configures a Receiver. Store and Gateways are required.
 type ReceiverOptions struct {
-	Gateways       []Gateway
+	Gateways       []ipn.Gateway
 	Store          Appender
 	Observer       Observer     // nil: nothing observed
 	Logger         *slog.Logger // nil: discard
@@ -100,15 +102,15 @@ type Receiver struct {
 // receiverRoutes are the gateways a Receiver serves, read once per
 // request: a reload swaps them without holding up requests in flight.
 type receiverRoutes struct {
-	gateways map[string]Gateway
+	gateways map[string]ipn.Gateway
 	allowIPs map[string][]netip.Prefix
 }
 
 // SetGateways replaces the gateways (and their allowed sources) the
 // Receiver serves, at once: a request in flight finishes with the ones it
 // started with; the next uses the new ones. Names must be unique.
-func (r *Receiver) SetGateways(gateways []Gateway, allowIPs map[string][]netip.Prefix) {
-	rt := &receiverRoutes{gateways: make(map[string]Gateway, len(gateways)), allowIPs: allowIPs}
+func (r *Receiver) SetGateways(gateways []ipn.Gateway, allowIPs map[string][]netip.Prefix) {
+	rt := &receiverRoutes{gateways: make(map[string]ipn.Gateway, len(gateways)), allowIPs: allowIPs}
 	for _, g := range gateways {
 		rt.gateways[g.Name()] = g
 	}
@@ -223,10 +225,10 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 	}
 	client := r.clientIP(req)
 	if allow := routes.allowIPs[name]; len(allow) > 0 && !inPrefixes(client, allow) {
-		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ErrForbiddenSource.Error(), nil)
+		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ipn.ErrForbiddenSource.Error(), nil)
 		return
 	}
-	mt := MediaType(req.Header.Get("Content-Type"))
+	mt := ipn.MediaType(req.Header.Get("Content-Type"))
 	if !g.Accepts(mt) {
 		r.reject(w, req, name, ReasonUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported content type", nil)
 		return
@@ -245,13 +247,13 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		}
 		return
 	}
-	key, err := g.Check(&Inbound{Header: req.Header, Body: body, MediaType: mt, Now: start})
+	key, err := g.Check(&ipn.Inbound{Header: req.Header, Body: body, MediaType: mt, Now: start})
 	if err != nil {
 		status, reason := statusFor(err)
 		r.reject(w, req, name, reason, status, err.Error(), nil)
 		return
 	}
-	n := &Notification{
+	n := &ipn.Notification{
 		Gateway:     name,
 		ReceivedAt:  start.UTC(),
 		RemoteAddr:  client.String(),
@@ -303,11 +305,11 @@ func (r *Receiver) limited(w http.ResponseWriter, req *http.Request, gateway str
 // statusFor maps a Gateway.Check error to its status code and reason.
 func statusFor(err error) (int, string) {
 	switch {
-	case errors.Is(err, ErrStaleTimestamp):
+	case errors.Is(err, ipn.ErrStaleTimestamp):
 		return http.StatusUnauthorized, ReasonStaleTimestamp
-	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrForbiddenSource):
+	case errors.Is(err, ipn.ErrBadSignature), errors.Is(err, ipn.ErrForbiddenSource):
 		return http.StatusUnauthorized, ReasonBadSignature
-	case errors.Is(err, ErrUnsupportedMedia):
+	case errors.Is(err, ipn.ErrUnsupportedMedia):
 		return http.StatusUnsupportedMediaType, ReasonUnsupportedMedia
 	default:
 		return http.StatusBadRequest, ReasonMalformed

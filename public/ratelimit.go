@@ -1,4 +1,4 @@
-package ipn
+package public
 
 import (
 	"container/list"

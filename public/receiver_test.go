@@ -1,4 +1,4 @@
-package ipn_test
+package public_test
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/public"
 	"ipnd/store"
 )
 
@@ -45,17 +46,17 @@ type rig struct {
 	srv *httptest.Server
 	db  *store.DB
 	obs *countingObserver
-	rcv *ipn.Receiver
+	rcv *public.Receiver
 }
 
-func newRig(t *testing.T, mod func(*ipn.ReceiverOptions)) *rig {
+func newRig(t *testing.T, mod func(*public.ReceiverOptions)) *rig {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	obs := &countingObserver{}
-	opts := ipn.ReceiverOptions{
+	opts := public.ReceiverOptions{
 		Gateways: []ipn.Gateway{
 			mustGateway(t, ipn.GatewayConfig{Name: "test", Kind: "standard-webhooks", Secrets: []string{swSecret}}),
 			mustGateway(t, ipn.GatewayConfig{Name: "stripe", Kind: "stripe", Secrets: []string{"whsec_a"}}),
@@ -67,7 +68,7 @@ func newRig(t *testing.T, mod func(*ipn.ReceiverOptions)) *rig {
 	if mod != nil {
 		mod(&opts)
 	}
-	rcv := ipn.NewReceiver(opts)
+	rcv := public.NewReceiver(opts)
 	srv := httptest.NewServer(rcv.Handler())
 	t.Cleanup(func() {
 		srv.Close()
@@ -177,7 +178,7 @@ func TestReceiverStatusCodes(t *testing.T) {
 
 func TestReceiverRateLimit(t *testing.T) {
 	frozen := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC) // no refill between requests, however slow the run
-	r := newRig(t, func(o *ipn.ReceiverOptions) {
+	r := newRig(t, func(o *public.ReceiverOptions) {
 		o.RateLimit, o.RateBurst = 1, 2
 		o.Now = func() time.Time { return frozen }
 	})
@@ -199,7 +200,7 @@ func TestReceiverRateLimit(t *testing.T) {
 }
 
 func TestReceiverTrustedProxyAndAllowIPs(t *testing.T) {
-	r := newRig(t, func(o *ipn.ReceiverOptions) {
+	r := newRig(t, func(o *public.ReceiverOptions) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		o.AllowIPs = map[string][]netip.Prefix{"test": {netip.MustParsePrefix("198.51.100.0/24")}}
 	})
