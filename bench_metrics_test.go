@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"ipnd/ipn"
-	"ipnd/public"
 	"ipnd/metrics"
+	"ipnd/public"
 	"ipnd/store"
 )
 

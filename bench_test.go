@@ -22,8 +22,8 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/ipn"
-	"ipnd/public"
 	"ipnd/metrics"
+	"ipnd/public"
 	"ipnd/store"
 )
 

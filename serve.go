@@ -27,9 +27,10 @@ import (
 
 	"ipnd/admin"
 	"ipnd/ipn"
-	"ipnd/public"
 	"ipnd/metrics"
 	"ipnd/notify"
+	"ipnd/pipeline"
+	"ipnd/public"
 	"ipnd/store"
 )
 
@@ -184,7 +185,7 @@ type app struct {
 	db     *store.DB
 	m      *metrics.Metrics
 	rcv    *public.Receiver
-	pipe   *ipn.Pipeline
+	pipe   *pipeline.Pipeline
 	cfg    atomic.Pointer[Config]
 	admin  swapHandler
 
@@ -261,7 +262,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	})
 	sandbox, receivers := orderRules(cfg)
 	pl := cfg.Pipeline
-	a.pipe = ipn.NewPipeline(ipn.PipelineOptions{
+	a.pipe = pipeline.New(pipeline.Options{
 		Journal: a.db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
 		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
 		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),

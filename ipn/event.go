@@ -136,3 +136,13 @@ func joinRefs(ids ...string) string {
 	}
 	return strings.Join(keep, " ")
 }
+
+// EventKey identifies the payment fact an event reports, so that the
+// same fact sent twice under different message ids is applied once. It
+// is "" for events without a transaction id.
+func EventKey(gateway string, ev *Event) string {
+	if ev.TxnID == "" {
+		return ""
+	}
+	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+}

@@ -22,7 +22,9 @@ func TestPayPalPostbackUsesProxy(t *testing.T) {
 		g := mustGateway(t, ipn.GatewayConfig{Name: "paypal", Kind: "paypal", VerifyURL: "https://ipnpb.paypal.test/cgi-bin/webscr"})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		g.(ipn.Verifier).Verify(ctx, &ipn.Notification{Body: []byte("txn_id=T1")})
+		g.(interface {
+			Verify(context.Context, *ipn.Notification) error
+		}).Verify(ctx, &ipn.Notification{Body: []byte("txn_id=T1")})
 		return
 	}
 	connects := make(chan string, 1)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/pipeline"
 )
 
 // BenchmarkAppend measures one durable append at a time (every op is a
@@ -160,7 +161,7 @@ func fillTypical(tb testing.TB, path string, opts Options, n int) Space {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := ipn.NewPipeline(ipn.PipelineOptions{Journal: db, Gateways: []ipn.Gateway{gw}, BatchDelay: time.Millisecond,
+	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []ipn.Gateway{gw}, BatchDelay: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()

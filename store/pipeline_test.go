@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/pipeline"
 )
 
 // faultyJournal is the real store with the pipeline's writes failing
@@ -45,7 +46,7 @@ func TestPipelineOutlivesAFailingStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := ipn.NewPipeline(ipn.PipelineOptions{Journal: j, Gateways: []ipn.Gateway{gw}})
+		p := pipeline.New(pipeline.Options{Journal: j, Gateways: []ipn.Gateway{gw}})
 		ctx, cancel := context.WithCancel(context.Background())
 		ran := make(chan error, 1)
 		go func() { ran <- p.Run(ctx) }()

@@ -1,4 +1,4 @@
-package ipn
+package pipeline
 
 import (
 	"context"
@@ -11,37 +11,38 @@ import (
 	"time"
 
 	"ipnd/internal/backoff"
+	"ipnd/ipn"
 )
 
 // Verifier is implemented by gateways whose authenticity is checked after
 // the message is stored (PayPal's postback). Verify returns nil when the
-// gateway confirms the message, an error wrapping ErrInvalid when it
+// gateway confirms the message, an error wrapping ipn.ErrInvalid when it
 // denies it, and any other error when the answer is unknown (network,
 // 5xx, timeout, garbage): the pipeline then retries with backoff.
 type Verifier interface {
-	Verify(ctx context.Context, n *Notification) error
+	Verify(ctx context.Context, n *ipn.Notification) error
 }
 
 // Journal is the store as the pipeline sees it.
 type Journal interface {
-	Pending(now time.Time, max int) ([]Work, error)
+	Pending(now time.Time, max int) ([]ipn.Work, error)
 	// Finish records outcomes and moves the cursor in one transaction.
-	Finish(outs []Outcome, cursor uint64, now time.Time) ([]Recorded, error)
+	Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error)
 	NextDue() (time.Time, bool)
 	Wake() <-chan struct{}
 }
 
-// PipelineObserver is told each processing result and verification time.
+// Observer is told each processing result and verification time.
 // result is one of applied, invalid, failed, duplicate.
-type PipelineObserver interface {
+type Observer interface {
 	Processed(gateway, result string)
 	Verified(gateway string, took time.Duration)
 }
 
-// PipelineOptions configure a Pipeline. Journal and Gateways are required.
-type PipelineOptions struct {
+// Options configure a Pipeline. Journal and Gateways are required.
+type Options struct {
 	Journal  Journal
-	Gateways []Gateway
+	Gateways []ipn.Gateway
 	// Sandbox names the gateways configured as sandbox/test: a test
 	// message on any other gateway is not applied.
 	Sandbox map[string]bool
@@ -62,7 +63,7 @@ type PipelineOptions struct {
 	// trickle each would otherwise cost a commit of its own, competing
 	// with ingest for the store. Ingest never waits for it.
 	BatchDelay time.Duration
-	Observer   PipelineObserver
+	Observer   Observer
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
@@ -71,7 +72,7 @@ type PipelineOptions struct {
 // gateway verifies asynchronously, normalizes them and records the outcome.
 // It resumes from the store's durable cursor after a restart.
 type Pipeline struct {
-	o      PipelineOptions
+	o      Options
 	routes atomic.Pointer[pipelineRoutes] // replaced whole by Reconfigure
 	log    *slog.Logger
 
@@ -98,8 +99,8 @@ func (p *Pipeline) Degraded() error {
 	return nil
 }
 
-// NewPipeline applies defaults and builds a Pipeline.
-func NewPipeline(o PipelineOptions) *Pipeline {
+// New applies defaults and builds a Pipeline.
+func New(o Options) *Pipeline {
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
@@ -125,7 +126,7 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Observer == nil {
-		o.Observer = nopPipelineObserver{}
+		o.Observer = nopObserver{}
 	}
 	p := &Pipeline{o: o, log: o.Logger,
 		inflight: map[uint64]*verifying{}, slots: make(chan struct{}, o.Workers),
@@ -137,18 +138,18 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 // pipelineRoutes is what the pipeline knows of the configured gateways,
 // read once per notification: a reload swaps it whole.
 type pipelineRoutes struct {
-	gateways          map[string]Gateway
+	gateways          map[string]ipn.Gateway
 	sandbox           map[string]bool
 	receivers         map[string][]string
 	requireRegistered bool
 }
 
 // Reconfigure replaces the gateways and the order rules (see
-// PipelineOptions) on a config reload. A notification being decided
+// Options) on a config reload. A notification being decided
 // finishes with the ones it started with; notifications of a gateway no
 // longer configured end failed (replay them once it is back).
-func (p *Pipeline) Reconfigure(gateways []Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
-	rt := &pipelineRoutes{gateways: make(map[string]Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
+func (p *Pipeline) Reconfigure(gateways []ipn.Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
+	rt := &pipelineRoutes{gateways: make(map[string]ipn.Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
 		requireRegistered: requireRegistered}
 	for _, g := range gateways {
 		rt.gateways[g.Name()] = g
@@ -235,7 +236,7 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 	if err != nil || len(work) == 0 {
 		return 0, err
 	}
-	outs := make([]Outcome, len(work))
+	outs := make([]ipn.Outcome, len(work))
 	decided := make([]bool, len(work))
 	var started []*verifying
 	deadline := time.NewTimer(p.stepWait) // for starting postbacks and waiting for them
@@ -316,8 +317,8 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			moved++ // final already: only the cursor passes it
 		}
 	}
-	var record []Outcome
-	var recorded []Work
+	var record []ipn.Outcome
+	var recorded []ipn.Work
 	for i, w := range work {
 		if decided[i] && outs[i].ID != 0 {
 			record = append(record, outs[i])
@@ -365,12 +366,12 @@ func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
 // verifying is a postback running in the background.
 type verifying struct {
 	done    chan struct{} // closed when out and decided are set
-	out     Outcome
+	out     ipn.Outcome
 	decided bool
 }
 
 // report logs and counts one recorded outcome.
-func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
+func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) {
 	state := rec.State
 	if rec.OrderTo != "" && rec.OrderTo != rec.OrderFrom {
 		p.log.Info("order transition", "order_id", rec.OrderID, "from", string(rec.OrderFrom), "to", string(rec.OrderTo),
@@ -380,7 +381,7 @@ func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
 	if o.Detail != "" {
 		attrs = append(attrs, "detail", o.Detail)
 	}
-	if state == StateReceived {
+	if state == ipn.StateReceived {
 		// A postback that failed (network, 5xx, timeout): retried later.
 		p.log.Warn("notification verification failed; retrying later", append(attrs, "attempts", o.Attempts,
 			"retry_in_seconds", o.RetryAt.Sub(p.o.Now()).Seconds())...)
@@ -395,13 +396,13 @@ func (p *Pipeline) report(n *Notification, o Outcome, rec Recorded) {
 }
 
 // decide verifies (where asynchronous) and normalizes a notification.
-func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
+func (p *Pipeline) decide(ctx context.Context, w ipn.Work) (ipn.Outcome, bool) {
 	n := w.Notification
-	o := Outcome{ID: n.ID, Attempts: w.Processing.Attempts}
+	o := ipn.Outcome{ID: n.ID, Attempts: w.Processing.Attempts}
 	rt := p.routes.Load()
 	g, known := rt.gateways[n.Gateway]
 	if !known {
-		o.State, o.Detail = StateFailed, "gateway is no longer configured"
+		o.State, o.Detail = ipn.StateFailed, "gateway is no longer configured"
 		return o, true
 	}
 	if v, ok := g.(Verifier); ok && w.Processing.WasVerified() {
@@ -415,8 +416,8 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 		switch {
 		case err == nil:
 			o.Verified = true
-		case errors.Is(err, ErrInvalid):
-			o.State, o.Detail = StateInvalid, err.Error()
+		case errors.Is(err, ipn.ErrInvalid):
+			o.State, o.Detail = ipn.StateInvalid, err.Error()
 			return o, true
 		case ctx.Err() != nil:
 			return o, false // shutting down: not an attempt
@@ -424,61 +425,61 @@ func (p *Pipeline) decide(ctx context.Context, w Work) (Outcome, bool) {
 			o.Attempts++
 			now := p.o.Now()
 			if now.Sub(n.ReceivedAt) >= p.o.RetryFor {
-				o.State = StateFailed
+				o.State = ipn.StateFailed
 				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %v", p.o.RetryFor, o.Attempts, err)
 				return o, true
 			}
-			o.State, o.RetryAt = StateReceived, now.Add(backoff.Delay(p.o.RetryBase, p.o.RetryCap, o.Attempts))
+			o.State, o.RetryAt = ipn.StateReceived, now.Add(backoff.Delay(p.o.RetryBase, p.o.RetryCap, o.Attempts))
 			o.Detail = fmt.Sprintf("verification attempt %d failed: %v", o.Attempts, err)
 			return o, true
 		}
 	}
 	ev, err := g.Normalize(n)
 	if err != nil {
-		o.State, o.Detail = StateInvalid, "cannot normalize: "+err.Error()
+		o.State, o.Detail = ipn.StateInvalid, "cannot normalize: "+err.Error()
 		return o, true
 	}
 	o.Event = ev
 	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID,
 		"parent_txn_id": ev.ParentTxnID, "payment references": ev.Refs} {
 		if len(v) > maxIDLen {
-			o.State, o.Detail = StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, maxIDLen)
+			o.State, o.Detail = ipn.StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, maxIDLen)
 			o.Event = nil
 			return o, true
 		}
 	}
-	if err := CheckMoney(ev); err != nil {
+	if err := ipn.CheckMoney(ev); err != nil {
 		// Stored, not applied: the order is untouched.
-		o.State, o.Detail = StateInvalid, "invalid amount: "+err.Error()
+		o.State, o.Detail = ipn.StateInvalid, "invalid amount: "+err.Error()
 		return o, true
 	}
-	o.EventKey = EventKey(n.Gateway, ev)
+	o.EventKey = ipn.EventKey(n.Gateway, ev)
 	o.ApplyOrder, o.RequireRegistered = true, rt.requireRegistered
-	o.Context = ApplyContext{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway]}
+	o.Context = ipn.ApplyContext{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway]}
 	if ev.Test && !rt.sandbox[n.Gateway] {
 		// Not applied; the order (if any) goes to review, flag test_payment.
-		o.State, o.Detail = StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
+		o.State, o.Detail = ipn.StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
 		return o, true
 	}
 	if !receiverOK(g, n, ev, rt.receivers[n.Gateway]) {
 		// Not applied; Apply flags receiver_mismatch on the order.
 		o.Context.Receivers = rt.receivers[n.Gateway]
-		o.State, o.Detail = StateInvalid, "receiver_mismatch: the payment is not addressed to one of the merchant's receivers"
+		o.State, o.Detail = ipn.StateInvalid, "receiver_mismatch: the payment is not addressed to one of the merchant's receivers"
 		return o, true
 	}
-	o.State = StateApplied
+	o.State = ipn.StateApplied
 	return o, true
 }
 
 // receiverOK checks the payment's receiver against the configured ones (want):
 // the gateway's own check where it has one (PayPal looks at three fields),
 // else the event's receiver, when the gateway reports one.
-func receiverOK(g Gateway, n *Notification, ev *Event, want []string) bool {
+func receiverOK(g ipn.Gateway, n *ipn.Notification, ev *ipn.Event, want []string) bool {
 	if len(want) == 0 {
 		return true
 	}
 	if rc, ok := g.(interface {
-		ReceiverOK(*Notification, []string) bool
+		ReceiverOK(*ipn.Notification, []string) bool
 	}); ok {
 		return rc.ReceiverOK(n, want)
 	}
@@ -497,17 +498,7 @@ func receiverOK(g Gateway, n *Notification, ev *Event, want []string) bool {
 // subscription): they become store keys.
 const maxIDLen = 255
 
-// EventKey identifies the payment fact an event reports, so that the
-// same fact sent twice under different message ids is applied once. It
-// is "" for events without a transaction id.
-func EventKey(gateway string, ev *Event) string {
-	if ev.TxnID == "" {
-		return ""
-	}
-	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
-}
+type nopObserver struct{}
 
-type nopPipelineObserver struct{}
-
-func (nopPipelineObserver) Processed(string, string)       {}
-func (nopPipelineObserver) Verified(string, time.Duration) {}
+func (nopObserver) Processed(string, string)       {}
+func (nopObserver) Verified(string, time.Duration) {}
