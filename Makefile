@@ -8,16 +8,16 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Every fuzz target as package:Name.
 FUZZ_TARGETS = \
-	./ipn:FuzzParseStripeSignature \
-	./ipn:FuzzParseWebhookSignatures \
-	./ipn:FuzzNormalize \
+	./ipn/gateway:FuzzParseStripeSignature \
+	./ipn/gateway:FuzzParseWebhookSignatures \
+	./ipn/gateway:FuzzNormalize \
 	./ipn:FuzzAmount \
-	./ipn:FuzzPayPalForm \
-	./ipn:FuzzCoinPaymentsForm \
-	./ipn:FuzzNowPaymentsCanonical \
-	./ipn:FuzzParseBTCPaySig \
-	./ipn:FuzzCryptoNormalize \
-	./ipn:FuzzHMACHeader \
+	./ipn/gateway:FuzzPayPalForm \
+	./ipn/gateway:FuzzCoinPaymentsForm \
+	./ipn/gateway:FuzzNowPaymentsCanonical \
+	./ipn/gateway:FuzzParseBTCPaySig \
+	./ipn/gateway:FuzzCryptoNormalize \
+	./ipn/gateway:FuzzHMACHeader \
 	./ipn:FuzzApply \
 	./store:FuzzDecodeRecord \
 	./store:FuzzPack \

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 const acmeTestSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -142,7 +142,7 @@ func (r *ipndRun) metric(series string) float64 {
 // postShop sends a signed standard-webhooks notification to /ipn/shop.
 func postShop(t *testing.T, c *http.Client, base, msgID string) (*http.Response, string) {
 	t.Helper()
-	key, _ := ipn.DecodeWebhookSecret(acmeTestSecret)
+	key, _ := gateway.DecodeWebhookSecret(acmeTestSecret)
 	body, _ := json.Marshal(map[string]any{"type": "payment.completed", "data": map[string]any{
 		"txn_id": "T-" + msgID, "order_id": "O-" + msgID, "amount": "19.99", "currency": "USD", "customer_email": "b@example.com"}})
 	ts := time.Now().Unix()
@@ -150,7 +150,7 @@ func postShop(t *testing.T, c *http.Client, base, msgID string) (*http.Response,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Webhook-Id", msgID)
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
+	req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, msgID, ts, body))
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s/ipn/shop: %v", base, err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/metrics"
 	"ipnd/public"
 	"ipnd/store"
@@ -20,7 +20,7 @@ import (
 // ingestServer is a receiver over its own store, served on loopback, as
 // serve wires it for ingest: with m as the receiver's observer and the
 // store's commit hook, or with no metrics at all when m is nil.
-func ingestServer(b *testing.B, name string, gw ipn.Gateway, m *metrics.Metrics) string {
+func ingestServer(b *testing.B, name string, gw gateway.Gateway, m *metrics.Metrics) string {
 	b.Helper()
 	var opts store.Options
 	if m != nil {
@@ -30,7 +30,7 @@ func ingestServer(b *testing.B, name string, gw ipn.Gateway, m *metrics.Metrics)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ro := public.ReceiverOptions{Gateways: []ipn.Gateway{gw}, Store: db}
+	ro := public.ReceiverOptions{Gateways: []gateway.Gateway{gw}, Store: db}
 	if m != nil {
 		ro.Observer = m // left nil otherwise: a nil *Metrics would not be a nil Observer
 	}
@@ -68,11 +68,11 @@ func BenchmarkIngestMetrics(b *testing.B) {
 	const rounds = 4
 	per := time.Duration(secs * float64(time.Second))
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	key, err := ipn.DecodeWebhookSecret(secret)
+	key, err := gateway.DecodeWebhookSecret(secret)
 	if err != nil {
 		b.Fatal(err)
 	}
-	gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "test", Kind: "standard-webhooks", Secrets: []string{secret}})
+	gw, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{secret}})
 	if err != nil {
 		b.Fatal(err)
 	}

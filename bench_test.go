@@ -21,7 +21,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/metrics"
 	"ipnd/public"
 	"ipnd/store"
@@ -90,7 +90,7 @@ func loadWith(client *http.Client, url string, key []byte, clients int, d time.D
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Webhook-Id", id)
 				req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-				req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
+				req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, id, ts, body))
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -188,7 +188,7 @@ func BenchmarkIngest(b *testing.B) {
 	d := time.Duration(secs * float64(time.Second))
 	dir := b.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	// Emails go to an SMTP relay, as in production (the file mailer of the
 	// embedded defaults would add an fsync per email on the same disk).
 	smtpd := newFakeSMTP(b, "127.0.0.1:0")
@@ -231,7 +231,7 @@ secret = %q
 		}
 		b.Fatalf("the daemon did not finish its backlog in 5 minutes: lag %q, pending outbox %.200q", lag, pending)
 	}
-	gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "test", Kind: "standard-webhooks", Secrets: []string{secret}})
+	gw, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{secret}})
 	if err != nil {
 		b.Fatal(err)
 	}

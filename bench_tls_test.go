@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // BenchmarkTLS measures what HTTPS costs: how long ipnd takes to get its
@@ -28,7 +28,7 @@ func BenchmarkTLS(b *testing.B) {
 		secs = s
 	}
 	d := time.Duration(secs * float64(time.Second))
-	key, _ := ipn.DecodeWebhookSecret(acmeTestSecret)
+	key, _ := gateway.DecodeWebhookSecret(acmeTestSecret)
 	tlsPort, httpPort := freePort(b), freePort(b)
 	p := startPebble(b, pebbleOptions{tlsPort: tlsPort, httpPort: httpPort})
 

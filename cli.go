@@ -23,6 +23,7 @@ import (
 
 	"ipnd/admin"
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/store"
 )
 
@@ -42,7 +43,7 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 	var lines []string
 	for i, g := range cfg.Gateways {
 		secret := "secret set"
-		if !ipn.NeedsSecret(g.Kind) {
+		if !gateway.NeedsSecret(g.Kind) {
 			secret = "verified by postback"
 		}
 		key := fmt.Sprintf("gateway[%d]", i)
@@ -55,7 +56,7 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 			secrets = []string{"whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32))} // stand-in
 		}
 		// Build the adapter exactly as serve will, so that check fails when serve would.
-		if _, err := ipn.NewGateway(gatewayOptions(g, secrets)); err != nil {
+		if _, err := gateway.New(gatewayOptions(g, secrets)); err != nil {
 			return fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
 		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
@@ -223,13 +224,13 @@ func (s *sample) request(kind string, secrets []string) (*http.Request, error) {
 			"data": map[string]any{"txn_id": s.marker, "order_id": s.order,
 				"amount": s.amount, "currency": s.currency, "status": s.status, "customer_email": s.email},
 		})
-		key, err := ipn.DecodeWebhookSecret(secrets[0])
+		key, err := gateway.DecodeWebhookSecret(secrets[0])
 		if err != nil {
 			return nil, fmt.Errorf("gateway secret: %w", err)
 		}
 		h.Set("Webhook-Id", id)
 		h.Set("Webhook-Timestamp", strconv.FormatInt(s.now.Unix(), 10))
-		h.Set("Webhook-Signature", ipn.SignWebhook(key, id, s.now.Unix(), body))
+		h.Set("Webhook-Signature", gateway.SignWebhook(key, id, s.now.Unix(), body))
 	case "stripe":
 		minor := strings.TrimLeft(strings.Replace(s.amount, ".", "", 1), "0")
 		if minor == "" {
@@ -263,7 +264,7 @@ func (s *sample) request(kind string, secrets []string) (*http.Request, error) {
 		s.marker = "evt_sim_" + hex.EncodeToString(randomBytes(8))
 		body, _ = json.Marshal(map[string]any{"id": s.marker, "object": "event", "type": s.what, "livemode": false,
 			"created": s.now.Unix(), "data": map[string]any{"object": object}})
-		h.Set("Stripe-Signature", "t="+strconv.FormatInt(s.now.Unix(), 10)+",v1="+hex.EncodeToString(ipn.StripeSignature(secrets[0], s.now.Unix(), body)))
+		h.Set("Stripe-Signature", "t="+strconv.FormatInt(s.now.Unix(), 10)+",v1="+hex.EncodeToString(gateway.StripeSignature(secrets[0], s.now.Unix(), body)))
 	default:
 		return nil, fmt.Errorf("gateway kind %q is not simulated", kind)
 	}

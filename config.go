@@ -17,7 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // Duration is a time.Duration written as "10s", "5m" or "1h30m" in TOML.
@@ -579,7 +579,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Shop.Secret != "" {
-		if _, err := ipn.DecodeWebhookSecret(c.Shop.Secret); err != nil {
+		if _, err := gateway.DecodeWebhookSecret(c.Shop.Secret); err != nil {
 			return configError("shop.secret", "<redacted>", "must be whsec_ followed by base64")
 		}
 	}
@@ -635,11 +635,11 @@ func (c *Config) validate() error {
 		}
 		seen[g.Name] = true
 		known := false
-		for _, k := range ipn.Kinds() {
+		for _, k := range gateway.Kinds() {
 			known = known || k == g.Kind
 		}
 		if !known {
-			return configError(key+".kind", g.Kind, "unknown kind (this build knows: "+strings.Join(ipn.Kinds(), ", ")+")")
+			return configError(key+".kind", g.Kind, "unknown kind (this build knows: "+strings.Join(gateway.Kinds(), ", ")+")")
 		}
 		n := 0
 		for _, set := range []bool{g.Secret != "", len(g.Secrets) > 0, g.SecretFile != ""} {
@@ -650,10 +650,10 @@ func (c *Config) validate() error {
 		if n > 1 {
 			return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
 		}
-		if n > 0 && !ipn.NeedsSecret(g.Kind) {
+		if n > 0 && !gateway.NeedsSecret(g.Kind) {
 			return configError(key+".secret", "<redacted>", "kind "+g.Kind+" verifies by postback and takes no secret (receivers says which accounts are yours)")
 		}
-		if n == 0 && ipn.NeedsSecret(g.Kind) {
+		if n == 0 && gateway.NeedsSecret(g.Kind) {
 			return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
 		}
 		if g.Tolerance < 0 {
@@ -749,7 +749,7 @@ func gatewaySecrets(key string, g GatewayConfig) ([]string, error) {
 		return []string{g.Secret}, nil
 	case len(g.Secrets) > 0:
 		return g.Secrets, nil
-	case g.SecretFile == "" && !ipn.NeedsSecret(g.Kind):
+	case g.SecretFile == "" && !gateway.NeedsSecret(g.Kind):
 		return nil, nil
 	}
 	return readSecretFile(key+".secret_file", g.SecretFile)
@@ -828,7 +828,7 @@ func (c *Config) shopKey() ([]byte, error) {
 	if secret == "" {
 		return nil, nil
 	}
-	k, err := ipn.DecodeWebhookSecret(secret)
+	k, err := gateway.DecodeWebhookSecret(secret)
 	if err != nil {
 		return nil, configError("shop.secret", "<redacted>", "must be whsec_ followed by base64")
 	}

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/public"
 )
 
@@ -234,7 +234,7 @@ secret = %q
 		`"customer_details":{"email":%q,"name":%q}}}}`, stripeEmail, stripeName))
 	postStripe := func(secret string) int {
 		ts := time.Now().Unix()
-		sig := fmt.Sprintf("t=%d,v1=%x", ts, ipn.StripeSignature(secret, ts, stripeBody))
+		sig := fmt.Sprintf("t=%d,v1=%x", ts, gateway.StripeSignature(secret, ts, stripeBody))
 		sent = append(sent, sig)
 		return post("stripe", "application/json", stripeBody, http.Header{"Stripe-Signature": {sig}})
 	}
@@ -243,7 +243,7 @@ secret = %q
 		`"customer_email":%q,"customer_name":%q}}`, hookEmail, hookName))
 	postHook := func() int {
 		ts := time.Now().Unix()
-		sig := ipn.SignWebhook(hookKey, "msg_log_1", ts, hookBody)
+		sig := gateway.SignWebhook(hookKey, "msg_log_1", ts, hookBody)
 		sent = append(sent, sig)
 		return post("hooks", "application/json", hookBody, http.Header{
 			"Webhook-Id": {"msg_log_1"}, "Webhook-Timestamp": {strconv.FormatInt(ts, 10)}, "Webhook-Signature": {sig}})
@@ -473,7 +473,7 @@ secret = %q
 		t.Fatal(err)
 	}
 	d, logs := startLogged(t, dir, cfg)
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	body := []byte(fmt.Sprintf(`{"type":"payment.completed","data":{"txn_id":"TXN-SMTP","order_id":"ORDER-SMTP",`+
 		`"amount":"5.00","currency":"USD","status":"completed","customer_email":%q}}`, customer))
 	ts := time.Now().Unix()
@@ -481,7 +481,7 @@ secret = %q
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Webhook-Id", "msg_smtp_1")
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, "msg_smtp_1", ts, body))
+	req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, "msg_smtp_1", ts, body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

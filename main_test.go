@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/store"
 )
 
@@ -249,7 +250,7 @@ secret = %q
 	cmd, exited := startChild(t, dir, cfgPath)
 	addr, _ := os.ReadFile(filepath.Join(dir, "public.addr"))
 	url := "http://" + strings.TrimSpace(string(addr)) + "/ipn/test"
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 
 	var (
 		mu    sync.Mutex
@@ -271,7 +272,7 @@ secret = %q
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Webhook-Id", id)
 				req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-				req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
+				req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, id, ts, body))
 				resp, err := client.Do(req)
 				if err != nil {
 					return // the server is gone

@@ -14,7 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // TestMetricsScriptedMix drives a known mix of requests and outcomes
@@ -49,7 +49,7 @@ secret = %q
 	conf = strings.Replace(conf, "[pipeline]", mailConfig(smtpd.port(), "")[:strings.Index(mailConfig(smtpd.port(), ""), "[pipeline]")]+"[pipeline]", 1)
 	os.WriteFile(cfg, []byte(conf), 0o600)
 	d := startDaemon(t, dir, cfg)
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	ip := 0
@@ -78,7 +78,7 @@ secret = %q
 		h := http.Header{}
 		h.Set("Webhook-Id", id)
 		h.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-		h.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, []byte(body)))
+		h.Set("Webhook-Signature", gateway.SignWebhook(key, id, ts, []byte(body)))
 		return h
 	}
 	now := time.Now().Unix()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // Replaying an applied PayPal notification while PayPal cannot be reached
@@ -229,14 +230,14 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 // "shop" (kind standard-webhooks with secret) and returns the status.
 func postSignedEvent(t *testing.T, d *daemon, secret, msgID, typ string, data map[string]any) int {
 	t.Helper()
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
 	ts := time.Now().Unix()
 	req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/shop", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Webhook-Id", msgID)
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
+	req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, msgID, ts, body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

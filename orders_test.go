@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // webhookDaemon runs ipnd with one standard-webhooks gateway "shop" and
@@ -39,7 +40,7 @@ secret = %q
 // "shop" gateway (a standard-webhooks one with secret) of the daemon whose
 // public URL public returns, and returns the status.
 func signedPoster(tb testing.TB, public func() string, secret string) func(msgID, typ string, data map[string]any) int {
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 20 * time.Second}
 	return func(msgID, typ string, data map[string]any) int {
 		body, _ := json.Marshal(map[string]any{"type": typ, "data": data})
@@ -48,7 +49,7 @@ func signedPoster(tb testing.TB, public func() string, secret string) func(msgID
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Webhook-Id", msgID)
 		req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, msgID, ts, body))
+		req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, msgID, ts, body))
 		resp, err := client.Do(req)
 		if err != nil {
 			tb.Error(err)
@@ -302,7 +303,7 @@ func TestStripeRefundsEndToEnd(t *testing.T) {
 		now := time.Now().Unix()
 		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/stripe", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%x", now, ipn.StripeSignature("whsec_test", now, body)))
+		req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%x", now, gateway.StripeSignature("whsec_test", now, body)))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("post %s: %v %v", id, err, resp)

@@ -22,6 +22,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // fakeSMTP is an in-process SMTP server (go-smtp) that keeps every
@@ -369,7 +370,7 @@ secret = %q
 `, strings.Replace(mailConfig(port, ""), "max_attempts = 3", "max_attempts = 1000", 1), secret))
 	_, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir}
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	for i := 0; i < 100; i++ {
 		body, _ := json.Marshal(map[string]any{"type": "payment.completed", "data": map[string]any{
 			"order_id": fmt.Sprintf("K-%d", i), "txn_id": fmt.Sprintf("KT-%d", i), "amount": "1.00", "currency": "USD",
@@ -379,7 +380,7 @@ secret = %q
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Webhook-Id", id)
 		req.Header.Set("Webhook-Timestamp", fmt.Sprint(ts))
-		req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
+		req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, id, ts, body))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("post %d: %v %v", i, err, resp)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/store"
 )
 
@@ -22,14 +23,14 @@ const recoverSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // the status.
 func postSigned(t *testing.T, url, id string) int {
 	t.Helper()
-	key, _ := ipn.DecodeWebhookSecret(recoverSecret)
+	key, _ := gateway.DecodeWebhookSecret(recoverSecret)
 	body := []byte(fmt.Sprintf(`{"type":"payment.completed","data":{"order_id":%q,"amount":"1.00","currency":"USD"}}`, id))
 	ts := time.Now().Unix()
 	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Webhook-Id", id)
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("Webhook-Signature", ipn.SignWebhook(key, id, ts, body))
+	req.Header.Set("Webhook-Signature", gateway.SignWebhook(key, id, ts, body))
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	ipngateway "ipnd/ipn/gateway"
 )
 
 // TestSIGHUPReload rotates a gateway's secret file and adds a gateway
@@ -55,8 +55,8 @@ func TestSIGHUPReload(t *testing.T) {
 		return err1 == nil && err2 == nil
 	})
 
-	keyOld, _ := ipn.DecodeWebhookSecret(oldSecret)
-	keyNew, _ := ipn.DecodeWebhookSecret(newSecret)
+	keyOld, _ := ipngateway.DecodeWebhookSecret(oldSecret)
+	keyNew, _ := ipngateway.DecodeWebhookSecret(newSecret)
 	var seq atomic.Int64
 	post := func(gw string, keys ...[]byte) int {
 		id := fmt.Sprintf("msg_%d", seq.Add(1))
@@ -65,7 +65,7 @@ func TestSIGHUPReload(t *testing.T) {
 		ts := time.Now().Unix()
 		var sigs []string
 		for _, k := range keys {
-			sigs = append(sigs, ipn.SignWebhook(k, id, ts, body))
+			sigs = append(sigs, ipngateway.SignWebhook(k, id, ts, body))
 		}
 		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/"+gw, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

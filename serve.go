@@ -27,6 +27,7 @@ import (
 
 	"ipnd/admin"
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/metrics"
 	"ipnd/notify"
 	"ipnd/pipeline"
@@ -114,15 +115,15 @@ func randomBytes(n int) []byte {
 }
 
 // buildGateways turns the [[gateway]] tables into adapters.
-func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
-	var out []ipn.Gateway
+func buildGateways(cfg *Config) ([]gateway.Gateway, error) {
+	var out []gateway.Gateway
 	for i, g := range cfg.Gateways {
 		key := fmt.Sprintf("gateway[%d]", i)
 		secrets, err := gatewaySecrets(key, g)
 		if err != nil {
 			return nil, err
 		}
-		gw, err := ipn.NewGateway(gatewayOptions(g, secrets))
+		gw, err := gateway.New(gatewayOptions(g, secrets))
 		if err != nil {
 			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
@@ -132,16 +133,16 @@ func buildGateways(cfg *Config) ([]ipn.Gateway, error) {
 }
 
 // gatewayOptions copies a [[gateway]] table into the adapter's options.
-func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
+func gatewayOptions(g GatewayConfig, secrets []string) gateway.Config {
 	f := g.Fields
-	return ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: secrets,
+	return gateway.Config{Name: g.Name, Kind: g.Kind, Secrets: secrets,
 		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers,
 		MerchantID: g.MerchantID, URL: g.URL,
-		HMAC: ipn.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
+		HMAC: gateway.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
 			SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
 			KeyFormat: g.KeyFormat, KeyPrefix: g.KeyPrefix, SignedContent: g.SignedContent, Timestamp: g.Timestamp,
 			ID: g.ID, DedupKey: g.DedupKey, Canonicalize: g.Canonicalize, Body: g.Body, RequiredFields: g.RequiredFields,
-			Fields: ipn.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID,
+			Fields: gateway.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID,
 				OrderID: f.OrderID, Amount: f.Amount, Currency: f.Currency,
 				Status: f.Status, Email: f.Email, Name: f.Name, AmountMinor: f.AmountMinor, Statuses: f.Statuses}}}
 }
@@ -474,7 +475,7 @@ func (a *app) reload() {
 
 // setAdmin builds the admin API for cfg (token, gateways) and puts it in
 // place.
-func (a *app) setAdmin(cfg *Config, gateways []ipn.Gateway) error {
+func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	token, err := cfg.adminToken()
 	if err != nil {
 		return err
@@ -512,7 +513,7 @@ func (a *app) healthy() error {
 }
 
 // newMetrics builds the metrics, reading the store at scrape time.
-func (a *app) newMetrics(gateways []ipn.Gateway) *metrics.Metrics {
+func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 	db := a.db
 	var names []string
 	for _, g := range gateways {

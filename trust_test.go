@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	ipngateway "ipnd/ipn/gateway"
 )
 
 // stripePoster posts Stripe events signed the way Stripe signs them.
@@ -30,7 +31,7 @@ func stripePoster(t *testing.T, d *daemon, gateway, secret string) func(id, typ,
 		now := time.Now().Unix()
 		req, _ := http.NewRequest("POST", d.addr("public")+"/ipn/"+gateway, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
-		req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%x", now, ipn.StripeSignature(secret, now, body)))
+		req.Header.Set("Stripe-Signature", fmt.Sprintf("t=%d,v1=%x", now, ipngateway.StripeSignature(secret, now, body)))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("post %s: %v", id, err)

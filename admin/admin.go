@@ -23,6 +23,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/public"
 	"ipnd/store"
 )
@@ -33,7 +34,7 @@ type Options struct {
 	Token       string
 	OpenMetrics bool         // /metrics and /healthz without the token
 	Metrics     http.Handler // nil: no /metrics route
-	Gateways    []ipn.Gateway
+	Gateways    []gateway.Gateway
 	Rejections  func() []public.Rejection
 	// Healthy reports why the appliance is unhealthy (nil: healthy).
 	Healthy func() error
@@ -43,13 +44,13 @@ type Options struct {
 type api struct {
 	o        Options
 	tokenSum [32]byte
-	gateways map[string]ipn.Gateway
+	gateways map[string]gateway.Gateway
 	log      *slog.Logger
 }
 
 // Handler returns the admin routes.
 func Handler(o Options) http.Handler {
-	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]ipn.Gateway{}, log: o.Logger}
+	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/store"
 )
 
@@ -24,11 +25,11 @@ func newAPI(t *testing.T) (*httptest.Server, *store.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := ipn.NewGateway(ipn.GatewayConfig{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", Gateways: []ipn.Gateway{g}}))
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", Gateways: []gateway.Gateway{g}}))
 	t.Cleanup(func() { srv.Close(); db.Close() })
 	return srv, db
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 var modelSeed = flag.Uint64("apply.seed", 0, "first seed of TestApplyModel (0: from the clock)")
@@ -668,12 +669,12 @@ func stripeMsg(id, typ, object string) wire {
 }
 
 func TestApplyRefunds(t *testing.T) {
-	gateways := map[string]ipn.Gateway{}
-	for kind, cfg := range map[string]ipn.GatewayConfig{
+	gateways := map[string]gateway.Gateway{}
+	for kind, cfg := range map[string]gateway.Config{
 		"paypal": {Name: "paypal", Kind: "paypal"},
 		"stripe": {Name: "stripe", Kind: "stripe", Secrets: []string{"whsec_test"}},
 	} {
-		g, err := ipn.NewGateway(cfg)
+		g, err := gateway.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

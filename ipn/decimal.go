@@ -150,11 +150,11 @@ func addAmount(d, x *apd.Decimal) *apd.Decimal {
 	return d
 }
 
-// plainDecimal rewrites a decimal or JSON number ("10.50", "1e-7",
+// PlainDecimal rewrites a decimal or JSON number ("10.50", "1e-7",
 // "-2.5E+3", "007") as a plain decimal without exponent, leading zeros or
 // trailing fraction zeros ("10.5", "0.0000001", "-2500", "7"). ok is
 // false for anything else.
-func plainDecimal(num string) (string, bool) {
+func PlainDecimal(num string) (string, bool) {
 	d, ok := parseDecimal(num, true)
 	if !ok {
 		return "", false
@@ -170,9 +170,9 @@ func plainDecimal(num string) (string, bool) {
 	return r.Text('f'), true
 }
 
-// compareDecimal compares two decimals that plainDecimal accepts; ok is
+// CompareDecimal compares two decimals that PlainDecimal accepts; ok is
 // false when either is not one.
-func compareDecimal(a, b string) (cmp int, ok bool) {
+func CompareDecimal(a, b string) (cmp int, ok bool) {
 	da, oka := parseDecimal(a, true)
 	db, okb := parseDecimal(b, true)
 	if !oka || !okb {

@@ -126,17 +126,6 @@ func (ev *Event) PaymentRefs() []string {
 	return out
 }
 
-// joinRefs builds an Event.Refs value from identifiers, skipping empty ones.
-func joinRefs(ids ...string) string {
-	var keep []string
-	for _, id := range ids {
-		if id != "" && !strings.ContainsAny(id, " \t\n") && !slices.Contains(keep, id) {
-			keep = append(keep, id)
-		}
-	}
-	return strings.Join(keep, " ")
-}
-
 // EventKey identifies the payment fact an event reports, so that the
 // same fact sent twice under different message ids is applied once. It
 // is "" for events without a transaction id.
@@ -145,4 +134,14 @@ func EventKey(gateway string, ev *Event) string {
 		return ""
 	}
 	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+}
+
+// firstNonEmpty returns the first of ss that is not empty, or "".
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // ShopEvent is the JSON the shop receives (callback body and script
@@ -65,7 +66,7 @@ func (s *Shop) Post(ctx context.Context, id string, body []byte) error {
 	req.Header.Set("User-Agent", "ipnd")
 	req.Header.Set("Webhook-Id", id)
 	req.Header.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("Webhook-Signature", ipn.SignWebhook(s.Key, id, ts, body))
+	req.Header.Set("Webhook-Signature", gateway.SignWebhook(s.Key, id, ts, body))
 	client := s.Client
 	if client == nil {
 		client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -12,6 +12,7 @@ import (
 
 	"ipnd/internal/backoff"
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // Verifier is implemented by gateways whose authenticity is checked after
@@ -42,7 +43,7 @@ type Observer interface {
 // Options configure a Pipeline. Journal and Gateways are required.
 type Options struct {
 	Journal  Journal
-	Gateways []ipn.Gateway
+	Gateways []gateway.Gateway
 	// Sandbox names the gateways configured as sandbox/test: a test
 	// message on any other gateway is not applied.
 	Sandbox map[string]bool
@@ -138,7 +139,7 @@ func New(o Options) *Pipeline {
 // pipelineRoutes is what the pipeline knows of the configured gateways,
 // read once per notification: a reload swaps it whole.
 type pipelineRoutes struct {
-	gateways          map[string]ipn.Gateway
+	gateways          map[string]gateway.Gateway
 	sandbox           map[string]bool
 	receivers         map[string][]string
 	requireRegistered bool
@@ -148,8 +149,8 @@ type pipelineRoutes struct {
 // Options) on a config reload. A notification being decided
 // finishes with the ones it started with; notifications of a gateway no
 // longer configured end failed (replay them once it is back).
-func (p *Pipeline) Reconfigure(gateways []ipn.Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
-	rt := &pipelineRoutes{gateways: make(map[string]ipn.Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
+func (p *Pipeline) Reconfigure(gateways []gateway.Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
+	rt := &pipelineRoutes{gateways: make(map[string]gateway.Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
 		requireRegistered: requireRegistered}
 	for _, g := range gateways {
 		rt.gateways[g.Name()] = g
@@ -474,7 +475,7 @@ func (p *Pipeline) decide(ctx context.Context, w ipn.Work) (ipn.Outcome, bool) {
 // receiverOK checks the payment's receiver against the configured ones (want):
 // the gateway's own check where it has one (PayPal looks at three fields),
 // else the event's receiver, when the gateway reports one.
-func receiverOK(g ipn.Gateway, n *ipn.Notification, ev *ipn.Event, want []string) bool {
+func receiverOK(g gateway.Gateway, n *ipn.Notification, ev *ipn.Event, want []string) bool {
 	if len(want) == 0 {
 		return true
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 const (
@@ -20,9 +20,9 @@ const (
 	jsonMT    = "application/json"
 )
 
-func mustGateway(t testing.TB, cfg ipn.GatewayConfig) ipn.Gateway {
+func mustGateway(t testing.TB, cfg gateway.Config) gateway.Gateway {
 	t.Helper()
-	g, err := ipn.NewGateway(cfg)
+	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,11 +30,11 @@ func mustGateway(t testing.TB, cfg ipn.GatewayConfig) ipn.Gateway {
 }
 
 func webhookHeader(secret, id string, ts int64, body string, extra ...string) http.Header {
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	h := http.Header{}
 	h.Set("Webhook-Id", id)
 	h.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	h.Set("Webhook-Signature", strings.Join(append(extra, ipn.SignWebhook(key, id, ts, []byte(body))), " "))
+	h.Set("Webhook-Signature", strings.Join(append(extra, gateway.SignWebhook(key, id, ts, []byte(body))), " "))
 	return h
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // Appender is the store as the receiver sees it. Append returns only after
@@ -68,7 +69,7 @@ type Rejection struct {
 
 // ReceiverOptions configures a Receiver. Store and Gateways are required.
 type ReceiverOptions struct {
-	Gateways       []ipn.Gateway
+	Gateways       []gateway.Gateway
 	Store          Appender
 	Observer       Observer     // nil: nothing observed
 	Logger         *slog.Logger // nil: discard
@@ -102,15 +103,15 @@ type Receiver struct {
 // receiverRoutes are the gateways a Receiver serves, read once per
 // request: a reload swaps them without holding up requests in flight.
 type receiverRoutes struct {
-	gateways map[string]ipn.Gateway
+	gateways map[string]gateway.Gateway
 	allowIPs map[string][]netip.Prefix
 }
 
 // SetGateways replaces the gateways (and their allowed sources) the
 // Receiver serves, at once: a request in flight finishes with the ones it
 // started with; the next uses the new ones. Names must be unique.
-func (r *Receiver) SetGateways(gateways []ipn.Gateway, allowIPs map[string][]netip.Prefix) {
-	rt := &receiverRoutes{gateways: make(map[string]ipn.Gateway, len(gateways)), allowIPs: allowIPs}
+func (r *Receiver) SetGateways(gateways []gateway.Gateway, allowIPs map[string][]netip.Prefix) {
+	rt := &receiverRoutes{gateways: make(map[string]gateway.Gateway, len(gateways)), allowIPs: allowIPs}
 	for _, g := range gateways {
 		rt.gateways[g.Name()] = g
 	}
@@ -228,7 +229,7 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		r.reject(w, req, name, ReasonBadSignature, http.StatusUnauthorized, ipn.ErrForbiddenSource.Error(), nil)
 		return
 	}
-	mt := ipn.MediaType(req.Header.Get("Content-Type"))
+	mt := gateway.MediaType(req.Header.Get("Content-Type"))
 	if !g.Accepts(mt) {
 		r.reject(w, req, name, ReasonUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported content type", nil)
 		return
@@ -247,7 +248,7 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		}
 		return
 	}
-	key, err := g.Check(&ipn.Inbound{Header: req.Header, Body: body, MediaType: mt, Now: start})
+	key, err := g.Check(&gateway.Inbound{Header: req.Header, Body: body, MediaType: mt, Now: start})
 	if err != nil {
 		status, reason := statusFor(err)
 		r.reject(w, req, name, reason, status, err.Error(), nil)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/public"
 	"ipnd/store"
 )
@@ -57,9 +57,9 @@ func newRig(t *testing.T, mod func(*public.ReceiverOptions)) *rig {
 	}
 	obs := &countingObserver{}
 	opts := public.ReceiverOptions{
-		Gateways: []ipn.Gateway{
-			mustGateway(t, ipn.GatewayConfig{Name: "test", Kind: "standard-webhooks", Secrets: []string{swSecret}}),
-			mustGateway(t, ipn.GatewayConfig{Name: "stripe", Kind: "stripe", Secrets: []string{"whsec_a"}}),
+		Gateways: []gateway.Gateway{
+			mustGateway(t, gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{swSecret}}),
+			mustGateway(t, gateway.Config{Name: "stripe", Kind: "stripe", Secrets: []string{"whsec_a"}}),
 		},
 		Store:        db,
 		Observer:     obs,

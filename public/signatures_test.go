@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/public"
 )
 
@@ -47,11 +48,11 @@ func TestHMACCapturedRequestCannotBeReplayed(t *testing.T) {
 
 	// Signing the body only: ipnd used to accept it, and then the replay
 	// below with a fresh X-Ts passed the tolerance check.
-	unsafe := ipn.GatewayConfig{Name: "shop", Kind: "hmac", Secrets: []string{secret}, Tolerance: time.Minute,
-		HMAC: ipn.HMACOptions{Header: "X-Sig", Timestamp: "header:X-Ts", DedupKey: "header:X-Id"}}
-	if g, err := ipn.NewGateway(unsafe); err == nil {
+	unsafe := gateway.Config{Name: "shop", Kind: "hmac", Secrets: []string{secret}, Tolerance: time.Minute,
+		HMAC: gateway.HMACOptions{Header: "X-Sig", Timestamp: "header:X-Ts", DedupKey: "header:X-Id"}}
+	if g, err := gateway.New(unsafe); err == nil {
 		clk := &clock{now: signedAt.Add(10 * time.Minute)}
-		r := newRig(t, func(o *public.ReceiverOptions) { o.Gateways = []ipn.Gateway{g}; o.Now = clk.Now })
+		r := newRig(t, func(o *public.ReceiverOptions) { o.Gateways = []gateway.Gateway{g}; o.Now = clk.Now })
 		h := http.Header{"Content-Type": {jsonMT}, "X-Sig": {hmacHex(sha256.New, secret, body)},
 			"X-Ts": {strconv.FormatInt(clk.Now().Unix(), 10)}, "X-Id": {"msg_forged"}}
 		resp, _ := r.do(t, "POST", "/ipn/shop", h, body)
@@ -64,7 +65,7 @@ func TestHMACCapturedRequestCannotBeReplayed(t *testing.T) {
 	safe.HMAC.SignedContent = "{ts}.{header:X-Id}.{body}"
 	g := mustGateway(t, safe)
 	clk := &clock{now: signedAt.Add(2 * time.Second)}
-	r := newRig(t, func(o *public.ReceiverOptions) { o.Gateways = []ipn.Gateway{g}; o.Now = clk.Now })
+	r := newRig(t, func(o *public.ReceiverOptions) { o.Gateways = []gateway.Gateway{g}; o.Now = clk.Now })
 	captured := http.Header{"Content-Type": {jsonMT}, "X-Ts": {ts}, "X-Id": {"msg_1"},
 		"X-Sig": {hmacHex(sha256.New, secret, ts+".msg_1."+body)}}
 	if resp, got := r.do(t, "POST", "/ipn/shop", captured, body); resp.StatusCode != 200 {

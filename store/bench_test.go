@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/pipeline"
 )
 
@@ -129,7 +130,7 @@ const typicalSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // sampleTypical is typical notification i as the receiver stores it: a
 // signed Standard Webhooks request with the headers the gateway keeps.
 func sampleTypical(i int) *ipn.Notification {
-	key, _ := ipn.DecodeWebhookSecret(typicalSecret)
+	key, _ := gateway.DecodeWebhookSecret(typicalSecret)
 	body := typicalBody(i)
 	msgID := "msg_" + randomID("msg", i, 26)
 	at := time.Now().UTC()
@@ -137,7 +138,7 @@ func sampleTypical(i int) *ipn.Notification {
 		ContentType: "application/json", Body: body, DedupKey: msgID, Headers: http.Header{
 			"Webhook-Id":        {msgID},
 			"Webhook-Timestamp": {strconv.FormatInt(at.Unix(), 10)},
-			"Webhook-Signature": {ipn.SignWebhook(key, msgID, at.Unix(), body)},
+			"Webhook-Signature": {gateway.SignWebhook(key, msgID, at.Unix(), body)},
 			"User-Agent":        {"Svix-Webhooks/1.62.0 (sender-AbCdE; +https://www.svix.com/http-sender/)"},
 		}}
 }
@@ -155,13 +156,13 @@ func fillTypical(tb testing.TB, path string, opts Options, n int) Space {
 		tb.Fatal(err)
 	}
 	defer db.Close()
-	gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "shop", Kind: "standard-webhooks", Secrets: []string{typicalSecret}})
+	gw, err := gateway.New(gateway.Config{Name: "shop", Kind: "standard-webhooks", Secrets: []string{typicalSecret}})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []ipn.Gateway{gw}, BatchDelay: time.Millisecond,
+	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []gateway.Gateway{gw}, BatchDelay: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()

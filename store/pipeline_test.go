@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/pipeline"
 )
 
@@ -41,12 +42,12 @@ func TestPipelineOutlivesAFailingStore(t *testing.T) {
 		db := openAt(t, filepath.Join(t.TempDir(), "ipnd.db"), Options{})
 		defer db.Close()
 		j := &faultyJournal{DB: db, healed: time.Now().Add(5 * time.Minute)}
-		gw, err := ipn.NewGateway(ipn.GatewayConfig{Name: "g", Kind: "standard-webhooks",
+		gw, err := gateway.New(gateway.Config{Name: "g", Kind: "standard-webhooks",
 			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := pipeline.New(pipeline.Options{Journal: j, Gateways: []ipn.Gateway{gw}})
+		p := pipeline.New(pipeline.Options{Journal: j, Gateways: []gateway.Gateway{gw}})
 		ctx, cancel := context.WithCancel(context.Background())
 		ran := make(chan error, 1)
 		go func() { ran <- p.Run(ctx) }()

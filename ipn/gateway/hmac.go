@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // HMACOptions configures a gateway of the generic "hmac" kind (GATEWAYS.md
@@ -56,13 +58,13 @@ type HMACOptions struct {
 	// literal text and the placeholders {body} (the raw body, or its
 	// canonical form, see Canonicalize; required), {ts} (the timestamp,
 	// from Timestamp "kv" or a header), {id} (from ID, a header), {url}
-	// (GatewayConfig.URL) and {header:Name}. E.g. "{ts}.{body}",
+	// (Config.URL) and {header:Name}. E.g. "{ts}.{body}",
 	// "{ts}:{body}", "{id}.{ts}.{body}", "{url}{body}".
 	SignedContent string
 	// Timestamp is where the signed time comes from: "" (none), "kv" (the
 	// TimestampKey pair of Header), or a source. A body source is read only
 	// after the signature is verified, so it cannot feed {ts}. The value is
-	// Unix seconds or RFC 3339; the tolerance is GatewayConfig.Tolerance
+	// Unix seconds or RFC 3339; the tolerance is Config.Tolerance
 	// (default 300 s), both ways.
 	Timestamp string
 	// ID is the source of {id}: a header source.
@@ -119,18 +121,18 @@ type HMACFields struct {
 
 // hmacEventKind is what a Statuses value maps a gateway's status to.
 type hmacEventKind struct {
-	typ    EventType
-	status EventStatus
+	typ    ipn.EventType
+	status ipn.EventStatus
 }
 
 // hmacEventKinds are the Statuses values that name a subscription event
 // rather than an ipnd status.
 var hmacEventKinds = map[string]hmacEventKind{
-	"subscription_started":        {TypeSubscriptionStarted, StatusCompleted},
-	"subscription_payment":        {TypeSubscriptionPayment, StatusCompleted},
-	"subscription_payment_failed": {TypeSubscriptionPayment, StatusFailed},
-	"subscription_canceled":       {TypeSubscriptionCanceled, StatusCanceled},
-	"subscription_expired":        {TypeSubscriptionExpired, StatusExpired},
+	"subscription_started":        {ipn.TypeSubscriptionStarted, ipn.StatusCompleted},
+	"subscription_payment":        {ipn.TypeSubscriptionPayment, ipn.StatusCompleted},
+	"subscription_payment_failed": {ipn.TypeSubscriptionPayment, ipn.StatusFailed},
+	"subscription_canceled":       {ipn.TypeSubscriptionCanceled, ipn.StatusCanceled},
+	"subscription_expired":        {ipn.TypeSubscriptionExpired, ipn.StatusExpired},
 }
 
 // Defaults of the hmac kind.
@@ -308,13 +310,13 @@ type requiredField struct {
 	want string
 }
 
-func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
+func newHMAC(cfg Config) (*hmacGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
 	o := cfg.HMAC
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: gateway %q (hmac): "+format, append([]any{ErrConfig, cfg.Name}, args...)...)
+		return fmt.Errorf("%w: gateway %q (hmac): "+format, append([]any{ipn.ErrConfig, cfg.Name}, args...)...)
 	}
 	g := &hmacGateway{name: cfg.Name, url: cfg.URL, tolerance: cfg.Tolerance}
 	if g.tolerance <= 0 {
@@ -491,13 +493,13 @@ func newHMAC(cfg GatewayConfig) (*hmacGateway, error) {
 		g.statuses = make(map[string]hmacEventKind, len(f.Statuses))
 		for k, v := range f.Statuses {
 			kind, ok := hmacEventKinds[v]
-			if !ok && ValidStatus(EventStatus(v)) {
-				kind, ok = hmacEventKind{TypePayment, EventStatus(v)}, true
+			if !ok && ipn.ValidStatus(ipn.EventStatus(v)) {
+				kind, ok = hmacEventKind{ipn.TypePayment, ipn.EventStatus(v)}, true
 				switch kind.status {
-				case StatusRefunded:
-					kind.typ = TypeRefund
-				case StatusReversed:
-					kind.typ = TypeReversal
+				case ipn.StatusRefunded:
+					kind.typ = ipn.TypeRefund
+				case ipn.StatusReversed:
+					kind.typ = ipn.TypeReversal
 				}
 			}
 			if !ok {
@@ -649,7 +651,7 @@ func (g *hmacGateway) KeepHeaders() []string { return slices.Clone(g.keep) }
 func (g *hmacGateway) signatures(h http.Header) (sigs [][]byte, kvTS string, err error) {
 	values := h.Values(g.header)
 	if len(values) == 0 || strings.TrimSpace(strings.Join(values, "")) == "" {
-		return nil, "", fmt.Errorf("%w: missing %s header", ErrBadSignature, g.header)
+		return nil, "", fmt.Errorf("%w: missing %s header", ipn.ErrBadSignature, g.header)
 	}
 	var encoded []string
 	for _, v := range values {
@@ -669,7 +671,7 @@ func (g *hmacGateway) signatures(h http.Header) (sigs [][]byte, kvTS string, err
 				}
 				k, val, ok := strings.Cut(pair, "=")
 				if !ok {
-					return nil, "", fmt.Errorf("%w: garbled %s header", ErrBadSignature, g.header)
+					return nil, "", fmt.Errorf("%w: garbled %s header", ipn.ErrBadSignature, g.header)
 				}
 				switch k {
 				case g.sigKey:
@@ -692,7 +694,7 @@ func (g *hmacGateway) signatures(h http.Header) (sigs [][]byte, kvTS string, err
 		}
 	}
 	if len(sigs) == 0 {
-		return nil, "", fmt.Errorf("%w: no usable signature in %s header", ErrBadSignature, g.header)
+		return nil, "", fmt.Errorf("%w: no usable signature in %s header", ipn.ErrBadSignature, g.header)
 	}
 	return sigs, kvTS, nil
 }
@@ -725,7 +727,7 @@ func (g *hmacGateway) parse(body []byte) (*hmacDoc, error) {
 	if g.body == "form" {
 		f, err := url.ParseQuery(string(body))
 		if err != nil {
-			return nil, fmt.Errorf("%w: body is not form-urlencoded", ErrMalformed)
+			return nil, fmt.Errorf("%w: body is not form-urlencoded", ipn.ErrMalformed)
 		}
 		return &hmacDoc{form: f}, nil
 	}
@@ -733,17 +735,17 @@ func (g *hmacGateway) parse(body []byte) (*hmacDoc, error) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: body is not JSON", ErrMalformed)
+		return nil, fmt.Errorf("%w: body is not JSON", ipn.ErrMalformed)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the JSON value", ErrMalformed)
+		return nil, fmt.Errorf("%w: data after the JSON value", ipn.ErrMalformed)
 	}
 	return &hmacDoc{json: v}, nil
 }
 
 func (g *hmacGateway) Check(in *Inbound) (string, error) {
 	if !g.Accepts(in.MediaType) {
-		return "", fmt.Errorf("%w: gateway %s accepts %s bodies only", ErrUnsupportedMedia, g.name, g.body)
+		return "", fmt.Errorf("%w: gateway %s accepts %s bodies only", ipn.ErrUnsupportedMedia, g.name, g.body)
 	}
 	sigs, ts, err := g.signatures(in.Header)
 	if err != nil {
@@ -753,11 +755,11 @@ func (g *hmacGateway) Check(in *Inbound) (string, error) {
 		ts = in.Header.Get(g.ts.name)
 	}
 	if g.needTS && ts == "" {
-		return "", fmt.Errorf("%w: missing signed timestamp", ErrBadSignature)
+		return "", fmt.Errorf("%w: missing signed timestamp", ipn.ErrBadSignature)
 	}
 	id := g.id.value(in.Header, nil)
 	if g.needID && id == "" {
-		return "", fmt.Errorf("%w: missing %s header", ErrBadSignature, g.id.name)
+		return "", fmt.Errorf("%w: missing %s header", ipn.ErrBadSignature, g.id.name)
 	}
 	bodies := [][]byte{in.Body}
 	if g.canon != nil {
@@ -786,7 +788,7 @@ func (g *hmacGateway) Check(in *Inbound) (string, error) {
 		}
 	}
 	if !ok {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	doc, err := g.parse(in.Body)
 	if err != nil {
@@ -798,15 +800,15 @@ func (g *hmacGateway) Check(in *Inbound) (string, error) {
 	if g.ts.set() {
 		t, ok := parseTimestamp(ts)
 		if !ok {
-			return "", fmt.Errorf("%w: missing or garbled timestamp", ErrBadSignature)
+			return "", fmt.Errorf("%w: missing or garbled timestamp", ipn.ErrBadSignature)
 		}
 		if !withinTolerance(t, in.Now, g.tolerance) {
-			return "", fmt.Errorf("%w: signed at %s, tolerance %s", ErrStaleTimestamp, t.UTC().Format(time.RFC3339), g.tolerance)
+			return "", fmt.Errorf("%w: signed at %s, tolerance %s", ipn.ErrStaleTimestamp, t.UTC().Format(time.RFC3339), g.tolerance)
 		}
 	}
 	for _, r := range g.required {
 		if r.src.value(in.Header, doc) != r.want {
-			return "", fmt.Errorf("%w: %s does not have the configured value", ErrBadSignature, r.spec)
+			return "", fmt.Errorf("%w: %s does not have the configured value", ipn.ErrBadSignature, r.spec)
 		}
 	}
 	return g.dedup.value(in.Header, doc), nil
@@ -829,7 +831,7 @@ func parseTimestamp(s string) (time.Time, bool) {
 // JSON body in ipnd's own envelope is normalized like the
 // standard-webhooks kind does, and anything else is type other. EventID
 // is the dedup key's value.
-func (g *hmacGateway) Normalize(n *Notification) (*Event, error) {
+func (g *hmacGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	doc, err := g.parse(n.Body)
 	if err != nil {
 		return nil, err
@@ -846,11 +848,11 @@ func (g *hmacGateway) Normalize(n *Notification) (*Event, error) {
 				return ParseWebhookEvent(n.Body, eventID)
 			}
 		}
-		return &Event{Type: TypeOther, EventID: eventID}, nil
+		return &ipn.Event{Type: ipn.TypeOther, EventID: eventID}, nil
 	}
 	f := g.fields
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		EventID:       eventID,
 		GatewayStatus: f.status.value(h, doc),
 		TxnID:         f.txn.value(h, doc),
@@ -863,13 +865,13 @@ func (g *hmacGateway) Normalize(n *Notification) (*Event, error) {
 	ev.SubscriptionID = f.sub.value(h, doc)
 	if k, ok := g.statuses[ev.GatewayStatus]; ok {
 		ev.Type, ev.Status = k.typ, k.status
-		if ev.SubscriptionID == "" && k.typ != TypePayment && k.typ != TypeRefund && k.typ != TypeReversal {
+		if ev.SubscriptionID == "" && k.typ != ipn.TypePayment && k.typ != ipn.TypeRefund && k.typ != ipn.TypeReversal {
 			ev.SubscriptionID = ev.TxnID // the event's object is the subscription
 		}
 	}
 	if amt := f.amount.value(h, doc); amt != "" {
 		if g.minor {
-			ev.Amount, err = FormatMinor(amt, ev.Currency)
+			ev.Amount, err = ipn.FormatMinor(amt, ev.Currency)
 		} else {
 			ev.Amount, err = cryptoAmount(amt, ev.Currency)
 		}

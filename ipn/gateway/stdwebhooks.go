@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // stdWebhooksTolerance is the reference libraries' tolerance, both ways.
@@ -22,7 +24,7 @@ type stdWebhooksGateway struct {
 	tolerance time.Duration
 }
 
-func newStdWebhooks(cfg GatewayConfig) (*stdWebhooksGateway, error) {
+func newStdWebhooks(cfg Config) (*stdWebhooksGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
@@ -33,7 +35,7 @@ func newStdWebhooks(cfg GatewayConfig) (*stdWebhooksGateway, error) {
 	for i, s := range cfg.Secrets {
 		k, err := DecodeWebhookSecret(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: gateway %q: secret #%d: %v", ErrConfig, cfg.Name, i+1, err)
+			return nil, fmt.Errorf("%w: gateway %q: secret #%d: %v", ipn.ErrConfig, cfg.Name, i+1, err)
 		}
 		g.keys = append(g.keys, k)
 	}
@@ -98,7 +100,7 @@ func webhookHeaders(get func(string) string) WebhookHeaders {
 // usable v1 entry is an error.
 func ParseWebhookSignatures(header string) ([][]byte, error) {
 	if strings.TrimSpace(header) == "" {
-		return nil, fmt.Errorf("%w: missing webhook-signature header", ErrBadSignature)
+		return nil, fmt.Errorf("%w: missing webhook-signature header", ipn.ErrBadSignature)
 	}
 	var sigs [][]byte
 	for _, entry := range strings.Fields(header) {
@@ -112,7 +114,7 @@ func ParseWebhookSignatures(header string) ([][]byte, error) {
 		}
 	}
 	if len(sigs) == 0 {
-		return nil, fmt.Errorf("%w: no usable v1 signature in webhook-signature header", ErrBadSignature)
+		return nil, fmt.Errorf("%w: no usable v1 signature in webhook-signature header", ipn.ErrBadSignature)
 	}
 	return sigs, nil
 }
@@ -124,14 +126,14 @@ func (g *stdWebhooksGateway) Check(in *Inbound) (string, error) {
 	}
 	h := webhookHeaders(in.Header.Get)
 	if h.ID == "" || h.Timestamp == "" {
-		return "", fmt.Errorf("%w: missing webhook-id or webhook-timestamp header", ErrBadSignature)
+		return "", fmt.Errorf("%w: missing webhook-id or webhook-timestamp header", ipn.ErrBadSignature)
 	}
 	if strings.Contains(h.ID, ".") || len(h.ID) > 256 {
-		return "", fmt.Errorf("%w: garbled webhook-id header", ErrBadSignature)
+		return "", fmt.Errorf("%w: garbled webhook-id header", ipn.ErrBadSignature)
 	}
 	ts, err := strconv.ParseInt(h.Timestamp, 10, 64)
 	if err != nil {
-		return "", fmt.Errorf("%w: garbled webhook-timestamp header", ErrBadSignature)
+		return "", fmt.Errorf("%w: garbled webhook-timestamp header", ipn.ErrBadSignature)
 	}
 	sigs, err := ParseWebhookSignatures(h.Signature)
 	if err != nil {
@@ -140,13 +142,13 @@ func (g *stdWebhooksGateway) Check(in *Inbound) (string, error) {
 	if !anyHMACMatches(g.keys, sigs, func(key []byte) []byte {
 		return webhookMAC(key, h.ID, ts, in.Body)
 	}) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	if !withinTolerance(time.Unix(ts, 0), in.Now, g.tolerance) {
-		return "", fmt.Errorf("%w: signed at %d, tolerance %s", ErrStaleTimestamp, ts, g.tolerance)
+		return "", fmt.Errorf("%w: signed at %d, tolerance %s", ipn.ErrStaleTimestamp, ts, g.tolerance)
 	}
 	if !json.Valid(in.Body) || len(bytes.TrimSpace(in.Body)) == 0 || bytes.TrimSpace(in.Body)[0] != '{' {
-		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+		return "", fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
 	return h.ID, nil
 }
@@ -175,25 +177,25 @@ type webhookData struct {
 	Test           bool        `json:"test"`
 }
 
-func (g *stdWebhooksGateway) Normalize(n *Notification) (*Event, error) {
+func (g *stdWebhooksGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	return ParseWebhookEvent(n.Body, webhookHeaders(n.Headers.Get).ID)
 }
 
 // ParseWebhookEvent normalizes an ipnd event envelope. Types ipnd does not
 // act on become TypeOther; a body that is not such an envelope, or an
 // amount that is not an exact decimal, is ErrMalformed.
-func ParseWebhookEvent(body []byte, eventID string) (*Event, error) {
+func ParseWebhookEvent(body []byte, eventID string) (*ipn.Event, error) {
 	var env WebhookEnvelope
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ipn.ErrMalformed, err)
 	}
-	ev := &Event{Type: TypeOther, GatewayStatus: env.Type, EventID: eventID}
+	ev := &ipn.Event{Type: ipn.TypeOther, GatewayStatus: env.Type, EventID: eventID}
 	var d webhookData
 	if len(env.Data) > 0 && string(env.Data) != "null" {
 		dec := json.NewDecoder(bytes.NewReader(env.Data))
 		dec.UseNumber()
 		if err := dec.Decode(&d); err != nil {
-			return nil, fmt.Errorf("%w: data: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("%w: data: %v", ipn.ErrMalformed, err)
 		}
 	}
 	ev.TxnID, ev.ParentTxnID, ev.OrderID = d.TxnID, d.ParentTxnID, d.OrderID
@@ -201,7 +203,7 @@ func ParseWebhookEvent(body []byte, eventID string) (*Event, error) {
 	ev.CustomerEmail, ev.CustomerName = d.CustomerEmail, d.CustomerName
 	ev.Receiver, ev.SubscriptionID, ev.Test = d.Receiver, d.SubscriptionID, d.Test
 	if d.Amount != "" {
-		amt, err := NormalizeAmount(d.Amount.String(), ev.Currency)
+		amt, err := ipn.NormalizeAmount(d.Amount.String(), ev.Currency)
 		if err != nil {
 			return nil, err
 		}
@@ -210,29 +212,29 @@ func ParseWebhookEvent(body []byte, eventID string) (*Event, error) {
 	kind, sub, _ := strings.Cut(env.Type, ".")
 	switch kind {
 	case "payment":
-		st := EventStatus(sub)
-		if !ValidStatus(st) {
+		st := ipn.EventStatus(sub)
+		if !ipn.ValidStatus(st) {
 			return ev, nil
 		}
 		ev.Status = st
 		switch st {
-		case StatusRefunded:
-			ev.Type = TypeRefund
-		case StatusReversed:
-			ev.Type = TypeReversal
+		case ipn.StatusRefunded:
+			ev.Type = ipn.TypeRefund
+		case ipn.StatusReversed:
+			ev.Type = ipn.TypeReversal
 		default:
-			ev.Type = TypePayment
+			ev.Type = ipn.TypePayment
 		}
 	case "subscription":
 		switch sub {
 		case "started":
-			ev.Type, ev.Status = TypeSubscriptionStarted, StatusCompleted
+			ev.Type, ev.Status = ipn.TypeSubscriptionStarted, ipn.StatusCompleted
 		case "payment":
-			ev.Type, ev.Status = TypeSubscriptionPayment, StatusCompleted
+			ev.Type, ev.Status = ipn.TypeSubscriptionPayment, ipn.StatusCompleted
 		case "canceled":
-			ev.Type, ev.Status = TypeSubscriptionCanceled, StatusCanceled
+			ev.Type, ev.Status = ipn.TypeSubscriptionCanceled, ipn.StatusCanceled
 		case "expired":
-			ev.Type, ev.Status = TypeSubscriptionExpired, StatusExpired
+			ev.Type, ev.Status = ipn.TypeSubscriptionExpired, ipn.StatusExpired
 		}
 	}
 	return ev, nil
@@ -244,7 +246,7 @@ func ParseWebhookEvent(body []byte, eventID string) (*Event, error) {
 func singleHeaders(h http.Header, names ...string) error {
 	for _, n := range names {
 		if len(h.Values(n)) > 1 {
-			return fmt.Errorf("%w: repeated %s header", ErrMalformed, strings.ToLower(n))
+			return fmt.Errorf("%w: repeated %s header", ipn.ErrMalformed, strings.ToLower(n))
 		}
 	}
 	return nil

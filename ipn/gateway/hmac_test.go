@@ -1,4 +1,4 @@
-package ipn_test
+package gateway_test
 
 import (
 	"crypto/hmac"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // Public vector, GATEWAYS.md §8.1 (paddle-go-sdk webhook_verifier_test.go).
@@ -42,36 +43,36 @@ const (
 )
 
 // The presets of config.example.toml, as GatewayConfigs.
-func paddleConfig() ipn.GatewayConfig {
-	return ipn.GatewayConfig{Name: "paddle", Kind: "hmac", Secrets: []string{paddleSecret}, Tolerance: 5 * time.Second,
-		HMAC: ipn.HMACOptions{Header: "Paddle-Signature", Parser: "kv", PairSeparator: ";", SignatureKey: "h1", TimestampKey: "ts",
+func paddleConfig() gateway.Config {
+	return gateway.Config{Name: "paddle", Kind: "hmac", Secrets: []string{paddleSecret}, Tolerance: 5 * time.Second,
+		HMAC: gateway.HMACOptions{Header: "Paddle-Signature", Parser: "kv", PairSeparator: ";", SignatureKey: "h1", TimestampKey: "ts",
 			Timestamp: "kv", SignedContent: "{ts}:{body}", DedupKey: "json:event_id",
-			Fields: ipn.HMACFields{Status: "json:event_type", TxnID: "json:data.id", OrderID: "json:data.custom_data.order_id",
+			Fields: gateway.HMACFields{Status: "json:event_type", TxnID: "json:data.id", OrderID: "json:data.custom_data.order_id",
 				Amount: "json:data.details.totals.total", AmountMinor: true, Currency: "json:data.currency_code",
 				Statuses: map[string]string{"transaction.completed": "completed", "transaction.payment_failed": "failed"}}}}
 }
 
-func lemonConfig() ipn.GatewayConfig {
-	return ipn.GatewayConfig{Name: "lemon", Kind: "hmac", Secrets: []string{lemonSecret},
-		HMAC: ipn.HMACOptions{Header: "X-Signature",
-			Fields: ipn.HMACFields{Status: "json:meta.event_name", OrderID: "json:meta.custom_data.order_id", TxnID: "json:data.id",
+func lemonConfig() gateway.Config {
+	return gateway.Config{Name: "lemon", Kind: "hmac", Secrets: []string{lemonSecret},
+		HMAC: gateway.HMACOptions{Header: "X-Signature",
+			Fields: gateway.HMACFields{Status: "json:meta.event_name", OrderID: "json:meta.custom_data.order_id", TxnID: "json:data.id",
 				Amount: "json:data.attributes.total", AmountMinor: true, Currency: "json:data.attributes.currency",
 				Email: "json:data.attributes.user_email", Name: "json:data.attributes.user_name",
 				Statuses: map[string]string{"order_created": "completed", "order_refunded": "refunded"}}}}
 }
 
-func razorpayConfig() ipn.GatewayConfig {
-	return ipn.GatewayConfig{Name: "razorpay", Kind: "hmac", Secrets: []string{"rzold", razorSecret},
-		HMAC: ipn.HMACOptions{Header: "X-Razorpay-Signature",
-			Fields: ipn.HMACFields{Status: "json:event", TxnID: "json:payload.payment.entity.id",
+func razorpayConfig() gateway.Config {
+	return gateway.Config{Name: "razorpay", Kind: "hmac", Secrets: []string{"rzold", razorSecret},
+		HMAC: gateway.HMACOptions{Header: "X-Razorpay-Signature",
+			Fields: gateway.HMACFields{Status: "json:event", TxnID: "json:payload.payment.entity.id",
 				OrderID: "json:payload.payment.entity.notes.order_id", Amount: "json:payload.payment.entity.amount", AmountMinor: true,
 				Currency: "json:payload.payment.entity.currency", Email: "json:payload.payment.entity.email",
 				Statuses: map[string]string{"payment.captured": "completed", "order.paid": "completed", "payment.failed": "failed"}}}}
 }
 
-func squareConfig() ipn.GatewayConfig {
-	return ipn.GatewayConfig{Name: "square", Kind: "hmac", Secrets: []string{squareKey}, URL: squareURL,
-		HMAC: ipn.HMACOptions{Header: "X-Square-Hmacsha256-Signature", Encoding: "base64", SignedContent: "{url}{body}", DedupKey: "json:event_id"}}
+func squareConfig() gateway.Config {
+	return gateway.Config{Name: "square", Kind: "hmac", Secrets: []string{squareKey}, URL: squareURL,
+		HMAC: gateway.HMACOptions{Header: "X-Square-Hmacsha256-Signature", Encoding: "base64", SignedContent: "{url}{body}", DedupKey: "json:event_id"}}
 }
 
 func TestHMACPaddleVector(t *testing.T) {
@@ -110,7 +111,7 @@ func TestHMACPaddleVector(t *testing.T) {
 func TestHMACSelfComputedVectors(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		cfg     ipn.GatewayConfig
+		cfg     gateway.Config
 		header  http.Header
 		body    string
 		mac     string // what the documented algorithm gives (recomputed here)
@@ -158,23 +159,23 @@ func TestHMACSelfComputedVectors(t *testing.T) {
 // The other documented schemes, configured as the generic kind, accept the
 // same vectors as their dedicated adapters.
 func TestHMACEmulatesOtherKinds(t *testing.T) {
-	stdCfg := func(secret string) ipn.GatewayConfig {
-		return ipn.GatewayConfig{Name: "sw", Kind: "hmac", Secrets: []string{secret},
-			HMAC: ipn.HMACOptions{Header: "Webhook-Signature", Parser: "list", Encoding: "base64", KeyFormat: "base64", KeyPrefix: "whsec_",
+	stdCfg := func(secret string) gateway.Config {
+		return gateway.Config{Name: "sw", Kind: "hmac", Secrets: []string{secret},
+			HMAC: gateway.HMACOptions{Header: "Webhook-Signature", Parser: "list", Encoding: "base64", KeyFormat: "base64", KeyPrefix: "whsec_",
 				SignedContent: "{id}.{ts}.{body}", ID: "header:Webhook-Id", Timestamp: "header:Webhook-Timestamp"}}
 	}
 	stripeBody := `{"id":"evt_test_webhook","object":"event","type":"checkout.session.completed"}`
 	for _, tc := range []struct {
 		name    string
-		cfg     ipn.GatewayConfig
+		cfg     gateway.Config
 		header  http.Header
 		body    string
 		mt      string
 		now     time.Time
 		wantKey string
 	}{
-		{"stripe", ipn.GatewayConfig{Name: "st", Kind: "hmac", Secrets: []string{"whsec_test_secret"},
-			HMAC: ipn.HMACOptions{Header: "Stripe-Signature", Parser: "kv", SignatureKey: "v1", TimestampKey: "t", Timestamp: "kv",
+		{"stripe", gateway.Config{Name: "st", Kind: "hmac", Secrets: []string{"whsec_test_secret"},
+			HMAC: gateway.HMACOptions{Header: "Stripe-Signature", Parser: "kv", SignatureKey: "v1", TimestampKey: "t", Timestamp: "kv",
 				SignedContent: "{ts}.{body}", DedupKey: "json:id"}},
 			http.Header{"Stripe-Signature": {"t=1700000000,v1=00ff,v0=zz,v1=1fa73ff7286785daa8168695a709e92ce31d02a9202648cb27a1c5f2e233f517"}},
 			stripeBody, jsonMT, time.Unix(1700000100, 0), "evt_test_webhook"},
@@ -186,21 +187,21 @@ func TestHMACEmulatesOtherKinds(t *testing.T) {
 			http.Header{"Webhook-Id": {"msg_27UH4WbU6Z5A5EzD8u03UvzRbpk"}, "Webhook-Timestamp": {"1649367553"},
 				"Webhook-Signature": {"v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="}},
 			`{"email":"test@example.com","username":"test_user"}`, jsonMT, time.Unix(1649367553, 0), "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk"},
-		{"coinbase", ipn.GatewayConfig{Name: "cb", Kind: "hmac", Secrets: []string{coinbaseSecret},
-			HMAC: ipn.HMACOptions{Header: "X-CC-Webhook-Signature", DedupKey: "json:event.id"}},
+		{"coinbase", gateway.Config{Name: "cb", Kind: "hmac", Secrets: []string{coinbaseSecret},
+			HMAC: gateway.HMACOptions{Header: "X-CC-Webhook-Signature", DedupKey: "json:event.id"}},
 			http.Header{"X-Cc-Webhook-Signature": {coinbaseSig}}, coinbasePayload, jsonMT, testNow, "24934862-d980-46cb-9402-43c81b0cdba6"},
-		{"btcpay", ipn.GatewayConfig{Name: "btc", Kind: "hmac", Secrets: []string{btcpaySecret},
-			HMAC: ipn.HMACOptions{Header: "BTCPay-Sig", Parser: "prefix", Prefix: "sha256=", DedupKey: "json:deliveryId"}},
+		{"btcpay", gateway.Config{Name: "btc", Kind: "hmac", Secrets: []string{btcpaySecret},
+			HMAC: gateway.HMACOptions{Header: "BTCPay-Sig", Parser: "prefix", Prefix: "sha256=", DedupKey: "json:deliveryId"}},
 			http.Header{"Btcpay-Sig": {btcpaySig}}, btcpayBody, jsonMT, testNow, "d1"},
-		{"coinpayments", ipn.GatewayConfig{Name: "cp", Kind: "hmac", Secrets: []string{cpSecret},
-			HMAC: ipn.HMACOptions{Header: "HMAC", Algorithm: "sha512", Body: "form", DedupKey: "form:ipn_id",
+		{"coinpayments", gateway.Config{Name: "cp", Kind: "hmac", Secrets: []string{cpSecret},
+			HMAC: gateway.HMACOptions{Header: "HMAC", Algorithm: "sha512", Body: "form", DedupKey: "form:ipn_id",
 				RequiredFields: map[string]string{"form:ipn_mode": "hmac", "form:merchant": "M1"}}},
 			http.Header{"Hmac": {cpSig}}, cpBody, formMT, testNow, "abc123"},
-		{"nowpayments top-level", ipn.GatewayConfig{Name: "np", Kind: "hmac", Secrets: []string{npSecret},
-			HMAC: ipn.HMACOptions{Header: "x-nowpayments-sig", Algorithm: "sha512", Canonicalize: "json-sorted", DedupKey: "json:payment_id"}},
+		{"nowpayments top-level", gateway.Config{Name: "np", Kind: "hmac", Secrets: []string{npSecret},
+			HMAC: gateway.HMACOptions{Header: "x-nowpayments-sig", Algorithm: "sha512", Canonicalize: "json-sorted", DedupKey: "json:payment_id"}},
 			http.Header{"X-Nowpayments-Sig": {npSigTop}}, npBody, jsonMT, testNow, "5077125051"},
-		{"nowpayments recursive", ipn.GatewayConfig{Name: "np", Kind: "hmac", Secrets: []string{npSecret},
-			HMAC: ipn.HMACOptions{Header: "x-nowpayments-sig", Algorithm: "sha512", Canonicalize: "json-sorted-recursive"}},
+		{"nowpayments recursive", gateway.Config{Name: "np", Kind: "hmac", Secrets: []string{npSecret},
+			HMAC: gateway.HMACOptions{Header: "x-nowpayments-sig", Algorithm: "sha512", Canonicalize: "json-sorted-recursive"}},
 			http.Header{"X-Nowpayments-Sig": {npSigRec}}, npBody, jsonMT, testNow, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,8 +234,8 @@ func TestHMACAlgorithmsAndEncodings(t *testing.T) {
 				{"base64", base64.StdEncoding.EncodeToString}, {"base64", base64.RawStdEncoding.EncodeToString},
 				{"base64url", base64.URLEncoding.EncodeToString}, {"base64url", base64.RawURLEncoding.EncodeToString},
 			} {
-				cfg := ipn.GatewayConfig{Name: "h", Kind: "hmac", Secrets: []string{kf.secret},
-					HMAC: ipn.HMACOptions{Header: "X-Sig", Algorithm: alg.name, Encoding: enc.name, KeyFormat: kf.format, KeyPrefix: "pre_"}}
+				cfg := gateway.Config{Name: "h", Kind: "hmac", Secrets: []string{kf.secret},
+					HMAC: gateway.HMACOptions{Header: "X-Sig", Algorithm: alg.name, Encoding: enc.name, KeyFormat: kf.format, KeyPrefix: "pre_"}}
 				g := mustGateway(t, cfg)
 				sig := enc.f(alg.mac([]byte(kf.key)))
 				if _, err := check(g, http.Header{"X-Sig": {sig}}, body, jsonMT, testNow); err != nil {
@@ -253,13 +254,13 @@ func TestHMACCheckRejections(t *testing.T) {
 	const secret, secret2 = "s3cr3t-value", "other-s3cr3t"
 	sign := func(key, content string) string { return hmacHex(sha256.New, key, content) }
 	ts := strconv.FormatInt(testNow.Unix(), 10)
-	kv := mustGateway(t, ipn.GatewayConfig{Name: "kv", Kind: "hmac", Secrets: []string{secret, secret2},
-		HMAC: ipn.HMACOptions{Header: "X-Sig", Parser: "kv", SignatureKey: "v1", TimestampKey: "t", Timestamp: "kv",
+	kv := mustGateway(t, gateway.Config{Name: "kv", Kind: "hmac", Secrets: []string{secret, secret2},
+		HMAC: gateway.HMACOptions{Header: "X-Sig", Parser: "kv", SignatureKey: "v1", TimestampKey: "t", Timestamp: "kv",
 			SignedContent: "{ts}.{header:X-Shop}.{body}", RequiredFields: map[string]string{"json:mode": "live"}}})
-	bodyTS := mustGateway(t, ipn.GatewayConfig{Name: "bt", Kind: "hmac", Secrets: []string{secret}, Tolerance: time.Minute,
-		HMAC: ipn.HMACOptions{Header: "X-Sig", Timestamp: "json:ts", DedupKey: "json:id"}})
-	prefix := mustGateway(t, ipn.GatewayConfig{Name: "p", Kind: "hmac", Secrets: []string{secret},
-		HMAC: ipn.HMACOptions{Header: "X-Sig", Parser: "prefix", Prefix: "sha256="}})
+	bodyTS := mustGateway(t, gateway.Config{Name: "bt", Kind: "hmac", Secrets: []string{secret}, Tolerance: time.Minute,
+		HMAC: gateway.HMACOptions{Header: "X-Sig", Timestamp: "json:ts", DedupKey: "json:id"}})
+	prefix := mustGateway(t, gateway.Config{Name: "p", Kind: "hmac", Secrets: []string{secret},
+		HMAC: gateway.HMACOptions{Header: "X-Sig", Parser: "prefix", Prefix: "sha256="}})
 	kvHeader := func(key, t string, shop string) http.Header {
 		return http.Header{"X-Sig": {"t=" + t + ",v1=" + sign(key, t+"."+shop+"."+body)}, "X-Shop": {shop}}
 	}
@@ -267,7 +268,7 @@ func TestHMACCheckRejections(t *testing.T) {
 	leaks = append(leaks, secret, secret2)
 	cases := []struct {
 		name    string
-		g       ipn.Gateway
+		g       gateway.Gateway
 		header  http.Header
 		body    string
 		mt      string
@@ -311,47 +312,49 @@ func TestHMACCheckRejections(t *testing.T) {
 }
 
 func TestHMACConfigErrors(t *testing.T) {
-	ok := ipn.HMACOptions{Header: "X-Sig"}
-	with := func(f func(o *ipn.HMACOptions)) ipn.GatewayConfig {
+	ok := gateway.HMACOptions{Header: "X-Sig"}
+	with := func(f func(o *gateway.HMACOptions)) gateway.Config {
 		o := ok
 		f(&o)
-		return ipn.GatewayConfig{Name: "h", Kind: "hmac", Secrets: []string{"c2VjcmV0"}, HMAC: o}
+		return gateway.Config{Name: "h", Kind: "hmac", Secrets: []string{"c2VjcmV0"}, HMAC: o}
 	}
-	if _, err := ipn.NewGateway(with(func(*ipn.HMACOptions) {})); err != nil {
+	if _, err := gateway.New(with(func(*gateway.HMACOptions) {})); err != nil {
 		t.Fatalf("minimal config: %v", err)
 	}
-	for name, cfg := range map[string]ipn.GatewayConfig{
+	for name, cfg := range map[string]gateway.Config{
 		"no secret":          {Name: "h", Kind: "hmac", HMAC: ok},
-		"no header":          with(func(o *ipn.HMACOptions) { o.Header = "" }),
-		"parser":             with(func(o *ipn.HMACOptions) { o.Parser = "regex" }),
-		"prefix without":     with(func(o *ipn.HMACOptions) { o.Parser = "prefix" }),
-		"kv without key":     with(func(o *ipn.HMACOptions) { o.Parser = "kv" }),
-		"kv separator":       with(func(o *ipn.HMACOptions) { o.Parser, o.SignatureKey, o.PairSeparator = "kv", "v1", "|" }),
-		"algorithm":          with(func(o *ipn.HMACOptions) { o.Algorithm = "md5" }),
-		"encoding":           with(func(o *ipn.HMACOptions) { o.Encoding = "base32" }),
-		"key format":         with(func(o *ipn.HMACOptions) { o.KeyFormat = "pem" }),
-		"key not hex":        with(func(o *ipn.HMACOptions) { o.KeyFormat = "hex" }),
-		"no {body}":          with(func(o *ipn.HMACOptions) { o.SignedContent = "{url}" }),
-		"unknown {x}":        with(func(o *ipn.HMACOptions) { o.SignedContent = "{x}{body}" }),
-		"unclosed {":         with(func(o *ipn.HMACOptions) { o.SignedContent = "{body" }),
-		"{ts} without ts":    with(func(o *ipn.HMACOptions) { o.SignedContent = "{ts}.{body}" }),
-		"{ts} from body":     with(func(o *ipn.HMACOptions) { o.SignedContent, o.Timestamp = "{ts}.{body}", "json:ts" }),
-		"{id} without id":    with(func(o *ipn.HMACOptions) { o.SignedContent = "{id}.{body}" }),
-		"id from body":       with(func(o *ipn.HMACOptions) { o.ID = "json:id" }),
-		"{url} without url":  with(func(o *ipn.HMACOptions) { o.SignedContent = "{url}{body}" }),
-		"kv ts without kv":   with(func(o *ipn.HMACOptions) { o.Timestamp = "kv" }),
-		"bad source":         with(func(o *ipn.HMACOptions) { o.DedupKey = "X-Id" }),
-		"form path for json": with(func(o *ipn.HMACOptions) { o.DedupKey = "form:id" }),
-		"body kind":          with(func(o *ipn.HMACOptions) { o.Body = "xml" }),
-		"canonicalize":       with(func(o *ipn.HMACOptions) { o.Canonicalize = "json-c14n" }),
-		"canonicalize form":  with(func(o *ipn.HMACOptions) { o.Canonicalize, o.Body = "json-sorted", "form" }),
-		"required source":    with(func(o *ipn.HMACOptions) { o.RequiredFields = map[string]string{"mode": "live"} }),
-		"status value": with(func(o *ipn.HMACOptions) {
-			o.Fields = ipn.HMACFields{Status: "json:s", Statuses: map[string]string{"x": "paid"}}
+		"no header":          with(func(o *gateway.HMACOptions) { o.Header = "" }),
+		"parser":             with(func(o *gateway.HMACOptions) { o.Parser = "regex" }),
+		"prefix without":     with(func(o *gateway.HMACOptions) { o.Parser = "prefix" }),
+		"kv without key":     with(func(o *gateway.HMACOptions) { o.Parser = "kv" }),
+		"kv separator":       with(func(o *gateway.HMACOptions) { o.Parser, o.SignatureKey, o.PairSeparator = "kv", "v1", "|" }),
+		"algorithm":          with(func(o *gateway.HMACOptions) { o.Algorithm = "md5" }),
+		"encoding":           with(func(o *gateway.HMACOptions) { o.Encoding = "base32" }),
+		"key format":         with(func(o *gateway.HMACOptions) { o.KeyFormat = "pem" }),
+		"key not hex":        with(func(o *gateway.HMACOptions) { o.KeyFormat = "hex" }),
+		"no {body}":          with(func(o *gateway.HMACOptions) { o.SignedContent = "{url}" }),
+		"unknown {x}":        with(func(o *gateway.HMACOptions) { o.SignedContent = "{x}{body}" }),
+		"unclosed {":         with(func(o *gateway.HMACOptions) { o.SignedContent = "{body" }),
+		"{ts} without ts":    with(func(o *gateway.HMACOptions) { o.SignedContent = "{ts}.{body}" }),
+		"{ts} from body":     with(func(o *gateway.HMACOptions) { o.SignedContent, o.Timestamp = "{ts}.{body}", "json:ts" }),
+		"{id} without id":    with(func(o *gateway.HMACOptions) { o.SignedContent = "{id}.{body}" }),
+		"id from body":       with(func(o *gateway.HMACOptions) { o.ID = "json:id" }),
+		"{url} without url":  with(func(o *gateway.HMACOptions) { o.SignedContent = "{url}{body}" }),
+		"kv ts without kv":   with(func(o *gateway.HMACOptions) { o.Timestamp = "kv" }),
+		"bad source":         with(func(o *gateway.HMACOptions) { o.DedupKey = "X-Id" }),
+		"form path for json": with(func(o *gateway.HMACOptions) { o.DedupKey = "form:id" }),
+		"body kind":          with(func(o *gateway.HMACOptions) { o.Body = "xml" }),
+		"canonicalize":       with(func(o *gateway.HMACOptions) { o.Canonicalize = "json-c14n" }),
+		"canonicalize form":  with(func(o *gateway.HMACOptions) { o.Canonicalize, o.Body = "json-sorted", "form" }),
+		"required source":    with(func(o *gateway.HMACOptions) { o.RequiredFields = map[string]string{"mode": "live"} }),
+		"status value": with(func(o *gateway.HMACOptions) {
+			o.Fields = gateway.HMACFields{Status: "json:s", Statuses: map[string]string{"x": "paid"}}
 		}),
-		"statuses no source": with(func(o *ipn.HMACOptions) { o.Fields = ipn.HMACFields{Statuses: map[string]string{"x": "completed"}} }),
+		"statuses no source": with(func(o *gateway.HMACOptions) {
+			o.Fields = gateway.HMACFields{Statuses: map[string]string{"x": "completed"}}
+		}),
 	} {
-		_, err := ipn.NewGateway(cfg)
+		_, err := gateway.New(cfg)
 		if !errors.Is(err, ipn.ErrConfig) {
 			t.Errorf("%s: NewGateway = %v, want ErrConfig", name, err)
 		}
@@ -361,8 +364,8 @@ func TestHMACConfigErrors(t *testing.T) {
 
 func TestHMACNormalize(t *testing.T) {
 	// No fields: ipnd's own envelope, as the standard-webhooks kind reads it.
-	env := mustGateway(t, ipn.GatewayConfig{Name: "e", Kind: "hmac", Secrets: []string{"s"},
-		HMAC: ipn.HMACOptions{Header: "X-Sig", SignedContent: "{header:X-Id}.{body}", DedupKey: "header:X-Id"}})
+	env := mustGateway(t, gateway.Config{Name: "e", Kind: "hmac", Secrets: []string{"s"},
+		HMAC: gateway.HMACOptions{Header: "X-Sig", SignedContent: "{header:X-Id}.{body}", DedupKey: "header:X-Id"}})
 	ev, err := env.Normalize(&ipn.Notification{Headers: http.Header{"X-Id": {"m9"}},
 		Body: []byte(`{"type":"payment.completed","data":{"txn_id":"T","order_id":"O","amount":"19.9","currency":"usd"}}`)})
 	want := ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "payment.completed", EventID: "m9",
@@ -397,8 +400,8 @@ func TestHMACNormalize(t *testing.T) {
 		t.Errorf("Normalize(unmapped event) = %+v, %v; want type other", ev, err)
 	}
 	// Form fields.
-	form := mustGateway(t, ipn.GatewayConfig{Name: "f", Kind: "hmac", Secrets: []string{"s"}, HMAC: ipn.HMACOptions{Header: "X-Sig", Body: "form",
-		DedupKey: "form:id", Fields: ipn.HMACFields{Status: "form:st", Amount: "form:amt", Currency: "form:cur", OrderID: "form:o",
+	form := mustGateway(t, gateway.Config{Name: "f", Kind: "hmac", Secrets: []string{"s"}, HMAC: gateway.HMACOptions{Header: "X-Sig", Body: "form",
+		DedupKey: "form:id", Fields: gateway.HMACFields{Status: "form:st", Amount: "form:amt", Currency: "form:cur", OrderID: "form:o",
 			Statuses: map[string]string{"ok": "completed"}}}})
 	ev, err = form.Normalize(&ipn.Notification{Body: []byte("id=9&st=ok&amt=0.5&cur=btc&o=O9")})
 	want = ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "ok", EventID: "9", OrderID: "O9", Amount: "0.50000000", Currency: "BTC"}
@@ -406,7 +409,7 @@ func TestHMACNormalize(t *testing.T) {
 		t.Errorf("Normalize(form) = %+v, %v\nwant %+v", ev, err, want)
 	}
 	for _, bad := range []struct {
-		g    ipn.Gateway
+		g    gateway.Gateway
 		body string
 	}{{lemon, `{"meta":{"event_name":"order_created"},"data":{"attributes":{"total":"19.99","currency":"USD"}}}`},
 		{lemon, `nope`}, {form, "amt=1x&cur=USD"}, {form, "%zz"}} {
@@ -431,17 +434,17 @@ func FuzzHMACHeader(f *testing.F) {
 	f.Add(hex.EncodeToString(sum(body)))
 	f.Add(";;=,,")
 	gateways := []struct {
-		g ipn.Gateway
+		g gateway.Gateway
 		// want lists every correct signature encoding: an accepted header must contain one.
 		want []string
 	}{
-		{mustGateway(f, ipn.GatewayConfig{Name: "a", Kind: "hmac", Secrets: []string{secret}, HMAC: ipn.HMACOptions{Header: "X-Sig"}}),
+		{mustGateway(f, gateway.Config{Name: "a", Kind: "hmac", Secrets: []string{secret}, HMAC: gateway.HMACOptions{Header: "X-Sig"}}),
 			[]string{hex.EncodeToString(sum(body))}},
-		{mustGateway(f, ipn.GatewayConfig{Name: "b", Kind: "hmac", Secrets: []string{secret}, HMAC: ipn.HMACOptions{Header: "X-Sig", Parser: "prefix", Prefix: "sha256="}}),
+		{mustGateway(f, gateway.Config{Name: "b", Kind: "hmac", Secrets: []string{secret}, HMAC: gateway.HMACOptions{Header: "X-Sig", Parser: "prefix", Prefix: "sha256="}}),
 			[]string{hex.EncodeToString(sum(body))}},
-		{mustGateway(f, ipn.GatewayConfig{Name: "c", Kind: "hmac", Secrets: []string{secret}, HMAC: ipn.HMACOptions{Header: "X-Sig", Parser: "kv",
+		{mustGateway(f, gateway.Config{Name: "c", Kind: "hmac", Secrets: []string{secret}, HMAC: gateway.HMACOptions{Header: "X-Sig", Parser: "kv",
 			SignatureKey: "v1", TimestampKey: "t", Timestamp: "kv", SignedContent: "{ts}.{body}"}}), nil},
-		{mustGateway(f, ipn.GatewayConfig{Name: "d", Kind: "hmac", Secrets: []string{secret}, HMAC: ipn.HMACOptions{Header: "X-Sig", Parser: "list",
+		{mustGateway(f, gateway.Config{Name: "d", Kind: "hmac", Secrets: []string{secret}, HMAC: gateway.HMACOptions{Header: "X-Sig", Parser: "list",
 			Encoding: "base64"}}), []string{base64.StdEncoding.EncodeToString(sum(body)), base64.RawStdEncoding.EncodeToString(sum(body))}},
 	}
 	f.Fuzz(func(t *testing.T, header string) {

@@ -1,9 +1,11 @@
-package ipn
+package gateway
 
 import (
 	"crypto/sha512"
 	"fmt"
 	"strings"
+
+	"ipnd/ipn"
 )
 
 // nowpaymentsGateway is the nowpayments kind (GATEWAYS.md §7.2). The
@@ -18,7 +20,7 @@ type nowpaymentsGateway struct {
 	keys [][]byte
 }
 
-func newNOWPayments(cfg GatewayConfig) (*nowpaymentsGateway, error) {
+func newNOWPayments(cfg Config) (*nowpaymentsGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
@@ -37,7 +39,7 @@ func (g *nowpaymentsGateway) KeepHeaders() []string {
 // "" for a message without payment_id.
 func (g *nowpaymentsGateway) Check(in *Inbound) (string, error) {
 	if !g.Accepts(in.MediaType) {
-		return "", fmt.Errorf("%w: nowpayments sends application/json", ErrUnsupportedMedia)
+		return "", fmt.Errorf("%w: nowpayments sends application/json", ipn.ErrUnsupportedMedia)
 	}
 	sig, err := hexSignature(in.Header.Get("X-Nowpayments-Sig"), "x-nowpayments-sig", sha512.Size)
 	if err != nil {
@@ -51,7 +53,7 @@ func (g *nowpaymentsGateway) Check(in *Inbound) (string, error) {
 	}
 	top, rec := sortedJSONOf(obj, false), sortedJSONOf(obj, true)
 	if !macMatchesAny(sha512.New, g.keys, sig, top, rec) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	id := scalarText(obj["payment_id"])
 	if id == "" {
@@ -63,21 +65,21 @@ func (g *nowpaymentsGateway) Check(in *Inbound) (string, error) {
 // nowpaymentsStatus maps payment_status (GATEWAYS.md §7.2). Fulfilment
 // waits for finished: confirmed and sending still count as pending.
 var nowpaymentsStatus = map[string]struct {
-	typ  EventType
-	st   EventStatus
+	typ  ipn.EventType
+	st   ipn.EventStatus
 	flag string
 }{
-	"waiting":        {TypePayment, StatusPending, ""},
-	"confirming":     {TypePayment, StatusPending, ""},
-	"confirmed":      {TypePayment, StatusPending, ""},
-	"sending":        {TypePayment, StatusPending, ""},
-	"partially_paid": {TypePayment, StatusPending, FlagUnderpaid},
-	"finished":       {TypePayment, StatusCompleted, ""},
-	"failed":         {TypePayment, StatusFailed, ""},
-	"refunded":       {TypeRefund, StatusRefunded, ""},
-	"expired":        {TypePayment, StatusExpired, ""},
-	"cancelled":      {TypePayment, StatusCanceled, ""},
-	"canceled":       {TypePayment, StatusCanceled, ""},
+	"waiting":        {ipn.TypePayment, ipn.StatusPending, ""},
+	"confirming":     {ipn.TypePayment, ipn.StatusPending, ""},
+	"confirmed":      {ipn.TypePayment, ipn.StatusPending, ""},
+	"sending":        {ipn.TypePayment, ipn.StatusPending, ""},
+	"partially_paid": {ipn.TypePayment, ipn.StatusPending, ipn.FlagUnderpaid},
+	"finished":       {ipn.TypePayment, ipn.StatusCompleted, ""},
+	"failed":         {ipn.TypePayment, ipn.StatusFailed, ""},
+	"refunded":       {ipn.TypeRefund, ipn.StatusRefunded, ""},
+	"expired":        {ipn.TypePayment, ipn.StatusExpired, ""},
+	"cancelled":      {ipn.TypePayment, ipn.StatusCanceled, ""},
+	"canceled":       {ipn.TypePayment, ipn.StatusCanceled, ""},
 }
 
 // Normalize maps an IPN by payment_status (nowpaymentsStatus; anything
@@ -87,15 +89,15 @@ var nowpaymentsStatus = map[string]struct {
 // of the JSON number. A finished payment with actually_paid above
 // pay_amount is flagged overpaid. Keys match exactly (the body is read as
 // a map, not with Go's case-insensitive struct matching).
-func (g *nowpaymentsGateway) Normalize(n *Notification) (*Event, error) {
+func (g *nowpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	obj, err := decodeJSONObject(n.Body)
 	if err != nil {
 		return nil, err
 	}
 	get := func(k string) string { return scalarText(obj[k]) }
 	status := get("payment_status")
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		GatewayStatus: status,
 		TxnID:         get("payment_id"),
 		ParentTxnID:   get("parent_payment_id"),
@@ -118,8 +120,8 @@ func (g *nowpaymentsGateway) Normalize(n *Notification) (*Event, error) {
 		if ev.PaidAmount, err = cryptoAmount(amt, ev.PaidCurrency); err != nil {
 			return nil, err
 		}
-		if status == "finished" && paymentFlag(amt, get("pay_amount")) == FlagOverpaid {
-			ev.Flags = FlagOverpaid
+		if status == "finished" && paymentFlag(amt, get("pay_amount")) == ipn.FlagOverpaid {
+			ev.Flags = ipn.FlagOverpaid
 		}
 	}
 	return ev, nil

@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"crypto/sha512"
@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"ipnd/ipn"
 )
 
 // coinpaymentsGateway is the coinpayments kind: the legacy CoinPayments
@@ -19,12 +21,12 @@ type coinpaymentsGateway struct {
 	merchant string
 }
 
-func newCoinPayments(cfg GatewayConfig) (*coinpaymentsGateway, error) {
+func newCoinPayments(cfg Config) (*coinpaymentsGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
 	if strings.TrimSpace(cfg.MerchantID) == "" {
-		return nil, fmt.Errorf("%w: gateway %q of kind coinpayments needs merchant_id (the IPN's merchant field is checked against it)", ErrConfig, cfg.Name)
+		return nil, fmt.Errorf("%w: gateway %q of kind coinpayments needs merchant_id (the IPN's merchant field is checked against it)", ipn.ErrConfig, cfg.Name)
 	}
 	return &coinpaymentsGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets), merchant: cfg.MerchantID}, nil
 }
@@ -39,35 +41,35 @@ func (g *coinpaymentsGateway) KeepHeaders() []string         { return []string{"
 func ParseCoinPaymentsForm(body []byte) (url.Values, error) {
 	v, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, fmt.Errorf("%w: body is not form-urlencoded", ErrMalformed)
+		return nil, fmt.Errorf("%w: body is not form-urlencoded", ipn.ErrMalformed)
 	}
 	return v, nil
 }
 
 func (g *coinpaymentsGateway) Check(in *Inbound) (string, error) {
 	if !g.Accepts(in.MediaType) {
-		return "", fmt.Errorf("%w: coinpayments sends application/x-www-form-urlencoded", ErrUnsupportedMedia)
+		return "", fmt.Errorf("%w: coinpayments sends application/x-www-form-urlencoded", ipn.ErrUnsupportedMedia)
 	}
 	sig, err := hexSignature(in.Header.Get("Hmac"), "HMAC", sha512.Size)
 	if err != nil {
 		return "", err
 	}
 	if !macMatchesAny(sha512.New, g.keys, sig, in.Body) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	f, err := ParseCoinPaymentsForm(in.Body)
 	if err != nil {
 		return "", err
 	}
 	if f.Get("ipn_mode") != "hmac" {
-		return "", fmt.Errorf("%w: ipn_mode is not hmac", ErrBadSignature)
+		return "", fmt.Errorf("%w: ipn_mode is not hmac", ipn.ErrBadSignature)
 	}
 	if f.Get("merchant") != g.merchant {
-		return "", fmt.Errorf("%w: merchant is not the configured merchant_id", ErrBadSignature)
+		return "", fmt.Errorf("%w: merchant is not the configured merchant_id", ipn.ErrBadSignature)
 	}
 	id := f.Get("ipn_id")
 	if id == "" {
-		return "", fmt.Errorf("%w: no ipn_id", ErrMalformed)
+		return "", fmt.Errorf("%w: no ipn_id", ipn.ErrMalformed)
 	}
 	return id, nil
 }
@@ -76,22 +78,22 @@ func (g *coinpaymentsGateway) Check(in *Inbound) (string, error) {
 // >= 100 or 2 (queued for nightly payout) completed; -2 (PayPal refund or
 // reversal) reversed; -1 (cancelled or timed out) canceled; other negatives
 // failed; 0..99 pending. ok is false when code is not an integer.
-func coinpaymentsStatus(code string) (EventType, EventStatus, bool) {
+func coinpaymentsStatus(code string) (ipn.EventType, ipn.EventStatus, bool) {
 	n, err := strconv.Atoi(strings.TrimSpace(code))
 	if err != nil {
-		return TypeOther, "", false
+		return ipn.TypeOther, "", false
 	}
 	switch {
 	case n >= 100 || n == 2:
-		return TypePayment, StatusCompleted, true
+		return ipn.TypePayment, ipn.StatusCompleted, true
 	case n == -2:
-		return TypeReversal, StatusReversed, true
+		return ipn.TypeReversal, ipn.StatusReversed, true
 	case n == -1:
-		return TypePayment, StatusCanceled, true
+		return ipn.TypePayment, ipn.StatusCanceled, true
 	case n < 0:
-		return TypePayment, StatusFailed, true
+		return ipn.TypePayment, ipn.StatusFailed, true
 	}
-	return TypePayment, StatusPending, true
+	return ipn.TypePayment, ipn.StatusPending, true
 }
 
 // Normalize maps an IPN by its status code (coinpaymentsStatus) for the
@@ -105,13 +107,13 @@ func coinpaymentsStatus(code string) (EventType, EventStatus, bool) {
 // can pay several addresses), Amount amount/currency, Confirmations
 // confirms. Flags: underpaid / overpaid when received_amount differs from
 // amount2 (the coin amount due).
-func (g *coinpaymentsGateway) Normalize(n *Notification) (*Event, error) {
+func (g *coinpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	f, err := ParseCoinPaymentsForm(n.Body)
 	if err != nil {
 		return nil, err
 	}
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		GatewayStatus: strings.TrimSpace(f.Get("status") + " " + f.Get("status_text")),
 		EventID:       f.Get("ipn_id"),
 		TxnID:         f.Get("txn_id"),
@@ -144,11 +146,11 @@ func (g *coinpaymentsGateway) Normalize(n *Notification) (*Event, error) {
 		if ev.PaidAmount, err = cryptoAmount(paid, ev.PaidCurrency); err != nil {
 			return nil, err
 		}
-		if ev.Type == TypePayment && (ev.Status == StatusPending || ev.Status == StatusCompleted) {
+		if ev.Type == ipn.TypePayment && (ev.Status == ipn.StatusPending || ev.Status == ipn.StatusCompleted) {
 			flag := paymentFlag(paid, f.Get("amount2"))
 			// Less than due with a completed status: the gateway decided; keep
 			// completed and say nothing (underpaid implies pending).
-			if flag == FlagOverpaid || ev.Status == StatusPending {
+			if flag == ipn.FlagOverpaid || ev.Status == ipn.StatusPending {
 				ev.Flags = flag
 			}
 		}

@@ -1,10 +1,12 @@
-package ipn
+package gateway
 
 import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"ipnd/ipn"
 )
 
 // btcpayGateway is the btcpay kind: BTCPay Server Greenfield webhooks
@@ -17,7 +19,7 @@ type btcpayGateway struct {
 	keys [][]byte
 }
 
-func newBTCPay(cfg GatewayConfig) (*btcpayGateway, error) {
+func newBTCPay(cfg Config) (*btcpayGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
@@ -34,36 +36,36 @@ func (g *btcpayGateway) KeepHeaders() []string         { return []string{"BTCPay
 func ParseBTCPaySig(value string) ([]byte, error) {
 	value = strings.TrimSpace(value)
 	if value == "" {
-		return nil, fmt.Errorf("%w: missing BTCPay-Sig header", ErrBadSignature)
+		return nil, fmt.Errorf("%w: missing BTCPay-Sig header", ipn.ErrBadSignature)
 	}
 	const prefix = "sha256="
 	if len(value) < len(prefix) || !strings.EqualFold(value[:len(prefix)], prefix) {
-		return nil, fmt.Errorf("%w: BTCPay-Sig header is not sha256=<hex>", ErrBadSignature)
+		return nil, fmt.Errorf("%w: BTCPay-Sig header is not sha256=<hex>", ipn.ErrBadSignature)
 	}
 	return hexSignature(value[len(prefix):], "BTCPay-Sig", sha256.Size)
 }
 
 func (g *btcpayGateway) Check(in *Inbound) (string, error) {
 	if !g.Accepts(in.MediaType) {
-		return "", fmt.Errorf("%w: btcpay sends application/json", ErrUnsupportedMedia)
+		return "", fmt.Errorf("%w: btcpay sends application/json", ipn.ErrUnsupportedMedia)
 	}
 	sig, err := ParseBTCPaySig(in.Header.Get("BTCPay-Sig"))
 	if err != nil {
 		return "", err
 	}
 	if !macMatchesAny(sha256.New, g.keys, sig, in.Body) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	var ids struct {
 		DeliveryID         looseString `json:"deliveryId"`
 		OriginalDeliveryID looseString `json:"originalDeliveryId"`
 	}
 	if err := json.Unmarshal(in.Body, &ids); err != nil {
-		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+		return "", fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
 	key := firstNonEmpty(string(ids.OriginalDeliveryID), string(ids.DeliveryID))
 	if key == "" {
-		return "", fmt.Errorf("%w: no deliveryId", ErrMalformed)
+		return "", fmt.Errorf("%w: no deliveryId", ipn.ErrMalformed)
 	}
 	return key, nil
 }
@@ -106,13 +108,13 @@ type btcpayEvent struct {
 // customer metadata.buyerEmail / buyerName. The webhook carries neither
 // the invoice amount nor its currency, so Amount stays empty; a payment's
 // value (in the coin of paymentMethodId) becomes PaidAmount.
-func (g *btcpayGateway) Normalize(n *Notification) (*Event, error) {
+func (g *btcpayGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	var e btcpayEvent
 	if err := decodeUseNumber(n.Body, &e); err != nil {
-		return nil, fmt.Errorf("%w: btcpay event: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: btcpay event: %v", ipn.ErrMalformed, err)
 	}
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		GatewayStatus: e.Type,
 		EventID:       firstNonEmpty(string(e.OriginalDeliveryID), string(e.DeliveryID)),
 		TxnID:         string(e.InvoiceID),
@@ -122,35 +124,35 @@ func (g *btcpayGateway) Normalize(n *Notification) (*Event, error) {
 	}
 	var flags []string
 	if e.OverPaid {
-		flags = append(flags, FlagOverpaid)
+		flags = append(flags, ipn.FlagOverpaid)
 	}
 	if e.ManuallyMarked {
-		flags = append(flags, FlagManual)
+		flags = append(flags, ipn.FlagManual)
 	}
 	if e.AfterExpiration {
-		flags = append(flags, FlagPaidLate)
+		flags = append(flags, ipn.FlagPaidLate)
 	}
-	pay := func(st EventStatus, extra ...string) {
-		ev.Type, ev.Status = TypePayment, st
+	pay := func(st ipn.EventStatus, extra ...string) {
+		ev.Type, ev.Status = ipn.TypePayment, st
 		flags = append(flags, extra...)
 	}
 	switch e.Type {
 	case "InvoiceCreated", "InvoiceReceivedPayment", "InvoicePaymentSettled", "InvoiceProcessing":
-		pay(StatusPending)
+		pay(ipn.StatusPending)
 	case "InvoiceSettled":
-		pay(StatusCompleted)
+		pay(ipn.StatusCompleted)
 	case "InvoiceExpired":
 		if e.PartiallyPaid {
-			pay(StatusPending, FlagUnderpaid)
+			pay(ipn.StatusPending, ipn.FlagUnderpaid)
 		} else {
-			pay(StatusExpired)
+			pay(ipn.StatusExpired)
 		}
 	case "InvoiceExpiredPaidPartial":
-		pay(StatusPending, FlagUnderpaid)
+		pay(ipn.StatusPending, ipn.FlagUnderpaid)
 	case "InvoicePaidAfterExpiration":
-		pay(StatusPending, FlagPaidLate)
+		pay(ipn.StatusPending, ipn.FlagPaidLate)
 	case "InvoiceInvalid":
-		pay(StatusFailed)
+		pay(ipn.StatusFailed)
 	default:
 		flags = nil
 	}

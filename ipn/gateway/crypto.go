@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"crypto/hmac"
@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+
+	"ipnd/ipn"
 )
 
 // Helpers shared by the crypto gateway kinds (coinbase-commerce, btcpay,
@@ -18,11 +20,11 @@ import (
 func hexSignature(value, header string, size int) ([]byte, error) {
 	value = strings.TrimSpace(value)
 	if value == "" {
-		return nil, fmt.Errorf("%w: missing %s header", ErrBadSignature, header)
+		return nil, fmt.Errorf("%w: missing %s header", ipn.ErrBadSignature, header)
 	}
 	sig, err := hex.DecodeString(value)
 	if err != nil || len(sig) != size {
-		return nil, fmt.Errorf("%w: garbled %s header", ErrBadSignature, header)
+		return nil, fmt.Errorf("%w: garbled %s header", ipn.ErrBadSignature, header)
 	}
 	return sig, nil
 }
@@ -61,11 +63,11 @@ func isFormMedia(mt string) bool { return mt == "application/x-www-form-urlencod
 // kept exactly as sent, trailing zeros trimmed, rather than refused. JSON
 // exponents are expanded digit for digit. Never a float.
 func cryptoAmount(s, currency string) (string, error) {
-	p, ok := plainDecimal(strings.TrimSpace(s))
+	p, ok := ipn.PlainDecimal(strings.TrimSpace(s))
 	if !ok {
-		return "", fmt.Errorf("%w: amount %q is not a decimal number", ErrMalformed, s)
+		return "", fmt.Errorf("%w: amount %q is not a decimal number", ipn.ErrMalformed, s)
 	}
-	if a, err := NormalizeAmount(p, currency); err == nil {
+	if a, err := ipn.NormalizeAmount(p, currency); err == nil {
 		return a, nil
 	}
 	return p, nil
@@ -75,16 +77,16 @@ func cryptoAmount(s, currency string) (string, error) {
 // less (but something) arrived, FlagOverpaid when more, "" otherwise or
 // when either is missing or not a number.
 func paymentFlag(paid, due string) string {
-	c, ok := compareDecimal(paid, due)
+	c, ok := ipn.CompareDecimal(paid, due)
 	if !ok {
 		return ""
 	}
 	switch {
 	case c > 0:
-		return FlagOverpaid
+		return ipn.FlagOverpaid
 	case c < 0:
-		if z, _ := compareDecimal(paid, "0"); z > 0 {
-			return FlagUnderpaid
+		if z, _ := ipn.CompareDecimal(paid, "0"); z > 0 {
+			return ipn.FlagUnderpaid
 		}
 	}
 	return ""

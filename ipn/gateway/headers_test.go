@@ -1,4 +1,4 @@
-package ipn_test
+package gateway_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // The PayPal postback goes through HTTPS_PROXY when it is set (a VPS that
@@ -19,7 +20,7 @@ import (
 // the CONNECT it gets.
 func TestPayPalPostbackUsesProxy(t *testing.T) {
 	if os.Getenv("IPND_TEST_PROXY_CHILD") == "1" {
-		g := mustGateway(t, ipn.GatewayConfig{Name: "paypal", Kind: "paypal", VerifyURL: "https://ipnpb.paypal.test/cgi-bin/webscr"})
+		g := mustGateway(t, gateway.Config{Name: "paypal", Kind: "paypal", VerifyURL: "https://ipnpb.paypal.test/cgi-bin/webscr"})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		g.(interface {

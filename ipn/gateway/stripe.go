@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // stripeTolerance is Stripe's documented default tolerance (stripe-go
@@ -22,7 +24,7 @@ type stripeGateway struct {
 	tolerance time.Duration
 }
 
-func newStripe(cfg GatewayConfig) (*stripeGateway, error) {
+func newStripe(cfg Config) (*stripeGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
@@ -34,7 +36,7 @@ func newStripe(cfg GatewayConfig) (*stripeGateway, error) {
 		if !strings.HasPrefix(s, "whsec_") {
 			// An API key (sk_live_..., rk_...) pasted by mistake would
 			// refuse every event: say so at start instead.
-			return nil, fmt.Errorf("%w: gateway %q: a Stripe secret must be the endpoint's signing secret (whsec_...), not an API key", ErrConfig, cfg.Name)
+			return nil, fmt.Errorf("%w: gateway %q: a Stripe secret must be the endpoint's signing secret (whsec_...), not an API key", ipn.ErrConfig, cfg.Name)
 		}
 		g.keys = append(g.keys, []byte(s))
 	}
@@ -52,19 +54,19 @@ func (g *stripeGateway) KeepHeaders() []string         { return []string{"Stripe
 // "=", a missing or non-numeric t, or no usable v1 is an error.
 func ParseStripeSignature(header string) (ts int64, sigs [][]byte, err error) {
 	if header == "" {
-		return 0, nil, fmt.Errorf("%w: missing Stripe-Signature header", ErrBadSignature)
+		return 0, nil, fmt.Errorf("%w: missing Stripe-Signature header", ipn.ErrBadSignature)
 	}
 	haveT := false
 	for _, pair := range strings.Split(header, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
 		if !ok {
-			return 0, nil, fmt.Errorf("%w: garbled Stripe-Signature header", ErrBadSignature)
+			return 0, nil, fmt.Errorf("%w: garbled Stripe-Signature header", ipn.ErrBadSignature)
 		}
 		switch k {
 		case "t":
 			n, perr := strconv.ParseInt(v, 10, 64)
 			if perr != nil {
-				return 0, nil, fmt.Errorf("%w: garbled timestamp in Stripe-Signature header", ErrBadSignature)
+				return 0, nil, fmt.Errorf("%w: garbled timestamp in Stripe-Signature header", ipn.ErrBadSignature)
 			}
 			ts, haveT = n, true
 		case "v1":
@@ -75,10 +77,10 @@ func ParseStripeSignature(header string) (ts int64, sigs [][]byte, err error) {
 		}
 	}
 	if !haveT {
-		return 0, nil, fmt.Errorf("%w: no timestamp in Stripe-Signature header", ErrBadSignature)
+		return 0, nil, fmt.Errorf("%w: no timestamp in Stripe-Signature header", ipn.ErrBadSignature)
 	}
 	if len(sigs) == 0 {
-		return 0, nil, fmt.Errorf("%w: no v1 signature in Stripe-Signature header", ErrBadSignature)
+		return 0, nil, fmt.Errorf("%w: no v1 signature in Stripe-Signature header", ipn.ErrBadSignature)
 	}
 	return ts, sigs, nil
 }
@@ -104,20 +106,20 @@ func (g *stripeGateway) Check(in *Inbound) (string, error) {
 	if !anyHMACMatches(g.keys, sigs, func(key []byte) []byte {
 		return StripeSignature(string(key), ts, in.Body)
 	}) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	if !withinTolerance(time.Unix(ts, 0), in.Now, g.tolerance) {
-		return "", fmt.Errorf("%w: signed at %d, tolerance %s", ErrStaleTimestamp, ts, g.tolerance)
+		return "", fmt.Errorf("%w: signed at %d, tolerance %s", ipn.ErrStaleTimestamp, ts, g.tolerance)
 	}
 	var env struct {
 		ID     string `json:"id"`
 		Object string `json:"object"`
 	}
 	if err := json.Unmarshal(in.Body, &env); err != nil {
-		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+		return "", fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
 	if env.ID == "" {
-		return "", fmt.Errorf("%w: event has no id", ErrMalformed)
+		return "", fmt.Errorf("%w: event has no id", ipn.ErrMalformed)
 	}
 	return env.ID, nil
 }
@@ -194,16 +196,16 @@ func stripeID(raw json.RawMessage) string {
 	return ""
 }
 
-func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
+func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	var se stripeEvent
 	d := json.NewDecoder(bytes.NewReader(n.Body))
 	d.UseNumber()
 	if err := d.Decode(&se); err != nil {
-		return nil, fmt.Errorf("%w: stripe event: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: stripe event: %v", ipn.ErrMalformed, err)
 	}
 	o := se.Data.Object
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		GatewayStatus: se.Type,
 		EventID:       se.ID,
 		TxnID:         o.ID,
@@ -222,8 +224,8 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	// txn id when there is one (a Checkout Session, a charge and the
 	// intent itself are then one payment), and every other id the later
 	// refunds, disputes and invoices may name alone goes to Refs.
-	asPayment := func(status EventStatus) {
-		ev.Type, ev.Status = TypePayment, status
+	asPayment := func(status ipn.EventStatus) {
+		ev.Type, ev.Status = ipn.TypePayment, status
 		if pi != "" && pi != o.ID {
 			ev.TxnID = pi
 			ev.Refs = joinRefs(o.ID, charge, stripeID(o.LatestCharge), invoice)
@@ -233,72 +235,72 @@ func (g *stripeGateway) Normalize(n *Notification) (*Event, error) {
 	}
 	switch se.Type {
 	case "checkout.session.completed", "checkout.session.async_payment_succeeded":
-		asPayment(StatusCompleted)
+		asPayment(ipn.StatusCompleted)
 		minor = o.AmountTotal
 		if o.PaymentStatus == "unpaid" {
-			ev.Status = StatusPending
+			ev.Status = ipn.StatusPending
 		}
 		if o.Mode == "subscription" && ev.SubscriptionID != "" {
-			ev.Type = TypeSubscriptionStarted
+			ev.Type = ipn.TypeSubscriptionStarted
 		}
 	case "checkout.session.async_payment_failed":
-		asPayment(StatusFailed)
+		asPayment(ipn.StatusFailed)
 		minor = o.AmountTotal
 	case "invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed":
 		// The invoice's payment intent (and its charge) report the same
 		// payment: the intent is its txn id, as for a Checkout Session.
-		status, sum := StatusCompleted, o.AmountPaid
+		status, sum := ipn.StatusCompleted, o.AmountPaid
 		if se.Type == "invoice.payment_failed" {
-			status, sum = StatusFailed, o.AmountDue
+			status, sum = ipn.StatusFailed, o.AmountDue
 		}
 		asPayment(status)
 		minor = sum
 		if ev.SubscriptionID != "" {
-			ev.Type = TypeSubscriptionPayment
+			ev.Type = ipn.TypeSubscriptionPayment
 		}
 	case "customer.subscription.deleted":
-		ev.Type, ev.Status, minor = TypeSubscriptionCanceled, StatusCanceled, ""
+		ev.Type, ev.Status, minor = ipn.TypeSubscriptionCanceled, ipn.StatusCanceled, ""
 		ev.SubscriptionID = o.ID
 	case "customer.subscription.created":
-		ev.Type, ev.Status, minor = TypeSubscriptionStarted, StatusCompleted, ""
+		ev.Type, ev.Status, minor = ipn.TypeSubscriptionStarted, ipn.StatusCompleted, ""
 		ev.SubscriptionID = o.ID
 	case "payment_intent.succeeded", "charge.succeeded":
-		asPayment(StatusCompleted)
+		asPayment(ipn.StatusCompleted)
 	case "payment_intent.processing", "charge.pending":
-		asPayment(StatusPending)
+		asPayment(ipn.StatusPending)
 	case "payment_intent.payment_failed", "charge.failed":
-		asPayment(StatusFailed)
+		asPayment(ipn.StatusFailed)
 	case "payment_intent.canceled":
-		asPayment(StatusCanceled)
+		asPayment(ipn.StatusCanceled)
 	case "charge.refunded":
 		// amount_refunded is cumulative per charge: refunds on one charge
 		// share its id as txn, and the order takes the largest.
-		ev.Type, ev.Status, minor = TypeRefund, StatusRefunded, o.AmountRefunded
+		ev.Type, ev.Status, minor = ipn.TypeRefund, ipn.StatusRefunded, o.AmountRefunded
 		ev.ParentTxnID = pi
 		ev.Refs = joinRefs(invoice)
 	case "charge.dispute.created":
-		ev.Type, ev.Status = TypeDispute, StatusPending
+		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusPending
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	case "charge.dispute.funds_withdrawn":
 		// The disputed amount left the merchant's balance: reversed until
 		// the funds are reinstated (a won dispute).
-		ev.Type, ev.Status = TypeReversal, StatusReversed
+		ev.Type, ev.Status = ipn.TypeReversal, ipn.StatusReversed
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	case "charge.dispute.funds_reinstated":
-		ev.Type, ev.Status = TypeReversalCanceled, StatusCompleted
+		ev.Type, ev.Status = ipn.TypeReversalCanceled, ipn.StatusCompleted
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	case "charge.dispute.closed":
 		// won: the dispute is over, the funds stay; lost: the payment is
 		// reversed (a closing dispute fact, not a new reversal: the merchant
 		// was told when it opened).
-		ev.Type, ev.Status = TypeDispute, StatusCanceled
+		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusCanceled
 		if o.Status == "lost" {
-			ev.Status = StatusReversed
+			ev.Status = ipn.StatusReversed
 		}
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	}
 	if minor != "" && ev.Currency != "" {
-		amt, err := FormatMinor(minor.String(), ev.Currency)
+		amt, err := ipn.FormatMinor(minor.String(), ev.Currency)
 		if err != nil {
 			return nil, err
 		}

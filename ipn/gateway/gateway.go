@@ -1,11 +1,14 @@
-package ipn
+package gateway
 
 import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // Inbound is what a Gateway sees of a request before it is stored.
@@ -34,11 +37,11 @@ type Gateway interface {
 	Check(in *Inbound) (dedupKey string, err error)
 	// Normalize turns a stored notification into an Event. Event types the
 	// gateway sends that ipnd does not act on become TypeOther.
-	Normalize(n *Notification) (*Event, error)
+	Normalize(n *ipn.Notification) (*ipn.Event, error)
 }
 
-// GatewayConfig is what main copies from the [[gateway]] config table.
-type GatewayConfig struct {
+// Config is what main copies from the [[gateway]] config table.
+type Config struct {
 	Name      string
 	Kind      string
 	Secrets   []string      // any one may match (rotation)
@@ -62,9 +65,9 @@ func Kinds() []string {
 		"paypal", "standard-webhooks", "stripe"}
 }
 
-// NewGateway builds the adapter for cfg.Kind. It fails with ErrConfig when
+// New builds the adapter for cfg.Kind. It fails with ErrConfig when
 // the kind is unknown or a kind that needs a secret has none.
-func NewGateway(cfg GatewayConfig) (Gateway, error) {
+func New(cfg Config) (Gateway, error) {
 	switch cfg.Kind {
 	case "stripe":
 		return newStripe(cfg)
@@ -84,7 +87,7 @@ func NewGateway(cfg GatewayConfig) (Gateway, error) {
 		return newHMAC(cfg)
 	}
 	return nil, fmt.Errorf("%w: gateway %q: unknown kind %q (known: %s)",
-		ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))
+		ipn.ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))
 }
 
 // MediaType returns the lowercased media type of a Content-Type header
@@ -110,14 +113,25 @@ func withinTolerance(ts, now time.Time, tol time.Duration) bool {
 	return d <= tol && d >= -tol
 }
 
-func requireSecrets(cfg GatewayConfig) error {
+func requireSecrets(cfg Config) error {
 	if len(cfg.Secrets) == 0 {
-		return fmt.Errorf("%w: gateway %q of kind %s needs a secret (secret, secrets or secret_file)", ErrConfig, cfg.Name, cfg.Kind)
+		return fmt.Errorf("%w: gateway %q of kind %s needs a secret (secret, secrets or secret_file)", ipn.ErrConfig, cfg.Name, cfg.Kind)
 	}
 	for i, s := range cfg.Secrets {
 		if strings.TrimSpace(s) == "" {
-			return fmt.Errorf("%w: gateway %q: secret #%d is empty", ErrConfig, cfg.Name, i+1)
+			return fmt.Errorf("%w: gateway %q: secret #%d is empty", ipn.ErrConfig, cfg.Name, i+1)
 		}
 	}
 	return nil
+}
+
+// joinRefs builds an Event.Refs value from identifiers, skipping empty ones.
+func joinRefs(ids ...string) string {
+	var keep []string
+	for _, id := range ids {
+		if id != "" && !strings.ContainsAny(id, " \t\n") && !slices.Contains(keep, id) {
+			keep = append(keep, id)
+		}
+	}
+	return strings.Join(keep, " ")
 }

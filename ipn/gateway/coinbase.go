@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"ipnd/ipn"
 )
 
 // coinbaseGateway is the coinbase-commerce kind (GATEWAYS.md §5): a JSON
@@ -18,7 +20,7 @@ type coinbaseGateway struct {
 	keys [][]byte
 }
 
-func newCoinbase(cfg GatewayConfig) (*coinbaseGateway, error) {
+func newCoinbase(cfg Config) (*coinbaseGateway, error) {
 	if err := requireSecrets(cfg); err != nil {
 		return nil, err
 	}
@@ -37,7 +39,7 @@ func (g *coinbaseGateway) KeepHeaders() []string {
 // surrounding whitespace), then returns event.id.
 func (g *coinbaseGateway) Check(in *Inbound) (string, error) {
 	if !g.Accepts(in.MediaType) {
-		return "", fmt.Errorf("%w: coinbase-commerce sends application/json", ErrUnsupportedMedia)
+		return "", fmt.Errorf("%w: coinbase-commerce sends application/json", ipn.ErrUnsupportedMedia)
 	}
 	sig, err := hexSignature(in.Header.Get("X-CC-Webhook-Signature"), "X-CC-Webhook-Signature", sha256.Size)
 	if err != nil {
@@ -48,7 +50,7 @@ func (g *coinbaseGateway) Check(in *Inbound) (string, error) {
 		contents = append(contents, t)
 	}
 	if !macMatchesAny(sha256.New, g.keys, sig, contents...) {
-		return "", fmt.Errorf("%w: no signature matched", ErrBadSignature)
+		return "", fmt.Errorf("%w: no signature matched", ipn.ErrBadSignature)
 	}
 	var env struct {
 		Event *struct {
@@ -56,10 +58,10 @@ func (g *coinbaseGateway) Check(in *Inbound) (string, error) {
 		} `json:"event"`
 	}
 	if err := json.Unmarshal(in.Body, &env); err != nil {
-		return "", fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+		return "", fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
 	if env.Event == nil || env.Event.ID == "" {
-		return "", fmt.Errorf("%w: no event.id", ErrMalformed)
+		return "", fmt.Errorf("%w: no event.id", ipn.ErrMalformed)
 	}
 	return string(env.Event.ID), nil
 }
@@ -114,14 +116,14 @@ type coinbaseEnvelope struct {
 // crypto value of the last payment, when there is one, is PaidAmount.
 // OrderID is metadata order_id (or orderId); metadata email/customer_email
 // and name/customer_name give the customer.
-func (g *coinbaseGateway) Normalize(n *Notification) (*Event, error) {
+func (g *coinbaseGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	var env coinbaseEnvelope
 	if err := decodeUseNumber(n.Body, &env); err != nil {
-		return nil, fmt.Errorf("%w: coinbase event: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: coinbase event: %v", ipn.ErrMalformed, err)
 	}
 	e, c := env.Event, env.Event.Data
-	ev := &Event{
-		Type:          TypeOther,
+	ev := &ipn.Event{
+		Type:          ipn.TypeOther,
 		GatewayStatus: e.Type,
 		EventID:       string(e.ID),
 		TxnID:         firstNonEmpty(c.ID, c.Code),
@@ -135,18 +137,18 @@ func (g *coinbaseGateway) Normalize(n *Notification) (*Event, error) {
 	}
 	switch e.Type {
 	case "charge:created":
-		ev.Type, ev.Status = TypePayment, StatusPending
+		ev.Type, ev.Status = ipn.TypePayment, ipn.StatusPending
 	case "charge:pending", "charge:confirmed", "charge:resolved":
-		ev.Type, ev.Status = TypePayment, StatusCompleted
+		ev.Type, ev.Status = ipn.TypePayment, ipn.StatusCompleted
 	case "charge:delayed":
-		ev.Type, ev.Status, ev.Flags = TypePayment, StatusPending, FlagPaidLate
+		ev.Type, ev.Status, ev.Flags = ipn.TypePayment, ipn.StatusPending, ipn.FlagPaidLate
 	case "charge:failed":
-		ev.Type, ev.Status = TypePayment, StatusFailed
+		ev.Type, ev.Status = ipn.TypePayment, ipn.StatusFailed
 		switch last {
 		case "EXPIRED":
-			ev.Status = StatusExpired
+			ev.Status = ipn.StatusExpired
 		case "CANCELED", "CANCELLED":
-			ev.Status = StatusCanceled
+			ev.Status = ipn.StatusCanceled
 		}
 	default:
 		if err := g.amounts(ev, c.Pricing.Local, nil); err != nil {
@@ -157,17 +159,17 @@ func (g *coinbaseGateway) Normalize(n *Notification) (*Event, error) {
 	if last == "UNRESOLVED" && e.Type != "charge:confirmed" && e.Type != "charge:resolved" {
 		switch context {
 		case "UNDERPAID":
-			ev.Status, ev.Flags = StatusPending, FlagUnderpaid
+			ev.Status, ev.Flags = ipn.StatusPending, ipn.FlagUnderpaid
 		case "OVERPAID":
-			ev.Status, ev.Flags = StatusCompleted, FlagOverpaid
+			ev.Status, ev.Flags = ipn.StatusCompleted, ipn.FlagOverpaid
 		case "DELAYED":
-			ev.Status, ev.Flags = StatusPending, FlagPaidLate
+			ev.Status, ev.Flags = ipn.StatusPending, ipn.FlagPaidLate
 		case "MULTIPLE":
-			ev.Status, ev.Flags = StatusPending, FlagMultiple
+			ev.Status, ev.Flags = ipn.StatusPending, ipn.FlagMultiple
 		case "MANUAL":
-			ev.Status, ev.Flags = StatusPending, FlagManual
+			ev.Status, ev.Flags = ipn.StatusPending, ipn.FlagManual
 		default:
-			ev.Status = StatusPending
+			ev.Status = ipn.StatusPending
 		}
 	}
 	var paid *coinbaseMoney
@@ -180,7 +182,7 @@ func (g *coinbaseGateway) Normalize(n *Notification) (*Event, error) {
 	return ev, nil
 }
 
-func (g *coinbaseGateway) amounts(ev *Event, price coinbaseMoney, paid *coinbaseMoney) error {
+func (g *coinbaseGateway) amounts(ev *ipn.Event, price coinbaseMoney, paid *coinbaseMoney) error {
 	if price.Amount != "" && price.Currency != "" {
 		ev.Currency = strings.ToUpper(price.Currency)
 		a, err := cryptoAmount(string(price.Amount), ev.Currency)

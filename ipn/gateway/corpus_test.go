@@ -1,4 +1,4 @@
-package ipn_test
+package gateway_test
 
 import (
 	"crypto/sha256"
@@ -19,13 +19,14 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 // The corpus of real payloads (testdata/real): each file is a payload as
 // the gateway sends it, written from the gateway's public docs and SDK
 // fixtures; manifest.json names its source and the normalized result ipnd
 // must give. See testdata/real/README.md.
-const corpusDir = "../testdata/real"
+const corpusDir = "../../testdata/real"
 
 type corpusEntry struct {
 	File   string `json:"file"`
@@ -98,9 +99,9 @@ const (
 
 // examplePresets reads the commented [[gateway]] presets of
 // config.example.toml, as shipped, into GatewayConfigs.
-func examplePresets(t *testing.T) map[string]ipn.GatewayConfig {
+func examplePresets(t *testing.T) map[string]gateway.Config {
 	t.Helper()
-	data, err := os.ReadFile("../config.example.toml")
+	data, err := os.ReadFile("../../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,28 +143,28 @@ func examplePresets(t *testing.T) map[string]ipn.GatewayConfig {
 	if _, err := toml.Decode(strings.Join(lines, "\n"), &doc); err != nil {
 		t.Fatalf("config.example.toml with the presets uncommented: %v", err)
 	}
-	out := map[string]ipn.GatewayConfig{}
+	out := map[string]gateway.Config{}
 	for _, g := range doc.Gateway {
 		if g.Kind != "hmac" {
 			continue
 		}
 		tol, _ := time.ParseDuration(g.Tolerance)
 		f := g.Fields
-		out[g.Name] = ipn.GatewayConfig{Name: g.Name, Kind: g.Kind, Secrets: []string{corpusSecret}, Tolerance: tol, URL: g.URL,
-			HMAC: ipn.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
+		out[g.Name] = gateway.Config{Name: g.Name, Kind: g.Kind, Secrets: []string{corpusSecret}, Tolerance: tol, URL: g.URL,
+			HMAC: gateway.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
 				SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
 				KeyFormat: g.KeyFormat, KeyPrefix: g.KeyPrefix, SignedContent: g.SignedContent, Timestamp: g.Timestamp,
 				ID: g.ID, DedupKey: g.DedupKey, Canonicalize: g.Canonicalize, Body: g.Body, RequiredFields: g.RequiredFields,
-				Fields: ipn.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID, OrderID: f.OrderID,
+				Fields: gateway.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID, OrderID: f.OrderID,
 					Amount: f.Amount, AmountMinor: f.AmountMinor, Currency: f.Currency, Status: f.Status, Email: f.Email, Name: f.Name,
 					Statuses: f.Statuses}}}
 	}
 	return out
 }
 
-func corpusGateway(t *testing.T, e corpusEntry, presets map[string]ipn.GatewayConfig) ipn.Gateway {
+func corpusGateway(t *testing.T, e corpusEntry, presets map[string]gateway.Config) gateway.Gateway {
 	t.Helper()
-	cfg := ipn.GatewayConfig{Name: e.Kind, Kind: e.Kind, Secrets: []string{corpusSecret}}
+	cfg := gateway.Config{Name: e.Kind, Kind: e.Kind, Secrets: []string{corpusSecret}}
 	switch e.Kind {
 	case "stripe":
 		cfg.Secrets = []string{corpusStripeSecret}
@@ -188,7 +189,7 @@ func corpusSign(t *testing.T, e corpusEntry, body []byte, now time.Time) http.He
 	ts := strconv.FormatInt(now.Unix(), 10)
 	switch e.Kind {
 	case "stripe":
-		h.Set("Stripe-Signature", "t="+ts+",v1="+hex.EncodeToString(ipn.StripeSignature(corpusStripeSecret, now.Unix(), body)))
+		h.Set("Stripe-Signature", "t="+ts+",v1="+hex.EncodeToString(gateway.StripeSignature(corpusStripeSecret, now.Unix(), body)))
 	case "paypal": // no signature: verified by postback in the pipeline
 	case "coinbase-commerce":
 		h.Set("X-Cc-Webhook-Signature", hmacHex(sha256.New, corpusSecret, string(body)))
@@ -197,7 +198,7 @@ func corpusSign(t *testing.T, e corpusEntry, body []byte, now time.Time) http.He
 	case "coinpayments":
 		h.Set("Hmac", hmacHex(sha512.New, corpusSecret, string(body)))
 	case "nowpayments":
-		sorted, err := ipn.SortedJSON(body, false)
+		sorted, err := gateway.SortedJSON(body, false)
 		if err != nil {
 			t.Fatalf("%s: %v", e.File, err)
 		}
@@ -227,7 +228,7 @@ func pending(e corpusEntry, field string) bool {
 }
 
 // corpusEvent verifies and normalizes one corpus file as ipnd would.
-func corpusEvent(t *testing.T, e corpusEntry, g ipn.Gateway, now time.Time) (*ipn.Event, []byte) {
+func corpusEvent(t *testing.T, e corpusEntry, g gateway.Gateway, now time.Time) (*ipn.Event, []byte) {
 	t.Helper()
 	body, err := os.ReadFile(filepath.Join(corpusDir, e.File))
 	if err != nil {
@@ -238,7 +239,7 @@ func corpusEvent(t *testing.T, e corpusEntry, g ipn.Gateway, now time.Time) (*ip
 		mt = "application/x-www-form-urlencoded"
 	}
 	h := corpusSign(t, e, body, now)
-	key, err := g.Check(&ipn.Inbound{Header: h, Body: body, MediaType: mt, Now: now})
+	key, err := g.Check(&gateway.Inbound{Header: h, Body: body, MediaType: mt, Now: now})
 	if err != nil {
 		t.Fatalf("%s: Check (signed as %s signs) = %v", e.File, e.Kind, err)
 	}

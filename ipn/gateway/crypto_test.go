@@ -1,4 +1,4 @@
-package ipn_test
+package gateway_test
 
 import (
 	"crypto/hmac"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 const (
@@ -28,8 +29,8 @@ func hmacHex(h func() hash.Hash, key, content string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func check(g ipn.Gateway, h http.Header, body, mt string, now time.Time) (string, error) {
-	return g.Check(&ipn.Inbound{Header: h, Body: []byte(body), MediaType: mt, Now: now})
+func check(g gateway.Gateway, h http.Header, body, mt string, now time.Time) (string, error) {
+	return g.Check(&gateway.Inbound{Header: h, Body: []byte(body), MediaType: mt, Now: now})
 }
 
 // assertNoLeak fails when err's text contains any of the given strings (an
@@ -83,7 +84,7 @@ func TestCoinbaseCommerceVector(t *testing.T) {
 	if got := hmacHex(sha256.New, coinbaseSecret, coinbasePayload); got != coinbaseSig {
 		t.Fatalf("HMAC of the public vector = %s, want %s", got, coinbaseSig)
 	}
-	g := mustGateway(t, ipn.GatewayConfig{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"old-secret", coinbaseSecret}})
+	g := mustGateway(t, gateway.Config{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"old-secret", coinbaseSecret}})
 	for _, sig := range []string{coinbaseSig, strings.ToUpper(coinbaseSig)} {
 		key, err := check(g, http.Header{"X-Cc-Webhook-Signature": {sig}}, coinbasePayload, jsonMT, testNow)
 		if err != nil || key != "24934862-d980-46cb-9402-43c81b0cdba6" {
@@ -95,7 +96,7 @@ func TestCoinbaseCommerceVector(t *testing.T) {
 		t.Errorf("Check(body + newline) = %v, want nil", err)
 	}
 	// Negative vector: secret ...c0bg.
-	bad := mustGateway(t, ipn.GatewayConfig{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"30291a20-0bd1-4267-9b0f-e6e7b123c0bg"}})
+	bad := mustGateway(t, gateway.Config{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"30291a20-0bd1-4267-9b0f-e6e7b123c0bg"}})
 	_, err := check(bad, http.Header{"X-Cc-Webhook-Signature": {coinbaseSig}}, coinbasePayload, jsonMT, testNow)
 	if !errors.Is(err, ipn.ErrBadSignature) {
 		t.Errorf("Check with secret ...c0bg = %v, want ErrBadSignature", err)
@@ -107,7 +108,7 @@ func TestBTCPayVector(t *testing.T) {
 	if got := "sha256=" + hmacHex(sha256.New, btcpaySecret, btcpayBody); got != btcpaySig {
 		t.Fatalf("HMAC of the §9 vector = %s, want %s", got, btcpaySig)
 	}
-	g := mustGateway(t, ipn.GatewayConfig{Name: "btc", Kind: "btcpay", Secrets: []string{btcpaySecret}})
+	g := mustGateway(t, gateway.Config{Name: "btc", Kind: "btcpay", Secrets: []string{btcpaySecret}})
 	key, err := check(g, http.Header{"Btcpay-Sig": {btcpaySig}}, btcpayBody, jsonMT, testNow)
 	if err != nil || key != "d1" {
 		t.Errorf("Check(§9 vector) = %q, %v; want d1", key, err)
@@ -118,7 +119,7 @@ func TestBTCPayVector(t *testing.T) {
 	if key, err := check(g, h, redelivery, jsonMT, testNow); err != nil || key != "d1" {
 		t.Errorf("Check(redelivery) = %q, %v; want d1", key, err)
 	}
-	if sig, err := ipn.ParseBTCPaySig(btcpaySig); err != nil || hex.EncodeToString(sig) != btcpaySig[7:] {
+	if sig, err := gateway.ParseBTCPaySig(btcpaySig); err != nil || hex.EncodeToString(sig) != btcpaySig[7:] {
 		t.Errorf("ParseBTCPaySig = %x, %v", sig, err)
 	}
 }
@@ -127,7 +128,7 @@ func TestCoinPaymentsVector(t *testing.T) {
 	if got := hmacHex(sha512.New, cpSecret, cpBody); got != cpSig {
 		t.Fatalf("HMAC of the §9 vector = %s, want %s", got, cpSig)
 	}
-	g := mustGateway(t, ipn.GatewayConfig{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
+	g := mustGateway(t, gateway.Config{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
 	key, err := check(g, http.Header{"Hmac": {cpSig}}, cpBody, formMT, testNow)
 	if err != nil || key != "abc123" {
 		t.Errorf("Check(§9 vector) = %q, %v; want abc123", key, err)
@@ -147,7 +148,7 @@ func TestNOWPaymentsVectors(t *testing.T) {
 		recursive      bool
 		canonical, mac string
 	}{{false, wantTop, npSigTop}, {true, wantRec, npSigRec}} {
-		got, err := ipn.SortedJSON([]byte(npBody), tc.recursive)
+		got, err := gateway.SortedJSON([]byte(npBody), tc.recursive)
 		if err != nil || string(got) != tc.canonical {
 			t.Errorf("SortedJSON(recursive=%v) = %s, %v\nwant %s", tc.recursive, got, err, tc.canonical)
 		}
@@ -155,7 +156,7 @@ func TestNOWPaymentsVectors(t *testing.T) {
 			t.Errorf("HMAC of the canonical form (recursive=%v) = %s, want §9's %s", tc.recursive, mac, tc.mac)
 		}
 	}
-	g := mustGateway(t, ipn.GatewayConfig{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
+	g := mustGateway(t, gateway.Config{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
 	// The same message, indented and reordered, verifies with either form's signature.
 	reordered := "{\n \"fee\": {\"serviceFee\":0,\"withdrawalFee\":0,\"depositFee\":0,\"currency\":\"btc\"},\n" + strings.TrimPrefix(npBody, "{")
 	reordered = strings.Replace(reordered, `,"fee":{"currency":"btc","depositFee":0,"withdrawalFee":0,"serviceFee":0}`, "", 1)
@@ -196,37 +197,37 @@ func TestSortedJSONMatchesJavaScript(t *testing.T) {
 			if rec && tc.rec != "" {
 				want = tc.rec
 			}
-			got, err := ipn.SortedJSON([]byte(tc.in), rec)
+			got, err := gateway.SortedJSON([]byte(tc.in), rec)
 			if err != nil || string(got) != want {
 				t.Errorf("SortedJSON(%s, recursive=%v) = %s, %v; want %s", tc.in, rec, got, err, want)
 			}
 		}
 	}
 	for _, bad := range []string{``, `[]`, `null`, `"s"`, `{}{}`, `{"a":}`, `{} x`} {
-		if got, err := ipn.SortedJSON([]byte(bad), false); !errors.Is(err, ipn.ErrMalformed) {
+		if got, err := gateway.SortedJSON([]byte(bad), false); !errors.Is(err, ipn.ErrMalformed) {
 			t.Errorf("SortedJSON(%q) = %s, %v; want ErrMalformed", bad, got, err)
 		}
 	}
 }
 
 func TestCryptoCheckRejections(t *testing.T) {
-	cb := mustGateway(t, ipn.GatewayConfig{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{coinbaseSecret}})
-	btc := mustGateway(t, ipn.GatewayConfig{Name: "btc", Kind: "btcpay", Secrets: []string{btcpaySecret}})
-	cp := mustGateway(t, ipn.GatewayConfig{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
-	np := mustGateway(t, ipn.GatewayConfig{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
+	cb := mustGateway(t, gateway.Config{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{coinbaseSecret}})
+	btc := mustGateway(t, gateway.Config{Name: "btc", Kind: "btcpay", Secrets: []string{btcpaySecret}})
+	cp := mustGateway(t, gateway.Config{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
+	np := mustGateway(t, gateway.Config{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
 
 	cpSigned := func(body string) http.Header { return http.Header{"Hmac": {hmacHex(sha512.New, cpSecret, body)}} }
 	cbSigned := func(body string) http.Header {
 		return http.Header{"X-Cc-Webhook-Signature": {hmacHex(sha256.New, coinbaseSecret, body)}}
 	}
-	npTop, _ := ipn.SortedJSON([]byte(npBody), false)
+	npTop, _ := gateway.SortedJSON([]byte(npBody), false)
 	tamperedNP := strings.Replace(npBody, `"price_amount":10`, `"price_amount":1`, 1)
-	tamperedNPTop, _ := ipn.SortedJSON([]byte(tamperedNP), false)
-	tamperedNPRec, _ := ipn.SortedJSON([]byte(tamperedNP), true)
+	tamperedNPTop, _ := gateway.SortedJSON([]byte(tamperedNP), false)
+	tamperedNPRec, _ := gateway.SortedJSON([]byte(tamperedNP), true)
 
 	cases := []struct {
 		name    string
-		g       ipn.Gateway
+		g       gateway.Gateway
 		header  http.Header
 		body    string
 		mt      string
@@ -288,7 +289,7 @@ func TestCryptoCheckRejections(t *testing.T) {
 }
 
 func TestCryptoConfigErrors(t *testing.T) {
-	for _, cfg := range []ipn.GatewayConfig{
+	for _, cfg := range []gateway.Config{
 		{Name: "a", Kind: "coinbase-commerce"},
 		{Name: "a", Kind: "btcpay"},
 		{Name: "a", Kind: "btcpay", Secrets: []string{""}},
@@ -296,31 +297,31 @@ func TestCryptoConfigErrors(t *testing.T) {
 		{Name: "a", Kind: "coinpayments", Secrets: []string{"s"}},
 		{Name: "a", Kind: "nowpayments", Secrets: []string{" "}},
 	} {
-		if _, err := ipn.NewGateway(cfg); !errors.Is(err, ipn.ErrConfig) {
+		if _, err := gateway.New(cfg); !errors.Is(err, ipn.ErrConfig) {
 			t.Errorf("NewGateway(%+v) err = %v, want ErrConfig", cfg, err)
 		}
 	}
 	for _, k := range []string{"coinbase-commerce", "btcpay", "coinpayments", "nowpayments", "hmac"} {
 		found := false
-		for _, known := range ipn.Kinds() {
+		for _, known := range gateway.Kinds() {
 			found = found || known == k
 		}
 		if !found {
-			t.Errorf("Kinds() = %v lacks %s", ipn.Kinds(), k)
+			t.Errorf("Kinds() = %v lacks %s", gateway.Kinds(), k)
 		}
 	}
 }
 
 func TestCryptoAccepts(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  ipn.GatewayConfig
+		cfg  gateway.Config
 		yes  string
 		nots []string
 	}{
-		{ipn.GatewayConfig{Kind: "coinbase-commerce", Secrets: []string{"s"}}, jsonMT, []string{formMT, "text/plain", ""}},
-		{ipn.GatewayConfig{Kind: "btcpay", Secrets: []string{"s"}}, jsonMT, []string{formMT, ""}},
-		{ipn.GatewayConfig{Kind: "nowpayments", Secrets: []string{"s"}}, jsonMT, []string{formMT, ""}},
-		{ipn.GatewayConfig{Kind: "coinpayments", Secrets: []string{"s"}, MerchantID: "M"}, formMT, []string{jsonMT, "multipart/form-data", ""}},
+		{gateway.Config{Kind: "coinbase-commerce", Secrets: []string{"s"}}, jsonMT, []string{formMT, "text/plain", ""}},
+		{gateway.Config{Kind: "btcpay", Secrets: []string{"s"}}, jsonMT, []string{formMT, ""}},
+		{gateway.Config{Kind: "nowpayments", Secrets: []string{"s"}}, jsonMT, []string{formMT, ""}},
+		{gateway.Config{Kind: "coinpayments", Secrets: []string{"s"}, MerchantID: "M"}, formMT, []string{jsonMT, "multipart/form-data", ""}},
 	} {
 		g := mustGateway(t, tc.cfg)
 		if !g.Accepts(tc.yes) {
@@ -335,7 +336,7 @@ func TestCryptoAccepts(t *testing.T) {
 }
 
 func TestNormalizeCoinbase(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"s"}})
+	g := mustGateway(t, gateway.Config{Name: "cb", Kind: "coinbase-commerce", Secrets: []string{"s"}})
 	body := func(typ, timeline string, extra string) string {
 		return `{"id":"d","event":{"id":"E1","type":"` + typ + `","data":{"id":"C1","code":"ABC","metadata":{"order_id":"O1","email":"a@b.c","name":"Ann","n":5},` +
 			`"pricing":{"local":{"amount":"19.9","currency":"usd"},"settlement":{"amount":"19.9","currency":"USDC"}},"timeline":[{"status":"NEW"}` + timeline + `]` + extra + `}}}`
@@ -391,7 +392,7 @@ func TestNormalizeCoinbase(t *testing.T) {
 }
 
 func TestNormalizeBTCPay(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "btc", Kind: "btcpay", Secrets: []string{"s"}})
+	g := mustGateway(t, gateway.Config{Name: "btc", Kind: "btcpay", Secrets: []string{"s"}})
 	body := func(typ, extra string) string {
 		return `{"deliveryId":"d2","originalDeliveryId":"d1","type":"` + typ + `","invoiceId":"INV1","storeId":"S",` +
 			`"metadata":{"orderId":"O1","buyerEmail":"a@b.c","buyerName":"Ann"}` + extra + `}`
@@ -443,7 +444,7 @@ func TestNormalizeBTCPay(t *testing.T) {
 }
 
 func TestNormalizeCoinPayments(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "cp", Kind: "coinpayments", Secrets: []string{"s"}, MerchantID: "M1"})
+	g := mustGateway(t, gateway.Config{Name: "cp", Kind: "coinpayments", Secrets: []string{"s"}, MerchantID: "M1"})
 	for _, tc := range []struct {
 		status string
 		typ    ipn.EventType
@@ -504,7 +505,7 @@ func TestNormalizeCoinPayments(t *testing.T) {
 }
 
 func TestNormalizeNOWPayments(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "np", Kind: "nowpayments", Secrets: []string{"s"}})
+	g := mustGateway(t, gateway.Config{Name: "np", Kind: "nowpayments", Secrets: []string{"s"}})
 	body := func(status, paid string) string {
 		return `{"payment_id":42,"parent_payment_id":null,"payment_status":"` + status + `","price_amount":19.9,"price_currency":"eur",` +
 			`"pay_amount":0.002,"actually_paid":` + paid + `,"pay_currency":"btc","order_id":"O1"}`
@@ -574,7 +575,7 @@ func FuzzCoinPaymentsForm(f *testing.F) {
 	f.Add("ipn_mode=hmac&merchant=M1&ipn_id=1&ipn_type=deposit&status=-2&amount=1e5&currency=BTC&confirms=x")
 	f.Add("ipn_mode=hmac&merchant=M1&ipn_id=%zz")
 	f.Add("ipn_mode=hmac;merchant=M1")
-	g := mustGateway(f, ipn.GatewayConfig{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
+	g := mustGateway(f, gateway.Config{Name: "cp", Kind: "coinpayments", Secrets: []string{cpSecret}, MerchantID: "M1"})
 	f.Fuzz(func(t *testing.T, body string) {
 		h := http.Header{"Hmac": {hmacHex(sha512.New, cpSecret, body)}}
 		key, err := check(g, h, body, formMT, testNow)
@@ -600,10 +601,10 @@ func FuzzNowPaymentsCanonical(f *testing.F) {
 	f.Add(npBody)
 	f.Add(`{"a":[{"a":1e400,"b":-0}],"\u2028":"\u0000","😀":1}`)
 	f.Add(`{"x":0.1e-6,"y":123456789012345678901234567890}`)
-	g := mustGateway(f, ipn.GatewayConfig{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
+	g := mustGateway(f, gateway.Config{Name: "np", Kind: "nowpayments", Secrets: []string{npSecret}})
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, rec := range []bool{false, true} {
-			c, err := ipn.SortedJSON([]byte(body), rec)
+			c, err := gateway.SortedJSON([]byte(body), rec)
 			if err != nil {
 				if !errors.Is(err, ipn.ErrMalformed) {
 					t.Fatalf("SortedJSON(%q) = %v", body, err)
@@ -613,7 +614,7 @@ func FuzzNowPaymentsCanonical(f *testing.F) {
 			if !json.Valid(c) {
 				t.Fatalf("SortedJSON(%q, %v) = %q: not JSON", body, rec, c)
 			}
-			again, err := ipn.SortedJSON(c, rec)
+			again, err := gateway.SortedJSON(c, rec)
 			if err != nil || string(again) != string(c) {
 				t.Fatalf("SortedJSON is not idempotent:\n%s\n%s (%v)", c, again, err)
 			}
@@ -634,7 +635,7 @@ func FuzzParseBTCPaySig(f *testing.F) {
 	f.Add("sha256=")
 	f.Add("SHA256=" + strings.Repeat("A", 64))
 	f.Fuzz(func(t *testing.T, h string) {
-		sig, err := ipn.ParseBTCPaySig(h)
+		sig, err := gateway.ParseBTCPaySig(h)
 		if err == nil && (len(sig) != sha256.Size || !strings.EqualFold(strings.TrimSpace(h)[:7], "sha256=")) {
 			t.Fatalf("ParseBTCPaySig(%q) = %x without error", h, sig)
 		}
@@ -646,9 +647,9 @@ func FuzzCryptoNormalize(f *testing.F) {
 	f.Add(btcpayBody)
 	f.Add(npBody)
 	f.Add(`{"event":{"type":"charge:failed","data":{"timeline":[{"status":"UNRESOLVED","context":"OVERPAID"}],"pricing":{"local":{"amount":1e-9,"currency":"BTC"}}}}}`)
-	var gs []ipn.Gateway
+	var gs []gateway.Gateway
 	for _, k := range []string{"coinbase-commerce", "btcpay", "nowpayments"} {
-		gs = append(gs, mustGateway(f, ipn.GatewayConfig{Name: "x", Kind: k, Secrets: []string{"s"}}))
+		gs = append(gs, mustGateway(f, gateway.Config{Name: "x", Kind: k, Secrets: []string{"s"}}))
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, g := range gs {

@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"ipnd/ipn"
 
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
@@ -32,7 +34,7 @@ type payPalGateway struct {
 	client    *http.Client
 }
 
-func newPayPal(cfg GatewayConfig) (*payPalGateway, error) {
+func newPayPal(cfg Config) (*payPalGateway, error) {
 	g := &payPalGateway{name: cfg.Name, verifyURL: cfg.VerifyURL}
 	if g.verifyURL == "" {
 		g.verifyURL = PayPalLiveURL
@@ -42,10 +44,10 @@ func newPayPal(cfg GatewayConfig) (*payPalGateway, error) {
 	}
 	u, err := url.Parse(g.verifyURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("%w: gateway %q: verify_url %q is not a URL", ErrConfig, cfg.Name, g.verifyURL)
+		return nil, fmt.Errorf("%w: gateway %q: verify_url %q is not a URL", ipn.ErrConfig, cfg.Name, g.verifyURL)
 	}
 	if u.Scheme != "https" && !isLoopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("%w: gateway %q: verify_url must be https (plain http only to a loopback test server)", ErrConfig, cfg.Name)
+		return nil, fmt.Errorf("%w: gateway %q: verify_url must be https (plain http only to a loopback test server)", ipn.ErrConfig, cfg.Name)
 	}
 	g.client = &http.Client{
 		Transport: &http.Transport{
@@ -85,14 +87,14 @@ func (g *payPalGateway) KeepHeaders() []string { return []string{"User-Agent"} }
 // the message's charset); use PayPalFields to decode them.
 func ParsePayPalForm(body []byte) (url.Values, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, fmt.Errorf("%w: empty body", ErrMalformed)
+		return nil, fmt.Errorf("%w: empty body", ipn.ErrMalformed)
 	}
 	v, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, fmt.Errorf("%w: not form-encoded", ErrMalformed)
+		return nil, fmt.Errorf("%w: not form-encoded", ipn.ErrMalformed)
 	}
 	if v.Get("txn_type") == "" && v.Get("payment_status") == "" && v.Get("txn_id") == "" && v.Get("ipn_track_id") == "" {
-		return nil, fmt.Errorf("%w: no IPN fields", ErrMalformed)
+		return nil, fmt.Errorf("%w: no IPN fields", ipn.ErrMalformed)
 	}
 	return v, nil
 }
@@ -116,7 +118,7 @@ func (g *payPalGateway) Check(in *Inbound) (string, error) {
 
 // Verify posts "cmd=_notify-validate&" + the exact bytes received back to
 // PayPal and reads VERIFIED or INVALID.
-func (g *payPalGateway) Verify(ctx context.Context, n *Notification) error {
+func (g *payPalGateway) Verify(ctx context.Context, n *ipn.Notification) error {
 	body := make([]byte, 0, len(n.Body)+21)
 	body = append(append(body, "cmd=_notify-validate&"...), n.Body...)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.verifyURL, bytes.NewReader(body))
@@ -141,7 +143,7 @@ func (g *payPalGateway) Verify(ctx context.Context, n *Notification) error {
 	case "VERIFIED":
 		return nil
 	case "INVALID":
-		return fmt.Errorf("%w: PayPal postback", ErrInvalid)
+		return fmt.Errorf("%w: PayPal postback", ipn.ErrInvalid)
 	}
 	return fmt.Errorf("postback: unexpected answer (%d bytes)", len(answer))
 }
@@ -181,7 +183,7 @@ func PayPalFields(body []byte) (map[string]string, error) {
 // money. business is not looked at: it is the button's field, which the
 // buyer can edit, and a payment can name the merchant there while the
 // money went to another account.
-func (g *payPalGateway) ReceiverOK(n *Notification, receivers []string) bool {
+func (g *payPalGateway) ReceiverOK(n *ipn.Notification, receivers []string) bool {
 	f, err := PayPalFields(n.Body)
 	if err != nil {
 		return false
@@ -196,14 +198,14 @@ func (g *payPalGateway) ReceiverOK(n *Notification, receivers []string) bool {
 	return false
 }
 
-func (g *payPalGateway) Normalize(n *Notification) (*Event, error) {
+func (g *payPalGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	f, err := PayPalFields(n.Body)
 	if err != nil {
 		return nil, err
 	}
 	ev := PayPalEvent(f)
 	if ev.Amount != "" {
-		amt, err := NormalizeAmount(ev.Amount, ev.Currency)
+		amt, err := ipn.NormalizeAmount(ev.Amount, ev.Currency)
 		if err != nil {
 			return nil, err
 		}
@@ -213,10 +215,10 @@ func (g *payPalGateway) Normalize(n *Notification) (*Event, error) {
 }
 
 // PayPalEvent maps decoded IPN fields to an Event (amount as sent).
-func PayPalEvent(f map[string]string) *Event {
+func PayPalEvent(f map[string]string) *ipn.Event {
 	status := f["payment_status"]
-	ev := &Event{
-		Type:           TypeOther,
+	ev := &ipn.Event{
+		Type:           ipn.TypeOther,
 		GatewayStatus:  strings.Trim(f["txn_type"]+"/"+status, "/"),
 		TxnID:          f["txn_id"],
 		ParentTxnID:    f["parent_txn_id"],
@@ -236,44 +238,44 @@ func PayPalEvent(f map[string]string) *Event {
 	byStatus := func() {
 		switch status {
 		case "Completed", "Processed":
-			ev.Type, ev.Status = TypePayment, StatusCompleted
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusCompleted
 		case "Pending", "Created":
-			ev.Type, ev.Status = TypePayment, StatusPending
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusPending
 		case "Refunded":
-			ev.Type, ev.Status = TypeRefund, StatusRefunded
+			ev.Type, ev.Status = ipn.TypeRefund, ipn.StatusRefunded
 		case "Reversed":
-			ev.Type, ev.Status = TypeReversal, StatusReversed
+			ev.Type, ev.Status = ipn.TypeReversal, ipn.StatusReversed
 		case "Canceled_Reversal":
-			ev.Type, ev.Status = TypeReversalCanceled, StatusCompleted
+			ev.Type, ev.Status = ipn.TypeReversalCanceled, ipn.StatusCompleted
 		case "Denied", "Declined":
-			ev.Type, ev.Status = TypePayment, StatusDenied
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusDenied
 		case "Failed":
-			ev.Type, ev.Status = TypePayment, StatusFailed
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusFailed
 		case "Expired":
-			ev.Type, ev.Status = TypePayment, StatusExpired
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusExpired
 		case "Voided":
-			ev.Type, ev.Status = TypePayment, StatusCanceled
+			ev.Type, ev.Status = ipn.TypePayment, ipn.StatusCanceled
 		}
 	}
 	switch t := f["txn_type"]; t {
 	case "subscr_signup", "recurring_payment_profile_created":
-		ev.Type, ev.Status = TypeSubscriptionStarted, StatusCompleted
+		ev.Type, ev.Status = ipn.TypeSubscriptionStarted, ipn.StatusCompleted
 	case "subscr_payment", "recurring_payment":
 		byStatus()
-		if ev.Type == TypePayment {
-			ev.Type = TypeSubscriptionPayment
+		if ev.Type == ipn.TypePayment {
+			ev.Type = ipn.TypeSubscriptionPayment
 		}
 	case "subscr_failed", "recurring_payment_failed", "recurring_payment_skipped",
 		"recurring_payment_suspended", "recurring_payment_suspended_due_to_max_failed_payment":
-		ev.Type, ev.Status = TypeSubscriptionPayment, StatusFailed
+		ev.Type, ev.Status = ipn.TypeSubscriptionPayment, ipn.StatusFailed
 	case "subscr_cancel", "recurring_payment_profile_cancel":
-		ev.Type, ev.Status = TypeSubscriptionCanceled, StatusCanceled
+		ev.Type, ev.Status = ipn.TypeSubscriptionCanceled, ipn.StatusCanceled
 	case "subscr_eot", "recurring_payment_expired":
-		ev.Type, ev.Status = TypeSubscriptionExpired, StatusExpired
+		ev.Type, ev.Status = ipn.TypeSubscriptionExpired, ipn.StatusExpired
 	case "new_case":
-		ev.Type, ev.Status = TypeDispute, StatusPending
+		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusPending
 	case "adjustment":
-		ev.Type, ev.Status = TypeReversal, StatusReversed
+		ev.Type, ev.Status = ipn.TypeReversal, ipn.StatusReversed
 	case "subscr_modify", "recurring_payment_profile_modify", "masspay", "mp_signup", "mp_cancel", "merch_pmt":
 		// Informational: stored, not acted on.
 	default: // web_accept, cart, express_checkout, send_money, virtual_terminal, pro_hosted, "" (chargebacks), ...

@@ -1,4 +1,4 @@
-package ipn
+package gateway
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"ipnd/ipn"
 )
 
 // SortedJSON re-serialises a JSON object the way a Node.js sender does when
@@ -58,10 +60,10 @@ func decodeJSONObject(body []byte) (map[string]any, error) {
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil || obj == nil {
-		return nil, fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
+		return nil, fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
+		return nil, fmt.Errorf("%w: data after the JSON object", ipn.ErrMalformed)
 	}
 	return obj, nil
 }

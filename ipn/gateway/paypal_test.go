@@ -1,4 +1,4 @@
-package ipn_test
+package gateway_test
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
 func TestPayPalEventMapping(t *testing.T) {
@@ -49,19 +50,19 @@ func TestPayPalEventMapping(t *testing.T) {
 		{"new_case", "", want{ipn.TypeDispute, ipn.StatusPending}},
 	}
 	for _, tc := range cases {
-		ev := ipn.PayPalEvent(map[string]string{"txn_type": tc.txnType, "payment_status": tc.status})
+		ev := gateway.PayPalEvent(map[string]string{"txn_type": tc.txnType, "payment_status": tc.status})
 		if ev.Type != tc.want.typ || ev.Status != tc.want.status {
 			t.Errorf("txn_type=%q payment_status=%q -> %s/%s, want %s/%s", tc.txnType, tc.status, ev.Type, ev.Status, tc.want.typ, tc.want.status)
 		}
 	}
-	ev := ipn.PayPalEvent(map[string]string{"txn_type": "new_case", "case_type": "chargeback", "reason_code": "unauthorized"})
+	ev := gateway.PayPalEvent(map[string]string{"txn_type": "new_case", "case_type": "chargeback", "reason_code": "unauthorized"})
 	if !strings.Contains(ev.GatewayStatus, "unauthorized") {
 		t.Errorf("new_case gateway_status = %q, want the reason", ev.GatewayStatus)
 	}
 }
 
 func TestPayPalNormalize(t *testing.T) {
-	g, err := ipn.NewGateway(ipn.GatewayConfig{Name: "pp", Kind: "paypal", VerifyURL: "http://127.0.0.1:1/x"})
+	g, err := gateway.New(gateway.Config{Name: "pp", Kind: "paypal", VerifyURL: "http://127.0.0.1:1/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,24 +89,24 @@ func TestPayPalNormalize(t *testing.T) {
 }
 
 func TestPayPalCheckAndConfig(t *testing.T) {
-	g, _ := ipn.NewGateway(ipn.GatewayConfig{Name: "pp", Kind: "paypal", VerifyURL: "http://localhost:9/x"})
+	g, _ := gateway.New(gateway.Config{Name: "pp", Kind: "paypal", VerifyURL: "http://localhost:9/x"})
 	for body, want := range map[string]string{
 		"txn_id=1&payment_status=Completed&ipn_track_id=abc": "track:abc",
 		"txn_id=1&payment_status=Completed":                  "txn:1:Completed",
 	} {
-		if key, err := g.Check(&ipn.Inbound{Body: []byte(body)}); err != nil || key != want {
+		if key, err := g.Check(&gateway.Inbound{Body: []byte(body)}); err != nil || key != want {
 			t.Errorf("Check(%s) = %q, %v; want %q", body, key, err, want)
 		}
 	}
 	for _, body := range []string{"", "a=%zz", "hello=world"} {
-		if _, err := g.Check(&ipn.Inbound{Body: []byte(body)}); !errors.Is(err, ipn.ErrMalformed) {
+		if _, err := g.Check(&gateway.Inbound{Body: []byte(body)}); !errors.Is(err, ipn.ErrMalformed) {
 			t.Errorf("Check(%q) err = %v, want ErrMalformed", body, err)
 		}
 	}
 	if !g.Accepts("application/x-www-form-urlencoded") || g.Accepts("application/json") {
 		t.Error("paypal accepts the wrong media types")
 	}
-	if _, err := ipn.NewGateway(ipn.GatewayConfig{Name: "pp", Kind: "paypal", VerifyURL: "http://paypal.example/x"}); !errors.Is(err, ipn.ErrConfig) {
+	if _, err := gateway.New(gateway.Config{Name: "pp", Kind: "paypal", VerifyURL: "http://paypal.example/x"}); !errors.Is(err, ipn.ErrConfig) {
 		t.Errorf("plain-http verify_url to a remote host accepted: %v", err)
 	}
 }
@@ -114,9 +115,9 @@ func FuzzPayPalForm(f *testing.F) {
 	f.Add("txn_type=web_accept&payment_status=Completed&first_name=Jos%E9&mc_gross=19.95&mc_currency=USD")
 	f.Add("charset=Shift_JIS&payment_status=Completed&first_name=%93%FA&mc_gross=1&mc_currency=JPY")
 	f.Add("charset=bogus&payment_status=Refunded&mc_gross=-1e9&mc_currency=")
-	g, _ := ipn.NewGateway(ipn.GatewayConfig{Name: "pp", Kind: "paypal", VerifyURL: "http://127.0.0.1:1/x"})
+	g, _ := gateway.New(gateway.Config{Name: "pp", Kind: "paypal", VerifyURL: "http://127.0.0.1:1/x"})
 	f.Fuzz(func(t *testing.T, body string) {
-		fields, err := ipn.PayPalFields([]byte(body))
+		fields, err := gateway.PayPalFields([]byte(body))
 		if err != nil {
 			return
 		}

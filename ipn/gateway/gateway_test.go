@@ -1,12 +1,10 @@
-package ipn_test
+package gateway_test
 
 import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"math/big"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,11 +13,12 @@ import (
 	"github.com/stripe/stripe-go/v84/webhook"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 )
 
-func mustGateway(t testing.TB, cfg ipn.GatewayConfig) ipn.Gateway {
+func mustGateway(t testing.TB, cfg gateway.Config) gateway.Gateway {
 	t.Helper()
-	g, err := ipn.NewGateway(cfg)
+	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,22 +33,22 @@ func TestStandardWebhooksVectors(t *testing.T) {
 		{"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", "1649367553",
 			`{"email":"test@example.com","username":"test_user"}`, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="},
 	} {
-		key, err := ipn.DecodeWebhookSecret(v.secret)
+		key, err := gateway.DecodeWebhookSecret(v.secret)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ts, _ := strconv.ParseInt(v.ts, 10, 64)
-		if got := ipn.SignWebhook(key, v.id, ts, []byte(v.body)); got != v.want {
+		if got := gateway.SignWebhook(key, v.id, ts, []byte(v.body)); got != v.want {
 			t.Errorf("SignWebhook(%s) = %s, want %s", v.id, got, v.want)
 		}
-		g := mustGateway(t, ipn.GatewayConfig{Name: "sw", Kind: "standard-webhooks", Secrets: []string{v.secret}})
+		g := mustGateway(t, gateway.Config{Name: "sw", Kind: "standard-webhooks", Secrets: []string{v.secret}})
 		for _, prefix := range []string{"Webhook-", "Svix-"} {
 			h := http.Header{}
 			h.Set(prefix+"Id", v.id)
 			h.Set(prefix+"Timestamp", v.ts)
 			// The real one among an unknown version and a wrong v1 (negative vector).
 			h.Set(prefix+"Signature", "v2,abc v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= "+v.want)
-			key, err := g.Check(&ipn.Inbound{Header: h, Body: []byte(v.body), MediaType: "application/json", Now: time.Unix(ts+10, 0)})
+			key, err := g.Check(&gateway.Inbound{Header: h, Body: []byte(v.body), MediaType: "application/json", Now: time.Unix(ts+10, 0)})
 			if err != nil || key != v.id {
 				t.Errorf("%s headers: Check = %q, %v; want %q, nil", prefix, key, err, v.id)
 			}
@@ -60,7 +59,7 @@ func TestStandardWebhooksVectors(t *testing.T) {
 // Self-computed vector from GATEWAYS.md §9.
 func TestStripeVector(t *testing.T) {
 	body := `{"id":"evt_test_webhook","object":"event","type":"checkout.session.completed"}`
-	got := hex.EncodeToString(ipn.StripeSignature("whsec_test_secret", 1700000000, []byte(body)))
+	got := hex.EncodeToString(gateway.StripeSignature("whsec_test_secret", 1700000000, []byte(body)))
 	if want := "1fa73ff7286785daa8168695a709e92ce31d02a9202648cb27a1c5f2e233f517"; got != want {
 		t.Errorf("StripeSignature = %s, want %s", got, want)
 	}
@@ -71,14 +70,14 @@ func TestStripeGoHelperSignaturesVerify(t *testing.T) {
 	body := []byte(`{"id":"evt_1","object":"event","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","amount":1999,"currency":"usd"}}}`)
 	now := time.Now()
 	sp := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: "whsec_live_abc", Timestamp: now})
-	g := mustGateway(t, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_old", "whsec_live_abc"}})
+	g := mustGateway(t, gateway.Config{Name: "s", Kind: "stripe", Secrets: []string{"whsec_old", "whsec_live_abc"}})
 	h := http.Header{"Stripe-Signature": {sp.Header}}
-	key, err := g.Check(&ipn.Inbound{Header: h, Body: body, MediaType: "application/json", Now: now})
+	key, err := g.Check(&gateway.Inbound{Header: h, Body: body, MediaType: "application/json", Now: now})
 	if err != nil || key != "evt_1" {
 		t.Fatalf("Check(stripe-go header %q) = %q, %v", sp.Header, key, err)
 	}
 	// And stripe-go accepts what ipnd computes.
-	ours := "t=" + strconv.FormatInt(now.Unix(), 10) + ",v1=" + hex.EncodeToString(ipn.StripeSignature("whsec_live_abc", now.Unix(), body))
+	ours := "t=" + strconv.FormatInt(now.Unix(), 10) + ",v1=" + hex.EncodeToString(gateway.StripeSignature("whsec_live_abc", now.Unix(), body))
 	if err := webhook.ValidatePayload(body, ours, "whsec_live_abc"); err != nil {
 		t.Errorf("stripe-go rejects ipnd's signature: %v", err)
 	}
@@ -92,17 +91,17 @@ type signedCase struct {
 }
 
 func stripeHeader(secret string, ts int64, body string, extra ...string) http.Header {
-	sig := hex.EncodeToString(ipn.StripeSignature(secret, ts, []byte(body)))
+	sig := hex.EncodeToString(gateway.StripeSignature(secret, ts, []byte(body)))
 	v := "t=" + strconv.FormatInt(ts, 10) + "," + strings.Join(append(extra, "v1="+sig), ",")
 	return http.Header{"Stripe-Signature": {v}}
 }
 
 func webhookHeader(secret, id string, ts int64, body string, extra ...string) http.Header {
-	key, _ := ipn.DecodeWebhookSecret(secret)
+	key, _ := gateway.DecodeWebhookSecret(secret)
 	h := http.Header{}
 	h.Set("Webhook-Id", id)
 	h.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	h.Set("Webhook-Signature", strings.Join(append(extra, ipn.SignWebhook(key, id, ts, []byte(body))), " "))
+	h.Set("Webhook-Signature", strings.Join(append(extra, gateway.SignWebhook(key, id, ts, []byte(body))), " "))
 	return h
 }
 
@@ -116,10 +115,10 @@ func TestCheckRejections(t *testing.T) {
 	ts := now.Unix()
 	body := `{"id":"evt_1","object":"event","type":"charge.refunded"}`
 	wbody := `{"type":"payment.completed","data":{}}`
-	stripeG := mustGateway(t, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a", "whsec_b"}})
-	swG := mustGateway(t, ipn.GatewayConfig{Name: "w", Kind: "standard-webhooks", Secrets: []string{swSecret, swSecret2}})
+	stripeG := mustGateway(t, gateway.Config{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a", "whsec_b"}})
+	swG := mustGateway(t, gateway.Config{Name: "w", Kind: "standard-webhooks", Secrets: []string{swSecret, swSecret2}})
 	cases := []struct {
-		g ipn.Gateway
+		g gateway.Gateway
 		signedCase
 		secretsNotShown []string // expected signatures that must never appear in the error
 	}{
@@ -146,7 +145,7 @@ func TestCheckRejections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.g.Check(&ipn.Inbound{Header: tc.header, Body: []byte(tc.body), MediaType: "application/json", Now: now})
+			_, err := tc.g.Check(&gateway.Inbound{Header: tc.header, Body: []byte(tc.body), MediaType: "application/json", Now: now})
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("Check = %v, want %v", err, tc.wantErr)
 			}
@@ -155,7 +154,7 @@ func TestCheckRejections(t *testing.T) {
 			}
 			// The error never reveals an expected signature, in any encoding.
 			for _, s := range []string{"whsec_a", "whsec_b"} {
-				mac := ipn.StripeSignature(s, ts, []byte(tc.body))
+				mac := gateway.StripeSignature(s, ts, []byte(tc.body))
 				for _, enc := range []string{hex.EncodeToString(mac), base64.StdEncoding.EncodeToString(mac), s} {
 					if strings.Contains(err.Error(), enc) {
 						t.Errorf("error %q reveals %q", err, enc)
@@ -163,8 +162,8 @@ func TestCheckRejections(t *testing.T) {
 				}
 			}
 			for _, s := range []string{swSecret, swSecret2} {
-				key, _ := ipn.DecodeWebhookSecret(s)
-				want := ipn.SignWebhook(key, "m1", ts, []byte(tc.body))
+				key, _ := gateway.DecodeWebhookSecret(s)
+				want := gateway.SignWebhook(key, "m1", ts, []byte(tc.body))
 				if strings.Contains(err.Error(), want[3:]) || strings.Contains(err.Error(), s) {
 					t.Errorf("error %q reveals the expected signature or secret", err)
 				}
@@ -174,14 +173,14 @@ func TestCheckRejections(t *testing.T) {
 }
 
 func TestGatewayConfigErrors(t *testing.T) {
-	for _, cfg := range []ipn.GatewayConfig{
+	for _, cfg := range []gateway.Config{
 		{Name: "s", Kind: "stripe"},
 		{Name: "w", Kind: "standard-webhooks"},
 		{Name: "w", Kind: "standard-webhooks", Secrets: []string{"whsec_***"}},
 		{Name: "w", Kind: "standard-webhooks", Secrets: []string{" "}},
 		{Name: "x", Kind: "carrier-pigeon", Secrets: []string{"k"}},
 	} {
-		if _, err := ipn.NewGateway(cfg); !errors.Is(err, ipn.ErrConfig) {
+		if _, err := gateway.New(cfg); !errors.Is(err, ipn.ErrConfig) {
 			t.Errorf("NewGateway(%+v) err = %v, want ErrConfig", cfg, err)
 		}
 	}
@@ -202,21 +201,21 @@ func TestNormalizeWebhookEvent(t *testing.T) {
 			ipn.Event{Type: ipn.TypeSubscriptionCanceled, Status: ipn.StatusCanceled, GatewayStatus: "subscription.canceled", SubscriptionID: "S", EventID: "m"}},
 		{`{"type":"invoice.sent","data":{}}`, ipn.Event{Type: ipn.TypeOther, GatewayStatus: "invoice.sent", EventID: "m"}},
 	} {
-		got, err := ipn.ParseWebhookEvent([]byte(tc.body), "m")
+		got, err := gateway.ParseWebhookEvent([]byte(tc.body), "m")
 		if err != nil || *got != tc.want {
 			t.Errorf("ParseWebhookEvent(%s) = %+v, %v\nwant %+v", tc.body, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{`{"type":"payment.completed","data":{"amount":"1e3","currency":"USD"}}`,
 		`{"type":"payment.completed","data":{"amount":"1.234","currency":"USD"}}`, `{"data":5}`, `nope`} {
-		if _, err := ipn.ParseWebhookEvent([]byte(bad), "m"); !errors.Is(err, ipn.ErrMalformed) {
+		if _, err := gateway.ParseWebhookEvent([]byte(bad), "m"); !errors.Is(err, ipn.ErrMalformed) {
 			t.Errorf("ParseWebhookEvent(%s) err = %v, want ErrMalformed", bad, err)
 		}
 	}
 }
 
 func TestNormalizeStripe(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
+	g := mustGateway(t, gateway.Config{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
 	body := `{"id":"evt_9","object":"event","type":"checkout.session.completed","livemode":true,"data":{"object":{"id":"cs_1","client_reference_id":"ORDER-7","amount_total":1999,"currency":"usd","payment_status":"paid","customer_details":{"email":"x@y.z","name":"Ann"}}}}`
 	ev, err := g.Normalize(&ipn.Notification{Body: []byte(body)})
 	want := ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, GatewayStatus: "checkout.session.completed",
@@ -226,36 +225,12 @@ func TestNormalizeStripe(t *testing.T) {
 	}
 }
 
-func TestAmounts(t *testing.T) {
-	for _, tc := range []struct{ in, cur, want string }{
-		{"1999", "USD", "19.99"}, {"5", "USD", "0.05"}, {"0", "USD", "0.00"}, {"1999", "JPY", "1999"},
-		{"1234", "KWD", "1.234"}, {"-250", "EUR", "-2.50"}, {"12000", "BTC", "0.00012000"},
-	} {
-		if got, err := ipn.FormatMinor(tc.in, tc.cur); err != nil || got != tc.want {
-			t.Errorf("FormatMinor(%s, %s) = %q, %v; want %q", tc.in, tc.cur, got, err, tc.want)
-		}
-	}
-	for _, tc := range []struct{ in, cur, want string }{
-		{"19.99", "USD", "19.99"}, {"19.9", "usd", "19.90"}, {"19", "USD", "19.00"}, {"19.990", "USD", "19.99"},
-		{"-0.5", "USD", "-0.50"}, {"100", "JPY", "100"}, {"0.1", "KWD", "0.100"},
-	} {
-		if got, err := ipn.NormalizeAmount(tc.in, tc.cur); err != nil || got != tc.want {
-			t.Errorf("NormalizeAmount(%s, %s) = %q, %v; want %q", tc.in, tc.cur, got, err, tc.want)
-		}
-	}
-	for _, bad := range []string{"", "-", "1.", ".5", "1e5", "0x10", "1.999", "NaN", "1,00", " 1"} {
-		if got, err := ipn.NormalizeAmount(bad, "USD"); err == nil {
-			t.Errorf("NormalizeAmount(%q) = %q, want error", bad, got)
-		}
-	}
-}
-
 func FuzzParseStripeSignature(f *testing.F) {
 	f.Add("t=1495999758,v1=abc,v1=def,v0=ghi")
 	f.Add("t=1,v1=" + strings.Repeat("ab", 32))
 	f.Add(",,=")
 	f.Fuzz(func(t *testing.T, h string) {
-		_, sigs, err := ipn.ParseStripeSignature(h)
+		_, sigs, err := gateway.ParseStripeSignature(h)
 		if err == nil && (len(sigs) == 0 || !strings.Contains(h, "t=") || !strings.Contains(h, "v1=")) {
 			t.Fatalf("accepted %q without a timestamp or a v1 signature", h)
 		}
@@ -266,7 +241,7 @@ func FuzzParseWebhookSignatures(f *testing.F) {
 	f.Add("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v2,x")
 	f.Add("v1,")
 	f.Fuzz(func(t *testing.T, h string) {
-		sigs, err := ipn.ParseWebhookSignatures(h)
+		sigs, err := gateway.ParseWebhookSignatures(h)
 		if err == nil && len(sigs) == 0 {
 			t.Fatal("no error and no signature")
 		}
@@ -276,10 +251,10 @@ func FuzzParseWebhookSignatures(f *testing.F) {
 func FuzzNormalize(f *testing.F) {
 	f.Add(`{"type":"payment.completed","data":{"amount":"1.00","currency":"USD"}}`)
 	f.Add(`{"id":"evt","type":"charge.refunded","data":{"object":{"amount_refunded":5,"currency":"jpy"}}}`)
-	sw := mustGateway(f, ipn.GatewayConfig{Name: "w", Kind: "standard-webhooks", Secrets: []string{swSecret}})
-	st := mustGateway(f, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
+	sw := mustGateway(f, gateway.Config{Name: "w", Kind: "standard-webhooks", Secrets: []string{swSecret}})
+	st := mustGateway(f, gateway.Config{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, g := range []ipn.Gateway{sw, st} {
+		for _, g := range []gateway.Gateway{sw, st} {
 			ev, err := g.Normalize(&ipn.Notification{Body: []byte(body), Headers: http.Header{}})
 			if err == nil && ev.Amount != "" {
 				if _, err := ipn.NormalizeAmount(ev.Amount, ev.Currency); err != nil {
@@ -290,51 +265,9 @@ func FuzzNormalize(f *testing.F) {
 	})
 }
 
-func FuzzAmount(f *testing.F) {
-	f.Add("19.99", "USD")
-	f.Add("-0001", "JPY")
-	f.Add("19.990", "USD")
-	f.Add("0.00012", "BTC")
-	f.Add("1.2345", "KWD")
-	plain := regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
-	f.Fuzz(func(t *testing.T, s, cur string) {
-		digits := ipn.CurrencyDigits(cur)
-		got, err := ipn.NormalizeAmount(s, cur)
-		// Oracle: math/big's exact rationals, independent of the code under test.
-		want, isNum := new(big.Rat).SetString(s)
-		isNum = isNum && plain.MatchString(s) && len(s) <= 40
-		if err != nil {
-			if isNum {
-				scaled := new(big.Rat).Mul(want, new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(digits)), nil)))
-				if scaled.IsInt() {
-					t.Fatalf("NormalizeAmount(%q, %q) refused an amount with at most %d digits: %v", s, cur, digits, err)
-				}
-			}
-			return
-		}
-		if !isNum {
-			t.Fatalf("NormalizeAmount(%q, %q) = %q, accepted what is not a plain decimal", s, cur, got)
-		}
-		if r, _ := new(big.Rat).SetString(got); r == nil || r.Cmp(want) != 0 {
-			t.Fatalf("NormalizeAmount(%q, %q) = %q: not the same value", s, cur, got)
-		}
-		_, frac, _ := strings.Cut(got, ".")
-		if len(frac) != digits {
-			t.Fatalf("NormalizeAmount(%q, %q) = %q: %d fraction digits, want %d", s, cur, got, len(frac), digits)
-		}
-		again, err := ipn.NormalizeAmount(got, cur)
-		if err != nil || again != got {
-			t.Fatalf("NormalizeAmount(%q) = %q, not a fixed point (%q, %v)", s, got, again, err)
-		}
-		if m, err := ipn.FormatMinor(strings.Replace(got, ".", "", 1), cur); err != nil || m != got {
-			t.Fatalf("FormatMinor of %q = %q, %v", got, m, err)
-		}
-	})
-}
-
 // A lost Stripe dispute reverses the order without a second merchant email.
 func TestStripeDisputeLifecycle(t *testing.T) {
-	g := mustGateway(t, ipn.GatewayConfig{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
+	g := mustGateway(t, gateway.Config{Name: "s", Kind: "stripe", Secrets: []string{"whsec_a"}})
 	norm := func(body string) *ipn.Event {
 		ev, err := g.Normalize(&ipn.Notification{Body: []byte(body)})
 		if err != nil {
