@@ -1,17 +1,17 @@
 // Package ipn is the domain of ipnd: the raw Notification as a gateway sent
-// it, the normalized Event it becomes, the Gateway adapters that parse and
-// verify each gateway's wire format, and the public HTTP Receiver.
+// it, the normalized Event it becomes, money (exact decimals, never
+// floats), and the Order and Subscription state machine with the effects
+// (emails, shop callbacks) a transition queues.
 //
-// ipn imports none of ipnd's other packages. It declares the small
-// interfaces it needs from them (Appender for the store, Observer for
-// metrics) and main hands it the implementations.
+// ipn imports none of ipnd's other packages, and no net/http or router:
+// the adapters that read each gateway's wire format are in ipnd/ipn/gateway,
+// the HTTP handlers in ipnd/public and ipnd/admin, the processing loop in
+// ipnd/pipeline, persistence in ipnd/store. They all speak in ipn's types.
 //
 // Invariants:
 //   - A Notification's raw fields never change once stored.
-//   - Verification of signed gateways happens on the raw body bytes, before
-//     anything is parsed. The one exception is a gateway that signs a
-//     re-serialised body (NOWPayments, an hmac kind with canonicalize
-//     json-sorted*): its body is parsed only to rebuild the signed form.
-//   - An error returned to an HTTP client never contains a secret or an
-//     expected signature.
+//   - Amounts are decimal strings with exactly the currency's digits
+//     (NormalizeAmount, FormatMinor); arithmetic on them is exact (apd).
+//   - Apply is pure: the same order, event and context give the same new
+//     state and effects, and a fact applied twice changes nothing.
 package ipn

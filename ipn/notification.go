@@ -1,22 +1,19 @@
 package ipn
 
-import (
-	"net/http"
-	"time"
-)
+import "time"
 
 // Notification is the raw record of one request a gateway sent, exactly as
 // received. Once appended to the log it is immutable; processing state lives
 // elsewhere.
 type Notification struct {
-	ID          uint64      // log id, assigned by the store: positive, strictly increasing
-	Gateway     string      // configured gateway name
-	ReceivedAt  time.Time   // when the receiver read the request
-	RemoteAddr  string      // client address (after trusted-proxy resolution)
-	ContentType string      // Content-Type header as sent
-	Headers     http.Header // the selected headers the gateway's verification needs
-	Body        []byte      // raw body bytes, verbatim
-	DedupKey    string      // the gateway's own id for this message ("" when it has none)
+	ID          uint64              // log id, assigned by the store: positive, strictly increasing
+	Gateway     string              // configured gateway name
+	ReceivedAt  time.Time           // when the receiver read the request
+	RemoteAddr  string              // client address (after trusted-proxy resolution)
+	ContentType string              // Content-Type header as sent
+	Headers     map[string][]string // the selected headers the gateway's verification needs (an http.Header: canonical keys)
+	Body        []byte              // raw body bytes, verbatim
+	DedupKey    string              // the gateway's own id for this message ("" when it has none)
 	// Purged is when store.raw_retention removed the body, the headers and
 	// the remote address (zero while they are kept); BodySHA256 (hex) then
 	// still identifies the body that was received.

@@ -149,7 +149,7 @@ func TestReceiverStatusCodes(t *testing.T) {
 		t.Errorf("store holds %d notifications, want exactly 1", s.LastID)
 	}
 	n, _, err := r.db.Get(1)
-	if err != nil || string(n.Body) != body || n.Headers.Get("Webhook-Id") != "msg_1" || n.DedupKey != "msg_1" {
+	if err != nil || string(n.Body) != body || http.Header(n.Headers).Get("Webhook-Id") != "msg_1" || n.DedupKey != "msg_1" {
 		t.Errorf("stored %+v, %v", n, err)
 	}
 	if rej := r.rcv.Rejections(); len(rej) != 11 || rej[0].Reason != "malformed" {

@@ -836,7 +836,7 @@ func (g *hmacGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := n.Headers
+	h := http.Header(n.Headers)
 	if h == nil {
 		h = http.Header{}
 	}

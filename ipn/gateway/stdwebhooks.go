@@ -178,7 +178,7 @@ type webhookData struct {
 }
 
 func (g *stdWebhooksGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
-	return ParseWebhookEvent(n.Body, webhookHeaders(n.Headers.Get).ID)
+	return ParseWebhookEvent(n.Body, webhookHeaders(http.Header(n.Headers).Get).ID)
 }
 
 // ParseWebhookEvent normalizes an ipnd event envelope. Types ipnd does not
