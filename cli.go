@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,10 +50,11 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 				return err
 			}
 			secret = "secret generated on first start in " + g.SecretFile
-			secrets = []string{"whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32))} // stand-in
+			k, _ := gateway.Lookup(g.Kind)
+			secrets = []string{k.NewSecret()} // stand-in
 		}
 		// Build the adapter exactly as serve will, so that check fails when serve would.
-		if _, err := gateway.New(gatewayOptions(g, secrets)); err != nil {
+		if _, err := gateway.New(cfg.gatewayOptions(g, secrets)); err != nil {
 			return fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
 		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
@@ -209,70 +207,25 @@ type sample struct {
 	marker                                 string // a unique string in the body, to find it in the admin API
 }
 
-// request builds the signed POST for a gateway of kind (URL unset).
+// request builds the signed POST for a gateway of kind (URL unset): the
+// kind's sample notification (gateway.Kind.Sample).
 func (s *sample) request(kind string, secrets []string) (*http.Request, error) {
-	var body []byte
-	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"ipnd-simulate/" + version}}
-	switch kind {
-	case "standard-webhooks":
-		id := "msg_sim_" + hex.EncodeToString(randomBytes(8))
-		s.marker = "SIM-" + hex.EncodeToString(randomBytes(6))
-		s.what = "payment." + s.status
-		body, _ = json.Marshal(map[string]any{
-			"type":      "payment." + s.status,
-			"timestamp": s.now.UTC().Format(time.RFC3339),
-			"data": map[string]any{"txn_id": s.marker, "order_id": s.order,
-				"amount": s.amount, "currency": s.currency, "status": s.status, "customer_email": s.email},
-		})
-		key, err := gateway.DecodeWebhookSecret(secrets[0])
-		if err != nil {
-			return nil, fmt.Errorf("gateway secret: %w", err)
-		}
-		h.Set("Webhook-Id", id)
-		h.Set("Webhook-Timestamp", strconv.FormatInt(s.now.Unix(), 10))
-		h.Set("Webhook-Signature", gateway.SignWebhook(key, id, s.now.Unix(), body))
-	case "stripe":
-		minor := strings.TrimLeft(strings.Replace(s.amount, ".", "", 1), "0")
-		if minor == "" {
-			minor = "0"
-		}
-		// Test-mode objects (livemode false), as the Stripe CLI sends them:
-		// one payment intent per order, so that a simulated refund or
-		// failure names the payment a simulated checkout made.
-		sum := sha256.Sum256([]byte(s.order))
-		pi := "pi_sim_" + hex.EncodeToString(sum[:8])
-		var object map[string]any
-		switch s.status {
-		case "completed":
-			s.what = "checkout.session.completed"
-			object = map[string]any{"id": "cs_sim_" + hex.EncodeToString(randomBytes(6)), "object": "checkout.session",
-				"client_reference_id": s.order, "payment_intent": pi, "amount_total": json.Number(minor),
-				"currency": strings.ToLower(s.currency), "payment_status": "paid", "mode": "payment",
-				"customer_details": map[string]any{"email": s.email}}
-		case "refunded":
-			s.what = "charge.refunded"
-			object = map[string]any{"id": "ch_sim_" + hex.EncodeToString(sum[:8]), "object": "charge", "payment_intent": pi,
-				"amount": json.Number(minor), "amount_refunded": json.Number(minor), "currency": strings.ToLower(s.currency),
-				"receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
-		case "failed", "pending":
-			s.what = map[string]string{"failed": "payment_intent.payment_failed", "pending": "payment_intent.processing"}[s.status]
-			object = map[string]any{"id": pi, "object": "payment_intent", "amount": json.Number(minor),
-				"currency": strings.ToLower(s.currency), "receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
-		default:
-			return nil, fmt.Errorf("-status %q has no stripe event here (completed, pending, failed, refunded)", s.status)
-		}
-		s.marker = "evt_sim_" + hex.EncodeToString(randomBytes(8))
-		body, _ = json.Marshal(map[string]any{"id": s.marker, "object": "event", "type": s.what, "livemode": false,
-			"created": s.now.Unix(), "data": map[string]any{"object": object}})
-		h.Set("Stripe-Signature", "t="+strconv.FormatInt(s.now.Unix(), 10)+",v1="+hex.EncodeToString(gateway.StripeSignature(secrets[0], s.now.Unix(), body)))
-	default:
+	k, _ := gateway.Lookup(kind)
+	if k.Sample == nil {
 		return nil, fmt.Errorf("gateway kind %q is not simulated", kind)
 	}
-	req, err := http.NewRequest(http.MethodPost, "http://ipnd.invalid/", bytes.NewReader(body))
+	signed, err := k.Sample(gateway.Sample{Order: s.order, Amount: s.amount, Currency: s.currency, Email: s.email,
+		Status: s.status, Now: s.now}, secrets)
 	if err != nil {
 		return nil, err
 	}
-	req.Header = h
+	s.what, s.marker = signed.What, signed.Marker
+	req, err := http.NewRequest(http.MethodPost, "http://ipnd.invalid/", bytes.NewReader(signed.Body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = signed.Header
+	req.Header.Set("User-Agent", "ipnd-simulate/"+version)
 	return req, nil
 }
 

@@ -322,9 +322,9 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		cfg.Admin.TokenFile = filepath.Join(cfg.dataDir(), "admin.token")
 	}
 	for i, g := range cfg.Gateways {
-		if g.Tolerance == 0 && signsTimestamps(g.Kind) {
+		if k, ok := gateway.Lookup(g.Kind); ok && g.Tolerance == 0 && k.Tolerance > 0 {
 			// The kind's default, written out so that check shows what applies.
-			cfg.Gateways[i].Tolerance = Duration(300 * time.Second)
+			cfg.Gateways[i].Tolerance = Duration(k.Tolerance)
 		}
 	}
 	if len(cfg.Server.AcmeDomains) > 0 {
@@ -499,20 +499,53 @@ func tomlTypeName(t string) string {
 }
 
 // generatedSecret reports whether gateway g's secret is made on first
-// start when missing: a standard-webhooks gateway whose secret_file is in
-// the data directory (the embedded "test" gateway, and the example
-// config's).
+// start when missing: a gateway of a kind that can make its secrets
+// (standard-webhooks) whose secret_file is in the data directory (the
+// embedded "test" gateway, and the example config's).
 func (c *Config) generatedSecret(g GatewayConfig) bool {
-	return g.Kind == "standard-webhooks" && g.SecretFile != "" && filepath.Dir(g.SecretFile) == c.dataDir()
+	k, _ := gateway.Lookup(g.Kind)
+	return k.NewSecret != nil && g.SecretFile != "" && filepath.Dir(g.SecretFile) == c.dataDir()
 }
 
-// signsTimestamps reports whether gateways of the kind sign a timestamp
-// checked against a tolerance (default 300 s).
-func signsTimestamps(kind string) bool {
-	return kind == "stripe" || kind == "standard-webhooks" || kind == "hmac"
+// receivers are the merchant's accounts a payment through gateway g must
+// be addressed to: its receivers and orders.receivers (none: any).
+func (c *Config) receivers(g GatewayConfig) []string {
+	return append(append([]string(nil), g.Receivers...), c.Orders.Receivers...)
 }
 
+// validate checks the loaded config, section by section, and returns the
+// first problem as a configError naming the key.
 func (c *Config) validate() error {
+	for _, check := range []func() error{c.validateListeners, c.validateStore, c.validateDelivery, c.validateLog, c.validatePipeline} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if !c.embedded && len(c.Gateways) == 0 {
+		return configError("gateway", "[]", "no [[gateway]] is configured: nothing could post to /ipn/")
+	}
+	if sameAddress(c.Server.Listen, c.Admin.Listen) {
+		return configError("admin.listen", c.Admin.Listen, "must differ from server.listen (the public listener)")
+	}
+	seen := map[string]bool{}
+	for i, g := range c.Gateways {
+		key := fmt.Sprintf("gateway[%d]", i)
+		if !gatewayName.MatchString(g.Name) {
+			return configError(key+".name", g.Name, "must be 1-63 lowercase letters, digits, - or _")
+		}
+		if seen[g.Name] {
+			return configError(key+".name", g.Name, "another gateway has this name")
+		}
+		seen[g.Name] = true
+		if err := c.validateGateway(key, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateListeners checks [server] (TLS included) and [admin].
+func (c *Config) validateListeners() error {
 	s := c.Server
 	if err := checkListen("server.listen", s.Listen); err != nil {
 		return err
@@ -544,12 +577,23 @@ func (c *Config) validate() error {
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		return configError("admin.token_file", c.Admin.TokenFile, "give token or token_file, not both")
 	}
+	return nil
+}
+
+// validateStore checks [store].
+func (c *Config) validateStore() error {
 	if c.Store.Path == "" {
 		return configError("store.path", "", "must name the database file")
 	}
 	if c.Store.RawRetention < 0 {
 		return configError("store.raw_retention", c.Store.RawRetention.String(), "must be 0 (forever) or positive")
 	}
+	return nil
+}
+
+// validateDelivery checks what delivers the effects: [smtp], [email] and
+// [shop].
+func (c *Config) validateDelivery() error {
 	switch c.SMTP.TLS {
 	case "starttls", "tls", "none":
 	default:
@@ -592,6 +636,11 @@ func (c *Config) validate() error {
 	if c.Shop.MaxAttempts < 1 {
 		return configError("shop.max_attempts", c.Shop.MaxAttempts, "must be at least 1")
 	}
+	return nil
+}
+
+// validateLog checks [log].
+func (c *Config) validateLog() error {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -602,6 +651,11 @@ func (c *Config) validate() error {
 	default:
 		return configError("log.format", c.Log.Format, `must be "auto", "json" or "text"`)
 	}
+	return nil
+}
+
+// validatePipeline checks [pipeline].
+func (c *Config) validatePipeline() error {
 	pl := c.Pipeline
 	if pl.Workers < 1 || pl.Workers > 256 {
 		return configError("pipeline.workers", pl.Workers, "must be 1 to 256")
@@ -618,61 +672,45 @@ func (c *Config) validate() error {
 	if pl.RetryCap < pl.RetryBase {
 		return configError("pipeline.retry_cap", pl.RetryCap.String(), "must not be shorter than retry_base")
 	}
-	if !c.embedded && len(c.Gateways) == 0 {
-		return configError("gateway", "[]", "no [[gateway]] is configured: nothing could post to /ipn/")
+	return nil
+}
+
+// validateGateway checks one [[gateway]] table (key "gateway[i]") against
+// what its kind needs (gateway.Kind): a known kind, a secret exactly when
+// the kind verifies with one, the hmac keys only for kind hmac, and the
+// kind's own Check.
+func (c *Config) validateGateway(key string, g GatewayConfig) error {
+	kind, known := gateway.Lookup(g.Kind)
+	if !known {
+		return configError(key+".kind", g.Kind, "unknown kind (this build knows: "+strings.Join(gateway.Kinds(), ", ")+")")
 	}
-	if sameAddress(s.Listen, c.Admin.Listen) {
-		return configError("admin.listen", c.Admin.Listen, "must differ from server.listen (the public listener)")
+	n := 0
+	for _, set := range []bool{g.Secret != "", len(g.Secrets) > 0, g.SecretFile != ""} {
+		if set {
+			n++
+		}
 	}
-	seen := map[string]bool{}
-	for i, g := range c.Gateways {
-		key := fmt.Sprintf("gateway[%d]", i)
-		if !gatewayName.MatchString(g.Name) {
-			return configError(key+".name", g.Name, "must be 1-63 lowercase letters, digits, - or _")
-		}
-		if seen[g.Name] {
-			return configError(key+".name", g.Name, "another gateway has this name")
-		}
-		seen[g.Name] = true
-		known := false
-		for _, k := range gateway.Kinds() {
-			known = known || k == g.Kind
-		}
-		if !known {
-			return configError(key+".kind", g.Kind, "unknown kind (this build knows: "+strings.Join(gateway.Kinds(), ", ")+")")
-		}
-		n := 0
-		for _, set := range []bool{g.Secret != "", len(g.Secrets) > 0, g.SecretFile != ""} {
-			if set {
-				n++
-			}
-		}
-		if n > 1 {
-			return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
-		}
-		if n > 0 && !gateway.NeedsSecret(g.Kind) {
-			return configError(key+".secret", "<redacted>", "kind "+g.Kind+" verifies by postback and takes no secret (receivers says which accounts are yours)")
-		}
-		if n == 0 && gateway.NeedsSecret(g.Kind) {
-			return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
-		}
-		if g.Tolerance < 0 {
-			return configError(key+".tolerance", g.Tolerance.String(), "must not be negative")
-		}
-		if _, err := parsePrefixes(key+".allow_ips", g.AllowIPs); err != nil {
-			return err
-		}
-		if g.Kind != "hmac" && g.Header != "" {
-			return configError(key+".header", g.Header, "only kind hmac takes header and the other hmac keys")
-		}
-		if g.Kind == "paypal" && len(g.Receivers) == 0 && len(c.Orders.Receivers) == 0 {
-			// PayPal signs nothing the merchant can check: without the
-			// merchant's own account, a genuine IPN of a payment to anyone
-			// else (on a sandbox gateway: to any sandbox account) would pay
-			// the order.
-			return configError(key+".receivers", "", "a paypal gateway needs the merchant's PayPal account "+
-				"(receiver_email or receiver_id of your account) in receivers or orders.receivers: "+
-				"otherwise a payment to someone else's account would pay the order")
+	if n > 1 {
+		return configError(key+".secret", "<redacted>", "give one of secret, secrets or secret_file")
+	}
+	if n > 0 && !kind.NeedsSecret {
+		return configError(key+".secret", "<redacted>", "kind "+g.Kind+" verifies by postback and takes no secret (receivers says which accounts are yours)")
+	}
+	if n == 0 && kind.NeedsSecret {
+		return configError(key+".secret", "", "gateway kind "+g.Kind+" needs a secret (secret, secrets or secret_file)")
+	}
+	if g.Tolerance < 0 {
+		return configError(key+".tolerance", g.Tolerance.String(), "must not be negative")
+	}
+	if _, err := parsePrefixes(key+".allow_ips", g.AllowIPs); err != nil {
+		return err
+	}
+	if !kind.HMACKeys && g.Header != "" {
+		return configError(key+".header", g.Header, "only kind hmac takes header and the other hmac keys")
+	}
+	if kind.Check != nil {
+		if p := kind.Check(c.gatewayOptions(g, nil)); p != nil {
+			return configError(key+"."+p.Key, p.Value, p.Why)
 		}
 	}
 	return nil

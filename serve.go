@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -85,7 +84,8 @@ func ensureGenerated(cfg *Config, log *slog.Logger) error {
 	}
 	for _, g := range cfg.Gateways {
 		if cfg.generatedSecret(g) {
-			gen[g.SecretFile] = func() string { return "whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32)) }
+			k, _ := gateway.Lookup(g.Kind)
+			gen[g.SecretFile] = k.NewSecret
 		}
 	}
 	for path, make := range gen {
@@ -123,7 +123,7 @@ func buildGateways(cfg *Config) ([]gateway.Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
-		gw, err := gateway.New(gatewayOptions(g, secrets))
+		gw, err := gateway.New(cfg.gatewayOptions(g, secrets))
 		if err != nil {
 			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
 		}
@@ -133,10 +133,10 @@ func buildGateways(cfg *Config) ([]gateway.Gateway, error) {
 }
 
 // gatewayOptions copies a [[gateway]] table into the adapter's options.
-func gatewayOptions(g GatewayConfig, secrets []string) gateway.Config {
+func (c *Config) gatewayOptions(g GatewayConfig, secrets []string) gateway.Config {
 	f := g.Fields
 	return gateway.Config{Name: g.Name, Kind: g.Kind, Secrets: secrets,
-		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: g.Receivers,
+		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: c.receivers(g),
 		MerchantID: g.MerchantID, URL: g.URL,
 		HMAC: gateway.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
 			SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
@@ -591,7 +591,7 @@ func orderRules(cfg *Config) (sandbox map[string]bool, receivers map[string][]st
 	sandbox, receivers = map[string]bool{}, map[string][]string{}
 	for _, g := range cfg.Gateways {
 		sandbox[g.Name] = g.Sandbox
-		receivers[g.Name] = append(append([]string(nil), g.Receivers...), cfg.Orders.Receivers...)
+		receivers[g.Name] = cfg.receivers(g)
 	}
 	return sandbox, receivers
 }

@@ -19,16 +19,13 @@ type btcpayGateway struct {
 	keys [][]byte
 }
 
-func newBTCPay(cfg Config) (*btcpayGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newBTCPay(cfg Config) (Gateway, error) {
 	return &btcpayGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets)}, nil
 }
 
 func (g *btcpayGateway) Name() string                  { return g.name }
 func (g *btcpayGateway) Kind() string                  { return "btcpay" }
-func (g *btcpayGateway) Accepts(mediaType string) bool { return mediaType == "application/json" }
+func (g *btcpayGateway) Accepts(mediaType string) bool { return acceptsMedia(mediaJSON, mediaType) }
 func (g *btcpayGateway) KeepHeaders() []string         { return []string{"BTCPay-Sig", "User-Agent"} }
 
 // ParseBTCPaySig decodes a BTCPay-Sig header value ("sha256=<64 hex>",

@@ -20,16 +20,13 @@ type coinbaseGateway struct {
 	keys [][]byte
 }
 
-func newCoinbase(cfg Config) (*coinbaseGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newCoinbase(cfg Config) (Gateway, error) {
 	return &coinbaseGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets)}, nil
 }
 
 func (g *coinbaseGateway) Name() string                  { return g.name }
 func (g *coinbaseGateway) Kind() string                  { return "coinbase-commerce" }
-func (g *coinbaseGateway) Accepts(mediaType string) bool { return mediaType == "application/json" }
+func (g *coinbaseGateway) Accepts(mediaType string) bool { return acceptsMedia(mediaJSON, mediaType) }
 func (g *coinbaseGateway) KeepHeaders() []string {
 	return []string{"X-CC-Webhook-Signature", "User-Agent"}
 }

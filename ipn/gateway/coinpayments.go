@@ -21,20 +21,19 @@ type coinpaymentsGateway struct {
 	merchant string
 }
 
-func newCoinPayments(cfg Config) (*coinpaymentsGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newCoinPayments(cfg Config) (Gateway, error) {
 	if strings.TrimSpace(cfg.MerchantID) == "" {
 		return nil, fmt.Errorf("%w: gateway %q of kind coinpayments needs merchant_id (the IPN's merchant field is checked against it)", ipn.ErrConfig, cfg.Name)
 	}
 	return &coinpaymentsGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets), merchant: cfg.MerchantID}, nil
 }
 
-func (g *coinpaymentsGateway) Name() string                  { return g.name }
-func (g *coinpaymentsGateway) Kind() string                  { return "coinpayments" }
-func (g *coinpaymentsGateway) Accepts(mediaType string) bool { return isFormMedia(mediaType) }
-func (g *coinpaymentsGateway) KeepHeaders() []string         { return []string{"Hmac", "User-Agent"} }
+func (g *coinpaymentsGateway) Name() string { return g.name }
+func (g *coinpaymentsGateway) Kind() string { return "coinpayments" }
+func (g *coinpaymentsGateway) Accepts(mediaType string) bool {
+	return acceptsMedia(mediaForm, mediaType)
+}
+func (g *coinpaymentsGateway) KeepHeaders() []string { return []string{"Hmac", "User-Agent"} }
 
 // ParseCoinPaymentsForm parses a raw CoinPayments IPN body. A body that is
 // not valid form encoding is ErrMalformed.

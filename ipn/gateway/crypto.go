@@ -54,8 +54,6 @@ func rawKeys(secrets []string) [][]byte {
 	return keys
 }
 
-func isFormMedia(mt string) bool { return mt == "application/x-www-form-urlencoded" }
-
 // cryptoAmount normalizes an amount sent by a crypto gateway: like
 // NormalizeAmount (exactly the currency's digits), except that a number
 // with more significant fraction digits than ipnd's table gives the

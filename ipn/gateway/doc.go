@@ -1,6 +1,12 @@
-// Package gateway holds the gateway adapters: one file per kind (stripe.go,
+// Package gateway holds the gateway adapters, one file per kind (stripe.go,
 // paypal.go, btcpay.go, coinbase.go, coinpayments.go, nowpayments.go,
-// stdwebhooks.go, hmac.go) (and the helpers they share).
+// stdwebhooks.go, hmac.go), and the registry of kinds (registry.go): one
+// line per kind saying whether it needs a secret, its default tolerance,
+// its content types, its config check, its constructor and the sample
+// `ipnd simulate` sends. Config validation, `ipnd check`, `ipnd serve`
+// and `ipnd simulate` read the registry; a new gateway is its file plus
+// one registry line.
+//
 // An adapter knows its gateway's wire format: it verifies a request
 // against the raw bytes (Check, before the notification is stored) and
 // turns a stored ipn.Notification into an ipn.Event (Normalize). A kind

@@ -48,6 +48,9 @@ type Config struct {
 	Tolerance time.Duration // allowed clock skew of signed timestamps; 0 = kind default
 	Sandbox   bool
 	VerifyURL string
+	// Receivers are the merchant's accounts a payment must be addressed
+	// to: the gateway's receivers and orders.receivers (the pipeline
+	// checks them; paypal requires some).
 	Receivers []string
 	// MerchantID is the gateway's id for the merchant, checked against the
 	// message (coinpayments: the IPN's merchant field; required there).
@@ -57,37 +60,6 @@ type Config struct {
 	URL string
 	// HMAC configures the generic hmac kind (ignored by the others).
 	HMAC HMACOptions
-}
-
-// Kinds lists the gateway kinds this build implements.
-func Kinds() []string {
-	return []string{"btcpay", "coinbase-commerce", "coinpayments", "hmac", "nowpayments",
-		"paypal", "standard-webhooks", "stripe"}
-}
-
-// New builds the adapter for cfg.Kind. It fails with ErrConfig when
-// the kind is unknown or a kind that needs a secret has none.
-func New(cfg Config) (Gateway, error) {
-	switch cfg.Kind {
-	case "stripe":
-		return newStripe(cfg)
-	case "standard-webhooks":
-		return newStdWebhooks(cfg)
-	case "paypal":
-		return newPayPal(cfg)
-	case "coinbase-commerce":
-		return newCoinbase(cfg)
-	case "btcpay":
-		return newBTCPay(cfg)
-	case "coinpayments":
-		return newCoinPayments(cfg)
-	case "nowpayments":
-		return newNOWPayments(cfg)
-	case "hmac":
-		return newHMAC(cfg)
-	}
-	return nil, fmt.Errorf("%w: gateway %q: unknown kind %q (known: %s)",
-		ipn.ErrConfig, cfg.Name, cfg.Kind, strings.Join(Kinds(), ", "))
 }
 
 // MediaType returns the lowercased media type of a Content-Type header
@@ -103,8 +75,24 @@ func MediaType(contentType string) string {
 	return mt
 }
 
-func isJSONMedia(mt string) bool {
-	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+// The media types the kinds send (Kind.ContentTypes), as their adapters
+// accept them. "application/*+json" is any JSON subtype.
+var (
+	mediaJSON    = []string{"application/json"}
+	mediaAnyJSON = []string{"application/json", "application/*+json"}
+	mediaForm    = []string{"application/x-www-form-urlencoded"}
+)
+
+// acceptsMedia reports whether the media type mt (lowercased, without
+// parameters) is one of types; "application/*+json" stands for every
+// application/...+json.
+func acceptsMedia(types []string, mt string) bool {
+	for _, t := range types {
+		if t == mt || (t == "application/*+json" && strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+			return true
+		}
+	}
+	return false
 }
 
 // withinTolerance reports whether the signed time ts lies within ±tol of now.

@@ -138,6 +138,10 @@ var hmacEventKinds = map[string]hmacEventKind{
 // Defaults of the hmac kind.
 const hmacDefaultTolerance = 300 * time.Second
 
+// mediaHMAC are the media types an hmac gateway may take: JSON ones with
+// body json (the default), the form with body form.
+var mediaHMAC = []string{"application/json", "application/*+json", "application/x-www-form-urlencoded"}
+
 // source is a parsed HMACOptions source.
 type source struct {
 	from string // "", "kv", "header", "json", "form", "alt"
@@ -310,10 +314,7 @@ type requiredField struct {
 	want string
 }
 
-func newHMAC(cfg Config) (*hmacGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newHMAC(cfg Config) (Gateway, error) {
 	o := cfg.HMAC
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: gateway %q (hmac): "+format, append([]any{ipn.ErrConfig, cfg.Name}, args...)...)
@@ -639,9 +640,9 @@ func (g *hmacGateway) Name() string { return g.name }
 func (g *hmacGateway) Kind() string { return "hmac" }
 func (g *hmacGateway) Accepts(mediaType string) bool {
 	if g.body == "form" {
-		return isFormMedia(mediaType)
+		return acceptsMedia(mediaForm, mediaType)
 	}
-	return isJSONMedia(mediaType)
+	return acceptsMedia(mediaAnyJSON, mediaType)
 }
 func (g *hmacGateway) KeepHeaders() []string { return slices.Clone(g.keep) }
 

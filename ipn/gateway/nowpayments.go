@@ -20,16 +20,15 @@ type nowpaymentsGateway struct {
 	keys [][]byte
 }
 
-func newNOWPayments(cfg Config) (*nowpaymentsGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newNOWPayments(cfg Config) (Gateway, error) {
 	return &nowpaymentsGateway{name: cfg.Name, keys: rawKeys(cfg.Secrets)}, nil
 }
 
-func (g *nowpaymentsGateway) Name() string                  { return g.name }
-func (g *nowpaymentsGateway) Kind() string                  { return "nowpayments" }
-func (g *nowpaymentsGateway) Accepts(mediaType string) bool { return mediaType == "application/json" }
+func (g *nowpaymentsGateway) Name() string { return g.name }
+func (g *nowpaymentsGateway) Kind() string { return "nowpayments" }
+func (g *nowpaymentsGateway) Accepts(mediaType string) bool {
+	return acceptsMedia(mediaJSON, mediaType)
+}
 func (g *nowpaymentsGateway) KeepHeaders() []string {
 	return []string{"X-Nowpayments-Sig", "User-Agent"}
 }

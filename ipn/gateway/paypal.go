@@ -34,7 +34,7 @@ type payPalGateway struct {
 	client    *http.Client
 }
 
-func newPayPal(cfg Config) (*payPalGateway, error) {
+func newPayPal(cfg Config) (Gateway, error) {
 	g := &payPalGateway{name: cfg.Name, verifyURL: cfg.VerifyURL}
 	if g.verifyURL == "" {
 		g.verifyURL = PayPalLiveURL
@@ -64,10 +64,6 @@ func newPayPal(cfg Config) (*payPalGateway, error) {
 	return g, nil
 }
 
-// NeedsSecret reports whether gateways of this kind verify with a shared
-// secret (and so refuse to start without one). PayPal verifies by postback.
-func NeedsSecret(kind string) bool { return kind != "paypal" }
-
 func isLoopbackHost(h string) bool {
 	if h == "localhost" {
 		return true
@@ -76,12 +72,10 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (g *payPalGateway) Name() string { return g.name }
-func (g *payPalGateway) Kind() string { return "paypal" }
-func (g *payPalGateway) Accepts(mediaType string) bool {
-	return mediaType == "application/x-www-form-urlencoded"
-}
-func (g *payPalGateway) KeepHeaders() []string { return []string{"User-Agent"} }
+func (g *payPalGateway) Name() string                  { return g.name }
+func (g *payPalGateway) Kind() string                  { return "paypal" }
+func (g *payPalGateway) Accepts(mediaType string) bool { return acceptsMedia(mediaForm, mediaType) }
+func (g *payPalGateway) KeepHeaders() []string         { return []string{"User-Agent"} }
 
 // ParsePayPalForm parses a raw IPN body. Values keep their raw bytes (in
 // the message's charset); use PayPalFields to decode them.
@@ -282,4 +276,17 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 		byStatus()
 	}
 	return ev
+}
+
+// checkPayPal refuses a paypal gateway without receivers. PayPal signs
+// nothing the merchant can check: without the merchant's own account, a
+// genuine IPN of a payment to anyone else (on a sandbox gateway: to any
+// sandbox account) would pay the order.
+func checkPayPal(cfg Config) *Problem {
+	if len(cfg.Receivers) > 0 {
+		return nil
+	}
+	return &Problem{Key: "receivers", Value: "", Why: "a paypal gateway needs the merchant's PayPal account " +
+		"(receiver_email or receiver_id of your account) in receivers or orders.receivers: " +
+		"otherwise a payment to someone else's account would pay the order"}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -24,10 +25,7 @@ type stdWebhooksGateway struct {
 	tolerance time.Duration
 }
 
-func newStdWebhooks(cfg Config) (*stdWebhooksGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newStdWebhooks(cfg Config) (Gateway, error) {
 	g := &stdWebhooksGateway{name: cfg.Name, tolerance: cfg.Tolerance}
 	if g.tolerance <= 0 {
 		g.tolerance = stdWebhooksTolerance
@@ -72,9 +70,11 @@ func webhookMAC(key []byte, id string, ts int64, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-func (g *stdWebhooksGateway) Name() string                  { return g.name }
-func (g *stdWebhooksGateway) Kind() string                  { return "standard-webhooks" }
-func (g *stdWebhooksGateway) Accepts(mediaType string) bool { return isJSONMedia(mediaType) }
+func (g *stdWebhooksGateway) Name() string { return g.name }
+func (g *stdWebhooksGateway) Kind() string { return "standard-webhooks" }
+func (g *stdWebhooksGateway) Accepts(mediaType string) bool {
+	return acceptsMedia(mediaAnyJSON, mediaType)
+}
 func (g *stdWebhooksGateway) KeepHeaders() []string {
 	return []string{"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
 		"Svix-Id", "Svix-Timestamp", "Svix-Signature", "User-Agent"}
@@ -250,4 +250,34 @@ func singleHeaders(h http.Header, names ...string) error {
 		}
 	}
 	return nil
+}
+
+// newWebhookSecret is a fresh Standard Webhooks secret: "whsec_" and 32
+// random bytes in base64.
+func newWebhookSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return "whsec_" + base64.StdEncoding.EncodeToString(b)
+}
+
+// sampleWebhook is a payment event in ipnd's own envelope (SPEC §5),
+// signed with the first secret.
+func sampleWebhook(s Sample, secrets []string) (*SignedSample, error) {
+	id := "msg_sim_" + randomHex(8)
+	out := &SignedSample{Marker: "SIM-" + randomHex(6), What: "payment." + s.Status}
+	out.Body, _ = json.Marshal(map[string]any{
+		"type":      "payment." + s.Status,
+		"timestamp": s.Now.UTC().Format(time.RFC3339),
+		"data": map[string]any{"txn_id": out.Marker, "order_id": s.Order,
+			"amount": s.Amount, "currency": s.Currency, "status": s.Status, "customer_email": s.Email},
+	})
+	key, err := DecodeWebhookSecret(secrets[0])
+	if err != nil {
+		return nil, fmt.Errorf("gateway secret: %w", err)
+	}
+	out.Header = http.Header{"Content-Type": {"application/json"}}
+	out.Header.Set("Webhook-Id", id)
+	out.Header.Set("Webhook-Timestamp", strconv.FormatInt(s.Now.Unix(), 10))
+	out.Header.Set("Webhook-Signature", SignWebhook(key, id, s.Now.Unix(), out.Body))
+	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -24,10 +25,7 @@ type stripeGateway struct {
 	tolerance time.Duration
 }
 
-func newStripe(cfg Config) (*stripeGateway, error) {
-	if err := requireSecrets(cfg); err != nil {
-		return nil, err
-	}
+func newStripe(cfg Config) (Gateway, error) {
 	g := &stripeGateway{name: cfg.Name, tolerance: cfg.Tolerance}
 	if g.tolerance <= 0 {
 		g.tolerance = stripeTolerance
@@ -45,7 +43,7 @@ func newStripe(cfg Config) (*stripeGateway, error) {
 
 func (g *stripeGateway) Name() string                  { return g.name }
 func (g *stripeGateway) Kind() string                  { return "stripe" }
-func (g *stripeGateway) Accepts(mediaType string) bool { return isJSONMedia(mediaType) }
+func (g *stripeGateway) Accepts(mediaType string) bool { return acceptsMedia(mediaAnyJSON, mediaType) }
 func (g *stripeGateway) KeepHeaders() []string         { return []string{"Stripe-Signature", "User-Agent"} }
 
 // ParseStripeSignature parses a Stripe-Signature header value
@@ -317,4 +315,44 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// sampleStripe is a test-mode event (livemode false), as the Stripe CLI
+// sends it, signed with the first secret: one payment intent per order,
+// so that a simulated refund or failure names the payment a simulated
+// checkout made.
+func sampleStripe(s Sample, secrets []string) (*SignedSample, error) {
+	minor := strings.TrimLeft(strings.Replace(s.Amount, ".", "", 1), "0")
+	if minor == "" {
+		minor = "0"
+	}
+	sum := sha256.Sum256([]byte(s.Order))
+	pi := "pi_sim_" + hex.EncodeToString(sum[:8])
+	out := &SignedSample{}
+	var object map[string]any
+	switch s.Status {
+	case "completed":
+		out.What = "checkout.session.completed"
+		object = map[string]any{"id": "cs_sim_" + randomHex(6), "object": "checkout.session",
+			"client_reference_id": s.Order, "payment_intent": pi, "amount_total": json.Number(minor),
+			"currency": strings.ToLower(s.Currency), "payment_status": "paid", "mode": "payment",
+			"customer_details": map[string]any{"email": s.Email}}
+	case "refunded":
+		out.What = "charge.refunded"
+		object = map[string]any{"id": "ch_sim_" + hex.EncodeToString(sum[:8]), "object": "charge", "payment_intent": pi,
+			"amount": json.Number(minor), "amount_refunded": json.Number(minor), "currency": strings.ToLower(s.Currency),
+			"receipt_email": s.Email, "metadata": map[string]string{"order_id": s.Order}}
+	case "failed", "pending":
+		out.What = map[string]string{"failed": "payment_intent.payment_failed", "pending": "payment_intent.processing"}[s.Status]
+		object = map[string]any{"id": pi, "object": "payment_intent", "amount": json.Number(minor),
+			"currency": strings.ToLower(s.Currency), "receipt_email": s.Email, "metadata": map[string]string{"order_id": s.Order}}
+	default:
+		return nil, fmt.Errorf("-status %q has no stripe event here (completed, pending, failed, refunded)", s.Status)
+	}
+	out.Marker = "evt_sim_" + randomHex(8)
+	out.Body, _ = json.Marshal(map[string]any{"id": out.Marker, "object": "event", "type": out.What, "livemode": false,
+		"created": s.Now.Unix(), "data": map[string]any{"object": object}})
+	out.Header = http.Header{"Content-Type": {"application/json"}}
+	out.Header.Set("Stripe-Signature", "t="+strconv.FormatInt(s.Now.Unix(), 10)+",v1="+hex.EncodeToString(StripeSignature(secrets[0], s.Now.Unix(), out.Body)))
+	return out, nil
 }
