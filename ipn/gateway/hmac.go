@@ -314,43 +314,71 @@ type requiredField struct {
 	want string
 }
 
+// newHMAC builds a gateway of the generic hmac kind from cfg.HMAC (see
+// HMACOptions), refusing with ErrConfig an option it cannot use and a
+// config that trusts a value the signature does not cover.
 func newHMAC(cfg Config) (Gateway, error) {
 	o := cfg.HMAC
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: gateway %q (hmac): "+format, append([]any{ipn.ErrConfig, cfg.Name}, args...)...)
-	}
 	g := &hmacGateway{name: cfg.Name, url: cfg.URL, tolerance: cfg.Tolerance}
 	if g.tolerance <= 0 {
 		g.tolerance = hmacDefaultTolerance
 	}
 	if strings.TrimSpace(o.Header) == "" {
-		return nil, bad("header (the signature header) is required")
+		return nil, g.bad("header (the signature header) is required")
 	}
 	g.header = http.CanonicalHeaderKey(strings.TrimSpace(o.Header))
+	for _, set := range []func() error{
+		func() error { return g.setParser(o) },
+		func() error { return g.setMAC(o, cfg.Secrets) },
+		func() error { return g.setBody(o) },
+		func() error { return g.setSignedContent(o) },
+		func() error { return g.setRequired(o.RequiredFields) },
+		func() error { return g.setFields(o.Fields) },
+		func() error { return g.checkCovered(o) },
+	} {
+		if err := set(); err != nil {
+			return nil, err
+		}
+	}
+	g.keep = g.keptHeaders()
+	return g, nil
+}
 
+// bad is a config error of the gateway: ErrConfig, its name and why.
+func (g *hmacGateway) bad(format string, args ...any) error {
+	return fmt.Errorf("%w: gateway %q (hmac): "+format, append([]any{ipn.ErrConfig, g.name}, args...)...)
+}
+
+// setParser reads how the signature header is parsed (Parser and its keys).
+func (g *hmacGateway) setParser(o HMACOptions) error {
 	g.parser = firstNonEmpty(o.Parser, "plain")
 	switch g.parser {
 	case "plain":
 	case "prefix":
 		if o.Prefix == "" {
-			return nil, bad("parser prefix needs prefix (e.g. \"sha256=\")")
+			return g.bad("parser prefix needs prefix (e.g. \"sha256=\")")
 		}
 		g.prefix = o.Prefix
 	case "kv":
 		g.sep = firstNonEmpty(o.PairSeparator, ",")
 		if g.sep != "," && g.sep != ";" {
-			return nil, bad("pair_separator must be \",\" or \";\"")
+			return g.bad("pair_separator must be \",\" or \";\"")
 		}
 		if o.SignatureKey == "" {
-			return nil, bad("parser kv needs signature_key (e.g. \"v1\", \"h1\")")
+			return g.bad("parser kv needs signature_key (e.g. \"v1\", \"h1\")")
 		}
 		g.sigKey, g.tsKey = o.SignatureKey, o.TimestampKey
 	case "list":
 		g.sigKey = firstNonEmpty(o.SignatureKey, "v1")
 	default:
-		return nil, bad("parser %q is not plain, prefix, kv or list", o.Parser)
+		return g.bad("parser %q is not plain, prefix, kv or list", o.Parser)
 	}
+	return nil
+}
 
+// setMAC reads the algorithm, the signature encoding and the keys (one
+// per secret, in KeyFormat after KeyPrefix).
+func (g *hmacGateway) setMAC(o HMACOptions, secrets []string) error {
 	switch firstNonEmpty(o.Algorithm, "sha256") {
 	case "sha1":
 		g.hash, g.size = sha1.New, sha1.Size
@@ -359,7 +387,7 @@ func newHMAC(cfg Config) (Gateway, error) {
 	case "sha512":
 		g.hash, g.size = sha512.New, sha512.Size
 	default:
-		return nil, bad("algorithm %q is not sha1, sha256 or sha512", o.Algorithm)
+		return g.bad("algorithm %q is not sha1, sha256 or sha512", o.Algorithm)
 	}
 	switch firstNonEmpty(o.Encoding, "hex") {
 	case "hex":
@@ -369,10 +397,10 @@ func newHMAC(cfg Config) (Gateway, error) {
 	case "base64url":
 		g.decodeSig = decodeBase64(base64.URLEncoding.Strict(), base64.RawURLEncoding.Strict())
 	default:
-		return nil, bad("encoding %q is not hex, base64 or base64url", o.Encoding)
+		return g.bad("encoding %q is not hex, base64 or base64url", o.Encoding)
 	}
 	keyFormat := firstNonEmpty(o.KeyFormat, "raw")
-	for i, s := range cfg.Secrets {
+	for i, s := range secrets {
 		s = strings.TrimPrefix(s, o.KeyPrefix)
 		var k []byte
 		var err error
@@ -384,18 +412,22 @@ func newHMAC(cfg Config) (Gateway, error) {
 		case "hex":
 			k, err = hex.DecodeString(s)
 		default:
-			return nil, bad("key_format %q is not raw, base64 or hex", o.KeyFormat)
+			return g.bad("key_format %q is not raw, base64 or hex", o.KeyFormat)
 		}
 		if err != nil || len(k) == 0 {
 			// Never quote the secret.
-			return nil, bad("secret #%d is not %s after the key prefix", i+1, keyFormat)
+			return g.bad("secret #%d is not %s after the key prefix", i+1, keyFormat)
 		}
 		g.keys = append(g.keys, k)
 	}
+	return nil
+}
 
+// setBody reads the body kind and what {body} stands for (Canonicalize).
+func (g *hmacGateway) setBody(o HMACOptions) error {
 	g.body = firstNonEmpty(o.Body, "json")
 	if g.body != "json" && g.body != "form" {
-		return nil, bad("body %q is not json or form", o.Body)
+		return g.bad("body %q is not json or form", o.Body)
 	}
 	switch firstNonEmpty(o.Canonicalize, "raw") {
 	case "raw":
@@ -406,30 +438,35 @@ func newHMAC(cfg Config) (Gateway, error) {
 	case "json-sorted":
 		g.canon = []bool{false, true}
 	default:
-		return nil, bad("canonicalize %q is not raw, json-sorted-toplevel, json-sorted-recursive or json-sorted", o.Canonicalize)
+		return g.bad("canonicalize %q is not raw, json-sorted-toplevel, json-sorted-recursive or json-sorted", o.Canonicalize)
 	}
 	if g.canon != nil && g.body != "json" {
-		return nil, bad("canonicalize %s needs body json", o.Canonicalize)
+		return g.bad("canonicalize %s needs body json", o.Canonicalize)
 	}
+	return nil
+}
 
+// setSignedContent reads the signed_content template and the sources
+// it needs: the timestamp, the id and the dedup key.
+func (g *hmacGateway) setSignedContent(o HMACOptions) error {
 	var err error
 	if g.template, err = parseTemplate(firstNonEmpty(o.SignedContent, "{body}")); err != nil {
-		return nil, bad("%v", err)
+		return g.bad("%v", err)
 	}
 	if g.ts, err = parseSource(o.Timestamp, g.body, true); err != nil {
-		return nil, bad("timestamp: %v", err)
+		return g.bad("timestamp: %v", err)
 	}
 	if g.ts.from == "kv" && (g.parser != "kv" || g.tsKey == "") {
-		return nil, bad("timestamp kv needs parser kv and timestamp_key")
+		return g.bad("timestamp kv needs parser kv and timestamp_key")
 	}
 	if g.id, err = parseSource(o.ID, g.body, false); err != nil {
-		return nil, bad("id: %v", err)
+		return g.bad("id: %v", err)
 	}
 	if g.id.set() && g.id.from != "header" {
-		return nil, bad("id must be a header source (it is signed before the body is read)")
+		return g.bad("id must be a header source (it is signed before the body is read)")
 	}
 	if g.dedup, err = parseSource(o.DedupKey, g.body, false); err != nil {
-		return nil, bad("dedup_key: %v", err)
+		return g.bad("dedup_key: %v", err)
 	}
 	if !g.dedup.set() {
 		g.dedup = g.id
@@ -442,37 +479,45 @@ func newHMAC(cfg Config) (Gateway, error) {
 		case segTS:
 			g.needTS = true
 			if g.ts.from != "kv" && g.ts.from != "header" {
-				return nil, bad("{ts} in signed_content needs timestamp \"kv\" or a header source")
+				return g.bad("{ts} in signed_content needs timestamp \"kv\" or a header source")
 			}
 		case segID:
 			g.needID = true
 			if !g.id.set() {
-				return nil, bad("{id} in signed_content needs id (a header source)")
+				return g.bad("{id} in signed_content needs id (a header source)")
 			}
 		case segURL:
 			if g.url == "" {
-				return nil, bad("{url} in signed_content needs url (the public URL the gateway posts to)")
+				return g.bad("{url} in signed_content needs url (the public URL the gateway posts to)")
 			}
 		}
 	}
 	if bodies == 0 {
-		return nil, bad("signed_content must contain {body}")
+		return g.bad("signed_content must contain {body}")
 	}
+	return nil
+}
 
-	specs := make([]string, 0, len(o.RequiredFields))
-	for spec := range o.RequiredFields {
+// setRequired reads the required fields, in the order of their sources.
+func (g *hmacGateway) setRequired(required map[string]string) error {
+	specs := make([]string, 0, len(required))
+	for spec := range required {
 		specs = append(specs, spec)
 	}
 	slices.Sort(specs)
 	for _, spec := range specs {
 		src, err := parseSource(spec, g.body, false)
 		if err != nil || !src.set() {
-			return nil, bad("required_fields: %v", err)
+			return g.bad("required_fields: %v", err)
 		}
-		g.required = append(g.required, requiredField{src, spec, o.RequiredFields[spec]})
+		g.required = append(g.required, requiredField{src, spec, required[spec]})
 	}
+	return nil
+}
 
-	f := o.Fields
+// setFields reads where the event fields are, and the statuses map.
+func (g *hmacGateway) setFields(f HMACFields) error {
+	var err error
 	for _, fs := range []struct {
 		spec string
 		dst  *source
@@ -482,14 +527,14 @@ func newHMAC(cfg Config) (Gateway, error) {
 		{f.Email, &g.fields.email}, {f.Name, &g.fields.name}, {f.SubscriptionID, &g.fields.sub},
 	} {
 		if *fs.dst, err = parseFieldSource(fs.spec, g.body); err != nil {
-			return nil, bad("fields: %v", err)
+			return g.bad("fields: %v", err)
 		}
 		g.hasFields = g.hasFields || fs.dst.set()
 	}
 	g.minor = f.AmountMinor
 	if len(f.Statuses) > 0 {
 		if !g.fields.status.set() {
-			return nil, bad("fields statuses need a status source")
+			return g.bad("fields statuses need a status source")
 		}
 		g.statuses = make(map[string]hmacEventKind, len(f.Statuses))
 		for k, v := range f.Statuses {
@@ -504,12 +549,18 @@ func newHMAC(cfg Config) (Gateway, error) {
 				}
 			}
 			if !ok {
-				return nil, bad("fields statuses: %q is neither an ipnd status nor a subscription event", v)
+				return g.bad("fields statuses: %q is neither an ipnd status nor a subscription event", v)
 			}
 			g.statuses[k] = kind
 		}
 	}
+	return nil
+}
 
+// checkCovered refuses a config that trusts a source the MAC does not
+// cover (see unsigned).
+func (g *hmacGateway) checkCovered(o HMACOptions) error {
+	f := o.Fields
 	// Everything the adapter trusts must be covered by the MAC: a source
 	// the sender can change without breaking the signature would make the
 	// tolerance check, the dedup key or the event meaningless.
@@ -540,11 +591,15 @@ func newHMAC(cfg Config) (Gateway, error) {
 	}
 	for _, tr := range trusted {
 		if hint := g.unsigned(tr.src); hint != "" {
-			return nil, bad("%s = %q is not covered by the signature (%s): %s", tr.key, tr.spec, hint, tr.why)
+			return g.bad("%s = %q is not covered by the signature (%s): %s", tr.key, tr.spec, hint, tr.why)
 		}
 	}
+	return nil
+}
 
-	// Headers kept with the raw record: everything Check or Normalize reads.
+// keptHeaders lists the headers kept with the raw record: everything
+// Check or Normalize reads, and User-Agent; each once.
+func (g *hmacGateway) keptHeaders() []string {
 	keep := []string{g.header}
 	for _, s := range []source{g.ts, g.id, g.dedup, g.fields.txn, g.fields.parent, g.fields.order, g.fields.amount,
 		g.fields.currency, g.fields.status, g.fields.email, g.fields.name, g.fields.sub} {
@@ -564,13 +619,13 @@ func newHMAC(cfg Config) (Gateway, error) {
 			keep = append(keep, s.text)
 		}
 	}
-	keep = append(keep, "User-Agent")
+	var out []string
 	for _, k := range keep {
-		if !slices.Contains(g.keep, k) {
-			g.keep = append(g.keep, k)
+		if !slices.Contains(out, k) {
+			out = append(out, k)
 		}
 	}
-	return g, nil
+	return out
 }
 
 // unsigned says why the value of s is not covered by the MAC, or ""
