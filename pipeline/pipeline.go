@@ -1,11 +1,11 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -376,11 +376,11 @@ func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) 
 	state := rec.State
 	if rec.OrderTo != "" && rec.OrderTo != rec.OrderFrom {
 		p.log.Info("order transition", "order_id", rec.OrderID, "from", string(rec.OrderFrom), "to", string(rec.OrderTo),
-			"notification", n.ID, "gateway", n.Gateway)
+			"reason", rec.Reason, "notification", n.ID, "gateway", n.Gateway)
 	}
 	attrs := []any{"id", n.ID, "gateway", n.Gateway, "state", string(state)}
-	if o.Detail != "" {
-		attrs = append(attrs, "detail", o.Detail)
+	if detail := cmp.Or(rec.Detail, o.Detail); detail != "" {
+		attrs = append(attrs, "detail", detail) // the words of the notification's history
 	}
 	if state == ipn.StateReceived {
 		// A postback that failed (network, 5xx, timeout): retried later.
@@ -389,10 +389,14 @@ func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) 
 		return
 	}
 	if o.Event != nil {
-		attrs = append(attrs, "type", string(o.Event.Type), "order_id", o.Event.OrderID)
+		attrs = append(attrs, "type", string(o.Event.Type), "order_id", cmp.Or(rec.OrderID, o.Event.OrderID))
 	}
 	attrs = append(attrs, "since_received_seconds", p.o.Now().Sub(n.ReceivedAt).Seconds())
-	p.log.Info("notification processed", attrs...)
+	if state == ipn.StateFailed {
+		p.log.Warn("notification failed", attrs...)
+	} else {
+		p.log.Info("notification processed", attrs...)
+	}
 	p.o.Observer.Processed(n.Gateway, string(state))
 }
 
@@ -440,36 +444,9 @@ func (p *Pipeline) decide(ctx context.Context, w ipn.Work) (ipn.Outcome, bool) {
 		o.State, o.Detail = ipn.StateInvalid, "cannot normalize: "+err.Error()
 		return o, true
 	}
-	o.Event = ev
-	for field, v := range map[string]string{"order_id": ev.OrderID, "txn_id": ev.TxnID, "subscription_id": ev.SubscriptionID,
-		"parent_txn_id": ev.ParentTxnID, "payment references": ev.Refs} {
-		if len(v) > maxIDLen {
-			o.State, o.Detail = ipn.StateInvalid, fmt.Sprintf("%s is longer than %d bytes", field, maxIDLen)
-			o.Event = nil
-			return o, true
-		}
-	}
-	if err := ipn.CheckMoney(ev); err != nil {
-		// Stored, not applied: the order is untouched.
-		o.State, o.Detail = ipn.StateInvalid, "invalid amount: "+err.Error()
-		return o, true
-	}
-	o.EventKey = ipn.EventKey(n.Gateway, ev)
-	o.ApplyOrder, o.RequireRegistered = true, rt.requireRegistered
-	o.Context = ipn.ApplyContext{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway]}
-	if ev.Test && !rt.sandbox[n.Gateway] {
-		// Not applied; the order (if any) goes to review, flag test_payment.
-		o.State, o.Detail = ipn.StateInvalid, "test_payment: a sandbox/test message on a live gateway is not applied"
-		return o, true
-	}
-	if !receiverOK(g, n, ev, rt.receivers[n.Gateway]) {
-		// Not applied; Apply flags receiver_mismatch on the order.
-		o.Context.Receivers = rt.receivers[n.Gateway]
-		o.State, o.Detail = ipn.StateInvalid, "receiver_mismatch: the payment is not addressed to one of the merchant's receivers"
-		return o, true
-	}
-	o.State = ipn.StateApplied
-	return o, true
+	pol := ipn.Policy{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway], Receivers: rt.receivers[n.Gateway],
+		RequireRegistered: rt.requireRegistered}
+	return ipn.Assess(o, ev, pol, receiverOK(g, n, ev, pol.Receivers)), true
 }
 
 // receiverOK checks the payment's receiver against the configured ones (want):
@@ -484,20 +461,8 @@ func receiverOK(g gateway.Gateway, n *ipn.Notification, ev *ipn.Event, want []st
 	}); ok {
 		return rc.ReceiverOK(n, want)
 	}
-	if ev.Receiver == "" {
-		return true
-	}
-	for _, w := range want {
-		if strings.EqualFold(w, ev.Receiver) {
-			return true
-		}
-	}
-	return false
+	return ipn.ReceiverAccepted(ev, want)
 }
-
-// maxIDLen bounds the identifiers an event may carry (order, transaction,
-// subscription): they become store keys.
-const maxIDLen = 255
 
 type nopObserver struct{}
 
