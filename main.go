@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 )
@@ -151,37 +150,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageErrorf("unknown command %q; \"ipnd help\" lists them", name)
 	}
 	return c.run(ctx, args, getenv, stdout, stderr)
-}
-
-func cmdVersion(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
-	fs := newCmdline("version", nil, stdout)
-	if err := fs.parse(args, 0, 0, ""); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "ipnd %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
-}
-
-// cmdHelp prints the usage, or with a command's name that command's
-// usage and flags (the same as "ipnd COMMAND -h").
-func cmdHelp(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stdout, usage())
-		return nil
-	}
-	name := strings.Join(args, " ")
-	c, ok := lookup(name)
-	if !ok {
-		return usageErrorf("help: unknown command %q; \"ipnd help\" lists them", name)
-	}
-	if c.name == "help" {
-		fmt.Fprint(stdout, usage())
-		return nil
-	}
-	if c.name == "outbox retry" {
-		return cmdOutbox(ctx, []string{"retry", "-h"}, getenv, stdout, stderr)
-	}
-	return c.run(ctx, []string{"-h"}, getenv, stdout, stderr)
 }
 
 // cmdline is one command's flag set: the -config flag every command has,

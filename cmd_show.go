@@ -1,0 +1,25 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strconv"
+)
+
+func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	c, id, err := idCommand("show", args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	var n json.RawMessage
+	if err := c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(id, 10), &n); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	json.Indent(&out, n, "", "  ")
+	out.WriteByte('\n')
+	_, err = out.WriteTo(stdout)
+	return err
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"ipnd/admin"
+	"ipnd/ipn"
+)
+
+func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := clientCommand("simulate", getenv, stdout)
+	amount := fs.String("amount", "19.99", "amount, an exact decimal")
+	currency := fs.String("currency", "USD", "currency (ISO 4217)")
+	order := fs.String("order", "", "merchant order id (default: ORDER-<time>)")
+	email := fs.String("email", "buyer@example.com", "customer email")
+	status := fs.String("status", "completed", "payment status: completed, pending, failed, refunded, ...")
+	target := fs.String("url", "", "public base URL of ipnd (default: from the config)")
+	wait := fs.Duration("wait", 10*time.Second, "wait this long for ipnd to process the notification and print what it did; 0: only send")
+	if err := fs.parse(args, 1, 1, "GATEWAY"); err != nil {
+		return err
+	}
+	if *wait < 0 {
+		return usageErrorf("simulate: -wait %s: must be 0 or more", *wait)
+	}
+	cfg, err := loadConfig(*fs.config, getenv)
+	if err != nil {
+		return err
+	}
+	name := fs.Arg(0)
+	var gc *GatewayConfig
+	idx := 0
+	for i := range cfg.Gateways {
+		if cfg.Gateways[i].Name == name {
+			gc, idx = &cfg.Gateways[i], i
+		}
+	}
+	if gc == nil {
+		return fmt.Errorf("simulate: no gateway named %q in the config", name)
+	}
+	secrets, err := gatewaySecrets(fmt.Sprintf("gateway[%d]", idx), *gc)
+	if err != nil {
+		return fmt.Errorf("simulate: %w (has ipnd serve run once?)", err)
+	}
+	if *order == "" {
+		*order = fmt.Sprintf("ORDER-%d", time.Now().UnixNano()%1e9)
+	}
+	amt, err := ipn.NormalizeAmount(*amount, *currency)
+	if err != nil {
+		return fmt.Errorf("simulate: -amount: %w", err)
+	}
+	s := sample{order: *order, amount: amt, currency: strings.ToUpper(*currency), email: *email, status: *status, now: time.Now()}
+	req, err := s.request(gc.Kind, secrets)
+	if err != nil {
+		return fmt.Errorf("simulate: %w", err)
+	}
+	base := *target
+	if base == "" {
+		addr, err := readAddr(cfg, cfg.Server.Listen, "public")
+		if err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+		scheme := "http"
+		if cfg.Server.TLSCert != "" {
+			scheme = "https"
+		}
+		base = scheme + "://" + addr
+	}
+	u, err := url.Parse(strings.TrimSuffix(base, "/") + "/ipn/" + url.PathEscape(name))
+	if err != nil || u.Host == "" {
+		return usageErrorf("simulate: -url %q: want a URL such as https://shop.example.com", base)
+	}
+	req.URL, req.Host = u, u.Host
+
+	// What the order was before, to say what the notification changed.
+	var c *adminClient
+	var before *ipn.Order
+	if *wait > 0 {
+		if c, err = fs.adminClient(cfg); err != nil {
+			return fmt.Errorf("simulate: %w (or -wait 0 to send without reading the outcome)", err)
+		}
+		if before, err = c.order(ctx, *order); err != nil {
+			return fmt.Errorf("simulate: %w (or -wait 0 to send without reading the outcome)", err)
+		}
+	}
+
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("simulate: %w (is ipnd serve running?)", err)
+	}
+	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	answer := resp.Status
+	if r := strings.TrimSpace(string(reply)); r != "" && r != "OK" {
+		answer += ": " + r
+	}
+	fmt.Fprintf(stdout, "POST %s -> %s\nsent %s for order %s, %s %s\n", u, answer, s.what, *order, amt, s.currency)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("simulate: ipnd answered %s", resp.Status)
+	}
+	if *wait == 0 {
+		fmt.Fprintln(stdout, "not waiting for the outcome (-wait 0): ipnd ls shows what ipnd did")
+		return nil
+	}
+	return c.reportOutcome(ctx, stdout, simulated{gateway: *gc, marker: s.marker, order: *order, before: before, wait: *wait})
+}
+
+// sample is the notification simulate sends.
+type sample struct {
+	order, amount, currency, email, status string
+	now                                    time.Time
+	what                                   string // what was sent, for the operator
+	marker                                 string // a unique string in the body, to find it in the admin API
+}
+
+// request builds the signed POST for a gateway of kind (URL unset).
+func (s *sample) request(kind string, secrets []string) (*http.Request, error) {
+	var body []byte
+	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"ipnd-simulate/" + version}}
+	switch kind {
+	case "standard-webhooks":
+		id := "msg_sim_" + hex.EncodeToString(randomBytes(8))
+		s.marker = "SIM-" + hex.EncodeToString(randomBytes(6))
+		s.what = "payment." + s.status
+		body, _ = json.Marshal(map[string]any{
+			"type":      "payment." + s.status,
+			"timestamp": s.now.UTC().Format(time.RFC3339),
+			"data": map[string]any{"txn_id": s.marker, "order_id": s.order,
+				"amount": s.amount, "currency": s.currency, "status": s.status, "customer_email": s.email},
+		})
+		key, err := ipn.DecodeWebhookSecret(secrets[0])
+		if err != nil {
+			return nil, fmt.Errorf("gateway secret: %w", err)
+		}
+		h.Set("Webhook-Id", id)
+		h.Set("Webhook-Timestamp", strconv.FormatInt(s.now.Unix(), 10))
+		h.Set("Webhook-Signature", ipn.SignWebhook(key, id, s.now.Unix(), body))
+	case "stripe":
+		minor := strings.TrimLeft(strings.Replace(s.amount, ".", "", 1), "0")
+		if minor == "" {
+			minor = "0"
+		}
+		// Test-mode objects (livemode false), as the Stripe CLI sends them:
+		// one payment intent per order, so that a simulated refund or
+		// failure names the payment a simulated checkout made.
+		sum := sha256.Sum256([]byte(s.order))
+		pi := "pi_sim_" + hex.EncodeToString(sum[:8])
+		var object map[string]any
+		switch s.status {
+		case "completed":
+			s.what = "checkout.session.completed"
+			object = map[string]any{"id": "cs_sim_" + hex.EncodeToString(randomBytes(6)), "object": "checkout.session",
+				"client_reference_id": s.order, "payment_intent": pi, "amount_total": json.Number(minor),
+				"currency": strings.ToLower(s.currency), "payment_status": "paid", "mode": "payment",
+				"customer_details": map[string]any{"email": s.email}}
+		case "refunded":
+			s.what = "charge.refunded"
+			object = map[string]any{"id": "ch_sim_" + hex.EncodeToString(sum[:8]), "object": "charge", "payment_intent": pi,
+				"amount": json.Number(minor), "amount_refunded": json.Number(minor), "currency": strings.ToLower(s.currency),
+				"receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
+		case "failed", "pending":
+			s.what = map[string]string{"failed": "payment_intent.payment_failed", "pending": "payment_intent.processing"}[s.status]
+			object = map[string]any{"id": pi, "object": "payment_intent", "amount": json.Number(minor),
+				"currency": strings.ToLower(s.currency), "receipt_email": s.email, "metadata": map[string]string{"order_id": s.order}}
+		default:
+			return nil, fmt.Errorf("-status %q has no stripe event here (completed, pending, failed, refunded)", s.status)
+		}
+		s.marker = "evt_sim_" + hex.EncodeToString(randomBytes(8))
+		body, _ = json.Marshal(map[string]any{"id": s.marker, "object": "event", "type": s.what, "livemode": false,
+			"created": s.now.Unix(), "data": map[string]any{"object": object}})
+		h.Set("Stripe-Signature", "t="+strconv.FormatInt(s.now.Unix(), 10)+",v1="+hex.EncodeToString(ipn.StripeSignature(secrets[0], s.now.Unix(), body)))
+	default:
+		return nil, fmt.Errorf("gateway kind %q is not simulated", kind)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://ipnd.invalid/", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = h
+	return req, nil
+}
+
+// simulated is what reportOutcome looks for.
+type simulated struct {
+	gateway GatewayConfig
+	marker  string     // in the notification's body
+	order   string     // the order id sent
+	before  *ipn.Order // nil: no such order before
+	wait    time.Duration
+}
+
+// reportOutcome waits (up to s.wait) until the pipeline has finished the
+// simulated notification, then prints its state and reason, the order
+// before and after, and the outbox items it queued. A notification that
+// ended invalid or failed, or did not finish in time, is an error.
+func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s simulated) error {
+	deadline := time.Now().Add(s.wait)
+	var n *admin.Notification
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+		var err error
+		if n == nil {
+			n, err = c.findNotification(ctx, s.gateway.Name, s.marker)
+		} else {
+			err = c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(n.ID, 10), n)
+		}
+		if err != nil {
+			return fmt.Errorf("simulate: reading the outcome: %w", err)
+		}
+		if n != nil && n.State.Final() {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			if n == nil {
+				return fmt.Errorf("simulate: notification not processed within %s (the admin API does not list it)", s.wait)
+			}
+			return fmt.Errorf("simulate: notification %d not processed within %s: still %s (ipnd show %d)", n.ID, s.wait, n.State, n.ID)
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	reason := lastDetail(n)
+	line := fmt.Sprintf("notification %d: state %s", n.ID, n.State)
+	if n.DuplicateOf != 0 {
+		line += fmt.Sprintf(" (of notification %d)", n.DuplicateOf)
+	}
+	if reason != "" {
+		line += ": " + reason
+	}
+	fmt.Fprintln(stdout, line)
+
+	orderID := s.order
+	if n.Event != nil && n.Event.OrderID != "" {
+		orderID = n.Event.OrderID
+	}
+	after, err := c.order(ctx, orderID)
+	if err != nil {
+		return fmt.Errorf("simulate: reading the outcome: %w", err)
+	}
+	was := "none"
+	if s.before != nil && orderID == s.order {
+		was = string(s.before.Status)
+	}
+	if after == nil {
+		fmt.Fprintf(stdout, "order %s: %s (not changed)\n", orderID, was)
+	} else {
+		totals := fmt.Sprintf("paid %s %s, refunded %s", orDash(after.Paid), after.Currency, orDash(after.Refunded))
+		if len(after.Flags) > 0 {
+			totals += ", flags " + strings.Join(after.Flags, ",")
+		}
+		fmt.Fprintf(stdout, "order %s: %s -> %s (%s)\n", orderID, was, after.Status, strings.Join(strings.Fields(totals), " "))
+	}
+
+	var queued outboxList
+	if err := c.getJSON(ctx, "/api/outbox?notification="+strconv.FormatUint(n.ID, 10), &queued); err != nil {
+		return fmt.Errorf("simulate: reading the outcome: %w", err)
+	}
+	if len(queued.Items) == 0 {
+		fmt.Fprintln(stdout, "queued: nothing (no email, callback or script)")
+	}
+	for _, it := range queued.Items {
+		what := it.Effect.Kind
+		if it.Effect.Template != "" {
+			what += " " + it.Effect.Template
+		}
+		extra := ""
+		if it.LastError != "" {
+			extra = ", last error: " + it.LastError
+		}
+		fmt.Fprintf(stdout, "queued: %s (outbox %d, %s%s)\n", what, it.ID, it.State, extra)
+	}
+
+	if n.State == ipn.StateInvalid && strings.HasPrefix(reason, "test_payment") && !s.gateway.Sandbox {
+		fmt.Fprintf(stdout, "gateway %q is live: it stores test-mode events but does not apply them. To try ipnd end to end,\n"+
+			"add a second gateway of kind %q with sandbox = true and simulate that one (README: \"Testing with a sandbox gateway\").\n",
+			s.gateway.Name, s.gateway.Kind)
+	}
+	if n.State == ipn.StateInvalid || n.State == ipn.StateFailed {
+		return fmt.Errorf("simulate: notification %d ended %s: %s", n.ID, n.State, orDash(reason))
+	}
+	return nil
+}
+
+// findNotification returns the newest notification of gateway whose body
+// contains marker, nil when none (yet).
+func (c *adminClient) findNotification(ctx context.Context, gateway, marker string) (*admin.Notification, error) {
+	var list admin.NotificationList
+	if err := c.getJSON(ctx, "/api/notifications?limit=200&gateway="+url.QueryEscape(gateway), &list); err != nil {
+		return nil, err
+	}
+	for i := range list.Notifications {
+		if b := list.Notifications[i].Body; b != nil && strings.Contains(*b, marker) {
+			return &list.Notifications[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// order returns an order, nil when there is none of that id.
+func (c *adminClient) order(ctx context.Context, id string) (*ipn.Order, error) {
+	var o ipn.Order
+	err := c.getJSON(ctx, "/api/orders/"+url.PathEscape(id), &o)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
