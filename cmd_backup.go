@@ -9,6 +9,13 @@ import (
 	"ipnd/store"
 )
 
+var backupCommand = command{
+	name:    "backup",
+	args:    "[flags] FILE",
+	summary: "write a consistent copy of the database",
+	run:     cmdBackup,
+}
+
 func cmdBackup(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := clientCommand("backup", getenv, stdout)
 	if err := fs.parse(args, 1, 1, "FILE"); err != nil {

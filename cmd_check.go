@@ -12,6 +12,13 @@ import (
 	"ipnd/ipn"
 )
 
+var checkCommand = command{
+	name:    "check",
+	args:    "[flags] [CONFIG]",
+	summary: "validate the config and print what would run",
+	run:     cmdCheck,
+}
+
 func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := newCmdline("check", getenv, stdout)
 	if err := fs.parseConfigArg(args); err != nil {

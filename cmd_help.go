@@ -7,6 +7,13 @@ import (
 	"strings"
 )
 
+var helpCommand = command{
+	name:    "help",
+	args:    "[COMMAND]",
+	summary: "print this, or one command's usage and flags",
+	run:     cmdHelp,
+}
+
 // cmdHelp prints the usage, or with a command's name that command's
 // usage and flags (the same as "ipnd COMMAND -h").
 func cmdHelp(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -11,6 +11,13 @@ import (
 	"ipnd/admin"
 )
 
+var lsCommand = command{
+	name:    "ls",
+	args:    "[flags]",
+	summary: "list notifications, newest first",
+	run:     cmdList,
+}
+
 func cmdList(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := clientCommand("ls", getenv, stdout)
 	gateway := fs.String("gateway", "", "only this gateway")

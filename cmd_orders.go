@@ -13,6 +13,13 @@ import (
 	"ipnd/admin"
 )
 
+var ordersCommand = command{
+	name:    "orders",
+	args:    "[flags] [ID]",
+	summary: "list orders, or show one with its history",
+	run:     cmdOrders,
+}
+
 // cmdOrders lists orders, or shows one with its history.
 func cmdOrders(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := clientCommand("orders", getenv, stdout)

@@ -14,6 +14,21 @@ import (
 	"ipnd/ipn"
 )
 
+var outboxCommand = command{
+	name:    "outbox",
+	args:    "[flags] [STATE]",
+	summary: "list queued emails and callbacks (pending, sent, dead, skipped)",
+	run:     cmdOutbox,
+}
+
+// outboxRetryCommand is listed for the usage and help only: cmdOutbox
+// runs "ipnd outbox retry ID" (cmdOutboxRetry).
+var outboxRetryCommand = command{
+	name:    "outbox retry",
+	args:    "[flags] ID",
+	summary: "send a dead or skipped item again, or a pending one now",
+}
+
 // cmdOutbox lists outbox items ("ipnd outbox [pending|sent|dead|skipped]")
 // or retries one ("ipnd outbox retry ID").
 func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {

@@ -9,6 +9,13 @@ import (
 	"ipnd/store"
 )
 
+var recoverCommand = command{
+	name:    "recover",
+	args:    "[flags]",
+	summary: "apply the journal with ipnd stopped (-skip-damaged: past damage)",
+	run:     cmdRecover,
+}
+
 // cmdRecover opens the database as serve would (ipnd must be stopped) and
 // applies what the journal holds. On a damaged journal it reports the
 // damage and fails, unless -skip-damaged: then every readable frame is

@@ -8,6 +8,13 @@ import (
 	"strconv"
 )
 
+var replayCommand = command{
+	name:    "replay",
+	args:    "[flags] ID",
+	summary: "process a notification again",
+	run:     cmdReplay,
+}
+
 func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	c, id, err := idCommand("replay", args, getenv, stdout)
 	if err != nil {

@@ -9,6 +9,13 @@ import (
 	"ipnd/store"
 )
 
+var restoreCommand = command{
+	name:    "restore",
+	args:    "[flags] BACKUP",
+	summary: "install a backup with ipnd stopped (the current files are moved aside)",
+	run:     cmdRestore,
+}
+
 // cmdRestore installs a backup with ipnd stopped (see store.Restore).
 func cmdRestore(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := newCmdline("restore", getenv, stdout)

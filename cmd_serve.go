@@ -9,6 +9,13 @@ import (
 	"syscall"
 )
 
+var serveCommand = command{
+	name:    "serve",
+	args:    "[flags] [CONFIG]",
+	summary: "run the appliance (the default command)",
+	run:     cmdServe,
+}
+
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	// SIGHUP from here on is a reload, never the default (which would end
 	// the process without a word): one that comes during the start is

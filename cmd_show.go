@@ -8,6 +8,13 @@ import (
 	"strconv"
 )
 
+var showCommand = command{
+	name:    "show",
+	args:    "[flags] ID",
+	summary: "show one notification",
+	run:     cmdShow,
+}
+
 func cmdShow(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	c, id, err := idCommand("show", args, getenv, stdout)
 	if err != nil {

@@ -19,6 +19,13 @@ import (
 	"ipnd/ipn"
 )
 
+var simulateCommand = command{
+	name:    "simulate",
+	args:    "[flags] GATEWAY",
+	summary: "send a signed sample notification, report what ipnd did",
+	run:     cmdSimulate,
+}
+
 func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := clientCommand("simulate", getenv, stdout)
 	amount := fs.String("amount", "19.99", "amount, an exact decimal")

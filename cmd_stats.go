@@ -10,6 +10,13 @@ import (
 	"ipnd/admin"
 )
 
+var statsCommand = command{
+	name:    "stats",
+	args:    "[flags]",
+	summary: "bytes on disk per bucket and per notification",
+	run:     cmdStats,
+}
+
 // cmdStats prints where the bytes on disk go: per bucket, per
 // notification, and the journal; then any ids lost to journal damage.
 func cmdStats(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {

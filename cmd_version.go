@@ -7,6 +7,13 @@ import (
 	"runtime"
 )
 
+var versionCommand = command{
+	name:    "version",
+	args:    "",
+	summary: "print the version",
+	run:     cmdVersion,
+}
+
 func cmdVersion(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
 	fs := newCmdline("version", nil, stdout)
 	if err := fs.parse(args, 0, 0, ""); err != nil {
