@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,8 +22,10 @@ import (
 	"ipnd/store"
 )
 
-// app is one running ipnd: the store, the metrics, the receiver, the
-// pipeline and the outbox worker, and the parts of them a reload replaces.
+// app is one ipnd: the store, the metrics, the receiver, the pipeline
+// and the outbox worker, and the parts of them a reload replaces. Its
+// life is newApp (build: nothing runs), start, then stop; run does the
+// three around serving.
 type app struct {
 	getenv func(string) string
 	log    *slog.Logger
@@ -34,11 +36,13 @@ type app struct {
 	pipe   *ipn.Pipeline
 	cfg    atomic.Pointer[Config]
 	admin  swapHandler
+	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it)
 
-	mu           sync.Mutex // guards outbox (replaced by a reload)
-	outbox       *workerRun
-	outboxWorker atomic.Pointer[notify.Worker] // the worker outbox runs
-	pipeW        *workerRun
+	// What start started, for stop.
+	workers  workers
+	tls      *tlsService // nil until the listeners are open
+	pub, adm *listener   // nil until the listeners are open
+	served   *Config     // the config the listeners serve (its data directory holds the address files); nil before
 }
 
 // startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs
@@ -74,7 +78,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	if err := ensureGenerated(cfg, log); err != nil {
 		return nil, err
 	}
-	a := &app{getenv: getenv, log: log, procs: tuneProcs()}
+	a := &app{getenv: getenv, log: log, procs: tuneProcs(), workers: workers{log: log}}
 	gateways, err := buildGateways(cfg)
 	if err != nil {
 		return nil, err
@@ -119,51 +123,91 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a.cfg.Store(cfg)
+	a.outbox.Store(worker)
 	a.m.ConfigLoaded(configHash(cfg), time.Now())
-	a.pipeW = startWorker("pipeline", log, a.pipe.Run)
-	a.outbox = startWorker("outbox worker", log, worker.Run)
-	a.outboxWorker.Store(worker)
 	return a, nil
 }
 
-// run serves both listeners until ctx is done or one fails, reloading the
-// config on SIGHUP, then stops everything in reverse order.
+// run starts the app and serves until ctx is done or a listener fails,
+// reloading the config on SIGHUP; then it stops everything (stop).
 func (a *app) run(ctx context.Context, hup <-chan os.Signal) error {
-	cfg, log, db := a.cfg.Load(), a.log, a.db
-	// Workers, then the store: once, on every way out.
-	stopAll := sync.OnceValue(func() error {
-		a.pipeW.stop()
-		a.mu.Lock()
-		a.outbox.stop()
-		a.mu.Unlock()
-		return db.Close()
-	})
-	defer func() {
-		if err := stopAll(); err != nil {
-			log.Error("closing the store", "error", err)
+	errc := make(chan error, 3) // the public, admin and plain-HTTP listeners
+	if err := a.start(errc); err != nil {
+		if cerr := a.stop(); cerr != nil {
+			a.log.Error("closing the store", "error", cerr)
 		}
-	}()
+		return err
+	}
+	runErr := a.wait(ctx, errc, hup)
+	err := a.stop()
+	a.log.Info("stopped")
+	if err != nil {
+		a.log.Error("closing the store", "error", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	return runErr
+}
+
+// start runs the workers that the listeners feed (the outbox worker,
+// then the pipeline), opens the listeners, runs retention and the store
+// watch, and serves. On an error, what it started is for stop to end.
+func (a *app) start(errc chan<- error) error {
+	cfg, log, db := a.cfg.Load(), a.log, a.db
+	a.workers.start("outbox worker", a.outbox.Load().Run)
+	a.workers.start("pipeline", a.pipe.Run)
 	tlsSvc, err := newTLSService(cfg, log.With("component", "tls"), a.m)
 	if err != nil {
 		return err
 	}
+	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
+	pub, adm, err := a.listen(cfg, tlsSvc, errLog)
+	if err != nil {
+		return err
+	}
+	a.tls, a.pub, a.adm, a.served = tlsSvc, pub, adm, cfg
+	if err := writeAddrFiles(cfg, pub.addr(), adm.addr()); err != nil {
+		// A full disk must not keep ipnd down (it answers 503 and says why
+		// on /healthz); only the CLI's port-0 discovery needs the files.
+		log.Error("cannot record the listeners' addresses", "error", err)
+	}
+	if keep := time.Duration(cfg.Store.RawRetention); keep > 0 {
+		a.workers.start("retention", func(ctx context.Context) error {
+			return purgeLoop(ctx, db, a.m, log.With("component", "retention"), keep, time.Now)
+		})
+	}
+	a.workers.start("store watch", func(ctx context.Context) error {
+		watchStore(ctx, db, log.With("component", "store"), time.Second, time.Minute)
+		return nil
+	})
+	pub.serve(errc)
+	adm.serve(errc)
+	tlsSvc.start(pub.addr(), errLog, errc)
+	log.Info("ipnd serving", "version", version, "public", pub.addr(), "admin", adm.addr(),
+		"tls", cfg.tlsMode(), "store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
+	return nil
+}
+
+// listen opens the public and admin listeners and server.http_listen
+// (synchronously, so that a port in use fails the start) and sets up the
+// public and admin servers on them.
+func (a *app) listen(cfg *Config, tlsSvc *tlsService, errLog *log.Logger) (pub, adm *listener, err error) {
 	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
-		return fmt.Errorf("server.listen: %w", err)
+		return nil, nil, fmt.Errorf("server.listen: %w", err)
 	}
 	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		pubLn.Close()
-		return fmt.Errorf("admin.listen: %w", err)
+		return nil, nil, fmt.Errorf("admin.listen: %w", err)
 	}
 	if err := tlsSvc.listen(); err != nil {
 		pubLn.Close()
 		admLn.Close()
-		return err
+		return nil, nil, err
 	}
-	defer tlsSvc.stop()
-	errLog := slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
-	pub := &http.Server{
+	pub = &listener{name: "public", ln: pubLn, srv: &http.Server{
 		Handler:           a.rcv.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       time.Duration(cfg.Server.ReadTimeout),
@@ -171,81 +215,85 @@ func (a *app) run(ctx context.Context, hup <-chan os.Signal) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
-	}
-	adm := &http.Server{
+	}}
+	adm = &listener{name: "admin", ln: admLn, srv: &http.Server{
 		Handler:           &a.admin,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
-	}
-	pubTLS, admTLS := tlsSvc.configure(pub, adm)
-	if err := writeAddrFiles(cfg, pubLn.Addr().String(), admLn.Addr().String()); err != nil {
-		// A full disk must not keep ipnd down (it answers 503 and says why
-		// on /healthz); only the CLI's port-0 discovery needs the files.
-		log.Error("cannot record the listeners' addresses", "error", err)
-	}
-	if keep := time.Duration(cfg.Store.RawRetention); keep > 0 {
-		ret := startWorker("retention", log, func(ctx context.Context) error {
-			return purgeLoop(ctx, db, a.m, log.With("component", "retention"), keep, time.Now)
-		})
-		defer ret.stop()
-	}
-	watch := startWorker("store watch", log, func(ctx context.Context) error {
-		watchStore(ctx, db, log.With("component", "store"), time.Second, time.Minute)
-		return nil
-	})
-	defer watch.stop()
-	errc := make(chan error, 3)
-	serveOn := func(s *http.Server, ln net.Listener, withTLS bool) {
-		if withTLS {
-			errc <- s.ServeTLS(ln, "", "") // the certificate comes from s.TLSConfig
-		} else {
-			errc <- s.Serve(ln)
-		}
-	}
-	go serveOn(pub, pubLn, pubTLS)
-	go serveOn(adm, admLn, admTLS)
-	tlsSvc.start(pubLn.Addr().String(), errLog, errc)
-	log.Info("ipnd serving", "version", version, "public", pubLn.Addr().String(), "admin", admLn.Addr().String(),
-		"tls", cfg.tlsMode(), "store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
+	}}
+	pub.tls, adm.tls = tlsSvc.configure(pub.srv, adm.srv)
+	return pub, adm, nil
+}
 
-	var runErr error
-loop:
+// wait serves until ctx is done (nil) or a listener fails (its error).
+// SIGHUP reloads the config and re-reads the certificate files.
+func (a *app) wait(ctx context.Context, errc <-chan error, hup <-chan os.Signal) error {
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down")
-			break loop
-		case runErr = <-errc:
-			log.Error("listener failed", "error", runErr)
-			break loop
+			a.log.Info("shutting down")
+			return nil
+		case err := <-errc:
+			a.log.Error("listener failed", "error", err)
+			return err
 		case <-hup:
 			a.reload()
-			tlsSvc.reload()
+			a.tls.reload()
 		}
 	}
-	shutdown := func(s *http.Server, name string) {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(sctx); err != nil {
-			// Connections still busy (a stalled backup download): cut them,
-			// so that the store can close.
-			log.Warn("shutdown: closing busy connections", "listener", name, "error", err)
-			s.Close()
+}
+
+// stop ends what start started, in reverse: the public listener
+// (requests in flight finish their commits), the plain-HTTP listener and
+// certificate watchers, the admin listener, the workers, and the store
+// last, whose close error it returns. It works on an app whose start
+// failed part way.
+func (a *app) stop() error {
+	if a.pub != nil {
+		a.pub.shutdown(a.log)
+		a.tls.stop()
+		a.adm.shutdown(a.log)
+		removeAddrFiles(a.served)
+	}
+	a.workers.stopAll()
+	return a.db.Close()
+}
+
+// listener is one of the app's HTTP servers on its bound listener.
+type listener struct {
+	name string // for the log: "public", "admin"
+	srv  *http.Server
+	ln   net.Listener
+	tls  bool // serve TLS (the certificate comes from srv.TLSConfig)
+}
+
+func (l *listener) addr() string { return l.ln.Addr().String() }
+
+// serve serves in a goroutine; errc gets what Serve returns (after
+// shutdown: http.ErrServerClosed, which nobody reads).
+func (l *listener) serve(errc chan<- error) {
+	go func() {
+		if l.tls {
+			errc <- l.srv.ServeTLS(l.ln, "", "")
+		} else {
+			errc <- l.srv.Serve(l.ln)
 		}
+	}()
+}
+
+// shutdown stops taking connections and lets the requests in flight
+// finish, for 10 s at most; then it cuts the connections still busy (a
+// stalled backup download), so that the store can close.
+func (l *listener) shutdown(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown: closing busy connections", "listener", l.name, "error", err)
+		l.srv.Close()
 	}
-	shutdown(pub, "public")
-	tlsSvc.stop()
-	shutdown(adm, "admin")
-	watch.stop()
-	removeAddrFiles(cfg)
-	if err := stopAll(); err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
-	return runErr
 }
 
 // setAdmin builds the admin API for cfg (token, gateways) and puts it in
@@ -270,13 +318,10 @@ func (a *app) healthy() error {
 	if err := a.db.ApplyErr(); err != nil {
 		return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
 	}
-	if a.pipeW.stopped.Load() {
+	if a.workers.failed("pipeline") {
 		return errors.New("pipeline worker has stopped")
 	}
-	a.mu.Lock()
-	stopped := a.outbox.stopped.Load()
-	a.mu.Unlock()
-	if stopped {
+	if a.workers.failed("outbox worker") {
 		return errors.New("outbox worker has stopped")
 	}
 	// The workers retry a failing store by themselves: degraded until it
@@ -284,7 +329,7 @@ func (a *app) healthy() error {
 	if err := a.pipe.Degraded(); err != nil {
 		return err
 	}
-	return a.outboxWorker.Load().Degraded()
+	return a.outbox.Load().Degraded()
 }
 
 // newMetrics builds the metrics, reading the store at scrape time.
@@ -320,7 +365,7 @@ func (a *app) newMetrics(gateways []ipn.Gateway) *metrics.Metrics {
 			if a.pipe != nil && a.pipe.Degraded() != nil {
 				out["pipeline"] = 1
 			}
-			if w := a.outboxWorker.Load(); w != nil && w.Degraded() != nil {
+			if w := a.outbox.Load(); w != nil && w.Degraded() != nil {
 				out["outbox"] = 1
 			}
 			return out

@@ -60,11 +60,8 @@ func (a *app) reload() {
 	if deliveryChanged(old, cfg) {
 		// A delivery in flight is cut short and made again by the new
 		// worker (as after a crash): only when delivery settings changed.
-		a.mu.Lock()
-		a.outbox.stop()
-		a.outbox = startWorker("outbox worker", a.log, worker.Run)
-		a.outboxWorker.Store(worker)
-		a.mu.Unlock()
+		a.workers.start("outbox worker", worker.Run) // stops the running one first
+		a.outbox.Store(worker)
 	}
 	a.cfg.Store(cfg)
 	hash := configHash(cfg)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,27 +13,64 @@ import (
 	"ipnd/store"
 )
 
-// workerRun is one worker goroutine: started by startWorker, stopped
-// (cancelled and waited for) by stop.
-type workerRun struct {
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped atomic.Bool // Run returned by itself (an error), not by stop
+// workers are the goroutines an app runs besides its listeners: the
+// outbox worker, the pipeline, retention and the store watch. Each is
+// started by start and stopped by stopAll, which cancels them in the
+// reverse order of their start and waits for each to return. A worker
+// whose run returns an error by itself is logged as stopped and reported
+// by failed (the admin API's /healthz).
+type workers struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	all []*workerRun // in start order
 }
 
-// startWorker runs run in a goroutine until stop; an error it returns is
-// logged as the worker stopping.
-func startWorker(name string, log *slog.Logger, run func(context.Context) error) *workerRun {
+// workerRun is one worker's goroutine.
+type workerRun struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	failed atomic.Bool // run returned by itself (an error), not by stop
+}
+
+// start runs run in a goroutine until stopAll. A worker of the same name
+// that runs already is stopped first and replaced in its place (a reload
+// with new delivery settings replaces the outbox worker).
+func (ws *workers) start(name string, run func(context.Context) error) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &workerRun{cancel: cancel, done: make(chan struct{})}
+	w := &workerRun{name: name, cancel: cancel, done: make(chan struct{})}
+	if i := slices.IndexFunc(ws.all, func(o *workerRun) bool { return o.name == name }); i >= 0 {
+		ws.all[i].stop()
+		ws.all[i] = w
+	} else {
+		ws.all = append(ws.all, w)
+	}
 	go func() {
 		defer close(w.done)
 		if err := run(ctx); err != nil && ctx.Err() == nil {
-			log.Error(name+" stopped", "error", err)
-			w.stopped.Store(true)
+			ws.log.Error(name+" stopped", "error", err)
+			w.failed.Store(true)
 		}
 	}()
-	return w
+}
+
+// stopAll stops every worker, the last started first.
+func (ws *workers) stopAll() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range slices.Backward(ws.all) {
+		w.stop()
+	}
+}
+
+// failed reports whether the worker of that name has stopped by itself.
+func (ws *workers) failed(name string) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	i := slices.IndexFunc(ws.all, func(w *workerRun) bool { return w.name == name })
+	return i >= 0 && ws.all[i].failed.Load()
 }
 
 // stop cancels the worker and waits until it has returned.
