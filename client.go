@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -187,6 +188,15 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printIndented prints an answer of the admin API as it came, indented.
+func printIndented(w io.Writer, raw json.RawMessage) error {
+	var out bytes.Buffer
+	json.Indent(&out, raw, "", "  ")
+	out.WriteByte('\n')
+	_, err := out.WriteTo(w)
+	return err
 }
 
 // outboxList is the answer of GET /api/outbox.

@@ -31,14 +31,27 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer resp.Body.Close()
-	tmp := dst + ".partial"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	n, fi, err := writeBackup(dst, resp.Body, resp.ContentLength)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	n, err := io.Copy(f, resp.Body)
-	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
-		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
+	fmt.Fprintf(stdout, "wrote %s (%d bytes): %s\n", dst, n, fi)
+	return nil
+}
+
+// writeBackup writes the database copy r (of length bytes; -1: unknown)
+// to dst.partial, syncs it, checks that it opens as an ipnd database and
+// only then renames it to dst, so that a failed download never replaces
+// an older good backup. On an error dst.partial is removed.
+func writeBackup(dst string, r io.Reader, length int64) (int64, store.FileInfo, error) {
+	tmp := dst + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, store.FileInfo{}, err
+	}
+	n, err := io.Copy(f, r)
+	if err == nil && length >= 0 && n != length {
+		err = fmt.Errorf("got %d of %d bytes", n, length)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -58,8 +71,7 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("backup: %w", err)
+		return 0, store.FileInfo{}, err
 	}
-	fmt.Fprintf(stdout, "wrote %s (%d bytes): %s\n", dst, n, fi)
-	return nil
+	return n, fi, nil
 }

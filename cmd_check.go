@@ -32,26 +32,9 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 	if cfg.file != "" {
 		src = cfg.file
 	}
-	var lines []string
-	for i, g := range cfg.Gateways {
-		secret := "secret set"
-		if !ipn.NeedsSecret(g.Kind) {
-			secret = "verified by postback"
-		}
-		key := fmt.Sprintf("gateway[%d]", i)
-		secrets, err := gatewaySecrets(key, g)
-		if err != nil {
-			if !cfg.generatedSecret(g) {
-				return err
-			}
-			secret = "secret generated on first start in " + g.SecretFile
-			secrets = []string{"whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32))} // stand-in
-		}
-		// Build the adapter exactly as serve will, so that check fails when serve would.
-		if _, err := ipn.NewGateway(gatewayOptions(g, secrets)); err != nil {
-			return fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
-		}
-		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
+	lines, err := checkGateways(cfg)
+	if err != nil {
+		return err
 	}
 	// What serve builds before it listens, built the same way: the admin
 	// token, templates, SMTP (its password file) and the shop (its key).
@@ -76,4 +59,32 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 	}
 	fmt.Fprint(stdout, cfg.redacted())
 	return nil
+}
+
+// checkGateways builds every gateway's adapter as serve will (a secret
+// file serve generates on its first start stands in as a random secret)
+// and returns one line per gateway saying where it takes notifications.
+func checkGateways(cfg *Config) ([]string, error) {
+	var lines []string
+	for i, g := range cfg.Gateways {
+		secret := "secret set"
+		if !ipn.NeedsSecret(g.Kind) {
+			secret = "verified by postback"
+		}
+		key := fmt.Sprintf("gateway[%d]", i)
+		secrets, err := gatewaySecrets(key, g)
+		if err != nil {
+			if !cfg.generatedSecret(g) {
+				return nil, err
+			}
+			secret = "secret generated on first start in " + g.SecretFile
+			secrets = []string{"whsec_" + base64.StdEncoding.EncodeToString(randomBytes(32))} // stand-in
+		}
+		// Build the adapter exactly as serve will, so that check fails when serve would.
+		if _, err := ipn.NewGateway(gatewayOptions(g, secrets)); err != nil {
+			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
+		}
+		lines = append(lines, fmt.Sprintf("# gateway %q (%s): POST /ipn/%s, %s\n", g.Name, g.Kind, g.Name, secret))
+	}
+	return lines, nil
 }

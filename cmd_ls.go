@@ -51,7 +51,14 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 	if *asJSON {
 		return printJSON(stdout, list)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	printNotifications(stdout, list)
+	return nil
+}
+
+// printNotifications prints a page of notifications as a table, and how
+// to get the next page.
+func printNotifications(w io.Writer, list admin.NotificationList) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRECEIVED\tGATEWAY\tSTATE\tTYPE\tORDER\tAMOUNT\tREASON")
 	for i, n := range list.Notifications {
 		typ, ord, amt := "-", "-", "-"
@@ -70,10 +77,9 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	tw.Flush()
 	if len(list.Notifications) == 0 {
-		fmt.Fprintln(stdout, "(no notifications)")
+		fmt.Fprintln(w, "(no notifications)")
 	}
 	if list.NextBefore > 0 {
-		fmt.Fprintf(stdout, "more: ipnd ls -before %d\n", list.NextBefore)
+		fmt.Fprintf(w, "more: ipnd ls -before %d\n", list.NextBefore)
 	}
-	return nil
 }

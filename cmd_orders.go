@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,11 +40,7 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 		if err := c.getJSON(ctx, "/api/orders/"+url.PathEscape(fs.Arg(0)), &o); err != nil {
 			return err
 		}
-		var out bytes.Buffer
-		json.Indent(&out, o, "", "  ")
-		out.WriteByte('\n')
-		_, err = out.WriteTo(stdout)
-		return err
+		return printIndented(stdout, o)
 	}
 	q := fmt.Sprintf("/api/orders?limit=%d", *limit)
 	if *status != "" {
@@ -61,7 +56,14 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	if *asJSON {
 		return printJSON(stdout, list)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	printOrders(stdout, list)
+	return nil
+}
+
+// printOrders prints a page of orders as a table, and how to get the
+// next page.
+func printOrders(w io.Writer, list admin.OrderList) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ORDER\tSTATUS\tAMOUNT\tPAID\tREFUNDED\tFLAGS\tUPDATED")
 	for _, o := range list.Orders {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, o.Status, orDash(strings.TrimSpace(o.Amount+" "+o.Currency)),
@@ -69,10 +71,9 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	tw.Flush()
 	if len(list.Orders) == 0 {
-		fmt.Fprintln(stdout, "(no orders)")
+		fmt.Fprintln(w, "(no orders)")
 	}
 	if list.NextBefore != "" {
-		fmt.Fprintf(stdout, "more: ipnd orders -before %s\n", list.NextBefore)
+		fmt.Fprintf(w, "more: ipnd orders -before %s\n", list.NextBefore)
 	}
-	return nil
 }

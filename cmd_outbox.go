@@ -65,19 +65,7 @@ func cmdOutbox(ctx context.Context, args []string, getenv func(string) string, s
 	if *asJSON {
 		return printJSON(stdout, out)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tNOTIFICATION\tATTEMPTS\tLAST ERROR")
-	for _, it := range out.Items {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", it.ID, it.State, it.Effect.Kind, orDash(it.Effect.Template),
-			orDash(it.Effect.OrderID), it.Notification, it.Attempts, orDash(clip(it.LastError, 80)))
-	}
-	tw.Flush()
-	if len(out.Items) == 0 {
-		fmt.Fprintln(stdout, "(no items)")
-	}
-	if len(out.Items) == *limit {
-		fmt.Fprintf(stdout, "(the first %d; -limit shows more)\n", *limit)
-	}
+	printOutbox(stdout, out, *limit)
 	return nil
 }
 
@@ -104,4 +92,22 @@ func cmdOutboxRetry(ctx context.Context, args []string, getenv func(string) stri
 		fmt.Fprintf(stdout, "outbox item %d was %s (%d attempts): queued again, retrying now\n", id, r.Was, r.Attempts)
 	}
 	return nil
+}
+
+// printOutbox prints outbox items as a table; limit is the -limit asked
+// for (a full page says there may be more).
+func printOutbox(w io.Writer, out outboxList, limit int) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tNOTIFICATION\tATTEMPTS\tLAST ERROR")
+	for _, it := range out.Items {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", it.ID, it.State, it.Effect.Kind, orDash(it.Effect.Template),
+			orDash(it.Effect.OrderID), it.Notification, it.Attempts, orDash(clip(it.LastError, 80)))
+	}
+	tw.Flush()
+	if len(out.Items) == 0 {
+		fmt.Fprintln(w, "(no items)")
+	}
+	if len(out.Items) == limit {
+		fmt.Fprintf(w, "(the first %d; -limit shows more)\n", limit)
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -24,9 +23,5 @@ func cmdShow(ctx context.Context, args []string, getenv func(string) string, std
 	if err := c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(id, 10), &n); err != nil {
 		return err
 	}
-	var out bytes.Buffer
-	json.Indent(&out, n, "", "  ")
-	out.WriteByte('\n')
-	_, err = out.WriteTo(stdout)
-	return err
+	return printIndented(stdout, n)
 }

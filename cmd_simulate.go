@@ -46,19 +46,9 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	name := fs.Arg(0)
-	var gc *GatewayConfig
-	idx := 0
-	for i := range cfg.Gateways {
-		if cfg.Gateways[i].Name == name {
-			gc, idx = &cfg.Gateways[i], i
-		}
-	}
-	if gc == nil {
-		return fmt.Errorf("simulate: no gateway named %q in the config", name)
-	}
-	secrets, err := gatewaySecrets(fmt.Sprintf("gateway[%d]", idx), *gc)
+	gc, secrets, err := simulatedGateway(cfg, name)
 	if err != nil {
-		return fmt.Errorf("simulate: %w (has ipnd serve run once?)", err)
+		return err
 	}
 	if *order == "" {
 		*order = fmt.Sprintf("ORDER-%d", time.Now().UnixNano()%1e9)
@@ -72,21 +62,9 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
-	base := *target
-	if base == "" {
-		addr, err := readAddr(cfg, cfg.Server.Listen, "public")
-		if err != nil {
-			return fmt.Errorf("simulate: %w", err)
-		}
-		scheme := "http"
-		if cfg.Server.TLSCert != "" {
-			scheme = "https"
-		}
-		base = scheme + "://" + addr
-	}
-	u, err := url.Parse(strings.TrimSuffix(base, "/") + "/ipn/" + url.PathEscape(name))
-	if err != nil || u.Host == "" {
-		return usageErrorf("simulate: -url %q: want a URL such as https://shop.example.com", base)
+	u, err := ingestURL(cfg, *target, name)
+	if err != nil {
+		return err
 	}
 	req.URL, req.Host = u, u.Host
 
@@ -102,15 +80,9 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		}
 	}
 
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req.WithContext(ctx))
+	resp, answer, err := post(ctx, req)
 	if err != nil {
 		return fmt.Errorf("simulate: %w (is ipnd serve running?)", err)
-	}
-	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	answer := resp.Status
-	if r := strings.TrimSpace(string(reply)); r != "" && r != "OK" {
-		answer += ": " + r
 	}
 	fmt.Fprintf(stdout, "POST %s -> %s\nsent %s for order %s, %s %s\n", u, answer, s.what, *order, amt, s.currency)
 	if resp.StatusCode != http.StatusOK {
@@ -121,6 +93,66 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		return nil
 	}
 	return c.reportOutcome(ctx, stdout, simulated{gateway: *gc, marker: s.marker, order: *order, before: before, wait: *wait})
+}
+
+// simulatedGateway returns the [[gateway]] table named name and its
+// secrets.
+func simulatedGateway(cfg *Config, name string) (*GatewayConfig, []string, error) {
+	var gc *GatewayConfig
+	idx := 0
+	for i := range cfg.Gateways {
+		if cfg.Gateways[i].Name == name {
+			gc, idx = &cfg.Gateways[i], i
+		}
+	}
+	if gc == nil {
+		return nil, nil, fmt.Errorf("simulate: no gateway named %q in the config", name)
+	}
+	secrets, err := gatewaySecrets(fmt.Sprintf("gateway[%d]", idx), *gc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("simulate: %w (has ipnd serve run once?)", err)
+	}
+	return gc, secrets, nil
+}
+
+// ingestURL is where gateway name's notifications go: under -url
+// (target), or by default the public listener the running ipnd recorded
+// (https when the config has a certificate).
+func ingestURL(cfg *Config, target, name string) (*url.URL, error) {
+	base := target
+	if base == "" {
+		addr, err := readAddr(cfg, cfg.Server.Listen, "public")
+		if err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
+		}
+		scheme := "http"
+		if cfg.Server.TLSCert != "" {
+			scheme = "https"
+		}
+		base = scheme + "://" + addr
+	}
+	u, err := url.Parse(strings.TrimSuffix(base, "/") + "/ipn/" + url.PathEscape(name))
+	if err != nil || u.Host == "" {
+		return nil, usageErrorf("simulate: -url %q: want a URL such as https://shop.example.com", base)
+	}
+	return u, nil
+}
+
+// post sends req (15 s at most) and returns the response, its body read
+// and closed, and ipnd's answer for the operator: the status, and the
+// body when it says more than OK.
+func post(ctx context.Context, req *http.Request) (*http.Response, string, error) {
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req.WithContext(ctx))
+	if err != nil {
+		return nil, "", err
+	}
+	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	answer := resp.Status
+	if r := strings.TrimSpace(string(reply)); r != "" && r != "OK" {
+		answer += ": " + r
+	}
+	return resp, answer, nil
 }
 
 // sample is the notification simulate sends.
@@ -212,35 +244,9 @@ type simulated struct {
 // before and after, and the outbox items it queued. A notification that
 // ended invalid or failed, or did not finish in time, is an error.
 func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s simulated) error {
-	deadline := time.Now().Add(s.wait)
-	var n *admin.Notification
-	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
-		var err error
-		if n == nil {
-			n, err = c.findNotification(ctx, s.gateway.Name, s.marker)
-		} else {
-			err = c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(n.ID, 10), n)
-		}
-		if err != nil {
-			return fmt.Errorf("simulate: reading the outcome: %w", err)
-		}
-		if n != nil && n.State.Final() {
-			break
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			if n == nil {
-				return fmt.Errorf("simulate: notification not processed within %s (the admin API does not list it)", s.wait)
-			}
-			return fmt.Errorf("simulate: notification %d not processed within %s: still %s (ipnd show %d)", n.ID, s.wait, n.State, n.ID)
-		}
-		t := time.NewTimer(min(pause, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
+	n, err := c.awaitFinal(ctx, s)
+	if err != nil {
+		return err
 	}
 	reason := lastDetail(n)
 	line := fmt.Sprintf("notification %d: state %s", n.ID, n.State)
@@ -251,7 +257,61 @@ func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s sim
 		line += ": " + reason
 	}
 	fmt.Fprintln(stdout, line)
+	if err := c.reportOrder(ctx, stdout, s, n); err != nil {
+		return err
+	}
+	if err := c.reportQueued(ctx, stdout, n); err != nil {
+		return err
+	}
+	if n.State == ipn.StateInvalid && strings.HasPrefix(reason, "test_payment") && !s.gateway.Sandbox {
+		fmt.Fprintf(stdout, "gateway %q is live: it stores test-mode events but does not apply them. To try ipnd end to end,\n"+
+			"add a second gateway of kind %q with sandbox = true and simulate that one (README: \"Testing with a sandbox gateway\").\n",
+			s.gateway.Name, s.gateway.Kind)
+	}
+	if n.State == ipn.StateInvalid || n.State == ipn.StateFailed {
+		return fmt.Errorf("simulate: notification %d ended %s: %s", n.ID, n.State, orDash(reason))
+	}
+	return nil
+}
 
+// awaitFinal polls the admin API (up to s.wait) until it lists the
+// simulated notification in a final state, and returns it.
+func (c *adminClient) awaitFinal(ctx context.Context, s simulated) (*admin.Notification, error) {
+	deadline := time.Now().Add(s.wait)
+	var n *admin.Notification
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+		var err error
+		if n == nil {
+			n, err = c.findNotification(ctx, s.gateway.Name, s.marker)
+		} else {
+			err = c.getJSON(ctx, "/api/notifications/"+strconv.FormatUint(n.ID, 10), n)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("simulate: reading the outcome: %w", err)
+		}
+		if n != nil && n.State.Final() {
+			return n, nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			if n == nil {
+				return nil, fmt.Errorf("simulate: notification not processed within %s (the admin API does not list it)", s.wait)
+			}
+			return nil, fmt.Errorf("simulate: notification %d not processed within %s: still %s (ipnd show %d)", n.ID, s.wait, n.State, n.ID)
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// reportOrder prints the order of notification n as it was before the
+// simulation and as it is now.
+func (c *adminClient) reportOrder(ctx context.Context, stdout io.Writer, s simulated, n *admin.Notification) error {
 	orderID := s.order
 	if n.Event != nil && n.Event.OrderID != "" {
 		orderID = n.Event.OrderID
@@ -266,14 +326,18 @@ func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s sim
 	}
 	if after == nil {
 		fmt.Fprintf(stdout, "order %s: %s (not changed)\n", orderID, was)
-	} else {
-		totals := fmt.Sprintf("paid %s %s, refunded %s", orDash(after.Paid), after.Currency, orDash(after.Refunded))
-		if len(after.Flags) > 0 {
-			totals += ", flags " + strings.Join(after.Flags, ",")
-		}
-		fmt.Fprintf(stdout, "order %s: %s -> %s (%s)\n", orderID, was, after.Status, strings.Join(strings.Fields(totals), " "))
+		return nil
 	}
+	totals := fmt.Sprintf("paid %s %s, refunded %s", orDash(after.Paid), after.Currency, orDash(after.Refunded))
+	if len(after.Flags) > 0 {
+		totals += ", flags " + strings.Join(after.Flags, ",")
+	}
+	fmt.Fprintf(stdout, "order %s: %s -> %s (%s)\n", orderID, was, after.Status, strings.Join(strings.Fields(totals), " "))
+	return nil
+}
 
+// reportQueued prints the outbox items notification n queued.
+func (c *adminClient) reportQueued(ctx context.Context, stdout io.Writer, n *admin.Notification) error {
 	var queued outboxList
 	if err := c.getJSON(ctx, "/api/outbox?notification="+strconv.FormatUint(n.ID, 10), &queued); err != nil {
 		return fmt.Errorf("simulate: reading the outcome: %w", err)
@@ -291,15 +355,6 @@ func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s sim
 			extra = ", last error: " + it.LastError
 		}
 		fmt.Fprintf(stdout, "queued: %s (outbox %d, %s%s)\n", what, it.ID, it.State, extra)
-	}
-
-	if n.State == ipn.StateInvalid && strings.HasPrefix(reason, "test_payment") && !s.gateway.Sandbox {
-		fmt.Fprintf(stdout, "gateway %q is live: it stores test-mode events but does not apply them. To try ipnd end to end,\n"+
-			"add a second gateway of kind %q with sandbox = true and simulate that one (README: \"Testing with a sandbox gateway\").\n",
-			s.gateway.Name, s.gateway.Kind)
-	}
-	if n.State == ipn.StateInvalid || n.State == ipn.StateFailed {
-		return fmt.Errorf("simulate: notification %d ended %s: %s", n.ID, n.State, orDash(reason))
 	}
 	return nil
 }

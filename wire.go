@@ -99,19 +99,9 @@ func gatewayOptions(g GatewayConfig, secrets []string) ipn.GatewayConfig {
 // under the data directory when no smtp.host is set), shop callbacks and
 // the notification script.
 func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Logger) (*notify.Worker, error) {
-	var mailer notify.Mailer
-	if cfg.SMTP.Host == "" {
-		mailer = notify.NewFileMailer(filepath.Join(cfg.dataDir(), "mail"))
-	} else {
-		pw, err := cfg.smtpPassword()
-		if err != nil {
-			return nil, err
-		}
-		mailer, err = notify.NewSMTPMailer(notify.SMTPConfig{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port,
-			Username: cfg.SMTP.Username, Password: pw, TLS: cfg.SMTP.TLS, Timeout: time.Duration(cfg.SMTP.Timeout)})
-		if err != nil {
-			return nil, fmt.Errorf("smtp: %w", err)
-		}
+	mailer, err := newMailer(cfg)
+	if err != nil {
+		return nil, err
 	}
 	tpl, err := notify.LoadTemplates(cfg.Email.TemplatesDir)
 	if err != nil {
@@ -146,6 +136,24 @@ func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Lo
 		EmailConnections: cfg.Email.Connections,
 		RetryBase:        time.Duration(cfg.Pipeline.OutboxRetryBase), RetryCap: time.Duration(cfg.Pipeline.OutboxRetryCap),
 		Observer: m, Logger: log}), nil
+}
+
+// newMailer sends through smtp.host, or without one writes each email
+// as an .eml file under the data directory.
+func newMailer(cfg *Config) (notify.Mailer, error) {
+	if cfg.SMTP.Host == "" {
+		return notify.NewFileMailer(filepath.Join(cfg.dataDir(), "mail")), nil
+	}
+	pw, err := cfg.smtpPassword()
+	if err != nil {
+		return nil, err
+	}
+	mailer, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port,
+		Username: cfg.SMTP.Username, Password: pw, TLS: cfg.SMTP.TLS, Timeout: time.Duration(cfg.SMTP.Timeout)})
+	if err != nil {
+		return nil, fmt.Errorf("smtp: %w", err)
+	}
+	return mailer, nil
 }
 
 // effectKinds are the effects the store queues under cfg: no shop
