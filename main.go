@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 )
@@ -68,28 +67,30 @@ type command struct {
 	run     func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
 }
 
-// commands is the dispatch table, in the order the usage lists them. A
-// new subcommand is one entry here (set in init: the entries' functions
-// print usage from this table).
+// commands is the dispatch table, in the order the usage lists them.
+// Each subcommand's file declares its entry (name, usage line, summary
+// and run function) beside its flags; a new subcommand is that file plus
+// its entry here. Set in init: the entries' functions print usage from
+// this table.
 var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "[flags] [CONFIG]", "run the appliance (the default command)", cmdServe},
-		{"check", "[flags] [CONFIG]", "validate the config and print what would run", cmdCheck},
-		{"simulate", "[flags] GATEWAY", "send a signed sample notification, report what ipnd did", cmdSimulate},
-		{"ls", "[flags]", "list notifications, newest first", cmdList},
-		{"show", "[flags] ID", "show one notification", cmdShow},
-		{"replay", "[flags] ID", "process a notification again", cmdReplay},
-		{"orders", "[flags] [ID]", "list orders, or show one with its history", cmdOrders},
-		{"outbox", "[flags] [STATE]", "list queued emails and callbacks (pending, sent, dead, skipped)", cmdOutbox},
-		{"outbox retry", "[flags] ID", "send a dead or skipped item again, or a pending one now", nil},
-		{"backup", "[flags] FILE", "write a consistent copy of the database", cmdBackup},
-		{"recover", "[flags]", "apply the journal with ipnd stopped (-skip-damaged: past damage)", cmdRecover},
-		{"restore", "[flags] BACKUP", "install a backup with ipnd stopped (the current files are moved aside)", cmdRestore},
-		{"stats", "[flags]", "bytes on disk per bucket and per notification", cmdStats},
-		{"version", "", "print the version", cmdVersion},
-		{"help", "[COMMAND]", "print this, or one command's usage and flags", cmdHelp},
+		serveCommand,
+		checkCommand,
+		simulateCommand,
+		lsCommand,
+		showCommand,
+		replayCommand,
+		ordersCommand,
+		outboxCommand,
+		outboxRetryCommand,
+		backupCommand,
+		recoverCommand,
+		restoreCommand,
+		statsCommand,
+		versionCommand,
+		helpCommand,
 	}
 }
 
@@ -151,37 +152,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageErrorf("unknown command %q; \"ipnd help\" lists them", name)
 	}
 	return c.run(ctx, args, getenv, stdout, stderr)
-}
-
-func cmdVersion(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
-	fs := newCmdline("version", nil, stdout)
-	if err := fs.parse(args, 0, 0, ""); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "ipnd %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
-}
-
-// cmdHelp prints the usage, or with a command's name that command's
-// usage and flags (the same as "ipnd COMMAND -h").
-func cmdHelp(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stdout, usage())
-		return nil
-	}
-	name := strings.Join(args, " ")
-	c, ok := lookup(name)
-	if !ok {
-		return usageErrorf("help: unknown command %q; \"ipnd help\" lists them", name)
-	}
-	if c.name == "help" {
-		fmt.Fprint(stdout, usage())
-		return nil
-	}
-	if c.name == "outbox retry" {
-		return cmdOutbox(ctx, []string{"retry", "-h"}, getenv, stdout, stderr)
-	}
-	return c.run(ctx, []string{"-h"}, getenv, stdout, stderr)
 }
 
 // cmdline is one command's flag set: the -config flag every command has,

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"ipnd/store"
+)
+
+var restoreCommand = command{
+	name:    "restore",
+	args:    "[flags] BACKUP",
+	summary: "install a backup with ipnd stopped (the current files are moved aside)",
+	run:     cmdRestore,
+}
+
+// cmdRestore installs a backup with ipnd stopped (see store.Restore).
+func cmdRestore(_ context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := newCmdline("restore", getenv, stdout)
+	if err := fs.parse(args, 1, 1, "BACKUP"); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*fs.config, getenv)
+	if err != nil {
+		return err
+	}
+	fi, aside, err := store.Restore(cfg.Store.Path, fs.Arg(0), time.Now())
+	if err != nil {
+		return err
+	}
+	if aside != "" {
+		fmt.Fprintf(stdout, "moved the previous database and journal to %s (delete it once the restore is fine)\n", aside)
+	}
+	fmt.Fprintf(stdout, "restored %s as %s: %s\n", fs.Arg(0), cfg.Store.Path, fi)
+	return nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"ipnd/ipn"
+	"ipnd/ipn/gateway"
+	"ipnd/metrics"
+	"ipnd/notify"
+	"ipnd/store"
+)
+
+// ensureGenerated creates the secret files that the embedded defaults
+// point at (the test gateway's secret, the admin token) when they do not
+// exist yet: random, 0600, in the data directory.
+func ensureGenerated(cfg *Config, log *slog.Logger) error {
+	dir := cfg.dataDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	gen := map[string]func() string{}
+	if cfg.Admin.Token == "" && filepath.Dir(cfg.Admin.TokenFile) == dir {
+		gen[cfg.Admin.TokenFile] = func() string { return hex.EncodeToString(randomBytes(32)) }
+	}
+	for _, g := range cfg.Gateways {
+		if cfg.generatedSecret(g) {
+			k, _ := gateway.Lookup(g.Kind)
+			gen[g.SecretFile] = k.NewSecret
+		}
+	}
+	for path, make := range gen {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("generate %s: %w", path, err)
+		}
+		_, err = f.WriteString(make() + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("generate %s: %w", path, err)
+		}
+		log.Info("generated secret file", "path", path)
+	}
+	return nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// buildGateways turns the [[gateway]] tables into adapters.
+func buildGateways(cfg *Config) ([]gateway.Gateway, error) {
+	var out []gateway.Gateway
+	for i, g := range cfg.Gateways {
+		key := fmt.Sprintf("gateway[%d]", i)
+		secrets, err := gatewaySecrets(key, g)
+		if err != nil {
+			return nil, err
+		}
+		gw, err := gateway.New(cfg.gatewayOptions(g, secrets))
+		if err != nil {
+			return nil, fmt.Errorf("config: %s (%q): %w", key, g.Name, err)
+		}
+		out = append(out, gw)
+	}
+	return out, nil
+}
+
+// gatewayOptions copies a [[gateway]] table into the adapter's options.
+func (c *Config) gatewayOptions(g GatewayConfig, secrets []string) gateway.Config {
+	f := g.Fields
+	return gateway.Config{Name: g.Name, Kind: g.Kind, Secrets: secrets,
+		Tolerance: time.Duration(g.Tolerance), Sandbox: g.Sandbox, VerifyURL: g.VerifyURL, Receivers: c.receivers(g),
+		MerchantID: g.MerchantID, URL: g.URL,
+		HMAC: gateway.HMACOptions{Header: g.Header, Parser: g.Parser, Prefix: g.Prefix, PairSeparator: g.PairSeparator,
+			SignatureKey: g.SignatureKey, TimestampKey: g.TimestampKey, Algorithm: g.Algorithm, Encoding: g.Encoding,
+			KeyFormat: g.KeyFormat, KeyPrefix: g.KeyPrefix, SignedContent: g.SignedContent, Timestamp: g.Timestamp,
+			ID: g.ID, DedupKey: g.DedupKey, Canonicalize: g.Canonicalize, Body: g.Body, RequiredFields: g.RequiredFields,
+			Fields: gateway.HMACFields{TxnID: f.TxnID, ParentTxnID: f.ParentTxnID, SubscriptionID: f.SubscriptionID,
+				OrderID: f.OrderID, Amount: f.Amount, Currency: f.Currency,
+				Status: f.Status, Email: f.Email, Name: f.Name, AmountMinor: f.AmountMinor, Statuses: f.Statuses}}}
+}
+
+// newOutboxWorker builds the delivery of emails (SMTP, or .eml files
+// under the data directory when no smtp.host is set), shop callbacks and
+// the notification script.
+func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Logger) (*notify.Worker, error) {
+	mailer, err := newMailer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tpl, err := notify.LoadTemplates(cfg.Email.TemplatesDir)
+	if err != nil {
+		return nil, fmt.Errorf("email.templates_dir: %w", err)
+	}
+	var shop *notify.Shop
+	if cfg.Shop.URL != "" || len(cfg.Shop.Command) > 0 {
+		key, err := cfg.shopKey()
+		if err != nil {
+			return nil, err
+		}
+		shop = &notify.Shop{URL: cfg.Shop.URL, Key: key, Command: cfg.Shop.Command, Timeout: time.Duration(cfg.Shop.Timeout)}
+	}
+	var enabled map[string]bool
+	if len(cfg.Email.Enabled) > 0 {
+		enabled = map[string]bool{}
+		for _, t := range cfg.Email.Enabled {
+			enabled[t] = true
+		}
+	}
+	from := cfg.SMTP.From
+	if from == "" {
+		from = "ipnd@localhost"
+	}
+	domain := "localhost"
+	if _, d, ok := strings.Cut(from, "@"); ok {
+		domain = strings.Trim(d, "> ")
+	}
+	return notify.NewWorker(notify.WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: from,
+		ReplyTo: cfg.Email.ReplyTo, MerchantTo: cfg.Email.MerchantTo, MerchantName: cfg.Email.MerchantName,
+		Domain: domain, Enabled: enabled, Shop: shop, EmailMax: cfg.Email.MaxAttempts, ShopMax: cfg.Shop.MaxAttempts,
+		EmailConnections: cfg.Email.Connections,
+		RetryBase:        time.Duration(cfg.Pipeline.OutboxRetryBase), RetryCap: time.Duration(cfg.Pipeline.OutboxRetryCap),
+		Observer: m, Logger: log}), nil
+}
+
+// newMailer sends through smtp.host, or without one writes each email
+// as an .eml file under the data directory.
+func newMailer(cfg *Config) (notify.Mailer, error) {
+	if cfg.SMTP.Host == "" {
+		return notify.NewFileMailer(filepath.Join(cfg.dataDir(), "mail")), nil
+	}
+	pw, err := cfg.smtpPassword()
+	if err != nil {
+		return nil, err
+	}
+	mailer, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: cfg.SMTP.Host, Port: cfg.SMTP.Port,
+		Username: cfg.SMTP.Username, Password: pw, TLS: cfg.SMTP.TLS, Timeout: time.Duration(cfg.SMTP.Timeout)})
+	if err != nil {
+		return nil, fmt.Errorf("smtp: %w", err)
+	}
+	return mailer, nil
+}
+
+// effectKinds are the effects the store queues under cfg: no shop
+// callback without shop.url, no script without shop.command.
+func effectKinds(cfg *Config) map[string]bool {
+	return map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true,
+		ipn.EffectShopCallback: cfg.Shop.URL != "", ipn.EffectShopScript: len(cfg.Shop.Command) > 0}
+}
+
+// allowIPs are the sources each gateway accepts (validated already).
+func allowIPs(cfg *Config) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
+	for i, g := range cfg.Gateways {
+		p, _ := parsePrefixes(fmt.Sprintf("gateway[%d].allow_ips", i), g.AllowIPs)
+		out[g.Name] = p
+	}
+	return out
+}
+
+// orderRules are the per-gateway sandbox flags and receivers.
+func orderRules(cfg *Config) (sandbox map[string]bool, receivers map[string][]string) {
+	sandbox, receivers = map[string]bool{}, map[string][]string{}
+	for _, g := range cfg.Gateways {
+		sandbox[g.Name] = g.Sandbox
+		receivers[g.Name] = cfg.receivers(g)
+	}
+	return sandbox, receivers
+}
+
+func gatewayNames(cfg *Config) []string {
+	var out []string
+	for _, g := range cfg.Gateways {
+		out = append(out, g.Name)
+	}
+	return out
+}
