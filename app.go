@@ -356,6 +356,7 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			}
 			return 1
 		},
+		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
 		PipelineLag: func() float64 {
 			if at, ok := db.OldestPending(); ok {
 				return time.Since(at).Seconds()

@@ -30,6 +30,10 @@ type Options struct {
 	// StoreWritable, when set, is read at scrape time for
 	// ipnd_store_writable (1 while ingest can store, 0 while it answers 503).
 	StoreWritable func() float64
+	// StoreDamaged, when set, is read at scrape time for
+	// ipnd_store_damaged_records_total (records that did not decode and
+	// were set aside since the start).
+	StoreDamaged func() float64
 	// PipelineLag, when set, is read at scrape time for
 	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
 	PipelineLag func() float64
@@ -236,6 +240,12 @@ func New(o Options) *Metrics {
 			Name: "ipnd_store_writable",
 			Help: "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).",
 		}, o.StoreWritable))
+	}
+	if o.StoreDamaged != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ipnd_store_damaged_records_total",
+			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
+		}, o.StoreDamaged))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(funcGaugeVec{
