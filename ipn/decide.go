@@ -191,9 +191,12 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	}
 	d.Order = &order
 	d.Recorded.OrderID, d.Recorded.OrderTo = order.ID, order.Status
-	d.Recorded.Reason = order.History[len(order.History)-1].Reason
+	before := 0
 	if s.Order != nil {
-		d.Recorded.OrderFrom = s.Order.Status
+		d.Recorded.OrderFrom, before = s.Order.Status, len(s.Order.History)
+	}
+	if len(order.History) > before { // Apply recorded a change (not the same fact again)
+		d.Recorded.Reason = order.History[len(order.History)-1].Reason
 	}
 	if o.State != StateApplied {
 		// Refused (a test payment on a live gateway, another receiver):

@@ -243,3 +243,22 @@ func TestAssess(t *testing.T) {
 		t.Fatal("ReceiverAccepted")
 	}
 }
+
+// TestDecideOrderWithoutHistory: the same fact again for an order that
+// has no history (a record written by hand, or damaged in a way that
+// still decodes) changes nothing and says no reason; it does not panic.
+func TestDecideOrderWithoutHistory(t *testing.T) {
+	o := applied(3, "A1", "T1", "")
+	bare := &ipn.Order{ID: "A1", Status: ipn.OrderPaid, Currency: "USD",
+		Facts: []ipn.OrderFact{{Key: o.EventKey, Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T1", Amount: "19.99"}}}
+	d := ipn.Decide(o, ipn.Stored{Processing: received(), Order: bare}, decideT0)
+	if d.Processing.State != ipn.StateApplied || d.Recorded.Reason != "" || d.Recorded.OrderTo != ipn.OrderPaid || len(d.Effects) != 0 {
+		t.Fatalf("%+v", d.Recorded)
+	}
+	// An unknown type for that order: nothing to say either.
+	other := applied(4, "A1", "T9", "")
+	other.Event.Type = ipn.TypeOther
+	if d := ipn.Decide(other, ipn.Stored{Processing: received(), Order: bare}, decideT0); d.Recorded.Reason != "" {
+		t.Fatalf("%+v", d.Recorded)
+	}
+}

@@ -27,9 +27,6 @@ type payGroup struct {
 	pending   bool
 }
 
-// summarize derives status, totals, flags and txn ids from o's facts and
-// registered expectation (the rules are in Apply's comment, the flags'
-// in review.go). o.Flags are kept: flags are never removed.
 // dispute is one dispute as its facts describe it.
 type dispute struct{ opened, closed, lost bool }
 
@@ -120,6 +117,9 @@ func tallyFacts(o *Order) *tally {
 	return t
 }
 
+// summarize derives status, totals, flags and txn ids from o's facts and
+// registered expectation (the rules are in Apply's comment, the flags'
+// in review.go). o.Flags are kept: flags are never removed.
 func summarize(o *Order) summary {
 	var expected *apd.Decimal
 	if o.Registered {

@@ -161,3 +161,37 @@ func mustLane(t *testing.T, db *DB, kind string, now time.Time) []ipn.OutboxItem
 	items, _ := lane(t, db, kind, now)
 	return items
 }
+
+// TestDamagedStateOfARetry: a notification waiting for a postback retry
+// whose state no longer decodes is recorded as failed once; its retry
+// is dropped, so it is not taken again and again.
+func TestDamagedStateOfARetry(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	o := payOutcome(t, db, "A1", "T1", now)
+	db.Pending(now, 100)
+	retry := ipn.Outcome{ID: o.ID, State: ipn.StateReceived, RetryAt: now.Add(time.Minute), Attempts: 1, Detail: "postback failed"}
+	if _, err := db.Finish([]ipn.Outcome{retry}, o.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketState).Put(u64(o.ID), []byte("\x00garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(2 * time.Minute)
+	work, err := db.Pending(later, 100)
+	if err != nil || len(work) != 1 {
+		t.Fatalf("Pending: %d, %v", len(work), err)
+	}
+	recs, err := db.Finish([]ipn.Outcome{o}, 0, later)
+	if err != nil || recs[0].State != ipn.StateFailed {
+		t.Fatalf("%+v %v", recs, err)
+	}
+	if work, err := db.Pending(later.Add(time.Hour), 100); err != nil || len(work) != 0 {
+		t.Fatalf("the failed notification is due again: %d items, %v", len(work), err)
+	}
+	if _, ok := db.NextDue(); ok {
+		t.Fatal("a retry of the failed notification is still scheduled")
+	}
+}

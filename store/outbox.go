@@ -249,36 +249,45 @@ func (db *DB) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, ti
 		return err
 	})
 	if err == nil && len(damaged) > 0 {
-		err = db.bolt.Update(func(tx *bolt.Tx) error { return deadDamaged(tx, damaged, now) })
-		db.damagedSeen.Add(int64(len(damaged)))
+		var dead int
+		err = db.bolt.Update(func(tx *bolt.Tx) error {
+			var err error
+			dead, err = deadDamaged(tx, damaged, now)
+			return err
+		})
+		if err == nil {
+			db.damagedSeen.Add(int64(dead))
+		}
 	}
 	return out, next, mapClosed(err)
 }
 
 // deadDamaged replaces each damaged item (as dueInLane lists them) that
 // is still damaged by a dead one saying why, or drops its due entry when
-// the item is gone.
-func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) error {
+// the item is gone. It returns how many it made dead.
+func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) (int, error) {
+	dead := 0
 	for _, old := range damaged {
 		_, err := getOutbox(tx, old.ID)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			if err := tx.Bucket(bucketOutboxDue).Delete(dueKey(old.Effect.Kind, old.NextAttempt, old.ID)); err != nil {
-				return err
+				return dead, err
 			}
 			if err := addCount(tx.Bucket(bucketOutboxCounts), ipn.OutboxPending, old.Effect.Kind, -1); err != nil {
-				return err
+				return dead, err
 			}
 		case errors.Is(err, ErrCorrupt):
-			dead := &ipn.OutboxItem{ID: old.ID, State: ipn.OutboxDead, Effect: ipn.Effect{Kind: old.Effect.Kind,
+			it := &ipn.OutboxItem{ID: old.ID, State: ipn.OutboxDead, Effect: ipn.Effect{Kind: old.Effect.Kind,
 				Cause: fmt.Sprintf("damaged/%d", old.ID)}, CreatedAt: now.UTC(),
 				LastError: "the stored item does not decode (" + old.LastError + "); its email or callback is lost unless a backup has it"}
-			if err := putOutbox(tx, &old, dead); err != nil {
-				return err
+			if err := putOutbox(tx, &old, it); err != nil {
+				return dead, err
 			}
+			dead++
 		}
 	}
-	return nil
+	return dead, nil
 }
 
 // DueOutbox returns up to max pending items of every lane due at now,

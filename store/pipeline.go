@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -161,14 +162,33 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Re
 		})
 		if bad != nil {
 			damaged[bad.i] = bad.err
-			db.damagedSeen.Add(1)
 			continue
 		}
 		if err == nil {
+			db.damagedSeen.Add(int64(len(damaged)))
 			db.pokeOutbox()
 		}
 		return states, mapClosed(err)
 	}
+}
+
+// dropRetries deletes every retry scheduled for notification id (the
+// retry bucket holds the few notifications waiting for a postback).
+func dropRetries(tx *bolt.Tx, id uint64) error {
+	retry := tx.Bucket(bucketRetry)
+	var keys [][]byte
+	err := retry.ForEach(func(k, _ []byte) error {
+		if len(k) == 16 && binary.BigEndian.Uint64(k[8:]) == id {
+			keys = append(keys, slices.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range keys {
+		if err == nil {
+			err = retry.Delete(k)
+		}
+	}
+	return err
 }
 
 type damagedOutcome struct {
@@ -194,7 +214,9 @@ func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Ti
 	}
 	p, err := processing(tx, n)
 	if errors.Is(err, ErrCorrupt) {
-		p, err = receivedState(n), nil
+		// Its retry schedule is unknown too: drop any retry of it, or the
+		// failed notification would be due again and again.
+		p, err = receivedState(n), dropRetries(tx, o.ID)
 	}
 	if err != nil {
 		return ipn.Recorded{}, err
@@ -234,9 +256,14 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	if s.Processing, err = processing(tx, n); err != nil || s.Processing.State.Final() {
 		return s, err
 	}
-	if o.EventKey != "" {
+	// Only what the decision can read is read: a damaged record that
+	// does not matter to o does not fail it.
+	if o.Event != nil {
+		s.RefOrder = findRef(tx, o.Context.Gateway, o.Event.PaymentRefs())
+	}
+	if o.State == ipn.StateApplied && o.EventKey != "" {
 		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
-		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID {
+		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && o.Event != nil && cmp.Or(o.Event.OrderID, s.RefOrder) != "" {
 			st, err := stateOf(tx, s.FirstOfFact)
 			if err != nil {
 				return s, err
@@ -244,8 +271,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 			s.FirstNoOrder = st != nil && st.Event != nil && st.Event.OrderID == ""
 		}
 	}
-	if o.Event != nil {
-		s.RefOrder = findRef(tx, o.Context.Gateway, o.Event.PaymentRefs())
+	if o.ApplyOrder && o.Event != nil {
 		if id := cmp.Or(o.Event.OrderID, s.RefOrder); id != "" {
 			if s.Order, err = getOrder(tx, id); err != nil {
 				return s, err

@@ -619,6 +619,7 @@ func (g *hmacGateway) keptHeaders() []string {
 			keep = append(keep, s.text)
 		}
 	}
+	keep = append(keep, "User-Agent")
 	var out []string
 	for _, k := range keep {
 		if !slices.Contains(out, k) {
