@@ -357,6 +357,10 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			return 1
 		},
 		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
+		Parked: func() float64 {
+			n, _ := db.Parked()
+			return float64(n)
+		},
 		PipelineLag: func() float64 {
 			if at, ok := db.OldestPending(); ok {
 				return time.Since(at).Seconds()

@@ -34,6 +34,9 @@ type Options struct {
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
 	StoreDamaged func() float64
+	// Parked, when set, is read at scrape time for ipnd_parked_events
+	// (events waiting for the payment that names their order).
+	Parked func() float64
 	// PipelineLag, when set, is read at scrape time for
 	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
 	PipelineLag func() float64
@@ -246,6 +249,12 @@ func New(o Options) *Metrics {
 			Name: "ipnd_store_damaged_records_total",
 			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
 		}, o.StoreDamaged))
+	}
+	if o.Parked != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ipnd_parked_events",
+			Help: "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.",
+		}, o.Parked))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(funcGaugeVec{

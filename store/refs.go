@@ -136,3 +136,18 @@ func noteAdopted(tx *bolt.Tx, id uint64, orderID, detail string, now time.Time) 
 	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
 	return putProcessing(tx, id, p)
 }
+
+// Parked counts the events waiting for their order: notifications
+// parked under references no payment has brought yet (see park).
+func (db *DB) Parked() (int, error) {
+	ids := map[uint64]bool{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrphans).ForEach(func(k, _ []byte) error {
+			if len(k) >= 8 {
+				ids[binary.BigEndian.Uint64(k[len(k)-8:])] = true
+			}
+			return nil
+		})
+	})
+	return len(ids), mapClosed(err)
+}
