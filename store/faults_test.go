@@ -236,3 +236,66 @@ func TestBackupCopyOpens(t *testing.T) {
 	})
 	b.Close()
 }
+
+// A crash on a full disk that leaves an empty segment (created for the
+// next id, nothing written to it yet), then a start with room for a
+// journal segment but not for bbolt to take the journal: the new
+// segment takes the empty one's name, and collecting the old segments
+// once room is back must not delete it. Notifications acknowledged
+// before and after room came back survive a restart.
+func TestJournalFullDiskCrashEmptySegment(t *testing.T) {
+	dir := tmpfs.Mount(t, 8<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
+	ctx := context.Background()
+	const n = 300
+	for i := 1; i <= n; i++ {
+		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a failed write leaves (journal.fail): the segment retired, the
+	// next one created at the id that failed, and nothing in it.
+	db.journal.fail(n + 1)
+	if db.journal.f == nil {
+		t.Fatal("no empty segment created")
+	}
+	kill(t, db)
+	free := tmpfs.Fill(t, dir, 256<<10)
+
+	db, err := Open(path, Options{CheckInterval: 20 * time.Millisecond, ApplyDelay: -1})
+	if err != nil {
+		t.Fatalf("Open on a full disk after a crash: %v", err)
+	}
+	if db.ApplyErr() == nil {
+		t.Fatal("the journal was applied on a full disk")
+	}
+	var keys []string
+	appendSome := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			key := fmt.Sprint("after-", i)
+			if _, _, err := db.Append(ctx, sample("g", key, filler(key, 1000))); err != nil {
+				t.Fatalf("append %s: %v", key, err)
+			}
+			keys = append(keys, key)
+		}
+	}
+	appendSome(1, 20) // into the new segment, behind the journal bbolt cannot take yet
+	free()
+	within(t, 10*time.Second, "journal applied once room is back", func() bool { return db.ApplyErr() == nil && db.Writable() == nil })
+	appendSome(21, 50)
+	db.settle()
+	kill(t, db)
+
+	db = reopen(t, path)
+	for i := 1; i <= n+len(keys); i++ {
+		want := fmt.Sprint(i)
+		if i > n {
+			want = keys[i-n-1]
+		}
+		if got, _, err := db.Get(uint64(i)); err != nil || got.DedupKey != want {
+			t.Fatalf("record %d after the restart: %v, %v; want %s", i, got, err, want)
+		}
+	}
+}

@@ -165,8 +165,36 @@ func (db *DB) monitor() {
 		db.amu.Unlock()
 		if failing {
 			db.probe()
+		} else {
+			db.markJournal()
 		}
 	}
+}
+
+// takeTurn makes the caller the group-commit leader when no commit runs
+// (it then calls handOver); false when one runs or the store is closed.
+func (db *DB) takeTurn() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed || db.committing {
+		return false
+	}
+	db.committing = true
+	return true
+}
+
+// markJournal writes, when no commit runs, the current segment's marker
+// counting every record journaled so far as acknowledged (journal.mark).
+func (db *DB) markJournal() {
+	if !db.takeTurn() {
+		return // a commit is running: its own marker counts what came before it
+	}
+	if err := db.journal.mark(); err != nil {
+		db.amu.Lock()
+		db.appendErr = err
+		db.amu.Unlock()
+	}
+	db.handOver()
 }
 
 // probe takes the group-commit leader's turn when no commit runs, and
@@ -175,13 +203,9 @@ func (db *DB) monitor() {
 // Success clears the append error, so that Writable recovers without
 // waiting for a request.
 func (db *DB) probe() {
-	db.mu.Lock()
-	if db.closed || db.committing {
-		db.mu.Unlock()
+	if !db.takeTurn() {
 		return // a commit is running: it tells
 	}
-	db.committing = true
-	db.mu.Unlock()
 	db.amu.Lock()
 	next := db.acked + 1
 	db.amu.Unlock()

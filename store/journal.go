@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,33 +30,74 @@ import (
 //
 // A segment is the file <db>.wal-<id of its first record, 16 hex digits>,
 // preallocated so that a sync after a write flushes data, not the file's
-// size. Frames follow each other from offset 0:
+// size. Format 2 (schema 4 on; bbolt's meta key wal2 holds the first id
+// written so) lays it out as
 //
-//	u32 length of record | u32 CRC-32C of (length, id, record) | u64 id | record
+//	header (64 bytes): "ipndwal\x00" | u32 format (2) | u32 0 | u64 first id |
+//	                   16 random bytes, the segment's key | u32 CRC-32C of the above | zeros
+//	two marker slots (32 bytes each): u64 acked | u64 handed | u32 check
+//	frames, from offset 128
+//	a copy of the header in the last 64 bytes of the preallocation
 //
-// where record is encodeRecord's output. The ids in a segment are
-// consecutive from its first id. Reading a segment stops before the next
-// segment's first id: a failed write is retried in a new segment that
-// starts at the same id and so supersedes the failed frames.
+// and each frame as
 //
-// Damage. A frame that is zero, torn, fails its CRC or breaks the
-// sequence ends the segment only when no valid frame follows it: that is
-// a torn tail (a crash in the middle of a write whose Appends never got
-// an answer). A valid frame after a bad one, ids missing between
-// segments, or a missing newest segment (its first id is recorded in
-// bbolt when it is created) is damage to acknowledged records: Open
-// refuses (JournalDamageError) and leaves every file as it is, and only
-// an explicit recovery (Options.SkipDamaged, `ipnd recover
-// --skip-damaged`) applies the readable frames and records the rest as
-// lost.
+//	u32 length of record, top bit set on the last frame of a group |
+//	u32 check | u64 id XOR mask | record
+//
+// where record is encodeRecord's output, check is the CRC-32C of the
+// frame's length word, stored id and record, started from the CRC of the
+// key's first 8 bytes, and mask is the key's last 8 bytes. A record's
+// body comes from the request; without the key no one can build, inside
+// it, bytes that pass for a frame of that segment, so a reader that
+// looks for the next frame past damage never takes a frame embedded in a
+// body for a real one. Format 1 (segments written before schema 4) has
+// no header, no key (a plain CRC, the id as it is) and no group mark: it
+// is still read, so that an upgrade applies what the last run left.
+//
+// The ids in a segment are consecutive from its first id. Reading a
+// segment stops before the next segment's first id: a failed write is
+// retried in a new segment that starts at the same id and so supersedes
+// the failed frames. Each write (one group of records, one fdatasync)
+// also rewrites a marker slot, taking turns, with acked (the last id
+// synced before this group: every id up to it was acknowledged) and
+// handed (the last id of this group: no id above it was given out); an
+// idle store writes acked up to its newest record within CheckInterval.
+//
+// Damage. A frame that is zero, torn, fails its check or breaks the
+// sequence ends the segment only when it is in the torn tail: no valid
+// frame follows it, or the frames that follow belong to a group that
+// never ended (a crash in the middle of a write+fsync may persist its
+// pages in any order; none of its Appends got an answer). Even then a
+// frame the marker counts as acknowledged is damage. Ids of a torn tail
+// are never given again (the marker's handed bounds them). A valid frame
+// that ends a group after a bad one, ids missing between segments, or a
+// missing newest segment (its first id is recorded in bbolt when it is
+// created) is damage to acknowledged records: Open refuses
+// (JournalDamageError) and leaves every file as it is, and only an
+// explicit recovery (Options.SkipDamaged, `ipnd recover --skip-damaged`)
+// applies the readable frames and records the rest as lost.
 
 const (
 	frameHeader = 16
+	// segHeader is where a format 2 segment's first frame starts: the
+	// header and the two marker slots come before it.
+	segHeader = 128
+	// headerSize is the header's size, and that of its copy at the end.
+	headerSize = 64
+	markerSize = 32
+	// groupEnd marks, in a format 2 frame's length word, the last frame
+	// of a group.
+	groupEnd = 1 << 31
 	// DefaultSegmentSize is the preallocated size of a journal segment.
 	DefaultSegmentSize = 16 << 20
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	// segMagic begins a format 2 segment. Read as a format 1 frame's
+	// length it is 1.7 GB, more than any record.
+	segMagic = []byte("ipndwal\x00")
+)
 
 // journaled is one record on its way from the journal into bbolt.
 type journaled struct {
@@ -63,11 +106,30 @@ type journaled struct {
 	rec []byte
 }
 
-func appendFrame(b []byte, id uint64, rec []byte) []byte {
+// frameKey is what the frames of one segment are written and checked
+// with. The zero value is format 1: a plain CRC, the id as it is, and
+// every frame ending a group.
+type frameKey struct {
+	v2   bool
+	seed uint32 // CRC-32C of the segment key's first 8 bytes
+	mask uint64 // the key's last 8 bytes, XORed into each stored id
+}
+
+func keyOf(salt [16]byte) frameKey {
+	return frameKey{v2: true, seed: crc32.Update(0, castagnoli, salt[:8]), mask: binary.BigEndian.Uint64(salt[8:])}
+}
+
+// appendFrame appends the frame of rec with id; end marks the last frame
+// of a group.
+func (k frameKey) appendFrame(b []byte, id uint64, rec []byte, end bool) []byte {
 	var h [frameHeader]byte
-	binary.BigEndian.PutUint32(h[0:4], uint32(len(rec)))
-	binary.BigEndian.PutUint64(h[8:16], id)
-	sum := crc32.Update(0, castagnoli, h[0:4])
+	n := uint32(len(rec))
+	if k.v2 && end {
+		n |= groupEnd
+	}
+	binary.BigEndian.PutUint32(h[0:4], n)
+	binary.BigEndian.PutUint64(h[8:16], id^k.mask)
+	sum := crc32.Update(k.seed, castagnoli, h[0:4])
 	sum = crc32.Update(sum, castagnoli, h[8:16])
 	sum = crc32.Update(sum, castagnoli, rec)
 	binary.BigEndian.PutUint32(h[4:8], sum)
@@ -75,23 +137,80 @@ func appendFrame(b []byte, id uint64, rec []byte) []byte {
 }
 
 // readFrame decodes the frame at the start of b; ok is false for zeros, a
-// torn frame or a bad checksum. rec aliases b.
-func readFrame(b []byte) (id uint64, rec []byte, size int, ok bool) {
+// torn frame or a bad check. rec aliases b.
+func (k frameKey) readFrame(b []byte) (id uint64, rec []byte, size int, end, ok bool) {
 	if len(b) < frameHeader {
-		return 0, nil, 0, false
+		return 0, nil, 0, false, false
 	}
 	n := binary.BigEndian.Uint32(b[0:4])
+	end = true
+	if k.v2 {
+		end = n&groupEnd != 0
+		n &^= groupEnd
+	}
 	if n == 0 || uint64(n) > uint64(len(b)-frameHeader) {
-		return 0, nil, 0, false
+		return 0, nil, 0, false, false
 	}
 	rec = b[frameHeader : frameHeader+int(n)]
-	sum := crc32.Update(0, castagnoli, b[0:4])
+	sum := crc32.Update(k.seed, castagnoli, b[0:4])
 	sum = crc32.Update(sum, castagnoli, b[8:16])
 	sum = crc32.Update(sum, castagnoli, rec)
 	if sum != binary.BigEndian.Uint32(b[4:8]) {
-		return 0, nil, 0, false
+		return 0, nil, 0, false, false
 	}
-	return binary.BigEndian.Uint64(b[8:16]), rec, frameHeader + int(n), true
+	return binary.BigEndian.Uint64(b[8:16]) ^ k.mask, rec, frameHeader + int(n), end, true
+}
+
+// encodeHeader is the header of a format 2 segment.
+func encodeHeader(first uint64, salt [16]byte) []byte {
+	h := make([]byte, headerSize)
+	copy(h, segMagic)
+	binary.BigEndian.PutUint32(h[8:12], 2)
+	binary.BigEndian.PutUint64(h[16:24], first)
+	copy(h[24:40], salt[:])
+	binary.BigEndian.PutUint32(h[40:44], crc32.Checksum(h[:40], castagnoli))
+	return h
+}
+
+// decodeHeader returns the key of the header h of the segment whose
+// first id is first; ok is false when h is not that header, intact.
+func decodeHeader(h []byte, first uint64) (salt [16]byte, ok bool) {
+	if len(h) < headerSize || !bytes.Equal(h[:8], segMagic) || binary.BigEndian.Uint32(h[8:12]) != 2 ||
+		binary.BigEndian.Uint64(h[16:24]) != first ||
+		crc32.Checksum(h[:40], castagnoli) != binary.BigEndian.Uint32(h[40:44]) {
+		return salt, false
+	}
+	copy(salt[:], h[24:40])
+	return salt, true
+}
+
+// marker is the content of a marker slot.
+func (k frameKey) marker(acked, handed uint64) []byte {
+	m := make([]byte, 20)
+	binary.BigEndian.PutUint64(m[0:8], acked)
+	binary.BigEndian.PutUint64(m[8:16], handed)
+	binary.BigEndian.PutUint32(m[16:20], crc32.Update(k.seed, castagnoli, m[:16]))
+	return m
+}
+
+func markerOffset(slot int) int64 { return headerSize + int64(slot)*markerSize }
+
+// markers reads both marker slots of a format 2 segment and returns the
+// highest acked and handed among the intact ones (0 when none).
+func (k frameKey) markers(data []byte) (acked, handed uint64) {
+	for slot := range 2 {
+		off := int(markerOffset(slot))
+		if !k.v2 || len(data) < off+20 {
+			continue
+		}
+		m := data[off : off+20]
+		if crc32.Update(k.seed, castagnoli, m[:16]) != binary.BigEndian.Uint32(m[16:20]) {
+			continue
+		}
+		acked = max(acked, binary.BigEndian.Uint64(m[0:8]))
+		handed = max(handed, binary.BigEndian.Uint64(m[8:16]))
+	}
+	return acked, handed
 }
 
 type segment struct {
@@ -99,15 +218,44 @@ type segment struct {
 	first uint64
 	last  uint64 // the last id written and synced in it; 0 while none
 	size  int64  // bytes preallocated
+	// v2 (when read): written in format 2. recorded (when read): bbolt
+	// recorded its creation, so frames may have been written to it.
+	v2, recorded bool
+}
+
+// layout finds, in the bytes of the segment s, the frames' key and the
+// stretch [start, end) they lie in. ok is false for a format 2 segment
+// whose header and its copy are both unreadable.
+func (s segment) layout(data []byte) (k frameKey, start, end int, ok bool) {
+	if !s.v2 {
+		return frameKey{}, 0, len(data), true
+	}
+	salt, ok := decodeHeader(data, s.first)
+	end = len(data)
+	if end >= segHeader+headerSize {
+		copyAt := data[end-headerSize:]
+		if bytes.Equal(copyAt[:8], segMagic) {
+			end -= headerSize // frames stop before the copy
+		}
+		if !ok {
+			salt, ok = decodeHeader(copyAt, s.first)
+		}
+	}
+	if !ok {
+		return k, 0, 0, false
+	}
+	start = min(segHeader, len(data))
+	return keyOf(salt), start, max(start, end), true
 }
 
 // minSegment is the smallest preallocation tried when the full size does
 // not fit on the disk.
 const minSegment = 64 << 10
 
-// journal writes segments. Only the group-commit leader calls write and
-// create, so f, cur, off and buf need no lock; mu guards old, which the
-// applier trims, and info, which the file check reads.
+// journal writes segments. Only the group-commit leader calls write,
+// mark and create, so f, cur, off, key, slot and marked need no lock; mu
+// guards old, which the applier trims, and info and curPath, which the
+// file check and collect read.
 type journal struct {
 	base string // the database path; segments are base + ".wal-..."
 	size int64
@@ -117,39 +265,54 @@ type journal struct {
 	// deleted newest segment is noticed); an error fails the creation.
 	created func(first uint64) error
 
-	f   *os.File
-	cur segment
-	off int64
+	f      *os.File
+	cur    segment
+	off    int64
+	key    frameKey // the current segment's
+	slot   int      // the marker slot the next write rewrites
+	marked uint64   // acked in the newest marker written
 
-	mu   sync.Mutex
-	old  []segment   // closed segments, deleted once all their records are in bbolt
-	info os.FileInfo // of the current segment when it was created; nil while none
+	mu      sync.Mutex
+	old     []segment   // closed segments, deleted once all their records are in bbolt
+	info    os.FileInfo // of the current segment when it was created; nil while none
+	curPath string      // the current segment's path, "" while none
 }
 
 func segmentPath(base string, first uint64) string {
 	return fmt.Sprintf("%s.wal-%016x", base, first)
 }
 
-// write appends the records, with ids first, first+1, ..., and syncs them.
-// After an error the segment is retired: the next write starts a new one
-// at the id it is given.
+// write appends the records, with ids first, first+1, ..., as one group,
+// and syncs them. After an error the segment is retired: the next write
+// starts a new one at the id it is given. Every id before first is
+// acknowledged when write is called.
 func (j *journal) write(first uint64, recs [][]byte) error {
-	j.buf = j.buf[:0]
-	for i, r := range recs {
-		j.buf = appendFrame(j.buf, first+uint64(i), r)
+	need := 0
+	for _, r := range recs {
+		need += frameHeader + len(r)
 	}
-	if j.f != nil && j.off > 0 && j.off+int64(len(j.buf)) > j.cur.size {
+	if j.f != nil && j.off > segHeader && j.off+int64(need) > j.cur.size-headerSize {
 		j.retire()
 	}
 	if j.f == nil {
-		if err := j.create(first, int64(len(j.buf))); err != nil {
+		if err := j.create(first, int64(need)); err != nil {
 			return err
 		}
 	}
+	j.buf = j.buf[:0]
+	for i, r := range recs {
+		j.buf = j.key.appendFrame(j.buf, first+uint64(i), r, i == len(recs)-1)
+	}
+	last := first + uint64(len(recs)) - 1
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
 		j.fail(first)
 		return err
 	}
+	if _, err := j.f.WriteAt(j.key.marker(first-1, last), markerOffset(j.slot)); err != nil {
+		j.fail(first)
+		return err
+	}
+	j.slot ^= 1
 	if err := fdatasync(j.f); err != nil {
 		// After a failed sync the kernel may have dropped the pages:
 		// nothing in this segment past the last good sync is trusted.
@@ -163,26 +326,54 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 		return fmt.Errorf("%w: journal segment %s was deleted", ErrFilesGone, filepath.Base(j.cur.path))
 	}
 	j.off += int64(len(j.buf))
-	j.cur.last = first + uint64(len(recs)) - 1
+	j.cur.last = last
+	j.marked = first - 1
 	if cap(j.buf) > 4<<20 {
 		j.buf = nil // do not keep a huge batch's buffer
 	}
 	return nil
 }
 
+// mark writes a marker counting every record synced in the current
+// segment as acknowledged, and syncs it, when the newest marker does not
+// yet: from then on, an unreadable newest frame is damage, not a torn
+// tail. A failure retires the segment.
+func (j *journal) mark() error {
+	if j.f == nil || j.cur.last == 0 || j.marked >= j.cur.last {
+		return nil
+	}
+	_, err := j.f.WriteAt(j.key.marker(j.cur.last, j.cur.last), markerOffset(j.slot))
+	if err == nil {
+		err = fdatasync(j.f)
+	}
+	if err != nil {
+		j.fail(j.cur.last + 1)
+		return err
+	}
+	j.slot ^= 1
+	j.marked = j.cur.last
+	return nil
+}
+
 // create starts the segment for the records from first on, preallocated
 // at the configured size or, when the disk has less than four times that
 // room, at a quarter of the room (bbolt needs the rest to apply the
-// journal), or at the largest smaller size (halving, at least need and
-// minSegment) that fits:
+// journal), or at the largest smaller size (halving, at least what need
+// bytes of frames take and minSegment) that fits:
 // writes inside a preallocation need no new blocks, so durability is the
-// same, only segments are more numerous.
+// same, only segments are more numerous. A retired segment of the same
+// name holds no record (retire keeps only those that do, and ids are
+// not given twice): it is replaced.
 func (j *journal) create(first uint64, need int64) error {
 	path := segmentPath(j.base, first)
+	j.mu.Lock()
+	j.old = slices.DeleteFunc(j.old, func(s segment) bool { return s.path == path })
+	j.mu.Unlock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
+	need += segHeader + headerSize
 	size := max(j.size, need)
 	if free, ok := freeBytes(filepath.Dir(path)); ok && free < 4*size {
 		// Short of room: take a quarter of it, so that bbolt keeps room to
@@ -196,8 +387,17 @@ func (j *journal) create(first uint64, need int64) error {
 		}
 		size = max(size/2, need, minSegment)
 	}
+	var salt [16]byte
+	rand.Read(salt[:]) // never fails (crypto/rand)
+	head := encodeHeader(first, salt)
 	if err == nil {
-		err = f.Sync() // the allocation and the new file survive power loss
+		_, err = f.WriteAt(head, 0)
+	}
+	if err == nil {
+		_, err = f.WriteAt(head, size-headerSize)
+	}
+	if err == nil {
+		err = f.Sync() // the allocation, the header and the new file survive power loss
 	}
 	if err == nil {
 		err = syncDir(filepath.Dir(path)) // and so does its name
@@ -214,9 +414,10 @@ func (j *journal) create(first uint64, need int64) error {
 		os.Remove(path)
 		return err
 	}
-	j.f, j.cur, j.off = f, segment{path: path, first: first, size: size}, 0
+	j.f, j.cur, j.off = f, segment{path: path, first: first, size: size}, segHeader
+	j.key, j.slot, j.marked = keyOf(salt), 0, first-1
 	j.mu.Lock()
-	j.info = st
+	j.info, j.curPath = st, path
 	j.mu.Unlock()
 	return nil
 }
@@ -233,16 +434,17 @@ func (j *journal) fail(first uint64) {
 }
 
 // retire closes the current segment. One that holds no synced record is
-// emptied at once (its replacement reuses its name; until then, an empty
-// file still bears the id recorded as the newest segment's).
+// cut back to its header at once (its replacement reuses its name;
+// until then, the file still bears the id recorded as the newest
+// segment's, and no frame of a failed write).
 func (j *journal) retire() {
 	if j.cur.last == 0 {
-		j.f.Truncate(0)
+		j.f.Truncate(segHeader)
 	}
 	j.f.Close()
 	j.f = nil
 	j.mu.Lock()
-	j.info = nil
+	j.info, j.curPath = nil, ""
 	if j.cur.last != 0 {
 		j.old = append(j.old, j.cur)
 	}
@@ -250,6 +452,7 @@ func (j *journal) retire() {
 }
 
 // collect deletes the retired segments whose records are all in bbolt.
+// The current segment is never deleted, whatever old says.
 func (j *journal) collect(applied uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -257,9 +460,18 @@ func (j *journal) collect(applied uint64) {
 		if s.last > applied {
 			return false
 		}
-		os.Remove(s.path)
+		if s.path != j.curPath {
+			os.Remove(s.path)
+		}
 		return true
 	})
+}
+
+// hasSegment reports whether a segment is open for writing.
+func (j *journal) hasSegment() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.curPath != ""
 }
 
 // close closes the current segment and, when every record is in bbolt,
@@ -269,7 +481,7 @@ func (j *journal) close(allApplied bool) {
 		j.f.Close()
 		j.f = nil
 		j.mu.Lock()
-		j.info = nil
+		j.info, j.curPath = nil, ""
 		j.mu.Unlock()
 		if allApplied {
 			os.Remove(j.cur.path)
@@ -367,25 +579,109 @@ const minFrame = frameHeader + 8
 type scan struct {
 	recs   []journaled // ids above after, in order; they alias the file's bytes
 	next   uint64      // the id after the last readable frame
+	high   uint64      // the highest id the segment may have been given (its marker, a torn tail's frames)
 	damage []Damage
+}
+
+// frames is the frame area of one segment.
+type frames struct {
+	k    frameKey
+	data []byte // up to the end of the frame area
+	live int    // only zeros from here on: no frame starts at or past it
+}
+
+func newFrames(k frameKey, data []byte, start int) frames {
+	live := len(data)
+	for live-8 >= start && binary.LittleEndian.Uint64(data[live-8:live]) == 0 {
+		live -= 8
+	}
+	for live > start && data[live-1] == 0 {
+		live--
+	}
+	return frames{k: k, data: data, live: live}
+}
+
+// find returns the offset and id of the first valid frame at or after
+// from whose id is in [lo, hi), or -1.
+func (fr frames) find(from int, lo, hi uint64) (int, uint64) {
+	// A frame's length word is not zero, so none starts at live or past.
+	for p := from; p < fr.live && p+frameHeader <= len(fr.data); p++ {
+		id := binary.BigEndian.Uint64(fr.data[p+8:p+16]) ^ fr.k.mask
+		if id < lo || id >= hi {
+			continue
+		}
+		if got, _, _, _, ok := fr.k.readFrame(fr.data[p:]); ok && got == id {
+			return p, id
+		}
+	}
+	return -1, 0
+}
+
+// tail follows the valid frames from the one at at (whose id is id) on,
+// each with a higher id than the one before: ends reports whether one of
+// them ends a group, top is the highest id among them.
+func (fr frames) tail(at int, id, hi uint64) (ends bool, top uint64) {
+	for at >= 0 {
+		_, _, size, end, _ := fr.k.readFrame(fr.data[at:])
+		top = id
+		if end {
+			return true, top
+		}
+		at, id = fr.find(at+size, id+1, hi)
+	}
+	return false, top
 }
 
 // scanSegment reads the frames of the segment s (its bytes in data) with
 // ids from s.first up to, not including, limit. At a frame that cannot be
-// read it looks for the next valid frame (an id in the sequence's range
-// and a good CRC) further on: none means a torn tail, where reading
-// stops; one means damage: the ids in between are lost, and reading goes
-// on there. Damage to ids up to after (already in bbolt) is not reported.
+// read it looks for the next valid frame (a good check, an id above the
+// last one read and within what the segment can hold) further on. None,
+// or only frames of a group that never ended, is the torn tail: reading
+// stops there, and the ids its frames and the segment's marker name are
+// counted as given (high); unless the marker counts the unreadable frame
+// as acknowledged, which is damage. A valid frame that ends a group
+// means damage: the ids in between are lost, and reading goes on there.
+// Damage to ids up to after (already in bbolt) is not reported.
 func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
-	var out scan
+	out := scan{next: s.first, high: s.first - 1}
 	name := filepath.Base(s.path)
+	k, start, end, ok := s.layout(data)
+	if !ok {
+		if !s.recorded {
+			return out, nil // its creation was cut short: nothing was written to it
+		}
+		d := Damage{Segment: name, Offset: 0, First: max(s.first, after+1), Last: limit - 1,
+			Reason: "the segment's header and its copy are unreadable"}
+		if limit == math.MaxUint64 {
+			d.Last, d.Bounded = s.first+uint64(len(data)/minFrame), true
+		}
+		if d.Last >= d.First {
+			out.damage = append(out.damage, d)
+		}
+		out.next, out.high = d.Last+1, d.Last
+		return out, nil
+	}
+	fr := newFrames(k, data[:end], start)
+	hi := min(limit, s.first+uint64((end-start)/minFrame)+1)
+	acked, handed := k.markers(data)
+	acked = min(acked, hi-1)
 	next := s.first
-	for off := 0; next < limit; {
-		id, rec, size, ok := readFrame(data[off:])
+	for off := start; next < hi; {
+		id, rec, size, _, ok := k.readFrame(fr.data[off:])
 		if !ok || id != next {
-			at, found := findFrame(data, off+1, next, limit)
-			if at < 0 {
-				break // torn tail
+			at, found := fr.find(off+1, next, hi)
+			ends, top := false, uint64(0)
+			if at >= 0 {
+				ends, top = fr.tail(at, found, hi)
+			}
+			if at < 0 || !ends && next > acked { // the torn tail
+				out.high = max(out.high, handed, top)
+				if next <= acked && acked > after {
+					out.damage = append(out.damage, Damage{Segment: name, Offset: int64(off), First: max(next, after+1),
+						Last: acked, Reason: fmt.Sprintf("unreadable frames at the end, acknowledged (the segment's marker counts ids up to %d)", acked)})
+					out.high = max(out.high, acked)
+				}
+				break
 			}
 			if found > next && found-1 > after { // ids lost that bbolt does not have
 				out.damage = append(out.damage, Damage{Segment: name, Offset: int64(off), First: max(next, after+1),
@@ -406,48 +702,25 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 		out.recs = append(out.recs, journaled{id: id, key: dedupKey(n.Gateway, n.DedupKey), rec: rec})
 	}
 	out.next = next
+	out.high = min(max(out.high, next-1), limit-1)
 	return out, nil
-}
-
-// findFrame returns the offset and id of the first valid frame at or
-// after from whose id is in [lo, hi), or -1.
-func findFrame(data []byte, from int, lo, hi uint64) (int, uint64) {
-	// A frame's id has a non-zero byte, so none starts past the last
-	// non-zero byte less 8: the preallocated zeros after a torn tail are
-	// not searched byte by byte.
-	end := len(data)
-	for end >= 8 && binary.LittleEndian.Uint64(data[end-8:end]) == 0 {
-		end -= 8
-	}
-	for end > 0 && data[end-1] == 0 {
-		end--
-	}
-	for p := from; p+frameHeader <= len(data) && p+8 < end; p++ {
-		id := binary.BigEndian.Uint64(data[p+8 : p+16])
-		if id < lo || id >= hi {
-			continue
-		}
-		if got, _, _, ok := readFrame(data[p:]); ok && got == id {
-			return p, id
-		}
-	}
-	return -1, 0
 }
 
 // journalScan is the whole journal as recovery sees it.
 type journalScan struct {
 	segs   []segment // on disk, oldest first; last set to the last readable id
 	damage []Damage
-	end    uint64 // the newest id acknowledged and readable (or in bbolt)
+	end    uint64 // the newest id that may have been given (or in bbolt): no new record may have it
 	lost   uint64 // the highest id at stake in damage (0 when none)
 }
 
 // scanJournal checks every segment of the database at base, one at a
 // time: seq is the newest id in bbolt, newest the first id of the newest
-// segment the last run created (0 when unknown), maxIDs the most ids a
+// segment the last run created (0 when unknown), v2 the first id of the
+// first segment written in format 2 (0 when none), maxIDs the most ids a
 // missing newest segment could have held. Records are not kept (see
 // readSegment).
-func scanJournal(base string, seq, newest, maxIDs uint64) (journalScan, error) {
+func scanJournal(base string, seq, newest, v2, maxIDs uint64) (journalScan, error) {
 	var js journalScan
 	segs, err := segmentsOnDisk(base)
 	if err != nil {
@@ -457,6 +730,8 @@ func scanJournal(base string, seq, newest, maxIDs uint64) (journalScan, error) {
 	hasNewest := newest == 0
 	for i := range segs {
 		s := &segs[i]
+		s.v2 = v2 != 0 && s.first >= v2
+		s.recorded = newest != 0 && s.first <= newest
 		if s.first >= newest {
 			hasNewest = true
 		}
@@ -477,7 +752,9 @@ func scanJournal(base string, seq, newest, maxIDs uint64) (journalScan, error) {
 		if sc.next > s.first {
 			s.last = sc.next - 1
 		}
-		expected = max(expected, sc.next)
+		// A torn tail's ids were given out, never acknowledged: the next
+		// segment may start past them.
+		expected = max(expected, sc.next, sc.high+1)
 	}
 	if !hasNewest {
 		first := max(newest, expected)

@@ -124,8 +124,9 @@ func TestJournalRecovery(t *testing.T) {
 }
 
 // A torn or damaged frame ends the journal there: what precedes it is
-// recovered, nothing after it is invented, and the next append reuses
-// the id of the lost frame (it never got an answer).
+// recovered, nothing after it is invented, and the id of the lost frame
+// (it never got an answer, as far as the journal can tell) is not given
+// again.
 func TestJournalTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipnd.db")
 	db := openAt(t, path, Options{noApply: true})
@@ -143,11 +144,14 @@ func TestJournalTornTail(t *testing.T) {
 	f.Close()
 
 	db = reopen(t, path)
-	if s, _ := db.Stats(); s.LastID != 4 || db.Recovered() != 4 {
-		t.Fatalf("last id %d, recovered %d; want 4, 4", s.LastID, db.Recovered())
+	if s, _ := db.Stats(); s.LastID != 5 || db.Recovered() != 4 {
+		t.Fatalf("last id %d, recovered %d; want 5 (given to the torn frame), 4", s.LastID, db.Recovered())
 	}
-	if id, dup, _ := db.Append(context.Background(), sample("g", "5", "body")); dup || id != 5 {
-		t.Errorf("resent record = %d, dup %v; want 5, new", id, dup)
+	if _, _, err := db.Get(5); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get(5) = %v, want ErrNotFound", err)
+	}
+	if id, dup, _ := db.Append(context.Background(), sample("g", "5", "body")); dup || id != 6 {
+		t.Errorf("resent record = %d, dup %v; want 6 (5 is never given again), new", id, dup)
 	}
 }
 
@@ -182,13 +186,14 @@ func TestJournalFailedWrite(t *testing.T) {
 	}
 }
 
-// A later segment that starts at an id an earlier one also holds wins.
+// A later segment that starts at an id an earlier one also holds wins
+// (format 1 segments, as a build of schema 3 left them).
 func TestJournalSupersede(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "ipnd.db")
 	write := func(first uint64, bodies ...string) {
 		var b []byte
 		for i, body := range bodies {
-			b = appendFrame(b, first+uint64(i), encodeRecord(sample("g", body, body)))
+			b = frameKey{}.appendFrame(b, first+uint64(i), encodeRecord(sample("g", body, body)), true)
 		}
 		if err := os.WriteFile(segmentPath(base, first), append(b, make([]byte, 64)...), 0o600); err != nil {
 			t.Fatal(err)
@@ -261,50 +266,88 @@ func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 	}
 }
 
-// FuzzJournal: any bytes as a segment are read without a panic, into
-// records with increasing ids; and in a segment of valid frames with some
-// bytes overwritten and the end possibly cut off, no intact frame is
-// dropped unless it is part of the torn tail (nothing intact after it):
-// every intact frame before the last intact one is returned as written,
-// every damaged one before it is reported as damage, and nothing else is
-// returned.
+// FuzzJournal: any bytes as a segment (either format) are read without
+// a panic, into records with increasing ids. And in a format 2 segment
+// written as the journal writes it (groups of frames, each group's
+// marker), whose records carry forged frames (built the format 1 way,
+// and with another segment's key) for ids of the segment, with bytes
+// then overwritten and the end possibly zeroed, the invariant holds:
+//   - every record returned is the one written with that id: no forged
+//     frame is ever taken for a real one;
+//   - below the id T where reading stopped, every intact frame is
+//     returned and every other one reported as damage;
+//   - what is dropped from T on is a torn tail: no intact frame there
+//     ends a group, and the marker does not count T as acknowledged;
+//   - damage is reported only where an intact frame that ends a group
+//     follows, or the marker counts the ids as acknowledged;
+//   - high covers every id of the dropped tail that a frame or the
+//     marker shows was given, so none is given again.
 func FuzzJournal(f *testing.F) {
 	var valid []byte
 	for i := uint64(1); i <= 3; i++ {
-		valid = appendFrame(valid, i, encodeRecord(sample("g", fmt.Sprint(i), "body")))
+		valid = frameKey{}.appendFrame(valid, i, encodeRecord(sample("g", fmt.Sprint(i), "body")), true)
 	}
-	f.Add(valid, uint8(3), uint16(0), uint16(0))
-	f.Add(valid[:len(valid)-1], uint8(5), uint16(40), uint16(7))
-	f.Add([]byte{}, uint8(0), uint16(0), uint16(0))
-	f.Add(bytes.Repeat([]byte{0}, 64), uint8(9), uint16(300), uint16(0))
-	f.Add([]byte{0xff}, uint8(12), uint16(1000), uint16(0))
-	f.Fuzz(func(t *testing.T, data []byte, frames uint8, pos, cut uint16) {
-		// Any bytes at all.
-		seg := segment{path: "ipnd.db.wal-0000000000000001", first: 1}
-		sc, err := scanSegment(seg, data, math.MaxUint64, 0)
-		if err != nil && !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("unexpected error kind: %v", err)
-		}
-		for i, r := range sc.recs {
-			if r.id == 0 || i > 0 && r.id <= sc.recs[i-1].id {
-				t.Fatalf("record %d has id %d after %v", i, r.id, sc.recs)
+	f.Add(valid, uint8(3), uint16(0), uint16(0), uint16(0), uint8(0))
+	f.Add(valid[:len(valid)-1], uint8(5), uint16(0x15), uint16(200), uint16(7), uint8(1))
+	f.Add([]byte{}, uint8(0), uint16(0), uint16(0), uint16(0), uint8(0))
+	f.Add(bytes.Repeat([]byte{0}, 64), uint8(9), uint16(0xffff), uint16(0x8000|300), uint16(0), uint8(2))
+	f.Add([]byte{0xff}, uint8(12), uint16(0x0421), uint16(1000), uint16(0), uint8(3))
+	f.Add([]byte{0x40}, uint8(6), uint16(0x2a), uint16(128+16+3), uint16(0), uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, frames uint8, groups, pos, cut uint16, opts uint8) {
+		// Any bytes at all, in either format.
+		for _, v2 := range []bool{false, true} {
+			seg := segment{path: "ipnd.db.wal-0000000000000001", first: 1, v2: v2, recorded: true}
+			sc, err := scanSegment(seg, data, math.MaxUint64, 0)
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			for i, r := range sc.recs {
+				if r.id == 0 || i > 0 && r.id <= sc.recs[i-1].id {
+					t.Fatalf("record %d has id %d after %v", i, r.id, sc.recs)
+				}
 			}
 		}
 
-		// Valid frames, then damage.
+		// A segment written as the journal writes it. Frame i ends a group
+		// where bit i%16 of groups is set, and the last one does.
 		n := int(frames)%20 + 1
-		var orig []byte
+		var salt, other [16]byte
+		copy(salt[:], "fuzz-segment-key")
+		copy(other[:], "another-segments")
+		k, ko := keyOf(salt), keyOf(other)
+		ends := func(i int) bool { return i == n || groups&(1<<(i%16)) != 0 }
+		orig := encodeHeader(1, salt)
+		orig = append(orig, make([]byte, segHeader-headerSize)...)
 		var offs []int
 		var recs [][]byte
+		slot, groupFirst := 0, 1
+		slots := [2][2]uint64{} // acked, handed written in each slot
 		for i := 1; i <= n; i++ {
+			body := []byte(fmt.Sprint("body", i))
+			if opts&1 == 0 { // forged frames for the ids i and i+1 in the body
+				evil := plainRecord(&ipn.Notification{Gateway: "g", Body: []byte("evil")})
+				body = frameKey{}.appendFrame(body, uint64(i), evil, true)
+				body = ko.appendFrame(body, uint64(i+1), evil, true)
+			}
+			rec := plainRecord(&ipn.Notification{Gateway: "g", DedupKey: fmt.Sprint(i), Body: body})
 			offs = append(offs, len(orig))
-			rec := encodeRecord(sample("g", fmt.Sprint(i), strings.Repeat("b", i*7%40)))
 			recs = append(recs, rec)
-			orig = appendFrame(orig, uint64(i), rec)
+			orig = k.appendFrame(orig, uint64(i), rec, ends(i))
+			if ends(i) {
+				slots[slot] = [2]uint64{uint64(groupFirst - 1), uint64(i)}
+				copy(orig[markerOffset(slot):], k.marker(uint64(groupFirst-1), uint64(i)))
+				slot ^= 1
+				groupFirst = i + 1
+			}
+		}
+		if opts&2 != 0 { // an idle store marked everything acknowledged
+			slots[slot] = [2]uint64{uint64(n), uint64(n)}
+			copy(orig[markerOffset(slot):], k.marker(uint64(n), uint64(n)))
 		}
 		offs = append(offs, len(orig))
 		// Damage as disks do it: bits flipped (data XORed in at pos) or,
-		// with pos's top bit, a run of len(data) zeros; then the end cut.
+		// with pos's top bit, a run of len(data) zeros; then the last cut
+		// bytes zeroed (a torn write). The header's copy stays intact.
 		seg0 := append([]byte(nil), orig...)
 		at := min(int(pos&0x7fff), len(seg0))
 		for i := 0; i < len(data) && at+i < len(seg0); i++ {
@@ -314,47 +357,78 @@ func FuzzJournal(f *testing.F) {
 				seg0[at+i] ^= data[i]
 			}
 		}
-		seg0 = seg0[:len(seg0)-min(int(cut), len(seg0))]
+		clear(seg0[len(seg0)-min(int(cut), len(seg0)-segHeader):])
 		seg0 = append(seg0, make([]byte, 64)...) // preallocated zeros
-		intact := func(i int) bool {             // frame i+1
-			return offs[i+1] <= len(seg0) && bytes.Equal(seg0[offs[i]:offs[i+1]], orig[offs[i]:offs[i+1]])
+		seg0 = append(seg0, encodeHeader(1, salt)...)
+		intact := func(i int) bool { // frame i (1..n)
+			return bytes.Equal(seg0[offs[i-1]:offs[i]], orig[offs[i-1]:offs[i]])
 		}
-		lastIntact := -1
-		for i := range n {
-			if intact(i) {
-				lastIntact = i
+		var acked, handed uint64
+		for s, v := range slots {
+			o := int(markerOffset(s))
+			if bytes.Equal(seg0[o:o+markerSize], orig[o:o+markerSize]) && v != [2]uint64{} {
+				acked, handed = max(acked, v[0]), max(handed, v[1])
 			}
 		}
-		sc, err = scanSegment(seg, seg0, math.MaxUint64, 0)
+
+		seg := segment{path: "ipnd.db.wal-0000000000000001", first: 1, v2: true, recorded: true}
+		sc, err := scanSegment(seg, seg0, math.MaxUint64, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := map[uint64][]byte{}
 		for _, r := range sc.recs {
+			if r.id > uint64(n) || !bytes.Equal(r.rec, recs[r.id-1]) {
+				t.Fatalf("record %d was never written so (a forged frame taken?)", r.id)
+			}
 			got[r.id] = r.rec
 		}
 		lost := map[uint64]bool{}
 		for _, d := range sc.damage {
-			for id := d.First; id <= d.Last && id <= uint64(n); id++ {
+			for id := d.First; id <= d.Last; id++ {
+				if id > uint64(n) {
+					t.Fatalf("damage %v beyond the %d ids written", d, n)
+				}
 				lost[id] = true
 			}
 		}
-		for i := 0; i <= lastIntact; i++ {
-			id := uint64(i + 1)
-			switch {
-			case intact(i) && !bytes.Equal(got[id], recs[i]):
-				t.Fatalf("intact frame %d (of %d, last intact %d) not returned as written; damage %v", id, n, lastIntact+1, sc.damage)
-			case !intact(i) && got[id] == nil && !lost[id]:
-				t.Fatalf("damaged frame %d before intact frame %d not reported; damage %v", id, lastIntact+1, sc.damage)
+		T := n + 1 // where reading stopped
+		for i := 1; i <= n; i++ {
+			if got[uint64(i)] == nil && !lost[uint64(i)] {
+				T = i
+				break
 			}
 		}
-		for _, r := range sc.recs {
-			if r.id > uint64(n) || !bytes.Equal(r.rec, recs[r.id-1]) {
-				t.Fatalf("record %d was never written so", r.id)
+		for i := 1; i < T; i++ {
+			if intact(i) && lost[uint64(i)] {
+				t.Fatalf("intact frame %d reported as damage %v", i, sc.damage)
 			}
 		}
-		if len(sc.damage) > 0 && lastIntact < 0 {
-			t.Fatalf("damage %v reported with no intact frame after it", sc.damage)
+		for i := T; i <= n; i++ {
+			if got[uint64(i)] != nil || lost[uint64(i)] {
+				t.Fatalf("frame %d read past the end of reading at %d", i, T)
+			}
+			if intact(i) && ends(i) {
+				t.Fatalf("intact frame %d, which ends a group, dropped as part of a torn tail from %d; damage %v", i, T, sc.damage)
+			}
+			if intact(i) && sc.high < uint64(i) {
+				t.Fatalf("dropped frame %d not counted as given (high %d)", i, sc.high)
+			}
+		}
+		if T <= n && uint64(T) <= acked {
+			t.Fatalf("frames from %d dropped as a torn tail, but the marker counts up to %d acknowledged", T, acked)
+		}
+		if sc.high < handed || sc.high < uint64(T-1) {
+			t.Fatalf("high %d, want at least the marker's %d and %d", sc.high, handed, T-1)
+		}
+		for id := range lost {
+			justified := id <= acked
+			for j := int(id) + 1; j <= n && !justified; j++ {
+				justified = intact(j) && ends(j)
+			}
+			if !justified {
+				t.Fatalf("id %d reported lost with no intact group end after it and not acknowledged (marker %d); damage %v", id, acked, sc.damage)
+			}
 		}
 	})
 }
@@ -372,7 +446,7 @@ func TestJournalFailedAppendNotResurrected(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	seg, off := db.journal.cur.path, db.journal.off
+	seg, off, key := db.journal.cur.path, db.journal.off, db.journal.key
 	db.journal.f.Close()
 	if _, _, err := db.Append(ctx, keyless); err == nil {
 		t.Fatal("append on a failed journal succeeded")
@@ -382,7 +456,7 @@ func TestJournalFailedAppendNotResurrected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt(appendFrame(nil, 3, encodeRecord(keyless)), off)
+	f.WriteAt(key.appendFrame(nil, 3, encodeRecord(keyless), true), off)
 	f.Close()
 	kill(t, db)
 
@@ -415,12 +489,12 @@ func TestJournalBacklogBound(t *testing.T) {
 	}
 }
 
-// A file written by a build that knew schema 1 or 2 (plain JSON values,
-// unpacked records) is upgraded to 3, so that such a build refuses it from
+// A file written by a build that knew schema 1, 2 or 3 (plain JSON values,
+// unpacked records) is upgraded to 4, so that such a build refuses it from
 // then on; everything written before reads as it was, and what is
 // written after is packed.
 func TestSchemaUpgrade(t *testing.T) {
-	for _, from := range []uint64{1, 2} {
+	for _, from := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint(from), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ipnd.db")
 			writePlain = true
@@ -437,8 +511,8 @@ func TestSchemaUpgrade(t *testing.T) {
 			db = reopen(t, path)
 			defer db.Close()
 			db.bolt.View(func(tx *bolt.Tx) error {
-				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 3 {
-					t.Errorf("schema after open = %d, want %d (3)", got, SchemaVersion)
+				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 4 {
+					t.Errorf("schema after open = %d, want %d (4)", got, SchemaVersion)
 				}
 				return nil
 			})

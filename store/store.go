@@ -29,9 +29,12 @@ import (
 // ids; so it must refuse the file. 3: values and log records may be
 // packed (codec.go), and the outbox due index has a lane in its keys
 // (migrateOutboxDue), which a build that knows 2 would fail to decode or
-// misread. Files at 1 and 2 are upgraded on open (their values read as
-// they are; new writes are packed).
-const SchemaVersion = 3
+// misread. 4: journal segments are written in format 2 (a header, keyed
+// frames, markers; see journal.go), which a build that knows 3 would
+// read as a torn tail and drop. Files at 1 to 3 are upgraded on open
+// (their values read as they are; new writes are packed; the journal a
+// build of 3 left is read in format 1).
+const SchemaVersion = 4
 
 // Errors callers test with errors.Is.
 var (
@@ -61,6 +64,9 @@ var (
 	// keyNewestSegment (in meta): the first id of the newest journal
 	// segment, absent after a clean stop; that segment must exist at Open.
 	keyNewestSegment = []byte("wal")
+	// keyWAL2 (in meta): the first id of the first journal segment written
+	// in format 2; segments before it are format 1.
+	keyWAL2 = []byte("wal2")
 )
 
 // Options tune Open. The zero value is usable.
@@ -151,6 +157,10 @@ type DB struct {
 	applyDone chan struct{}
 	recovered int
 	damage    []Damage // found by recovery with SkipDamaged
+	// floor, when floorAt is set (by keepPending, before the applier
+	// starts; read-only after): once the record floorAt is in bbolt, the
+	// log's sequence moves up to floor, past the ids a torn tail was given.
+	floor, floorAt uint64
 
 	// Health. gone is set for good when the files were deleted or
 	// replaced; appendErr (guarded by amu) is the last failure to write
@@ -590,7 +600,7 @@ func (db *DB) applier() {
 			}
 			clear(db.applyQ[:n]) // drop the records' bytes; append reallocates past them
 			db.applyQ = db.applyQ[n:]
-			db.applied = last
+			db.applied = db.atLeastFloor(last)
 			close(db.appliedCh)
 			db.appliedCh = make(chan struct{})
 		}
@@ -658,7 +668,7 @@ func (db *DB) putJournaled(recs []journaled) (err error) {
 				db.inserted(tx, bucketDedup, dedup, r.key)
 			}
 		}
-		return log.SetSequence(seq)
+		return log.SetSequence(db.atLeastFloor(seq))
 	})
 	if err != nil {
 		return fmt.Errorf("store: apply: %w", mapClosed(err))
@@ -673,10 +683,11 @@ func (db *DB) putJournaled(recs []journaled) (err error) {
 // (disk full), Open still succeeds: they stay in the journal and in
 // memory, and the applier retries (ApplyErr says why meanwhile).
 func (db *DB) recoverJournal() error {
-	var seq, newest uint64
+	var seq, newest, v2 uint64
 	if err := db.bolt.View(func(tx *bolt.Tx) error {
 		seq = tx.Bucket(bucketLog).Sequence()
 		newest = getU64(tx.Bucket(bucketMeta).Get(keyNewestSegment))
+		v2 = getU64(tx.Bucket(bucketMeta).Get(keyWAL2))
 		return nil
 	}); err != nil {
 		return err
@@ -684,7 +695,7 @@ func (db *DB) recoverJournal() error {
 	// A missing newest segment held at most this many ids: one batch, or
 	// a segment's worth of the smallest frames.
 	maxIDs := max(uint64(db.opts.MaxBatch), uint64(max(db.opts.SegmentSize, DefaultSegmentSize))/minFrame)
-	js, err := scanJournal(db.path, seq, newest, maxIDs)
+	js, err := scanJournal(db.path, seq, newest, v2, maxIDs)
 	if err != nil {
 		return err
 	}
@@ -715,7 +726,7 @@ func (db *DB) recoverJournal() error {
 		if len(js.damage) > 0 {
 			return fmt.Errorf("store: applying the journal left by the last run: %w", applyErr)
 		}
-		db.keepPending(js.segs, pending, seq, applyErr)
+		db.keepPending(js.segs, pending, seq, max(seq, js.end), applyErr)
 		return nil
 	}
 	if len(js.damage) > 0 {
@@ -733,9 +744,13 @@ func (db *DB) recoverJournal() error {
 		}
 		db.damage = js.damage
 	}
-	db.acked, db.applied = seq, seq
-	if newest != 0 && db.clearNewestSegment() != nil {
-		return nil // keep the segments: the next Open reads them again (all applied) and retries
+	// No id the journal may have given (a torn tail's) is given again.
+	top := max(seq, js.end)
+	db.acked, db.applied = top, top
+	if (newest != 0 || top > seq) && db.finishRecovery(top) != nil {
+		// Keep the segments: the next Open reads them again (all applied)
+		// and retries; new records get ids past top meanwhile.
+		return nil
 	}
 	for _, s := range js.segs {
 		os.Remove(s.path)
@@ -745,8 +760,10 @@ func (db *DB) recoverJournal() error {
 
 // keepPending starts the store with records that the last run journaled
 // and bbolt could not take at Open: the applier writes them when it can,
-// and their segments are collected then.
-func (db *DB) keepPending(segs []segment, pending []journaled, seq uint64, applyErr error) {
+// and their segments are collected then. top is the newest id the
+// journal may have given: new records get ids past it, and the log's
+// sequence moves up to it with the last pending record.
+func (db *DB) keepPending(segs []segment, pending []journaled, seq, top uint64, applyErr error) {
 	db.applyQ = pending
 	for _, r := range pending {
 		db.backlog += len(r.rec)
@@ -754,12 +771,46 @@ func (db *DB) keepPending(segs []segment, pending []journaled, seq uint64, apply
 			db.unapplied[string(r.key)] = r.id
 		}
 	}
-	db.applied, db.acked = seq, seq
+	db.applied, db.acked = seq, top
 	if len(pending) > 0 {
-		db.acked = pending[len(pending)-1].id
+		db.floor, db.floorAt = top, pending[len(pending)-1].id
 	}
 	db.applyErr = fmt.Errorf("store: applying the journal left by the last run: %w", applyErr)
-	db.journal.old = segs
+	for _, s := range segs {
+		// A segment with no readable record has nothing to wait for; its
+		// name may be taken again by the next segment, which collect must
+		// not delete.
+		if s.last != 0 {
+			db.journal.old = append(db.journal.old, s)
+		}
+	}
+}
+
+// atLeastFloor is seq, or floor once seq has reached floorAt (see
+// keepPending).
+func (db *DB) atLeastFloor(seq uint64) uint64 {
+	if db.floorAt != 0 && seq >= db.floorAt && seq < db.floor {
+		return db.floor
+	}
+	return seq
+}
+
+// finishRecovery moves the log's sequence up to top (past ids a torn
+// tail was given) and clears the newest segment's id: the journal's
+// segments can go.
+func (db *DB) finishRecovery(top uint64) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error {
+		if log := tx.Bucket(bucketLog); log.Sequence() < top {
+			if err := log.SetSequence(top); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keyNewestSegment) == nil {
+			return nil
+		}
+		return meta.Delete(keyNewestSegment)
+	})
 }
 
 // recordLost writes the damaged ranges to the lost bucket and moves the
@@ -792,10 +843,17 @@ func (db *DB) recordLost(damage []Damage, seq uint64) error {
 }
 
 // recordSegment notes the first id of a new journal segment as the
-// newest's (journal.created).
+// newest's, and as the first in format 2 when none was before
+// (journal.created).
 func (db *DB) recordSegment(first uint64) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keyNewestSegment, u64(first))
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keyWAL2) == nil {
+			if err := meta.Put(keyWAL2, u64(first)); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyNewestSegment, u64(first))
 	})
 	if err != nil {
 		return fmt.Errorf("recording the new segment: %w", err)
