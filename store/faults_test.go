@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,5 +298,47 @@ func TestJournalFullDiskCrashEmptySegment(t *testing.T) {
 		if got, _, err := db.Get(uint64(i)); err != nil || got.DedupKey != want {
 			t.Fatalf("record %d after the restart: %v, %v; want %s", i, got, err, want)
 		}
+	}
+}
+
+// The periodic file check does not take a segment that was retired and
+// collected (deleted, as it should be) while it looked for a deleted
+// one: many rotations under a fast check never make the store think its
+// files are gone.
+func TestFileCheckSegmentRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	// Each 48 KiB record fills a segment of the smallest size.
+	db := openAt(t, path, Options{SegmentSize: 1, CheckInterval: 50 * time.Microsecond, ApplyDelay: -1})
+	defer db.Close()
+	for i := range 500 {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 48<<10))); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if err := db.Writable(); errors.Is(err, ErrFilesGone) {
+			t.Fatalf("after %d appends: %v", i, err)
+		}
+	}
+}
+
+// Before any segment exists (a fresh start), a disk with no room for one
+// makes Writable (and so /healthz) report it, before a request fails.
+func TestWritableFullDiskBeforeFirstSegment(t *testing.T) {
+	dir := tmpfs.Mount(t, 4<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{})
+	defer db.Close()
+	if err := db.Writable(); err != nil {
+		t.Fatalf("Writable with room = %v", err)
+	}
+	free := tmpfs.Fill(t, dir, 0)
+	if err := db.Writable(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Writable on a full disk with no segment = %v, want ENOSPC", err)
+	}
+	free()
+	if err := db.Writable(); err != nil {
+		t.Fatalf("Writable once room is back = %v", err)
+	}
+	if _, _, err := db.Append(context.Background(), sample("g", "1", "x")); err != nil {
+		t.Fatal(err)
 	}
 }

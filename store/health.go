@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -132,10 +133,12 @@ func (db *DB) checkFiles() error {
 	if err := db.checkLinked(); err != nil {
 		return err
 	}
+	// Under the journal's lock: the segment cannot be retired and
+	// collected (deleted, as it should be) between reading info and
+	// looking at the file.
 	db.journal.mu.Lock()
-	info := db.journal.info
-	db.journal.mu.Unlock()
-	if info != nil {
+	defer db.journal.mu.Unlock()
+	if info := db.journal.info; info != nil {
 		return same(filepath.Join(filepath.Dir(db.path), info.Name()), info)
 	}
 	return nil
@@ -230,7 +233,8 @@ func (db *DB) probe() {
 
 // Writable is nil while Append can store notifications, or why it
 // cannot: the files are gone (ErrFilesGone, until a restart), writing the
-// journal fails (disk full, I/O error; retried every CheckInterval), the
+// journal fails (disk full, I/O error; retried every CheckInterval), no
+// segment is open and the disk has no room for one (ENOSPC), the
 // applier is too far behind (ErrBacklog), or the store is closed.
 func (db *DB) Writable() error {
 	if err := db.goneErr(); err != nil {
@@ -250,6 +254,13 @@ func (db *DB) Writable() error {
 	if db.backlog > db.opts.MaxBacklog {
 		return fmt.Errorf("store: %d bytes journaled and not yet in the database (applier: %v): %w",
 			db.backlog, db.applyErr, ErrBacklog)
+	}
+	if !db.journal.hasSegment() {
+		// The next append creates a segment: say now if it cannot.
+		dir := filepath.Dir(db.path)
+		if free, ok := freeBytes(dir); ok && free < minSegment {
+			return fmt.Errorf("store: no room for a journal segment in %s (%d bytes free): %w", dir, free, syscall.ENOSPC)
+		}
 	}
 	return nil
 }
