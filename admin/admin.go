@@ -151,6 +151,9 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusGone, "lost to journal damage (recorded by ipnd recover --skip-damaged)")
 	case errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "store is closed")
+	case errors.Is(err, store.ErrBackupRefused):
+		a.log.Warn("backup refused", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "backup refused: another backup is running, or the data directory has no room for its snapshot (see the log)")
 	default:
 		a.log.Error("admin request failed", "error", err)
 		writeError(w, http.StatusInternalServerError, "internal error")

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -208,7 +210,7 @@ func TestBackupStalledReader(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := filepath.Glob(path + ".backup-*"); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(snapshotDir(path), "*")); len(left) != 0 {
 		t.Errorf("snapshot files left: %v", left)
 	}
 }
@@ -236,6 +238,25 @@ func TestBackupCopyOpens(t *testing.T) {
 		return nil
 	})
 	b.Close()
+}
+
+// The periodic file check does not take a segment that was retired and
+// collected (deleted, as it should be) while it looked for a deleted
+// one: many rotations under a fast check never make the store think its
+// files are gone.
+func TestFileCheckSegmentRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	// Each 48 KiB record fills a segment of the smallest size.
+	db := openAt(t, path, Options{SegmentSize: 1, CheckInterval: 50 * time.Microsecond, ApplyDelay: -1})
+	defer db.Close()
+	for i := range 500 {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 48<<10))); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if err := db.Writable(); errors.Is(err, ErrFilesGone) {
+			t.Fatalf("after %d appends: %v", i, err)
+		}
+	}
 }
 
 // A crash on a full disk that leaves an empty segment (created for the
@@ -301,25 +322,6 @@ func TestJournalFullDiskCrashEmptySegment(t *testing.T) {
 	}
 }
 
-// The periodic file check does not take a segment that was retired and
-// collected (deleted, as it should be) while it looked for a deleted
-// one: many rotations under a fast check never make the store think its
-// files are gone.
-func TestFileCheckSegmentRotation(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ipnd.db")
-	// Each 48 KiB record fills a segment of the smallest size.
-	db := openAt(t, path, Options{SegmentSize: 1, CheckInterval: 50 * time.Microsecond, ApplyDelay: -1})
-	defer db.Close()
-	for i := range 500 {
-		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 48<<10))); err != nil {
-			t.Fatalf("append %d: %v", i, err)
-		}
-		if err := db.Writable(); errors.Is(err, ErrFilesGone) {
-			t.Fatalf("after %d appends: %v", i, err)
-		}
-	}
-}
-
 // Before any segment exists (a fresh start), a disk with no room for one
 // makes Writable (and so /healthz) report it, before a request fails.
 func TestWritableFullDiskBeforeFirstSegment(t *testing.T) {
@@ -341,4 +343,73 @@ func TestWritableFullDiskBeforeFirstSegment(t *testing.T) {
 	if _, _, err := db.Append(context.Background(), sample("g", "1", "x")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Open removes only the snapshots a crashed backup of ipnd left (in its
+// own directory), never the operator's files that look like them.
+func TestOpenKeepsOperatorBackups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	db.Close()
+	mine := path + ".backup-2026-01-01"
+	os.WriteFile(mine, []byte("the operator's"), 0o600)
+	os.Mkdir(snapshotDir(path), 0o700)
+	left := filepath.Join(snapshotDir(path), "backup-123.snapshot")
+	os.WriteFile(left, []byte("a crashed backup's"), 0o600)
+	db = reopen(t, path)
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("the operator's %s: %v", filepath.Base(mine), err)
+	}
+	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a crashed backup's snapshot left: %v", err)
+	}
+}
+
+// One backup at a time; and one whose snapshot would not fit on the disk
+// fails at once, with the reason, instead of filling it.
+func TestBackupRefused(t *testing.T) {
+	t.Run("one at a time", func(t *testing.T) {
+		db := openAt(t, filepath.Join(t.TempDir(), "ipnd.db"), Options{})
+		defer db.Close()
+		db.Append(context.Background(), sample("g", "1", "x"))
+		w := &stalledWriter{started: make(chan struct{}), release: make(chan struct{})}
+		done := make(chan error, 1)
+		go func() {
+			_, err := db.Backup(w, nil)
+			done <- err
+		}()
+		<-w.started
+		if _, err := db.Backup(io.Discard, nil); !errors.Is(err, ErrBackupRefused) {
+			t.Errorf("a second backup at once = %v, want ErrBackupRefused", err)
+		}
+		close(w.release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Backup(io.Discard, nil); err != nil {
+			t.Errorf("a backup after the first ended = %v", err)
+		}
+	})
+	t.Run("no room", func(t *testing.T) {
+		dir := tmpfs.Mount(t, 8<<20)
+		path := filepath.Join(dir, "ipnd.db")
+		db := openAt(t, path, Options{SegmentSize: 256 << 10})
+		defer db.Close()
+		for i := range 1500 { // a database of some MiB
+			if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 2000))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.settle()
+		st, _ := os.Stat(path)
+		free := tmpfs.Fill(t, dir, st.Size()/2)
+		defer free()
+		_, err := db.Backup(io.Discard, nil)
+		if !errors.Is(err, ErrBackupRefused) || !strings.Contains(err.Error(), "free") {
+			t.Fatalf("backup with room for half the snapshot = %v, want ErrBackupRefused naming the room", err)
+		}
+		if _, _, err := db.Append(context.Background(), sample("g", "after", "x")); err != nil {
+			t.Errorf("append after the refused backup: %v", err)
+		}
+	})
 }

@@ -170,6 +170,7 @@ type DB struct {
 	appendErr   error
 	refused     atomic.Int64
 	damagedSeen atomic.Int64 // outcomes recorded as failed: a record they read is damaged
+	backingUp   atomic.Bool  // a Backup runs (one at a time)
 	file        *os.File     // the database file, opened again: link count
 	fileInfo    os.FileInfo  // of the database file at Open
 	dirInfo     os.FileInfo  // of its directory at Open
@@ -266,11 +267,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := db.init(); err != nil {
 		return fail(err)
 	}
-	if left, _ := filepath.Glob(path + ".backup-*"); len(left) > 0 {
-		for _, p := range left { // a backup's snapshot left by a crash
-			os.Remove(p)
-		}
-	}
+	removeSnapshots(path) // a backup's snapshot left by a crash
 	if err := db.recoverJournal(); err != nil {
 		return fail(err)
 	}
@@ -1057,19 +1054,56 @@ func (db *DB) List(f Filter) ([]Item, error) {
 	return out, mapClosed(err)
 }
 
+// ErrBackupRefused: a backup cannot start now, because another one is
+// running or the data directory has no room for its snapshot; nothing
+// was written, and a later try may succeed.
+var ErrBackupRefused = errors.New("backup refused")
+
+// snapshotDir is the directory, beside the database and owned by ipnd,
+// where Backup keeps its snapshot while it streams it.
+func snapshotDir(dbPath string) string { return dbPath + ".tmp" }
+
+const snapshotPattern = "backup-*.snapshot"
+
+// removeSnapshots removes the snapshots a crashed Backup left, and
+// nothing else.
+func removeSnapshots(dbPath string) {
+	left, _ := filepath.Glob(filepath.Join(snapshotDir(dbPath), snapshotPattern))
+	for _, p := range left {
+		os.Remove(p)
+	}
+}
+
 // Backup writes a consistent copy of the whole database to w. size,
 // when not nil, is called with the byte count before anything is written.
 //
-// The copy is taken first into a temporary file next to the database
-// (<db>.backup-*, removed when Backup returns, and by the next Open after
-// a crash), within a read transaction that lasts at most
+// The copy is taken first into a temporary file beside the database (in
+// the directory <db>.tmp, removed when Backup returns, and by the next
+// Open after a crash), within a read transaction that lasts at most
 // BackupSnapshotLimit; it is then streamed to w with no transaction open.
 // So however slowly w reads, appends and reads are stalled (by a bbolt
-// remap waiting for the transaction) for at most that limit. Fails when
-// the data directory has no room for the copy or the limit passes.
+// remap waiting for the transaction) for at most that limit. One backup
+// runs at a time, and only when the data directory has room for the
+// snapshot (the database's size) and a journal segment besides; else it
+// fails at once with ErrBackupRefused. It fails when the limit passes.
 func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
+	if !db.backingUp.CompareAndSwap(false, true) {
+		return 0, fmt.Errorf("store: %w: another backup is running", ErrBackupRefused)
+	}
+	defer db.backingUp.Store(false)
 	db.settle()
-	f, err := os.CreateTemp(filepath.Dir(db.path), filepath.Base(db.path)+".backup-*")
+	dir := filepath.Dir(db.path)
+	if st, err := os.Stat(db.path); err == nil {
+		need := st.Size() + db.opts.SegmentSize
+		if free, ok := freeBytes(dir); ok && free < need {
+			return 0, fmt.Errorf("store: %w: the snapshot needs %d bytes in %s (the database and a journal segment), %d are free",
+				ErrBackupRefused, need, dir, free)
+		}
+	}
+	if err := os.Mkdir(snapshotDir(db.path), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return 0, fmt.Errorf("store: backup snapshot: %w", err)
+	}
+	f, err := os.CreateTemp(snapshotDir(db.path), snapshotPattern)
 	if err != nil {
 		return 0, fmt.Errorf("store: backup snapshot: %w", err)
 	}
