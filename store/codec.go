@@ -123,7 +123,7 @@ var writePlain bool
 type packer struct {
 	tag   byte
 	dict  []byte
-	table hashTable // the dictionary's positions
+	table hashTable // the dictionary's positions; read-only once built
 	pool  sync.Pool // *packScratch
 }
 
@@ -137,25 +137,6 @@ func (t *hashTable) add(buf []byte, i int) {
 	e := &t[hash4(buf[i:])]
 	copy(e[1:], e[:ways-1])
 	e[0] = int32(i)
-}
-
-// longest returns the longest match for buf[i:] among the positions
-// seen, and records i.
-func (t *hashTable) longest(buf []byte, i int) (at, length int) {
-	e := &t[hash4(buf[i:])]
-	want := binary.LittleEndian.Uint32(buf[i:])
-	for _, c := range e {
-		if c == noEntry || binary.LittleEndian.Uint32(buf[c:]) != want {
-			continue
-		}
-		m := matchLen(buf, int(c), i)
-		if m > length {
-			at, length = int(c), m
-		}
-	}
-	copy(e[1:], e[:ways-1])
-	e[0] = int32(i)
-	return at, length
 }
 
 // matchLen is the length of the common prefix of buf[c:] and buf[i:]
@@ -174,9 +155,62 @@ func matchLen(buf []byte, c, i int) int {
 	return m
 }
 
+// packScratch is one pack's working state, kept in the packer's pool.
+// Its table starts as a copy of the dictionary's (packer.table, shared
+// and never written) and gets the positions of the value being packed;
+// afterwards only the buckets written to are put back, instead of
+// copying 32 KiB per pack.
 type packScratch struct {
-	buf   []byte // dictionary + plain
-	table hashTable
+	buf     []byte // the dictionary (kept from one pack to the next), then the value
+	table   hashTable
+	touched []uint32 // buckets written to by this pack
+}
+
+// scratch takes a scratch from the pool, or makes one.
+func (p *packer) scratch() *packScratch {
+	if sc, _ := p.pool.Get().(*packScratch); sc != nil {
+		return sc
+	}
+	return &packScratch{buf: append([]byte(nil), p.dict...), table: p.table}
+}
+
+// release puts back the dictionary's positions and returns sc to the pool.
+func (p *packer) release(sc *packScratch) {
+	for _, h := range sc.touched {
+		sc.table[h] = p.table[h]
+	}
+	sc.touched = sc.touched[:0]
+	p.pool.Put(sc)
+}
+
+// add records position i of buf.
+func (sc *packScratch) add(buf []byte, i int) {
+	h := hash4(buf[i:])
+	sc.touched = append(sc.touched, h)
+	e := &sc.table[h]
+	copy(e[1:], e[:ways-1])
+	e[0] = int32(i)
+}
+
+// longest returns the longest match for buf[i:] among the positions
+// seen, and records i.
+func (sc *packScratch) longest(buf []byte, i int) (at, length int) {
+	h := hash4(buf[i:])
+	sc.touched = append(sc.touched, h)
+	e := &sc.table[h]
+	want := binary.LittleEndian.Uint32(buf[i:])
+	for _, c := range e {
+		if c == noEntry || binary.LittleEndian.Uint32(buf[c:]) != want {
+			continue
+		}
+		m := matchLen(buf, int(c), i)
+		if m > length {
+			at, length = int(c), m
+		}
+	}
+	copy(e[1:], e[:ways-1])
+	e[0] = int32(i)
+	return at, length
 }
 
 func newPacker(tag byte, dict string) *packer {
@@ -208,26 +242,22 @@ func (p *packer) pack(plain []byte) []byte {
 	if len(plain) < packMin || len(plain) > maxUnpacked || writePlain {
 		return plain
 	}
-	sc, _ := p.pool.Get().(*packScratch)
-	if sc == nil {
-		sc = new(packScratch)
-	}
-	defer p.pool.Put(sc)
-	sc.table = p.table
-	buf := append(append(sc.buf[:0], p.dict...), plain...)
+	sc := p.scratch()
+	defer p.release(sc)
+	buf := append(sc.buf[:len(p.dict)], plain...)
 	sc.buf = buf
 	out := make([]byte, 0, len(plain)/2+16)
 	out = append(out, p.tag)
 	out = binary.AppendUvarint(out, uint64(len(plain)))
 	lit, i, end := len(p.dict), len(p.dict), len(buf)
 	for i+minMatch <= end {
-		c, m := sc.table.longest(buf, i)
+		c, m := sc.longest(buf, i)
 		if m == 0 {
 			i++
 			continue
 		}
 		for i+1+minMatch <= end {
-			c2, m2 := sc.table.longest(buf, i+1)
+			c2, m2 := sc.longest(buf, i+1)
 			if m2 <= m {
 				break
 			}
@@ -242,7 +272,7 @@ func (p *packer) pack(plain []byte) []byte {
 		}
 		// i+1 is in the table already when lazy evaluation looked at it.
 		for j := i + 2; j < i+m && j+minMatch <= end; j++ {
-			sc.table.add(buf, j)
+			sc.add(buf, j)
 		}
 		i += m
 		lit = i
@@ -282,19 +312,19 @@ func appendSeq(out, lits []byte, m, d int) []byte {
 var errPacked = errors.New("bad packed value")
 
 // unpack returns the plain bytes of packed, whose first byte is p's tag.
-// It never panics; the result does not alias packed.
+// It never panics; the result does not alias packed. Matches that reach
+// back past the output's start read the dictionary in place.
 func (p *packer) unpack(packed []byte) ([]byte, error) {
 	n, k := binary.Uvarint(packed[1:])
 	if k <= 0 || n > maxUnpacked || n < packMin {
 		return nil, fmt.Errorf("%w: length", errPacked)
 	}
 	in := packed[1+k:]
-	base := len(p.dict)
-	total := base + int(n)
-	buf := make([]byte, base, total)
-	copy(buf, p.dict)
+	dict := p.dict
+	total := int(n)
+	out := make([]byte, 0, total)
 	bad := func(what string) ([]byte, error) {
-		return nil, fmt.Errorf("%w: %s at output byte %d", errPacked, what, len(buf)-base)
+		return nil, fmt.Errorf("%w: %s at output byte %d", errPacked, what, len(out))
 	}
 	uvarint := func() (uint64, bool) {
 		v, k := binary.Uvarint(in)
@@ -304,7 +334,7 @@ func (p *packer) unpack(packed []byte) ([]byte, error) {
 		in = in[k:]
 		return v, true
 	}
-	for len(buf) < total {
+	for len(out) < total {
 		if len(in) == 0 {
 			return bad("end of input")
 		}
@@ -318,16 +348,16 @@ func (p *packer) unpack(packed []byte) ([]byte, error) {
 			}
 			l += x
 		}
-		if l > uint64(len(in)) || l > uint64(total-len(buf)) {
+		if l > uint64(len(in)) || l > uint64(total-len(out)) {
 			return bad("literals out of bounds")
 		}
-		buf = append(buf, in[:l]...)
+		out = append(out, in[:l]...)
 		in = in[l:]
-		if len(buf) == total {
+		if len(out) == total {
 			break
 		}
 		d, ok := uvarint()
-		if !ok || d == 0 || d > uint64(len(buf)) {
+		if !ok || d == 0 || d > uint64(len(dict)+len(out)) {
 			return bad("distance")
 		}
 		if ml == 15 {
@@ -337,23 +367,28 @@ func (p *packer) unpack(packed []byte) ([]byte, error) {
 			}
 			ml += x
 		}
-		m := ml + minMatch
-		if m > uint64(total-len(buf)) {
+		m := int(ml + minMatch)
+		if uint64(m) > uint64(total-len(out)) {
 			return bad("match out of bounds")
 		}
-		from := len(buf) - int(d)
-		if int(d) >= int(m) {
-			buf = append(buf, buf[from:from+int(m)]...)
+		from := len(out) - int(d)
+		if from < 0 { // starts in the dictionary
+			k := min(m, -from)
+			out = append(out, dict[len(dict)+from:len(dict)+from+k]...)
+			m, from = m-k, 0
+		}
+		if len(out)-from >= m {
+			out = append(out, out[from:from+m]...)
 		} else {
-			for j := range int(m) { // overlapping: byte by byte
-				buf = append(buf, buf[from+j])
+			for j := range m { // overlapping: byte by byte
+				out = append(out, out[from+j])
 			}
 		}
 	}
 	if len(in) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes after the end", errPacked, len(in))
 	}
-	return buf[base:], nil
+	return out, nil
 }
 
 // encodeValue is json.Marshal of v, packed.

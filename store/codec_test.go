@@ -172,6 +172,19 @@ func FuzzPack(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, p := range []*packer{jsonPacker, recordPacker} {
 			packed := p.pack(data)
+			if ref := referencePack(p, data); !bytes.Equal(packed, ref) {
+				t.Fatalf("pack = %x, the codec as first written packs %x", packed, ref)
+			}
+			for _, in := range [][]byte{packed, append([]byte{p.tag}, data...)} {
+				if len(in) == 0 || in[0] != p.tag {
+					continue // not packed
+				}
+				got, err := p.unpack(in)
+				ref, rerr := referenceUnpack(p, in)
+				if (err == nil) != (rerr == nil) || !bytes.Equal(got, ref) {
+					t.Fatalf("unpack(%x) = %q, %v; the codec as first written gives %q, %v", in, got, err, ref, rerr)
+				}
+			}
 			if len(packed) > 0 && packed[0] == p.tag && !bytes.Equal(packed, data) {
 				got, err := p.unpack(packed)
 				if err != nil || !bytes.Equal(got, data) {
