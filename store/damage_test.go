@@ -277,6 +277,17 @@ func TestJournalMissingSegment(t *testing.T) {
 		}
 		skipDamaged(t, path, 40, lost, 40)
 	})
+	t.Run("end of an older segment", func(t *testing.T) {
+		// Unreadable frames at the end of a segment that is not the newest
+		// are no torn tail, whatever its marker says: the next segment
+		// was started after they were acknowledged.
+		path := journalRun(t, 40, 2<<10)
+		segs, _ := segmentsOnDisk(path)
+		last := segs[1].first - 1
+		offs := frameOffsets(t, segs[0].path)
+		corrupt(t, segs[0].path, func(b []byte) { clear(b[offs[last]:]) })
+		damagedOpen(t, path, filepath.Base(segs[1].path), fmt.Sprintf("id %d", last), "missing")
+	})
 	t.Run("only", func(t *testing.T) {
 		path := journalRun(t, 20, 64<<10)
 		os.Remove(segmentPath(path, 1))
@@ -538,4 +549,28 @@ func TestJournalFormat1Upgrade(t *testing.T) {
 		t.Fatalf("append = %d, %v", id, err)
 	}
 	segmentKey(t, db.journal.cur.path) // format 2
+}
+
+// A group larger than the empty segment a failed write left (made at the
+// configured size before the group's size was known) goes into a new
+// segment of the size it needs, under the same name, so that the
+// header's copy at the end is not written over.
+func TestJournalLargeGroupKeepsHeaderCopy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 4 << 10})
+	ctx := context.Background()
+	if _, _, err := db.Append(ctx, sample("g", "1", "x")); err != nil {
+		t.Fatal(err)
+	}
+	db.journal.fail(2) // an empty segment for id 2, of 4 KiB
+	big := filler("2", 10<<10)
+	if id, _, err := db.Append(ctx, sample("g", "2", big)); err != nil || id != 2 {
+		t.Fatalf("append = %d, %v", id, err)
+	}
+	kill(t, db)
+	corrupt(t, segmentPath(path, 2), func(b []byte) { clear(b[:headerSize]) })
+	db = reopen(t, path)
+	if n, _, err := db.Get(2); err != nil || string(n.Body) != big {
+		t.Fatalf("Get(2) = %v, %v", n, err)
+	}
 }

@@ -2,7 +2,10 @@
 //
 // Bucket layout (created when the file is opened):
 //
-//	meta   "schema" -> uint64 big-endian schema version; "created" -> RFC 3339
+//	meta   "schema" -> uint64 big-endian schema version; "created" -> RFC 3339;
+//	       "wal" -> first id of the newest journal segment (absent after a
+//	       clean stop); "wal2" -> first id of the first segment in format 2
+//	lost   first id of a range -> JSON LostRange (ipnd recover --skip-damaged)
 //	log    id (uint64 big-endian, 1, 2, 3, ...; the bucket's sequence is the newest) ->
 //	       encoded raw notification (see record.go). Append-only: a key is
 //	       written once and never changed or reused.
@@ -27,6 +30,7 @@
 // dedup buckets; Open applies what a crash left in the journal; reads wait
 // for the applier (settle), so they see every acknowledged record.
 //
-// Invariants: ids strictly increase and are never reused; a raw record
+// Invariants: ids strictly increase and are never reused (not even those
+// of a torn journal tail, which never got an answer); a raw record
 // never changes; one bbolt Update per business fact.
 package store

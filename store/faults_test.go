@@ -256,11 +256,10 @@ func TestFileCheckSegmentRotation(t *testing.T) {
 	}
 	first := segmentPath(path, 1)
 	reached, proceed := make(chan struct{}), make(chan struct{})
-	testHookCheckSegment = func() {
+	db.checkHook = func() { // the monitor never runs the check here: only this test
 		close(reached)
 		<-proceed
 	}
-	defer func() { testHookCheckSegment = nil }()
 	checked := make(chan error, 1)
 	go func() { checked <- db.checkFiles() }()
 	<-reached // the check has read which segment is current

@@ -139,8 +139,8 @@ func (db *DB) checkFiles() error {
 	if info == nil {
 		return nil
 	}
-	if testHookCheckSegment != nil {
-		testHookCheckSegment()
+	if db.checkHook != nil {
+		db.checkHook()
 	}
 	err := same(filepath.Join(filepath.Dir(db.path), info.Name()), info)
 	if err != nil {
@@ -156,9 +156,6 @@ func (db *DB) checkFiles() error {
 	return err
 }
 
-// testHookCheckSegment, when set (tests), runs in checkFiles between
-// reading which segment is current and looking at it.
-var testHookCheckSegment func()
 
 // monitor checks the files every CheckInterval, and retries the journal
 // while writing it fails, until Close.

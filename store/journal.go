@@ -291,7 +291,9 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 	for _, r := range recs {
 		need += frameHeader + len(r)
 	}
-	if j.f != nil && j.off > segHeader && j.off+int64(need) > j.cur.size-headerSize {
+	if j.f != nil && j.off+int64(need) > j.cur.size-headerSize {
+		// Full; or empty and too small for this group (made by fail or
+		// probe): its replacement, of the size needed, takes its name.
 		j.retire()
 	}
 	if j.f == nil {
@@ -752,9 +754,13 @@ func scanJournal(base string, seq, newest, v2, maxIDs uint64) (journalScan, erro
 		if sc.next > s.first {
 			s.last = sc.next - 1
 		}
-		// A torn tail's ids were given out, never acknowledged: the next
-		// segment may start past them.
-		expected = max(expected, sc.next, sc.high+1)
+		expected = max(expected, sc.next)
+		if i == len(segs)-1 {
+			// Only the newest segment can end in a torn tail: every id
+			// before the next segment's first was acknowledged. Its ids
+			// were given, never acknowledged: no new record gets them.
+			expected = max(expected, sc.high+1)
+		}
 	}
 	if !hasNewest {
 		first := max(newest, expected)

@@ -176,6 +176,9 @@ type DB struct {
 	dirInfo     os.FileInfo  // of its directory at Open
 	monStop     chan struct{}
 	monDone     chan struct{}
+	// checkHook (tests), when set, runs in checkFiles between reading
+	// which segment is current and looking at it.
+	checkHook func()
 
 	wake       chan struct{} // see Wake
 	outboxWake chan struct{} // see OutboxWake
