@@ -156,7 +156,6 @@ func (db *DB) checkFiles() error {
 	return err
 }
 
-
 // monitor checks the files every CheckInterval, and retries the journal
 // while writing it fails, until Close.
 func (db *DB) monitor() {
