@@ -84,7 +84,8 @@ const (
 	segHeader = 128
 	// headerSize is the header's size, and that of its copy at the end.
 	headerSize = 64
-	markerSize = 32
+	markerSize = 32 // a slot; markerLen bytes of it are used
+	markerLen  = 20
 	// groupEnd marks, in a format 2 frame's length word, the last frame
 	// of a group.
 	groupEnd = 1 << 31
@@ -186,7 +187,7 @@ func decodeHeader(h []byte, first uint64) (salt [16]byte, ok bool) {
 
 // marker is the content of a marker slot.
 func (k frameKey) marker(acked, handed uint64) []byte {
-	m := make([]byte, 20)
+	m := make([]byte, markerLen)
 	binary.BigEndian.PutUint64(m[0:8], acked)
 	binary.BigEndian.PutUint64(m[8:16], handed)
 	binary.BigEndian.PutUint32(m[16:20], crc32.Update(k.seed, castagnoli, m[:16]))
@@ -200,10 +201,10 @@ func markerOffset(slot int) int64 { return headerSize + int64(slot)*markerSize }
 func (k frameKey) markers(data []byte) (acked, handed uint64) {
 	for slot := range 2 {
 		off := int(markerOffset(slot))
-		if !k.v2 || len(data) < off+20 {
+		if !k.v2 || len(data) < off+markerLen {
 			continue
 		}
-		m := data[off : off+20]
+		m := data[off : off+markerLen]
 		if crc32.Update(k.seed, castagnoli, m[:16]) != binary.BigEndian.Uint32(m[16:20]) {
 			continue
 		}
@@ -640,9 +641,10 @@ func (fr frames) tail(at int, id, hi uint64) (ends bool, top uint64) {
 // last one read and within what the segment can hold) further on. None,
 // or only frames of a group that never ended, is the torn tail: reading
 // stops there, and the ids its frames and the segment's marker name are
-// counted as given (high); unless the marker counts the unreadable frame
-// as acknowledged, which is damage. A valid frame that ends a group
-// means damage: the ids in between are lost, and reading goes on there.
+// counted as given (high); the unreadable ids the marker counts as
+// acknowledged are damage. A valid frame that ends a group, or one the
+// marker counts as acknowledged, means damage: the ids in between are
+// lost, and reading goes on there.
 // Damage to ids up to after (already in bbolt) is not reported.
 func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 	out := scan{next: s.first, high: s.first - 1}
@@ -676,7 +678,10 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 			if at >= 0 {
 				ends, top = fr.tail(at, found, hi)
 			}
-			if at < 0 || !ends && next > acked { // the torn tail
+			// The torn tail: nothing valid follows, or only frames of a group
+			// that never ended, none of which the marker counts as
+			// acknowledged (an acknowledged one is read on from).
+			if at < 0 || !ends && found > acked {
 				out.high = max(out.high, handed, top)
 				if next <= acked && acked > after {
 					out.damage = append(out.damage, Damage{Segment: name, Offset: int64(off), First: max(next, after+1),

@@ -293,6 +293,10 @@ func FuzzJournal(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0}, 64), uint8(9), uint16(0xffff), uint16(0x8000|300), uint16(0), uint8(2))
 	f.Add([]byte{0xff}, uint8(12), uint16(0x0421), uint16(1000), uint16(0), uint8(3))
 	f.Add([]byte{0x40}, uint8(6), uint16(0x2a), uint16(128+16+3), uint16(0), uint8(0))
+	// Found by the fuzzer: an acknowledged frame damaged before a final
+	// group that never ended; damage to a marker slot's unused bytes.
+	f.Add([]byte("000000000"), uint8(5), uint16(4), uint16(200), uint16(7), uint8(1))
+	f.Add([]byte("0"), uint8(4), uint16(20), uint16(86), uint16(102), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, frames uint8, groups, pos, cut uint16, opts uint8) {
 		// Any bytes at all, in either format.
 		for _, v2 := range []bool{false, true} {
@@ -366,7 +370,7 @@ func FuzzJournal(f *testing.F) {
 		var acked, handed uint64
 		for s, v := range slots {
 			o := int(markerOffset(s))
-			if bytes.Equal(seg0[o:o+markerSize], orig[o:o+markerSize]) && v != [2]uint64{} {
+			if bytes.Equal(seg0[o:o+markerLen], orig[o:o+markerLen]) && v != [2]uint64{} {
 				acked, handed = max(acked, v[0]), max(handed, v[1])
 			}
 		}
