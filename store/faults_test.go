@@ -313,7 +313,7 @@ func TestOpenKeepsOperatorBackups(t *testing.T) {
 	os.Mkdir(snapshotDir(path), 0o700)
 	left := filepath.Join(snapshotDir(path), "backup-123.snapshot")
 	os.WriteFile(left, []byte("a crashed backup's"), 0o600)
-	db = reopen(t, path)
+	reopen(t, path)
 	if _, err := os.Stat(mine); err != nil {
 		t.Errorf("the operator's %s: %v", filepath.Base(mine), err)
 	}
