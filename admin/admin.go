@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -154,6 +155,12 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrBackupRefused):
 		a.log.Warn("backup refused", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "backup refused: another backup is running, or the data directory has no room for its snapshot (see the log)")
+	case errors.Is(err, store.ErrBackupTooSlow):
+		a.log.Warn("backup failed", "error", err)
+		writeError(w, http.StatusServiceUnavailable, err.Error()+": try again when the disk is less busy, or copy ipnd.db with ipnd stopped")
+	case errors.Is(err, syscall.ENOSPC):
+		a.log.Warn("backup failed", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "no space left on device for the backup snapshot: free space in the data directory, then try again")
 	default:
 		a.log.Error("admin request failed", "error", err)
 		writeError(w, http.StatusInternalServerError, "internal error")

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -1117,6 +1118,9 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 		_, err := tx.WriteTo(dw)
 		return err
 	}); err != nil {
+		if dw.failed != nil {
+			err = dw.failed // bbolt keeps only the text of its writer's error
+		}
 		return 0, fmt.Errorf("store: backup snapshot: %w", mapClosed(err))
 	}
 	if err := forgetJournal(f.Name()); err != nil {
@@ -1139,18 +1143,25 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 // Options.BackupSnapshotLimit.
 var ErrBackupTooSlow = errors.New("backup snapshot took longer than its limit")
 
-// deadlineWriter fails once the deadline has passed.
+// deadlineWriter fails once the deadline has passed. failed keeps the
+// first error it returned (ErrBackupTooSlow, or the file's: ENOSPC).
 type deadlineWriter struct {
 	w        io.Writer
 	deadline time.Time
 	limit    time.Duration
+	failed   error
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	if time.Now().After(d.deadline) {
-		return 0, fmt.Errorf("%w (%s)", ErrBackupTooSlow, d.limit)
+		d.failed = cmp.Or(d.failed, fmt.Errorf("%w (%s)", ErrBackupTooSlow, d.limit))
+		return 0, d.failed
 	}
-	return d.w.Write(p)
+	n, err := d.w.Write(p)
+	if err != nil && d.failed == nil {
+		d.failed = err
+	}
+	return n, err
 }
 
 // forgetJournal removes the newest segment's id from a copy of the

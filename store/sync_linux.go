@@ -43,10 +43,11 @@ func unlinked(st os.FileInfo) bool {
 }
 
 // freeBytes is the room left for an unprivileged writer on dir's file
-// system.
+// system; not known (false) on one that reports no size at all (ramfs,
+// a tmpfs mounted with size=0, some FUSE file systems report 0 blocks).
 func freeBytes(dir string) (int64, bool) {
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks == 0 {
 		return 0, false
 	}
 	return int64(st.Bavail) * int64(st.Bsize), true

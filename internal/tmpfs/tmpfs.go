@@ -18,13 +18,26 @@ import (
 // by skipping.
 func Mount(t testing.TB, size int64) string {
 	t.Helper()
+	return mount(t, "tmpfs", "size="+strconv.FormatInt(size, 10))
+}
+
+// Unsized mounts a ramfs, a file system that reports no size (0 blocks,
+// 0 free) yet takes what is written, on a new directory and unmounts it
+// when the test ends.
+func Unsized(t testing.TB) string {
+	t.Helper()
+	return mount(t, "ramfs", "mode=700")
+}
+
+func mount(t testing.TB, fstype, opts string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(size, 10), "tmpfs", dir).CombinedOutput()
+	out, err := exec.Command("mount", "-t", fstype, "-o", opts, fstype, dir).CombinedOutput()
 	if err != nil {
-		t.Fatalf("this test needs a small file system to fill: mount -t tmpfs failed (run the tests as root): %v: %s", err, out)
+		t.Fatalf("this test needs a file system of its own: mount -t %s failed (run the tests as root): %v: %s", fstype, err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
