@@ -195,3 +195,36 @@ func TestDamagedStateOfARetry(t *testing.T) {
 		t.Fatal("a retry of the failed notification is still scheduled")
 	}
 }
+
+// TestDamagedLogRecordStallsNothing: a notification whose raw record no
+// longer decodes is taken by Pending and recorded as failed, saying so;
+// the one after it is applied.
+func TestDamagedLogRecordStallsNothing(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	bad := payOutcome(t, db, "A1", "T1", now)
+	good := payOutcome(t, db, "B2", "T2", now)
+	db.Pending(now, 100) // applies the journal
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLog).Put(u64(bad.ID), []byte("\x00garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	work, err := db.Pending(now, 100)
+	if err != nil || len(work) != 2 || work[0].Notification.ID != bad.ID {
+		t.Fatalf("Pending: %d items, %v", len(work), err)
+	}
+	// What the pipeline decides for a record it cannot read: its gateway
+	// ("") is not configured.
+	failed := ipn.Outcome{ID: bad.ID, State: ipn.StateFailed, Detail: "gateway is no longer configured"}
+	recs, err := db.Finish([]ipn.Outcome{failed, good}, good.ID, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs[0].State != ipn.StateFailed || !strings.Contains(recs[0].Detail, "cannot read") || recs[1].State != ipn.StateApplied {
+		t.Fatalf("%+v", recs)
+	}
+	if work, err := db.Pending(now, 100); err != nil || len(work) != 0 {
+		t.Fatalf("after: %d pending, %v", len(work), err)
+	}
+}

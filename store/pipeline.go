@@ -66,7 +66,9 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 				continue
 			}
 			n, err := decodeRecord(id, v)
-			if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				n = &ipn.Notification{ID: id} // Finish records it as failed (finishDamaged)
+			} else if err != nil {
 				return err
 			}
 			if p == nil {
@@ -92,7 +94,9 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 				continue
 			}
 			n, err := decodeRecord(id, v)
-			if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				n = &ipn.Notification{ID: id}
+			} else if err != nil {
 				return err
 			}
 			p, err := processing(tx, n)
@@ -209,6 +213,9 @@ func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Ti
 		return ipn.Recorded{}, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
 	}
 	n, err := decodeRecord(o.ID, v)
+	if errors.Is(err, ErrCorrupt) {
+		n, err = &ipn.Notification{ID: o.ID}, nil // the raw record itself is damaged
+	}
 	if err != nil {
 		return ipn.Recorded{}, err
 	}
