@@ -100,6 +100,10 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	if n := a.db.Recovered(); n > 0 {
 		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
 	}
+	for _, d := range a.db.TornGroups() {
+		log.Warn("unclean stop: a group of notifications cut by the crash was dropped (never acknowledged; its ids are not given again)",
+			"segment", d.Segment, "offset", d.Offset, "first_id", d.First, "last_id", d.Last)
+	}
 	a.m = a.newMetrics(gateways)
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
 	a.rcv = public.NewReceiver(public.ReceiverOptions{

@@ -279,13 +279,27 @@ func TestJournalMissingSegment(t *testing.T) {
 	})
 	t.Run("end of an older segment", func(t *testing.T) {
 		// Unreadable frames at the end of a segment that is not the newest
-		// are no torn tail, whatever its marker says: the next segment
-		// was started after they were acknowledged.
+		// are no torn tail: the next segment was started after they were
+		// acknowledged, and the marker written then says so.
 		path := journalRun(t, 40, 2<<10)
 		segs, _ := segmentsOnDisk(path)
 		last := segs[1].first - 1
 		offs := frameOffsets(t, segs[0].path)
 		corrupt(t, segs[0].path, func(b []byte) { clear(b[offs[last]:]) })
+		damagedOpen(t, path, filepath.Base(segs[0].path), fmt.Sprintf("byte offset %d", offs[last]),
+			fmt.Sprintf("id %d", last), "acknowledged")
+	})
+	t.Run("end of an older segment, its marker lost", func(t *testing.T) {
+		// The same with the marker slots unreadable too: the ids are
+		// missing before the next segment.
+		path := journalRun(t, 40, 2<<10)
+		segs, _ := segmentsOnDisk(path)
+		last := segs[1].first - 1
+		offs := frameOffsets(t, segs[0].path)
+		corrupt(t, segs[0].path, func(b []byte) {
+			clear(b[offs[last]:])
+			clear(b[headerSize:segHeader])
+		})
 		damagedOpen(t, path, filepath.Base(segs[1].path), fmt.Sprintf("id %d", last), "missing")
 	})
 	t.Run("only", func(t *testing.T) {
@@ -380,9 +394,9 @@ func TestJournalForgedFrameInBody(t *testing.T) {
 
 // tornGroup journals records 1-4 one at a time (acknowledged), then a
 // group of 5 (ids 5-9) the way a write+fsync cut by a power cut may leave
-// it: some of its frames on disk, others not (zeros). It returns the
-// database path.
-func tornGroup(t *testing.T, missing ...uint64) string {
+// it: some of its frames on disk, others not (zeros); then, when set,
+// calls then. It returns the database path.
+func tornGroup(t *testing.T, then func(db *DB), missing ...uint64) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ipnd.db")
 	db := openAt(t, path, Options{noApply: true})
@@ -397,6 +411,9 @@ func tornGroup(t *testing.T, missing ...uint64) string {
 	}
 	if err := db.journal.write(5, recs); err != nil { // the leader's write, never answered
 		t.Fatal(err)
+	}
+	if then != nil {
+		then(db)
 	}
 	seg := db.journal.cur.path
 	kill(t, db)
@@ -414,13 +431,15 @@ func tornGroup(t *testing.T, missing ...uint64) string {
 }
 
 // A power cut during a group's write+fsync may persist its pages in any
-// order. A final group whose last frame did not reach the disk was never
-// acknowledged, whatever else of it did: it is the torn tail, dropped,
-// and its ids are not given again. One whose last frame is there but not
-// some before it cannot be told from damage: Open refuses.
+// order. A final group that lost frames was never acknowledged when none
+// of them is counted so by the marker and no write followed it, whether
+// its last frame reached the disk or not: it is the torn tail, dropped
+// (with a warning when its last frame was there), and its ids are not
+// given again. Once the marker counts them as acknowledged, the same
+// holes are damage: Open refuses.
 func TestJournalTornGroupOutOfOrder(t *testing.T) {
-	t.Run("unterminated", func(t *testing.T) {
-		path := tornGroup(t, 6, 9) // 5, 7 and 8 on disk
+	torn := func(t *testing.T, path string) *DB {
+		t.Helper()
 		db := reopen(t, path)
 		for i := uint64(1); i <= 4; i++ {
 			if n, _, err := db.Get(i); err != nil || n.DedupKey != fmt.Sprint(i) {
@@ -437,9 +456,40 @@ func TestJournalTornGroupOutOfOrder(t *testing.T) {
 		if id, _, err := db.Append(context.Background(), sample("g", "new", "x")); err != nil || id != 10 {
 			t.Errorf("next id = %d, %v; want 10 (the torn group's ids are not given again)", id, err)
 		}
+		return db
+	}
+	t.Run("unterminated", func(t *testing.T) {
+		db := torn(t, tornGroup(t, nil, 6, 9)) // 5, 7 and 8 on disk
+		if c := db.TornGroups(); len(c) != 0 {
+			t.Errorf("TornGroups = %v, want none (the group's last frame is not there)", c)
+		}
 	})
 	t.Run("last frame on disk", func(t *testing.T) {
-		path := tornGroup(t, 6)
+		path := tornGroup(t, nil, 6) // 5, 7, 8 and 9 (its end) on disk
+		db := torn(t, path)
+		c := db.TornGroups()
+		if len(c) != 1 || c[0].First != 6 || c[0].Last != 9 || c[0].Segment != filepath.Base(segmentPath(path, 1)) {
+			t.Errorf("TornGroups = %v, want ids 6-9 of the first segment", c)
+		}
+	})
+	t.Run("last frame on disk, acknowledged", func(t *testing.T) {
+		// Marked while idle after the group's sync: its Appends were
+		// answered.
+		path := tornGroup(t, func(db *DB) {
+			if err := db.journal.mark(); err != nil {
+				t.Fatal(err)
+			}
+		}, 6)
+		damagedOpen(t, path, "id 6", "unreadable frames before a valid one")
+	})
+	t.Run("last frame on disk, a later group written", func(t *testing.T) {
+		// A group follows (cut short itself): it was written after the
+		// torn group's sync returned.
+		path := tornGroup(t, func(db *DB) {
+			if err := db.journal.write(10, [][]byte{encodeRecord(sample("g", "10", "never answered"))}); err != nil {
+				t.Fatal(err)
+			}
+		}, 6)
 		damagedOpen(t, path, "id 6")
 	})
 }
@@ -549,6 +599,64 @@ func TestJournalFormat1Upgrade(t *testing.T) {
 		t.Fatalf("append = %d, %v", id, err)
 	}
 	segmentKey(t, db.journal.cur.path) // format 2
+}
+
+// A format 1 segment (the build before schema 4 left it) is read as that
+// build read it: the first frame that cannot be read ends it, a torn
+// tail, whatever follows. Its frames have no key: one found further on
+// may be bytes of a request body (here a whole frame for the next id,
+// forged inside the body of the torn record), and a torn batch was
+// dropped by that build, not refused.
+func TestJournalFormat1TornTail(t *testing.T) {
+	format1 := func(t *testing.T, frames []byte) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "ipnd.db")
+		db := openAt(t, path, Options{})
+		db.Append(context.Background(), sample("g", "1", "one"))
+		db.bolt.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			meta.Delete(keyWAL2)
+			return meta.Put(keySchema, u64(3))
+		})
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(segmentPath(path, 2), append(frames, make([]byte, 8192)...), 0o600)
+		return path
+	}
+	old := func(id uint64) []byte {
+		return frameKey{}.appendFrame(nil, id, encodeRecord(sample("g", fmt.Sprint(id), "old")), true)
+	}
+	t.Run("a frame in a body", func(t *testing.T) {
+		forged := frameKey{}.appendFrame(nil, 3, encodeRecord(sample("g", "FORGED", "paid in full "+filler("f", 64))), true)
+		rec := plainRecord(sample("g", "3", "xx"+string(forged)+filler("z", 5000))) // not packed: the frame stays literal
+		if !bytes.Contains(rec, forged) {
+			t.Fatal("the forged frame is not literal in the record")
+		}
+		full := frameKey{}.appendFrame(nil, 3, rec, true)
+		path := format1(t, append(old(2), full[:len(full)-3000]...)) // cut by the crash
+		db := reopen(t, path)
+		if n, _, err := db.Get(2); err != nil || n.DedupKey != "2" {
+			t.Fatalf("Get(2) = %v, %v", n, err)
+		}
+		if n, _, err := db.Get(3); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get(3) = %v, %v; want ErrNotFound (the frame in the body is no record)", n, err)
+		}
+	})
+	t.Run("torn batch", func(t *testing.T) {
+		b := old(2)
+		b = append(b, make([]byte, len(old(3)))...) // a page of the batch lost, the next one on disk
+		b = append(b, old(4)...)
+		db := reopen(t, format1(t, b))
+		if db.Recovered() != 1 {
+			t.Errorf("recovered %d format 1 records, want 1", db.Recovered())
+		}
+		for id := uint64(3); id <= 4; id++ {
+			if _, _, err := db.Get(id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Get(%d) = %v, want ErrNotFound", id, err)
+			}
+		}
+	})
 }
 
 // A group larger than the empty segment a failed write left (made at the

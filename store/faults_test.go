@@ -370,3 +370,114 @@ func TestBackupRefused(t *testing.T) {
 		}
 	})
 }
+
+// An empty segment bbolt records as the newest (a failed write or the
+// probe left it) is replaced, under its name, by one that fits a group
+// too large for it. On a full disk that replacement cannot be made: the
+// recorded segment must stay as it is, so that a crash then (or a clean
+// stop) does not leave the newest segment missing.
+func TestJournalFullDiskKeepsRecordedSegment(t *testing.T) {
+	for _, stop := range []string{"crash", "clean stop"} {
+		t.Run(stop, func(t *testing.T) {
+			dir := tmpfs.Mount(t, 8<<20)
+			path := filepath.Join(dir, "ipnd.db")
+			db := openAt(t, path, Options{SegmentSize: 256 << 10, CheckInterval: time.Hour})
+			ctx := context.Background()
+			if _, _, err := db.Append(ctx, sample("g", "1", "x")); err != nil {
+				t.Fatal(err)
+			}
+			db.journal.fail(2) // an empty segment for id 2, recorded as the newest
+			seg := segmentPath(path, 2)
+			was, err := os.Stat(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			free := tmpfs.Fill(t, dir, 0)
+			defer free()
+			if _, _, err := db.Append(ctx, sample("g", "2", filler("2", 700<<10))); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("a group larger than the room left = %v, want ENOSPC", err)
+			}
+			if is, err := os.Stat(seg); err != nil || !os.SameFile(was, is) {
+				t.Fatalf("the recorded newest segment after the failed replacement: %v (same file: %v)", err, err == nil && os.SameFile(was, is))
+			}
+			if tmps, _ := filepath.Glob(seg + tempSuffix); len(tmps) != 0 {
+				t.Errorf("the failed replacement left %v", tmps)
+			}
+			if stop == "crash" {
+				kill(t, db)
+			} else if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			free()
+			db = reopen(t, path)
+			if n, _, err := db.Get(1); err != nil || n.DedupKey != "1" {
+				t.Fatalf("Get(1) = %v, %v", n, err)
+			}
+			if id, _, err := db.Append(ctx, sample("g", "2", filler("2", 700<<10))); err != nil || id != 2 {
+				t.Fatalf("the large group once room is back = %d, %v; want 2", id, err)
+			}
+		})
+	}
+}
+
+// A torn tail at the start of a fresh segment, then a start on a full
+// disk (bbolt cannot take the journal: the segments stay), room back,
+// a new segment and a crash before the applier caught up: the torn
+// segment is no longer the newest, and its ids are missing before the
+// next one. Its marker shows they were given, never acknowledged: Open
+// starts, every acknowledged record is found and no id is given again.
+func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
+	dir := tmpfs.Mount(t, 8<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
+	ctx := context.Background()
+	const n = 300
+	for i := 1; i <= n; i++ {
+		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.journal.retire() // a new segment for the next group
+	var recs [][]byte
+	for i := n + 1; i <= n+3; i++ {
+		recs = append(recs, encodeRecord(sample("g", fmt.Sprint(i), "torn")))
+	}
+	if err := db.journal.write(n+1, recs); err != nil { // never answered
+		t.Fatal(err)
+	}
+	seg := db.journal.cur.path
+	kill(t, db)
+	corrupt(t, seg, func(b []byte) { clear(b[segHeader : segHeader+4096]) }) // its frames lost, its marker there
+
+	free := tmpfs.Fill(t, dir, 0)
+	db, err := Open(path, Options{noApply: true, CheckInterval: time.Hour}) // the applier never catches up
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v", err)
+	}
+	if db.ApplyErr() == nil {
+		t.Fatal("the journal was applied on a full disk")
+	}
+	free()
+	id, _, err := db.Append(ctx, sample("g", "new", "x"))
+	if err != nil || id != n+4 {
+		t.Fatalf("append once room is back = %d, %v; want %d", id, err, n+4)
+	}
+	if segs := segmentFiles(t, path); len(segs) != 3 {
+		t.Fatalf("segments %v, want the first, the torn one and the new one", segs)
+	}
+	kill(t, db)
+
+	db = reopen(t, path)
+	for i := uint64(1); i <= n+4; i++ {
+		_, _, err := db.Get(i)
+		switch torn := i > n && i <= n+3; {
+		case torn && !errors.Is(err, ErrNotFound):
+			t.Errorf("id %d of the torn tail: %v, want ErrNotFound", i, err)
+		case !torn && err != nil:
+			t.Errorf("acknowledged record %d: %v", i, err)
+		}
+	}
+	if id, _, err := db.Append(ctx, sample("g", "newer", "x")); err != nil || id != n+5 {
+		t.Errorf("next id = %d, %v; want %d", id, err, n+5)
+	}
+}

@@ -52,7 +52,9 @@ import (
 // looks for the next frame past damage never takes a frame embedded in a
 // body for a real one. Format 1 (segments written before schema 4) has
 // no header, no key (a plain CRC, the id as it is) and no group mark: it
-// is still read, so that an upgrade applies what the last run left.
+// is still read, so that an upgrade applies what the last run left, and
+// read as that build read it: the first frame that cannot be read ends
+// the segment (a frame found past it may be bytes of a body).
 //
 // The ids in a segment are consecutive from its first id. Reading a
 // segment stops before the next segment's first id: a failed write is
@@ -68,11 +70,17 @@ import (
 // frame follows it, or the frames that follow belong to a group that
 // never ended (a crash in the middle of a write+fsync may persist its
 // pages in any order; none of its Appends got an answer). Even then a
-// frame the marker counts as acknowledged is damage. Ids of a torn tail
-// are never given again (the marker's handed bounds them). A valid frame
-// that ends a group after a bad one, ids missing between segments, or a
-// missing newest segment (its first id is recorded in bbolt when it is
-// created) is damage to acknowledged records: Open refuses
+// frame the marker counts as acknowledged is damage. A final group whose
+// last frame is there but not all before it is a torn tail too when the
+// marker counts none of the lost ids as acknowledged and nothing follows
+// it (no later write waited for its sync); Open reports it for a
+// warning. Ids of a torn tail are never given again (the marker's handed
+// bounds them), in whichever segment it is: a later run starts a new
+// segment after it, and a segment followed by another within a run gets
+// a marker counting all its records as acknowledged (retire). Any other
+// valid frame that ends a group after a bad one, ids missing between
+// segments, or a missing newest segment (its first id is recorded in
+// bbolt when it is created) is damage to acknowledged records: Open refuses
 // (JournalDamageError) and leaves every file as it is, and only an
 // explicit recovery (Options.SkipDamaged, `ipnd recover --skip-damaged`)
 // applies the readable frames and records the rest as lost.
@@ -91,6 +99,9 @@ const (
 	groupEnd = 1 << 31
 	// DefaultSegmentSize is the preallocated size of a journal segment.
 	DefaultSegmentSize = 16 << 20
+	// tempSuffix ends the name of a segment being created; segmentsOnDisk
+	// does not list it, and Open removes it.
+	tempSuffix = ".new"
 )
 
 var (
@@ -222,6 +233,9 @@ type segment struct {
 	// v2 (when read): written in format 2. recorded (when read): bbolt
 	// recorded its creation, so frames may have been written to it.
 	v2, recorded bool
+	// high (when read): the highest id it may have been given (scan.high);
+	// above last when it ends in a torn tail.
+	high uint64
 }
 
 // layout finds, in the bytes of the segment s, the frames' key and the
@@ -265,6 +279,8 @@ type journal struct {
 	// anything is written to it (the store records it in bbolt, so that a
 	// deleted newest segment is noticed); an error fails the creation.
 	created func(first uint64) error
+	// crashPoint, when set (tests), is called at each step of create.
+	crashPoint func(at string)
 
 	f      *os.File
 	cur    segment
@@ -364,15 +380,19 @@ func (j *journal) mark() error {
 // journal), or at the largest smaller size (halving, at least what need
 // bytes of frames take and minSegment) that fits:
 // writes inside a preallocation need no new blocks, so durability is the
-// same, only segments are more numerous. A retired segment of the same
-// name holds no record (retire keeps only those that do, and ids are
-// not given twice): it is replaced.
+// same, only segments are more numerous.
+//
+// The segment is built under a temporary name (tempSuffix), its header
+// and the header's copy synced, and only then renamed to its own name:
+// a file under a segment's name always holds a readable header. That
+// name may already be taken by a retired segment holding no record
+// (retire keeps only those that do, and ids are not given twice), one
+// that bbolt may record as the newest: the rename replaces it at once,
+// and a creation that fails leaves it as it is.
 func (j *journal) create(first uint64, need int64) error {
 	path := segmentPath(j.base, first)
-	j.mu.Lock()
-	j.old = slices.DeleteFunc(j.old, func(s segment) bool { return s.path == path })
-	j.mu.Unlock()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	tmp := path + tempSuffix
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -400,10 +420,28 @@ func (j *journal) create(first uint64, need int64) error {
 		_, err = f.WriteAt(head, size-headerSize)
 	}
 	if err == nil {
-		err = f.Sync() // the allocation, the header and the new file survive power loss
+		err = f.Sync() // the allocation and the header survive power loss
 	}
+	j.step("synced")
 	if err == nil {
-		err = syncDir(filepath.Dir(path)) // and so does its name
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	j.step("renamed")
+	// From here on the file bears the segment's name: it is not removed
+	// on failure (a retired segment it replaced may be recorded as the
+	// newest; holding no frame, it reads as empty).
+	j.mu.Lock()
+	j.old = slices.DeleteFunc(j.old, func(s segment) bool { return s.path == path })
+	j.mu.Unlock()
+	err = syncDir(filepath.Dir(path)) // the name survives power loss
+	j.step("dir synced")
+	if err == nil {
+		f, err = reopenAs(f, path) // so that the file check sees the segment's name
 	}
 	if err == nil && j.created != nil {
 		err = j.created(first)
@@ -414,7 +452,6 @@ func (j *journal) create(first uint64, need int64) error {
 	}
 	if err != nil {
 		f.Close()
-		os.Remove(path)
 		return err
 	}
 	j.f, j.cur, j.off = f, segment{path: path, first: first, size: size}, segHeader
@@ -423,6 +460,35 @@ func (j *journal) create(first uint64, need int64) error {
 	j.info, j.curPath = st, path
 	j.mu.Unlock()
 	return nil
+}
+
+// reopenAs opens path, which f was renamed to, and closes f; it fails
+// when path is no longer the same file.
+func reopenAs(f *os.File, path string) (*os.File, error) {
+	g, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return f, err
+	}
+	was, err := f.Stat()
+	if err == nil {
+		var is os.FileInfo
+		if is, err = g.Stat(); err == nil && !os.SameFile(was, is) {
+			err = fmt.Errorf("%w: journal segment %s was replaced while it was created", ErrFilesGone, filepath.Base(path))
+		}
+	}
+	if err != nil {
+		g.Close()
+		return f, err
+	}
+	f.Close()
+	return g, nil
+}
+
+// step is called at each point of create a crash may stop at (tests).
+func (j *journal) step(at string) {
+	if j.crashPoint != nil {
+		j.crashPoint(at)
+	}
 }
 
 // fail retires the current segment after a failed write of the records
@@ -439,10 +505,21 @@ func (j *journal) fail(first uint64) {
 // retire closes the current segment. One that holds no synced record is
 // cut back to its header at once (its replacement reuses its name;
 // until then, the file still bears the id recorded as the newest
-// segment's, and no frame of a failed write).
+// segment's, and no frame of a failed write). One that does gets a
+// marker counting all of them as acknowledged, when the newest does not
+// yet: a later segment follows it, so its end can no longer be a torn
+// tail, and the marker lets recovery tell damage to its last group from
+// one (a segment with a torn tail stops being the newest when a later
+// run starts the next one). Should that write fail, only damage to that
+// last group would go unnoticed.
 func (j *journal) retire() {
 	if j.cur.last == 0 {
 		j.f.Truncate(segHeader)
+	} else if j.marked < j.cur.last {
+		if _, err := j.f.WriteAt(j.key.marker(j.cur.last, j.cur.last), markerOffset(j.slot)); err == nil && fdatasync(j.f) == nil {
+			j.slot ^= 1
+			j.marked = j.cur.last
+		}
 	}
 	j.f.Close()
 	j.f = nil
@@ -454,13 +531,14 @@ func (j *journal) retire() {
 	j.mu.Unlock()
 }
 
-// collect deletes the retired segments whose records are all in bbolt.
-// The current segment is never deleted, whatever old says.
+// collect deletes the retired segments whose records (and the ids of a
+// torn tail, for a segment an earlier run left) are all in bbolt. The
+// current segment is never deleted, whatever old says.
 func (j *journal) collect(applied uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.old = slices.DeleteFunc(j.old, func(s segment) bool {
-		if s.last > applied {
+		if max(s.last, s.high) > applied {
 			return false
 		}
 		if s.path != j.curPath {
@@ -580,9 +658,12 @@ const minFrame = frameHeader + 8
 
 // scan is what reading a segment found.
 type scan struct {
-	recs   []journaled // ids above after, in order; they alias the file's bytes
-	next   uint64      // the id after the last readable frame
-	high   uint64      // the highest id the segment may have been given (its marker, a torn tail's frames)
+	recs []journaled // ids above after, in order; they alias the file's bytes
+	next uint64      // the id after the last readable frame
+	high uint64      // the highest id the segment may have been given (its marker, a torn tail's frames)
+	// cut: ids of a final group dropped although its last frame is
+	// there (never acknowledged; see scanSegment), for a warning.
+	cut    []Damage
 	damage []Damage
 }
 
@@ -622,17 +703,18 @@ func (fr frames) find(from int, lo, hi uint64) (int, uint64) {
 
 // tail follows the valid frames from the one at at (whose id is id) on,
 // each with a higher id than the one before: ends reports whether one of
-// them ends a group, top is the highest id among them.
-func (fr frames) tail(at int, id, hi uint64) (ends bool, top uint64) {
+// them ends a group, top is the highest id among them, and past is the
+// offset just after the frame that ends the group (-1 when none does).
+func (fr frames) tail(at int, id, hi uint64) (ends bool, top uint64, past int) {
 	for at >= 0 {
 		_, _, size, end, _ := fr.k.readFrame(fr.data[at:])
 		top = id
 		if end {
-			return true, top
+			return true, top, at + size
 		}
 		at, id = fr.find(at+size, id+1, hi)
 	}
-	return false, top
+	return false, top, -1
 }
 
 // scanSegment reads the frames of the segment s (its bytes in data) with
@@ -673,15 +755,41 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 	for off := start; next < hi; {
 		id, rec, size, _, ok := k.readFrame(fr.data[off:])
 		if !ok || id != next {
+			if !k.v2 {
+				// Format 1 (a segment the build before schema 4 left, read once
+				// at the upgrade) is read as that build read it: the first
+				// frame that cannot be read ends it, a torn tail. Without a
+				// key, a frame found further on may be bytes of a body.
+				break
+			}
 			at, found := fr.find(off+1, next, hi)
-			ends, top := false, uint64(0)
+			ends, top, past := false, uint64(0), -1
 			if at >= 0 {
-				ends, top = fr.tail(at, found, hi)
+				ends, top, past = fr.tail(at, found, hi)
+			}
+			// The final group, ended, with frames lost from next on and none
+			// of them acknowledged: a power cut within its write+fsync kept
+			// its last frame, not all before it. Nothing follows it, so no
+			// later write waited for its sync: it was never acknowledged.
+			// The hole must lie in that group: the newest intact marker is
+			// its own (handed reaches its end) or the one before it (handed
+			// below the hole); one that ends between the hole and the group
+			// end found is an earlier group's, whose end was lost: damage.
+			// (With both marker slots unreadable too, nothing tells.)
+			cut := false
+			if ends && next > acked && (handed >= top || handed < next) {
+				beyond, _ := fr.find(past, top+1, hi)
+				cut = beyond < 0
+			}
+			if cut && top > after {
+				out.cut = append(out.cut, Damage{Segment: name, Offset: int64(off), First: max(next, after+1), Last: top,
+					Reason: fmt.Sprintf("the last group's frames lost before its last one (id %d at offset %d); never acknowledged", found, at)})
 			}
 			// The torn tail: nothing valid follows, or only frames of a group
 			// that never ended, none of which the marker counts as
-			// acknowledged (an acknowledged one is read on from).
-			if at < 0 || !ends && found > acked {
+			// acknowledged (an acknowledged one is read on from), or the cut
+			// final group above.
+			if at < 0 || !ends && found > acked || cut {
 				out.high = max(out.high, handed, top)
 				if next <= acked && acked > after {
 					out.damage = append(out.damage, Damage{Segment: name, Offset: int64(off), First: max(next, after+1),
@@ -717,8 +825,9 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 type journalScan struct {
 	segs   []segment // on disk, oldest first; last set to the last readable id
 	damage []Damage
-	end    uint64 // the newest id that may have been given (or in bbolt): no new record may have it
-	lost   uint64 // the highest id at stake in damage (0 when none)
+	end    uint64   // the newest id that may have been given (or in bbolt): no new record may have it
+	lost   uint64   // the highest id at stake in damage (0 when none)
+	cut    []Damage // never acknowledged final groups dropped (scan.cut)
 }
 
 // scanJournal checks every segment of the database at base, one at a
@@ -759,13 +868,15 @@ func scanJournal(base string, seq, newest, v2, maxIDs uint64) (journalScan, erro
 		if sc.next > s.first {
 			s.last = sc.next - 1
 		}
-		expected = max(expected, sc.next)
-		if i == len(segs)-1 {
-			// Only the newest segment can end in a torn tail: every id
-			// before the next segment's first was acknowledged. Its ids
-			// were given, never acknowledged: no new record gets them.
-			expected = max(expected, sc.high+1)
-		}
+		s.high = sc.high
+		js.cut = append(js.cut, sc.cut...)
+		// A torn tail's ids were given, never acknowledged: no new record
+		// gets them. Any segment may end in one, not only the newest: a
+		// later run, started on it, went on in a new segment. Within a run
+		// a segment followed by another got a marker counting all its
+		// records as acknowledged (retire), so that damage to its end is
+		// not taken for a torn tail.
+		expected = max(expected, sc.next, sc.high+1)
 	}
 	if !hasNewest {
 		first := max(newest, expected)

@@ -267,7 +267,9 @@ func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 }
 
 // FuzzJournal: any bytes as a segment (either format) are read without
-// a panic, into records with increasing ids. And in a format 2 segment
+// a panic, into records with increasing ids; a format 1 segment is read
+// as the build before format 2 read it: from its first id on, up to the
+// first frame that cannot be read, with no damage reported. And in a format 2 segment
 // written as the journal writes it (groups of frames, each group's
 // marker), whose records carry forged frames (built the format 1 way,
 // and with another segment's key) for ids of the segment, with bytes
@@ -276,8 +278,10 @@ func TestJournalKeepsUnappliedOnClose(t *testing.T) {
 //     frame is ever taken for a real one;
 //   - below the id T where reading stopped, every intact frame is
 //     returned and every other one reported as damage;
-//   - what is dropped from T on is a torn tail: no intact frame there
-//     ends a group, and the marker does not count T as acknowledged;
+//   - what is dropped from T on is a torn tail: the marker does not
+//     count T as acknowledged, and no intact frame there ends a group,
+//     unless it ends the final group, the one with the hole at T, and no
+//     intact frame follows it (a power cut kept its end, not all of it);
 //   - damage is reported only where an intact frame that ends a group
 //     follows, or the marker counts the ids as acknowledged;
 //   - high covers every id of the dropped tail that a frame or the
@@ -309,6 +313,12 @@ func FuzzJournal(f *testing.F) {
 				if r.id == 0 || i > 0 && r.id <= sc.recs[i-1].id {
 					t.Fatalf("record %d has id %d after %v", i, r.id, sc.recs)
 				}
+				if !v2 && r.id != uint64(i+1) {
+					t.Fatalf("format 1: record %d has id %d: read past an unreadable frame", i, r.id)
+				}
+			}
+			if !v2 && (len(sc.damage) != 0 || sc.next != uint64(len(sc.recs)+1)) {
+				t.Fatalf("format 1: damage %v, next %d after %d records", sc.damage, sc.next, len(sc.recs))
 			}
 		}
 
@@ -368,11 +378,31 @@ func FuzzJournal(f *testing.F) {
 			return bytes.Equal(seg0[offs[i-1]:offs[i]], orig[offs[i-1]:offs[i]])
 		}
 		var acked, handed uint64
+		anyMarker := false
 		for s, v := range slots {
 			o := int(markerOffset(s))
 			if bytes.Equal(seg0[o:o+markerLen], orig[o:o+markerLen]) && v != [2]uint64{} {
 				acked, handed = max(acked, v[0]), max(handed, v[1])
+				anyMarker = true
 			}
+		}
+
+		// finalCut: frames from T on dropped, i ending a group among them,
+		// is a torn tail when no write can have followed that group (no
+		// intact frame after i), none of its ids is acknowledged and the
+		// hole at T is in i's own group (no group ends before i from T on),
+		// or when no marker slot is intact to tell.
+		finalCut := func(T, i int) bool {
+			for j := i + 1; j <= n; j++ {
+				if intact(j) {
+					return false
+				}
+			}
+			sameGroup := true
+			for g := T; g < i; g++ {
+				sameGroup = sameGroup && !ends(g)
+			}
+			return uint64(T) > acked && (sameGroup || !anyMarker)
 		}
 
 		seg := segment{path: "ipnd.db.wal-0000000000000001", first: 1, v2: true, recorded: true}
@@ -412,7 +442,7 @@ func FuzzJournal(f *testing.F) {
 			if got[uint64(i)] != nil || lost[uint64(i)] {
 				t.Fatalf("frame %d read past the end of reading at %d", i, T)
 			}
-			if intact(i) && ends(i) {
+			if intact(i) && ends(i) && !finalCut(T, i) {
 				t.Fatalf("intact frame %d, which ends a group, dropped as part of a torn tail from %d; damage %v", i, T, sc.damage)
 			}
 			if intact(i) && sc.high < uint64(i) {
@@ -542,6 +572,82 @@ func TestSchemaUpgrade(t *testing.T) {
 			}
 			if _, err := db.List(Filter{Limit: 100}); err != nil {
 				t.Error(err)
+			}
+		})
+	}
+}
+
+// A segment that replaces one of the same name (an empty segment bbolt
+// records as the newest, left by a failed write, too small for the next
+// group) is built under a temporary name and renamed over it once its
+// header is synced; a new segment too. A kill -9 at any step of either
+// leaves a journal Open accepts: the files as each step left them are
+// copied, and each copy opens with every acknowledged record and no id
+// given twice.
+func TestJournalCrashWhileCreatingSegment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 4 << 10, CheckInterval: time.Hour})
+	ctx := context.Background()
+	if _, _, err := db.Append(ctx, sample("g", "1", "x")); err != nil {
+		t.Fatal(err)
+	}
+	db.journal.fail(2) // an empty segment for id 2, of 4 KiB, recorded as the newest
+	type crash struct {
+		at, dir string
+		acked   uint64 // the last id acknowledged then
+	}
+	var crashes []crash
+	acked := uint64(1)
+	db.journal.crashPoint = func(at string) {
+		dir := t.TempDir()
+		entries, err := os.ReadDir(filepath.Dir(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() == filepath.Base(pidPath(path)) {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(path), e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		crashes = append(crashes, crash{at: at, dir: dir, acked: acked})
+	}
+	// Too large for wal-2: replaced under its name. Then too large for
+	// what is left of it: a new segment.
+	for i := uint64(2); i <= 3; i++ {
+		if id, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 10<<10))); err != nil || id != i {
+			t.Fatalf("append = %d, %v; want %d", id, err, i)
+		}
+		acked = i
+	}
+	kill(t, db)
+	if len(crashes) != 6 {
+		t.Fatalf("%d crash points, want 3 for each of 2 segments", len(crashes))
+	}
+	for i, c := range crashes {
+		t.Run(fmt.Sprintf("%d %s", i, c.at), func(t *testing.T) {
+			p := filepath.Join(c.dir, filepath.Base(path))
+			db, err := Open(p, Options{})
+			if err != nil {
+				t.Fatalf("Open after a crash at %q: %v", c.at, err)
+			}
+			defer db.Close()
+			for id := uint64(1); id <= c.acked; id++ {
+				if n, _, err := db.Get(id); err != nil || n.DedupKey != fmt.Sprint(id) {
+					t.Errorf("acknowledged record %d: %v, %v", id, n, err)
+				}
+			}
+			if id, _, err := db.Append(ctx, sample("g", "new", "x")); err != nil || id != c.acked+1 {
+				t.Errorf("next id = %d, %v; want %d", id, err, c.acked+1)
+			}
+			if tmps, _ := filepath.Glob(p + ".wal-*" + tempSuffix); len(tmps) != 0 {
+				t.Errorf("Open left %v", tmps)
 			}
 		})
 	}

@@ -158,6 +158,7 @@ type DB struct {
 	applyDone chan struct{}
 	recovered int
 	damage    []Damage // found by recovery with SkipDamaged
+	cut       []Damage // final groups recovery dropped though their last frame was there
 	// floor, when floorAt is set (by keepPending, before the applier
 	// starts; read-only after): once the record floorAt is in bbolt, the
 	// log's sequence moves up to floor, past the ids a torn tail was given.
@@ -696,10 +697,18 @@ func (db *DB) recoverJournal() error {
 	// A missing newest segment held at most this many ids: one batch, or
 	// a segment's worth of the smallest frames.
 	maxIDs := max(uint64(db.opts.MaxBatch), uint64(max(db.opts.SegmentSize, DefaultSegmentSize))/minFrame)
+	// A segment whose creation a crash cut short, under its temporary
+	// name: never recorded, nothing written to it.
+	if tmps, err := filepath.Glob(db.path + ".wal-*" + tempSuffix); err == nil {
+		for _, p := range tmps {
+			os.Remove(p)
+		}
+	}
 	js, err := scanJournal(db.path, seq, newest, v2, maxIDs)
 	if err != nil {
 		return err
 	}
+	db.cut = js.cut
 	if len(js.damage) > 0 && !db.opts.SkipDamaged {
 		return &JournalDamageError{Path: db.path, Damage: js.damage}
 	}
@@ -778,10 +787,12 @@ func (db *DB) keepPending(segs []segment, pending []journaled, seq, top uint64, 
 	}
 	db.applyErr = fmt.Errorf("store: applying the journal left by the last run: %w", applyErr)
 	for _, s := range segs {
-		// A segment with no readable record has nothing to wait for; its
-		// name may be taken again by the next segment, which collect must
-		// not delete.
-		if s.last != 0 {
+		// A segment goes once bbolt has its records and the ids of its
+		// torn tail (high): until then a later segment may follow it, and
+		// its marker explains the ids missing before that one. A segment
+		// with neither has nothing to wait for; its name may be taken
+		// again by the next segment, which collect must not delete.
+		if s.last != 0 || s.high >= s.first {
 			db.journal.old = append(db.journal.old, s)
 		}
 	}
@@ -865,6 +876,12 @@ func (db *DB) recordSegment(first uint64) error {
 func (db *DB) clearNewestSegment() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyNewestSegment) })
 }
+
+// TornGroups are the final groups of the journal that Open dropped as a
+// torn tail although their last frame was on disk: a power cut within
+// their write+fsync lost frames before it. None was acknowledged (see
+// scanSegment) and their ids are not given again; the caller warns.
+func (db *DB) TornGroups() []Damage { return db.cut }
 
 // Damaged is the journal damage that Open skipped (SkipDamaged); nil
 // when there was none.
