@@ -420,34 +420,41 @@ func TestJournalFullDiskKeepsRecordedSegment(t *testing.T) {
 	}
 }
 
-// A torn tail at the start of a fresh segment, then a start on a full
-// disk (bbolt cannot take the journal: the segments stay), room back,
-// a new segment and a crash before the applier caught up: the torn
-// segment is no longer the newest, and its ids are missing before the
-// next one. Its marker shows they were given, never acknowledged: Open
-// starts, every acknowledged record is found and no id is given again.
-func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
+// tornEarlierRun journals n records (never applied), then a group of 3
+// whose frames a crash lost (its marker on disk), at the start of a new
+// segment when separate, else after the records; then starts on a full
+// disk (bbolt cannot take the journal: the segments stay), gets room
+// back, appends one record (id n+4, in a new segment) and crashes. The
+// torn segment is then no longer the newest, and its ids are missing
+// before the next one.
+func tornEarlierRun(t *testing.T, n int, separate bool) string {
+	t.Helper()
 	dir := tmpfs.Mount(t, 8<<20)
 	path := filepath.Join(dir, "ipnd.db")
 	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
 	ctx := context.Background()
-	const n = 300
 	for i := 1; i <= n; i++ {
 		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	db.journal.retire() // a new segment for the next group
+	if separate {
+		db.journal.retire() // a new segment for the next group
+	}
 	var recs [][]byte
 	for i := n + 1; i <= n+3; i++ {
 		recs = append(recs, encodeRecord(sample("g", fmt.Sprint(i), "torn")))
 	}
-	if err := db.journal.write(n+1, recs); err != nil { // never answered
+	at := db.journal.off
+	if separate {
+		at = segHeader
+	}
+	if err := db.journal.write(uint64(n+1), recs); err != nil { // never answered
 		t.Fatal(err)
 	}
 	seg := db.journal.cur.path
 	kill(t, db)
-	corrupt(t, seg, func(b []byte) { clear(b[segHeader : segHeader+4096]) }) // its frames lost, its marker there
+	corrupt(t, seg, func(b []byte) { clear(b[at : at+4096]) }) // its frames lost, its marker there
 
 	free := tmpfs.Fill(t, dir, 0)
 	db, err := Open(path, Options{noApply: true, CheckInterval: time.Hour}) // the applier never catches up
@@ -459,25 +466,72 @@ func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
 	}
 	free()
 	id, _, err := db.Append(ctx, sample("g", "new", "x"))
-	if err != nil || id != n+4 {
+	if err != nil || id != uint64(n+4) {
 		t.Fatalf("append once room is back = %d, %v; want %d", id, err, n+4)
 	}
-	if segs := segmentFiles(t, path); len(segs) != 3 {
-		t.Fatalf("segments %v, want the first, the torn one and the new one", segs)
+	want := 2
+	if separate {
+		want = 3
+	}
+	if segs := segmentFiles(t, path); len(segs) != want {
+		t.Fatalf("segments %v, want %d", segs, want)
 	}
 	kill(t, db)
+	return path
+}
 
-	db = reopen(t, path)
-	for i := uint64(1); i <= n+4; i++ {
-		_, _, err := db.Get(i)
-		switch torn := i > n && i <= n+3; {
-		case torn && !errors.Is(err, ErrNotFound):
-			t.Errorf("id %d of the torn tail: %v, want ErrNotFound", i, err)
-		case !torn && err != nil:
-			t.Errorf("acknowledged record %d: %v", i, err)
+// A segment that ends in a torn tail stops being the newest when a later
+// run, started on it, goes on in a new segment. Its marker shows the
+// missing ids were given, never acknowledged: Open starts, every
+// acknowledged record is found and no id is given again. Such a segment
+// stays until bbolt has moved past its torn ids, also when its records
+// are in bbolt before (a later segment follows it meanwhile).
+func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
+	const n = 300
+	check := func(t *testing.T, path string) {
+		t.Helper()
+		db := reopen(t, path)
+		for i := uint64(1); i <= n+4; i++ {
+			_, _, err := db.Get(i)
+			switch torn := i > n && i <= n+3; {
+			case torn && !errors.Is(err, ErrNotFound):
+				t.Errorf("id %d of the torn tail: %v, want ErrNotFound", i, err)
+			case !torn && err != nil:
+				t.Errorf("acknowledged record %d: %v", i, err)
+			}
+		}
+		if id, _, err := db.Append(context.Background(), sample("g", "newer", "x")); err != nil || id != n+5 {
+			t.Errorf("next id = %d, %v; want %d", id, err, n+5)
 		}
 	}
-	if id, _, err := db.Append(ctx, sample("g", "newer", "x")); err != nil || id != n+5 {
-		t.Errorf("next id = %d, %v; want %d", id, err, n+5)
+	for _, separate := range []bool{true, false} {
+		name := "after the records"
+		if separate {
+			name = "a segment of its own"
+		}
+		t.Run(name, func(t *testing.T) {
+			path := tornEarlierRun(t, n, separate)
+			check(t, path)
+		})
 	}
+	t.Run("records in bbolt first", func(t *testing.T) {
+		path := tornEarlierRun(t, n, false)
+		// Another start on a full disk: the segments kept, the records
+		// pending; then room back.
+		free := tmpfs.Fill(t, filepath.Dir(path), 0)
+		db, err := Open(path, Options{noApply: true, CheckInterval: time.Hour})
+		if err != nil {
+			t.Fatalf("Open on a full disk: %v", err)
+		}
+		free()
+		if err := db.putJournaled(db.applyQ[:n]); err != nil { // the first segment's records, not yet the next's
+			t.Fatal(err)
+		}
+		db.journal.collect(n)
+		if _, err := os.Stat(segmentPath(path, 1)); err != nil {
+			t.Fatalf("the torn segment went before bbolt moved past its torn ids: %v", err)
+		}
+		kill(t, db)
+		check(t, path)
+	})
 }
