@@ -721,12 +721,15 @@ func (fr frames) tail(at int, id, hi uint64) (ends bool, top uint64, past int) {
 // ids from s.first up to, not including, limit. At a frame that cannot be
 // read it looks for the next valid frame (a good check, an id above the
 // last one read and within what the segment can hold) further on. None,
-// or only frames of a group that never ended, is the torn tail: reading
-// stops there, and the ids its frames and the segment's marker name are
+// or only frames of a group that never ended, or only the rest of the
+// final group when the marker counts none of the lost ids as
+// acknowledged (reported in cut), is the torn tail: reading stops
+// there, and the ids its frames and the segment's marker name are
 // counted as given (high); the unreadable ids the marker counts as
-// acknowledged are damage. A valid frame that ends a group, or one the
-// marker counts as acknowledged, means damage: the ids in between are
-// lost, and reading goes on there.
+// acknowledged are damage. Any other valid frame that ends a group, or
+// one the marker counts as acknowledged, means damage: the ids in
+// between are lost, and reading goes on there. A format 1 segment ends
+// at its first unreadable frame, with no damage (as its build read it).
 // Damage to ids up to after (already in bbolt) is not reported.
 func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 	out := scan{next: s.first, high: s.first - 1}

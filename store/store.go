@@ -699,9 +699,12 @@ func (db *DB) recoverJournal() error {
 	maxIDs := max(uint64(db.opts.MaxBatch), uint64(max(db.opts.SegmentSize, DefaultSegmentSize))/minFrame)
 	// A segment whose creation a crash cut short, under its temporary
 	// name: never recorded, nothing written to it.
-	if tmps, err := filepath.Glob(db.path + ".wal-*" + tempSuffix); err == nil {
-		for _, p := range tmps {
-			os.Remove(p)
+	if entries, err := os.ReadDir(filepath.Dir(db.path)); err == nil {
+		prefix := filepath.Base(db.path) + ".wal-"
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), tempSuffix) && e.Type().IsRegular() {
+				os.Remove(filepath.Join(filepath.Dir(db.path), e.Name()))
+			}
 		}
 	}
 	js, err := scanJournal(db.path, seq, newest, v2, maxIDs)
