@@ -535,3 +535,72 @@ func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
 		check(t, path)
 	})
 }
+
+// A crash on a full disk that leaves an empty segment (created for the
+// next id, nothing written to it yet), then a start with room for a
+// journal segment but not for bbolt to take the journal: the new
+// segment takes the empty one's name, and collecting the old segments
+// once room is back must not delete it. Notifications acknowledged
+// before and after room came back survive a restart. (While the disk is
+// full, ingest may refuse: a segment is built beside the one it
+// replaces, so it needs room of its own; what was refused was never
+// acknowledged.)
+func TestJournalFullDiskCrashEmptySegment(t *testing.T) {
+	dir := tmpfs.Mount(t, 8<<20)
+	path := filepath.Join(dir, "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
+	ctx := context.Background()
+	const n = 300
+	for i := 1; i <= n; i++ {
+		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a failed write leaves (journal.fail): the segment retired, the
+	// next one created at the id that failed, and nothing in it.
+	db.journal.fail(n + 1)
+	if db.journal.f == nil {
+		t.Fatal("no empty segment created")
+	}
+	kill(t, db)
+	free := tmpfs.Fill(t, dir, 256<<10)
+
+	db, err := Open(path, Options{CheckInterval: 20 * time.Millisecond, ApplyDelay: -1})
+	if err != nil {
+		t.Fatalf("Open on a full disk after a crash: %v", err)
+	}
+	if db.ApplyErr() == nil {
+		t.Fatal("the journal was applied on a full disk")
+	}
+	acked := map[uint64]string{} // id -> dedup key of every notification that got its id
+	appendSome := func(from, to int, full bool) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			key := fmt.Sprint("after-", i)
+			id, _, err := db.Append(ctx, sample("g", key, filler(key, 1000)))
+			if err != nil && full {
+				continue // refused (503): never acknowledged
+			}
+			if err != nil {
+				t.Fatalf("append %s: %v", key, err)
+			}
+			acked[id] = key
+		}
+	}
+	appendSome(1, 20, true) // behind the journal bbolt cannot take yet, where there is room
+	free()
+	within(t, 10*time.Second, "journal applied once room is back", func() bool { return db.ApplyErr() == nil && db.Writable() == nil })
+	appendSome(21, 50, false)
+	db.settle()
+	kill(t, db)
+
+	db = reopen(t, path)
+	for i := uint64(1); i <= n; i++ {
+		acked[i] = fmt.Sprint(i)
+	}
+	for id, want := range acked {
+		if got, _, err := db.Get(id); err != nil || got.DedupKey != want {
+			t.Fatalf("record %d after the restart: %v, %v; want %s", id, got, err, want)
+		}
+	}
+}

@@ -861,6 +861,18 @@ func (db *DB) recordLost(damage []Damage, seq uint64) error {
 // newest's, and as the first in format 2 when none was before
 // (journal.created).
 func (db *DB) recordSegment(first uint64) error {
+	recorded := false
+	db.bolt.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		recorded = meta.Get(keyWAL2) != nil && getU64(meta.Get(keyNewestSegment)) == first
+		return nil
+	})
+	if recorded {
+		// A segment rebuilt under the name bbolt records (after a failed
+		// write, or for a group too large): no bbolt write, which a full
+		// disk could refuse.
+		return nil
+	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta.Get(keyWAL2) == nil {
