@@ -656,6 +656,10 @@ func TestJournalFormat1TornTail(t *testing.T) {
 				t.Errorf("Get(%d) = %v, want ErrNotFound", id, err)
 			}
 		}
+		// The ids of the frames past the hole are not given again.
+		if id, _, err := db.Append(context.Background(), sample("g", "new", "x")); err != nil || id <= 4 {
+			t.Errorf("the next notification got id %d (%v), want one above 4", id, err)
+		}
 	})
 }
 

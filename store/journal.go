@@ -423,6 +423,8 @@ func (j *journal) create(first uint64, need int64) error {
 		err = f.Sync() // the allocation and the header survive power loss
 	}
 	j.step("synced")
+	_, statErr := os.Stat(path)
+	replaces := statErr == nil // a segment bbolt may record as the newest
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
@@ -443,8 +445,10 @@ func (j *journal) create(first uint64, need int64) error {
 	if err == nil {
 		f, err = reopenAs(f, path) // so that the file check sees the segment's name
 	}
+	recorded := false
 	if err == nil && j.created != nil {
 		err = j.created(first)
+		recorded = err == nil
 	}
 	var st os.FileInfo
 	if err == nil {
@@ -452,6 +456,11 @@ func (j *journal) create(first uint64, need int64) error {
 	}
 	if err != nil {
 		f.Close()
+		if !replaces && !recorded {
+			// Not recorded, holding nothing: give its room back (on a full
+			// disk, to bbolt, whose write may be what failed).
+			os.Remove(path)
+		}
 		return err
 	}
 	j.f, j.cur, j.off = f, segment{path: path, first: first, size: size}, segHeader
@@ -762,7 +771,12 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 				// Format 1 (a segment the build before schema 4 left, read once
 				// at the upgrade) is read as that build read it: the first
 				// frame that cannot be read ends it, a torn tail. Without a
-				// key, a frame found further on may be bytes of a body.
+				// key, a frame found further on may be bytes of a body: none
+				// is taken for a record, but their ids are never given
+				// again (they may have been acknowledged).
+				for at, found := fr.find(off+1, next, hi); at >= 0; at, found = fr.find(at+1, found+1, hi) {
+					out.high = max(out.high, found)
+				}
 				break
 			}
 			at, found := fr.find(off+1, next, hi)

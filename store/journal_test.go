@@ -8,7 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -650,5 +652,32 @@ func TestJournalCrashWhileCreatingSegment(t *testing.T) {
 				t.Errorf("Open left %v", tmps)
 			}
 		})
+	}
+}
+
+// A segment whose creation fails after its rename (bbolt cannot record
+// it: a full disk) is removed again when no segment had its name, so its
+// preallocated room goes back to bbolt; the append fails, and the next
+// one, once bbolt records segments again, goes on.
+func TestJournalUnrecordedSegmentRemoved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{noApply: true, SegmentSize: 1})
+	defer db.Close()
+	ctx := context.Background()
+	if _, _, err := db.Append(ctx, sample("g", "1", filler("1", 40<<10))); err != nil {
+		t.Fatal(err)
+	}
+	before := segmentFiles(t, path)
+	record := db.journal.created
+	db.journal.created = func(uint64) error { return syscall.ENOSPC }
+	if _, _, err := db.Append(ctx, sample("g", "2", filler("2", 40<<10))); err == nil {
+		t.Fatal("an append into a segment bbolt could not record succeeded")
+	}
+	if after := segmentFiles(t, path); !slices.Equal(after, before) {
+		t.Fatalf("segments %v after the failed creation, want %v", after, before)
+	}
+	db.journal.created = record
+	if _, _, err := db.Append(ctx, sample("g", "3", filler("3", 40<<10))); err != nil {
+		t.Fatalf("append once segments are recorded again: %v", err)
 	}
 }
