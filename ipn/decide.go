@@ -110,11 +110,7 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 	if p.State.Final() {
 		return Decision{AlreadyFinal: true, Recorded: Recorded{State: p.State}}
 	}
-	next := *p
-	next.History = slices.Clip(next.History) // appending copies
-	next.NextAttempt = time.Time{}
-	next.State, next.Event, next.Attempts = o.State, o.Event, o.Attempts
-	next.Verified = p.Verified || o.Verified
+	next := advance(p, o)
 	var d Decision
 	detail := o.Detail
 	if o.State == StateApplied && o.EventKey != "" {
@@ -161,6 +157,18 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 	d.Processing = next
 	d.Recorded.State, d.Recorded.Detail = next.State, detail
 	return d
+}
+
+// advance returns p as outcome o leaves it, before the decision's own
+// changes: o's state, event and attempts, no retry scheduled, verified
+// once verified. Its history shares nothing with p's.
+func advance(p *Processing, o Outcome) Processing {
+	next := *p
+	next.History = slices.Clip(next.History) // appending copies
+	next.NextAttempt = time.Time{}
+	next.State, next.Event, next.Attempts = o.State, o.Event, o.Attempts
+	next.Verified = p.Verified || o.Verified
+	return next
 }
 
 // decideOrder fills in d for an event to apply to its order, and returns
@@ -295,13 +303,14 @@ func Assess(o Outcome, ev *Event, pol Policy, receiverOK bool) Outcome {
 // fails with the cause in its history and nothing else changes, so that
 // one damaged order does not hold up every notification after it. Once
 // the record is restored from a backup, a replay applies the
-// notification. p is the notification's processing record.
+// notification. p is the notification's processing record; one final
+// already is left as it is.
 func Unreadable(o Outcome, p *Processing, cause string, now time.Time) Decision {
-	next := *p
-	next.History = slices.Clip(next.History)
-	next.NextAttempt = time.Time{}
-	next.State, next.Event, next.Attempts = StateFailed, o.Event, o.Attempts
-	next.Verified = p.Verified || o.Verified
+	if p.State.Final() {
+		return Decision{AlreadyFinal: true, Recorded: Recorded{State: p.State}}
+	}
+	next := advance(p, o)
+	next.State = StateFailed
 	detail := "not applied: the store cannot read " + cause + "; restore it from a backup (ipnd restore), then replay this notification"
 	next.History = append(next.History, HistoryEntry{At: now.UTC(), State: StateFailed, Detail: detail})
 	return Decision{Processing: next, Recorded: Recorded{State: StateFailed, Detail: detail}}

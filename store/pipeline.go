@@ -208,11 +208,7 @@ func (db *DB) DamagedSeen() int64 { return db.damagedSeen.Load() }
 // reads that does not decode. A processing record that does not decode
 // itself is replaced.
 func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Time) (ipn.Recorded, error) {
-	v := tx.Bucket(bucketLog).Get(u64(o.ID))
-	if v == nil {
-		return ipn.Recorded{}, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
-	}
-	n, err := decodeRecord(o.ID, v)
+	n, err := logged(tx, o.ID)
 	if errors.Is(err, ErrCorrupt) {
 		n, err = &ipn.Notification{ID: o.ID}, nil // the raw record itself is damaged
 	}
@@ -228,10 +224,10 @@ func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Ti
 	if err != nil {
 		return ipn.Recorded{}, err
 	}
-	if p.State.Final() {
-		return ipn.Recorded{State: p.State}, nil
-	}
 	d := ipn.Unreadable(o, p, strings.TrimPrefix(cause.Error(), ErrCorrupt.Error()+": "), now)
+	if d.AlreadyFinal {
+		return d.Recorded, nil
+	}
 	return db.record(tx, o, ipn.Stored{Processing: p}, d, now)
 }
 
@@ -249,14 +245,19 @@ func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded
 	return db.record(tx, o, s, d, now)
 }
 
+// logged reads notification id from the log.
+func logged(tx *bolt.Tx, id uint64) (*ipn.Notification, error) {
+	v := tx.Bucket(bucketLog).Get(u64(id))
+	if v == nil {
+		return nil, fmt.Errorf("notification %d: %w", id, ErrNotFound)
+	}
+	return decodeRecord(id, v)
+}
+
 // lookup reads what ipn.Decide needs to know about o.
 func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	var s ipn.Stored
-	v := tx.Bucket(bucketLog).Get(u64(o.ID))
-	if v == nil {
-		return s, fmt.Errorf("notification %d: %w", o.ID, ErrNotFound)
-	}
-	n, err := decodeRecord(o.ID, v)
+	n, err := logged(tx, o.ID)
 	if err != nil {
 		return s, err
 	}
@@ -362,11 +363,7 @@ func (db *DB) Cursor() uint64 {
 func (db *DB) Replay(id uint64, now time.Time) error {
 	db.settle()
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketLog).Get(u64(id))
-		if v == nil {
-			return fmt.Errorf("notification %d: %w", id, ErrNotFound)
-		}
-		n, err := decodeRecord(id, v)
+		n, err := logged(tx, id)
 		if err != nil {
 			return err
 		}
