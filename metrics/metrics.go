@@ -232,29 +232,26 @@ func New(o Options) *Metrics {
 		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.reloadOK, m.reloadAt, m.config,
 		m.certs, m.certExp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if o.StoreSize != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ipnd_store_size_bytes",
-			Help: "Bytes on disk: the database file plus the journal segments.",
-		}, o.StoreSize))
-	}
-	if o.StoreWritable != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ipnd_store_writable",
-			Help: "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).",
-		}, o.StoreWritable))
+	// Read at scrape time; a gauge whose function is not set is not
+	// registered.
+	for _, g := range []struct {
+		name, help string
+		read       func() float64
+	}{
+		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize},
+		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable},
+		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked},
+		{"ipnd_pipeline_lag_seconds", "Age of the oldest notification not yet processed (0 when none).", o.PipelineLag},
+	} {
+		if g.read != nil {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.read))
+		}
 	}
 	if o.StoreDamaged != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "ipnd_store_damaged_records_total",
 			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
 		}, o.StoreDamaged))
-	}
-	if o.Parked != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ipnd_parked_events",
-			Help: "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.",
-		}, o.Parked))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(funcGaugeVec{
@@ -280,12 +277,6 @@ func New(o Options) *Metrics {
 			labels: o.Workers,
 			read:   o.Degraded,
 		})
-	}
-	if o.PipelineLag != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ipnd_pipeline_lag_seconds",
-			Help: "Age of the oldest notification not yet processed (0 when none).",
-		}, o.PipelineLag))
 	}
 	return m
 }
