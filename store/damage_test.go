@@ -572,9 +572,11 @@ func TestJournalSegmentHeaderDamaged(t *testing.T) {
 	})
 }
 
-// A journal a build of schema 3 left (format 1 segments, no wal2 key) is
-// applied by the upgrade, and new segments are format 2.
-func TestJournalFormat1Upgrade(t *testing.T) {
+// format1Store makes the data directory a build of schema 3 leaves: one
+// notification in bbolt, then frames (format 1) in the segment of id 2,
+// followed by pad zero bytes. It returns the database's path.
+func format1Store(t *testing.T, frames []byte, pad int) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "ipnd.db")
 	db := openAt(t, path, Options{})
 	db.Append(context.Background(), sample("g", "1", "one"))
@@ -586,12 +588,19 @@ func TestJournalFormat1Upgrade(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	os.WriteFile(segmentPath(path, 2), append(frames, make([]byte, pad)...), 0o600)
+	return path
+}
+
+// A journal a build of schema 3 left (format 1 segments, no wal2 key) is
+// applied by the upgrade, and new segments are format 2.
+func TestJournalFormat1Upgrade(t *testing.T) {
 	var b []byte
 	for i := uint64(2); i <= 4; i++ {
 		b = frameKey{}.appendFrame(b, i, encodeRecord(sample("g", fmt.Sprint(i), "old")), true)
 	}
-	os.WriteFile(segmentPath(path, 2), append(b, make([]byte, 4096)...), 0o600)
-	db = reopen(t, path)
+	path := format1Store(t, b, 4096)
+	db := reopen(t, path)
 	if db.Recovered() != 3 {
 		t.Fatalf("recovered %d format 1 records, want 3", db.Recovered())
 	}
@@ -608,22 +617,7 @@ func TestJournalFormat1Upgrade(t *testing.T) {
 // forged inside the body of the torn record), and a torn batch was
 // dropped by that build, not refused.
 func TestJournalFormat1TornTail(t *testing.T) {
-	format1 := func(t *testing.T, frames []byte) string {
-		t.Helper()
-		path := filepath.Join(t.TempDir(), "ipnd.db")
-		db := openAt(t, path, Options{})
-		db.Append(context.Background(), sample("g", "1", "one"))
-		db.bolt.Update(func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			meta.Delete(keyWAL2)
-			return meta.Put(keySchema, u64(3))
-		})
-		if err := db.Close(); err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(segmentPath(path, 2), append(frames, make([]byte, 8192)...), 0o600)
-		return path
-	}
+	format1 := func(t *testing.T, frames []byte) string { return format1Store(t, frames, 8192) }
 	old := func(id uint64) []byte {
 		return frameKey{}.appendFrame(nil, id, encodeRecord(sample("g", fmt.Sprint(id), "old")), true)
 	}

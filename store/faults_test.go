@@ -69,21 +69,30 @@ func TestJournalDiskFull(t *testing.T) {
 	}
 }
 
+// journaledOnTmpfs opens a store on a tmpfs of 8 MiB and journals n
+// notifications of 1 KB that bbolt has not taken yet (the journal is not
+// applied): what a crash under load leaves.
+func journaledOnTmpfs(t *testing.T, n int) (dir, path string, db *DB) {
+	t.Helper()
+	dir = tmpfs.Mount(t, 8<<20)
+	path = filepath.Join(dir, "ipnd.db")
+	db = openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
+	for i := 1; i <= n; i++ {
+		if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, path, db
+}
+
 // A crash on a full disk leaves records that bbolt cannot take at the
 // next Open: Open still succeeds, appends fail (503) while the disk is
 // full, and once room is back the applier writes the journal's records
 // and appends work, without a reopen.
 func TestJournalStartOnFullDisk(t *testing.T) {
-	dir := tmpfs.Mount(t, 8<<20)
-	path := filepath.Join(dir, "ipnd.db")
-	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
-	ctx := context.Background()
 	const n = 300
-	for i := 1; i <= n; i++ {
-		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, path, db := journaledOnTmpfs(t, n)
+	ctx := context.Background()
 	kill(t, db)
 	free := tmpfs.Fill(t, dir, 0)
 
@@ -546,16 +555,9 @@ func TestJournalTornTailOfAnEarlierRun(t *testing.T) {
 // replaces, so it needs room of its own; what was refused was never
 // acknowledged.)
 func TestJournalFullDiskCrashEmptySegment(t *testing.T) {
-	dir := tmpfs.Mount(t, 8<<20)
-	path := filepath.Join(dir, "ipnd.db")
-	db := openAt(t, path, Options{noApply: true, SegmentSize: 1 << 20})
-	ctx := context.Background()
 	const n = 300
-	for i := 1; i <= n; i++ {
-		if _, _, err := db.Append(ctx, sample("g", fmt.Sprint(i), filler(fmt.Sprint(i), 1000))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, path, db := journaledOnTmpfs(t, n)
+	ctx := context.Background()
 	// What a failed write leaves (journal.fail): the segment retired, the
 	// next one created at the id that failed, and nothing in it.
 	db.journal.fail(n + 1)
