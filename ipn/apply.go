@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -288,7 +289,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
 			}
-			customer(tmpl, tmpl+"/"+firstNonEmpty(fact.SubscriptionID, key), desc, payment)
+			customer(tmpl, tmpl+"/"+cmp.Or(fact.SubscriptionID, key), desc, payment)
 		}
 	case TypeReversal, TypeDispute:
 		// One email per dispute or reversal: Stripe reports an opened
@@ -362,7 +363,7 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string, testOrder bool)
 		At:             ac.Now,
 		SubscriptionID: ev.SubscriptionID,
 	}
-	if a, err := NormalizeAmount(ev.Amount, firstNonEmpty(f.Currency, cur)); err == nil {
+	if a, err := NormalizeAmount(ev.Amount, cmp.Or(f.Currency, cur)); err == nil {
 		f.Amount = a
 	}
 	f.Flags = factFlags(ev, ac, testOrder)
@@ -385,7 +386,7 @@ func describeFact(f OrderFact, eventFlags, cur string) string {
 		b.WriteString(" " + string(f.Status))
 	}
 	if f.Amount != "" {
-		b.WriteString(" " + strings.TrimPrefix(f.Amount, "-") + " " + firstNonEmpty(f.Currency, cur))
+		b.WriteString(" " + strings.TrimPrefix(f.Amount, "-") + " " + cmp.Or(f.Currency, cur))
 	}
 	if eventFlags != "" {
 		b.WriteString(" [" + eventFlags + "]")

@@ -135,13 +135,3 @@ func EventKey(gateway string, ev *Event) string {
 	}
 	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
 }
-
-// firstNonEmpty returns the first of ss that is not empty, or "".
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
-}

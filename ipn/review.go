@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -87,7 +88,7 @@ func reviewFlags(o *Order, expected *apd.Decimal, oneOffs []*apd.Decimal) []stri
 		}
 		payment := f.Type == TypePayment || f.Type == TypeSubscriptionPayment
 		if expected != nil && inCurrency && payment && f.Status == StatusCompleted {
-			amt, err := amountOf(f.Amount, firstNonEmpty(o.Currency, f.Currency))
+			amt, err := amountOf(f.Amount, cmp.Or(o.Currency, f.Currency))
 			if err != nil || amt.Abs(amt).Cmp(expected) != 0 {
 				flags[FlagAmountMismatch] = true
 			}

@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 
@@ -59,11 +60,11 @@ func tallyFacts(o *Order) *tally {
 			t.txns[f.TxnID] = true
 		}
 		counts := sameCurrency(f.Currency, cur) && len(f.Flags) == 0
-		amt, amtErr := amountOf(f.Amount, firstNonEmpty(cur, f.Currency))
+		amt, amtErr := amountOf(f.Amount, cmp.Or(cur, f.Currency))
 		if amtErr == nil {
 			amt.Abs(amt)
 		}
-		id := firstNonEmpty(f.TxnID, "\x00"+f.Key)
+		id := cmp.Or(f.TxnID, "\x00"+f.Key)
 		switch f.Type {
 		case TypePayment, TypeSubscriptionPayment:
 			g := t.pays[id]
@@ -96,11 +97,11 @@ func tallyFacts(o *Order) *tally {
 				}
 			}
 		case TypeReversal:
-			add(t.reversals, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+			add(t.reversals, cmp.Or(f.ParentTxnID, f.TxnID), id)
 		case TypeReversalCanceled:
-			add(t.cancels, firstNonEmpty(f.ParentTxnID, f.TxnID), id)
+			add(t.cancels, cmp.Or(f.ParentTxnID, f.TxnID), id)
 		case TypeDispute:
-			did := firstNonEmpty(f.TxnID, firstNonEmpty(f.ParentTxnID, "\x00"+f.Key))
+			did := cmp.Or(f.TxnID, cmp.Or(f.ParentTxnID, "\x00"+f.Key))
 			d := t.disputes[did]
 			if d == nil {
 				d = &dispute{}

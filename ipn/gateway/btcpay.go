@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -60,7 +61,7 @@ func (g *btcpayGateway) Check(in *Inbound) (string, error) {
 	if err := json.Unmarshal(in.Body, &ids); err != nil {
 		return "", fmt.Errorf("%w: body is not a JSON object", ipn.ErrMalformed)
 	}
-	key := firstNonEmpty(string(ids.OriginalDeliveryID), string(ids.DeliveryID))
+	key := cmp.Or(string(ids.OriginalDeliveryID), string(ids.DeliveryID))
 	if key == "" {
 		return "", fmt.Errorf("%w: no deliveryId", ipn.ErrMalformed)
 	}
@@ -113,7 +114,7 @@ func (g *btcpayGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	ev := &ipn.Event{
 		Type:          ipn.TypeOther,
 		GatewayStatus: e.Type,
-		EventID:       firstNonEmpty(string(e.OriginalDeliveryID), string(e.DeliveryID)),
+		EventID:       cmp.Or(string(e.OriginalDeliveryID), string(e.DeliveryID)),
 		TxnID:         string(e.InvoiceID),
 		OrderID:       metaText(e.Metadata, "orderId"),
 		CustomerEmail: metaText(e.Metadata, "buyerEmail"),
@@ -155,7 +156,7 @@ func (g *btcpayGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	}
 	ev.Flags = joinFlags(flags...)
 	if e.Payment != nil && e.Payment.Value != "" {
-		coin := firstNonEmpty(e.PaymentMethodID, e.PaymentMethod)
+		coin := cmp.Or(e.PaymentMethodID, e.PaymentMethod)
 		if i := strings.IndexAny(coin, "-_"); i >= 0 {
 			coin = coin[:i] // "BTC-CHAIN", "BTC-LN", "BTC_LightningLike" → BTC
 		}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -123,7 +124,7 @@ func (g *coinbaseGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		Type:          ipn.TypeOther,
 		GatewayStatus: e.Type,
 		EventID:       string(e.ID),
-		TxnID:         firstNonEmpty(c.ID, c.Code),
+		TxnID:         cmp.Or(c.ID, c.Code),
 		OrderID:       metaText(c.Metadata, "order_id", "orderId"),
 		CustomerEmail: metaText(c.Metadata, "email", "customer_email"),
 		CustomerName:  metaText(c.Metadata, "name", "customer_name"),

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/sha512"
 	"fmt"
 	"net/url"
@@ -116,7 +117,7 @@ func (g *coinpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error)
 		GatewayStatus: strings.TrimSpace(f.Get("status") + " " + f.Get("status_text")),
 		EventID:       f.Get("ipn_id"),
 		TxnID:         f.Get("txn_id"),
-		OrderID:       firstNonEmpty(f.Get("invoice"), f.Get("custom")),
+		OrderID:       cmp.Or(f.Get("invoice"), f.Get("custom")),
 		CustomerEmail: f.Get("email"),
 		CustomerName:  strings.TrimSpace(f.Get("first_name") + " " + f.Get("last_name")),
 		Receiver:      f.Get("merchant"),
@@ -128,10 +129,10 @@ func (g *coinpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error)
 	}
 	price, priceCur, confirms := f.Get("amount1"), f.Get("currency1"), f.Get("received_confirms")
 	if ipnType == "deposit" {
-		ev.TxnID = firstNonEmpty(f.Get("deposit_id"), ev.TxnID)
+		ev.TxnID = cmp.Or(f.Get("deposit_id"), ev.TxnID)
 		price, priceCur, confirms = f.Get("amount"), f.Get("currency"), f.Get("confirms")
 	}
-	if c, err := strconv.Atoi(firstNonEmpty(confirms, f.Get("confirms"))); err == nil && c > 0 {
+	if c, err := strconv.Atoi(cmp.Or(confirms, f.Get("confirms"))); err == nil && c > 0 {
 		ev.Confirmations = c
 	}
 	if price != "" && priceCur != "" {

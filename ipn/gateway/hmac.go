@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -351,7 +352,7 @@ func (g *hmacGateway) bad(format string, args ...any) error {
 
 // setParser reads how the signature header is parsed (Parser and its keys).
 func (g *hmacGateway) setParser(o HMACOptions) error {
-	g.parser = firstNonEmpty(o.Parser, "plain")
+	g.parser = cmp.Or(o.Parser, "plain")
 	switch g.parser {
 	case "plain":
 	case "prefix":
@@ -360,7 +361,7 @@ func (g *hmacGateway) setParser(o HMACOptions) error {
 		}
 		g.prefix = o.Prefix
 	case "kv":
-		g.sep = firstNonEmpty(o.PairSeparator, ",")
+		g.sep = cmp.Or(o.PairSeparator, ",")
 		if g.sep != "," && g.sep != ";" {
 			return g.bad("pair_separator must be \",\" or \";\"")
 		}
@@ -369,7 +370,7 @@ func (g *hmacGateway) setParser(o HMACOptions) error {
 		}
 		g.sigKey, g.tsKey = o.SignatureKey, o.TimestampKey
 	case "list":
-		g.sigKey = firstNonEmpty(o.SignatureKey, "v1")
+		g.sigKey = cmp.Or(o.SignatureKey, "v1")
 	default:
 		return g.bad("parser %q is not plain, prefix, kv or list", o.Parser)
 	}
@@ -379,7 +380,7 @@ func (g *hmacGateway) setParser(o HMACOptions) error {
 // setMAC reads the algorithm, the signature encoding and the keys (one
 // per secret, in KeyFormat after KeyPrefix).
 func (g *hmacGateway) setMAC(o HMACOptions, secrets []string) error {
-	switch firstNonEmpty(o.Algorithm, "sha256") {
+	switch cmp.Or(o.Algorithm, "sha256") {
 	case "sha1":
 		g.hash, g.size = sha1.New, sha1.Size
 	case "sha256":
@@ -389,7 +390,7 @@ func (g *hmacGateway) setMAC(o HMACOptions, secrets []string) error {
 	default:
 		return g.bad("algorithm %q is not sha1, sha256 or sha512", o.Algorithm)
 	}
-	switch firstNonEmpty(o.Encoding, "hex") {
+	switch cmp.Or(o.Encoding, "hex") {
 	case "hex":
 		g.decodeSig = hex.DecodeString
 	case "base64":
@@ -399,7 +400,7 @@ func (g *hmacGateway) setMAC(o HMACOptions, secrets []string) error {
 	default:
 		return g.bad("encoding %q is not hex, base64 or base64url", o.Encoding)
 	}
-	keyFormat := firstNonEmpty(o.KeyFormat, "raw")
+	keyFormat := cmp.Or(o.KeyFormat, "raw")
 	for i, s := range secrets {
 		s = strings.TrimPrefix(s, o.KeyPrefix)
 		var k []byte
@@ -425,11 +426,11 @@ func (g *hmacGateway) setMAC(o HMACOptions, secrets []string) error {
 
 // setBody reads the body kind and what {body} stands for (Canonicalize).
 func (g *hmacGateway) setBody(o HMACOptions) error {
-	g.body = firstNonEmpty(o.Body, "json")
+	g.body = cmp.Or(o.Body, "json")
 	if g.body != "json" && g.body != "form" {
 		return g.bad("body %q is not json or form", o.Body)
 	}
-	switch firstNonEmpty(o.Canonicalize, "raw") {
+	switch cmp.Or(o.Canonicalize, "raw") {
 	case "raw":
 	case "json-sorted-toplevel":
 		g.canon = []bool{false}
@@ -450,7 +451,7 @@ func (g *hmacGateway) setBody(o HMACOptions) error {
 // it needs: the timestamp, the id and the dedup key.
 func (g *hmacGateway) setSignedContent(o HMACOptions) error {
 	var err error
-	if g.template, err = parseTemplate(firstNonEmpty(o.SignedContent, "{body}")); err != nil {
+	if g.template, err = parseTemplate(cmp.Or(o.SignedContent, "{body}")); err != nil {
 		return g.bad("%v", err)
 	}
 	if g.ts, err = parseSource(o.Timestamp, g.body, true); err != nil {

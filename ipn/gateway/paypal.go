@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -217,16 +218,16 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 		TxnID:          f["txn_id"],
 		ParentTxnID:    f["parent_txn_id"],
 		EventID:        f["ipn_track_id"],
-		OrderID:        firstNonEmpty(f["invoice"], f["custom"], f["rp_invoice_id"]),
-		Amount:         firstNonEmpty(f["mc_gross"], f["amount"], f["mc_amount3"], f["amount_per_cycle"]),
-		Currency:       strings.ToUpper(firstNonEmpty(f["mc_currency"], f["currency_code"])),
+		OrderID:        cmp.Or(f["invoice"], f["custom"], f["rp_invoice_id"]),
+		Amount:         cmp.Or(f["mc_gross"], f["amount"], f["mc_amount3"], f["amount_per_cycle"]),
+		Currency:       strings.ToUpper(cmp.Or(f["mc_currency"], f["currency_code"])),
 		CustomerEmail:  f["payer_email"],
 		CustomerName:   strings.TrimSpace(f["first_name"] + " " + f["last_name"]),
-		Receiver:       firstNonEmpty(f["receiver_email"], f["receiver_id"]),
-		SubscriptionID: firstNonEmpty(f["subscr_id"], f["recurring_payment_id"]),
+		Receiver:       cmp.Or(f["receiver_email"], f["receiver_id"]),
+		SubscriptionID: cmp.Or(f["subscr_id"], f["recurring_payment_id"]),
 		Test:           f["test_ipn"] == "1",
 	}
-	if r := firstNonEmpty(f["pending_reason"], f["reason_code"], f["case_type"]); r != "" {
+	if r := cmp.Or(f["pending_reason"], f["reason_code"], f["case_type"]); r != "" {
 		ev.GatewayStatus += " (" + r + ")"
 	}
 	byStatus := func() {

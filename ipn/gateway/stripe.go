@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -209,9 +210,9 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		TxnID:         o.ID,
 		Test:          !se.Livemode,
 		Currency:      strings.ToUpper(o.Currency),
-		CustomerEmail: firstNonEmpty(o.CustomerDetails.Email, o.CustomerEmail, o.BillingDetails.Email, o.ReceiptEmail),
-		CustomerName:  firstNonEmpty(o.CustomerDetails.Name, o.BillingDetails.Name),
-		OrderID:       firstNonEmpty(o.ClientReferenceID, o.Metadata["order_id"]),
+		CustomerEmail: cmp.Or(o.CustomerDetails.Email, o.CustomerEmail, o.BillingDetails.Email, o.ReceiptEmail),
+		CustomerName:  cmp.Or(o.CustomerDetails.Name, o.BillingDetails.Name),
+		OrderID:       cmp.Or(o.ClientReferenceID, o.Metadata["order_id"]),
 	}
 	minor := o.Amount
 	if sub := stripeID(o.Subscription); sub != "" {
@@ -305,16 +306,6 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		ev.Amount = amt
 	}
 	return ev, nil
-}
-
-// firstNonEmpty returns the first of ss that is not empty, or "".
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }
 
 // sampleStripe is a test-mode event (livemode false), as the Stripe CLI
