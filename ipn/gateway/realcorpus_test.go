@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -139,6 +140,9 @@ func realRequest(t *testing.T, e realEntry, now time.Time) *gateway.Inbound {
 			}
 		case e.Kind == "stripe":
 			h.Set("Stripe-Signature", "t="+strconv.FormatInt(now.Unix(), 10)+",v1="+hex.EncodeToString(gateway.StripeSignature(s.Secret, now.Unix(), body)))
+		case e.Kind == "hmac" && e.Preset == "paddle":
+			ts := strconv.FormatInt(now.Unix(), 10)
+			h.Set("Paddle-Signature", "ts="+ts+";h1="+hmacHex(sha256.New, s.Secret, ts+":"+string(body)))
 		default:
 			t.Fatalf("%s: no signer for an unpublished %s signature", e.File, e.Kind)
 		}
