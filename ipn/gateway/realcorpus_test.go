@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,7 +36,10 @@ type realSource struct {
 }
 
 type realEntry struct {
-	File          string     `json:"file"`
+	File string `json:"file"`
+	// SHA256 of the file's bytes, as copied from the source: an edit of
+	// the file (an editor's final newline, a reformat) fails the test.
+	SHA256        string     `json:"sha256"`
 	Kind          string     `json:"kind"`
 	Preset        string     `json:"preset"`
 	Source        realSource `json:"source"`
@@ -81,7 +85,7 @@ func loadRealCorpus(t *testing.T) []realEntry {
 		listed[e.File] = true
 	}
 	filepath.WalkDir(realCorpusDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && filepath.Base(p) != "manifest.json" && filepath.Base(p) != "README.md" {
+		if err == nil && !d.IsDir() && !slices.Contains([]string{"manifest.json", "README.md", ".gitattributes"}, filepath.Base(p)) {
 			rel, _ := filepath.Rel(realCorpusDir, p)
 			if !listed[filepath.ToSlash(rel)] {
 				t.Errorf("%s is not in manifest.json", rel)
@@ -120,6 +124,9 @@ func realRequest(t *testing.T, e realEntry, now time.Time) *gateway.Inbound {
 	body, err := os.ReadFile(filepath.Join(realCorpusDir, e.File))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != e.SHA256 {
+		t.Fatalf("%s: sha256 %x, the manifest says %s: the file is no longer the published bytes", e.File, sum, e.SHA256)
 	}
 	mt := "application/json"
 	if strings.HasSuffix(e.File, ".form") {
