@@ -33,7 +33,7 @@ secret = "30291a20-0bd1-4267-9b0f-e6e7b123c0bf"
 [[gateway]]
 name = "razorpay"
 kind = "hmac"
-secret = "key_secret"
+secrets = ["key_secret", "123456"]
 header = "X-Razorpay-Signature"
 fields = { status = "json:event", txn_id = "json:payload.refund.entity.id|json:payload.payment.entity.id", parent_txn_id = "json:payload.refund.entity.payment_id", order_id = "json:payload.payment.entity.notes.order_id", amount = "json:payload.refund.entity.amount|json:payload.payment.entity.amount", amount_minor = true, currency = "json:payload.refund.entity.currency|json:payload.payment.entity.currency", email = "json:payload.payment.entity.email", statuses = { "payment.authorized" = "pending", "payment.captured" = "completed", "order.paid" = "completed", "payment.failed" = "failed", "refund.processed" = "refunded" } }
 `)
@@ -64,6 +64,9 @@ fields = { status = "json:event", txn_id = "json:payload.refund.entity.id|json:p
 		// razorpay/razorpay-python tests/test_client_utility.py test_verify_webhook_signature.
 		{"razorpay", "razorpay/fake_payment_authorized_webhook.json", "X-Razorpay-Signature",
 			"d60e67fd884556c045e9be7dad57903e33efc7172c17c6e3ef77db42d2b366e9", "pay_6koWN7bvxujzxM", "pending"},
+		// razorpay/razorpay-go resources/verify_payment_test.go TestVerifyWebhookSignature (secret 123456).
+		{"razorpay", "razorpay/verify_payment_test.go.webhookbody.json", "X-Razorpay-Signature",
+			"ea962f3a2a8090aa14ef10fc178306edcb46ee7ccadae8afe2275cda26f3d2a6", "pay_JUEM4c0pSLpFEW", "pending"},
 	} {
 		body, err := os.ReadFile(filepath.Join("testdata/real", c.file))
 		if err != nil {
