@@ -19,8 +19,10 @@ import (
 // logs one line saying why. Otherwise the gateways (secrets, sources,
 // sandbox, receivers), the order rules, the admin token, the templates,
 // SMTP and the shop take effect at once; requests in flight finish with
-// what they started with. Settings only a restart changes are named in
-// the log line when they differ.
+// what they started with, and so do the outbox deliveries under way (the
+// worker with the new delivery settings starts once they are recorded).
+// Settings only a restart changes are named in the log line when they
+// differ.
 func (a *app) reload() {
 	old := a.cfg.Load()
 	fail := func(err error) {
@@ -58,9 +60,13 @@ func (a *app) reload() {
 	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
 	if deliveryChanged(old, cfg) {
-		// A delivery in flight is cut short and made again by the new
-		// worker (as after a crash): only when delivery settings changed.
-		a.workers.start("outbox worker", worker.Run) // stops the running one first
+		// The running worker takes no new item and lets the deliveries
+		// under way finish and be recorded (each within its timeout; an
+		// email burst stops after the message being sent); then the new
+		// settings take over. Nothing is cut short, so nothing is sent
+		// twice.
+		a.outbox.Load().Drain()
+		a.workers.start("outbox worker", worker.Run) // replaces the drained one
 		a.outbox.Store(worker)
 	}
 	a.cfg.Store(cfg)

@@ -51,14 +51,14 @@ type countingMailer struct {
 	sent map[string]int
 }
 
-func (m *countingMailer) SendEach(ctx context.Context, msgs []Message, done func(int, error)) {
-	m.FileMailer.SendEach(ctx, msgs, func(i int, err error) {
+func (m *countingMailer) SendEach(ctx context.Context, msgs []Message, done func(int, error) bool) {
+	m.FileMailer.SendEach(ctx, msgs, func(i int, err error) bool {
 		if err == nil {
 			m.mu.Lock()
 			m.sent[msgs[i].MessageID]++
 			m.mu.Unlock()
 		}
-		done(i, err)
+		return done(i, err)
 	})
 }
 
