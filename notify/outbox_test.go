@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,5 +230,68 @@ func TestNotAttemptedIsNotCharged(t *testing.T) {
 	}
 	if r := w.result(it, errors.New("smtp: 451 try later"), false); r.State != ipn.OutboxDead || r.Attempts != 3 {
 		t.Errorf("a real failure at the limit: %+v, want dead at 3", r)
+	}
+}
+
+// TestNotAttemptedWaitsAndSaysWhy: the SMTP server drops the connection
+// on the first email of a burst; the emails after it were not attempted.
+// Their results are recorded: no attempt charged, a short wait before the
+// next try (not due again at once), and the reason in last_error.
+func TestNotAttemptedWaitsAndSaysWhy(t *testing.T) {
+	srv := startSMTPTestServer(t, smtpTestOptions{})
+	srv.setReject(func(stage, arg string) int {
+		if stage == "DATA" && arg == "c0@example.com" {
+			return smtpDrop
+		}
+		return 0
+	})
+	mailer, err := NewSMTPMailer(srv.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openStore(t)
+	defer db.Close()
+	for i := range 4 {
+		payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+	}
+	tpl, _ := LoadTemplates("")
+	w := NewWorker(WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: "shop@example.com",
+		RetryBase: time.Minute, RetryCap: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	start := time.Now()
+	var pending []ipn.OutboxItem
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pending, _ = db.ListOutbox(ipn.OutboxPending, 10)
+		tried := 0
+		for _, it := range pending {
+			if it.Attempts > 0 || it.LastError != "" {
+				tried++
+			}
+		}
+		if tried == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: pending %+v", pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, it := range pending {
+		switch {
+		case it.Effect.To == "c0@example.com":
+			if it.Attempts != 1 {
+				t.Errorf("the dropped email: %d attempts, want 1", it.Attempts)
+			}
+		case it.Attempts != 0 || !strings.Contains(it.LastError, "not attempted") || it.NextAttempt.Before(start.Add(3*time.Second)):
+			t.Errorf("an email after the dropped one: attempts %d, last_error %q, next attempt in %s; want 0, why, a few seconds",
+				it.Attempts, it.LastError, it.NextAttempt.Sub(start))
+		}
+	}
+	if n := len(srv.received()); n != 0 {
+		t.Errorf("%d emails were received, want none yet", n)
 	}
 }
