@@ -65,7 +65,9 @@ func (a *app) reload() {
 		// email burst stops after the message being sent); then the new
 		// settings take over. Nothing is cut short, so nothing is sent
 		// twice.
+		began := time.Now()
 		a.outbox.Load().Drain()
+		a.log.Info("outbox deliveries under way finished for the reload", "seconds", time.Since(began).Seconds())
 		a.workers.start("outbox worker", worker.Run) // replaces the drained one
 		a.outbox.Store(worker)
 	}
