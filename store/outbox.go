@@ -235,6 +235,35 @@ func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote b
 	}
 }
 
+// waitingInOrderQueues returns up to max pending items that wait behind
+// an earlier item of their order (every key of an order's queue but its
+// first), in key order.
+func waitingInOrderQueues(tx *bolt.Tx, max int) ([]ipn.OutboxItem, error) {
+	var out []ipn.OutboxItem
+	var group []byte
+	c := tx.Bucket(bucketOutboxOrder).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < max; k, _ = c.Next() {
+		if len(k) < 9 {
+			continue
+		}
+		if prefix := k[:len(k)-8]; !bytes.Equal(prefix, group) {
+			group = bytes.Clone(prefix) // an order's head: in the due index
+			continue
+		}
+		it, err := getOutbox(tx, binary.BigEndian.Uint64(k[len(k)-8:]))
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if it.State == ipn.OutboxPending {
+			out = append(out, *it)
+		}
+	}
+	return out, nil
+}
+
 // migrateOutboxOrder builds the order queues of a database written before
 // they existed (run once, when the bucket is new): every pending callback
 // and script item joins its order's queue, and only each order's oldest

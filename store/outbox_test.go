@@ -266,6 +266,17 @@ func TestOutboxOrderQueue(t *testing.T) {
 	if _, next := lane(t, db, ipn.EffectShopCallback, now.Add(time.Second)); !next.Equal(retry) {
 		t.Errorf("next due %v, want A's retry at %v", next, retry)
 	}
+	// The listing of pending items shows the waiting ones too.
+	pending, _ := db.ListOutbox(OutboxPending, 100)
+	var listed []string
+	for _, it := range pending {
+		if it.Effect.Kind == ipn.EffectShopCallback {
+			listed = append(listed, it.Effect.OrderID+"/"+string(it.Effect.Order.Status))
+		}
+	}
+	if got := strings.Join(listed, " "); got != "C/paid A/paid A/refunded" {
+		t.Errorf("pending callbacks listed: %q, want C/paid A/paid A/refunded (due first, then waiting)", got)
+	}
 
 	db.Close()
 	db = reopen(t, path)
