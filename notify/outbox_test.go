@@ -295,3 +295,78 @@ func TestNotAttemptedWaitsAndSaysWhy(t *testing.T) {
 		t.Errorf("%d emails were received, want none yet", n)
 	}
 }
+
+// TestDrainFinishesTheMessageUnderWay: Drain while the SMTP server holds
+// the first email of a burst: that email is accepted and recorded as
+// sent, the rest of the burst is not tried and stays due as it was (no
+// attempt, no error), and Run returns. A worker started afterwards sends
+// the rest: every email once.
+func TestDrainFinishesTheMessageUnderWay(t *testing.T) {
+	srv := startSMTPTestServer(t, smtpTestOptions{})
+	held, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv.setReject(func(stage, _ string) int {
+		if stage == "DATA" {
+			once.Do(func() { close(held); <-proceed })
+		}
+		return 0
+	})
+	mailer, err := NewSMTPMailer(srv.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openStore(t)
+	defer db.Close()
+	for i := range 5 {
+		payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+	}
+	tpl, _ := LoadTemplates("")
+	opts := WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: "shop@example.com", RetryBase: time.Minute}
+	w := NewWorker(opts)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(context.Background()) }()
+	<-held
+	drained := make(chan struct{})
+	go func() { w.Drain(); close(drained) }()
+	for !w.draining() {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while an email was under way")
+	default:
+	}
+	close(proceed)
+	<-drained
+	if err := <-ran; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	sent, _ := db.ListOutbox(ipn.OutboxSent, 10)
+	pending, _ := db.ListOutbox(ipn.OutboxPending, 10)
+	if len(srv.received()) != 1 || len(sent) != 1 || len(pending) != 4 {
+		t.Fatalf("after the drain: %d received, %d sent, %d pending; want 1, 1, 4", len(srv.received()), len(sent), len(pending))
+	}
+	for _, it := range pending {
+		if it.Attempts != 0 || it.LastError != "" || it.NextAttempt.After(time.Now()) {
+			t.Errorf("an email after the drain: %+v, want untouched and due", it)
+		}
+	}
+
+	w2 := NewWorker(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { ran <- w2.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); len(srv.received()) < 5; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next worker sent %d of the 5 emails", len(srv.received()))
+		}
+	}
+	cancel()
+	<-ran
+	seen := map[string]int{}
+	for _, m := range srv.received() {
+		seen[m.To[0]]++
+	}
+	if len(seen) != 5 || len(srv.received()) != 5 {
+		t.Errorf("received %v, want each of the 5 once", seen)
+	}
+}
