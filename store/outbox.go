@@ -555,9 +555,6 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			if old.State != ipn.OutboxPending || r.Attempts != want || (r.NotAttempted && r.State != ipn.OutboxPending) {
 				continue // changed meanwhile (a manual retry reset it): that wins
 			}
-			if r.State != ipn.OutboxPending && orderedLane(old.Effect) {
-				released = true
-			}
 			it := *old
 			it.State, it.Attempts, it.LastError = r.State, r.Attempts, r.Error
 			it.NextAttempt = time.Time{}
@@ -573,6 +570,14 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			}
 			if err := putOutbox(tx, old, &it); err != nil {
 				return err
+			}
+			if r.State != ipn.OutboxPending && orderedLane(old.Effect) && !released {
+				// The next item of the order, if any, is due now: wake
+				// the worker (not for every result: a wake-up makes the
+				// lanes gather for a moment).
+				prefix := orderQueuePrefix(old.Effect.Kind, old.Effect.OrderID)
+				k, _ := tx.Bucket(bucketOutboxOrder).Cursor().Seek(prefix)
+				released = k != nil && bytes.HasPrefix(k, prefix)
 			}
 		}
 		return nil
