@@ -462,6 +462,8 @@ func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) (int, err
 				return dead, err
 			}
 			dead++
+		default:
+			continue // readable again: nothing to do
 		}
 		if err := releaseOrderQueue(tx, old.Effect.Kind, old.ID); err != nil {
 			return dead, err

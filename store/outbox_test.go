@@ -411,3 +411,33 @@ func TestOutboxNotAttemptedRecorded(t *testing.T) {
 		t.Errorf("a stale not-attempted result changed a retried item: %+v", due)
 	}
 }
+
+// A damaged or vanished callback at the head of its order's queue is
+// dealt with as in any lane (made dead, or its entry dropped), and the
+// order's next callback becomes due: it does not wait forever.
+func TestDamagedHeadOfAnOrderQueue(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for _, id := range []string{"A", "B"} {
+		queuePaid(t, db, id, now)
+		queueRefund(t, db, id, now)
+	}
+	heads, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(heads) != 2 {
+		t.Fatalf("%d callbacks due, want 2", len(heads))
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketOutbox).Put(u64(heads[0].ID), []byte("\x00garbage")); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOutbox).Delete(u64(heads[1].ID))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DueLane(ipn.EffectShopCallback, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/refunded B/refunded" {
+		t.Errorf("after the damaged heads: due = %q, want A/refunded B/refunded", got)
+	}
+}
