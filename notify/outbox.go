@@ -85,7 +85,10 @@ const storeRetryCap = 30 * time.Second
 // SMTP connection and one per concurrent callback or script. Failures are
 // retried with backoff and jitter until the kind's attempt limit, then
 // the item is dead (listed by the API, retryable by hand); an item with
-// nothing to send to is skipped. A store that fails is retried forever,
+// nothing to send to is skipped. The store hands out the callbacks and
+// script runs of one order one at a time, in queue order (see the
+// store's order queues), so a lane delivers other orders in parallel but
+// never two of one order. A store that fails is retried forever,
 // with capped backoff; meanwhile Degraded reports it.
 type Worker struct {
 	o      WorkerOptions
