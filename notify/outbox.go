@@ -87,8 +87,9 @@ const storeRetryCap = 30 * time.Second
 // the item is dead (listed by the API, retryable by hand); an item with
 // nothing to send to is skipped. The store hands out the callbacks and
 // script runs of one order one at a time, in queue order (see the
-// store's order queues), so a lane delivers other orders in parallel but
-// never two of one order. A store that fails is retried forever,
+// store's order queues), so a lane delivers other orders in parallel,
+// one item of each at a time (a manual retry of an older item while a
+// later one is under way is the exception). A store that fails is retried forever,
 // with capped backoff; meanwhile Degraded reports it.
 type Worker struct {
 	o      WorkerOptions
