@@ -317,9 +317,9 @@ func syncDir(dir string) error {
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		newQueues := tx.Bucket(bucketOutboxOrder) == nil
-		for _, name := range [][]byte{bucketOutboxOrder, bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
+		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
