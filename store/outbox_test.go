@@ -269,13 +269,24 @@ func TestOutboxOrderQueue(t *testing.T) {
 	// The listing of pending items shows the waiting ones too.
 	pending, _ := db.ListOutbox(OutboxPending, 100)
 	var listed []string
+	var refundA uint64
 	for _, it := range pending {
 		if it.Effect.Kind == ipn.EffectShopCallback {
 			listed = append(listed, it.Effect.OrderID+"/"+string(it.Effect.Order.Status))
+			if it.Effect.OrderID == "A" && it.Effect.Order.Status == ipn.OrderRefunded {
+				refundA = it.ID
+			}
 		}
 	}
 	if got := strings.Join(listed, " "); got != "C/paid A/paid A/refunded" {
 		t.Errorf("pending callbacks listed: %q, want C/paid A/paid A/refunded (due first, then waiting)", got)
+	}
+	// "Retry now" on the waiting one does not let it pass A's payment.
+	if _, err := db.RetryOutbox(refundA, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "C/paid" {
+		t.Errorf("after a manual retry of A's waiting refund: due = %q, want C/paid only", got)
 	}
 
 	db.Close()
