@@ -269,12 +269,12 @@ func TestOutboxOrderQueue(t *testing.T) {
 	// The listing of pending items shows the waiting ones too.
 	pending, _ := db.ListOutbox(OutboxPending, 100)
 	var listed []string
-	var refundA uint64
+	var waitingRefundA uint64
 	for _, it := range pending {
 		if it.Effect.Kind == ipn.EffectShopCallback {
 			listed = append(listed, it.Effect.OrderID+"/"+string(it.Effect.Order.Status))
 			if it.Effect.OrderID == "A" && it.Effect.Order.Status == ipn.OrderRefunded {
-				refundA = it.ID
+				waitingRefundA = it.ID
 			}
 		}
 	}
@@ -282,7 +282,7 @@ func TestOutboxOrderQueue(t *testing.T) {
 		t.Errorf("pending callbacks listed: %q, want C/paid A/paid A/refunded (due first, then waiting)", got)
 	}
 	// "Retry now" on the waiting one does not let it pass A's payment.
-	if _, err := db.RetryOutbox(refundA, now); err != nil {
+	if _, err := db.RetryOutbox(waitingRefundA, now); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(dueOrders(t, db, now), " "); got != "C/paid" {
