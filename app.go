@@ -247,7 +247,7 @@ func (a *app) wait(ctx context.Context, errc <-chan error, hup <-chan os.Signal)
 			a.log.Error("listener failed", "error", err)
 			return err
 		case <-hup:
-			a.reload()
+			a.reload(ctx)
 			a.tls.reload()
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,9 +20,11 @@ import (
 // logs one line saying why. Otherwise the gateways (secrets, sources,
 // sandbox, receivers), the order rules, the admin token, the templates,
 // SMTP and the shop take effect at once; requests in flight finish with
-// what they started with. Settings only a restart changes are named in
-// the log line when they differ.
-func (a *app) reload() {
+// what they started with, and so do the outbox deliveries under way (the
+// worker with the new delivery settings starts once they are recorded).
+// Settings only a restart changes are named in the log line when they
+// differ.
+func (a *app) reload(ctx context.Context) {
 	old := a.cfg.Load()
 	fail := func(err error) {
 		a.m.Reloaded(false)
@@ -58,9 +61,13 @@ func (a *app) reload() {
 	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
 	if deliveryChanged(old, cfg) {
-		// A delivery in flight is cut short and made again by the new
-		// worker (as after a crash): only when delivery settings changed.
-		a.workers.start("outbox worker", worker.Run) // stops the running one first
+		// The running worker takes no new item and lets the deliveries
+		// under way finish and be recorded (each within its timeout; an
+		// email burst stops after the message being sent); then the new
+		// settings take over. Nothing is cut short, so nothing is sent
+		// twice (but past drainOutbox's bound).
+		a.drainOutbox(ctx, old)
+		a.workers.start("outbox worker", worker.Run) // replaces the drained one
 		a.outbox.Store(worker)
 	}
 	a.cfg.Store(cfg)
@@ -72,6 +79,35 @@ func (a *app) reload() {
 		attrs = append(attrs, "needs_restart", strings.Join(fixed, ","))
 	}
 	a.log.Info("config reloaded", attrs...)
+}
+
+// drainSlack is what drainOutbox allows beyond the longest delivery
+// timeout: recording the results, a script's pipes.
+const drainSlack = 10 * time.Second
+
+// drainOutbox drains the running outbox worker (see notify.Worker.Drain)
+// and logs how long that took. It waits at most the longest delivery
+// timeout of cfg (the config the deliveries started with) plus
+// drainSlack, or until ctx ends (shutdown): past that (a store that
+// cannot record results, say) the worker is stopped the hard way by its
+// replacement, and the deliveries cut short are made again, as after a
+// crash; the log says so.
+func (a *app) drainOutbox(ctx context.Context, cfg *Config) {
+	began := time.Now()
+	drained := make(chan struct{})
+	w := a.outbox.Load()
+	go func() { w.Drain(); close(drained) }()
+	limit := max(time.Duration(cfg.Shop.Timeout), time.Duration(cfg.SMTP.Timeout)) + drainSlack
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-drained:
+		a.log.Info("outbox deliveries under way finished for the reload", "seconds", time.Since(began).Seconds())
+	case <-t.C:
+		a.log.Warn("outbox deliveries under way did not finish in time for the reload: cut short, they will be made again",
+			"seconds", time.Since(began).Seconds())
+	case <-ctx.Done():
+	}
 }
 
 // deliveryChanged reports whether the outbox worker must be rebuilt: the

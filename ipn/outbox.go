@@ -67,4 +67,8 @@ type OutboxResult struct {
 	Attempts int       // attempts made so far, this one included
 	RetryAt  time.Time // when State is pending
 	Error    string    // the last error or why it was skipped, for the operator (no secrets)
+	// NotAttempted: nothing was sent (the connection broke on an earlier
+	// message): State is pending, Attempts the item's count unchanged,
+	// Error says why it was not attempted.
+	NotAttempted bool
 }

@@ -44,7 +44,7 @@ func (f *FileMailer) Send(ctx context.Context, msgs []Message) []error {
 // its file and the directory entry are synced. Unusable messages fail
 // permanently; file system errors (a full disk, permissions) do not, so
 // that they are retried once fixed.
-func (f *FileMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error)) {
+func (f *FileMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error) bool) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -55,21 +55,23 @@ func (f *FileMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 		}
 		return
 	}
+	stopped := false
 	for i, m := range msgs {
+		if stopped {
+			done(i, ErrBurstStopped)
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			done(i, fmt.Errorf("file mailer: %w", err))
 			continue
 		}
-		if err := f.write(m); err != nil {
-			done(i, fmt.Errorf("file mailer: %w", err))
-			continue
+		var err error
+		if err = f.write(m); err != nil {
+			err = fmt.Errorf("file mailer: %w", err)
+		} else if serr := syncDir(f.dir); serr != nil { // the rename is durable only once the directory is synced
+			err = fmt.Errorf("file mailer: sync %s: %w", f.dir, serr)
 		}
-		// The rename is durable only once the directory is synced.
-		if err := syncDir(f.dir); err != nil {
-			done(i, fmt.Errorf("file mailer: sync %s: %w", f.dir, err))
-			continue
-		}
-		done(i, nil)
+		stopped = !done(i, err)
 	}
 }
 

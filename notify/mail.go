@@ -18,6 +18,10 @@ import (
 // attempt.
 var ErrNotAttempted = errors.New("not attempted")
 
+// ErrBurstStopped is the result of the messages of a burst after the
+// caller's done returned false: they were not attempted.
+var ErrBurstStopped = fmt.Errorf("%w: the burst was stopped before this message", ErrNotAttempted)
+
 // ErrPermanent marks a delivery error that retrying cannot fix: the SMTP
 // server answered 5xx to the message, or the message itself is unusable
 // (an address that does not parse, no Message-ID, no body, a template
@@ -57,19 +61,22 @@ type Message struct {
 // the calling goroutine and the next message is not attempted before it
 // returns, so that the caller can make each result durable before the
 // next message goes: a crash then repeats at most the one message in
-// flight. A failure of one message does not stop the others unless the
+// flight. done returns whether to go on: after false, the rest of the
+// burst is not attempted and reported with ErrBurstStopped (the caller
+// stops at a message boundary, e.g. for a reload, without cutting a
+// message short). A failure of one message does not stop the others unless the
 // connection is lost, in which case every remaining message gets a
 // non-permanent error. Classify errors with Permanent. SendEach honours
 // ctx: once it is done, the burst is abandoned and unsent messages get an
 // error wrapping ctx.Err().
 type Mailer interface {
-	SendEach(ctx context.Context, msgs []Message, done func(i int, err error))
+	SendEach(ctx context.Context, msgs []Message, done func(i int, err error) bool)
 }
 
 // collect runs m.SendEach and returns one error per message, in order.
 func collect(m Mailer, ctx context.Context, msgs []Message) []error {
 	errs := make([]error, len(msgs))
-	m.SendEach(ctx, msgs, func(i int, err error) { errs[i] = err })
+	m.SendEach(ctx, msgs, func(i int, err error) bool { errs[i] = err; return true })
 	return errs
 }
 

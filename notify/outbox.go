@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ipnd/internal/backoff"
@@ -65,6 +66,10 @@ type WorkerOptions struct {
 	Now        func() time.Time
 }
 
+// notAttemptedWait is the wait of an item that was not attempted (the
+// connection broke on an earlier message), unless RetryBase is shorter.
+const notAttemptedWait = 5 * time.Second
+
 // storeRetryCap is the longest wait between two tries of a store that
 // fails (the waits start at a second and double).
 const storeRetryCap = 30 * time.Second
@@ -80,13 +85,22 @@ const storeRetryCap = 30 * time.Second
 // SMTP connection and one per concurrent callback or script. Failures are
 // retried with backoff and jitter until the kind's attempt limit, then
 // the item is dead (listed by the API, retryable by hand); an item with
-// nothing to send to is skipped. A store that fails is retried forever,
+// nothing to send to is skipped. The store hands out the callbacks and
+// script runs of one order one at a time, in queue order (see the
+// store's order queues), so a lane delivers other orders in parallel,
+// one item of each at a time (a manual retry of an older item while a
+// later one is under way is the exception). A store that fails is retried forever,
 // with capped backoff; meanwhile Degraded reports it.
 type Worker struct {
 	o      WorkerOptions
 	log    *slog.Logger
 	faults faults
 	record chan recordReq // to the recorder, while Run runs
+
+	drain     chan struct{} // closed by Drain
+	drainOnce sync.Once
+	started   atomic.Bool
+	stopped   chan struct{} // closed when Run returns
 }
 
 // NewWorker applies defaults.
@@ -127,7 +141,31 @@ func NewWorker(o WorkerOptions) *Worker {
 	if o.Domain == "" {
 		o.Domain = "ipnd.invalid"
 	}
-	return &Worker{o: o, log: o.Logger, faults: faults{m: map[string]error{}}}
+	return &Worker{o: o, log: o.Logger, faults: faults{m: map[string]error{}},
+		drain: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+// Drain makes Run take no new item, let the deliveries under way finish
+// (each within its own timeout; an email burst stops after the message
+// being sent), record their results and return; Drain returns when Run
+// has. A reload drains the running worker before the one with the new
+// settings starts, so that no delivery is cut short and made again. It
+// returns at once when Run was never started.
+func (w *Worker) Drain() {
+	w.drainOnce.Do(func() { close(w.drain) })
+	if w.started.Load() {
+		<-w.stopped
+	}
+}
+
+// draining reports whether Drain was called.
+func (w *Worker) draining() bool {
+	select {
+	case <-w.drain:
+		return true
+	default:
+		return false
+	}
 }
 
 // Degraded reports why the worker cannot make progress right now (the
@@ -144,12 +182,15 @@ type lane struct {
 	wake  chan struct{}
 }
 
-// Run delivers until ctx is done, each lane sleeping until items are
-// queued or a retry is due. It returns nil on cancellation, after the
-// results of the attempts under way are recorded; it does not return
-// otherwise (a failing store is retried). Run must not be called twice at
-// the same time.
+// Run delivers until ctx is done or Drain is called, each lane sleeping
+// until items are queued or a retry is due. When ctx is done the attempts
+// under way are cut short (as by a crash: they are made again later);
+// after Drain they finish. Either way Run returns nil once the results of
+// the attempts under way are recorded; it does not return otherwise (a
+// failing store is retried). Run must be called once.
 func (w *Worker) Run(ctx context.Context) error {
+	w.started.Store(true)
+	defer close(w.stopped)
 	w.record = make(chan recordReq)
 	stop, recorded := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -170,9 +211,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, l := range lanes {
 		wg.Go(func() { w.runLane(ctx, l) })
 	}
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !w.draining() {
 		select {
 		case <-ctx.Done():
+		case <-w.drain:
 		case <-w.o.Outbox.OutboxWake():
 			for _, l := range lanes {
 				select {
@@ -197,7 +239,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 	var queue []ipn.OutboxItem
 	var next time.Time // when to look again (zero: when woken)
 	failures := 0
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !w.draining() {
 		if free > 0 && len(queue) == 0 {
 			// In-flight items are still pending in the store: read past them.
 			items, at, err := w.o.Outbox.DueLane(l.kind, w.o.Now(), w.o.Batch+len(inflight))
@@ -244,6 +286,7 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 		woken := false
 		select {
 		case <-ctx.Done():
+		case <-w.drain:
 		case done := <-finished:
 			free++
 			for _, it := range done {
@@ -257,7 +300,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 			timer.Stop()
 		}
 		if woken {
-			backoff.Sleep(ctx, w.o.BatchDelay)
+			select {
+			case <-ctx.Done():
+			case <-w.drain:
+			case <-time.After(w.o.BatchDelay):
+			}
 		}
 	}
 	for ; free < l.slots; free++ {
@@ -311,12 +358,16 @@ func (w *Worker) sendEmails(ctx context.Context, items []ipn.OutboxItem, rec *sl
 	if len(msgs) == 0 {
 		return
 	}
-	w.o.Mailer.SendEach(ctx, msgs, func(k int, err error) {
+	w.o.Mailer.SendEach(ctx, msgs, func(k int, err error) bool {
+		if errors.Is(err, ErrBurstStopped) {
+			return false // not tried and still due: the next worker takes it
+		}
 		it := sending[k]
 		rec.add(it, w.result(it, err, err != nil && Permanent(err)))
 		if err == nil {
 			rec.wait() // durable before the next email goes
 		}
+		return !w.draining() // a reload: stop at this message boundary
 	})
 }
 
@@ -555,9 +606,11 @@ func redact(s string) string { return emailAddress.ReplaceAllString(s, "<address
 func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.OutboxResult {
 	if errors.Is(err, ErrNotAttempted) {
 		// Another message broke the connection before this one was
-		// tried: no attempt is charged, it goes again soon.
-		return ipn.OutboxResult{ID: it.ID, State: ipn.OutboxPending, Attempts: it.Attempts,
-			RetryAt: w.o.Now().Add(backoff.Delay(w.o.RetryBase, w.o.RetryCap, 1)), Error: redact(err.Error())}
+		// tried: no attempt is charged, it goes again after a short wait
+		// (the server may need a moment), and says why it was not tried.
+		wait := backoff.Delay(min(w.o.RetryBase, notAttemptedWait), w.o.RetryCap, 1)
+		return ipn.OutboxResult{ID: it.ID, State: ipn.OutboxPending, Attempts: it.Attempts, NotAttempted: true,
+			RetryAt: w.o.Now().Add(wait), Error: redact(err.Error())}
 	}
 	if err != nil {
 		err = errors.New(redact(err.Error()))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,14 +52,14 @@ type countingMailer struct {
 	sent map[string]int
 }
 
-func (m *countingMailer) SendEach(ctx context.Context, msgs []Message, done func(int, error)) {
-	m.FileMailer.SendEach(ctx, msgs, func(i int, err error) {
+func (m *countingMailer) SendEach(ctx context.Context, msgs []Message, done func(int, error) bool) {
+	m.FileMailer.SendEach(ctx, msgs, func(i int, err error) bool {
 		if err == nil {
 			m.mu.Lock()
 			m.sent[msgs[i].MessageID]++
 			m.mu.Unlock()
 		}
-		done(i, err)
+		return done(i, err)
 	})
 }
 
@@ -229,5 +230,143 @@ func TestNotAttemptedIsNotCharged(t *testing.T) {
 	}
 	if r := w.result(it, errors.New("smtp: 451 try later"), false); r.State != ipn.OutboxDead || r.Attempts != 3 {
 		t.Errorf("a real failure at the limit: %+v, want dead at 3", r)
+	}
+}
+
+// TestNotAttemptedWaitsAndSaysWhy: the SMTP server drops the connection
+// on the first email of a burst; the emails after it were not attempted.
+// Their results are recorded: no attempt charged, a short wait before the
+// next try (not due again at once), and the reason in last_error.
+func TestNotAttemptedWaitsAndSaysWhy(t *testing.T) {
+	srv := startSMTPTestServer(t, smtpTestOptions{})
+	srv.setReject(func(stage, arg string) int {
+		if stage == "DATA" && arg == "c0@example.com" {
+			return smtpDrop
+		}
+		return 0
+	})
+	mailer, err := NewSMTPMailer(srv.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openStore(t)
+	defer db.Close()
+	for i := range 4 {
+		payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+	}
+	tpl, _ := LoadTemplates("")
+	w := NewWorker(WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: "shop@example.com",
+		RetryBase: time.Minute, RetryCap: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	start := time.Now()
+	var pending []ipn.OutboxItem
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pending, _ = db.ListOutbox(ipn.OutboxPending, 10)
+		tried := 0
+		for _, it := range pending {
+			if it.Attempts > 0 || it.LastError != "" {
+				tried++
+			}
+		}
+		if tried == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: pending %+v", pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, it := range pending {
+		switch {
+		case it.Effect.To == "c0@example.com":
+			if it.Attempts != 1 {
+				t.Errorf("the dropped email: %d attempts, want 1", it.Attempts)
+			}
+		case it.Attempts != 0 || !strings.Contains(it.LastError, "not attempted") || it.NextAttempt.Before(start.Add(3*time.Second)):
+			t.Errorf("an email after the dropped one: attempts %d, last_error %q, next attempt in %s; want 0, why, a few seconds",
+				it.Attempts, it.LastError, it.NextAttempt.Sub(start))
+		}
+	}
+	if n := len(srv.received()); n != 0 {
+		t.Errorf("%d emails were received, want none yet", n)
+	}
+}
+
+// TestDrainFinishesTheMessageUnderWay: Drain while the SMTP server holds
+// the first email of a burst: that email is accepted and recorded as
+// sent, the rest of the burst is not tried and stays due as it was (no
+// attempt, no error), and Run returns. A worker started afterwards sends
+// the rest: every email once.
+func TestDrainFinishesTheMessageUnderWay(t *testing.T) {
+	srv := startSMTPTestServer(t, smtpTestOptions{})
+	held, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv.setReject(func(stage, _ string) int {
+		if stage == "DATA" {
+			once.Do(func() { close(held); <-proceed })
+		}
+		return 0
+	})
+	mailer, err := NewSMTPMailer(srv.config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openStore(t)
+	defer db.Close()
+	for i := range 5 {
+		payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+	}
+	tpl, _ := LoadTemplates("")
+	opts := WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: "shop@example.com", RetryBase: time.Minute}
+	w := NewWorker(opts)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(context.Background()) }()
+	<-held
+	drained := make(chan struct{})
+	go func() { w.Drain(); close(drained) }()
+	for !w.draining() {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while an email was under way")
+	default:
+	}
+	close(proceed)
+	<-drained
+	if err := <-ran; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	sent, _ := db.ListOutbox(ipn.OutboxSent, 10)
+	pending, _ := db.ListOutbox(ipn.OutboxPending, 10)
+	if len(srv.received()) != 1 || len(sent) != 1 || len(pending) != 4 {
+		t.Fatalf("after the drain: %d received, %d sent, %d pending; want 1, 1, 4", len(srv.received()), len(sent), len(pending))
+	}
+	for _, it := range pending {
+		if it.Attempts != 0 || it.LastError != "" || it.NextAttempt.After(time.Now()) {
+			t.Errorf("an email after the drain: %+v, want untouched and due", it)
+		}
+	}
+
+	w2 := NewWorker(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { ran <- w2.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); len(srv.received()) < 5; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next worker sent %d of the 5 emails", len(srv.received()))
+		}
+	}
+	cancel()
+	<-ran
+	seen := map[string]int{}
+	for _, m := range srv.received() {
+		seen[m.To[0]]++
+	}
+	if len(seen) != 5 || len(srv.received()) != 5 {
+		t.Errorf("received %v, want each of the 5 once", seen)
 	}
 }

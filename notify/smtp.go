@@ -246,7 +246,7 @@ func (m *SMTPMailer) Send(ctx context.Context, msgs []Message) []error {
 // the server is down or the configuration is wrong. Per message, a 5xx
 // reply to MAIL, RCPT or DATA is permanent; a 4xx reply or a lost
 // connection is not. Errors never contain the password.
-func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error)) {
+func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i int, err error) bool) {
 	errs := make([]error, len(msgs))
 	built := make([]*mail.Msg, len(msgs))
 	pending := 0
@@ -259,22 +259,25 @@ func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 		built[i] = msg
 		pending++
 	}
-	reported := 0
-	report := func(upTo int) { // the results before upTo are final
-		for ; reported < upTo; reported++ {
-			done(reported, errs[reported])
-		}
-	}
-	defer func() { report(len(msgs)) }()
-	if pending == 0 {
-		return
-	}
 	failRest := func(from int, err error) {
 		for i := from; i < len(msgs); i++ {
 			if built[i] != nil && errs[i] == nil {
 				errs[i] = err
 			}
 		}
+	}
+	reported, stopped := 0, false
+	report := func(upTo int) { // the results before upTo are final
+		for ; reported < upTo; reported++ {
+			if !done(reported, errs[reported]) && !stopped {
+				stopped = true
+				failRest(reported+1, ErrBurstStopped)
+			}
+		}
+	}
+	defer func() { report(len(msgs)) }()
+	if pending == 0 {
+		return
 	}
 	if err := ctx.Err(); err != nil {
 		failRest(0, fmt.Errorf("smtp: %w", err))
@@ -309,6 +312,9 @@ func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 			continue
 		}
 		report(i)
+		if stopped {
+			return
+		}
 		if err := ctx.Err(); err != nil {
 			failRest(i, fmt.Errorf("smtp: %w", err))
 			return

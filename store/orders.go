@@ -127,15 +127,26 @@ func (db *DB) GetSubscription(id string) (*ipn.Subscription, error) {
 }
 
 // ListOutbox returns outbox items in the given state ("" = all), newest
-// first (pending ones: the next due first, read from the due index), at
-// most limit (default 100).
+// first (pending ones: the next due first, read from the due index, then
+// the callbacks and script runs waiting behind an earlier one of their
+// order, in queue order), at most limit (default 100).
 func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	if state == OutboxPending {
-		// From the due index: no scan of the items already sent.
-		return db.DueOutbox(time.Unix(0, math.MaxInt64), limit)
+		// From the due index and the order queues: no scan of the items
+		// already sent.
+		out, err := db.DueOutbox(time.Unix(0, math.MaxInt64), limit)
+		if err != nil || len(out) >= limit {
+			return out, err
+		}
+		err = db.bolt.View(func(tx *bolt.Tx) error {
+			waiting, err := waitingInOrderQueues(tx, limit-len(out))
+			out = append(out, waiting...)
+			return err
+		})
+		return out, mapClosed(err)
 	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {

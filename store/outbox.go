@@ -20,6 +20,12 @@ import (
 var (
 	bucketOutboxDue    = []byte("outbox_due")    // lane (effect kind) + 0x00 + due unix-nano (8) + outbox id (8) -> nothing, pending items only
 	bucketOutboxCounts = []byte("outbox_counts") // state + 0x00 + kind -> uint64 count
+	// bucketOutboxOrder queues the pending items of the ordered lanes
+	// (shop callbacks and script runs) per order: lane + 0x00 +
+	// uvarint(len(order id)) + order id + outbox id (8) -> nothing. Ids
+	// grow as items are queued, so an order's first key is its head: the
+	// only one of its items in the due index (see orderedLane).
+	bucketOutboxOrder = []byte("outbox_order")
 )
 
 // newRunID draws the random part of the delivery ids of the items queued
@@ -111,22 +117,193 @@ func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 		return err
 	}
 	due, counts := tx.Bucket(bucketOutboxDue), tx.Bucket(bucketOutboxCounts)
+	queue := tx.Bucket(bucketOutboxOrder)
+	wasPending := old != nil && old.State == ipn.OutboxPending
 	if old != nil {
-		if old.State == ipn.OutboxPending {
+		if wasPending {
 			if err := due.Delete(dueKey(old.Effect.Kind, old.NextAttempt, old.ID)); err != nil {
 				return err
+			}
+			if orderedLane(old.Effect) {
+				if err := queue.Delete(orderQueueKey(old.Effect.Kind, old.Effect.OrderID, old.ID)); err != nil {
+					return err
+				}
 			}
 		}
 		if err := addCount(counts, old.State, old.Effect.Kind, -1); err != nil {
 			return err
 		}
 	}
-	if it.State == ipn.OutboxPending {
+	switch {
+	case it.State == ipn.OutboxPending && orderedLane(it.Effect):
+		if err := queue.Put(orderQueueKey(it.Effect.Kind, it.Effect.OrderID, it.ID), nil); err != nil {
+			return err
+		}
+		if err := dueOrderHead(tx, it.Effect.Kind, it.Effect.OrderID, it, !wasPending); err != nil {
+			return err
+		}
+	case it.State == ipn.OutboxPending:
 		if err := due.Put(dueKey(it.Effect.Kind, it.NextAttempt, it.ID), nil); err != nil {
+			return err
+		}
+	case wasPending && orderedLane(old.Effect):
+		// It leaves its order's queue: the next one, if any, is due.
+		if err := dueOrderHead(tx, old.Effect.Kind, old.Effect.OrderID, nil, false); err != nil {
 			return err
 		}
 	}
 	return addCount(counts, it.State, it.Effect.Kind, 1)
+}
+
+// orderedLane reports whether e waits for the earlier pending items of
+// its order in its lane: shop callbacks and script runs of an order are
+// delivered in the order they were queued, the next only once the one
+// before is sent, dead or skipped (SPEC §6). Other items, and items of no
+// order, are due on their own.
+func orderedLane(e ipn.Effect) bool {
+	return e.OrderID != "" && (e.Kind == ipn.EffectShopCallback || e.Kind == ipn.EffectShopScript)
+}
+
+// orderQueuePrefix is the part of the order queue keys of one lane and
+// order before the outbox id. The order id's length comes first, so that
+// no order's prefix is the start of another order's keys.
+func orderQueuePrefix(kind, order string) []byte {
+	k := make([]byte, 0, len(kind)+len(order)+binary.MaxVarintLen64+9)
+	k = append(k, kind...)
+	k = append(k, 0)
+	k = binary.AppendUvarint(k, uint64(len(order)))
+	return append(k, order...)
+}
+
+func orderQueueKey(kind, order string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(orderQueuePrefix(kind, order), id)
+}
+
+// dueOrderHead puts the head of an order's queue in a lane (its oldest
+// pending item) in the due index, so that it is delivered next. cur is
+// the item being written, when it is in the queue (it is read from the
+// transaction otherwise). With demote (cur just joined the queue) an
+// item that was the head until then and no longer is leaves the due
+// index: only a manual retry of an older item does that. Keys whose item
+// is no longer pending or cannot be read are dropped on the way: they
+// must not hold the order's later items forever. It costs a seek and a
+// read or two, whatever the size of the outbox.
+func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote bool) error {
+	queue, due := tx.Bucket(bucketOutboxOrder), tx.Bucket(bucketOutboxDue)
+	prefix := orderQueuePrefix(kind, order)
+	read := func(k []byte) (*ipn.OutboxItem, error) {
+		id := binary.BigEndian.Uint64(k[len(prefix):])
+		if cur != nil && cur.ID == id {
+			return cur, nil
+		}
+		it, err := getOutbox(tx, id)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || (err == nil && it.State != ipn.OutboxPending) {
+			return nil, nil // stale
+		}
+		return it, err
+	}
+	for {
+		c := queue.Cursor()
+		k, _ := c.Seek(prefix)
+		if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+			return nil
+		}
+		head, err := read(k)
+		if err != nil {
+			return err
+		}
+		if head == nil {
+			if err := queue.Delete(bytes.Clone(k)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := due.Put(dueKey(kind, head.NextAttempt, head.ID), nil); err != nil {
+			return err
+		}
+		if !demote || cur == nil || head.ID != cur.ID {
+			return nil
+		}
+		if k, _ = c.Next(); k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+			return nil
+		}
+		was, err := read(k)
+		if err != nil || was == nil {
+			return err
+		}
+		return due.Delete(dueKey(kind, was.NextAttempt, was.ID))
+	}
+}
+
+// waitingInOrderQueues returns up to max pending items that wait behind
+// an earlier item of their order (every key of an order's queue but its
+// first), in key order.
+func waitingInOrderQueues(tx *bolt.Tx, max int) ([]ipn.OutboxItem, error) {
+	var out []ipn.OutboxItem
+	var group []byte
+	c := tx.Bucket(bucketOutboxOrder).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < max; k, _ = c.Next() {
+		if len(k) < 9 {
+			continue
+		}
+		if prefix := k[:len(k)-8]; !bytes.Equal(prefix, group) {
+			group = bytes.Clone(prefix) // an order's head: in the due index
+			continue
+		}
+		it, err := getOutbox(tx, binary.BigEndian.Uint64(k[len(k)-8:]))
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if it.State == ipn.OutboxPending {
+			out = append(out, *it)
+		}
+	}
+	return out, nil
+}
+
+// migrateOutboxOrder builds the order queues of a database written before
+// they existed (run once, when the bucket is new): every pending callback
+// and script item joins its order's queue, and only each order's oldest
+// stays in the due index.
+func migrateOutboxOrder(tx *bolt.Tx) error {
+	type entry struct {
+		key []byte
+		it  *ipn.OutboxItem
+	}
+	var found []entry
+	for _, kind := range []string{ipn.EffectShopCallback, ipn.EffectShopScript} {
+		prefix := append([]byte(kind), 0)
+		c := tx.Bucket(bucketOutboxDue).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			_, _, id, ok := splitDueKey(k)
+			if !ok {
+				continue
+			}
+			it, err := getOutbox(tx, id)
+			if err != nil || it.State != ipn.OutboxPending || !orderedLane(it.Effect) {
+				continue // damaged items are DueLane's; stale keys are not due
+			}
+			found = append(found, entry{bytes.Clone(k), it})
+		}
+	}
+	queue, due := tx.Bucket(bucketOutboxOrder), tx.Bucket(bucketOutboxDue)
+	for _, e := range found {
+		if err := queue.Put(orderQueueKey(e.it.Effect.Kind, e.it.Effect.OrderID, e.it.ID), nil); err != nil {
+			return err
+		}
+	}
+	for _, e := range found {
+		head, _ := queue.Cursor().Seek(orderQueuePrefix(e.it.Effect.Kind, e.it.Effect.OrderID))
+		if binary.BigEndian.Uint64(head[len(head)-8:]) != e.it.ID {
+			if err := due.Delete(e.key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func addCount(b *bolt.Bucket, state, kind string, d int) error {
@@ -285,9 +462,46 @@ func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) (int, err
 				return dead, err
 			}
 			dead++
+		default:
+			continue // readable again: nothing to do
+		}
+		if err := releaseOrderQueue(tx, old.Effect.Kind, old.ID); err != nil {
+			return dead, err
 		}
 	}
 	return dead, nil
+}
+
+// releaseOrderQueue drops the order queue key of item id, which can no
+// longer be read, and makes the next item of its order due. Its order id
+// is unknown: the lane's queue is searched (a rare path, over the pending
+// items of one lane).
+func releaseOrderQueue(tx *bolt.Tx, kind string, id uint64) error {
+	if kind != ipn.EffectShopCallback && kind != ipn.EffectShopScript {
+		return nil
+	}
+	prefix := append([]byte(kind), 0)
+	var order string
+	found := false
+	c := tx.Bucket(bucketOutboxOrder).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) < len(prefix)+9 || binary.BigEndian.Uint64(k[len(k)-8:]) != id {
+			continue
+		}
+		n, w := binary.Uvarint(k[len(prefix):])
+		if w <= 0 || uint64(len(k)-len(prefix)-w-8) != n {
+			continue
+		}
+		order, found = string(k[len(prefix)+w:len(k)-8]), true
+		break
+	}
+	if !found {
+		return nil
+	}
+	if err := tx.Bucket(bucketOutboxOrder).Delete(orderQueueKey(kind, order, id)); err != nil {
+		return err
+	}
+	return dueOrderHead(tx, kind, order, nil, false)
 }
 
 // DueOutbox returns up to max pending items of every lane due at now,
@@ -322,16 +536,25 @@ func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 
 // FinishOutbox records the results of delivery attempts in one
 // transaction. A result for an item that changed since it was taken (no
-// longer pending, or reset by a manual retry) is skipped. A skipped item
-// of an order leaves a line with the reason in the order's history.
+// longer pending, or reset by a manual retry) is skipped. A result that
+// says the item was not attempted keeps its attempt count and records
+// its retry time and why. A skipped item of an order leaves a line with
+// the reason in the order's history. An item of an order's callback or
+// script queue that is sent, dead or skipped makes the next one due.
 func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
+	released := false
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		released = false
 		for _, r := range results {
 			old, err := getOutbox(tx, r.ID)
 			if err != nil {
 				return err
 			}
-			if old.State != ipn.OutboxPending || r.Attempts != old.Attempts+1 {
+			want := old.Attempts + 1
+			if r.NotAttempted {
+				want = old.Attempts
+			}
+			if old.State != ipn.OutboxPending || r.Attempts != want || (r.NotAttempted && r.State != ipn.OutboxPending) {
 				continue // changed meanwhile (a manual retry reset it): that wins
 			}
 			it := *old
@@ -350,9 +573,20 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			if err := putOutbox(tx, old, &it); err != nil {
 				return err
 			}
+			if r.State != ipn.OutboxPending && orderedLane(old.Effect) && !released {
+				// The next item of the order, if any, is due now: wake
+				// the worker (not for every result: a wake-up makes the
+				// lanes gather for a moment).
+				prefix := orderQueuePrefix(old.Effect.Kind, old.Effect.OrderID)
+				k, _ := tx.Bucket(bucketOutboxOrder).Cursor().Seek(prefix)
+				released = k != nil && bytes.HasPrefix(k, prefix)
+			}
 		}
 		return nil
 	})
+	if err == nil && released {
+		db.pokeOutbox()
+	}
 	return mapClosed(err)
 }
 

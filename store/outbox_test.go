@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +205,250 @@ func TestOutboxSkipped(t *testing.T) {
 	}
 	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now); len(due) != 1 || due[0].Attempts != 0 {
 		t.Errorf("after a retry: %+v", due)
+	}
+}
+
+// queueRefund records an applied full refund of order id (paid 5.00 by
+// queuePaid): an order.refunded callback (and script run) is queued.
+func queueRefund(t *testing.T, db *DB, id string, now time.Time) {
+	t.Helper()
+	nid, _, err := db.Append(context.Background(), sample("g", "refund-"+id, "{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Pending(now, 1000)
+	ev := &ipn.Event{Type: ipn.TypeRefund, Status: ipn.StatusRefunded, TxnID: "R-" + id, ParentTxnID: "T-" + id,
+		OrderID: id, Amount: "-5.00", Currency: "USD"}
+	if _, err := db.Finish([]ipn.Outcome{{ID: nid, State: ipn.StateApplied, Event: ev, EventKey: "kr-" + id,
+		ApplyOrder: true}}, nid, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dueOrders lists the callbacks due at now as "order/status", sorted.
+func dueOrders(t *testing.T, db *DB, now time.Time) []string {
+	t.Helper()
+	items, _ := lane(t, db, ipn.EffectShopCallback, now)
+	var out []string
+	for _, it := range items {
+		out = append(out, it.Effect.OrderID+"/"+string(it.Effect.Order.Status))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The callbacks of one order are due one at a time, in the order they
+// were queued: a later one only once the earlier one is sent or dead,
+// also after the database is closed and opened again (the order's queue
+// is stored); other orders are not held back. A manual retry of an older
+// item puts it before the order's later pending ones.
+func TestOutboxOrderQueue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "A", now)
+	queueRefund(t, db, "A", now)
+	queuePaid(t, db, "B", now)
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/paid B/paid" {
+		t.Fatalf("due = %q, want A/paid B/paid (A's refund waits for its payment)", got)
+	}
+	items, _ := lane(t, db, ipn.EffectShopCallback, now)
+	paidA, paidB := items[0], items[1]
+	retry := now.Add(time.Minute)
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: paidA.ID, State: ipn.OutboxPending, Attempts: 1, RetryAt: retry, Error: "HTTP 500"},
+		{ID: paidB.ID, State: ipn.OutboxSent, Attempts: 1}}, now); err != nil {
+		t.Fatal(err)
+	}
+	queuePaid(t, db, "C", now)
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "C/paid" {
+		t.Errorf("after A's payment failed: due = %q, want C/paid only", got)
+	}
+	if _, next := lane(t, db, ipn.EffectShopCallback, now.Add(time.Second)); !next.Equal(retry) {
+		t.Errorf("next due %v, want A's retry at %v", next, retry)
+	}
+	// The listing of pending items shows the waiting ones too.
+	pending, _ := db.ListOutbox(OutboxPending, 100)
+	var listed []string
+	var waitingRefundA uint64
+	for _, it := range pending {
+		if it.Effect.Kind == ipn.EffectShopCallback {
+			listed = append(listed, it.Effect.OrderID+"/"+string(it.Effect.Order.Status))
+			if it.Effect.OrderID == "A" && it.Effect.Order.Status == ipn.OrderRefunded {
+				waitingRefundA = it.ID
+			}
+		}
+	}
+	if got := strings.Join(listed, " "); got != "C/paid A/paid A/refunded" {
+		t.Errorf("pending callbacks listed: %q, want C/paid A/paid A/refunded (due first, then waiting)", got)
+	}
+	// "Retry now" on the waiting one does not let it pass A's payment.
+	if _, err := db.RetryOutbox(waitingRefundA, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "C/paid" {
+		t.Errorf("after a manual retry of A's waiting refund: due = %q, want C/paid only", got)
+	}
+
+	db.Close()
+	db = reopen(t, path)
+	if got := strings.Join(dueOrders(t, db, retry), " "); got != "A/paid C/paid" {
+		t.Errorf("after a restart, at A's retry: due = %q, want A/paid C/paid", got)
+	}
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: paidA.ID, State: ipn.OutboxSent, Attempts: 2}}, retry); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, retry), " "); got != "A/refunded C/paid" {
+		t.Errorf("after A's payment was sent: due = %q, want A/refunded C/paid", got)
+	}
+	// A dead item lets the next one go too; its manual retry comes
+	// before the order's later items still pending.
+	items, _ = lane(t, db, ipn.EffectShopCallback, retry)
+	refundA := items[0]
+	queueRefund(t, db, "C", retry)
+	paidC := items[1]
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: paidC.ID, State: ipn.OutboxDead, Attempts: 1, Error: "HTTP 410"}}, retry); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, retry), " "); got != "A/refunded C/refunded" {
+		t.Errorf("after C's payment went dead: due = %q, want A/refunded C/refunded", got)
+	}
+	if _, err := db.RetryOutbox(paidC.ID, retry); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, retry), " "); got != "A/refunded C/paid" {
+		t.Errorf("after a manual retry of C's payment: due = %q, want A/refunded C/paid", got)
+	}
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: refundA.ID, State: ipn.OutboxSent, Attempts: 1},
+		{ID: paidC.ID, State: ipn.OutboxSent, Attempts: 1}}, retry); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, retry), " "); got != "C/refunded" {
+		t.Errorf("at the end: due = %q, want C/refunded", got)
+	}
+	// Script runs have their own queue per order: A's script items did
+	// not wait for A's callbacks.
+	scripts, _ := lane(t, db, ipn.EffectShopScript, retry)
+	if len(scripts) != 3 { // A paid, B paid, C paid (A's and C's refunds wait)
+		t.Errorf("script lane: %d due, want 3", len(scripts))
+	}
+	if err := db.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A database written before the order queues (schema 4: every pending
+// callback in the due index) gets them on open: only each order's oldest
+// pending callback stays due.
+func TestOutboxOrderQueueMigration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "A", now)
+	queueRefund(t, db, "A", now)
+	queuePaid(t, db, "B", now)
+	err := db.bolt.Update(func(tx *bolt.Tx) error { // back to the layout of schema 4
+		var pending []*ipn.OutboxItem
+		tx.Bucket(bucketOutbox).ForEach(func(k, _ []byte) error {
+			it, _ := getOutbox(tx, binary.BigEndian.Uint64(k))
+			if it.State == ipn.OutboxPending {
+				pending = append(pending, it)
+			}
+			return nil
+		})
+		for _, it := range pending {
+			tx.Bucket(bucketOutboxDue).Put(dueKey(it.Effect.Kind, it.NextAttempt, it.ID), nil)
+		}
+		tx.Bucket(bucketMeta).Put(keySchema, u64(4))
+		return tx.DeleteBucket(bucketOutboxOrder)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/paid A/refunded B/paid" {
+		t.Fatalf("the old layout: due = %q", got)
+	}
+	db.Close()
+	db = reopen(t, path)
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/paid B/paid" {
+		t.Errorf("after the upgrade: due = %q, want A/paid B/paid", got)
+	}
+	items, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: items[0].ID, State: ipn.OutboxSent, Attempts: 1}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/refunded B/paid" {
+		t.Errorf("after A's payment was sent: due = %q, want A/refunded B/paid", got)
+	}
+}
+
+// A result saying an item was not attempted is recorded: the item keeps
+// its attempt count, waits until the result's retry time and says why.
+func TestOutboxNotAttemptedRecorded(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	mails, _ := lane(t, db, ipn.EffectEmailCustomer, now)
+	it := mails[0]
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxPending, Attempts: 1, RetryAt: now.Add(time.Minute),
+		Error: "smtp: 451 later"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	wait := now.Add(time.Minute + 3*time.Second)
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxPending, Attempts: 1, NotAttempted: true,
+		RetryAt: wait, Error: "not attempted: smtp: connection lost after message <x@y>"}}, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	pending, _ := db.ListOutbox(OutboxPending, 10)
+	var got *ipn.OutboxItem
+	for i := range pending {
+		if pending[i].ID == it.ID {
+			got = &pending[i]
+		}
+	}
+	if got == nil || got.Attempts != 1 || !got.NextAttempt.Equal(wait) || !strings.Contains(got.LastError, "not attempted") {
+		t.Fatalf("after a not-attempted result: %+v, want 1 attempt, next at %v, the reason", got, wait)
+	}
+	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now.Add(time.Minute)); len(due) != 0 {
+		t.Errorf("a not-attempted item is due again at once")
+	}
+	// A not-attempted result for an item that changed meanwhile (a
+	// manual retry reset it to 0 attempts) is ignored, as any other.
+	db.RetryOutbox(it.ID, now)
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: it.ID, State: ipn.OutboxPending, Attempts: 1, NotAttempted: true,
+		RetryAt: wait}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := lane(t, db, ipn.EffectEmailCustomer, now); len(due) != 1 || due[0].Attempts != 0 {
+		t.Errorf("a stale not-attempted result changed a retried item: %+v", due)
+	}
+}
+
+// A damaged or vanished callback at the head of its order's queue is
+// dealt with as in any lane (made dead, or its entry dropped), and the
+// order's next callback becomes due: it does not wait forever.
+func TestDamagedHeadOfAnOrderQueue(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for _, id := range []string{"A", "B"} {
+		queuePaid(t, db, id, now)
+		queueRefund(t, db, id, now)
+	}
+	heads, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(heads) != 2 {
+		t.Fatalf("%d callbacks due, want 2", len(heads))
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketOutbox).Put(u64(heads[0].ID), []byte("\x00garbage")); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOutbox).Delete(u64(heads[1].ID))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DueLane(ipn.EffectShopCallback, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(dueOrders(t, db, now), " "); got != "A/refunded B/refunded" {
+		t.Errorf("after the damaged heads: due = %q, want A/refunded B/refunded", got)
 	}
 }

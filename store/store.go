@@ -32,10 +32,14 @@ import (
 // (migrateOutboxDue), which a build that knows 2 would fail to decode or
 // misread. 4: journal segments are written in format 2 (a header, keyed
 // frames, markers; see journal.go), which a build that knows 3 would
-// read as a torn tail and drop. Files at 1 to 3 are upgraded on open
+// read as a torn tail and drop. 5: the pending callbacks and script
+// runs of each order wait in a queue (bucket outbox_order, built on the
+// first open) and only its oldest is in the due index; a build that
+// knows 4 would not keep that queue, and the items it delivered would
+// hold the order's later ones back. Files at 1 to 4 are upgraded on open
 // (their values read as they are; new writes are packed; the journal a
 // build of 3 left is read in format 1).
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // Errors callers test with errors.Is.
 var (
@@ -312,15 +316,21 @@ func syncDir(dir string) error {
 
 func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
+		newQueues := tx.Bucket(bucketOutboxOrder) == nil
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
 		}
 		if err := migrateOutboxDue(tx); err != nil {
 			return fmt.Errorf("store: outbox lanes: %w", err)
+		}
+		if newQueues {
+			if err := migrateOutboxOrder(tx); err != nil {
+				return fmt.Errorf("store: outbox order queues: %w", err)
+			}
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
