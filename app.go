@@ -358,6 +358,9 @@ func (a *app) heldUp() error {
 		return ""
 	}
 	for _, h := range a.pipe.Holdups() {
+		if _, waiting := oldest[h.Gateway]; !waiting {
+			continue // nothing of its waits: it holds nothing up
+		}
 		names = append(names, h.Gateway)
 		parts = append(parts, fmt.Sprintf("%s: %s%s", h.Gateway, h.Reason, age(h.Gateway)))
 	}
