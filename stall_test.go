@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"ipnd/admin"
 )
 
 // scrape returns the value of one series on the daemon's /metrics (-1
@@ -285,5 +287,109 @@ func TestRemovedGatewayWaitsForReload(t *testing.T) {
 	logw.mu.Unlock()
 	if strings.Contains(out, "no longer configured") {
 		t.Errorf("a notification failed because its gateway was removed:\n%s", out)
+	}
+}
+
+// TestHangingPayPalKill9: ipnd is killed (SIGKILL) while PayPal's verify
+// URL hangs and the cursor has passed IPNs still waiting for a postback
+// (every other notification processed). After a restart, with PayPal
+// answering, each waiting IPN is verified once and applied once.
+func TestHangingPayPalKill9(t *testing.T) {
+	fake := newFakePayPal(t)
+	var hanging atomic.Bool
+	hanging.Store(true)
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	fake.setAnswer(func(string, int) (int, string, time.Duration) {
+		if hanging.Load() {
+			<-ended
+		}
+		return 200, "VERIFIED", 0
+	})
+	dir := t.TempDir()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
+verify_timeout = "30s"
+retry_base = "200ms"
+retry_cap = "1s"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+[[gateway]]
+name = "shop"
+kind = "standard-webhooks"
+secret = %q
+`, fake.srv.URL+"/cgi-bin/webscr", secret))
+	cmd, exited := startChild(t, dir, cfg)
+	d := &daemon{t: t, dir: dir}
+	postShop := signedPoster(t, func() string { return d.addr("public") }, secret)
+	const n = 20 // PayPal IPNs (odd ids) and other notifications (even ids)
+	for i := range n {
+		txn := fmt.Sprintf("K9-%d", i)
+		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", "PP-"+txn)
+		fake.remember(body)
+		if code := d.postIPN("paypal", body); code != 200 {
+			t.Fatalf("%s: status %d", txn, code)
+		}
+		id := fmt.Sprintf("k9-other-%d", i)
+		if code := postShop(id, "payment.completed", map[string]any{"order_id": "O-" + id, "txn_id": "T-" + id,
+			"amount": "5.00", "currency": "EUR"}); code != 200 {
+			t.Fatalf("%s: status %d", id, code)
+		}
+	}
+	for i := range n {
+		id := uint64(2*i + 2)
+		var nt admin.Notification
+		ok := false
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !ok; time.Sleep(10 * time.Millisecond) {
+			nt = d.notification(id)
+			ok = nt.State == "applied"
+		}
+		if !ok {
+			t.Fatalf("notification %d: %s %+v\n%+v", id, nt.State, nt.History, d.notification(id-1).History)
+		}
+	}
+	// Every PayPal IPN waits, recorded as such (the cursor passed it).
+	for i := range n {
+		id := uint64(2*i + 1)
+		waitFor(t, fmt.Sprintf("notification %d recorded as waiting", id), 10*time.Second, func() bool {
+			nt := d.notification(id)
+			return nt.State == "received" && len(nt.History) >= 2 && strings.Contains(nt.History[len(nt.History)-1].Detail, "waiting")
+		})
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	hanging.Store(false)
+	startChild(t, dir, cfg)
+	for id := uint64(1); id <= 2*n; id++ {
+		waitFor(t, fmt.Sprintf("notification %d applied", id), 30*time.Second, func() bool {
+			nt := d.notification(id)
+			if nt.State != "applied" {
+				t.Logf("%d: %s %+v", id, nt.State, nt.History)
+			}
+			return nt.State == "applied"
+		})
+	}
+	for i := range n {
+		if v := fake.count(fake.verified, fmt.Sprintf("K9-%d", i)); v != 1 {
+			t.Errorf("K9-%d verified %d times, want 1", i, v)
+		}
+	}
+	var orders struct {
+		Orders []struct {
+			ID     string
+			Status string
+		}
+	}
+	d.api("GET", "/api/orders?limit=1000", nil, &orders)
+	if len(orders.Orders) != 2*n {
+		t.Errorf("%d orders, want %d", len(orders.Orders), 2*n)
+	}
+	for _, o := range orders.Orders {
+		if o.Status != "paid" {
+			t.Errorf("order %s is %s, want paid", o.ID, o.Status)
+		}
 	}
 }

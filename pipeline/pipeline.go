@@ -326,8 +326,9 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 	decided := make([]bool, len(work))
 	collected := make([]bool, len(work)) // its postback's outcome is recorded with the postbacks that ended
 	var started []*verifying
-	deadline := time.NewTimer(p.stepWait) // for starting postbacks and waiting for them
-	defer deadline.Stop()
+	// For starting postbacks and waiting for them (closed once passed).
+	deadline, cancel := context.WithTimeout(ctx, p.stepWait)
+	defer cancel()
 	rt := p.routes.Load()
 	for i, w := range work {
 		id := w.Notification.ID
@@ -356,7 +357,7 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			continue
 		}
 		l := p.lane(w.Notification.Gateway)
-		if !l.take(ctx, now, deadline.C, l.startedIn(started)) {
+		if !l.take(now, deadline.Done(), l.startedIn(started)) {
 			if w.Fresh {
 				// Waits in the retry schedule until the lane takes it.
 				outs[i], decided[i], why[i] = p.waiting(w, now, waitWorker, l.why(w.Notification.Gateway, p.o.Workers)), true, waitWorker
@@ -385,9 +386,7 @@ wait:
 	for _, v := range started {
 		select {
 		case <-v.done:
-		case <-deadline.C:
-			break wait
-		case <-ctx.Done():
+		case <-deadline.Done():
 			break wait
 		}
 	}
@@ -522,9 +521,10 @@ func (l *lane) free(now time.Time) bool {
 
 // take reserves a worker for a postback. Only while the gateway answers
 // and workers are busy with this step's own postbacks (wait), which free
-// up soon, does it wait for one, until deadline; workers held by earlier
+// up soon, does it wait for one, until deadline (closed when passed, or
+// at shutdown); workers held by earlier
 // steps' (slow) postbacks are not waited for: a finished one wakes Run.
-func (l *lane) take(ctx context.Context, now time.Time, deadline <-chan time.Time, wait bool) bool {
+func (l *lane) take(now time.Time, deadline <-chan struct{}, wait bool) bool {
 	if !l.free(now) {
 		if l.failing || !wait {
 			return false
@@ -533,7 +533,6 @@ func (l *lane) take(ctx context.Context, now time.Time, deadline <-chan time.Tim
 		case l.slots <- struct{}{}:
 			return true
 		case <-deadline:
-		case <-ctx.Done():
 		}
 		return false
 	}
