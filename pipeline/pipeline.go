@@ -60,7 +60,7 @@ type Options struct {
 	// RequireRegistered: events for orders not registered in advance are
 	// not applied.
 	RequireRegistered bool
-	Workers           int           // concurrent notifications (default 8)
+	Workers           int           // postbacks at once per gateway (default 8)
 	VerifyTimeout     time.Duration // one postback (default 30 s)
 	RetryBase         time.Duration // first retry delay (default 10 s), doubling
 	RetryCap          time.Duration // longest delay (default 1 h)
@@ -610,15 +610,16 @@ type Holdup struct {
 	Reason  string
 }
 
-// Holdups lists the gateways whose verification postbacks fail now.
-// (Those whose notifications wait because the gateway is not configured
-// are the store's to find.)
+// Holdups lists the configured gateways whose verification postbacks
+// fail now. (Those whose notifications wait because the gateway is not
+// configured are the store's to find.)
 func (p *Pipeline) Holdups() []Holdup {
+	rt := p.routes.Load()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []Holdup
 	for gw, l := range p.lanes {
-		if l.failing {
+		if _, configured := rt.gateways[gw]; configured && l.failing {
 			out = append(out, Holdup{Gateway: gw, Reason: fmt.Sprintf("its verification postbacks fail since %s (last error: %s)",
 				l.since.UTC().Format(time.RFC3339), l.lastErr)})
 		}
