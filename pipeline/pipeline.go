@@ -417,7 +417,9 @@ wait:
 		}
 		record, recorded, reasons = append(record, o), append(recorded, v.w), append(reasons, reason)
 		if i := slices.IndexFunc(work, func(w ipn.Work) bool { return w.Notification.ID == id }); i >= 0 {
-			decided[i], collected[i] = true, true // recorded above: the cursor may pass it
+			// Recorded above: the cursor may pass it (and it is not
+			// recorded as waiting again).
+			outs[i], why[i], decided[i], collected[i] = ipn.Outcome{}, waitNone, true, true
 		}
 	}
 	// Those of this step still under way wait as received (their result
