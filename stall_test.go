@@ -396,3 +396,47 @@ secret = %q
 		}
 	}
 }
+
+// TestHeldIPNsFailAfterRetryFor: the IPNs that wait behind a hanging
+// PayPal (one postback at a time) still end failed once they have waited
+// retry_for, as those whose own postbacks kept failing do, each saying
+// why; none is applied.
+func TestHeldIPNsFailAfterRetryFor(t *testing.T) {
+	fake := newFakePayPal(t)
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	fake.setAnswer(func(string, int) (int, string, time.Duration) {
+		<-ended
+		return 200, "VERIFIED", 0
+	})
+	dir := t.TempDir()
+	d := startDaemon(t, dir, writeTestConfig(t, dir, fmt.Sprintf(`[pipeline]
+workers = 2
+verify_timeout = "1s"
+retry_base = "100ms"
+retry_cap = "200ms"
+retry_for = "4s"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+`, fake.srv.URL+"/cgi-bin/webscr")))
+	const n = 60 // one at a time, a second each, would take a minute
+	for i := range n {
+		txn := fmt.Sprintf("RF-%d", i)
+		body := ipnBody("txn_id", txn, "ipn_track_id", "track-"+txn, "invoice", "PP-"+txn)
+		fake.remember(body)
+		if code := d.postIPN("paypal", body); code != 200 {
+			t.Fatalf("%s: status %d", txn, code)
+		}
+	}
+	waitFor(t, fmt.Sprintf("all %d failed after retry_for", n), 30*time.Second, func() bool {
+		return d.scrape(`ipnd_notifications_processed_total{gateway="paypal",result="failed"}`) == n
+	})
+	for id := uint64(1); id <= n; id++ {
+		if h := d.notification(id).History; !strings.Contains(h[len(h)-1].Detail, "verification failed for 4s") {
+			t.Errorf("notification %d: history %+v", id, h)
+		}
+	}
+}

@@ -97,6 +97,7 @@ type Pipeline struct {
 	mu       sync.Mutex
 	lanes    map[string]*lane // by gateway name, made on first use
 	verified chan struct{}    // a background postback finished
+	sweepAt  time.Time        // when skip next lets through the held retries past retry_for (Run's goroutine only)
 	running  sync.WaitGroup
 	stepWait time.Duration // how long a step waits for the postbacks it started
 
@@ -200,7 +201,7 @@ func waitsForGateway(st *ipn.Processing, gw string) bool {
 // and one that says already that its gateway is not configured (one that
 // does not, a replay or a postback that was under way when the gateway
 // went, is taken so that its history says why it waits).
-func (p *Pipeline) skip(now time.Time) func(gw string, id uint64, state func() *ipn.Processing) bool {
+func (p *Pipeline) skip(now time.Time, sweep bool) func(gw string, id uint64, state func() *ipn.Processing) bool {
 	rt := p.routes.Load()
 	return func(gw string, id uint64, state func() *ipn.Processing) bool {
 		if _, busy := p.inflight[id]; busy {
@@ -217,9 +218,19 @@ func (p *Pipeline) skip(now time.Time) func(gw string, id uint64, state func() *
 		if st != nil && st.WasVerified() {
 			return false // a replay: not asked again
 		}
-		return !p.lane(gw).free(now)
+		l := p.lane(gw)
+		if l.free(now) {
+			return false
+		}
+		// Now and then, the ones that have waited retry_for behind a
+		// failing lane are taken: they fail (see step).
+		return !(sweep && l.failing && st != nil && len(st.History) > 0 && now.Sub(st.History[0].At) >= p.o.RetryFor)
 	}
 }
+
+// sweepEvery is how often a step takes the notifications that waited
+// retry_for behind a failing lane, to fail them.
+func (p *Pipeline) sweepEvery() time.Duration { return min(time.Minute, p.o.RetryFor/10) }
 
 // Run processes notifications until ctx is done. It sleeps when there is
 // nothing to do, until the store signals new notifications, a retry is
@@ -265,7 +276,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			due   <-chan time.Time
 		)
 		now := p.o.Now()
-		at, ok := p.o.Journal.NextDueExcept(p.skip(now))
+		at, ok := p.o.Journal.NextDueExcept(p.skip(now, false))
 		if probe, pok := p.nextProbe(now); pok && (!ok || probe.Before(at)) {
 			at, ok = probe, true
 		}
@@ -317,9 +328,13 @@ const (
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	now := p.o.Now()
-	work, err := p.o.Journal.PendingExcept(now, p.batch(), p.skip(now))
+	sweep := !now.Before(p.sweepAt)
+	work, err := p.o.Journal.PendingExcept(now, p.batch(), p.skip(now, sweep))
 	if err != nil {
 		return 0, err
+	}
+	if sweep {
+		p.sweepAt = now.Add(p.sweepEvery())
 	}
 	outs := make([]ipn.Outcome, len(work))
 	why := make([]int, len(work))
@@ -358,7 +373,15 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 		}
 		l := p.lane(w.Notification.Gateway)
 		if !l.take(now, deadline.Done(), l.startedIn(started)) {
-			if w.Fresh {
+			switch {
+			case l.failing && now.Sub(w.Notification.ReceivedAt) >= p.o.RetryFor:
+				// Waited retry_for behind the failing lane: it fails as
+				// one whose own postbacks kept failing does.
+				o := ipn.Outcome{ID: id, State: ipn.StateFailed, Attempts: w.Processing.Attempts}
+				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %s's postbacks fail: %s",
+					p.o.RetryFor, o.Attempts, w.Notification.Gateway, l.lastErr)
+				outs[i], decided[i] = o, true
+			case w.Fresh:
 				// Waits in the retry schedule until the lane takes it.
 				outs[i], decided[i], why[i] = p.waiting(w, now, waitWorker, l.why(w.Notification.Gateway, p.o.Workers)), true, waitWorker
 			}
