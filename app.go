@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -336,7 +338,43 @@ func (a *app) healthy() error {
 	if err := a.pipe.Degraded(); err != nil {
 		return err
 	}
+	if err := a.heldUp(); err != nil {
+		return err
+	}
 	return a.outbox.Load().Degraded()
+}
+
+// heldUp names the gateways that hold up their notifications: their
+// verification postbacks fail, or they are no longer configured while
+// notifications of theirs wait (nil: none).
+func (a *app) heldUp() error {
+	now := time.Now()
+	oldest := a.db.OldestPendingByGateway(now)
+	var names, parts []string
+	age := func(gw string) string {
+		if at, ok := oldest[gw]; ok {
+			return fmt.Sprintf("; the oldest of its notifications waiting was received %s ago", now.Sub(at).Round(time.Second))
+		}
+		return ""
+	}
+	for _, h := range a.pipe.Holdups() {
+		if _, waiting := oldest[h.Gateway]; !waiting {
+			continue // nothing of its waits: it holds nothing up
+		}
+		names = append(names, h.Gateway)
+		parts = append(parts, fmt.Sprintf("%s: %s%s", h.Gateway, h.Reason, age(h.Gateway)))
+	}
+	configured := gatewayNames(a.cfg.Load())
+	for _, gw := range slices.Sorted(maps.Keys(oldest)) {
+		if !slices.Contains(configured, gw) {
+			names = append(names, gw)
+			parts = append(parts, fmt.Sprintf("%s is not configured: its notifications wait (received) until a reload adds it%s", gw, age(gw)))
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("pipeline held up by gateway %s: %s", strings.Join(names, ", "), strings.Join(parts, "; "))
 }
 
 // newMetrics builds the metrics, reading the store at scrape time.
@@ -365,11 +403,13 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			n, _ := db.Parked()
 			return float64(n)
 		},
-		PipelineLag: func() float64 {
-			if at, ok := db.OldestPending(); ok {
-				return time.Since(at).Seconds()
+		PipelineLag: func() map[string]float64 {
+			now := time.Now()
+			out := map[string]float64{}
+			for gw, at := range db.OldestPendingByGateway(now) {
+				out[gw] = max(now.Sub(at).Seconds(), 0)
 			}
-			return 0
+			return out
 		},
 		Workers: []string{"pipeline", "outbox"},
 		Degraded: func() map[string]int {

@@ -222,7 +222,7 @@ secret = %q
 		var lag, pending string
 		for end := time.Now().Add(5 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 			m := adminGet(adminAddr, "/metrics")
-			_, lag, _ = strings.Cut(m, "\nipnd_pipeline_lag_seconds ")
+			_, lag, _ = strings.Cut(m, "\nipnd_pipeline_lag_seconds{gateway=\"test\"} ")
 			lag, _, _ = strings.Cut(lag, "\n")
 			pending = adminGet(adminAddr, "/api/outbox?state=pending")
 			if lag == "0" && strings.Contains(strings.Join(strings.Fields(pending), ""), `"items":[]`) {

@@ -227,7 +227,7 @@ func TestAdminAPIAuthAndMetrics(t *testing.T) {
 		return code == 200 && strings.Contains(body, `"id": 1`)
 	})
 	if code, body = get("/metrics", "s3cret-token"); code != 200 || !strings.Contains(body, `ipnd_notifications_processed_total{gateway="test",result="applied"} 1`) ||
-		!strings.Contains(body, "ipnd_pipeline_lag_seconds 0") {
+		!strings.Contains(body, `ipnd_pipeline_lag_seconds{gateway="test"} 0`) {
 		t.Errorf("pipeline metrics missing:\n%s", body)
 	}
 	if code, body := get("/api/notifications/abc", "s3cret-token"); code != 400 || !strings.Contains(body, `"error"`) {

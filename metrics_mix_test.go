@@ -152,7 +152,8 @@ secret = %q
 		`ipnd_outbox_dead{kind="email_customer"} 1`,
 		`ipnd_outbox_pending{kind="email_customer"} 0`,
 		`ipnd_orders{status="paid"} 4`,
-		`ipnd_pipeline_lag_seconds 0`,
+		`ipnd_pipeline_lag_seconds{gateway="test"} 0`,
+		`ipnd_pipeline_lag_seconds{gateway="paypal"} 0`,
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %s", want)

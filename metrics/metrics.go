@@ -38,8 +38,11 @@ type Options struct {
 	// (events waiting for the payment that names their order).
 	Parked func() float64
 	// PipelineLag, when set, is read at scrape time for
-	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
-	PipelineLag func() float64
+	// ipnd_pipeline_lag_seconds{gateway}: per gateway, the age of its
+	// oldest unprocessed notification. A series exists for each configured
+	// gateway (0 when none waits); a gateway no longer configured counts
+	// under Unknown.
+	PipelineLag func() map[string]float64
 	// OrderStatuses and OrderCounts, when set, give ipnd_orders{status}
 	// at scrape time: one series per status in the (fixed) list.
 	OrderStatuses []string
@@ -71,6 +74,33 @@ func (c funcGaugeVec) Collect(ch chan<- prometheus.Metric) {
 	values := c.read()
 	for _, l := range c.labels {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(values[l]), l)
+	}
+}
+
+// lagGauge is ipnd_pipeline_lag_seconds{gateway}, read at scrape time:
+// one series per configured gateway, and Unknown for the notifications of
+// gateways no longer configured.
+type lagGauge struct {
+	m    *Metrics
+	read func() map[string]float64
+	desc *prometheus.Desc
+}
+
+func (c lagGauge) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c lagGauge) Collect(ch chan<- prometheus.Metric) {
+	lag := map[string]float64{}
+	c.m.gwMu.RLock()
+	for g := range c.m.gateways {
+		lag[g] = 0
+	}
+	c.m.gwMu.RUnlock()
+	for g, v := range c.read() {
+		g = c.m.gw(g)
+		lag[g] = max(lag[g], v)
+	}
+	for g, v := range lag {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, g)
 	}
 }
 
@@ -241,11 +271,15 @@ func New(o Options) *Metrics {
 		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize},
 		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable},
 		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked},
-		{"ipnd_pipeline_lag_seconds", "Age of the oldest notification not yet processed (0 when none).", o.PipelineLag},
 	} {
 		if g.read != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.read))
 		}
+	}
+	if o.PipelineLag != nil {
+		m.reg.MustRegister(lagGauge{m: m, read: o.PipelineLag, desc: prometheus.NewDesc("ipnd_pipeline_lag_seconds",
+			"Age of the oldest notification not yet processed, by gateway (0 when none): the gateway that holds things up.",
+			[]string{"gateway"}, nil)})
 	}
 	if o.StoreDamaged != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

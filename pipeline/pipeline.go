@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +28,14 @@ type Verifier interface {
 
 // Journal is the store as the pipeline sees it.
 type Journal interface {
-	Pending(now time.Time, max int) ([]ipn.Work, error)
+	// PendingExcept returns the notifications to process now: the next
+	// ones in the log (Fresh), then the retries due, leaving out the due
+	// retries skip names (see Skip).
+	PendingExcept(now time.Time, max int, skip func(gateway string, id uint64, state func() *ipn.Processing) bool) ([]ipn.Work, error)
 	// Finish records outcomes and moves the cursor in one transaction.
 	Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error)
-	NextDue() (time.Time, bool)
+	// NextDueExcept is when the first retry skip does not name is due.
+	NextDueExcept(skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool)
 	Wake() <-chan struct{}
 }
 
@@ -54,7 +60,7 @@ type Options struct {
 	// RequireRegistered: events for orders not registered in advance are
 	// not applied.
 	RequireRegistered bool
-	Workers           int           // concurrent notifications (default 8)
+	Workers           int           // postbacks at once per gateway (default 8)
 	VerifyTimeout     time.Duration // one postback (default 30 s)
 	RetryBase         time.Duration // first retry delay (default 10 s), doubling
 	RetryCap          time.Duration // longest delay (default 1 h)
@@ -72,15 +78,26 @@ type Options struct {
 // Pipeline takes stored notifications in log order, verifies those whose
 // gateway verifies asynchronously, normalizes them and records the outcome.
 // It resumes from the store's durable cursor after a restart.
+//
+// Postbacks run apart from the log order, in one lane per gateway (see
+// lane): a notification whose postback cannot start at once, or is still
+// under way when its step ends, is recorded as received with a retry due
+// (it waits in the store's retry schedule, under its gateway's name), so
+// that the cursor moves on and the notifications of other gateways are
+// processed at full speed while one gateway's verify URL hangs. A due
+// retry is left where it is while its lane takes no postback.
 type Pipeline struct {
 	o      Options
 	routes atomic.Pointer[pipelineRoutes] // replaced whole by Reconfigure
 	log    *slog.Logger
 
-	// Postbacks in the background. Only Run's goroutine touches inflight.
+	// Postbacks in the background. Only Run's goroutine touches inflight
+	// and the lanes' state (mu guards lanes for Holdups).
 	inflight map[uint64]*verifying
-	slots    chan struct{} // one per worker
-	verified chan struct{} // a background postback finished
+	mu       sync.Mutex
+	lanes    map[string]*lane // by gateway name, made on first use
+	verified chan struct{}    // a background postback finished
+	sweepAt  time.Time        // when skip next lets through the held retries past retry_for (Run's goroutine only)
 	running  sync.WaitGroup
 	stepWait time.Duration // how long a step waits for the postbacks it started
 
@@ -130,7 +147,7 @@ func New(o Options) *Pipeline {
 		o.Observer = nopObserver{}
 	}
 	p := &Pipeline{o: o, log: o.Logger,
-		inflight: map[uint64]*verifying{}, slots: make(chan struct{}, o.Workers),
+		inflight: map[uint64]*verifying{}, lanes: map[string]*lane{},
 		verified: make(chan struct{}, 1), stepWait: 2 * time.Second}
 	p.Reconfigure(o.Gateways, o.Sandbox, o.Receivers, o.RequireRegistered)
 	return p
@@ -147,8 +164,10 @@ type pipelineRoutes struct {
 
 // Reconfigure replaces the gateways and the order rules (see
 // Options) on a config reload. A notification being decided
-// finishes with the ones it started with; notifications of a gateway no
-// longer configured end failed (replay them once it is back).
+// finishes with the ones it started with. The notifications of a gateway
+// no longer configured wait, received, with the reason in their history,
+// until a reload adds the gateway again (they are processed then) or
+// they are replayed; they hold up no other gateway.
 func (p *Pipeline) Reconfigure(gateways []gateway.Gateway, sandbox map[string]bool, receivers map[string][]string, requireRegistered bool) {
 	rt := &pipelineRoutes{gateways: make(map[string]gateway.Gateway, len(gateways)), sandbox: sandbox, receivers: receivers,
 		requireRegistered: requireRegistered}
@@ -156,12 +175,68 @@ func (p *Pipeline) Reconfigure(gateways []gateway.Gateway, sandbox map[string]bo
 		rt.gateways[g.Name()] = g
 	}
 	p.routes.Store(rt)
+	select { // the notifications waiting for a gateway just added are due
+	case p.verified <- struct{}{}:
+	default:
+	}
 }
 
+// notConfigured is the history's reason for a notification that waits
+// for its gateway to be configured again.
+func notConfigured(gw string) string {
+	return fmt.Sprintf("gateway %q is not configured: waiting until a reload adds it again (or replay it then)", gw)
+}
+
+// waitsForGateway reports whether processing record st says already
+// that its notification waits for gateway gw to be configured.
+func waitsForGateway(st *ipn.Processing, gw string) bool {
+	if st == nil || st.State != ipn.StateReceived || len(st.History) == 0 {
+		return false
+	}
+	return strings.HasPrefix(st.History[len(st.History)-1].Detail, fmt.Sprintf("gateway %q is not configured", gw))
+}
+
+// skip names the due retries a step leaves where they are: one whose
+// postback is under way, one whose gateway's lane takes no postback now,
+// and one that says already that its gateway is not configured (one that
+// does not, a replay or a postback that was under way when the gateway
+// went, is taken so that its history says why it waits).
+func (p *Pipeline) skip(now time.Time, sweep bool) func(gw string, id uint64, state func() *ipn.Processing) bool {
+	rt := p.routes.Load()
+	return func(gw string, id uint64, state func() *ipn.Processing) bool {
+		if _, busy := p.inflight[id]; busy {
+			return true
+		}
+		g, ok := rt.gateways[gw]
+		if !ok {
+			return waitsForGateway(state(), gw)
+		}
+		if _, slow := g.(Verifier); !slow {
+			return false
+		}
+		st := state()
+		if st != nil && st.WasVerified() {
+			return false // a replay: not asked again
+		}
+		l := p.lane(gw)
+		if l.free(now) {
+			return false
+		}
+		// Now and then, the ones that have waited retry_for behind a
+		// failing lane are taken: they fail (see step).
+		return !(sweep && l.failing && st != nil && len(st.History) > 0 && now.Sub(st.History[0].At) >= p.o.RetryFor)
+	}
+}
+
+// sweepEvery is how often a step takes the notifications that waited
+// retry_for behind a failing lane, to fail them.
+func (p *Pipeline) sweepEvery() time.Duration { return min(time.Minute, p.o.RetryFor/10) }
+
 // Run processes notifications until ctx is done. It sleeps when there is
-// nothing to do, until the store signals new notifications or a retry is
-// due. A step the store fails is retried forever with capped backoff
-// (Degraded reports it meanwhile). It returns nil on cancellation.
+// nothing to do, until the store signals new notifications, a retry is
+// due, a postback ends or a lane may probe again. A step the store fails
+// is retried forever with capped backoff (Degraded reports it meanwhile).
+// It returns nil on cancellation.
 func (p *Pipeline) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer p.running.Wait() // postbacks end with ctx
@@ -200,9 +275,19 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			timer *time.Timer
 			due   <-chan time.Time
 		)
-		if at, ok := p.o.Journal.NextDue(); ok && (len(p.inflight) == 0 || time.Until(at) > 0) {
-			// (A retry already due is being verified: its end wakes us.)
-			timer = time.NewTimer(max(time.Until(at), time.Millisecond))
+		now := p.o.Now()
+		at, ok := p.o.Journal.NextDueExcept(p.skip(now, false))
+		if probe, pok := p.nextProbe(now); pok && (!ok || probe.Before(at)) {
+			at, ok = probe, true
+		}
+		if ok {
+			// A retry due already that no step took lies past the
+			// retries skipped: look again a little later.
+			wait := at.Sub(now)
+			if wait <= 0 {
+				wait = 100 * time.Millisecond
+			}
+			timer = time.NewTimer(wait)
 			due = timer.C
 		}
 		woken := false
@@ -222,30 +307,52 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 }
 
+// Why a step records a notification as received, waiting.
+const (
+	waitNone       = iota
+	waitWorker     // its gateway's lane takes no postback now
+	waitAnswer     // its postback is under way when the step ends
+	waitGateway    // its gateway is not configured
+	waitVerifyFail // its postback failed (an attempt): retried later
+)
+
 // step processes one batch and records every outcome decided, with the
 // cursor move, in one transaction. Normalization runs inline; postbacks
-// (Verifier gateways) run in the background, up to Workers at a time. The
-// step starts postbacks and waits for them for up to stepWait in all,
-// then records what is decided: a slow postback does not hold up the notifications
-// around it, which are recorded (out of order; applying tolerates that)
-// while the cursor waits at the slow one. Its result is taken by a later
-// step. step returns how many notifications it recorded or moved the
+// (Verifier gateways) run in the background, in their gateway's lane.
+// The step starts postbacks and waits for them for up to stepWait in
+// all, then records what is decided, with the postbacks of earlier steps
+// that ended meanwhile. A fresh notification whose postback cannot start
+// or has not ended is recorded as waiting (received, a retry due) so
+// that the cursor passes it: no notification of another gateway waits
+// behind it. step returns how many notifications it recorded or moved the
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	now := p.o.Now()
-	work, err := p.o.Journal.Pending(now, p.batch())
-	if err != nil || len(work) == 0 {
+	sweep := !now.Before(p.sweepAt)
+	work, err := p.o.Journal.PendingExcept(now, p.batch(), p.skip(now, sweep))
+	if err != nil {
 		return 0, err
 	}
+	if sweep {
+		p.sweepAt = now.Add(p.sweepEvery())
+	}
 	outs := make([]ipn.Outcome, len(work))
+	why := make([]int, len(work))
 	decided := make([]bool, len(work))
+	collected := make([]bool, len(work)) // its postback's outcome is recorded with the postbacks that ended
 	var started []*verifying
-	deadline := time.NewTimer(p.stepWait) // for starting postbacks and waiting for them
-	defer deadline.Stop()
-	expired := false
+	// For starting postbacks and waiting for them (closed once passed).
+	deadline, cancel := context.WithTimeout(ctx, p.stepWait)
+	defer cancel()
+	rt := p.routes.Load()
 	for i, w := range work {
 		id := w.Notification.ID
 		if _, busy := p.inflight[id]; busy {
+			if w.Fresh && !w.Processing.Settled(now) {
+				// Under way since a step whose record failed: record it
+				// as waiting again, so that the cursor passes it.
+				outs[i], decided[i], why[i] = p.waiting(w, now, waitAnswer, ""), true, waitAnswer
+			}
 			continue
 		}
 		if w.Fresh && w.Processing.Settled(now) {
@@ -255,22 +362,42 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			decided[i] = true
 			continue
 		}
-		if _, slow := p.routes.Load().gateways[w.Notification.Gateway].(Verifier); !slow {
+		g, known := rt.gateways[w.Notification.Gateway]
+		if !known {
+			outs[i], decided[i], why[i] = p.waiting(w, now, waitGateway, ""), true, waitGateway
+			continue
+		}
+		if _, slow := g.(Verifier); !slow || w.Processing.WasVerified() {
 			outs[i], decided[i] = p.decide(ctx, w)
 			continue
 		}
-		if expired || !p.takeWorker(ctx, deadline.C, len(started) > 0) {
-			expired = true // a later step takes the rest
-			continue
+		l := p.lane(w.Notification.Gateway)
+		if !l.take(now, deadline.Done(), l.startedIn(started)) {
+			switch {
+			case l.failing && now.Sub(w.Notification.ReceivedAt) >= p.o.RetryFor:
+				// Waited retry_for behind the failing lane: it fails as
+				// one whose own postbacks kept failing does.
+				o := ipn.Outcome{ID: id, State: ipn.StateFailed, Attempts: w.Processing.Attempts}
+				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %s's postbacks fail: %s",
+					p.o.RetryFor, o.Attempts, w.Notification.Gateway, l.lastErr)
+				outs[i], decided[i] = o, true
+			case w.Fresh:
+				// Waits in the retry schedule until the lane takes it.
+				outs[i], decided[i], why[i] = p.waiting(w, now, waitWorker, l.why(w.Notification.Gateway, p.o.Workers)), true, waitWorker
+			}
+			continue // a due retry: left for a later step
 		}
-		v := &verifying{done: make(chan struct{})}
+		v := &verifying{done: make(chan struct{}), w: w, lane: l, probe: l.failing}
+		if l.failing {
+			l.probing = true
+		}
 		p.inflight[id] = v
 		started = append(started, v)
 		p.running.Add(1)
 		go func() {
 			defer p.running.Done()
-			v.out, v.decided = p.decide(ctx, w)
-			<-p.slots
+			v.out, v.decided, v.answered, v.err = p.verifyAndDecide(ctx, w)
+			<-l.slots
 			close(v.done)
 			select {
 			case p.verified <- struct{}{}:
@@ -278,32 +405,55 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			}
 		}()
 	}
-	if !expired {
-	wait:
-		for _, v := range started {
-			select {
-			case <-v.done:
-			case <-deadline.C:
-				break wait
-			case <-ctx.Done():
-				break wait
-			}
-		}
-	}
-	for i, w := range work {
-		v, ok := p.inflight[w.Notification.ID]
-		if !ok {
-			continue
-		}
+wait:
+	for _, v := range started {
 		select {
 		case <-v.done:
-			delete(p.inflight, w.Notification.ID)
-			outs[i], decided[i] = v.out, v.decided
+		case <-deadline.Done():
+			break wait
+		}
+	}
+	// The postbacks that ended, of this step or earlier ones.
+	var record []ipn.Outcome
+	var recorded []ipn.Work
+	var reasons []int
+	for id, v := range p.inflight {
+		select {
+		case <-v.done:
 		default:
+			continue
+		}
+		delete(p.inflight, id)
+		p.ended(v, now)
+		if !v.decided {
+			continue // shutting down: not an attempt, taken again
+		}
+		o, reason := v.out, waitNone
+		if o.State == ipn.StateReceived && o.Detail != notConfigured(v.w.Notification.Gateway) {
+			reason = waitVerifyFail
+			if _, ok := p.routes.Load().gateways[v.w.Notification.Gateway]; !ok {
+				// Its gateway went while its postback was under way.
+				o = p.waiting(v.w, now, waitGateway, o.Detail)
+				o.Attempts = v.out.Attempts
+				reason = waitGateway
+			}
+		}
+		record, recorded, reasons = append(record, o), append(recorded, v.w), append(reasons, reason)
+		if i := slices.IndexFunc(work, func(w ipn.Work) bool { return w.Notification.ID == id }); i >= 0 {
+			// Recorded above: the cursor may pass it (and it is not
+			// recorded as waiting again).
+			outs[i], why[i], decided[i], collected[i] = ipn.Outcome{}, waitNone, true, true
+		}
+	}
+	// Those of this step still under way wait as received (their result
+	// is recorded by a later step): the cursor passes them.
+	for i, w := range work {
+		if v, ok := p.inflight[w.Notification.ID]; ok && w.Fresh && !decided[i] && slices.Contains(started, v) {
+			outs[i], decided[i], why[i] = p.waiting(w, now, waitAnswer, ""), true, waitAnswer
 		}
 	}
 	// The cursor moves over the fresh notifications decided without a gap;
-	// one not decided (being verified, or shutting down) is taken again.
+	// one not decided (shutting down) is taken again.
 	var upTo uint64
 	moved := 0
 	for i, w := range work {
@@ -314,16 +464,13 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			break
 		}
 		upTo = w.Notification.ID
-		if outs[i].ID == 0 {
+		if outs[i].ID == 0 && !collected[i] {
 			moved++ // final already: only the cursor passes it
 		}
 	}
-	var record []ipn.Outcome
-	var recorded []ipn.Work
 	for i, w := range work {
 		if decided[i] && outs[i].ID != 0 {
-			record = append(record, outs[i])
-			recorded = append(recorded, w)
+			record, recorded, reasons = append(record, outs[i]), append(recorded, w), append(reasons, why[i])
 		}
 	}
 	if len(record) == 0 && moved == 0 {
@@ -334,31 +481,176 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for i, o := range record {
-		p.report(recorded[i].Notification, o, recs[i])
+		p.report(recorded[i].Notification, o, recs[i], reasons[i])
 	}
 	return len(record) + moved, nil
 }
 
-// takeWorker reserves a worker for a postback. Only when workers are busy
-// with this step's own postbacks (wait), which free up soon, does it wait
-// for one, until deadline; workers held by earlier steps' (slow)
-// postbacks are not waited for: a finished one wakes Run.
-func (p *Pipeline) takeWorker(ctx context.Context, deadline <-chan time.Time, wait bool) bool {
-	select {
-	case p.slots <- struct{}{}:
-		return true
+// waiting is the outcome of a notification that waits, received, for the
+// reason why (detail adds to it): its retry is due at once (a step leaves
+// it where it is while the reason lasts: see skip), and its attempts stay.
+func (p *Pipeline) waiting(w ipn.Work, now time.Time, why int, detail string) ipn.Outcome {
+	gw := w.Notification.Gateway
+	o := ipn.Outcome{ID: w.Notification.ID, State: ipn.StateReceived, Attempts: w.Processing.Attempts, RetryAt: now}
+	switch why {
+	case waitGateway:
+		o.Detail = notConfigured(gw)
+	case waitAnswer:
+		o.Detail = fmt.Sprintf("waiting for %s to answer its verification postback", gw)
 	default:
+		o.Detail = detail
+		detail = ""
 	}
-	if !wait {
+	if detail != "" {
+		o.Detail += " (" + detail + ")"
+	}
+	return o
+}
+
+// lane is one gateway's postbacks: up to Workers at a time while the
+// gateway answers. Once a postback fails (no answer, 5xx, garbage), the
+// lane probes: one postback at a time, the next one after the failed
+// probe's backoff (retry_base doubling to retry_cap), until one is
+// answered. The notifications that wait meanwhile stay in the store's
+// retry schedule, each with its own backoff. Only Run's goroutine changes
+// a lane; mu guards what Holdups reads.
+type lane struct {
+	slots   chan struct{} // one per postback under way
+	failing bool          // a postback failed since the last answer
+	since   time.Time     // when it started failing
+	probing bool          // a probe is under way
+	probes  int           // probes failed in a row
+	probeAt time.Time     // no probe before
+	lastErr string
+}
+
+// lane returns gateway gw's lane.
+func (p *Pipeline) lane(gw string) *lane {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.lanes[gw]
+	if !ok {
+		l = &lane{slots: make(chan struct{}, p.o.Workers)}
+		p.lanes[gw] = l
+	}
+	return l
+}
+
+// free reports whether the lane would start a postback now.
+func (l *lane) free(now time.Time) bool {
+	if l.failing {
+		return !l.probing && !now.Before(l.probeAt) && len(l.slots) < cap(l.slots)
+	}
+	return len(l.slots) < cap(l.slots)
+}
+
+// take reserves a worker for a postback. Only while the gateway answers
+// and workers are busy with this step's own postbacks (wait), which free
+// up soon, does it wait for one, until deadline (closed when passed, or
+// at shutdown); workers held by earlier
+// steps' (slow) postbacks are not waited for: a finished one wakes Run.
+func (l *lane) take(now time.Time, deadline <-chan struct{}, wait bool) bool {
+	if !l.free(now) {
+		if l.failing || !wait {
+			return false
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return true
+		case <-deadline:
+		}
 		return false
 	}
 	select {
-	case p.slots <- struct{}{}:
+	case l.slots <- struct{}{}:
 		return true
-	case <-deadline:
-	case <-ctx.Done():
+	default:
+		return false
 	}
-	return false
+}
+
+// startedIn reports whether this step started one of the lane's
+// postbacks.
+func (l *lane) startedIn(started []*verifying) bool {
+	return slices.ContainsFunc(started, func(v *verifying) bool { return v.lane == l })
+}
+
+// why is the history's reason for a notification the lane does not take
+// now.
+func (l *lane) why(gw string, workers int) string {
+	if l.failing {
+		return fmt.Sprintf("waiting for %s's verification: its postbacks fail (%s), so they are tried one at a time until one is answered",
+			gw, l.lastErr)
+	}
+	return fmt.Sprintf("waiting for a %s verification worker (all %d busy)", gw, workers)
+}
+
+// ended updates v's lane with how v's postback ended.
+func (p *Pipeline) ended(v *verifying, now time.Time) {
+	l := v.lane
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v.probe {
+		l.probing = false
+	}
+	switch {
+	case v.answered:
+		if l.failing {
+			p.log.Info("gateway answers its verification postbacks again", "gateway", v.w.Notification.Gateway,
+				"failing_seconds", now.Sub(l.since).Seconds())
+		}
+		l.failing, l.probes, l.probeAt, l.lastErr = false, 0, time.Time{}, ""
+	case v.err != nil:
+		l.lastErr = v.err.Error()
+		if v.probe {
+			l.probes++
+			l.probeAt = now.Add(backoff.Delay(p.o.RetryBase, p.o.RetryCap, l.probes))
+		} else if !l.failing {
+			l.failing, l.since, l.probes, l.probeAt = true, now, 0, now
+			p.log.Warn("gateway verification postbacks fail: trying one at a time until one is answered",
+				"gateway", v.w.Notification.Gateway, "error", l.lastErr)
+		}
+	}
+}
+
+// nextProbe is when a failing lane with notifications waiting may probe
+// next, if that is later than now.
+func (p *Pipeline) nextProbe(now time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var at time.Time
+	ok := false
+	for _, l := range p.lanes {
+		if l.failing && !l.probing && l.probeAt.After(now) && (!ok || l.probeAt.Before(at)) {
+			at, ok = l.probeAt, true
+		}
+	}
+	return at, ok
+}
+
+// Holdup is a gateway that holds up its notifications: its verification
+// postbacks fail, or it is not configured.
+type Holdup struct {
+	Gateway string
+	Reason  string
+}
+
+// Holdups lists the configured gateways whose verification postbacks
+// fail now. (Those whose notifications wait because the gateway is not
+// configured are the store's to find.)
+func (p *Pipeline) Holdups() []Holdup {
+	rt := p.routes.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Holdup
+	for gw, l := range p.lanes {
+		if _, configured := rt.gateways[gw]; configured && l.failing {
+			out = append(out, Holdup{Gateway: gw, Reason: fmt.Sprintf("its verification postbacks fail since %s (last error: %s)",
+				l.since.UTC().Format(time.RFC3339), l.lastErr)})
+		}
+	}
+	slices.SortFunc(out, func(a, b Holdup) int { return strings.Compare(a.Gateway, b.Gateway) })
+	return out
 }
 
 // batch is the most unfinished notifications one step takes.
@@ -366,13 +658,18 @@ func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
 
 // verifying is a postback running in the background.
 type verifying struct {
-	done    chan struct{} // closed when out and decided are set
-	out     ipn.Outcome
-	decided bool
+	done     chan struct{} // closed when the results below are set
+	w        ipn.Work
+	lane     *lane
+	probe    bool // the lane was failing: this one probes
+	out      ipn.Outcome
+	decided  bool
+	answered bool  // the gateway answered (VERIFIED or INVALID)
+	err      error // the postback failed (no answer, 5xx, garbage)
 }
 
 // report logs and counts one recorded outcome.
-func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) {
+func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded, why int) {
 	state := rec.State
 	if rec.OrderTo != "" && rec.OrderTo != rec.OrderFrom {
 		p.log.Info("order transition", "order_id", rec.OrderID, "from", string(rec.OrderFrom), "to", string(rec.OrderTo),
@@ -383,9 +680,16 @@ func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) 
 		attrs = append(attrs, "detail", detail) // the words of the notification's history
 	}
 	if state == ipn.StateReceived {
-		// A postback that failed (network, 5xx, timeout): retried later.
-		p.log.Warn("notification verification failed; retrying later", append(attrs, "attempts", o.Attempts,
-			"retry_in_seconds", o.RetryAt.Sub(p.o.Now()).Seconds())...)
+		switch why {
+		case waitGateway:
+			p.log.Warn("notification waits: its gateway is not configured", attrs...)
+		case waitVerifyFail:
+			// A postback that failed (network, 5xx, timeout): retried later.
+			p.log.Warn("notification verification failed; retrying later", append(attrs, "attempts", o.Attempts,
+				"retry_in_seconds", o.RetryAt.Sub(p.o.Now()).Seconds())...)
+		default:
+			p.log.Debug("notification waits for its verification", attrs...)
+		}
 		return
 	}
 	if o.Event != nil {
@@ -400,15 +704,28 @@ func (p *Pipeline) report(n *ipn.Notification, o ipn.Outcome, rec ipn.Recorded) 
 	p.o.Observer.Processed(n.Gateway, string(state))
 }
 
+// verifyAndDecide is decide for a postback in a lane: it reports too
+// whether the gateway answered, or the postback's error.
+func (p *Pipeline) verifyAndDecide(ctx context.Context, w ipn.Work) (o ipn.Outcome, decided, answered bool, err error) {
+	o, decided, err = p.decideVerify(ctx, w)
+	return o, decided, err == nil && decided, err
+}
+
 // decide verifies (where asynchronous) and normalizes a notification.
 func (p *Pipeline) decide(ctx context.Context, w ipn.Work) (ipn.Outcome, bool) {
+	o, decided, _ := p.decideVerify(ctx, w)
+	return o, decided
+}
+
+// decideVerify is decide; it returns too the error of a postback that
+// failed (no answer, 5xx, garbage: the outcome schedules a retry).
+func (p *Pipeline) decideVerify(ctx context.Context, w ipn.Work) (ipn.Outcome, bool, error) {
 	n := w.Notification
 	o := ipn.Outcome{ID: n.ID, Attempts: w.Processing.Attempts}
 	rt := p.routes.Load()
 	g, known := rt.gateways[n.Gateway]
 	if !known {
-		o.State, o.Detail = ipn.StateFailed, "gateway is no longer configured"
-		return o, true
+		return p.waiting(w, p.o.Now(), waitGateway, ""), true, nil
 	}
 	if v, ok := g.(Verifier); ok && w.Processing.WasVerified() {
 		o.Verified = true // a replay: confirmed once, not asked again
@@ -423,30 +740,30 @@ func (p *Pipeline) decide(ctx context.Context, w ipn.Work) (ipn.Outcome, bool) {
 			o.Verified = true
 		case errors.Is(err, ipn.ErrInvalid):
 			o.State, o.Detail = ipn.StateInvalid, err.Error()
-			return o, true
+			return o, true, nil
 		case ctx.Err() != nil:
-			return o, false // shutting down: not an attempt
+			return o, false, nil // shutting down: not an attempt
 		default:
 			o.Attempts++
 			now := p.o.Now()
 			if now.Sub(n.ReceivedAt) >= p.o.RetryFor {
 				o.State = ipn.StateFailed
 				o.Detail = fmt.Sprintf("verification failed for %s (%d attempts): %v", p.o.RetryFor, o.Attempts, err)
-				return o, true
+				return o, true, err
 			}
 			o.State, o.RetryAt = ipn.StateReceived, now.Add(backoff.Delay(p.o.RetryBase, p.o.RetryCap, o.Attempts))
 			o.Detail = fmt.Sprintf("verification attempt %d failed: %v", o.Attempts, err)
-			return o, true
+			return o, true, err
 		}
 	}
 	ev, err := g.Normalize(n)
 	if err != nil {
 		o.State, o.Detail = ipn.StateInvalid, "cannot normalize: "+err.Error()
-		return o, true
+		return o, true, nil
 	}
 	pol := ipn.Policy{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway], Receivers: rt.receivers[n.Gateway],
 		RequireRegistered: rt.requireRegistered}
-	return ipn.Assess(o, ev, pol, receiverOK(g, n, ev, pol.Receivers)), true
+	return ipn.Assess(o, ev, pol, receiverOK(g, n, ev, pol.Receivers)), true, nil
 }
 
 // receiverOK checks the payment's receiver against the configured ones (want):

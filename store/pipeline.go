@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	bucketRetry  = []byte("retry")  // due unix-nano (8) + id (8) -> nothing
+	bucketRetry  = []byte("retry")  // due unix-nano (8) + id (8) -> the notification's gateway ("" in older records)
 	bucketEvents = []byte("events") // ipn.Outcome.EventKey -> id of the notification that applied it
 	keyCursor    = []byte("cursor") // in meta: every id <= cursor has been processed or scheduled
 )
@@ -40,6 +40,22 @@ func (db *DB) poke() {
 // max, so the caller can move the cursor past them; Finish does not apply
 // them again.
 func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
+	return db.PendingExcept(now, max, nil)
+}
+
+// skip, given to PendingExcept and NextDueExcept, names the due retries
+// to leave where they are (the pipeline's: one being verified now, or
+// one whose gateway takes no postback now or is not configured). gateway
+// and id name the notification; state reads its processing record (nil
+// when it does not decode).
+
+// skipScan bounds how many due retries one call passes over (skip): past
+// them, later due retries wait for the next call.
+const skipScan = 4096
+
+// PendingExcept is Pending, leaving out the due retries skip names
+// (they do not count toward max). Fresh notifications are never left out.
+func (db *DB) PendingExcept(now time.Time, max int, skip func(gateway string, id uint64, state func() *ipn.Processing) bool) ([]ipn.Work, error) {
 	db.settle()
 	var out []ipn.Work
 	err := db.bolt.View(func(tx *bolt.Tx) error {
@@ -80,14 +96,19 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
 		}
+		skipped := 0
 		rc := tx.Bucket(bucketRetry).Cursor()
-		for k, _ := rc.First(); k != nil && todo < max; k, _ = rc.Next() {
+		for k, gw := rc.First(); k != nil && todo < max && skipped < skipScan; k, gw = rc.Next() {
 			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
 				break
 			}
 			id := binary.BigEndian.Uint64(k[8:])
 			if id > cursor {
 				continue // still ahead of the cursor: taken as fresh
+			}
+			if skip != nil && skipRetry(tx, skip, string(gw), id) {
+				skipped++
+				continue
 			}
 			v := tx.Bucket(bucketLog).Get(u64(id))
 			if v == nil {
@@ -113,14 +134,49 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 	return out, err
 }
 
+// skipRetry asks skip about the due retry of notification id, whose retry
+// entry names gateway (older entries name none: the log record does). A
+// notification whose gateway cannot be read is never skipped: Finish
+// records it as failed.
+func skipRetry(tx *bolt.Tx, skip func(string, uint64, func() *ipn.Processing) bool, gateway string, id uint64) bool {
+	if gateway == "" {
+		n, err := logged(tx, id)
+		if err != nil || n.Gateway == "" {
+			return false
+		}
+		gateway = n.Gateway
+	}
+	return skip(gateway, id, func() *ipn.Processing {
+		p, err := stateOf(tx, id)
+		if err != nil {
+			return nil
+		}
+		return p
+	})
+}
+
 // NextDue returns when the earliest scheduled retry or replay is due.
 func (db *DB) NextDue() (time.Time, bool) {
+	return db.NextDueExcept(nil)
+}
+
+// NextDueExcept is NextDue, leaving out the retries skip names. Past
+// skipScan of them it returns the due time of the last one it passed
+// over.
+func (db *DB) NextDueExcept(skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool) {
 	var due time.Time
 	var ok bool
 	db.bolt.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketRetry).Cursor().First(); len(k) == 16 {
+		c := tx.Bucket(bucketRetry).Cursor()
+		skipped := 0
+		for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
 			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+			if skip == nil || skipped >= skipScan || !skipRetry(tx, skip, string(gw), binary.BigEndian.Uint64(k[8:])) {
+				return nil
+			}
+			skipped++
 		}
+		ok = false
 		return nil
 	})
 	return due, ok
@@ -298,7 +354,7 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if due := d.Processing.NextAttempt; !due.IsZero() {
-		if err := retry.Put(retryKey(due, o.ID), nil); err != nil {
+		if err := retry.Put(retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
@@ -384,7 +440,7 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 		}
 		p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
 		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
-		if err := retry.Put(retryKey(now, id), nil); err != nil {
+		if err := retry.Put(retryKey(now, id), []byte(n.Gateway)); err != nil {
 			return err
 		}
 		return putProcessing(tx, id, p)
@@ -401,6 +457,18 @@ func putProcessing(tx *bolt.Tx, id uint64, p *ipn.Processing) error {
 		return err
 	}
 	return tx.Bucket(bucketState).Put(u64(id), b)
+}
+
+// retryGateway is the value of outcome o's retry entry: its
+// notification's gateway (nil when the record does not decode).
+func retryGateway(tx *bolt.Tx, o ipn.Outcome) []byte {
+	if o.Context.Gateway != "" {
+		return []byte(o.Context.Gateway)
+	}
+	if n, err := logged(tx, o.ID); err == nil {
+		return []byte(n.Gateway)
+	}
+	return nil
 }
 
 func retryKey(due time.Time, id uint64) []byte {
@@ -422,25 +490,64 @@ func getU64(v []byte) uint64 {
 func (db *DB) OldestPending() (time.Time, bool) {
 	var at time.Time
 	var ok bool
+	for _, t := range db.OldestPendingByGateway(time.Now()) {
+		if !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	return at, ok
+}
+
+// OldestPendingByGateway returns, per gateway, when its oldest
+// notification still waiting for processing was received: the first
+// unsettled one of each gateway among the first skipScan after the
+// cursor, and the oldest one scheduled for a retry (the retry entries
+// name their gateway, so only the oldest per gateway is read).
+func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
+	out := map[string]time.Time{}
 	db.bolt.View(func(tx *bolt.Tx) error {
-		consider := func(id uint64) {
-			if v := tx.Bucket(bucketLog).Get(u64(id)); v != nil {
-				if n, err := decodeRecord(id, v); err == nil && (!ok || n.ReceivedAt.Before(at)) {
-					at, ok = n.ReceivedAt, true
-				}
+		oldest := map[string]uint64{}
+		consider := func(gateway string, id uint64) {
+			if first, seen := oldest[gateway]; !seen || id < first {
+				oldest[gateway] = id
 			}
 		}
 		cursor := getU64(tx.Bucket(bucketMeta).Get(keyCursor))
-		if k, _ := tx.Bucket(bucketLog).Cursor().Seek(u64(cursor + 1)); k != nil {
-			consider(binary.BigEndian.Uint64(k))
-		}
-		// Retries are few; the oldest receipt need not be the first due.
-		return tx.Bucket(bucketRetry).ForEach(func(k, _ []byte) error {
-			if len(k) == 16 {
-				consider(binary.BigEndian.Uint64(k[8:]))
+		c := tx.Bucket(bucketLog).Cursor()
+		scanned := 0
+		for k, v := c.Seek(u64(cursor + 1)); k != nil && scanned < skipScan; k, v = c.Next() {
+			scanned++
+			id := binary.BigEndian.Uint64(k)
+			if p, err := stateOf(tx, id); err == nil && p != nil && p.Settled(now) {
+				continue
 			}
+			if n, err := decodeRecord(id, v); err == nil {
+				if _, seen := oldest[n.Gateway]; !seen {
+					consider(n.Gateway, id)
+				}
+			}
+		}
+		tx.Bucket(bucketRetry).ForEach(func(k, gw []byte) error {
+			if len(k) != 16 {
+				return nil
+			}
+			id := binary.BigEndian.Uint64(k[8:])
+			if len(gw) == 0 {
+				n, err := logged(tx, id)
+				if err != nil {
+					return nil
+				}
+				gw = []byte(n.Gateway)
+			}
+			consider(string(gw), id)
 			return nil
 		})
+		for gateway, id := range oldest {
+			if n, err := logged(tx, id); err == nil {
+				out[gateway] = n.ReceivedAt
+			}
+		}
+		return nil
 	})
-	return at, ok
+	return out
 }

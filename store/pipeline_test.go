@@ -233,3 +233,67 @@ func TestPendingWindowSkipsFinished(t *testing.T) {
 		t.Errorf("Pending(3) after 1 = %v, want 1..6 (settled, for the cursor) and 7 8 9", got)
 	}
 }
+
+// TestPendingExceptLeavesHeldRetries: the retries of a gateway the
+// pipeline holds (its postbacks fail, or it is not configured) are left
+// out of Pending and NextDue without counting toward the window, so the
+// other gateways' retries and replays are taken; the lag is kept per
+// gateway, from the gateway each retry entry names.
+func TestPendingExceptLeavesHeldRetries(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := 1; i <= 6; i++ {
+		gw := "slow"
+		if i > 4 {
+			gw = "fast"
+		}
+		n := sample(gw, fmt.Sprint(i), "b")
+		n.ReceivedAt = n.ReceivedAt.Add(time.Duration(i) * time.Minute)
+		db.Append(context.Background(), n)
+	}
+	db.Pending(now, 10)
+	var outs []ipn.Outcome
+	for id := uint64(1); id <= 4; id++ {
+		outs = append(outs, ipn.Outcome{ID: id, State: ipn.StateReceived, RetryAt: now, Detail: "waiting"})
+	}
+	if _, err := db.Finish(outs, 4, now); err != nil {
+		t.Fatal(err)
+	}
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "T"}
+	if _, err := db.Finish([]ipn.Outcome{{ID: 5, State: ipn.StateApplied, Event: ev, EventKey: "k5"},
+		{ID: 6, State: ipn.StateApplied, Event: ev, EventKey: "k6"}}, 6, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Replay(6, now); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	held := func(gw string, id uint64, state func() *ipn.Processing) bool {
+		asked = append(asked, fmt.Sprintf("%s/%d", gw, id))
+		if st := state(); st == nil || st.State != ipn.StateReceived {
+			t.Errorf("state of %d = %+v", id, st)
+		}
+		return gw == "slow"
+	}
+	work, err := db.PendingExcept(now, 1, held)
+	if err != nil || len(work) != 1 || work[0].Notification.ID != 6 || work[0].Fresh {
+		t.Fatalf("PendingExcept = %+v, %v; want the replay of 6 past the 4 held retries", work, err)
+	}
+	if fmt.Sprint(asked) != "[slow/1 slow/2 slow/3 slow/4 fast/6]" {
+		t.Errorf("asked about %v", asked)
+	}
+	if work, _ := db.Pending(now, 10); len(work) != 5 {
+		t.Errorf("Pending (nothing held) = %d items, want 5", len(work))
+	}
+	if due, ok := db.NextDueExcept(func(gw string, _ uint64, _ func() *ipn.Processing) bool { return true }); ok {
+		t.Errorf("NextDueExcept (all held) = %v", due)
+	}
+	if due, ok := db.NextDueExcept(held); !ok || !due.Equal(now) {
+		t.Errorf("NextDueExcept = %v, %v; want the replay, due now", due, ok)
+	}
+	lag := db.OldestPendingByGateway(now)
+	base := sample("g", "", "").ReceivedAt
+	if len(lag) != 2 || !lag["slow"].Equal(base.Add(time.Minute)) || !lag["fast"].Equal(base.Add(6*time.Minute)) {
+		t.Errorf("OldestPendingByGateway = %v", lag)
+	}
+}
