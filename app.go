@@ -113,6 +113,11 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
 		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
 	})
+	a.m.Fulfilment(a.db.PoolRemaining)
+	if err := a.setFulfilment(cfg); err != nil {
+		a.db.Close()
+		return nil, err
+	}
 	sandbox, receivers := orderRules(cfg)
 	pl := cfg.Pipeline
 	a.pipe = pipeline.New(pipeline.Options{

@@ -52,6 +52,10 @@ type Config struct {
 	Log      LogConfig       `toml:"log"`
 	Pipeline PipelineConfig  `toml:"pipeline"`
 	Gateways []GatewayConfig `toml:"gateway"`
+	// Fulfilment and Products: what is delivered when an order is paid
+	// (SPEC §11; config_fulfil.go).
+	Fulfilment FulfilmentConfig `toml:"fulfilment"`
+	Products   []ProductConfig  `toml:"product"`
 
 	file     string // the config file read, "" for embedded defaults
 	embedded bool   // no config file: the test gateway is added
@@ -74,6 +78,9 @@ type ServerConfig struct {
 	AcmeDirectory string   `toml:"acme_directory"`
 	AcmeCAFile    string   `toml:"acme_ca_file"`
 	HTTPListen    string   `toml:"http_listen"`
+	// PublicURL is the base of download links (SPEC §11); default
+	// https://<acme_domains[0]>.
+	PublicURL string `toml:"public_url"`
 }
 
 // AdminConfig is the admin listener (API, metrics).
@@ -516,7 +523,7 @@ func (c *Config) receivers(g GatewayConfig) []string {
 // validate checks the loaded config, section by section, and returns the
 // first problem as a configError naming the key.
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.validateListeners, c.validateStore, c.validateDelivery, c.validateLog, c.validatePipeline} {
+	for _, check := range []func() error{c.validateListeners, c.validateStore, c.validateDelivery, c.validateLog, c.validatePipeline, c.validateFulfilment} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -53,6 +53,10 @@ func (a *app) reload(ctx context.Context) {
 		fail(err)
 		return
 	}
+	if err := a.setFulfilment(cfg); err != nil {
+		fail(err)
+		return
+	}
 	a.m.SetGateways(gatewayNames(cfg))
 	// The pipeline first: the first notification of a gateway just added
 	// must find it there.

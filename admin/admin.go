@@ -82,6 +82,7 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
+	a.fulfilRoutes(r)
 	r.GET("/api/stats", a.auth(a.stats))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
@@ -438,6 +439,8 @@ type orderRequest struct {
 	Description   string            `json:"description"`
 	Metadata      map[string]string `json:"metadata"`
 	Test          bool              `json:"test"` // a test order: only sandbox gateways' test payments pay it
+	// Items are the products it delivers (SPEC §11).
+	Items []ipn.Item `json:"items"`
 }
 
 // createOrder registers an expected order: 201, 409 when the id exists,
@@ -456,6 +459,10 @@ func (a *api) createOrder(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		return
 	}
 	o.Test = req.Test
+	if o.Items, err = a.checkItems(req.Items); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err := a.o.Store.CreateOrder(o); err != nil {
 		a.fail(w, err)
 		return
@@ -517,7 +524,7 @@ func (a *api) showOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Pa
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, orderView(*o))
+	writeJSON(w, http.StatusOK, a.withDeliveries(orderView(*o)))
 }
 
 func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {

@@ -88,6 +88,10 @@ type Event struct {
 	// comma-separated list of the Flag* values below, "" when none. It is a
 	// string rather than a slice so that Event stays comparable.
 	Flags string `json:"flags,omitempty"`
+	// Items is what the payment says was bought, "product:quantity"
+	// separated by commas (see ParseItems); "" when it says nothing. A
+	// string so that Event stays comparable.
+	Items string `json:"items,omitempty"`
 }
 
 // Event flags (Event.Flags).

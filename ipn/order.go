@@ -55,6 +55,9 @@ type Order struct {
 	// payment fact applied (by EventKey), so that a repeated event changes
 	// nothing and disorder ends in the same state.
 	Facts []OrderFact `json:"facts,omitempty"`
+	// Items is what the order contains (POST /api/orders "items"): the
+	// products delivered when it is paid (SPEC §11).
+	Items []Item `json:"items,omitempty"`
 }
 
 // OrderFact is one payment fact applied to an order.
@@ -150,6 +153,9 @@ type OrderSnapshot struct {
 	// callbacks may arrive out of order, and a shop keeps the one with
 	// the highest version of each order.
 	Version int `json:"version"`
+	// Deliveries are the download links and license keys issued when
+	// the order became paid (SPEC §11), on the snapshot of that change.
+	Deliveries []Delivered `json:"deliveries,omitempty"`
 }
 
 // Customer is who an order is for.

@@ -107,6 +107,8 @@ func (c lagGauge) Collect(ch chan<- prometheus.Metric) {
 // Metrics are typed handles on every collector. Methods are safe for
 // concurrent use and never fail.
 type Metrics struct {
+	fulfil fulfilMetrics // fulfil.go
+
 	reg       *prometheus.Registry
 	gwMu      sync.RWMutex // guards gateways (SetGateways on a config reload)
 	gateways  map[string]bool

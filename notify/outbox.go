@@ -556,6 +556,7 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		if d.Status == "" {
 			d.Status = string(snap.Status)
 		}
+		d.Deliveries = snap.Deliveries
 		if order != nil {
 			d.Description, d.DownloadURL = order.Description, order.Metadata["download_url"]
 		}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	texttemplate "text/template"
+	"time"
 
 	"ipnd/ipn"
 )
@@ -45,6 +46,10 @@ type TemplateData struct {
 	MerchantName, OrderID, Amount, Currency, Paid, Refunded, CustomerName, CustomerEmail,
 	Reason, Status, TxnID, DownloadURL, Description string
 	Notification uint64
+	// Deliveries are the download links and license keys the order was
+	// given when it was paid (SPEC §11): Product, ProductName,
+	// DownloadURL, DownloadsLeft, ExpiresAt, LicenseKey ("" when none).
+	Deliveries []ipn.Delivered
 }
 
 // Templates are the parsed email templates, read-only once loaded and
@@ -85,6 +90,8 @@ var sampleTemplateData = TemplateData{
 	Refunded: "0.00", CustomerName: "Customer", CustomerEmail: "customer@example.com",
 	Reason: "reason", Status: "paid", TxnID: "txn-1", DownloadURL: "https://example.com/download",
 	Description: "description", Notification: 1,
+	Deliveries: []ipn.Delivered{{Product: "p", ProductName: "Product", DownloadURL: "https://example.com/dl/t",
+		DownloadsLeft: 5, ExpiresAt: time.Unix(0, 0).UTC(), LicenseKey: "KEY"}},
 }
 
 // LoadTemplates parses the email templates: the embedded defaults, each

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"ipnd/ipn"
 )
@@ -31,6 +32,12 @@ var goldenData = TemplateData{
 	DownloadURL:   "https://shop.example.com/download/A-1001?token=abc&lang=en",
 	Description:   "The Analytical Engine, e-book",
 	Notification:  42,
+	Deliveries: []ipn.Delivered{
+		{Product: "engine-book", ProductName: "The Analytical Engine (EPUB)", DownloadURL: "https://shop.example.com/dl/tok1",
+			DownloadsLeft: 5, ExpiresAt: time.Date(2026, 12, 13, 10, 0, 0, 0, time.UTC)},
+		{Product: "engine-sim", ProductName: "Engine simulator", DownloadURL: "https://shop.example.com/dl/tok2",
+			DownloadsLeft: 3, ExpiresAt: time.Date(2026, 12, 13, 10, 0, 0, 0, time.UTC), LicenseKey: "ABCDE-FGHJK-MNPQR-STUVW"},
+	},
 }
 
 func mustLoadTemplates(t *testing.T, dir string) *Templates {
@@ -105,7 +112,7 @@ func TestTemplatesDownloadLink(t *testing.T) {
 				t.Errorf("with DownloadURL: the link is missing\ntext:\n%s\nhtml:\n%s", text, html)
 			}
 			without := goldenData
-			without.DownloadURL = ""
+			without.DownloadURL, without.Deliveries = "", nil
 			_, text, html, err = tmpl.Render(name, without)
 			if err != nil {
 				t.Fatal(err)
@@ -115,6 +122,26 @@ func TestTemplatesDownloadLink(t *testing.T) {
 				t.Errorf("without DownloadURL: a download link appears\ntext:\n%s\nhtml:\n%s", text, html)
 			}
 		})
+	}
+}
+
+// TestTemplatesDeliveries: the payment email lists every link issued
+// (SPEC §11), with its product, limit, expiry and license key.
+func TestTemplatesDeliveries(t *testing.T) {
+	tmpl := mustLoadTemplates(t, "")
+	_, text, html, err := tmpl.Render(ipn.TemplatePaymentReceived, goldenData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range goldenData.Deliveries {
+		for _, want := range []string{d.DownloadURL, d.ProductName, "until 2026-12-13 10:00 UTC"} {
+			if !strings.Contains(text, want) || !strings.Contains(html, want) {
+				t.Errorf("%q missing\ntext:\n%s\nhtml:\n%s", want, text, html)
+			}
+		}
+		if d.LicenseKey != "" && (!strings.Contains(text, "License key: "+d.LicenseKey) || !strings.Contains(html, d.LicenseKey)) {
+			t.Errorf("license key %q missing", d.LicenseKey)
+		}
 	}
 }
 

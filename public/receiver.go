@@ -93,6 +93,7 @@ type Receiver struct {
 	routes  atomic.Pointer[receiverRoutes] // replaced whole by SetGateways
 	limiter *rateLimiter
 	log     *slog.Logger
+	fulfil  atomic.Pointer[Fulfilment] // /dl and /v1/licenses (fulfil.go); nil: not served
 
 	mu         sync.Mutex
 	rejections []Rejection // ring buffer
@@ -170,6 +171,7 @@ func (r *Receiver) Handler() http.Handler {
 		http.MethodPatch, http.MethodDelete, http.MethodOptions} {
 		rt.Handle(m, "/ipn/:gateway", r.serveIPN)
 	}
+	r.fulfilRoutes(rt)
 	rt.GET("/healthz", func(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok")

@@ -373,6 +373,11 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if d.Order != nil {
+		var err error
+		if d.Effects, err = db.fulfilOrder(tx, s.Order, d.Order, d.Event, d.Effects, now); err != nil { // SPEC §11
+			return ipn.Recorded{}, err
+		}
+		d.Recorded.OrderTo = d.Order.Status
 		if err := db.putOrder(tx, s.Order, d.Order); err != nil {
 			return ipn.Recorded{}, err
 		}

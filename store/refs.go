@@ -102,6 +102,10 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 				}
 			}
 			a := ipn.Adopt(o, p.id, gateway, p.w, now)
+			var err error
+			if a.Effects, err = db.fulfilOrder(tx, o, &a.Order, a.Event, a.Effects, now); err != nil { // SPEC §11
+				return nil, err
+			}
 			if err := db.putOrder(tx, o, &a.Order); err != nil {
 				return nil, err
 			}

@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"ipnd/fulfil"
 	"ipnd/internal/backoff"
 	"ipnd/ipn"
 )
@@ -130,6 +131,8 @@ type Options struct {
 
 // DB is ipnd's database. Its methods are safe for concurrent use.
 type DB struct {
+	catalog atomic.Pointer[fulfil.Catalog] // products delivered (SetCatalog; fulfil.go)
+
 	bolt  *bolt.DB
 	path  string
 	opts  Options

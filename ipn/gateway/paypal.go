@@ -226,6 +226,7 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 		Receiver:       cmp.Or(f["receiver_email"], f["receiver_id"]),
 		SubscriptionID: cmp.Or(f["subscr_id"], f["recurring_payment_id"]),
 		Test:           f["test_ipn"] == "1",
+		Items:          payPalItems(f),
 	}
 	if r := cmp.Or(f["pending_reason"], f["reason_code"], f["case_type"]); r != "" {
 		ev.GatewayStatus += " (" + r + ")"

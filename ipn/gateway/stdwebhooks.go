@@ -175,6 +175,8 @@ type webhookData struct {
 	Receiver       string      `json:"receiver"`
 	SubscriptionID string      `json:"subscription_id"`
 	Test           bool        `json:"test"`
+	// Items: what was bought, [{"product": "...", "quantity": n}] (SPEC §11).
+	Items json.RawMessage `json:"items"`
 }
 
 func (g *stdWebhooksGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
@@ -202,6 +204,7 @@ func ParseWebhookEvent(body []byte, eventID string) (*ipn.Event, error) {
 	ev.Currency = strings.ToUpper(d.Currency)
 	ev.CustomerEmail, ev.CustomerName = d.CustomerEmail, d.CustomerName
 	ev.Receiver, ev.SubscriptionID, ev.Test = d.Receiver, d.SubscriptionID, d.Test
+	ev.Items = jsonItems(d.Items)
 	if d.Amount != "" {
 		amt, err := ipn.NormalizeAmount(d.Amount.String(), ev.Currency)
 		if err != nil {

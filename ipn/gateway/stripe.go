@@ -213,6 +213,7 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		CustomerEmail: cmp.Or(o.CustomerDetails.Email, o.CustomerEmail, o.BillingDetails.Email, o.ReceiptEmail),
 		CustomerName:  cmp.Or(o.CustomerDetails.Name, o.BillingDetails.Name),
 		OrderID:       cmp.Or(o.ClientReferenceID, o.Metadata["order_id"]),
+		Items:         itemsText(o.Metadata["products"]),
 	}
 	minor := o.Amount
 	if sub := stripeID(o.Subscription); sub != "" {

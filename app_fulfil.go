@@ -1,0 +1,109 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"ipnd/public"
+)
+
+// signingKeyFile is the Ed25519 key pair that signs license_format =
+// "signed" keys, in the data directory, created on first use.
+const signingKeyFile = "license-signing.key"
+
+func signingKeyPath(cfg *Config) string { return filepath.Join(cfg.dataDir(), signingKeyFile) }
+
+// loadSigningKey reads the license signing key, creating it when create
+// is set and there is none (0600, written to a temporary file, synced,
+// renamed into place and the directory synced: a crash leaves either no
+// key or the whole key).
+func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
+	path := signingKeyPath(cfg)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(seed) != ed25519.SeedSize {
+			return nil, fmt.Errorf("license signing key %s: not a base64 Ed25519 seed", path)
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) || !create {
+		return nil, fmt.Errorf("license signing key: %w", err)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(dir, signingKeyFile+".tmp*")
+	if err != nil {
+		return nil, fmt.Errorf("license signing key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(base64.StdEncoding.EncodeToString(priv.Seed()) + "\n")
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// Link rather than rename: a key another process created meanwhile wins.
+		err = os.Link(tmp.Name(), path)
+		if errors.Is(err, os.ErrExist) {
+			return loadSigningKey(cfg, false)
+		}
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("license signing key: %w", err)
+	}
+	return priv, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// setFulfilment gives the store and the public listener the products of
+// cfg (SPEC §11). With none, nothing is delivered and /dl and
+// /v1/licenses answer 404.
+func (a *app) setFulfilment(cfg *Config) error {
+	var signer ed25519.PrivateKey
+	if cfg.usesSignedKeys() {
+		var err error
+		if signer, err = loadSigningKey(cfg, true); err != nil {
+			return err
+		}
+	}
+	cat, err := cfg.catalog(signer)
+	if err != nil {
+		return err
+	}
+	a.db.SetCatalog(cat)
+	if !cat.Enabled() {
+		a.rcv.SetFulfilment(nil)
+		return nil
+	}
+	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader})
+	return nil
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"ipnd/ipn"
+)
+
+// fulfilConfig writes dir/ipnd.toml for the delivery tests: loopback
+// listeners, public_url https://dl.example.com (the tests send the
+// links' paths to the real listener), the in-process SMTP server, the
+// shop, products (extra) and the paypal gateway verified at verifyURL.
+func fulfilConfig(t *testing.T, dir, smtpPort, shopURL, verifyURL, extra string) string {
+	t.Helper()
+	files := filepath.Join(dir, "files")
+	os.MkdirAll(files, 0o700)
+	cfg := filepath.Join(dir, "ipnd.toml")
+	body := fmt.Sprintf(`[server]
+listen = "127.0.0.1:0"
+rate_limit = 0
+public_url = "https://dl.example.com"
+[admin]
+listen = "127.0.0.1:0"
+token = "t"
+[store]
+path = %q
+[log]
+level = "warn"
+[pipeline]
+verify_timeout = "1s"
+retry_base = "20ms"
+retry_cap = "80ms"
+outbox_retry_base = "20ms"
+outbox_retry_cap = "100ms"
+[smtp]
+host = "127.0.0.1"
+port = %s
+tls = "none"
+from = "Shop <shop@example.com>"
+timeout = "2s"
+[email]
+merchant_to = "owner@example.com"
+merchant_name = "Example Shop"
+[shop]
+url = %q
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[fulfilment]
+files_dir = %q
+%s
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+`, filepath.Join(dir, "ipnd.db"), smtpPort, shopURL, files, extra, verifyURL)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// writeProductFile writes n random bytes to dir/files/name.
+func writeProductFile(t testing.TB, dir, name string, n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	if err := os.MkdirAll(filepath.Join(dir, "files"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "files", name), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var (
+	linkRE = regexp.MustCompile(`https://dl\.example\.com(/dl/[A-Za-z0-9_-]+)`)
+	keyRE  = regexp.MustCompile(`License key: ([A-Za-z0-9/_.=-]+)`)
+)
+
+// mailPlain returns the messages to one recipient, quoted-printable
+// decoded.
+func mailPlain(t *testing.T, f *fakeSMTP, to string) []string {
+	var out []string
+	for _, raw := range mailText(t, f, to) {
+		b, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			b = []byte(raw)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// get fetches path on the daemon's public listener.
+func (d *daemon) get(path string, hdr ...string) (*http.Response, []byte) {
+	d.t.Helper()
+	req, _ := http.NewRequest("GET", d.addr("public")+path, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// license posts to the License API (JSON when asJSON, else a form).
+func (d *daemon) license(action string, asJSON bool, fields ...string) (int, map[string]any) {
+	d.t.Helper()
+	var body []byte
+	ctype := "application/x-www-form-urlencoded"
+	if asJSON {
+		m := map[string]string{}
+		for i := 0; i+1 < len(fields); i += 2 {
+			m[fields[i]] = fields[i+1]
+		}
+		body, _ = json.Marshal(m)
+		ctype = "application/json"
+	} else {
+		v := url.Values{}
+		for i := 0; i+1 < len(fields); i += 2 {
+			v.Set(fields[i], fields[i+1])
+		}
+		body = []byte(v.Encode())
+	}
+	resp, err := http.Post(d.addr("public")+"/v1/licenses/"+action, ctype, bytes.NewReader(body))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func licenseStatus(m map[string]any) string {
+	lk, _ := m["license_key"].(map[string]any)
+	s, _ := lk["status"].(string)
+	return s
+}
+
+// TestFulfilmentPayPalEndToEnd is issue 22's acceptance flow: an order
+// registered with a product, paid through PayPal (postback to a local
+// verifier), the email read from the SMTP server, the file downloaded
+// (bytes, a range, the sixth download of a five-download link refused),
+// the license activated to its limit, validated and deactivated, then
+// the payment refunded: the link is gone and the license disabled.
+func TestFulfilmentPayPalEndToEnd(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	shop, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	file := writeProductFile(t, dir, "engine.epub", 300<<10)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", `[[product]]
+id = "engine-book"
+name = "The Analytical Engine"
+file = "engine.epub"
+license = "generated"
+`)
+	d := startDaemon(t, dir, cfg)
+
+	if code := d.api("POST", "/api/orders", map[string]any{"id": "O-1", "amount": "19.95", "currency": "USD",
+		"customer_email": "buyer@example.com", "items": []map[string]any{{"product": "engine-book", "quantity": 1}}}, nil); code != 201 {
+		t.Fatalf("register = %d", code)
+	}
+	if code := d.api("POST", "/api/orders", map[string]any{"id": "O-X", "amount": "19.95", "currency": "USD",
+		"customer_email": "buyer@example.com", "items": []map[string]any{{"product": "nope"}}}, nil); code != 400 {
+		t.Errorf("register with an unknown product = %d, want 400", code)
+	}
+	pay := ipnBody("txn_id", "T1", "invoice", "O-1")
+	fake.remember(pay)
+	if code := d.postIPN("paypal", pay); code != 200 {
+		t.Fatalf("IPN = %d", code)
+	}
+	waitOrder(t, d, "O-1", ipn.OrderPaid)
+
+	// The email carries the link and the key.
+	var mail string
+	waitFor(t, "the payment email", 10*time.Second, func() bool {
+		m := mailPlain(t, smtpd, "buyer@example.com")
+		if len(m) > 0 {
+			mail = m[0]
+		}
+		return len(m) == 1
+	})
+	links, keys := linkRE.FindAllStringSubmatch(mail, -1), keyRE.FindAllStringSubmatch(mail, -1)
+	if len(links) == 0 || len(keys) == 0 {
+		t.Fatalf("no link or key in the email:\n%s", mail)
+	}
+	link, key := links[0][1], keys[0][1]
+	if !regexp.MustCompile(`^[A-Z0-9]{5}(-[A-Z0-9]{5}){3}$`).MatchString(key) {
+		t.Errorf("license key %q is not XXXXX-XXXXX-XXXXX-XXXXX", key)
+	}
+
+	// The shop's order.paid carries the same deliveries.
+	var paid map[string]any
+	waitFor(t, "order.paid callback", 10*time.Second, func() bool {
+		for _, b := range shop.forOrder("O-1") {
+			if b["type"] == "order.paid" {
+				paid = b
+				return true
+			}
+		}
+		return false
+	})
+	dels, _ := paid["data"].(map[string]any)["order"].(map[string]any)["deliveries"].([]any)
+	if len(dels) != 1 {
+		t.Fatalf("order.paid deliveries = %v", paid["data"])
+	}
+	d0 := dels[0].(map[string]any)
+	if d0["product"] != "engine-book" || d0["download_url"] != "https://dl.example.com"+link || d0["license_key"] != key ||
+		d0["downloads_left"] != float64(5) || d0["expires_at"] == "" {
+		t.Errorf("delivery in the callback = %v", d0)
+	}
+	var shown struct {
+		Deliveries []ipn.Delivered `json:"deliveries"`
+	}
+	d.api("GET", "/api/orders/O-1", nil, &shown)
+	if len(shown.Deliveries) != 1 || shown.Deliveries[0].LicenseKey != key || shown.Deliveries[0].DownloadURL != "" {
+		t.Errorf("GET /api/orders/O-1 deliveries = %+v", shown.Deliveries)
+	}
+
+	// Downloads: the whole file, a range (not counted), a resumed
+	// download to the end (counted), up to the limit of 5; the 6th: 410.
+	resp, body := d.get(link)
+	if resp.StatusCode != 200 || !bytes.Equal(body, file) || resp.ContentLength != int64(len(file)) ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment") ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), "engine.epub") || resp.Header.Get("Content-Type") != "application/epub+zip" {
+		t.Fatalf("download: %d %v (%d bytes)", resp.StatusCode, resp.Header, len(body))
+	}
+	resp, body = d.get(link, "Range", "bytes=100-199")
+	if resp.StatusCode != 206 || !bytes.Equal(body, file[100:200]) {
+		t.Fatalf("range: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	resp, body = d.get(link, "Range", "bytes=1000-")
+	if resp.StatusCode != 206 || !bytes.Equal(body, file[1000:]) {
+		t.Fatalf("resume: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	for i := 3; i <= 5; i++ {
+		if resp, _ := d.get(link); resp.StatusCode != 200 {
+			t.Fatalf("download %d = %d", i, resp.StatusCode)
+		}
+	}
+	resp, body = d.get(link)
+	if resp.StatusCode != 410 || !strings.Contains(string(body), "no longer works") {
+		t.Errorf("6th download = %d %s, want 410 with a page", resp.StatusCode, body)
+	}
+	if resp, _ := d.get("/dl/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); resp.StatusCode != 404 {
+		t.Errorf("unknown token = %d, want 404", resp.StatusCode)
+	}
+
+	// License: three activations, the fourth refused.
+	var instances []string
+	for i := 1; i <= 3; i++ {
+		code, out := d.license("activate", i%2 == 0, "license_key", key, "instance_name", fmt.Sprintf("laptop-%d", i))
+		in, _ := out["instance"].(map[string]any)
+		if code != 200 || out["activated"] != true || out["error"] != nil || in == nil || licenseStatus(out) != "active" {
+			t.Fatalf("activation %d: %d %v", i, code, out)
+		}
+		instances = append(instances, in["id"].(string))
+	}
+	code, out := d.license("activate", true, "license_key", key, "instance_name", "laptop-4")
+	if code != 422 || out["activated"] != false || out["error"] == nil {
+		t.Errorf("4th activation: %d %v, want 422", code, out)
+	}
+	code, out = d.license("validate", false, "license_key", key, "instance_id", instances[1])
+	meta, _ := out["meta"].(map[string]any)
+	lk, _ := out["license_key"].(map[string]any)
+	if code != 200 || out["valid"] != true || out["instance"] == nil || meta["order_id"] != "O-1" || meta["product_id"] != "engine-book" ||
+		lk["activation_usage"] != float64(3) || lk["activation_limit"] != float64(3) || lk["key"] != key {
+		t.Errorf("validate: %d %v", code, out)
+	}
+	code, out = d.license("deactivate", true, "license_key", key, "instance_id", instances[1])
+	if code != 200 || out["deactivated"] != true {
+		t.Errorf("deactivate: %d %v", code, out)
+	}
+	if code, _ = d.license("validate", false, "license_key", key, "instance_id", instances[1]); code != 404 {
+		t.Errorf("validate a deactivated instance = %d, want 404", code)
+	}
+	if code, out = d.license("validate", false, "license_key", "WRONG-KEY"); code != 404 || out["error"] == nil {
+		t.Errorf("unknown key: %d %v", code, out)
+	}
+	if code, _ = d.license("activate", false, "license_key", key); code != 400 {
+		t.Errorf("activate without instance_name = %d, want 400", code)
+	}
+
+	// A reissue gives new links (the old one is gone) and a new email.
+	var re struct{ Deliveries []ipn.Delivered }
+	if code := d.api("POST", "/api/orders/O-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) != 1 {
+		t.Fatalf("reissue = %d %+v", code, re)
+	}
+	newLink := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+	if resp, _ := d.get(link); resp.StatusCode != 404 {
+		t.Errorf("old link after reissue = %d, want 404", resp.StatusCode)
+	}
+	if resp, body := d.get(newLink); resp.StatusCode != 200 || !bytes.Equal(body, file) {
+		t.Errorf("reissued link = %d", resp.StatusCode)
+	}
+	waitFor(t, "the reissue email", 10*time.Second, func() bool {
+		m := mailPlain(t, smtpd, "buyer@example.com")
+		return len(m) == 2 && strings.Contains(m[1], newLink)
+	})
+
+	// Refund in full: the link is gone, the license disabled.
+	refund := ipnBody("txn_id", "T2", "parent_txn_id", "T1", "payment_status", "Refunded", "mc_gross", "-19.95", "invoice", "O-1")
+	fake.remember(refund)
+	if code := d.postIPN("paypal", refund); code != 200 {
+		t.Fatalf("refund IPN = %d", code)
+	}
+	waitOrder(t, d, "O-1", ipn.OrderRefunded)
+	if resp, body := d.get(newLink); resp.StatusCode != 410 || !strings.Contains(string(body), "revoked") {
+		t.Errorf("link after the refund = %d %s, want 410", resp.StatusCode, body)
+	}
+	code, out = d.license("validate", true, "license_key", key)
+	if code != 200 || out["valid"] != false || licenseStatus(out) != "disabled" {
+		t.Errorf("validate after the refund: %d %v, want disabled", code, out)
+	}
+	if code, out = d.license("activate", false, "license_key", key, "instance_name", "x"); code != 422 {
+		t.Errorf("activate after the refund: %d %v, want 422", code, out)
+	}
+
+	// Metrics.
+	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	mresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{`ipnd_downloads_total{result="ok"} 6`, `ipnd_downloads_total{result="limit"} 1`,
+		`ipnd_downloads_total{result="unknown"} 2`, `ipnd_downloads_total{result="revoked"} 1`, `ipnd_downloads_total{result="partial"} 1`,
+		`ipnd_license_requests_total{action="activate",result="refused"} 2`, `ipnd_license_requests_total{action="validate",result="unknown_key"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

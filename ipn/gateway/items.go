@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"ipnd/ipn"
+)
+
+// What a payment says was bought (SPEC §11), as ipn.Event.Items: the
+// items normalized ("id:n,id:n"), or, when they cannot be read, the text
+// as sent (bounded), so that a paid order goes to review
+// (unknown_product) rather than silently undelivered.
+
+const maxItemsText = 1024
+
+// itemsText normalizes a list of product ids, each optionally ":n".
+func itemsText(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	items, err := ipn.ParseItems(s)
+	if err != nil {
+		return invalidItems(s)
+	}
+	return ipn.FormatItems(items)
+}
+
+// invalidItems keeps unreadable items as text ParseItems refuses.
+func invalidItems(s string) string {
+	if len(s) > maxItemsText {
+		s = s[:maxItemsText]
+	}
+	return "!" + strings.ToValidUTF8(s, "?")
+}
+
+// payPalItems reads item_number (with quantity) of a single-item button
+// and item_numberN/quantityN of a cart (num_cart_items).
+func payPalItems(f map[string]string) string {
+	var parts []string
+	add := func(id, qty string) {
+		id, qty = strings.TrimSpace(id), strings.TrimSpace(qty)
+		if id == "" {
+			return
+		}
+		if qty == "" {
+			qty = "1"
+		}
+		parts = append(parts, id+":"+qty)
+	}
+	n, _ := strconv.Atoi(f["num_cart_items"])
+	if n > 0 || f["item_number1"] != "" {
+		for i := 1; i <= max(n, 1) && i <= ipn.MaxItems; i++ {
+			add(f["item_number"+strconv.Itoa(i)], f["quantity"+strconv.Itoa(i)])
+		}
+	} else {
+		add(f["item_number"], f["quantity"])
+	}
+	return itemsText(strings.Join(parts, ","))
+}
+
+// jsonItems reads the generic kinds' data.items: [{"product", "quantity"}].
+func jsonItems(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var items []struct {
+		Product  string          `json:"product"`
+		Quantity json.RawMessage `json:"quantity"`
+	}
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return invalidItems(string(raw))
+	}
+	var parts []string
+	for _, it := range items {
+		q := strings.TrimSpace(string(it.Quantity))
+		if q == "" || q == "null" {
+			q = "1"
+		}
+		parts = append(parts, it.Product+":"+q)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return itemsText(strings.Join(parts, ","))
+}

@@ -1,0 +1,508 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/fulfil"
+	"ipnd/ipn"
+)
+
+// Delivering what was bought (SPEC §11). The rules are in package
+// fulfil; here they are recorded, in the transaction that changes the
+// order (fulfilOrder, called where the pipeline writes an order). The
+// buckets are created on first use; older binaries ignore them.
+var (
+	bucketFulfil      = []byte("fulfilments")  // order id -> JSON fulfil.Record
+	bucketDLTokens    = []byte("dl_tokens")    // hex sha256 of a download token -> order id, 0, delivery index (4)
+	bucketLicenses    = []byte("licenses")     // hex sha256 of a license key -> JSON fulfil.License
+	bucketLicensePool = []byte("license_pool") // product id -> uint64: position of the next pool key
+)
+
+// SetCatalog sets the products delivered (config load and reload). nil
+// or empty: nothing is delivered.
+func (db *DB) SetCatalog(c *fulfil.Catalog) { db.catalog.Store(c) }
+
+// Catalog returns the products delivered (nil: none).
+func (db *DB) Catalog() *fulfil.Catalog { return db.catalog.Load() }
+
+func fulfilBucket(tx *bolt.Tx, name []byte) (*bolt.Bucket, error) {
+	if tx.Writable() {
+		return tx.CreateBucketIfNotExists(name)
+	}
+	return tx.Bucket(name), nil
+}
+
+func getRecord(tx *bolt.Tx, orderID string) (*fulfil.Record, error) {
+	b := tx.Bucket(bucketFulfil)
+	if b == nil {
+		return nil, nil
+	}
+	v := b.Get([]byte(orderID))
+	if v == nil {
+		return nil, nil
+	}
+	var r fulfil.Record
+	if err := decodeValue(v, &r); err != nil {
+		return nil, fmt.Errorf("%w: deliveries of order %q: %v", ErrCorrupt, orderID, err)
+	}
+	return &r, nil
+}
+
+func putRecord(tx *bolt.Tx, r *fulfil.Record) error {
+	b, err := fulfilBucket(tx, bucketFulfil)
+	if err != nil {
+		return err
+	}
+	v, err := encodeValue(r)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(r.OrderID), v)
+}
+
+func getLicense(tx *bolt.Tx, hash string) (*fulfil.License, error) {
+	b := tx.Bucket(bucketLicenses)
+	if b == nil {
+		return nil, nil
+	}
+	v := b.Get([]byte(hash))
+	if v == nil {
+		return nil, nil
+	}
+	var l fulfil.License
+	if err := decodeValue(v, &l); err != nil {
+		return nil, fmt.Errorf("%w: license: %v", ErrCorrupt, err)
+	}
+	return &l, nil
+}
+
+func putLicense(tx *bolt.Tx, l *fulfil.License) error {
+	b, err := fulfilBucket(tx, bucketLicenses)
+	if err != nil {
+		return err
+	}
+	v, err := encodeValue(l)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(l.Hash), v)
+}
+
+func tokenValue(orderID string, i int) []byte {
+	v := append([]byte(orderID), 0, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(v[len(v)-4:], uint32(i))
+	return v
+}
+
+func splitTokenValue(v []byte) (string, int, bool) {
+	if len(v) < 5 || v[len(v)-5] != 0 {
+		return "", 0, false
+	}
+	return string(v[:len(v)-5]), int(binary.BigEndian.Uint32(v[len(v)-4:])), true
+}
+
+func putTokens(tx *bolt.Tx, rec *fulfil.Record) error {
+	b, err := fulfilBucket(tx, bucketDLTokens)
+	if err != nil {
+		return err
+	}
+	for i, d := range rec.Deliveries {
+		if err := b.Put([]byte(d.TokenHash), tokenValue(rec.OrderID, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fulfilOrder records what order next's change from old (nil: new)
+// delivers, in tx, before next is written: links and keys issued when it
+// becomes paid (the effects of the change, its payment email and shop
+// callback, carry them), revoked when it is refunded in full, reversed
+// or disputed, restored when it is paid again. A paid order whose items
+// cannot be delivered goes to review instead (next and the effects are
+// changed). It returns the effects to queue.
+func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+	cat := db.catalog.Load()
+	if !cat.Enabled() || next == nil {
+		return effects, nil
+	}
+	var from ipn.OrderStatus
+	if old != nil {
+		from = old.Status
+	}
+	if from == next.Status {
+		return effects, nil
+	}
+	rec, err := getRecord(tx, next.ID)
+	if err != nil {
+		return nil, err
+	}
+	switch fulfil.Decide(from, next.Status, rec) {
+	case fulfil.Issue:
+		return db.issue(tx, cat, next, ev, effects, now)
+	case fulfil.Revoke:
+		return effects, setRevoked(tx, rec, true, "order "+string(next.Status))
+	case fulfil.Restore:
+		return effects, setRevoked(tx, rec, false, "")
+	}
+	return effects, nil
+}
+
+func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+	items, err := fulfil.Items(next, ev)
+	if err != nil {
+		return fulfil.ToReview(next, effects, ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error(), now), nil
+	}
+	if len(items) == 0 {
+		return effects, nil // nothing bought that ipnd delivers
+	}
+	if unknown := cat.Unknown(items); len(unknown) > 0 {
+		return fulfil.ToReview(next, effects, ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]), now), nil
+	}
+	next.Items = items
+	sub, end := subscriptionPeriod(tx, next, ev)
+	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx), sub, end)
+	if errors.Is(err, fulfil.ErrPoolEmpty) {
+		return fulfil.ToReview(next, effects, "license_pool_empty", err.Error(), now), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := putRecord(tx, &is.Record); err != nil {
+		return nil, err
+	}
+	if err := putTokens(tx, &is.Record); err != nil {
+		return nil, err
+	}
+	for i := range is.Licenses {
+		if err := putLicense(tx, &is.Licenses[i]); err != nil {
+			return nil, err
+		}
+	}
+	return withDeliveries(effects, is.Delivered), nil
+}
+
+// withDeliveries returns effects with their order snapshots carrying d.
+func withDeliveries(effects []ipn.Effect, d []ipn.Delivered) []ipn.Effect {
+	out := make([]ipn.Effect, len(effects))
+	done := map[*ipn.OrderSnapshot]*ipn.OrderSnapshot{}
+	for i, e := range effects {
+		if e.Order != nil {
+			s, ok := done[e.Order]
+			if !ok {
+				c := *e.Order
+				c.Deliveries = d
+				s, done[e.Order] = &c, &c
+			}
+			e.Order = s
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// poolTaker hands out pool keys in tx: the next key at the product's
+// recorded position, skipping any already handed out (its hash is a
+// license), and records the new position in the same transaction.
+func poolTaker(tx *bolt.Tx) fulfil.PoolKey {
+	return func(p *fulfil.Product) (string, error) {
+		b, err := fulfilBucket(tx, bucketLicensePool)
+		if err != nil {
+			return "", err
+		}
+		pos := getU64(b.Get([]byte(p.ID)))
+		for ; pos < uint64(len(p.Pool)); pos++ {
+			key := p.Pool[pos]
+			l, err := getLicense(tx, fulfil.Hash(key))
+			if err != nil {
+				return "", err
+			}
+			if l == nil {
+				return key, b.Put([]byte(p.ID), u64(pos+1))
+			}
+		}
+		return "", fmt.Errorf("product %q: %w", p.ID, fulfil.ErrPoolEmpty)
+	}
+}
+
+// setRevoked revokes (or restores) rec's links and disables (or enables)
+// its licenses, except those the merchant disabled.
+func setRevoked(tx *bolt.Tx, rec *fulfil.Record, revoked bool, reason string) error {
+	rec.Revoked, rec.Reason = revoked, reason
+	if err := putRecord(tx, rec); err != nil {
+		return err
+	}
+	for _, d := range rec.Deliveries {
+		if d.LicenseHash == "" {
+			continue
+		}
+		l, err := getLicense(tx, d.LicenseHash)
+		if err != nil || l == nil || l.Manual {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		l.Disabled, l.DisabledReason = revoked, reason
+		if err := putLicense(tx, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// subscriptionPeriod returns the subscription the paying event is part
+// of and the end of the period it pays ("" when none).
+func subscriptionPeriod(tx *bolt.Tx, o *ipn.Order, ev *ipn.Event) (string, time.Time) {
+	return "", time.Time{}
+}
+
+// Grant is a download the store allows: the product's file and the
+// delivery it counts against.
+type Grant struct {
+	Product   *fulfil.Product
+	OrderID   string
+	TokenHash string
+	Left      int // downloads left before this one
+}
+
+// Download looks up a download token at now: the grant, or the refusal
+// (fulfil.Refused*), or ErrNotFound for a token never issued (or
+// replaced by a reissue).
+func (db *DB) Download(token string, now time.Time) (*Grant, string, error) {
+	h := fulfil.Hash(token)
+	var g *Grant
+	refusal := ""
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDLTokens)
+		if b == nil {
+			return ErrNotFound
+		}
+		id, i, ok := splitTokenValue(b.Get([]byte(h)))
+		if !ok {
+			return ErrNotFound
+		}
+		rec, err := getRecord(tx, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil || i >= len(rec.Deliveries) || rec.Deliveries[i].TokenHash != h {
+			return ErrNotFound
+		}
+		if refusal = rec.Refusal(i, now); refusal != "" {
+			return nil
+		}
+		d := rec.Deliveries[i]
+		p := db.catalog.Load().Products[d.Product]
+		if p == nil {
+			refusal = fulfil.RefusedRevoked // the product was removed from the config
+			return nil
+		}
+		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads}
+		return nil
+	})
+	return g, refusal, mapClosed(err)
+}
+
+// CountDownload records one completed download of the link g names.
+func (db *DB) CountDownload(g *Grant) error {
+	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDLTokens)
+		if b == nil {
+			return ErrNotFound
+		}
+		id, i, ok := splitTokenValue(b.Get([]byte(g.TokenHash)))
+		if !ok {
+			return ErrNotFound
+		}
+		rec, err := getRecord(tx, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil || i >= len(rec.Deliveries) {
+			return ErrNotFound
+		}
+		rec.Deliveries[i].Downloads++
+		return putRecord(tx, rec)
+	}))
+}
+
+// Deliveries returns what order id was delivered (ErrNotFound: nothing)
+// and its licenses by hash.
+func (db *DB) Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error) {
+	var rec *fulfil.Record
+	lic := map[string]*fulfil.License{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		if rec, err = getRecord(tx, id); err != nil {
+			return err
+		}
+		if rec == nil {
+			return fmt.Errorf("deliveries of order %q: %w", id, ErrNotFound)
+		}
+		for _, d := range rec.Deliveries {
+			if d.LicenseHash != "" {
+				l, err := getLicense(tx, d.LicenseHash)
+				if err != nil {
+					return err
+				}
+				if l != nil {
+					lic[d.LicenseHash] = l
+				}
+			}
+		}
+		return nil
+	})
+	return rec, lic, mapClosed(err)
+}
+
+// Reissue gives order id's links new tokens, their full limit and a new
+// ttl (the old links stop working) and queues the customer's email with
+// them. It returns what the email carries.
+func (db *DB) Reissue(id string, now time.Time) ([]ipn.Delivered, error) {
+	cat := db.catalog.Load()
+	var shown []ipn.Delivered
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		rec, err := getRecord(tx, id)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			return fmt.Errorf("deliveries of order %q: %w", id, ErrNotFound)
+		}
+		if rec.Revoked {
+			return fmt.Errorf("order %q: %w (%s)", id, ErrRevoked, rec.Reason)
+		}
+		o, err := getOrder(tx, id)
+		if err != nil {
+			return err
+		}
+		lic := map[string]*fulfil.License{}
+		for _, d := range rec.Deliveries {
+			if l, err := getLicense(tx, d.LicenseHash); err != nil {
+				return err
+			} else if l != nil {
+				lic[d.LicenseHash] = l
+			}
+		}
+		next, old, s, err := cat.Reissue(*rec, lic, rand.Reader, now)
+		if err != nil {
+			return err
+		}
+		tokens, err := fulfilBucket(tx, bucketDLTokens)
+		if err != nil {
+			return err
+		}
+		for _, h := range old {
+			if err := tokens.Delete([]byte(h)); err != nil {
+				return err
+			}
+		}
+		if err := putRecord(tx, &next); err != nil {
+			return err
+		}
+		if err := putTokens(tx, &next); err != nil {
+			return err
+		}
+		shown = s
+		if o == nil || o.CustomerEmail == "" {
+			return nil
+		}
+		snap := o.Snapshot(o.Status, "deliveries reissued")
+		snap.Deliveries = s
+		e := ipn.Effect{Kind: ipn.EffectEmailCustomer, Template: ipn.TemplatePaymentReceived, OrderID: id, To: o.CustomerEmail,
+			Cause: id + "/deliveries/reissue/" + strconv.Itoa(next.Reissues), Amount: o.Paid, Order: snap}
+		return db.enqueue(tx, []ipn.Effect{e}, 0, now)
+	})
+	if err == nil {
+		db.pokeOutbox()
+	}
+	return shown, mapClosed(err)
+}
+
+// License returns the license whose key is key (ErrNotFound).
+func (db *DB) License(key string) (*fulfil.License, error) {
+	var l *fulfil.License
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		if l, err = getLicense(tx, fulfil.Hash(key)); err == nil && l == nil {
+			err = ErrNotFound
+		}
+		return err
+	})
+	return l, mapClosed(err)
+}
+
+// UpdateLicense changes the license whose key is key with f, in one
+// transaction; f's error (a *fulfil.Refusal) leaves it as it was.
+func (db *DB) UpdateLicense(key string, f func(fulfil.License) (fulfil.License, error)) (fulfil.License, error) {
+	var out fulfil.License
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		l, err := getLicense(tx, fulfil.Hash(key))
+		if err != nil {
+			return err
+		}
+		if l == nil {
+			return ErrNotFound
+		}
+		next, err := f(*l)
+		if err != nil {
+			out = *l
+			return err
+		}
+		out = next
+		return putLicense(tx, &next)
+	})
+	return out, mapClosed(err)
+}
+
+// LicensesOf returns the licenses of order id.
+func (db *DB) LicensesOf(id string) ([]fulfil.License, error) {
+	rec, lic, err := db.Deliveries(id)
+	if err != nil {
+		return nil, err
+	}
+	var out []fulfil.License
+	for _, d := range rec.Deliveries {
+		if l := lic[d.LicenseHash]; l != nil {
+			out = append(out, *l)
+		}
+	}
+	return out, nil
+}
+
+// PoolRemaining returns, per pool product of the catalog, how many keys
+// are left to hand out.
+func (db *DB) PoolRemaining() map[string]int {
+	cat := db.catalog.Load()
+	out := map[string]int{}
+	if !cat.Enabled() {
+		return out
+	}
+	db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLicensePool)
+		for id, p := range cat.Products {
+			if p.License != fulfil.LicensePool {
+				continue
+			}
+			pos := uint64(0)
+			if b != nil {
+				pos = getU64(b.Get([]byte(id)))
+			}
+			out[id] = max(len(p.Pool)-int(pos), 0)
+		}
+		return nil
+	})
+	return out
+}
+
+// ErrRevoked: the order's deliveries are revoked (refunded, reversed or
+// disputed): they cannot be reissued.
+var ErrRevoked = errors.New("deliveries revoked")
