@@ -49,6 +49,7 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)
 	fmt.Fprint(stdout, cfg.tlsSummary())
 	fmt.Fprint(stdout, strings.Join(lines, ""))
+	fmt.Fprint(stdout, cfg.fulfilSummary())
 	if cfg.SMTP.Host == "" {
 		fmt.Fprintf(stdout, "# mail: written as .eml files under %s/mail\n", cfg.dataDir())
 	}

@@ -231,3 +231,23 @@ func (c *Config) catalog(signer ed25519.PrivateKey) (*fulfil.Catalog, error) {
 	}
 	return cat, nil
 }
+
+// fulfilSummary is what ipnd check says about the products.
+func (c *Config) fulfilSummary() string {
+	var b strings.Builder
+	for _, p := range c.Products {
+		fmt.Fprintf(&b, "# product %q: %s, %d downloads per link for %s, license %s", p.ID, p.File, p.DownloadLimit,
+			time.Duration(p.LinkTTL), p.License)
+		if p.License == fulfil.LicensePool {
+			keys, _ := readPool(p.LicensePool)
+			fmt.Fprintf(&b, " (%d keys in %s)", len(keys), p.LicensePool)
+		} else if p.License == fulfil.LicenseGenerated {
+			fmt.Fprintf(&b, " (%s)", p.LicenseFormat)
+		}
+		b.WriteString("\n")
+	}
+	if len(c.Products) > 0 {
+		fmt.Fprintf(&b, "# download links: %s/dl/<token>\n", c.Server.PublicURL)
+	}
+	return b.String()
+}
