@@ -352,3 +352,157 @@ license = "generated"
 		}
 	}
 }
+
+// TestFulfilmentFromPayment: the items come from the payment itself (a
+// PayPal cart with two products, a Stripe Checkout's metadata.products,
+// the generic kinds' data.items is covered by the kill -9 test); pool
+// keys are each handed out once; an unknown product or an empty pool
+// puts the order in review (the customer is not told it is paid).
+func TestFulfilmentFromPayment(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	shop, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	book := writeProductFile(t, dir, "engine.epub", 10<<10)
+	font := writeProductFile(t, dir, "font.zip", 20<<10)
+	pool := filepath.Join(dir, "pool.txt")
+	os.WriteFile(pool, []byte("FONT-KEY-1\nFONT-KEY-2\nFONT-KEY-3\n"), 0o600)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", fmt.Sprintf(`[[product]]
+id = "engine-book"
+file = "engine.epub"
+[[product]]
+id = "font"
+name = "Grotesk font"
+file = "font.zip"
+license = "pool"
+license_pool = %q
+%s`, pool, stripeGatewayConfig))
+	d := startDaemon(t, dir, cfg)
+	payPal := func(fields ...string) {
+		t.Helper()
+		b := ipnBody(fields...)
+		fake.remember(b)
+		if code := d.postIPN("paypal", b); code != 200 {
+			t.Fatalf("IPN = %d", code)
+		}
+	}
+	deliveries := func(id string) []ipn.Delivered {
+		var got struct{ Deliveries []ipn.Delivered }
+		d.api("GET", "/api/orders/"+id, nil, &got)
+		return got.Deliveries
+	}
+	keys := map[string]bool{}
+	checkLinks := func(to string, want map[string][]byte, n int) {
+		t.Helper()
+		var mail string
+		waitFor(t, "the email to "+to, 10*time.Second, func() bool {
+			m := mailPlain(t, smtpd, to)
+			if len(m) > 0 {
+				mail = m[0]
+			}
+			return len(m) == 1
+		})
+		var links [][]string
+		seen := map[string]bool{}
+		for _, l := range linkRE.FindAllStringSubmatch(mail, -1) {
+			if !seen[l[1]] {
+				seen[l[1]] = true
+				links = append(links, l)
+			}
+		}
+		if len(links) != n {
+			t.Fatalf("%d links in the email, want %d:\n%s", len(links), n, mail)
+		}
+		got := map[string]int{}
+		for _, l := range links {
+			_, body := d.get(l[1])
+			for name, b := range want {
+				if bytes.Equal(body, b) {
+					got[name]++
+				}
+			}
+		}
+		for name := range want {
+			if got[name] == 0 {
+				t.Errorf("no link in the email downloads %s", name)
+			}
+		}
+		for _, k := range keyRE.FindAllStringSubmatch(mail, -1) {
+			if keys[k[1]] {
+				t.Errorf("pool key %s handed out twice", k[1])
+			}
+			keys[k[1]] = true
+		}
+	}
+
+	// A PayPal cart: one book, two fonts (two pool keys).
+	payPal("txn_type", "cart", "txn_id", "T-C", "invoice", "C-1", "payer_email", "cart@example.com", "num_cart_items", "2",
+		"item_number1", "engine-book", "quantity1", "1", "item_number2", "font", "quantity2", "2")
+	waitOrder(t, d, "C-1", ipn.OrderPaid)
+	if ds := deliveries("C-1"); len(ds) != 3 || ds[0].Product != "engine-book" || ds[1].LicenseKey == "" || ds[2].LicenseKey == "" {
+		t.Errorf("cart deliveries = %+v", ds)
+	}
+	checkLinks("cart@example.com", map[string][]byte{"book": book, "font": font}, 3)
+
+	// A Stripe Checkout naming its products in metadata.products: the last pool key.
+	post := stripePoster(t, d, "stripe", "whsec_trust")
+	post("evt_1", "checkout.session.completed", `{"id":"cs_1","object":"checkout.session","client_reference_id":"S-1","payment_intent":"pi_1","amount_total":2500,"currency":"usd","mode":"payment","payment_status":"paid","status":"complete","customer_details":{"email":"jenny@example.com","name":"Jenny Rosen"},"metadata":{"products":"engine-book, font"}}`)
+	waitOrder(t, d, "S-1", ipn.OrderPaid)
+	checkLinks("jenny@example.com", map[string][]byte{"book": book, "font": font}, 2)
+	if len(keys) != 3 {
+		t.Errorf("pool keys handed out: %v, want the three", keys)
+	}
+
+	// The pool is empty: the next font order goes to review.
+	payPal("txn_id", "T-E", "invoice", "E-1", "payer_email", "empty@example.com", "item_number", "font")
+	o := waitOrder(t, d, "E-1", ipn.OrderReview)
+	if !strings.Contains(strings.Join(o.Flags, ","), "license_pool_empty") {
+		t.Errorf("flags = %v", o.Flags)
+	}
+	// An unknown product: review, flag unknown_product, the merchant told,
+	// the shop hears order.review, the customer nothing.
+	payPal("txn_id", "T-U", "invoice", "U-1", "payer_email", "unknown@example.com", "item_number", "no-such-product")
+	o = waitOrder(t, d, "U-1", ipn.OrderReview)
+	if strings.Join(o.Flags, ",") != ipn.FlagUnknownProduct {
+		t.Errorf("flags = %v, want unknown_product", o.Flags)
+	}
+	waitFor(t, "the merchant's review email", 10*time.Second, func() bool {
+		for _, m := range mailPlain(t, smtpd, "owner@example.com") {
+			if strings.Contains(m, "U-1") && strings.Contains(m, "unknown_product") {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "order.review callback", 10*time.Second, func() bool {
+		for _, b := range shop.forOrder("U-1") {
+			if b["type"] == "order.review" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, b := range shop.forOrder("U-1") {
+		if b["type"] == "order.paid" {
+			t.Errorf("the shop was told U-1 is paid: %v", b)
+		}
+	}
+	if m := mailPlain(t, smtpd, "unknown@example.com"); len(m) != 0 {
+		t.Errorf("the customer of an undeliverable order was emailed: %v", m)
+	}
+	if ds := deliveries("U-1"); len(ds) != 0 {
+		t.Errorf("U-1 deliveries = %+v", ds)
+	}
+
+	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), `ipnd_license_pool_remaining{product="font"} 0`) {
+		t.Errorf("metrics lack the empty pool")
+	}
+}
