@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -504,5 +506,108 @@ license_pool = %q
 	resp.Body.Close()
 	if !strings.Contains(string(m), `ipnd_license_pool_remaining{product="font"} 0`) {
 		t.Errorf("metrics lack the empty pool")
+	}
+}
+
+// verifySignedKey is the offline check README.md shows a merchant's
+// software: split "key/<claims>.<signature>", verify the Ed25519
+// signature of the claims' bytes with the public key ipnd licenses
+// pubkey prints, then read the claims.
+func verifySignedKey(pubB64, key string) (map[string]any, bool) {
+	pub, err := base64.StdEncoding.DecodeString(pubB64)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, false
+	}
+	body, sig, ok := strings.Cut(strings.TrimPrefix(key, "key/"), ".")
+	claims, err1 := base64.RawURLEncoding.DecodeString(body)
+	signature, err2 := base64.RawURLEncoding.DecodeString(sig)
+	if !ok || err1 != nil || err2 != nil || !ed25519.Verify(pub, claims, signature) {
+		return nil, false
+	}
+	var c map[string]any
+	return c, json.Unmarshal(claims, &c) == nil
+}
+
+// TestFulfilmentSignedKeysAndCLI: a signed key verifies offline with the
+// printed public key (and one with a byte changed does not); the key
+// pair is kept 0600 in the data directory; the CLI shows, reissues and
+// disables.
+func TestFulfilmentSignedKeysAndCLI(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.dmg", 4<<10)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", `[[product]]
+id = "app"
+name = "The App"
+file = "app.dmg"
+license = "generated"
+license_format = "signed"
+license_activations = 2
+`)
+	d := startDaemon(t, dir, cfg)
+	st, err := os.Stat(filepath.Join(dir, "license-signing.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("signing key file: %v %v", err, st)
+	}
+	pay := ipnBody("txn_id", "T-S", "invoice", "SIG-1", "payer_email", "signed@example.com", "item_number", "app")
+	fake.remember(pay)
+	if code := d.postIPN("paypal", pay); code != 200 {
+		t.Fatal(code)
+	}
+	waitOrder(t, d, "SIG-1", ipn.OrderPaid)
+	var got struct{ Deliveries []ipn.Delivered }
+	d.api("GET", "/api/orders/SIG-1", nil, &got)
+	if len(got.Deliveries) != 1 || !strings.HasPrefix(got.Deliveries[0].LicenseKey, "key/") {
+		t.Fatalf("deliveries = %+v", got.Deliveries)
+	}
+	key := got.Deliveries[0].LicenseKey
+
+	pub, err := runCmd(t, envFunc(), "licenses", "pubkey", "-config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub = strings.TrimSpace(pub)
+	claims, ok := verifySignedKey(pub, key)
+	if !ok || claims["product"] != "app" || claims["order"] != "SIG-1" || claims["activations"] != float64(2) {
+		t.Errorf("signed key does not verify: %v %v", ok, claims)
+	}
+	for _, i := range []int{len("key/") + 3, len(key) - 2} {
+		b := []byte(key)
+		b[i] ^= 0x01
+		if _, ok := verifySignedKey(pub, string(b)); ok {
+			t.Errorf("a key with byte %d changed verifies", i)
+		}
+	}
+	if code, out := d.license("activate", true, "license_key", key, "instance_name", "mac"); code != 200 || out["activated"] != true {
+		t.Errorf("activate a signed key: %d %v", code, out)
+	}
+
+	// The CLI.
+	out, err := runCmd(t, envFunc(), "downloads", "-config", cfg, "SIG-1")
+	if err != nil || !strings.Contains(out, "app") || !strings.Contains(out, key) {
+		t.Errorf("ipnd downloads: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, envFunc(), "downloads", "-config", cfg, "-reissue", "SIG-1")
+	if err != nil || !strings.Contains(out, "https://dl.example.com/dl/") {
+		t.Errorf("ipnd downloads -reissue: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, envFunc(), "licenses", "-config", cfg, "SIG-1")
+	if err != nil || !strings.Contains(out, key) || !strings.Contains(out, "active") || !strings.Contains(out, "1/2") {
+		t.Errorf("ipnd licenses ORDER: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, envFunc(), "licenses", "-config", cfg, key)
+	if err != nil || !strings.Contains(out, "SIG-1") || !strings.Contains(out, "mac") {
+		t.Errorf("ipnd licenses KEY: %v\n%s", err, out)
+	}
+	if out, err = runCmd(t, envFunc(), "licenses", "disable", "-config", cfg, key); err != nil {
+		t.Errorf("ipnd licenses disable: %v\n%s", err, out)
+	}
+	if code, out := d.license("validate", false, "license_key", key); code != 200 || licenseStatus(out) != "disabled" {
+		t.Errorf("validate a disabled key: %d %v", code, out)
+	}
+	if _, err = runCmd(t, envFunc(), "licenses", "-config", cfg, "NO-SUCH"); err == nil {
+		t.Errorf("ipnd licenses of nothing succeeded")
 	}
 }
