@@ -611,3 +611,69 @@ license_activations = 2
 		t.Errorf("ipnd licenses of nothing succeeded")
 	}
 }
+
+// TestFulfilmentDisputeRevokesAndRestores: a reversal (chargeback)
+// revokes the links and disables the key; PayPal's Canceled_Reversal
+// (the dispute won) returns the order to paid and restores both; a key
+// the merchant disabled stays disabled.
+func TestFulfilmentDisputeRevokesAndRestores(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 1000)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", `[[product]]
+id = "app"
+file = "app.zip"
+license = "generated"
+`)
+	d := startDaemon(t, dir, cfg)
+	payPal := func(fields ...string) {
+		t.Helper()
+		b := ipnBody(fields...)
+		fake.remember(b)
+		if code := d.postIPN("paypal", b); code != 200 {
+			t.Fatalf("IPN = %d", code)
+		}
+	}
+	payPal("txn_id", "T1", "invoice", "D-1", "item_number", "app", "quantity", "2")
+	waitOrder(t, d, "D-1", ipn.OrderPaid)
+	var re struct{ Deliveries []ipn.Delivered }
+	if code := d.api("POST", "/api/orders/D-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) != 2 {
+		t.Fatalf("reissue = %d %+v", code, re)
+	}
+	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+	key, manual := re.Deliveries[0].LicenseKey, re.Deliveries[1].LicenseKey
+	if code := d.api("POST", "/api/licenses/"+manual+"/disable", nil, nil); code != 200 {
+		t.Fatalf("disable = %d", code)
+	}
+
+	payPal("txn_id", "T2", "parent_txn_id", "T1", "invoice", "D-1", "payment_status", "Reversed", "mc_gross", "-19.95", "reason_code", "chargeback")
+	waitOrder(t, d, "D-1", ipn.OrderReversed)
+	if resp, _ := d.get(link); resp.StatusCode != 410 {
+		t.Errorf("link while reversed = %d, want 410", resp.StatusCode)
+	}
+	if _, out := d.license("validate", false, "license_key", key); licenseStatus(out) != "disabled" {
+		t.Errorf("key while reversed: %v", out)
+	}
+	if code := d.api("POST", "/api/orders/D-1/deliveries/reissue", nil, nil); code != 409 {
+		t.Errorf("reissue while reversed = %d, want 409", code)
+	}
+
+	payPal("txn_id", "T3", "parent_txn_id", "T1", "invoice", "D-1", "payment_status", "Canceled_Reversal", "mc_gross", "19.95")
+	waitOrder(t, d, "D-1", ipn.OrderPaid)
+	if resp, _ := d.get(link); resp.StatusCode != 200 {
+		t.Errorf("link after the dispute was won = %d, want 200", resp.StatusCode)
+	}
+	if code, out := d.license("validate", false, "license_key", key); code != 200 || out["valid"] != true {
+		t.Errorf("key after the dispute was won: %d %v", code, out)
+	}
+	if _, out := d.license("validate", false, "license_key", manual); licenseStatus(out) != "disabled" {
+		t.Errorf("the key the merchant disabled came back: %v", out)
+	}
+	var got struct{ Deliveries []ipn.Delivered }
+	d.api("GET", "/api/orders/D-1", nil, &got)
+	if len(got.Deliveries) != 2 {
+		t.Errorf("a restored order has %d deliveries, want the 2 it had", len(got.Deliveries))
+	}
+}
