@@ -9,9 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"ipnd/public"
 )
+
+// fulfilClock is the License API's and the download links' clock (a
+// test sets it to control time).
+var fulfilClock = time.Now
 
 // signingKeyFile is the Ed25519 key pair that signs license_format =
 // "signed" keys, in the data directory, created on first use.
@@ -104,6 +109,6 @@ func (a *app) setFulfilment(cfg *Config) error {
 		a.rcv.SetFulfilment(nil)
 		return nil
 	}
-	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader})
+	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader, Now: fulfilClock})
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -675,5 +676,90 @@ license = "generated"
 	d.api("GET", "/api/orders/D-1", nil, &got)
 	if len(got.Deliveries) != 2 {
 		t.Errorf("a restored order has %d deliveries, want the 2 it had", len(got.Deliveries))
+	}
+}
+
+// TestFulfilmentSubscriptionLicense: a subscription's first payment
+// gives a license active until its period's end plus license_grace; a
+// renewal extends it; a cancellation lets it run; without a renewal it
+// is expired once the grace is over. The test moves the clock of the
+// License API (no sleeps).
+func TestFulfilmentSubscriptionLicense(t *testing.T) {
+	start := time.Now().UTC().Truncate(time.Second)
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	fulfilClock = func() time.Time { return time.Unix(0, clock.Load()) }
+	t.Cleanup(func() { fulfilClock = time.Now })
+	at := func(d time.Duration) { clock.Store(start.Add(d).UnixNano()) }
+
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 1000)
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", `license_grace = "1h"
+[[product]]
+id = "app"
+file = "app.zip"
+license = "generated"
+[[gateway]]
+name = "shop"
+kind = "standard-webhooks"
+secret = "`+secret+`"
+`)
+	d := startDaemon(t, dir, cfg)
+	post := signedPoster(t, func() string { return d.addr("public") }, secret)
+	day := 24 * time.Hour
+	pay := func(msg, txn string, periodEnd time.Time) {
+		t.Helper()
+		if code := post(msg, "subscription.payment", map[string]any{"order_id": "SUB-1", "subscription_id": "sub-1", "txn_id": txn,
+			"amount": "9.00", "currency": "USD", "customer_email": "sub@example.com", "period_end": periodEnd.Format(time.RFC3339),
+			"items": []map[string]any{{"product": "app", "quantity": 1}}}); code != 200 {
+			t.Fatalf("post %s = %d", msg, code)
+		}
+	}
+	expiresAt := func(out map[string]any) string {
+		lk, _ := out["license_key"].(map[string]any)
+		s, _ := lk["expires_at"].(string)
+		return s
+	}
+
+	pay("m-1", "P-1", start.Add(30*day))
+	waitOrder(t, d, "SUB-1", ipn.OrderPaid)
+	var got struct{ Deliveries []ipn.Delivered }
+	d.api("GET", "/api/orders/SUB-1", nil, &got)
+	if len(got.Deliveries) != 1 || got.Deliveries[0].LicenseKey == "" {
+		t.Fatalf("deliveries = %+v", got.Deliveries)
+	}
+	key := got.Deliveries[0].LicenseKey
+	code, out := d.license("activate", true, "license_key", key, "instance_name", "desk")
+	if code != 200 || expiresAt(out) != start.Add(30*day+time.Hour).Format(time.RFC3339) {
+		t.Fatalf("activate: %d %v (want expires_at = period end + 1h grace)", code, out)
+	}
+
+	// The renewal extends it; a cancellation does not cut it short.
+	pay("m-2", "P-2", start.Add(60*day))
+	waitFor(t, "the renewal", 10*time.Second, func() bool {
+		_, out := d.license("validate", true, "license_key", key)
+		return expiresAt(out) == start.Add(60*day+time.Hour).Format(time.RFC3339)
+	})
+	if code := post("m-3", "subscription.canceled", map[string]any{"order_id": "SUB-1", "subscription_id": "sub-1"}); code != 200 {
+		t.Fatal(code)
+	}
+	d.drained(3)
+	at(45 * day)
+	if _, out := d.license("validate", false, "license_key", key); out["valid"] != true || licenseStatus(out) != "active" {
+		t.Errorf("mid-period after a cancellation: %v", out)
+	}
+	at(60*day + 30*time.Minute)
+	if _, out := d.license("validate", false, "license_key", key); out["valid"] != true {
+		t.Errorf("within the grace: %v", out)
+	}
+	at(60*day + time.Hour)
+	if code, out := d.license("validate", false, "license_key", key); code != 200 || out["valid"] != false || licenseStatus(out) != "expired" {
+		t.Errorf("after the grace: %d %v, want expired", code, out)
+	}
+	if code, _ := d.license("activate", false, "license_key", key, "instance_name", "late"); code != 422 {
+		t.Errorf("activate an expired key = %d, want 422", code)
 	}
 }

@@ -208,3 +208,29 @@ func TestReissue(t *testing.T) {
 		t.Errorf("reissue: %v %+v %+v", err, next, shown)
 	}
 }
+
+func TestRenew(t *testing.T) {
+	c := &Catalog{Grace: time.Hour}
+	exp := t0.Add(30 * 24 * time.Hour)
+	l := License{SubscriptionID: "s", ExpiresAt: &exp}
+	pay := func(end time.Time) *ipn.Event {
+		return &ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusCompleted, SubscriptionID: "s", PeriodEnd: end.Format(time.RFC3339)}
+	}
+	n, ok := c.Renew(l, pay(t0.Add(60*24*time.Hour)), t0)
+	if !ok || !n.ExpiresAt.Equal(t0.Add(60*24*time.Hour+time.Hour)) || !l.ExpiresAt.Equal(exp) {
+		t.Errorf("renewal: %v %v", ok, n.ExpiresAt)
+	}
+	if _, ok := c.Renew(n, pay(t0.Add(40*24*time.Hour)), t0); ok {
+		t.Error("an older period shortened the license")
+	}
+	if _, ok := c.Renew(n, &ipn.Event{Type: ipn.TypeSubscriptionCanceled, SubscriptionID: "s"}, t0); ok {
+		t.Error("a cancellation changed the license")
+	}
+	if _, ok := c.Renew(n, &ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusFailed, PeriodEnd: t0.Add(90 * 24 * time.Hour).Format(time.RFC3339)}, t0); ok {
+		t.Error("a failed payment extended the license")
+	}
+	e, ok := c.Renew(License{}, &ipn.Event{Type: ipn.TypeSubscriptionExpired}, t0)
+	if !ok || !e.ExpiresAt.Equal(t0.Add(time.Hour)) || e.Status(t0) != StatusInactive || e.Status(t0.Add(time.Hour)) != StatusExpired {
+		t.Errorf("subscription end: %v %v", ok, e.ExpiresAt)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"time"
+
+	"ipnd/ipn"
 )
 
 // License statuses (the License API's license_key.status).
@@ -113,4 +115,35 @@ func Deactivate(l License, instanceID string) (License, Instance, error) {
 	in := l.Instances[i]
 	l.Instances = slices.Delete(slices.Clone(l.Instances), i, i+1)
 	return l, in, nil
+}
+
+// Renew applies subscription event ev, processed at now, to license l
+// of that subscription: a completed payment that says which period it
+// pays extends the license to that period's end plus the grace (never
+// shortens it); the subscription's end (expired: its last period is
+// over) ends it after the grace. A cancellation changes nothing: the
+// license runs to the end of the period paid. It reports whether l
+// changed.
+func (c *Catalog) Renew(l License, ev *ipn.Event, now time.Time) (License, bool) {
+	switch {
+	case ev.Type == ipn.TypeSubscriptionPayment && ev.Status == ipn.StatusCompleted:
+		end, err := time.Parse(time.RFC3339, ev.PeriodEnd)
+		if err != nil {
+			return l, false
+		}
+		exp := end.UTC().Add(c.Grace)
+		if l.ExpiresAt != nil && !exp.After(*l.ExpiresAt) {
+			return l, false
+		}
+		l.ExpiresAt = &exp
+		return l, true
+	case ev.Type == ipn.TypeSubscriptionExpired:
+		exp := now.UTC().Add(c.Grace)
+		if l.ExpiresAt != nil && !exp.Before(*l.ExpiresAt) {
+			return l, false
+		}
+		l.ExpiresAt = &exp
+		return l, true
+	}
+	return l, false
 }

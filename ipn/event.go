@@ -92,6 +92,10 @@ type Event struct {
 	// separated by commas (see ParseItems); "" when it says nothing. A
 	// string so that Event stays comparable.
 	Items string `json:"items,omitempty"`
+	// PeriodEnd is, for a subscription payment, the end of the period it
+	// pays (RFC 3339, UTC) when the gateway says: a subscription's
+	// licenses run until then plus fulfilment.license_grace.
+	PeriodEnd string `json:"period_end,omitempty"`
 }
 
 // Event flags (Event.Flags).

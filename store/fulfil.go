@@ -137,12 +137,18 @@ func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effe
 	if old != nil {
 		from = old.Status
 	}
-	if from == next.Status {
-		return effects, nil
-	}
 	rec, err := getRecord(tx, next.ID)
 	if err != nil {
 		return nil, err
+	}
+	if rec != nil && ev != nil && ev.SubscriptionID != "" {
+		// A renewal (or the subscription's end) moves its licenses' expiry.
+		if err := renewLicenses(tx, cat, rec, ev, now); err != nil {
+			return nil, err
+		}
+	}
+	if from == next.Status {
+		return effects, nil
 	}
 	switch fulfil.Decide(from, next.Status, rec) {
 	case fulfil.Issue:
@@ -259,9 +265,38 @@ func setRevoked(tx *bolt.Tx, rec *fulfil.Record, revoked bool, reason string) er
 }
 
 // subscriptionPeriod returns the subscription the paying event is part
-// of and the end of the period it pays ("" when none).
-func subscriptionPeriod(tx *bolt.Tx, o *ipn.Order, ev *ipn.Event) (string, time.Time) {
-	return "", time.Time{}
+// of and the end of the period it pays ("" when none; a zero time when
+// the gateway does not say: the licenses then run until the
+// subscription's end is reported).
+func subscriptionPeriod(_ *bolt.Tx, _ *ipn.Order, ev *ipn.Event) (string, time.Time) {
+	if ev == nil || ev.SubscriptionID == "" {
+		return "", time.Time{}
+	}
+	end, _ := time.Parse(time.RFC3339, ev.PeriodEnd)
+	return ev.SubscriptionID, end
+}
+
+// renewLicenses applies a subscription event to the licenses rec issued
+// for that subscription (fulfil.Renew).
+func renewLicenses(tx *bolt.Tx, cat *fulfil.Catalog, rec *fulfil.Record, ev *ipn.Event, now time.Time) error {
+	for _, d := range rec.Deliveries {
+		if d.LicenseHash == "" {
+			continue
+		}
+		l, err := getLicense(tx, d.LicenseHash)
+		if err != nil {
+			return err
+		}
+		if l == nil || l.SubscriptionID != ev.SubscriptionID {
+			continue
+		}
+		if next, changed := cat.Renew(*l, ev, now); changed {
+			if err := putLicense(tx, &next); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Grant is a download the store allows: the product's file and the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"ipnd/ipn"
 )
@@ -85,4 +86,31 @@ func jsonItems(raw json.RawMessage) string {
 		return ""
 	}
 	return itemsText(strings.Join(parts, ","))
+}
+
+// periodEnd normalizes an RFC 3339 time to UTC ("" when it is not one).
+func periodEnd(s string) string {
+	t, err := time.Parse(time.RFC3339, strings.TrimSpace(s))
+	if err != nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// payPalDate reads PayPal's dates ("10:00:00 Nov 24, 2026 PST") as RFC
+// 3339 UTC ("" when it is not one). PayPal writes Pacific time, PST or
+// PDT.
+func payPalDate(s string) string {
+	s = strings.TrimSpace(s)
+	off := map[string]int{"PST": -8, "PDT": -7}
+	for zone, h := range off {
+		if rest, ok := strings.CutSuffix(s, " "+zone); ok {
+			t, err := time.ParseInLocation("15:04:05 Jan 2, 2006", rest, time.FixedZone(zone, h*3600))
+			if err != nil {
+				return ""
+			}
+			return t.UTC().Format(time.RFC3339)
+		}
+	}
+	return ""
 }

@@ -227,6 +227,7 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 		SubscriptionID: cmp.Or(f["subscr_id"], f["recurring_payment_id"]),
 		Test:           f["test_ipn"] == "1",
 		Items:          payPalItems(f),
+		PeriodEnd:      payPalDate(f["next_payment_date"]),
 	}
 	if r := cmp.Or(f["pending_reason"], f["reason_code"], f["case_type"]); r != "" {
 		ev.GatewayStatus += " (" + r + ")"

@@ -177,6 +177,8 @@ type webhookData struct {
 	Test           bool        `json:"test"`
 	// Items: what was bought, [{"product": "...", "quantity": n}] (SPEC §11).
 	Items json.RawMessage `json:"items"`
+	// PeriodEnd: the end of the period a subscription payment pays (RFC 3339).
+	PeriodEnd string `json:"period_end"`
 }
 
 func (g *stdWebhooksGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
@@ -204,7 +206,7 @@ func ParseWebhookEvent(body []byte, eventID string) (*ipn.Event, error) {
 	ev.Currency = strings.ToUpper(d.Currency)
 	ev.CustomerEmail, ev.CustomerName = d.CustomerEmail, d.CustomerName
 	ev.Receiver, ev.SubscriptionID, ev.Test = d.Receiver, d.SubscriptionID, d.Test
-	ev.Items = jsonItems(d.Items)
+	ev.Items, ev.PeriodEnd = jsonItems(d.Items), periodEnd(d.PeriodEnd)
 	if d.Amount != "" {
 		amt, err := ipn.NormalizeAmount(d.Amount.String(), ev.Currency)
 		if err != nil {
