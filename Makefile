@@ -43,7 +43,7 @@ test:
 		$(GO) test -race -count=1 -timeout 20m ./...
 
 bench:
-	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal|BenchmarkOutbox|BenchmarkTLS' -benchtime 1x -timeout 30m .
+	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal|BenchmarkOutbox|BenchmarkTLS|BenchmarkFulfil' -benchtime 1x -timeout 30m .
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store ./ipn ./notify
 
 fuzz:
