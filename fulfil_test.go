@@ -763,3 +763,51 @@ secret = "`+secret+`"
 		t.Errorf("activate an expired key = %d, want 422", code)
 	}
 }
+
+// TestFulfilmentRateLimited: /dl and the License API spend from the
+// public listener's rate limit (429 + Retry-After), and a client sending
+// unknown license keys is refused after 20 in a minute, while another
+// client is not.
+func TestFulfilmentRateLimited(t *testing.T) {
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 10)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", "[[product]]\nid = \"a\"\nfile = \"a.bin\"\n")
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(raw, []byte("rate_limit = 0\n"), []byte("rate_limit = 0.001\nrate_burst = 25\ntrusted_proxies = [\"127.0.0.1\"]\n"), 1), 0o600)
+	d := startDaemon(t, dir, cfg)
+	from := func(client string, path string, body string) *http.Response {
+		method := "GET"
+		if body != "" {
+			method = "POST"
+		}
+		req, _ := http.NewRequest(method, d.addr("public")+path, strings.NewReader(body))
+		req.Header.Set("X-Forwarded-For", client)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// Unknown keys: 20 answered 404, then 429 for that client only.
+	for i := 1; i <= 21; i++ {
+		resp := from("198.51.100.1", "/v1/licenses/validate", "license_key=WRONG-"+fmt.Sprint(i))
+		if want := map[bool]int{true: 404, false: 429}[i <= 20]; resp.StatusCode != want {
+			t.Fatalf("wrong key %d = %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	if resp := from("198.51.100.2", "/v1/licenses/validate", "license_key=WRONG"); resp.StatusCode != 404 {
+		t.Errorf("another client's wrong key = %d, want 404", resp.StatusCode)
+	}
+	// The rate limit (burst 25 from 198.51.100.3): then 429 with Retry-After.
+	var last *http.Response
+	for range 26 {
+		last = from("198.51.100.3", "/dl/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "")
+	}
+	if last.StatusCode != 429 || last.Header.Get("Retry-After") == "" {
+		t.Errorf("download past the rate limit = %d %v, want 429 with Retry-After", last.StatusCode, last.Header)
+	}
+}
