@@ -101,6 +101,10 @@ func (a *api) reissue(w http.ResponseWriter, _ *http.Request, ps httprouter.Para
 		writeError(w, http.StatusConflict, "the order's deliveries are revoked (refunded, reversed or disputed)")
 		return
 	}
+	if errors.Is(err, store.ErrNoProducts) {
+		writeError(w, http.StatusConflict, "no [[product]] is configured")
+		return
+	}
 	if err != nil {
 		a.fail(w, err)
 		return

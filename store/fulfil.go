@@ -130,7 +130,7 @@ func putTokens(tx *bolt.Tx, rec *fulfil.Record) error {
 // changed). It returns the effects to queue.
 func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
 	cat := db.catalog.Load()
-	if !cat.Enabled() || next == nil {
+	if next == nil {
 		return effects, nil
 	}
 	var from ipn.OrderStatus
@@ -150,8 +150,14 @@ func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effe
 	if from == next.Status {
 		return effects, nil
 	}
+	if rec == nil && !cat.Enabled() {
+		return effects, nil // nothing issued, nothing to issue
+	}
 	switch fulfil.Decide(from, next.Status, rec) {
 	case fulfil.Issue:
+		if !cat.Enabled() {
+			return effects, nil
+		}
 		return db.issue(tx, cat, next, ev, effects, now)
 	case fulfil.Revoke:
 		return effects, setRevoked(tx, rec, true, "order "+string(next.Status))
@@ -290,7 +296,11 @@ func renewLicenses(tx *bolt.Tx, cat *fulfil.Catalog, rec *fulfil.Record, ev *ipn
 		if l == nil || l.SubscriptionID != ev.SubscriptionID {
 			continue
 		}
-		if next, changed := cat.Renew(*l, ev, now); changed {
+		grace := fulfil.Catalog{}
+		if cat != nil {
+			grace.Grace = cat.Grace
+		}
+		if next, changed := grace.Renew(*l, ev, now); changed {
 			if err := putLicense(tx, &next); err != nil {
 				return err
 			}
@@ -335,7 +345,10 @@ func (db *DB) Download(token string, now time.Time) (*Grant, string, error) {
 			return nil
 		}
 		d := rec.Deliveries[i]
-		p := db.catalog.Load().Products[d.Product]
+		var p *fulfil.Product
+		if cat := db.catalog.Load(); cat != nil {
+			p = cat.Products[d.Product]
+		}
 		if p == nil {
 			refusal = fulfil.RefusedRevoked // the product was removed from the config
 			return nil
@@ -403,6 +416,9 @@ func (db *DB) Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License,
 // them. It returns what the email carries.
 func (db *DB) Reissue(id string, now time.Time) ([]ipn.Delivered, error) {
 	cat := db.catalog.Load()
+	if !cat.Enabled() {
+		return nil, ErrNoProducts
+	}
 	var shown []ipn.Delivered
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		rec, err := getRecord(tx, id)
@@ -541,3 +557,6 @@ func (db *DB) PoolRemaining() map[string]int {
 // ErrRevoked: the order's deliveries are revoked (refunded, reversed or
 // disputed): they cannot be reissued.
 var ErrRevoked = errors.New("deliveries revoked")
+
+// ErrNoProducts: no [[product]] is configured, so nothing can be issued.
+var ErrNoProducts = errors.New("no [[product]] is configured")

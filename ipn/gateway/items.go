@@ -76,7 +76,7 @@ func jsonItems(raw json.RawMessage) string {
 	}
 	var parts []string
 	for _, it := range items {
-		q := strings.TrimSpace(string(it.Quantity))
+		q := strings.Trim(strings.TrimSpace(string(it.Quantity)), `"`)
 		if q == "" || q == "null" {
 			q = "1"
 		}
