@@ -193,10 +193,12 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if s.Order == nil && o.RequireRegistered {
 		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID)
 	}
+	own := RefundAmount(s.Order, &ev, ac)
 	order, effects := Apply(s.Order, &ev, ac)
 	if order.ID == "" { // the event does not concern an order
 		return ""
 	}
+	ev.Amount = own // recorded with the amount the shop and the emails are told
 	d.Order = &order
 	d.Recorded.OrderID, d.Recorded.OrderTo = order.ID, order.Status
 	before := 0
@@ -240,7 +242,9 @@ func Adopt(o *Order, id uint64, gateway string, w Parked, now time.Time) Adoptio
 	ev := *w.Event
 	ev.OrderID = o.ID
 	ac := ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
+	own := RefundAmount(o, &ev, ac)
 	next, effects := Apply(o, &ev, ac)
+	ev.Amount = own
 	return Adoption{Order: next, Effects: effects, Event: &ev, Context: ac, Subscription: IsSubscriptionEvent(&ev),
 		Detail: fmt.Sprintf("applied to order %q, which its payment reached", o.ID)}
 }
