@@ -92,6 +92,7 @@ import (
 //	<order>/subscription_canceled/<sub id|key> customer, first subscription_canceled fact of a subscription
 //	<order>/review/order_review/<new flags>    merchant, flags raised (joined with "+"), Reason lists all flags
 //	<order>/dispute_opened/<fact key>          merchant, a reversal fact or an opening dispute fact
+//	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
 // "First time" is read from the order's history, so a state reached
@@ -175,6 +176,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 	}
 	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
+	c.decision = ac.Decision
 
 	// History: one entry per new fact, whether or not the status moved.
 	next.History = append(next.History, OrderChange{
@@ -200,6 +202,7 @@ type change struct {
 	desc                         string // describeFact
 	s                            summary
 	paidChanged, refundedChanged bool
+	decision                     string // ApplyContext.Decision
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -211,6 +214,9 @@ func (c *change) moved(next *Order) bool {
 // completed 19.99 USD; paid 19.99 USD", "...; review: amount_mismatch".
 func (c *change) reason(next *Order) string {
 	var why []string
+	if c.decision != "" {
+		why = append(why, c.decision)
+	}
 	if c.created {
 		why = append(why, "order created by this event")
 	}
@@ -305,6 +311,11 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
+	if ended := c.ended(next); ended != "" {
+		// One email per dispute or reversal that this fact ends, won or
+		// lost: the merchant heard when it opened.
+		merchant(TemplateDisputeClosed, TemplateDisputeClosed+"/"+key, ended+" ("+desc+")")
+	}
 	if len(c.newFlags) > 0 {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
@@ -317,6 +328,33 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
 	}
 	return effects
+}
+
+// ended says, in words, what dispute or reversal the change's fact
+// ended ("dispute DP1 won; order paid"), "" when it ended none: only a
+// closing fact (a reversal_canceled, a dispute won or lost) that leaves
+// less open than before (see tally.open) ends one.
+func (c *change) ended(next *Order) string {
+	f := c.fact
+	closing := f.Type == TypeReversalCanceled || f.Type == TypeDispute && !disputeOpening(f.Status)
+	if !closing {
+		return ""
+	}
+	before := tallyFacts(&Order{Currency: next.Currency, Facts: c.prevFacts}).open()
+	var gone []string
+	for _, what := range before {
+		if !slices.Contains(c.s.open, what) {
+			gone = append(gone, what)
+		}
+	}
+	if len(gone) == 0 {
+		return ""
+	}
+	outcome := "won"
+	if f.Type == TypeDispute && f.Status == StatusReversed {
+		outcome = "lost"
+	}
+	return strings.Join(gone, ", ") + " ended: " + outcome + "; order " + string(next.Status)
 }
 
 // totalChanged reports whether a total shown as before is not now, read
