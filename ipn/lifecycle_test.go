@@ -219,7 +219,9 @@ func TestOwnOrderID(t *testing.T) {
 		{"pending", pay(func(e *ipn.Event) { e.Status = ipn.StatusPending }), ""},
 		{"a stripe intent waits for its session", pay(func(e *ipn.Event) { e.Secondary = true }), ""},
 		{"a refund", pay(func(e *ipn.Event) { e.Type, e.Status = ipn.TypeRefund, ipn.StatusRefunded }), ""},
-		{"a subscription's start", pay(func(e *ipn.Event) { e.Type, e.TxnID, e.SubscriptionID = ipn.TypeSubscriptionStarted, "", "I-BW452GLLEP1G" }), "paypal:I-BW452GLLEP1G"},
+		{"a subscription's start", pay(func(e *ipn.Event) {
+			e.Type, e.TxnID, e.SubscriptionID = ipn.TypeSubscriptionStarted, "", "I-BW452GLLEP1G"
+		}), "paypal:I-BW452GLLEP1G"},
 		{"no id", pay(func(e *ipn.Event) { e.TxnID = "" }), ""},
 	} {
 		if got := ipn.OwnOrderID("paypal", tc.ev); got != tc.want {
