@@ -52,20 +52,30 @@ import (
 //     counted completed amount of the group: the same txn id completed
 //     twice under different keys counts once.
 //   - refunded: refund facts with status refunded or completed that count,
-//     grouped by txn id: the largest amount of each group, summed. PayPal
-//     gives each refund its own txn id (so partial refunds add up); Stripe
-//     reports charge.refunded for the same charge with the cumulative
-//     amount_refunded (so the largest is the total). A refund that arrives
-//     before its payment is kept and counted; the status reflects it once
-//     the payment is there.
-//   - reversed: for some parent txn id (the fact's own txn id when it has
-//     no parent), more distinct reversal facts than distinct
-//     reversal_canceled facts; or a dispute closed as lost (status
-//     reversed). Reversed then Canceled_Reversal, in either order, is
-//     not reversed.
-//   - disputed: a dispute (grouped by txn id) with an opening fact (status
-//     pending or none) and no closing fact (any other status; completed or
-//     canceled means won, reversed means lost).
+//     grouped by txn id: the largest amount or running total
+//     (refunded_total) of each group, summed. PayPal gives each refund its
+//     own txn id and amount (so partial refunds add up); Stripe reports
+//     charge.refunded under the charge's id with its running
+//     amount_refunded (so the largest total is the charge's refunds). A
+//     refund that arrives before its payment is kept and counted; the
+//     status reflects it once the payment is there. A refund event's own
+//     amount, where the gateway gives only the running total, is filled
+//     in from the order (see RefundAmount).
+//   - reversed: a payment (a reversal's parent txn id, its own txn id when
+//     it has none) with an outstanding reversal: more reversals standing
+//     than taken back (by a reversal_canceled or a won dispute under the
+//     same id, as Stripe's funds_reinstated or closed won of the dispute
+//     whose funds were withdrawn; or by any other reversal_canceled of the
+//     payment, as PayPal's Canceled_Reversal); or a dispute closed as lost
+//     (status reversed). Reversed then Canceled_Reversal, in either order,
+//     is not reversed. See tally.open in summary.go.
+//   - disputed: an open dispute (grouped by txn id: PayPal's case_id,
+//     Stripe's dp_ id): an opening fact (status pending or none), no
+//     closing fact (any other status: completed or canceled means won,
+//     reversed means lost; the merchant's decision, CloseDispute, is one),
+//     and no cancelled reversal of its payment (a PayPal chargeback case
+//     ends with its Canceled_Reversal, a Stripe dispute with
+//     funds_reinstated).
 //   - flags: see review.go; flags are never removed once raised.
 //   - status, highest first: review (any flag) > reversed > disputed >
 //     refunded (a completed payment and refunded >= paid) >
@@ -89,6 +99,7 @@ import (
 //	<order>/subscription_canceled/<sub id|key> customer, first subscription_canceled fact of a subscription
 //	<order>/review/order_review/<new flags>    merchant, flags raised (joined with "+"), Reason lists all flags
 //	<order>/dispute_opened/<fact key>          merchant, a reversal fact or an opening dispute fact
+//	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
 // "First time" is read from the order's history, so a state reached
@@ -113,10 +124,10 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	} else {
 		next = cloneOrder(*o)
 	}
-	key := ac.EventKey
-	if key == "" {
-		key = derivedKey(next.ID, ac.Gateway, ev)
-	}
+	key := factKey(next.ID, ev, ac)
+	evc := *ev
+	evc.Amount = RefundAmount(o, ev, ac)
+	ev = &evc
 	for i, f := range next.Facts {
 		if f.Key != key {
 			continue
@@ -172,6 +183,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 	}
 	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
+	c.decision = ac.Decision
 
 	// History: one entry per new fact, whether or not the status moved.
 	next.History = append(next.History, OrderChange{
@@ -197,6 +209,7 @@ type change struct {
 	desc                         string // describeFact
 	s                            summary
 	paidChanged, refundedChanged bool
+	decision                     string // ApplyContext.Decision
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -208,6 +221,9 @@ func (c *change) moved(next *Order) bool {
 // completed 19.99 USD; paid 19.99 USD", "...; review: amount_mismatch".
 func (c *change) reason(next *Order) string {
 	var why []string
+	if c.decision != "" {
+		why = append(why, c.decision)
+	}
 	if c.created {
 		why = append(why, "order created by this event")
 	}
@@ -272,14 +288,18 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	switch fact.Type {
 	case TypeRefund:
 		if c.refundedChanged {
-			// The refund's own amount: what this event added to the
-			// refunded total (Stripe reports the charge's cumulative
-			// amount_refunded; PayPal each refund on its own).
-			own := new(apd.Decimal).Set(c.s.refunded)
-			if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
-				decimalCtx.Sub(own, own, prev)
+			// The refund's own amount, as the event states it (see
+			// RefundAmount); without one, what it added to the total.
+			ownText := ""
+			if a, err := amountOf(ev.Amount, next.Currency); err == nil && ev.Amount != "" && sameCurrency(ev.Currency, next.Currency) {
+				ownText = formatAmount(a.Abs(a), next.Currency)
+			} else {
+				own := new(apd.Decimal).Set(c.s.refunded)
+				if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
+					decimalCtx.Sub(own, own, prev)
+				}
+				ownText = formatAmount(own, next.Currency)
 			}
-			ownText := formatAmount(own, next.Currency)
 			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
@@ -298,6 +318,11 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
+	if ended := c.ended(next); ended != "" {
+		// One email per dispute or reversal that this fact ends, won or
+		// lost: the merchant heard when it opened.
+		merchant(TemplateDisputeClosed, TemplateDisputeClosed+"/"+key, ended+" ("+desc+")")
+	}
 	if len(c.newFlags) > 0 {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
@@ -310,6 +335,33 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
 	}
 	return effects
+}
+
+// ended says, in words, what dispute or reversal the change's fact
+// ended ("dispute DP1 won; order paid"), "" when it ended none: only a
+// closing fact (a reversal_canceled, a dispute won or lost) that leaves
+// less open than before (see tally.open) ends one.
+func (c *change) ended(next *Order) string {
+	f := c.fact
+	closing := f.Type == TypeReversalCanceled || f.Type == TypeDispute && !disputeOpening(f.Status)
+	if !closing {
+		return ""
+	}
+	before := tallyFacts(&Order{Currency: next.Currency, Facts: c.prevFacts}).open()
+	var gone []string
+	for _, what := range before {
+		if !slices.Contains(c.s.open, what) {
+			gone = append(gone, what)
+		}
+	}
+	if len(gone) == 0 {
+		return ""
+	}
+	outcome := "won"
+	if f.Type == TypeDispute && f.Status == StatusReversed {
+		outcome = "lost"
+	}
+	return strings.Join(gone, ", ") + " ended: " + outcome + "; order " + string(next.Status)
 }
 
 // totalChanged reports whether a total shown as before is not now, read
@@ -341,6 +393,58 @@ func sameCurrency(c, cur string) bool {
 
 func disputeOpening(s EventStatus) bool { return s == "" || s == StatusPending }
 
+// factKey is the key of the fact ev brings to order orderID: the
+// context's EventKey, else one derived from the event.
+func factKey(orderID string, ev *Event, ac ApplyContext) string {
+	if ac.EventKey != "" {
+		return ac.EventKey
+	}
+	return derivedKey(orderID, ac.Gateway, ev)
+}
+
+// RefundAmount returns the amount of refund ev of order o (nil: not
+// stored yet), to show as the event's Amount: ev.Amount when the gateway
+// gave one. A gateway that gives only its running total
+// (RefundedTotal: Stripe's amount_refunded without the charge's list of
+// refunds) leaves it to the order: the amount the order recorded for
+// this same fact when it has it (a replay), else what the total adds to
+// the order's refunds of the same payment (same txn id), "" when it adds
+// nothing (an older total arriving after a newer one). Other events keep
+// their Amount. It is pure.
+func RefundAmount(o *Order, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	cur := strings.ToUpper(ev.Currency)
+	var facts []OrderFact
+	orderID := ev.OrderID
+	if o != nil {
+		cur, facts, orderID = cmp.Or(o.Currency, cur), o.Facts, o.ID
+	}
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	key := factKey(orderID, ev, ac)
+	before := zeroAmount()
+	for _, f := range facts {
+		if f.Key == key {
+			return f.Amount
+		}
+		if f.Type == TypeRefund && ev.TxnID != "" && f.TxnID == ev.TxnID && sameCurrency(f.Currency, cur) {
+			if r := refundOf(f, cur); r != nil && r.Cmp(before) > 0 {
+				before = r
+			}
+		}
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
 // derivedKey identifies a fact that came without an EventKey by its
 // content, scoped to the order.
 func derivedKey(orderID, gateway string, ev *Event) string {
@@ -365,6 +469,12 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string, testOrder bool)
 	}
 	if a, err := NormalizeAmount(ev.Amount, cmp.Or(f.Currency, cur)); err == nil {
 		f.Amount = a
+	}
+	if ev.Type == TypeRefund && ev.RefundedTotal != "" {
+		f.RefundedTotal = ev.RefundedTotal
+		if a, err := NormalizeAmount(ev.RefundedTotal, cmp.Or(f.Currency, cur)); err == nil {
+			f.RefundedTotal = a
+		}
 	}
 	f.Flags = factFlags(ev, ac, testOrder)
 	return f

@@ -65,9 +65,12 @@ type OrderFact struct {
 	Status       EventStatus `json:"status"`
 	TxnID        string      `json:"txn_id,omitempty"`
 	ParentTxnID  string      `json:"parent_txn_id,omitempty"`
-	Amount       string      `json:"amount,omitempty"`
-	Currency     string      `json:"currency,omitempty"`
-	At           time.Time   `json:"at"`
+	Amount       string      `json:"amount,omitempty"` // a refund's own amount
+	// RefundedTotal is a refund's running total of its payment where the
+	// gateway reports one (Event.RefundedTotal).
+	RefundedTotal string    `json:"refunded_total,omitempty"`
+	Currency      string    `json:"currency,omitempty"`
+	At            time.Time `json:"at"`
 	// SubscriptionID links subscription facts (one email per subscription
 	// started or canceled, however many facts report it).
 	SubscriptionID string `json:"subscription_id,omitempty"`
@@ -105,6 +108,8 @@ const (
 	TemplateSubscriptionCanceled = "subscription_canceled"
 	TemplateOrderReview          = "order_review"
 	TemplateDisputeOpened        = "dispute_opened"
+	TemplateDisputeClosed        = "dispute_closed"
+	TemplateEventUnmatched       = "event_unmatched"
 	TemplateVerificationFailed   = "verification_failed"
 )
 
@@ -178,4 +183,7 @@ type ApplyContext struct {
 	EventKey     string   // the payment fact's key (EventKey); "" if none
 	Sandbox      bool     // the gateway is configured as sandbox/test
 	Receivers    []string // merchant identities accepted as receiver; empty: any
+	// Decision, for a fact the merchant decided (CloseDispute), says who
+	// and why; it leads the history's reason.
+	Decision string
 }

@@ -39,6 +39,12 @@ type Journal interface {
 	Wake() <-chan struct{}
 }
 
+// parkedExpirer is a Journal that fails the events parked too long for
+// their payment (the store's ExpireParked).
+type parkedExpirer interface {
+	ExpireParked(now time.Time) (int, error)
+}
+
 // Observer is told each processing result and verification time.
 // result is one of applied, invalid, failed, duplicate.
 type Observer interface {
@@ -328,6 +334,16 @@ const (
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	now := p.o.Now()
+	if e, ok := p.o.Journal.(parkedExpirer); ok {
+		// Events parked past orders.park_for fail (NextDue wakes Run for them).
+		n, err := e.ExpireParked(now)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			p.log.Warn("parked events waited too long for their payment; failed, the merchant is told", "count", n)
+		}
+	}
 	sweep := !now.Before(p.sweepAt)
 	work, err := p.o.Journal.PendingExcept(now, p.batch(), p.skip(now, sweep))
 	if err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -155,7 +154,8 @@ func skipRetry(tx *bolt.Tx, skip func(string, uint64, func() *ipn.Processing) bo
 	})
 }
 
-// NextDue returns when the earliest scheduled retry or replay is due.
+// NextDue returns when the earliest scheduled retry or replay is due,
+// or the oldest parked event expires (ExpireParked), if sooner.
 func (db *DB) NextDue() (time.Time, bool) {
 	return db.NextDueExcept(nil)
 }
@@ -167,19 +167,29 @@ func (db *DB) NextDueExcept(skip func(gateway string, id uint64, state func() *i
 	var due time.Time
 	var ok bool
 	db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRetry).Cursor()
-		skipped := 0
-		for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
-			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
-			if skip == nil || skipped >= skipScan || !skipRetry(tx, skip, string(gw), binary.BigEndian.Uint64(k[8:])) {
-				return nil
-			}
-			skipped++
+		due, ok = nextRetryDue(tx, skip)
+		if at, parked := db.nextParkedDue(tx); parked && (!ok || at.Before(due)) {
+			due, ok = at, true
 		}
-		ok = false
 		return nil
 	})
 	return due, ok
+}
+
+// nextRetryDue is when the earliest retry that skip does not name is due.
+// Past skipScan skipped entries it returns the due time of the last one
+// it passed over.
+func nextRetryDue(tx *bolt.Tx, skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool) {
+	c := tx.Bucket(bucketRetry).Cursor()
+	skipped := 0
+	for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
+		due := time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+		if skip == nil || skipped >= skipScan || !skipRetry(tx, skip, string(gw), binary.BigEndian.Uint64(k[8:])) {
+			return due, true
+		}
+		skipped++
+	}
+	return time.Time{}, false
 }
 
 // Finish records the outcomes of a batch of notifications in a single
@@ -327,7 +337,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	}
 	if o.State == ipn.StateApplied && o.EventKey != "" {
 		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
-		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && o.Event != nil && cmp.Or(o.Event.OrderID, s.RefOrder) != "" {
+		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && ipn.TargetOrder(o, s.RefOrder) != "" {
 			st, err := stateOf(tx, s.FirstOfFact)
 			if err != nil {
 				return s, err
@@ -336,7 +346,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 		}
 	}
 	if o.ApplyOrder && o.Event != nil {
-		if id := cmp.Or(o.Event.OrderID, s.RefOrder); id != "" {
+		if id := ipn.TargetOrder(o, s.RefOrder); id != "" {
 			if s.Order, err = getOrder(tx, id); err != nil {
 				return s, err
 			}
@@ -386,7 +396,9 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if d.Park != nil {
-		if err := park(tx, d.Context.Gateway, o.ID, *d.Park); err != nil {
+		w := *d.Park
+		w.At = now
+		if err := park(tx, d.Context.Gateway, o.ID, w); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
