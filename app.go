@@ -391,13 +391,17 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 		Templates: []string{ipn.TemplatePaymentReceived, ipn.TemplatePaymentPending, ipn.TemplateRefundIssued,
 			ipn.TemplatePaymentFailed, ipn.TemplateSubscriptionStarted, ipn.TemplateSubscriptionCanceled,
 			ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateVerificationFailed},
-		OrderCounts: func() map[string]int {
-			counts, _ := db.OrderCounts()
-			out := make(map[string]int, len(counts))
-			for st, n := range counts {
-				out[string(st)] = n
+		OrderCounts: func() (real, test map[string]int) {
+			all, _ := db.OrderCounts()
+			tests, _ := db.TestOrderCounts()
+			real, test = make(map[string]int, len(all)), make(map[string]int, len(tests))
+			for st, n := range all {
+				real[string(st)] = max(n-tests[st], 0)
 			}
-			return out
+			for st, n := range tests {
+				test[string(st)] = n
+			}
+			return real, test
 		}})
 }
 

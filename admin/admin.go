@@ -78,6 +78,7 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/orders", a.auth(a.createOrder))
 	r.GET("/api/orders", a.auth(a.listOrders))
 	r.GET("/api/orders/:id", a.auth(a.showOrder))
+	r.DELETE("/api/orders/:id", a.auth(a.deleteOrder))
 	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
@@ -144,6 +145,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, store.ErrNotTest):
+		writeError(w, http.StatusConflict, "not a test order: only test orders can be deleted (cancel a real one)")
 	case errors.Is(err, store.ErrExists):
 		writeError(w, http.StatusConflict, "already exists")
 	case errors.Is(err, store.ErrPurged):
@@ -518,6 +521,17 @@ func (a *api) showOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Pa
 		return
 	}
 	writeJSON(w, http.StatusOK, orderView(*o))
+}
+
+// deleteOrder removes a test order with its facts (SPEC §7): 204, 404
+// when there is none, 409 for a real order.
+func (a *api) deleteOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	if err := a.o.Store.DeleteOrder(ps.ByName("id")); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("test order deleted", "order", ps.ByName("id"))
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {

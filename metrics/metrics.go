@@ -40,10 +40,12 @@ type Options struct {
 	// PipelineLag, when set, is read at scrape time for
 	// ipnd_pipeline_lag_seconds (age of the oldest unprocessed notification).
 	PipelineLag func() float64
-	// OrderStatuses and OrderCounts, when set, give ipnd_orders{status}
-	// at scrape time: one series per status in the (fixed) list.
+	// OrderStatuses and OrderCounts, when set, give
+	// ipnd_orders{status,test} at scrape time: two series per status in
+	// the (fixed) list, test="false" for real orders (what counts for
+	// the business and the alerts) and test="true" for test orders.
 	OrderStatuses []string
-	OrderCounts   func() map[string]int
+	OrderCounts   func() (real, test map[string]int)
 	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind},
 	// ipnd_outbox_dead{kind} and ipnd_outbox_skipped{kind} at scrape time
 	// (state -> kind -> count).
@@ -71,6 +73,23 @@ func (c funcGaugeVec) Collect(ch chan<- prometheus.Metric) {
 	values := c.read()
 	for _, l := range c.labels {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(values[l]), l)
+	}
+}
+
+// orderGauge is ipnd_orders{status,test}, read at scrape time.
+type orderGauge struct {
+	desc     *prometheus.Desc
+	statuses []string
+	read     func() (real, test map[string]int)
+}
+
+func (c orderGauge) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c orderGauge) Collect(ch chan<- prometheus.Metric) {
+	real, test := c.read()
+	for _, s := range c.statuses {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(real[s]), s, "false")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(test[s]), s, "true")
 	}
 }
 
@@ -254,10 +273,11 @@ func New(o Options) *Metrics {
 		}, o.StoreDamaged))
 	}
 	if o.OrderCounts != nil {
-		m.reg.MustRegister(funcGaugeVec{
-			desc:   prometheus.NewDesc("ipnd_orders", "Orders by status.", []string{"status"}, nil),
-			labels: o.OrderStatuses,
-			read:   o.OrderCounts,
+		m.reg.MustRegister(orderGauge{
+			desc: prometheus.NewDesc("ipnd_orders",
+				"Orders by status; test=\"true\" counts test orders (sandbox payments, ipnd simulate) apart.", []string{"status", "test"}, nil),
+			statuses: o.OrderStatuses,
+			read:     o.OrderCounts,
 		})
 	}
 	if o.OutboxCounts != nil {

@@ -18,7 +18,7 @@ import (
 
 var (
 	bucketOrders      = []byte("orders")        // order id -> JSON ipn.Order
-	bucketOrderCounts = []byte("order_counts")  // order status -> uint64 count
+	bucketOrderCounts = []byte("order_counts")  // order status -> uint64 count of all orders; "test" NUL status -> of test orders
 	bucketSubs        = []byte("subscriptions") // subscription id -> JSON ipn.Subscription
 	bucketOutbox      = []byte("outbox")        // outbox id (uint64) -> JSON OutboxItem
 	bucketOutboxCause = []byte("outbox_cause")  // effect cause -> outbox id: a cause is queued once
@@ -26,6 +26,10 @@ var (
 
 // ErrExists: an order with that id already exists.
 var ErrExists = errors.New("already exists")
+
+// ErrNotTest: the order is a real one, and only test orders may be
+// deleted (DeleteOrder).
+var ErrNotTest = errors.New("not a test order")
 
 // OutboxItem is the outbox item type (kept in ipn: the worker in notify
 // uses it too).
@@ -102,11 +106,98 @@ func (db *DB) OrderCounts() (map[ipn.OrderStatus]int, error) {
 	out := map[ipn.OrderStatus]int{}
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOrderCounts).ForEach(func(k, v []byte) error {
-			out[ipn.OrderStatus(k)] = int(getU64(v))
+			if !bytes.HasPrefix(k, testCountPrefix) {
+				out[ipn.OrderStatus(k)] = int(getU64(v))
+			}
 			return nil
 		})
 	})
 	return out, mapClosed(err)
+}
+
+// TestOrderCounts returns the number of test orders in each status
+// (those OrderCounts includes that are test orders; kept up to date
+// like OrderCounts). Test orders created by builds before this count
+// are counted as real ones until they are deleted.
+func (db *DB) TestOrderCounts() (map[ipn.OrderStatus]int, error) {
+	out := map[ipn.OrderStatus]int{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOrderCounts).Cursor()
+		for k, v := c.Seek(testCountPrefix); k != nil && bytes.HasPrefix(k, testCountPrefix); k, v = c.Next() {
+			out[ipn.OrderStatus(k[len(testCountPrefix):])] = int(getU64(v))
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}
+
+// DeleteOrder removes a test order (ipn.Order.Test) with its facts and
+// the references that lead to it: its payment references (order_refs),
+// the payment facts it applied (events, so that the same test payment
+// sent again makes a new order) and its status count. The notifications
+// that built it stay in the log (append-only), and so do the outbox
+// items they queued. It fails with ErrNotFound when there is no such
+// order and with ErrNotTest when the order is a real one.
+func (db *DB) DeleteOrder(id string) error {
+	db.settle()
+	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
+		o, err := getOrder(tx, id)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			return fmt.Errorf("order %q: %w", id, ErrNotFound)
+		}
+		if !o.Test {
+			return fmt.Errorf("order %q: %w", id, ErrNotTest)
+		}
+		events := tx.Bucket(bucketEvents)
+		for _, f := range o.Facts {
+			if f.Key == "" {
+				continue
+			}
+			if err := events.Delete([]byte(f.Key)); err != nil {
+				return err
+			}
+		}
+		// References are few per order but not indexed by order: a
+		// deletion is a rare operator action, so it reads them all.
+		refs := tx.Bucket(bucketRefs)
+		var gone [][]byte
+		if err := refs.ForEach(func(k, v []byte) error {
+			if string(v) == id {
+				gone = append(gone, bytes.Clone(k))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range gone {
+			if err := refs.Delete(k); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketOrders).Delete([]byte(id)); err != nil {
+			return err
+		}
+		counts := tx.Bucket(bucketOrderCounts)
+		for _, k := range [][]byte{[]byte(o.Status), testCountKey(o.Status)} {
+			if n := getU64(counts.Get(k)); n > 0 {
+				if err := counts.Put(k, u64(n-1)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}))
+}
+
+// testCountPrefix starts the order_counts keys of test orders (no
+// status holds a NUL).
+var testCountPrefix = []byte("test\x00")
+
+func testCountKey(status ipn.OrderStatus) []byte {
+	return append(bytes.Clone(testCountPrefix), status...)
 }
 
 // GetSubscription returns a subscription, or ErrNotFound.
@@ -211,18 +302,33 @@ func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
 	if old == nil {
 		db.inserted(tx, bucketOrders, orders, []byte(o.ID))
 	}
+	if old != nil && old.Status == o.Status && old.Test == o.Test {
+		return nil
+	}
 	counts := tx.Bucket(bucketOrderCounts)
-	if old != nil {
-		if old.Status == o.Status {
+	move := func(key []byte, by int) error {
+		n := getU64(counts.Get(key))
+		if by < 0 && n == 0 {
 			return nil
 		}
-		if n := getU64(counts.Get([]byte(old.Status))); n > 0 {
-			if err := counts.Put([]byte(old.Status), u64(n-1)); err != nil {
+		return counts.Put(key, u64(uint64(int64(n)+int64(by))))
+	}
+	if old != nil {
+		if err := move([]byte(old.Status), -1); err != nil {
+			return err
+		}
+		if old.Test {
+			if err := move(testCountKey(old.Status), -1); err != nil {
 				return err
 			}
 		}
 	}
-	return counts.Put([]byte(o.Status), u64(getU64(counts.Get([]byte(o.Status)))+1))
+	if o.Test {
+		if err := move(testCountKey(o.Status), 1); err != nil {
+			return err
+		}
+	}
+	return move([]byte(o.Status), 1)
 }
 
 // putSubscription applies a subscription event to its record.
