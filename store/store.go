@@ -259,6 +259,7 @@ func Open(path string, opts Options) (*DB, error) {
 	db.idle = sync.NewCond(&db.mu)
 	db.runID = newRunID()
 	db.journal.created = db.recordSegment
+	db.journal.linked = db.checkLinked
 	fail := func(err error) (*DB, error) {
 		if db.file != nil {
 			db.file.Close()
