@@ -110,6 +110,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		Gateways: gateways, Store: a.db, Observer: a.m, Logger: log.With("component", "receiver"),
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
 		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
+		Ready: a.db.Writable,
 	})
 	sandbox, receivers := orderRules(cfg)
 	pl := cfg.Pipeline
