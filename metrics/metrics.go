@@ -113,6 +113,7 @@ type Metrics struct {
 	templates map[string]bool
 	purged    *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
+	authFails *prometheus.CounterVec
 	reloadOK  prometheus.Gauge
 	reloadAt  prometheus.Gauge
 	config    *prometheus.GaugeVec
@@ -229,6 +230,13 @@ func New(o Options) *Metrics {
 	for _, r := range ReloadResults {
 		m.reloads.WithLabelValues(r)
 	}
+	m.authFails = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ipnd_admin_auth_failures_total",
+		Help: "Admin API requests refused for their bearer token, by result: wrong_token (401), or limited (429: the client sent too many wrong tokens).",
+	}, []string{"result"})
+	for _, r := range []string{"wrong_token", "limited"} {
+		m.authFails.WithLabelValues(r)
+	}
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ipnd_config_last_reload_successful",
 		Help: "1 when the last reload (or the start) loaded the config, 0 when it was refused.",
@@ -248,7 +256,7 @@ func New(o Options) *Metrics {
 		}
 	}
 	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
-		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.reloadOK, m.reloadAt, m.config,
+		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.authFails, m.reloadOK, m.reloadAt, m.config,
 		m.certs, m.certExp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Read at scrape time; a gauge whose function is not set is not
@@ -394,6 +402,16 @@ func (m *Metrics) ConfigLoaded(hash string, at time.Time) {
 	m.config.Reset()
 	m.config.WithLabelValues(hash).Set(1)
 	m.reloadAt.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// AdminAuthFailed counts an admin API request refused for its token:
+// limited when the client was past its limit of wrong tokens (429).
+func (m *Metrics) AdminAuthFailed(limited bool) {
+	if limited {
+		m.authFails.WithLabelValues("limited").Inc()
+		return
+	}
+	m.authFails.WithLabelValues("wrong_token").Inc()
 }
 
 // Reloaded counts a reload attempt; a failed one keeps the running config.
