@@ -50,9 +50,9 @@ var templateNames = []string{
 type TemplateData struct {
 	MerchantName, OrderID, Amount, Currency, Paid, Refunded, CustomerName, CustomerEmail,
 	Reason, Status, TxnID, DownloadURL, Description string
-	Notification                                   uint64
+	Notification                                     uint64
 	OrderStatus, Expected, ExpectedCurrency, Gateway string
-	ReviewReasons                                  []string
+	ReviewReasons                                    []string
 }
 
 // reviewWords says what each review flag means to the merchant.
