@@ -36,7 +36,7 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	fs := clientCommand("orders", getenv, stdout)
 	status := fs.String("status", "", "only orders in this status")
-	before := fs.String("before", "", "only order ids below this (paging)")
+	before := fs.String("before", "", "the next page: the next_before the previous page printed (orders list by last change, newest first)")
 	limit, asJSON := fs.listFlags()
 	if err := fs.parse(args, 0, 1, "ID"); err != nil {
 		return err

@@ -255,6 +255,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, store.ErrBadCursor):
+		writeError(w, http.StatusBadRequest, "before: not a next_before of a previous page")
 	case errors.Is(err, store.ErrNotTest):
 		writeError(w, http.StatusConflict, "not a test order: only test orders can be deleted (cancel a real one)")
 	case errors.Is(err, store.ErrExists):
@@ -619,7 +621,7 @@ func (a *api) listOrders(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		out.Orders = append(out.Orders, orderView(o))
 	}
 	if len(orders) == limit {
-		out.NextBefore = orders[len(orders)-1].ID
+		out.NextBefore = store.OrderCursor(orders[len(orders)-1])
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -315,13 +315,16 @@ func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans, bucketOrdersByChange} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
 		}
 		if err := migrateOutboxDue(tx); err != nil {
 			return fmt.Errorf("store: outbox lanes: %w", err)
+		}
+		if err := indexOrdersByChange(tx); err != nil {
+			return fmt.Errorf("store: orders by change: %w", err)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {

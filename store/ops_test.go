@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
 )
 
 // TestNoAckAfterDatabaseFileDeleted: rm -rf of the data directory under
@@ -97,5 +102,43 @@ func TestNoAckWhenDatabaseFileDeletedDuringCommit(t *testing.T) {
 		if err != nil || i > 10000 {
 			t.Fatalf("append %d: %v (no new segment yet)", i, err)
 		}
+	}
+}
+
+// TestOrdersByChangeIndexedOnUpgrade: a database of a build before the
+// orders_by_change index lists its orders after the first open, newest
+// change first; a cursor that is not one is ErrBadCursor.
+func TestOrdersByChangeIndexedOnUpgrade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, id := range []string{"B", "C", "A"} {
+		if err := db.CreateOrder(ipn.Order{ID: id, Status: ipn.OrderAwaitingPayment, UpdatedAt: base.Add(time.Duration(i) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As an older build left it: no index.
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketOrdersByChange); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketOrdersByChange)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openAt(t, path, Options{})
+	defer db.Close()
+	list, err := db.ListOrders("", "", 0)
+	var ids []string
+	for _, o := range list {
+		ids = append(ids, o.ID)
+	}
+	if err != nil || strings.Join(ids, "") != "ACB" {
+		t.Errorf("ListOrders after the upgrade = %v, %v; want A C B", ids, err)
+	}
+	if _, err := db.ListOrders("", "B", 0); !errors.Is(err, ErrBadCursor) {
+		t.Errorf("ListOrders with an order id as cursor: %v, want ErrBadCursor", err)
 	}
 }
