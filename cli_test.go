@@ -306,13 +306,14 @@ secret = "whsec_sandbox_test_secret"
 
 // TestSimulateTimesOut: when the notification does not show up processed
 // within -wait, simulate says so and exits 1 (here the POST goes to a
-// stand-in that answers 200 without storing anything).
+// stand-in that answers 200 without storing anything; the gateway is a
+// live one, hence -live).
 func TestSimulateTimesOut(t *testing.T) {
 	d, _ := webhookDaemon(t, "")
 	standIn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK") }))
 	defer standIn.Close()
 	start := time.Now()
-	stdout, stderr, code := runCode(t, envFunc(), "simulate", "-config", d.cfg, "-url", standIn.URL, "-wait", "300ms", "shop")
+	stdout, stderr, code := runCode(t, envFunc(), "simulate", "-config", d.cfg, "-live", "-url", standIn.URL, "-wait", "300ms", "shop")
 	if code != 1 || !strings.Contains(stdout, "200 OK") || !strings.Contains(stderr, "not processed within 300ms") {
 		t.Errorf("simulate with nothing processed: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -55,24 +55,14 @@ func TestPayPalMassPayIsOther(t *testing.T) {
 	if d.api("GET", "/api/outbox?notification=1", nil, &queued); len(queued.Items) != 0 {
 		t.Errorf("masspay IPN queued %d outbox items, want none", len(queued.Items))
 	}
-	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer t")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := resp.Body.Read(buf)
-		sb.Write(buf[:k])
-		if err != nil {
-			break
-		}
-	}
-	if m := sb.String(); strings.Contains(m, `ipnd_notifications_processed_total{gateway="paypal",result="invalid"} 1`) ||
-		!strings.Contains(m, `ipnd_notifications_processed_total{gateway="paypal",result="applied"} 1`) {
+	// The counter follows the commit: wait for it, then it must say applied.
+	var m string
+	waitFor(t, "the masspay IPN counted", 15*time.Second, func() bool {
+		_, m = adminStatus(t, d, "/metrics")
+		return strings.Contains(m, `ipnd_notifications_processed_total{gateway="paypal",result="applied"} 1`) ||
+			strings.Contains(m, `ipnd_notifications_processed_total{gateway="paypal",result="invalid"} 1`)
+	})
+	if !strings.Contains(m, `ipnd_notifications_processed_total{gateway="paypal",result="applied"} 1`) {
 		t.Errorf("metrics: want the masspay IPN counted applied, not invalid")
 	}
 }
