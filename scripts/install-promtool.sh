@@ -4,8 +4,9 @@
 #
 # Only the promtool binary is installed, into a cache directory
 # ($IPND_TOOLS_DIR, default ~/.cache/ipnd/tools): no package is installed,
-# no service is installed or enabled, nothing outside that directory
-# changes. Where apt-get works, Debian's "prometheus" package is
+# no service is installed or enabled; outside that directory only apt's
+# package lists may change (apt-get update, as root, when apt-get download
+# finds no list to download from). Where apt-get works, Debian's "prometheus" package is
 # downloaded (apt-get download: about 6 s; 23 s on a fresh machine, whose
 # package lists apt-get update fetches first) and only usr/bin/promtool is
 # extracted from it (dpkg-deb -x); otherwise promtool is built with
