@@ -10,7 +10,9 @@
 # downloaded (apt-get download: about 6 s; 23 s on a fresh machine, whose
 # package lists apt-get update fetches first) and only usr/bin/promtool is
 # extracted from it (dpkg-deb -x); otherwise promtool is built with
-# go install through the Go module proxy (minutes, once).
+# go install through the Go module proxy, once: measured 8m45s of CPU
+# (36 min on a loaded 2-core machine), a 123 MB binary, and some hundred
+# modules downloaded.
 # Safe without a terminal (CI=true, no stdin), as root or not.
 set -euo pipefail
 PROMTOOL_VERSION=v0.316.0 # the Go module version (Prometheus 3.x) for go install
