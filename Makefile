@@ -9,6 +9,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Every fuzz target as package:Name.
 FUZZ_TARGETS = \
 	./ipn/gateway:FuzzParseStripeSignature \
+	./store:FuzzOrderCursor \
 	./ipn/gateway:FuzzParseWebhookSignatures \
 	./ipn/gateway:FuzzNormalize \
 	./ipn:FuzzAmount \

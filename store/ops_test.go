@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -141,4 +142,23 @@ func TestOrdersByChangeIndexedOnUpgrade(t *testing.T) {
 	if _, err := db.ListOrders("", "B", 0); !errors.Is(err, ErrBadCursor) {
 		t.Errorf("ListOrders with an order id as cursor: %v, want ErrBadCursor", err)
 	}
+}
+
+// FuzzOrderCursor: any before string is a cursor or ErrBadCursor, never
+// a panic; a cursor OrderCursor made reads back as that order's key.
+func FuzzOrderCursor(f *testing.F) {
+	f.Add("2026-01-01T00:00:00.5Z/A", int64(1767225600), "A")
+	f.Add("B", int64(0), "x/y")
+	f.Add("not a time/x", int64(-5), "")
+	f.Fuzz(func(t *testing.T, s string, sec int64, id string) {
+		parseOrderCursor(s)
+		if id == "" {
+			return
+		}
+		o := ipn.Order{ID: id, UpdatedAt: time.Unix(sec%(1<<33), 0).UTC()}
+		k, ok := parseOrderCursor(OrderCursor(o))
+		if !ok || !bytes.Equal(k, changeKey(&o)) {
+			t.Errorf("OrderCursor(%q at %s) does not read back: %v", id, o.UpdatedAt, ok)
+		}
+	})
 }
