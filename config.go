@@ -313,7 +313,8 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	if cfg.embedded && len(cfg.Gateways) == 0 {
-		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks",
+		// A sandbox gateway: ipnd simulate test makes test orders there.
+		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks", Sandbox: true,
 			SecretFile: filepath.Join(cfg.dataDir(), "gateway-test.secret")}}
 	}
 	if err := applyGatewayEnv(&cfg, getenv, known); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -130,6 +131,14 @@ func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Lo
 	domain := "localhost"
 	if _, d, ok := strings.Cut(from, "@"); ok {
 		domain = strings.Trim(d, "> ")
+	}
+	if name := strings.TrimSpace(cfg.Email.MerchantName); name != "" {
+		// email.merchant_name is the display name of a bare smtp.from
+		// ("Example Shop <orders@example.com>"); one written in
+		// smtp.from is kept.
+		if a, err := mail.ParseAddress(from); err == nil && a.Name == "" {
+			from = (&mail.Address{Name: name, Address: a.Address}).String()
+		}
 	}
 	return notify.NewWorker(notify.WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: from,
 		ReplyTo: cfg.Email.ReplyTo, MerchantTo: cfg.Email.MerchantTo, MerchantName: cfg.Email.MerchantName,

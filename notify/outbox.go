@@ -556,8 +556,12 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		if d.Status == "" {
 			d.Status = string(snap.Status)
 		}
+		d.OrderStatus, d.ReviewReasons = string(snap.Status), ReviewReasons(snap.Flags)
+		if snap.Registered {
+			d.Expected, d.ExpectedCurrency = snap.Amount, snap.Currency
+		}
 		if order != nil {
-			d.Description, d.DownloadURL = order.Description, order.Metadata["download_url"]
+			d.Description, d.DownloadURL, d.Gateway = order.Description, order.Metadata["download_url"], order.Gateway
 		}
 	} else if order != nil { // queued by an older version
 		if order.Amount != "" {
@@ -570,6 +574,10 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		}
 		if d.Status == "" {
 			d.Status = string(order.Status)
+		}
+		d.OrderStatus, d.ReviewReasons, d.Gateway = string(order.Status), ReviewReasons(order.Flags), order.Gateway
+		if order.Registered {
+			d.Expected, d.ExpectedCurrency = order.Amount, order.Currency
 		}
 	}
 	subject, text, html, err := w.o.Templates.Render(e.Template, d)

@@ -42,11 +42,42 @@ var templateNames = []string{
 // metadata "download_url"; the download link appears only when it is
 // set. Reason is why an order is in review, a dispute's reason or why a
 // notification failed verification; Notification is the log id of the
-// notification behind the email.
+// notification behind the email. Status is the payment's status (the
+// event's: completed, pending, ...), OrderStatus the order's after the
+// change (paid, review, ...). Expected and ExpectedCurrency are the
+// amount registered for the order ("" when it was not registered);
+// Gateway is the configured name of the order's gateway;
+// ReviewReasons says in words why an order is in review, one sentence
+// per flag it carries.
 type TemplateData struct {
 	MerchantName, OrderID, Amount, Currency, Paid, Refunded, CustomerName, CustomerEmail,
 	Reason, Status, TxnID, DownloadURL, Description string
-	Notification uint64
+	Notification                                     uint64
+	OrderStatus, Expected, ExpectedCurrency, Gateway string
+	ReviewReasons                                    []string
+}
+
+// reviewWords says what each review flag means to the merchant.
+var reviewWords = map[string]string{
+	ipn.FlagAmountMismatch:   "the amount received differs from the amount expected (a buyer may have edited the price in the payment form)",
+	ipn.FlagCurrencyMismatch: "the payment is in another currency than the order",
+	ipn.FlagReceiverMismatch: "the money went to an account that is not one of yours (receivers in the config)",
+	ipn.FlagTestPayment:      "a test (sandbox) payment arrived for a real order or on a live gateway: no real money moved",
+	ipn.FlagDoublePayment:    "a second completed payment arrived for an order already paid, under another transaction id",
+}
+
+// ReviewReasons returns a sentence for each review flag (the flag
+// itself for one it does not know).
+func ReviewReasons(flags []string) []string {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		if w, ok := reviewWords[f]; ok {
+			out = append(out, f+": "+w)
+		} else {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Templates are the parsed email templates, read-only once loaded and
@@ -86,7 +117,8 @@ var sampleTemplateData = TemplateData{
 	MerchantName: "Shop", OrderID: "order-1", Amount: "10.00", Currency: "USD", Paid: "10.00",
 	Refunded: "0.00", CustomerName: "Customer", CustomerEmail: "customer@example.com",
 	Reason: "reason", Status: "paid", TxnID: "txn-1", DownloadURL: "https://example.com/download",
-	Description: "description", Notification: 1,
+	Description: "description", Notification: 1, OrderStatus: "review", Expected: "12.00", ExpectedCurrency: "USD",
+	Gateway: "paypal", ReviewReasons: []string{"reason"},
 }
 
 // LoadTemplates parses the email templates: the embedded defaults, each

@@ -281,6 +281,10 @@ type journal struct {
 	created func(first uint64) error
 	// crashPoint, when set (tests), is called at each step of create.
 	crashPoint func(at string)
+	// linked, when set, is called after each group's sync (the store
+	// checks that the database file still has a name): an error fails
+	// the group as a deleted segment does.
+	linked func() error
 
 	f      *os.File
 	cur    segment
@@ -343,6 +347,12 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 		// records would not be found after a restart.
 		j.fail(first)
 		return fmt.Errorf("%w: journal segment %s was deleted", ErrFilesGone, filepath.Base(j.cur.path))
+	}
+	if j.linked != nil {
+		if err := j.linked(); err != nil {
+			j.fail(first)
+			return err
+		}
 	}
 	j.off += int64(len(j.buf))
 	j.cur.last = last

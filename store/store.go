@@ -264,6 +264,7 @@ func Open(path string, opts Options) (*DB, error) {
 	db.idle = sync.NewCond(&db.mu)
 	db.runID = newRunID()
 	db.journal.created = db.recordSegment
+	db.journal.linked = db.checkLinked
 	fail := func(err error) (*DB, error) {
 		if db.file != nil {
 			db.file.Close()
@@ -320,7 +321,7 @@ func (db *DB) init() error {
 		newQueues := tx.Bucket(bucketOutboxOrder) == nil
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -335,6 +336,9 @@ func (db *DB) init() error {
 		}
 		if err := migrateParked(tx, time.Now()); err != nil {
 			return fmt.Errorf("store: parked events: %w", err)
+		}
+		if err := indexOrdersByChange(tx); err != nil {
+			return fmt.Errorf("store: orders by change: %w", err)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {

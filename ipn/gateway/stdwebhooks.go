@@ -281,7 +281,7 @@ func sampleWebhook(s Sample, secrets []string) (*SignedSample, error) {
 		"type":      "payment." + s.Status,
 		"timestamp": s.Now.UTC().Format(time.RFC3339),
 		"data": map[string]any{"txn_id": out.Marker, "order_id": s.Order,
-			"amount": s.Amount, "currency": s.Currency, "status": s.Status, "customer_email": s.Email},
+			"amount": s.Amount, "currency": s.Currency, "status": s.Status, "customer_email": s.Email, "test": true},
 	})
 	key, err := DecodeWebhookSecret(secrets[0])
 	if err != nil {
