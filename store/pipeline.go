@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -18,6 +19,13 @@ var (
 	bucketRetry  = []byte("retry")  // due unix-nano (8) + id (8) -> the notification's gateway ("" in older records)
 	bucketEvents = []byte("events") // ipn.Outcome.EventKey -> id of the notification that applied it
 	keyCursor    = []byte("cursor") // in meta: every id <= cursor has been processed or scheduled
+	// bucketRetryGateway indexes the retry entries by gateway: gateway +
+	// 0x00 + id (8) -> the retry key, so that the oldest notification
+	// scheduled of each gateway is one seek away (the lag per gateway is
+	// read on every scrape and /healthz, while a hanging verify URL can
+	// hold many thousands). Made, from the retry entries, by the first
+	// write that schedules or ends a retry (see retryIndex).
+	bucketRetryGateway = []byte("retry_gateway")
 )
 
 // Wake returns a channel that receives a value after new notifications are
@@ -245,7 +253,7 @@ func dropRetries(tx *bolt.Tx, id uint64) error {
 	})
 	for _, k := range keys {
 		if err == nil {
-			err = retry.Delete(k)
+			err = deleteRetry(tx, k)
 		}
 	}
 	return err
@@ -347,14 +355,13 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 
 // record writes decision d about outcome o.
 func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, now time.Time) (ipn.Recorded, error) {
-	retry := tx.Bucket(bucketRetry)
 	if old := s.Processing.NextAttempt; !old.IsZero() {
-		if err := retry.Delete(retryKey(old, o.ID)); err != nil {
+		if err := deleteRetry(tx, retryKey(old, o.ID)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
 	if due := d.Processing.NextAttempt; !due.IsZero() {
-		if err := retry.Put(retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
+		if err := putRetry(tx, retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
@@ -432,15 +439,14 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		retry := tx.Bucket(bucketRetry)
 		if !p.NextAttempt.IsZero() {
-			if err := retry.Delete(retryKey(p.NextAttempt, id)); err != nil {
+			if err := deleteRetry(tx, retryKey(p.NextAttempt, id)); err != nil {
 				return err
 			}
 		}
 		p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
 		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
-		if err := retry.Put(retryKey(now, id), []byte(n.Gateway)); err != nil {
+		if err := putRetry(tx, retryKey(now, id), []byte(n.Gateway)); err != nil {
 			return err
 		}
 		return putProcessing(tx, id, p)
@@ -478,6 +484,116 @@ func retryKey(due time.Time, id uint64) []byte {
 	return k
 }
 
+// retryGatewayOf is the gateway of retry entry k with value v (older
+// entries name none: the log record does; "" when it does not decode).
+func retryGatewayOf(tx *bolt.Tx, k, v []byte) string {
+	if len(v) > 0 || len(k) != 16 {
+		return string(v)
+	}
+	if n, err := logged(tx, binary.BigEndian.Uint64(k[8:])); err == nil {
+		return n.Gateway
+	}
+	return ""
+}
+
+func retryIndexKey(gateway string, id uint64) []byte {
+	k := make([]byte, 0, len(gateway)+9)
+	k = append(append(k, gateway...), 0)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// retryIndex returns the index of the retry entries by gateway, made
+// (from the retry entries) when it does not exist yet: a database
+// written before it, or one an older build of this schema wrote.
+func retryIndex(tx *bolt.Tx) (*bolt.Bucket, error) {
+	if b := tx.Bucket(bucketRetryGateway); b != nil {
+		return b, nil
+	}
+	b, err := tx.CreateBucket(bucketRetryGateway)
+	if err != nil {
+		return nil, err
+	}
+	err = tx.Bucket(bucketRetry).ForEach(func(k, v []byte) error {
+		if gw := retryGatewayOf(tx, k, v); gw != "" {
+			return b.Put(retryIndexKey(gw, binary.BigEndian.Uint64(k[8:])), bytes.Clone(k))
+		}
+		return nil
+	})
+	return b, err
+}
+
+// putRetry schedules retry entry k of gateway gw, in the index too.
+func putRetry(tx *bolt.Tx, k, gw []byte) error {
+	idx, err := retryIndex(tx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRetry).Put(k, gw); err != nil {
+		return err
+	}
+	if g := retryGatewayOf(tx, k, gw); g != "" {
+		return idx.Put(retryIndexKey(g, binary.BigEndian.Uint64(k[8:])), k)
+	}
+	return nil
+}
+
+// deleteRetry removes retry entry k, and its index entry.
+func deleteRetry(tx *bolt.Tx, k []byte) error {
+	idx, err := retryIndex(tx)
+	if err != nil {
+		return err
+	}
+	retry := tx.Bucket(bucketRetry)
+	v := retry.Get(k)
+	if v == nil {
+		return nil
+	}
+	if g := retryGatewayOf(tx, k, v); g != "" {
+		ik := retryIndexKey(g, binary.BigEndian.Uint64(k[8:]))
+		if bytes.Equal(idx.Get(ik), k) {
+			if err := idx.Delete(ik); err != nil {
+				return err
+			}
+		}
+	}
+	return retry.Delete(k)
+}
+
+// oldestRetries calls consider with the oldest (lowest) id scheduled for
+// a retry of each gateway: from the index, a seek per gateway (entries
+// whose retry is gone, left by a build without the index, are passed
+// over); without the index, from every retry entry.
+func oldestRetries(tx *bolt.Tx, consider func(gateway string, id uint64)) {
+	retry, idx := tx.Bucket(bucketRetry), tx.Bucket(bucketRetryGateway)
+	if idx == nil {
+		retry.ForEach(func(k, v []byte) error {
+			if len(k) == 16 {
+				if gw := retryGatewayOf(tx, k, v); gw != "" {
+					consider(gw, binary.BigEndian.Uint64(k[8:]))
+				}
+			}
+			return nil
+		})
+		return
+	}
+	c := idx.Cursor()
+	k, v := c.First()
+	for k != nil {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			k, v = c.Next()
+			continue
+		}
+		gw := k[:i]
+		if retry.Get(v) != nil {
+			consider(string(gw), binary.BigEndian.Uint64(k[i+1:]))
+			k, v = c.Seek(append(bytes.Clone(gw), 1)) // the next gateway
+			continue
+		}
+		k, v = c.Next()
+	}
+}
+
 func getU64(v []byte) uint64 {
 	if len(v) != 8 {
 		return 0
@@ -501,8 +617,8 @@ func (db *DB) OldestPending() (time.Time, bool) {
 // OldestPendingByGateway returns, per gateway, when its oldest
 // notification still waiting for processing was received: the first
 // unsettled one of each gateway among the first skipScan after the
-// cursor, and the oldest one scheduled for a retry (the retry entries
-// name their gateway, so only the oldest per gateway is read).
+// cursor, and the oldest one scheduled for a retry (a seek per gateway
+// in the index of the retries by gateway).
 func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
 	out := map[string]time.Time{}
 	db.bolt.View(func(tx *bolt.Tx) error {
@@ -527,21 +643,7 @@ func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
 				}
 			}
 		}
-		tx.Bucket(bucketRetry).ForEach(func(k, gw []byte) error {
-			if len(k) != 16 {
-				return nil
-			}
-			id := binary.BigEndian.Uint64(k[8:])
-			if len(gw) == 0 {
-				n, err := logged(tx, id)
-				if err != nil {
-					return nil
-				}
-				gw = []byte(n.Gateway)
-			}
-			consider(string(gw), id)
-			return nil
-		})
+		oldestRetries(tx, consider)
 		for gateway, id := range oldest {
 			if n, err := logged(tx, id); err == nil {
 				out[gateway] = n.ReceivedAt
