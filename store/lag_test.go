@@ -132,3 +132,25 @@ func BenchmarkLagManyHeld(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPendingManyHeld is one idle pipeline step (PendingExcept and
+// NextDueExcept) while 20,000 notifications of one gateway wait for its
+// lane: past skipScan the pipeline looks again every 100 ms.
+func BenchmarkPendingManyHeld(b *testing.B) {
+	db := mustOpen(b)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	holdRetries(b, db, "slow", 20000, now.Add(-10*time.Hour), now)
+	held := func(gw string, _ uint64, state func() *ipn.Processing) bool {
+		st := state()
+		return gw == "slow" && st != nil && !st.WasVerified()
+	}
+	b.ResetTimer()
+	for range b.N {
+		if work, err := db.PendingExcept(now, 64, held); err != nil || len(work) != 0 {
+			b.Fatal(work, err)
+		}
+		if _, ok := db.NextDueExcept(held); !ok {
+			b.Fatal("past skipScan: due")
+		}
+	}
+}
