@@ -233,12 +233,10 @@ func (p *Pipeline) skip(now time.Time, sweep bool) func(gw string, id uint64, st
 func (p *Pipeline) sweepEvery() time.Duration { return min(time.Minute, p.o.RetryFor/10) }
 
 // pastSkipWait is how long an idle Run waits before it looks again when
-// a due retry lies past the skipScan retries a step passes over (a
-// gateway's lane holds more than that many): a look then reads them all
-// (measured: 85 ms for a step and NextDueExcept past 20,000 held, so a
-// look every 100 ms kept a core busy while a verify URL hung). What
-// frees held retries (a postback that ends, a reload, a probe's time,
-// new notifications) wakes Run anyway.
+// a retry is due already that no step took (a look reads up to skipScan
+// held retries: 85 ms past 20,000 held was measured when it came every
+// 100 ms). What frees held retries (a postback that ends, a reload, a
+// probe's time, new notifications) wakes Run anyway.
 const pastSkipWait = time.Second
 
 // Run processes notifications until ctx is done. It sleeps when there is

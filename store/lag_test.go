@@ -135,7 +135,7 @@ func BenchmarkLagManyHeld(b *testing.B) {
 
 // BenchmarkPendingManyHeld is one idle pipeline step (PendingExcept and
 // NextDueExcept) while 20,000 notifications of one gateway wait for its
-// lane: past skipScan the pipeline looks again every 100 ms.
+// lane.
 func BenchmarkPendingManyHeld(b *testing.B) {
 	db := mustOpen(b)
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -149,8 +149,44 @@ func BenchmarkPendingManyHeld(b *testing.B) {
 		if work, err := db.PendingExcept(now, 64, held); err != nil || len(work) != 0 {
 			b.Fatal(work, err)
 		}
-		if _, ok := db.NextDueExcept(held); !ok {
-			b.Fatal("past skipScan: due")
+		if due, ok := db.NextDueExcept(held); ok {
+			b.Fatal("all held, but due", due)
 		}
+	}
+}
+
+// More than skipScan retries of a gateway whose lane is held do not hide
+// the replays and retries of other gateways due after them: they are
+// taken, NextDueExcept names them, and once they are gone it says that
+// nothing is due (the pipeline sleeps until woken).
+func TestHeldRetriesPastSkipScanHideNoOtherGateway(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	holdRetries(t, db, "slow", skipScan+100, now.Add(-time.Hour), now)
+	holdRetries(t, db, "fast", 1, now.Add(-time.Minute), now)
+	fast := uint64(skipScan + 101)
+	if err := db.Replay(fast, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	held := func(gw string, id uint64, state func() *ipn.Processing) bool {
+		asked++
+		return gw == "slow" || id != fast
+	}
+	work, err := db.PendingExcept(now.Add(2*time.Second), 64, held)
+	if err != nil || len(work) != 1 || work[0].Notification.ID != fast {
+		t.Fatalf("PendingExcept = %d items (%v); want the replay of the fast gateway's notification", len(work), err)
+	}
+	if asked > skipScan+1 {
+		t.Errorf("skip asked %d times, want at most skipScan+1", asked)
+	}
+	if due, ok := db.NextDueExcept(held); !ok || !due.Equal(now.Add(time.Second)) {
+		t.Errorf("NextDueExcept = %v, %v; want the replay, due at %v", due, ok, now.Add(time.Second))
+	}
+	if _, err := db.Finish([]ipn.Outcome{{ID: fast, State: ipn.StateInvalid}}, fast, now); err != nil {
+		t.Fatal(err)
+	}
+	if due, ok := db.NextDueExcept(held); ok {
+		t.Errorf("NextDueExcept = %v; want nothing due (all held)", due)
 	}
 }

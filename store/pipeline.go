@@ -57,9 +57,41 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 // and id name the notification; state reads its processing record (nil
 // when it does not decode).
 
-// skipScan bounds how many due retries one call passes over (skip): past
-// them, later due retries wait for the next call.
+// skipScan bounds how many due retries one call asks skip about and
+// passes over: past them, the retries of a gateway skip named already in
+// the call are passed over without asking (a key each, no record read),
+// so that the retries and replays of other gateways are still reached
+// behind the many thousands a hanging verify URL can hold.
 const skipScan = 4096
+
+// retrySkip asks skip about the due retries of one call, in due order
+// (see skipScan). nil skip leaves out nothing.
+type retrySkip struct {
+	tx      *bolt.Tx
+	skip    func(gateway string, id uint64, state func() *ipn.Processing) bool
+	skipped int
+	held    map[string]bool // gateways skip named in this call
+}
+
+// leave reports whether the retry entry k (value v) stays where it is.
+func (r *retrySkip) leave(k, v []byte) bool {
+	if r.skip == nil {
+		return false
+	}
+	gw := retryGatewayOf(r.tx, k, v)
+	if r.skipped >= skipScan && r.held[gw] {
+		return true
+	}
+	if !skipRetry(r.tx, r.skip, gw, binary.BigEndian.Uint64(k[8:])) {
+		return false
+	}
+	if r.held == nil {
+		r.held = map[string]bool{}
+	}
+	r.skipped++
+	r.held[gw] = true
+	return true
+}
 
 // PendingExcept is Pending, leaving out the due retries skip names
 // (they do not count toward max). Fresh notifications are never left out.
@@ -104,9 +136,9 @@ func (db *DB) PendingExcept(now time.Time, max int, skip func(gateway string, id
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
 		}
-		skipped := 0
+		rs := &retrySkip{tx: tx, skip: skip}
 		rc := tx.Bucket(bucketRetry).Cursor()
-		for k, gw := rc.First(); k != nil && todo < max && skipped < skipScan; k, gw = rc.Next() {
+		for k, gw := rc.First(); k != nil && todo < max; k, gw = rc.Next() {
 			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
 				break
 			}
@@ -114,8 +146,7 @@ func (db *DB) PendingExcept(now time.Time, max int, skip func(gateway string, id
 			if id > cursor {
 				continue // still ahead of the cursor: taken as fresh
 			}
-			if skip != nil && skipRetry(tx, skip, string(gw), id) {
-				skipped++
+			if rs.leave(k, gw) {
 				continue
 			}
 			v := tx.Bucket(bucketLog).Get(u64(id))
@@ -168,23 +199,20 @@ func (db *DB) NextDue() (time.Time, bool) {
 	return db.NextDueExcept(nil)
 }
 
-// NextDueExcept is NextDue, leaving out the retries skip names. Past
-// skipScan of them it returns the due time of the last one it passed
-// over.
+// NextDueExcept is NextDue, leaving out the retries skip names (past
+// skipScan of them, all those of the gateways it named: see skipScan).
 func (db *DB) NextDueExcept(skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool) {
 	var due time.Time
 	var ok bool
 	db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRetry).Cursor()
-		skipped := 0
+		rs := &retrySkip{tx: tx, skip: skip}
 		for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
-			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
-			if skip == nil || skipped >= skipScan || !skipRetry(tx, skip, string(gw), binary.BigEndian.Uint64(k[8:])) {
+			if !rs.leave(k, gw) {
+				due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
 				return nil
 			}
-			skipped++
 		}
-		ok = false
 		return nil
 	})
 	return due, ok
