@@ -88,8 +88,10 @@ const drainSlack = 10 * time.Second
 
 // drainOutbox drains the running outbox worker (see notify.Worker.Drain)
 // and logs how long that took. It waits at most the longest delivery
-// timeout of cfg (the config the deliveries started with) plus
-// drainSlack, or until ctx ends (shutdown): past that (a store that
+// of cfg (the config the deliveries started with) plus drainSlack: a
+// callback or script run takes at most shop.timeout, an email up to four
+// smtp.timeouts (go-mail applies it to the connect, the greeting, the
+// login and the message each), or until ctx ends (shutdown): past that (a store that
 // cannot record results, say) the worker is stopped the hard way by its
 // replacement, and the deliveries cut short are made again, as after a
 // crash; the log says so.
@@ -98,7 +100,7 @@ func (a *app) drainOutbox(ctx context.Context, cfg *Config) {
 	drained := make(chan struct{})
 	w := a.outbox.Load()
 	go func() { w.Drain(); close(drained) }()
-	limit := max(time.Duration(cfg.Shop.Timeout), time.Duration(cfg.SMTP.Timeout)) + drainSlack
+	limit := max(time.Duration(cfg.Shop.Timeout), 4*time.Duration(cfg.SMTP.Timeout)) + drainSlack
 	t := time.NewTimer(limit)
 	defer t.Stop()
 	select {

@@ -643,8 +643,12 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "failed",
 		ipn.OutboxSkipped: "skipped"}[r.State]
+	if r.NotAttempted {
+		result = "not_attempted"
+	}
 	switch {
 	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge
+	case r.NotAttempted: // nothing was tried: not a failed delivery
 	case it.Effect.Kind == ipn.EffectEmailCustomer || it.Effect.Kind == ipn.EffectEmailMerchant:
 		w.o.Observer.EmailSent(it.Effect.Template, result)
 	default:
@@ -656,6 +660,8 @@ func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 		attrs = append(attrs, "error", r.Error)
 	}
 	switch {
+	case r.NotAttempted:
+		w.log.Info("outbox item not attempted; trying again shortly", append(attrs, "retry_in_seconds", time.Until(r.RetryAt).Seconds())...)
 	case r.State == ipn.OutboxDead:
 		w.log.Warn("outbox item dead", attrs...)
 	case r.State == ipn.OutboxPending:
