@@ -230,6 +230,12 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	_, statErr := os.Stat(path)
+	// Before bbolt rebuilds its free page list on open, which panics on a
+	// damaged file out of reach of recover: a damaged file is refused
+	// with what to do.
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 	b, err := openBolt(path, &bolt.Options{
 		Timeout: opts.LockTimeout,
 		// The freelist is rebuilt on open instead of written by every
