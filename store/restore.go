@@ -23,7 +23,7 @@ type FileInfo struct {
 	Notifications int
 	Orders        int
 	OutboxItems   int
-	Lost          int // ids recorded as lost (journal damage), never given again
+	Lost          int    // ids recorded as lost (journal damage), never given again
 	Sequence      uint64 // the highest id given (LastID, or above: ids lost or of a torn tail)
 }
 
@@ -84,7 +84,7 @@ func Inspect(path string) (FileInfo, error) {
 
 // Restored is what Restore did.
 type Restored struct {
-	FileInfo        // the database as installed: the backup and what the journal brought back
+	FileInfo          // the database as installed: the backup and what the journal brought back
 	Backup   FileInfo // the backup as it was
 	Aside    string   // the directory the previous files went to ("" when there were none)
 	// FromJournal counts the notifications the journal of the previous
