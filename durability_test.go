@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -364,4 +366,104 @@ func TestDamagedMetaPageRefusedThenRestored(t *testing.T) {
 	}
 	post(11)
 	rd.drained(11)
+}
+
+// TestDamagedNewestWriteReported (issue 20 point 3): one notification
+// acknowledged alone, ipnd killed about a millisecond later, one byte of
+// its frame flipped: ipnd started, the notification was gone, and nothing
+// was logged. Now the restarted ipnd logs an ERROR naming the id and
+// saying it may have been acknowledged, counts it in
+// ipnd_store_dropped_unacknowledged and reports it on /healthz until the
+// operator acknowledges it (POST /api/journal/dropped/ack). Had the idle
+// marker already counted it as acknowledged, ipnd refuses to start on the
+// damage instead (also said, exit 1).
+func TestDamagedNewestWriteReported(t *testing.T) {
+	dir := t.TempDir()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	cfg := writeTestConfig(t, dir, "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")
+	child, exited := startChild(t, dir, cfg)
+	d := &daemon{t: t, dir: dir}
+	if code := postSignedEvent(t, d, secret, "only", "payment.completed", map[string]any{"order_id": "N-1", "txn_id": "only",
+		"amount": "1.00", "currency": "EUR"}); code != 200 {
+		t.Fatalf("post: HTTP %d", code)
+	}
+	child.Process.Kill()
+	<-exited
+	flipByte(t, filepath.Join(dir, "ipnd.db.wal-0000000000000001"), 128+16+5) // inside the first frame's record
+
+	os.Remove(filepath.Join(dir, "public.addr"))
+	os.Remove(filepath.Join(dir, "admin.addr"))
+	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1", "IPND_LOG_FORMAT=text")
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done; done <- nil })
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "admin.addr")); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			// The idle marker had counted it as acknowledged: damage, refused.
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "journal damaged") {
+				t.Fatalf("serve exited (%v) without saying the journal is damaged:\n%s", err, stderr.String())
+			}
+			t.Logf("the marker counted the record as acknowledged: refused as damage")
+			done <- err
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	logs := stderr.String()
+	var logged bool
+	for _, l := range strings.Split(logs, "\n") {
+		logged = logged || strings.Contains(l, "level=ERROR") && strings.Contains(l, "may have been acknowledged") &&
+			strings.Contains(l, "first_id=1") && strings.Contains(l, "last_id=1")
+	}
+	if !logged {
+		t.Errorf("no ERROR naming id 1 and \"may have been acknowledged\":\n%s", logs)
+	}
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", d.addr("admin")+path, nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "may have been acknowledged") || !strings.Contains(body, "ids 1-1") {
+		t.Errorf("/healthz = %d %s, want 503 naming the dropped id", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "ipnd_store_dropped_unacknowledged 1") {
+		t.Errorf("metrics lack ipnd_store_dropped_unacknowledged 1")
+	}
+	// Still dropped after a restart until acknowledged: the operator acknowledges.
+	if code := d.api("POST", "/api/journal/dropped/ack", nil, nil); code != 200 {
+		t.Fatalf("ack: HTTP %d", code)
+	}
+	if code, body := get("/healthz"); code != 200 {
+		t.Errorf("/healthz after the acknowledgement = %d %s", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "ipnd_store_dropped_unacknowledged 0") {
+		t.Errorf("metrics after the acknowledgement lack ipnd_store_dropped_unacknowledged 0")
+	}
+	// The id is not given again.
+	if code := postSignedEvent(t, d, secret, "next", "payment.completed", map[string]any{"order_id": "N-2", "txn_id": "next",
+		"amount": "1.00", "currency": "EUR"}); code != 200 {
+		t.Fatalf("post: HTTP %d", code)
+	}
+	var list struct{ Notifications []struct{ ID int } }
+	d.api("GET", "/api/notifications?limit=5", nil, &list)
+	if len(list.Notifications) != 1 || list.Notifications[0].ID != 2 {
+		t.Errorf("after the drop: %+v, want only id 2", list.Notifications)
+	}
 }

@@ -763,6 +763,18 @@ func (db *DB) recoverJournal() error {
 		}
 		db.damage = js.damage
 	}
+	if len(js.cut) > 0 {
+		// Kept, for /healthz until the operator acknowledges them. Best effort: Open goes on (the caller logs
+		// TornGroups) when bbolt cannot take it.
+		drops := make([]Damage, len(js.cut))
+		for i, d := range js.cut {
+			d.Reason = "dropped at start as the journal's torn tail, may have been acknowledged: " + d.Reason
+			drops[i] = d
+		}
+		if db.recordLost(drops, seq, true) == nil {
+			seq = max(seq, js.end)
+		}
+	}
 	// No id the journal may have given (a torn tail's) is given again.
 	top := max(seq, js.end)
 	db.acked, db.applied = top, top
@@ -836,17 +848,23 @@ func (db *DB) finishRecovery(top uint64) error {
 
 // recordLost writes the damaged ranges to the lost bucket and moves the
 // log's sequence past them, so that their ids are never given again.
-func (db *DB) recordLost(damage []Damage, seq uint64) error {
+// With dropped, they are torn tails Open dropped (TornGroups), written to
+// the dropped bucket for the operator to acknowledge.
+func (db *DB) recordLost(damage []Damage, seq uint64, dropped ...bool) error {
 	now := time.Now().UTC()
+	unacked, bucket := len(dropped) > 0 && dropped[0], bucketLost
+	if unacked {
+		bucket = bucketDropped
+	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		lost, err := tx.CreateBucketIfNotExists(bucketLost)
+		lost, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
 		}
 		top := seq
 		for _, d := range damage {
 			v, err := encodeValue(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
-				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now})
+				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now, Unacknowledged: unacked})
 			if err != nil {
 				return err
 			}
@@ -898,10 +916,13 @@ func (db *DB) clearNewestSegment() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyNewestSegment) })
 }
 
-// TornGroups are the final groups of the journal that Open dropped as a
-// torn tail although their last frame was on disk: a power cut within
-// their write+fsync lost frames before it. None was acknowledged (see
-// scanSegment) and their ids are not given again; the caller warns.
+// TornGroups are the ids Open dropped as the journal's torn tail: frames
+// at its end that do not read back, which a crash within their
+// write+fsync leaves (never acknowledged), and so does damage to the
+// newest write after its fsync (acknowledged): they may have been
+// acknowledged. Their ids are not given again, they are recorded as lost
+// ranges for the operator to acknowledge (Unacknowledged); the caller
+// logs them.
 func (db *DB) TornGroups() []Damage { return db.cut }
 
 // Damaged is the journal damage that Open skipped (SkipDamaged); nil
