@@ -262,6 +262,10 @@ func bringBack(tmp, path, aside string, backup FileInfo, prevSeq uint64, prevKno
 			}
 		}
 		r.NotBack = append(r.NotBack, js.damage...)
+		for _, d := range js.cut {
+			d.Reason = "dropped as the journal's torn tail, may have been acknowledged: " + d.Reason
+			r.NotBack = append(r.NotBack, d)
+		}
 		if end := max(js.end, js.lost, top); prevKnown && prevSeq > end {
 			r.NotBack = append(r.NotBack, Damage{Segment: filepath.Base(path), Offset: -1, First: end + 1, Last: prevSeq,
 				Reason: "only in the database the backup replaced (kept in " + filepath.Base(aside) + "), not in the journal"})
