@@ -345,6 +345,18 @@ func BenchmarkBackupLargeStore(b *testing.B) {
 			b.Fatal(backupErr)
 		}
 		after, _ := os.Stat(path)
+		db.Close()
+		t0 := time.Now()
+		if err := checkFile(path); err != nil {
+			b.Fatal(err)
+		}
+		check := time.Since(t0)
+		t0 = time.Now()
+		if db, err = Open(path, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		reopen := time.Since(t0)
+		fmt.Printf("\nopen of the %d MiB database: %s, of which the damage check (checkFile) %s\n", after.Size()>>20, reopen.Round(time.Millisecond), check.Round(time.Millisecond))
 		fmt.Printf("\nbackup of a %d MiB database (%d records, filled in %s): %d MiB copied in %s; ingest 16 clients: %.0f/s before, %.0f/s during the backup (%.2f); pages kept from reuse at most %d MiB; file grew %d MiB\n",
 			size>>20, id, fill.Round(time.Second), copied>>20, took.Round(100*time.Millisecond), before, during, during/before,
 			maxPinned>>20, (after.Size()-size)>>20)
