@@ -259,7 +259,7 @@ func TestDamagedMetaPageRefusedThenRestored(t *testing.T) {
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	extra := "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"" + secret + "\"\n"
 	cfg := writeTestConfig(t, dir, extra)
-	child, _ := startChild(t, dir, cfg)
+	child, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir}
 	post := func(i int) {
 		id := fmt.Sprintf("m%d", i)
@@ -286,7 +286,7 @@ func TestDamagedMetaPageRefusedThenRestored(t *testing.T) {
 		return len(list.Notifications) == 1 && list.Notifications[0].ID == 10
 	})
 	child.Process.Kill()
-	<-func() chan struct{} { c := make(chan struct{}); go func() { child.Wait(); close(c) }(); return c }()
+	<-exited
 
 	db := filepath.Join(dir, "ipnd.db")
 	pageSize, _ := boltMetas(t, db)
