@@ -41,6 +41,12 @@ func ensureGenerated(cfg *Config, log *slog.Logger) error {
 		}
 	}
 	for path, make := range gen {
+		// A temporary file a crash left before its rename held nothing in use.
+		if left, _ := filepath.Glob(filepath.Join(dir, "."+filepath.Base(path)+".tmp-*")); len(left) > 0 {
+			for _, p := range left {
+				os.Remove(p)
+			}
+		}
 		data, err := os.ReadFile(path)
 		switch {
 		case err == nil && strings.TrimSpace(string(data)) != "":
