@@ -113,8 +113,10 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
 	}
 	for _, d := range a.db.TornGroups() {
-		log.Warn("unclean stop: a group of notifications cut by the crash was dropped (never acknowledged; its ids are not given again)",
-			"segment", d.Segment, "offset", d.Offset, "first_id", d.First, "last_id", d.Last)
+		log.Error("journal: notifications at the end of the journal do not read back and were dropped; they may have been acknowledged "+
+			"(a crash within their write, or damage to the newest write after its fsync); their ids are not given again. "+
+			"Ask the gateways to resend, then acknowledge with POST /api/journal/dropped/ack",
+			"segment", d.Segment, "offset", d.Offset, "first_id", d.First, "last_id", d.Last, "reason", d.Reason)
 	}
 	a.m = a.newMetrics(gateways)
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
@@ -339,6 +341,11 @@ func (a *app) healthy() error {
 	if err := a.db.ApplyErr(); err != nil {
 		return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
 	}
+	if drops, ids, err := a.db.Unacknowledged(); err == nil && len(drops) > 0 {
+		d := drops[0]
+		return fmt.Errorf("journal tail dropped at start: %d notifications that may have been acknowledged (ids %d-%d in %s, %d ranges); "+
+			"acknowledge with POST /api/journal/dropped/ack", ids, d.First, d.Last, d.Segment, len(drops))
+	}
 	if a.workers.failed("pipeline") {
 		return errors.New("pipeline worker has stopped")
 	}
@@ -411,6 +418,10 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			return 1
 		},
 		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
+		StoreDropped: func() float64 {
+			_, ids, _ := db.Unacknowledged()
+			return float64(ids)
+		},
 		Parked: func() float64 {
 			n, _ := db.Parked()
 			return float64(n)

@@ -128,6 +128,7 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	r.GET("/api/stats", a.auth(a.stats))
+	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})
@@ -731,6 +732,25 @@ func (a *api) retryOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.
 	a.log.Info("outbox retry requested", "outbox_id", id, "was", was.State)
 	writeJSON(w, http.StatusAccepted, OutboxRetry{ID: id, State: store.OutboxPending, Was: was.State,
 		Attempts: was.Attempts, NextAttempt: was.NextAttempt})
+}
+
+// ackDropped records that the operator has seen the torn journal tails
+// dropped at a start (store.DB.Unacknowledged): /healthz stops reporting
+// them. It answers what it acknowledged.
+func (a *api) ackDropped(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	drops, _, err := a.o.Store.Unacknowledged()
+	if err == nil {
+		_, err = a.o.Store.AckDropped()
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if drops == nil {
+		drops = []store.LostRange{}
+	}
+	a.log.Info("dropped journal tails acknowledged", "ranges", len(drops))
+	writeJSON(w, http.StatusOK, map[string]any{"acknowledged": drops})
 }
 
 // Stats is the answer of GET /api/stats: where the bytes on disk go, and

@@ -34,6 +34,11 @@ type Options struct {
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
 	StoreDamaged func() float64
+	// StoreDropped, when set, is read at scrape time for
+	// ipnd_store_dropped_unacknowledged (ids of torn journal tails dropped
+	// at a start, which may have been acknowledged, not yet acknowledged
+	// by the operator).
+	StoreDropped func() float64
 	// Parked, when set, is read at scrape time for ipnd_parked_events
 	// (events waiting for the payment that names their order).
 	Parked func() float64
@@ -298,6 +303,7 @@ func New(o Options) *Metrics {
 		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize},
 		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable},
 		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked},
+		{"ipnd_store_dropped_unacknowledged", "Notifications dropped at a start as the journal's torn tail that may have been acknowledged, until the operator acknowledges them (POST /api/journal/dropped/ack).", o.StoreDropped},
 	} {
 		if g.read != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.read))
