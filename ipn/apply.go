@@ -101,40 +101,77 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 		return cloneOrder(*o), nil
 	}
-	var next Order
+	if o == nil && ev.OrderID == "" {
+		return Order{}, nil
+	}
+	var st *OrderState
+	if o != nil {
+		st = memoryState(o, FactKey(o.ID, ev, ac))
+	}
+	next, w, effects := ApplyState(o, st, ev, ac)
+	if w == nil { // the same fact again
+		return cloneOrder(*o), nil
+	}
+	if o != nil {
+		next.History = slices.Clone(o.History)
+		next.Facts = slices.Clone(o.Facts)
+		if w.Replaces {
+			next.Facts = slices.Delete(next.Facts, int(st.FactSeq), int(st.FactSeq)+1)
+		}
+		for i := range next.Facts {
+			next.Facts[i].Flags = slices.Clone(next.Facts[i].Flags)
+		}
+	}
+	next.Facts = append(next.Facts, w.Fact)
+	next.History = append(next.History, w.Change)
+	next.TxnIDs = []string{}
+	for k, g := range w.Groups {
+		if txn, ok := IsTxnKey(k); ok && g.Facts > 0 {
+			next.TxnIDs = append(next.TxnIDs, txn)
+		}
+	}
+	slices.Sort(next.TxnIDs)
+	return next, effects
+}
+
+// ApplyState is Apply for an order whose facts and history the store
+// keeps apart: o is the order without them (nil: none yet) and st what
+// the store looked up for ev (FactKey, TallyKeys). It returns the order
+// (without its facts, history and txn ids: the store keeps them) and
+// what to write besides it; w is nil when nothing is applied (the same
+// fact again, an event of type other, or no order). It is pure and
+// modifies none of its arguments.
+func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Order, w *OrderWrite, effects []Effect) {
+	if ev == nil || !actionable(ev.Type) {
+		if o == nil {
+			return Order{}, nil, nil
+		}
+		return header(*o), nil, nil
+	}
 	if o == nil {
 		if ev.OrderID == "" {
-			return Order{}, nil
+			return Order{}, nil, nil
 		}
 		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{},
 			Test: ev.Test && ac.Sandbox}
 		zero := formatAmount(zeroAmount(), next.Currency)
 		next.Paid, next.Refunded = zero, zero
+		st = &OrderState{}
 	} else {
-		next = cloneOrder(*o)
+		next = header(*o)
 	}
-	key := ac.EventKey
-	if key == "" {
-		key = derivedKey(next.ID, ac.Gateway, ev)
-	}
-	for i, f := range next.Facts {
-		if f.Key != key {
-			continue
-		}
+	key := FactKey(next.ID, ev, ac)
+	if f := st.Fact; f != nil {
 		// The same fact again changes nothing, unless it was refused
 		// (receiver_mismatch, test_payment) and is not now: a replay after
 		// the merchant fixed the config counts it (the order's flags stay).
 		if len(f.Flags) == 0 || len(newFact(key, ev, ac, next.Currency, next.Test).Flags) > 0 {
-			return next, nil
+			return next, nil, nil
 		}
-		next.Facts = slices.Delete(next.Facts, i, i+1)
-		break
 	}
 	c := change{created: o == nil, prevStatus: next.Status, prevFlags: slices.Clone(next.Flags),
-		prevPaid: next.Paid, prevRefunded: next.Refunded, prevFacts: next.Facts, key: key}
-	if o != nil {
-		c.history = o.History
-	}
+		prevPaid: next.Paid, prevRefunded: next.Refunded, key: key, tally: st.Tally}
+	c.tally.Reached = slices.Clone(st.Tally.Reached)
 
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
@@ -154,18 +191,55 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			next.Amount = formatAmount(v.Abs(v), next.Currency)
 		}
 	}
+	var expected *apd.Decimal
+	if next.Registered {
+		expected, _ = amountOf(next.Amount, next.Currency)
+	}
 
+	// The tally without the fact: built again from every fact (Full), or
+	// the stored one with the refused copy of this fact taken out.
+	flags := map[string]bool{}
+	for _, f := range next.Flags {
+		flags[f] = true
+	}
+	var x *tallier
+	if st.Full {
+		base := c.tally
+		base.Completed, base.Failed, base.Canceled, base.Pending = 0, 0, 0, 0
+		base.Paid, base.Refunded, base.OneOffs, base.OneOffSum = "", "", 0, ""
+		base.Reversed, base.Lost, base.Open = 0, 0, 0
+		x = newTallier(next.Currency, base, nil)
+		for _, f := range st.All {
+			if f.Key != key {
+				x.fact(f, 1)
+				orderFactFlags(&next, expected, f, flags)
+			}
+		}
+	} else {
+		x = newTallier(next.Currency, c.tally, st.Groups)
+		if st.Fact != nil {
+			x.fact(*st.Fact, -1)
+		}
+	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
-	next.Facts = append(next.Facts, c.fact)
-	c.s = summarize(&next)
-	next.Flags = c.s.flags
-	next.Status = c.s.status
-	next.Paid = formatAmount(c.s.paid, next.Currency)
-	next.Refunded = formatAmount(c.s.refunded, next.Currency)
-	next.TxnIDs = c.s.txnIDs
+	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
+	x.fact(c.fact, 1)
+	orderFactFlags(&next, expected, c.fact, flags)
+	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
+		flags[FlagDoublePayment] = true
+	}
+	next.Flags = slices.Sorted(maps.Keys(flags))
+	if next.Flags == nil { // [] rather than null in JSON
+		next.Flags = []string{}
+	}
+	t := x.tally()
+	next.Status = t.status(next.Flags, x.paid, x.refunded)
+	next.Paid = formatAmount(x.paid, next.Currency)
+	next.Refunded = formatAmount(x.refunded, next.Currency)
 	next.UpdatedAt = ac.Now
-	c.paidChanged = totalChanged(c.prevPaid, c.s.paid, next.Currency)
-	c.refundedChanged = totalChanged(c.prevRefunded, c.s.refunded, next.Currency)
+	c.paid, c.refunded = x.paid, x.refunded
+	c.paidChanged = totalChanged(c.prevPaid, x.paid, next.Currency)
+	c.refundedChanged = totalChanged(c.prevRefunded, x.refunded, next.Currency)
 	for _, f := range next.Flags {
 		if !slices.Contains(c.prevFlags, f) {
 			c.newFlags = append(c.newFlags, f)
@@ -174,29 +248,52 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
 
 	// History: one entry per new fact, whether or not the status moved.
-	next.History = append(next.History, OrderChange{
+	w = &OrderWrite{Fact: c.fact, FactSeq: t.NextFact, Replaces: st.Fact != nil, Groups: x.groups, Full: st.Full}
+	t.NextFact++
+	t.reach(next.Status)
+	next.Changes = max(next.Changes, len(o.historyOrNil())) + 1
+	w.Change = OrderChange{
 		At:           ac.Now,
 		Notification: ac.Notification,
 		From:         c.prevStatus,
 		To:           next.Status,
 		Reason:       c.reason(&next),
-	})
-	return next, c.effects(&next, ev)
+	}
+	w.Tally = t
+	return next, w, c.effects(&next, ev, w.Change.Reason)
+}
+
+// historyOrNil is o's history, nil when o is nil.
+func (o *Order) historyOrNil() []OrderChange {
+	if o == nil {
+		return nil
+	}
+	return o.History
+}
+
+// header is o without its facts, history and txn ids, sharing no slice
+// or map with it.
+func header(o Order) Order {
+	o.Facts, o.History, o.TxnIDs = nil, nil, nil
+	return cloneOrder(o)
 }
 
 // change is one new fact's change to an order, as Apply computes it.
 type change struct {
-	created                      bool          // the order is created by this fact
-	history                      []OrderChange // the order's history before it
+	created                      bool  // the order is created by this fact
+	tally                        Tally // the order's tally before it
 	prevStatus                   OrderStatus
 	prevFlags, newFlags          []string
 	prevPaid, prevRefunded       string
-	prevFacts                    []OrderFact
 	key                          string // the fact's key
 	fact                         OrderFact
 	desc                         string // describeFact
-	s                            summary
+	paid, refunded               *apd.Decimal
 	paidChanged, refundedChanged bool
+	// subscriptionSeen, disputeSeen: the order held a fact of the same
+	// type for the same subscription, an opening of the same dispute or
+	// reversal (same txn id), before this one.
+	subscriptionSeen, disputeSeen bool
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -230,9 +327,9 @@ func (c *change) reason(next *Order) string {
 // effects returns what the change queues (see Apply). Each effect
 // carries the order as it stands now, so that what is sent later states
 // this change's amounts.
-func (c *change) effects(next *Order, ev *Event) []Effect {
+func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 	evc := *ev
-	snap := next.Snapshot(c.prevStatus, next.History[len(next.History)-1].Reason)
+	snap := next.Snapshot(c.prevStatus, reason)
 	var effects []Effect
 	add := func(e Effect) {
 		e.OrderID, e.Event, e.Order = next.ID, &evc, snap
@@ -256,15 +353,15 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	if next.Status != c.prevStatus {
 		switch next.Status {
 		case OrderPaid, OrderPartiallyRefunded:
-			if !reached(c.history, OrderPaid, OrderPartiallyRefunded) {
+			if !c.tally.reached(OrderPaid, OrderPartiallyRefunded) {
 				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc, payment)
 			}
 		case OrderPending:
-			if !reached(c.history, OrderPending) {
+			if !c.tally.reached(OrderPending) {
 				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc, payment)
 			}
 		case OrderFailed:
-			if !reached(c.history, OrderFailed) {
+			if !c.tally.reached(OrderFailed) {
 				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc, payment)
 			}
 		}
@@ -275,7 +372,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 			// The refund's own amount: what this event added to the
 			// refunded total (Stripe reports the charge's cumulative
 			// amount_refunded; PayPal each refund on its own).
-			own := new(apd.Decimal).Set(c.s.refunded)
+			own := new(apd.Decimal).Set(c.refunded)
 			if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
 				decimalCtx.Sub(own, own, prev)
 			}
@@ -284,7 +381,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
-		if !subscriptionSeen(c.prevFacts, fact) {
+		if !c.subscriptionSeen {
 			tmpl := TemplateSubscriptionStarted
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
@@ -294,7 +391,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	case TypeReversal, TypeDispute:
 		// One email per dispute or reversal: Stripe reports an opened
 		// dispute and the funds it withdrew under the dispute's id.
-		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(c.prevFacts, fact) {
+		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !c.disputeSeen {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
@@ -302,7 +399,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
 	}
-	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(c.prevFacts, fact)
+	newSubscription := isSubscriptionType(fact.Type) && !c.subscriptionSeen
 	if c.moved(next) || newSubscription {
 		// The shop hears of every transition of the order (status, totals
 		// or flags) and of each subscription's start, end and payments,
@@ -397,52 +494,10 @@ func describeFact(f OrderFact, eventFlags, cur string) string {
 	return b.String()
 }
 
-// reached reports whether the history shows the order in any of the
-// given statuses before.
-func reached(history []OrderChange, statuses ...OrderStatus) bool {
-	for _, h := range history {
-		if slices.Contains(statuses, h.To) {
-			return true
-		}
-	}
-	return false
-}
-
-// disputeSeen reports whether facts already hold an opening of the
-// dispute or reversal f reports (same type family and txn id): a Stripe
-// dispute is opened by charge.dispute.created and its funds withdrawn
-// by charge.dispute.funds_withdrawn, both under the dispute's id.
-func disputeSeen(facts []OrderFact, f OrderFact) bool {
-	if f.TxnID == "" {
-		return false
-	}
-	for _, g := range facts {
-		opening := g.Type == TypeReversal || g.Type == TypeDispute && disputeOpening(g.Status)
-		if opening && g.TxnID == f.TxnID {
-			return true
-		}
-	}
-	return false
-}
-
 func isSubscriptionType(t EventType) bool {
 	switch t {
 	case TypeSubscriptionStarted, TypeSubscriptionPayment, TypeSubscriptionCanceled, TypeSubscriptionExpired:
 		return true
-	}
-	return false
-}
-
-// subscriptionSeen reports whether facts already hold a fact of f's type
-// for the same subscription.
-func subscriptionSeen(facts []OrderFact, f OrderFact) bool {
-	if f.SubscriptionID == "" {
-		return false
-	}
-	for _, g := range facts {
-		if g.Type == f.Type && g.SubscriptionID == f.SubscriptionID {
-			return true
-		}
 	}
 	return false
 }
