@@ -64,10 +64,10 @@ type Tally struct {
 	Reached []OrderStatus `json:"reached,omitempty"`
 	// Payment groups by what they are: completed, else failed, else
 	// canceled, else pending.
-	Completed int `json:"completed,omitempty"`
-	Failed    int `json:"failed,omitempty"`
-	Canceled  int `json:"canceled,omitempty"`
-	Pending   int `json:"pending,omitempty"`
+	Completed int    `json:"completed,omitempty"`
+	Failed    int    `json:"failed,omitempty"`
+	Canceled  int    `json:"canceled,omitempty"`
+	Pending   int    `json:"pending,omitempty"`
 	Paid      string `json:"paid,omitempty"`     // exact sum of the counted payment groups ("" zero)
 	Refunded  string `json:"refunded,omitempty"` // exact sum of the refund groups ("" zero)
 	// OneOffs and OneOffSum: counted, completed one-off payment groups.
@@ -232,11 +232,11 @@ func IsTxnKey(k string) (string, bool) {
 
 // tallier updates a tally and the records it reads.
 type tallier struct {
-	cur    string
-	t      Tally
-	base   map[string]Group // as stored
-	groups map[string]Group // changed
-	reads  map[string]bool  // every record read (for TallyKeys)
+	cur                       string
+	t                         Tally
+	base                      map[string]Group // as stored
+	groups                    map[string]Group // changed
+	reads                     map[string]bool  // every record read (for TallyKeys)
 	paid, refunded, oneOffSum *apd.Decimal
 }
 
