@@ -52,12 +52,15 @@ import (
 //     counted completed amount of the group: the same txn id completed
 //     twice under different keys counts once.
 //   - refunded: refund facts with status refunded or completed that count,
-//     grouped by txn id: the largest amount of each group, summed. PayPal
-//     gives each refund its own txn id (so partial refunds add up); Stripe
-//     reports charge.refunded for the same charge with the cumulative
-//     amount_refunded (so the largest is the total). A refund that arrives
-//     before its payment is kept and counted; the status reflects it once
-//     the payment is there.
+//     grouped by txn id: the largest amount or running total
+//     (refunded_total) of each group, summed. PayPal gives each refund its
+//     own txn id and amount (so partial refunds add up); Stripe reports
+//     charge.refunded under the charge's id with its running
+//     amount_refunded (so the largest total is the charge's refunds). A
+//     refund that arrives before its payment is kept and counted; the
+//     status reflects it once the payment is there. A refund event's own
+//     amount, where the gateway gives only the running total, is filled
+//     in from the order (see RefundAmount).
 //   - reversed: for some parent txn id (the fact's own txn id when it has
 //     no parent), more distinct reversal facts than distinct
 //     reversal_canceled facts; or a dispute closed as lost (status
@@ -161,6 +164,9 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		next = header(*o)
 	}
 	key := FactKey(next.ID, ev, ac)
+	evc := *ev
+	evc.Amount = refundAmount(o, st, ev, ac)
+	ev = &evc
 	if f := st.Fact; f != nil {
 		// The same fact again changes nothing, unless it was refused
 		// (receiver_mismatch, test_payment) and is not now: a replay after
@@ -369,14 +375,18 @@ func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 	switch fact.Type {
 	case TypeRefund:
 		if c.refundedChanged {
-			// The refund's own amount: what this event added to the
-			// refunded total (Stripe reports the charge's cumulative
-			// amount_refunded; PayPal each refund on its own).
-			own := new(apd.Decimal).Set(c.refunded)
-			if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
-				decimalCtx.Sub(own, own, prev)
+			// The refund's own amount, as the event states it (see
+			// RefundAmount); without one, what it added to the total.
+			ownText := ""
+			if a, err := amountOf(ev.Amount, next.Currency); err == nil && ev.Amount != "" && sameCurrency(ev.Currency, next.Currency) {
+				ownText = formatAmount(a.Abs(a), next.Currency)
+			} else {
+				own := new(apd.Decimal).Set(c.refunded)
+				if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
+					decimalCtx.Sub(own, own, prev)
+				}
+				ownText = formatAmount(own, next.Currency)
 			}
-			ownText := formatAmount(own, next.Currency)
 			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
@@ -438,6 +448,94 @@ func sameCurrency(c, cur string) bool {
 
 func disputeOpening(s EventStatus) bool { return s == "" || s == StatusPending }
 
+// factKey is the key of the fact ev brings to order orderID: the
+// context's EventKey, else one derived from the event.
+func factKey(orderID string, ev *Event, ac ApplyContext) string {
+	if ac.EventKey != "" {
+		return ac.EventKey
+	}
+	return derivedKey(orderID, ac.Gateway, ev)
+}
+
+// RefundAmount returns the amount of refund ev of order o (nil: not
+// stored yet), to show as the event's Amount: ev.Amount when the gateway
+// gave one. A gateway that gives only its running total
+// (RefundedTotal: Stripe's amount_refunded without the charge's list of
+// refunds) leaves it to the order: the amount the order recorded for
+// this same fact when it has it (a replay), else what the total adds to
+// the order's refunds of the same payment (same txn id), "" when it adds
+// nothing (an older total arriving after a newer one). Other events keep
+// their Amount. It is pure.
+func RefundAmount(o *Order, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	cur := strings.ToUpper(ev.Currency)
+	var facts []OrderFact
+	orderID := ev.OrderID
+	if o != nil {
+		cur, facts, orderID = cmp.Or(o.Currency, cur), o.Facts, o.ID
+	}
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	key := factKey(orderID, ev, ac)
+	before := zeroAmount()
+	for _, f := range facts {
+		if f.Key == key {
+			return f.Amount
+		}
+		if f.Type == TypeRefund && ev.TxnID != "" && f.TxnID == ev.TxnID && sameCurrency(f.Currency, cur) {
+			if r := refundOf(f, cur); r != nil && r.Cmp(before) > 0 {
+				before = r
+			}
+		}
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
+// refundAmount is RefundAmount for order o kept as st (see ApplyState;
+// nil: o holds its facts): the same amount, read from the fact under the
+// event's key and the record of the largest refund of the same payment
+// (TallyKeys names both) rather than from every fact.
+func refundAmount(o *Order, st *OrderState, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	if o == nil || st == nil {
+		return RefundAmount(o, ev, ac)
+	}
+	if st.Full {
+		all := *o
+		all.Facts = st.All
+		return RefundAmount(&all, ev, ac)
+	}
+	cur := cmp.Or(o.Currency, strings.ToUpper(ev.Currency))
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	if st.Fact != nil {
+		return st.Fact.Amount
+	}
+	before := zeroAmount()
+	if ev.TxnID != "" {
+		before = decimalOrZero(st.Groups[groupKey(kindRefundOf, ev.TxnID)].Amount)
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
 // derivedKey identifies a fact that came without an EventKey by its
 // content, scoped to the order.
 func derivedKey(orderID, gateway string, ev *Event) string {
@@ -462,6 +560,12 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string, testOrder bool)
 	}
 	if a, err := NormalizeAmount(ev.Amount, cmp.Or(f.Currency, cur)); err == nil {
 		f.Amount = a
+	}
+	if ev.Type == TypeRefund && ev.RefundedTotal != "" {
+		f.RefundedTotal = ev.RefundedTotal
+		if a, err := NormalizeAmount(ev.RefundedTotal, cmp.Or(f.Currency, cur)); err == nil {
+			f.RefundedTotal = a
+		}
 	}
 	f.Flags = factFlags(ev, ac, testOrder)
 	return f

@@ -201,6 +201,7 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if s.Order == nil && o.RequireRegistered {
 		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID)
 	}
+	own := refundAmount(s.Order, s.State, &ev, ac)
 	var order Order
 	var effects []Effect
 	if s.State != nil {
@@ -211,6 +212,7 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if order.ID == "" { // the event does not concern an order
 		return ""
 	}
+	ev.Amount = own // recorded with the amount the shop and the emails are told
 	d.Order = &order
 	d.Recorded.OrderID, d.Recorded.OrderTo = order.ID, order.Status
 	before := 0
@@ -270,12 +272,14 @@ func AdoptEvent(orderID string, id uint64, gateway string, w Parked, now time.Ti
 // keeps apart (see ApplyState); st nil: o holds them itself.
 func AdoptState(o *Order, st *OrderState, id uint64, gateway string, w Parked, now time.Time) Adoption {
 	ev, ac := AdoptEvent(o.ID, id, gateway, w, now)
+	own := refundAmount(o, st, ev, ac)
 	var a Adoption
 	if st != nil {
 		a.Order, a.Write, a.Effects = ApplyState(o, st, ev, ac)
 	} else {
 		a.Order, a.Effects = Apply(o, ev, ac)
 	}
+	ev.Amount = own
 	a.Event, a.Context, a.Subscription = ev, ac, IsSubscriptionEvent(ev)
 	a.Detail = fmt.Sprintf("applied to order %q, which its payment reached", o.ID)
 	return a

@@ -51,20 +51,28 @@ func ValidStatus(s EventStatus) bool {
 // exact decimal string with the currency's own number of digits; it is
 // never a float.
 type Event struct {
-	Type           EventType   `json:"type"`
-	Status         EventStatus `json:"status,omitempty"`
-	GatewayStatus  string      `json:"gateway_status,omitempty"`
-	TxnID          string      `json:"txn_id,omitempty"`
-	ParentTxnID    string      `json:"parent_txn_id,omitempty"`
-	EventID        string      `json:"event_id,omitempty"`
-	OrderID        string      `json:"order_id,omitempty"`
-	Amount         string      `json:"amount,omitempty"`
-	Currency       string      `json:"currency,omitempty"`
-	CustomerEmail  string      `json:"customer_email,omitempty"`
-	CustomerName   string      `json:"customer_name,omitempty"`
-	Receiver       string      `json:"receiver,omitempty"`
-	SubscriptionID string      `json:"subscription_id,omitempty"`
-	Test           bool        `json:"test"`
+	Type          EventType   `json:"type"`
+	Status        EventStatus `json:"status,omitempty"`
+	GatewayStatus string      `json:"gateway_status,omitempty"`
+	TxnID         string      `json:"txn_id,omitempty"`
+	ParentTxnID   string      `json:"parent_txn_id,omitempty"`
+	EventID       string      `json:"event_id,omitempty"`
+	OrderID       string      `json:"order_id,omitempty"`
+	Amount        string      `json:"amount,omitempty"`
+	// RefundedTotal is, for a refund, the payment's running refunded
+	// total where the gateway reports one (Stripe charge.refunded
+	// amount_refunded), "" where it reports each refund on its own
+	// (PayPal). Amount is then this refund's own amount: the newest
+	// refund the gateway lists, or, when it lists none, what the total
+	// adds to the order's refunds of that payment (filled in when the
+	// event is applied: see RefundAmount).
+	RefundedTotal  string `json:"refunded_total,omitempty"`
+	Currency       string `json:"currency,omitempty"`
+	CustomerEmail  string `json:"customer_email,omitempty"`
+	CustomerName   string `json:"customer_name,omitempty"`
+	Receiver       string `json:"receiver,omitempty"`
+	SubscriptionID string `json:"subscription_id,omitempty"`
+	Test           bool   `json:"test"`
 
 	// Refs lists, separated by spaces, the other identifiers the gateway
 	// uses for the same payment and may name alone in a later event (a
@@ -133,5 +141,31 @@ func EventKey(gateway string, ev *Event) string {
 	if ev.TxnID == "" {
 		return ""
 	}
-	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+	k := gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+	if ev.RefundedTotal != "" {
+		// Two refunds of the same sum on one Stripe charge differ only
+		// in the running total.
+		k += "\x00" + ev.RefundedTotal
+	}
+	return k
+}
+
+// movesMoneyBack reports whether events of type t move money back from
+// the merchant (or say it may): their amounts are positive whatever the
+// gateway's sign.
+func movesMoneyBack(t EventType) bool {
+	return t == TypeRefund || t == TypeReversal || t == TypeReversalCanceled || t == TypeDispute
+}
+
+// Unsign drops the sign a gateway gives the amounts of a refund,
+// reversal, cancelled reversal or dispute (PayPal's negative mc_gross):
+// Amount is the amount of this event and RefundedTotal the running
+// total, both positive, for every gateway. Every normalizer calls it on
+// the event it returns.
+func (ev *Event) Unsign() {
+	if !movesMoneyBack(ev.Type) {
+		return
+	}
+	ev.Amount = strings.TrimPrefix(ev.Amount, "-")
+	ev.RefundedTotal = strings.TrimPrefix(ev.RefundedTotal, "-")
 }

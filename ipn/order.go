@@ -68,9 +68,12 @@ type OrderFact struct {
 	Status       EventStatus `json:"status"`
 	TxnID        string      `json:"txn_id,omitempty"`
 	ParentTxnID  string      `json:"parent_txn_id,omitempty"`
-	Amount       string      `json:"amount,omitempty"`
-	Currency     string      `json:"currency,omitempty"`
-	At           time.Time   `json:"at"`
+	Amount       string      `json:"amount,omitempty"` // a refund's own amount
+	// RefundedTotal is a refund's running total of its payment where the
+	// gateway reports one (Event.RefundedTotal).
+	RefundedTotal string    `json:"refunded_total,omitempty"`
+	Currency      string    `json:"currency,omitempty"`
+	At            time.Time `json:"at"`
 	// SubscriptionID links subscription facts (one email per subscription
 	// started or canceled, however many facts report it).
 	SubscriptionID string `json:"subscription_id,omitempty"`

@@ -91,9 +91,9 @@ func tallyFacts(o *Order) *tally {
 				g.canceled = true
 			}
 		case TypeRefund:
-			if counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
-				if r := t.refunds[id]; r == nil || amt.Cmp(r) > 0 {
-					t.refunds[id] = amt
+			if counts && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
+				if r := refundOf(f, cur); r != nil && (t.refunds[id] == nil || r.Cmp(t.refunds[id]) > 0) {
+					t.refunds[id] = r
 				}
 			}
 		case TypeReversal:
@@ -116,6 +116,23 @@ func tallyFacts(o *Order) *tally {
 		}
 	}
 	return t
+}
+
+// refundOf is what a refund fact says its payment's refunds come to:
+// the larger of its own amount and its running total (facts recorded
+// before refunded_total existed kept Stripe's running total in Amount),
+// positive; nil when it says nothing readable.
+func refundOf(f OrderFact, cur string) *apd.Decimal {
+	var best *apd.Decimal
+	for _, s := range []string{f.Amount, f.RefundedTotal} {
+		if v, err := amountOf(s, cmp.Or(cur, f.Currency)); err == nil && s != "" {
+			v.Abs(v)
+			if best == nil || v.Cmp(best) > 0 {
+				best = v
+			}
+		}
+	}
+	return best
 }
 
 // summarize derives status, totals, flags and txn ids from o's facts and

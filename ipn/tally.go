@@ -125,6 +125,7 @@ type OrderWrite struct {
 const (
 	kindPay       = 'p'
 	kindRefund    = 'r'
+	kindRefundOf  = 'R' // refunds of one payment (txn id): the largest refundOf, for RefundAmount
 	kindParent    = 'v'
 	kindReversal  = 'm'
 	kindCancel    = 'c'
@@ -154,12 +155,7 @@ func groupKey(kind byte, parts ...string) string {
 
 // FactKey returns the key the fact ev reports is kept under in order
 // orderID: ac.EventKey, or one derived from the event's content.
-func FactKey(orderID string, ev *Event, ac ApplyContext) string {
-	if ac.EventKey != "" {
-		return ac.EventKey
-	}
-	return derivedKey(orderID, ac.Gateway, ev)
-}
+func FactKey(orderID string, ev *Event, ac ApplyContext) string { return factKey(orderID, ev, ac) }
 
 // TallyKeys returns the tally records applying ev to order o (nil: a
 // new one) reads, given the fact already kept under its key (nil when
@@ -349,15 +345,28 @@ func (x *tallier) fact(f OrderFact, d int) {
 		old := x.get(k)
 		g := old
 		g.Facts += d
-		if d > 0 && counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) &&
-			(g.Amount == "" || amt.Cmp(decimalOrZero(g.Amount)) > 0) {
-			g.Amount = amt.String()
+		if r := refundOf(f, x.cur); d > 0 && counts && r != nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) &&
+			(g.Amount == "" || r.Cmp(decimalOrZero(g.Amount)) > 0) {
+			g.Amount = r.String()
 			if old.Amount != "" {
 				decimalCtx.Sub(x.refunded, x.refunded, decimalOrZero(old.Amount))
 			}
-			addAmount(x.refunded, amt)
+			addAmount(x.refunded, r)
 		}
 		x.groups[k] = g
+		if f.TxnID != "" && sameCurrency(f.Currency, x.cur) {
+			// What RefundAmount reads: the largest refund of the payment,
+			// of any status, flagged or not. A fact taken out is the
+			// refused copy of one put back with the same amount and
+			// total, so the largest stays.
+			rk := groupKey(kindRefundOf, f.TxnID)
+			rg := x.get(rk)
+			rg.Facts += d
+			if r := refundOf(f, x.cur); d > 0 && r != nil && r.Cmp(decimalOrZero(rg.Amount)) > 0 {
+				rg.Amount = r.String()
+			}
+			x.groups[rk] = rg
+		}
 	case TypeReversal, TypeReversalCanceled:
 		parent := cmp.Or(f.ParentTxnID, f.TxnID)
 		kind := byte(kindReversal)

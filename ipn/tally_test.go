@@ -144,7 +144,7 @@ func genTallyEvent(r *rand.Rand) *Event {
 		TypeReversalCanceled, TypeDispute, TypeSubscriptionStarted, TypeSubscriptionCanceled, TypeSubscriptionExpired, TypeOther}
 	statuses := []EventStatus{StatusCompleted, StatusCompleted, StatusPending, StatusFailed, StatusDenied, StatusRefunded,
 		StatusReversed, StatusCanceled, StatusExpired, ""}
-	return &Event{
+	ev := &Event{
 		Type:           types[r.IntN(len(types))],
 		Status:         statuses[r.IntN(len(statuses))],
 		TxnID:          pick("T1", "T2", "T3", "T4", ""),
@@ -157,6 +157,15 @@ func genTallyEvent(r *rand.Rand) *Event {
 		Test:           r.IntN(8) == 0,
 		Flags:          pick("", "", "underpaid"),
 	}
+	if ev.Type == TypeRefund && r.IntN(2) == 0 {
+		// Stripe's running total, with or without the refund's own amount
+		// (same currency for the same total: see the tally's "R" record).
+		ev.RefundedTotal, ev.Currency = pick("10.00", "20.00", "25.00", "5"), "USD"
+		if r.IntN(2) == 0 {
+			ev.Amount = ""
+		}
+	}
+	return ev
 }
 
 // TestTallyMatchesRetally: applying random fact sequences with only the

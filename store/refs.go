@@ -113,7 +113,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 					return nil, err
 				}
 			}
-			if err := noteAdopted(tx, p.id, o.ID, a.Detail, now); err != nil {
+			if err := noteAdopted(tx, p.id, o.ID, a.Event, a.Detail, now); err != nil {
 				return nil, err
 			}
 			o = &a.Order
@@ -125,13 +125,14 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 
 // noteAdopted records in a parked notification's history that it reached
 // its order.
-func noteAdopted(tx *bolt.Tx, id uint64, orderID, detail string, now time.Time) error {
+func noteAdopted(tx *bolt.Tx, id uint64, orderID string, ev *ipn.Event, detail string, now time.Time) error {
 	p, err := stateOf(tx, id)
 	if err != nil || p == nil {
 		return err
 	}
 	if p.Event != nil {
 		p.Event.OrderID = orderID
+		p.Event.Amount = ev.Amount // a refund's own amount, known now
 	}
 	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
 	return putProcessing(tx, id, p)

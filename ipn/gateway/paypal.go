@@ -268,7 +268,14 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 	case "subscr_eot", "recurring_payment_expired":
 		ev.Type, ev.Status = ipn.TypeSubscriptionExpired, ipn.StatusExpired
 	case "new_case":
+		// A case names the disputed payment by its txn_id: the case is
+		// the dispute (txn id), the payment its parent, so that several
+		// cases on one payment stay apart and a Canceled_Reversal of the
+		// payment ends them.
 		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusPending
+		if c := f["case_id"]; c != "" {
+			ev.TxnID, ev.ParentTxnID = c, f["txn_id"]
+		}
 	case "adjustment":
 		ev.Type, ev.Status = ipn.TypeReversal, ipn.StatusReversed
 	case "subscr_modify", "recurring_payment_profile_modify", "masspay", "mp_signup", "mp_cancel", "merch_pmt":
@@ -276,6 +283,7 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 	default: // web_accept, cart, express_checkout, send_money, virtual_terminal, pro_hosted, "" (chargebacks), ...
 		byStatus()
 	}
+	ev.Unsign() // a refund's or reversal's negative mc_gross
 	return ev
 }
 

@@ -1,0 +1,216 @@
+package main
+
+// Whole flows of issue 19 (points 1 to 3), over real HTTP into a real
+// ipnd, with the identifiers each gateway really sends: refund amounts,
+// the end of a dispute, payments that name no order.
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"ipnd/ipn"
+)
+
+// flowDaemon is an ipnd with a PayPal gateway (verified by a local
+// postback server), a Stripe gateway, the in-process SMTP server and a
+// shop receiving callbacks.
+type flowDaemon struct {
+	*daemon
+	paypal *fakePayPal
+	smtp   *fakeSMTP
+	shop   *shopReceiver
+	stripe func(id, typ, object string)
+}
+
+func newFlowDaemon(t *testing.T, extra string) *flowDaemon {
+	t.Helper()
+	f := &flowDaemon{paypal: newFakePayPal(t), smtp: newFakeSMTP(t, "127.0.0.1:0")}
+	shop, shopURL := newShopReceiver(t)
+	f.shop = shop
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[log]
+level = "warn"
+[pipeline]
+verify_timeout = "2s"
+retry_base = "20ms"
+retry_cap = "80ms"
+outbox_retry_base = "20ms"
+outbox_retry_cap = "100ms"
+[smtp]
+host = "127.0.0.1"
+port = %s
+tls = "none"
+from = "Shop <shop@example.com>"
+timeout = "2s"
+[email]
+merchant_to = "owner@example.com"
+max_attempts = 3
+[shop]
+url = %q
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[[gateway]]
+name = "paypal"
+kind = "paypal"
+verify_url = %q
+receivers = ["shop@example.com"]
+[[gateway]]
+name = "stripe"
+kind = "stripe"
+secret = "whsec_trust"
+%s`, f.smtp.port(), shopURL, f.paypal.srv.URL+"/cgi-bin/webscr", extra))
+	f.daemon = startDaemon(t, dir, cfg)
+	f.stripe = stripePoster(t, f.daemon, "stripe", "whsec_trust")
+	return f
+}
+
+// ipn posts a PayPal IPN built from fields (see ipnBody) and returns
+// nothing: a refusal fails the test.
+func (f *flowDaemon) ipn(fields ...string) {
+	f.t.Helper()
+	body := ipnBody(fields...)
+	f.paypal.remember(body)
+	if code := f.postIPN("paypal", body); code != 200 {
+		f.t.Fatalf("IPN %v: HTTP %d", fields, code)
+	}
+}
+
+// callbacks waits until the shop has at least n callbacks about order id
+// and returns them as "type" strings and their data.event.
+func (f *flowDaemon) callbacks(id string, n int) ([]string, []map[string]any) {
+	f.t.Helper()
+	var types []string
+	var events []map[string]any
+	waitFor(f.t, fmt.Sprintf("%d callbacks for %s", n, id), 20*time.Second, func() bool {
+		types, events = nil, nil
+		for _, b := range f.shop.forOrder(id) {
+			types = append(types, fmt.Sprint(b["type"]))
+			ev, _ := b["data"].(map[string]any)["event"].(map[string]any)
+			events = append(events, ev)
+		}
+		return len(types) >= n
+	})
+	return types, events
+}
+
+// byVersion orders callbacks by data.order.version (the shop keeps the
+// highest; the lane may deliver them in any order).
+func (f *flowDaemon) byVersion(id string, n int) []map[string]any {
+	f.t.Helper()
+	f.callbacks(id, n)
+	out := make([]map[string]any, 0, n)
+	bodies := f.shop.forOrder(id)
+	for v := 0; len(out) < len(bodies) && v < 1000; v++ {
+		for _, b := range bodies {
+			if o := b["data"].(map[string]any)["order"].(map[string]any); int(o["version"].(float64)) == v {
+				out = append(out, b)
+			}
+		}
+	}
+	return out
+}
+
+func cbType(b map[string]any) string { return fmt.Sprint(b["type"]) }
+
+func cbEvent(b map[string]any, field string) string {
+	ev, _ := b["data"].(map[string]any)["event"].(map[string]any)
+	if v, ok := ev[field]; ok {
+		return fmt.Sprint(v)
+	}
+	return ""
+}
+
+// TestRefundAmountsAgree (issue 19 point 3): a refund's amount is the
+// amount of that refund, positive, for PayPal and Stripe alike, and the
+// running total Stripe sends is in refunded_total; the shop, the
+// customer's email, the admin API and `ipnd ls` say the same.
+func TestRefundAmountsAgree(t *testing.T) {
+	f := newFlowDaemon(t, "")
+
+	// PayPal: a payment of 30.00, a partial refund of 10.00 (mc_gross -10.00).
+	f.ipn("txn_id", "61E67681CH3238416", "invoice", "PP-R1", "mc_gross", "30.00", "payer_email", "ann@example.com")
+	waitOrder(t, f.daemon, "PP-R1", ipn.OrderPaid)
+	f.ipn("txn_id", "2BD47329K5432911C", "parent_txn_id", "61E67681CH3238416", "invoice", "PP-R1",
+		"payment_status", "Refunded", "reason_code", "refund", "mc_gross", "-10.00", "payer_email", "ann@example.com")
+	if o := waitOrder(t, f.daemon, "PP-R1", ipn.OrderPartiallyRefunded); o.Refunded != "10.00" {
+		t.Errorf("PP-R1 refunded %s, want 10.00", o.Refunded)
+	}
+
+	// Stripe: a Checkout payment of 40.00, refunds of 10.00 then 15.00.
+	// The first charge.refunded lists its refunds (older API versions),
+	// the second does not (2022-11-15 and later): its own amount comes
+	// from amount_refunded and what the order had.
+	f.stripe("evt_1QdR1", "checkout.session.completed", `{"id":"cs_test_a1R","object":"checkout.session","client_reference_id":"ST-R1","payment_intent":"pi_3QdR1","amount_total":4000,"currency":"usd","mode":"payment","payment_status":"paid","status":"complete","customer_details":{"email":"bob@example.com"},"metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-R1", ipn.OrderPaid)
+	f.stripe("evt_1QdR2", "charge.refunded", `{"id":"ch_3QdR1","object":"charge","amount":4000,"amount_refunded":1000,"currency":"usd","payment_intent":"pi_3QdR1","refunded":false,"metadata":{},"refunds":{"object":"list","data":[{"id":"re_3QdR1a","object":"refund","amount":1000,"created":1733480000,"status":"succeeded"}],"has_more":false}}`)
+	waitFor(t, "ST-R1 refunded 10.00", 15*time.Second, func() bool {
+		var o ipn.Order
+		f.api("GET", "/api/orders/ST-R1", nil, &o)
+		return o.Refunded == "10.00"
+	})
+	f.stripe("evt_1QdR3", "charge.refunded", `{"id":"ch_3QdR1","object":"charge","amount":4000,"amount_refunded":2500,"currency":"usd","payment_intent":"pi_3QdR1","refunded":false,"metadata":{}}`)
+	waitFor(t, "ST-R1 refunded 25.00", 15*time.Second, func() bool {
+		var o ipn.Order
+		f.api("GET", "/api/orders/ST-R1", nil, &o)
+		return o.Refunded == "25.00" && o.Status == ipn.OrderPartiallyRefunded
+	})
+
+	// The shop.
+	pp := f.byVersion("PP-R1", 2)
+	if len(pp) != 2 || cbType(pp[1]) != "order.partially_refunded" || cbEvent(pp[1], "amount") != "10.00" || cbEvent(pp[1], "refunded_total") != "" {
+		t.Errorf("PayPal refund callback: %v", pp)
+	}
+	st := f.byVersion("ST-R1", 3)
+	if len(st) != 3 {
+		t.Fatalf("Stripe callbacks: %v", st)
+	}
+	for i, want := range [][2]string{{"10.00", "10.00"}, {"15.00", "25.00"}} {
+		b := st[i+1]
+		if cbType(b) != "order.partially_refunded" || cbEvent(b, "amount") != want[0] || cbEvent(b, "refunded_total") != want[1] {
+			t.Errorf("Stripe refund %d callback: type %s amount %q refunded_total %q, want %s / %s",
+				i+1, cbType(b), cbEvent(b, "amount"), cbEvent(b, "refunded_total"), want[0], want[1])
+		}
+	}
+
+	// The customers' emails.
+	for to, want := range map[string][]string{"ann@example.com": {"refund of 10.00 USD"}, "bob@example.com": {"refund of 10.00 USD", "refund of 15.00 USD"}} {
+		var mails []string
+		waitFor(t, "refund emails to "+to, 15*time.Second, func() bool {
+			mails = nil
+			for _, m := range mailText(t, f.smtp, to) {
+				if strings.Contains(m, "refund issued") {
+					mails = append(mails, m)
+				}
+			}
+			return len(mails) >= len(want)
+		})
+		all := strings.Join(mails, "\n")
+		for _, w := range want {
+			if !strings.Contains(all, w) {
+				t.Errorf("emails to %s do not say %q:\n%s", to, w, all)
+			}
+		}
+	}
+
+	// The admin API and `ipnd ls`: notifications 2 (PayPal refund), 4 and 5
+	// (Stripe refunds).
+	for id, want := range map[uint64][2]string{2: {"10.00", ""}, 4: {"10.00", "10.00"}, 5: {"15.00", "25.00"}} {
+		n := f.notification(id)
+		if n.Event == nil || n.Event.Amount != want[0] || n.Event.RefundedTotal != want[1] {
+			t.Errorf("notification %d event %+v, want amount %s refunded_total %q", id, n.Event, want[0], want[1])
+		}
+	}
+	out, err := runCmd(t, envFunc("IPND_ADMIN_URL", f.addr("admin"), "IPND_ADMIN_TOKEN", "t"), "ls")
+	if err != nil {
+		t.Fatalf("ipnd ls: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "refund") && (strings.Contains(line, "-10.00") || strings.Contains(line, "25.00")) {
+			t.Errorf("ipnd ls shows a signed or running amount for a refund: %q", line)
+		}
+	}
+	if !strings.Contains(out, "15.00 USD") {
+		t.Errorf("ipnd ls does not show the 15.00 refund:\n%s", out)
+	}
+}
