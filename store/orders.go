@@ -46,16 +46,18 @@ func (db *DB) CreateOrder(o ipn.Order) error {
 		if tx.Bucket(bucketOrders).Get([]byte(o.ID)) != nil {
 			return fmt.Errorf("order %q: %w", o.ID, ErrExists)
 		}
-		return db.putOrder(tx, nil, &o)
+		return db.putOrder(tx, nil, &o, nil)
 	}))
 }
 
-// GetOrder returns the order with the given id, or ErrNotFound.
+// GetOrder returns the order with the given id, or ErrNotFound, with
+// its txn ids and the newest 1,000 of its facts and history entries
+// (Changes counts the entries; OrderHistory and OrderFacts page).
 func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	var o *ipn.Order
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		o, err = getOrder(tx, id)
+		o, err = fullOrder(tx, id)
 		if err == nil && o == nil {
 			err = fmt.Errorf("order %q: %w", id, ErrNotFound)
 		}
@@ -64,7 +66,8 @@ func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	return o, mapClosed(err)
 }
 
-// ListOrders returns orders by id, descending, below before (all when
+// ListOrders returns orders (without their facts, history and txn ids:
+// GetOrder has them) by id, descending, below before (all when
 // ""), with the given status (all when ""), at most limit (default 50).
 func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ipn.Order, error) {
 	if limit <= 0 {
@@ -83,12 +86,12 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 			if before != "" && bytes.Compare(k, []byte(before)) >= 0 {
 				continue
 			}
-			var o ipn.Order
-			if err := decodeValue(v, &o); err != nil {
+			var so storedOrder
+			if err := decodeValue(v, &so); err != nil {
 				return fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
 			}
-			if status == "" || o.Status == status {
-				out = append(out, o)
+			if status == "" || so.Status == status {
+				out = append(out, so.Order)
 			}
 		}
 		return nil
@@ -186,21 +189,15 @@ func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
 	return out, mapClosed(err)
 }
 
-func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
-	v := tx.Bucket(bucketOrders).Get([]byte(id))
-	if v == nil {
-		return nil, nil
+// putOrder writes o and moves the status counts from old (nil: new
+// order): with its tally t, without its facts, history and txn ids (kept
+// apart: see orderlog.go); t nil: a small order, with them.
+func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order, t *ipn.Tally) error {
+	so := storedOrder{Order: *o, Tally: t}
+	if t != nil {
+		so.Facts, so.History, so.TxnIDs = nil, nil, nil
 	}
-	var o ipn.Order
-	if err := decodeValue(v, &o); err != nil {
-		return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, id, err)
-	}
-	return &o, nil
-}
-
-// putOrder writes o and moves the status counts from old (nil: new order).
-func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
-	b, err := encodeValue(o)
+	b, err := encodeValue(&so)
 	if err != nil {
 		return err
 	}

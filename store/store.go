@@ -314,7 +314,8 @@ func (db *DB) init() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketRefs, bucketOrphans,
+			bucketOrderRecords} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -337,6 +338,10 @@ func (db *DB) init() error {
 			}
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
+			// 4 -> 5: the orders move to the layout of orderlog.go.
+			if _, err := db.migrateOrders(tx); err != nil {
+				return fmt.Errorf("store: moving orders to schema 5: %w", err)
+			}
 		}
 		if meta.Get(keyCreated) == nil {
 			if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
