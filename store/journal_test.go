@@ -530,7 +530,7 @@ func TestJournalBacklogBound(t *testing.T) {
 // then on; everything written before reads as it was, and what is
 // written after is packed.
 func TestSchemaUpgrade(t *testing.T) {
-	for _, from := range []uint64{1, 2, 3} {
+	for _, from := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint(from), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ipnd.db")
 			writePlain = true
@@ -547,8 +547,8 @@ func TestSchemaUpgrade(t *testing.T) {
 			db = reopen(t, path)
 			defer db.Close()
 			db.bolt.View(func(tx *bolt.Tx) error {
-				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 4 {
-					t.Errorf("schema after open = %d, want %d (4)", got, SchemaVersion)
+				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 5 {
+					t.Errorf("schema after open = %d, want %d (5)", got, SchemaVersion)
 				}
 				return nil
 			})
