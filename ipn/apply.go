@@ -127,13 +127,7 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	}
 	next.Facts = append(next.Facts, w.Fact)
 	next.History = append(next.History, w.Change)
-	next.TxnIDs = []string{}
-	for k, g := range w.Groups {
-		if txn, ok := IsTxnKey(k); ok && g.Facts > 0 {
-			next.TxnIDs = append(next.TxnIDs, txn)
-		}
-	}
-	slices.Sort(next.TxnIDs)
+	next.TxnIDs = TxnIDs(next.Facts)
 	return next, effects
 }
 
@@ -256,7 +250,7 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 	// History: one entry per new fact, whether or not the status moved.
 	w = &OrderWrite{Fact: c.fact, FactSeq: t.NextFact, Replaces: st.Fact != nil, Groups: x.groups, Full: st.Full}
 	t.NextFact++
-	t.reach(next.Status)
+	t.Reach(next.Status)
 	next.Changes = max(next.Changes, len(o.historyOrNil())) + 1
 	w.Change = OrderChange{
 		At:           ac.Now,

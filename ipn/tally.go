@@ -19,11 +19,12 @@ import (
 //     numbers of facts and history entries;
 //   - one Group record per key TallyKeys names: a payment group per txn
 //     id, a refund group, a reversal parent and its reversal and
-//     cancellation ids, a dispute, a txn id, a subscription's facts of one
-//     type, a dispute or reversal opening;
-//   - an index of the counted one-off payments by amount (OneOffKey), of
-//     which the store hands the two smallest (State.Smallest) for the
-//     double payment check.
+//     cancellation ids, a dispute, a subscription's facts of one type, a
+//     dispute or reversal opening, the refunds of one payment;
+//   - for a registered order, an index of the counted one-off payments by
+//     amount (OneOffKey), of which the store hands the two smallest
+//     (State.Smallest) for the double payment check (an order not
+//     registered needs only their number).
 //
 // Each record counts facts, so that a fact removed (a refused fact
 // replayed after the merchant fixed the configuration) is taken out
@@ -123,22 +124,16 @@ type OrderWrite struct {
 
 // Tally record kinds (the first byte of a key).
 const (
-	kindPay       = 'p'
-	kindRefund    = 'r'
-	kindRefundOf  = 'R' // refunds of one payment (txn id): the largest refundOf, for RefundAmount
-	kindParent    = 'v'
-	kindReversal  = 'm'
-	kindCancel    = 'c'
-	kindDispute   = 'd'
-	kindTxn       = 't'
-	kindSubSeen   = 's'
-	kindOpenSeen  = 'o'
-	tallyTxnKinds = "t"
+	kindPay      = 'p'
+	kindRefund   = 'r'
+	kindRefundOf = 'R' // refunds of one payment (txn id): the largest refundOf, for RefundAmount
+	kindParent   = 'v'
+	kindReversal = 'm'
+	kindCancel   = 'c'
+	kindDispute  = 'd'
+	kindSubSeen  = 's'
+	kindOpenSeen = 'o'
 )
-
-// TxnKeyPrefix is the prefix of the keys of an order's txn id records:
-// the rest of such a key is the txn id.
-const TxnKeyPrefix = tallyTxnKinds
 
 // groupKey joins a kind and its parts; every part but the last is
 // length-prefixed, so that no two keys collide.
@@ -221,9 +216,16 @@ func OneOffKey(amount, group string) []byte {
 	return append(b, group...)
 }
 
-// IsTxnKey reports whether k is the key of a txn id record, and which.
-func IsTxnKey(k string) (string, bool) {
-	return strings.CutPrefix(k, TxnKeyPrefix)
+// TxnIDs returns the distinct txn ids of facts, sorted (never nil).
+func TxnIDs(facts []OrderFact) []string {
+	out := []string{}
+	for _, f := range facts {
+		if f.TxnID != "" {
+			out = append(out, f.TxnID)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // tallier updates a tally and the records it reads.
@@ -298,9 +300,6 @@ func (x *tallier) count(k string, d int) (before, after bool) {
 // facts that do not count towards the totals are taken out: a largest
 // amount cannot be taken back).
 func (x *tallier) fact(f OrderFact, d int) {
-	if f.TxnID != "" {
-		x.count(groupKey(kindTxn, f.TxnID), d)
-	}
 	if isSubscriptionType(f.Type) && f.SubscriptionID != "" {
 		x.count(groupKey(kindSubSeen, string(f.Type), f.SubscriptionID), d)
 	}
@@ -517,8 +516,8 @@ func (t *Tally) status(flags []string, paid, refunded *apd.Decimal) OrderStatus 
 	return OrderAwaitingPayment
 }
 
-// reach adds s to the statuses reached.
-func (t *Tally) reach(s OrderStatus) {
+// Reach adds s to the statuses reached.
+func (t *Tally) Reach(s OrderStatus) {
 	if i, found := slices.BinarySearch(t.Reached, s); !found {
 		t.Reached = slices.Insert(slices.Clone(t.Reached), i, s)
 	}
@@ -577,7 +576,7 @@ func RebuildTally(o *Order) (Tally, map[string]Group) {
 	}
 	t := x.tally()
 	for _, h := range o.History {
-		t.reach(h.To)
+		t.Reach(h.To)
 	}
 	groups := map[string]Group{}
 	for k, g := range x.groups {
@@ -599,7 +598,7 @@ func memoryState(o *Order, key string) *OrderState {
 		}
 	}
 	for _, h := range o.History {
-		st.Tally.reach(h.To)
+		st.Tally.Reach(h.To)
 	}
 	return st
 }

@@ -62,7 +62,10 @@ func (k *keptOrder) smallest() []OneOff {
 	return out
 }
 
-func (k *keptOrder) setIndex(key string, old, g Group) {
+func (k *keptOrder) setIndex(registered bool, key string, old, g Group) {
+	if !registered {
+		return // as the store: only a registered order needs the index
+	}
 	if a, ok := OneOffAmount(key, old); ok {
 		delete(k.index, string(OneOffKey(a, key)))
 	}
@@ -109,7 +112,7 @@ func (k *keptOrder) apply(ev *Event, ac ApplyContext) (Order, *OrderWrite, []Eff
 		k.groups, k.index = map[string]Group{}, map[string]string{}
 	}
 	for key, g := range w.Groups {
-		k.setIndex(key, k.groups[key], g)
+		k.setIndex(next.Registered, key, k.groups[key], g)
 		if g == (Group{}) {
 			delete(k.groups, key)
 		} else {
@@ -125,13 +128,7 @@ func (k *keptOrder) apply(ev *Event, ac ApplyContext) (Order, *OrderWrite, []Eff
 func (k *keptOrder) full() Order {
 	o := *k.order
 	o.Facts, o.History = k.allFacts(), slices.Clone(k.history)
-	o.TxnIDs = []string{}
-	for key, g := range k.groups {
-		if txn, ok := IsTxnKey(key); ok && g.Facts > 0 {
-			o.TxnIDs = append(o.TxnIDs, txn)
-		}
-	}
-	slices.Sort(o.TxnIDs)
+	o.TxnIDs = TxnIDs(o.Facts)
 	return o
 }
 
