@@ -214,3 +214,99 @@ func TestRefundAmountsAgree(t *testing.T) {
 		t.Errorf("ipnd ls does not show the 15.00 refund:\n%s", out)
 	}
 }
+
+// merchantMails waits until the merchant has at least n emails whose
+// subject contains what, and returns them.
+func (f *flowDaemon) merchantMails(what string, n int) []string {
+	f.t.Helper()
+	var got []string
+	waitFor(f.t, fmt.Sprintf("%d merchant emails %q", n, what), 20*time.Second, func() bool {
+		got = nil
+		for _, m := range mailText(f.t, f.smtp, "owner@example.com") {
+			subject, _, _ := strings.Cut(m, "\n")
+			if strings.Contains(subject, what) {
+				got = append(got, m)
+			}
+		}
+		return len(got) >= n
+	})
+	return got
+}
+
+func cbTypes(bodies []map[string]any) []string {
+	var out []string
+	for _, b := range bodies {
+		out = append(out, cbType(b))
+	}
+	return out
+}
+
+// TestDisputeLifecycle (issue 19 point 2): a dispute ends where the money
+// ends. PayPal: a chargeback case (new_case), its Reversed and its
+// Canceled_Reversal take a partially refunded order back to
+// partially_refunded. Stripe: charge.dispute.closed won (without
+// funds_reinstated) takes the order back to paid; lost leaves it
+// reversed. The shop hears each step, the merchant gets one email per
+// change.
+func TestDisputeLifecycle(t *testing.T) {
+	f := newFlowDaemon(t, "")
+	const pay = "9XK10393JT4876123"
+	f.ipn("txn_id", pay, "invoice", "PP-D1", "mc_gross", "25.00", "payer_email", "cat@example.com")
+	waitOrder(t, f.daemon, "PP-D1", ipn.OrderPaid)
+	f.ipn("txn_id", "1LM27766AB5128114", "parent_txn_id", pay, "invoice", "PP-D1", "payment_status", "Refunded",
+		"reason_code", "refund", "mc_gross", "-5.00")
+	waitOrder(t, f.daemon, "PP-D1", ipn.OrderPartiallyRefunded)
+	// The case names the payment by its txn_id, not the order.
+	f.ipn("txn_type", "new_case", "payment_status", "", "txn_id", pay, "case_id", "PP-D-27803", "case_type", "chargeback",
+		"reason_code", "unauthorized_claim", "case_creation_date", "02:31:03 Dec 06, 2026 PST", "invoice", "", "mc_gross", "")
+	waitOrder(t, f.daemon, "PP-D1", ipn.OrderDisputed)
+	f.ipn("txn_id", "4TN23489WK6412730", "parent_txn_id", pay, "invoice", "", "payment_status", "Reversed",
+		"reason_code", "chargeback", "mc_gross", "-25.00")
+	waitOrder(t, f.daemon, "PP-D1", ipn.OrderReversed)
+	f.ipn("txn_id", "7EU40210RT9283412", "parent_txn_id", pay, "invoice", "", "payment_status", "Canceled_Reversal",
+		"reason_code", "other", "mc_gross", "25.00")
+	if o := waitOrder(t, f.daemon, "PP-D1", ipn.OrderPartiallyRefunded); o.Paid != "25.00" || o.Refunded != "5.00" {
+		t.Errorf("PP-D1 after the won chargeback: paid %s refunded %s", o.Paid, o.Refunded)
+	}
+	want := "order.paid order.partially_refunded order.disputed order.reversed order.partially_refunded"
+	if got := strings.Join(cbTypes(f.byVersion("PP-D1", 5)), " "); got != want {
+		t.Errorf("PP-D1 callbacks %s, want %s", got, want)
+	}
+
+	// Stripe, won: created, funds withdrawn, closed won (no funds_reinstated).
+	f.stripe("evt_1QdW1", "checkout.session.completed", `{"id":"cs_test_a1W","object":"checkout.session","client_reference_id":"ST-D1","payment_intent":"pi_3QdW1","amount_total":4200,"currency":"eur","mode":"payment","payment_status":"paid","customer_details":{"email":"dan@example.com"},"metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D1", ipn.OrderPaid)
+	f.stripe("evt_1QdW2", "charge.dispute.created", `{"id":"dp_1QdW1","object":"dispute","amount":4200,"currency":"eur","charge":"ch_3QdW1","payment_intent":"pi_3QdW1","reason":"fraudulent","status":"needs_response","metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D1", ipn.OrderDisputed)
+	f.stripe("evt_1QdW3", "charge.dispute.funds_withdrawn", `{"id":"dp_1QdW1","object":"dispute","amount":4200,"currency":"eur","charge":"ch_3QdW1","payment_intent":"pi_3QdW1","reason":"fraudulent","status":"needs_response","metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D1", ipn.OrderReversed)
+	f.stripe("evt_1QdW4", "charge.dispute.closed", `{"id":"dp_1QdW1","object":"dispute","amount":4200,"currency":"eur","charge":"ch_3QdW1","payment_intent":"pi_3QdW1","reason":"fraudulent","status":"won","metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D1", ipn.OrderPaid)
+	want = "order.paid order.disputed order.reversed order.paid"
+	if got := strings.Join(cbTypes(f.byVersion("ST-D1", 4)), " "); got != want {
+		t.Errorf("ST-D1 callbacks %s, want %s", got, want)
+	}
+
+	// Stripe, lost.
+	f.stripe("evt_1QdL1", "checkout.session.completed", `{"id":"cs_test_a1L","object":"checkout.session","client_reference_id":"ST-D2","payment_intent":"pi_3QdL1","amount_total":1000,"currency":"eur","mode":"payment","payment_status":"paid","customer_details":{"email":"eve@example.com"},"metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D2", ipn.OrderPaid)
+	f.stripe("evt_1QdL2", "charge.dispute.created", `{"id":"dp_1QdL1","object":"dispute","amount":1000,"currency":"eur","charge":"ch_3QdL1","payment_intent":"pi_3QdL1","reason":"product_not_received","status":"needs_response","metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D2", ipn.OrderDisputed)
+	f.stripe("evt_1QdL3", "charge.dispute.closed", `{"id":"dp_1QdL1","object":"dispute","amount":1000,"currency":"eur","charge":"ch_3QdL1","payment_intent":"pi_3QdL1","reason":"product_not_received","status":"lost","metadata":{}}`)
+	waitOrder(t, f.daemon, "ST-D2", ipn.OrderReversed)
+
+	// The merchant: one email per change. PayPal: the case opened, the
+	// chargeback's Reversed, its end; Stripe: the opening and the end of
+	// each dispute.
+	f.drained(12)
+	opened, closed := f.merchantMails("dispute or reversal on order", 4), f.merchantMails("dispute or reversal ended", 3)
+	if len(opened) != 4 || len(closed) != 3 {
+		t.Fatalf("%d opened and %d ended emails, want 4 and 3", len(opened), len(closed))
+	}
+	ends := strings.Join(closed, "\n----\n")
+	for _, w := range []string{"order PP-D1", "won; order partially_refunded", "order ST-D1", "won; order paid", "order ST-D2", "lost; order reversed"} {
+		if !strings.Contains(ends, w) {
+			t.Errorf("no dispute-ended email says %q:\n%s", w, ends)
+		}
+	}
+}

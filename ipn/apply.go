@@ -92,6 +92,7 @@ import (
 //	<order>/subscription_canceled/<sub id|key> customer, first subscription_canceled fact of a subscription
 //	<order>/review/order_review/<new flags>    merchant, flags raised (joined with "+"), Reason lists all flags
 //	<order>/dispute_opened/<fact key>          merchant, a reversal fact or an opening dispute fact
+//	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
 // "First time" is read from the order's history, so a state reached
@@ -223,7 +224,9 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
 	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
+	x.watch = map[string][2]bool{}
 	x.fact(c.fact, 1)
+	c.ended = x.ended()
 	orderFactFlags(&next, expected, c.fact, flags)
 	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
 		flags[FlagDoublePayment] = true
@@ -246,6 +249,7 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		}
 	}
 	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
+	c.decision = ac.Decision
 
 	// History: one entry per new fact, whether or not the status moved.
 	w = &OrderWrite{Fact: c.fact, FactSeq: t.NextFact, Replaces: st.Fact != nil, Groups: x.groups, Full: st.Full}
@@ -290,10 +294,14 @@ type change struct {
 	desc                         string // describeFact
 	paid, refunded               *apd.Decimal
 	paidChanged, refundedChanged bool
+	decision                     string // ApplyContext.Decision
 	// subscriptionSeen, disputeSeen: the order held a fact of the same
 	// type for the same subscription, an opening of the same dispute or
 	// reversal (same txn id), before this one.
 	subscriptionSeen, disputeSeen bool
+	// ended lists, sorted, what the fact ended of what was open about
+	// the order's money ("reversal of P", "dispute D": see tally.open).
+	ended []string
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -305,6 +313,9 @@ func (c *change) moved(next *Order) bool {
 // completed 19.99 USD; paid 19.99 USD", "...; review: amount_mismatch".
 func (c *change) reason(next *Order) string {
 	var why []string
+	if c.decision != "" {
+		why = append(why, c.decision)
+	}
 	if c.created {
 		why = append(why, "order created by this event")
 	}
@@ -399,6 +410,11 @@ func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
+	if ended := c.endedText(next); ended != "" {
+		// One email per dispute or reversal that this fact ends, won or
+		// lost: the merchant heard when it opened.
+		merchant(TemplateDisputeClosed, TemplateDisputeClosed+"/"+key, ended+" ("+desc+")")
+	}
 	if len(c.newFlags) > 0 {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
@@ -411,6 +427,23 @@ func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
 	}
 	return effects
+}
+
+// endedText says, in words, what dispute or reversal the change's fact
+// ended ("dispute DP1 won; order paid"), "" when it ended none: only a
+// closing fact (a reversal_canceled, a dispute won or lost) that leaves
+// less open than before (see tally.open) ends one.
+func (c *change) endedText(next *Order) string {
+	f := c.fact
+	closing := f.Type == TypeReversalCanceled || f.Type == TypeDispute && !disputeOpening(f.Status)
+	if !closing || len(c.ended) == 0 {
+		return ""
+	}
+	outcome := "won"
+	if f.Type == TypeDispute && f.Status == StatusReversed {
+		outcome = "lost"
+	}
+	return strings.Join(c.ended, ", ") + " ended: " + outcome + "; order " + string(next.Status)
 }
 
 // totalChanged reports whether a total shown as before is not now, read

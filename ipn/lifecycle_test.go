@@ -4,7 +4,11 @@ package ipn_test
 // end of a dispute (point 2) and orderless payments (point 1).
 
 import (
+	"errors"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"ipnd/ipn"
 )
@@ -86,5 +90,113 @@ func TestRefundOwnAmount(t *testing.T) {
 	}
 	if c.order.Refunded != "20.00" {
 		t.Errorf("PayPal 10 + 10: refunded %s", c.order.Refunded)
+	}
+}
+
+func countTemplate(effects []ipn.Effect, template string) int {
+	n := 0
+	for _, e := range effects {
+		if e.Template == template {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDisputeEnds: each gateway's dispute ends where its money ends, in
+// any order of the facts, with one dispute_closed email per ending.
+func TestDisputeEnds(t *testing.T) {
+	paid := usd(ipn.TypePayment, ipn.StatusCompleted, "P1", "", "19.99")
+	refund := usd(ipn.TypeRefund, ipn.StatusRefunded, "RF1", "P1", "4.99")
+	ppCase := usd(ipn.TypeDispute, ipn.StatusPending, "PP-D-1", "P1", "")
+	ppReversed := usd(ipn.TypeReversal, ipn.StatusReversed, "RV1", "P1", "19.99")
+	ppCanceled := usd(ipn.TypeReversalCanceled, ipn.StatusCompleted, "CR1", "P1", "19.99")
+	stCreated := usd(ipn.TypeDispute, ipn.StatusPending, "dp_1", "ch_1", "19.99")
+	stWithdrawn := usd(ipn.TypeReversal, ipn.StatusReversed, "dp_1", "ch_1", "19.99")
+	stReinstated := usd(ipn.TypeReversalCanceled, ipn.StatusCompleted, "dp_1", "ch_1", "19.99")
+	stWon := usd(ipn.TypeDispute, ipn.StatusCanceled, "dp_1", "ch_1", "19.99")
+	stLost := usd(ipn.TypeDispute, ipn.StatusReversed, "dp_1", "ch_1", "19.99")
+	for _, tc := range []struct {
+		name   string
+		events []*ipn.Event
+		want   ipn.OrderStatus
+		closed int // dispute_closed emails
+	}{
+		{"paypal chargeback won", []*ipn.Event{paid, refund, ppCase, ppReversed, ppCanceled}, ipn.OrderPartiallyRefunded, 1},
+		{"paypal chargeback won, cancel first", []*ipn.Event{paid, ppCanceled, ppCase, ppReversed}, ipn.OrderPaid, 0},
+		{"paypal case without money", []*ipn.Event{paid, ppCase}, ipn.OrderDisputed, 0},
+		{"paypal chargeback lost", []*ipn.Event{paid, ppCase, ppReversed}, ipn.OrderReversed, 0},
+		{"stripe won, closed only", []*ipn.Event{paid, stCreated, stWithdrawn, stWon}, ipn.OrderPaid, 1},
+		{"stripe won, reinstated then closed", []*ipn.Event{paid, stCreated, stWithdrawn, stReinstated, stWon}, ipn.OrderPaid, 1},
+		{"stripe won, no withdrawal", []*ipn.Event{paid, stCreated, stWon}, ipn.OrderPaid, 1},
+		{"stripe lost", []*ipn.Event{paid, stCreated, stWithdrawn, stLost}, ipn.OrderReversed, 1},
+		{"stripe lost, no withdrawal", []*ipn.Event{paid, stCreated, stLost}, ipn.OrderReversed, 1},
+	} {
+		a := newApplier(t, nil)
+		a.label = tc.name + ": "
+		for _, ev := range tc.events {
+			a.apply(ev)
+		}
+		if a.order.Status != tc.want {
+			t.Errorf("%s: %s, want %s\n%s", tc.name, a.order.Status, tc.want, historyText(a.order))
+		}
+		if n := countTemplate(a.effects, ipn.TemplateDisputeClosed); n != tc.closed {
+			t.Errorf("%s: %d dispute_closed emails, want %d", tc.name, n, tc.closed)
+		}
+	}
+}
+
+// TestCloseDispute: the merchant closes a dispute the gateway never
+// ends (a PayPal complaint): a fact like any other, with who and why in
+// the history, a callback and one email; a later word of the gateway
+// still counts.
+func TestCloseDispute(t *testing.T) {
+	a := newApplier(t, nil)
+	a.apply(usd(ipn.TypePayment, ipn.StatusCompleted, "P1", "", "19.99"))
+	a.apply(usd(ipn.TypeDispute, ipn.StatusPending, "PP-D-7", "P1", ""))
+	if got := ipn.OpenDisputes(a.order); len(got) != 1 || got[0] != "PP-D-7" {
+		t.Fatalf("OpenDisputes = %v", got)
+	}
+	before := mustJSON(t, *a.order)
+	next, effects, err := ipn.CloseDispute(a.order, ipn.DisputeDecision{Won: true, By: "ann", Why: "buyer withdrew the complaint"}, applyT0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(mustJSON(t, *a.order)) != string(before) {
+		t.Error("CloseDispute modified its input")
+	}
+	if next.Status != ipn.OrderPaid {
+		t.Errorf("after a won decision: %s", next.Status)
+	}
+	last := next.History[len(next.History)-1]
+	if !strings.Contains(last.Reason, "merchant decision by ann: dispute PP-D-7 won (buyer withdrew the complaint)") || last.From != ipn.OrderDisputed {
+		t.Errorf("history %+v", last)
+	}
+	if countTemplate(effects, ipn.TemplateDisputeClosed) != 1 || !slices.ContainsFunc(effects, func(e ipn.Effect) bool { return e.Kind == ipn.EffectShopCallback }) {
+		t.Errorf("effects %v, want a callback and one dispute_closed email", templates(effects))
+	}
+	// Nothing left to close; the same decision again is refused.
+	if _, _, err := ipn.CloseDispute(&next, ipn.DisputeDecision{Dispute: "PP-D-7", Won: true}, applyT0); !errors.Is(err, ipn.ErrNoOpenDispute) {
+		t.Errorf("closing a closed dispute: %v", err)
+	}
+
+	// Lost: reversed. Two open disputes need a name.
+	b := newApplier(t, nil)
+	b.apply(usd(ipn.TypePayment, ipn.StatusCompleted, "P1", "", "19.99"))
+	b.apply(usd(ipn.TypeDispute, ipn.StatusPending, "C1", "P1", ""))
+	b.apply(usd(ipn.TypeDispute, ipn.StatusPending, "C2", "P1", ""))
+	if _, _, err := ipn.CloseDispute(b.order, ipn.DisputeDecision{Won: false}, applyT0); !errors.Is(err, ipn.ErrNoOpenDispute) {
+		t.Errorf("no id with two open disputes: %v", err)
+	}
+	lost, _, err := ipn.CloseDispute(b.order, ipn.DisputeDecision{Dispute: "C2", By: "cli"}, applyT0)
+	if err != nil || lost.Status != ipn.OrderReversed {
+		t.Errorf("lost decision: %s %v", lost.Status, err)
+	}
+	// The decision is a fact: the gateway's later word on the other case
+	// is applied on top of it.
+	b.order = &lost
+	b.apply(usd(ipn.TypeDispute, ipn.StatusCanceled, "C1", "P1", ""))
+	if b.order.Status != ipn.OrderReversed {
+		t.Errorf("a lost decision then the other case won: %s", b.order.Status)
 	}
 }

@@ -111,6 +111,7 @@ const (
 	TemplateSubscriptionCanceled = "subscription_canceled"
 	TemplateOrderReview          = "order_review"
 	TemplateDisputeOpened        = "dispute_opened"
+	TemplateDisputeClosed        = "dispute_closed"
 	TemplateVerificationFailed   = "verification_failed"
 )
 
@@ -184,4 +185,7 @@ type ApplyContext struct {
 	EventKey     string   // the payment fact's key (EventKey); "" if none
 	Sandbox      bool     // the gateway is configured as sandbox/test
 	Receivers    []string // merchant identities accepted as receiver; empty: any
+	// Decision, for a fact the merchant decided (CloseDispute), says who
+	// and why; it leads the history's reason.
+	Decision string
 }

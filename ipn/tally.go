@@ -47,13 +47,24 @@ type Group struct {
 	// Amount: a payment group's largest counted completed amount ("" is
 	// zero); a refund group's ("r") largest counted refund ("": none).
 	Amount string `json:"amount,omitempty"`
-	// Reversal parent ("v"): distinct reversal and cancellation ids.
-	Reversals int `json:"reversals,omitempty"`
-	Cancels   int `json:"cancels,omitempty"`
-	// Dispute ("d"): opening, closing and lost facts.
-	Opened int `json:"opened,omitempty"`
-	Closed int `json:"closed,omitempty"`
-	Lost   int `json:"lost,omitempty"`
+	// A payment's reversals ("v", by parent txn id; see tally.open):
+	// Standing counts its reversal ids neither cancelled under the same id
+	// nor taken back by a won dispute of that id, Anonymous its
+	// cancellation ids that match no reversal id, Cancels its distinct
+	// cancellation ids; Disputes lists the ids of its disputes opened and
+	// neither won nor lost (open while it has no cancellation).
+	Standing  int    `json:"standing,omitempty"`
+	Anonymous int    `json:"anonymous,omitempty"`
+	Cancels   int    `json:"cancels,omitempty"`
+	Disputes  string `json:"disputes,omitempty"` // a list (see listSet)
+	// Reversal id ("M"): the payments it reverses (a list).
+	Parents string `json:"parents,omitempty"`
+	// Dispute ("d"): the payment it is about (from its first fact), its
+	// opening, won and lost facts.
+	Subject string `json:"subject,omitempty"`
+	Opened  int    `json:"opened,omitempty"`
+	Won     int    `json:"won,omitempty"`
+	Lost    int    `json:"lost,omitempty"`
 }
 
 // Tally is an order's running totals, stored with the order.
@@ -74,9 +85,9 @@ type Tally struct {
 	// OneOffs and OneOffSum: counted, completed one-off payment groups.
 	OneOffs   int    `json:"one_offs,omitempty"`
 	OneOffSum string `json:"one_off_sum,omitempty"`
-	Reversed  int    `json:"reversed,omitempty"` // reversal parents with more reversals than cancellations
+	Reversed  int    `json:"reversed,omitempty"` // payments with outstanding reversals (Standing > Anonymous)
 	Lost      int    `json:"lost,omitempty"`     // disputes lost
-	Open      int    `json:"open,omitempty"`     // disputes opened and not closed
+	Open      int    `json:"open,omitempty"`     // open disputes (see tally.open)
 }
 
 // OneOff is an entry of the index of counted one-off payments.
@@ -128,6 +139,7 @@ const (
 	kindRefund   = 'r'
 	kindRefundOf = 'R' // refunds of one payment (txn id): the largest refundOf, for RefundAmount
 	kindParent   = 'v'
+	kindRevIndex = 'M' // reversal id -> the payments it reverses
 	kindReversal = 'm'
 	kindCancel   = 'c'
 	kindDispute  = 'd'
@@ -153,32 +165,35 @@ func groupKey(kind byte, parts ...string) string {
 func FactKey(orderID string, ev *Event, ac ApplyContext) string { return factKey(orderID, ev, ac) }
 
 // TallyKeys returns the tally records applying ev to order o (nil: a
-// new one) reads, given the fact already kept under its key (nil when
-// none is), and whether it reads every fact of the order (full: the
-// order learns its currency from ev).
-func TallyKeys(o *Order, ev *Event, ac ApplyContext, old *OrderFact) (keys []string, full bool) {
+// new one) reads that are not in have, given the fact already kept under
+// its key (nil when none is) and the records read so far (have: a
+// missing one is the zero Group); and whether it reads every fact of the
+// order instead (full: the order learns its currency from ev). Which
+// records it reads may depend on what the ones before hold (a dispute
+// names the payment it is about), so the store calls it again with what
+// it read until it names none.
+func TallyKeys(o *Order, ev *Event, ac ApplyContext, old *OrderFact, have map[string]Group) (keys []string, full bool) {
 	if o == nil {
 		return nil, false
 	}
 	if o.Currency == "" && ev.Currency != "" {
 		return nil, true
 	}
-	key := FactKey(o.ID, ev, ac)
-	x := newTallier(o.Currency, Tally{}, nil)
-	f := OrderFact{Key: key, Type: ev.Type, Status: ev.Status, TxnID: ev.TxnID, ParentTxnID: ev.ParentTxnID,
-		SubscriptionID: ev.SubscriptionID}
+	// What ApplyState does, on what was read so far.
+	x := newTallier(o.Currency, Tally{}, have)
+	if old != nil {
+		x.fact(*old, -1)
+	}
+	f := newFact(FactKey(o.ID, ev, ac), ev, ac, o.Currency, o.Test)
 	x.seen(f)
 	x.fact(f, 1)
-	if old != nil {
-		x.fact(*old, 1)
-	}
-	return slices.Sorted(func(yield func(string) bool) {
-		for k := range x.reads {
-			if !yield(k) {
-				return
-			}
+	for k := range x.reads {
+		if _, ok := have[k]; !ok {
+			keys = append(keys, k)
 		}
-	}), false
+	}
+	slices.Sort(keys)
+	return keys, false
 }
 
 // OneOffAmount returns the amount under which payment group g (of key
@@ -236,6 +251,9 @@ type tallier struct {
 	groups                    map[string]Group // changed
 	reads                     map[string]bool  // every record read (for TallyKeys)
 	paid, refunded, oneOffSum *apd.Decimal
+	// watch, when set, records what was open about the order's money
+	// ("reversal of P", "dispute D") and what is now (see ended).
+	watch map[string][2]bool
 }
 
 func newTallier(cur string, t Tally, base map[string]Group) *tallier {
@@ -366,48 +384,197 @@ func (x *tallier) fact(f OrderFact, d int) {
 			}
 			x.groups[rk] = rg
 		}
-	case TypeReversal, TypeReversalCanceled:
+	case TypeReversal:
 		parent := cmp.Or(f.ParentTxnID, f.TxnID)
-		kind := byte(kindReversal)
-		if f.Type == TypeReversalCanceled {
-			kind = kindCancel
+		if before, after := x.count(groupKey(kindReversal, parent, id), d); before != after {
+			x.reversalMember(parent, id, after)
 		}
-		before, after := x.count(groupKey(kind, parent, id), d)
-		if before == after {
-			return
+	case TypeReversalCanceled:
+		parent := cmp.Or(f.ParentTxnID, f.TxnID)
+		if before, after := x.count(groupKey(kindCancel, parent, id), d); before != after {
+			x.cancelMember(parent, id, after)
 		}
-		step := 1
-		if before {
-			step = -1
+	case TypeDispute:
+		did := cmp.Or(f.TxnID, f.ParentTxnID, "\x00"+f.Key)
+		k := groupKey(kindDispute, did)
+		old := x.get(k)
+		g := old
+		if g.Facts == 0 {
+			g.Subject = cmp.Or(f.ParentTxnID, f.TxnID) // the first fact's
+		}
+		g.Facts += d
+		switch {
+		case disputeOpening(f.Status):
+			g.Opened += d
+		case f.Status == StatusReversed:
+			g.Lost += d
+		default:
+			g.Won += d
+		}
+		if g.Facts == 0 {
+			g = Group{}
+		}
+		x.groups[k] = g
+		x.t.Lost += boolStep(old.Lost > 0, g.Lost > 0)
+		if (old.Won > 0) != (g.Won > 0) {
+			x.wonChanged(did, g.Won > 0)
+		}
+		unresolved := func(g Group) bool { return g.Opened > 0 && g.Won == 0 && g.Lost == 0 }
+		if unresolved(old) != unresolved(g) || old.Subject != g.Subject {
+			if unresolved(old) {
+				x.parentDispute(old.Subject, did, false)
+			}
+			if unresolved(g) {
+				x.parentDispute(g.Subject, did, true)
+			}
+		}
+	}
+}
+
+// reversalMember notes that payment parent has (present) or no longer
+// has reversal id r.
+func (x *tallier) reversalMember(parent, r string, present bool) {
+	mk := groupKey(kindRevIndex, r)
+	m := x.get(mk)
+	m.Parents = listSet(m.Parents, parent, present)
+	m.Facts = len(listItems(m.Parents))
+	x.groups[mk] = m
+	inC := x.get(groupKey(kindCancel, parent, r)).Facts > 0
+	won := x.get(groupKey(kindDispute, r)).Won > 0
+	pk := groupKey(kindParent, parent)
+	old := x.get(pk)
+	g := old
+	step := boolStep(!present, present)
+	if inC {
+		g.Anonymous -= step
+	} else if !won {
+		g.Standing += step
+	}
+	x.putParent(parent, old, g)
+}
+
+// cancelMember notes that payment parent has (present) or no longer has
+// cancellation id c.
+func (x *tallier) cancelMember(parent, c string, present bool) {
+	inR := x.get(groupKey(kindReversal, parent, c)).Facts > 0
+	won := x.get(groupKey(kindDispute, c)).Won > 0
+	pk := groupKey(kindParent, parent)
+	old := x.get(pk)
+	g := old
+	step := boolStep(!present, present)
+	g.Cancels += step
+	if !inR {
+		g.Anonymous += step
+	} else if !won {
+		g.Standing -= step
+	}
+	x.putParent(parent, old, g)
+}
+
+// wonChanged notes that dispute did is now won (or no longer): a
+// reversal under the same id no longer stands (or stands again).
+func (x *tallier) wonChanged(did string, won bool) {
+	for _, parent := range listItems(x.get(groupKey(kindRevIndex, did)).Parents) {
+		if x.get(groupKey(kindCancel, parent, did)).Facts > 0 {
+			continue // cancelled: it did not stand either way
 		}
 		pk := groupKey(kindParent, parent)
 		old := x.get(pk)
 		g := old
-		if kind == kindReversal {
-			g.Reversals += step
-		} else {
-			g.Cancels += step
-		}
-		g.Facts = g.Reversals + g.Cancels
-		x.groups[pk] = g
-		x.t.Reversed += boolStep(old.Reversals > old.Cancels, g.Reversals > g.Cancels)
-	case TypeDispute:
-		k := groupKey(kindDispute, cmp.Or(f.TxnID, f.ParentTxnID, "\x00"+f.Key))
-		old := x.get(k)
-		g := old
-		g.Facts += d
-		if disputeOpening(f.Status) {
-			g.Opened += d
-		} else {
-			g.Closed += d
-			if f.Status == StatusReversed {
-				g.Lost += d
-			}
-		}
-		x.groups[k] = g
-		x.t.Lost += boolStep(old.Lost > 0, g.Lost > 0)
-		x.t.Open += boolStep(old.Opened > 0 && old.Closed == 0, g.Opened > 0 && g.Closed == 0)
+		g.Standing -= boolStep(!won, won)
+		x.putParent(parent, old, g)
 	}
+}
+
+// parentDispute notes that dispute did of payment parent is unresolved
+// (add) or no longer.
+func (x *tallier) parentDispute(parent, did string, add bool) {
+	pk := groupKey(kindParent, parent)
+	old := x.get(pk)
+	g := old
+	g.Disputes = listSet(g.Disputes, did, add)
+	x.putParent(parent, old, g)
+}
+
+// putParent writes payment parent's reversal record, moving the totals
+// from old to g and noting what opened or ended.
+func (x *tallier) putParent(parent string, old, g Group) {
+	x.groups[groupKey(kindParent, parent)] = g
+	wasRev, isRev := old.Standing > old.Anonymous, g.Standing > g.Anonymous
+	x.t.Reversed += boolStep(wasRev, isRev)
+	x.note(openReversal+parent, wasRev, isRev)
+	open := func(g Group) []string {
+		if g.Cancels > 0 {
+			return nil
+		}
+		return listItems(g.Disputes)
+	}
+	before, after := open(old), open(g)
+	x.t.Open += len(after) - len(before)
+	for _, id := range before {
+		x.note(openDispute+id, true, slices.Contains(after, id))
+	}
+	for _, id := range after {
+		x.note(openDispute+id, slices.Contains(before, id), true)
+	}
+}
+
+// note records, while x.watch is set, that what was open (before) and is
+// now (after).
+func (x *tallier) note(what string, before, after bool) {
+	if x.watch == nil {
+		return
+	}
+	if e, ok := x.watch[what]; ok {
+		before = e[0]
+	}
+	x.watch[what] = [2]bool{before, after}
+}
+
+// ended lists, sorted, what was open when x.watch was set and is not now.
+func (x *tallier) ended() []string {
+	var out []string
+	for what, e := range x.watch {
+		if e[0] && !e[1] {
+			out = append(out, what)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// listSet returns list with item in it (in) or not: a list is its items,
+// sorted, each after its length (uvarint).
+func listSet(list, item string, in bool) string {
+	items := listItems(list)
+	i, found := slices.BinarySearch(items, item)
+	switch {
+	case in && !found:
+		items = slices.Insert(items, i, item)
+	case !in && found:
+		items = slices.Delete(items, i, i+1)
+	default:
+		return list
+	}
+	var b []byte
+	for _, it := range items {
+		b = binary.AppendUvarint(b, uint64(len(it)))
+		b = append(b, it...)
+	}
+	return string(b)
+}
+
+func listItems(list string) []string {
+	var out []string
+	for len(list) > 0 {
+		n, w := binary.Uvarint([]byte(list))
+		if w <= 0 || uint64(len(list)-w) < n {
+			break // not a list
+		}
+		out = append(out, list[w:w+int(n)])
+		list = list[w+int(n):]
+	}
+	return out
 }
 
 // boolStep is how a count of records for which something holds moves

@@ -30,6 +30,7 @@ var templateNames = []string{
 	ipn.TemplateSubscriptionCanceled,
 	ipn.TemplateOrderReview,
 	ipn.TemplateDisputeOpened,
+	ipn.TemplateDisputeClosed,
 	ipn.TemplateVerificationFailed,
 }
 
@@ -192,7 +193,7 @@ func templateSource(overrideDir, file string) (src, where string, err error) {
 // TemplateNames lists every email template: the customer's
 // (payment_received, payment_pending, refund_issued, payment_failed,
 // subscription_started, subscription_canceled) then the merchant's
-// (order_review, dispute_opened, verification_failed). They are the
+// (order_review, dispute_opened, dispute_closed, verification_failed). They are the
 // ipn.Template* names.
 func TemplateNames() []string {
 	return slices.Clone(templateNames)

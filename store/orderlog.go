@@ -113,22 +113,26 @@ func orderState(tx *bolt.Tx, id string, ev *ipn.Event, ac ipn.ApplyContext) (*ip
 		}
 		st.Fact = &f
 	}
-	keys, full := ipn.TallyKeys(o, ev, ac, st.Fact)
-	if full {
-		st.Full = true
-		if st.All, err = orderFacts(tx, id, 0, -1); err != nil {
-			return nil, nil, err
+	have := map[string]ipn.Group{}
+	for {
+		keys, full := ipn.TallyKeys(o, ev, ac, st.Fact, have)
+		if full {
+			st.Full = true
+			if st.All, err = orderFacts(tx, id, 0, -1); err != nil {
+				return nil, nil, err
+			}
+			break
 		}
-	} else {
-		st.Groups = make(map[string]ipn.Group, len(keys))
+		if len(keys) == 0 {
+			st.Groups = have
+			break
+		}
 		for _, k := range keys {
 			var g ipn.Group
 			if err := getJSON(tx, bucketOrderRecords, subKey(id, recGroup, k), &g); err != nil {
 				return nil, nil, err
 			}
-			if g != (ipn.Group{}) {
-				st.Groups[k] = g
-			}
+			have[k] = g
 		}
 	}
 	if !o.Registered {
