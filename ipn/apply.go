@@ -33,7 +33,9 @@ import (
 // from the order id, the gateway and the event's content when there is
 // none). Its status, paid and refunded totals, flags and txn ids are a pure
 // function of the registered expectation (Registered, Amount, Currency)
-// and that set, recomputed on every Apply. So a fact applied twice changes
+// and that set: kept running per group of facts (tally.go), so that an
+// event costs the same whatever the number of facts before it, and equal
+// to summing them all again. So a fact applied twice changes
 // nothing, and the facts can arrive in any order and end in the same
 // state.
 //
@@ -95,7 +97,8 @@ import (
 //	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
-// "First time" is read from the order's history, so a state reached
+// "First time" is read from the statuses the order's history reached
+// (Tally.Reached), so a state reached
 // twice (paid, reversed, paid again) queues its email once. Customer
 // emails are skipped when the order has no customer email.
 func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
