@@ -430,8 +430,8 @@ func readLast[T any](tx *bolt.Tx, id string, kind byte, n int) ([]T, error) {
 	prefix := recPrefix(id, kind)
 	c := tx.Bucket(bucketOrderRecords).Cursor()
 	// No sequence reaches the largest: the key after the order's last.
-	k, v := c.Seek(seqKey(id, kind, math.MaxUint64))
-	if k == nil {
+	var k, v []byte
+	if after, _ := c.Seek(seqKey(id, kind, math.MaxUint64)); after == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
