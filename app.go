@@ -112,6 +112,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
 	})
 	sandbox, receivers := orderRules(cfg)
+	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
 	pl := cfg.Pipeline
 	a.pipe = pipeline.New(pipeline.Options{
 		Journal: a.db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,

@@ -55,6 +55,7 @@ func (a *app) reload() {
 	// must find it there.
 	sandbox, receivers := orderRules(cfg)
 	a.pipe.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
 	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
 	if deliveryChanged(old, cfg) {

@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -93,6 +94,47 @@ type Parked struct {
 	Event    *Event `json:"event"`
 	EventKey string `json:"event_key,omitempty"`
 	Sandbox  bool   `json:"sandbox,omitempty"`
+	// At is when it was parked (set by the store): past orders.park_for
+	// it fails (see ExpireParked).
+	At time.Time `json:"at,omitzero"`
+}
+
+// ExpireParked decides what becomes of the event notification id parked
+// (w), still waiting at now after parkFor: the notification fails with
+// the reason in its history ("waited 72h for its payment ..."), and the
+// merchant is told, once per notification (email event_unmatched). A
+// replay processes it again: applied if its payment has come meanwhile,
+// parked again otherwise. p is its processing record; it is pure and
+// returns the new record and the effects to queue.
+func ExpireParked(p *Processing, id uint64, w Parked, parkFor time.Duration, now time.Time) (Processing, []Effect) {
+	next := *p
+	next.History = slices.Clip(next.History)
+	next.State, next.NextAttempt = StateFailed, time.Time{}
+	what := "its payment"
+	if w.Event != nil && isPaymentLike(w.Event.Type) {
+		what = "the event that names its order"
+	}
+	refs := ""
+	if w.Event != nil {
+		refs = strings.Join(w.Event.PaymentRefs(), ", ")
+	}
+	detail := fmt.Sprintf("waited %s for %s (no order yet for %s; orders.park_for): not applied; "+
+		"replay it once the payment is there (ipnd replay %d)", shortDuration(parkFor), what, refs, id)
+	next.History = append(next.History, HistoryEntry{At: now.UTC(), State: StateFailed, Detail: detail})
+	return next, []Effect{{Kind: EffectEmailMerchant, Template: TemplateEventUnmatched,
+		Cause: fmt.Sprintf("notification/%d/%s", id, TemplateEventUnmatched), Reason: detail, Event: w.Event}}
+}
+
+// shortDuration writes d without its zero tail: 72h, 90m, 1h30m, 2s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Decide decides what recording outcome o does, given what is stored.
@@ -123,7 +165,7 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 	detail := o.Detail
 	if o.State == StateApplied && o.EventKey != "" {
 		first := s.FirstOfFact
-		if first != 0 && first != o.ID && s.FirstNoOrder && o.Event != nil && (o.Event.OrderID != "" || s.RefOrder != "") {
+		if first != 0 && first != o.ID && s.FirstNoOrder && TargetOrder(o, s.RefOrder) != "" {
 			// The first copy of this fact named no order and waits for
 			// one (a Stripe payment intent before its Checkout Session);
 			// this copy names it: apply this one, and the first is
@@ -150,7 +192,7 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 			}
 			next.State, detail = StateInvalid, refused
 		} else if d.Park != nil {
-			detail = "waiting for its payment: no order yet for " + strings.Join(d.Park.Event.PaymentRefs(), ", ")
+			detail = ParkedDetail(d.Park.Event)
 		}
 	}
 	if next.State == StateFailed {
@@ -184,8 +226,9 @@ func advance(p *Processing, o Outcome) Processing {
 func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Time) string {
 	ev := *o.Event
 	if ev.OrderID == "" {
-		// Recorded with the event: the order it reached.
-		ev.OrderID = s.RefOrder
+		// Recorded with the event: the order it reached, or the order a
+		// completed payment that names none makes of its own.
+		ev.OrderID = TargetOrder(o, s.RefOrder)
 	}
 	next.Event = &ev
 	ac := o.Context
@@ -240,6 +283,33 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	d.Subscription = IsSubscriptionEvent(&ev)
 	d.AttachTo, d.Refs = &order, refs
 	return ""
+}
+
+// TargetOrder returns the id of the order outcome o's event goes to,
+// given refOrder, the order one of its payment references reached (""
+// when none did): the order the event names, else refOrder, else, for a
+// completed payment that names no order and is applied, the order of its
+// own (OwnOrderID). "" when there is none: the event is parked (or does
+// not concern an order). The store reads the order it names; Decide
+// applies the event to it.
+func TargetOrder(o Outcome, refOrder string) string {
+	if o.Event == nil {
+		return ""
+	}
+	if id := cmp.Or(o.Event.OrderID, refOrder); id != "" || o.State != StateApplied || !o.ApplyOrder {
+		return id
+	}
+	return OwnOrderID(o.Context.Gateway, o.Event)
+}
+
+// ParkedDetail is the history's words for a parked event: what it waits
+// for.
+func ParkedDetail(ev *Event) string {
+	what := "its payment"
+	if isPaymentLike(ev.Type) {
+		what = "the event that names its order" // a Stripe intent before its Checkout Session
+	}
+	return "waiting for " + what + ": no order yet for " + strings.Join(ev.PaymentRefs(), ", ")
 }
 
 // Adoption is what applying a parked event to its order changes.

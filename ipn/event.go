@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 )
@@ -81,6 +82,13 @@ type Event struct {
 	// link later refunds, disputes and payments to the order (see
 	// PaymentRefs). A string, not a slice, so that Event stays comparable.
 	Refs string `json:"refs,omitempty"`
+	// Secondary: the event reports a payment that another event of the
+	// gateway names the merchant's order for (a Stripe payment intent,
+	// charge or invoice, which a Checkout Session's
+	// client_reference_id names): when it names no order itself it waits
+	// for that event (see OwnOrderID) rather than making an order of its
+	// own.
+	Secondary bool `json:"secondary,omitempty"`
 
 	// PaidAmount and PaidCurrency are what actually arrived when a crypto
 	// gateway reports it beside the price (NOWPayments actually_paid,
@@ -132,6 +140,30 @@ func (ev *Event) PaymentRefs() []string {
 		add(r)
 	}
 	return out
+}
+
+// OwnOrderID returns the id of the order a completed payment that names
+// no order makes of its own, "<gateway>:<the gateway's id of the
+// payment>" (PayPal "paypal:<txn_id>", Stripe "stripe:<payment intent>"),
+// or "" when ev is no such payment: not completed, not a payment, a
+// subscription start without a subscription id, or Secondary. A
+// subscription's start is keyed by its subscription id, so that its
+// payments, which name it, reach the same order.
+func OwnOrderID(gateway string, ev *Event) string {
+	if ev.OrderID != "" || ev.Secondary || ev.Status != StatusCompleted {
+		return ""
+	}
+	id := ""
+	switch ev.Type {
+	case TypePayment, TypeSubscriptionPayment:
+		id = ev.TxnID
+	case TypeSubscriptionStarted:
+		id = cmp.Or(ev.SubscriptionID, ev.TxnID)
+	}
+	if id == "" {
+		return ""
+	}
+	return gateway + ":" + id
 }
 
 // EventKey identifies the payment fact an event reports, so that the

@@ -112,6 +112,7 @@ const (
 	TemplateOrderReview          = "order_review"
 	TemplateDisputeOpened        = "dispute_opened"
 	TemplateDisputeClosed        = "dispute_closed"
+	TemplateEventUnmatched       = "event_unmatched"
 	TemplateVerificationFailed   = "verification_failed"
 )
 

@@ -32,6 +32,7 @@ var templateNames = []string{
 	ipn.TemplateDisputeOpened,
 	ipn.TemplateDisputeClosed,
 	ipn.TemplateVerificationFailed,
+	ipn.TemplateEventUnmatched,
 }
 
 // TemplateData is what a template can show. Amount and Currency are the
@@ -193,7 +194,8 @@ func templateSource(overrideDir, file string) (src, where string, err error) {
 // TemplateNames lists every email template: the customer's
 // (payment_received, payment_pending, refund_issued, payment_failed,
 // subscription_started, subscription_canceled) then the merchant's
-// (order_review, dispute_opened, dispute_closed, verification_failed). They are the
+// (order_review, dispute_opened, dispute_closed, verification_failed,
+// event_unmatched). They are the
 // ipn.Template* names.
 func TemplateNames() []string {
 	return slices.Clone(templateNames)

@@ -80,7 +80,8 @@ func TestTemplatesGolden(t *testing.T) {
 func TestTemplateNamesAreIPNs(t *testing.T) {
 	want := []string{ipn.TemplatePaymentReceived, ipn.TemplatePaymentPending, ipn.TemplateRefundIssued,
 		ipn.TemplatePaymentFailed, ipn.TemplateSubscriptionStarted, ipn.TemplateSubscriptionCanceled,
-		ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateDisputeClosed, ipn.TemplateVerificationFailed}
+		ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateDisputeClosed, ipn.TemplateVerificationFailed,
+		ipn.TemplateEventUnmatched}
 	if got := TemplateNames(); !slices.Equal(got, want) {
 		t.Errorf("TemplateNames() = %v, want %v", got, want)
 	}

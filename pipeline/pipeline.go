@@ -33,6 +33,12 @@ type Journal interface {
 	Wake() <-chan struct{}
 }
 
+// parkedExpirer is a Journal that fails the events parked too long for
+// their payment (the store's ExpireParked).
+type parkedExpirer interface {
+	ExpireParked(now time.Time) (int, error)
+}
+
 // Observer is told each processing result and verification time.
 // result is one of applied, invalid, failed, duplicate.
 type Observer interface {
@@ -233,6 +239,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	now := p.o.Now()
+	if e, ok := p.o.Journal.(parkedExpirer); ok {
+		// Events parked past orders.park_for fail (NextDue wakes Run for them).
+		n, err := e.ExpireParked(now)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			p.log.Warn("parked events waited too long for their payment; failed, the merchant is told", "count", n)
+		}
+	}
 	work, err := p.o.Journal.Pending(now, p.batch())
 	if err != nil || len(work) == 0 {
 		return 0, err

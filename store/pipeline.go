@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -113,13 +112,17 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 	return out, err
 }
 
-// NextDue returns when the earliest scheduled retry or replay is due.
+// NextDue returns when the earliest scheduled retry or replay is due,
+// or the oldest parked event expires (ExpireParked), if sooner.
 func (db *DB) NextDue() (time.Time, bool) {
 	var due time.Time
 	var ok bool
 	db.bolt.View(func(tx *bolt.Tx) error {
 		if k, _ := tx.Bucket(bucketRetry).Cursor().First(); len(k) == 16 {
 			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+		}
+		if at, parked := db.nextParkedDue(tx); parked && (!ok || at.Before(due)) {
+			due, ok = at, true
 		}
 		return nil
 	})
@@ -271,7 +274,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	}
 	if o.State == ipn.StateApplied && o.EventKey != "" {
 		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
-		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && o.Event != nil && cmp.Or(o.Event.OrderID, s.RefOrder) != "" {
+		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && ipn.TargetOrder(o, s.RefOrder) != "" {
 			st, err := stateOf(tx, s.FirstOfFact)
 			if err != nil {
 				return s, err
@@ -280,7 +283,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 		}
 	}
 	if o.ApplyOrder && o.Event != nil {
-		if id := cmp.Or(o.Event.OrderID, s.RefOrder); id != "" {
+		if id := ipn.TargetOrder(o, s.RefOrder); id != "" {
 			ac := o.Context
 			ac.EventKey = o.EventKey
 			if s.Order, s.State, err = orderState(tx, id, o.Event, ac); err != nil {
@@ -332,7 +335,9 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if d.Park != nil {
-		if err := park(tx, d.Context.Gateway, o.ID, *d.Park); err != nil {
+		w := *d.Park
+		w.At = now
+		if err := park(tx, d.Context.Gateway, o.ID, w); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}

@@ -130,10 +130,11 @@ type Options struct {
 
 // DB is ipnd's database. Its methods are safe for concurrent use.
 type DB struct {
-	bolt  *bolt.DB
-	path  string
-	opts  Options
-	kinds atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
+	bolt    *bolt.DB
+	path    string
+	opts    Options
+	kinds   atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
+	parkFor atomic.Int64                    // orders.park_for (SetParkFor); 0: parked events wait forever
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.
@@ -326,6 +327,9 @@ func (db *DB) init() error {
 		}
 		if err := migrateOutboxDue(tx); err != nil {
 			return fmt.Errorf("store: outbox lanes: %w", err)
+		}
+		if err := migrateParked(tx, time.Now()); err != nil {
+			return fmt.Errorf("store: parked events: %w", err)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {

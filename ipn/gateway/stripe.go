@@ -347,6 +347,15 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		}
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	}
+	// Only a Checkout Session (a Payment Link's too) names the merchant's
+	// order: the intent, the charge and the invoices of its payment, and
+	// the subscription objects, come before or after it without it. When
+	// they name no order they wait for it; a session that names none
+	// makes the payment an order of its own (ipn.OwnOrderID).
+	switch ev.Type {
+	case ipn.TypePayment, ipn.TypeSubscriptionPayment, ipn.TypeSubscriptionStarted:
+		ev.Secondary = !strings.HasPrefix(se.Type, "checkout.session.")
+	}
 	if minor != "" && ev.Currency != "" {
 		amt, err := ipn.FormatMinor(minor.String(), ev.Currency)
 		if err != nil {
