@@ -6,6 +6,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -308,5 +310,124 @@ func TestDisputeLifecycle(t *testing.T) {
 		if !strings.Contains(ends, w) {
 			t.Errorf("no dispute-ended email says %q:\n%s", w, ends)
 		}
+	}
+}
+
+// metricsText returns the daemon's /metrics page.
+func (f *flowDaemon) metricsText() string {
+	f.t.Helper()
+	req, _ := http.NewRequest("GET", f.addr("admin")+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestOrderlessPayments (issue 19 point 1): a PayPal "Buy Now" payment
+// without invoice or custom, and a Stripe Payment Link payment (its
+// charge and payment intent first, then a Checkout Session without
+// client_reference_id), each become an order of their own, with the
+// customer's email, the order.paid callback, and the refunds and
+// disputes that name only the gateway's ids.
+func TestOrderlessPayments(t *testing.T) {
+	f := newFlowDaemon(t, "")
+
+	const txn = "8MC585209K746392H"
+	f.ipn("txn_id", txn, "invoice", "", "item_number", "BN-7", "item_name", "Poster", "mc_gross", "12.00", "payer_email", "fay@example.com")
+	const ppOrder = "paypal:" + txn
+	if o := waitOrder(t, f.daemon, ppOrder, ipn.OrderPaid); o.Paid != "12.00" || o.CustomerEmail != "fay@example.com" {
+		t.Errorf("%s: %+v", ppOrder, o)
+	}
+	f.ipn("txn_id", "5WJ01929T3378362C", "parent_txn_id", txn, "invoice", "", "payment_status", "Refunded",
+		"reason_code", "refund", "mc_gross", "-2.00", "payer_email", "fay@example.com")
+	if o := waitOrder(t, f.daemon, ppOrder, ipn.OrderPartiallyRefunded); o.Refunded != "2.00" {
+		t.Errorf("%s after a refund: refunded %s", ppOrder, o.Refunded)
+	}
+	f.ipn("txn_type", "new_case", "payment_status", "", "txn_id", txn, "case_id", "PP-D-31337", "case_type", "complaint",
+		"reason_code", "non_receipt", "invoice", "", "mc_gross", "")
+	waitOrder(t, f.daemon, ppOrder, ipn.OrderDisputed)
+
+	// Stripe Payment Link: the charge and the intent come first.
+	f.stripe("evt_3QdP1", "charge.succeeded", `{"id":"ch_3QdPL1","object":"charge","amount":2900,"amount_refunded":0,"currency":"usd","payment_intent":"pi_3QdPL1","paid":true,"status":"succeeded","billing_details":{"email":"gus@example.com","name":"Gus"},"metadata":{}}`)
+	f.stripe("evt_3QdP2", "payment_intent.succeeded", `{"id":"pi_3QdPL1","object":"payment_intent","amount":2900,"amount_received":2900,"currency":"usd","latest_charge":"ch_3QdPL1","status":"succeeded","metadata":{}}`)
+	f.drained(5)
+	f.stripe("evt_3QdP3", "checkout.session.completed", `{"id":"cs_live_a1PL","object":"checkout.session","client_reference_id":null,"payment_link":"plink_1QdPL","payment_intent":"pi_3QdPL1","amount_total":2900,"currency":"usd","mode":"payment","payment_status":"paid","status":"complete","customer_details":{"email":"gus@example.com","name":"Gus"},"metadata":{}}`)
+	const stOrder = "stripe:pi_3QdPL1"
+	if o := waitOrder(t, f.daemon, stOrder, ipn.OrderPaid); o.Paid != "29.00" || len(o.Flags) != 0 {
+		t.Errorf("%s: paid %s flags %v, want one payment of 29.00", stOrder, o.Paid, o.Flags)
+	}
+	f.stripe("evt_3QdP4", "charge.refunded", `{"id":"ch_3QdPL1","object":"charge","amount":2900,"amount_refunded":2900,"currency":"usd","payment_intent":"pi_3QdPL1","refunded":true,"metadata":{}}`)
+	waitOrder(t, f.daemon, stOrder, ipn.OrderRefunded)
+	f.drained(7)
+	// The charge waited for the session and reached its order; the intent
+	// reports the same payment fact (a duplicate of the charge).
+	if n := f.notification(4); n.State != "applied" || n.Event == nil || n.Event.OrderID != stOrder {
+		t.Errorf("notification 4 (the charge): %s %+v", n.State, n.Event)
+	}
+	if n := f.notification(5); n.State != "duplicate" || n.DuplicateOf != 4 {
+		t.Errorf("notification 5 (the intent): %s duplicate of %d", n.State, n.DuplicateOf)
+	}
+
+	// The customers and the shop heard of both.
+	for to, order := range map[string]string{"fay@example.com": ppOrder, "gus@example.com": stOrder} {
+		waitFor(t, "payment email to "+to, 15*time.Second, func() bool {
+			for _, m := range mailText(t, f.smtp, to) {
+				if strings.Contains(m, "payment received") && strings.Contains(m, order) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	if got := strings.Join(cbTypes(f.byVersion(ppOrder, 3)), " "); got != "order.paid order.partially_refunded order.disputed" {
+		t.Errorf("%s callbacks: %s", ppOrder, got)
+	}
+	if got := strings.Join(cbTypes(f.byVersion(stOrder, 2)), " "); got != "order.paid order.refunded" {
+		t.Errorf("%s callbacks: %s", stOrder, got)
+	}
+	if m := f.metricsText(); !strings.Contains(m, "ipnd_parked_events 0") {
+		t.Errorf("parked events left:\n%s", grepLines(m, "ipnd_parked_events"))
+	}
+}
+
+// TestParkedEventExpires (issue 19 point 1): a refund whose payment never
+// comes waits orders.park_for, then fails with the reason, the merchant
+// is told once, ipnd_parked_events goes back down, and a replay after the
+// payment arrived applies it.
+func TestParkedEventExpires(t *testing.T) {
+	f := newFlowDaemon(t, "[orders]\npark_for = \"1s\"\n")
+	f.stripe("evt_3QdX1", "charge.refunded", `{"id":"ch_3QdX1","object":"charge","amount":5000,"amount_refunded":1500,"currency":"usd","payment_intent":"pi_3QdX1","refunded":false,"metadata":{}}`)
+	n := f.waitState(1, "applied")
+	if n.Event == nil || n.Event.OrderID != "" || !strings.Contains(n.History[len(n.History)-1].Detail, "waiting for its payment") {
+		t.Fatalf("the early refund: %+v", n)
+	}
+	// (Polling the daemon, not sleeping: park_for runs on its own clock.)
+	waitFor(t, "the parked refund failed", 20*time.Second, func() bool { return f.notification(1).State == "failed" })
+	n = f.notification(1)
+	if last := n.History[len(n.History)-1].Detail; !strings.Contains(last, "waited 1s for its payment (no order yet for ch_3QdX1, pi_3QdX1") {
+		t.Errorf("failed with %q", last)
+	}
+	alert := f.merchantMails("never found its payment", 1)
+	if !strings.Contains(alert[0], "waited 1s for its payment") || !strings.Contains(alert[0], "ipnd replay 1") {
+		t.Errorf("alert:\n%s", alert[0])
+	}
+	waitFor(t, "ipnd_parked_events 0", 10*time.Second, func() bool { return strings.Contains(f.metricsText(), "ipnd_parked_events 0") })
+
+	// The payment arrives after all; the merchant replays the refund.
+	f.stripe("evt_3QdX2", "checkout.session.completed", `{"id":"cs_live_a1X","object":"checkout.session","client_reference_id":"X-1","payment_intent":"pi_3QdX1","amount_total":5000,"currency":"usd","mode":"payment","payment_status":"paid","customer_details":{"email":"hal@example.com"},"metadata":{}}`)
+	waitOrder(t, f.daemon, "X-1", ipn.OrderPaid)
+	if code := f.api("POST", "/api/notifications/1/replay", nil, nil); code/100 != 2 {
+		t.Fatalf("replay: HTTP %d", code)
+	}
+	if o := waitOrder(t, f.daemon, "X-1", ipn.OrderPartiallyRefunded); o.Refunded != "15.00" {
+		t.Errorf("X-1 after the replay: refunded %s", o.Refunded)
+	}
+	f.drained(2)
+	if got := len(f.merchantMails("never found its payment", 1)); got != 1 {
+		t.Errorf("%d alerts, want 1", got)
 	}
 }

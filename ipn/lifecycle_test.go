@@ -200,3 +200,49 @@ func TestCloseDispute(t *testing.T) {
 		t.Errorf("a lost decision then the other case won: %s", b.order.Status)
 	}
 }
+
+// TestOwnOrderID: which payments that name no order make one of their
+// own, and its id.
+func TestOwnOrderID(t *testing.T) {
+	pay := func(f func(*ipn.Event)) *ipn.Event {
+		ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: "8MC585209K746392H", Amount: "12.00", Currency: "USD"}
+		f(ev)
+		return ev
+	}
+	for _, tc := range []struct {
+		name string
+		ev   *ipn.Event
+		want string
+	}{
+		{"paypal buy now", pay(func(*ipn.Event) {}), "paypal:8MC585209K746392H"},
+		{"names an order", pay(func(e *ipn.Event) { e.OrderID = "A-1" }), ""},
+		{"pending", pay(func(e *ipn.Event) { e.Status = ipn.StatusPending }), ""},
+		{"a stripe intent waits for its session", pay(func(e *ipn.Event) { e.Secondary = true }), ""},
+		{"a refund", pay(func(e *ipn.Event) { e.Type, e.Status = ipn.TypeRefund, ipn.StatusRefunded }), ""},
+		{"a subscription's start", pay(func(e *ipn.Event) {
+			e.Type, e.TxnID, e.SubscriptionID = ipn.TypeSubscriptionStarted, "", "I-BW452GLLEP1G"
+		}), "paypal:I-BW452GLLEP1G"},
+		{"no id", pay(func(e *ipn.Event) { e.TxnID = "" }), ""},
+	} {
+		if got := ipn.OwnOrderID("paypal", tc.ev); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDecideSessionAfterParkedIntent: a Stripe intent that named no order
+// waits; the Checkout Session of the same payment that names none either
+// makes the order of its own (it is not a duplicate of the parked intent).
+func TestDecideSessionAfterParkedIntent(t *testing.T) {
+	session := applied(7, "", "pi_3QdPL1", "cs_live_a1PL")
+	session.Context.Gateway = "stripe"
+	d := ipn.Decide(session, ipn.Stored{Processing: received(), FirstOfFact: 5, FirstNoOrder: true}, decideT0)
+	if d.Processing.State != ipn.StateApplied || d.Order == nil || d.Order.ID != "stripe:pi_3QdPL1" || d.Fact != ipn.FactClaim {
+		t.Fatalf("%+v", d)
+	}
+	// When the first copy reached an order, this one is a duplicate.
+	d = ipn.Decide(session, ipn.Stored{Processing: received(), FirstOfFact: 5}, decideT0)
+	if d.Processing.State != ipn.StateDuplicate {
+		t.Fatalf("not a duplicate: %+v", d.Processing)
+	}
+}
