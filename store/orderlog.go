@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -500,5 +501,55 @@ func (db *DB) OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error) {
 		out, err = orderFacts(tx, id, from, limit)
 		return err
 	})
+	return out, mapClosed(err)
+}
+
+// orderInFull returns order id with every fact and history entry (nil
+// when there is none): for a decision that reads the whole order.
+func orderInFull(tx *bolt.Tx, id string) (*ipn.Order, error) {
+	so, err := getStoredOrder(tx, id)
+	if err != nil || so == nil || so.Tally == nil {
+		return orderOrNil(so), err
+	}
+	o := &so.Order
+	if o.Facts, err = orderFacts(tx, id, 0, -1); err != nil {
+		return nil, err
+	}
+	o.TxnIDs = ipn.TxnIDs(o.Facts)
+	if o.History, err = readSeq[ipn.OrderChange](tx, id, recHistory, 0, -1); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// CloseDispute applies the merchant's decision d to order id
+// (ipn.CloseDispute: a dispute the gateway never closes) and queues its
+// effects, in one transaction, and returns the order (ErrNotFound when
+// there is none; ipn.ErrNoOpenDispute when it has no such open
+// dispute). It reads and rewrites the order in full: a merchant's
+// decision is rare.
+func (db *DB) CloseDispute(id string, d ipn.DisputeDecision, now time.Time) (*ipn.Order, error) {
+	var out *ipn.Order
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		o, err := orderInFull(tx, id)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			return fmt.Errorf("order %q: %w", id, ErrNotFound)
+		}
+		next, effects, err := ipn.CloseDispute(o, d, now)
+		if err != nil {
+			return err
+		}
+		if err := db.recordOrder(tx, o, &next, nil, nil); err != nil {
+			return err
+		}
+		out = &next
+		return db.enqueue(tx, effects, 0, now)
+	})
+	if err == nil {
+		db.pokeOutbox()
+	}
 	return out, mapClosed(err)
 }

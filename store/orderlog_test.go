@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -340,5 +342,52 @@ func TestDeleteOrderRemovesItsRecords(t *testing.T) {
 	}
 	if n, _ := db.OrderCounts(); n[ipn.OrderReview] != 1 {
 		t.Errorf("counts after the delete: %v", n)
+	}
+}
+
+// TestCloseDisputeOfALongOrder: the merchant's decision closes a dispute
+// of an order kept in records, reading all of it (not only the newest
+// entries GetOrder shows), and queues the dispute_closed email.
+func TestCloseDisputeOfALongOrder(t *testing.T) {
+	db := mustOpen(t)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	events := []*ipn.Event{}
+	for i := range 20 {
+		events = append(events, &ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusCompleted, TxnID: fmt.Sprintf("T%d", i),
+			OrderID: "L", Amount: "5.00", Currency: "USD"})
+	}
+	events = append(events, &ipn.Event{Type: ipn.TypeDispute, TxnID: "PP-CASE-1", ParentTxnID: "T0", OrderID: "L", Amount: "5.00", Currency: "USD"})
+	for i, ev := range events {
+		applyKept(t, db, ev, ipn.ApplyContext{Now: t0.Add(time.Duration(i) * time.Hour), Notification: uint64(i + 1), Gateway: "paypal",
+			EventKey: ipn.EventKey("paypal", ev)})
+	}
+	if o, _ := db.GetOrder("L"); o.Status != ipn.OrderDisputed {
+		t.Fatalf("before the decision: %s", o.Status)
+	}
+	o, err := db.CloseDispute("L", ipn.DisputeDecision{Won: true, By: "ann", Why: "case closed in our favour"}, t0.AddDate(0, 0, 2))
+	if err != nil || o.Status != ipn.OrderPaid {
+		t.Fatalf("CloseDispute = %+v, %v", o, err)
+	}
+	got, _ := db.GetOrder("L")
+	if got.Status != ipn.OrderPaid || len(got.Facts) != 22 || got.Changes != 22 ||
+		!strings.Contains(got.History[len(got.History)-1].Reason, "merchant decision by ann: dispute PP-CASE-1 won") {
+		t.Errorf("after the decision: %s, %d facts, %d changes, last %q", got.Status, len(got.Facts), got.Changes, got.History[len(got.History)-1].Reason)
+	}
+	items, _ := db.ListOutbox("", 10)
+	found := false
+	for _, it := range items {
+		found = found || it.Effect.Template == ipn.TemplateDisputeClosed
+	}
+	if !found {
+		t.Errorf("no dispute_closed email queued: %+v", items)
+	}
+	if _, err := db.CloseDispute("L", ipn.DisputeDecision{Won: true}, t0.AddDate(0, 0, 3)); !errors.Is(err, ipn.ErrNoOpenDispute) {
+		t.Errorf("closing it again: %v, want ErrNoOpenDispute", err)
+	}
+	// The order goes on as one kept in records.
+	ev := &ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusCompleted, TxnID: "T99", OrderID: "L", Amount: "5.00", Currency: "USD"}
+	applyKept(t, db, ev, ipn.ApplyContext{Now: t0.AddDate(0, 1, 0), Notification: 99, Gateway: "paypal", EventKey: ipn.EventKey("paypal", ev)})
+	if got, _ := db.GetOrder("L"); got.Paid != "105.00" || got.Changes != 23 || got.Status != ipn.OrderPaid {
+		t.Errorf("after one more payment: %s paid %s, %d changes", got.Status, got.Paid, got.Changes)
 	}
 }
