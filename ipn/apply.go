@@ -63,14 +63,21 @@ import (
 //     status reflects it once the payment is there. A refund event's own
 //     amount, where the gateway gives only the running total, is filled
 //     in from the order (see RefundAmount).
-//   - reversed: for some parent txn id (the fact's own txn id when it has
-//     no parent), more distinct reversal facts than distinct
-//     reversal_canceled facts; or a dispute closed as lost (status
-//     reversed). Reversed then Canceled_Reversal, in either order, is
-//     not reversed.
-//   - disputed: a dispute (grouped by txn id) with an opening fact (status
-//     pending or none) and no closing fact (any other status; completed or
-//     canceled means won, reversed means lost).
+//   - reversed: a payment (a reversal's parent txn id, its own txn id when
+//     it has none) with an outstanding reversal: more reversals standing
+//     than taken back (by a reversal_canceled or a won dispute under the
+//     same id, as Stripe's funds_reinstated or closed won of the dispute
+//     whose funds were withdrawn; or by any other reversal_canceled of the
+//     payment, as PayPal's Canceled_Reversal); or a dispute closed as lost
+//     (status reversed). Reversed then Canceled_Reversal, in either order,
+//     is not reversed. See tally.open in summary.go.
+//   - disputed: an open dispute (grouped by txn id: PayPal's case_id,
+//     Stripe's dp_ id): an opening fact (status pending or none), no
+//     closing fact (any other status: completed or canceled means won,
+//     reversed means lost; the merchant's decision, CloseDispute, is one),
+//     and no cancelled reversal of its payment (a PayPal chargeback case
+//     ends with its Canceled_Reversal, a Stripe dispute with
+//     funds_reinstated).
 //   - flags: see review.go; flags are never removed once raised.
 //   - status, highest first: review (any flag) > reversed > disputed >
 //     refunded (a completed payment and refunded >= paid) >

@@ -87,8 +87,9 @@ type Event struct {
 	// charge or invoice, which a Checkout Session's
 	// client_reference_id names): when it names no order itself it waits
 	// for that event (see OwnOrderID) rather than making an order of its
-	// own.
-	Secondary bool `json:"secondary,omitempty"`
+	// own. Not stored or sent: the gateway sets it again whenever the
+	// notification is normalized.
+	Secondary bool `json:"-"`
 
 	// PaidAmount and PaidCurrency are what actually arrived when a crypto
 	// gateway reports it beside the price (NOWPayments actually_paid,
