@@ -2,13 +2,17 @@ package store
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
+	"ipnd/pipeline"
 )
 
 // TestParkedEventsExpire: an event waiting for its payment is counted
@@ -145,4 +149,51 @@ func TestParkedCountMigrated(t *testing.T) {
 	if n, err := db.ExpireParked(time.Now().Add(2 * time.Hour)); n != 1 || err != nil {
 		t.Errorf("ExpireParked of a migrated orphan = %d, %v", n, err)
 	}
+}
+
+// TestPipelineExpiresParkedEvents: the pipeline itself fails a parked
+// event once orders.park_for has passed on its clock, with nothing else
+// arriving to wake it. Virtual time (synctest) stands for the 72 hours.
+func TestPipelineExpiresParkedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openAt(t, filepath.Join(t.TempDir(), "ipnd.db"), Options{CheckInterval: time.Hour})
+		defer db.Close()
+		db.SetParkFor(72 * time.Hour)
+		gw, err := gateway.New(gateway.Config{Name: "g", Kind: "standard-webhooks",
+			Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := pipeline.New(pipeline.Options{Journal: db, Gateways: []gateway.Gateway{gw}})
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- p.Run(ctx) }()
+		// A refund naming only its payment, which never comes.
+		if _, _, err := db.Append(ctx, sample("g", "m1", `{"type":"payment.refunded","data":{"txn_id":"R1","parent_txn_id":"P1","amount":"1.00","currency":"USD"}}`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n, _ := db.Parked(); n != 1 {
+			t.Fatalf("parked = %d, want 1", n)
+		}
+		time.Sleep(71 * time.Hour)
+		synctest.Wait()
+		if _, pr, _ := db.Get(1); pr.State != ipn.StateApplied {
+			t.Fatalf("after 71h: %s", pr.State)
+		}
+		time.Sleep(2 * time.Hour)
+		synctest.Wait()
+		_, pr, _ := db.Get(1)
+		if pr.State != ipn.StateFailed || !strings.Contains(pr.History[len(pr.History)-1].Detail, "waited 72h for its payment") {
+			t.Errorf("after 73h: %s %+v", pr.State, pr.History)
+		}
+		if n, _ := db.Parked(); n != 0 {
+			t.Errorf("parked after the expiry = %d", n)
+		}
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
 }
