@@ -406,19 +406,20 @@ func readSeq[T any](tx *bolt.Tx, id string, kind byte, from, limit int) ([]T, er
 	return out, nil
 }
 
-// fullOrder returns order id with its txn ids, facts and history (the
-// newest shownEntries of each), nil when there is none.
+// fullOrder returns order id with its facts and history (the newest
+// shownEntries of each) and the txn ids of those facts, nil when there
+// is none: a bounded read, however long the order (the notify worker
+// reads it for every delivery).
 func fullOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
 	so, err := getStoredOrder(tx, id)
 	if err != nil || so == nil || so.Tally == nil {
 		return orderOrNil(so), err // schema 4: facts and history inside
 	}
 	o := &so.Order
-	if o.Facts, err = orderFacts(tx, id, 0, -1); err != nil {
+	if o.Facts, err = readLast[ipn.OrderFact](tx, id, recFact, shownEntries); err != nil {
 		return nil, err
 	}
 	o.TxnIDs = ipn.TxnIDs(o.Facts)
-	o.Facts = o.Facts[max(0, len(o.Facts)-shownEntries):]
 	if o.History, err = readLast[ipn.OrderChange](tx, id, recHistory, shownEntries); err != nil {
 		return nil, err
 	}

@@ -391,3 +391,27 @@ func TestCloseDisputeOfALongOrder(t *testing.T) {
 		t.Errorf("after one more payment: %s paid %s, %d changes", got.Status, got.Paid, got.Changes)
 	}
 }
+
+// TestGetOrderShowsTheNewest: an order longer than GetOrder shows comes
+// with its newest 1,000 facts and history entries and their txn ids;
+// Changes counts them all and OrderHistory pages from the first.
+func TestGetOrderShowsTheNewest(t *testing.T) {
+	db := mustOpen(t)
+	db.bolt.NoSync = true // 1,100 transactions: the disk's latency is not what is tested
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 1100 {
+		ev := &ipn.Event{Type: ipn.TypeSubscriptionPayment, Status: ipn.StatusCompleted, TxnID: fmt.Sprintf("T%04d", i), OrderID: "LONG",
+			Amount: "1.00", Currency: "USD"}
+		applyKept(t, db, ev, ipn.ApplyContext{Now: t0.Add(time.Duration(i) * time.Hour), Notification: uint64(i + 1), Gateway: "g",
+			EventKey: ipn.EventKey("g", ev)})
+	}
+	o, err := db.GetOrder("LONG")
+	if err != nil || len(o.Facts) != 1000 || len(o.History) != 1000 || len(o.TxnIDs) != 1000 || o.Changes != 1100 ||
+		o.Facts[0].TxnID != "T0100" || o.History[999].Notification != 1100 || o.Paid != "1100.00" {
+		t.Fatalf("GetOrder: %d facts (first %s), %d entries, %d txn ids, changes %d, paid %s, %v",
+			len(o.Facts), o.Facts[0].TxnID, len(o.History), len(o.TxnIDs), o.Changes, o.Paid, err)
+	}
+	if h, err := db.OrderHistory("LONG", 0, 2); err != nil || len(h) != 2 || h[0].Notification != 1 {
+		t.Errorf("OrderHistory(0, 2) = %+v, %v", h, err)
+	}
+}

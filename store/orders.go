@@ -51,8 +51,9 @@ func (db *DB) CreateOrder(o ipn.Order) error {
 }
 
 // GetOrder returns the order with the given id, or ErrNotFound, with
-// its txn ids and the newest 1,000 of its facts and history entries
-// (Changes counts the entries; OrderHistory and OrderFacts page).
+// the newest 1,000 of its facts and history entries and the txn ids of
+// those facts (Changes counts the entries; OrderHistory and OrderFacts
+// page through all).
 func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	var o *ipn.Order
 	err := db.bolt.View(func(tx *bolt.Tx) error {
