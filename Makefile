@@ -20,6 +20,7 @@ FUZZ_TARGETS = \
 	./ipn/gateway:FuzzCryptoNormalize \
 	./ipn/gateway:FuzzHMACHeader \
 	./ipn:FuzzApply \
+	./ipn:FuzzTally \
 	./store:FuzzDecodeRecord \
 	./store:FuzzPack \
 	./store:FuzzJournal

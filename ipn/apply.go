@@ -33,7 +33,9 @@ import (
 // from the order id, the gateway and the event's content when there is
 // none). Its status, paid and refunded totals, flags and txn ids are a pure
 // function of the registered expectation (Registered, Amount, Currency)
-// and that set, recomputed on every Apply. So a fact applied twice changes
+// and that set: kept running per group of facts (tally.go), so that an
+// event costs the same whatever the number of facts before it, and equal
+// to summing them all again. So a fact applied twice changes
 // nothing, and the facts can arrive in any order and end in the same
 // state.
 //
@@ -102,7 +104,8 @@ import (
 //	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
-// "First time" is read from the order's history, so a state reached
+// "First time" is read from the statuses the order's history reached
+// (Tally.Reached), so a state reached
 // twice (paid, reversed, paid again) queues its email once. Customer
 // emails are skipped when the order has no customer email.
 func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
@@ -112,40 +115,74 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 		return cloneOrder(*o), nil
 	}
-	var next Order
+	if o == nil && ev.OrderID == "" {
+		return Order{}, nil
+	}
+	var st *OrderState
+	if o != nil {
+		st = memoryState(o, FactKey(o.ID, ev, ac))
+	}
+	next, w, effects := ApplyState(o, st, ev, ac)
+	if w == nil { // the same fact again
+		return cloneOrder(*o), nil
+	}
+	if o != nil {
+		next.History = slices.Clone(o.History)
+		next.Facts = slices.Clone(o.Facts)
+		if w.Replaces {
+			next.Facts = slices.Delete(next.Facts, int(st.FactSeq), int(st.FactSeq)+1)
+		}
+		for i := range next.Facts {
+			next.Facts[i].Flags = slices.Clone(next.Facts[i].Flags)
+		}
+	}
+	next.Facts = append(next.Facts, w.Fact)
+	next.History = append(next.History, w.Change)
+	next.TxnIDs = TxnIDs(next.Facts)
+	return next, effects
+}
+
+// ApplyState is Apply for an order whose facts and history the store
+// keeps apart: o is the order without them (nil: none yet) and st what
+// the store looked up for ev (FactKey, TallyKeys). It returns the order
+// (without its facts, history and txn ids: the store keeps them) and
+// what to write besides it; w is nil when nothing is applied (the same
+// fact again, an event of type other, or no order). It is pure and
+// modifies none of its arguments.
+func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Order, w *OrderWrite, effects []Effect) {
+	if ev == nil || !actionable(ev.Type) {
+		if o == nil {
+			return Order{}, nil, nil
+		}
+		return header(*o), nil, nil
+	}
 	if o == nil {
 		if ev.OrderID == "" {
-			return Order{}, nil
+			return Order{}, nil, nil
 		}
 		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{},
 			Test: ev.Test && ac.Sandbox}
 		zero := formatAmount(zeroAmount(), next.Currency)
 		next.Paid, next.Refunded = zero, zero
+		st = &OrderState{}
 	} else {
-		next = cloneOrder(*o)
+		next = header(*o)
 	}
-	key := factKey(next.ID, ev, ac)
+	key := FactKey(next.ID, ev, ac)
 	evc := *ev
-	evc.Amount = RefundAmount(o, ev, ac)
+	evc.Amount = refundAmount(o, st, ev, ac)
 	ev = &evc
-	for i, f := range next.Facts {
-		if f.Key != key {
-			continue
-		}
+	if f := st.Fact; f != nil {
 		// The same fact again changes nothing, unless it was refused
 		// (receiver_mismatch, test_payment) and is not now: a replay after
 		// the merchant fixed the config counts it (the order's flags stay).
 		if len(f.Flags) == 0 || len(newFact(key, ev, ac, next.Currency, next.Test).Flags) > 0 {
-			return next, nil
+			return next, nil, nil
 		}
-		next.Facts = slices.Delete(next.Facts, i, i+1)
-		break
 	}
 	c := change{created: o == nil, prevStatus: next.Status, prevFlags: slices.Clone(next.Flags),
-		prevPaid: next.Paid, prevRefunded: next.Refunded, prevFacts: next.Facts, key: key}
-	if o != nil {
-		c.history = o.History
-	}
+		prevPaid: next.Paid, prevRefunded: next.Refunded, key: key, tally: st.Tally}
+	c.tally.Reached = slices.Clone(st.Tally.Reached)
 
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
@@ -165,18 +202,57 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			next.Amount = formatAmount(v.Abs(v), next.Currency)
 		}
 	}
+	var expected *apd.Decimal
+	if next.Registered {
+		expected, _ = amountOf(next.Amount, next.Currency)
+	}
 
+	// The tally without the fact: built again from every fact (Full), or
+	// the stored one with the refused copy of this fact taken out.
+	flags := map[string]bool{}
+	for _, f := range next.Flags {
+		flags[f] = true
+	}
+	var x *tallier
+	if st.Full {
+		base := c.tally
+		base.Completed, base.Failed, base.Canceled, base.Pending = 0, 0, 0, 0
+		base.Paid, base.Refunded, base.OneOffs, base.OneOffSum = "", "", 0, ""
+		base.Reversed, base.Lost, base.Open = 0, 0, 0
+		x = newTallier(next.Currency, base, nil)
+		for _, f := range st.All {
+			if f.Key != key {
+				x.fact(f, 1)
+				orderFactFlags(&next, expected, f, flags)
+			}
+		}
+	} else {
+		x = newTallier(next.Currency, c.tally, st.Groups)
+		if st.Fact != nil {
+			x.fact(*st.Fact, -1)
+		}
+	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
-	next.Facts = append(next.Facts, c.fact)
-	c.s = summarize(&next)
-	next.Flags = c.s.flags
-	next.Status = c.s.status
-	next.Paid = formatAmount(c.s.paid, next.Currency)
-	next.Refunded = formatAmount(c.s.refunded, next.Currency)
-	next.TxnIDs = c.s.txnIDs
+	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
+	x.watch = map[string][2]bool{}
+	x.fact(c.fact, 1)
+	c.ended = x.ended()
+	orderFactFlags(&next, expected, c.fact, flags)
+	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
+		flags[FlagDoublePayment] = true
+	}
+	next.Flags = slices.Sorted(maps.Keys(flags))
+	if next.Flags == nil { // [] rather than null in JSON
+		next.Flags = []string{}
+	}
+	t := x.tally()
+	next.Status = t.status(next.Flags, x.paid, x.refunded)
+	next.Paid = formatAmount(x.paid, next.Currency)
+	next.Refunded = formatAmount(x.refunded, next.Currency)
 	next.UpdatedAt = ac.Now
-	c.paidChanged = totalChanged(c.prevPaid, c.s.paid, next.Currency)
-	c.refundedChanged = totalChanged(c.prevRefunded, c.s.refunded, next.Currency)
+	c.paid, c.refunded = x.paid, x.refunded
+	c.paidChanged = totalChanged(c.prevPaid, x.paid, next.Currency)
+	c.refundedChanged = totalChanged(c.prevRefunded, x.refunded, next.Currency)
 	for _, f := range next.Flags {
 		if !slices.Contains(c.prevFlags, f) {
 			c.newFlags = append(c.newFlags, f)
@@ -186,30 +262,56 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 	c.decision = ac.Decision
 
 	// History: one entry per new fact, whether or not the status moved.
-	next.History = append(next.History, OrderChange{
+	w = &OrderWrite{Fact: c.fact, FactSeq: t.NextFact, Replaces: st.Fact != nil, Groups: x.groups, Full: st.Full}
+	t.NextFact++
+	t.Reach(next.Status)
+	next.Changes = max(next.Changes, len(o.historyOrNil())) + 1
+	w.Change = OrderChange{
 		At:           ac.Now,
 		Notification: ac.Notification,
 		From:         c.prevStatus,
 		To:           next.Status,
 		Reason:       c.reason(&next),
-	})
-	return next, c.effects(&next, ev)
+	}
+	w.Tally = t
+	return next, w, c.effects(&next, ev, w.Change.Reason)
+}
+
+// historyOrNil is o's history, nil when o is nil.
+func (o *Order) historyOrNil() []OrderChange {
+	if o == nil {
+		return nil
+	}
+	return o.History
+}
+
+// header is o without its facts, history and txn ids, sharing no slice
+// or map with it.
+func header(o Order) Order {
+	o.Facts, o.History, o.TxnIDs = nil, nil, nil
+	return cloneOrder(o)
 }
 
 // change is one new fact's change to an order, as Apply computes it.
 type change struct {
-	created                      bool          // the order is created by this fact
-	history                      []OrderChange // the order's history before it
+	created                      bool  // the order is created by this fact
+	tally                        Tally // the order's tally before it
 	prevStatus                   OrderStatus
 	prevFlags, newFlags          []string
 	prevPaid, prevRefunded       string
-	prevFacts                    []OrderFact
 	key                          string // the fact's key
 	fact                         OrderFact
 	desc                         string // describeFact
-	s                            summary
+	paid, refunded               *apd.Decimal
 	paidChanged, refundedChanged bool
 	decision                     string // ApplyContext.Decision
+	// subscriptionSeen, disputeSeen: the order held a fact of the same
+	// type for the same subscription, an opening of the same dispute or
+	// reversal (same txn id), before this one.
+	subscriptionSeen, disputeSeen bool
+	// ended lists, sorted, what the fact ended of what was open about
+	// the order's money ("reversal of P", "dispute D": see tally.open).
+	ended []string
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -246,9 +348,9 @@ func (c *change) reason(next *Order) string {
 // effects returns what the change queues (see Apply). Each effect
 // carries the order as it stands now, so that what is sent later states
 // this change's amounts.
-func (c *change) effects(next *Order, ev *Event) []Effect {
+func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 	evc := *ev
-	snap := next.Snapshot(c.prevStatus, next.History[len(next.History)-1].Reason)
+	snap := next.Snapshot(c.prevStatus, reason)
 	var effects []Effect
 	add := func(e Effect) {
 		e.OrderID, e.Event, e.Order = next.ID, &evc, snap
@@ -272,15 +374,15 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	if next.Status != c.prevStatus {
 		switch next.Status {
 		case OrderPaid, OrderPartiallyRefunded:
-			if !reached(c.history, OrderPaid, OrderPartiallyRefunded) {
+			if !c.tally.reached(OrderPaid, OrderPartiallyRefunded) {
 				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc, payment)
 			}
 		case OrderPending:
-			if !reached(c.history, OrderPending) {
+			if !c.tally.reached(OrderPending) {
 				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc, payment)
 			}
 		case OrderFailed:
-			if !reached(c.history, OrderFailed) {
+			if !c.tally.reached(OrderFailed) {
 				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc, payment)
 			}
 		}
@@ -294,7 +396,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 			if a, err := amountOf(ev.Amount, next.Currency); err == nil && ev.Amount != "" && sameCurrency(ev.Currency, next.Currency) {
 				ownText = formatAmount(a.Abs(a), next.Currency)
 			} else {
-				own := new(apd.Decimal).Set(c.s.refunded)
+				own := new(apd.Decimal).Set(c.refunded)
 				if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
 					decimalCtx.Sub(own, own, prev)
 				}
@@ -304,7 +406,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
-		if !subscriptionSeen(c.prevFacts, fact) {
+		if !c.subscriptionSeen {
 			tmpl := TemplateSubscriptionStarted
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
@@ -314,11 +416,11 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	case TypeReversal, TypeDispute:
 		// One email per dispute or reversal: Stripe reports an opened
 		// dispute and the funds it withdrew under the dispute's id.
-		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(c.prevFacts, fact) {
+		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !c.disputeSeen {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
 	}
-	if ended := c.ended(next); ended != "" {
+	if ended := c.endedText(next); ended != "" {
 		// One email per dispute or reversal that this fact ends, won or
 		// lost: the merchant heard when it opened.
 		merchant(TemplateDisputeClosed, TemplateDisputeClosed+"/"+key, ended+" ("+desc+")")
@@ -327,7 +429,7 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
 	}
-	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(c.prevFacts, fact)
+	newSubscription := isSubscriptionType(fact.Type) && !c.subscriptionSeen
 	if c.moved(next) || newSubscription {
 		// The shop hears of every transition of the order (status, totals
 		// or flags) and of each subscription's start, end and payments,
@@ -337,31 +439,21 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	return effects
 }
 
-// ended says, in words, what dispute or reversal the change's fact
+// endedText says, in words, what dispute or reversal the change's fact
 // ended ("dispute DP1 won; order paid"), "" when it ended none: only a
 // closing fact (a reversal_canceled, a dispute won or lost) that leaves
 // less open than before (see tally.open) ends one.
-func (c *change) ended(next *Order) string {
+func (c *change) endedText(next *Order) string {
 	f := c.fact
 	closing := f.Type == TypeReversalCanceled || f.Type == TypeDispute && !disputeOpening(f.Status)
-	if !closing {
-		return ""
-	}
-	before := tallyFacts(&Order{Currency: next.Currency, Facts: c.prevFacts}).open()
-	var gone []string
-	for _, what := range before {
-		if !slices.Contains(c.s.open, what) {
-			gone = append(gone, what)
-		}
-	}
-	if len(gone) == 0 {
+	if !closing || len(c.ended) == 0 {
 		return ""
 	}
 	outcome := "won"
 	if f.Type == TypeDispute && f.Status == StatusReversed {
 		outcome = "lost"
 	}
-	return strings.Join(gone, ", ") + " ended: " + outcome + "; order " + string(next.Status)
+	return strings.Join(c.ended, ", ") + " ended: " + outcome + "; order " + string(next.Status)
 }
 
 // totalChanged reports whether a total shown as before is not now, read
@@ -445,6 +537,42 @@ func RefundAmount(o *Order, ev *Event, ac ApplyContext) string {
 	return formatAmount(total, cur)
 }
 
+// refundAmount is RefundAmount for order o kept as st (see ApplyState;
+// nil: o holds its facts): the same amount, read from the fact under the
+// event's key and the record of the largest refund of the same payment
+// (TallyKeys names both) rather than from every fact.
+func refundAmount(o *Order, st *OrderState, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	if o == nil || st == nil {
+		return RefundAmount(o, ev, ac)
+	}
+	if st.Full {
+		all := *o
+		all.Facts = st.All
+		return RefundAmount(&all, ev, ac)
+	}
+	cur := cmp.Or(o.Currency, strings.ToUpper(ev.Currency))
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	if st.Fact != nil {
+		return st.Fact.Amount
+	}
+	before := zeroAmount()
+	if ev.TxnID != "" {
+		before = decimalOrZero(st.Groups[groupKey(kindRefundOf, ev.TxnID)].Amount)
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
 // derivedKey identifies a fact that came without an EventKey by its
 // content, scoped to the order.
 func derivedKey(orderID, gateway string, ev *Event) string {
@@ -507,52 +635,10 @@ func describeFact(f OrderFact, eventFlags, cur string) string {
 	return b.String()
 }
 
-// reached reports whether the history shows the order in any of the
-// given statuses before.
-func reached(history []OrderChange, statuses ...OrderStatus) bool {
-	for _, h := range history {
-		if slices.Contains(statuses, h.To) {
-			return true
-		}
-	}
-	return false
-}
-
-// disputeSeen reports whether facts already hold an opening of the
-// dispute or reversal f reports (same type family and txn id): a Stripe
-// dispute is opened by charge.dispute.created and its funds withdrawn
-// by charge.dispute.funds_withdrawn, both under the dispute's id.
-func disputeSeen(facts []OrderFact, f OrderFact) bool {
-	if f.TxnID == "" {
-		return false
-	}
-	for _, g := range facts {
-		opening := g.Type == TypeReversal || g.Type == TypeDispute && disputeOpening(g.Status)
-		if opening && g.TxnID == f.TxnID {
-			return true
-		}
-	}
-	return false
-}
-
 func isSubscriptionType(t EventType) bool {
 	switch t {
 	case TypeSubscriptionStarted, TypeSubscriptionPayment, TypeSubscriptionCanceled, TypeSubscriptionExpired:
 		return true
-	}
-	return false
-}
-
-// subscriptionSeen reports whether facts already hold a fact of f's type
-// for the same subscription.
-func subscriptionSeen(facts []OrderFact, f OrderFact) bool {
-	if f.SubscriptionID == "" {
-		return false
-	}
-	for _, g := range facts {
-		if g.Type == f.Type && g.SubscriptionID == f.SubscriptionID {
-			return true
-		}
 	}
 	return false
 }

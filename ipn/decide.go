@@ -32,6 +32,11 @@ type Stored struct {
 	// Order is the order the event names (Event.OrderID, else RefOrder),
 	// nil when it is not stored.
 	Order *Order
+	// State is what the store keeps of Order apart from it (looked up by
+	// FactKey and TallyKeys for the event): with it, Order holds no facts
+	// or history and Decision.Write says what to add. nil: Order holds
+	// its facts and history itself, and Decision.Order has them too.
+	State *OrderState
 }
 
 // FactAction is what happens to the payment fact's key (Outcome.EventKey),
@@ -63,6 +68,9 @@ type Decision struct {
 	// Order is the order to write (nil: none changes); it replaces
 	// Stored.Order.
 	Order *Order
+	// Write is what to write besides Order when Stored.State was given
+	// (nil: nothing, the same fact again).
+	Write *OrderWrite
 	// Effects are queued under the notification.
 	Effects []Effect
 	// Event and Context are the event as applied (its OrderID filled in
@@ -236,8 +244,14 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if s.Order == nil && o.RequireRegistered {
 		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID)
 	}
-	own := RefundAmount(s.Order, &ev, ac)
-	order, effects := Apply(s.Order, &ev, ac)
+	own := refundAmount(s.Order, s.State, &ev, ac)
+	var order Order
+	var effects []Effect
+	if s.State != nil {
+		order, d.Write, effects = ApplyState(s.Order, s.State, &ev, ac)
+	} else {
+		order, effects = Apply(s.Order, &ev, ac)
+	}
 	if order.ID == "" { // the event does not concern an order
 		return ""
 	}
@@ -248,7 +262,9 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if s.Order != nil {
 		d.Recorded.OrderFrom, before = s.Order.Status, len(s.Order.History)
 	}
-	if len(order.History) > before { // Apply recorded a change (not the same fact again)
+	if d.Write != nil {
+		d.Recorded.Reason = d.Write.Change.Reason
+	} else if len(order.History) > before { // Apply recorded a change (not the same fact again)
 		d.Recorded.Reason = order.History[len(order.History)-1].Reason
 	}
 	if o.State != StateApplied {
@@ -299,6 +315,7 @@ func ParkedDetail(ev *Event) string {
 // Adoption is what applying a parked event to its order changes.
 type Adoption struct {
 	Order        Order
+	Write        *OrderWrite // with AdoptState: what to write besides Order (nil: nothing)
 	Effects      []Effect
 	Event        *Event // the event as applied, naming the order
 	Context      ApplyContext
@@ -309,14 +326,33 @@ type Adoption struct {
 // Adopt applies the event parked by notification id of gateway to order
 // o, which a payment naming one of its references reached. It is pure.
 func Adopt(o *Order, id uint64, gateway string, w Parked, now time.Time) Adoption {
+	return AdoptState(o, nil, id, gateway, w, now)
+}
+
+// AdoptEvent is the event and context with which the event parked by
+// notification id of gateway is applied to order orderID (for the
+// store's look-ups: FactKey, TallyKeys).
+func AdoptEvent(orderID string, id uint64, gateway string, w Parked, now time.Time) (*Event, ApplyContext) {
 	ev := *w.Event
-	ev.OrderID = o.ID
-	ac := ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
-	own := RefundAmount(o, &ev, ac)
-	next, effects := Apply(o, &ev, ac)
+	ev.OrderID = orderID
+	return &ev, ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
+}
+
+// AdoptState is Adopt for an order whose facts and history the store
+// keeps apart (see ApplyState); st nil: o holds them itself.
+func AdoptState(o *Order, st *OrderState, id uint64, gateway string, w Parked, now time.Time) Adoption {
+	ev, ac := AdoptEvent(o.ID, id, gateway, w, now)
+	own := refundAmount(o, st, ev, ac)
+	var a Adoption
+	if st != nil {
+		a.Order, a.Write, a.Effects = ApplyState(o, st, ev, ac)
+	} else {
+		a.Order, a.Effects = Apply(o, ev, ac)
+	}
 	ev.Amount = own
-	return Adoption{Order: next, Effects: effects, Event: &ev, Context: ac, Subscription: IsSubscriptionEvent(&ev),
-		Detail: fmt.Sprintf("applied to order %q, which its payment reached", o.ID)}
+	a.Event, a.Context, a.Subscription = ev, ac, IsSubscriptionEvent(ev)
+	a.Detail = fmt.Sprintf("applied to order %q, which its payment reached", o.ID)
+	return a
 }
 
 // Policy is how the merchant configured the gateway a notification came

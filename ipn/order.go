@@ -49,8 +49,11 @@ type Order struct {
 	Flags         []string          `json:"flags"`
 	TxnIDs        []string          `json:"txn_ids"`
 	History       []OrderChange     `json:"history"`
-	CreatedAt     time.Time         `json:"created_at"`
-	UpdatedAt     time.Time         `json:"updated_at"`
+	// Changes counts the order's history entries: History may hold only
+	// the newest of them (the store keeps the history apart and pages it).
+	Changes   int       `json:"changes,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// Facts is the state the status is derived from: each distinct
 	// payment fact applied (by EventKey), so that a repeated event changes
 	// nothing and disorder ends in the same state.
@@ -171,7 +174,7 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 	}
 	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Test: o.Test, Flags: flags,
 		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
-		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: len(o.History)}
+		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: max(o.Changes, len(o.History))}
 }
 
 // ApplyContext is what the state machine needs to know besides the order

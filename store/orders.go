@@ -57,16 +57,19 @@ func (db *DB) CreateOrder(o ipn.Order) error {
 		if tx.Bucket(bucketOrders).Get([]byte(o.ID)) != nil {
 			return fmt.Errorf("order %q: %w", o.ID, ErrExists)
 		}
-		return db.putOrder(tx, nil, &o)
+		return db.putOrder(tx, nil, &o, nil)
 	}))
 }
 
-// GetOrder returns the order with the given id, or ErrNotFound.
+// GetOrder returns the order with the given id, or ErrNotFound, with
+// the newest 1,000 of its facts and history entries and the txn ids of
+// those facts (Changes counts the entries; OrderHistory and OrderFacts
+// page through all).
 func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	var o *ipn.Order
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		o, err = getOrder(tx, id)
+		o, err = fullOrder(tx, id)
 		if err == nil && o == nil {
 			err = fmt.Errorf("order %q: %w", id, ErrNotFound)
 		}
@@ -75,7 +78,8 @@ func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	return o, mapClosed(err)
 }
 
-// ListOrders returns orders by last change, newest first, after the
+// ListOrders returns orders (without their facts, history and txn ids:
+// GetOrder has them) by last change, newest first, after the
 // cursor before (OrderCursor of the last order of the previous page; ""
 // for the first page), with the given status (all when ""), at most
 // limit (default 50). A before that is not such a cursor is ErrBadCursor.
@@ -114,15 +118,15 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 			if v == nil {
 				continue
 			}
-			var o ipn.Order
-			if err := decodeValue(v, &o); err != nil {
+			var so storedOrder
+			if err := decodeValue(v, &so); err != nil {
 				return fmt.Errorf("%w: order %q: %v", ErrCorrupt, id, err)
 			}
-			if !bytes.Equal(changeKey(&o), k) {
+			if !bytes.Equal(changeKey(&so.Order), k) {
 				continue // a stale entry: the order is listed under its current change
 			}
-			if status == "" || o.Status == status {
-				out = append(out, o)
+			if status == "" || so.Status == status {
+				out = append(out, so.Order)
 			}
 		}
 		return nil
@@ -218,7 +222,8 @@ func (db *DB) TestOrderCounts() (map[ipn.OrderStatus]int, error) {
 func (db *DB) DeleteOrder(id string) error {
 	db.settle()
 	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
-		o, err := getOrder(tx, id)
+		// Every fact, not the newest shown: each holds an event key.
+		o, err := orderInFull(tx, id)
 		if err != nil {
 			return err
 		}
@@ -253,6 +258,10 @@ func (db *DB) DeleteOrder(id string) error {
 			if err := refs.Delete(k); err != nil {
 				return err
 			}
+		}
+		// The order's facts, history and tally records (orderlog.go).
+		if err := deletePrefix(tx.Bucket(bucketOrderRecords), orderPrefix(id)); err != nil {
+			return err
 		}
 		if err := tx.Bucket(bucketOrders).Delete([]byte(id)); err != nil {
 			return err
@@ -368,21 +377,15 @@ func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
 	return out, mapClosed(err)
 }
 
-func getOrder(tx *bolt.Tx, id string) (*ipn.Order, error) {
-	v := tx.Bucket(bucketOrders).Get([]byte(id))
-	if v == nil {
-		return nil, nil
+// putOrder writes o and moves the status counts from old (nil: new
+// order): with its tally t, without its facts, history and txn ids (kept
+// apart: see orderlog.go); t nil: a small order, with them.
+func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order, t *ipn.Tally) error {
+	so := storedOrder{Order: *o, Tally: t}
+	if t != nil {
+		so.Facts, so.History, so.TxnIDs = nil, nil, nil
 	}
-	var o ipn.Order
-	if err := decodeValue(v, &o); err != nil {
-		return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, id, err)
-	}
-	return &o, nil
-}
-
-// putOrder writes o and moves the status counts from old (nil: new order).
-func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order) error {
-	b, err := encodeValue(o)
+	b, err := encodeValue(&so)
 	if err != nil {
 		return err
 	}

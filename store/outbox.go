@@ -603,18 +603,14 @@ func (db *DB) noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error 
 	if it.Effect.OrderID == "" {
 		return nil
 	}
-	o, err := getOrder(tx, it.Effect.OrderID)
-	if err != nil || o == nil {
-		return err
-	}
 	what := it.Effect.Kind
 	if it.Effect.Template != "" {
 		what += " " + it.Effect.Template
 	}
-	next := *o
-	next.History = append(slices.Clip(o.History), ipn.OrderChange{At: now.UTC(), Notification: it.Notification,
-		From: o.Status, To: o.Status, Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)})
-	return db.putOrder(tx, o, &next)
+	return db.appendOrderChange(tx, it.Effect.OrderID, func(o *ipn.Order) ipn.OrderChange {
+		return ipn.OrderChange{At: now.UTC(), Notification: it.Notification, From: o.Status, To: o.Status,
+			Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)}
+	})
 }
 
 // RetryOutbox makes an item due now with its attempts reset: a dead or

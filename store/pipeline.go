@@ -382,7 +382,9 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	}
 	if o.ApplyOrder && o.Event != nil {
 		if id := ipn.TargetOrder(o, s.RefOrder); id != "" {
-			if s.Order, err = getOrder(tx, id); err != nil {
+			ac := o.Context
+			ac.EventKey = o.EventKey
+			if s.Order, s.State, err = orderState(tx, id, o.Event, ac); err != nil {
 				return s, err
 			}
 		}
@@ -417,7 +419,7 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if d.Order != nil {
-		if err := db.putOrder(tx, s.Order, d.Order); err != nil {
+		if err := db.recordOrder(tx, s.Order, d.Order, s.State, d.Write); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}

@@ -295,8 +295,16 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 			if err := addParked(tx, -1); err != nil {
 				return nil, err
 			}
-			a := ipn.Adopt(o, p.id, gateway, p.w, now)
-			if err := db.putOrder(tx, o, &a.Order); err != nil {
+			ev, ac := ipn.AdoptEvent(o.ID, p.id, gateway, p.w, now)
+			cur, st, err := orderState(tx, o.ID, ev, ac)
+			if err != nil {
+				return nil, err
+			}
+			if cur == nil {
+				cur = o
+			}
+			a := ipn.AdoptState(cur, st, p.id, gateway, p.w, now)
+			if err := db.recordOrder(tx, cur, &a.Order, st, a.Write); err != nil {
 				return nil, err
 			}
 			if err := db.enqueue(tx, a.Effects, p.id, now); err != nil {

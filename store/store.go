@@ -36,10 +36,14 @@ import (
 // runs of each order wait in a queue (bucket outbox_order, built on the
 // first open) and only its oldest is in the due index; a build that
 // knows 4 would not keep that queue, and the items it delivered would
-// hold the order's later ones back. Files at 1 to 4 are upgraded on open
+// hold the order's later ones back. Files at 1 to 5 are upgraded on open
 // (their values read as they are; new writes are packed; the journal a
 // build of 3 left is read in format 1).
-const SchemaVersion = 5
+// 6: an order past a few facts keeps its facts, history and running
+// tally apart from its value (orderlog.go), which a build that knows 5
+// would read as an order without facts or history; such orders of a
+// file at 5 or before move to that layout on open (migrateOrders).
+const SchemaVersion = 6
 
 // Errors callers test with errors.Is.
 var (
@@ -331,7 +335,8 @@ func (db *DB) init() error {
 		newQueues := tx.Bucket(bucketOutboxOrder) == nil
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange} {
+			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
+			bucketOrderRecords} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -365,6 +370,10 @@ func (db *DB) init() error {
 			}
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
+			// 5 -> 6: the orders move to the layout of orderlog.go.
+			if _, err := db.migrateOrders(tx); err != nil {
+				return fmt.Errorf("store: moving orders to schema 6: %w", err)
+			}
 		}
 		if meta.Get(keyCreated) == nil {
 			if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
