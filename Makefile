@@ -9,6 +9,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Every fuzz target as package:Name.
 FUZZ_TARGETS = \
 	./ipn/gateway:FuzzParseStripeSignature \
+	./store:FuzzOrderCursor \
 	./ipn/gateway:FuzzParseWebhookSignatures \
 	./ipn/gateway:FuzzNormalize \
 	./ipn:FuzzAmount \
@@ -19,6 +20,7 @@ FUZZ_TARGETS = \
 	./ipn/gateway:FuzzCryptoNormalize \
 	./ipn/gateway:FuzzHMACHeader \
 	./ipn:FuzzApply \
+	./ipn:FuzzTally \
 	./store:FuzzDecodeRecord \
 	./store:FuzzPack \
 	./store:FuzzJournal
@@ -35,7 +37,8 @@ run:
 
 # The test command of the README and of CI: vet, then every test with the
 # race detector (including the kill -9 and end-to-end tests). promtool
-# (for deploy/alerts.yml) is installed first when missing.
+# (for deploy/alerts.yml) is fetched first when missing: the binary alone,
+# into ~/.cache/ipnd/tools (no package, no service; scripts/install-promtool.sh).
 test:
 	$(GO) vet ./...
 	@extra=$$(./scripts/install-promtool.sh) && PATH="$${extra:+$$extra:}$$PATH" && export PATH && \

@@ -42,6 +42,8 @@ type app struct {
 	cfg    atomic.Pointer[Config]
 	admin  swapHandler
 	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it)
+	// guesses limits wrong admin tokens per client; kept across reloads.
+	guesses *public.ClientLimiter
 
 	// What start started, for stop.
 	workers  workers
@@ -49,6 +51,13 @@ type app struct {
 	pub, adm *listener   // nil until the listeners are open
 	served   *Config     // the config the listeners serve (its data directory holds the address files); nil before
 }
+
+// Wrong admin tokens a client may send: 10 at once, then one per 6 s
+// (past them its requests are answered 429 without being compared).
+const (
+	adminGuessBurst       = 10
+	adminGuessesPerSecond = 1.0 / 6
+)
 
 // startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs
 // this process may use.
@@ -83,7 +92,8 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	if err := ensureGenerated(cfg, log); err != nil {
 		return nil, err
 	}
-	a := &app{getenv: getenv, log: log, procs: tuneProcs(), workers: workers{log: log}}
+	a := &app{getenv: getenv, log: log, procs: tuneProcs(), workers: workers{log: log},
+		guesses: public.NewClientLimiter(adminGuessesPerSecond, adminGuessBurst, 0)}
 	gateways, err := buildGateways(cfg)
 	if err != nil {
 		return nil, err
@@ -103,8 +113,10 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		log.Warn("unclean stop: notifications taken from the journal into the database", "count", n)
 	}
 	for _, d := range a.db.TornGroups() {
-		log.Warn("unclean stop: a group of notifications cut by the crash was dropped (never acknowledged; its ids are not given again)",
-			"segment", d.Segment, "offset", d.Offset, "first_id", d.First, "last_id", d.Last)
+		log.Error("journal: notifications at the end of the journal do not read back and were dropped; they may have been acknowledged "+
+			"(a crash within their write, or damage to the newest write after its fsync); their ids are not given again. "+
+			"Ask the gateways to resend, then acknowledge with POST /api/journal/dropped/ack",
+			"segment", d.Segment, "offset", d.Offset, "first_id", d.First, "last_id", d.Last, "reason", d.Reason)
 	}
 	a.m = a.newMetrics(gateways)
 	trusted, _ := parsePrefixes("server.trusted_proxies", cfg.Server.TrustedProxies)
@@ -112,6 +124,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		Gateways: gateways, Store: a.db, Observer: a.m, Logger: log.With("component", "receiver"),
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, RateLimit: cfg.Server.RateLimit, RateBurst: cfg.Server.RateBurst,
 		TrustedProxies: trusted, AllowIPs: allowIPs(cfg),
+		Ready: a.db.Writable,
 	})
 	a.m.Fulfilment(a.db.PoolRemaining)
 	if err := a.setFulfilment(cfg); err != nil {
@@ -119,6 +132,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	sandbox, receivers := orderRules(cfg)
+	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
 	pl := cfg.Pipeline
 	a.pipe = pipeline.New(pipeline.Options{
 		Journal: a.db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
@@ -319,7 +333,7 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	}
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
 		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
-		Logger: a.log.With("component", "admin")}))
+		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses}))
 	return nil
 }
 
@@ -331,6 +345,11 @@ func (a *app) healthy() error {
 	}
 	if err := a.db.ApplyErr(); err != nil {
 		return fmt.Errorf("journal not being applied (notifications are safe in it, but not yet visible): %w", err)
+	}
+	if drops, ids, err := a.db.Unacknowledged(); err == nil && len(drops) > 0 {
+		d := drops[0]
+		return fmt.Errorf("journal tail dropped at start: %d notifications that may have been acknowledged (ids %d-%d in %s, %d ranges); "+
+			"acknowledge with POST /api/journal/dropped/ack", ids, d.First, d.Last, d.Segment, len(drops))
 	}
 	if a.workers.failed("pipeline") {
 		return errors.New("pipeline worker has stopped")
@@ -404,6 +423,10 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			return 1
 		},
 		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
+		StoreDropped: func() float64 {
+			_, ids, _ := db.Unacknowledged()
+			return float64(ids)
+		},
 		Parked: func() float64 {
 			n, _ := db.Parked()
 			return float64(n)
@@ -436,13 +459,17 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 		Templates: []string{ipn.TemplatePaymentReceived, ipn.TemplatePaymentPending, ipn.TemplateRefundIssued,
 			ipn.TemplatePaymentFailed, ipn.TemplateSubscriptionStarted, ipn.TemplateSubscriptionCanceled,
 			ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateVerificationFailed},
-		OrderCounts: func() map[string]int {
-			counts, _ := db.OrderCounts()
-			out := make(map[string]int, len(counts))
-			for st, n := range counts {
-				out[string(st)] = n
+		OrderCounts: func() (real, test map[string]int) {
+			all, _ := db.OrderCounts()
+			tests, _ := db.TestOrderCounts()
+			real, test = make(map[string]int, len(all)), make(map[string]int, len(tests))
+			for st, n := range all {
+				real[string(st)] = max(n-tests[st], 0)
 			}
-			return out
+			for st, n := range tests {
+				test[string(st)] = n
+			}
+			return real, test
 		}})
 }
 

@@ -80,15 +80,6 @@ func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // setFulfilment gives the store and the public listener the products of
 // cfg (SPEC §11). With none, nothing is delivered and /dl and
 // /v1/licenses answer 404.

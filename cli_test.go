@@ -158,15 +158,23 @@ func TestCheckTakesTheConfigAsArgument(t *testing.T) {
 
 // TestSimulateReportsWhatIpndDid: simulate waits for the pipeline and
 // prints the notification's state and reason, the order before and
-// after, and what was queued; a refused notification exits 1. A live
-// Stripe gateway refuses simulate's test-mode event (it used to say
-// "status completed" and exit 0); a sandbox one applies it.
+// after, and what was queued. On a live gateway it refuses without
+// -live and sends nothing (issue 19 point 5: it used to make a real
+// order in review, email the merchant and tell the shop, and the order
+// could never be removed); with -live it says what it touches, and its
+// order is a test order, counted apart in ipnd_orders and deletable
+// (a real order is not). A sandbox gateway applies its test payment to
+// a test order.
 func TestSimulateReportsWhatIpndDid(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeTestConfig(t, dir, `[log]
+	shop, shopURL := newShopReceiver(t)
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[log]
 level = "warn"
 [email]
 merchant_to = "owner@example.com"
+[shop]
+url = %q
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 [[gateway]]
 name = "stripe"
 kind = "stripe"
@@ -176,28 +184,97 @@ name = "stripe-test"
 kind = "stripe"
 sandbox = true
 secret = "whsec_sandbox_test_secret"
-`)
+`, shopURL))
 	d := startDaemon(t, dir, cfg)
 	env := envFunc()
+	metric := func(series string) string {
+		req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, series+" "); ok {
+				return v
+			}
+		}
+		return "(none)"
+	}
 
+	// Without -live: exit 1, a clear message, nothing sent.
 	stdout, stderr, code := runCode(t, env, "simulate", "-config", cfg, "stripe", "-order", "ORDER-LIVE")
-	for _, want := range []string{"200 OK", "state invalid", "test_payment", "order ORDER-LIVE: none -> review",
-		"test_payment", "email_merchant order_review", "sandbox = true"} {
+	if code != 1 || !strings.Contains(stderr, `gateway "stripe" is live`) || !strings.Contains(stderr, "-live") || strings.Contains(stdout, "POST") {
+		t.Errorf("simulate on a live gateway without -live: exit %d, stdout %q, stderr %q; want exit 1 naming -live, nothing sent", code, stdout, stderr)
+	}
+	var list struct{ Notifications []struct{ ID int } }
+	if d.api("GET", "/api/notifications", nil, &list); len(list.Notifications) != 0 {
+		t.Errorf("simulate without -live stored %d notifications", len(list.Notifications))
+	}
+	if st := d.api("GET", "/api/orders/ORDER-LIVE", nil, nil); st != http.StatusNotFound {
+		t.Errorf("simulate without -live: GET the order: %d, want 404", st)
+	}
+
+	// With -live: it says what it touches; the order is a test order.
+	stdout, stderr, code = runCode(t, env, "simulate", "-config", cfg, "stripe", "-live", "-order", "ORDER-LIVE")
+	for _, want := range []string{"is live", "test order", "owner@example.com", shopURL, "ipnd orders delete ORDER-LIVE",
+		"200 OK", "state invalid", "test_payment", "order ORDER-LIVE: awaiting_payment -> review", "email_merchant order_review"} {
 		if !strings.Contains(stdout, want) {
-			t.Errorf("simulate on a live gateway: stdout lacks %q\n%s", want, stdout)
+			t.Errorf("simulate -live: stdout lacks %q\n%s", want, stdout)
 		}
 	}
-	if code != 1 || !strings.Contains(stderr, "invalid") {
-		t.Errorf("simulate on a live gateway: exit %d, stderr %q; want exit 1 naming the state", code, stderr)
+	if code != 0 {
+		t.Errorf("simulate -live: exit %d, stderr %q", code, stderr)
 	}
 	if strings.Contains(stdout, "status completed") {
 		t.Errorf("simulate still claims completed:\n%s", stdout)
+	}
+	if o := waitOrder(t, d, "ORDER-LIVE", ipn.OrderReview); !o.Test {
+		t.Errorf("the -live order is not a test order: %+v", o)
+	}
+	waitFor(t, "order.review at the shop", 15*time.Second, func() bool { return len(shop.forOrder("ORDER-LIVE")) > 0 })
+	cb := shop.forOrder("ORDER-LIVE")[0]
+	if o := cb["data"].(map[string]any)["order"].(map[string]any); cb["type"] != "order.review" || o["test"] != true {
+		t.Errorf("shop callback %v: want order.review with data.order.test true", cb)
+	}
+	if got, gotTest := metric(`ipnd_orders{status="review",test="false"}`), metric(`ipnd_orders{status="review",test="true"}`); got != "0" || gotTest != "1" {
+		t.Errorf("ipnd_orders review: real %s, test %s; want 0 and 1", got, gotTest)
 	}
 
 	// The reason is in ls too.
 	out, _, code := runCode(t, env, "ls", "-config", cfg, "-state", "invalid")
 	if code != 0 || !strings.Contains(out, "REASON") || !strings.Contains(out, "test_payment") {
 		t.Errorf("ls -state invalid: exit %d\n%s", code, out)
+	}
+
+	// A real order cannot be deleted; the test order can, with its facts.
+	if st := d.api("POST", "/api/orders", map[string]any{"id": "REAL-1", "amount": "5.00", "currency": "USD", "customer_email": "a@example.com"}, nil); st != http.StatusCreated {
+		t.Fatalf("register REAL-1: %d", st)
+	}
+	if st := d.api("DELETE", "/api/orders/REAL-1", nil, nil); st != http.StatusConflict {
+		t.Errorf("DELETE a real order: %d, want 409", st)
+	}
+	if _, stderr, code := runCode(t, env, "orders", "delete", "-config", cfg, "REAL-1"); code != 1 || !strings.Contains(stderr, "not a test order") {
+		t.Errorf("orders delete REAL-1: exit %d, %s", code, stderr)
+	}
+	if st := d.api("DELETE", "/api/orders/NOPE", nil, nil); st != http.StatusNotFound {
+		t.Errorf("DELETE a missing order: %d, want 404", st)
+	}
+	if out, stderr, code := runCode(t, env, "orders", "delete", "-config", cfg, "ORDER-LIVE"); code != 0 || !strings.Contains(out, "deleted") {
+		t.Errorf("orders delete ORDER-LIVE: exit %d, %s%s", code, out, stderr)
+	}
+	if st := d.api("GET", "/api/orders/ORDER-LIVE", nil, nil); st != http.StatusNotFound {
+		t.Errorf("GET a deleted order: %d, want 404", st)
+	}
+	if got := metric(`ipnd_orders{status="review",test="true"}`); got != "0" {
+		t.Errorf("ipnd_orders review test after the delete: %s, want 0", got)
+	}
+	// Its facts went with it: the same id simulated again is a new order.
+	if stdout, stderr, code := runCode(t, env, "simulate", "-config", cfg, "stripe", "-live", "-order", "ORDER-LIVE"); code != 0 ||
+		!strings.Contains(stdout, "awaiting_payment -> review") {
+		t.Errorf("simulate -live after the delete: exit %d\n%s%s", code, stdout, stderr)
 	}
 
 	stdout, stderr, code = runCode(t, env, "simulate", "-config", cfg, "stripe-test", "-order", "ORDER-SB", "-amount", "25")
@@ -210,6 +287,9 @@ secret = "whsec_sandbox_test_secret"
 	if code != 0 {
 		t.Errorf("simulate on a sandbox gateway: exit %d\n%s", code, stderr)
 	}
+	if o := waitOrder(t, d, "ORDER-SB", ipn.OrderPaid); !o.Test {
+		t.Errorf("the sandbox order is not a test order: %+v", o)
+	}
 	// A second payment of the same order: the order's status before is shown.
 	stdout, _, code = runCode(t, env, "simulate", "-config", cfg, "stripe-test", "-order", "ORDER-SB", "-status", "refunded", "-amount", "25")
 	if code != 0 || !strings.Contains(stdout, "order ORDER-SB: paid -> refunded") {
@@ -221,18 +301,19 @@ secret = "whsec_sandbox_test_secret"
 	if code != 0 || !strings.Contains(stdout, "200 OK") || !strings.Contains(stdout, "not waiting") {
 		t.Errorf("simulate -wait 0: exit %d\n%s", code, stdout)
 	}
-	d.drained(4)
+	d.drained(5)
 }
 
 // TestSimulateTimesOut: when the notification does not show up processed
 // within -wait, simulate says so and exits 1 (here the POST goes to a
-// stand-in that answers 200 without storing anything).
+// stand-in that answers 200 without storing anything; the gateway is a
+// live one, hence -live).
 func TestSimulateTimesOut(t *testing.T) {
 	d, _ := webhookDaemon(t, "")
 	standIn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK") }))
 	defer standIn.Close()
 	start := time.Now()
-	stdout, stderr, code := runCode(t, envFunc(), "simulate", "-config", d.cfg, "-url", standIn.URL, "-wait", "300ms", "shop")
+	stdout, stderr, code := runCode(t, envFunc(), "simulate", "-config", d.cfg, "-live", "-url", standIn.URL, "-wait", "300ms", "shop")
 	if code != 1 || !strings.Contains(stdout, "200 OK") || !strings.Contains(stderr, "not processed within 300ms") {
 		t.Errorf("simulate with nothing processed: exit %d\n%s%s", code, stdout, stderr)
 	}

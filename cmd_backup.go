@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"ipnd/store"
 )
@@ -26,12 +27,22 @@ func cmdBackup(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
+	// No clock bounds the whole download: a multi-GB database takes as
+	// long as it takes (ipnd bounds its snapshot by what it holds back).
+	// A download that stops moving for backupIdle is given up.
+	hc := *c.http
+	hc.Timeout = 0
+	c.http = &hc
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	resp, err := c.get(ctx, "/api/backup")
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	n, fi, err := writeBackup(dst, resp.Body, resp.ContentLength)
+	body := &idleReader{r: resp.Body, timer: time.AfterFunc(backupIdle, cancel), idle: backupIdle}
+	defer body.timer.Stop()
+	n, fi, err := writeBackup(dst, body, resp.ContentLength)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -74,4 +85,22 @@ func writeBackup(dst string, r io.Reader, length int64) (int64, store.FileInfo, 
 		return 0, store.FileInfo{}, err
 	}
 	return n, fi, nil
+}
+
+// backupIdle is how long a backup download may receive nothing.
+const backupIdle = 2 * time.Minute
+
+// idleReader pushes timer back by idle on every read that returns bytes.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	if n > 0 {
+		i.timer.Reset(i.idle)
+	}
+	return n, err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -19,11 +20,23 @@ var ordersCommand = command{
 	run:     cmdOrders,
 }
 
-// cmdOrders lists orders, or shows one with its history.
+// ordersDeleteCommand is listed for the usage and help only: cmdOrders
+// runs "ipnd orders delete ID" (cmdOrdersDelete).
+var ordersDeleteCommand = command{
+	name:    "orders delete",
+	args:    "[flags] ID",
+	summary: "remove a test order (ipnd simulate, sandbox payments) with its facts",
+}
+
+// cmdOrders lists orders, shows one with its history ("ipnd orders ID"),
+// or deletes a test order ("ipnd orders delete ID").
 func cmdOrders(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	if len(args) > 0 && args[0] == "delete" {
+		return cmdOrdersDelete(ctx, args[1:], getenv, stdout)
+	}
 	fs := clientCommand("orders", getenv, stdout)
 	status := fs.String("status", "", "only orders in this status")
-	before := fs.String("before", "", "only order ids below this (paging)")
+	before := fs.String("before", "", "the next page: the next_before the previous page printed (orders list by last change, newest first)")
 	limit, asJSON := fs.listFlags()
 	if err := fs.parse(args, 0, 1, "ID"); err != nil {
 		return err
@@ -57,6 +70,25 @@ func cmdOrders(ctx context.Context, args []string, getenv func(string) string, s
 		return printJSON(stdout, list)
 	}
 	printOrders(stdout, list)
+	return nil
+}
+
+// cmdOrdersDelete removes a test order through DELETE /api/orders/:id.
+func cmdOrdersDelete(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := clientCommand("orders delete", getenv, stdout)
+	if err := fs.parse(args, 1, 1, "ID"); err != nil {
+		return err
+	}
+	c, err := fs.client(getenv)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodDelete, "/api/orders/"+url.PathEscape(fs.Arg(0)))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	fmt.Fprintf(stdout, "test order %s deleted\n", fs.Arg(0))
 	return nil
 }
 

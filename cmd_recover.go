@@ -39,12 +39,15 @@ func cmdRecover(_ context.Context, args []string, getenv func(string) string, st
 		}
 		return err
 	}
-	damage, recovered, applyErr := db.Damaged(), db.Recovered(), db.ApplyErr()
+	damage, recovered, applyErr, torn := db.Damaged(), db.Recovered(), db.ApplyErr(), db.TornGroups()
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	if applyErr != nil {
 		return fmt.Errorf("recover: %w", applyErr)
+	}
+	for _, d := range torn {
+		fmt.Fprintf(stdout, "dropped, may have been acknowledged: %s (ids not given again; acknowledge with POST /api/journal/dropped/ack)\n", d)
 	}
 	for _, d := range damage {
 		fmt.Fprintf(stdout, "lost: %s\n", d)

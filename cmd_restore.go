@@ -26,13 +26,22 @@ func cmdRestore(_ context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	fi, aside, err := store.Restore(cfg.Store.Path, fs.Arg(0), time.Now())
+	r, err := store.Restore(cfg.Store.Path, fs.Arg(0), time.Now())
 	if err != nil {
 		return err
 	}
-	if aside != "" {
-		fmt.Fprintf(stdout, "moved the previous database and journal to %s (delete it once the restore is fine)\n", aside)
+	if r.Aside != "" {
+		fmt.Fprintf(stdout, "moved the previous database and journal to %s (delete it once the restore is fine)\n", r.Aside)
 	}
-	fmt.Fprintf(stdout, "restored %s as %s: %s\n", fs.Arg(0), cfg.Store.Path, fi)
+	if r.FromJournal > 0 {
+		fmt.Fprintf(stdout, "brought back from the journal %d notifications the backup did not have (last id %d)\n", r.FromJournal, r.LastID)
+	}
+	for _, d := range r.NotBack {
+		fmt.Fprintf(stdout, "not brought back: %s; recorded as lost, never given again\n", d)
+	}
+	if r.Unknown {
+		fmt.Fprintf(stdout, "the previous database could not be read and left no journal: ids it gave after %d may be given again\n", r.Backup.Sequence)
+	}
+	fmt.Fprintf(stdout, "restored %s as %s: %s\n", fs.Arg(0), cfg.Store.Path, r.FileInfo)
 	return nil
 }

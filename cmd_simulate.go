@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +36,7 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	status := fs.String("status", "completed", "payment status: completed, pending, failed, refunded, ...")
 	target := fs.String("url", "", "public base URL of ipnd (default: from the config)")
 	wait := fs.Duration("wait", 10*time.Second, "wait this long for ipnd to process the notification and print what it did; 0: only send")
+	live := fs.Bool("live", false, "simulate on a live gateway (sandbox = false) too: the test order it makes reaches the merchant's email and shop")
 	if err := fs.parse(args, 1, 1, "GATEWAY"); err != nil {
 		return err
 	}
@@ -47,6 +51,11 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	gc, secrets, err := simulatedGateway(cfg, name)
 	if err != nil {
 		return err
+	}
+	if !gc.Sandbox && !*live {
+		return fmt.Errorf("simulate: gateway %q is live (sandbox = false): what ipnd does with its notifications reaches the merchant's "+
+			"email and shop for real; simulate a gateway with sandbox = true (the embedded \"test\" one is), or give -live to "+
+			"make a test order on this one anyway (ipnd orders delete removes it)", name)
 	}
 	if *order == "" {
 		*order = fmt.Sprintf("ORDER-%d", time.Now().UnixNano()%1e9)
@@ -69,7 +78,20 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	// What the order was before, to say what the notification changed.
 	var c *adminClient
 	var before *ipn.Order
-	if *wait > 0 {
+	if !gc.Sandbox {
+		// A live gateway applies only real payments: the test order is
+		// registered first, so that what follows is marked test
+		// (data.order.test) and can be deleted.
+		if c, err = fs.adminClient(cfg); err != nil {
+			return fmt.Errorf("simulate: -live: %w", err)
+		}
+		if err := c.registerTestOrder(ctx, *order, amt, s.currency, *email); err != nil {
+			return err
+		}
+		before = &ipn.Order{Status: ipn.OrderAwaitingPayment}
+		warnLive(stdout, cfg, gc, u, *order)
+	}
+	if *wait > 0 && c == nil {
 		if c, err = fs.adminClient(cfg); err != nil {
 			return fmt.Errorf("simulate: %w (or -wait 0 to send without reading the outcome)", err)
 		}
@@ -90,7 +112,59 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprintln(stdout, "not waiting for the outcome (-wait 0): ipnd ls shows what ipnd did")
 		return nil
 	}
-	return c.reportOutcome(ctx, stdout, simulated{gateway: *gc, marker: s.marker, order: *order, before: before, wait: *wait})
+	return c.reportOutcome(ctx, stdout, simulated{gateway: *gc, marker: s.marker, order: *order, before: before, wait: *wait, live: !gc.Sandbox})
+}
+
+// registerTestOrder registers order id as a test order (POST
+// /api/orders with "test": true). An order that exists already is not
+// simulated on: it may be a real one.
+func (c *adminClient) registerTestOrder(ctx context.Context, id, amount, currency, email string) error {
+	body, _ := json.Marshal(map[string]any{"id": id, "amount": amount, "currency": currency, "customer_email": email, "test": true})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/api/orders", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("simulate: -live: registering the test order: %w (is ipnd serve running?)", err)
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error string `json:"error"`
+	}
+	switch json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&e); resp.StatusCode {
+	case http.StatusCreated:
+		return nil
+	case http.StatusConflict:
+		return fmt.Errorf("simulate: -live: order %q exists already: on a live gateway simulate makes an order of its own (leave out -order, or name a new one)", id)
+	default:
+		return fmt.Errorf("simulate: -live: registering the test order: admin API: %s: %s", resp.Status, e.Error)
+	}
+}
+
+// warnLive says what a simulation on a live gateway touches besides
+// ipnd: the merchant's email, the shop, the notification script.
+func warnLive(w io.Writer, cfg *Config, gc *GatewayConfig, u *url.URL, order string) {
+	fmt.Fprintf(w, "gateway %q is live (sandbox = false); -live given. Registered order %s as a test order (data.order.test: true).\n", gc.Name, order)
+	fmt.Fprintf(w, "A test payment on a live gateway puts that order in review, so besides ipnd at %s this touches:\n", u)
+	mailer := "the file mailer (" + filepath.Join(cfg.dataDir(), "mail") + ")"
+	if cfg.SMTP.Host != "" {
+		mailer = "SMTP " + net.JoinHostPort(cfg.SMTP.Host, strconv.Itoa(cfg.SMTP.Port))
+	}
+	if cfg.Email.MerchantTo != "" {
+		fmt.Fprintf(w, "  - the merchant's email %s (\"needs review\"), through %s\n", cfg.Email.MerchantTo, mailer)
+	} else {
+		fmt.Fprintln(w, "  - no merchant email (email.merchant_to is not set)")
+	}
+	if cfg.Shop.URL != "" {
+		fmt.Fprintf(w, "  - the shop at %s (order.review, marked test)\n", cfg.Shop.URL)
+	}
+	if len(cfg.Shop.Command) > 0 {
+		fmt.Fprintf(w, "  - the notification script %s\n", strings.Join(cfg.Shop.Command, " "))
+	}
+	fmt.Fprintf(w, "Remove the test order afterwards: ipnd orders delete %s\n", order)
 }
 
 // simulatedGateway returns the [[gateway]] table named name and its
@@ -190,6 +264,7 @@ type simulated struct {
 	order   string     // the order id sent
 	before  *ipn.Order // nil: no such order before
 	wait    time.Duration
+	live    bool // a live gateway, -live given: its test order was registered first
 }
 
 // reportOutcome waits (up to s.wait) until the pipeline has finished the
@@ -217,6 +292,11 @@ func (c *adminClient) reportOutcome(ctx context.Context, stdout io.Writer, s sim
 		return err
 	}
 	if n.State == ipn.StateInvalid && strings.HasPrefix(reason, "test_payment") && !s.gateway.Sandbox {
+		if s.live {
+			// What a live gateway does with a test payment: not an error of the simulation.
+			fmt.Fprintf(stdout, "as expected on a live gateway: the test order is in review; ipnd orders delete %s removes it\n", s.order)
+			return nil
+		}
 		fmt.Fprintf(stdout, "gateway %q is live: it stores test-mode events but does not apply them. To try ipnd end to end,\n"+
 			"add a second gateway of kind %q with sandbox = true and simulate that one (README: \"Testing with a sandbox gateway\").\n",
 			s.gateway.Name, s.gateway.Kind)

@@ -101,6 +101,10 @@ type StoreConfig struct {
 type OrdersConfig struct {
 	RequireRegistered bool     `toml:"require_registered"`
 	Receivers         []string `toml:"receivers"`
+	// ParkFor is how long an event that waits for its payment (a refund
+	// before its payment) is kept waiting; past it the notification
+	// fails and the merchant is told. 0: forever.
+	ParkFor Duration `toml:"park_for"`
 }
 
 // SMTPConfig is the outgoing mail server; an empty host means the file mailer.
@@ -232,7 +236,7 @@ func defaultConfig() Config {
 		Pipeline: PipelineConfig{Workers: 8, VerifyTimeout: Duration(30 * time.Second),
 			RetryBase: Duration(10 * time.Second), RetryCap: Duration(time.Hour), RetryFor: Duration(72 * time.Hour),
 			OutboxRetryBase: Duration(30 * time.Second), OutboxRetryCap: Duration(time.Hour)},
-		Orders: OrdersConfig{},
+		Orders: OrdersConfig{ParkFor: Duration(72 * time.Hour)},
 	}
 }
 
@@ -316,7 +320,8 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	if cfg.embedded && len(cfg.Gateways) == 0 {
-		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks",
+		// A sandbox gateway: ipnd simulate test makes test orders there.
+		cfg.Gateways = []GatewayConfig{{Name: "test", Kind: "standard-webhooks", Sandbox: true,
 			SecretFile: filepath.Join(cfg.dataDir(), "gateway-test.secret")}}
 	}
 	if err := applyGatewayEnv(&cfg, getenv, known); err != nil {
@@ -591,6 +596,9 @@ func (c *Config) validateListeners() error {
 func (c *Config) validateStore() error {
 	if c.Store.Path == "" {
 		return configError("store.path", "", "must name the database file")
+	}
+	if c.Orders.ParkFor < 0 {
+		return configError("orders.park_for", c.Orders.ParkFor.String(), "must be 0 (wait forever) or positive")
 	}
 	if c.Store.RawRetention < 0 {
 		return configError("store.raw_retention", c.Store.RawRetention.String(), "must be 0 (forever) or positive")

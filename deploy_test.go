@@ -15,10 +15,9 @@ import (
 )
 
 // promtoolInstallHint says how to get promtool; .ci/run does the same.
-const promtoolInstallHint = `promtool is needed to check deploy/alerts.yml. Install it with one of:
-    sudo apt-get install --no-install-recommends prometheus    # Debian/Ubuntu: /usr/bin/promtool
-    go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0   # ~10 min from cold caches; into $(go env GOPATH)/bin
-or set PROMTOOL=/path/to/promtool. .ci/run installs it before make test.`
+const promtoolInstallHint = `promtool is needed to check deploy/alerts.yml. make test fetches it:
+    ./scripts/install-promtool.sh   # the binary alone into ~/.cache/ipnd/tools (no package, no service); prints that directory
+then add the directory it prints to PATH, or set PROMTOOL=/path/to/promtool.`
 
 // promtool finds the promtool binary (PROMTOOL, else $PATH). A missing
 // promtool fails the test: the rules would otherwise ship unchecked.

@@ -29,6 +29,18 @@ func adminStatus(t *testing.T, d *daemon, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// publicHealthz is GET /healthz on the public listener at base.
+func publicHealthz(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // After a kill -9, ipnd starts on a full disk: /healthz is 503 with the
 // reason, the admin API answers, ingest answers 503, ipnd_store_writable
 // is 0, the log says so at ERROR once (not per request); when room comes
@@ -61,6 +73,11 @@ func TestServeOnFullDisk(t *testing.T) {
 	if st, body := adminStatus(t, d, "/healthz"); st != 503 || !strings.Contains(body, "ingest answers 503") {
 		t.Errorf("/healthz on a full disk: %d %s", st, body)
 	}
+	// The public /healthz follows ingest (a load balancer takes the
+	// instance out), without the details (issue 20 point 7).
+	if st, body := publicHealthz(t, d.addr("public")); st != 503 || strings.Contains(body, "space") {
+		t.Errorf("public /healthz on a full disk: %d %q, want 503 without details", st, body)
+	}
 	if st, body := adminStatus(t, d, "/api/notifications"); st != 200 || !strings.Contains(body, "before_4") {
 		t.Errorf("admin API on a full disk: %d %s", st, body)
 	}
@@ -77,6 +94,9 @@ func TestServeOnFullDisk(t *testing.T) {
 		st, _ := adminStatus(t, d, "/healthz")
 		return st == 200
 	})
+	if st, body := publicHealthz(t, d.addr("public")); st != 200 {
+		t.Errorf("public /healthz once room is back: %d %q", st, body)
+	}
 	if st := postSigned(t, url, "after"); st != 200 {
 		t.Fatalf("post once room is back: %d", st)
 	}
@@ -108,11 +128,19 @@ func TestServeDataDirectoryDeleted(t *testing.T) {
 	if st := postSigned(t, pub+"/ipn/test", "one"); st != 200 {
 		t.Fatalf("post: %d", st)
 	}
+	if st, body := publicHealthz(t, pub); st != 200 || body != "ok" {
+		t.Errorf("public /healthz: %d %q", st, body)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	if st := postSigned(t, pub+"/ipn/test", "two"); st != http.StatusServiceUnavailable {
 		t.Fatalf("post after rm -rf of the data directory: %d, want 503", st)
+	}
+	// The public /healthz follows ingest: 503 while it refuses, the
+	// reason only on the admin one (it stayed 200: issue 20 point 7).
+	if st, body := publicHealthz(t, pub); st != http.StatusServiceUnavailable || strings.Contains(body, "deleted") {
+		t.Errorf("public /healthz after rm -rf: %d %q, want 503 without the details", st, body)
 	}
 	req, _ := http.NewRequest("GET", adm+"/healthz", nil)
 	req.Header.Set("Authorization", "Bearer t")

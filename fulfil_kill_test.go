@@ -159,7 +159,7 @@ secret = %q
 		if len(page) < 1000 {
 			break
 		}
-		before = page[len(page)-1].ID
+		before = store.OrderCursor(page[len(page)-1])
 	}
 	if len(all) < len(orders) {
 		t.Errorf("%d orders stored, %d acknowledged", len(all), len(orders))

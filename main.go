@@ -83,6 +83,7 @@ func init() {
 		showCommand,
 		replayCommand,
 		ordersCommand,
+		ordersDeleteCommand,
 		outboxCommand,
 		outboxRetryCommand,
 		downloadsCommand,

@@ -150,6 +150,12 @@ func TestNewUserFlow(t *testing.T) {
 		len(n.History) != 2 || n.History[0].State != "received" || n.History[1].State != "applied" {
 		t.Errorf("show 1 = %+v, %v\n%s", n, err, out)
 	}
+	// The embedded "test" gateway is a sandbox one: simulate makes a test
+	// order there, which the merchant can delete.
+	out, err = runCmd(t, getenv, "orders", "ORDER-42")
+	if err != nil || !strings.Contains(out, `"test": true`) {
+		t.Errorf("orders ORDER-42: want a test order: %v\n%s", err, out)
+	}
 	if out, err := runCmd(t, getenv, "show", "99"); err == nil || !strings.Contains(out+err.Error(), "404") {
 		t.Errorf("show 99: want a 404 error, got %v %s", err, out)
 	}

@@ -151,7 +151,7 @@ secret = %q
 		`ipnd_email_attempts_total{result="dead",template="payment_received"} 1`,
 		`ipnd_outbox_dead{kind="email_customer"} 1`,
 		`ipnd_outbox_pending{kind="email_customer"} 0`,
-		`ipnd_orders{status="paid"} 4`,
+		`ipnd_orders{status="paid",test="false"} 4`,
 		`ipnd_pipeline_lag_seconds{gateway="test"} 0`,
 		`ipnd_pipeline_lag_seconds{gateway="paypal"} 0`,
 	} {

@@ -161,8 +161,9 @@ func TestRetentionInTheDaemon(t *testing.T) {
 // ipnd backup verifies what it wrote; ipnd restore refuses while ipnd
 // runs and refuses a damaged backup, then installs a good one with the
 // current database and journal moved aside (nothing deleted); the
-// restored ipnd holds exactly the backup's notifications and goes on
-// from its last id.
+// restored ipnd holds exactly the backup's notifications, the ids the
+// replaced database gave since are named and recorded as lost, and it
+// goes on past them.
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -208,6 +209,11 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil || !strings.Contains(out, "last id 5") || !strings.Contains(out, "moved the previous database") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
+	// 6-8 were only in the replaced database (a clean stop emptied the
+	// journal): said, and never given again.
+	if !strings.Contains(out, "not brought back: ipnd.db: only in the database the backup replaced") || !strings.Contains(out, "ids 6-8") {
+		t.Errorf("restore did not name the ids it could not bring back:\n%s", out)
+	}
 	asides, _ := filepath.Glob(filepath.Join(dir, "ipnd.db.before-restore-*", "ipnd.db"))
 	if len(asides) != 1 {
 		t.Errorf("previous database not kept aside: %v", asides)
@@ -221,8 +227,8 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	post(d, "m-after")
 	d.drained(6)
 	d.api("GET", "/api/notifications?limit=1", nil, &list)
-	if list.Notifications[0].ID != 6 {
-		t.Errorf("first id after the restore: %d, want 6", list.Notifications[0].ID)
+	if list.Notifications[0].ID != 9 {
+		t.Errorf("first id after the restore: %d, want 9 (6-8 were given before the restore)", list.Notifications[0].ID)
 	}
 }
 

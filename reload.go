@@ -62,6 +62,7 @@ func (a *app) reload(ctx context.Context) {
 	// must find it there.
 	sandbox, receivers := orderRules(cfg)
 	a.pipe.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
 	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
 	if deliveryChanged(old, cfg) {
@@ -91,8 +92,10 @@ const drainSlack = 10 * time.Second
 
 // drainOutbox drains the running outbox worker (see notify.Worker.Drain)
 // and logs how long that took. It waits at most the longest delivery
-// timeout of cfg (the config the deliveries started with) plus
-// drainSlack, or until ctx ends (shutdown): past that (a store that
+// of cfg (the config the deliveries started with) plus drainSlack: a
+// callback or script run takes at most shop.timeout, an email up to four
+// smtp.timeouts (go-mail applies it to the connect, the greeting, the
+// login and the message each), or until ctx ends (shutdown): past that (a store that
 // cannot record results, say) the worker is stopped the hard way by its
 // replacement, and the deliveries cut short are made again, as after a
 // crash; the log says so.
@@ -101,7 +104,7 @@ func (a *app) drainOutbox(ctx context.Context, cfg *Config) {
 	drained := make(chan struct{})
 	w := a.outbox.Load()
 	go func() { w.Drain(); close(drained) }()
-	limit := max(time.Duration(cfg.Shop.Timeout), time.Duration(cfg.SMTP.Timeout)) + drainSlack
+	limit := max(time.Duration(cfg.Shop.Timeout), 4*time.Duration(cfg.SMTP.Timeout)) + drainSlack
 	t := time.NewTimer(limit)
 	defer t.Stop()
 	select {

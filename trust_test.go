@@ -214,7 +214,7 @@ func TestStripeDisputeAndOrphans(t *testing.T) {
 	if o.Paid != "42.00" || len(o.Flags) != 0 {
 		t.Errorf("after a won dispute: paid %s flags %v", o.Paid, o.Flags)
 	}
-	waitFor(t, "the dispute email", 10*time.Second, func() bool { return len(smtpd.to("owner@example.com")) >= 1 })
+	waitFor(t, "the dispute emails", 10*time.Second, func() bool { return len(smtpd.to("owner@example.com")) >= 2 })
 	d.drained(6)
 
 	// A refund before its payment: kept, then applied with the payment.
@@ -243,14 +243,20 @@ func TestStripeDisputeAndOrphans(t *testing.T) {
 		t.Errorf("subscription order: paid %s, want two invoices of 9.00", o.Paid)
 	}
 	merchant := mailText(t, smtpd, "owner@example.com")
-	disputes := 0
+	// One email when the dispute opened, one when it ended (issue 19
+	// point 2: it ended won).
+	opened, ended := 0, 0
 	for _, m := range merchant {
-		if strings.Contains(strings.ToLower(m), "dispute") {
-			disputes++
+		subject, _, _ := strings.Cut(m, "\n")
+		if strings.Contains(subject, "dispute or reversal on order") {
+			opened++
+		}
+		if strings.Contains(subject, "dispute or reversal ended") {
+			ended++
 		}
 	}
-	if disputes != 1 {
-		t.Errorf("%d dispute emails to the merchant, want 1:\n%s", disputes, strings.Join(merchant, "\n----\n"))
+	if opened != 1 || ended != 1 {
+		t.Errorf("%d dispute opened and %d ended emails to the merchant, want 1 and 1:\n%s", opened, ended, strings.Join(merchant, "\n----\n"))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,10 +22,13 @@ import (
 
 // ensureGenerated creates the secret files that the embedded defaults
 // point at (the test gateway's secret, the admin token) when they do not
-// exist yet: random, 0600, in the data directory.
+// exist yet, or exist but hold no secret (a power cut after the create
+// and before the data reached the disk left them empty): random, 0600,
+// in the data directory, each written whole (writeFileSynced) so that a
+// crash leaves either no file or a complete one.
 func ensureGenerated(cfg *Config, log *slog.Logger) error {
 	dir := cfg.dataDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirSynced(dir); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	gen := map[string]func() string{}
@@ -38,23 +42,90 @@ func ensureGenerated(cfg *Config, log *slog.Logger) error {
 		}
 	}
 	for path, make := range gen {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, os.ErrExist) {
-			continue
+		// A temporary file a crash left before its rename held nothing in use.
+		if left, _ := filepath.Glob(filepath.Join(dir, "."+filepath.Base(path)+".tmp-*")); len(left) > 0 {
+			for _, p := range left {
+				os.Remove(p)
+			}
 		}
-		if err != nil {
+		data, err := os.ReadFile(path)
+		switch {
+		case err == nil && strings.TrimSpace(string(data)) != "":
+			continue // holds a secret: never replaced
+		case err == nil:
+			// Only ipnd writes these files; an empty one is its own
+			// first write cut short, so no secret was ever handed out.
+			log.Warn("generated secret file is empty (cut short by a crash or power loss): generating a new one", "path", path)
+		case !errors.Is(err, os.ErrNotExist):
 			return fmt.Errorf("generate %s: %w", path, err)
 		}
-		_, err = f.WriteString(make() + "\n")
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := writeFileSynced(path, []byte(make()+"\n")); err != nil {
 			return fmt.Errorf("generate %s: %w", path, err)
 		}
 		log.Info("generated secret file", "path", path)
 	}
 	return nil
+}
+
+// writeFileSynced writes data to path through a temporary name in the
+// same directory: write, fsync, rename, fsync the directory. A crash at
+// any point leaves the old file (or none) or the new one, whole.
+func writeFileSynced(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+// mkdirSynced is os.MkdirAll(dir, 0700) that also fsyncs the parent of
+// each directory it creates, so that the new entries survive power loss.
+func mkdirSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+// syncDir fsyncs directory dir: the entries created or renamed in it
+// survive power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func randomBytes(n int) []byte {
@@ -130,6 +201,14 @@ func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Lo
 	domain := "localhost"
 	if _, d, ok := strings.Cut(from, "@"); ok {
 		domain = strings.Trim(d, "> ")
+	}
+	if name := strings.TrimSpace(cfg.Email.MerchantName); name != "" {
+		// email.merchant_name is the display name of a bare smtp.from
+		// ("Example Shop <orders@example.com>"); one written in
+		// smtp.from is kept.
+		if a, err := mail.ParseAddress(from); err == nil && a.Name == "" {
+			from = (&mail.Address{Name: name, Address: a.Address}).String()
+		}
 	}
 	return notify.NewWorker(notify.WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: from,
 		ReplyTo: cfg.Email.ReplyTo, MerchantTo: cfg.Email.MerchantTo, MerchantName: cfg.Email.MerchantName,

@@ -12,11 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -40,6 +43,20 @@ type Options struct {
 	// Healthy reports why the appliance is unhealthy (nil: healthy).
 	Healthy func() error
 	Logger  *slog.Logger
+	// AuthFailed, when set, counts a request refused for its token:
+	// limited false for a wrong token (401), true for a client past its
+	// limit of wrong tokens (429).
+	AuthFailed func(limited bool)
+	// AuthFailures is how many wrong tokens a client may send at once,
+	// regained at AuthFailuresPerSecond; past them its requests are
+	// answered 429 without being compared. 0: 10 at once, one per 6 s.
+	AuthFailures          int
+	AuthFailuresPerSecond float64
+	// Guesses, when set, is the limiter of wrong tokens to use (the
+	// caller keeps it across handlers, so that a config reload does not
+	// reset it); nil: one of AuthFailures at AuthFailuresPerSecond.
+	Guesses *public.ClientLimiter
+	Now     func() time.Time // nil: time.Now
 }
 
 type api struct {
@@ -47,11 +64,38 @@ type api struct {
 	tokenSum [32]byte
 	gateways map[string]gateway.Gateway
 	log      *slog.Logger
+	guesses  *public.ClientLimiter
+	failLog  authFailLog
 }
+
+// authFailLog aggregates the WARN lines about wrong tokens: at most one
+// per authLogEvery, counting what happened since the previous one.
+type authFailLog struct {
+	mu               sync.Mutex
+	last             time.Time
+	wrong, limited   int
+	clients          map[netip.Addr]bool // since the previous line, at most authLogClients
+	clientsTruncated bool
+}
+
+const (
+	authLogEvery   = 10 * time.Second
+	authLogClients = 10
+)
 
 // Handler returns the admin routes.
 func Handler(o Options) http.Handler {
-	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger}
+	if o.AuthFailures <= 0 || o.AuthFailuresPerSecond <= 0 {
+		o.AuthFailures, o.AuthFailuresPerSecond = 10, 1.0/6
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger,
+		guesses: o.Guesses}
+	if a.guesses == nil {
+		a.guesses = public.NewClientLimiter(o.AuthFailuresPerSecond, o.AuthFailures, 0)
+	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -78,12 +122,14 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/orders", a.auth(a.createOrder))
 	r.GET("/api/orders", a.auth(a.listOrders))
 	r.GET("/api/orders/:id", a.auth(a.showOrder))
+	r.DELETE("/api/orders/:id", a.auth(a.deleteOrder))
 	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	a.fulfilRoutes(r)
 	r.GET("/api/stats", a.auth(a.stats))
+	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})
@@ -98,16 +144,82 @@ func Handler(o Options) http.Handler {
 }
 
 // auth requires the bearer token, compared in constant time (over hashes,
-// so that the length does not leak either).
+// so that the length does not leak either). Wrong tokens are limited per
+// client address: past AuthFailures of them, the client's requests are
+// answered 429 (with Retry-After) without being compared, until its
+// bucket refills. Each refusal is counted (AuthFailed) and logged at
+// WARN, aggregated; the token is never logged.
 func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		now := a.o.Now()
+		client := remoteAddr(r)
+		if blocked, wait := a.guesses.Blocked(client, now); blocked {
+			a.authFailed(client, true, now)
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+			writeError(w, http.StatusTooManyRequests, "too many wrong bearer tokens from this address: try again later")
+			return
+		}
 		if !a.authorized(r) {
+			if _, given := bearerToken(r.Header.Get("Authorization")); given {
+				a.guesses.Fail(client, now)
+				a.authFailed(client, false, now)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ipnd"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		h(w, r, ps)
 	}
+}
+
+// remoteAddr is the address of r's peer (the unspecified address when
+// it cannot be read: those share one bucket).
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.IPv4Unspecified()
+	}
+	return ap.Addr()
+}
+
+// authFailed counts and logs one refused token (limited: answered 429).
+func (a *api) authFailed(client netip.Addr, limited bool, now time.Time) {
+	if a.o.AuthFailed != nil {
+		a.o.AuthFailed(limited)
+	}
+	l := &a.failLog
+	l.mu.Lock()
+	if limited {
+		l.limited++
+	} else {
+		l.wrong++
+	}
+	if l.clients == nil {
+		l.clients = map[netip.Addr]bool{}
+	}
+	if len(l.clients) < authLogClients {
+		l.clients[client] = true
+	} else if !l.clients[client] {
+		l.clientsTruncated = true
+	}
+	if now.Sub(l.last) < authLogEvery {
+		l.mu.Unlock()
+		return
+	}
+	wrong, lim, truncated := l.wrong, l.limited, l.clientsTruncated
+	clients := make([]string, 0, len(l.clients))
+	for c := range l.clients {
+		clients = append(clients, c.String())
+	}
+	slices.Sort(clients)
+	l.last, l.wrong, l.limited, l.clients, l.clientsTruncated = now, 0, 0, nil, false
+	l.mu.Unlock()
+	if truncated {
+		clients = append(clients, "...")
+	}
+	// At most one line per authLogEvery: the counts since the previous one.
+	a.log.Warn("admin API: wrong bearer tokens", "wrong", wrong, "refused_429", lim,
+		"clients", strings.Join(clients, ","))
 }
 
 // authorized reports whether r carries the admin token.
@@ -145,6 +257,10 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, store.ErrBadCursor):
+		writeError(w, http.StatusBadRequest, "before: not a next_before of a previous page")
+	case errors.Is(err, store.ErrNotTest):
+		writeError(w, http.StatusConflict, "not a test order: only test orders can be deleted (cancel a real one)")
 	case errors.Is(err, store.ErrExists):
 		writeError(w, http.StatusConflict, "already exists")
 	case errors.Is(err, store.ErrPurged):
@@ -513,7 +629,7 @@ func (a *api) listOrders(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		out.Orders = append(out.Orders, orderView(o))
 	}
 	if len(orders) == limit {
-		out.NextBefore = orders[len(orders)-1].ID
+		out.NextBefore = store.OrderCursor(orders[len(orders)-1])
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -525,6 +641,17 @@ func (a *api) showOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Pa
 		return
 	}
 	writeJSON(w, http.StatusOK, a.withDeliveries(orderView(*o)))
+}
+
+// deleteOrder removes a test order with its facts (SPEC §7): 204, 404
+// when there is none, 409 for a real order.
+func (a *api) deleteOrder(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	if err := a.o.Store.DeleteOrder(ps.ByName("id")); err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("test order deleted", "order", ps.ByName("id"))
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *api) showSubscription(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
@@ -612,6 +739,25 @@ func (a *api) retryOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.
 	a.log.Info("outbox retry requested", "outbox_id", id, "was", was.State)
 	writeJSON(w, http.StatusAccepted, OutboxRetry{ID: id, State: store.OutboxPending, Was: was.State,
 		Attempts: was.Attempts, NextAttempt: was.NextAttempt})
+}
+
+// ackDropped records that the operator has seen the torn journal tails
+// dropped at a start (store.DB.Unacknowledged): /healthz stops reporting
+// them. It answers what it acknowledged.
+func (a *api) ackDropped(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
+	drops, _, err := a.o.Store.Unacknowledged()
+	if err == nil {
+		_, err = a.o.Store.AckDropped()
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if drops == nil {
+		drops = []store.LostRange{}
+	}
+	a.log.Info("dropped journal tails acknowledged", "ranges", len(drops))
+	writeJSON(w, http.StatusOK, map[string]any{"acknowledged": drops})
 }
 
 // Stats is the answer of GET /api/stats: where the bytes on disk go, and

@@ -7,16 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"ipnd/store"
 )
 
-// TestBackupTooSlowIs503: a backup whose snapshot outlives its limit
-// answers 503 with the reason the README names, not 500 "internal
-// error".
+// TestBackupTooSlowIs503: a backup whose snapshot holds back more than
+// its bound answers 503 with the reason the README names, not 500
+// "internal error".
 func TestBackupTooSlowIs503(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{BackupSnapshotLimit: time.Nanosecond})
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{BackupMaxPinned: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +30,7 @@ func TestBackupTooSlowIs503(t *testing.T) {
 	defer resp.Body.Close()
 	var body map[string]string
 	json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body["error"], "backup snapshot took longer than its limit") {
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body["error"], "backup snapshot held back too much") {
 		t.Fatalf("%d %q, want 503 naming the limit", resp.StatusCode, body["error"])
 	}
 }

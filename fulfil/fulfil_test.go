@@ -186,7 +186,7 @@ func TestToReview(t *testing.T) {
 		{Kind: ipn.EffectEmailCustomer, Template: ipn.TemplatePaymentReceived, Cause: "O/paid/payment_received", Order: snap, Event: ev},
 		{Kind: ipn.EffectShopCallback, Cause: "event/x", Order: snap, Event: ev},
 	}
-	out := ToReview(&o, effects, ipn.FlagUnknownProduct, `unknown product "x"`, t0)
+	out := ToReview(&o, &o.History[0], effects, ipn.FlagUnknownProduct, `unknown product "x"`, t0)
 	if o.Status != ipn.OrderReview || len(o.Flags) != 1 || o.History[0].To != ipn.OrderReview {
 		t.Errorf("order = %+v", o)
 	}

@@ -12,19 +12,18 @@ import (
 // nothing could be delivered (flag, e.g. ipn.FlagUnknownProduct; detail
 // says what), and turns the change's effects into a review's: the
 // customer is not told it is paid, the shop hears order.review and the
-// merchant is emailed. next and the effects' shared snapshot are
-// changed in place; the returned effects replace effects.
-func ToReview(next *ipn.Order, effects []ipn.Effect, flag, detail string, now time.Time) []ipn.Effect {
+// merchant is emailed. next and change (the history entry of this
+// change; nil: none) are changed in place; the effects' snapshot is
+// not: the returned effects replace effects.
+func ToReview(next *ipn.Order, change *ipn.OrderChange, effects []ipn.Effect, flag, detail string, now time.Time) []ipn.Effect {
 	if !slices.Contains(next.Flags, flag) {
 		next.Flags = append(slices.Clone(next.Flags), flag)
 		slices.Sort(next.Flags)
 	}
 	next.Status = ipn.OrderReview
 	reason := "review: " + strings.Join(next.Flags, ", ") + " (" + detail + ")"
-	if n := len(next.History); n > 0 {
-		next.History = slices.Clone(next.History)
-		last := &next.History[n-1]
-		last.To, last.Reason = ipn.OrderReview, last.Reason+"; "+reason
+	if change != nil {
+		change.To, change.Reason = ipn.OrderReview, change.Reason+"; "+reason
 	}
 	next.UpdatedAt = now.UTC()
 	var out []ipn.Effect
@@ -37,8 +36,8 @@ func ToReview(next *ipn.Order, effects []ipn.Effect, flag, detail string, now ti
 		if e.Order != nil && snap == nil {
 			s := *e.Order
 			s.Status, s.Flags, s.Deliveries = ipn.OrderReview, slices.Clone(next.Flags), nil
-			if n := len(next.History); n > 0 {
-				s.Reason = next.History[n-1].Reason
+			if change != nil {
+				s.Reason = change.Reason
 			}
 			snap = &s
 		}

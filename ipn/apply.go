@@ -33,7 +33,9 @@ import (
 // from the order id, the gateway and the event's content when there is
 // none). Its status, paid and refunded totals, flags and txn ids are a pure
 // function of the registered expectation (Registered, Amount, Currency)
-// and that set, recomputed on every Apply. So a fact applied twice changes
+// and that set: kept running per group of facts (tally.go), so that an
+// event costs the same whatever the number of facts before it, and equal
+// to summing them all again. So a fact applied twice changes
 // nothing, and the facts can arrive in any order and end in the same
 // state.
 //
@@ -52,20 +54,30 @@ import (
 //     counted completed amount of the group: the same txn id completed
 //     twice under different keys counts once.
 //   - refunded: refund facts with status refunded or completed that count,
-//     grouped by txn id: the largest amount of each group, summed. PayPal
-//     gives each refund its own txn id (so partial refunds add up); Stripe
-//     reports charge.refunded for the same charge with the cumulative
-//     amount_refunded (so the largest is the total). A refund that arrives
-//     before its payment is kept and counted; the status reflects it once
-//     the payment is there.
-//   - reversed: for some parent txn id (the fact's own txn id when it has
-//     no parent), more distinct reversal facts than distinct
-//     reversal_canceled facts; or a dispute closed as lost (status
-//     reversed). Reversed then Canceled_Reversal, in either order, is
-//     not reversed.
-//   - disputed: a dispute (grouped by txn id) with an opening fact (status
-//     pending or none) and no closing fact (any other status; completed or
-//     canceled means won, reversed means lost).
+//     grouped by txn id: the largest amount or running total
+//     (refunded_total) of each group, summed. PayPal gives each refund its
+//     own txn id and amount (so partial refunds add up); Stripe reports
+//     charge.refunded under the charge's id with its running
+//     amount_refunded (so the largest total is the charge's refunds). A
+//     refund that arrives before its payment is kept and counted; the
+//     status reflects it once the payment is there. A refund event's own
+//     amount, where the gateway gives only the running total, is filled
+//     in from the order (see RefundAmount).
+//   - reversed: a payment (a reversal's parent txn id, its own txn id when
+//     it has none) with an outstanding reversal: more reversals standing
+//     than taken back (by a reversal_canceled or a won dispute under the
+//     same id, as Stripe's funds_reinstated or closed won of the dispute
+//     whose funds were withdrawn; or by any other reversal_canceled of the
+//     payment, as PayPal's Canceled_Reversal); or a dispute closed as lost
+//     (status reversed). Reversed then Canceled_Reversal, in either order,
+//     is not reversed. See tally.open in summary.go.
+//   - disputed: an open dispute (grouped by txn id: PayPal's case_id,
+//     Stripe's dp_ id): an opening fact (status pending or none), no
+//     closing fact (any other status: completed or canceled means won,
+//     reversed means lost; the merchant's decision, CloseDispute, is one),
+//     and no cancelled reversal of its payment (a PayPal chargeback case
+//     ends with its Canceled_Reversal, a Stripe dispute with
+//     funds_reinstated).
 //   - flags: see review.go; flags are never removed once raised.
 //   - status, highest first: review (any flag) > reversed > disputed >
 //     refunded (a completed payment and refunded >= paid) >
@@ -89,9 +101,11 @@ import (
 //	<order>/subscription_canceled/<sub id|key> customer, first subscription_canceled fact of a subscription
 //	<order>/review/order_review/<new flags>    merchant, flags raised (joined with "+"), Reason lists all flags
 //	<order>/dispute_opened/<fact key>          merchant, a reversal fact or an opening dispute fact
+//	<order>/dispute_closed/<fact key>          merchant, a fact that ends a dispute or reversal (won, lost, cancelled)
 //	event/<fact key>                           shop callback, every new fact
 //
-// "First time" is read from the order's history, so a state reached
+// "First time" is read from the statuses the order's history reached
+// (Tally.Reached), so a state reached
 // twice (paid, reversed, paid again) queues its email once. Customer
 // emails are skipped when the order has no customer email.
 func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
@@ -101,40 +115,74 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 		}
 		return cloneOrder(*o), nil
 	}
-	var next Order
+	if o == nil && ev.OrderID == "" {
+		return Order{}, nil
+	}
+	var st *OrderState
+	if o != nil {
+		st = memoryState(o, FactKey(o.ID, ev, ac))
+	}
+	next, w, effects := ApplyState(o, st, ev, ac)
+	if w == nil { // the same fact again
+		return cloneOrder(*o), nil
+	}
+	if o != nil {
+		next.History = slices.Clone(o.History)
+		next.Facts = slices.Clone(o.Facts)
+		if w.Replaces {
+			next.Facts = slices.Delete(next.Facts, int(st.FactSeq), int(st.FactSeq)+1)
+		}
+		for i := range next.Facts {
+			next.Facts[i].Flags = slices.Clone(next.Facts[i].Flags)
+		}
+	}
+	next.Facts = append(next.Facts, w.Fact)
+	next.History = append(next.History, w.Change)
+	next.TxnIDs = TxnIDs(next.Facts)
+	return next, effects
+}
+
+// ApplyState is Apply for an order whose facts and history the store
+// keeps apart: o is the order without them (nil: none yet) and st what
+// the store looked up for ev (FactKey, TallyKeys). It returns the order
+// (without its facts, history and txn ids: the store keeps them) and
+// what to write besides it; w is nil when nothing is applied (the same
+// fact again, an event of type other, or no order). It is pure and
+// modifies none of its arguments.
+func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Order, w *OrderWrite, effects []Effect) {
+	if ev == nil || !actionable(ev.Type) {
+		if o == nil {
+			return Order{}, nil, nil
+		}
+		return header(*o), nil, nil
+	}
 	if o == nil {
 		if ev.OrderID == "" {
-			return Order{}, nil
+			return Order{}, nil, nil
 		}
 		next = Order{ID: ev.OrderID, CreatedAt: ac.Now, Currency: strings.ToUpper(ev.Currency), Flags: []string{},
 			Test: ev.Test && ac.Sandbox}
 		zero := formatAmount(zeroAmount(), next.Currency)
 		next.Paid, next.Refunded = zero, zero
+		st = &OrderState{}
 	} else {
-		next = cloneOrder(*o)
+		next = header(*o)
 	}
-	key := ac.EventKey
-	if key == "" {
-		key = derivedKey(next.ID, ac.Gateway, ev)
-	}
-	for i, f := range next.Facts {
-		if f.Key != key {
-			continue
-		}
+	key := FactKey(next.ID, ev, ac)
+	evc := *ev
+	evc.Amount = refundAmount(o, st, ev, ac)
+	ev = &evc
+	if f := st.Fact; f != nil {
 		// The same fact again changes nothing, unless it was refused
 		// (receiver_mismatch, test_payment) and is not now: a replay after
 		// the merchant fixed the config counts it (the order's flags stay).
 		if len(f.Flags) == 0 || len(newFact(key, ev, ac, next.Currency, next.Test).Flags) > 0 {
-			return next, nil
+			return next, nil, nil
 		}
-		next.Facts = slices.Delete(next.Facts, i, i+1)
-		break
 	}
 	c := change{created: o == nil, prevStatus: next.Status, prevFlags: slices.Clone(next.Flags),
-		prevPaid: next.Paid, prevRefunded: next.Refunded, prevFacts: next.Facts, key: key}
-	if o != nil {
-		c.history = o.History
-	}
+		prevPaid: next.Paid, prevRefunded: next.Refunded, key: key, tally: st.Tally}
+	c.tally.Reached = slices.Clone(st.Tally.Reached)
 
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
@@ -154,49 +202,116 @@ func Apply(o *Order, ev *Event, ac ApplyContext) (Order, []Effect) {
 			next.Amount = formatAmount(v.Abs(v), next.Currency)
 		}
 	}
+	var expected *apd.Decimal
+	if next.Registered {
+		expected, _ = amountOf(next.Amount, next.Currency)
+	}
 
+	// The tally without the fact: built again from every fact (Full), or
+	// the stored one with the refused copy of this fact taken out.
+	flags := map[string]bool{}
+	for _, f := range next.Flags {
+		flags[f] = true
+	}
+	var x *tallier
+	if st.Full {
+		base := c.tally
+		base.Completed, base.Failed, base.Canceled, base.Pending = 0, 0, 0, 0
+		base.Paid, base.Refunded, base.OneOffs, base.OneOffSum = "", "", 0, ""
+		base.Reversed, base.Lost, base.Open = 0, 0, 0
+		x = newTallier(next.Currency, base, nil)
+		for _, f := range st.All {
+			if f.Key != key {
+				x.fact(f, 1)
+				orderFactFlags(&next, expected, f, flags)
+			}
+		}
+	} else {
+		x = newTallier(next.Currency, c.tally, st.Groups)
+		if st.Fact != nil {
+			x.fact(*st.Fact, -1)
+		}
+	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
-	next.Facts = append(next.Facts, c.fact)
-	c.s = summarize(&next)
-	next.Flags = c.s.flags
-	next.Status = c.s.status
-	next.Paid = formatAmount(c.s.paid, next.Currency)
-	next.Refunded = formatAmount(c.s.refunded, next.Currency)
-	next.TxnIDs = c.s.txnIDs
+	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
+	x.watch = map[string][2]bool{}
+	x.fact(c.fact, 1)
+	c.ended = x.ended()
+	orderFactFlags(&next, expected, c.fact, flags)
+	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
+		flags[FlagDoublePayment] = true
+	}
+	next.Flags = slices.Sorted(maps.Keys(flags))
+	if next.Flags == nil { // [] rather than null in JSON
+		next.Flags = []string{}
+	}
+	t := x.tally()
+	next.Status = t.status(next.Flags, x.paid, x.refunded)
+	next.Paid = formatAmount(x.paid, next.Currency)
+	next.Refunded = formatAmount(x.refunded, next.Currency)
 	next.UpdatedAt = ac.Now
-	c.paidChanged = totalChanged(c.prevPaid, c.s.paid, next.Currency)
-	c.refundedChanged = totalChanged(c.prevRefunded, c.s.refunded, next.Currency)
+	c.paid, c.refunded = x.paid, x.refunded
+	c.paidChanged = totalChanged(c.prevPaid, x.paid, next.Currency)
+	c.refundedChanged = totalChanged(c.prevRefunded, x.refunded, next.Currency)
 	for _, f := range next.Flags {
 		if !slices.Contains(c.prevFlags, f) {
 			c.newFlags = append(c.newFlags, f)
 		}
 	}
 	c.desc = describeFact(c.fact, ev.Flags, next.Currency)
+	c.decision = ac.Decision
 
 	// History: one entry per new fact, whether or not the status moved.
-	next.History = append(next.History, OrderChange{
+	w = &OrderWrite{Fact: c.fact, FactSeq: t.NextFact, Replaces: st.Fact != nil, Groups: x.groups, Full: st.Full}
+	t.NextFact++
+	t.Reach(next.Status)
+	next.Changes = max(next.Changes, len(o.historyOrNil())) + 1
+	w.Change = OrderChange{
 		At:           ac.Now,
 		Notification: ac.Notification,
 		From:         c.prevStatus,
 		To:           next.Status,
 		Reason:       c.reason(&next),
-	})
-	return next, c.effects(&next, ev)
+	}
+	w.Tally = t
+	return next, w, c.effects(&next, ev, w.Change.Reason)
+}
+
+// historyOrNil is o's history, nil when o is nil.
+func (o *Order) historyOrNil() []OrderChange {
+	if o == nil {
+		return nil
+	}
+	return o.History
+}
+
+// header is o without its facts, history and txn ids, sharing no slice
+// or map with it.
+func header(o Order) Order {
+	o.Facts, o.History, o.TxnIDs = nil, nil, nil
+	return cloneOrder(o)
 }
 
 // change is one new fact's change to an order, as Apply computes it.
 type change struct {
-	created                      bool          // the order is created by this fact
-	history                      []OrderChange // the order's history before it
+	created                      bool  // the order is created by this fact
+	tally                        Tally // the order's tally before it
 	prevStatus                   OrderStatus
 	prevFlags, newFlags          []string
 	prevPaid, prevRefunded       string
-	prevFacts                    []OrderFact
 	key                          string // the fact's key
 	fact                         OrderFact
 	desc                         string // describeFact
-	s                            summary
+	paid, refunded               *apd.Decimal
 	paidChanged, refundedChanged bool
+	decision                     string // ApplyContext.Decision
+	// subscriptionSeen, disputeSeen: the order held a fact of the same
+	// type for the same subscription, an opening of the same dispute or
+	// reversal (same txn id), before this one.
+	subscriptionSeen, disputeSeen bool
+	// ended lists, sorted, what the fact ended of what was open about
+	// the order's money ("reversal of P", "dispute D": see tally.open).
+	ended []string
 }
 
 // moved reports whether the order's status, totals or flags changed.
@@ -208,6 +323,9 @@ func (c *change) moved(next *Order) bool {
 // completed 19.99 USD; paid 19.99 USD", "...; review: amount_mismatch".
 func (c *change) reason(next *Order) string {
 	var why []string
+	if c.decision != "" {
+		why = append(why, c.decision)
+	}
 	if c.created {
 		why = append(why, "order created by this event")
 	}
@@ -230,9 +348,9 @@ func (c *change) reason(next *Order) string {
 // effects returns what the change queues (see Apply). Each effect
 // carries the order as it stands now, so that what is sent later states
 // this change's amounts.
-func (c *change) effects(next *Order, ev *Event) []Effect {
+func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 	evc := *ev
-	snap := next.Snapshot(c.prevStatus, next.History[len(next.History)-1].Reason)
+	snap := next.Snapshot(c.prevStatus, reason)
 	var effects []Effect
 	add := func(e Effect) {
 		e.OrderID, e.Event, e.Order = next.ID, &evc, snap
@@ -256,15 +374,15 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	if next.Status != c.prevStatus {
 		switch next.Status {
 		case OrderPaid, OrderPartiallyRefunded:
-			if !reached(c.history, OrderPaid, OrderPartiallyRefunded) {
+			if !c.tally.reached(OrderPaid, OrderPartiallyRefunded) {
 				customer(TemplatePaymentReceived, "paid/"+TemplatePaymentReceived, desc, payment)
 			}
 		case OrderPending:
-			if !reached(c.history, OrderPending) {
+			if !c.tally.reached(OrderPending) {
 				customer(TemplatePaymentPending, "pending/"+TemplatePaymentPending, desc, payment)
 			}
 		case OrderFailed:
-			if !reached(c.history, OrderFailed) {
+			if !c.tally.reached(OrderFailed) {
 				customer(TemplatePaymentFailed, "failed/"+TemplatePaymentFailed, desc, payment)
 			}
 		}
@@ -272,19 +390,23 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	switch fact.Type {
 	case TypeRefund:
 		if c.refundedChanged {
-			// The refund's own amount: what this event added to the
-			// refunded total (Stripe reports the charge's cumulative
-			// amount_refunded; PayPal each refund on its own).
-			own := new(apd.Decimal).Set(c.s.refunded)
-			if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
-				decimalCtx.Sub(own, own, prev)
+			// The refund's own amount, as the event states it (see
+			// RefundAmount); without one, what it added to the total.
+			ownText := ""
+			if a, err := amountOf(ev.Amount, next.Currency); err == nil && ev.Amount != "" && sameCurrency(ev.Currency, next.Currency) {
+				ownText = formatAmount(a.Abs(a), next.Currency)
+			} else {
+				own := new(apd.Decimal).Set(c.refunded)
+				if prev, err := amountOf(c.prevRefunded, next.Currency); err == nil {
+					decimalCtx.Sub(own, own, prev)
+				}
+				ownText = formatAmount(own, next.Currency)
 			}
-			ownText := formatAmount(own, next.Currency)
 			customer(TemplateRefundIssued, TemplateRefundIssued+"/"+key,
 				desc+"; refunded "+next.Refunded+" "+next.Currency+" of "+next.Paid+" paid", ownText)
 		}
 	case TypeSubscriptionStarted, TypeSubscriptionCanceled:
-		if !subscriptionSeen(c.prevFacts, fact) {
+		if !c.subscriptionSeen {
 			tmpl := TemplateSubscriptionStarted
 			if fact.Type == TypeSubscriptionCanceled {
 				tmpl = TemplateSubscriptionCanceled
@@ -294,15 +416,20 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 	case TypeReversal, TypeDispute:
 		// One email per dispute or reversal: Stripe reports an opened
 		// dispute and the funds it withdrew under the dispute's id.
-		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !disputeSeen(c.prevFacts, fact) {
+		if (fact.Type == TypeReversal || disputeOpening(fact.Status)) && !c.disputeSeen {
 			merchant(TemplateDisputeOpened, TemplateDisputeOpened+"/"+key, desc)
 		}
+	}
+	if ended := c.endedText(next); ended != "" {
+		// One email per dispute or reversal that this fact ends, won or
+		// lost: the merchant heard when it opened.
+		merchant(TemplateDisputeClosed, TemplateDisputeClosed+"/"+key, ended+" ("+desc+")")
 	}
 	if len(c.newFlags) > 0 {
 		merchant(TemplateOrderReview, "review/"+TemplateOrderReview+"/"+strings.Join(c.newFlags, "+"),
 			"review: "+strings.Join(next.Flags, ", ")+" ("+desc+")")
 	}
-	newSubscription := isSubscriptionType(fact.Type) && !subscriptionSeen(c.prevFacts, fact)
+	newSubscription := isSubscriptionType(fact.Type) && !c.subscriptionSeen
 	if c.moved(next) || newSubscription {
 		// The shop hears of every transition of the order (status, totals
 		// or flags) and of each subscription's start, end and payments,
@@ -310,6 +437,23 @@ func (c *change) effects(next *Order, ev *Event) []Effect {
 		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
 	}
 	return effects
+}
+
+// endedText says, in words, what dispute or reversal the change's fact
+// ended ("dispute DP1 won; order paid"), "" when it ended none: only a
+// closing fact (a reversal_canceled, a dispute won or lost) that leaves
+// less open than before (see tally.open) ends one.
+func (c *change) endedText(next *Order) string {
+	f := c.fact
+	closing := f.Type == TypeReversalCanceled || f.Type == TypeDispute && !disputeOpening(f.Status)
+	if !closing || len(c.ended) == 0 {
+		return ""
+	}
+	outcome := "won"
+	if f.Type == TypeDispute && f.Status == StatusReversed {
+		outcome = "lost"
+	}
+	return strings.Join(c.ended, ", ") + " ended: " + outcome + "; order " + string(next.Status)
 }
 
 // totalChanged reports whether a total shown as before is not now, read
@@ -341,6 +485,94 @@ func sameCurrency(c, cur string) bool {
 
 func disputeOpening(s EventStatus) bool { return s == "" || s == StatusPending }
 
+// factKey is the key of the fact ev brings to order orderID: the
+// context's EventKey, else one derived from the event.
+func factKey(orderID string, ev *Event, ac ApplyContext) string {
+	if ac.EventKey != "" {
+		return ac.EventKey
+	}
+	return derivedKey(orderID, ac.Gateway, ev)
+}
+
+// RefundAmount returns the amount of refund ev of order o (nil: not
+// stored yet), to show as the event's Amount: ev.Amount when the gateway
+// gave one. A gateway that gives only its running total
+// (RefundedTotal: Stripe's amount_refunded without the charge's list of
+// refunds) leaves it to the order: the amount the order recorded for
+// this same fact when it has it (a replay), else what the total adds to
+// the order's refunds of the same payment (same txn id), "" when it adds
+// nothing (an older total arriving after a newer one). Other events keep
+// their Amount. It is pure.
+func RefundAmount(o *Order, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	cur := strings.ToUpper(ev.Currency)
+	var facts []OrderFact
+	orderID := ev.OrderID
+	if o != nil {
+		cur, facts, orderID = cmp.Or(o.Currency, cur), o.Facts, o.ID
+	}
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	key := factKey(orderID, ev, ac)
+	before := zeroAmount()
+	for _, f := range facts {
+		if f.Key == key {
+			return f.Amount
+		}
+		if f.Type == TypeRefund && ev.TxnID != "" && f.TxnID == ev.TxnID && sameCurrency(f.Currency, cur) {
+			if r := refundOf(f, cur); r != nil && r.Cmp(before) > 0 {
+				before = r
+			}
+		}
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
+// refundAmount is RefundAmount for order o kept as st (see ApplyState;
+// nil: o holds its facts): the same amount, read from the fact under the
+// event's key and the record of the largest refund of the same payment
+// (TallyKeys names both) rather than from every fact.
+func refundAmount(o *Order, st *OrderState, ev *Event, ac ApplyContext) string {
+	if ev.Type != TypeRefund || ev.Amount != "" || ev.RefundedTotal == "" {
+		return ev.Amount
+	}
+	if o == nil || st == nil {
+		return RefundAmount(o, ev, ac)
+	}
+	if st.Full {
+		all := *o
+		all.Facts = st.All
+		return RefundAmount(&all, ev, ac)
+	}
+	cur := cmp.Or(o.Currency, strings.ToUpper(ev.Currency))
+	total, err := amountOf(ev.RefundedTotal, cur)
+	if err != nil || !sameCurrency(ev.Currency, cur) {
+		return ""
+	}
+	if st.Fact != nil {
+		return st.Fact.Amount
+	}
+	before := zeroAmount()
+	if ev.TxnID != "" {
+		before = decimalOrZero(st.Groups[groupKey(kindRefundOf, ev.TxnID)].Amount)
+	}
+	total.Abs(total)
+	if total.Cmp(before) <= 0 {
+		return ""
+	}
+	decimalCtx.Sub(total, total, before)
+	return formatAmount(total, cur)
+}
+
 // derivedKey identifies a fact that came without an EventKey by its
 // content, scoped to the order.
 func derivedKey(orderID, gateway string, ev *Event) string {
@@ -365,6 +597,12 @@ func newFact(key string, ev *Event, ac ApplyContext, cur string, testOrder bool)
 	}
 	if a, err := NormalizeAmount(ev.Amount, cmp.Or(f.Currency, cur)); err == nil {
 		f.Amount = a
+	}
+	if ev.Type == TypeRefund && ev.RefundedTotal != "" {
+		f.RefundedTotal = ev.RefundedTotal
+		if a, err := NormalizeAmount(ev.RefundedTotal, cmp.Or(f.Currency, cur)); err == nil {
+			f.RefundedTotal = a
+		}
 	}
 	f.Flags = factFlags(ev, ac, testOrder)
 	return f
@@ -397,52 +635,10 @@ func describeFact(f OrderFact, eventFlags, cur string) string {
 	return b.String()
 }
 
-// reached reports whether the history shows the order in any of the
-// given statuses before.
-func reached(history []OrderChange, statuses ...OrderStatus) bool {
-	for _, h := range history {
-		if slices.Contains(statuses, h.To) {
-			return true
-		}
-	}
-	return false
-}
-
-// disputeSeen reports whether facts already hold an opening of the
-// dispute or reversal f reports (same type family and txn id): a Stripe
-// dispute is opened by charge.dispute.created and its funds withdrawn
-// by charge.dispute.funds_withdrawn, both under the dispute's id.
-func disputeSeen(facts []OrderFact, f OrderFact) bool {
-	if f.TxnID == "" {
-		return false
-	}
-	for _, g := range facts {
-		opening := g.Type == TypeReversal || g.Type == TypeDispute && disputeOpening(g.Status)
-		if opening && g.TxnID == f.TxnID {
-			return true
-		}
-	}
-	return false
-}
-
 func isSubscriptionType(t EventType) bool {
 	switch t {
 	case TypeSubscriptionStarted, TypeSubscriptionPayment, TypeSubscriptionCanceled, TypeSubscriptionExpired:
 		return true
-	}
-	return false
-}
-
-// subscriptionSeen reports whether facts already hold a fact of f's type
-// for the same subscription.
-func subscriptionSeen(facts []OrderFact, f OrderFact) bool {
-	if f.SubscriptionID == "" {
-		return false
-	}
-	for _, g := range facts {
-		if g.Type == f.Type && g.SubscriptionID == f.SubscriptionID {
-			return true
-		}
 	}
 	return false
 }

@@ -343,7 +343,9 @@ func (sc scenario) model() modelResult {
 		st = ipn.OrderReview
 	case sc.reversals > sc.cancels:
 		st = ipn.OrderReversed
-	case sc.dispOpen && !sc.dispClosed:
+	case sc.dispOpen && !sc.dispClosed && sc.cancels == 0:
+		// A cancelled reversal of P1 ends its dispute too (PayPal's
+		// chargeback case won: new_case, Reversed, Canceled_Reversal).
 		st = ipn.OrderDisputed
 	case len(payments) > 0 && refunded > 0 && refunded >= paid:
 		st = ipn.OrderRefunded
@@ -796,8 +798,10 @@ func TestApplyDuplicatesAndCauses(t *testing.T) {
 		usd(ipn.TypePayment, ipn.StatusCompleted, "P1", "", "19.99"),
 		usd(ipn.TypeReversal, ipn.StatusReversed, "RV1", "P1", "-19.99"),
 		usd(ipn.TypeReversalCanceled, ipn.StatusCompleted, "CR1", "P1", "19.99"), // paid a second time
-		usd(ipn.TypeDispute, ipn.StatusPending, "DP1", "P1", "19.99"),
-		usd(ipn.TypeDispute, ipn.StatusCanceled, "DP1", "P1", "19.99"), // and a third
+		// (A dispute of P1 would be over already: P1's reversal was
+		// cancelled. This one disputes the charge refunded below.)
+		usd(ipn.TypeDispute, ipn.StatusPending, "DP1", "CH1", "19.99"),
+		usd(ipn.TypeDispute, ipn.StatusCanceled, "DP1", "CH1", "19.99"), // and a third
 		usd(ipn.TypeRefund, ipn.StatusRefunded, "CH1", "", "10.00"),
 		usd(ipn.TypeRefund, ipn.StatusRefunded, "CH1", "", "5.00"), // older cumulative amount, late: no email
 		usd(ipn.TypeSubscriptionStarted, ipn.StatusCompleted, "", "", "19.99"),

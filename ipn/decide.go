@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -31,6 +32,11 @@ type Stored struct {
 	// Order is the order the event names (Event.OrderID, else RefOrder),
 	// nil when it is not stored.
 	Order *Order
+	// State is what the store keeps of Order apart from it (looked up by
+	// FactKey and TallyKeys for the event): with it, Order holds no facts
+	// or history and Decision.Write says what to add. nil: Order holds
+	// its facts and history itself, and Decision.Order has them too.
+	State *OrderState
 }
 
 // FactAction is what happens to the payment fact's key (Outcome.EventKey),
@@ -62,6 +68,9 @@ type Decision struct {
 	// Order is the order to write (nil: none changes); it replaces
 	// Stored.Order.
 	Order *Order
+	// Write is what to write besides Order when Stored.State was given
+	// (nil: nothing, the same fact again).
+	Write *OrderWrite
 	// Effects are queued under the notification.
 	Effects []Effect
 	// Event and Context are the event as applied (its OrderID filled in
@@ -85,6 +94,47 @@ type Parked struct {
 	Event    *Event `json:"event"`
 	EventKey string `json:"event_key,omitempty"`
 	Sandbox  bool   `json:"sandbox,omitempty"`
+	// At is when it was parked (set by the store): past orders.park_for
+	// it fails (see ExpireParked).
+	At time.Time `json:"at,omitzero"`
+}
+
+// ExpireParked decides what becomes of the event notification id parked
+// (w), still waiting at now after parkFor: the notification fails with
+// the reason in its history ("waited 72h for its payment ..."), and the
+// merchant is told, once per notification (email event_unmatched). A
+// replay processes it again: applied if its payment has come meanwhile,
+// parked again otherwise. p is its processing record; it is pure and
+// returns the new record and the effects to queue.
+func ExpireParked(p *Processing, id uint64, w Parked, parkFor time.Duration, now time.Time) (Processing, []Effect) {
+	next := *p
+	next.History = slices.Clip(next.History)
+	next.State, next.NextAttempt = StateFailed, time.Time{}
+	what := "its payment"
+	if w.Event != nil && isPaymentLike(w.Event.Type) {
+		what = "the event that names its order"
+	}
+	refs := ""
+	if w.Event != nil {
+		refs = strings.Join(w.Event.PaymentRefs(), ", ")
+	}
+	detail := fmt.Sprintf("waited %s for %s (no order yet for %s; orders.park_for): not applied; "+
+		"replay it once the payment is there (ipnd replay %d)", shortDuration(parkFor), what, refs, id)
+	next.History = append(next.History, HistoryEntry{At: now.UTC(), State: StateFailed, Detail: detail})
+	return next, []Effect{{Kind: EffectEmailMerchant, Template: TemplateEventUnmatched,
+		Cause: fmt.Sprintf("notification/%d/%s", id, TemplateEventUnmatched), Reason: detail, Event: w.Event}}
+}
+
+// shortDuration writes d without its zero tail: 72h, 90m, 1h30m, 2s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Decide decides what recording outcome o does, given what is stored.
@@ -115,7 +165,7 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 	detail := o.Detail
 	if o.State == StateApplied && o.EventKey != "" {
 		first := s.FirstOfFact
-		if first != 0 && first != o.ID && s.FirstNoOrder && o.Event != nil && (o.Event.OrderID != "" || s.RefOrder != "") {
+		if first != 0 && first != o.ID && s.FirstNoOrder && TargetOrder(o, s.RefOrder) != "" {
 			// The first copy of this fact named no order and waits for
 			// one (a Stripe payment intent before its Checkout Session);
 			// this copy names it: apply this one, and the first is
@@ -142,7 +192,7 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 			}
 			next.State, detail = StateInvalid, refused
 		} else if d.Park != nil {
-			detail = "waiting for its payment: no order yet for " + strings.Join(d.Park.Event.PaymentRefs(), ", ")
+			detail = ParkedDetail(d.Park.Event)
 		}
 	}
 	if next.State == StateFailed {
@@ -176,8 +226,9 @@ func advance(p *Processing, o Outcome) Processing {
 func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Time) string {
 	ev := *o.Event
 	if ev.OrderID == "" {
-		// Recorded with the event: the order it reached.
-		ev.OrderID = s.RefOrder
+		// Recorded with the event: the order it reached, or the order a
+		// completed payment that names none makes of its own.
+		ev.OrderID = TargetOrder(o, s.RefOrder)
 	}
 	next.Event = &ev
 	ac := o.Context
@@ -193,17 +244,27 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if s.Order == nil && o.RequireRegistered {
 		return fmt.Sprintf("order %q is not registered (orders.require_registered)", ev.OrderID)
 	}
-	order, effects := Apply(s.Order, &ev, ac)
+	own := refundAmount(s.Order, s.State, &ev, ac)
+	var order Order
+	var effects []Effect
+	if s.State != nil {
+		order, d.Write, effects = ApplyState(s.Order, s.State, &ev, ac)
+	} else {
+		order, effects = Apply(s.Order, &ev, ac)
+	}
 	if order.ID == "" { // the event does not concern an order
 		return ""
 	}
+	ev.Amount = own // recorded with the amount the shop and the emails are told
 	d.Order = &order
 	d.Recorded.OrderID, d.Recorded.OrderTo = order.ID, order.Status
 	before := 0
 	if s.Order != nil {
 		d.Recorded.OrderFrom, before = s.Order.Status, len(s.Order.History)
 	}
-	if len(order.History) > before { // Apply recorded a change (not the same fact again)
+	if d.Write != nil {
+		d.Recorded.Reason = d.Write.Change.Reason
+	} else if len(order.History) > before { // Apply recorded a change (not the same fact again)
 		d.Recorded.Reason = order.History[len(order.History)-1].Reason
 	}
 	if o.State != StateApplied {
@@ -224,9 +285,37 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	return ""
 }
 
+// TargetOrder returns the id of the order outcome o's event goes to,
+// given refOrder, the order one of its payment references reached (""
+// when none did): the order the event names, else refOrder, else, for a
+// completed payment that names no order and is applied, the order of its
+// own (OwnOrderID). "" when there is none: the event is parked (or does
+// not concern an order). The store reads the order it names; Decide
+// applies the event to it.
+func TargetOrder(o Outcome, refOrder string) string {
+	if o.Event == nil {
+		return ""
+	}
+	if id := cmp.Or(o.Event.OrderID, refOrder); id != "" || o.State != StateApplied || !o.ApplyOrder {
+		return id
+	}
+	return OwnOrderID(o.Context.Gateway, o.Event)
+}
+
+// ParkedDetail is the history's words for a parked event: what it waits
+// for.
+func ParkedDetail(ev *Event) string {
+	what := "its payment"
+	if isPaymentLike(ev.Type) {
+		what = "the event that names its order" // a Stripe intent before its Checkout Session
+	}
+	return "waiting for " + what + ": no order yet for " + strings.Join(ev.PaymentRefs(), ", ")
+}
+
 // Adoption is what applying a parked event to its order changes.
 type Adoption struct {
 	Order        Order
+	Write        *OrderWrite // with AdoptState: what to write besides Order (nil: nothing)
 	Effects      []Effect
 	Event        *Event // the event as applied, naming the order
 	Context      ApplyContext
@@ -237,12 +326,33 @@ type Adoption struct {
 // Adopt applies the event parked by notification id of gateway to order
 // o, which a payment naming one of its references reached. It is pure.
 func Adopt(o *Order, id uint64, gateway string, w Parked, now time.Time) Adoption {
+	return AdoptState(o, nil, id, gateway, w, now)
+}
+
+// AdoptEvent is the event and context with which the event parked by
+// notification id of gateway is applied to order orderID (for the
+// store's look-ups: FactKey, TallyKeys).
+func AdoptEvent(orderID string, id uint64, gateway string, w Parked, now time.Time) (*Event, ApplyContext) {
 	ev := *w.Event
-	ev.OrderID = o.ID
-	ac := ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
-	next, effects := Apply(o, &ev, ac)
-	return Adoption{Order: next, Effects: effects, Event: &ev, Context: ac, Subscription: IsSubscriptionEvent(&ev),
-		Detail: fmt.Sprintf("applied to order %q, which its payment reached", o.ID)}
+	ev.OrderID = orderID
+	return &ev, ApplyContext{Now: now, Notification: id, Gateway: gateway, EventKey: w.EventKey, Sandbox: w.Sandbox}
+}
+
+// AdoptState is Adopt for an order whose facts and history the store
+// keeps apart (see ApplyState); st nil: o holds them itself.
+func AdoptState(o *Order, st *OrderState, id uint64, gateway string, w Parked, now time.Time) Adoption {
+	ev, ac := AdoptEvent(o.ID, id, gateway, w, now)
+	own := refundAmount(o, st, ev, ac)
+	var a Adoption
+	if st != nil {
+		a.Order, a.Write, a.Effects = ApplyState(o, st, ev, ac)
+	} else {
+		a.Order, a.Effects = Apply(o, ev, ac)
+	}
+	ev.Amount = own
+	a.Event, a.Context, a.Subscription = ev, ac, IsSubscriptionEvent(ev)
+	a.Detail = fmt.Sprintf("applied to order %q, which its payment reached", o.ID)
+	return a
 }
 
 // Policy is how the merchant configured the gateway a notification came

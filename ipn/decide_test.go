@@ -20,6 +20,11 @@ func applied(id uint64, order, txn, refs string) ipn.Outcome {
 		Context: ipn.ApplyContext{Gateway: "gw"}}
 }
 
+func secondary(o ipn.Outcome) ipn.Outcome {
+	o.Event.Secondary = true
+	return o
+}
+
 func received() *ipn.Processing {
 	return &ipn.Processing{State: ipn.StateReceived, History: []ipn.HistoryEntry{{At: decideT0, State: ipn.StateReceived}}}
 }
@@ -84,12 +89,38 @@ func TestDecide(t *testing.T) {
 			}
 		},
 	}, {
-		name: "no order, payment references: parked",
-		o:    applied(4, "", "pi_1", "ch_1"), s: ipn.Stored{},
-		state: ipn.StateApplied, detail: "waiting for its payment: no order yet for pi_1, ch_1",
+		name: "no order, a secondary payment (a Stripe intent): parked",
+		o:    secondary(applied(4, "", "pi_1", "ch_1")), s: ipn.Stored{},
+		state: ipn.StateApplied, detail: "waiting for the event that names its order: no order yet for pi_1, ch_1",
 		check: func(t *testing.T, d ipn.Decision) {
 			if d.Park == nil || d.Park.EventKey != "gw\x00pi_1" || d.Order != nil || len(d.Effects) != 0 {
 				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "no order, a refund: parked",
+		o: func() ipn.Outcome {
+			o := applied(4, "", "re_1", "")
+			o.Event.Type, o.Event.Status, o.Event.ParentTxnID = ipn.TypeRefund, ipn.StatusRefunded, "pi_1"
+			return o
+		}(), s: ipn.Stored{},
+		state: ipn.StateApplied, detail: "waiting for its payment: no order yet for re_1, pi_1",
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Park == nil || d.Order != nil {
+				t.Fatalf("%+v", d)
+			}
+		},
+	}, {
+		name: "a completed payment naming no order: an order of its own",
+		o:    applied(4, "", "61E67681CH3238416", ""), s: ipn.Stored{},
+		state: ipn.StateApplied,
+		check: func(t *testing.T, d ipn.Decision) {
+			if d.Park != nil || d.Order == nil || d.Order.ID != "gw:61E67681CH3238416" || d.Order.Status != ipn.OrderPaid ||
+				d.Event.OrderID != "gw:61E67681CH3238416" || d.Processing.Event.OrderID != d.Order.ID {
+				t.Fatalf("%+v", d)
+			}
+			if kinds(d.Effects) != "email_customer,shop_callback" || d.AttachTo == nil {
+				t.Fatalf("effects %s attach %v", kinds(d.Effects), d.AttachTo)
 			}
 		},
 	}, {

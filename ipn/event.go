@@ -1,6 +1,7 @@
 package ipn
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 )
@@ -51,20 +52,28 @@ func ValidStatus(s EventStatus) bool {
 // exact decimal string with the currency's own number of digits; it is
 // never a float.
 type Event struct {
-	Type           EventType   `json:"type"`
-	Status         EventStatus `json:"status,omitempty"`
-	GatewayStatus  string      `json:"gateway_status,omitempty"`
-	TxnID          string      `json:"txn_id,omitempty"`
-	ParentTxnID    string      `json:"parent_txn_id,omitempty"`
-	EventID        string      `json:"event_id,omitempty"`
-	OrderID        string      `json:"order_id,omitempty"`
-	Amount         string      `json:"amount,omitempty"`
-	Currency       string      `json:"currency,omitempty"`
-	CustomerEmail  string      `json:"customer_email,omitempty"`
-	CustomerName   string      `json:"customer_name,omitempty"`
-	Receiver       string      `json:"receiver,omitempty"`
-	SubscriptionID string      `json:"subscription_id,omitempty"`
-	Test           bool        `json:"test"`
+	Type          EventType   `json:"type"`
+	Status        EventStatus `json:"status,omitempty"`
+	GatewayStatus string      `json:"gateway_status,omitempty"`
+	TxnID         string      `json:"txn_id,omitempty"`
+	ParentTxnID   string      `json:"parent_txn_id,omitempty"`
+	EventID       string      `json:"event_id,omitempty"`
+	OrderID       string      `json:"order_id,omitempty"`
+	Amount        string      `json:"amount,omitempty"`
+	// RefundedTotal is, for a refund, the payment's running refunded
+	// total where the gateway reports one (Stripe charge.refunded
+	// amount_refunded), "" where it reports each refund on its own
+	// (PayPal). Amount is then this refund's own amount: the newest
+	// refund the gateway lists, or, when it lists none, what the total
+	// adds to the order's refunds of that payment (filled in when the
+	// event is applied: see RefundAmount).
+	RefundedTotal  string `json:"refunded_total,omitempty"`
+	Currency       string `json:"currency,omitempty"`
+	CustomerEmail  string `json:"customer_email,omitempty"`
+	CustomerName   string `json:"customer_name,omitempty"`
+	Receiver       string `json:"receiver,omitempty"`
+	SubscriptionID string `json:"subscription_id,omitempty"`
+	Test           bool   `json:"test"`
 
 	// Refs lists, separated by spaces, the other identifiers the gateway
 	// uses for the same payment and may name alone in a later event (a
@@ -73,6 +82,14 @@ type Event struct {
 	// link later refunds, disputes and payments to the order (see
 	// PaymentRefs). A string, not a slice, so that Event stays comparable.
 	Refs string `json:"refs,omitempty"`
+	// Secondary: the event reports a payment that another event of the
+	// gateway names the merchant's order for (a Stripe payment intent,
+	// charge or invoice, which a Checkout Session's
+	// client_reference_id names): when it names no order itself it waits
+	// for that event (see OwnOrderID) rather than making an order of its
+	// own. Not stored or sent: the gateway sets it again whenever the
+	// notification is normalized.
+	Secondary bool `json:"-"`
 
 	// PaidAmount and PaidCurrency are what actually arrived when a crypto
 	// gateway reports it beside the price (NOWPayments actually_paid,
@@ -134,6 +151,30 @@ func (ev *Event) PaymentRefs() []string {
 	return out
 }
 
+// OwnOrderID returns the id of the order a completed payment that names
+// no order makes of its own, "<gateway>:<the gateway's id of the
+// payment>" (PayPal "paypal:<txn_id>", Stripe "stripe:<payment intent>"),
+// or "" when ev is no such payment: not completed, not a payment, a
+// subscription start without a subscription id, or Secondary. A
+// subscription's start is keyed by its subscription id, so that its
+// payments, which name it, reach the same order.
+func OwnOrderID(gateway string, ev *Event) string {
+	if ev.OrderID != "" || ev.Secondary || ev.Status != StatusCompleted {
+		return ""
+	}
+	id := ""
+	switch ev.Type {
+	case TypePayment, TypeSubscriptionPayment:
+		id = ev.TxnID
+	case TypeSubscriptionStarted:
+		id = cmp.Or(ev.SubscriptionID, ev.TxnID)
+	}
+	if id == "" {
+		return ""
+	}
+	return gateway + ":" + id
+}
+
 // EventKey identifies the payment fact an event reports, so that the
 // same fact sent twice under different message ids is applied once. It
 // is "" for events without a transaction id.
@@ -141,5 +182,31 @@ func EventKey(gateway string, ev *Event) string {
 	if ev.TxnID == "" {
 		return ""
 	}
-	return gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+	k := gateway + "\x00" + ev.TxnID + "\x00" + string(ev.Type) + "\x00" + string(ev.Status) + "\x00" + ev.Amount
+	if ev.RefundedTotal != "" {
+		// Two refunds of the same sum on one Stripe charge differ only
+		// in the running total.
+		k += "\x00" + ev.RefundedTotal
+	}
+	return k
+}
+
+// movesMoneyBack reports whether events of type t move money back from
+// the merchant (or say it may): their amounts are positive whatever the
+// gateway's sign.
+func movesMoneyBack(t EventType) bool {
+	return t == TypeRefund || t == TypeReversal || t == TypeReversalCanceled || t == TypeDispute
+}
+
+// Unsign drops the sign a gateway gives the amounts of a refund,
+// reversal, cancelled reversal or dispute (PayPal's negative mc_gross):
+// Amount is the amount of this event and RefundedTotal the running
+// total, both positive, for every gateway. Every normalizer calls it on
+// the event it returns.
+func (ev *Event) Unsign() {
+	if !movesMoneyBack(ev.Type) {
+		return
+	}
+	ev.Amount = strings.TrimPrefix(ev.Amount, "-")
+	ev.RefundedTotal = strings.TrimPrefix(ev.RefundedTotal, "-")
 }

@@ -49,8 +49,11 @@ type Order struct {
 	Flags         []string          `json:"flags"`
 	TxnIDs        []string          `json:"txn_ids"`
 	History       []OrderChange     `json:"history"`
-	CreatedAt     time.Time         `json:"created_at"`
-	UpdatedAt     time.Time         `json:"updated_at"`
+	// Changes counts the order's history entries: History may hold only
+	// the newest of them (the store keeps the history apart and pages it).
+	Changes   int       `json:"changes,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// Facts is the state the status is derived from: each distinct
 	// payment fact applied (by EventKey), so that a repeated event changes
 	// nothing and disorder ends in the same state.
@@ -68,9 +71,12 @@ type OrderFact struct {
 	Status       EventStatus `json:"status"`
 	TxnID        string      `json:"txn_id,omitempty"`
 	ParentTxnID  string      `json:"parent_txn_id,omitempty"`
-	Amount       string      `json:"amount,omitempty"`
-	Currency     string      `json:"currency,omitempty"`
-	At           time.Time   `json:"at"`
+	Amount       string      `json:"amount,omitempty"` // a refund's own amount
+	// RefundedTotal is a refund's running total of its payment where the
+	// gateway reports one (Event.RefundedTotal).
+	RefundedTotal string    `json:"refunded_total,omitempty"`
+	Currency      string    `json:"currency,omitempty"`
+	At            time.Time `json:"at"`
 	// SubscriptionID links subscription facts (one email per subscription
 	// started or canceled, however many facts report it).
 	SubscriptionID string `json:"subscription_id,omitempty"`
@@ -108,6 +114,8 @@ const (
 	TemplateSubscriptionCanceled = "subscription_canceled"
 	TemplateOrderReview          = "order_review"
 	TemplateDisputeOpened        = "dispute_opened"
+	TemplateDisputeClosed        = "dispute_closed"
+	TemplateEventUnmatched       = "event_unmatched"
 	TemplateVerificationFailed   = "verification_failed"
 )
 
@@ -172,7 +180,7 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 	}
 	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Test: o.Test, Flags: flags,
 		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
-		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: len(o.History)}
+		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: max(o.Changes, len(o.History))}
 }
 
 // ApplyContext is what the state machine needs to know besides the order
@@ -184,4 +192,7 @@ type ApplyContext struct {
 	EventKey     string   // the payment fact's key (EventKey); "" if none
 	Sandbox      bool     // the gateway is configured as sandbox/test
 	Receivers    []string // merchant identities accepted as receiver; empty: any
+	// Decision, for a fact the merchant decided (CloseDispute), says who
+	// and why; it leads the history's reason.
+	Decision string
 }

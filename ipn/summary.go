@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/cockroachdb/apd/v3"
 )
@@ -15,6 +16,7 @@ type summary struct {
 	refunded *apd.Decimal
 	flags    []string // sorted, including the order's earlier flags
 	txnIDs   []string // sorted
+	open     []string // sorted: see tally.open
 }
 
 // payGroup is one payment transaction as its facts describe it.
@@ -28,8 +30,14 @@ type payGroup struct {
 	pending   bool
 }
 
-// dispute is one dispute as its facts describe it.
-type dispute struct{ opened, closed, lost bool }
+// dispute is one dispute (a PayPal case, a Stripe dispute, grouped by
+// its id) as its facts describe it.
+type dispute struct {
+	subject string // the payment disputed (its parent txn id)
+	opened  bool   // an opening fact (status pending or none)
+	won     bool   // a closing fact other than lost (Stripe won or warning_closed, a merchant's decision)
+	lost    bool   // a closing fact with status reversed
+}
 
 // tally is an order's facts grouped by what they are about.
 type tally struct {
@@ -91,9 +99,9 @@ func tallyFacts(o *Order) *tally {
 				g.canceled = true
 			}
 		case TypeRefund:
-			if counts && amtErr == nil && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
-				if r := t.refunds[id]; r == nil || amt.Cmp(r) > 0 {
-					t.refunds[id] = amt
+			if counts && (f.Status == StatusRefunded || f.Status == StatusCompleted) {
+				if r := refundOf(f, cur); r != nil && (t.refunds[id] == nil || r.Cmp(t.refunds[id]) > 0) {
+					t.refunds[id] = r
 				}
 			}
 		case TypeReversal:
@@ -101,21 +109,88 @@ func tallyFacts(o *Order) *tally {
 		case TypeReversalCanceled:
 			add(t.cancels, cmp.Or(f.ParentTxnID, f.TxnID), id)
 		case TypeDispute:
-			did := cmp.Or(f.TxnID, cmp.Or(f.ParentTxnID, "\x00"+f.Key))
+			did := cmp.Or(f.TxnID, f.ParentTxnID, "\x00"+f.Key)
 			d := t.disputes[did]
 			if d == nil {
-				d = &dispute{}
+				d = &dispute{subject: cmp.Or(f.ParentTxnID, f.TxnID)}
 				t.disputes[did] = d
 			}
-			if disputeOpening(f.Status) {
+			switch {
+			case disputeOpening(f.Status):
 				d.opened = true
-			} else {
-				d.closed = true
-				d.lost = d.lost || f.Status == StatusReversed
+			case f.Status == StatusReversed:
+				d.lost = true
+			default:
+				d.won = true
 			}
 		}
 	}
 	return t
+}
+
+// refundOf is what a refund fact says its payment's refunds come to:
+// the larger of its own amount and its running total (facts recorded
+// before refunded_total existed kept Stripe's running total in Amount),
+// positive; nil when it says nothing readable.
+func refundOf(f OrderFact, cur string) *apd.Decimal {
+	var best *apd.Decimal
+	for _, s := range []string{f.Amount, f.RefundedTotal} {
+		if v, err := amountOf(s, cmp.Or(cur, f.Currency)); err == nil && s != "" {
+			v.Abs(v)
+			if best == nil || v.Cmp(best) > 0 {
+				best = v
+			}
+		}
+	}
+	return best
+}
+
+// What open returns: an outstanding reversal of a payment, an open
+// dispute.
+const (
+	openReversal = "reversal of "
+	openDispute  = "dispute "
+)
+
+// open lists, sorted, what is still open about the order's money: each
+// payment with an outstanding reversal ("reversal of P") and each open
+// dispute ("dispute D").
+//
+// A payment's reversals are outstanding when more of them stand than
+// were taken back. A reversal is taken back by a reversal_canceled or a
+// won dispute under the same id (Stripe funds_reinstated, or
+// charge.dispute.closed won, of the dispute whose funds were
+// withdrawn); each other reversal_canceled of the payment takes back one
+// (PayPal's Canceled_Reversal has a txn id of its own).
+//
+// A dispute is open when it was opened and neither won nor lost, and no
+// reversal of its payment was cancelled (PayPal's new_case ends with the
+// chargeback's Canceled_Reversal; Stripe's with funds_reinstated).
+func (t *tally) open() []string {
+	var out []string
+	for subject, ids := range t.reversals {
+		standing, anonymous := 0, 0
+		for id := range ids {
+			if !t.cancels[subject][id] && !(t.disputes[id] != nil && t.disputes[id].won) {
+				standing++
+			}
+		}
+		for id := range t.cancels[subject] {
+			if !ids[id] {
+				anonymous++
+			}
+		}
+		if standing > anonymous {
+			out = append(out, openReversal+subject)
+		}
+	}
+	for id, d := range t.disputes {
+		if d.opened && !d.won && !d.lost && len(t.cancels[d.subject]) == 0 {
+			out = append(out, openDispute+id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // summarize derives status, totals, flags and txn ids from o's facts and
@@ -153,18 +228,17 @@ func summarize(o *Order) summary {
 	for _, r := range t.refunds {
 		addAmount(s.refunded, r)
 	}
-	reversed := false
-	for parent, ids := range t.reversals {
-		if len(ids) > len(t.cancels[parent]) {
-			reversed = true
-		}
-	}
-	disputed := false
+	open := t.open()
+	reversed, disputed := false, false
 	for _, d := range t.disputes {
 		reversed = reversed || d.lost
-		disputed = disputed || d.opened && !d.closed
+	}
+	for _, what := range open {
+		reversed = reversed || strings.HasPrefix(what, openReversal)
+		disputed = disputed || strings.HasPrefix(what, openDispute)
 	}
 
+	s.open = open
 	s.flags = reviewFlags(o, expected, oneOffs)
 	s.txnIDs = slices.Sorted(maps.Keys(t.txns))
 	if s.txnIDs == nil {

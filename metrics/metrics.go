@@ -34,6 +34,11 @@ type Options struct {
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
 	StoreDamaged func() float64
+	// StoreDropped, when set, is read at scrape time for
+	// ipnd_store_dropped_unacknowledged (ids of torn journal tails dropped
+	// at a start, which may have been acknowledged, not yet acknowledged
+	// by the operator).
+	StoreDropped func() float64
 	// Parked, when set, is read at scrape time for ipnd_parked_events
 	// (events waiting for the payment that names their order).
 	Parked func() float64
@@ -43,10 +48,12 @@ type Options struct {
 	// gateway (0 when none waits); a gateway no longer configured counts
 	// under Unknown.
 	PipelineLag func() map[string]float64
-	// OrderStatuses and OrderCounts, when set, give ipnd_orders{status}
-	// at scrape time: one series per status in the (fixed) list.
+	// OrderStatuses and OrderCounts, when set, give
+	// ipnd_orders{status,test} at scrape time: two series per status in
+	// the (fixed) list, test="false" for real orders (what counts for
+	// the business and the alerts) and test="true" for test orders.
 	OrderStatuses []string
-	OrderCounts   func() map[string]int
+	OrderCounts   func() (real, test map[string]int)
 	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind},
 	// ipnd_outbox_dead{kind} and ipnd_outbox_skipped{kind} at scrape time
 	// (state -> kind -> count).
@@ -104,6 +111,23 @@ func (c lagGauge) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// orderGauge is ipnd_orders{status,test}, read at scrape time.
+type orderGauge struct {
+	desc     *prometheus.Desc
+	statuses []string
+	read     func() (real, test map[string]int)
+}
+
+func (c orderGauge) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c orderGauge) Collect(ch chan<- prometheus.Metric) {
+	real, test := c.read()
+	for _, s := range c.statuses {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(real[s]), s, "false")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(test[s]), s, "true")
+	}
+}
+
 // Metrics are typed handles on every collector. Methods are safe for
 // concurrent use and never fail.
 type Metrics struct {
@@ -126,6 +150,7 @@ type Metrics struct {
 	templates map[string]bool
 	purged    *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
+	authFails *prometheus.CounterVec
 	reloadOK  prometheus.Gauge
 	reloadAt  prometheus.Gauge
 	config    *prometheus.GaugeVec
@@ -242,6 +267,13 @@ func New(o Options) *Metrics {
 	for _, r := range ReloadResults {
 		m.reloads.WithLabelValues(r)
 	}
+	m.authFails = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ipnd_admin_auth_failures_total",
+		Help: "Admin API requests refused for their bearer token, by result: wrong_token (401), or limited (429: the client sent too many wrong tokens).",
+	}, []string{"result"})
+	for _, r := range []string{"wrong_token", "limited"} {
+		m.authFails.WithLabelValues(r)
+	}
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ipnd_config_last_reload_successful",
 		Help: "1 when the last reload (or the start) loaded the config, 0 when it was refused.",
@@ -261,7 +293,7 @@ func New(o Options) *Metrics {
 		}
 	}
 	m.reg.MustRegister(m.received, m.rejected, m.duplicate, m.ingest, m.commit, m.batch, m.processed, m.verify,
-		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.reloadOK, m.reloadAt, m.config,
+		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.authFails, m.reloadOK, m.reloadAt, m.config,
 		m.certs, m.certExp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Read at scrape time; a gauge whose function is not set is not
@@ -273,6 +305,7 @@ func New(o Options) *Metrics {
 		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize},
 		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable},
 		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked},
+		{"ipnd_store_dropped_unacknowledged", "Notifications dropped at a start as the journal's torn tail that may have been acknowledged, until the operator acknowledges them (POST /api/journal/dropped/ack).", o.StoreDropped},
 	} {
 		if g.read != nil {
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.read))
@@ -290,10 +323,11 @@ func New(o Options) *Metrics {
 		}, o.StoreDamaged))
 	}
 	if o.OrderCounts != nil {
-		m.reg.MustRegister(funcGaugeVec{
-			desc:   prometheus.NewDesc("ipnd_orders", "Orders by status.", []string{"status"}, nil),
-			labels: o.OrderStatuses,
-			read:   o.OrderCounts,
+		m.reg.MustRegister(orderGauge{
+			desc: prometheus.NewDesc("ipnd_orders",
+				"Orders by status; test=\"true\" counts test orders (sandbox payments, ipnd simulate) apart.", []string{"status", "test"}, nil),
+			statuses: o.OrderStatuses,
+			read:     o.OrderCounts,
 		})
 	}
 	if o.OutboxCounts != nil {
@@ -410,6 +444,16 @@ func (m *Metrics) ConfigLoaded(hash string, at time.Time) {
 	m.config.Reset()
 	m.config.WithLabelValues(hash).Set(1)
 	m.reloadAt.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// AdminAuthFailed counts an admin API request refused for its token:
+// limited when the client was past its limit of wrong tokens (429).
+func (m *Metrics) AdminAuthFailed(limited bool) {
+	if limited {
+		m.authFails.WithLabelValues("limited").Inc()
+		return
+	}
+	m.authFails.WithLabelValues("wrong_token").Inc()
 }
 
 // Reloaded counts a reload attempt; a failed one keeps the running config.

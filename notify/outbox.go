@@ -557,8 +557,12 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 			d.Status = string(snap.Status)
 		}
 		d.Deliveries = snap.Deliveries
+		d.OrderStatus, d.ReviewReasons = string(snap.Status), ReviewReasons(snap.Flags)
+		if snap.Registered {
+			d.Expected, d.ExpectedCurrency = snap.Amount, snap.Currency
+		}
 		if order != nil {
-			d.Description, d.DownloadURL = order.Description, order.Metadata["download_url"]
+			d.Description, d.DownloadURL, d.Gateway = order.Description, order.Metadata["download_url"], order.Gateway
 		}
 	} else if order != nil { // queued by an older version
 		if order.Amount != "" {
@@ -571,6 +575,10 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		}
 		if d.Status == "" {
 			d.Status = string(order.Status)
+		}
+		d.OrderStatus, d.ReviewReasons, d.Gateway = string(order.Status), ReviewReasons(order.Flags), order.Gateway
+		if order.Registered {
+			d.Expected, d.ExpectedCurrency = order.Amount, order.Currency
 		}
 	}
 	subject, text, html, err := w.o.Templates.Render(e.Template, d)
@@ -636,8 +644,12 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "failed",
 		ipn.OutboxSkipped: "skipped"}[r.State]
+	if r.NotAttempted {
+		result = "not_attempted"
+	}
 	switch {
 	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge
+	case r.NotAttempted: // nothing was tried: not a failed delivery
 	case it.Effect.Kind == ipn.EffectEmailCustomer || it.Effect.Kind == ipn.EffectEmailMerchant:
 		w.o.Observer.EmailSent(it.Effect.Template, result)
 	default:
@@ -649,6 +661,8 @@ func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
 		attrs = append(attrs, "error", r.Error)
 	}
 	switch {
+	case r.NotAttempted:
+		w.log.Info("outbox item not attempted; trying again shortly", append(attrs, "retry_in_seconds", time.Until(r.RetryAt).Seconds())...)
 	case r.State == ipn.OutboxDead:
 		w.log.Warn("outbox item dead", attrs...)
 	case r.State == ipn.OutboxPending:

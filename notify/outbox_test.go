@@ -255,12 +255,15 @@ func TestNotAttemptedWaitsAndSaysWhy(t *testing.T) {
 		payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
 	}
 	tpl, _ := LoadTemplates("")
+	obs := &countingObserver{}
 	w := NewWorker(WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: "shop@example.com",
-		RetryBase: time.Minute, RetryCap: time.Hour})
+		RetryBase: time.Minute, RetryCap: time.Hour, Observer: obs})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- w.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { cancel(); <-ran }) }
+	defer stop()
 	start := time.Now()
 	var pending []ipn.OutboxItem
 	deadline := time.Now().Add(10 * time.Second)
@@ -294,6 +297,36 @@ func TestNotAttemptedWaitsAndSaysWhy(t *testing.T) {
 	if n := len(srv.received()); n != 0 {
 		t.Errorf("%d emails were received, want none yet", n)
 	}
+	// Only the dropped email was an attempt: the others are not counted
+	// as failed deliveries (Run returns once every result is reported).
+	stop()
+	if got := obs.String(); got != "[payment_received/failed]" {
+		t.Errorf("delivery results counted: %s, want the dropped email's failure only", got)
+	}
+}
+
+// countingObserver records the delivery results a worker reports.
+type countingObserver struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (o *countingObserver) EmailSent(template, result string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.got = append(o.got, template+"/"+result)
+}
+
+func (o *countingObserver) Callback(result string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.got = append(o.got, "callback/"+result)
+}
+
+func (o *countingObserver) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return fmt.Sprint(o.got)
 }
 
 // TestDrainFinishesTheMessageUnderWay: Drain while the SMTP server holds

@@ -31,7 +31,9 @@ var templateNames = []string{
 	ipn.TemplateSubscriptionCanceled,
 	ipn.TemplateOrderReview,
 	ipn.TemplateDisputeOpened,
+	ipn.TemplateDisputeClosed,
 	ipn.TemplateVerificationFailed,
+	ipn.TemplateEventUnmatched,
 }
 
 // TemplateData is what a template can show. Amount and Currency are the
@@ -41,15 +43,48 @@ var templateNames = []string{
 // metadata "download_url"; the download link appears only when it is
 // set. Reason is why an order is in review, a dispute's reason or why a
 // notification failed verification; Notification is the log id of the
-// notification behind the email.
+// notification behind the email. Status is the payment's status (the
+// event's: completed, pending, ...), OrderStatus the order's after the
+// change (paid, review, ...). Expected and ExpectedCurrency are the
+// amount registered for the order ("" when it was not registered);
+// Gateway is the configured name of the order's gateway;
+// ReviewReasons says in words why an order is in review, one sentence
+// per flag it carries.
 type TemplateData struct {
 	MerchantName, OrderID, Amount, Currency, Paid, Refunded, CustomerName, CustomerEmail,
 	Reason, Status, TxnID, DownloadURL, Description string
-	Notification uint64
+	Notification                                     uint64
+	OrderStatus, Expected, ExpectedCurrency, Gateway string
+	ReviewReasons                                    []string
 	// Deliveries are the download links and license keys the order was
 	// given when it was paid (SPEC §11): Product, ProductName,
 	// DownloadURL, DownloadsLeft, ExpiresAt, LicenseKey ("" when none).
 	Deliveries []ipn.Delivered
+}
+
+// reviewWords says what each review flag means to the merchant.
+var reviewWords = map[string]string{
+	ipn.FlagAmountMismatch:   "the amount received differs from the amount expected (a buyer may have edited the price in the payment form)",
+	ipn.FlagCurrencyMismatch: "the payment is in another currency than the order",
+	ipn.FlagReceiverMismatch: "the money went to an account that is not one of yours (receivers in the config)",
+	ipn.FlagTestPayment:      "a test (sandbox) payment arrived for a real order or on a live gateway: no real money moved",
+	ipn.FlagDoublePayment:    "a second completed payment arrived for an order already paid, under another transaction id",
+	ipn.FlagUnknownProduct:   "the order names a product that is not in the config ([[product]]): nothing was delivered",
+	"license_pool_empty":     "a product's license pool has no key left: nothing was delivered (append keys to its license_pool file)",
+}
+
+// ReviewReasons returns a sentence for each review flag (the flag
+// itself for one it does not know).
+func ReviewReasons(flags []string) []string {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		if w, ok := reviewWords[f]; ok {
+			out = append(out, f+": "+w)
+		} else {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Templates are the parsed email templates, read-only once loaded and
@@ -89,7 +124,8 @@ var sampleTemplateData = TemplateData{
 	MerchantName: "Shop", OrderID: "order-1", Amount: "10.00", Currency: "USD", Paid: "10.00",
 	Refunded: "0.00", CustomerName: "Customer", CustomerEmail: "customer@example.com",
 	Reason: "reason", Status: "paid", TxnID: "txn-1", DownloadURL: "https://example.com/download",
-	Description: "description", Notification: 1,
+	Description: "description", Notification: 1, OrderStatus: "review", Expected: "12.00", ExpectedCurrency: "USD",
+	Gateway: "paypal", ReviewReasons: []string{"reason"},
 	Deliveries: []ipn.Delivered{{Product: "p", ProductName: "Product", DownloadURL: "https://example.com/dl/t",
 		DownloadsLeft: 5, ExpiresAt: time.Unix(0, 0).UTC(), LicenseKey: "KEY"}},
 }
@@ -199,7 +235,8 @@ func templateSource(overrideDir, file string) (src, where string, err error) {
 // TemplateNames lists every email template: the customer's
 // (payment_received, payment_pending, refund_issued, payment_failed,
 // subscription_started, subscription_canceled) then the merchant's
-// (order_review, dispute_opened, verification_failed). They are the
+// (order_review, dispute_opened, dispute_closed, verification_failed,
+// event_unmatched). They are the
 // ipn.Template* names.
 func TemplateNames() []string {
 	return slices.Clone(templateNames)

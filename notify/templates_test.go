@@ -18,20 +18,25 @@ var updateGolden = flag.Bool("update", false, "rewrite the golden files in testd
 
 // goldenData is the data every golden file is rendered with.
 var goldenData = TemplateData{
-	MerchantName:  "Example Shop",
-	OrderID:       "A-1001",
-	Amount:        "25.00",
-	Currency:      "EUR",
-	Paid:          "25.00",
-	Refunded:      "5.00",
-	CustomerName:  "Ada Lovelace",
-	CustomerEmail: "ada@example.net",
-	Reason:        "review: amount_mismatch (payment 9H123 completed 20.00 EUR)",
-	Status:        "review",
-	TxnID:         "9H123",
-	DownloadURL:   "https://shop.example.com/download/A-1001?token=abc&lang=en",
-	Description:   "The Analytical Engine, e-book",
-	Notification:  42,
+	MerchantName:     "Example Shop",
+	OrderID:          "A-1001",
+	Amount:           "25.00",
+	Currency:         "EUR",
+	Paid:             "25.00",
+	Refunded:         "5.00",
+	CustomerName:     "Ada Lovelace",
+	CustomerEmail:    "ada@example.net",
+	Reason:           "review: amount_mismatch (payment 9H123 completed 20.00 EUR)",
+	Status:           "review",
+	TxnID:            "9H123",
+	DownloadURL:      "https://shop.example.com/download/A-1001?token=abc&lang=en",
+	Description:      "The Analytical Engine, e-book",
+	Notification:     42,
+	OrderStatus:      "review",
+	Expected:         "25.00",
+	ExpectedCurrency: "EUR",
+	Gateway:          "paypal",
+	ReviewReasons:    ReviewReasons([]string{"amount_mismatch"}),
 	Deliveries: []ipn.Delivered{
 		{Product: "engine-book", ProductName: "The Analytical Engine (EPUB)", DownloadURL: "https://shop.example.com/dl/tok1",
 			DownloadsLeft: 5, ExpiresAt: time.Date(2026, 12, 13, 10, 0, 0, 0, time.UTC)},
@@ -87,7 +92,8 @@ func TestTemplatesGolden(t *testing.T) {
 func TestTemplateNamesAreIPNs(t *testing.T) {
 	want := []string{ipn.TemplatePaymentReceived, ipn.TemplatePaymentPending, ipn.TemplateRefundIssued,
 		ipn.TemplatePaymentFailed, ipn.TemplateSubscriptionStarted, ipn.TemplateSubscriptionCanceled,
-		ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateVerificationFailed}
+		ipn.TemplateOrderReview, ipn.TemplateDisputeOpened, ipn.TemplateDisputeClosed, ipn.TemplateVerificationFailed,
+		ipn.TemplateEventUnmatched}
 	if got := TemplateNames(); !slices.Equal(got, want) {
 		t.Errorf("TemplateNames() = %v, want %v", got, want)
 	}

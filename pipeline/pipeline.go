@@ -39,6 +39,12 @@ type Journal interface {
 	Wake() <-chan struct{}
 }
 
+// parkedExpirer is a Journal that fails the events parked too long for
+// their payment (the store's ExpireParked).
+type parkedExpirer interface {
+	ExpireParked(now time.Time) (int, error)
+}
+
 // Observer is told each processing result and verification time.
 // result is one of applied, invalid, failed, duplicate.
 type Observer interface {
@@ -232,6 +238,13 @@ func (p *Pipeline) skip(now time.Time, sweep bool) func(gw string, id uint64, st
 // retry_for behind a failing lane, to fail them.
 func (p *Pipeline) sweepEvery() time.Duration { return min(time.Minute, p.o.RetryFor/10) }
 
+// pastSkipWait is how long an idle Run waits before it looks again when
+// a retry is due already that no step took (a look reads up to skipScan
+// held retries: 85 ms past 20,000 held was measured when it came every
+// 100 ms). What frees held retries (a postback that ends, a reload, a
+// probe's time, new notifications) wakes Run anyway.
+const pastSkipWait = time.Second
+
 // Run processes notifications until ctx is done. It sleeps when there is
 // nothing to do, until the store signals new notifications, a retry is
 // due, a postback ends or a lane may probe again. A step the store fails
@@ -285,7 +298,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			// retries skipped: look again a little later.
 			wait := at.Sub(now)
 			if wait <= 0 {
-				wait = 100 * time.Millisecond
+				wait = pastSkipWait
 			}
 			timer = time.NewTimer(wait)
 			due = timer.C
@@ -328,6 +341,16 @@ const (
 // cursor over.
 func (p *Pipeline) step(ctx context.Context) (int, error) {
 	now := p.o.Now()
+	if e, ok := p.o.Journal.(parkedExpirer); ok {
+		// Events parked past orders.park_for fail (NextDue wakes Run for them).
+		n, err := e.ExpireParked(now)
+		if err != nil {
+			return 0, err
+		}
+		if n > 0 {
+			p.log.Warn("parked events waited too long for their payment; failed, the merchant is told", "count", n)
+		}
+	}
 	sweep := !now.Before(p.sweepAt)
 	work, err := p.o.Journal.PendingExcept(now, p.batch(), p.skip(now, sweep))
 	if err != nil {

@@ -162,3 +162,42 @@ func (l *rateLimiter) size() int {
 	}
 	return n
 }
+
+// ClientLimiter is a token bucket per client (IPv4 address, IPv6 /64)
+// for failures rather than requests: the admin listener spends one per
+// wrong bearer token and refuses a client whose bucket is empty, before
+// comparing anything. Memory is bounded as for the receiver's limiter.
+// Safe for concurrent use.
+type ClientLimiter struct{ l *rateLimiter }
+
+// NewClientLimiter allows burst failures at once per client, regained at
+// perSecond (> 0), remembering at most maxKeys clients (< 1: 100000).
+func NewClientLimiter(perSecond float64, burst, maxKeys int) *ClientLimiter {
+	return &ClientLimiter{l: newRateLimiter(perSecond, burst, maxKeys)}
+}
+
+// Blocked reports whether client has no failure left at now, and how
+// long until it has one. It spends nothing.
+func (c *ClientLimiter) Blocked(client netip.Addr, now time.Time) (bool, time.Duration) {
+	l := c.l
+	key := clientKey(client)
+	s := &l.shards[maphash.Comparable(l.seed, key)%rateShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now, l.refill)
+	lim := s.overflow
+	if e, ok := s.clients[key]; ok {
+		lim = e.Value.(*rateClient).lim
+	} else if len(s.clients) < s.max {
+		return false, 0 // a newcomer would get a full bucket
+	}
+	tokens := lim.TokensAt(now)
+	if tokens >= 1 {
+		return false, 0
+	}
+	wait := min((1-tokens)/float64(l.rate), 3600)
+	return true, time.Duration(wait * float64(time.Second))
+}
+
+// Fail spends one failure of client's bucket at now.
+func (c *ClientLimiter) Fail(client netip.Addr, now time.Time) { c.l.allow(client, now) }

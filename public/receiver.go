@@ -85,6 +85,10 @@ type ReceiverOptions struct {
 	// rejections not logged since the previous one. 0: 10 s.
 	RejectLogEvery time.Duration
 	Now            func() time.Time // nil: time.Now
+	// Ready, when set, tells GET /healthz whether ingest takes
+	// notifications (nil) or answers 503 (the reason, which stays on the
+	// admin listener's /healthz: the public one says only that).
+	Ready func() error
 }
 
 // Receiver is the public HTTP endpoint gateways post to.
@@ -174,6 +178,14 @@ func (r *Receiver) Handler() http.Handler {
 	r.fulfilRoutes(rt)
 	rt.GET("/healthz", func(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if r.opts.Ready != nil && r.opts.Ready() != nil {
+			// A load balancer takes this instance out while ingest
+			// refuses: gateways' notifications go to one that stores them.
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "unavailable: ingest answers 503 (the reason is on the admin /healthz)")
+			return
+		}
 		io.WriteString(w, "ok")
 	})
 	// Unusual methods end here; unknown /ipn/ paths in NotFound.

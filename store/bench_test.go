@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -247,4 +248,118 @@ func fill(b BucketSpace) float64 {
 		return 0
 	}
 	return float64(b.InUse) / float64(b.Bytes)
+}
+
+// BenchmarkBackupLargeStore measures a backup of a large database while
+// ingest goes on (issue 20 point 6): it fills a store to
+// IPND_BENCH_BACKUP_MB (default 2048) through the applier's write path
+// with incompressible bodies, measures the ingest rate of 16 parallel
+// appenders for 5 s, then again while Backup copies the whole database to
+// io.Discard, and prints the database size, the backup's time, both
+// rates, the pages the snapshot kept from reuse and the file's growth.
+func BenchmarkBackupLargeStore(b *testing.B) {
+	target := int64(2048) << 20
+	if n, err := strconv.Atoi(os.Getenv("IPND_BENCH_BACKUP_MB")); err == nil && n > 0 {
+		target = int64(n) << 20
+	}
+	for i := 0; i < b.N; i++ {
+		path := filepath.Join(b.TempDir(), "large.db")
+		db, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		batch := make([]journaled, 0, 10_000)
+		id := 0
+		for {
+			st, _ := os.Stat(path)
+			if st.Size() >= target {
+				break
+			}
+			for range cap(batch) {
+				id++
+				n := sample("g", "fill-"+strconv.Itoa(id), randomID("body", id, 64)+strings.Repeat(randomID("pad", id, 64), 12))
+				batch = append(batch, journaled{id: uint64(id), key: dedupKey(n.Gateway, n.DedupKey), rec: encodeRecord(n)})
+			}
+			if err := db.putJournaled(batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+		db.acked, db.applied = uint64(id), uint64(id)
+		fill := time.Since(start)
+		st, _ := os.Stat(path)
+		size := st.Size()
+
+		var stop atomic.Bool
+		var count atomic.Int64
+		ingest := func(d time.Duration, during func()) (float64, time.Duration) {
+			stop.Store(false)
+			count.Store(0)
+			done := make(chan struct{})
+			for w := range 16 {
+				go func() {
+					defer func() { done <- struct{}{} }()
+					for k := 0; !stop.Load(); k++ {
+						if _, _, err := db.Append(context.Background(), sample("g", fmt.Sprintf("in-%d-%d-%d", i, w, k), "ingest body")); err != nil {
+							b.Error(err)
+							return
+						}
+						count.Add(1)
+					}
+				}()
+			}
+			t0 := time.Now()
+			if during != nil {
+				during()
+			} else {
+				time.Sleep(d)
+			}
+			el := time.Since(t0)
+			stop.Store(true)
+			for range 16 {
+				<-done
+			}
+			return float64(count.Load()) / el.Seconds(), el
+		}
+		before, _ := ingest(5*time.Second, nil)
+		var backupErr error
+		var copied int64
+		var maxPinned int64
+		during, took := ingest(0, func() {
+			watch := make(chan struct{})
+			go func() {
+				for {
+					select {
+					case <-watch:
+						return
+					case <-time.After(50 * time.Millisecond):
+						maxPinned = max(maxPinned, int64(db.bolt.Stats().PendingPageN)*int64(db.bolt.Info().PageSize))
+					}
+				}
+			}()
+			copied, backupErr = db.Backup(io.Discard, nil)
+			close(watch)
+		})
+		if backupErr != nil {
+			b.Fatal(backupErr)
+		}
+		after, _ := os.Stat(path)
+		db.Close()
+		t0 := time.Now()
+		if err := checkFile(path); err != nil {
+			b.Fatal(err)
+		}
+		check := time.Since(t0)
+		t0 = time.Now()
+		if db, err = Open(path, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		reopen := time.Since(t0)
+		fmt.Printf("\nopen of the %d MiB database: %s, of which the damage check (checkFile) %s\n", after.Size()>>20, reopen.Round(time.Millisecond), check.Round(time.Millisecond))
+		fmt.Printf("\nbackup of a %d MiB database (%d records, filled in %s): %d MiB copied in %s; ingest 16 clients: %.0f/s before, %.0f/s during the backup (%.2f); pages kept from reuse at most %d MiB; file grew %d MiB\n",
+			size>>20, id, fill.Round(time.Second), copied>>20, took.Round(100*time.Millisecond), before, during, during/before,
+			maxPinned>>20, (after.Size()-size)>>20)
+		db.Close()
+	}
 }

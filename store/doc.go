@@ -16,6 +16,12 @@
 //	       that applied it; a later notification of the same fact is a duplicate
 //	meta "cursor" -> every log id up to it was processed or scheduled
 //	orders, order_counts, subscriptions: order state (JSON) and counts by status
+//	       (all orders; "test" NUL status: the test orders among them)
+//	orders_by_change updated_at (unix nano, 8) + order id -> nothing: orders
+//	       by last change (ListOrders), filled at open for older files
+//	order_records  an order's facts, history and running tally past a few
+//	       facts, under its id's prefix (orderlog.go): an event reads and
+//	       writes a few of them, whatever the order's length
 //	outbox id -> JSON ipn.OutboxItem; outbox_cause effect cause -> id (a
 //	       cause is queued once); outbox_due lane (effect kind) + 0x00 +
 //	       due + id of pending items (each lane scans its own);

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -128,7 +129,10 @@ func putTokens(tx *bolt.Tx, rec *fulfil.Record) error {
 // or disputed, restored when it is paid again. A paid order whose items
 // cannot be delivered goes to review instead (next and the effects are
 // changed). It returns the effects to queue.
-func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+//
+// w is what the change writes besides the order (its history entry),
+// nil when the order is written whole.
+func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
 	cat := db.catalog.Load()
 	if next == nil {
 		return effects, nil
@@ -158,7 +162,7 @@ func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effe
 		if !cat.Enabled() {
 			return effects, nil
 		}
-		return db.issue(tx, cat, next, ev, effects, now)
+		return db.issue(tx, cat, next, w, ev, effects, now)
 	case fulfil.Revoke:
 		return effects, setRevoked(tx, rec, true, "order "+string(next.Status))
 	case fulfil.Restore:
@@ -167,22 +171,30 @@ func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, ev *ipn.Event, effe
 	return effects, nil
 }
 
-func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+	// The history entry of this change: the write's, or the order's last.
+	var change *ipn.OrderChange
+	if w != nil {
+		change = &w.Change
+	} else if n := len(next.History); n > 0 {
+		next.History = slices.Clone(next.History)
+		change = &next.History[n-1]
+	}
 	items, err := fulfil.Items(next, ev)
 	if err != nil {
-		return fulfil.ToReview(next, effects, ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error(), now), nil
+		return fulfil.ToReview(next, change, effects, ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error(), now), nil
 	}
 	if len(items) == 0 {
 		return effects, nil // nothing bought that ipnd delivers
 	}
 	if unknown := cat.Unknown(items); len(unknown) > 0 {
-		return fulfil.ToReview(next, effects, ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]), now), nil
+		return fulfil.ToReview(next, change, effects, ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]), now), nil
 	}
 	next.Items = items
 	sub, end := subscriptionPeriod(tx, next, ev)
 	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx), sub, end)
 	if errors.Is(err, fulfil.ErrPoolEmpty) {
-		return fulfil.ToReview(next, effects, "license_pool_empty", err.Error(), now), nil
+		return fulfil.ToReview(next, change, effects, "license_pool_empty", err.Error(), now), nil
 	}
 	if err != nil {
 		return nil, err
@@ -431,10 +443,11 @@ func (db *DB) Reissue(id string, now time.Time) ([]ipn.Delivered, error) {
 		if rec.Revoked {
 			return fmt.Errorf("order %q: %w (%s)", id, ErrRevoked, rec.Reason)
 		}
-		o, err := getOrder(tx, id)
+		so, err := getStoredOrder(tx, id)
 		if err != nil {
 			return err
 		}
+		o := orderOrNil(so)
 		lic := map[string]*fulfil.License{}
 		for _, d := range rec.Deliveries {
 			if l, err := getLicense(tx, d.LicenseHash); err != nil {
@@ -560,3 +573,26 @@ var ErrRevoked = errors.New("deliveries revoked")
 
 // ErrNoProducts: no [[product]] is configured, so nothing can be issued.
 var ErrNoProducts = errors.New("no [[product]] is configured")
+
+// deleteDeliveries removes what order id was delivered: its record, its
+// links' tokens and its licenses (a test order deleted with ipnd orders
+// delete). The pool's position stays: a pool key is handed out once.
+func deleteDeliveries(tx *bolt.Tx, id string) error {
+	rec, err := getRecord(tx, id)
+	if err != nil || rec == nil {
+		return err
+	}
+	for _, d := range rec.Deliveries {
+		if b := tx.Bucket(bucketDLTokens); b != nil {
+			if err := b.Delete([]byte(d.TokenHash)); err != nil {
+				return err
+			}
+		}
+		if b := tx.Bucket(bucketLicenses); b != nil && d.LicenseHash != "" {
+			if err := b.Delete([]byte(d.LicenseHash)); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Bucket(bucketFulfil).Delete([]byte(id))
+}

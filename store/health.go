@@ -24,6 +24,90 @@ type LostRange struct {
 	Bounded    bool      `json:"bounded,omitempty"`
 	Reason     string    `json:"reason"`
 	RecordedAt time.Time `json:"recorded_at"`
+	// Unacknowledged: a torn tail Open dropped, which may have been
+	// acknowledged (damage to the newest write reads like a crash within
+	// it); /healthz reports it until the operator acknowledges it
+	// (AckDropped).
+	Unacknowledged bool `json:"unacknowledged,omitempty"`
+}
+
+// bucketDropped: first id of a range -> LostRange; the torn tails Open
+// dropped (TornGroups), which may have been acknowledged.
+var bucketDropped = []byte("dropped")
+
+// Dropped lists the torn tails Open dropped, oldest first, acknowledged
+// by the operator or not.
+func (db *DB) Dropped() ([]LostRange, error) {
+	var out []LostRange
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDropped)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var r LostRange
+			if err := decodeValue(v, &r); err != nil {
+				return fmt.Errorf("%w: dropped range: %v", ErrCorrupt, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, mapClosed(err)
+}
+
+// Unacknowledged lists the dropped torn tails (Dropped) the operator has
+// not acknowledged yet, and counts their ids.
+func (db *DB) Unacknowledged() ([]LostRange, uint64, error) {
+	all, err := db.Dropped()
+	var out []LostRange
+	var ids uint64
+	for _, r := range all {
+		if r.Unacknowledged {
+			out = append(out, r)
+			ids += r.Last - r.First + 1
+		}
+	}
+	return out, ids, err
+}
+
+// AckDropped records that the operator has seen the dropped torn tails
+// (Unacknowledged): /healthz stops reporting them. It returns how many
+// ranges it acknowledged.
+func (db *DB) AckDropped() (int, error) {
+	n := 0
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDropped)
+		if b == nil {
+			return nil
+		}
+		type kv struct{ k, v []byte }
+		var put []kv
+		err := b.ForEach(func(k, v []byte) error {
+			var r LostRange
+			if err := decodeValue(v, &r); err != nil {
+				return fmt.Errorf("%w: dropped range: %v", ErrCorrupt, err)
+			}
+			if !r.Unacknowledged {
+				return nil
+			}
+			r.Unacknowledged = false
+			nv, err := encodeValue(r)
+			put = append(put, kv{append([]byte(nil), k...), nv})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, e := range put {
+			if err := b.Put(e.k, e.v); err != nil {
+				return err
+			}
+		}
+		n = len(put)
+		return nil
+	})
+	return n, mapClosed(err)
 }
 
 // Lost lists the lost id ranges, oldest first.

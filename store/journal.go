@@ -281,6 +281,10 @@ type journal struct {
 	created func(first uint64) error
 	// crashPoint, when set (tests), is called at each step of create.
 	crashPoint func(at string)
+	// linked, when set, is called after each group's sync (the store
+	// checks that the database file still has a name): an error fails
+	// the group as a deleted segment does.
+	linked func() error
 
 	f      *os.File
 	cur    segment
@@ -343,6 +347,12 @@ func (j *journal) write(first uint64, recs [][]byte) error {
 		// records would not be found after a restart.
 		j.fail(first)
 		return fmt.Errorf("%w: journal segment %s was deleted", ErrFilesGone, filepath.Base(j.cur.path))
+	}
+	if j.linked != nil {
+		if err := j.linked(); err != nil {
+			j.fail(first)
+			return err
+		}
 	}
 	j.off += int64(len(j.buf))
 	j.cur.last = last
@@ -670,8 +680,9 @@ type scan struct {
 	recs []journaled // ids above after, in order; they alias the file's bytes
 	next uint64      // the id after the last readable frame
 	high uint64      // the highest id the segment may have been given (its marker, a torn tail's frames)
-	// cut: ids of a final group dropped although its last frame is
-	// there (never acknowledged; see scanSegment), for a warning.
+	// cut: ids of the torn tail dropped (see scanSegment): a crash cut
+	// their write short, or the newest write was damaged after its
+	// fsync; nothing tells which, so they may have been acknowledged.
 	cut    []Damage
 	damage []Damage
 }
@@ -800,7 +811,7 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 			}
 			if cut && top > after {
 				out.cut = append(out.cut, Damage{Segment: name, Offset: int64(off), First: max(next, after+1), Last: top,
-					Reason: fmt.Sprintf("the last group's frames lost before its last one (id %d at offset %d); never acknowledged", found, at)})
+					Reason: fmt.Sprintf("the last group's frames lost before its last one (id %d at offset %d)", found, at)})
 			}
 			// The torn tail: nothing valid follows, or only frames of a group
 			// that never ended, none of which the marker counts as
@@ -812,6 +823,15 @@ func scanSegment(s segment, data []byte, limit, after uint64) (scan, error) {
 					out.damage = append(out.damage, Damage{Segment: name, Offset: int64(off), First: max(next, after+1),
 						Last: acked, Reason: fmt.Sprintf("unreadable frames at the end, acknowledged (the segment's marker counts ids up to %d)", acked)})
 					out.high = max(out.high, acked)
+				}
+				// The rest of the torn tail: ids a write was given (the
+				// marker written with it, its frames found) that do not
+				// read back. A crash within the write+fsync (never
+				// acknowledged) and damage to the newest write after its
+				// fsync (acknowledged) look the same: reported in cut.
+				if first, last := max(next, acked+1, after+1), min(out.high, limit-1); !cut && last >= first {
+					out.cut = append(out.cut, Damage{Segment: name, Offset: int64(off), First: first, Last: last,
+						Reason: "unreadable frames at the end of the journal"})
 				}
 				break
 			}
@@ -844,7 +864,7 @@ type journalScan struct {
 	damage []Damage
 	end    uint64   // the newest id that may have been given (or in bbolt): no new record may have it
 	lost   uint64   // the highest id at stake in damage (0 when none)
-	cut    []Damage // never acknowledged final groups dropped (scan.cut)
+	cut    []Damage // torn tails dropped, may have been acknowledged (scan.cut)
 }
 
 // scanJournal checks every segment of the database at base, one at a

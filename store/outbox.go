@@ -185,8 +185,10 @@ func orderQueueKey(kind, order string, id uint64) []byte {
 // transaction otherwise). With demote (cur just joined the queue) an
 // item that was the head until then and no longer is leaves the due
 // index: only a manual retry of an older item does that. Keys whose item
-// is no longer pending or cannot be read are dropped on the way: they
-// must not hold the order's later items forever. It costs a seek and a
+// is gone or no longer pending are dropped on the way: they must not
+// hold the order's later items forever. An item that does not decode is
+// made due at once, so that DueLane makes it dead (and counts it) and
+// releases the order's next one. It costs a seek and a
 // read or two, whatever the size of the outbox.
 func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote bool) error {
 	queue, due := tx.Bucket(bucketOutboxOrder), tx.Bucket(bucketOutboxDue)
@@ -197,7 +199,12 @@ func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote b
 			return cur, nil
 		}
 		it, err := getOutbox(tx, id)
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || (err == nil && it.State != ipn.OutboxPending) {
+		if errors.Is(err, ErrCorrupt) {
+			// Damaged while it waited: due at once (at the epoch), so that
+			// DueLane makes it dead, saying so, and lets the next go.
+			return &ipn.OutboxItem{ID: id, State: ipn.OutboxPending, NextAttempt: time.Unix(0, 0)}, nil
+		}
+		if errors.Is(err, ErrNotFound) || (err == nil && it.State != ipn.OutboxPending) {
 			return nil, nil // stale
 		}
 		return it, err
@@ -596,18 +603,14 @@ func (db *DB) noteSkipped(tx *bolt.Tx, it *ipn.OutboxItem, now time.Time) error 
 	if it.Effect.OrderID == "" {
 		return nil
 	}
-	o, err := getOrder(tx, it.Effect.OrderID)
-	if err != nil || o == nil {
-		return err
-	}
 	what := it.Effect.Kind
 	if it.Effect.Template != "" {
 		what += " " + it.Effect.Template
 	}
-	next := *o
-	next.History = append(slices.Clip(o.History), ipn.OrderChange{At: now.UTC(), Notification: it.Notification,
-		From: o.Status, To: o.Status, Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)})
-	return db.putOrder(tx, o, &next)
+	return db.appendOrderChange(tx, it.Effect.OrderID, func(o *ipn.Order) ipn.OrderChange {
+		return ipn.OrderChange{At: now.UTC(), Notification: it.Notification, From: o.Status, To: o.Status,
+			Reason: fmt.Sprintf("outbox %d (%s) skipped: %s", it.ID, what, it.LastError)}
+	})
 }
 
 // RetryOutbox makes an item due now with its attempts reset: a dead or

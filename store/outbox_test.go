@@ -452,3 +452,54 @@ func TestDamagedHeadOfAnOrderQueue(t *testing.T) {
 		t.Errorf("after the damaged heads: due = %q, want A/refunded B/refunded", got)
 	}
 }
+
+// A callback damaged while it waits behind an earlier one of its order is
+// made dead (said, counted) once it would be due, not dropped from its
+// order's queue without a word: the pending count does not keep it
+// forever, and the order's next callback goes.
+func TestDamagedWaitingItemOfAnOrderQueue(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "A", now)
+	queueRefund(t, db, "A", now)
+	queueRefund(t, db, "A2", now) // another order, for contrast
+	heads, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(heads) != 2 || heads[0].Effect.OrderID != "A" {
+		t.Fatalf("due %+v, want A's order.paid and A2's callback", heads)
+	}
+	waiting, err := db.ListOutbox(ipn.OutboxPending, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refund uint64
+	for _, it := range waiting {
+		if it.Effect.Kind == ipn.EffectShopCallback && it.Effect.OrderID == "A" && it.ID != heads[0].ID {
+			refund = it.ID
+		}
+	}
+	if refund == 0 {
+		t.Fatalf("A's waiting refund callback not listed: %+v", waiting)
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).Put(u64(refund), []byte("\x00garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seen := db.DamagedSeen()
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: heads[0].ID, State: ipn.OutboxSent, Attempts: 1}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DueLane(ipn.EffectShopCallback, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.DamagedSeen() - seen; got != 1 {
+		t.Errorf("damaged items made dead = %d, want 1 (the waiting refund callback)", got)
+	}
+	counts, err := db.OutboxCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, d := counts[ipn.OutboxPending][ipn.EffectShopCallback], counts[ipn.OutboxDead][ipn.EffectShopCallback]; p != 1 || d != 1 {
+		t.Errorf("callbacks pending %d, dead %d; want 1 (A2's), 1 (the damaged one)", p, d)
+	}
+}

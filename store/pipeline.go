@@ -1,7 +1,7 @@
 package store
 
 import (
-	"cmp"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +18,13 @@ var (
 	bucketRetry  = []byte("retry")  // due unix-nano (8) + id (8) -> the notification's gateway ("" in older records)
 	bucketEvents = []byte("events") // ipn.Outcome.EventKey -> id of the notification that applied it
 	keyCursor    = []byte("cursor") // in meta: every id <= cursor has been processed or scheduled
+	// bucketRetryGateway indexes the retry entries by gateway: gateway +
+	// 0x00 + id (8) -> the retry key, so that the oldest notification
+	// scheduled of each gateway is one seek away (the lag per gateway is
+	// read on every scrape and /healthz, while a hanging verify URL can
+	// hold many thousands). Made, from the retry entries, by the first
+	// write that schedules or ends a retry (see retryIndex).
+	bucketRetryGateway = []byte("retry_gateway")
 )
 
 // Wake returns a channel that receives a value after new notifications are
@@ -49,9 +56,41 @@ func (db *DB) Pending(now time.Time, max int) ([]ipn.Work, error) {
 // and id name the notification; state reads its processing record (nil
 // when it does not decode).
 
-// skipScan bounds how many due retries one call passes over (skip): past
-// them, later due retries wait for the next call.
+// skipScan bounds how many due retries one call asks skip about and
+// passes over: past them, the retries of a gateway skip named already in
+// the call are passed over without asking (a key each, no record read),
+// so that the retries and replays of other gateways are still reached
+// behind the many thousands a hanging verify URL can hold.
 const skipScan = 4096
+
+// retrySkip asks skip about the due retries of one call, in due order
+// (see skipScan). nil skip leaves out nothing.
+type retrySkip struct {
+	tx      *bolt.Tx
+	skip    func(gateway string, id uint64, state func() *ipn.Processing) bool
+	skipped int
+	held    map[string]bool // gateways skip named in this call
+}
+
+// leave reports whether the retry entry k (value v) stays where it is.
+func (r *retrySkip) leave(k, v []byte) bool {
+	if r.skip == nil {
+		return false
+	}
+	gw := retryGatewayOf(r.tx, k, v)
+	if r.skipped >= skipScan && r.held[gw] {
+		return true
+	}
+	if !skipRetry(r.tx, r.skip, gw, binary.BigEndian.Uint64(k[8:])) {
+		return false
+	}
+	if r.held == nil {
+		r.held = map[string]bool{}
+	}
+	r.skipped++
+	r.held[gw] = true
+	return true
+}
 
 // PendingExcept is Pending, leaving out the due retries skip names
 // (they do not count toward max). Fresh notifications are never left out.
@@ -96,9 +135,9 @@ func (db *DB) PendingExcept(now time.Time, max int, skip func(gateway string, id
 			}
 			out = append(out, ipn.Work{Notification: n, Processing: p, Fresh: true})
 		}
-		skipped := 0
+		rs := &retrySkip{tx: tx, skip: skip}
 		rc := tx.Bucket(bucketRetry).Cursor()
-		for k, gw := rc.First(); k != nil && todo < max && skipped < skipScan; k, gw = rc.Next() {
+		for k, gw := rc.First(); k != nil && todo < max; k, gw = rc.Next() {
 			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > now.UnixNano() {
 				break
 			}
@@ -106,8 +145,7 @@ func (db *DB) PendingExcept(now time.Time, max int, skip func(gateway string, id
 			if id > cursor {
 				continue // still ahead of the cursor: taken as fresh
 			}
-			if skip != nil && skipRetry(tx, skip, string(gw), id) {
-				skipped++
+			if rs.leave(k, gw) {
 				continue
 			}
 			v := tx.Bucket(bucketLog).Get(u64(id))
@@ -155,31 +193,38 @@ func skipRetry(tx *bolt.Tx, skip func(string, uint64, func() *ipn.Processing) bo
 	})
 }
 
-// NextDue returns when the earliest scheduled retry or replay is due.
+// NextDue returns when the earliest scheduled retry or replay is due,
+// or the oldest parked event expires (ExpireParked), if sooner.
 func (db *DB) NextDue() (time.Time, bool) {
 	return db.NextDueExcept(nil)
 }
 
-// NextDueExcept is NextDue, leaving out the retries skip names. Past
-// skipScan of them it returns the due time of the last one it passed
-// over.
+// NextDueExcept is NextDue, leaving out the retries skip names (past
+// skipScan of them, all those of the gateways it named: see skipScan).
 func (db *DB) NextDueExcept(skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool) {
 	var due time.Time
 	var ok bool
 	db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRetry).Cursor()
-		skipped := 0
-		for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
-			due, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
-			if skip == nil || skipped >= skipScan || !skipRetry(tx, skip, string(gw), binary.BigEndian.Uint64(k[8:])) {
-				return nil
-			}
-			skipped++
+		due, ok = nextRetryDue(tx, skip)
+		if at, parked := db.nextParkedDue(tx); parked && (!ok || at.Before(due)) {
+			due, ok = at, true
 		}
-		ok = false
 		return nil
 	})
 	return due, ok
+}
+
+// nextRetryDue is when the earliest retry that skip does not leave out
+// (see retrySkip) is due; false when every retry is left out.
+func nextRetryDue(tx *bolt.Tx, skip func(gateway string, id uint64, state func() *ipn.Processing) bool) (time.Time, bool) {
+	c := tx.Bucket(bucketRetry).Cursor()
+	rs := &retrySkip{tx: tx, skip: skip}
+	for k, gw := c.First(); len(k) == 16; k, gw = c.Next() {
+		if !rs.leave(k, gw) {
+			return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Finish records the outcomes of a batch of notifications in a single
@@ -245,7 +290,7 @@ func dropRetries(tx *bolt.Tx, id uint64) error {
 	})
 	for _, k := range keys {
 		if err == nil {
-			err = retry.Delete(k)
+			err = deleteRetry(tx, k)
 		}
 	}
 	return err
@@ -327,7 +372,7 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 	}
 	if o.State == ipn.StateApplied && o.EventKey != "" {
 		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
-		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && o.Event != nil && cmp.Or(o.Event.OrderID, s.RefOrder) != "" {
+		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && ipn.TargetOrder(o, s.RefOrder) != "" {
 			st, err := stateOf(tx, s.FirstOfFact)
 			if err != nil {
 				return s, err
@@ -336,8 +381,10 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 		}
 	}
 	if o.ApplyOrder && o.Event != nil {
-		if id := cmp.Or(o.Event.OrderID, s.RefOrder); id != "" {
-			if s.Order, err = getOrder(tx, id); err != nil {
+		if id := ipn.TargetOrder(o, s.RefOrder); id != "" {
+			ac := o.Context
+			ac.EventKey = o.EventKey
+			if s.Order, s.State, err = orderState(tx, id, o.Event, ac); err != nil {
 				return s, err
 			}
 		}
@@ -347,14 +394,13 @@ func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
 
 // record writes decision d about outcome o.
 func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, now time.Time) (ipn.Recorded, error) {
-	retry := tx.Bucket(bucketRetry)
 	if old := s.Processing.NextAttempt; !old.IsZero() {
-		if err := retry.Delete(retryKey(old, o.ID)); err != nil {
+		if err := deleteRetry(tx, retryKey(old, o.ID)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
 	if due := d.Processing.NextAttempt; !due.IsZero() {
-		if err := retry.Put(retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
+		if err := putRetry(tx, retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
@@ -374,11 +420,11 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 	}
 	if d.Order != nil {
 		var err error
-		if d.Effects, err = db.fulfilOrder(tx, s.Order, d.Order, d.Event, d.Effects, now); err != nil { // SPEC §11
+		if d.Effects, err = db.fulfilOrder(tx, s.Order, d.Order, d.Write, d.Event, d.Effects, now); err != nil { // SPEC §11
 			return ipn.Recorded{}, err
 		}
 		d.Recorded.OrderTo = d.Order.Status
-		if err := db.putOrder(tx, s.Order, d.Order); err != nil {
+		if err := db.recordOrder(tx, s.Order, d.Order, s.State, d.Write); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
@@ -391,7 +437,9 @@ func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, n
 		}
 	}
 	if d.Park != nil {
-		if err := park(tx, d.Context.Gateway, o.ID, *d.Park); err != nil {
+		w := *d.Park
+		w.At = now
+		if err := park(tx, d.Context.Gateway, o.ID, w); err != nil {
 			return ipn.Recorded{}, err
 		}
 	}
@@ -437,15 +485,14 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		retry := tx.Bucket(bucketRetry)
 		if !p.NextAttempt.IsZero() {
-			if err := retry.Delete(retryKey(p.NextAttempt, id)); err != nil {
+			if err := deleteRetry(tx, retryKey(p.NextAttempt, id)); err != nil {
 				return err
 			}
 		}
 		p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
 		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
-		if err := retry.Put(retryKey(now, id), []byte(n.Gateway)); err != nil {
+		if err := putRetry(tx, retryKey(now, id), []byte(n.Gateway)); err != nil {
 			return err
 		}
 		return putProcessing(tx, id, p)
@@ -483,6 +530,116 @@ func retryKey(due time.Time, id uint64) []byte {
 	return k
 }
 
+// retryGatewayOf is the gateway of retry entry k with value v (older
+// entries name none: the log record does; "" when it does not decode).
+func retryGatewayOf(tx *bolt.Tx, k, v []byte) string {
+	if len(v) > 0 || len(k) != 16 {
+		return string(v)
+	}
+	if n, err := logged(tx, binary.BigEndian.Uint64(k[8:])); err == nil {
+		return n.Gateway
+	}
+	return ""
+}
+
+func retryIndexKey(gateway string, id uint64) []byte {
+	k := make([]byte, 0, len(gateway)+9)
+	k = append(append(k, gateway...), 0)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// retryIndex returns the index of the retry entries by gateway, made
+// (from the retry entries) when it does not exist yet: a database
+// written before it, or one an older build of this schema wrote.
+func retryIndex(tx *bolt.Tx) (*bolt.Bucket, error) {
+	if b := tx.Bucket(bucketRetryGateway); b != nil {
+		return b, nil
+	}
+	b, err := tx.CreateBucket(bucketRetryGateway)
+	if err != nil {
+		return nil, err
+	}
+	err = tx.Bucket(bucketRetry).ForEach(func(k, v []byte) error {
+		if gw := retryGatewayOf(tx, k, v); gw != "" {
+			return b.Put(retryIndexKey(gw, binary.BigEndian.Uint64(k[8:])), bytes.Clone(k))
+		}
+		return nil
+	})
+	return b, err
+}
+
+// putRetry schedules retry entry k of gateway gw, in the index too.
+func putRetry(tx *bolt.Tx, k, gw []byte) error {
+	idx, err := retryIndex(tx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRetry).Put(k, gw); err != nil {
+		return err
+	}
+	if g := retryGatewayOf(tx, k, gw); g != "" {
+		return idx.Put(retryIndexKey(g, binary.BigEndian.Uint64(k[8:])), k)
+	}
+	return nil
+}
+
+// deleteRetry removes retry entry k, and its index entry.
+func deleteRetry(tx *bolt.Tx, k []byte) error {
+	idx, err := retryIndex(tx)
+	if err != nil {
+		return err
+	}
+	retry := tx.Bucket(bucketRetry)
+	v := retry.Get(k)
+	if v == nil {
+		return nil
+	}
+	if g := retryGatewayOf(tx, k, v); g != "" {
+		ik := retryIndexKey(g, binary.BigEndian.Uint64(k[8:]))
+		if bytes.Equal(idx.Get(ik), k) {
+			if err := idx.Delete(ik); err != nil {
+				return err
+			}
+		}
+	}
+	return retry.Delete(k)
+}
+
+// oldestRetries calls consider with the oldest (lowest) id scheduled for
+// a retry of each gateway: from the index, a seek per gateway (entries
+// whose retry is gone, left by a build without the index, are passed
+// over); without the index, from every retry entry.
+func oldestRetries(tx *bolt.Tx, consider func(gateway string, id uint64)) {
+	retry, idx := tx.Bucket(bucketRetry), tx.Bucket(bucketRetryGateway)
+	if idx == nil {
+		retry.ForEach(func(k, v []byte) error {
+			if len(k) == 16 {
+				if gw := retryGatewayOf(tx, k, v); gw != "" {
+					consider(gw, binary.BigEndian.Uint64(k[8:]))
+				}
+			}
+			return nil
+		})
+		return
+	}
+	c := idx.Cursor()
+	k, v := c.First()
+	for k != nil {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			k, v = c.Next()
+			continue
+		}
+		gw := k[:i]
+		if retry.Get(v) != nil {
+			consider(string(gw), binary.BigEndian.Uint64(k[i+1:]))
+			k, v = c.Seek(append(bytes.Clone(gw), 1)) // the next gateway
+			continue
+		}
+		k, v = c.Next()
+	}
+}
+
 func getU64(v []byte) uint64 {
 	if len(v) != 8 {
 		return 0
@@ -506,8 +663,8 @@ func (db *DB) OldestPending() (time.Time, bool) {
 // OldestPendingByGateway returns, per gateway, when its oldest
 // notification still waiting for processing was received: the first
 // unsettled one of each gateway among the first skipScan after the
-// cursor, and the oldest one scheduled for a retry (the retry entries
-// name their gateway, so only the oldest per gateway is read).
+// cursor, and the oldest one scheduled for a retry (a seek per gateway
+// in the index of the retries by gateway).
 func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
 	out := map[string]time.Time{}
 	db.bolt.View(func(tx *bolt.Tx) error {
@@ -532,21 +689,7 @@ func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
 				}
 			}
 		}
-		tx.Bucket(bucketRetry).ForEach(func(k, gw []byte) error {
-			if len(k) != 16 {
-				return nil
-			}
-			id := binary.BigEndian.Uint64(k[8:])
-			if len(gw) == 0 {
-				n, err := logged(tx, id)
-				if err != nil {
-					return nil
-				}
-				gw = []byte(n.Gateway)
-			}
-			consider(string(gw), id)
-			return nil
-		})
+		oldestRetries(tx, consider)
 		for gateway, id := range oldest {
 			if n, err := logged(tx, id); err == nil {
 				out[gateway] = n.ReceivedAt

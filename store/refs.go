@@ -18,10 +18,180 @@ import (
 // An event that names none the store knows (a refund before its payment)
 // is parked as an orphan under each of its identifiers and applied to
 // the order, in the same transaction, when a payment brings one of them.
+//
+// A parked event waits at most orders.park_for (SetParkFor): the parked_due
+// index orders them by the time they were parked, ExpireParked fails
+// those past it, and meta key parked_count counts them, so that
+// ipnd_parked_events is read without a scan.
 var (
-	bucketRefs    = []byte("order_refs") // gateway NUL ref -> order id
-	bucketOrphans = []byte("orphans")    // gateway NUL ref NUL notification id (8) -> JSON orphan
+	bucketRefs      = []byte("order_refs") // gateway NUL ref -> order id
+	bucketOrphans   = []byte("orphans")    // gateway NUL ref NUL notification id (8) -> JSON orphan
+	bucketParkedDue = []byte("parked_due") // parked at unix-nano (8) + notification id (8) -> gateway NUL first ref
+	keyParked       = []byte("parked_count")
 )
+
+func parkedDueKey(at time.Time, id uint64) []byte {
+	return retryKey(at, id) // the same layout: time then id
+}
+
+// addParked moves the parked count by delta.
+func addParked(tx *bolt.Tx, delta int64) error {
+	meta := tx.Bucket(bucketMeta)
+	n := int64(getU64(meta.Get(keyParked))) + delta
+	return meta.Put(keyParked, u64(uint64(max(n, 0))))
+}
+
+// migrateParked creates the parked_due index and the parked count for a
+// database whose orphans an older build parked (without them): each is
+// taken as parked now.
+func migrateParked(tx *bolt.Tx, now time.Time) error {
+	due, err := tx.CreateBucketIfNotExists(bucketParkedDue)
+	if err != nil {
+		return err
+	}
+	if tx.Bucket(bucketMeta).Get(keyParked) != nil {
+		return nil
+	}
+	orphans := tx.Bucket(bucketOrphans)
+	type entry struct{ k, v []byte }
+	var rewrite []entry
+	seen := map[uint64]bool{}
+	err = orphans.ForEach(func(k, v []byte) error {
+		if len(k) < 10 {
+			return nil
+		}
+		id := binary.BigEndian.Uint64(k[len(k)-8:])
+		var w ipn.Parked
+		if err := decodeValue(v, &w); err != nil || w.Event == nil {
+			return nil // left alone: attach reports it if it is ever reached
+		}
+		if w.At.IsZero() {
+			w.At = now
+			nv, err := encodeValue(w)
+			if err != nil {
+				return err
+			}
+			rewrite = append(rewrite, entry{bytes.Clone(k), nv})
+		}
+		if !seen[id] {
+			seen[id] = true
+			gw, rest, _ := bytes.Cut(k[:len(k)-9], []byte{0})
+			if err := due.Put(parkedDueKey(w.At, id), append(append(bytes.Clone(gw), 0), rest...)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range rewrite {
+		if err := orphans.Put(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyParked, u64(uint64(len(seen))))
+}
+
+// SetParkFor sets orders.park_for: how long an event may wait for its
+// payment before ExpireParked fails it (0: forever).
+func (db *DB) SetParkFor(d time.Duration) { db.parkFor.Store(int64(d)) }
+
+// ParkFor returns orders.park_for as SetParkFor set it.
+func (db *DB) ParkFor() time.Duration { return time.Duration(db.parkFor.Load()) }
+
+// nextParkedDue returns when the oldest parked event is due to expire.
+func (db *DB) nextParkedDue(tx *bolt.Tx) (time.Time, bool) {
+	parkFor := db.ParkFor()
+	if parkFor <= 0 {
+		return time.Time{}, false
+	}
+	k, _ := tx.Bucket(bucketParkedDue).Cursor().First()
+	if len(k) != 16 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).Add(parkFor), true
+}
+
+// ExpireParked fails the parked events that have waited longer than
+// orders.park_for at now (see ipn.ExpireParked): each leaves the orphans,
+// its fact key is released (a later copy naming its order is applied),
+// its notification is failed with the reason and the merchant's alert is
+// queued, in one transaction per batch. It returns how many it failed.
+// The pipeline calls it at each step; NextDue includes the next expiry.
+func (db *DB) ExpireParked(now time.Time) (int, error) {
+	var due bool
+	db.bolt.View(func(tx *bolt.Tx) error {
+		at, ok := db.nextParkedDue(tx)
+		due = ok && !at.After(now)
+		return nil
+	})
+	if !due {
+		return 0, nil
+	}
+	parkFor := db.ParkFor()
+	cutoff := now.Add(-parkFor)
+	n := 0
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		dueB, orphans := tx.Bucket(bucketParkedDue), tx.Bucket(bucketOrphans)
+		var keys [][]byte
+		c := dueB.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < 256; k, _ = c.Next() {
+			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > cutoff.UnixNano() {
+				break
+			}
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			id := binary.BigEndian.Uint64(k[8:])
+			gw, first, _ := bytes.Cut(dueB.Get(k), []byte{0})
+			if err := dueB.Delete(k); err != nil {
+				return err
+			}
+			v := orphans.Get(orphanKey(string(gw), string(first), id))
+			if v == nil {
+				continue // adopted meanwhile
+			}
+			var w ipn.Parked
+			if err := decodeValue(v, &w); err != nil || w.Event == nil {
+				return fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, id, err)
+			}
+			for _, r := range w.Event.PaymentRefs() {
+				if err := orphans.Delete(orphanKey(string(gw), r, id)); err != nil {
+					return err
+				}
+			}
+			if err := addParked(tx, -1); err != nil {
+				return err
+			}
+			if w.EventKey != "" && getU64(tx.Bucket(bucketEvents).Get([]byte(w.EventKey))) == id {
+				if err := tx.Bucket(bucketEvents).Delete([]byte(w.EventKey)); err != nil {
+					return err
+				}
+			}
+			p, err := stateOf(tx, id)
+			if err != nil {
+				return err
+			}
+			if p == nil || p.State != ipn.StateApplied {
+				continue // replayed meanwhile: the pipeline decides it again
+			}
+			next, effects := ipn.ExpireParked(p, id, w, parkFor, now)
+			if err := putProcessing(tx, id, &next); err != nil {
+				return err
+			}
+			if err := db.enqueue(tx, effects, id, now); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err == nil && n > 0 {
+		db.pokeOutbox()
+	}
+	return n, mapClosed(err)
+}
 
 func refKey(gateway, ref string) []byte {
 	return append(append([]byte(gateway), 0), ref...)
@@ -44,14 +214,32 @@ func findRef(tx *bolt.Tx, gateway string, refs []string) string {
 }
 
 // park keeps an applied event that names no known order under each of
-// its references.
+// its references, parked at w.At.
 func park(tx *bolt.Tx, gateway string, id uint64, w ipn.Parked) error {
+	b := tx.Bucket(bucketOrphans)
+	refs := w.Event.PaymentRefs()
+	if len(refs) == 0 {
+		return nil
+	}
+	if old := b.Get(orphanKey(gateway, refs[0], id)); old != nil {
+		// Parked already (a replay of a parked event): it keeps its time.
+		var prev ipn.Parked
+		if decodeValue(old, &prev) == nil && !prev.At.IsZero() {
+			w.At = prev.At
+		}
+	} else {
+		if err := tx.Bucket(bucketParkedDue).Put(parkedDueKey(w.At, id), append(append([]byte(gateway), 0), refs[0]...)); err != nil {
+			return err
+		}
+		if err := addParked(tx, 1); err != nil {
+			return err
+		}
+	}
 	v, err := encodeValue(w)
 	if err != nil {
 		return err
 	}
-	b := tx.Bucket(bucketOrphans)
-	for _, r := range w.Event.PaymentRefs() {
+	for _, r := range refs {
 		if err := b.Put(orphanKey(gateway, r, id), v); err != nil {
 			return err
 		}
@@ -101,12 +289,25 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 					return nil, err
 				}
 			}
-			a := ipn.Adopt(o, p.id, gateway, p.w, now)
-			var err error
-			if a.Effects, err = db.fulfilOrder(tx, o, &a.Order, a.Event, a.Effects, now); err != nil { // SPEC §11
+			if err := tx.Bucket(bucketParkedDue).Delete(parkedDueKey(p.w.At, p.id)); err != nil {
 				return nil, err
 			}
-			if err := db.putOrder(tx, o, &a.Order); err != nil {
+			if err := addParked(tx, -1); err != nil {
+				return nil, err
+			}
+			ev, ac := ipn.AdoptEvent(o.ID, p.id, gateway, p.w, now)
+			cur, st, err := orderState(tx, o.ID, ev, ac)
+			if err != nil {
+				return nil, err
+			}
+			if cur == nil {
+				cur = o
+			}
+			a := ipn.AdoptState(cur, st, p.id, gateway, p.w, now)
+			if a.Effects, err = db.fulfilOrder(tx, cur, &a.Order, a.Write, a.Event, a.Effects, now); err != nil { // SPEC §11
+				return nil, err
+			}
+			if err := db.recordOrder(tx, cur, &a.Order, st, a.Write); err != nil {
 				return nil, err
 			}
 			if err := db.enqueue(tx, a.Effects, p.id, now); err != nil {
@@ -117,7 +318,7 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 					return nil, err
 				}
 			}
-			if err := noteAdopted(tx, p.id, o.ID, a.Detail, now); err != nil {
+			if err := noteAdopted(tx, p.id, o.ID, a.Event, a.Detail, now); err != nil {
 				return nil, err
 			}
 			o = &a.Order
@@ -129,29 +330,27 @@ func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, n
 
 // noteAdopted records in a parked notification's history that it reached
 // its order.
-func noteAdopted(tx *bolt.Tx, id uint64, orderID, detail string, now time.Time) error {
+func noteAdopted(tx *bolt.Tx, id uint64, orderID string, ev *ipn.Event, detail string, now time.Time) error {
 	p, err := stateOf(tx, id)
 	if err != nil || p == nil {
 		return err
 	}
 	if p.Event != nil {
 		p.Event.OrderID = orderID
+		p.Event.Amount = ev.Amount // a refund's own amount, known now
 	}
 	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
 	return putProcessing(tx, id, p)
 }
 
 // Parked counts the events waiting for their order: notifications
-// parked under references no payment has brought yet (see park).
+// parked under references no payment has brought yet (see park). It
+// reads a count the store keeps, not the orphans.
 func (db *DB) Parked() (int, error) {
-	ids := map[uint64]bool{}
+	n := 0
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOrphans).ForEach(func(k, _ []byte) error {
-			if len(k) >= 8 {
-				ids[binary.BigEndian.Uint64(k[len(k)-8:])] = true
-			}
-			return nil
-		})
+		n = int(getU64(tx.Bucket(bucketMeta).Get(keyParked)))
+		return nil
 	})
-	return len(ids), mapClosed(err)
+	return n, mapClosed(err)
 }

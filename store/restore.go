@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ type FileInfo struct {
 	Notifications int
 	Orders        int
 	OutboxItems   int
-	Lost          int // ids recorded as lost (journal damage), never given again
+	Lost          int    // ids recorded as lost (journal damage), never given again
+	Sequence      uint64 // the highest id given (LastID, or above: ids lost or of a torn tail)
 }
 
 // Inspect opens the database file at path read-only, checks bbolt's
@@ -35,6 +37,9 @@ func Inspect(path string) (FileInfo, error) {
 		return fi, fmt.Errorf("store: %w", err)
 	}
 	if err := checkFileSize(path); err != nil {
+		return fi, err
+	}
+	if err := checkFile(path); err != nil { // bbolt's check panics on some damage
 		return fi, err
 	}
 	b, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
@@ -61,6 +66,7 @@ func Inspect(path string) (FileInfo, error) {
 		if k, _ := log.Cursor().Last(); k != nil {
 			fi.LastID = binary.BigEndian.Uint64(k)
 		}
+		fi.Sequence = max(log.Sequence(), fi.LastID)
 		fi.Notifications = log.Stats().KeyN
 		if o := tx.Bucket(bucketOrders); o != nil {
 			fi.Orders = o.Stats().KeyN
@@ -76,25 +82,54 @@ func Inspect(path string) (FileInfo, error) {
 	return fi, err
 }
 
+// Restored is what Restore did.
+type Restored struct {
+	FileInfo          // the database as installed: the backup and what the journal brought back
+	Backup   FileInfo // the backup as it was
+	Aside    string   // the directory the previous files went to ("" when there were none)
+	// FromJournal counts the notifications the journal of the previous
+	// database held and the backup did not: they are in the restored
+	// database, with their ids (the pipeline processes them on start).
+	FromJournal int
+	// NotBack are the ids above the backup's that the previous database
+	// had given and that neither the backup nor its journal holds (they
+	// were only in the replaced database, or the journal is damaged):
+	// recorded as lost, never given again (show answers 410).
+	NotBack []Damage
+	// Unknown is set when the replaced database could not be read and no
+	// journal said how far its ids went: ids it gave after the backup may
+	// be given again.
+	Unknown bool
+}
+
 // Restore installs the backup at backup as the database at path, with
-// ipnd stopped: it checks the backup (Inspect), moves the current
-// database and its journal segments, if any, into a new directory beside
-// them (path + ".before-restore-" + time; nothing is deleted), then
-// copies the backup into place (written to a temporary file, synced,
-// renamed). It fails with ErrInUse while ipnd has the database open, and
-// changes nothing when the backup does not check. It returns what was
-// restored and the directory the previous files went to ("" when there
-// were none).
-func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
+// ipnd stopped: it checks the backup (Inspect), copies it beside the
+// database and applies to the copy the journal's records the backup does
+// not have (the notifications acknowledged since the backup that were
+// not yet applied, or whose database is damaged), recording as lost the
+// ids it cannot bring back; then it moves the current database and its
+// journal segments, if any, into a new directory beside them (path +
+// ".before-restore-" + time; nothing is deleted) and renames the copy into
+// place. It fails with ErrInUse while ipnd has the database open, and
+// changes nothing when the backup does not check or the journal cannot be
+// read.
+func Restore(path, backup string, now time.Time) (Restored, error) {
+	var r Restored
 	fi, err := Inspect(backup)
 	if err != nil {
-		return fi, "", fmt.Errorf("restore: the backup: %w", err)
+		return r, fmt.Errorf("restore: the backup: %w", err)
 	}
+	r.Backup, r.FileInfo = fi, fi
+	prevSeq, prevKnown := uint64(0), false
 	if _, err := os.Stat(path); err == nil {
 		// Locked while ipnd runs: refuse before touching anything.
-		if _, err := Inspect(path); errors.Is(err, ErrInUse) {
-			return fi, "", fmt.Errorf("restore: %s: %w: stop ipnd first", path, ErrInUse)
+		prev, err := Inspect(path)
+		if errors.Is(err, ErrInUse) {
+			return r, fmt.Errorf("restore: %s: %w: stop ipnd first", path, ErrInUse)
 		}
+		prevSeq, prevKnown = prev.Sequence, err == nil
+	} else {
+		prevKnown = true // none: nothing was given
 	}
 	// The copy first: until it is synced beside the database, nothing
 	// is moved, so a failure (a full disk) leaves everything as it was.
@@ -103,7 +138,21 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 	os.Remove(tmp) // left by a restore that crashed
 	if err := copyFile(backup, tmp); err != nil {
 		os.Remove(tmp)
-		return fi, "", fmt.Errorf("restore: %w", err)
+		return r, fmt.Errorf("restore: %w", err)
+	}
+	segs, err := segmentsOnDisk(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.Remove(tmp)
+		return r, fmt.Errorf("restore: %w", err)
+	}
+	aside := path + ".before-restore-" + now.UTC().Format("20060102T150405Z")
+	if err := bringBack(tmp, path, aside, fi, prevSeq, prevKnown, now, &r); err != nil {
+		os.Remove(tmp)
+		return r, fmt.Errorf("restore: bringing back the journal's notifications: %w", err)
+	}
+	if r.FileInfo, err = Inspect(tmp); err != nil {
+		os.Remove(tmp)
+		return r, fmt.Errorf("restore: the restored copy: %w", err)
 	}
 	var current []string
 	var owner *syscall.Stat_t
@@ -111,20 +160,14 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 		current = append(current, path)
 		owner, _ = st.Sys().(*syscall.Stat_t)
 	}
-	segs, err := segmentsOnDisk(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		os.Remove(tmp)
-		return fi, "", fmt.Errorf("restore: %w", err)
-	}
 	for _, s := range segs {
 		current = append(current, s.path)
 	}
-	aside := ""
 	if len(current) > 0 {
-		aside = path + ".before-restore-" + now.UTC().Format("20060102T150405Z")
+		r.Aside = aside
 		if err := os.Mkdir(aside, 0o700); err != nil {
 			os.Remove(tmp)
-			return fi, "", fmt.Errorf("restore: %w", err)
+			return r, fmt.Errorf("restore: %w", err)
 		}
 		for i, p := range current {
 			if err := os.Rename(p, filepath.Join(aside, filepath.Base(p))); err != nil {
@@ -133,7 +176,7 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 					os.Rename(filepath.Join(aside, filepath.Base(q)), q)
 				}
 				os.Remove(tmp)
-				return fi, "", fmt.Errorf("restore: moving %s aside: %w", p, err)
+				return r, fmt.Errorf("restore: moving %s aside: %w", p, err)
 			}
 		}
 	}
@@ -142,14 +185,129 @@ func Restore(path, backup string, now time.Time) (FileInfo, string, error) {
 		os.Chown(tmp, int(owner.Uid), int(owner.Gid))
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fi, aside, fmt.Errorf("restore: installing the copy (the previous files are in %s): %w", aside, err)
+		return r, fmt.Errorf("restore: installing the copy (the previous files are in %s): %w", r.Aside, err)
 	}
-	if aside != "" {
-		if err := syncDir(aside); err != nil {
-			return fi, aside, fmt.Errorf("restore: %w", err)
+	if r.Aside != "" {
+		if err := syncDir(r.Aside); err != nil {
+			return r, fmt.Errorf("restore: %w", err)
 		}
 	}
-	return fi, aside, syncDir(dir)
+	return r, syncDir(dir)
+}
+
+// bringBack applies to the copy of the backup at tmp the records of the
+// journal beside the database at path that the backup lacks, and records
+// as lost the ids above the backup's that the previous database gave
+// (prevSeq, when prevKnown) or the journal names and that cannot be
+// brought back, so that none is given again. aside is where the previous
+// files go (for the reasons).
+func bringBack(tmp, path, aside string, backup FileInfo, prevSeq uint64, prevKnown bool, now time.Time, r *Restored) error {
+	b, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	var seq, v2 uint64
+	if err := b.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketLog).Sequence()
+		v2 = getU64(tx.Bucket(bucketMeta).Get(keyWAL2))
+		return nil
+	}); err != nil {
+		return err
+	}
+	segs, err := segmentsOnDisk(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if v2 == 0 {
+		// The backup predates format 2: the segments written since start
+		// with its header.
+		for _, s := range segs {
+			if head, err := readHead(s.path); err == nil && bytes.Equal(head, segMagic) {
+				v2 = s.first
+				break
+			}
+		}
+	}
+	js := journalScan{end: seq}
+	if len(segs) > 0 {
+		// The newest segment is unknown (the previous database recorded it):
+		// a missing one cannot be noticed, but ids past prevSeq would be.
+		if js, err = scanJournal(path, seq, 0, v2, 0); err != nil {
+			return err
+		}
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		log, dedup := tx.Bucket(bucketLog), tx.Bucket(bucketDedup)
+		top := seq
+		for i := range js.segs {
+			recs, err := readSegment(js.segs, i, seq, 0)
+			if err != nil {
+				return err
+			}
+			for _, rec := range recs {
+				if rec.id <= top {
+					continue
+				}
+				if err := log.Put(u64(rec.id), rec.rec); err != nil {
+					return err
+				}
+				top = rec.id
+				r.FromJournal++
+				if rec.key != nil && dedup.Get(rec.key) == nil {
+					if err := dedup.Put(rec.key, u64(rec.id)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		r.NotBack = append(r.NotBack, js.damage...)
+		for _, d := range js.cut {
+			d.Reason = "dropped as the journal's torn tail, may have been acknowledged: " + d.Reason
+			r.NotBack = append(r.NotBack, d)
+		}
+		if end := max(js.end, js.lost, top); prevKnown && prevSeq > end {
+			r.NotBack = append(r.NotBack, Damage{Segment: filepath.Base(path), Offset: -1, First: end + 1, Last: prevSeq,
+				Reason: "only in the database the backup replaced (kept in " + filepath.Base(aside) + "), not in the journal"})
+		}
+		r.Unknown = !prevKnown && len(segs) == 0
+		if len(r.NotBack) > 0 {
+			lost, err := tx.CreateBucketIfNotExists(bucketLost)
+			if err != nil {
+				return err
+			}
+			for _, d := range r.NotBack {
+				v, err := encodeValue(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
+					Bounded: d.Bounded, Reason: "restore: " + d.Reason, RecordedAt: now.UTC()})
+				if err != nil {
+					return err
+				}
+				if err := lost.Put(u64(d.First), v); err != nil {
+					return err
+				}
+				top = max(top, d.Last)
+			}
+		}
+		// No id the previous database or its journal may have given is
+		// given again.
+		return log.SetSequence(max(top, js.end, prevSeq))
+	})
+	if err != nil {
+		return err
+	}
+	return b.Sync()
+}
+
+// readHead reads the first bytes of a segment, as long as its magic.
+func readHead(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, len(segMagic))
+	_, err = io.ReadFull(f, head)
+	return head, err
 }
 
 // checkFileSize refuses a bbolt file shorter than its newest meta page

@@ -171,7 +171,7 @@ func scrubEffect(e *ipn.Effect) bool {
 // orders and subscriptions that have not changed since the cutoff.
 func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
 	return purgeKeyed(tx.Bucket(bucketOrders), meta, keyPurgeOrders, max, func(k, v []byte) ([]byte, error) {
-		var o ipn.Order
+		var o storedOrder // its facts and history hold no customer data
 		if err := decodeValue(v, &o); err != nil {
 			return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
 		}

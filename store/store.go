@@ -37,10 +37,14 @@ import (
 // runs of each order wait in a queue (bucket outbox_order, built on the
 // first open) and only its oldest is in the due index; a build that
 // knows 4 would not keep that queue, and the items it delivered would
-// hold the order's later ones back. Files at 1 to 4 are upgraded on open
+// hold the order's later ones back. Files at 1 to 5 are upgraded on open
 // (their values read as they are; new writes are packed; the journal a
 // build of 3 left is read in format 1).
-const SchemaVersion = 5
+// 6: an order past a few facts keeps its facts, history and running
+// tally apart from its value (orderlog.go), which a build that knows 5
+// would read as an order without facts or history; such orders of a
+// file at 5 or before move to that layout on open (migrateOrders).
+const SchemaVersion = 6
 
 // Errors callers test with errors.Is.
 var (
@@ -112,12 +116,16 @@ type Options struct {
 	// could not be written (disk full), so that Writable recovers without
 	// traffic (default 1 s).
 	CheckInterval time.Duration
-	// BackupSnapshotLimit bounds how long Backup holds its read
-	// transaction while it copies the database into a temporary file
-	// (default 10 s); a longer copy fails the backup. A read transaction
-	// stops bbolt from remapping the file as it grows, which stops every
-	// commit and read, so this is the longest any backup can stall ingest.
-	BackupSnapshotLimit time.Duration
+	// BackupMaxPinned bounds what the read transaction of a backup's
+	// snapshot holds (default 1 GiB): the bytes of the pages later commits
+	// free, which bbolt cannot reuse while it is open, so the file grows
+	// by them. The snapshot also lets go once the applier falls behind by
+	// a quarter of MaxBacklog (a commit that must remap the growing file
+	// waits for the transaction): ingest never reaches the backlog's 503
+	// because of a backup. Either fails the backup (ErrBackupTooSlow); no
+	// clock bounds it, so a multi-GB database is copied whole while ingest
+	// goes on. Negative (tests): any snapshot fails.
+	BackupMaxPinned int64
 
 	// noApply (tests) leaves journaled records out of bbolt, as a run
 	// killed before its applier wrote them would.
@@ -133,10 +141,11 @@ type Options struct {
 type DB struct {
 	catalog atomic.Pointer[fulfil.Catalog] // products delivered (SetCatalog; fulfil.go)
 
-	bolt  *bolt.DB
-	path  string
-	opts  Options
-	kinds atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
+	bolt    *bolt.DB
+	path    string
+	opts    Options
+	kinds   atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
+	parkFor atomic.Int64                    // orders.park_for (SetParkFor); 0: parked events wait forever
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.
@@ -227,8 +236,8 @@ func Open(path string, opts Options) (*DB, error) {
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = time.Second
 	}
-	if opts.BackupSnapshotLimit <= 0 {
-		opts.BackupSnapshotLimit = 10 * time.Second
+	if opts.BackupMaxPinned == 0 {
+		opts.BackupMaxPinned = 1 << 30
 	}
 	if opts.mmapSize <= 0 {
 		opts.mmapSize = 1 << 30
@@ -237,6 +246,12 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	_, statErr := os.Stat(path)
+	// Before bbolt rebuilds its free page list on open, which panics on a
+	// damaged file out of reach of recover: a damaged file is refused
+	// with what to do.
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 	b, err := openBolt(path, &bolt.Options{
 		Timeout: opts.LockTimeout,
 		// The freelist is rebuilt on open instead of written by every
@@ -266,6 +281,7 @@ func Open(path string, opts Options) (*DB, error) {
 	db.idle = sync.NewCond(&db.mu)
 	db.runID = newRunID()
 	db.journal.created = db.recordSegment
+	db.journal.linked = db.checkLinked
 	fail := func(err error) (*DB, error) {
 		if db.file != nil {
 			db.file.Close()
@@ -322,7 +338,8 @@ func (db *DB) init() error {
 		newQueues := tx.Bucket(bucketOutboxOrder) == nil
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
-			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans} {
+			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
+			bucketOrderRecords} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -334,6 +351,12 @@ func (db *DB) init() error {
 			if err := migrateOutboxOrder(tx); err != nil {
 				return fmt.Errorf("store: outbox order queues: %w", err)
 			}
+		}
+		if err := migrateParked(tx, time.Now()); err != nil {
+			return fmt.Errorf("store: parked events: %w", err)
+		}
+		if err := indexOrdersByChange(tx); err != nil {
+			return fmt.Errorf("store: orders by change: %w", err)
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
@@ -350,6 +373,10 @@ func (db *DB) init() error {
 			}
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
+			// 5 -> 6: the orders move to the layout of orderlog.go.
+			if _, err := db.migrateOrders(tx); err != nil {
+				return fmt.Errorf("store: moving orders to schema 6: %w", err)
+			}
 		}
 		if meta.Get(keyCreated) == nil {
 			if err := meta.Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
@@ -770,6 +797,18 @@ func (db *DB) recoverJournal() error {
 		}
 		db.damage = js.damage
 	}
+	if len(js.cut) > 0 {
+		// Kept, for /healthz until the operator acknowledges them. Best effort: Open goes on (the caller logs
+		// TornGroups) when bbolt cannot take it.
+		drops := make([]Damage, len(js.cut))
+		for i, d := range js.cut {
+			d.Reason = "dropped at start as the journal's torn tail, may have been acknowledged: " + d.Reason
+			drops[i] = d
+		}
+		if db.recordLost(drops, seq, true) == nil {
+			seq = max(seq, js.end)
+		}
+	}
 	// No id the journal may have given (a torn tail's) is given again.
 	top := max(seq, js.end)
 	db.acked, db.applied = top, top
@@ -843,17 +882,23 @@ func (db *DB) finishRecovery(top uint64) error {
 
 // recordLost writes the damaged ranges to the lost bucket and moves the
 // log's sequence past them, so that their ids are never given again.
-func (db *DB) recordLost(damage []Damage, seq uint64) error {
+// With dropped, they are torn tails Open dropped (TornGroups), written to
+// the dropped bucket for the operator to acknowledge.
+func (db *DB) recordLost(damage []Damage, seq uint64, dropped ...bool) error {
 	now := time.Now().UTC()
+	unacked, bucket := len(dropped) > 0 && dropped[0], bucketLost
+	if unacked {
+		bucket = bucketDropped
+	}
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		lost, err := tx.CreateBucketIfNotExists(bucketLost)
+		lost, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
 		}
 		top := seq
 		for _, d := range damage {
 			v, err := encodeValue(LostRange{First: d.First, Last: d.Last, Segment: d.Segment, Offset: d.Offset,
-				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now})
+				Bounded: d.Bounded, Reason: d.Reason, RecordedAt: now, Unacknowledged: unacked})
 			if err != nil {
 				return err
 			}
@@ -905,10 +950,13 @@ func (db *DB) clearNewestSegment() error {
 	return db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyNewestSegment) })
 }
 
-// TornGroups are the final groups of the journal that Open dropped as a
-// torn tail although their last frame was on disk: a power cut within
-// their write+fsync lost frames before it. None was acknowledged (see
-// scanSegment) and their ids are not given again; the caller warns.
+// TornGroups are the ids Open dropped as the journal's torn tail: frames
+// at its end that do not read back, which a crash within their
+// write+fsync leaves (never acknowledged), and so does damage to the
+// newest write after its fsync (acknowledged): they may have been
+// acknowledged. Their ids are not given again, they are recorded as lost
+// ranges for the operator to acknowledge (Unacknowledged); the caller
+// logs them.
 func (db *DB) TornGroups() []Damage { return db.cut }
 
 // Damaged is the journal damage that Open skipped (SkipDamaged); nil
@@ -1128,13 +1176,16 @@ func removeSnapshots(dbPath string) {
 //
 // The copy is taken first into a temporary file beside the database (in
 // the directory <db>.tmp, removed when Backup returns, and by the next
-// Open after a crash), within a read transaction that lasts at most
-// BackupSnapshotLimit; it is then streamed to w with no transaction open.
-// So however slowly w reads, appends and reads are stalled (by a bbolt
-// remap waiting for the transaction) for at most that limit. One backup
-// runs at a time, and only when the data directory has room for the
-// snapshot (the database's size) and a journal segment besides; else it
-// fails at once with ErrBackupRefused. It fails when the limit passes.
+// Open after a crash), within one read transaction, at the speed of the
+// disk; it is then streamed to w with no transaction open, so a slow
+// reader holds nothing. Appends go to the journal meanwhile; the
+// transaction holds back page reuse and, when the file must be remapped,
+// the applier: Backup lets it go, failing with ErrBackupTooSlow, once the
+// pages it keeps from reuse pass BackupMaxPinned or the applier's backlog
+// passes a quarter of MaxBacklog, so ingest never answers 503 because of a
+// backup. One backup runs at a time, and only when the data directory has
+// room for the snapshot (the database's size) and a journal segment
+// besides; else it fails at once with ErrBackupRefused.
 func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 	if !db.backingUp.CompareAndSwap(false, true) {
 		return 0, fmt.Errorf("store: %w: another backup is running", ErrBackupRefused)
@@ -1158,7 +1209,7 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	dw := &deadlineWriter{w: f, deadline: time.Now().Add(db.opts.BackupSnapshotLimit), limit: db.opts.BackupSnapshotLimit}
+	dw := &heldWriter{w: f, db: db}
 	if err := db.view(func(tx *bolt.Tx) error {
 		_, err := tx.WriteTo(dw)
 		return err
@@ -1184,29 +1235,49 @@ func (db *DB) Backup(w io.Writer, size func(int64)) (int64, error) {
 	return io.Copy(w, struct{ io.Reader }{f}) // hide ReadFrom: w's own deadlines apply per write
 }
 
-// ErrBackupTooSlow: the snapshot of a backup did not finish within
-// Options.BackupSnapshotLimit.
-var ErrBackupTooSlow = errors.New("backup snapshot took longer than its limit")
+// ErrBackupTooSlow: the snapshot of a backup held back more than it may
+// (Options.BackupMaxPinned, or the applier's backlog), and let go.
+var ErrBackupTooSlow = errors.New("backup snapshot held back too much while it copied")
 
-// deadlineWriter fails once the deadline has passed. failed keeps the
+// heldWriter writes the snapshot and, every 64 writes (2 MiB of bbolt's
+// copy), checks what its read transaction holds back. failed keeps the
 // first error it returned (ErrBackupTooSlow, or the file's: ENOSPC).
-type deadlineWriter struct {
-	w        io.Writer
-	deadline time.Time
-	limit    time.Duration
-	failed   error
+type heldWriter struct {
+	w      io.Writer
+	db     *DB
+	writes int
+	failed error
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if time.Now().After(d.deadline) {
-		d.failed = cmp.Or(d.failed, fmt.Errorf("%w (%s)", ErrBackupTooSlow, d.limit))
-		return 0, d.failed
+func (h *heldWriter) Write(p []byte) (int, error) {
+	if h.writes++; h.writes%64 == 1 {
+		if err := h.db.snapshotHeld(); err != nil {
+			h.failed = cmp.Or(h.failed, err)
+			return 0, h.failed
+		}
 	}
-	n, err := d.w.Write(p)
-	if err != nil && d.failed == nil {
-		d.failed = err
+	n, err := h.w.Write(p)
+	if err != nil && h.failed == nil {
+		h.failed = err
 	}
 	return n, err
+}
+
+// snapshotHeld is nil while a backup's snapshot may keep its read
+// transaction open (see Backup).
+func (db *DB) snapshotHeld() error {
+	pinned := int64(db.bolt.Stats().PendingPageN) * int64(db.bolt.Info().PageSize)
+	db.amu.Lock()
+	backlog := db.backlog
+	db.amu.Unlock()
+	switch {
+	case db.opts.BackupMaxPinned < 0 || pinned > db.opts.BackupMaxPinned:
+		return fmt.Errorf("%w: %d bytes of pages kept from reuse, the bound is %d", ErrBackupTooSlow, pinned, max(db.opts.BackupMaxPinned, 0))
+	case backlog > db.opts.MaxBacklog/4:
+		return fmt.Errorf("%w: the applier is %d bytes behind (it waits for the snapshot to remap the growing file), the bound is %d",
+			ErrBackupTooSlow, backlog, db.opts.MaxBacklog/4)
+	}
+	return nil
 }
 
 // forgetJournal removes the newest segment's id from a copy of the

@@ -155,5 +155,6 @@ func (g *coinpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error)
 			}
 		}
 	}
+	ev.Unsign()
 	return ev, nil
 }

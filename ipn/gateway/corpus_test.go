@@ -410,8 +410,9 @@ func TestWrittenPayloadFlows(t *testing.T) {
 		{"stripe dispute with its funds withdrawn, reinstated, won", []string{
 			"stripe/checkout.session.completed.json", "stripe/charge.dispute.created.json", "stripe/charge.dispute.funds_withdrawn.json",
 			"stripe/charge.dispute.funds_reinstated.json", "stripe/charge.dispute.closed.won.json"},
+			// funds_reinstated ends the dispute (issue 19 point 2).
 			[]want{{"paid", "25.00", "0.00"}, {"disputed", "25.00", "0.00"}, {"reversed", "25.00", "0.00"},
-				{"disputed", "25.00", "0.00"}, {"paid", "25.00", "0.00"}},
+				{"paid", "25.00", "0.00"}, {"paid", "25.00", "0.00"}},
 			"payment_received"},
 		{"stripe dispute lost", []string{
 			"stripe/checkout.session.completed.json", "stripe/charge.dispute.created.json", "stripe/charge.dispute.closed.lost.json"},

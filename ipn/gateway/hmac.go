@@ -937,5 +937,6 @@ func (g *hmacGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 			return nil, err
 		}
 	}
+	ev.Unsign()
 	return ev, nil
 }

@@ -123,5 +123,6 @@ func (g *nowpaymentsGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) 
 			ev.Flags = ipn.FlagOverpaid
 		}
 	}
+	ev.Unsign()
 	return ev, nil
 }

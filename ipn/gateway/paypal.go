@@ -177,11 +177,18 @@ func PayPalFields(body []byte) (map[string]string, error) {
 // receivers: receiver_email or receiver_id, the account that got the
 // money. business is not looked at: it is the button's field, which the
 // buyer can edit, and a payment can name the merchant there while the
-// money went to another account.
+// money went to another account. An IPN ipnd does not act on (type
+// other: masspay, the merchant's own payouts, which name the payees in
+// receiver_email_1, ... and no receiver of the merchant's; mp_signup,
+// subscr_modify, ...) moves no money to an order, so there is no
+// receiver to check: it is stored as other, with no alert.
 func (g *payPalGateway) ReceiverOK(n *ipn.Notification, receivers []string) bool {
 	f, err := PayPalFields(n.Body)
 	if err != nil {
 		return false
+	}
+	if PayPalEvent(f).Type == ipn.TypeOther {
+		return true
 	}
 	for _, want := range receivers {
 		for _, k := range []string{"receiver_email", "receiver_id"} {
@@ -270,7 +277,14 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 	case "subscr_eot", "recurring_payment_expired":
 		ev.Type, ev.Status = ipn.TypeSubscriptionExpired, ipn.StatusExpired
 	case "new_case":
+		// A case names the disputed payment by its txn_id: the case is
+		// the dispute (txn id), the payment its parent, so that several
+		// cases on one payment stay apart and a Canceled_Reversal of the
+		// payment ends them.
 		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusPending
+		if c := f["case_id"]; c != "" {
+			ev.TxnID, ev.ParentTxnID = c, f["txn_id"]
+		}
 	case "adjustment":
 		ev.Type, ev.Status = ipn.TypeReversal, ipn.StatusReversed
 	case "subscr_modify", "recurring_payment_profile_modify", "masspay", "mp_signup", "mp_cancel", "merch_pmt":
@@ -278,6 +292,7 @@ func PayPalEvent(f map[string]string) *ipn.Event {
 	default: // web_accept, cart, express_checkout, send_money, virtual_terminal, pro_hosted, "" (chargebacks), ...
 		byStatus()
 	}
+	ev.Unsign() // a refund's or reversal's negative mc_gross
 	return ev
 }
 

@@ -70,7 +70,7 @@ func TestPayPalNormalize(t *testing.T) {
 		body, name, amount, currency, order string
 	}{
 		{"txn_type=web_accept&payment_status=Completed&first_name=Jos%E9&last_name=M%FCller&mc_gross=19.95&mc_currency=USD&custom=C-1", "José Müller", "19.95", "USD", "C-1"},
-		{"charset=UTF-8&payment_status=Refunded&first_name=Jos%C3%A9&mc_gross=-5.00&mc_currency=EUR&invoice=I-1&custom=C-1&parent_txn_id=P", "José", "-5.00", "EUR", "I-1"},
+		{"charset=UTF-8&payment_status=Refunded&first_name=Jos%C3%A9&mc_gross=-5.00&mc_currency=EUR&invoice=I-1&custom=C-1&parent_txn_id=P", "José", "5.00", "EUR", "I-1"}, // a refund's amount is positive
 		{"charset=Shift_JIS&payment_status=Completed&first_name=%93%FA%96%7B&mc_gross=1000&mc_currency=JPY", "日本", "1000", "JPY", ""},
 		{"charset=ISO-8859-1&payment_status=Completed&first_name=Fran%E7ois&mc_gross=1.5&mc_currency=GBP&payment_date=10%3A00%3A00+Nov+24%2C+2026+PST", "François", "1.50", "GBP", ""},
 	} {

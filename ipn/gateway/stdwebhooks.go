@@ -168,6 +168,7 @@ type webhookData struct {
 	ParentTxnID    string      `json:"parent_txn_id"`
 	OrderID        string      `json:"order_id"`
 	Amount         json.Number `json:"amount"`
+	RefundedTotal  json.Number `json:"refunded_total"`
 	Currency       string      `json:"currency"`
 	Status         string      `json:"status"`
 	CustomerEmail  string      `json:"customer_email"`
@@ -214,6 +215,13 @@ func ParseWebhookEvent(body []byte, eventID string) (*ipn.Event, error) {
 		}
 		ev.Amount = amt
 	}
+	if d.RefundedTotal != "" {
+		amt, err := ipn.NormalizeAmount(d.RefundedTotal.String(), ev.Currency)
+		if err != nil {
+			return nil, err
+		}
+		ev.RefundedTotal = amt
+	}
 	kind, sub, _ := strings.Cut(env.Type, ".")
 	switch kind {
 	case "payment":
@@ -242,6 +250,10 @@ func ParseWebhookEvent(body []byte, eventID string) (*ipn.Event, error) {
 			ev.Type, ev.Status = ipn.TypeSubscriptionExpired, ipn.StatusExpired
 		}
 	}
+	if ev.Type != ipn.TypeRefund {
+		ev.RefundedTotal = ""
+	}
+	ev.Unsign()
 	return ev, nil
 }
 
@@ -274,7 +286,7 @@ func sampleWebhook(s Sample, secrets []string) (*SignedSample, error) {
 		"type":      "payment." + s.Status,
 		"timestamp": s.Now.UTC().Format(time.RFC3339),
 		"data": map[string]any{"txn_id": out.Marker, "order_id": s.Order,
-			"amount": s.Amount, "currency": s.Currency, "status": s.Status, "customer_email": s.Email},
+			"amount": s.Amount, "currency": s.Currency, "status": s.Status, "customer_email": s.Email, "test": true},
 	})
 	key, err := DecodeWebhookSecret(secrets[0])
 	if err != nil {

@@ -177,6 +177,44 @@ type stripeObject struct {
 	Charge       json.RawMessage `json:"charge"`
 	AmountPaid   json.Number     `json:"amount_paid"`
 	AmountDue    json.Number     `json:"amount_due"`
+	// Refunds is a charge's list of refunds, newest first, when the
+	// event includes it (API versions before 2022-11-15 do).
+	Refunds struct {
+		Data []stripeRefund `json:"data"`
+	} `json:"refunds"`
+}
+
+type stripeRefund struct {
+	ID      string      `json:"id"`
+	Amount  json.Number `json:"amount"`
+	Created int64       `json:"created"`
+	Status  string      `json:"status"`
+}
+
+// newestRefund returns the amount, in minor units, of the newest refund a
+// charge lists that took effect (not failed or canceled), "" when it lists
+// none or the newest one's amount is not a count of minor units within
+// the charge's amount_refunded (then the refund's own amount is derived
+// from amount_refunded when the event is applied).
+func newestRefund(o *stripeObject) json.Number {
+	var best *stripeRefund
+	for i, r := range o.Refunds.Data {
+		if r.Status == "failed" || r.Status == "canceled" {
+			continue
+		}
+		if best == nil || r.Created > best.Created {
+			best = &o.Refunds.Data[i] // equal times: the first, as Stripe lists newest first
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	amt, err1 := strconv.ParseInt(best.Amount.String(), 10, 64)
+	total, err2 := strconv.ParseInt(o.AmountRefunded.String(), 10, 64)
+	if err1 != nil || err2 != nil || amt <= 0 || amt > total {
+		return ""
+	}
+	return best.Amount
 }
 
 // stripeID reads a field that Stripe sends either as an id string or as
@@ -273,11 +311,22 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 	case "payment_intent.canceled":
 		asPayment(ipn.StatusCanceled)
 	case "charge.refunded":
-		// amount_refunded is cumulative per charge: refunds on one charge
-		// share its id as txn, and the order takes the largest.
-		ev.Type, ev.Status, minor = ipn.TypeRefund, ipn.StatusRefunded, o.AmountRefunded
+		// amount_refunded is the charge's running total: refunds on one
+		// charge share its id as txn and the order counts the largest
+		// total. The refund's own amount is the newest refund the charge
+		// lists; without the list (newer API versions) it is what the
+		// total adds to the order's refunds of the charge, filled in
+		// when the event is applied.
+		ev.Type, ev.Status, minor = ipn.TypeRefund, ipn.StatusRefunded, newestRefund(&o)
 		ev.ParentTxnID = pi
 		ev.Refs = joinRefs(invoice)
+		if o.AmountRefunded != "" && ev.Currency != "" {
+			total, err := ipn.FormatMinor(o.AmountRefunded.String(), ev.Currency)
+			if err != nil {
+				return nil, err
+			}
+			ev.RefundedTotal = total
+		}
 	case "charge.dispute.created":
 		ev.Type, ev.Status = ipn.TypeDispute, ipn.StatusPending
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
@@ -299,6 +348,15 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		}
 		ev.ParentTxnID, ev.Refs = charge, joinRefs(pi)
 	}
+	// Only a Checkout Session (a Payment Link's too) names the merchant's
+	// order: the intent, the charge and the invoices of its payment, and
+	// the subscription objects, come before or after it without it. When
+	// they name no order they wait for it; a session that names none
+	// makes the payment an order of its own (ipn.OwnOrderID).
+	switch ev.Type {
+	case ipn.TypePayment, ipn.TypeSubscriptionPayment, ipn.TypeSubscriptionStarted:
+		ev.Secondary = !strings.HasPrefix(se.Type, "checkout.session.")
+	}
 	if minor != "" && ev.Currency != "" {
 		amt, err := ipn.FormatMinor(minor.String(), ev.Currency)
 		if err != nil {
@@ -306,6 +364,7 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		}
 		ev.Amount = amt
 	}
+	ev.Unsign()
 	return ev, nil
 }
 
