@@ -8,6 +8,8 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Every fuzz target as package:Name.
 FUZZ_TARGETS = \
+	./fulfil:FuzzVerifyKey \
+	./public:FuzzParseLicenseRequest \
 	./ipn/gateway:FuzzParseStripeSignature \
 	./store:FuzzOrderCursor \
 	./ipn/gateway:FuzzParseWebhookSignatures \
