@@ -182,6 +182,29 @@ type stripeObject struct {
 	Refunds struct {
 		Data []stripeRefund `json:"data"`
 	} `json:"refunds"`
+	// PeriodEnd is an invoice's billing period end (unix seconds; SPEC §11:
+	// a subscription's licenses run until then plus the grace); the
+	// period of its subscription line is preferred.
+	PeriodEnd int64 `json:"period_end"`
+	Lines     struct {
+		Data []struct {
+			Period struct {
+				End int64 `json:"end"`
+			} `json:"period"`
+		} `json:"data"`
+	} `json:"lines"`
+}
+
+// stripePeriodEnd returns an invoice's paid period's end, RFC 3339 ("" when none).
+func stripePeriodEnd(o *stripeObject) string {
+	end := o.PeriodEnd
+	for _, l := range o.Lines.Data {
+		end = max(end, l.Period.End)
+	}
+	if end <= 0 {
+		return ""
+	}
+	return time.Unix(end, 0).UTC().Format(time.RFC3339)
 }
 
 type stripeRefund struct {
@@ -252,6 +275,7 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		CustomerName:  cmp.Or(o.CustomerDetails.Name, o.BillingDetails.Name),
 		OrderID:       cmp.Or(o.ClientReferenceID, o.Metadata["order_id"]),
 		Items:         itemsText(o.Metadata["products"]),
+		PeriodEnd:     stripePeriodEnd(&o),
 	}
 	minor := o.Amount
 	if sub := stripeID(o.Subscription); sub != "" {
