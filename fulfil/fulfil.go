@@ -170,12 +170,15 @@ func revoking(s ipn.OrderStatus) bool {
 }
 
 // Decide returns what the order's move from status from to status to
-// does, given its record (nil: nothing issued yet).
+// does, given its record (nil: nothing issued yet). Only the move into
+// paid issues: an order paid before its products were configured (or
+// without items) gets nothing later from a partial refund or a dispute
+// won.
 func Decide(from, to ipn.OrderStatus, rec *Record) Action {
 	switch {
-	case paidLike(to) && rec == nil:
+	case paidLike(to) && rec == nil && !paidLike(from) && !revoking(from):
 		return Issue
-	case paidLike(to) && rec.Revoked && !paidLike(from):
+	case paidLike(to) && rec != nil && rec.Revoked && !paidLike(from):
 		return Restore
 	case revoking(to) && rec != nil && !rec.Revoked:
 		return Revoke

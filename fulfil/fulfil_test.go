@@ -48,6 +48,9 @@ func TestDecide(t *testing.T) {
 		{ipn.OrderPaid, ipn.OrderReview, issued, None},
 		{ipn.OrderPaid, ipn.OrderRefunded, nil, None},
 		{ipn.OrderAwaitingPayment, ipn.OrderPending, nil, None},
+		{ipn.OrderPaid, ipn.OrderPartiallyRefunded, nil, None},
+		{ipn.OrderDisputed, ipn.OrderPaid, nil, None},
+		{ipn.OrderFailed, ipn.OrderPaid, nil, Issue},
 	} {
 		if got := Decide(tc.from, tc.to, tc.rec); got != tc.want {
 			t.Errorf("Decide(%s -> %s, %v) = %v, want %v", tc.from, tc.to, tc.rec, got, tc.want)
