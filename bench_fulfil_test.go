@@ -91,7 +91,7 @@ secret = %q
 		return true
 	})
 
-	bare := bareFulfilServer(b, file)
+	bare := bareFulfilServer(b, filepath.Join(dir, "files", "big.bin"))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
 	download := func(url string) func() bool {
 		return func() bool {
@@ -166,12 +166,18 @@ func hammer(clients int, d time.Duration, f func() bool) (float64, int64) {
 // bareFulfilServer serves the same file with http.ServeContent and
 // answers validations with a fixed JSON: what the routes cost without
 // ipnd's lookups and bookkeeping.
-func bareFulfilServer(tb testing.TB, file []byte) string {
+func bareFulfilServer(tb testing.TB, path string) string {
 	mux := http.NewServeMux()
-	mod := time.Now()
 	mux.HandleFunc("GET /file", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer f.Close()
+		st, _ := f.Stat()
 		w.Header().Set("Content-Disposition", "attachment; filename=big.bin")
-		http.ServeContent(w, r, "big.bin", mod, bytes.NewReader(file))
+		http.ServeContent(w, r, "big.bin", st.ModTime(), f)
 	})
 	mux.HandleFunc("POST /v1/licenses/validate", func(w http.ResponseWriter, r *http.Request) {
 		var req map[string]string

@@ -231,6 +231,26 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom lets http.ServeContent's copy reach the connection's own
+// ReadFrom (sendfile for a file) while counting.
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(c.ResponseWriter, r)
+	}
+	c.written += n
+	if err != nil {
+		c.failed = true
+	}
+	return n, err
+}
+
 // complete reports whether the response sent the file to its end: all
 // of it, or a single range that ends with it (a resumed download).
 func (c *countingWriter) complete(size int64) bool {
