@@ -210,3 +210,52 @@ secret = %q
 		t.Errorf("only %d orders acknowledged", len(orders))
 	}
 }
+
+// TestFulfilmentReload: products added by a config reload (SIGHUP) are
+// delivered from then on; before, nothing is (no [[product]]: none of
+// SPEC §11 applies, /v1/licenses is not served).
+func TestFulfilmentReload(t *testing.T) {
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 100)
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	gw := "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"" + secret + "\"\n"
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", gw)
+	cmd, _ := startChild(t, dir, cfg)
+	d := &daemon{t: t, dir: dir}
+	post := signedPoster(t, func() string { return d.addr("public") }, secret)
+	pay := func(id string) {
+		t.Helper()
+		if code := post("m-"+id, "payment.completed", map[string]any{"order_id": id, "txn_id": "T-" + id, "amount": "1.00",
+			"currency": "USD", "items": []map[string]any{{"product": "a"}}}); code != 200 {
+			t.Fatalf("post = %d", code)
+		}
+		waitOrder(t, d, id, ipn.OrderPaid)
+	}
+	deliveries := func(id string) int {
+		var got struct{ Deliveries []ipn.Delivered }
+		d.api("GET", "/api/orders/"+id, nil, &got)
+		return len(got.Deliveries)
+	}
+	pay("BEFORE")
+	if n := deliveries("BEFORE"); n != 0 {
+		t.Errorf("delivered %d without products", n)
+	}
+	if code, _ := d.license("validate", false, "license_key", "X"); code != 404 {
+		t.Errorf("License API without products = %d", code)
+	}
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(raw, []byte(gw), []byte("[[product]]\nid = \"a\"\nfile = \"a.bin\"\nlicense = \"generated\"\n"+gw), 1), 0o600)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload", 10*time.Second, func() bool {
+		code, out := d.license("validate", false, "license_key", "X")
+		return code == 404 && out["error"] != nil // the License API answers now
+	})
+	pay("AFTER")
+	if n := deliveries("AFTER"); n != 1 {
+		t.Errorf("delivered %d after the reload, want 1", n)
+	}
+}
