@@ -96,9 +96,9 @@ type Restored struct {
 	// were only in the replaced database, or the journal is damaged):
 	// recorded as lost, never given again (show answers 410).
 	NotBack []Damage
-	// Unknown is set when the replaced database could not be read and no
-	// journal said how far its ids went: ids it gave after the backup may
-	// be given again.
+	// Unknown is set when there was no database to replace, or it could
+	// not be read, and no journal said how far its ids went: ids it gave
+	// after the backup may be given again.
 	Unknown bool
 }
 
@@ -128,9 +128,10 @@ func Restore(path, backup string, now time.Time) (Restored, error) {
 			return r, fmt.Errorf("restore: %s: %w: stop ipnd first", path, ErrInUse)
 		}
 		prevSeq, prevKnown = prev.Sequence, err == nil
-	} else {
-		prevKnown = true // none: nothing was given
 	}
+	// None: a new machine, or the data directory moved away. Which ids
+	// the database it replaces gave after the backup is not known here
+	// (unless a journal beside it says): Unknown.
 	// The copy first: until it is synced beside the database, nothing
 	// is moved, so a failure (a full disk) leaves everything as it was.
 	dir := filepath.Dir(path)

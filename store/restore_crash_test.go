@@ -70,3 +70,30 @@ func TestRestoreCrashBeforeInstallGivesNoIDAgain(t *testing.T) {
 		t.Fatalf("after a restore cut short, a new notification got id %d: ids up to %d were given already", id, last)
 	}
 }
+
+// TestRestoreWithoutDatabaseSaysIDsUnknown: restored where there is no
+// database and no journal (the data directory was moved away, or a new
+// machine), restore cannot know which ids the lost database gave after
+// the backup: it must say so (Unknown), not pass them as never given.
+func TestRestoreWithoutDatabaseSaysIDsUnknown(t *testing.T) {
+	db := mustOpen(t)
+	if _, _, err := db.Append(context.Background(), sample("test", "k1", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	f, err := os.Create(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Backup(f, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r, err := Restore(filepath.Join(t.TempDir(), "ipnd.db"), backup, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Unknown {
+		t.Errorf("restored into an empty directory: Unknown is false, so nothing warns that ids after %d may be given again", r.Backup.Sequence)
+	}
+}
