@@ -184,6 +184,12 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		prevPaid: next.Paid, prevRefunded: next.Refunded, key: key, tally: st.Tally}
 	c.tally.Reached = slices.Clone(st.Tally.Reached)
 
+	// A live event (not a sandbox gateway's test event) makes a test order
+	// a real one: real money is on it now, so it is counted as real and
+	// can no longer be deleted as a test order.
+	if next.Test && !(ev.Test && ac.Sandbox) {
+		next.Test = false
+	}
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
 		next.Currency = strings.ToUpper(ev.Currency)

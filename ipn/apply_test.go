@@ -1126,3 +1126,28 @@ func TestRefusedFactCountsAfterReplay(t *testing.T) {
 		t.Errorf("a third time: paid %s, %d effects", same.Paid, len(eff))
 	}
 }
+
+// A live payment on a test order makes it a real order: the merchant can
+// no longer delete it (with the payment's record) as a test order.
+func TestLivePaymentMakesTestOrderReal(t *testing.T) {
+	test := modified(usd(ipn.TypePayment, ipn.StatusPending, "T1", "", "5.00"), func(e *ipn.Event) { e.Test = true })
+	ac := ipn.ApplyContext{Now: applyT0, Notification: 1, Gateway: "sandbox", Sandbox: true, EventKey: ipn.EventKey("sandbox", test)}
+	o, _ := ipn.Apply(nil, test, ac)
+	if !o.Test {
+		t.Fatalf("a sandbox test payment made a real order: %+v", o)
+	}
+	// Another test event keeps it a test order.
+	test2 := modified(usd(ipn.TypePayment, ipn.StatusCompleted, "T1", "", "5.00"), func(e *ipn.Event) { e.Test = true })
+	ac2 := ac
+	ac2.Notification, ac2.EventKey = 2, ipn.EventKey("sandbox", test2)
+	if o2, _ := ipn.Apply(&o, test2, ac2); !o2.Test {
+		t.Fatal("a second sandbox test event made the order real")
+	}
+	live := usd(ipn.TypePayment, ipn.StatusCompleted, "L1", "", "5.00")
+	live.OrderID = o.ID
+	lac := ipn.ApplyContext{Now: applyT0.Add(time.Minute), Notification: 3, Gateway: "live", EventKey: ipn.EventKey("live", live)}
+	o3, _ := ipn.Apply(&o, live, lac)
+	if o3.Test {
+		t.Fatalf("a live payment left the order a test order: %+v", o3)
+	}
+}
