@@ -639,6 +639,19 @@ func TestApplyFraud(t *testing.T) {
 			t.Errorf("got %s test=%v, want a paid test order", a.order.Status, a.order.Test)
 		}
 	})
+	// Real money from a live gateway never pays a test order: the shop
+	// never fulfils a test order and the merchant may delete it, so the
+	// buyer's payment would be lost from view (an order id the merchant
+	// tested with, reused by the shop for a real customer).
+	t.Run("live payment on a live gateway, test order", func(t *testing.T) {
+		o := mustRegister(t, "ORDER-F", "19.99", "USD")
+		o.Test = true
+		a := newApplier(t, o)
+		effects := a.apply(pay("T1", "19.99", "USD"))
+		if a.order.Status != ipn.OrderReview || !slices.Contains(a.order.Flags, ipn.FlagTestPayment) || hasTemplate(effects, ipn.TemplatePaymentReceived) {
+			t.Errorf("got %s %v %v, want review with test_payment", a.order.Status, a.order.Flags, templates(effects))
+		}
+	})
 	// A sandbox account's payment never pays a real order, even through a
 	// sandbox gateway.
 	t.Run("test payment on a sandbox gateway, real order", func(t *testing.T) {
