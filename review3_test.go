@@ -2,7 +2,9 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"ipnd/ipn"
 )
@@ -41,5 +43,42 @@ func TestLivePaymentOnTestOrder(t *testing.T) {
 	}
 	if !review {
 		t.Errorf("no order_review email for the merchant: %+v", ob.Items)
+	}
+}
+
+// TestPaymentIntentOnlyMerchant: a merchant who takes Stripe payments
+// without Checkout (the PaymentIntents API without metadata.order_id, a
+// Dashboard or Invoicing payment) never sends the Checkout Session its
+// payment intent waits for. Past orders.park_for the payment becomes an
+// order of its own, stripe:<intent>, with the customer's email and the
+// shop's order.paid, and its later refund reaches it; the merchant gets
+// no "never found its payment" alert for it.
+func TestPaymentIntentOnlyMerchant(t *testing.T) {
+	f := newFlowDaemon(t, "[orders]\npark_for = \"1s\"\n")
+	f.stripe("evt_3QdI1", "payment_intent.succeeded", `{"id":"pi_3QdI1","object":"payment_intent","amount":1500,"amount_received":1500,"currency":"usd","latest_charge":"ch_3QdI1","status":"succeeded","receipt_email":"ida@example.com","metadata":{}}`)
+	const order = "stripe:pi_3QdI1"
+	if o := waitOrder(t, f.daemon, order, ipn.OrderPaid); o.Paid != "15.00" || o.CustomerEmail != "ida@example.com" {
+		t.Errorf("%s: %+v", order, o)
+	}
+	f.stripe("evt_3QdI2", "charge.refunded", `{"id":"ch_3QdI1","object":"charge","amount":1500,"amount_refunded":500,"currency":"usd","payment_intent":"pi_3QdI1","refunded":false,"metadata":{}}`)
+	waitOrder(t, f.daemon, order, ipn.OrderPartiallyRefunded)
+	if got := strings.Join(cbTypes(f.byVersion(order, 2)), " "); got != "order.paid order.partially_refunded" {
+		t.Errorf("%s callbacks: %s", order, got)
+	}
+	waitFor(t, "payment email to ida@example.com", 15*time.Second, func() bool {
+		for _, m := range mailText(t, f.smtp, "ida@example.com") {
+			if strings.Contains(m, "payment received") && strings.Contains(m, order) {
+				return true
+			}
+		}
+		return false
+	})
+	if n := f.notification(1); n.State != "applied" || n.Event == nil || n.Event.OrderID != order {
+		t.Errorf("the intent: %s %+v", n.State, n.Event)
+	}
+	for _, m := range mailText(t, f.smtp, "owner@example.com") {
+		if strings.Contains(m, "never found its payment") {
+			t.Errorf("the merchant was alerted:\n%s", m)
+		}
 	}
 }

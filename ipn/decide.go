@@ -97,6 +97,31 @@ type Parked struct {
 	// At is when it was parked (set by the store): past orders.park_for
 	// it fails (see ExpireParked).
 	At time.Time `json:"at,omitzero"`
+	// Own: a completed payment that waits for the event naming its order
+	// (a Stripe payment intent, charge or invoice waiting for its
+	// Checkout Session) and may make an order of its own
+	// (orders.require_registered is off): past orders.park_for it does
+	// (see OwnOrder) rather than fail, since a merchant who takes
+	// payments without Checkout never sends that event.
+	Own bool `json:"own,omitempty"`
+}
+
+// OwnOrder returns the id of the order of its own the parked event w of
+// gateway makes when it expires (see Parked.Own), "" when it fails.
+func (w Parked) OwnOrder(gateway string) string {
+	if !w.Own || w.Event == nil {
+		return ""
+	}
+	ev := *w.Event
+	ev.Secondary = false
+	return OwnOrderID(gateway, &ev)
+}
+
+// OwnAtExpiry is the history's words for a parked payment that made an
+// order of its own when it expired.
+func OwnAtExpiry(orderID string, parkFor time.Duration) string {
+	return fmt.Sprintf("waited %s for the event that names its order (orders.park_for): none came, "+
+		"so the payment is an order of its own, %q", shortDuration(parkFor), orderID)
 }
 
 // ExpireParked decides what becomes of the event notification id parked
@@ -238,6 +263,11 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	if ev.OrderID == "" {
 		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 {
 			d.Park = &Parked{Event: &ev, EventKey: o.EventKey, Sandbox: ac.Sandbox}
+			if ev.Secondary && !o.RequireRegistered {
+				sec := ev
+				sec.Secondary = false
+				d.Park.Own = OwnOrderID(o.Context.Gateway, &sec) != ""
+			}
 		}
 		return ""
 	}

@@ -348,7 +348,7 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			return 0, err
 		}
 		if n > 0 {
-			p.log.Warn("parked events waited too long for their payment; failed, the merchant is told", "count", n)
+			p.log.Warn("parked events waited orders.park_for: failed and the merchant told, or a payment made an order of its own", "count", n)
 		}
 	}
 	sweep := !now.Before(p.sweepAt)
