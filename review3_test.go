@@ -82,3 +82,27 @@ func TestPaymentIntentOnlyMerchant(t *testing.T) {
 		}
 	}
 }
+
+// TestForgedOwnOrderID: order ids of the form <gateway>:<payment id> are
+// ipnd's own (a payment that names no order: stripe:pi_..., which a
+// shop looks up at Stripe to learn what was bought). A buyer can type
+// any order reference (a PayPal button's invoice or custom, a Payment
+// Link's client_reference_id): naming one of those ids, a 1.00 PayPal
+// payment must not make or pay the order "stripe:pi_..." of a Stripe
+// payment the buyer started and never paid. The reference is not taken:
+// the payment is an order of its own, and the history says why.
+func TestForgedOwnOrderID(t *testing.T) {
+	f := newFlowDaemon(t, "")
+	const txn = "61E67681CH3238416"
+	f.ipn("txn_id", txn, "invoice", "stripe:pi_3QdF1", "mc_gross", "1.00", "payer_email", "eve@example.com")
+	own := "paypal:" + txn
+	if o := waitOrder(t, f.daemon, own, ipn.OrderPaid); o.Paid != "1.00" {
+		t.Errorf("%s: %+v", own, o)
+	}
+	if code := f.api("GET", "/api/orders/stripe:pi_3QdF1", nil, nil); code != 404 {
+		t.Errorf("GET /api/orders/stripe:pi_3QdF1: %d, want 404: the buyer's reference made the order", code)
+	}
+	if n := f.notification(1); !strings.Contains(n.History[len(n.History)-1].Detail, "stripe:pi_3QdF1") {
+		t.Errorf("the history does not say why the reference was not taken: %+v", n.History)
+	}
+}

@@ -392,6 +392,20 @@ type Policy struct {
 	Sandbox           bool     // a sandbox/test gateway
 	Receivers         []string // the merchant's receivers; empty: not checked
 	RequireRegistered bool     // orders.require_registered
+	// Gateways are the names of the configured gateways: an order id an
+	// event names of the form "<one of them>:..." is ipnd's own (see
+	// OwnOrderID) and is not taken from the event.
+	Gateways []string
+}
+
+// ownForm returns the gateway of gateways whose own order ids
+// (OwnOrderID) id has the form of, "" when none.
+func ownForm(id string, gateways []string) string {
+	gw, _, ok := strings.Cut(id, ":")
+	if ok && slices.Contains(gateways, gw) {
+		return gw
+	}
+	return ""
 }
 
 // MaxIDLen bounds the identifiers an event may carry (order, transaction,
@@ -414,6 +428,20 @@ func Assess(o Outcome, ev *Event, pol Policy, receiverOK bool) Outcome {
 			o.Event = nil
 			return o
 		}
+	}
+	if gw := ownForm(ev.OrderID, append([]string{pol.Gateway}, pol.Gateways...)); gw != "" {
+		// A buyer can type any order reference (a PayPal button's
+		// invoice, a Payment Link's client_reference_id): one of ipnd's
+		// own order ids would make or pay the order of another payment
+		// (stripe:pi_... of an intent the buyer never paid), which the
+		// shop fulfils by looking that payment up. The event is taken
+		// as naming no order.
+		named := ev.OrderID
+		evc := *ev
+		evc.OrderID = ""
+		ev = &evc
+		o.Event = ev
+		o.Detail = fmt.Sprintf("order id %q not taken from the event: %q:... are ipnd's own order ids (payments that name no order)", named, gw)
 	}
 	if err := CheckMoney(ev); err != nil {
 		// Stored, not applied: the order is untouched.
