@@ -237,6 +237,16 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 	x.watch = map[string][2]bool{}
 	x.fact(c.fact, 1)
 	c.ended = x.ended()
+	if c.fact.Type == TypeDispute && c.fact.Status == StatusReversed {
+		// A dispute lost after it was closed (a won decision, then the
+		// gateway's loss) ends nothing open, but the merchant hears of it.
+		for _, what := range x.lost {
+			if !slices.Contains(c.ended, what) {
+				c.ended = append(c.ended, what)
+			}
+		}
+		slices.Sort(c.ended)
+	}
 	orderFactFlags(&next, expected, c.fact, flags)
 	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
 		flags[FlagDoublePayment] = true
@@ -310,7 +320,8 @@ type change struct {
 	// reversal (same txn id), before this one.
 	subscriptionSeen, disputeSeen bool
 	// ended lists, sorted, what the fact ended of what was open about
-	// the order's money ("reversal of P", "dispute D": see tally.open).
+	// the order's money ("reversal of P", "dispute D": see tally.open),
+	// and, for a lost dispute fact, the dispute it made lost.
 	ended []string
 }
 
