@@ -106,3 +106,33 @@ func TestForgedOwnOrderID(t *testing.T) {
 		t.Errorf("the history does not say why the reference was not taken: %+v", n.History)
 	}
 }
+
+// TestDeclinedCheckoutAttemptNotParked: a Checkout customer whose card
+// is declined and who gives up leaves a payment_intent.payment_failed
+// (and later payment_intent.canceled) that names no order and will never
+// be named by a session. They are attempts, not money: they do not wait
+// for their order, raise ipnd_parked_events or alert the merchant
+// ("never found its payment") for every abandoned checkout.
+func TestDeclinedCheckoutAttemptNotParked(t *testing.T) {
+	f := newFlowDaemon(t, "[orders]\npark_for = \"1s\"\n")
+	f.stripe("evt_3QdD1", "payment_intent.payment_failed", `{"id":"pi_3QdD1","object":"payment_intent","amount":4900,"currency":"usd","status":"requires_payment_method","last_payment_error":{"code":"card_declined"},"metadata":{}}`)
+	f.stripe("evt_3QdD2", "payment_intent.canceled", `{"id":"pi_3QdD1","object":"payment_intent","amount":4900,"currency":"usd","status":"canceled","metadata":{}}`)
+	for id := uint64(1); id <= 2; id++ {
+		n := f.waitState(id, "applied")
+		if d := n.History[len(n.History)-1].Detail; !strings.Contains(d, "payment attempt") {
+			t.Errorf("notification %d parked: %q", id, d)
+		}
+	}
+	if m := f.metricsText(); !strings.Contains(m, "ipnd_parked_events 0") {
+		t.Errorf("parked:\n%s", grepLines(m, "ipnd_parked_events"))
+	}
+	// A later payment of the same intent (the customer came back) is
+	// still the order of its session.
+	f.stripe("evt_3QdD3", "checkout.session.completed", `{"id":"cs_live_D1","object":"checkout.session","client_reference_id":"ORDER-D1","payment_intent":"pi_3QdD1","amount_total":4900,"currency":"usd","mode":"payment","payment_status":"paid","status":"complete","customer_details":{"email":"dan@example.com"},"metadata":{}}`)
+	waitOrder(t, f.daemon, "ORDER-D1", ipn.OrderPaid)
+	for _, m := range mailText(t, f.smtp, "owner@example.com") {
+		if strings.Contains(m, "never found its payment") {
+			t.Errorf("the merchant was alerted:\n%s", m)
+		}
+	}
+}

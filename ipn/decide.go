@@ -218,6 +218,8 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 			next.State, detail = StateInvalid, refused
 		} else if d.Park != nil {
 			detail = ParkedDetail(d.Park.Event)
+		} else if d.Event != nil && d.Event.OrderID == "" && AttemptOnly(d.Event) {
+			detail = attemptDetail
 		}
 	}
 	if next.State == StateFailed {
@@ -261,7 +263,7 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	d.Event, d.Context = &ev, ac
 	refs := ev.PaymentRefs()
 	if ev.OrderID == "" {
-		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 {
+		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 && !AttemptOnly(&ev) {
 			d.Park = &Parked{Event: &ev, EventKey: o.EventKey, Sandbox: ac.Sandbox}
 			if ev.Secondary && !o.RequireRegistered {
 				sec := ev
@@ -331,6 +333,26 @@ func TargetOrder(o Outcome, refOrder string) string {
 	}
 	return OwnOrderID(o.Context.Gateway, o.Event)
 }
+
+// AttemptOnly reports whether ev, naming no order, is a payment attempt
+// that moved no money and is not parked: a one-off payment of a Stripe
+// intent or charge (Secondary) that failed or was canceled (a declined
+// card, an abandoned Checkout). Its session never comes when the
+// customer gives up, so waiting for it would only fail at
+// orders.park_for and alert the merchant for every abandoned checkout;
+// when the customer pays after all, the session brings the order.
+func AttemptOnly(ev *Event) bool {
+	if !ev.Secondary || ev.Type != TypePayment {
+		return false
+	}
+	switch ev.Status {
+	case StatusFailed, StatusDenied, StatusExpired, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+const attemptDetail = "a payment attempt that names no order and moved no money (declined, canceled): no order to change, not kept waiting for one"
 
 // ParkedDetail is the history's words for a parked event: what it waits
 // for.
