@@ -184,12 +184,6 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		prevPaid: next.Paid, prevRefunded: next.Refunded, key: key, tally: st.Tally}
 	c.tally.Reached = slices.Clone(st.Tally.Reached)
 
-	// A live event (not a sandbox gateway's test event) makes a test order
-	// a real one: real money is on it now, so it is counted as real and
-	// can no longer be deleted as a test order.
-	if next.Test && !(ev.Test && ac.Sandbox) {
-		next.Test = false
-	}
 	// Fill in what the order does not know yet.
 	if next.Currency == "" && ev.Currency != "" {
 		next.Currency = strings.ToUpper(ev.Currency)
@@ -239,6 +233,12 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		}
 	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
+	if next.Test && !ev.Test && !ac.Sandbox && ac.Decision == "" {
+		// A live gateway's real money on a test order (it raised
+		// test_payment above: review) makes it a real order: counted as
+		// real, and never deleted as a test order with the payment's record.
+		next.Test = false
+	}
 	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
 	x.watch = map[string][2]bool{}
 	x.fact(c.fact, 1)
