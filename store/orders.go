@@ -47,7 +47,8 @@ const (
 	OutboxPending = ipn.OutboxPending
 	OutboxSent    = ipn.OutboxSent
 	OutboxDead    = ipn.OutboxDead
-	OutboxSkipped = ipn.OutboxSkipped
+	OutboxSkipped   = ipn.OutboxSkipped
+	OutboxDiscarded = ipn.OutboxDiscarded
 )
 
 // CreateOrder registers an expected order. It fails with ErrExists when
