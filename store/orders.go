@@ -44,9 +44,9 @@ type OutboxItem = ipn.OutboxItem
 
 // Outbox item states.
 const (
-	OutboxPending = ipn.OutboxPending
-	OutboxSent    = ipn.OutboxSent
-	OutboxDead    = ipn.OutboxDead
+	OutboxPending   = ipn.OutboxPending
+	OutboxSent      = ipn.OutboxSent
+	OutboxDead      = ipn.OutboxDead
 	OutboxSkipped   = ipn.OutboxSkipped
 	OutboxDiscarded = ipn.OutboxDiscarded
 )
