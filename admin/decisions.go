@@ -152,6 +152,7 @@ func (a *api) decisionRoutes(r *httprouter.Router) {
 	// an id (httprouter allows no static segment beside :id).
 	r.POST("/api/outbox/:id", a.auth(a.retryDead))
 	r.GET("/api/outbox/:id", a.auth(a.showOutbox))
+	r.GET("/api/events", a.auth(a.events))
 }
 
 // OutboxDecision is the answer of POST /api/outbox/:id/discard.
