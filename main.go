@@ -94,6 +94,7 @@ func init() {
 		outboxDiscardCommand,
 		outboxResendCommand,
 		outboxShowCommand,
+		tailCommand,
 		backupCommand,
 		recoverCommand,
 		restoreCommand,
