@@ -16,7 +16,7 @@ import (
 var tailCommand = command{
 	name:    "tail",
 	args:    "[flags]",
-	summary: "follow notifications and order transitions as they happen, one line each (GET /api/events)",
+	summary: "follow notifications and order transitions live",
 	run:     cmdTail,
 }
 
