@@ -167,11 +167,24 @@ func TestApproveOrderInReview(t *testing.T) {
 	if n := len(mailText(t, smtpd, "ann@example.com")); n != 1 {
 		t.Errorf("customer got %d emails, want 1", n)
 	}
+	// Resend the payment email: a new item, a second email.
+	for _, it := range settled(t, d, "R-1") {
+		if it.Effect.Template != ipn.TemplatePaymentReceived || strings.Contains(it.Effect.Cause, "resend") {
+			continue
+		}
+		if out, stderr, code := runCode(t, envFunc(), "outbox", "resend", "-config", d.cfg, fmt.Sprint(it.ID)); code != 0 || !strings.Contains(out, "queued again") {
+			t.Fatalf("outbox resend: exit %d %s %s", code, out, stderr)
+		}
+		if out, _, _ := runCode(t, envFunc(), "outbox", "show", "-config", d.cfg, fmt.Sprint(it.ID)); !strings.Contains(out, "attempt 1") || !strings.Contains(out, ": sent") {
+			t.Errorf("outbox show of a sent email:\n%s", out)
+		}
+	}
+	waitFor(t, "the resent payment email", 10*time.Second, func() bool { return len(mailText(t, smtpd, "ann@example.com")) == 2 })
 	var full ipn.Order
 	d.api("GET", "/api/orders/R-1", nil, &full)
 	decisions := 0
 	for _, h := range full.History {
-		if h.By != "" {
+		if h.By != "" && strings.Contains(h.Reason, "approved") {
 			decisions++
 		}
 	}
