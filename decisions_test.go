@@ -160,6 +160,14 @@ func TestApproveOrderInReview(t *testing.T) {
 		t.Errorf("%d payment emails queued, want 1", paidMails)
 	}
 	waitFor(t, "the shop's order.paid", 10*time.Second, func() bool { return count(shopTypes(shop, "R-1"), "order.paid") >= 1 })
+	for _, b := range shop.forOrder("R-1") {
+		if b["type"] == "order.paid" {
+			o := b["data"].(map[string]any)["order"].(map[string]any)
+			if fmt.Sprint(o["approved_flags"]) != "[amount_mismatch]" || fmt.Sprint(o["flags"]) != "[amount_mismatch]" {
+				t.Errorf("order.paid order %v: want the flag kept and approved", o)
+			}
+		}
+	}
 	waitFor(t, "the customer's payment email", 10*time.Second, func() bool { return len(mailText(t, smtpd, "ann@example.com")) >= 1 })
 	if n := count(shopTypes(shop, "R-1"), "order.paid"); n != 1 {
 		t.Errorf("shop got order.paid %d times, want 1 (%v)", n, shopTypes(shop, "R-1"))
