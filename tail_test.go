@@ -37,7 +37,7 @@ func TestTailPrintsSimulatedNotification(t *testing.T) {
 		}
 		cancel()
 		out := stdout.String()
-		want := []string{"notification 1  shop  received", "notification 1  invalid  test_payment", "order ORDER-", "awaiting_payment -> review"}
+		want := []string{"notification 1  shop  received", "notification 1  shop  invalid  test_payment", "order ORDER-", "awaiting_payment -> review"}
 		if asJSON {
 			want = []string{`"type":"notification"`, `"state":"received"`, `"type":"order"`}
 		}

@@ -137,8 +137,8 @@ func (db *DB) announceFinished(outs []ipn.Outcome, states []ipn.Recorded, now ti
 			break
 		}
 		id := outs[i].ID
-		db.Announce(LiveEvent{Type: LiveNotification, At: now.UTC(), Notification: id, State: string(st.State),
-			Reason: st.Detail})
+		db.Announce(LiveEvent{Type: LiveNotification, At: now.UTC(), Notification: id, Gateway: outs[i].Context.Gateway,
+			State: string(st.State), Reason: st.Detail})
 		if st.OrderTo != "" {
 			db.Announce(LiveEvent{Type: LiveOrder, At: now.UTC(), Notification: id, Order: st.OrderID,
 				From: st.OrderFrom, To: st.OrderTo, Reason: st.Reason})
