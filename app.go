@@ -419,6 +419,7 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			return 1
 		},
 		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
+		LiveDropped:  func() float64 { return float64(db.LiveDropped()) },
 		StoreDropped: func() float64 {
 			_, ids, _ := db.Unacknowledged()
 			return float64(ids)

@@ -34,6 +34,10 @@ type Options struct {
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
 	StoreDamaged func() float64
+	// LiveDropped, when set, is read at scrape time for
+	// ipnd_events_dropped_total: followers of GET /api/events dropped for
+	// falling behind (their stream ended; ingest never waits for them).
+	LiveDropped func() float64
 	// StoreDropped, when set, is read at scrape time for
 	// ipnd_store_dropped_unacknowledged (ids of torn journal tails dropped
 	// at a start, which may have been acknowledged, not yet acknowledged
@@ -320,6 +324,12 @@ func New(o Options) *Metrics {
 			Name: "ipnd_store_damaged_records_total",
 			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
 		}, o.StoreDamaged))
+	}
+	if o.LiveDropped != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ipnd_events_dropped_total",
+			Help: "Followers of the live event stream (GET /api/events: ipnd tail, the dashboard) dropped for falling behind; they reconnect.",
+		}, o.LiveDropped))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(orderGauge{
