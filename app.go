@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"ipnd/admin"
+	"ipnd/admin/ui"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/metrics"
@@ -44,6 +45,8 @@ type app struct {
 	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it)
 	// guesses limits wrong admin tokens per client; kept across reloads.
 	guesses *public.ClientLimiter
+	// sessions are the dashboard's signed-in browsers; kept across reloads.
+	sessions *ui.Sessions
 
 	// What start started, for stop.
 	workers  workers
@@ -93,7 +96,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a := &app{getenv: getenv, log: log, procs: tuneProcs(), workers: workers{log: log},
-		guesses: public.NewClientLimiter(adminGuessesPerSecond, adminGuessBurst, 0)}
+		guesses: public.NewClientLimiter(adminGuessesPerSecond, adminGuessBurst, 0), sessions: ui.NewSessions(0)}
 	gateways, err := buildGateways(cfg)
 	if err != nil {
 		return nil, err
@@ -328,7 +331,8 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	}
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
 		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
-		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses}))
+		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses,
+		Sessions: a.sessions}))
 	return nil
 }
 
