@@ -1,0 +1,205 @@
+package ui_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ipnd/admin"
+	"ipnd/ipn"
+	"ipnd/ipn/gateway"
+	"ipnd/store"
+)
+
+type failures struct {
+	mu             sync.Mutex
+	wrong, limited int
+}
+
+func (f *failures) count(limited bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if limited {
+		f.limited++
+	} else {
+		f.wrong++
+	}
+}
+
+func newDashboard(t *testing.T) (*httptest.Server, *store.DB, *failures) {
+	t.Helper()
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &failures{}
+	srv := httptest.NewServer(admin.Handler(admin.Options{Store: db, Token: "s3cret-admin-token",
+		Gateways: []gateway.Gateway{g}, AuthFailed: f.count}))
+	t.Cleanup(func() { srv.Close(); db.Close() })
+	return srv, db, f
+}
+
+func browser(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func do(t *testing.T, c *http.Client, method, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, u, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func signIn(t *testing.T, srv *httptest.Server, c *http.Client) string {
+	t.Helper()
+	resp, _ := do(t, c, "POST", srv.URL+"/login", url.Values{"token": {"s3cret-admin-token"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("sign in: %d to %q, want 303 to /", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, page := do(t, c, "GET", srv.URL+"/", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("overview after sign in: %d\n%s", resp.StatusCode, page)
+	}
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("overview has no CSRF field")
+	}
+	return m[1]
+}
+
+// TestDashboardSignIn: the pages need a session; a wrong token is 401
+// and counted, past the limit 429; the right one sets an HttpOnly,
+// SameSite=Strict cookie; sign out ends the session.
+func TestDashboardSignIn(t *testing.T) {
+	srv, _, f := newDashboard(t)
+	c := browser(t)
+	resp, _ := do(t, c, "GET", srv.URL+"/", nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("GET / without a session: %d to %q, want 303 to /login", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, page := do(t, c, "GET", srv.URL+"/login", nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, `<label for="token">`) {
+		t.Fatalf("GET /login: %d\n%s", resp.StatusCode, page)
+	}
+	for h, want := range map[string]string{
+		"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+		"X-Content-Type-Options":  "nosniff", "Referrer-Policy": "no-referrer"} {
+		if got := resp.Header.Get(h); !strings.HasPrefix(got, want) {
+			t.Errorf("%s: %q, want %q", h, got, want)
+		}
+	}
+	resp, page = do(t, c, "POST", srv.URL+"/login", url.Values{"token": {"wrong"}})
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(page, "Wrong token") || len(resp.Cookies()) != 0 {
+		t.Errorf("wrong token: %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
+	if f.wrong != 1 {
+		t.Errorf("wrong tokens counted: %d, want 1", f.wrong)
+	}
+	for range 12 {
+		resp, _ = do(t, c, "POST", srv.URL+"/login", url.Values{"token": {"wrong"}})
+	}
+	if resp.StatusCode != http.StatusTooManyRequests || f.wrong != 10 || f.limited != 3 {
+		t.Errorf("13 wrong tokens: last %d, counted %d wrong and %d limited; want 429, 10 and 3", resp.StatusCode, f.wrong, f.limited)
+	}
+}
+
+func TestDashboardSession(t *testing.T) {
+	srv, _, _ := newDashboard(t)
+	c := browser(t)
+	resp, _ := do(t, c, "POST", srv.URL+"/login", url.Values{"token": {"s3cret-admin-token"}})
+	var ck *http.Cookie
+	for _, x := range resp.Cookies() {
+		if x.Name == "ipnd_session" {
+			ck = x
+		}
+	}
+	if ck == nil || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || len(ck.Value) < 40 || ck.Secure {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, random, not Secure over plain HTTP", ck)
+	}
+	for _, p := range []string{"/", "/notifications", "/orders", "/outbox", "/static/style.css", "/static/live.js"} {
+		if resp, page := do(t, c, "GET", srv.URL+p, nil); resp.StatusCode != 200 {
+			t.Errorf("GET %s: %d\n%s", p, resp.StatusCode, page)
+		}
+	}
+	m := csrfRE.FindStringSubmatch(func() string { _, p := do(t, c, "GET", srv.URL+"/", nil); return p }())
+	if m == nil {
+		t.Fatal("no CSRF token on the overview")
+	}
+	// Sign out without the CSRF token: refused; with it: the session ends.
+	if resp, _ := do(t, c, "POST", srv.URL+"/logout", url.Values{}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sign out without CSRF: %d, want 403", resp.StatusCode)
+	}
+	if resp, _ := do(t, c, "POST", srv.URL+"/logout", url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign out: %d, want 303", resp.StatusCode)
+	}
+	// The old cookie is dead on the server, even if a browser kept it.
+	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+	req.AddCookie(ck)
+	r2, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusSeeOther {
+		t.Errorf("old session cookie after sign out: %d, want 303 to /login", r2.StatusCode)
+	}
+}
+
+// TestDashboardCSRF: a state-changing POST without the session's CSRF
+// token, or with another's, is 403 and changes nothing.
+func TestDashboardCSRF(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	id, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		ContentType: "application/json", Body: []byte(`{"type":"x"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	csrf := signIn(t, srv, c)
+	other := signIn(t, srv, browser(t))
+	path := srv.URL + "/notifications/" + itoa(id) + "/replay"
+	for name, form := range map[string]url.Values{"none": {}, "other session's": {"csrf": {other}}, "empty": {"csrf": {""}}} {
+		if resp, _ := do(t, c, "POST", path, form); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("replay with %s CSRF token: %d, want 403", name, resp.StatusCode)
+		}
+	}
+	if resp, _ := do(t, c, "POST", path, url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("replay with the CSRF token: %d, want 303", resp.StatusCode)
+	}
+	resp, page := do(t, c, "GET", srv.URL+"/notifications/"+itoa(id), nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, `&#34;type&#34;: &#34;x&#34;`) {
+		t.Errorf("notification page: %d, want the pretty-printed body\n%s", resp.StatusCode, page)
+	}
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
