@@ -130,6 +130,7 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/orders", a.auth(a.listOrders))
 	r.GET("/api/orders/:id", a.auth(a.showOrder))
 	r.DELETE("/api/orders/:id", a.auth(a.deleteOrder))
+	a.decisionRoutes(r)
 	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))

@@ -143,6 +143,7 @@ type DB struct {
 	opts    Options
 	kinds   atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
 	parkFor atomic.Int64                    // orders.park_for (SetParkFor); 0: parked events wait forever
+	events  broadcaster                     // live events for GET /api/events (events.go)
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.
@@ -336,7 +337,7 @@ func (db *DB) init() error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
-			bucketOrderRecords} {
+			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}

@@ -1,0 +1,148 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/julienschmidt/httprouter"
+
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// ActorHeader names who makes a decision through the API: the CLI sends
+// "cli"; without it the decision is the admin session's ("admin").
+const ActorHeader = "X-Ipnd-Actor"
+
+// DecisionRequest is the body of the order decision routes (SPEC §7).
+// Every field is optional but a note's text and a dispute's outcome.
+type DecisionRequest struct {
+	Note    string `json:"note"`
+	Version int    `json:"version"` // the order's version the merchant saw; another answers 409
+	Text    string `json:"text"`    // notes: the note
+	Outcome string `json:"outcome"` // dispute: won or lost
+	Dispute string `json:"dispute"` // dispute: its id; "" the order's only open one
+}
+
+// DecisionAnswer is the answer of an order decision: the order after it,
+// the history entry it added, and whether it was a repeat of a request
+// already applied (same Idempotency-Key: nothing changed).
+type DecisionAnswer struct {
+	Order    ipn.Order       `json:"order"`
+	Change   ipn.OrderChange `json:"change,omitzero"`
+	Repeated bool            `json:"repeated,omitempty"`
+}
+
+// actor is who makes the request's decision: "cli" when the CLI says
+// so, else "admin". Only these two: a label never comes from the request
+// as it is.
+func actor(r *http.Request) string {
+	if strings.EqualFold(r.Header.Get(ActorHeader), "cli") {
+		return "cli"
+	}
+	return "admin"
+}
+
+// readDecision reads the optional JSON body of a decision (an empty
+// body is none).
+func readDecision(w http.ResponseWriter, r *http.Request) (DecisionRequest, bool) {
+	var req DecisionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "body: "+jsonProblem(err))
+		return req, false
+	}
+	if req.Version < 0 {
+		writeError(w, http.StatusBadRequest, "version: must not be negative")
+		return req, false
+	}
+	if len(r.Header.Get("Idempotency-Key")) > 255 {
+		writeError(w, http.StatusBadRequest, "Idempotency-Key: at most 255 bytes")
+		return req, false
+	}
+	return req, true
+}
+
+func (a *api) approveOrder(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	a.decide(w, r, ps, ipn.DecisionApprove)
+}
+
+func (a *api) cancelOrder(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	a.decide(w, r, ps, ipn.DecisionCancel)
+}
+
+func (a *api) noteOrder(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	a.decide(w, r, ps, ipn.DecisionNote)
+}
+
+func (a *api) disputeOrder(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	a.decide(w, r, ps, "dispute")
+}
+
+// decide applies a decision of kind to the order (store.DB.DecideOrder):
+// 200 with the order; 404 no order; 409 stale version, not in review
+// (approve), final (cancel), no open dispute; 400 bad body.
+func (a *api) decide(w http.ResponseWriter, r *http.Request, ps httprouter.Params, kind string) {
+	req, ok := readDecision(w, r)
+	if !ok {
+		return
+	}
+	d := store.Decision{OrderDecision: ipn.OrderDecision{Kind: kind, By: actor(r), Why: req.Note},
+		Version: req.Version, Key: r.Header.Get("Idempotency-Key")}
+	switch kind {
+	case ipn.DecisionNote:
+		d.Why = strings.TrimSpace(req.Text)
+		if d.Why == "" {
+			d.Why = strings.TrimSpace(req.Note)
+		}
+		if d.Why == "" {
+			writeError(w, http.StatusBadRequest, "text: a note needs text")
+			return
+		}
+		if len(d.Why) > 4096 {
+			writeError(w, http.StatusBadRequest, "text: at most 4096 bytes")
+			return
+		}
+	case "dispute":
+		switch req.Outcome {
+		case "won", "lost":
+		default:
+			writeError(w, http.StatusBadRequest, `outcome: must be "won" or "lost"`)
+			return
+		}
+		d.Dispute = &ipn.DisputeDecision{Dispute: req.Dispute, Won: req.Outcome == "won"}
+	}
+	if len(d.Why) > 4096 {
+		writeError(w, http.StatusBadRequest, "note: at most 4096 bytes")
+		return
+	}
+	res, err := a.o.Store.DecideOrder(ps.ByName("id"), d, a.o.Now())
+	switch {
+	case errors.Is(err, store.ErrStale), errors.Is(err, ipn.ErrNotInReview), errors.Is(err, ipn.ErrFinal),
+		errors.Is(err, ipn.ErrNoOpenDispute), errors.Is(err, store.ErrKeyReused):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case errors.Is(err, ipn.ErrBadDecision):
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		a.fail(w, err)
+		return
+	}
+	if !res.Repeated {
+		a.log.Info("order decision", "order_id", ps.ByName("id"), "decision", kind, "by", d.By, "status", res.Order.Status)
+	}
+	writeJSON(w, http.StatusOK, DecisionAnswer{Order: orderView(*res.Order), Change: res.Change, Repeated: res.Repeated})
+}
+
+// decisionRoutes registers the decision routes (SPEC §7).
+func (a *api) decisionRoutes(r *httprouter.Router) {
+	r.POST("/api/orders/:id/approve", a.auth(a.approveOrder))
+	r.POST("/api/orders/:id/cancel", a.auth(a.cancelOrder))
+	r.POST("/api/orders/:id/dispute", a.auth(a.disputeOrder))
+	r.POST("/api/orders/:id/notes", a.auth(a.noteOrder))
+}
