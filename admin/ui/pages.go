@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -454,7 +455,11 @@ func (u *ui) orders(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 }
 
 func (u *ui) order(w http.ResponseWriter, r *http.Request, ps httprouter.Params, s session) {
-	o, err := u.o.Store.GetOrder(ps.ByName("id"))
+	u.renderOrder(w, s, ps.ByName("id"), http.StatusOK, r.URL.Query().Get("done"), "")
+}
+
+func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int, flash, problem string) {
+	o, err := u.o.Store.GetOrder(id)
 	if err != nil {
 		u.fail(w, s, err)
 		return
@@ -479,14 +484,16 @@ func (u *ui) order(w http.ResponseWriter, r *http.Request, ps httprouter.Params,
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b store.OutboxItem) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(out, func(a, b store.OutboxItem) int { return cmp.Compare(a.ID, b.ID) })
 	out = slices.CompactFunc(out, func(a, b store.OutboxItem) bool { return a.ID == b.ID })
 	d := struct {
-		O      *ipn.Order
-		Outbox []outboxView
-		Flash  string
-	}{O: o, Outbox: outboxViews(out), Flash: r.URL.Query().Get("done")}
-	u.renderPage(w, http.StatusOK, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
+		O       *ipn.Order
+		Outbox  []outboxView
+		Flash   string
+		Problem string
+		Form    decisionForm
+	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o)}
+	u.renderPage(w, status, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 
 type outboxView struct {

@@ -104,6 +104,7 @@ func Register(r *httprouter.Router, o Options) {
 	r.POST("/notifications/:id/replay", u.signedIn(u.replay))
 	r.GET("/orders", u.signedIn(u.orders))
 	r.GET("/orders/:id", u.signedIn(u.order))
+	r.POST("/orders/:id/decide", u.signedIn(u.decide))
 	r.GET("/outbox", u.signedIn(u.outbox))
 	r.POST("/outbox/:id/retry", u.signedIn(u.retry))
 	r.GET("/events", u.signedIn(u.events))

@@ -202,4 +202,3 @@ func TestDashboardCSRF(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
-
