@@ -458,41 +458,38 @@ func (u *ui) order(w http.ResponseWriter, r *http.Request, ps httprouter.Params,
 	u.renderOrder(w, s, ps.ByName("id"), http.StatusOK, r.URL.Query().Get("done"), "")
 }
 
+// orderOutboxScan is how many of the newest outbox items the order page
+// reads for the order's emails and callbacks.
+const orderOutboxScan = 5000
+
 func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int, flash, problem string) {
 	o, err := u.o.Store.GetOrder(id)
 	if err != nil {
 		u.fail(w, s, err)
 		return
 	}
-	// The order's emails and callbacks: the outbox items of the
-	// notifications that made its facts (at most 50 of them).
+	// The order's emails and callbacks: there is no outbox index by
+	// order, so the newest orderOutboxScan items are read.
+	recent, err := u.o.Store.ListOutbox("", orderOutboxScan)
+	if err != nil {
+		u.fail(w, s, err)
+		return
+	}
 	var out []store.OutboxItem
-	seen := map[uint64]bool{}
-	for _, f := range o.Facts {
-		if f.Notification == 0 || seen[f.Notification] || len(seen) == 50 {
-			continue
-		}
-		seen[f.Notification] = true
-		items, err := u.o.Store.OutboxOf(f.Notification)
-		if err != nil {
-			u.fail(w, s, err)
-			return
-		}
-		for _, it := range items {
-			if it.Effect.OrderID == o.ID {
-				out = append(out, it)
-			}
+	for _, it := range recent {
+		if it.Effect.OrderID == o.ID {
+			out = append(out, it)
 		}
 	}
 	slices.SortFunc(out, func(a, b store.OutboxItem) int { return cmp.Compare(a.ID, b.ID) })
-	out = slices.CompactFunc(out, func(a, b store.OutboxItem) bool { return a.ID == b.ID })
 	d := struct {
 		O       *ipn.Order
 		Outbox  []outboxView
 		Flash   string
 		Problem string
 		Form    decisionForm
-	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o)}
+		Scanned int
+	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan}
 	u.renderPage(w, status, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 
