@@ -152,7 +152,7 @@ func barChart(title string, bars []counts, labels []string) template.HTML {
 			fmt.Fprintf(&sb, `<text class="label" x="%.1f" y="%d">%s</text>`, x, h+pad-4, template.HTMLEscapeString(labels[i]))
 		}
 	}
-	fmt.Fprintf(&sb, `<text class="label" x="%d" y="12" text-anchor="end">max %d</text>`, w-2, top)
+	fmt.Fprintf(&sb, `<text class="label" x="3" y="11">max %d</text>`, top)
 	sb.WriteString(`</svg>`)
 	return template.HTML(sb.String())
 }

@@ -30,6 +30,12 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05")
 	},
 	"lag": func(d time.Duration) string { return d.Round(time.Second).String() },
+	"done": func(what string) string {
+		if s, ok := doneText[what]; ok {
+			return s
+		}
+		return "Done."
+	},
 	// args builds a map from name, value pairs: arguments for a
 	// sub-template.
 	"args": func(kv ...any) map[string]any {
@@ -39,6 +45,19 @@ var funcs = template.FuncMap{
 		}
 		return m
 	},
+}
+
+// doneText is the message after a decision or an action, by its name
+// (the done= parameter of the page it leads back to).
+var doneText = map[string]string{
+	"approve": "Approved: the order is now what its payments make it; the customer email and the shop callback are queued.",
+	"cancel":  "Canceled: the shop gets order.canceled.",
+	"note":    "Note added to the history.",
+	"won":     "Dispute closed as won.",
+	"lost":    "Dispute closed as lost.",
+	"replay":  "Replay scheduled: it will be processed again (effects already done are not repeated).",
+	"retry":   "Queued again: it is due now.",
+	"discard": "Discarded: it will not be sent, and no longer counts as dead.",
 }
 
 var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "error"}
