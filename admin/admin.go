@@ -675,9 +675,9 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	q := r.URL.Query()
 	state := q.Get("state")
 	switch state {
-	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped:
+	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped, store.OutboxDiscarded:
 	default:
-		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead or skipped")
+		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead, skipped or discarded")
 		return
 	}
 	limit, ok := queryLimit(w, q, 1000)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
@@ -145,4 +146,133 @@ func (a *api) decisionRoutes(r *httprouter.Router) {
 	r.POST("/api/orders/:id/cancel", a.auth(a.cancelOrder))
 	r.POST("/api/orders/:id/dispute", a.auth(a.disputeOrder))
 	r.POST("/api/orders/:id/notes", a.auth(a.noteOrder))
+	r.POST("/api/outbox/:id/discard", a.auth(a.discardOutbox))
+	r.POST("/api/outbox/:id/resend", a.auth(a.resendOutbox))
+	// POST /api/outbox/retry?state=dead&kind=K: "retry" in the place of
+	// an id (httprouter allows no static segment beside :id).
+	r.POST("/api/outbox/:id", a.auth(a.retryDead))
+	r.GET("/api/outbox/:id", a.auth(a.showOutbox))
+	r.GET("/api/events", a.auth(a.events))
+}
+
+// OutboxDecision is the answer of POST /api/outbox/:id/discard.
+type OutboxDecision struct {
+	ID       uint64 `json:"id"`
+	State    string `json:"state"` // discarded
+	Was      string `json:"was"`   // pending or dead (discarded: a repeat)
+	Repeated bool   `json:"repeated,omitempty"`
+}
+
+// discardOutbox makes a pending or dead item discarded: 200; 409 for a
+// sent or skipped item; a repeat answers 200 with repeated true.
+func (a *api) discardOutbox(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
+		return
+	}
+	req, ok := readDecision(w, r)
+	if !ok {
+		return
+	}
+	if len(req.Note) > 4096 {
+		writeError(w, http.StatusBadRequest, "note: at most 4096 bytes")
+		return
+	}
+	was, repeated, err := a.o.Store.DiscardOutbox(id, actor(r), req.Note, a.o.Now())
+	if errors.Is(err, store.ErrNotDiscardable) {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if !repeated {
+		a.log.Info("outbox item discarded", "outbox_id", id, "was", was.State, "by", actor(r))
+	}
+	writeJSON(w, http.StatusOK, OutboxDecision{ID: id, State: store.OutboxDiscarded, Was: was.State, Repeated: repeated})
+}
+
+// resendOutbox queues a sent email again as a new item: 202 with the
+// new item; 409 for anything but a sent email.
+func (a *api) resendOutbox(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
+		return
+	}
+	it, err := a.o.Store.ResendOutbox(id, actor(r), a.o.Now())
+	if errors.Is(err, store.ErrNotResendable) {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	a.log.Info("email resend queued", "outbox_id", id, "new_outbox_id", it.ID, "by", actor(r))
+	it.Effect.Cause = displayKey(it.Effect.Cause)
+	writeJSON(w, http.StatusAccepted, it)
+}
+
+// OutboxRetried is the answer of POST /api/outbox/retry.
+type OutboxRetried struct {
+	IDs []uint64 `json:"ids"` // the items queued again
+}
+
+// retryDead serves POST /api/outbox/retry?state=dead&kind=K: every dead
+// item of lane K (every lane without kind) queued again (202).
+func (a *api) retryDead(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	if ps.ByName("id") != "retry" {
+		writeError(w, http.StatusNotFound, "no such route")
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("state") != store.OutboxDead {
+		writeError(w, http.StatusBadRequest, "state: must be dead (only dead items are retried in bulk)")
+		return
+	}
+	kind := q.Get("kind")
+	if kind != "" && !slices.Contains(ipn.OutboxLanes, kind) {
+		writeError(w, http.StatusBadRequest, "kind: must be one of "+strings.Join(ipn.OutboxLanes, ", "))
+		return
+	}
+	ids, err := a.o.Store.RetryDead(kind, a.o.Now())
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if ids == nil {
+		ids = []uint64{}
+	}
+	a.log.Info("dead outbox items retried", "kind", kind, "items", len(ids), "by", actor(r))
+	writeJSON(w, http.StatusAccepted, OutboxRetried{IDs: ids})
+}
+
+// OutboxDetail is the answer of GET /api/outbox/:id: the item and its
+// delivery attempts, oldest first (the last store.AttemptsKept).
+type OutboxDetail struct {
+	Item     ipn.OutboxItem      `json:"item"`
+	Attempts []ipn.OutboxAttempt `json:"attempts"`
+}
+
+func (a *api) showOutbox(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
+	id, ok := parseID(w, ps)
+	if !ok {
+		return
+	}
+	it, err := a.o.Store.GetOutbox(id)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	attempts, err := a.o.Store.OutboxAttempts(id)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	if attempts == nil {
+		attempts = []ipn.OutboxAttempt{}
+	}
+	it.Effect.Cause = displayKey(it.Effect.Cause)
+	writeJSON(w, http.StatusOK, OutboxDetail{Item: it, Attempts: attempts})
 }

@@ -55,7 +55,8 @@ type Options struct {
 	OrderStatuses []string
 	OrderCounts   func() (real, test map[string]int)
 	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind},
-	// ipnd_outbox_dead{kind} and ipnd_outbox_skipped{kind} at scrape time
+	// ipnd_outbox_dead{kind}, ipnd_outbox_skipped{kind} and
+	// ipnd_outbox_discarded{kind} at scrape time
 	// (state -> kind -> count).
 	OutboxKinds  []string
 	OutboxCounts func() map[string]map[string]int
@@ -329,7 +330,7 @@ func New(o Options) *Metrics {
 		})
 	}
 	if o.OutboxCounts != nil {
-		for _, state := range []string{"pending", "dead", "skipped"} {
+		for _, state := range []string{"pending", "dead", "skipped", "discarded"} {
 			m.reg.MustRegister(funcGaugeVec{
 				desc:   prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil),
 				labels: o.OutboxKinds,

@@ -1,9 +1,70 @@
 package store
 
-// bucketAttempts keeps every delivery attempt of every outbox item, the
-// last attemptsKept of each: outbox id (8) + attempt number (8) -> JSON
-// ipn.OutboxAttempt.
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"ipnd/ipn"
+)
+
+// bucketAttempts keeps the delivery attempts of every outbox item, the
+// last AttemptsKept of each: outbox id (8) + sequence (8) -> JSON
+// ipn.OutboxAttempt. Recording one costs a seek, a put and at most one
+// delete, whatever the number of items.
 var bucketAttempts = []byte("outbox_attempts")
 
-// attemptsKept bounds the attempts kept per outbox item (the newest).
-const attemptsKept = 20
+// AttemptsKept bounds the attempts kept per outbox item (the newest).
+const AttemptsKept = 20
+
+// recordAttempt keeps what attempt r of item it did (at now).
+func (db *DB) recordAttempt(tx *bolt.Tx, it *ipn.OutboxItem, r ipn.OutboxResult, now time.Time) error {
+	b := tx.Bucket(bucketAttempts)
+	prefix := u64(it.ID)
+	c := b.Cursor()
+	var seq uint64
+	var first []byte
+	if k, _ := c.Seek(binary.BigEndian.AppendUint64(u64(it.ID), math.MaxUint64)); k != nil {
+		k, _ = c.Prev()
+		if k != nil && bytes.HasPrefix(k, prefix) {
+			seq = binary.BigEndian.Uint64(k[8:])
+		}
+	} else if k, _ := c.Last(); k != nil && bytes.HasPrefix(k, prefix) {
+		seq = binary.BigEndian.Uint64(k[8:])
+	}
+	if k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+		first = bytes.Clone(k)
+	}
+	seq++
+	a := ipn.OutboxAttempt{Seq: seq, Attempt: r.Attempts, At: now.UTC(), Result: r.State, Error: r.Error,
+		Duration: r.Duration, AttemptDetail: r.Detail}
+	if err := db.putJSON(tx, bucketAttempts, binary.BigEndian.AppendUint64(u64(it.ID), seq), a); err != nil {
+		return err
+	}
+	if first != nil && seq-binary.BigEndian.Uint64(first[8:]) >= AttemptsKept {
+		return b.Delete(first)
+	}
+	return nil
+}
+
+// OutboxAttempts returns the kept attempts of outbox item id, oldest
+// first.
+func (db *DB) OutboxAttempts(id uint64) ([]ipn.OutboxAttempt, error) {
+	var out []ipn.OutboxAttempt
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		prefix := u64(id)
+		c := tx.Bucket(bucketAttempts).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var a ipn.OutboxAttempt
+			if err := decodeValue(v, &a); err != nil {
+				continue // a damaged record is left out, the rest shown
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}

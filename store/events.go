@@ -95,3 +95,32 @@ func (db *DB) announceOrder(o *ipn.Order, c ipn.OrderChange) {
 	db.Announce(LiveEvent{Type: LiveOrder, At: c.At, Notification: c.Notification, Order: o.ID, From: c.From,
 		To: c.To, Reason: c.Reason, By: c.By})
 }
+
+// announceStored announces notification id, just stored.
+func (db *DB) announceStored(id uint64, n *ipn.Notification) {
+	if db.events.n.Load() == 0 {
+		return
+	}
+	db.Announce(LiveEvent{Type: LiveNotification, At: n.ReceivedAt.UTC(), Notification: id, Gateway: n.Gateway,
+		State: string(ipn.StateReceived)})
+}
+
+// announceFinished announces what the pipeline recorded: each
+// notification's new state and each order transition.
+func (db *DB) announceFinished(outs []ipn.Outcome, states []ipn.Recorded, now time.Time) {
+	if db.events.n.Load() == 0 {
+		return
+	}
+	for i, st := range states {
+		if i >= len(outs) {
+			break
+		}
+		id := outs[i].ID
+		db.Announce(LiveEvent{Type: LiveNotification, At: now.UTC(), Notification: id, State: string(st.State),
+			Reason: st.Detail})
+		if st.OrderTo != "" {
+			db.Announce(LiveEvent{Type: LiveOrder, At: now.UTC(), Notification: id, Order: st.OrderID,
+				From: st.OrderFrom, To: st.OrderTo, Reason: st.Reason})
+		}
+	}
+}

@@ -434,7 +434,12 @@ func (db *DB) Path() string { return db.path }
 // meanwhile queue, and when the leader's commit ends the first of them is
 // promoted and commits the whole queue (up to MaxBatch) with one write
 // and one fdatasync.
-func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, error) {
+func (db *DB) Append(_ context.Context, n *ipn.Notification) (id uint64, dup bool, err error) {
+	defer func() {
+		if err == nil && !dup {
+			db.announceStored(id, n) // live events (events.go)
+		}
+	}()
 	r := &appendReq{key: dedupKey(n.Gateway, n.DedupKey), rec: encodeRecord(n), signal: make(chan bool, 1)}
 	db.mu.Lock()
 	if db.closed {
