@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,40 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 		d.api("GET", "/api/orders/ORDER-REVIEW", nil, &o)
 		if o.Status != ipn.OrderPaid || !strings.Contains(o.History[len(o.History)-1].Reason, "bank transfer") {
 			t.Errorf("API after approving in the browser: %s, last change %+v", o.Status, o.History[len(o.History)-1])
+		}
+	})
+	t.Run("discard a dead item", func(t *testing.T) {
+		var dead struct{ Items []struct{ ID uint64 } }
+		waitFor(t, "dead shop callbacks", 10*time.Second, func() bool {
+			d.api("GET", "/api/outbox?state=dead", nil, &dead)
+			return len(dead.Items) >= 2
+		})
+		deadCount := func() string {
+			browse(t, ctx, "overview", chromedp.Navigate(admin+"/"), chromedp.WaitVisible(chromedp.CSS("#outbox-counts")))
+			return read(t, ctx, "dead count", chromedp.Text(chromedp.CSS(`td.dead-count[data-lane="shop_callback"]`)))
+		}
+		before := deadCount()
+		shot(t, ctx, "overview-dead")
+		id := dead.Items[0].ID
+		browse(t, ctx, "dead items", chromedp.Navigate(admin+"/outbox?state=dead&lane=shop_callback"),
+			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf("#discard-%d", id))))
+		shot(t, ctx, "outbox-dead")
+		browse(t, ctx, "attempts of a dead item", chromedp.Navigate(fmt.Sprintf("%s/outbox/%d", admin, id)),
+			chromedp.WaitVisible(chromedp.CSS("table.attempts")))
+		attempts := read(t, ctx, "attempts", chromedp.Text(chromedp.CSS("table.attempts")))
+		if !strings.Contains(attempts, "HTTP 500") || !strings.Contains(attempts, "shop database is down") {
+			t.Errorf("the dead callback's attempts lack the shop's status and body:\n%s", attempts)
+		}
+		shot(t, ctx, "outbox-item")
+		browse(t, ctx, "discard", chromedp.Click(chromedp.CSS(fmt.Sprintf("#discard-%d", id))),
+			chromedp.WaitVisible(chromedp.CSS("#flash")))
+		if state := read(t, ctx, "state", chromedp.Text(chromedp.CSS("#item-state"))); state != "discarded" {
+			t.Errorf("after discarding: item state %q", state)
+		}
+		after := deadCount()
+		b, _ := strconv.Atoi(before)
+		if a, err := strconv.Atoi(after); err != nil || a != b-1 {
+			t.Errorf("dead shop callbacks on the overview: %s before discarding one, %s after", before, after)
 		}
 	})
 	t.Run("POST without CSRF token is refused", func(t *testing.T) {

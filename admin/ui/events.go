@@ -8,19 +8,25 @@ import (
 	"github.com/julienschmidt/httprouter"
 )
 
-// eventsPoll is how often /events looks at the store for news.
-const eventsPoll = 500 * time.Millisecond
+// eventsBuffer is how far a browser may fall behind before it is
+// dropped (it reconnects); eventsHeartbeat keeps proxies from closing
+// an idle stream.
+const (
+	eventsBuffer    = 64
+	eventsHeartbeat = 15 * time.Second
+)
 
-// events is a Server-Sent Events stream for the signed-in pages: an
-// event "change" whenever a notification was stored or processed (the
-// log's newest id or the pipeline's cursor moved), a comment every 15 s
-// to keep proxies from closing it. The script reloads the page's main
-// part on each. The listener's write timeout is moved forward before
-// each write, so it does not cut the stream.
+// events is /events, the admin API's live stream (store.DB.Subscribe,
+// as GET /api/events) for a signed-in browser: an event "change" per
+// notification stored or recorded and per order transition, without
+// its details (the page fetches itself again; customer data stays in
+// the pages). The listener's write timeout is moved forward before each
+// write, so it does not cut the stream.
 func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ session) {
 	rc := http.NewResponseController(w)
+	ch, stop := u.o.Store.Subscribe(eventsBuffer)
+	defer stop()
 	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	send := func(s string) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -29,33 +35,25 @@ func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 		}
 		return rc.Flush() == nil
 	}
-	mark := func() [2]uint64 {
-		st, _ := u.o.Store.Stats()
-		return [2]uint64{st.LastID, u.o.Store.Cursor()}
-	}
-	last := mark()
 	if !send("retry: 2000\n: ipnd events\n\n") {
 		return
 	}
-	tick := time.NewTicker(eventsPoll)
+	tick := time.NewTicker(eventsHeartbeat)
 	defer tick.Stop()
-	keep := time.Now()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
-		case now := <-tick.C:
-			if m := mark(); m != last {
-				last = m
-				if !send(fmt.Sprintf("event: change\ndata: {\"last_id\":%d,\"processed\":%d}\n\n", m[0], m[1])) {
-					return
-				}
-				keep = now
-			} else if now.Sub(keep) > 15*time.Second {
-				if !send(": keepalive\n\n") {
-					return
-				}
-				keep = now
+		case e, ok := <-ch:
+			if !ok {
+				return // fell behind: the browser reconnects
+			}
+			if !send(fmt.Sprintf("event: change\ndata: %q\n\n", e.Type)) {
+				return
+			}
+		case <-tick.C:
+			if !send(": ping\n\n") {
+				return
 			}
 		}
 	}

@@ -29,7 +29,9 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05")
 	},
-	"lag": func(d time.Duration) string { return d.Round(time.Second).String() },
+	"lag":   func(d time.Duration) string { return d.Round(time.Second).String() },
+	"deref": func(p *int) int { return *p },
+	"list":  func(v ...outboxView) []outboxView { return v },
 	"done": func(what string) string {
 		if s, ok := doneText[what]; ok {
 			return s
@@ -58,9 +60,10 @@ var doneText = map[string]string{
 	"replay":  "Replay scheduled: it will be processed again (effects already done are not repeated).",
 	"retry":   "Queued again: it is due now.",
 	"discard": "Discarded: it will not be sent, and no longer counts as dead.",
+	"resend":  "Queued to be sent again (this is the new item).",
 }
 
-var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "error"}
+var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error"}
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
@@ -121,8 +124,8 @@ func (u *ui) fail(w http.ResponseWriter, s session, err error) {
 }
 
 type laneRow struct {
-	Kind                   string
-	Pending, Dead, Skipped int
+	Kind                              string
+	Pending, Dead, Skipped, Discarded int
 }
 
 type statusRow struct {
@@ -202,7 +205,7 @@ func (u *ui) overview(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 	}
 	for _, k := range slices.Sorted(maps.Keys(kinds)) {
 		d.Lanes = append(d.Lanes, laneRow{Kind: k, Pending: oc[store.OutboxPending][k], Dead: oc[store.OutboxDead][k],
-			Skipped: oc[store.OutboxSkipped][k]})
+			Skipped: oc[store.OutboxSkipped][k], Discarded: oc[store.OutboxDiscarded][k]})
 	}
 	all, err := u.o.Store.OrderCounts()
 	if err != nil {
@@ -514,19 +517,23 @@ func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int
 
 type outboxView struct {
 	store.OutboxItem
-	CanRetry bool
+	CanRetry, CanDiscard, CanResend bool
+	DeliveryKey                     string // webhook-id / IPND_OUTBOX_ID
 }
 
 func outboxViews(items []store.OutboxItem) []outboxView {
 	out := make([]outboxView, 0, len(items))
 	for _, it := range items {
 		it.Effect.Cause = strings.ReplaceAll(it.Effect.Cause, "\x00", "|")
-		out = append(out, outboxView{OutboxItem: it, CanRetry: it.State != store.OutboxSent})
+		out = append(out, outboxView{OutboxItem: it, DeliveryKey: it.Key(),
+			CanRetry:   it.State == store.OutboxPending || it.State == store.OutboxDead || it.State == store.OutboxSkipped,
+			CanDiscard: it.State == store.OutboxPending || it.State == store.OutboxDead,
+			CanResend:  it.State == store.OutboxSent && strings.HasPrefix(it.Effect.Kind, "email_")})
 	}
 	return out
 }
 
-var outboxStates = []string{store.OutboxPending, store.OutboxDead, store.OutboxSkipped, store.OutboxSent}
+var outboxStates = []string{store.OutboxPending, store.OutboxDead, store.OutboxSkipped, store.OutboxSent, store.OutboxDiscarded}
 
 func (u *ui) outbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
 	q := r.URL.Query()
@@ -536,8 +543,9 @@ func (u *ui) outbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 		States      []string
 		Items       []outboxView
 		Flash       string
+		Back        string
 	}{Lane: q.Get("lane"), State: q.Get("state"), States: outboxStates, Flash: q.Get("done"),
-		Lanes: []string{ipn.EffectEmailCustomer, ipn.EffectEmailMerchant, ipn.EffectShopCallback}}
+		Lanes: ipn.OutboxLanes}
 	if !slices.Contains(outboxStates, d.State) {
 		d.State = ""
 	}
@@ -551,6 +559,11 @@ func (u *ui) outbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 	}
 	items = slices.DeleteFunc(items, func(it store.OutboxItem) bool { return d.Lane != "" && it.Effect.Kind != d.Lane })
 	d.Items = outboxViews(items[:min(len(items), 200)])
+	back := url.Values{"state": {d.State}}
+	if d.Lane != "" {
+		back.Set("lane", d.Lane)
+	}
+	d.Back = "/outbox?" + back.Encode()
 	u.renderPage(w, http.StatusOK, "outbox", page{Title: "Outbox", Nav: "outbox", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 

@@ -106,7 +106,11 @@ func Register(r *httprouter.Router, o Options) {
 	r.GET("/orders/:id", u.signedIn(u.order))
 	r.POST("/orders/:id/decide", u.signedIn(u.decide))
 	r.GET("/outbox", u.signedIn(u.outbox))
+	r.GET("/outbox/:id", u.signedIn(u.outboxItem))
 	r.POST("/outbox/:id/retry", u.signedIn(u.retry))
+	r.POST("/outbox/:id/discard", u.signedIn(u.discard))
+	r.POST("/outbox/:id/resend", u.signedIn(u.resend))
+	r.POST("/outbox-retry-dead", u.signedIn(u.retryDead))
 	r.GET("/events", u.signedIn(u.events))
 }
 
