@@ -30,6 +30,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05")
 	},
 	"lag":   func(d time.Duration) string { return d.Round(time.Second).String() },
+	"dur":   func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"deref": func(p *int) int { return *p },
 	"list":  func(v ...outboxView) []outboxView { return v },
 	"done": func(what string) string {
