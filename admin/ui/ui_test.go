@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"ipnd/admin"
+	"ipnd/admin/ui"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/store"
@@ -202,3 +203,42 @@ func TestDashboardCSRF(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// TestDashboardTokenRotation: the sessions are kept across handlers (a
+// config reload), but one opened with the old admin token is refused
+// once the token changed.
+func TestDashboardTokenRotation(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sessions := ui.NewSessions(0)
+	h := &swap{h: admin.Handler(admin.Options{Store: db, Token: "s3cret-admin-token", Sessions: sessions})}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := browser(t)
+	signIn(t, srv, c)
+	h.set(admin.Handler(admin.Options{Store: db, Token: "s3cret-admin-token", Sessions: sessions}))
+	if resp, _ := do(t, c, "GET", srv.URL+"/", nil); resp.StatusCode != 200 {
+		t.Errorf("after a reload with the same token: %d, want 200 (still signed in)", resp.StatusCode)
+	}
+	h.set(admin.Handler(admin.Options{Store: db, Token: "rotated-token", Sessions: sessions}))
+	if resp, _ := do(t, c, "GET", srv.URL+"/", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("after the token changed: %d, want 303 to /login", resp.StatusCode)
+	}
+}
+
+type swap struct {
+	mu sync.Mutex
+	h  http.Handler
+}
+
+func (s *swap) set(h http.Handler) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
+
+func (s *swap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	h := s.h
+	s.mu.Unlock()
+	h.ServeHTTP(w, r)
+}
