@@ -19,15 +19,15 @@ import (
 
 var (
 	ordersApproveCommand = command{name: "orders approve", args: "[flags] ID",
-		summary: "approve an order in review: it becomes what its payments make it (paid), the customer gets the payment email"}
+		summary: "approve an order in review (paid: payment email, order.paid)"}
 	ordersCancelCommand = command{name: "orders cancel", args: "[flags] ID",
-		summary: "cancel an order (the shop gets order.canceled)"}
+		summary: "cancel an order (order.canceled to the shop)"}
 	ordersNoteCommand = command{name: "orders note", args: "[flags] ID [TEXT]",
 		summary: "add a note to an order's history"}
 	ordersDisputeCommand = command{name: "orders dispute", args: "[flags] ID won|lost",
-		summary: "close an open dispute the gateway never closed, as won or lost"}
+		summary: "close an open dispute as won or lost"}
 	ordersAddCommand = command{name: "orders add", args: "[flags] ID",
-		summary: "register an expected order (-amount, -currency, -email)"}
+		summary: "register an expected order"}
 )
 
 // send makes a request with a JSON body (nil: none) as the CLI ("cli"

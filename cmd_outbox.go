@@ -19,7 +19,7 @@ import (
 var outboxCommand = command{
 	name:    "outbox",
 	args:    "[flags] [STATE]",
-	summary: "list queued emails and callbacks (pending, sent, dead, skipped)",
+	summary: "list queued emails and callbacks (pending, sent, dead, skipped, discarded)",
 	run:     cmdOutbox,
 }
 
@@ -27,8 +27,8 @@ var outboxCommand = command{
 // runs "ipnd outbox retry ID" (cmdOutboxRetry).
 var outboxRetryCommand = command{
 	name:    "outbox retry",
-	args:    "[flags] ID | -dead [-kind KIND]",
-	summary: "send a dead, skipped or discarded item again, or a pending one now; -dead: every dead item",
+	args:    "[flags] ID",
+	summary: "send an item again, or now (-dead [-kind K]: every dead item)",
 }
 
 // cmdOutbox lists outbox items ("ipnd outbox [pending|sent|dead|skipped]")
@@ -151,11 +151,11 @@ func printOutbox(w io.Writer, out outboxList, limit int) {
 // only: cmdOutbox runs them (cmdOutboxItem).
 var (
 	outboxDiscardCommand = command{name: "outbox discard", args: "[flags] ID",
-		summary: "do not send a pending or dead item (it becomes discarded; its order's next callback goes)"}
+		summary: "do not send a pending or dead item (discarded)"}
 	outboxResendCommand = command{name: "outbox resend", args: "[flags] ID",
-		summary: "send a sent email again (queued as a new item)"}
+		summary: "send a sent email again, as a new item"}
 	outboxShowCommand = command{name: "outbox show", args: "[flags] ID",
-		summary: "show an outbox item with each delivery attempt (HTTP status and response, SMTP reply, script stderr)"}
+		summary: "show an item with each delivery attempt"}
 )
 
 // cmdOutboxItem runs "ipnd outbox discard|resend|show ID".

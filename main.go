@@ -94,6 +94,7 @@ func init() {
 		outboxDiscardCommand,
 		outboxResendCommand,
 		outboxShowCommand,
+		tailCommand,
 		backupCommand,
 		recoverCommand,
 		restoreCommand,
@@ -128,8 +129,8 @@ Flags go before or after the arguments. Every command takes -config FILE
 (or IPND_CONFIG); serve and check also take the config file as their
 argument. Without a config file ipnd runs on its embedded defaults with
 data in ./ipnd-data. The commands that talk to a running ipnd (simulate,
-ls, show, replay, orders, outbox, backup, stats) find its admin API from
-the config, or from -admin HOST:PORT or URL (IPND_ADMIN_URL). "ipnd
+ls, show, replay, orders, outbox, tail, backup, stats) find its admin API
+from the config, or from -admin HOST:PORT or URL (IPND_ADMIN_URL). "ipnd
 COMMAND -h" lists a command's flags.
 
 Exit status: 0 done; 1 failed (for simulate also: the notification

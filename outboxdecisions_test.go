@@ -80,7 +80,9 @@ func TestFailingShopForensicsAndDiscard(t *testing.T) {
 		!strings.Contains(out, "1 dead items queued again") {
 		t.Fatalf("outbox retry -dead: exit %d %s %s", code, out, stderr)
 	}
-	waitFor(t, "the retried callback dead again", 20*time.Second, func() bool { return d.scrape(deadSeries) == 1 && d.scrape(`ipnd_outbox_pending{kind="shop_callback"}`) == 0 })
+	waitFor(t, "the retried callback dead again", 20*time.Second, func() bool {
+		return d.scrape(deadSeries) == 1 && d.scrape(`ipnd_outbox_pending{kind="shop_callback"}`) == 0
+	})
 	for _, it := range items {
 		out, stderr, code := runCode(t, env, "outbox", "discard", "-config", d.cfg, "-note", "shop replaced", fmt.Sprint(it.ID))
 		if code != 0 || !strings.Contains(out, "discarded") {

@@ -14,7 +14,11 @@ import (
 // bucketAttempts keeps the delivery attempts of every outbox item, the
 // last AttemptsKept of each: outbox id (8) + sequence (8) -> JSON
 // ipn.OutboxAttempt. Recording one costs a seek, a put and at most one
-// delete, whatever the number of items.
+// delete, whatever the number of items. A success with nothing to say
+// (an email accepted, a 2xx callback with an empty body, a script that
+// printed nothing on stderr) is not written: the item's sent state,
+// attempts and sent_at are that attempt, and OutboxAttempts shows it
+// from them; so the common case, sent at once, costs no space.
 var bucketAttempts = []byte("outbox_attempts")
 
 // AttemptsKept bounds the attempts kept per outbox item (the newest).
@@ -50,11 +54,32 @@ func (db *DB) recordAttempt(tx *bolt.Tx, it *ipn.OutboxItem, r ipn.OutboxResult,
 	return nil
 }
 
+// quietSuccess reports whether r is a success with nothing to say (see
+// bucketAttempts): not recorded.
+func quietSuccess(r ipn.OutboxResult) bool {
+	d := r.Detail
+	return r.State == ipn.OutboxSent && d.Response == "" && d.SMTPReply == "" && d.Stderr == ""
+}
+
 // OutboxAttempts returns the kept attempts of outbox item id, oldest
-// first.
+// first, its quiet last success (not recorded) made from the item.
 func (db *DB) OutboxAttempts(id uint64) ([]ipn.OutboxAttempt, error) {
 	var out []ipn.OutboxAttempt
 	err := db.bolt.View(func(tx *bolt.Tx) error {
+		it, err := getOutbox(tx, id)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if it.State != ipn.OutboxSent || len(out) > 0 && out[len(out)-1].Result == ipn.OutboxSent {
+				return
+			}
+			var seq uint64
+			if len(out) > 0 {
+				seq = out[len(out)-1].Seq
+			}
+			out = append(out, ipn.OutboxAttempt{Seq: seq + 1, Attempt: it.Attempts, At: it.SentAt, Result: ipn.OutboxSent})
+		}()
 		prefix := u64(id)
 		c := tx.Bucket(bucketAttempts).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {

@@ -180,7 +180,7 @@ func (db *DB) rememberKey(tx *bolt.Tx, key string, rec idemRecord) error {
 	keys, ages := tx.Bucket(bucketIdempotency), tx.Bucket(bucketIdempotencyAge)
 	c := ages.Cursor()
 	var expired [][]byte
-	for k, _ := c.First(); k != nil && len(k) >= 8 && len(expired) < 100; k, _ = c.Next() {
+	for k, _ := c.First(); len(k) >= 8 && len(expired) < 100; k, _ = c.Next() {
 		at := time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
 		if rec.At.Sub(at) < IdempotencyTTL {
 			break

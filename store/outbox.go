@@ -564,7 +564,7 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			if old.State != ipn.OutboxPending || r.Attempts != want || (r.NotAttempted && r.State != ipn.OutboxPending) {
 				continue // changed meanwhile (a manual retry reset it): that wins
 			}
-			if !r.NotAttempted {
+			if !r.NotAttempted && !quietSuccess(r) {
 				if err := db.recordAttempt(tx, old, r, now); err != nil {
 					return err
 				}

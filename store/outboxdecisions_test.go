@@ -109,4 +109,12 @@ func TestOutboxAttemptsKeptAndRetryDead(t *testing.T) {
 	if it, _ := db.GetOutbox(id); it.State != ipn.OutboxPending || it.Attempts != 0 {
 		t.Errorf("after retry: %s %d", it.State, it.Attempts)
 	}
+	// A quiet success is not written, but shown from the item.
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: id, State: ipn.OutboxSent, Attempts: 1}}, now); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = db.OutboxAttempts(id)
+	if last := got[len(got)-1]; len(got) != AttemptsKept+1 || last.Seq != uint64(n+1) || last.Result != ipn.OutboxSent || !last.At.Equal(now) {
+		t.Errorf("after the success: %d attempts, last %+v", len(got), last)
+	}
 }

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTailPrintsSimulatedNotification: ipnd tail follows the admin
+// listener's event stream: a notification sent with ipnd simulate shows
+// as it is stored and recorded, and its order's transition; -json prints
+// the events' JSON.
+func TestTailPrintsSimulatedNotification(t *testing.T) {
+	d, _ := webhookDaemon(t, "")
+	env := envFunc()
+	for _, asJSON := range []bool{false, true} {
+		var stdout, stderr lockedBuffer
+		args := []string{"tail", "-config", d.cfg, "-n", "3"}
+		if asJSON {
+			args = append(args, "-json")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, args, env, &stdout, &stderr) }()
+		waitFor(t, "ipnd tail connected", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "following events") })
+		if out, errOut, code := runCode(t, env, "simulate", "-config", d.cfg, "-live", "shop"); code != 0 {
+			t.Fatalf("simulate: exit %d %s %s", code, out, errOut)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("tail: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("tail printed only:\n%s", stdout.String())
+		}
+		cancel()
+		out := stdout.String()
+		want := []string{"notification 1  shop  received", "notification 1  invalid  test_payment", "order ORDER-", "awaiting_payment -> review"}
+		if asJSON {
+			want = []string{`"type":"notification"`, `"state":"received"`, `"type":"order"`}
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("tail (json %v) lacks %q:\n%s", asJSON, w, out)
+			}
+		}
+		if strings.Count(strings.TrimSpace(out), "\n") != 2 {
+			t.Errorf("tail -n 3 printed:\n%s", out)
+		}
+	}
+}
