@@ -325,16 +325,46 @@ func (u *ui) view(it store.Item, full bool) notificationView {
 const notificationScanMax = 20000
 
 func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
-	q := r.URL.Query()
+	u.listNotifications(w, s, r.URL.Query(), "")
+}
+
+// search is the search form: a txn id, an order id or a customer email,
+// posted (so that it stays out of URLs, the browser's history and any
+// access log), matched exactly (case-insensitively) against the newest
+// notificationScanMax notifications' events.
+func (u *ui) search(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
+	term := strings.TrimSpace(r.PostFormValue("q"))
+	if term == "" {
+		http.Redirect(w, r, "/notifications", http.StatusSeeOther)
+		return
+	}
+	u.listNotifications(w, s, r.PostForm, term)
+}
+
+func matches(ev *ipn.Event, term string) bool {
+	if ev == nil {
+		return false
+	}
+	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
+		if v != "" && strings.EqualFold(v, term) {
+			return true
+		}
+	}
+	return false
+}
+
+func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, search string) {
 	d := struct {
 		Gateway, State, Order string
+		Search                string
+		NextBefore            uint64
 		Gateways              []string
 		States                []ipn.State
 		Items                 []notificationView
 		Next                  string
 		Error                 string
 		Limited               bool
-	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"),
+	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
 		Gateways: slices.Sorted(maps.Keys(u.gateways)),
 		States: []ipn.State{ipn.StateReceived, ipn.StateVerified, ipn.StateApplied, ipn.StateInvalid, ipn.StateFailed,
 			ipn.StateDuplicate}}
@@ -346,7 +376,7 @@ func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.
 		f.Before, _ = strconv.ParseUint(b, 10, 64)
 	}
 	limit := 50
-	if d.Order != "" {
+	if d.Order != "" || search != "" {
 		f.Limit = 1000
 	}
 	scanned := 0
@@ -362,6 +392,9 @@ func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.
 			if d.Order != "" && (v.Event == nil || v.Event.OrderID != d.Order) {
 				continue
 			}
+			if search != "" && !matches(v.Event, search) {
+				continue
+			}
 			d.Items = append(d.Items, v)
 			if len(d.Items) == limit {
 				break
@@ -375,7 +408,10 @@ func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.
 				}
 			}
 			next.Set("before", strconv.FormatUint(d.Items[limit-1].ID, 10))
-			d.Next = "/notifications?" + next.Encode()
+			d.NextBefore = d.Items[limit-1].ID
+			if search == "" {
+				d.Next = "/notifications?" + next.Encode()
+			}
 			break
 		}
 		if len(items) < f.Limit {
@@ -388,7 +424,7 @@ func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.
 		f.Before = items[len(items)-1].Notification.ID
 	}
 	u.renderPage(w, http.StatusOK, "notifications", page{Title: "Notifications", Nav: "notifications", CSRF: s.csrf,
-		SignedIn: true, Live: q.Get("before") == "", Data: d})
+		SignedIn: true, Live: q.Get("before") == "" && search == "", Data: d})
 }
 
 func (u *ui) notification(w http.ResponseWriter, r *http.Request, ps httprouter.Params, s session) {

@@ -101,6 +101,7 @@ func Register(r *httprouter.Router, o Options) {
 	r.GET("/", u.signedIn(u.overview))
 	r.GET("/notifications", u.signedIn(u.notifications))
 	r.GET("/notifications/:id", u.signedIn(u.notification))
+	r.POST("/notifications", u.signedIn(u.search))
 	r.POST("/notifications/:id/replay", u.signedIn(u.replay))
 	r.GET("/orders", u.signedIn(u.orders))
 	r.GET("/orders/:id", u.signedIn(u.order))

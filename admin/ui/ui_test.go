@@ -242,3 +242,47 @@ func (s *swap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	h.ServeHTTP(w, r)
 }
+
+// TestDashboardSearch: the search is posted (the term stays out of
+// URLs) and finds notifications by customer email, txn id or order id.
+func TestDashboardSearch(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	for i, email := range []string{"alice@example.com", "bob@example.com", "alice@example.com"} {
+		body := `{"type":"payment.completed","data":{"order_id":"O` + strconv.Itoa(i) + `","txn_id":"T` + strconv.Itoa(i) +
+			`","amount":"1.00","currency":"USD","customer_email":"` + email + `"}}`
+		if _, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+			ContentType: "application/json", Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := browser(t)
+	csrf := signIn(t, srv, c)
+	for term, want := range map[string][]string{"ALICE@example.com": {"O0", "O2"}, "T1": {"O1"}, "O2": {"O2"}, "nobody@example.com": nil} {
+		resp, page := do(t, c, "POST", srv.URL+"/notifications", url.Values{"csrf": {csrf}, "q": {term}})
+		if resp.StatusCode != 200 {
+			t.Fatalf("search %q: %d", term, resp.StatusCode)
+		}
+		got := regexp.MustCompile(`<a href="/orders/(O\d)">`).FindAllStringSubmatch(page, -1)
+		var ids []string
+		for _, m := range got {
+			ids = append(ids, m[1])
+		}
+		if strings.Join(ids, ",") != strings.Join(reverse(want), ",") {
+			t.Errorf("search %q: orders %v, want %v", term, ids, reverse(want))
+		}
+		if strings.Contains(page, "?q=") {
+			t.Errorf("search %q: the page links the term in a URL", term)
+		}
+	}
+	if resp, _ := do(t, c, "POST", srv.URL+"/notifications", url.Values{"q": {"alice@example.com"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("search without the CSRF token: %d, want 403", resp.StatusCode)
+	}
+}
+
+func reverse(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
