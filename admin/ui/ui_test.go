@@ -286,3 +286,57 @@ func reverse(s []string) []string {
 	}
 	return out
 }
+
+// TestDashboardNoInline: no page carries an inline script, an event
+// handler attribute or a style attribute (the CSP would block them), and
+// every form control has a label.
+func TestDashboardNoInline(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	id, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		ContentType: "application/x-www-form-urlencoded", Body: []byte("txn_id=T1&mc_gross=1.00&invoice=O1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ipn.NewRegisteredOrder("O-1", "1.00", "USD", "a@example.com", "", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateOrder(o); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	signIn(t, srv, c)
+	inlineAttr := regexp.MustCompile(`(?i)\son[a-z]+=|\sstyle=|<style`)
+	script := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`)
+	inline := func(page string) string {
+		if m := inlineAttr.FindString(page); m != "" {
+			return m
+		}
+		for _, m := range script.FindAllStringSubmatch(page, -1) {
+			if !strings.Contains(m[1], "src=") || strings.TrimSpace(m[2]) != "" {
+				return m[0]
+			}
+		}
+		return ""
+	}
+	control := regexp.MustCompile(`<(?:input|select|textarea)\b[^>]*>`)
+	for _, p := range []string{"/", "/notifications", "/notifications/" + itoa(id), "/orders", "/orders/O-1", "/outbox", "/outbox?state="} {
+		_, page := do(t, c, "GET", srv.URL+p, nil)
+		if m := inline(page); m != "" {
+			t.Errorf("%s: inline script or style: %q", p, m)
+		}
+		for _, ctl := range control.FindAllString(page, -1) {
+			if strings.Contains(ctl, `type="hidden"`) {
+				continue
+			}
+			idm := regexp.MustCompile(`id="([^"]+)"`).FindStringSubmatch(ctl)
+			if idm == nil || !strings.Contains(page, `<label for="`+idm[1]+`"`) {
+				t.Errorf("%s: control without a label: %s", p, ctl)
+			}
+		}
+	}
+	_, login := do(t, browser(t), "GET", srv.URL+"/login", nil)
+	if inline(login) != "" {
+		t.Error("/login has inline script or style")
+	}
+}
