@@ -191,6 +191,10 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 			chromedp.WaitVisible(chromedp.CSS("#approve")),
 			chromedp.SendKeys(chromedp.CSS("#approve-note"), "customer paid the rest by bank transfer"))
 		shot(t, ctx, "order-review")
+		// The approve form as the browser would send it (a second time: a
+		// double click, or the form sent again from the history).
+		form := read(t, ctx, "approve form", chromedp.Evaluate[string](
+			`new URLSearchParams(new FormData(document.getElementById("approve").form)).toString()`))
 		browse(t, ctx, "approve", chromedp.Click(chromedp.CSS("#approve")),
 			chromedp.WaitVisible(chromedp.CSS("#flash")))
 		status := read(t, ctx, "order status", chromedp.Text(chromedp.CSS("#order-status")))
@@ -202,10 +206,33 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 			t.Errorf("after approving, the order's outbox lacks the customer's payment email:\n%s", outbox)
 		}
 		shot(t, ctx, "order-approved")
+		again := read(t, ctx, "approve again", chromedp.Evaluate[int](`fetch(location.pathname + "/decide", {method: "POST",
+				credentials: "same-origin", headers: {"Content-Type": "application/x-www-form-urlencoded"},
+				body: `+strconv.Quote(form)+`}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+		if again != http.StatusOK { // 303 to the order page, followed
+			t.Errorf("the approve form sent again: %d, want the order page (nothing repeated)", again)
+		}
 		var o ipn.Order
 		d.api("GET", "/api/orders/ORDER-REVIEW", nil, &o)
-		if o.Status != ipn.OrderPaid || !strings.Contains(o.History[len(o.History)-1].Reason, "bank transfer") {
-			t.Errorf("API after approving in the browser: %s, last change %+v", o.Status, o.History[len(o.History)-1])
+		approvals := 0
+		for _, h := range o.History {
+			if strings.Contains(h.Reason, "approved") {
+				approvals++
+			}
+		}
+		if o.Status != ipn.OrderPaid || approvals != 1 || !strings.Contains(o.History[len(o.History)-1].Reason, "bank transfer") {
+			t.Errorf("API after approving in the browser (twice): %s, %d approvals, history %+v", o.Status, approvals, o.History)
+		}
+		var ob struct{ Items []struct{ Effect ipn.Effect } }
+		d.api("GET", "/api/outbox", nil, &ob)
+		emails := 0
+		for _, it := range ob.Items {
+			if it.Effect.OrderID == "ORDER-REVIEW" && it.Effect.Template == ipn.TemplatePaymentReceived {
+				emails++
+			}
+		}
+		if emails != 1 {
+			t.Errorf("payment_received emails for ORDER-REVIEW after approving twice: %d, want 1", emails)
 		}
 	})
 	t.Run("discard a dead item", func(t *testing.T) {
