@@ -186,9 +186,10 @@ func (u *ui) overview(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 			Day:   barChart(g.Gateway+": notifications per hour, last 24 hours", g.Hours[:], hl),
 			Month: barChart(g.Gateway+": notifications per day, last 30 days", g.Days[:], dl)})
 	}
+	oldest := u.o.Store.OldestPendingByGateway(now)
 	for _, gw := range slices.Sorted(maps.Keys(u.gateways)) {
 		row := lagRow{Gateway: gw}
-		if t, ok := u.o.Store.OldestPendingByGateway(now)[gw]; ok {
+		if t, ok := oldest[gw]; ok {
 			row.Lag = now.Sub(t)
 		}
 		d.Lags = append(d.Lags, row)

@@ -143,7 +143,9 @@ func (u *ui) signedIn(h handle) httprouter.Handle {
 		}
 		csrf, ok := u.o.Sessions.lookup(id, u.tokenSum, u.o.Now())
 		if !ok {
-			if r.Method == http.MethodGet {
+			// A page goes to the sign-in form; the event stream (and any
+			// POST) is refused, so that a browser's EventSource stops.
+			if r.Method == http.MethodGet && r.Header.Get("Accept") != "text/event-stream" {
 				http.Redirect(w, r, "/login", http.StatusSeeOther)
 				return
 			}
