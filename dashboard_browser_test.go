@@ -162,6 +162,19 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	}) {
 		return
 	}
+	t.Run("overview updates without reload", func(t *testing.T) {
+		browse(t, ctx, "overview", chromedp.Navigate(admin+"/"), chromedp.WaitVisible(chromedp.CSS("#health")),
+			chromedp.Poll[chromedp.Void](`document.getElementById("live-status").textContent.includes("on.")`,
+				chromedp.WithPollingTimeout(10*time.Second)))
+		read(t, ctx, "marking the page", chromedp.Evaluate[string](`window.ipndMarker = "same page"`))
+		post("m-live", "payment.completed", map[string]any{"order_id": "ORDER-LIVE", "txn_id": "TL", "amount": "5.00", "currency": "USD"})
+		browse(t, ctx, "the overview counts the new notification",
+			chromedp.Poll[chromedp.Void](`document.getElementById("main").textContent.includes("Last 24 hours: 8 received, 8 applied")`,
+				chromedp.WithPollingTimeout(10*time.Second)))
+		if marker := read(t, ctx, "marker", chromedp.Evaluate[string](`window.ipndMarker || "reloaded"`)); marker != "same page" {
+			t.Errorf("the overview was reloaded (%q), want it updated in place", marker)
+		}
+	})
 	t.Run("notification appears without reload", func(t *testing.T) {
 		browse(t, ctx, "notifications list", chromedp.Navigate(admin+"/notifications"),
 			chromedp.WaitVisible(chromedp.CSS("#notifications")),

@@ -15,10 +15,12 @@ import (
 // The overview's charts count from the log, newest first, reading at
 // most chartScanMax notifications (there is no per-day index): on a
 // store that received more in 30 days, the older bars are incomplete
-// and the page says so. The counts are kept for chartCacheFor.
+// and the page says so. The counts are kept while the log and the
+// pipeline's cursor stay where they were, for chartCacheFor at most (the
+// hour and day bars move on).
 const (
 	chartScanMax  = 20000
-	chartCacheFor = 10 * time.Second
+	chartCacheFor = time.Minute
 )
 
 // counts is received / applied / invalid in one bar.
@@ -43,20 +45,27 @@ type chartStats struct {
 type statsCache struct {
 	mu   sync.Mutex
 	last *chartStats
+	mark [2]uint64 // the log's newest id and the pipeline's cursor then
 }
 
-// get returns counts no older than chartCacheFor.
+// get returns the counts, from the cache while nothing was stored or
+// processed since, for chartCacheFor at most.
 func (c *statsCache) get(db *store.DB, now time.Time) (*chartStats, error) {
+	st, err := db.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("chart counts: %w", err)
+	}
+	mark := [2]uint64{st.LastID, db.Cursor()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.last != nil && now.Sub(c.last.At) < chartCacheFor && !now.Before(c.last.At) {
+	if c.last != nil && mark == c.mark && now.Sub(c.last.At) < chartCacheFor && !now.Before(c.last.At) {
 		return c.last, nil
 	}
 	s, err := countLog(db, now)
 	if err != nil {
 		return nil, err
 	}
-	c.last = s
+	c.last, c.mark = s, mark
 	return s, nil
 }
 
