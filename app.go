@@ -253,6 +253,7 @@ func (a *app) listen(cfg *Config, tlsSvc *tlsService, errLog *log.Logger) (pub, 
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 	}}
+	adm.srv.RegisterOnShutdown(a.db.EndLive) // the event streams end, not hold the shutdown up
 	pub.tls, adm.tls = tlsSvc.configure(pub.srv, adm.srv)
 	return pub, adm, nil
 }

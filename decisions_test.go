@@ -160,6 +160,14 @@ func TestApproveOrderInReview(t *testing.T) {
 		t.Errorf("%d payment emails queued, want 1", paidMails)
 	}
 	waitFor(t, "the shop's order.paid", 10*time.Second, func() bool { return count(shopTypes(shop, "R-1"), "order.paid") >= 1 })
+	for _, b := range shop.forOrder("R-1") {
+		if b["type"] == "order.paid" {
+			o := b["data"].(map[string]any)["order"].(map[string]any)
+			if fmt.Sprint(o["approved_flags"]) != "[amount_mismatch]" || fmt.Sprint(o["flags"]) != "[amount_mismatch]" {
+				t.Errorf("order.paid order %v: want the flag kept and approved", o)
+			}
+		}
+	}
 	waitFor(t, "the customer's payment email", 10*time.Second, func() bool { return len(mailText(t, smtpd, "ann@example.com")) >= 1 })
 	if n := count(shopTypes(shop, "R-1"), "order.paid"); n != 1 {
 		t.Errorf("shop got order.paid %d times, want 1 (%v)", n, shopTypes(shop, "R-1"))
@@ -167,11 +175,24 @@ func TestApproveOrderInReview(t *testing.T) {
 	if n := len(mailText(t, smtpd, "ann@example.com")); n != 1 {
 		t.Errorf("customer got %d emails, want 1", n)
 	}
+	// Resend the payment email: a new item, a second email.
+	for _, it := range settled(t, d, "R-1") {
+		if it.Effect.Template != ipn.TemplatePaymentReceived || strings.Contains(it.Effect.Cause, "resend") {
+			continue
+		}
+		if out, stderr, code := runCode(t, envFunc(), "outbox", "resend", "-config", d.cfg, fmt.Sprint(it.ID)); code != 0 || !strings.Contains(out, "queued again") {
+			t.Fatalf("outbox resend: exit %d %s %s", code, out, stderr)
+		}
+		if out, _, _ := runCode(t, envFunc(), "outbox", "show", "-config", d.cfg, fmt.Sprint(it.ID)); !strings.Contains(out, "attempt 1") || !strings.Contains(out, ": sent") {
+			t.Errorf("outbox show of a sent email:\n%s", out)
+		}
+	}
+	waitFor(t, "the resent payment email", 10*time.Second, func() bool { return len(mailText(t, smtpd, "ann@example.com")) == 2 })
 	var full ipn.Order
 	d.api("GET", "/api/orders/R-1", nil, &full)
 	decisions := 0
 	for _, h := range full.History {
-		if h.By != "" {
+		if h.By != "" && strings.Contains(h.Reason, "approved") {
 			decisions++
 		}
 	}

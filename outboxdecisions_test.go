@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"ipnd/admin"
 	"ipnd/ipn"
 )
@@ -101,5 +103,40 @@ func TestFailingShopForensicsAndDiscard(t *testing.T) {
 	// A sent item cannot be discarded; a discarded one again is a repeat.
 	if _, stderr, code := runCode(t, env, "outbox", "discard", "-config", d.cfg, fmt.Sprint(items[0].ID)); code != 0 {
 		t.Errorf("discard again: exit %d %s", code, stderr)
+	}
+}
+
+// TestEmailAttemptShowsSMTPReply: an email the server refused once
+// shows the server's reply with that attempt, then the success.
+func TestEmailAttemptShowsSMTPReply(t *testing.T) {
+	d, post, smtpd, _ := decisionDaemon(t, "")
+	smtpd.mu.Lock()
+	smtpd.answer = func(rcpt string, try int) *smtp.SMTPError {
+		if strings.Contains(rcpt, "cy@example.com") && try == 1 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "mailbox busy, try later"}
+		}
+		return nil
+	}
+	smtpd.mu.Unlock()
+	post("s1", "payment.completed", map[string]any{"order_id": "S-1", "txn_id": "TS", "amount": "5.00", "currency": "EUR",
+		"customer_email": "cy@example.com"})
+	var mail ipn.OutboxItem
+	waitFor(t, "the payment email sent", 20*time.Second, func() bool {
+		for _, it := range outboxOf(t, d, "S-1") {
+			if it.Effect.Template == ipn.TemplatePaymentReceived && it.State == ipn.OutboxSent {
+				mail = it
+				return true
+			}
+		}
+		return false
+	})
+	var det admin.OutboxDetail
+	d.api("GET", fmt.Sprintf("/api/outbox/%d", mail.ID), nil, &det)
+	if len(det.Attempts) != 2 || !strings.Contains(det.Attempts[0].SMTPReply, "451") ||
+		!strings.Contains(det.Attempts[0].SMTPReply, "mailbox busy") || det.Attempts[1].Result != ipn.OutboxSent {
+		t.Errorf("attempts %+v: want the 451 reply, then sent", det.Attempts)
+	}
+	if strings.Contains(fmt.Sprint(det.Attempts), "cy@example.com") {
+		t.Errorf("attempts name the customer's address: %+v", det.Attempts)
 	}
 }

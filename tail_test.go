@@ -51,3 +51,22 @@ func TestTailPrintsSimulatedNotification(t *testing.T) {
 		}
 	}
 }
+
+// TestTailDoesNotHoldShutdown: a follower of the event stream ends with
+// the admin listener's shutdown (its stream closes at once) rather than
+// holding it up until its connection is cut.
+func TestTailDoesNotHoldShutdown(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, "[log]\nformat = \"json\"\n"+stripeGatewayConfig)
+	d, logs := startLogged(t, dir, cfg)
+	var stdout, stderr lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go run(ctx, []string{"tail", "-config", cfg}, envFunc(), &stdout, &stderr)
+	waitFor(t, "ipnd tail connected", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "following events") })
+	d.stop()
+	if strings.Contains(logs.String(), "closing busy connections") {
+		t.Errorf("the shutdown waited for the event stream:\n%s", logs)
+	}
+	waitFor(t, "ipnd tail told the stream ended", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "reconnecting") })
+}

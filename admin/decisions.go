@@ -57,14 +57,6 @@ func readDecision(w http.ResponseWriter, r *http.Request) (DecisionRequest, bool
 		writeError(w, http.StatusBadRequest, "body: "+jsonProblem(err))
 		return req, false
 	}
-	if req.Version < 0 {
-		writeError(w, http.StatusBadRequest, "version: must not be negative")
-		return req, false
-	}
-	if len(r.Header.Get("Idempotency-Key")) > 255 {
-		writeError(w, http.StatusBadRequest, "Idempotency-Key: at most 255 bytes")
-		return req, false
-	}
 	return req, true
 }
 
@@ -84,16 +76,31 @@ func (a *api) disputeOrder(w http.ResponseWriter, r *http.Request, ps httprouter
 	a.decide(w, r, ps, "dispute")
 }
 
-// decide applies a decision of kind to the order (store.DB.DecideOrder):
-// 200 with the order; 404 no order; 409 stale version, not in review
-// (approve), final (cancel), no open dispute; 400 bad body.
+// decide serves an order decision of kind (OrderDecision).
 func (a *api) decide(w http.ResponseWriter, r *http.Request, ps httprouter.Params, kind string) {
 	req, ok := readDecision(w, r)
 	if !ok {
 		return
 	}
-	d := store.Decision{OrderDecision: ipn.OrderDecision{Kind: kind, By: actor(r), Why: req.Note},
-		Version: req.Version, Key: r.Header.Get("Idempotency-Key")}
+	ans, status, msg := a.OrderDecision(ps.ByName("id"), kind, req, actor(r), r.Header.Get("Idempotency-Key"))
+	if status != http.StatusOK {
+		writeError(w, status, msg)
+		return
+	}
+	writeJSON(w, status, ans)
+}
+
+// OrderDecision applies a decision of kind (ipn.DecisionApprove,
+// DecisionCancel, DecisionNote, or "dispute") to order id, as by (admin,
+// cli) with Idempotency-Key key ("": none), through
+// store.DB.DecideOrder: the one code path of the API, the CLI and the
+// dashboard. It returns the answer and 200, or a status and a message
+// for the client: 404 no order; 409 stale version, not in review
+// (approve), final (cancel), no open dispute, a key reused; 400 a bad
+// request.
+func (a *api) OrderDecision(id, kind string, req DecisionRequest, by, key string) (DecisionAnswer, int, string) {
+	d := store.Decision{OrderDecision: ipn.OrderDecision{Kind: kind, By: by, Why: strings.TrimSpace(req.Note)},
+		Version: req.Version, Key: key}
 	switch kind {
 	case ipn.DecisionNote:
 		d.Why = strings.TrimSpace(req.Text)
@@ -101,43 +108,47 @@ func (a *api) decide(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 			d.Why = strings.TrimSpace(req.Note)
 		}
 		if d.Why == "" {
-			writeError(w, http.StatusBadRequest, "text: a note needs text")
-			return
-		}
-		if len(d.Why) > 4096 {
-			writeError(w, http.StatusBadRequest, "text: at most 4096 bytes")
-			return
+			return DecisionAnswer{}, http.StatusBadRequest, "text: a note needs text"
 		}
 	case "dispute":
 		switch req.Outcome {
 		case "won", "lost":
 		default:
-			writeError(w, http.StatusBadRequest, `outcome: must be "won" or "lost"`)
-			return
+			return DecisionAnswer{}, http.StatusBadRequest, `outcome: must be "won" or "lost"`
 		}
 		d.Dispute = &ipn.DisputeDecision{Dispute: req.Dispute, Won: req.Outcome == "won"}
+	case ipn.DecisionApprove, ipn.DecisionCancel:
+	default:
+		return DecisionAnswer{}, http.StatusBadRequest, "unknown decision"
 	}
 	if len(d.Why) > 4096 {
-		writeError(w, http.StatusBadRequest, "note: at most 4096 bytes")
-		return
+		return DecisionAnswer{}, http.StatusBadRequest, "note: at most 4096 bytes"
 	}
-	res, err := a.o.Store.DecideOrder(ps.ByName("id"), d, a.o.Now())
+	if req.Version < 0 {
+		return DecisionAnswer{}, http.StatusBadRequest, "version: must not be negative"
+	}
+	if len(key) > 255 {
+		return DecisionAnswer{}, http.StatusBadRequest, "Idempotency-Key: at most 255 bytes"
+	}
+	res, err := a.o.Store.DecideOrder(id, d, a.o.Now())
 	switch {
 	case errors.Is(err, store.ErrStale), errors.Is(err, ipn.ErrNotInReview), errors.Is(err, ipn.ErrFinal),
 		errors.Is(err, ipn.ErrNoOpenDispute), errors.Is(err, store.ErrKeyReused):
-		writeError(w, http.StatusConflict, err.Error())
-		return
+		return DecisionAnswer{}, http.StatusConflict, err.Error()
 	case errors.Is(err, ipn.ErrBadDecision):
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return DecisionAnswer{}, http.StatusBadRequest, err.Error()
+	case errors.Is(err, store.ErrNotFound):
+		return DecisionAnswer{}, http.StatusNotFound, "not found"
+	case errors.Is(err, store.ErrClosed):
+		return DecisionAnswer{}, http.StatusServiceUnavailable, "store is closed"
 	case err != nil:
-		a.fail(w, err)
-		return
+		a.log.Error("order decision failed", "decision", kind, "error", err)
+		return DecisionAnswer{}, http.StatusInternalServerError, "internal error"
 	}
 	if !res.Repeated {
-		a.log.Info("order decision", "order_id", ps.ByName("id"), "decision", kind, "by", d.By, "status", res.Order.Status)
+		a.log.Info("order decision", "order_id", id, "decision", kind, "by", by, "status", res.Order.Status)
 	}
-	writeJSON(w, http.StatusOK, DecisionAnswer{Order: orderView(*res.Order), Change: res.Change, Repeated: res.Repeated})
+	return DecisionAnswer{Order: orderView(*res.Order), Change: res.Change, Repeated: res.Repeated}, http.StatusOK, ""
 }
 
 // decisionRoutes registers the decision routes (SPEC §7).
@@ -164,7 +175,8 @@ type OutboxDecision struct {
 }
 
 // discardOutbox makes a pending or dead item discarded: 200; 409 for a
-// sent or skipped item; a repeat answers 200 with repeated true.
+// sent or skipped item, or a stale version of its order; a repeat
+// answers 200 with repeated true.
 func (a *api) discardOutbox(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 	id, ok := parseID(w, ps)
 	if !ok {
@@ -174,33 +186,57 @@ func (a *api) discardOutbox(w http.ResponseWriter, r *http.Request, ps httproute
 	if !ok {
 		return
 	}
+	ans, status, msg := a.DiscardOutbox(id, req, actor(r))
+	if status != http.StatusOK {
+		writeError(w, status, msg)
+		return
+	}
+	writeJSON(w, status, ans)
+}
+
+// DiscardOutbox discards outbox item id as by (store.DB.DiscardOutbox;
+// req.Version, when set, is the version of the item's order the
+// merchant saw): the answer and 200, or a status and a message.
+func (a *api) DiscardOutbox(id uint64, req DecisionRequest, by string) (OutboxDecision, int, string) {
 	if len(req.Note) > 4096 {
-		writeError(w, http.StatusBadRequest, "note: at most 4096 bytes")
-		return
+		return OutboxDecision{}, http.StatusBadRequest, "note: at most 4096 bytes"
 	}
-	was, repeated, err := a.o.Store.DiscardOutbox(id, actor(r), req.Note, a.o.Now())
-	if errors.Is(err, store.ErrNotDiscardable) {
-		writeError(w, http.StatusConflict, err.Error())
-		return
-	}
-	if err != nil {
-		a.fail(w, err)
-		return
+	was, repeated, err := a.o.Store.DiscardOutbox(id, by, strings.TrimSpace(req.Note), req.Version, a.o.Now())
+	switch {
+	case errors.Is(err, store.ErrNotDiscardable), errors.Is(err, store.ErrStale):
+		return OutboxDecision{}, http.StatusConflict, err.Error()
+	case errors.Is(err, store.ErrNotFound):
+		return OutboxDecision{}, http.StatusNotFound, "not found"
+	case errors.Is(err, store.ErrClosed):
+		return OutboxDecision{}, http.StatusServiceUnavailable, "store is closed"
+	case err != nil:
+		a.log.Error("outbox discard failed", "error", err)
+		return OutboxDecision{}, http.StatusInternalServerError, "internal error"
 	}
 	if !repeated {
-		a.log.Info("outbox item discarded", "outbox_id", id, "was", was.State, "by", actor(r))
+		a.log.Info("outbox item discarded", "outbox_id", id, "was", was.State, "by", by)
 	}
-	writeJSON(w, http.StatusOK, OutboxDecision{ID: id, State: store.OutboxDiscarded, Was: was.State, Repeated: repeated})
+	return OutboxDecision{ID: id, State: store.OutboxDiscarded, Was: was.State, Repeated: repeated}, http.StatusOK, ""
 }
 
 // resendOutbox queues a sent email again as a new item: 202 with the
-// new item; 409 for anything but a sent email.
+// new item; 409 for anything but a sent email. With an Idempotency-Key
+// seen before, the item it queued then (nothing new).
 func (a *api) resendOutbox(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 	id, ok := parseID(w, ps)
 	if !ok {
 		return
 	}
-	it, err := a.o.Store.ResendOutbox(id, actor(r), a.o.Now())
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 {
+		writeError(w, http.StatusBadRequest, "Idempotency-Key: at most 255 bytes")
+		return
+	}
+	it, err := a.o.Store.ResendOutbox(id, actor(r), key, a.o.Now())
+	if errors.Is(err, store.ErrKeyReused) {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
 	if errors.Is(err, store.ErrNotResendable) {
 		writeError(w, http.StatusConflict, err.Error())
 		return

@@ -158,7 +158,8 @@ type OrderSnapshot struct {
 	Registered     bool        `json:"registered"`
 	Test           bool        `json:"test,omitempty"` // a test (sandbox) order: never fulfil it for real
 	Flags          []string    `json:"flags"`
-	Amount         string      `json:"amount,omitempty"` // expected (registered) or first payment's amount
+	ApprovedFlags  []string    `json:"approved_flags,omitempty"` // flags the merchant approved (they hold nothing up)
+	Amount         string      `json:"amount,omitempty"`         // expected (registered) or first payment's amount
 	Paid           string      `json:"paid"`
 	Refunded       string      `json:"refunded"`
 	Currency       string      `json:"currency,omitempty"`
@@ -184,7 +185,8 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 		flags = []string{}
 	}
 	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Test: o.Test, Flags: flags,
-		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
+		ApprovedFlags: slices.Clone(o.ApprovedFlags),
+		Amount:        o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
 		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: max(o.Changes, len(o.History))}
 }
 

@@ -59,8 +59,9 @@ type DecisionResult struct {
 
 type idemRecord struct {
 	At    time.Time `json:"at"`
-	Order string    `json:"order"`
+	Order string    `json:"order"` // the order's id, or "outbox/<id>" for a resend
 	Kind  string    `json:"kind"`
+	Item  uint64    `json:"item,omitempty"` // a resend: the item it queued
 }
 
 // DecideOrder applies decision d to order id (ipn.DecideOrder, or

@@ -35,6 +35,7 @@ const (
 // channel closed), and reconnects.
 type broadcaster struct {
 	mu      sync.Mutex
+	ended   bool // EndLive: no more subscribers
 	subs    map[chan LiveEvent]struct{}
 	n       atomic.Int32 // len(subs), read without the lock
 	dropped atomic.Uint64
@@ -47,6 +48,11 @@ func (db *DB) Subscribe(buffer int) (<-chan LiveEvent, func()) {
 	b := &db.events
 	ch := make(chan LiveEvent, max(buffer, 1))
 	b.mu.Lock()
+	if b.ended {
+		b.mu.Unlock()
+		close(ch)
+		return ch, func() {}
+	}
 	if b.subs == nil {
 		b.subs = map[chan LiveEvent]struct{}{}
 	}
@@ -62,6 +68,21 @@ func (db *DB) Subscribe(buffer int) (<-chan LiveEvent, func()) {
 			b.n.Store(int32(len(b.subs)))
 		}
 	}
+}
+
+// EndLive ends every subscription (their channels close) and refuses
+// new ones: the admin listener's shutdown calls it, so that a follower
+// (ipnd tail, the dashboard) does not hold the shutdown up.
+func (db *DB) EndLive() {
+	b := &db.events
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ended = true
+	for ch := range b.subs {
+		delete(b.subs, ch)
+		close(ch)
+	}
+	b.n.Store(0)
 }
 
 // LiveDropped counts the subscribers dropped for falling behind.

@@ -23,9 +23,10 @@ var ErrNotResendable = errors.New("not a sent email")
 // script run of an order leaves its order's queue, so that the next one
 // is due. The order's history says who discarded what and why. It
 // returns the item as it was; one already discarded is returned as it is
-// (repeated true, nothing changes). ErrNotDiscardable for a sent or
-// skipped item, ErrNotFound for no item.
-func (db *DB) DiscardOutbox(id uint64, by, why string, now time.Time) (was ipn.OutboxItem, repeated bool, err error) {
+// (repeated true, nothing changes). version, when not 0, is the version
+// of the item's order the merchant saw: another is ErrStale.
+// ErrNotDiscardable for a sent or skipped item, ErrNotFound for no item.
+func (db *DB) DiscardOutbox(id uint64, by, why string, version int, now time.Time) (was ipn.OutboxItem, repeated bool, err error) {
 	var change *ipn.OrderChange
 	var order *ipn.Order
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
@@ -42,6 +43,16 @@ func (db *DB) DiscardOutbox(id uint64, by, why string, now time.Time) (was ipn.O
 		case ipn.OutboxPending, ipn.OutboxDead:
 		default:
 			return fmt.Errorf("outbox item %d is %s: %w", id, old.State, ErrNotDiscardable)
+		}
+		if version != 0 && old.Effect.OrderID != "" {
+			so, err := getStoredOrder(tx, old.Effect.OrderID)
+			if err != nil {
+				return err
+			}
+			if so != nil && max(so.Changes, len(so.History)) != version {
+				return fmt.Errorf("%w: order %q is at version %d, the request saw %d", ErrStale, so.ID,
+					max(so.Changes, len(so.History)), version)
+			}
 		}
 		it := *old
 		it.State, it.NextAttempt = ipn.OutboxDiscarded, time.Time{}
@@ -116,10 +127,28 @@ func (db *DB) RetryDead(kind string, now time.Time) ([]uint64, error) {
 // ResendOutbox queues a sent email again as a new item (its cause the
 // original's with "/resend/N"), as it was (the same template and order
 // snapshot), and returns the new item. ErrNotResendable for an item that
-// is not a sent email.
-func (db *DB) ResendOutbox(id uint64, by string, now time.Time) (ipn.OutboxItem, error) {
+// is not a sent email. With an Idempotency-Key key seen before, it
+// returns the item queued then and queues nothing.
+func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.OutboxItem, error) {
 	var out ipn.OutboxItem
+	target := "outbox/" + strconv.FormatUint(id, 10)
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if key != "" {
+			var rec idemRecord
+			if err := getJSON(tx, bucketIdempotency, []byte(key), &rec); err != nil {
+				return err
+			}
+			if rec.Order != "" && now.Sub(rec.At) < IdempotencyTTL {
+				if rec.Order != target || rec.Kind != "resend" {
+					return fmt.Errorf("%w: it was used for %s of %q", ErrKeyReused, rec.Kind, rec.Order)
+				}
+				it, err := getOutbox(tx, rec.Item)
+				if err == nil {
+					out = *it
+				}
+				return err
+			}
+		}
 		old, err := getOutbox(tx, id)
 		if err != nil {
 			return err
@@ -149,6 +178,11 @@ func (db *DB) ResendOutbox(id uint64, by string, now time.Time) (ipn.OutboxItem,
 			return err
 		}
 		out = *it
+		if key != "" {
+			if err := db.rememberKey(tx, key, idemRecord{At: now.UTC(), Order: target, Kind: "resend", Item: nid}); err != nil {
+				return err
+			}
+		}
 		if e.OrderID == "" {
 			return nil
 		}

@@ -33,7 +33,11 @@ func TestDiscardReleasesOrderQueue(t *testing.T) {
 	if got := strings.Join(dueOrders(t, db, now), " "); got != "" {
 		t.Fatalf("due %q, want none (A's refund waits behind its payment)", got)
 	}
-	was, repeated, err := db.DiscardOutbox(head.ID, "cli", "shop gone", now)
+	if _, _, err := db.DiscardOutbox(head.ID, "cli", "", 1, now); !errors.Is(err, ErrStale) {
+		t.Errorf("discard with a stale version of the order: %v", err)
+	}
+	o, _ := db.GetOrder("A")
+	was, repeated, err := db.DiscardOutbox(head.ID, "cli", "shop gone", o.Changes, now)
 	if err != nil || repeated || was.State != ipn.OutboxPending {
 		t.Fatalf("discard: %v repeated=%v was %s", err, repeated, was.State)
 	}
@@ -44,10 +48,10 @@ func TestDiscardReleasesOrderQueue(t *testing.T) {
 	if counts[ipn.OutboxDiscarded][ipn.EffectShopCallback] != 1 || counts[ipn.OutboxPending][ipn.EffectShopCallback] != 1 {
 		t.Errorf("counts %v: want 1 discarded, 1 pending callback", counts)
 	}
-	if _, repeated, err := db.DiscardOutbox(head.ID, "cli", "", now); err != nil || !repeated {
+	if _, repeated, err := db.DiscardOutbox(head.ID, "cli", "", 0, now); err != nil || !repeated {
 		t.Errorf("discard again: %v repeated=%v", err, repeated)
 	}
-	o, _ := db.GetOrder("A")
+	o, _ = db.GetOrder("A")
 	last := o.History[len(o.History)-1]
 	if last.By != "cli" || !strings.Contains(last.Reason, "discarded by cli (shop gone)") {
 		t.Errorf("history %+v", last)
@@ -55,18 +59,22 @@ func TestDiscardReleasesOrderQueue(t *testing.T) {
 	// A sent item is not discarded.
 	emails, _ := lane(t, db, ipn.EffectEmailCustomer, now)
 	db.FinishOutbox([]ipn.OutboxResult{{ID: emails[0].ID, State: ipn.OutboxSent, Attempts: 1}}, now)
-	if _, _, err := db.DiscardOutbox(emails[0].ID, "admin", "", now); !errors.Is(err, ErrNotDiscardable) {
+	if _, _, err := db.DiscardOutbox(emails[0].ID, "admin", "", 0, now); !errors.Is(err, ErrNotDiscardable) {
 		t.Errorf("discard a sent email: %v", err)
 	}
 	// It can be resent: a new item, its cause suffixed.
-	it, err := db.ResendOutbox(emails[0].ID, "admin", now)
+	it, err := db.ResendOutbox(emails[0].ID, "admin", "click-1", now)
 	if err != nil || it.ID == emails[0].ID || it.State != ipn.OutboxPending || !strings.HasSuffix(it.Effect.Cause, "/resend/1") {
 		t.Fatalf("resend: %v %+v", err, it)
 	}
-	if it2, err := db.ResendOutbox(emails[0].ID, "admin", now); err != nil || !strings.HasSuffix(it2.Effect.Cause, "/resend/2") {
+	// The double click: the same key, the same item, nothing new.
+	if again, err := db.ResendOutbox(emails[0].ID, "admin", "click-1", now); err != nil || again.ID != it.ID {
+		t.Errorf("resend with the same key: %v item %d, want %d", err, again.ID, it.ID)
+	}
+	if it2, err := db.ResendOutbox(emails[0].ID, "admin", "", now); err != nil || !strings.HasSuffix(it2.Effect.Cause, "/resend/2") {
 		t.Errorf("resend again: %v %s", err, it2.Effect.Cause)
 	}
-	if _, err := db.ResendOutbox(head.ID, "admin", now); !errors.Is(err, ErrNotResendable) {
+	if _, err := db.ResendOutbox(head.ID, "admin", "", now); !errors.Is(err, ErrNotResendable) {
 		t.Errorf("resend a callback: %v", err)
 	}
 }
