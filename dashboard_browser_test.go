@@ -282,6 +282,21 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 			t.Errorf("dead shop callbacks on the overview: %s before discarding one, %s after", before, after)
 		}
 	})
+	t.Run("a decision from a stale page is refused", func(t *testing.T) {
+		browse(t, ctx, "order page", chromedp.Navigate(admin+"/orders/ORDER-101"), chromedp.WaitVisible(chromedp.CSS("#cancel")))
+		// Meanwhile the order changes (a note through the API).
+		if st := d.api("POST", "/api/orders/ORDER-101/notes", map[string]any{"text": "called the customer"}, nil); st != 200 {
+			t.Fatalf("note through the API: %d", st)
+		}
+		browse(t, ctx, "cancel from the stale page", chromedp.Click(chromedp.CSS("#cancel")), chromedp.WaitVisible(chromedp.CSS("#problem")))
+		if msg := read(t, ctx, "problem", chromedp.Text(chromedp.CSS("#problem"))); !strings.Contains(msg, "changed since you opened it") {
+			t.Errorf("cancel from a stale page: %q", msg)
+		}
+		var o ipn.Order
+		if d.api("GET", "/api/orders/ORDER-101", nil, &o); o.Status != ipn.OrderPaid {
+			t.Errorf("ORDER-101 after a cancel from a stale page: %s, want paid (unchanged)", o.Status)
+		}
+	})
 	t.Run("POST without CSRF token is refused", func(t *testing.T) {
 		browse(t, ctx, "outbox page", chromedp.Navigate(admin+"/outbox"), chromedp.WaitVisible(chromedp.CSS("h1")))
 		status := read(t, ctx, "POST without CSRF", chromedp.Evaluate[int](`fetch("/orders/ORDER-100/decide", {method: "POST",

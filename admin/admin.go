@@ -139,7 +139,16 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
 		Healthy: o.Healthy, Rejections: o.Rejections, Guesses: a.guesses, AuthFailed: a.authFailed,
-		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now})
+		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now,
+		// The dashboard's decisions take the API's code path.
+		Decide: func(id, kind, note, outcome string, version int, key string) (int, string) {
+			_, status, msg := a.OrderDecision(id, kind, DecisionRequest{Note: note, Text: note, Outcome: outcome, Version: version}, "admin", key)
+			return status, msg
+		},
+		Discard: func(id uint64, note string, version int) (int, string) {
+			_, status, msg := a.DiscardOutbox(id, DecisionRequest{Note: note, Version: version}, "admin")
+			return status, msg
+		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})

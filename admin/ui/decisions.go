@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -29,49 +28,41 @@ func newDecisionForm(o *ipn.Order) decisionForm {
 }
 
 // decide is the order page's decision buttons: approve, cancel, dispute
-// won or lost, a note. It calls store.DecideOrder, the admin API's code
-// path, recorded as by "admin".
+// won or lost, a note. They go through Options.Decide, the admin API's
+// code path, recorded as by "admin".
 func (u *ui) decide(w http.ResponseWriter, r *http.Request, ps httprouter.Params, s session) {
 	id := ps.ByName("id")
-	d := store.Decision{OrderDecision: ipn.OrderDecision{By: "admin", Why: strings.TrimSpace(r.PostFormValue("note"))},
-		Key: r.PostFormValue("key")}
-	if d.Key != "" {
-		d.Key = "dashboard:" + d.Key
-	}
-	d.Version, _ = strconv.Atoi(r.PostFormValue("version"))
 	what := r.PostFormValue("decision")
+	kind, outcome := what, ""
 	switch what {
 	case ipn.DecisionApprove, ipn.DecisionCancel, ipn.DecisionNote:
-		d.Kind = what
 	case "won", "lost":
-		d.Dispute = &ipn.DisputeDecision{Won: what == "won"}
+		kind, outcome = "dispute", what
 	default:
 		u.orderProblem(w, s, id, http.StatusBadRequest, "Unknown decision.")
 		return
 	}
-	if what == ipn.DecisionNote && d.Why == "" {
-		u.orderProblem(w, s, id, http.StatusBadRequest, "A note needs text.")
+	version, _ := strconv.Atoi(r.PostFormValue("version"))
+	key := r.PostFormValue("key")
+	if key != "" {
+		key = "dashboard:" + key
+	}
+	if u.o.Decide == nil {
+		u.orderProblem(w, s, id, http.StatusServiceUnavailable, "Decisions are not available.")
 		return
 	}
-	if len(d.Why) > 4096 {
-		u.orderProblem(w, s, id, http.StatusBadRequest, "A note has at most 4096 bytes.")
-		return
-	}
-	res, err := u.o.Store.DecideOrder(id, d, u.o.Now())
+	status, msg := u.o.Decide(id, kind, strings.TrimSpace(r.PostFormValue("note")), outcome, version, key)
 	switch {
-	case errors.Is(err, store.ErrStale):
-		u.orderProblem(w, s, id, http.StatusConflict, "The order changed since you opened it: nothing was done. Look at it again, then decide.")
+	case status == http.StatusOK:
+	case status == http.StatusNotFound:
+		u.fail(w, s, store.ErrNotFound)
 		return
-	case errors.Is(err, ipn.ErrNotInReview), errors.Is(err, ipn.ErrFinal), errors.Is(err, ipn.ErrNoOpenDispute),
-		errors.Is(err, store.ErrKeyReused), errors.Is(err, ipn.ErrBadDecision):
-		u.orderProblem(w, s, id, http.StatusConflict, "Not done: "+err.Error()+".")
+	case status == http.StatusConflict && strings.Contains(msg, store.ErrStale.Error()):
+		u.orderProblem(w, s, id, status, "The order changed since you opened it: nothing was done. Look at it again, then decide.")
 		return
-	case err != nil:
-		u.fail(w, s, err)
+	default:
+		u.orderProblem(w, s, id, status, "Not done: "+msg+".")
 		return
-	}
-	if !res.Repeated {
-		u.log.Info("order decision", "order_id", id, "decision", what, "by", "admin", "status", res.Order.Status)
 	}
 	http.Redirect(w, r, "/orders/"+url.PathEscape(id)+"?done="+url.QueryEscape(what), http.StatusSeeOther)
 }

@@ -14,8 +14,10 @@ import (
 	"ipnd/store"
 )
 
-// The outbox's buttons: each calls the store function the admin API's
-// route calls (DiscardOutbox, RetryDead, ResendOutbox), as by "admin".
+// The outbox's buttons, as by "admin": discard through Options.Discard
+// (the admin API's code path); retry, bulk retry and resend through the
+// store functions the API's routes call (RetryOutbox, RetryDead,
+// ResendOutbox).
 
 func outboxID(ps httprouter.Params) (uint64, bool) {
 	id, err := strconv.ParseUint(ps.ByName("id"), 10, 64)
@@ -30,21 +32,23 @@ func (u *ui) discard(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 		u.fail(w, s, store.ErrNotFound)
 		return
 	}
-	why := strings.TrimSpace(r.PostFormValue("note"))
-	if len(why) > 4096 {
-		why = why[:4096]
-	}
-	was, repeated, err := u.o.Store.DiscardOutbox(id, "admin", why, u.o.Now())
-	if errors.Is(err, store.ErrNotDiscardable) {
-		u.problem(w, s, http.StatusConflict, fmt.Sprintf("Outbox item %d is %s: only a pending or dead item can be discarded.", id, was.State))
+	if u.o.Discard == nil {
+		u.problem(w, s, http.StatusServiceUnavailable, "Discarding is not available.")
 		return
 	}
-	if err != nil {
-		u.fail(w, s, err)
+	version, _ := strconv.Atoi(r.PostFormValue("version"))
+	status, msg := u.o.Discard(id, strings.TrimSpace(r.PostFormValue("note")), version)
+	switch status {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		u.fail(w, s, store.ErrNotFound)
 		return
-	}
-	if !repeated {
-		u.log.Info("outbox item discarded", "outbox_id", id, "was", was.State, "by", "admin")
+	case http.StatusConflict:
+		u.problem(w, s, status, fmt.Sprintf("Outbox item %d was not discarded: %s (only a pending or dead item can be).", id, msg))
+		return
+	default:
+		u.problem(w, s, status, "Not done: "+msg+".")
+		return
 	}
 	http.Redirect(w, r, backTo(r, "/outbox")+"done=discard", http.StatusSeeOther)
 }
@@ -72,7 +76,7 @@ func (u *ui) resend(w http.ResponseWriter, r *http.Request, ps httprouter.Params
 		u.fail(w, s, store.ErrNotFound)
 		return
 	}
-	it, err := u.o.Store.ResendOutbox(id, "admin", u.o.Now())
+	it, err := u.o.Store.ResendOutbox(id, "admin", r.PostFormValue("key"), u.o.Now())
 	if errors.Is(err, store.ErrNotResendable) {
 		u.problem(w, s, http.StatusConflict, fmt.Sprintf("Outbox item %d is not a sent email: only those can be sent again.", id))
 		return

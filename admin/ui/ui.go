@@ -53,8 +53,15 @@ type Options struct {
 	// CertExpiry, when set, is the expiry of the TLS certificate served
 	// (zero: TLS off).
 	CertExpiry func() time.Time
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Decide applies an order decision (kind approve, cancel, note or
+	// dispute with outcome won or lost) through the admin API's code
+	// path, as by "admin": 200, or a status and a message for the page.
+	Decide func(order, kind, note, outcome string, version int, key string) (int, string)
+	// Discard discards an outbox item the same way (version: of its
+	// order, 0 to skip the check).
+	Discard func(id uint64, note string, version int) (int, string)
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 type ui struct {
