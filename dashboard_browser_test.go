@@ -297,6 +297,31 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 			t.Errorf("ORDER-101 after a cancel from a stale page: %s, want paid (unchanged)", o.Status)
 		}
 	})
+	t.Run("resend an email once on a double click", func(t *testing.T) {
+		sel := `//table[contains(@class,"outbox")]//tr[.//td[contains(.,"payment_received")]]//form[contains(@action,"/resend")]//button`
+		browse(t, ctx, "order page", chromedp.Navigate(admin+"/orders/ORDER-102"), chromedp.WaitVisible(chromedp.Search(sel)))
+		form := read(t, ctx, "resend form", chromedp.Evaluate[string](
+			`new URLSearchParams(new FormData(document.querySelector("form[action$='/resend']"))).toString()`))
+		action := read(t, ctx, "resend action", chromedp.Evaluate[string](`document.querySelector("form[action$='/resend']").getAttribute("action")`))
+		for i := range 2 {
+			st := read(t, ctx, "resend", chromedp.Evaluate[int](`fetch(`+strconv.Quote(action)+`, {method: "POST", credentials: "same-origin",
+				headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: `+strconv.Quote(form)+`}).then(r => r.status)`, chromedp.EvalAwaitPromise))
+			if st != http.StatusOK {
+				t.Errorf("resend #%d: %d, want the new item's page", i+1, st)
+			}
+		}
+		var ob struct{ Items []struct{ Effect ipn.Effect } }
+		d.api("GET", "/api/outbox", nil, &ob)
+		n := 0
+		for _, it := range ob.Items {
+			if it.Effect.OrderID == "ORDER-102" && it.Effect.Template == ipn.TemplatePaymentReceived {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("payment_received items for ORDER-102 after a resend sent twice: %d, want 2 (the original and one resend)", n)
+		}
+	})
 	t.Run("POST without CSRF token is refused", func(t *testing.T) {
 		browse(t, ctx, "outbox page", chromedp.Navigate(admin+"/outbox"), chromedp.WaitVisible(chromedp.CSS("h1")))
 		status := read(t, ctx, "POST without CSRF", chromedp.Evaluate[int](`fetch("/orders/ORDER-100/decide", {method: "POST",

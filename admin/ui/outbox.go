@@ -76,7 +76,11 @@ func (u *ui) resend(w http.ResponseWriter, r *http.Request, ps httprouter.Params
 		u.fail(w, s, store.ErrNotFound)
 		return
 	}
-	it, err := u.o.Store.ResendOutbox(id, "admin", r.PostFormValue("key"), u.o.Now())
+	key := r.PostFormValue("key")
+	if key != "" {
+		key = "dashboard:" + key
+	}
+	it, err := u.o.Store.ResendOutbox(id, "admin", key, u.o.Now())
 	if errors.Is(err, store.ErrNotResendable) {
 		u.problem(w, s, http.StatusConflict, fmt.Sprintf("Outbox item %d is not a sent email: only those can be sent again.", id))
 		return

@@ -557,6 +557,7 @@ type outboxView struct {
 	store.OutboxItem
 	CanRetry, CanDiscard, CanResend bool
 	DeliveryKey                     string // webhook-id / IPND_OUTBOX_ID
+	ResendKey                       string // made for this page: a double click resends once
 }
 
 func outboxViews(items []store.OutboxItem) []outboxView {
@@ -567,6 +568,9 @@ func outboxViews(items []store.OutboxItem) []outboxView {
 			CanRetry:   it.State == store.OutboxPending || it.State == store.OutboxDead || it.State == store.OutboxSkipped,
 			CanDiscard: it.State == store.OutboxPending || it.State == store.OutboxDead,
 			CanResend:  it.State == store.OutboxSent && strings.HasPrefix(it.Effect.Kind, "email_")})
+		if v := &out[len(out)-1]; v.CanResend {
+			v.ResendKey = randomToken()
+		}
 	}
 	return out
 }
