@@ -40,7 +40,8 @@ func cmdRestore(_ context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stdout, "not brought back: %s; recorded as lost, never given again\n", d)
 	}
 	if r.Unknown {
-		fmt.Fprintf(stdout, "the previous database could not be read and left no journal: ids it gave after %d may be given again\n", r.Backup.Sequence)
+		fmt.Fprintf(stdout, "no previous database could be read here (none, or damaged) and no journal was beside it: ids it gave after %d may be given again "+
+			"(if its data directory was moved away, restore in that directory instead)\n", r.Backup.Sequence)
 	}
 	fmt.Fprintf(stdout, "restored %s as %s: %s\n", fs.Arg(0), cfg.Store.Path, r.FileInfo)
 	return nil

@@ -264,6 +264,11 @@ func TestCancelNoteDisputeAndAdd(t *testing.T) {
 	if out, stderr, code := runCode(t, env, "orders", "dispute", "-config", d.cfg, "DP-9", "won"); code != 0 || !strings.Contains(out, "paid") {
 		t.Fatalf("orders dispute won: exit %d %s %s", code, out, stderr)
 	}
+	var dp ipn.Order
+	d.api("GET", "/api/orders/DP-9", nil, &dp)
+	if last := dp.History[len(dp.History)-1]; last.By != "cli" || !strings.Contains(last.Reason, "dispute dp_X won") {
+		t.Errorf("dispute decision in the history: %+v", last)
+	}
 	if st, _ := decideAPI(t, d, "/api/orders/DP-9/dispute", map[string]any{"outcome": "lost"}, ""); st != http.StatusConflict {
 		t.Errorf("close a closed dispute: HTTP %d, want 409", st)
 	}

@@ -42,10 +42,15 @@ func ensureGenerated(cfg *Config, log *slog.Logger) error {
 		}
 	}
 	for path, make := range gen {
-		// A temporary file a crash left before its rename held nothing in use.
-		if left, _ := filepath.Glob(filepath.Join(dir, "."+filepath.Base(path)+".tmp-*")); len(left) > 0 {
-			for _, p := range left {
-				os.Remove(p)
+		// A temporary file a crash left before its rename held nothing in
+		// use. Matched by name in dir, not by filepath.Glob: the data
+		// directory's own name may hold glob characters.
+		if entries, err := os.ReadDir(filepath.Dir(path)); err == nil {
+			prefix := "." + filepath.Base(path) + ".tmp-"
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+					os.Remove(filepath.Join(filepath.Dir(path), e.Name()))
+				}
 			}
 		}
 		data, err := os.ReadFile(path)

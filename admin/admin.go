@@ -83,12 +83,14 @@ type authFailLog struct {
 	wrong, limited   int
 	clients          map[netip.Addr]bool // since the previous line, at most authLogClients
 	clientsTruncated bool
+	flushing         bool // a line for the counts since the previous one is due (a timer runs)
 }
 
-const (
-	authLogEvery   = 10 * time.Second
-	authLogClients = 10
-)
+const authLogClients = 10
+
+// authLogEvery is the aggregation period of the log lines about wrong
+// tokens (a variable for tests).
+var authLogEvery = 10 * time.Second
 
 // Handler returns the admin routes.
 func Handler(o Options) http.Handler {
@@ -221,10 +223,36 @@ func (a *api) authFailed(client netip.Addr, limited bool, now time.Time) {
 	} else if !l.clients[client] {
 		l.clientsTruncated = true
 	}
-	if now.Sub(l.last) < authLogEvery {
+	if since := now.Sub(l.last); since < authLogEvery {
+		// Logged at the end of the period, so that a burst that stops
+		// is still counted whole.
+		if !l.flushing {
+			l.flushing = true
+			time.AfterFunc(min(max(authLogEvery-since, 0), authLogEvery), a.flushAuthLog)
+		}
 		l.mu.Unlock()
 		return
 	}
+	a.logAuthFailures(now) // unlocks l.mu
+}
+
+// flushAuthLog logs the refusals counted since the previous line, if any.
+func (a *api) flushAuthLog() {
+	l := &a.failLog
+	l.mu.Lock()
+	l.flushing = false
+	if l.wrong+l.limited == 0 {
+		l.mu.Unlock()
+		return
+	}
+	a.logAuthFailures(a.o.Now())
+}
+
+// logAuthFailures writes the line for the refusals counted since the
+// previous one and starts counting again; called with l.mu held, it
+// unlocks it.
+func (a *api) logAuthFailures(now time.Time) {
+	l := &a.failLog
 	wrong, lim, truncated := l.wrong, l.limited, l.clientsTruncated
 	clients := make([]string, 0, len(l.clients))
 	for c := range l.clients {
@@ -236,7 +264,8 @@ func (a *api) authFailed(client netip.Addr, limited bool, now time.Time) {
 	if truncated {
 		clients = append(clients, "...")
 	}
-	// At most one line per authLogEvery: the counts since the previous one.
+	// At most one line per authLogEvery (and one at the end of a period
+	// with refusals): the counts since the previous one.
 	a.log.Warn("admin API: wrong bearer tokens", "wrong", wrong, "refused_429", lim,
 		"clients", strings.Join(clients, ","))
 }

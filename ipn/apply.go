@@ -233,10 +233,36 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		}
 	}
 	c.fact = newFact(key, ev, ac, next.Currency, next.Test)
+	if next.Test && !ev.Test && !ac.Sandbox && ac.Decision == "" {
+		// A live gateway's real money on a test order (it raised
+		// test_payment above: review) makes it a real order: counted as
+		// real, and never deleted as a test order with the payment's record.
+		next.Test = false
+	}
 	c.subscriptionSeen, c.disputeSeen = x.seen(c.fact)
 	x.watch = map[string][2]bool{}
 	x.fact(c.fact, 1)
 	c.ended = x.ended()
+	if st.Fact != nil {
+		// The refused copy of this fact, replaced now that it counts,
+		// opened and ended the same (flags change only the totals): the
+		// merchant heard of those then (the outbox would drop the same
+		// causes again).
+		c.replaces = true
+		c.subscriptionSeen = c.subscriptionSeen || isSubscriptionType(c.fact.Type)
+		c.disputeSeen = c.disputeSeen || c.fact.TxnID != ""
+		c.ended, x.lost = nil, nil
+	}
+	if c.fact.Type == TypeDispute && c.fact.Status == StatusReversed {
+		// A dispute lost after it was closed (a won decision, then the
+		// gateway's loss) ends nothing open, but the merchant hears of it.
+		for _, what := range x.lost {
+			if !slices.Contains(c.ended, what) {
+				c.ended = append(c.ended, what)
+			}
+		}
+		slices.Sort(c.ended)
+	}
 	orderFactFlags(&next, expected, c.fact, flags)
 	if paidTwiceTally(expected, x.t.OneOffs, x.oneOffSum, x.smallestOneOff(st.Smallest, st.Full)) {
 		flags[FlagDoublePayment] = true
@@ -305,12 +331,15 @@ type change struct {
 	paid, refunded               *apd.Decimal
 	paidChanged, refundedChanged bool
 	decision                     string // ApplyContext.Decision
+	// replaces: the fact replaces its refused copy (see ApplyState).
+	replaces bool
 	// subscriptionSeen, disputeSeen: the order held a fact of the same
 	// type for the same subscription, an opening of the same dispute or
 	// reversal (same txn id), before this one.
 	subscriptionSeen, disputeSeen bool
 	// ended lists, sorted, what the fact ended of what was open about
-	// the order's money ("reversal of P", "dispute D": see tally.open).
+	// the order's money ("reversal of P", "dispute D": see tally.open),
+	// and, for a lost dispute fact, the dispute it made lost.
 	ended []string
 }
 
@@ -434,7 +463,13 @@ func (c *change) effects(next *Order, ev *Event, reason string) []Effect {
 		// The shop hears of every transition of the order (status, totals
 		// or flags) and of each subscription's start, end and payments,
 		// once: a fact that changes nothing tells it nothing.
-		add(Effect{Kind: EffectShopCallback, Cause: "event/" + key})
+		cause := "event/" + key
+		if c.replaces {
+			// The refused copy's callback has the fact's cause: this
+			// change is another one for the shop.
+			cause += "/counted"
+		}
+		add(Effect{Kind: EffectShopCallback, Cause: cause})
 	}
 	return effects
 }

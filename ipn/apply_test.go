@@ -639,6 +639,19 @@ func TestApplyFraud(t *testing.T) {
 			t.Errorf("got %s test=%v, want a paid test order", a.order.Status, a.order.Test)
 		}
 	})
+	// Real money from a live gateway never pays a test order: the shop
+	// never fulfils a test order and the merchant may delete it, so the
+	// buyer's payment would be lost from view (an order id the merchant
+	// tested with, reused by the shop for a real customer).
+	t.Run("live payment on a live gateway, test order", func(t *testing.T) {
+		o := mustRegister(t, "ORDER-F", "19.99", "USD")
+		o.Test = true
+		a := newApplier(t, o)
+		effects := a.apply(pay("T1", "19.99", "USD"))
+		if a.order.Status != ipn.OrderReview || !slices.Contains(a.order.Flags, ipn.FlagTestPayment) || hasTemplate(effects, ipn.TemplatePaymentReceived) {
+			t.Errorf("got %s %v %v, want review with test_payment", a.order.Status, a.order.Flags, templates(effects))
+		}
+	})
 	// A sandbox account's payment never pays a real order, even through a
 	// sandbox gateway.
 	t.Run("test payment on a sandbox gateway, real order", func(t *testing.T) {
@@ -1113,16 +1126,57 @@ func TestRefusedFactCountsAfterReplay(t *testing.T) {
 		Amount: "19.99", Currency: "USD", Receiver: "shop@example.com"}
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	ac := ipn.ApplyContext{Now: now, Notification: 1, Gateway: "g", EventKey: ipn.EventKey("g", ev), Receivers: []string{"old@example.com"}}
-	refused, _ := ipn.Apply(o, ev, ac)
+	refused, first := ipn.Apply(o, ev, ac)
 	if refused.Paid != "0.00" || !slices.Contains(refused.Flags, ipn.FlagReceiverMismatch) {
 		t.Fatalf("refused: paid %s flags %v", refused.Paid, refused.Flags)
 	}
 	ac.Receivers = nil // fixed: the receiver is checked and passes
-	again, _ := ipn.Apply(&refused, ev, ac)
+	again, replayed := ipn.Apply(&refused, ev, ac)
 	if again.Paid != "19.99" || again.Status != ipn.OrderReview || len(again.Facts) != 1 {
 		t.Errorf("after the replay: %s paid %s, %d facts; want review with 19.99 paid, one fact", again.Status, again.Paid, len(again.Facts))
 	}
+	// The shop hears of the paid total: a callback whose cause is not the
+	// refused copy's (the outbox queues a cause once).
+	causes := map[string]bool{}
+	for _, e := range first {
+		causes[e.Cause] = true
+	}
+	callback := false
+	for _, e := range replayed {
+		if causes[e.Cause] {
+			t.Errorf("the replay queued %s %s under the refused copy's cause %q: the outbox drops it", e.Kind, e.Template, e.Cause)
+		}
+		callback = callback || e.Kind == ipn.EffectShopCallback
+	}
+	if !callback {
+		t.Errorf("no callback for the counted payment: %v", templates(replayed))
+	}
 	if same, eff := ipn.Apply(&again, ev, ac); same.Paid != "19.99" || len(eff) != 0 {
 		t.Errorf("a third time: paid %s, %d effects", same.Paid, len(eff))
+	}
+}
+
+// A live payment on a test order makes it a real order: the merchant can
+// no longer delete it (with the payment's record) as a test order.
+func TestLivePaymentMakesTestOrderReal(t *testing.T) {
+	test := modified(usd(ipn.TypePayment, ipn.StatusPending, "T1", "", "5.00"), func(e *ipn.Event) { e.Test = true })
+	ac := ipn.ApplyContext{Now: applyT0, Notification: 1, Gateway: "sandbox", Sandbox: true, EventKey: ipn.EventKey("sandbox", test)}
+	o, _ := ipn.Apply(nil, test, ac)
+	if !o.Test {
+		t.Fatalf("a sandbox test payment made a real order: %+v", o)
+	}
+	// Another test event keeps it a test order.
+	test2 := modified(usd(ipn.TypePayment, ipn.StatusCompleted, "T1", "", "5.00"), func(e *ipn.Event) { e.Test = true })
+	ac2 := ac
+	ac2.Notification, ac2.EventKey = 2, ipn.EventKey("sandbox", test2)
+	if o2, _ := ipn.Apply(&o, test2, ac2); !o2.Test {
+		t.Fatal("a second sandbox test event made the order real")
+	}
+	live := usd(ipn.TypePayment, ipn.StatusCompleted, "L1", "", "5.00")
+	live.OrderID = o.ID
+	lac := ipn.ApplyContext{Now: applyT0.Add(time.Minute), Notification: 3, Gateway: "live", EventKey: ipn.EventKey("live", live)}
+	o3, _ := ipn.Apply(&o, live, lac)
+	if o3.Test {
+		t.Fatalf("a live payment left the order a test order: %+v", o3)
 	}
 }

@@ -97,6 +97,31 @@ type Parked struct {
 	// At is when it was parked (set by the store): past orders.park_for
 	// it fails (see ExpireParked).
 	At time.Time `json:"at,omitzero"`
+	// Own: a completed payment that waits for the event naming its order
+	// (a Stripe payment intent, charge or invoice waiting for its
+	// Checkout Session) and may make an order of its own
+	// (orders.require_registered is off): past orders.park_for it does
+	// (see OwnOrder) rather than fail, since a merchant who takes
+	// payments without Checkout never sends that event.
+	Own bool `json:"own,omitempty"`
+}
+
+// OwnOrder returns the id of the order of its own the parked event w of
+// gateway makes when it expires (see Parked.Own), "" when it fails.
+func (w Parked) OwnOrder(gateway string) string {
+	if !w.Own || w.Event == nil {
+		return ""
+	}
+	ev := *w.Event
+	ev.Secondary = false
+	return OwnOrderID(gateway, &ev)
+}
+
+// OwnAtExpiry is the history's words for a parked payment that made an
+// order of its own when it expired.
+func OwnAtExpiry(orderID string, parkFor time.Duration) string {
+	return fmt.Sprintf("waited %s for the event that names its order (orders.park_for): none came, "+
+		"so the payment is an order of its own, %q", shortDuration(parkFor), orderID)
 }
 
 // ExpireParked decides what becomes of the event notification id parked
@@ -193,6 +218,8 @@ func Decide(o Outcome, s Stored, now time.Time) Decision {
 			next.State, detail = StateInvalid, refused
 		} else if d.Park != nil {
 			detail = ParkedDetail(d.Park.Event)
+		} else if d.Event != nil && d.Event.OrderID == "" && AttemptOnly(d.Event) {
+			detail = attemptDetail
 		}
 	}
 	if next.State == StateFailed {
@@ -236,8 +263,13 @@ func decideOrder(d *Decision, o Outcome, s Stored, next *Processing, now time.Ti
 	d.Event, d.Context = &ev, ac
 	refs := ev.PaymentRefs()
 	if ev.OrderID == "" {
-		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 {
+		if o.State == StateApplied && ev.Type != TypeOther && len(refs) > 0 && !AttemptOnly(&ev) {
 			d.Park = &Parked{Event: &ev, EventKey: o.EventKey, Sandbox: ac.Sandbox}
+			if ev.Secondary && !o.RequireRegistered {
+				sec := ev
+				sec.Secondary = false
+				d.Park.Own = OwnOrderID(o.Context.Gateway, &sec) != ""
+			}
 		}
 		return ""
 	}
@@ -302,6 +334,26 @@ func TargetOrder(o Outcome, refOrder string) string {
 	return OwnOrderID(o.Context.Gateway, o.Event)
 }
 
+// AttemptOnly reports whether ev, naming no order, is a payment attempt
+// that moved no money and is not parked: a one-off payment of a Stripe
+// intent or charge (Secondary) that failed or was canceled (a declined
+// card, an abandoned Checkout). Its session never comes when the
+// customer gives up, so waiting for it would only fail at
+// orders.park_for and alert the merchant for every abandoned checkout;
+// when the customer pays after all, the session brings the order.
+func AttemptOnly(ev *Event) bool {
+	if !ev.Secondary || ev.Type != TypePayment {
+		return false
+	}
+	switch ev.Status {
+	case StatusFailed, StatusDenied, StatusExpired, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+const attemptDetail = "a payment attempt that names no order and moved no money (declined, canceled): no order to change, not kept waiting for one"
+
 // ParkedDetail is the history's words for a parked event: what it waits
 // for.
 func ParkedDetail(ev *Event) string {
@@ -362,6 +414,20 @@ type Policy struct {
 	Sandbox           bool     // a sandbox/test gateway
 	Receivers         []string // the merchant's receivers; empty: not checked
 	RequireRegistered bool     // orders.require_registered
+	// Gateways are the names of the configured gateways: an order id an
+	// event names of the form "<one of them>:..." is ipnd's own (see
+	// OwnOrderID) and is not taken from the event.
+	Gateways []string
+}
+
+// ownForm returns the gateway of gateways whose own order ids
+// (OwnOrderID) id has the form of, "" when none.
+func ownForm(id string, gateways []string) string {
+	gw, _, ok := strings.Cut(id, ":")
+	if ok && slices.Contains(gateways, gw) {
+		return gw
+	}
+	return ""
 }
 
 // MaxIDLen bounds the identifiers an event may carry (order, transaction,
@@ -384,6 +450,20 @@ func Assess(o Outcome, ev *Event, pol Policy, receiverOK bool) Outcome {
 			o.Event = nil
 			return o
 		}
+	}
+	if gw := ownForm(ev.OrderID, append([]string{pol.Gateway}, pol.Gateways...)); gw != "" {
+		// A buyer can type any order reference (a PayPal button's
+		// invoice, a Payment Link's client_reference_id): one of ipnd's
+		// own order ids would make or pay the order of another payment
+		// (stripe:pi_... of an intent the buyer never paid), which the
+		// shop fulfils by looking that payment up. The event is taken
+		// as naming no order.
+		named := ev.OrderID
+		evc := *ev
+		evc.OrderID = ""
+		ev = &evc
+		o.Event = ev
+		o.Detail = fmt.Sprintf("order id %q not taken from the event: %q:... are ipnd's own order ids (payments that name no order)", named, gw)
 	}
 	if err := CheckMoney(ev); err != nil {
 		// Stored, not applied: the order is untouched.

@@ -252,11 +252,18 @@ func TestAssess(t *testing.T) {
 		{"test payment on a live gateway", pay(func(e *ipn.Event) { e.Test = true }), live, true, ipn.StateInvalid, "test_payment: ", true},
 		{"test payment on a sandbox", pay(func(e *ipn.Event) { e.Test = true }), ipn.Policy{Gateway: "gw", Sandbox: true}, true, ipn.StateApplied, "", true},
 		{"another receiver", pay(nil), live, false, ipn.StateInvalid, "receiver_mismatch: ", true},
+		{"an own order id named", pay(func(e *ipn.Event) { e.OrderID = "stripe:pi_1" }), ipn.Policy{Gateway: "gw", Gateways: []string{"gw", "stripe"}},
+			true, ipn.StateApplied, `order id "stripe:pi_1" not taken`, true},
+		{"a colon, no gateway", pay(func(e *ipn.Event) { e.OrderID = "shop:1" }), ipn.Policy{Gateway: "gw", Gateways: []string{"gw", "stripe"}},
+			true, ipn.StateApplied, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ipn.Assess(ipn.Outcome{ID: 1, Verified: true}, tc.ev, tc.pol, tc.receiverOK)
 			if o.State != tc.state || !strings.HasPrefix(o.Detail, tc.detail) || (tc.detail == "") != (o.Detail == "") || o.ApplyOrder != tc.apply {
 				t.Fatalf("state %s detail %q apply %v", o.State, o.Detail, o.ApplyOrder)
+			}
+			if named := strings.HasPrefix(tc.ev.OrderID, "stripe:"); o.Event != nil && named == (o.Event.OrderID != "") {
+				t.Fatalf("event order id %q (named %q)", o.Event.OrderID, tc.ev.OrderID)
 			}
 			if !o.Verified || o.ID != 1 {
 				t.Fatal("Assess lost what the pipeline set")

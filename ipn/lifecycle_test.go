@@ -201,6 +201,36 @@ func TestCloseDispute(t *testing.T) {
 	}
 }
 
+// TestDisputeLostAfterWon: the merchant closed a Stripe dispute as won
+// (or the gateway said won), then the gateway says it is lost: the
+// order is reversed, and the merchant hears of it (dispute_closed, lost)
+// besides the shop; the same loss again tells nobody.
+func TestDisputeLostAfterWon(t *testing.T) {
+	a := newApplier(t, nil)
+	a.apply(usd(ipn.TypePayment, ipn.StatusCompleted, "pi_1", "", "19.99"))
+	a.apply(usd(ipn.TypeDispute, ipn.StatusPending, "dp_1", "pi_1", ""))
+	won, _, err := ipn.CloseDispute(a.order, ipn.DisputeDecision{Won: true, By: "ann"}, applyT0.Add(time.Hour))
+	if err != nil || won.Status != ipn.OrderPaid {
+		t.Fatalf("won decision: %s %v", won.Status, err)
+	}
+	a.order = &won
+	lost := usd(ipn.TypeDispute, ipn.StatusReversed, "dp_1", "pi_1", "")
+	effects := a.apply(lost)
+	if a.order.Status != ipn.OrderReversed {
+		t.Fatalf("lost after won: %s", a.order.Status)
+	}
+	i := slices.IndexFunc(effects, func(e ipn.Effect) bool { return e.Template == ipn.TemplateDisputeClosed })
+	if i < 0 || !strings.Contains(effects[i].Reason, "dispute dp_1") || !strings.Contains(effects[i].Reason, "lost") {
+		t.Fatalf("effects %v: want a dispute_closed email saying dp_1 is lost", templates(effects))
+	}
+	// Lost again under another key (a merchant's lost decision is no
+	// longer possible: nothing is open): a second lost fact tells nobody.
+	again := usd(ipn.TypeDispute, ipn.StatusReversed, "dp_1", "pi_1", "19.99")
+	if effects := a.apply(again); countTemplate(effects, ipn.TemplateDisputeClosed) != 0 {
+		t.Errorf("the same loss again: %v", templates(effects))
+	}
+}
+
 // TestOwnOrderID: which payments that name no order make one of their
 // own, and its id.
 func TestOwnOrderID(t *testing.T) {

@@ -22,7 +22,8 @@ import (
 //     the receiver is to be checked (Assess: once the gateway found a
 //     mismatch).
 //   - test_payment: a test event (Event.Test) that is not a sandbox
-//     gateway's payment for a test order.
+//     gateway's payment for a test order; or a live event of a live
+//     gateway reaching a test order.
 //   - currency_mismatch: a fact's currency differs from the order's.
 //   - amount_mismatch: the order is registered and a completed payment in
 //     its currency has an amount other than the expected one (an
@@ -64,6 +65,11 @@ func factFlags(ev *Event, ac ApplyContext, testOrder bool) []string {
 		// A test payment counts only on a sandbox gateway and only for a
 		// test order: a sandbox account's payment must not pay a real
 		// order (one registered for real, or created by a live event).
+		flags = append(flags, FlagTestPayment)
+	} else if testOrder && !ev.Test && !ac.Sandbox && ac.Decision == "" {
+		// Nor does a live gateway's real money pay a test order: the shop
+		// never fulfils one and the merchant may delete it (an order id
+		// the merchant tested with, reused for a real customer).
 		flags = append(flags, FlagTestPayment)
 	}
 	return flags

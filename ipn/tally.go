@@ -252,8 +252,10 @@ type tallier struct {
 	reads                     map[string]bool  // every record read (for TallyKeys)
 	paid, refunded, oneOffSum *apd.Decimal
 	// watch, when set, records what was open about the order's money
-	// ("reversal of P", "dispute D") and what is now (see ended).
+	// ("reversal of P", "dispute D") and what is now (see ended), and
+	// lost the disputes ("dispute D") a fact made lost that were not.
 	watch map[string][2]bool
+	lost  []string
 }
 
 func newTallier(cur string, t Tally, base map[string]Group) *tallier {
@@ -416,6 +418,9 @@ func (x *tallier) fact(f OrderFact, d int) {
 		}
 		x.groups[k] = g
 		x.t.Lost += boolStep(old.Lost > 0, g.Lost > 0)
+		if x.watch != nil && old.Lost == 0 && g.Lost > 0 {
+			x.lost = append(x.lost, openDispute+did)
+		}
 		if (old.Won > 0) != (g.Won > 0) {
 			x.wonChanged(did, g.Won > 0)
 		}

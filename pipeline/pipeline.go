@@ -166,6 +166,7 @@ type pipelineRoutes struct {
 	sandbox           map[string]bool
 	receivers         map[string][]string
 	requireRegistered bool
+	names             []string // of the gateways (ipn.Policy.Gateways)
 }
 
 // Reconfigure replaces the gateways and the order rules (see
@@ -179,6 +180,7 @@ func (p *Pipeline) Reconfigure(gateways []gateway.Gateway, sandbox map[string]bo
 		requireRegistered: requireRegistered}
 	for _, g := range gateways {
 		rt.gateways[g.Name()] = g
+		rt.names = append(rt.names, g.Name())
 	}
 	p.routes.Store(rt)
 	select { // the notifications waiting for a gateway just added are due
@@ -348,7 +350,7 @@ func (p *Pipeline) step(ctx context.Context) (int, error) {
 			return 0, err
 		}
 		if n > 0 {
-			p.log.Warn("parked events waited too long for their payment; failed, the merchant is told", "count", n)
+			p.log.Warn("parked events waited orders.park_for: failed and the merchant told, or a payment made an order of its own", "count", n)
 		}
 	}
 	sweep := !now.Before(p.sweepAt)
@@ -785,7 +787,7 @@ func (p *Pipeline) decideVerify(ctx context.Context, w ipn.Work) (ipn.Outcome, b
 		return o, true, nil
 	}
 	pol := ipn.Policy{Gateway: n.Gateway, Sandbox: rt.sandbox[n.Gateway], Receivers: rt.receivers[n.Gateway],
-		RequireRegistered: rt.requireRegistered}
+		RequireRegistered: rt.requireRegistered, Gateways: rt.names}
 	return ipn.Assess(o, ev, pol, receiverOK(g, n, ev, pol.Receivers)), true, nil
 }
 

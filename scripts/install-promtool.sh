@@ -17,8 +17,9 @@
 set -euo pipefail
 PROMTOOL_VERSION=v0.316.0 # the Go module version (Prometheus 3.x) for go install
 if command -v promtool >/dev/null; then exit 0; fi
-cache="${IPND_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ipnd/tools}"
-if [ -x "$cache/promtool" ]; then echo "$cache"; exit 0; fi
+cache="${IPND_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/ipnd/tools}"
+# A binary cut short by an earlier run that was interrupted does not count.
+if [ -x "$cache/promtool" ] && "$cache/promtool" --version >/dev/null 2>&1; then echo "$cache"; exit 0; fi
 mkdir -p "$cache"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -47,5 +48,8 @@ if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
 	echo "apt-get download prometheus did not give a working promtool; building it instead" >&2
 fi
 echo "building promtool $PROMTOOL_VERSION with go install (minutes, once)..." >&2
-GOBIN="$cache" go install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" </dev/null >&2
+# Built beside, then renamed in: an interrupted build leaves nothing in $cache.
+GOBIN="$work/bin" go install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" </dev/null >&2
+install -m 755 "$work/bin/promtool" "$cache/promtool.new"
+mv "$cache/promtool.new" "$cache/promtool"
 echo "$cache"

@@ -93,3 +93,46 @@ func (db *DB) OutboxAttempts(id uint64) ([]ipn.OutboxAttempt, error) {
 	})
 	return out, mapClosed(err)
 }
+
+// scrubAttempts removes what the other side said from the attempts of
+// outbox item id (store.raw_retention): a shop's response or a script's
+// stderr may name the customer. Time, result, status and the error
+// (addresses already removed, as in the item's last_error) stay.
+func scrubAttempts(tx *bolt.Tx, id uint64) error {
+	b := tx.Bucket(bucketAttempts)
+	prefix := u64(id)
+	type change struct {
+		k []byte
+		v []byte
+	}
+	var changes []change
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var a ipn.OutboxAttempt
+		if err := decodeValue(v, &a); err != nil {
+			changes = append(changes, change{k: bytes.Clone(k)}) // unreadable: dropped
+			continue
+		}
+		if a.Response == "" && a.Stderr == "" {
+			continue
+		}
+		a.Response, a.Stderr = "", ""
+		nv, err := encodeValue(a)
+		if err != nil {
+			return err
+		}
+		changes = append(changes, change{k: bytes.Clone(k), v: nv})
+	}
+	for _, ch := range changes {
+		var err error
+		if ch.v == nil {
+			err = b.Delete(ch.k)
+		} else {
+			err = b.Put(ch.k, ch.v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

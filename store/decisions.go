@@ -121,6 +121,9 @@ func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult,
 			if err != nil {
 				return err
 			}
+			if n := len(next.History); n > 0 {
+				next.History[n-1].By = d.By // who decided, as for the other decisions
+			}
 			if err := db.recordOrder(tx, o, &next, nil, nil); err != nil {
 				return err
 			}

@@ -130,9 +130,20 @@ func (db *DB) Lost() ([]LostRange, error) {
 	return out, mapClosed(err)
 }
 
-// lostAt returns the lost range holding id, if any.
+// lostAt returns the lost range holding id, if any: a range of journal
+// damage, or a torn tail dropped at a start (which may have been
+// acknowledged: its ids are no more "not found" than damaged ones).
 func lostAt(tx *bolt.Tx, id uint64) (*LostRange, error) {
-	b := tx.Bucket(bucketLost)
+	for _, name := range [][]byte{bucketLost, bucketDropped} {
+		if r, err := rangeAt(tx.Bucket(name), id); err != nil || r != nil {
+			return r, err
+		}
+	}
+	return nil, nil
+}
+
+// rangeAt returns the range of b (first id -> LostRange) holding id.
+func rangeAt(b *bolt.Bucket, id uint64) (*LostRange, error) {
 	if b == nil {
 		return nil, nil
 	}

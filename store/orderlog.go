@@ -460,34 +460,22 @@ func orderOrNil(so *storedOrder) *ipn.Order {
 // OrderHistory returns order id's history entries from the from-th
 // (oldest first), at most limit (default 100): Order.Changes counts them.
 func (db *DB) OrderHistory(id string, from, limit int) ([]ipn.OrderChange, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	var out []ipn.OrderChange
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		so, err := getStoredOrder(tx, id)
-		switch {
-		case err != nil:
-			return err
-		case so == nil:
-			return fmt.Errorf("order %q: %w", id, ErrNotFound)
-		case so.Tally == nil:
-			out = so.History[min(from, len(so.History)):min(from+limit, len(so.History))]
-			return nil
-		}
-		out, err = readSeq[ipn.OrderChange](tx, id, recHistory, from, limit)
-		return err
-	})
-	return out, mapClosed(err)
+	return pageOrder(db, id, recHistory, from, limit, func(so *storedOrder) []ipn.OrderChange { return so.History })
 }
 
 // OrderFacts returns order id's facts from the from-th (in the order
 // applied), at most limit (default 100).
 func (db *DB) OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error) {
+	return pageOrder(db, id, recFact, from, limit, func(so *storedOrder) []ipn.OrderFact { return so.Facts })
+}
+
+// pageOrder reads a page of order id's records of one kind: from its
+// value (inline) for a small order, else from order_records.
+func pageOrder[T any](db *DB, id string, kind byte, from, limit int, inline func(*storedOrder) []T) ([]T, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	var out []ipn.OrderFact
+	var out []T
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		so, err := getStoredOrder(tx, id)
 		switch {
@@ -496,10 +484,11 @@ func (db *DB) OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error) {
 		case so == nil:
 			return fmt.Errorf("order %q: %w", id, ErrNotFound)
 		case so.Tally == nil:
-			out = so.Facts[min(from, len(so.Facts)):min(from+limit, len(so.Facts))]
+			all := inline(so)
+			out = all[min(from, len(all)):min(from+limit, len(all))]
 			return nil
 		}
-		out, err = orderFacts(tx, id, from, limit)
+		out, err = readSeq[T](tx, id, kind, from, limit)
 		return err
 	})
 	return out, mapClosed(err)

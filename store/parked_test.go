@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -196,4 +197,77 @@ func TestPipelineExpiresParkedEvents(t *testing.T) {
 			t.Errorf("Run = %v", err)
 		}
 	})
+}
+
+// TestParkedPaymentBecomesItsOwnOrder: a Stripe payment intent that
+// names no order waits for a Checkout Session; a merchant who takes
+// payments without Checkout (the PaymentIntents API, Dashboard or
+// Invoicing payments) never sends one. Past orders.park_for the payment
+// becomes an order of its own (stripe:<intent>), with the events parked
+// under its identifiers, instead of failing: a completed payment is
+// never left without an order. With orders.require_registered it fails
+// as before.
+func TestParkedPaymentBecomesItsOwnOrder(t *testing.T) {
+	db := mustOpen(t)
+	db.SetParkFor(time.Hour)
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3; i++ {
+		if _, _, err := db.Append(context.Background(), sample("stripe", "evt_"+string(rune('0'+i)), "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Pending(t0, 10)
+	intent := func(id uint64, pi string, requireRegistered bool) ipn.Outcome {
+		ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: pi, Refs: "ch_" + pi, Amount: "20.00", Currency: "USD",
+			CustomerEmail: "c@example.com", Secondary: true}
+		return ipn.Outcome{ID: id, State: ipn.StateApplied, Event: ev, EventKey: ipn.EventKey("stripe", ev), ApplyOrder: true,
+			RequireRegistered: requireRegistered, Context: ipn.ApplyContext{Gateway: "stripe"}}
+	}
+	refund := &ipn.Event{Type: ipn.TypeRefund, Status: ipn.StatusRefunded, TxnID: "ch_pi_A", ParentTxnID: "pi_A", Amount: "5.00", Currency: "USD"}
+	if _, err := db.Finish([]ipn.Outcome{intent(1, "pi_A", false), intent(2, "pi_B", true)}, 2, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Finish([]ipn.Outcome{{ID: 3, State: ipn.StateApplied, Event: refund, EventKey: ipn.EventKey("stripe", refund), ApplyOrder: true,
+		Context: ipn.ApplyContext{Gateway: "stripe"}}}, 3, t0.Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := db.Parked(); n != 3 {
+		t.Fatalf("Parked = %d, want 3", n)
+	}
+	if _, err := db.ExpireParked(t0.Add(61 * time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	o, err := db.GetOrder("stripe:pi_A")
+	if err != nil || o.Status != ipn.OrderPartiallyRefunded || o.Paid != "20.00" || o.Refunded != "5.00" {
+		t.Fatalf("stripe:pi_A past park_for: %+v, %v; want its own order, paid 20.00, its refund adopted", o, err)
+	}
+	if _, p, _ := db.Get(1); p.State != ipn.StateApplied || p.Event == nil || p.Event.OrderID != "stripe:pi_A" {
+		t.Errorf("the intent: %s %+v", p.State, p.Event)
+	}
+	if _, p, _ := db.Get(3); p.State != ipn.StateApplied || p.Event == nil || p.Event.OrderID != "stripe:pi_A" {
+		t.Errorf("the refund: %s %+v", p.State, p.Event)
+	}
+	var templates []string
+	for _, id := range []uint64{1, 3} {
+		items, _ := db.OutboxOf(id)
+		for _, it := range items {
+			templates = append(templates, it.Effect.Template)
+		}
+	}
+	if !slices.Contains(templates, ipn.TemplatePaymentReceived) || slices.Contains(templates, ipn.TemplateEventUnmatched) {
+		t.Errorf("outbox of the intent and its refund: %q, want payment_received and no event_unmatched", templates)
+	}
+	// orders.require_registered: the payment names no registered order.
+	if _, p, _ := db.Get(2); p.State != ipn.StateFailed {
+		t.Errorf("the intent under require_registered: %s, want failed", p.State)
+	}
+	if _, err := db.GetOrder("stripe:pi_B"); err == nil {
+		t.Error("stripe:pi_B made under require_registered")
+	}
+	if n, _ := db.Parked(); n != 0 {
+		t.Errorf("Parked at the end = %d", n)
+	}
+	if n, _ := db.ExpireParked(t0.Add(200 * time.Hour)); n != 0 {
+		t.Errorf("expired again: %d", n)
+	}
 }

@@ -117,7 +117,10 @@ func (db *DB) nextParkedDue(tx *bolt.Tx) (time.Time, bool) {
 // orders.park_for at now (see ipn.ExpireParked): each leaves the orphans,
 // its fact key is released (a later copy naming its order is applied),
 // its notification is failed with the reason and the merchant's alert is
-// queued, in one transaction per batch. It returns how many it failed.
+// queued, in one transaction per batch. A completed payment parked
+// with Own (waiting for the event that names its order, which never
+// came) becomes an order of its own instead (ownAtExpiry). It returns
+// how many it failed or made orders of.
 // The pipeline calls it at each step; NextDue includes the next expiry.
 func (db *DB) ExpireParked(now time.Time) (int, error) {
 	var due bool
@@ -164,6 +167,21 @@ func (db *DB) ExpireParked(now time.Time) (int, error) {
 			if err := addParked(tx, -1); err != nil {
 				return err
 			}
+			own := w.OwnOrder(string(gw))
+			if own != "" {
+				p, err := stateOf(tx, id)
+				if err != nil {
+					return err
+				}
+				if p == nil || p.State != ipn.StateApplied {
+					continue // replayed meanwhile: the pipeline decides it again
+				}
+				if err := db.ownAtExpiry(tx, string(gw), own, id, w, parkFor, now); err != nil {
+					return err
+				}
+				n++
+				continue
+			}
 			if w.EventKey != "" && getU64(tx.Bucket(bucketEvents).Get([]byte(w.EventKey))) == id {
 				if err := tx.Bucket(bucketEvents).Delete([]byte(w.EventKey)); err != nil {
 					return err
@@ -191,6 +209,45 @@ func (db *DB) ExpireParked(now time.Time) (int, error) {
 		db.pokeOutbox()
 	}
 	return n, mapClosed(err)
+}
+
+// ownAtExpiry makes the parked payment id (w) of gateway the order of
+// its own, own, as if it had named none when it came (ipn.OwnOrderID):
+// applied with its effects, its references linked to the order and the
+// events parked under them adopted. It keeps its fact key.
+func (db *DB) ownAtExpiry(tx *bolt.Tx, gateway, own string, id uint64, w ipn.Parked, parkFor time.Duration, now time.Time) error {
+	ev, ac := ipn.AdoptEvent(own, id, gateway, w, now)
+	cur, st, err := orderState(tx, own, ev, ac)
+	if err != nil {
+		return err
+	}
+	var next ipn.Order
+	var write *ipn.OrderWrite
+	var effects []ipn.Effect
+	if st != nil {
+		next, write, effects = ipn.ApplyState(cur, st, ev, ac)
+	} else {
+		next, effects = ipn.Apply(cur, ev, ac)
+	}
+	if next.ID == "" {
+		return nil
+	}
+	if err := db.recordOrder(tx, cur, &next, st, write); err != nil {
+		return err
+	}
+	if err := db.enqueue(tx, effects, id, now); err != nil {
+		return err
+	}
+	if ipn.IsSubscriptionEvent(ev) {
+		if err := putSubscription(tx, ev, ac); err != nil {
+			return err
+		}
+	}
+	if err := noteAdopted(tx, id, own, ev, ipn.OwnAtExpiry(own, parkFor), now); err != nil {
+		return err
+	}
+	_, err = db.attach(tx, gateway, &next, ev.PaymentRefs(), now)
+	return err
 }
 
 func refKey(gateway, ref string) []byte {

@@ -96,9 +96,9 @@ type Restored struct {
 	// were only in the replaced database, or the journal is damaged):
 	// recorded as lost, never given again (show answers 410).
 	NotBack []Damage
-	// Unknown is set when the replaced database could not be read and no
-	// journal said how far its ids went: ids it gave after the backup may
-	// be given again.
+	// Unknown is set when there was no database to replace, or it could
+	// not be read, and no journal said how far its ids went: ids it gave
+	// after the backup may be given again.
 	Unknown bool
 }
 
@@ -128,9 +128,10 @@ func Restore(path, backup string, now time.Time) (Restored, error) {
 			return r, fmt.Errorf("restore: %s: %w: stop ipnd first", path, ErrInUse)
 		}
 		prevSeq, prevKnown = prev.Sequence, err == nil
-	} else {
-		prevKnown = true // none: nothing was given
 	}
+	// None: a new machine, or the data directory moved away. Which ids
+	// the database it replaces gave after the backup is not known here
+	// (unless a journal beside it says): Unknown.
 	// The copy first: until it is synced beside the database, nothing
 	// is moved, so a failure (a full disk) leaves everything as it was.
 	dir := filepath.Dir(path)
@@ -169,11 +170,31 @@ func Restore(path, backup string, now time.Time) (Restored, error) {
 			os.Remove(tmp)
 			return r, fmt.Errorf("restore: %w", err)
 		}
+		// The database is linked aside, not moved: it keeps its name until
+		// the copy replaces it in one rename, so that a restore cut short
+		// never leaves the directory without a database (the next start
+		// would create an empty one and give its ids again).
+		linked := false
 		for i, p := range current {
-			if err := os.Rename(p, filepath.Join(aside, filepath.Base(p))); err != nil {
+			dst := filepath.Join(aside, filepath.Base(p))
+			var err error
+			if p == path {
+				if err = os.Link(p, dst); err == nil {
+					linked = true
+				} else {
+					err = os.Rename(p, dst) // a file system without hard links
+				}
+			} else {
+				err = os.Rename(p, dst)
+			}
+			if err != nil {
 				// Put back what was moved: the database stays as it was.
 				for _, q := range current[:i] {
-					os.Rename(filepath.Join(aside, filepath.Base(q)), q)
+					if q == path && linked {
+						os.Remove(filepath.Join(aside, filepath.Base(q)))
+					} else {
+						os.Rename(filepath.Join(aside, filepath.Base(q)), q)
+					}
 				}
 				os.Remove(tmp)
 				return r, fmt.Errorf("restore: moving %s aside: %w", p, err)
@@ -183,6 +204,9 @@ func Restore(path, backup string, now time.Time) (Restored, error) {
 	if owner != nil {
 		// The service's user, not root's (sudo ipnd restore), owns it.
 		os.Chown(tmp, int(owner.Uid), int(owner.Gid))
+	}
+	if restoreCrashPoint != nil {
+		restoreCrashPoint("install")
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return r, fmt.Errorf("restore: installing the copy (the previous files are in %s): %w", r.Aside, err)
@@ -297,6 +321,9 @@ func bringBack(tmp, path, aside string, backup FileInfo, prevSeq uint64, prevKno
 	}
 	return b.Sync()
 }
+
+// restoreCrashPoint, when set (tests), is called at each step of Restore.
+var restoreCrashPoint func(at string)
 
 // readHead reads the first bytes of a segment, as long as its magic.
 func readHead(path string) ([]byte, error) {

@@ -56,6 +56,7 @@ type corpusExpect struct {
 	EventID        string `json:"event_id"`
 	OrderID        string `json:"order_id"`
 	Amount         string `json:"amount"`
+	RefundedTotal  string `json:"refunded_total"`
 	Currency       string `json:"currency"`
 	CustomerEmail  string `json:"customer_email"`
 	SubscriptionID string `json:"subscription_id"`
@@ -291,6 +292,7 @@ func assertCorpusEvent(t *testing.T, file string, ev *ipn.Event, x corpusExpect,
 		{"confirmations", strconv.Itoa(ev.Confirmations), strconv.Itoa(x.Confirmations), true},
 		{"event_id", ev.EventID, x.EventID, false}, {"customer_email", ev.CustomerEmail, x.CustomerEmail, false},
 		{"gateway_status", ev.GatewayStatus, x.GatewayStatus, false},
+		{"refunded_total", ev.RefundedTotal, x.RefundedTotal, false},
 	} {
 		switch {
 		case !c.always && c.want == "":

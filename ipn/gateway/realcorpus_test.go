@@ -196,3 +196,46 @@ func TestPublishedPayloadCorpus(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishedStripeRefundOfOldAPI: the published 2012 charge.refunded
+// (refunded: true, amount 1000, no amount_refunded) refunds the whole
+// charge its charge.succeeded paid: the order ends refunded 10.00 and the
+// customer's refund email and the shop's callback state 10.00.
+func TestPublishedStripeRefundOfOldAPI(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	byFile := map[string]realEntry{}
+	for _, e := range loadRealCorpus(t) {
+		byFile[e.File] = e
+	}
+	var o *ipn.Order
+	var effects []ipn.Effect
+	for i, f := range []string{"stripe/webhook-events.json.charge.succeeded.json", "stripe/webhook-events.json.charge.refunded.json"} {
+		e := byFile[f]
+		g := realGateway(t, e, nil)
+		in := realRequest(t, e, now)
+		if _, err := g.Check(in); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ev, err := g.Normalize(&ipn.Notification{Gateway: g.Name(), Body: in.Body})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ev.OrderID = "ORDER-1" // as the pipeline routes the refund by the charge id
+		ac := ipn.ApplyContext{Now: now, Notification: uint64(i + 1), Gateway: g.Name(), EventKey: ipn.EventKey(g.Name(), ev), Sandbox: true}
+		next, eff := ipn.Apply(o, ev, ac)
+		o, effects = &next, eff
+	}
+	if o.Status != ipn.OrderRefunded || o.Paid != "10.00" || o.Refunded != "10.00" {
+		t.Fatalf("order %s paid %s refunded %s, want refunded 10.00 of 10.00 (history %+v)", o.Status, o.Paid, o.Refunded, o.History)
+	}
+	callback := false
+	for _, e := range effects {
+		if e.Event == nil || e.Event.Amount != "10.00" || e.Event.RefundedTotal != "10.00" {
+			t.Errorf("effect %s %s: event %+v, want amount and refunded_total 10.00", e.Kind, e.Template, e.Event)
+		}
+		callback = callback || e.Kind == ipn.EffectShopCallback
+	}
+	if !callback {
+		t.Errorf("no shop callback for the refund: %+v", effects)
+	}
+}

@@ -156,12 +156,15 @@ type stripeObject struct {
 	AmountTotal       json.Number       `json:"amount_total"`
 	Amount            json.Number       `json:"amount"`
 	AmountRefunded    json.Number       `json:"amount_refunded"`
-	Currency          string            `json:"currency"`
-	PaymentIntent     json.RawMessage   `json:"payment_intent"`
-	PaymentStatus     string            `json:"payment_status"`
-	Status            string            `json:"status"`
-	CustomerEmail     string            `json:"customer_email"`
-	CustomerDetails   struct {
+	// Refunded: a charge refunded in full. Events of API versions
+	// before amount_refunded (2012) say only this: the whole amount.
+	Refunded        bool            `json:"refunded"`
+	Currency        string          `json:"currency"`
+	PaymentIntent   json.RawMessage `json:"payment_intent"`
+	PaymentStatus   string          `json:"payment_status"`
+	Status          string          `json:"status"`
+	CustomerEmail   string          `json:"customer_email"`
+	CustomerDetails struct {
 		Email string `json:"email"`
 		Name  string `json:"name"`
 	} `json:"customer_details"`
@@ -319,6 +322,10 @@ func (g *stripeGateway) Normalize(n *ipn.Notification) (*ipn.Event, error) {
 		ev.Type, ev.Status, minor = ipn.TypeRefund, ipn.StatusRefunded, newestRefund(&o)
 		ev.ParentTxnID = pi
 		ev.Refs = joinRefs(invoice)
+		if o.AmountRefunded == "" && o.Refunded {
+			// An API version before amount_refunded: the whole charge.
+			o.AmountRefunded = o.Amount
+		}
 		if o.AmountRefunded != "" && ev.Currency != "" {
 			total, err := ipn.FormatMinor(o.AmountRefunded.String(), ev.Currency)
 			if err != nil {
