@@ -26,6 +26,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"ipnd/admin/ui"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/public"
@@ -57,6 +58,12 @@ type Options struct {
 	// reset it); nil: one of AuthFailures at AuthFailuresPerSecond.
 	Guesses *public.ClientLimiter
 	Now     func() time.Time // nil: time.Now
+	// Sessions are the dashboard's signed-in browsers (kept across
+	// reloads by the caller); nil: a new, empty set.
+	Sessions *ui.Sessions
+	// CertExpiry, when set, is the expiry of the TLS certificate in use
+	// (zero: none), shown on the dashboard.
+	CertExpiry func() time.Time
 }
 
 type api struct {
@@ -132,6 +139,18 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/backup", a.auth(a.backup))
 	r.GET("/api/stats", a.auth(a.stats))
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
+	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
+		Healthy: o.Healthy, Rejections: o.Rejections, Guesses: a.guesses, AuthFailed: a.authFailed,
+		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now,
+		// The dashboard's decisions take the API's code path.
+		Decide: func(id, kind, note, outcome string, version int, key string) (int, string) {
+			_, status, msg := a.OrderDecision(id, kind, DecisionRequest{Note: note, Text: note, Outcome: outcome, Version: version}, "admin", key)
+			return status, msg
+		},
+		Discard: func(id uint64, note string, version int) (int, string) {
+			_, status, msg := a.DiscardOutbox(id, DecisionRequest{Note: note, Version: version}, "admin")
+			return status, msg
+		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})
