@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"ipnd/admin"
+	"ipnd/admin/ui"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/metrics"
@@ -44,6 +45,11 @@ type app struct {
 	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it)
 	// guesses limits wrong admin tokens per client; kept across reloads.
 	guesses *public.ClientLimiter
+	// sessions are the dashboard's signed-in browsers; kept across reloads.
+	sessions *ui.Sessions
+	// certExpiry is the served certificate's expiry (unix ns; 0: no TLS),
+	// for the dashboard.
+	certExpiry atomic.Int64
 
 	// What start started, for stop.
 	workers  workers
@@ -93,7 +99,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a := &app{getenv: getenv, log: log, procs: tuneProcs(), workers: workers{log: log},
-		guesses: public.NewClientLimiter(adminGuessesPerSecond, adminGuessBurst, 0)}
+		guesses: public.NewClientLimiter(adminGuessesPerSecond, adminGuessBurst, 0), sessions: ui.NewSessions(0)}
 	gateways, err := buildGateways(cfg)
 	if err != nil {
 		return nil, err
@@ -185,7 +191,7 @@ func (a *app) start(errc chan<- error) error {
 	cfg, log, db := a.cfg.Load(), a.log, a.db
 	a.workers.start("outbox worker", a.outbox.Load().Run)
 	a.workers.start("pipeline", a.pipe.Run)
-	tlsSvc, err := newTLSService(cfg, log.With("component", "tls"), a.m)
+	tlsSvc, err := newTLSService(cfg, log.With("component", "tls"), expiryKeeper{certObserver: a.m, at: &a.certExpiry})
 	if err != nil {
 		return err
 	}
@@ -252,6 +258,7 @@ func (a *app) listen(cfg *Config, tlsSvc *tlsService, errLog *log.Logger) (pub, 
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 	}}
+	adm.srv.RegisterOnShutdown(a.db.EndLive) // the event streams end, not hold the shutdown up
 	pub.tls, adm.tls = tlsSvc.configure(pub.srv, adm.srv)
 	return pub, adm, nil
 }
@@ -333,8 +340,29 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	}
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
 		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
-		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses}))
+		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses,
+		Sessions: a.sessions, CertExpiry: a.certExpiryTime}))
 	return nil
+}
+
+// expiryKeeper passes certificate events on to the metrics and keeps
+// the expiry for the dashboard.
+type expiryKeeper struct {
+	certObserver
+	at *atomic.Int64
+}
+
+func (k expiryKeeper) CertExpiry(t time.Time) {
+	k.at.Store(t.UnixNano())
+	k.certObserver.CertExpiry(t)
+}
+
+// certExpiryTime is the served certificate's expiry (zero: no TLS).
+func (a *app) certExpiryTime() time.Time {
+	if ns := a.certExpiry.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // healthy is /healthz on the admin listener: nil while the store takes
@@ -423,6 +451,7 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			return 1
 		},
 		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
+		LiveDropped:  func() float64 { return float64(db.LiveDropped()) },
 		StoreDropped: func() float64 {
 			_, ids, _ := db.Unacknowledged()
 			return float64(ids)

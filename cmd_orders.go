@@ -31,8 +31,15 @@ var ordersDeleteCommand = command{
 // cmdOrders lists orders, shows one with its history ("ipnd orders ID"),
 // or deletes a test order ("ipnd orders delete ID").
 func cmdOrders(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
-	if len(args) > 0 && args[0] == "delete" {
-		return cmdOrdersDelete(ctx, args[1:], getenv, stdout)
+	if len(args) > 0 {
+		switch args[0] {
+		case "delete":
+			return cmdOrdersDelete(ctx, args[1:], getenv, stdout)
+		case "approve", "cancel", "note", "dispute":
+			return cmdOrdersDecide(ctx, args[0], args[1:], getenv, stdout)
+		case "add":
+			return cmdOrdersAdd(ctx, args[1:], getenv, stdout)
+		}
 	}
 	fs := clientCommand("orders", getenv, stdout)
 	status := fs.String("status", "", "only orders in this status")

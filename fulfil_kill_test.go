@@ -259,3 +259,85 @@ func TestFulfilmentReload(t *testing.T) {
 		t.Errorf("delivered %d after the reload, want 1", n)
 	}
 }
+
+// TestFulfilmentMerchantDecisions: an order in review (the amount
+// differs) gets nothing; once the merchant approves it, it is paid and
+// delivered; an undeliverable order the merchant approves stays
+// approved (no review again) with nothing delivered; a dispute the
+// merchant closes as won restores the links.
+func TestFulfilmentMerchantDecisions(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 100)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", "[[product]]\nid = \"a\"\nfile = \"a.bin\"\nlicense = \"generated\"\n")
+	d := startDaemon(t, dir, cfg)
+	payPal := func(fields ...string) {
+		t.Helper()
+		b := ipnBody(fields...)
+		fake.remember(b)
+		if code := d.postIPN("paypal", b); code != 200 {
+			t.Fatalf("IPN = %d", code)
+		}
+	}
+	deliveries := func(id string) []ipn.Delivered {
+		var got struct{ Deliveries []ipn.Delivered }
+		d.api("GET", "/api/orders/"+id, nil, &got)
+		return got.Deliveries
+	}
+	d.api("POST", "/api/orders", map[string]any{"id": "M-1", "amount": "10.00", "currency": "USD", "customer_email": "m@example.com",
+		"items": []map[string]any{{"product": "a"}}}, nil)
+	payPal("txn_id", "T-M1", "invoice", "M-1")
+	waitOrder(t, d, "M-1", ipn.OrderReview)
+	if n := len(deliveries("M-1")); n != 0 {
+		t.Fatalf("an order in review was delivered %d units", n)
+	}
+	if code := d.api("POST", "/api/orders/M-1/approve", map[string]any{}, nil); code != 200 {
+		t.Fatalf("approve = %d", code)
+	}
+	o := waitOrder(t, d, "M-1", ipn.OrderPaid)
+	if ds := deliveries("M-1"); len(ds) != 1 || ds[0].LicenseKey == "" {
+		t.Errorf("approved order deliveries = %+v (%s)", ds, o.Status)
+	}
+	waitFor(t, "the payment email with the link", 10*time.Second, func() bool {
+		for _, m := range mailPlain(t, smtpd, "m@example.com") {
+			if linkRE.MatchString(m) {
+				return true
+			}
+		}
+		return false
+	})
+
+	payPal("txn_id", "T-U2", "invoice", "U-2", "item_number", "nope")
+	waitOrder(t, d, "U-2", ipn.OrderReview)
+	if code := d.api("POST", "/api/orders/U-2/approve", map[string]any{}, nil); code != 200 {
+		t.Fatalf("approve U-2 = %d", code)
+	}
+	waitOrder(t, d, "U-2", ipn.OrderPaid)
+	if n := len(deliveries("U-2")); n != 0 {
+		t.Errorf("an unknown product was delivered %d units", n)
+	}
+
+	payPal("txn_id", "T-D", "invoice", "D-2", "item_number", "a")
+	waitOrder(t, d, "D-2", ipn.OrderPaid)
+	var re struct{ Deliveries []ipn.Delivered }
+	d.api("POST", "/api/orders/D-2/deliveries/reissue", nil, &re)
+	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+	payPal("txn_id", "CASE-1", "parent_txn_id", "T-D", "invoice", "D-2", "txn_type", "new_case", "case_type", "chargeback", "case_id", "CASE-1", "payment_status", "")
+	waitFor(t, "D-2 disputed or reversed", 10*time.Second, func() bool {
+		var o ipn.Order
+		d.api("GET", "/api/orders/D-2", nil, &o)
+		return o.Status == ipn.OrderDisputed
+	})
+	if resp, _ := d.get(link); resp.StatusCode != 410 {
+		t.Errorf("link while disputed = %d", resp.StatusCode)
+	}
+	if code := d.api("POST", "/api/orders/D-2/dispute", map[string]any{"outcome": "won"}, nil); code != 200 {
+		t.Fatalf("dispute decision route answered %d", code)
+	}
+	waitOrder(t, d, "D-2", ipn.OrderPaid)
+	if resp, _ := d.get(link); resp.StatusCode != 200 {
+		t.Errorf("link after the merchant won the dispute = %d", resp.StatusCode)
+	}
+}

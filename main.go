@@ -84,8 +84,17 @@ func init() {
 		replayCommand,
 		ordersCommand,
 		ordersDeleteCommand,
+		ordersApproveCommand,
+		ordersCancelCommand,
+		ordersNoteCommand,
+		ordersDisputeCommand,
+		ordersAddCommand,
 		outboxCommand,
 		outboxRetryCommand,
+		outboxDiscardCommand,
+		outboxResendCommand,
+		outboxShowCommand,
+		tailCommand,
 		downloadsCommand,
 		licensesCommand,
 		licensesDisableCommand,
@@ -124,8 +133,8 @@ Flags go before or after the arguments. Every command takes -config FILE
 (or IPND_CONFIG); serve and check also take the config file as their
 argument. Without a config file ipnd runs on its embedded defaults with
 data in ./ipnd-data. The commands that talk to a running ipnd (simulate,
-ls, show, replay, orders, outbox, backup, stats) find its admin API from
-the config, or from -admin HOST:PORT or URL (IPND_ADMIN_URL). "ipnd
+ls, show, replay, orders, outbox, tail, backup, stats) find its admin API
+from the config, or from -admin HOST:PORT or URL (IPND_ADMIN_URL). "ipnd
 COMMAND -h" lists a command's flags.
 
 Exit status: 0 done; 1 failed (for simulate also: the notification

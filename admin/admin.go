@@ -26,6 +26,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"ipnd/admin/ui"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/public"
@@ -57,6 +58,12 @@ type Options struct {
 	// reset it); nil: one of AuthFailures at AuthFailuresPerSecond.
 	Guesses *public.ClientLimiter
 	Now     func() time.Time // nil: time.Now
+	// Sessions are the dashboard's signed-in browsers (kept across
+	// reloads by the caller); nil: a new, empty set.
+	Sessions *ui.Sessions
+	// CertExpiry, when set, is the expiry of the TLS certificate in use
+	// (zero: none), shown on the dashboard.
+	CertExpiry func() time.Time
 }
 
 type api struct {
@@ -125,6 +132,7 @@ func Handler(o Options) http.Handler {
 	r.GET("/api/orders", a.auth(a.listOrders))
 	r.GET("/api/orders/:id", a.auth(a.showOrder))
 	r.DELETE("/api/orders/:id", a.auth(a.deleteOrder))
+	a.decisionRoutes(r)
 	r.GET("/api/subscriptions/:id", a.auth(a.showSubscription))
 	r.GET("/api/outbox", a.auth(a.listOutbox))
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
@@ -132,6 +140,18 @@ func Handler(o Options) http.Handler {
 	a.fulfilRoutes(r)
 	r.GET("/api/stats", a.auth(a.stats))
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
+	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
+		Healthy: o.Healthy, Rejections: o.Rejections, Guesses: a.guesses, AuthFailed: a.authFailed,
+		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now,
+		// The dashboard's decisions take the API's code path.
+		Decide: func(id, kind, note, outcome string, version int, key string) (int, string) {
+			_, status, msg := a.OrderDecision(id, kind, DecisionRequest{Note: note, Text: note, Outcome: outcome, Version: version}, "admin", key)
+			return status, msg
+		},
+		Discard: func(id uint64, note string, version int) (int, string) {
+			_, status, msg := a.DiscardOutbox(id, DecisionRequest{Note: note, Version: version}, "admin")
+			return status, msg
+		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})
@@ -700,9 +720,9 @@ func (a *api) listOutbox(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	q := r.URL.Query()
 	state := q.Get("state")
 	switch state {
-	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped:
+	case "", store.OutboxPending, store.OutboxSent, store.OutboxDead, store.OutboxSkipped, store.OutboxDiscarded:
 	default:
-		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead or skipped")
+		writeError(w, http.StatusBadRequest, "state: must be pending, sent, dead, skipped or discarded")
 		return
 	}
 	limit, ok := queryLimit(w, q, 1000)

@@ -272,7 +272,7 @@ func ApplyState(o *Order, st *OrderState, ev *Event, ac ApplyContext) (next Orde
 		next.Flags = []string{}
 	}
 	t := x.tally()
-	next.Status = t.status(next.Flags, x.paid, x.refunded)
+	next.Status = t.orderStatus(&next, x.paid, x.refunded)
 	next.Paid = formatAmount(x.paid, next.Currency)
 	next.Refunded = formatAmount(x.refunded, next.Currency)
 	next.UpdatedAt = ac.Now
@@ -681,6 +681,7 @@ func isSubscriptionType(t EventType) bool {
 func cloneOrder(o Order) Order {
 	o.Metadata = maps.Clone(o.Metadata)
 	o.Flags = slices.Clone(o.Flags)
+	o.ApprovedFlags = slices.Clone(o.ApprovedFlags)
 	o.TxnIDs = slices.Clone(o.TxnIDs)
 	o.History = slices.Clone(o.History)
 	o.Facts = slices.Clone(o.Facts)

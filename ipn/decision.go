@@ -1,9 +1,11 @@
 package ipn
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -82,4 +84,142 @@ func CloseDispute(o *Order, d DisputeDecision, now time.Time) (Order, []Effect, 
 	ac := ApplyContext{Now: now, Gateway: o.Gateway, EventKey: "decision/" + id + "/" + outcome, Decision: why}
 	next, effects := Apply(o, ev, ac)
 	return next, effects, nil
+}
+
+// Order decision kinds (OrderDecision.Kind).
+const (
+	DecisionApprove = "approve"
+	DecisionCancel  = "cancel"
+	DecisionNote    = "note"
+)
+
+// TypeDecision is the type of the event a merchant's decision on an
+// order hands the shop with its callback (ShopEvent.Data.Event): it
+// carries no payment, only the order's id and the decision's words.
+const TypeDecision EventType = "decision"
+
+// OrderDecision is the merchant's decision on an order: approve an order
+// in review, cancel it, or add a note to its history.
+type OrderDecision struct {
+	Kind string // DecisionApprove, DecisionCancel, DecisionNote
+	By   string // who decided: "admin" (the API or dashboard session), "cli"
+	Why  string // the merchant's words (a note's text)
+}
+
+// Errors of DecideOrder.
+var (
+	// ErrNotInReview: approve on an order that is not in review.
+	ErrNotInReview = errors.New("order is not in review")
+	// ErrFinal: cancel on an order already refunded, reversed or canceled.
+	ErrFinal = errors.New("order is final")
+	// ErrBadDecision: an unknown kind, or a note without text.
+	ErrBadDecision = errors.New("bad decision")
+)
+
+// DecideOrder applies the merchant's decision d to order o at now, given its
+// tally t (the store's, or RebuildTally's for an order that holds its
+// facts): it returns the order after it (Changes counted, the history
+// entry appended to History), the history entry, and the effects to
+// queue with it in the same transaction. It is pure.
+//
+//   - approve: o must be in review (ErrNotInReview). Its flags become
+//     ApprovedFlags (they stay in Flags) and its status is what its
+//     payments make it (paid in the common case); the customer gets the
+//     payment email the first time it is paid (the same cause as a
+//     payment's, so never twice) and the shop hears of the transition.
+//     A flag raised later that was not approved puts it in review again.
+//   - cancel: o must not be refunded, reversed or canceled (ErrFinal). It
+//     becomes canceled (its flags approved with it); the shop hears
+//     order.canceled.
+//   - note: appends a history entry; status and effects unchanged.
+//
+// Each callback's cause names the order and the history entry it comes
+// from, so a decision queued twice is sent once.
+func DecideOrder(o *Order, t Tally, d OrderDecision, now time.Time) (Order, OrderChange, []Effect, error) {
+	if o == nil {
+		return Order{}, OrderChange{}, nil, fmt.Errorf("%w: no order", ErrBadDecision)
+	}
+	next := cloneOrder(*o)
+	version := max(o.Changes, len(o.History))
+	next.Changes = version + 1
+	who := "merchant decision"
+	if d.By != "" {
+		who += " by " + d.By
+	}
+	why := ""
+	if d.Why != "" {
+		why = " (" + d.Why + ")"
+	}
+	change := OrderChange{At: now, From: o.Status, To: o.Status, By: d.By}
+	switch d.Kind {
+	case DecisionNote:
+		if strings.TrimSpace(d.Why) == "" {
+			return Order{}, OrderChange{}, nil, fmt.Errorf("%w: a note needs text", ErrBadDecision)
+		}
+		change.Reason = "note by " + cmp.Or(d.By, "merchant") + ": " + d.Why
+		next.History = append(slices.Clip(next.History), change)
+		return next, change, nil, nil
+	case DecisionApprove:
+		if o.Status != OrderReview {
+			return Order{}, OrderChange{}, nil, fmt.Errorf("%w: order %q is %s", ErrNotInReview, o.ID, o.Status)
+		}
+		next.ApprovedFlags = slices.Clone(next.Flags)
+		change.Reason = who + ": approved " + strings.Join(next.Flags, ", ") + why
+	case DecisionCancel:
+		switch o.Status {
+		case OrderRefunded, OrderReversed, OrderCanceled:
+			return Order{}, OrderChange{}, nil, fmt.Errorf("%w: order %q is %s", ErrFinal, o.ID, o.Status)
+		}
+		next.ApprovedFlags = slices.Clone(next.Flags)
+		next.Canceled = true
+		change.Reason = who + ": canceled" + why
+	default:
+		return Order{}, OrderChange{}, nil, fmt.Errorf("%w: unknown decision %q", ErrBadDecision, d.Kind)
+	}
+	paid, err := amountOf(o.Paid, o.Currency)
+	if err != nil {
+		paid = zeroAmount()
+	}
+	refunded, err := amountOf(o.Refunded, o.Currency)
+	if err != nil {
+		refunded = zeroAmount()
+	}
+	next.Status = t.orderStatus(&next, paid, refunded)
+	next.UpdatedAt = now
+	change.To = next.Status
+	change.Reason += "; order " + string(next.Status)
+	next.History = append(slices.Clip(next.History), change)
+
+	snap := next.Snapshot(o.Status, change.Reason)
+	ev := &Event{Type: TypeDecision, Status: EventStatus(d.Kind), GatewayStatus: "merchant decision: " + d.Kind,
+		OrderID: o.ID, Currency: o.Currency}
+	var effects []Effect
+	add := func(e Effect) {
+		evc := *ev
+		e.OrderID, e.Event, e.Order = o.ID, &evc, snap
+		effects = append(effects, e)
+	}
+	if next.CustomerEmail != "" && next.Status != o.Status {
+		switch next.Status {
+		case OrderPaid, OrderPartiallyRefunded:
+			if !t.reached(OrderPaid, OrderPartiallyRefunded) {
+				add(Effect{Kind: EffectEmailCustomer, Template: TemplatePaymentReceived, To: next.CustomerEmail,
+					Cause: o.ID + "/paid/" + TemplatePaymentReceived, Reason: change.Reason, Amount: next.Paid})
+			}
+		case OrderPending:
+			if !t.reached(OrderPending) {
+				add(Effect{Kind: EffectEmailCustomer, Template: TemplatePaymentPending, To: next.CustomerEmail,
+					Cause: o.ID + "/pending/" + TemplatePaymentPending, Reason: change.Reason})
+			}
+		case OrderFailed:
+			if !t.reached(OrderFailed) {
+				add(Effect{Kind: EffectEmailCustomer, Template: TemplatePaymentFailed, To: next.CustomerEmail,
+					Cause: o.ID + "/failed/" + TemplatePaymentFailed, Reason: change.Reason})
+			}
+		}
+	}
+	if next.Status != o.Status {
+		add(Effect{Kind: EffectShopCallback, Cause: "event/decision/" + o.ID + "/" + strconv.Itoa(next.Changes) + "/" + d.Kind})
+	}
+	return next, change, effects, nil
 }

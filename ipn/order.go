@@ -47,8 +47,16 @@ type Order struct {
 	Paid          string            `json:"paid"`     // total received (completed payments), exact
 	Refunded      string            `json:"refunded"` // total refunded, exact
 	Flags         []string          `json:"flags"`
-	TxnIDs        []string          `json:"txn_ids"`
-	History       []OrderChange     `json:"history"`
+	// ApprovedFlags are the flags the merchant approved (an approve
+	// decision): they stay in Flags, visible, but no longer hold the order
+	// in review; a flag raised later that is not among them does.
+	ApprovedFlags []string `json:"approved_flags,omitempty"`
+	// Canceled: the merchant canceled the order (a cancel decision): its
+	// status stays canceled whatever its payments, unless a flag not
+	// approved puts it in review.
+	Canceled bool          `json:"canceled,omitempty"`
+	TxnIDs   []string      `json:"txn_ids"`
+	History  []OrderChange `json:"history"`
 	// Changes counts the order's history entries: History may hold only
 	// the newest of them (the store keeps the history apart and pages it).
 	Changes   int       `json:"changes,omitempty"`
@@ -95,6 +103,9 @@ type OrderChange struct {
 	From         OrderStatus `json:"from,omitempty"`
 	To           OrderStatus `json:"to"`
 	Reason       string      `json:"reason"`
+	// By is who made a merchant's decision ("admin", "cli"); "" for a
+	// change a notification or ipnd itself made.
+	By string `json:"by,omitempty"`
 }
 
 // Effect kinds.
@@ -150,7 +161,8 @@ type OrderSnapshot struct {
 	Registered     bool        `json:"registered"`
 	Test           bool        `json:"test,omitempty"` // a test (sandbox) order: never fulfil it for real
 	Flags          []string    `json:"flags"`
-	Amount         string      `json:"amount,omitempty"` // expected (registered) or first payment's amount
+	ApprovedFlags  []string    `json:"approved_flags,omitempty"` // flags the merchant approved (they hold nothing up)
+	Amount         string      `json:"amount,omitempty"`         // expected (registered) or first payment's amount
 	Paid           string      `json:"paid"`
 	Refunded       string      `json:"refunded"`
 	Currency       string      `json:"currency,omitempty"`
@@ -179,7 +191,8 @@ func (o *Order) Snapshot(from OrderStatus, reason string) *OrderSnapshot {
 		flags = []string{}
 	}
 	return &OrderSnapshot{ID: o.ID, Status: o.Status, PreviousStatus: from, Registered: o.Registered, Test: o.Test, Flags: flags,
-		Amount: o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
+		ApprovedFlags: slices.Clone(o.ApprovedFlags),
+		Amount:        o.Amount, Paid: o.Paid, Refunded: o.Refunded, Currency: o.Currency,
 		Customer: Customer{Email: o.CustomerEmail, Name: o.CustomerName}, Reason: reason, Version: max(o.Changes, len(o.History))}
 }
 

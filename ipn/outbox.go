@@ -24,10 +24,14 @@ const (
 	// no customer address, the template not enabled). Final, like sent and
 	// dead; a manual retry puts the item back in the queue.
 	OutboxSkipped = "skipped"
+	// OutboxDiscarded: the merchant decided not to send it (a pending or
+	// dead item): final, counted apart from dead, so that the dead-item
+	// alert clears; a manual retry puts it back in the queue.
+	OutboxDiscarded = "discarded"
 )
 
 // OutboxStates lists every outbox item state.
-var OutboxStates = []string{OutboxPending, OutboxSent, OutboxDead, OutboxSkipped}
+var OutboxStates = []string{OutboxPending, OutboxSent, OutboxDead, OutboxSkipped, OutboxDiscarded}
 
 // OutboxItem is one piece of outgoing work (an email, a shop callback, a
 // script run), queued in the same transaction as the state change that
@@ -71,4 +75,30 @@ type OutboxResult struct {
 	// message): State is pending, Attempts the item's count unchanged,
 	// Error says why it was not attempted.
 	NotAttempted bool
+	// Detail is what the other side said (kept with the attempt), and
+	// Duration how long the attempt took.
+	Detail   AttemptDetail
+	Duration time.Duration
+}
+
+// AttemptDetail is what the other side said to one delivery attempt,
+// for the operator's forensics (clipped, email addresses removed).
+type AttemptDetail struct {
+	HTTPStatus int    `json:"http_status,omitempty"` // a callback's response status
+	Response   string `json:"response,omitempty"`    // a callback's response body, its first KiB
+	SMTPReply  string `json:"smtp_reply,omitempty"`  // an email's SMTP error or reply
+	ExitStatus *int   `json:"exit_status,omitempty"` // the script's exit status (-1: killed)
+	Stderr     string `json:"stderr,omitempty"`      // the script's stderr, its last KiB
+}
+
+// OutboxAttempt is one delivery attempt of an outbox item, as kept for
+// forensics (the store keeps the last few of each item).
+type OutboxAttempt struct {
+	Seq      uint64        `json:"seq"`     // the item's attempts numbered from 1, across manual retries
+	Attempt  int           `json:"attempt"` // the item's attempt count then (a manual retry resets it)
+	At       time.Time     `json:"at"`
+	Result   string        `json:"result"` // the item's state after it: sent, pending (to retry), dead, skipped
+	Error    string        `json:"error,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
+	AttemptDetail
 }

@@ -688,6 +688,28 @@ func (t *Tally) status(flags []string, paid, refunded *apd.Decimal) OrderStatus 
 	return OrderAwaitingPayment
 }
 
+// orderStatus is order o's status from its totals, its flags and the
+// merchant's decisions: flags the merchant approved do not hold it in
+// review, and an order the merchant canceled stays canceled.
+func (t *Tally) orderStatus(o *Order, paid, refunded *apd.Decimal) OrderStatus {
+	open := pendingFlags(o)
+	if len(open) == 0 && o.Canceled {
+		return OrderCanceled
+	}
+	return t.status(open, paid, refunded)
+}
+
+// pendingFlags are o's flags the merchant did not approve.
+func pendingFlags(o *Order) []string {
+	var open []string
+	for _, f := range o.Flags {
+		if !slices.Contains(o.ApprovedFlags, f) {
+			open = append(open, f)
+		}
+	}
+	return open
+}
+
 // Reach adds s to the statuses reached.
 func (t *Tally) Reach(s OrderStatus) {
 	if i, found := slices.BinarySearch(t.Reached, s); !found {

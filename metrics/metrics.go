@@ -34,6 +34,10 @@ type Options struct {
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
 	StoreDamaged func() float64
+	// LiveDropped, when set, is read at scrape time for
+	// ipnd_events_dropped_total: followers of GET /api/events dropped for
+	// falling behind (their stream ended; ingest never waits for them).
+	LiveDropped func() float64
 	// StoreDropped, when set, is read at scrape time for
 	// ipnd_store_dropped_unacknowledged (ids of torn journal tails dropped
 	// at a start, which may have been acknowledged, not yet acknowledged
@@ -55,7 +59,8 @@ type Options struct {
 	OrderStatuses []string
 	OrderCounts   func() (real, test map[string]int)
 	// OutboxKinds and OutboxCounts, when set, give ipnd_outbox_pending{kind},
-	// ipnd_outbox_dead{kind} and ipnd_outbox_skipped{kind} at scrape time
+	// ipnd_outbox_dead{kind}, ipnd_outbox_skipped{kind} and
+	// ipnd_outbox_discarded{kind} at scrape time
 	// (state -> kind -> count).
 	OutboxKinds  []string
 	OutboxCounts func() map[string]map[string]int
@@ -322,6 +327,12 @@ func New(o Options) *Metrics {
 			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
 		}, o.StoreDamaged))
 	}
+	if o.LiveDropped != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ipnd_events_dropped_total",
+			Help: "Followers of the live event stream (GET /api/events: ipnd tail, the dashboard) dropped for falling behind; they reconnect.",
+		}, o.LiveDropped))
+	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(orderGauge{
 			desc: prometheus.NewDesc("ipnd_orders",
@@ -331,7 +342,7 @@ func New(o Options) *Metrics {
 		})
 	}
 	if o.OutboxCounts != nil {
-		for _, state := range []string{"pending", "dead", "skipped"} {
+		for _, state := range []string{"pending", "dead", "skipped", "discarded"} {
 			m.reg.MustRegister(funcGaugeVec{
 				desc:   prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil),
 				labels: o.OutboxKinds,

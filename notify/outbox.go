@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"ipnd/internal/backoff"
 	"ipnd/ipn"
@@ -322,7 +323,11 @@ func (w *Worker) deliver(ctx context.Context, kind string, items []ipn.OutboxIte
 		w.sendEmails(ctx, items, rec)
 	case ipn.EffectShopCallback, ipn.EffectShopScript:
 		for _, it := range items {
-			rec.add(it, w.result(it, w.shop(ctx, it, w.order(it)), false))
+			start := time.Now()
+			d, err := w.shop(ctx, it, w.order(it))
+			r := w.result(it, err, false)
+			r.Detail, r.Duration = d, time.Since(start)
+			rec.add(it, r)
 			rec.wait()
 		}
 	default:
@@ -363,7 +368,11 @@ func (w *Worker) sendEmails(ctx context.Context, items []ipn.OutboxItem, rec *sl
 			return false // not tried and still due: the next worker takes it
 		}
 		it := sending[k]
-		rec.add(it, w.result(it, err, err != nil && Permanent(err)))
+		r := w.result(it, err, err != nil && Permanent(err))
+		if err != nil && !r.NotAttempted {
+			r.Detail.SMTPReply = clipText(redact(err.Error()), 1024)
+		}
+		rec.add(it, r)
 		if err == nil {
 			rec.wait() // durable before the next email goes
 		}
@@ -589,19 +598,31 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		MessageID: MessageID(e.Cause, w.o.Domain), Date: w.o.Now()}, "", nil
 }
 
-func (w *Worker) shop(ctx context.Context, it ipn.OutboxItem, order *ipn.Order) error {
+func (w *Worker) shop(ctx context.Context, it ipn.OutboxItem, order *ipn.Order) (ipn.AttemptDetail, error) {
 	if w.o.Shop == nil {
-		return errors.New("no shop configured")
+		return ipn.AttemptDetail{}, errors.New("no shop configured")
 	}
 	se, body, err := shopEvent(it, order)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrPermanent, err)
+		return ipn.AttemptDetail{}, fmt.Errorf("%w: %v", ErrPermanent, err)
 	}
 	id := it.Key()
 	if it.Effect.Kind == ipn.EffectShopScript {
-		return w.o.Shop.Run(ctx, id, se, body)
+		return w.o.Shop.RunDetail(ctx, id, se, body)
 	}
-	return w.o.Shop.Post(ctx, id, body)
+	return w.o.Shop.PostDetail(ctx, id, body)
+}
+
+// clipText shortens s to at most n bytes, on a rune boundary.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // emailAddress matches what looks like an email address in an error text.

@@ -55,11 +55,24 @@ type Shop struct {
 // dedup), webhook-timestamp and webhook-signature. A 2xx answer is
 // success; anything else is an error to retry.
 func (s *Shop) Post(ctx context.Context, id string, body []byte) error {
+	_, err := s.PostDetail(ctx, id, body)
+	return err
+}
+
+// detailBytes is how much of a callback's response body (the first) and
+// of a script's stderr (the last) an attempt keeps.
+const detailBytes = 1024
+
+// PostDetail is Post, also returning what the shop answered: the HTTP
+// status and the first KiB of the response body (email addresses
+// removed).
+func (s *Shop) PostDetail(ctx context.Context, id string, body []byte) (ipn.AttemptDetail, error) {
+	var d ipn.AttemptDetail
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return d, err
 	}
 	ts := time.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -73,22 +86,33 @@ func (s *Shop) Post(ctx context.Context, id string, body []byte) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("shop callback: %w", err)
+		return d, fmt.Errorf("shop callback: %w", err)
 	}
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, detailBytes))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	d.HTTPStatus, d.Response = resp.StatusCode, redact(strings.ToValidUTF8(string(head), "\uFFFD"))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("shop callback: HTTP %d", resp.StatusCode)
+		return d, fmt.Errorf("shop callback: HTTP %d", resp.StatusCode)
 	}
-	return nil
+	return d, nil
 }
 
 // Run runs the notification script with body on stdin and the key
 // fields in IPND_* environment variables, killed at the timeout. Exit 0 is
 // success.
 func (s *Shop) Run(ctx context.Context, id string, ev *ShopEvent, body []byte) error {
+	_, err := s.RunDetail(ctx, id, ev, body)
+	return err
+}
+
+// RunDetail is Run, also returning the script's exit status and the
+// last KiB of its stderr (email addresses removed): the operator's view
+// of why it failed. Its stdout is not kept.
+func (s *Shop) RunDetail(ctx context.Context, id string, ev *ShopEvent, body []byte) (ipn.AttemptDetail, error) {
+	var det ipn.AttemptDetail
 	if len(s.Command) == 0 {
-		return errors.New("no shop.command")
+		return det, errors.New("no shop.command")
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
@@ -118,15 +142,38 @@ func (s *Shop) Run(ctx context.Context, id string, ev *ShopEvent, body []byte) e
 		"IPND_CURRENCY="+d.Event.Currency,
 		"IPND_STATUS="+string(d.Event.Status),
 	)
+	stderr := &tailBuffer{max: detailBytes}
+	cmd.Stderr = stderr
 	err := cmd.Run()
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	det.ExitStatus, det.Stderr = &code, redact(strings.ToValidUTF8(string(stderr.b), "\uFFFD"))
 	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("notification script killed after %s", s.Timeout)
+		return det, fmt.Errorf("notification script killed after %s", s.Timeout)
 	}
 	if err != nil {
-		// Only the exit status: the script's output may hold anything.
-		return fmt.Errorf("notification script: %v", err)
+		// Only the exit status in the error (and the log): the script's
+		// output may hold anything; its stderr's tail is kept with the
+		// attempt, for the operator.
+		return det, fmt.Errorf("notification script: %v", err)
 	}
-	return nil
+	return det, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	b   []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
 }
 
 func envOr(k, def string) string {

@@ -26,6 +26,10 @@
 //	       cause is queued once); outbox_due lane (effect kind) + 0x00 +
 //	       due + id of pending items (each lane scans its own);
 //	       outbox_counts state + kind -> count
+//	outbox_attempts id + sequence -> JSON ipn.OutboxAttempt, the last 20
+//	       delivery attempts of each item (attempts.go)
+//	idempotency Idempotency-Key -> JSON record of the decision it made;
+//	       idempotency_age recorded at + key, for expiry (decisions.go)
 //
 // Appends are group-committed to a write-ahead journal (journal.go)
 // without a timer and without a writer goroutine: the Append that finds no

@@ -180,21 +180,27 @@ func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.Or
 		next.History = slices.Clone(next.History)
 		change = &next.History[n-1]
 	}
+	review := func(flag, detail string) ([]ipn.Effect, error) {
+		if slices.Contains(next.ApprovedFlags, flag) {
+			return effects, nil // the merchant approved it as it is: nothing to deliver
+		}
+		return fulfil.ToReview(next, change, effects, flag, detail, now), nil
+	}
 	items, err := fulfil.Items(next, ev)
 	if err != nil {
-		return fulfil.ToReview(next, change, effects, ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error(), now), nil
+		return review(ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error())
 	}
 	if len(items) == 0 {
 		return effects, nil // nothing bought that ipnd delivers
 	}
 	if unknown := cat.Unknown(items); len(unknown) > 0 {
-		return fulfil.ToReview(next, change, effects, ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]), now), nil
+		return review(ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]))
 	}
 	next.Items = items
 	sub, end := subscriptionPeriod(tx, next, ev)
 	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx), sub, end)
 	if errors.Is(err, fulfil.ErrPoolEmpty) {
-		return fulfil.ToReview(next, change, effects, "license_pool_empty", err.Error(), now), nil
+		return review("license_pool_empty", err.Error())
 	}
 	if err != nil {
 		return nil, err

@@ -44,10 +44,11 @@ type OutboxItem = ipn.OutboxItem
 
 // Outbox item states.
 const (
-	OutboxPending = ipn.OutboxPending
-	OutboxSent    = ipn.OutboxSent
-	OutboxDead    = ipn.OutboxDead
-	OutboxSkipped = ipn.OutboxSkipped
+	OutboxPending   = ipn.OutboxPending
+	OutboxSent      = ipn.OutboxSent
+	OutboxDead      = ipn.OutboxDead
+	OutboxSkipped   = ipn.OutboxSkipped
+	OutboxDiscarded = ipn.OutboxDiscarded
 )
 
 // CreateOrder registers an expected order. It fails with ErrExists when

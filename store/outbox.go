@@ -564,6 +564,11 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			if old.State != ipn.OutboxPending || r.Attempts != want || (r.NotAttempted && r.State != ipn.OutboxPending) {
 				continue // changed meanwhile (a manual retry reset it): that wins
 			}
+			if !r.NotAttempted && !quietSuccess(r) {
+				if err := db.recordAttempt(tx, old, r, now); err != nil {
+					return err
+				}
+			}
 			it := *old
 			it.State, it.Attempts, it.LastError = r.State, r.Attempts, r.Error
 			it.NextAttempt = time.Time{}

@@ -272,6 +272,7 @@ func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Re
 		if err == nil {
 			db.damagedSeen.Add(int64(len(damaged)))
 			db.pokeOutbox()
+			db.announceFinished(outs, states, now) // live events (events.go)
 		}
 		return states, mapClosed(err)
 	}

@@ -232,6 +232,9 @@ func (db *DB) ownAtExpiry(tx *bolt.Tx, gateway, own string, id uint64, w ipn.Par
 	if next.ID == "" {
 		return nil
 	}
+	if effects, err = db.fulfilOrder(tx, cur, &next, write, ev, effects, now); err != nil { // SPEC §11
+		return err
+	}
 	if err := db.recordOrder(tx, cur, &next, st, write); err != nil {
 		return err
 	}

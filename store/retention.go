@@ -140,6 +140,9 @@ func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 			changes = append(changes, it)
 			done++
 		}
+		if err := scrubAttempts(tx, id); err != nil {
+			return 0, false, err
+		}
 		seen = id
 	}
 	for _, it := range changes {

@@ -64,7 +64,8 @@ func TestRetentionPurge(t *testing.T) {
 		}
 		var res []ipn.OutboxResult
 		for _, it := range items {
-			res = append(res, ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSent, Attempts: 1})
+			res = append(res, ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSent, Attempts: 1,
+				Detail: ipn.AttemptDetail{HTTPStatus: 200, Response: "thanks, Ann Lee"}})
 		}
 		if err := db.FinishOutbox(res, now); err != nil {
 			t.Fatal(err)
@@ -84,6 +85,17 @@ func TestRetentionPurge(t *testing.T) {
 	// EffectKinds given): all three carry the customer.
 	if p.Notifications != 2 || p.Orders != 2 || p.OutboxItems != 6 {
 		t.Errorf("purged %+v, want 2 notifications, 2 orders, 6 outbox items", p)
+	}
+	// What the shop answered may name the customer: gone with the rest.
+	all, _ := db.ListOutbox("", 100)
+	for _, it := range all {
+		attempts, err := db.OutboxAttempts(it.ID)
+		if err != nil || len(attempts) != 1 || attempts[0].HTTPStatus != 200 {
+			t.Fatalf("attempts of %d: %v %+v", it.ID, err, attempts)
+		}
+		if oldItem := it.CreatedAt.Before(cutoff); (attempts[0].Response == "") != oldItem {
+			t.Errorf("item %d (old %v) after the purge: response %q", it.ID, oldItem, attempts[0].Response)
+		}
 	}
 	for id := uint64(1); id <= 3; id++ {
 		n, st, err := db.Get(id)

@@ -146,6 +146,7 @@ type DB struct {
 	opts    Options
 	kinds   atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
 	parkFor atomic.Int64                    // orders.park_for (SetParkFor); 0: parked events wait forever
+	events  broadcaster                     // live events for GET /api/events (events.go)
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.
@@ -339,7 +340,7 @@ func (db *DB) init() error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
-			bucketOrderRecords} {
+			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -436,7 +437,12 @@ func (db *DB) Path() string { return db.path }
 // meanwhile queue, and when the leader's commit ends the first of them is
 // promoted and commits the whole queue (up to MaxBatch) with one write
 // and one fdatasync.
-func (db *DB) Append(_ context.Context, n *ipn.Notification) (uint64, bool, error) {
+func (db *DB) Append(_ context.Context, n *ipn.Notification) (id uint64, dup bool, err error) {
+	defer func() {
+		if err == nil && !dup {
+			db.announceStored(id, n) // live events (events.go)
+		}
+	}()
 	r := &appendReq{key: dedupKey(n.Gateway, n.DedupKey), rec: encodeRecord(n), signal: make(chan bool, 1)}
 	db.mu.Lock()
 	if db.closed {

@@ -1,0 +1,60 @@
+package ui
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// eventsBuffer is how far a browser may fall behind before it is
+// dropped (it reconnects); eventsHeartbeat keeps proxies from closing
+// an idle stream.
+const (
+	eventsBuffer    = 64
+	eventsHeartbeat = 15 * time.Second
+)
+
+// events is /events, the admin API's live stream (store.DB.Subscribe,
+// as GET /api/events) for a signed-in browser: an event "change" per
+// notification stored or recorded and per order transition, without
+// its details (the page fetches itself again; customer data stays in
+// the pages). The listener's write timeout is moved forward before each
+// write, so it does not cut the stream.
+func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ session) {
+	rc := http.NewResponseController(w)
+	ch, stop := u.o.Store.Subscribe(eventsBuffer)
+	defer stop()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	send := func(s string) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := fmt.Fprint(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send("retry: 2000\n: ipnd events\n\n") {
+		return
+	}
+	tick := time.NewTicker(eventsHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e, ok := <-ch:
+			if !ok {
+				return // fell behind: the browser reconnects
+			}
+			if !send(fmt.Sprintf("event: change\ndata: %q\n\n", e.Type)) {
+				return
+			}
+		case <-tick.C:
+			if !send(": ping\n\n") {
+				return
+			}
+		}
+	}
+}
