@@ -27,6 +27,7 @@ func TestImportRules(t *testing.T) {
 		{"ipnd/pipeline", []string{"ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public"}},
 		{"ipnd/store", []string{"ipnd/ipn/gateway", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline"}},
 		{"ipnd/notify", []string{"ipnd/store", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline"}},
+		{"ipnd/fulfil", []string{"ipnd/ipn/gateway", "ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline", "net/http"}},
 		{"ipnd/admin/ui", []string{"ipnd/notify", "ipnd/metrics", "ipnd/pipeline"}},
 		{"ipnd", []string{"github.com/chromedp/chromedp"}}, // the browser tests only
 		{"ipnd/metrics", []string{anyIpnd}},

@@ -355,3 +355,12 @@ func (rec *Record) Refusal(i int, now time.Time) string {
 	}
 	return ""
 }
+
+// Grant is one download a token allows: the product, its order, the
+// token's hash, and the downloads left before this one.
+type Grant struct {
+	Product   *Product
+	OrderID   string
+	TokenHash string
+	Left      int // downloads left before this one
+}

@@ -23,3 +23,9 @@ var (
 // ErrInvalid: the gateway itself says the message is not genuine (PayPal
 // postback answered INVALID).
 var ErrInvalid = errors.New("gateway answered INVALID")
+
+// ErrNotFound: what was looked up is not stored (an order, a
+// notification, a download token, a license key). The store returns it
+// (store.ErrNotFound is this error), so that the listeners can tell it
+// apart without importing the store.
+var ErrNotFound = errors.New("not found")

@@ -20,7 +20,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"ipnd/fulfil"
-	"ipnd/store"
+	"ipnd/ipn"
 )
 
 // Delivering what was bought (SPEC §11) on the public listener: the
@@ -31,8 +31,8 @@ import (
 
 // FulfilStore is what the routes need of the store (*store.DB).
 type FulfilStore interface {
-	Download(token string, now time.Time) (*store.Grant, string, error)
-	CountDownload(g *store.Grant) error
+	Download(token string, now time.Time) (*fulfil.Grant, string, error)
+	CountDownload(g *fulfil.Grant) error
 	License(key string) (*fulfil.License, error)
 	UpdateLicense(key string, f func(fulfil.License) (fulfil.License, error)) (fulfil.License, error)
 }
@@ -143,14 +143,14 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	token := ps.ByName("token")
-	var g *store.Grant
+	var g *fulfil.Grant
 	refusal := ""
-	err := store.ErrNotFound
+	err := ipn.ErrNotFound
 	if validToken(token) {
 		g, refusal, err = f.Store.Download(token, now)
 	}
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, ipn.ErrNotFound):
 		observe(DownloadUnknown)
 		http.NotFound(w, req)
 		return
@@ -511,7 +511,7 @@ func (r *Receiver) serveLicense(w http.ResponseWriter, req *http.Request, action
 		} else {
 			answer(http.StatusOK, ok, nil, &l, in)
 		}
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, ipn.ErrNotFound):
 		f.wrong.add(client, now)
 		observe(LicenseUnknownKey)
 		answer(http.StatusNotFound, false, fulfil.ErrUnknownKey, nil, nil)

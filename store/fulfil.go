@@ -329,12 +329,7 @@ func renewLicenses(tx *bolt.Tx, cat *fulfil.Catalog, rec *fulfil.Record, ev *ipn
 
 // Grant is a download the store allows: the product's file and the
 // delivery it counts against.
-type Grant struct {
-	Product   *fulfil.Product
-	OrderID   string
-	TokenHash string
-	Left      int // downloads left before this one
-}
+type Grant = fulfil.Grant
 
 // Download looks up a download token at now: the grant, or the refusal
 // (fulfil.Refused*), or ErrNotFound for a token never issued (or

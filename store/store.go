@@ -49,7 +49,7 @@ const SchemaVersion = 6
 // Errors callers test with errors.Is.
 var (
 	ErrClosed    = errors.New("store is closed")
-	ErrNotFound  = errors.New("not found")
+	ErrNotFound  = ipn.ErrNotFound
 	ErrInUse     = errors.New("database is in use by another ipnd")
 	ErrNewSchema = errors.New("database schema is newer than this ipnd")
 	ErrBacklog   = errors.New("store is behind: appends wait until the journal is applied")
