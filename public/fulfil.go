@@ -32,7 +32,7 @@ import (
 // FulfilStore is what the routes need of the store (*store.DB).
 type FulfilStore interface {
 	Download(token string, now time.Time) (*fulfil.Grant, string, error)
-	CountDownload(g *fulfil.Grant) error
+	CountDownload(g *fulfil.Grant, n, size int64) error
 	License(key string) (*fulfil.License, error)
 	UpdateLicense(key string, f func(fulfil.License) (fulfil.License, error)) (fulfil.License, error)
 }
@@ -55,6 +55,10 @@ type Fulfilment struct {
 	WrongKeys int
 
 	wrong wrongKeys
+	slots struct {
+		sync.Mutex
+		m map[string]int64 // token hash -> bytes reserved by the link's requests in flight
+	}
 }
 
 // Download results (ipnd_downloads_total{result}).
@@ -63,6 +67,7 @@ const (
 	DownloadPartial     = "partial" // cut short, or a range before the end
 	DownloadUnknown     = "unknown"
 	DownloadRateLimited = "rate_limited"
+	DownloadBusy        = "busy" // requests in flight reserved what the link has left: 429
 	DownloadError       = "error"
 )
 
@@ -149,36 +154,67 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	if validToken(token) {
 		g, refusal, err = f.Store.Download(token, now)
 	}
+	gone := func(refusal string) {
+		observe(refusal)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusGone)
+		fmt.Fprintf(w, goneHTML, html.EscapeString(goneReasons[refusal]))
+	}
+	unavailable := func(msg string, args ...any) {
+		observe(DownloadError)
+		r.log.Error(msg, args...)
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+	}
 	switch {
 	case errors.Is(err, ipn.ErrNotFound):
 		observe(DownloadUnknown)
 		http.NotFound(w, req)
 		return
 	case err != nil:
-		observe(DownloadError)
-		r.log.Error("download lookup failed", "error", err)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		unavailable("download lookup failed", "error", err)
 		return
 	case refusal != "":
-		observe(refusal)
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusGone)
-		fmt.Fprintf(w, goneHTML, html.EscapeString(goneReasons[refusal]))
+		gone(refusal)
 		return
 	}
 	file, err := os.Open(g.Product.File)
 	if err != nil {
-		observe(DownloadError)
-		r.log.Error("download: the product's file cannot be opened", "product", g.Product.ID, "error", err)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		unavailable("download: the product's file cannot be opened", "product", g.Product.ID, "error", err)
 		return
 	}
 	defer file.Close()
 	st, err := file.Stat()
 	if err != nil {
-		observe(DownloadError)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		unavailable("download: the product's file cannot be read", "product", g.Product.ID, "error", err)
 		return
+	}
+	size := st.Size()
+	// The link's limit is counted in bytes sent (fulfil.Delivery): a
+	// GET reserves what it asks for before it starts, against what the
+	// link sent and what its requests in flight reserved, so that no mix
+	// of parallel, ranged or multipart requests gets more than
+	// download_limit copies of the file.
+	var want int64
+	if req.Method == http.MethodGet {
+		want = requestedBytes(req, size)
+		g, refusal, err = f.reserve(token, now, want, size)
+		switch {
+		case errors.Is(err, ipn.ErrNotFound):
+			observe(DownloadUnknown)
+			http.NotFound(w, req)
+			return
+		case err != nil:
+			unavailable("download lookup failed", "error", err)
+			return
+		case refusal == refusedBusy:
+			observe(DownloadBusy)
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, "this link is being downloaded already; try again when that download is over", http.StatusTooManyRequests)
+			return
+		case refusal != "":
+			gone(refusal)
+			return
+		}
 	}
 	name := filepath.Base(g.Product.File)
 	ctype := mime.TypeByExtension(filepath.Ext(name))
@@ -189,19 +225,110 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, req, name, st.ModTime(), file)
-	if req.Method != http.MethodGet || cw.status >= 300 {
+	if req.Method != http.MethodGet {
 		return
 	}
-	if !cw.complete(st.Size()) {
+	var sent int64 // of the file (a refusal's message is not)
+	switch {
+	case cw.status != http.StatusOK && cw.status != http.StatusPartialContent:
+	case size == 0:
+		sent = 1
+	default:
+		sent = min(cw.written, size)
+	}
+	if sent > 0 {
+		if err := f.Store.CountDownload(g, sent, size); err != nil {
+			// Its reservation is kept: the link's bound still holds
+			// (until a restart) while the store cannot count.
+			r.log.Error("download: cannot count it", "error", err)
+			observe(DownloadError)
+			return
+		}
+	}
+	f.release(g.TokenHash, want)
+	switch {
+	case cw.status >= 300:
+	case !cw.complete(size):
 		observe(DownloadPartial)
-		return
+	default:
+		observe(DownloadOK)
 	}
-	if err := f.Store.CountDownload(g); err != nil {
-		r.log.Error("download: cannot count it", "error", err)
-		observe(DownloadError)
-		return
+}
+
+// refusedBusy: requests in flight reserved what the link has left.
+const refusedBusy = "busy"
+
+// reserve looks token up again and reserves want bytes of a file of size
+// bytes for a request of it: the grant, or why not (a fulfil.Refused*
+// or refusedBusy). A reservation is released once the request's bytes
+// are counted (release).
+func (f *Fulfilment) reserve(token string, now time.Time, want, size int64) (*fulfil.Grant, string, error) {
+	f.slots.Lock()
+	defer f.slots.Unlock()
+	// Looked up under the lock: a request that ends counts its bytes
+	// before it releases its reservation, so one of them is seen.
+	g, refusal, err := f.Store.Download(token, now)
+	if err != nil || refusal != "" {
+		return g, refusal, err
 	}
-	observe(DownloadOK)
+	left := g.Budget(size)
+	switch {
+	case want > left:
+		return nil, fulfil.RefusedLimit, nil
+	case want > left-f.slots.m[g.TokenHash]:
+		return nil, refusedBusy, nil
+	}
+	if f.slots.m == nil {
+		f.slots.m = map[string]int64{}
+	}
+	f.slots.m[g.TokenHash] += want
+	return g, "", nil
+}
+
+// release ends a reservation of want bytes of the link whose token's
+// hash is h.
+func (f *Fulfilment) release(h string, want int64) {
+	f.slots.Lock()
+	defer f.slots.Unlock()
+	if f.slots.m[h] -= want; f.slots.m[h] <= 0 {
+		delete(f.slots.m, h)
+	}
+}
+
+// requestedBytes returns how many bytes of a file of size bytes a GET
+// asks for: the length of its single range, else the whole file (a
+// multipart range answer carries at most the file's size: net/http sends
+// the whole file instead of overlapping ranges). An empty file costs 1.
+func requestedBytes(req *http.Request, size int64) int64 {
+	h := req.Header.Get("Range")
+	if size == 0 || h == "" || req.Header.Get("If-Range") != "" {
+		return fulfil.Unit(size)
+	}
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	first, last, ok2 := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok || !ok2 || strings.Contains(spec, ",") {
+		return size
+	}
+	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+	if first == "" { // the last n bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
+			return size
+		}
+		return min(n, size)
+	}
+	start, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return size
+	}
+	end := size - 1
+	if last != "" {
+		if end, err = strconv.ParseInt(last, 10, 64); err != nil || end < start {
+			return size
+		}
+		end = min(end, size-1)
+	}
+	return end - start + 1
 }
 
 // countingWriter records the status and the bytes of the body sent.

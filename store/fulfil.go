@@ -366,14 +366,15 @@ func (db *DB) Download(token string, now time.Time) (*Grant, string, error) {
 			refusal = fulfil.RefusedRevoked // the product was removed from the config
 			return nil
 		}
-		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads}
+		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads, Downloads: d.Downloads, Sent: d.Sent, Limit: d.Limit}
 		return nil
 	})
 	return g, refusal, mapClosed(err)
 }
 
-// CountDownload records one completed download of the link g names.
-func (db *DB) CountDownload(g *Grant) error {
+// CountDownload records that the link g names sent n bytes of its file
+// of size bytes (fulfil.Delivery.Spend).
+func (db *DB) CountDownload(g *Grant, n, size int64) error {
 	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDLTokens)
 		if b == nil {
@@ -387,10 +388,10 @@ func (db *DB) CountDownload(g *Grant) error {
 		if err != nil {
 			return err
 		}
-		if rec == nil || i >= len(rec.Deliveries) {
+		if rec == nil || i >= len(rec.Deliveries) || rec.Deliveries[i].TokenHash != g.TokenHash {
 			return ErrNotFound
 		}
-		rec.Deliveries[i].Downloads++
+		rec.Deliveries[i] = rec.Deliveries[i].Spend(n, size)
 		return putRecord(tx, rec)
 	}))
 }

@@ -1,0 +1,176 @@
+package main
+
+// Issue 22's review: an attacker's and an operator's view of delivering
+// goods (download links, license keys). Each test reproduces a finding
+// from outside (the public listener, the admin API, the CLI, files on
+// disk) with a real daemon, bbolt file and SMTP server.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ipnd/ipn"
+)
+
+const review22Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// deliveryDaemon starts ipnd with the products of extra (files under
+// dir/files) and a standard-webhooks gateway "shop"; buy pays order id
+// for one unit of product and returns its link's path and its license
+// key ("" without one), read from the shop's order.paid callback.
+func deliveryDaemon(t *testing.T, dir, extra string) (*daemon, func(id, product string) (string, string)) {
+	t.Helper()
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	shop, shopURL := newShopReceiver(t)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", extra+
+		"[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+review22Secret+"\"\n")
+	d := startDaemon(t, dir, cfg)
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	buy := func(id, product string) (string, string) {
+		t.Helper()
+		if code := post("m-"+id, "payment.completed", map[string]any{"order_id": id, "txn_id": "T-" + id, "amount": "1.00",
+			"currency": "USD", "customer_email": "c@example.com", "items": []map[string]any{{"product": product}}}); code != 200 {
+			t.Fatalf("post = %d", code)
+		}
+		var del map[string]any
+		waitFor(t, "order.paid of "+id, 10*time.Second, func() bool {
+			for _, b := range shop.forOrder(id) {
+				if b["type"] == "order.paid" {
+					ds, _ := b["data"].(map[string]any)["order"].(map[string]any)["deliveries"].([]any)
+					if len(ds) == 1 {
+						del = ds[0].(map[string]any)
+						return true
+					}
+				}
+			}
+			return false
+		})
+		key, _ := del["license_key"].(string)
+		return strings.TrimPrefix(del["download_url"].(string), "https://dl.example.com"), key
+	}
+	return d, buy
+}
+
+// TestReview22DownloadLimitRanges: download_limit cannot be bypassed with
+// Range requests. Before the review a request was counted only when it
+// sent the file to its end in one response, so a multipart range request
+// (bytes=0-9,10-) or a range stopping one byte short of the end got the
+// file again and again from a link that allows one download.
+func TestReview22DownloadLimitRanges(t *testing.T) {
+	dir := t.TempDir()
+	file := writeProductFile(t, dir, "a.bin", 64<<10)
+	n := len(file)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"a\"\nfile = \"a.bin\"\ndownload_limit = 2\n")
+
+	// Two multipart responses carry the file twice: the link is used up.
+	link, _ := buy("R-1", "a")
+	for i := range 2 {
+		resp, body := d.get(link, "Range", "bytes=0-9,10-")
+		if resp.StatusCode != 206 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/byteranges") ||
+			!bytes.Contains(body, file[n-100:]) {
+			t.Fatalf("multipart range %d: %d %s", i, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	if resp, _ := d.get(link); resp.StatusCode != 410 {
+		t.Errorf("a download after two multipart copies of a 2-download link = %d, want 410", resp.StatusCode)
+	}
+
+	// All but the last byte, twice, then the rest: the link is used up.
+	link, _ = buy("R-2", "a")
+	for i := range 2 {
+		resp, body := d.get(link, "Range", fmt.Sprintf("bytes=0-%d", n-2))
+		if resp.StatusCode != 206 || !bytes.Equal(body, file[:n-1]) {
+			t.Fatalf("range %d: %d, %d bytes", i, resp.StatusCode, len(body))
+		}
+	}
+	if resp, _ := d.get(link, "Range", fmt.Sprintf("bytes=0-%d", n-2)); resp.StatusCode != 410 {
+		t.Errorf("a third copy (in ranges) of a 2-download link = %d, want 410", resp.StatusCode)
+	}
+
+	// A resumed download is not charged twice: half, then the rest,
+	// then a whole download: two copies in all, then 410.
+	link, _ = buy("R-3", "a")
+	if resp, body := d.get(link, "Range", fmt.Sprintf("bytes=0-%d", n/2-1)); resp.StatusCode != 206 || !bytes.Equal(body, file[:n/2]) {
+		t.Fatalf("first half: %d", resp.StatusCode)
+	}
+	if resp, body := d.get(link, "Range", fmt.Sprintf("bytes=%d-", n/2)); resp.StatusCode != 206 || !bytes.Equal(body, file[n/2:]) {
+		t.Fatalf("resume: %d", resp.StatusCode)
+	}
+	if resp, body := d.get(link); resp.StatusCode != 200 || !bytes.Equal(body, file) {
+		t.Fatalf("second download: %d", resp.StatusCode)
+	}
+	if resp, _ := d.get(link, "Range", "bytes=0-0"); resp.StatusCode != 410 {
+		t.Errorf("after two copies = %d, want 410", resp.StatusCode)
+	}
+	var o struct{ Deliveries []ipn.Delivered }
+	d.api("GET", "/api/orders/R-3", nil, &o)
+	if len(o.Deliveries) != 1 || o.Deliveries[0].DownloadsLeft != 0 {
+		t.Errorf("R-3 deliveries = %+v, want 0 downloads left", o.Deliveries)
+	}
+}
+
+// TestReview22DownloadLimitParallel: many parallel requests of one link
+// cannot each get the whole file. Before the review the limit was checked
+// when a request started and counted when it ended, so every request
+// started before the first ended got the whole file: 8 parallel
+// downloads of a one-download link gave 8 copies.
+func TestReview22DownloadLimitParallel(t *testing.T) {
+	dir := t.TempDir()
+	// Larger than what the loopback's socket buffers hold: a response
+	// whose body is not read stays in flight.
+	file := writeProductFile(t, dir, "big.bin", 24<<20)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"big\"\nfile = \"big.bin\"\ndownload_limit = 1\n")
+	link, _ := buy("P-1", "big")
+
+	const parallel = 8
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: parallel, DisableCompression: true}}
+	var resps []*http.Response
+	for range parallel {
+		// Each response's headers come back while its body is still
+		// being sent (or at once when refused).
+		resp, err := client.Get(d.addr("public") + link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	copies, codes := 0, map[int]int{}
+	for _, resp := range resps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[resp.StatusCode]++
+			if resp.StatusCode == 200 && bytes.Equal(body, file) {
+				copies++
+			}
+		}()
+	}
+	wg.Wait()
+	if copies != 1 {
+		t.Errorf("%d parallel downloads of a one-download link gave %d copies of the file (status codes %v), want 1", parallel, copies, codes)
+	}
+	if codes[429] != parallel-1 {
+		t.Errorf("status codes %v, want %d answered 429 while the link is being downloaded", codes, parallel-1)
+	}
+	if resp, _ := d.get(link); resp.StatusCode != 410 {
+		t.Errorf("after the download = %d, want 410", resp.StatusCode)
+	}
+}
+
+// keep imports used while the file grows
+var _ = os.Getenv
+var _ = filepath.Join
