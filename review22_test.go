@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,6 +173,87 @@ func TestReview22DownloadLimitParallel(t *testing.T) {
 	}
 }
 
-// keep imports used while the file grows
-var _ = os.Getenv
-var _ = filepath.Join
+// TestReview22ProductFileSwapped: the product's file is opened at serve
+// time as ipnd check saw it: a regular file under files_dir. Before the
+// review a file swapped after the start for a symbolic link out of
+// files_dir was served (here: a secret next to the data directory), a
+// directory was answered 200 with a broken body and a FIFO hung the
+// request for ever. Now each is 503 and logged.
+func TestReview22ProductFileSwapped(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 1000)
+	secret := []byte("SECRET-OUTSIDE-FILES-DIR")
+	os.WriteFile(filepath.Join(dir, "secret.txt"), secret, 0o600)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"a\"\nfile = \"a.bin\"\ndownload_limit = 50\n")
+	link, _ := buy("S-1", "a")
+	if resp, _ := d.get(link); resp.StatusCode != 200 {
+		t.Fatalf("download = %d", resp.StatusCode)
+	}
+	path := filepath.Join(dir, "files", "a.bin")
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func() (int, []byte, error) {
+		resp, err := client.Get(d.addr("public") + link)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, err
+	}
+
+	os.Remove(path)
+	if err := os.Symlink(filepath.Join(dir, "secret.txt"), path); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, err := get(); err != nil || code != 503 || bytes.Contains(body, secret) {
+		t.Errorf("a symbolic link out of files_dir swapped in: %d %q %v, want 503 without the file", code, body, err)
+	}
+	os.Remove(path)
+	os.Mkdir(path, 0o700)
+	if code, _, err := get(); err != nil || code != 503 {
+		t.Errorf("a directory swapped in: %d %v, want 503", code, err)
+	}
+	os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := get()
+	if err != nil || code != 503 {
+		t.Errorf("a FIFO swapped in: %d %v, want 503 at once", code, err)
+		// Let a request stuck opening it go.
+		if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	}
+	// A symbolic link that stays in files_dir is fine (ipnd check allows it).
+	os.Remove(path)
+	want := writeProductFile(t, dir, "real.bin", 500)
+	os.Symlink("real.bin", path)
+	if code, body, err := get(); err != nil || code != 200 || !bytes.Equal(body, want) {
+		t.Errorf("a symbolic link inside files_dir: %d %v", code, err)
+	}
+}
+
+// TestReview22CheckFIFO: ipnd check refuses a product file that is a
+// FIFO; before the review it opened it and hung for ever.
+func TestReview22CheckFIFO(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "files"), 0o700)
+	if err := syscall.Mkfifo(filepath.Join(dir, "files", "a.bin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fulfilConfig(t, dir, "25", "http://127.0.0.1:1/", "http://127.0.0.1:1/unused", "[[product]]\nid = \"a\"\nfile = \"a.bin\"\n")
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), []string{"check", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("ipnd check with a FIFO as the file: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		if w, err := os.OpenFile(filepath.Join(dir, "files", "a.bin"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("ipnd check hangs on a FIFO as a product file")
+	}
+}

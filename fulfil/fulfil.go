@@ -37,7 +37,8 @@ const (
 type Product struct {
 	ID            string
 	Name          string
-	File          string // absolute path of the file served
+	File          string // absolute path of the file served, under Root
+	Root          string // fulfilment.files_dir, symbolic links resolved
 	DownloadLimit int
 	LinkTTL       time.Duration
 	License       string // LicenseNone, LicenseGenerated, LicensePool

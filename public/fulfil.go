@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -177,17 +178,12 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 		gone(refusal)
 		return
 	}
-	file, err := os.Open(g.Product.File)
+	file, st, err := OpenProductFile(g.Product.Root, g.Product.File)
 	if err != nil {
-		unavailable("download: the product's file cannot be opened", "product", g.Product.ID, "error", err)
+		unavailable("download: the product's file cannot be served", "product", g.Product.ID, "error", err)
 		return
 	}
 	defer file.Close()
-	st, err := file.Stat()
-	if err != nil {
-		unavailable("download: the product's file cannot be read", "product", g.Product.ID, "error", err)
-		return
-	}
 	size := st.Size()
 	// The link's limit is counted in bytes sent (fulfil.Delivery): a
 	// GET reserves what it asks for before it starts, against what the
@@ -253,6 +249,35 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	default:
 		observe(DownloadOK)
 	}
+}
+
+// OpenProductFile opens file, a path under root, as ipnd check allows
+// it: without leaving root (a symbolic link swapped in after the check
+// that leads out of it is refused), never blocking (a FIFO), and only a
+// regular file (not a directory or a device).
+func OpenProductFile(root, file string) (*os.File, os.FileInfo, error) {
+	rel, err := filepath.Rel(root, file)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, nil, fmt.Errorf("%s is not under %s", file, root)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", file, st.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
 }
 
 // refusedBusy: requests in flight reserved what the link has left.
