@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -246,6 +248,23 @@ func (c *Config) fulfilSummary() string {
 	}
 	if len(c.Products) > 0 {
 		fmt.Fprintf(&b, "# download links: %s/dl/<token>\n", c.Server.PublicURL)
+	}
+	if c.usesSignedKeys() {
+		path := signingKeyPath(c)
+		st, err := os.Stat(path)
+		switch priv, lerr := loadSigningKey(c, false); {
+		case errors.Is(err, os.ErrNotExist):
+			fmt.Fprintf(&b, "# license signing key %s does not exist: ipnd serve creates it, unless signed keys were issued already "+
+				"(then it refuses to start: restore the file from a backup)\n", path)
+		case lerr != nil:
+			fmt.Fprintf(&b, "# warning: %v: ipnd serve will refuse to start\n", lerr)
+		default:
+			fmt.Fprintf(&b, "# license signing key %s (public key %s): back it up with the database\n", path,
+				base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+			if st.Mode().Perm()&0o077 != 0 {
+				fmt.Fprintf(&b, "# warning: license signing key %s is readable by others (%v): chmod 600 it\n", path, st.Mode().Perm())
+			}
+		}
 	}
 	return b.String()
 }

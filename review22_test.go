@@ -257,3 +257,114 @@ func TestReview22CheckFIFO(t *testing.T) {
 		t.Fatal("ipnd check hangs on a FIFO as a product file")
 	}
 }
+
+// TestReview22SigningKeyLost: once signed license keys were issued, a
+// missing or different signing key file stops ipnd from starting (and
+// from reloading) instead of silently creating a new key pair, which
+// would make every key already sold fail its offline check. Before the
+// review ipnd started with a new key. Restoring the file fixes it.
+func TestReview22SigningKeyLost(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 100)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\nlicense_format = \"signed\"\n")
+	_, key := buy("K-1", "app")
+	if !strings.HasPrefix(key, "key/") {
+		t.Fatalf("key %q is not signed", key)
+	}
+	cfg := filepath.Join(dir, "ipnd.toml")
+	var pub bytes.Buffer
+	if err := run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	d.stop()
+	keyFile := filepath.Join(dir, "license-signing.key")
+	saved, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func() error {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			cancel()
+			<-done
+			return nil
+		}
+	}
+
+	os.Remove(keyFile)
+	if err := serve(); err == nil || !strings.Contains(err.Error(), "license signing key") || !strings.Contains(err.Error(), "restore") {
+		t.Errorf("serve without the signing key that signed issued keys: %v, want a refusal to start", err)
+	}
+	if _, err := os.Stat(keyFile); err == nil {
+		t.Errorf("a new signing key was created")
+	}
+
+	// ipnd licenses pubkey creates a new key pair (it cannot know), and
+	// says so; serve refuses it.
+	var stderr bytes.Buffer
+	var pub2 bytes.Buffer
+	if err := run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub2, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if pub2.String() == pub.String() || !strings.Contains(stderr.String(), "created") {
+		t.Errorf("pubkey without a key: %q, stderr %q", pub2.String(), stderr.String())
+	}
+	if err := serve(); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Errorf("serve with another signing key: %v, want a refusal to start", err)
+	}
+
+	// The right file back: ipnd starts and the sold key still verifies.
+	os.WriteFile(keyFile, saved, 0o600)
+	d = startDaemon(t, dir, cfg)
+	if claims, ok := verifySignedKey(strings.TrimSpace(pub.String()), key); !ok || claims["order"] != "K-1" {
+		t.Errorf("the sold key no longer verifies")
+	}
+	if code, out := d.license("validate", true, "license_key", key); code != 200 || out["valid"] != true {
+		t.Errorf("validate: %d %v", code, out)
+	}
+}
+
+// TestReview22CheckSigningKey: ipnd check says where the license signing
+// key is, its public key, and warns when others can read it or when it
+// cannot be read.
+func TestReview22CheckSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 100)
+	cfg := fulfilConfig(t, dir, "25", "http://127.0.0.1:1/", "http://127.0.0.1:1/unused",
+		"[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\nlicense_format = \"signed\"\n")
+	check := func() string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"check", "-config", cfg}, envFunc(), &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if out := check(); !strings.Contains(out, "license-signing.key does not exist") {
+		t.Errorf("check before the key exists:\n%s", out)
+	}
+	var pub bytes.Buffer
+	run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
+	keyFile := filepath.Join(dir, "license-signing.key")
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	if out := check(); !strings.Contains(out, "(public key "+strings.TrimSpace(pub.String())+")") || strings.Contains(out, "warning") {
+		t.Errorf("check with the key:\n%s", out)
+	}
+	os.Chmod(keyFile, 0o644)
+	if out := check(); !strings.Contains(out, "warning: license signing key") || !strings.Contains(out, "chmod 600") {
+		t.Errorf("check with a key readable by others:\n%s", out)
+	}
+	os.WriteFile(keyFile, []byte("damaged"), 0o600)
+	if out := check(); !strings.Contains(out, "not a base64 Ed25519 seed") || !strings.Contains(out, "refuse to start") {
+		t.Errorf("check with a damaged key:\n%s", out)
+	}
+}

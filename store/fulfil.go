@@ -1,12 +1,14 @@
 package store
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,7 +26,39 @@ var (
 	bucketDLTokens    = []byte("dl_tokens")    // hex sha256 of a download token -> order id, 0, delivery index (4)
 	bucketLicenses    = []byte("licenses")     // hex sha256 of a license key -> JSON fulfil.License
 	bucketLicensePool = []byte("license_pool") // product id -> uint64: position of the next pool key
+	bucketFulfilMeta  = []byte("fulfil_meta")  // keySigningPub
+	// keySigningPub: the Ed25519 public key of the first signed license
+	// key issued (a later start refuses a signing key that differs).
+	keySigningPub = []byte("signing_pub")
 )
+
+// SigningKey returns the public key that signed the license keys issued
+// so far (nil: no signed key was issued).
+func (db *DB) SigningKey() (ed25519.PublicKey, error) {
+	var pub ed25519.PublicKey
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketFulfilMeta); b != nil {
+			if v := b.Get(keySigningPub); v != nil {
+				pub = ed25519.PublicKey(slices.Clone(v))
+			}
+		}
+		return nil
+	})
+	return pub, mapClosed(err)
+}
+
+// recordSigningKey records, in tx, the public key of cat's signer once a
+// signed key was issued with it.
+func recordSigningKey(tx *bolt.Tx, cat *fulfil.Catalog, ls []fulfil.License) error {
+	if cat.Signer == nil || !slices.ContainsFunc(ls, func(l fulfil.License) bool { return strings.HasPrefix(l.Key, fulfil.SignedPrefix) }) {
+		return nil
+	}
+	b, err := fulfilBucket(tx, bucketFulfilMeta)
+	if err != nil || b.Get(keySigningPub) != nil {
+		return err
+	}
+	return b.Put(keySigningPub, cat.Signer.Public().(ed25519.PublicKey))
+}
 
 // SetCatalog sets the products delivered (config load and reload). nil
 // or empty: nothing is delivered.
@@ -215,6 +249,9 @@ func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.Or
 		if err := putLicense(tx, &is.Licenses[i]); err != nil {
 			return nil, err
 		}
+	}
+	if err := recordSigningKey(tx, cat, is.Licenses); err != nil {
+		return nil, err
 	}
 	return withDeliveries(effects, is.Delivered), nil
 }
