@@ -8,9 +8,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -366,5 +368,94 @@ func TestReview22CheckSigningKey(t *testing.T) {
 	os.WriteFile(keyFile, []byte("damaged"), 0o600)
 	if out := check(); !strings.Contains(out, "not a base64 Ed25519 seed") || !strings.Contains(out, "refuse to start") {
 		t.Errorf("check with a damaged key:\n%s", out)
+	}
+}
+
+// postLicense posts body to the License API as ctype, from client (an
+// X-Forwarded-For value; "" for none).
+func postLicense(t *testing.T, d *daemon, action, ctype, body, client string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", d.addr("public")+"/v1/licenses/"+action, strings.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	if client != "" {
+		req.Header.Set("X-Forwarded-For", client)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Errorf("%s %q: the answer is not JSON: %v", action, body, err)
+	}
+	return resp.StatusCode, out
+}
+
+// TestReview22LicenseAPIInput: the License API's input from an attacker.
+// Held before the review: bodies over 16 KiB, malformed JSON or forms, a
+// non-string field and a huge instance_name are 400 with a JSON error;
+// unicode names round-trip; parallel activations never exceed the limit
+// (checked in the write transaction). Fixed: an instance_name with
+// control characters or invalid UTF-8 (which "ipnd licenses" printed to
+// the merchant's terminal as they were: escape sequences) is 400.
+func TestReview22LicenseAPIInput(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 100)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\nlicense_activations = 3\n")
+	_, key := buy("L-1", "app")
+	const form = "application/x-www-form-urlencoded"
+	for _, c := range []struct{ what, ctype, body string }{
+		{"a body over 16 KiB", form, "license_key=" + key + "&instance_name=" + strings.Repeat("x", 20<<10)},
+		{"malformed JSON", "application/json", `{"license_key": "` + key},
+		{"a JSON array", "application/json", `["license_key"]`},
+		{"a JSON object as the key", "application/json", `{"license_key": {"a": 1}, "instance_name": "x"}`},
+		{"a malformed form", form, "license_key=%zz&instance_name=x"},
+		{"a 300-byte instance_name", form, "license_key=" + key + "&instance_name=" + strings.Repeat("é", 150)},
+		{"an escape sequence in instance_name", form, "license_key=" + key + "&instance_name=" + url.QueryEscape("x\x1b]0;owned\x07\x1b[2J")},
+		{"a newline in instance_name", "application/json", `{"license_key": "` + key + `", "instance_name": "a\nb"}`},
+		{"invalid UTF-8 in instance_name", form, "license_key=" + key + "&instance_name=%ff%fe"},
+		{"a NUL in the key", form, "license_key=" + url.QueryEscape(key+"\x00") + "&instance_name=x"},
+	} {
+		code, out := postLicense(t, d, "activate", c.ctype, c.body, "")
+		if code != 400 || out["activated"] != false || out["error"] == nil {
+			t.Errorf("%s: %d %v, want 400 with an error", c.what, code, out)
+		}
+	}
+	name := "Zoë's laptop – 💻 (工作)"
+	code, out := postLicense(t, d, "activate", "application/json", `{"license_key": "`+key+`", "instance_name": "`+name+`"}`, "")
+	in, _ := out["instance"].(map[string]any)
+	if code != 200 || in["name"] != name {
+		t.Fatalf("a unicode instance name: %d %v", code, out)
+	}
+	var cli bytes.Buffer
+	if err := run(context.Background(), []string{"licenses", "-config", d.cfg, key}, envFunc(), &cli, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cli.String(), name) || strings.ContainsRune(cli.String(), 0x1b) {
+		t.Errorf("ipnd licenses:\n%s", cli.String())
+	}
+
+	// 30 parallel activations of a key with 2 activations left: 2 succeed.
+	var wg sync.WaitGroup
+	codes := make([]int, 30)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = postLicense(t, d, "activate", form, fmt.Sprintf("license_key=%s&instance_name=pc-%d", key, i), "")
+		}()
+	}
+	wg.Wait()
+	n := map[int]int{}
+	for _, c := range codes {
+		n[c]++
+	}
+	if n[200] != 2 || n[422] != 28 {
+		t.Errorf("30 parallel activations with 2 left: %v, want 2 × 200 and 28 × 422", n)
+	}
+	if code, out := postLicense(t, d, "validate", form, "license_key="+key, ""); code != 200 ||
+		out["license_key"].(map[string]any)["activation_usage"] != float64(3) {
+		t.Errorf("validate: %d %v, want 3 activations", code, out)
 	}
 }

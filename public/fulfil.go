@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -478,6 +480,13 @@ func ParseLicenseRequest(contentType string, body []byte) (LicenseRequest, error
 		lr.Key, lr.InstanceName, lr.InstanceID = vals["license_key"], vals["instance_name"], vals["instance_id"]
 	}
 	lr.Key, lr.InstanceName, lr.InstanceID = strings.TrimSpace(lr.Key), strings.TrimSpace(lr.InstanceName), strings.TrimSpace(lr.InstanceID)
+	for _, f := range []struct{ name, v string }{{"license_key", lr.Key}, {"instance_name", lr.InstanceName}, {"instance_id", lr.InstanceID}} {
+		if !printable(f.v) {
+			// Stored and shown to the merchant (ipnd licenses prints
+			// instance names to a terminal): no escape sequences.
+			return lr, fmt.Errorf("%s must be UTF-8 text without control characters", f.name)
+		}
+	}
 	switch {
 	case len(lr.Key) > maxKeyLen:
 		return lr, errors.New("license_key is too long")
@@ -487,6 +496,20 @@ func ParseLicenseRequest(contentType string, body []byte) (LicenseRequest, error
 		return lr, errors.New("instance_id is too long")
 	}
 	return lr, nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters
+// (C0, DEL, C1).
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseQuery(s string) (map[string]string, error) {
