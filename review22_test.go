@@ -246,7 +246,9 @@ func TestReview22CheckFIFO(t *testing.T) {
 	}
 	cfg := fulfilConfig(t, dir, "25", "http://127.0.0.1:1/", "http://127.0.0.1:1/unused", "[[product]]\nid = \"a\"\nfile = \"a.bin\"\n")
 	done := make(chan error, 1)
-	go func() { done <- run(context.Background(), []string{"check", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	go func() {
+		done <- run(context.Background(), []string{"check", "-config", cfg}, envFunc(), io.Discard, io.Discard)
+	}()
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
@@ -457,5 +459,38 @@ func TestReview22LicenseAPIInput(t *testing.T) {
 	if code, out := postLicense(t, d, "validate", form, "license_key="+key, ""); code != 200 ||
 		out["license_key"].(map[string]any)["activation_usage"] != float64(3) {
 		t.Errorf("validate: %d %v, want 3 activations", code, out)
+	}
+}
+
+// TestReview22WrongKeysPerClient: the limit on unknown license keys (20 a
+// minute) is per client as the rate limit counts them: an IPv6 client is
+// its /64. Before the review it was per address, so a host with a /64
+// guessed keys without end by changing its address. Held: without
+// trusted_proxies, X-Forwarded-For does not make a client someone else.
+func TestReview22WrongKeysPerClient(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 10)
+	d, _ := deliveryDaemon(t, dir, "[[product]]\nid = \"a\"\nfile = \"a.bin\"\n")
+	const form = "application/x-www-form-urlencoded"
+	// No trusted_proxies: every request is from 127.0.0.1.
+	for i := 1; i <= 21; i++ {
+		code, _ := postLicense(t, d, "validate", form, fmt.Sprintf("license_key=WRONG-%d", i), fmt.Sprintf("198.51.100.%d", i))
+		if want := map[bool]int{true: 404, false: 429}[i <= 20]; code != want {
+			t.Fatalf("wrong key %d with a forged X-Forwarded-For = %d, want %d", i, code, want)
+		}
+	}
+	d.stop()
+
+	raw, _ := os.ReadFile(d.cfg)
+	os.WriteFile(d.cfg, bytes.Replace(raw, []byte("rate_limit = 0\n"), []byte("rate_limit = 0\ntrusted_proxies = [\"127.0.0.1\"]\n"), 1), 0o600)
+	d = startDaemon(t, dir, d.cfg)
+	for i := 1; i <= 21; i++ {
+		code, _ := postLicense(t, d, "validate", form, fmt.Sprintf("license_key=WRONG-%d", i), fmt.Sprintf("2001:db8:0:1::%x", i))
+		if want := map[bool]int{true: 404, false: 429}[i <= 20]; code != want {
+			t.Fatalf("wrong key %d from another address of one /64 = %d, want %d", i, code, want)
+		}
+	}
+	if code, _ := postLicense(t, d, "validate", form, "license_key=WRONG", "2001:db8:0:2::1"); code != 404 {
+		t.Errorf("another /64's wrong key = %d, want 404", code)
 	}
 }

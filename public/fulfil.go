@@ -701,10 +701,11 @@ func (r *Receiver) serveLicense(w http.ResponseWriter, req *http.Request, action
 }
 
 // wrongKeys counts the unknown license keys each client sent in the
-// current minute.
+// current minute. A client is what the rate limit counts (clientKey: an
+// IPv4 address or an IPv6 /64, since one host holds a whole /64).
 type wrongKeys struct {
 	mu sync.Mutex
-	m  map[netip.Addr]*wrongCount
+	m  map[netip.Prefix]*wrongCount
 }
 
 type wrongCount struct {
@@ -715,7 +716,7 @@ type wrongCount struct {
 func (k *wrongKeys) allowed(a netip.Addr, now time.Time, limit int) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	c := k.m[a]
+	c := k.m[clientKey(a)]
 	return c == nil || now.Sub(c.since) >= time.Minute || c.n < limit
 }
 
@@ -723,7 +724,7 @@ func (k *wrongKeys) add(a netip.Addr, now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
-		k.m = map[netip.Addr]*wrongCount{}
+		k.m = map[netip.Prefix]*wrongCount{}
 	}
 	if len(k.m) >= 10000 {
 		for x, c := range k.m {
@@ -732,13 +733,14 @@ func (k *wrongKeys) add(a netip.Addr, now time.Time) {
 			}
 		}
 	}
-	c := k.m[a]
+	key := clientKey(a)
+	c := k.m[key]
 	if c == nil || now.Sub(c.since) >= time.Minute {
 		if c == nil && len(k.m) >= 10000 {
 			return // full of fresh entries: a flood from many addresses is left to the rate limit
 		}
 		c = &wrongCount{since: now}
-		k.m[a] = c
+		k.m[key] = c
 	}
 	c.n++
 }
