@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -492,5 +493,139 @@ func TestReview22WrongKeysPerClient(t *testing.T) {
 	}
 	if code, _ := postLicense(t, d, "validate", form, "license_key=WRONG", "2001:db8:0:2::1"); code != 404 {
 		t.Errorf("another /64's wrong key = %d, want 404", code)
+	}
+}
+
+// TestReview22RefundsAndRestart (held): a partial refund keeps the links
+// and keys; the refund of the rest revokes both, and they stay revoked
+// after a restart.
+func TestReview22RefundsAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 100)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"a\"\nfile = \"a.bin\"\nlicense = \"generated\"\n")
+	link, key := buy("V-1", "a")
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	validate := func() (int, string) {
+		code, out := d.license("validate", false, "license_key", key)
+		return code, licenseStatus(out)
+	}
+	post("r-1", "payment.refunded", map[string]any{"order_id": "V-1", "txn_id": "R-1", "parent_txn_id": "T-V-1", "amount": "0.40", "currency": "USD"})
+	waitOrder(t, d, "V-1", ipn.OrderPartiallyRefunded)
+	if resp, _ := d.get(link); resp.StatusCode != 200 {
+		t.Errorf("link after a partial refund = %d", resp.StatusCode)
+	}
+	if code, st := validate(); code != 200 || st != "inactive" {
+		t.Errorf("key after a partial refund: %d %s", code, st)
+	}
+	post("r-2", "payment.refunded", map[string]any{"order_id": "V-1", "txn_id": "R-2", "parent_txn_id": "T-V-1", "amount": "0.60", "currency": "USD"})
+	waitOrder(t, d, "V-1", ipn.OrderRefunded)
+	check := func(when string) {
+		t.Helper()
+		if resp, _ := d.get(link); resp.StatusCode != 410 {
+			t.Errorf("link %s = %d, want 410", when, resp.StatusCode)
+		}
+		if code, st := validate(); code != 200 || st != "disabled" {
+			t.Errorf("key %s: %d %s, want disabled", when, code, st)
+		}
+	}
+	check("after the full refund")
+	d.stop()
+	d = startDaemon(t, dir, d.cfg)
+	check("after a restart")
+}
+
+// metric returns the admin listener's /metrics text.
+func (d *daemon) metrics() string {
+	d.t.Helper()
+	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestReview22SharedAndEditedPool: two products may share a pool file
+// (held: no key goes to both), and ipnd_license_pool_remaining counts
+// the keys not handed out yet, so its alert fires when a product's pool
+// is empty; before the review it said len(pool) - position, which was 1
+// for a product whose keys the other product had taken. And a pool file
+// from which the merchant removed the keys already sold (README asks to
+// append only) keeps handing out its keys: before the review the
+// recorded position pointed past them and the orders went to review.
+func TestReview22SharedAndEditedPool(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 10)
+	pool := filepath.Join(dir, "pool.txt")
+	os.WriteFile(pool, []byte("K-1\nK-2\nK-3\n"), 0o600)
+	d, buy := deliveryDaemon(t, dir, fmt.Sprintf("[[product]]\nid = \"a\"\nfile = \"a.bin\"\nlicense = \"pool\"\nlicense_pool = %q\n"+
+		"[[product]]\nid = \"b\"\nfile = \"a.bin\"\nlicense = \"pool\"\nlicense_pool = %q\n", pool, pool))
+	keys := map[string]bool{}
+	for i, p := range []string{"a", "b", "a"} {
+		_, k := buy(fmt.Sprintf("SP-%d", i), p)
+		if keys[k] {
+			t.Errorf("key %s handed out twice", k)
+		}
+		keys[k] = true
+	}
+	m := d.metrics()
+	for _, want := range []string{`ipnd_license_pool_remaining{product="a"} 0`, `ipnd_license_pool_remaining{product="b"} 0`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	// The sold keys removed from the file, new ones added.
+	d.stop()
+	os.WriteFile(pool, []byte("K-4\nK-5\n"), 0o600)
+	d = startDaemon(t, dir, d.cfg)
+	if m := d.metrics(); !strings.Contains(m, `ipnd_license_pool_remaining{product="a"} 2`) {
+		t.Errorf("metrics after the edit lack ipnd_license_pool_remaining{product=\"a\"} 2")
+	}
+	for i, p := range []string{"b", "a"} {
+		_, k := buy(fmt.Sprintf("SP-E%d", i), p)
+		if k == "" || keys[k] {
+			t.Errorf("key %q after the pool's edit (sold before: %v)", k, keys)
+		}
+		keys[k] = true
+	}
+
+	// A test order deleted takes its links and keys with it (before the
+	// review they kept working); its pool key stays handed out.
+	d.stop()
+	os.WriteFile(pool, []byte("K-6\n"), 0o600)
+	raw, _ := os.ReadFile(d.cfg)
+	os.WriteFile(d.cfg, bytes.Replace(raw, []byte(`kind = "standard-webhooks"`), []byte("kind = \"standard-webhooks\"\nsandbox = true"), 1), 0o600)
+	d = startDaemon(t, dir, d.cfg)
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	post("m-test", "payment.completed", map[string]any{"order_id": "SP-T", "txn_id": "T-SP-T", "amount": "1.00", "currency": "USD",
+		"test": true, "items": []map[string]any{{"product": "a"}}})
+	waitOrder(t, d, "SP-T", ipn.OrderPaid)
+	var tst struct{ Deliveries []ipn.Delivered }
+	d.api("POST", "/api/orders/SP-T/deliveries/reissue", nil, &tst)
+	if len(tst.Deliveries) != 1 || tst.Deliveries[0].LicenseKey != "K-6" {
+		t.Fatalf("test order deliveries %+v", tst.Deliveries)
+	}
+	tlink := strings.TrimPrefix(tst.Deliveries[0].DownloadURL, "https://dl.example.com")
+	if code := d.api("DELETE", "/api/orders/SP-T", nil, nil); code != 204 {
+		t.Fatalf("delete the test order = %d", code)
+	}
+	// Its link and key went with it.
+	if resp, _ := d.get(tlink); resp.StatusCode != 404 {
+		t.Errorf("the deleted test order's link = %d, want 404", resp.StatusCode)
+	}
+	if code, _ := d.license("validate", false, "license_key", "K-6"); code != 404 {
+		t.Errorf("the deleted test order's key = %d, want 404", code)
+	}
+	if m := d.metrics(); !strings.Contains(m, `ipnd_license_pool_remaining{product="a"} 0`) {
+		t.Errorf("metrics after the test order's deletion lack ipnd_license_pool_remaining{product=\"a\"} 0")
+	}
+	post("m-after", "payment.completed", map[string]any{"order_id": "SP-X", "txn_id": "T-SP-X", "amount": "1.00", "currency": "USD",
+		"test": true, "items": []map[string]any{{"product": "a"}}})
+	if o := waitOrder(t, d, "SP-X", ipn.OrderReview); !slices.Contains(o.Flags, "license_pool_empty") {
+		t.Errorf("an order after the pool's last key went to a deleted test order: %s %v", o.Status, o.Flags)
 	}
 }

@@ -26,7 +26,8 @@ var (
 	bucketDLTokens    = []byte("dl_tokens")    // hex sha256 of a download token -> order id, 0, delivery index (4)
 	bucketLicenses    = []byte("licenses")     // hex sha256 of a license key -> JSON fulfil.License
 	bucketLicensePool = []byte("license_pool") // product id -> uint64: position of the next pool key
-	bucketFulfilMeta  = []byte("fulfil_meta")  // keySigningPub
+	bucketPoolUsed    = []byte("license_pool_used") // hex sha256 of a pool key handed out -> order id (kept when a test order is deleted)
+	bucketFulfilMeta  = []byte("fulfil_meta")       // keySigningPub
 	// keySigningPub: the Ed25519 public key of the first signed license
 	// key issued (a later start refuses a signing key that differs).
 	keySigningPub = []byte("signing_pub")
@@ -232,7 +233,7 @@ func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.Or
 	}
 	next.Items = items
 	sub, end := subscriptionPeriod(tx, next, ev)
-	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx), sub, end)
+	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx, next.ID), sub, end)
 	if errors.Is(err, fulfil.ErrPoolEmpty) {
 		return review("license_pool_empty", err.Error())
 	}
@@ -275,28 +276,48 @@ func withDeliveries(effects []ipn.Effect, d []ipn.Delivered) []ipn.Effect {
 	return out
 }
 
-// poolTaker hands out pool keys in tx: the next key at the product's
-// recorded position, skipping any already handed out (its hash is a
-// license), and records the new position in the same transaction.
-func poolTaker(tx *bolt.Tx) fulfil.PoolKey {
+// poolTaker hands out pool keys in tx: the next key from the product's
+// recorded position that was not handed out (its hash is not a license:
+// another product sharing the pool file may have taken it), then, past
+// the end, any such key before the position (a pool file from which the
+// keys sold were removed), and records the new position in the same
+// transaction.
+func poolTaker(tx *bolt.Tx, orderID string) fulfil.PoolKey {
 	return func(p *fulfil.Product) (string, error) {
 		b, err := fulfilBucket(tx, bucketLicensePool)
 		if err != nil {
 			return "", err
 		}
-		pos := getU64(b.Get([]byte(p.ID)))
-		for ; pos < uint64(len(p.Pool)); pos++ {
+		used, err := fulfilBucket(tx, bucketPoolUsed)
+		if err != nil {
+			return "", err
+		}
+		start := min(getU64(b.Get([]byte(p.ID))), uint64(len(p.Pool)))
+		for i := range uint64(len(p.Pool)) {
+			pos := (start + i) % uint64(len(p.Pool))
 			key := p.Pool[pos]
-			l, err := getLicense(tx, fulfil.Hash(key))
-			if err != nil {
+			if poolKeyUsed(tx, key) {
+				continue
+			}
+			if err := used.Put([]byte(fulfil.Hash(key)), []byte(orderID)); err != nil {
 				return "", err
 			}
-			if l == nil {
-				return key, b.Put([]byte(p.ID), u64(pos+1))
-			}
+			return key, b.Put([]byte(p.ID), u64(pos+1))
 		}
 		return "", fmt.Errorf("product %q: %w", p.ID, fulfil.ErrPoolEmpty)
 	}
+}
+
+// poolKeyUsed reports whether pool key key was handed out: recorded as
+// such, or a license (one issued before the record was kept).
+func poolKeyUsed(tx *bolt.Tx, key string) bool {
+	h := []byte(fulfil.Hash(key))
+	for _, name := range [][]byte{bucketPoolUsed, bucketLicenses} {
+		if b := tx.Bucket(name); b != nil && b.Get(h) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // setRevoked revokes (or restores) rec's links and disables (or enables)
@@ -581,8 +602,9 @@ func (db *DB) LicensesOf(id string) ([]fulfil.License, error) {
 	return out, nil
 }
 
-// PoolRemaining returns, per pool product of the catalog, how many keys
-// are left to hand out.
+// PoolRemaining returns, per pool product of the catalog, how many of
+// its pool's keys were not handed out yet (each key looked up: exact when
+// products share a pool file or the file was edited).
 func (db *DB) PoolRemaining() map[string]int {
 	cat := db.catalog.Load()
 	out := map[string]int{}
@@ -590,16 +612,17 @@ func (db *DB) PoolRemaining() map[string]int {
 		return out
 	}
 	db.bolt.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLicensePool)
 		for id, p := range cat.Products {
 			if p.License != fulfil.LicensePool {
 				continue
 			}
-			pos := uint64(0)
-			if b != nil {
-				pos = getU64(b.Get([]byte(id)))
+			n := 0
+			for _, key := range p.Pool {
+				if !poolKeyUsed(tx, key) {
+					n++
+				}
 			}
-			out[id] = max(len(p.Pool)-int(pos), 0)
+			out[id] = n
 		}
 		return nil
 	})
@@ -615,7 +638,8 @@ var ErrNoProducts = errors.New("no [[product]] is configured")
 
 // deleteDeliveries removes what order id was delivered: its record, its
 // links' tokens and its licenses (a test order deleted with ipnd orders
-// delete). The pool's position stays: a pool key is handed out once.
+// delete). A pool key stays handed out (bucketPoolUsed): it is never
+// handed out again.
 func deleteDeliveries(tx *bolt.Tx, id string) error {
 	rec, err := getRecord(tx, id)
 	if err != nil || rec == nil {

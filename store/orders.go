@@ -264,6 +264,10 @@ func (db *DB) DeleteOrder(id string) error {
 		if err := deletePrefix(tx.Bucket(bucketOrderRecords), orderPrefix(id)); err != nil {
 			return err
 		}
+		// Its links and keys (fulfil.go).
+		if err := deleteDeliveries(tx, id); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketOrders).Delete([]byte(id)); err != nil {
 			return err
 		}
