@@ -22,10 +22,10 @@ import (
 // order (fulfilOrder, called where the pipeline writes an order). The
 // buckets are created on first use; older binaries ignore them.
 var (
-	bucketFulfil      = []byte("fulfilments")  // order id -> JSON fulfil.Record
-	bucketDLTokens    = []byte("dl_tokens")    // hex sha256 of a download token -> order id, 0, delivery index (4)
-	bucketLicenses    = []byte("licenses")     // hex sha256 of a license key -> JSON fulfil.License
-	bucketLicensePool = []byte("license_pool") // product id -> uint64: position of the next pool key
+	bucketFulfil      = []byte("fulfilments")       // order id -> JSON fulfil.Record
+	bucketDLTokens    = []byte("dl_tokens")         // hex sha256 of a download token -> order id, 0, delivery index (4)
+	bucketLicenses    = []byte("licenses")          // hex sha256 of a license key -> JSON fulfil.License
+	bucketLicensePool = []byte("license_pool")      // product id -> uint64: position of the next pool key
 	bucketPoolUsed    = []byte("license_pool_used") // hex sha256 of a pool key handed out -> order id (kept when a test order is deleted)
 	bucketFulfilMeta  = []byte("fulfil_meta")       // keySigningPub
 	// keySigningPub: the Ed25519 public key of the first signed license
