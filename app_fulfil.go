@@ -122,6 +122,14 @@ func (a *app) setFulfilment(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if old := a.db.Catalog(); old != nil {
+		for id := range old.Products {
+			if cat.Products[id] == nil {
+				a.log.Warn("product removed from the config: the download links of the orders that bought it answer 410 "+
+					"(no longer offered) until it is configured again; their license keys keep working", "product", id)
+			}
+		}
+	}
 	a.db.SetCatalog(cat)
 	if !cat.Enabled() {
 		a.rcv.SetFulfilment(nil)

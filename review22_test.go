@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -628,4 +629,77 @@ func TestReview22SharedAndEditedPool(t *testing.T) {
 	if o := waitOrder(t, d, "SP-X", ipn.OrderReview); !slices.Contains(o.Flags, "license_pool_empty") {
 		t.Errorf("an order after the pool's last key went to a deleted test order: %s %v", o.Status, o.Flags)
 	}
+}
+
+// TestReview22ProductRemovedByReload: a reload that removes a product
+// orders bought says so in the log (WARN, with the product), and its
+// links answer 410 "no longer offered", counted as result="removed";
+// before the review the reload was silent and the links said "revoked"
+// (counted as a revocation, as a refund's are). Its keys keep working.
+func TestReview22ProductRemovedByReload(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "a.bin", 10)
+	writeProductFile(t, dir, "b.bin", 10)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	products := "[[product]]\nid = \"old-edition\"\nfile = \"a.bin\"\nlicense = \"generated\"\n[[product]]\nid = \"b\"\nfile = \"b.bin\"\n"
+	gw := "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"" + review22Secret + "\"\n"
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", products+gw)
+	var logs bytes.Buffer
+	logw := &syncWriter{w: &logs}
+	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
+	cmd.Stderr = logw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	d := &daemon{t: t, dir: dir}
+	waitFor(t, "ipnd listening", 20*time.Second, func() bool {
+		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
+		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err1 == nil && err2 == nil
+	})
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	if code := post("m-1", "payment.completed", map[string]any{"order_id": "RM-1", "txn_id": "T-RM-1", "amount": "1.00",
+		"currency": "USD", "items": []map[string]any{{"product": "old-edition"}}}); code != 200 {
+		t.Fatalf("post = %d", code)
+	}
+	waitOrder(t, d, "RM-1", ipn.OrderPaid)
+	var re struct{ Deliveries []ipn.Delivered }
+	d.api("POST", "/api/orders/RM-1/deliveries/reissue", nil, &re)
+	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+	key := re.Deliveries[0].LicenseKey
+
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(raw, []byte("[[product]]\nid = \"old-edition\"\nfile = \"a.bin\"\nlicense = \"generated\"\n"), nil, 1), 0o600)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the warning about the removed product", 10*time.Second, func() bool {
+		for _, l := range logLines(t, logw.text()) {
+			if l.str("level") == "WARN" && l.str("product") == "old-edition" && strings.Contains(l.str("msg"), "removed") {
+				return true
+			}
+		}
+		return false
+	})
+	resp, body := d.get(link)
+	if resp.StatusCode != 410 || !strings.Contains(string(body), "no longer offered") {
+		t.Errorf("link of a removed product: %d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(d.metrics(), `ipnd_downloads_total{result="removed"} 1`) {
+		t.Errorf("metrics lack ipnd_downloads_total{result=\"removed\"} 1")
+	}
+	if code, out := d.license("validate", false, "license_key", key); code != 200 || out["valid"] != true {
+		t.Errorf("key of a removed product: %d %v", code, out)
+	}
+}
+
+func (s *syncWriter) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.(*bytes.Buffer).String()
 }

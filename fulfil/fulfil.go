@@ -346,6 +346,7 @@ const (
 	RefusedLimit   = "limit"
 	RefusedExpired = "expired"
 	RefusedRevoked = "revoked"
+	RefusedRemoved = "removed" // its product is no longer in the config
 )
 
 // Refusal returns why delivery i of rec may not be downloaded at now ("":

@@ -118,6 +118,7 @@ var goneReasons = map[string]string{
 	fulfil.RefusedLimit:   "It was downloaded as many times as it allows.",
 	fulfil.RefusedExpired: "It has expired.",
 	fulfil.RefusedRevoked: "It was revoked.",
+	fulfil.RefusedRemoved: "The product is no longer offered.",
 }
 
 func validToken(t string) bool {

@@ -421,7 +421,7 @@ func (db *DB) Download(token string, now time.Time) (*Grant, string, error) {
 			p = cat.Products[d.Product]
 		}
 		if p == nil {
-			refusal = fulfil.RefusedRevoked // the product was removed from the config
+			refusal = fulfil.RefusedRemoved // the product was removed from the config
 			return nil
 		}
 		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads, Downloads: d.Downloads, Sent: d.Sent, Limit: d.Limit}
