@@ -195,7 +195,7 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	// download_limit copies of the file.
 	var want int64
 	if req.Method == http.MethodGet {
-		want = requestedBytes(req, size)
+		want = requestedBytes(req, size, st.ModTime())
 		g, refusal, err = f.reserve(token, now, want, size)
 		switch {
 		case errors.Is(err, ipn.ErrNotFound):
@@ -323,14 +323,23 @@ func (f *Fulfilment) release(h string, want int64) {
 	}
 }
 
-// requestedBytes returns how many bytes of a file of size bytes a GET
-// asks for: the length of its single range, else the whole file (a
-// multipart range answer carries at most the file's size: net/http sends
-// the whole file instead of overlapping ranges). An empty file costs 1.
-func requestedBytes(req *http.Request, size int64) int64 {
+// requestedBytes returns how many bytes of a file of size bytes,
+// modified at modtime, a GET asks for: the length of its single range
+// (with an If-Range that net/http's ServeContent honours: the file's
+// date, as a browser resuming a download sends it), else the whole file
+// (a multipart range answer carries at most the file's size: net/http
+// sends the whole file instead of overlapping ranges). An empty file
+// costs 1.
+func requestedBytes(req *http.Request, size int64, modtime time.Time) int64 {
 	h := req.Header.Get("Range")
-	if size == 0 || h == "" || req.Header.Get("If-Range") != "" {
+	if size == 0 || h == "" {
 		return fulfil.Unit(size)
+	}
+	if ir := req.Header.Get("If-Range"); ir != "" {
+		t, err := http.ParseTime(ir)
+		if err != nil || !modtime.Truncate(time.Second).Equal(t) {
+			return size // the whole file is sent
+		}
 	}
 	spec, ok := strings.CutPrefix(h, "bytes=")
 	first, last, ok2 := strings.Cut(strings.TrimSpace(spec), "-")
