@@ -706,3 +706,34 @@ func (s *syncWriter) text() string {
 	defer s.mu.Unlock()
 	return s.w.(*bytes.Buffer).String()
 }
+
+// TestReview22ReissueDuringDownload: a download under way when the
+// merchant reissues the links completes and is not an error (it cannot
+// be counted against the old link, which is gone); before the review it
+// was logged and counted as result="error", which IpndDownloadsFailing
+// alerts on.
+func TestReview22ReissueDuringDownload(t *testing.T) {
+	dir := t.TempDir()
+	file := writeProductFile(t, dir, "big.bin", 24<<20)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"big\"\nfile = \"big.bin\"\n")
+	link, _ := buy("RD-1", "big")
+	resp, err := http.Get(d.addr("public") + link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The body is not read yet: the download is under way.
+	if code := d.api("POST", "/api/orders/RD-1/deliveries/reissue", nil, nil); code != 200 {
+		t.Fatalf("reissue = %d", code)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(body, file) {
+		t.Fatalf("download: %d", resp.StatusCode)
+	}
+	waitFor(t, "the download counted as ok", 10*time.Second, func() bool {
+		return strings.Contains(d.metrics(), `ipnd_downloads_total{result="ok"} 1`)
+	})
+	if m := d.metrics(); !strings.Contains(m, `ipnd_downloads_total{result="error"} 0`) {
+		t.Errorf("a download during a reissue was counted as an error")
+	}
+}

@@ -236,7 +236,8 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 		sent = min(cw.written, size)
 	}
 	if sent > 0 {
-		if err := f.Store.CountDownload(g, sent, size); err != nil {
+		err := f.Store.CountDownload(g, sent, size)
+		if err != nil && !errors.Is(err, ipn.ErrNotFound) { // not found: reissued (or deleted) meanwhile, nothing to count
 			// Its reservation is kept: the link's bound still holds
 			// (until a restart) while the store cannot count.
 			r.log.Error("download: cannot count it", "error", err)
