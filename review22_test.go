@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"ipnd/internal/tmpfs"
 	"ipnd/ipn"
 )
 
@@ -735,5 +736,37 @@ func TestReview22ReissueDuringDownload(t *testing.T) {
 	})
 	if m := d.metrics(); !strings.Contains(m, `ipnd_downloads_total{result="error"} 0`) {
 		t.Errorf("a download during a reissue was counted as an error")
+	}
+}
+
+// TestReview22DiskFullWhileServing (held): with the data directory's disk full,
+// links keep serving their files within their limit: a download that
+// cannot be recorded keeps its reservation, so a one-download link does
+// not become unlimited while the disk is full.
+func TestReview22DiskFullWhileServing(t *testing.T) {
+	dir := tmpfs.Mount(t, 32<<20)
+	file := writeProductFile(t, dir, "a.bin", 64<<10)
+	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"a\"\nfile = \"a.bin\"\ndownload_limit = 1\n")
+	var links []string
+	for i := range 20 {
+		l, _ := buy(fmt.Sprintf("DF-%d", i), "a")
+		links = append(links, l)
+	}
+	free := tmpfs.Fill(t, dir, 0)
+	defer free()
+	copies := 0
+	codes := map[int]int{}
+	for _, l := range links {
+		for range 3 {
+			resp, body := d.get(l)
+			codes[resp.StatusCode]++
+			if resp.StatusCode == 200 && bytes.Equal(body, file) {
+				copies++
+			}
+		}
+	}
+	t.Logf("status codes on a full disk: %v; metrics:\n%s", codes, grepLines(d.metrics(), "ipnd_downloads_total"))
+	if copies != len(links) {
+		t.Errorf("%d one-download links gave %d copies on a full disk (status codes %v), want %d", len(links), copies, codes, len(links))
 	}
 }
