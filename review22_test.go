@@ -739,10 +739,10 @@ func TestReview22ReissueDuringDownload(t *testing.T) {
 	}
 }
 
-// TestReview22DiskFullWhileServing (held): with the data directory's disk full,
-// links keep serving their files within their limit: a download that
-// cannot be recorded keeps its reservation, so a one-download link does
-// not become unlimited while the disk is full.
+// TestReview22DiskFullWhileServing (held): with the data directory's disk
+// full, links keep serving their files within their limit (bbolt records
+// the downloads in the room its file has; a download it could not record
+// would keep its reservation until a restart).
 func TestReview22DiskFullWhileServing(t *testing.T) {
 	dir := tmpfs.Mount(t, 32<<20)
 	file := writeProductFile(t, dir, "a.bin", 64<<10)
