@@ -6,7 +6,8 @@
 // it gets an HttpOnly, SameSite=Strict session cookie (Secure when the
 // request came over TLS) naming a random session kept in memory
 // (Sessions). Every form carries the session's CSRF token and every
-// POST without it is refused (403). Every page is sent with a
+// POST without it is refused (403), as is a browser's cross-origin POST
+// (http.CrossOriginProtection), /login included. Every page is sent with a
 // Content-Security-Policy that allows no inline script or style. Wrong
 // tokens go through the admin API's limiter and counter. Nothing here
 // logs customer data or puts it in a URL it builds.
@@ -71,6 +72,11 @@ type ui struct {
 	pages    map[string]*template.Template
 	log      *slog.Logger
 	stats    statsCache
+	// cross refuses a browser's cross-origin POST (Sec-Fetch-Site,
+	// Origin): another site cannot make the merchant's browser sign in
+	// with wrong tokens (counted against the merchant's address, locking
+	// the merchant out) nor post a form, whatever the cookie does.
+	cross *http.CrossOriginProtection
 }
 
 const cookieName = "ipnd_session"
@@ -87,7 +93,8 @@ func Register(r *httprouter.Router, o Options) {
 	if o.Sessions == nil {
 		o.Sessions = NewSessions(0)
 	}
-	u := &ui{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger}
+	u := &ui{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger,
+		cross: http.NewCrossOriginProtection()}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
@@ -160,6 +167,10 @@ func (u *ui) signedIn(h handle) httprouter.Handle {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if u.cross.Check(r) != nil {
+				http.Error(w, "403 forbidden: a cross-origin request", http.StatusForbidden)
+				return
+			}
 			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 			got := r.PostFormValue("csrf")
 			if subtle.ConstantTimeCompare([]byte(got), []byte(csrf)) != 1 {
@@ -190,6 +201,12 @@ func (u *ui) loginForm(w http.ResponseWriter, r *http.Request, _ httprouter.Para
 // time; wrong ones are limited per client and counted like the API's.
 func (u *ui) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	securityHeaders(w)
+	if u.cross.Check(r) != nil {
+		// Refused before the limiter: it is not the merchant's guess.
+		u.render(w, http.StatusForbidden, "login", session{},
+			map[string]any{"Error": "Refused: the sign-in form was posted from another site."})
+		return
+	}
 	now := u.o.Now()
 	client := remoteAddr(r)
 	if u.o.Guesses != nil {
