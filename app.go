@@ -450,8 +450,10 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			}
 			return 1
 		},
-		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
-		LiveDropped:  func() float64 { return float64(db.LiveDropped()) },
+		StoreDamaged:  func() float64 { return float64(db.DamagedSeen()) },
+		LiveDropped:   func() float64 { return float64(db.LiveDropped()) },
+		LiveFollowers: func() float64 { return float64(db.LiveFollowers()) },
+		LiveRefused:   func() float64 { return float64(db.LiveRefused()) },
 		StoreDropped: func() float64 {
 			_, ids, _ := db.Unacknowledged()
 			return float64(ids)

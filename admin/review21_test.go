@@ -1,12 +1,16 @@
 package admin
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"ipnd/store"
 )
 
 // postDecision posts body to path with the admin token and an
@@ -62,5 +66,67 @@ func TestIdempotencyKeyWithAnotherBody(t *testing.T) {
 	}
 	if st, _, b := postDecision(t, srv, "/api/orders/K-1/notes", `{"text":"k"}`, strings.Repeat("k", 256)); st != http.StatusBadRequest {
 		t.Errorf("a 256-byte key: %d %s, want 400", st, b)
+	}
+}
+
+// openStream opens GET /api/events and returns the response once its
+// first line arrived (or the refusal).
+func openStream(t *testing.T, srv *httptest.Server) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/events", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode == 200 {
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp
+}
+
+// TestEventFollowersBounded: every GET /api/events held a goroutine, a
+// connection and a buffer of 256 events, without a bound: idle
+// followers could pile up until memory or file descriptors ran out.
+// Past store.MaxFollowers at once a follower is refused (503 with
+// Retry-After, counted); when one leaves, a new one is taken.
+func TestEventFollowersBounded(t *testing.T) {
+	srv, db := newAPI(t)
+	var open []*http.Response
+	defer func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	for range store.MaxFollowers {
+		resp := openStream(t, srv)
+		if resp.StatusCode != 200 {
+			t.Fatalf("follower %d: %d", len(open)+1, resp.StatusCode)
+		}
+		open = append(open, resp)
+	}
+	resp := openStream(t, srv)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("follower %d: %d (Retry-After %q), want 503 with Retry-After", store.MaxFollowers+1, resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if db.LiveFollowers() != store.MaxFollowers || db.LiveRefused() != 1 {
+		t.Errorf("followers %d refused %d, want %d and 1", db.LiveFollowers(), db.LiveRefused(), store.MaxFollowers)
+	}
+	open[0].Body.Close()
+	open = open[1:]
+	deadline := time.Now().Add(10 * time.Second)
+	for db.LiveFollowers() >= store.MaxFollowers {
+		if time.Now().After(deadline) {
+			t.Fatal("a follower that left is still counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp = openStream(t, srv)
+	open = append(open, resp)
+	if resp.StatusCode != 200 {
+		t.Errorf("a follower after one left: %d, want 200", resp.StatusCode)
 	}
 }

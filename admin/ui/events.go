@@ -23,9 +23,15 @@ const (
 // the pages). The listener's write timeout is moved forward before each
 // write, so it does not cut the stream.
 func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ session) {
-	rc := http.NewResponseController(w)
-	ch, stop := u.o.Store.Subscribe(eventsBuffer)
+	ch, stop, err := u.o.Store.Follow(eventsBuffer)
+	if err != nil {
+		// store.MaxFollowers already (with GET /api/events).
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "503 too many followers of the live events: try again later", http.StatusServiceUnavailable)
+		return
+	}
 	defer stop()
+	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	send := func(s string) bool {
