@@ -338,10 +338,11 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	if err != nil {
 		return err
 	}
+	proxies, _ := parsePrefixes("admin.trusted_proxies", cfg.Admin.TrustedProxies) // checked by validate
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
 		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
 		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses,
-		Sessions: a.sessions, CertExpiry: a.certExpiryTime}))
+		Sessions: a.sessions, CertExpiry: a.certExpiryTime, TrustedProxies: proxies}))
 	return nil
 }
 

@@ -64,6 +64,12 @@ type Options struct {
 	// CertExpiry, when set, is the expiry of the TLS certificate in use
 	// (zero: none), shown on the dashboard.
 	CertExpiry func() time.Time
+	// TrustedProxies are the peers (a reverse proxy in front of the
+	// admin listener) whose X-Forwarded-For names the client, for the
+	// wrong-token limit, and whose "X-Forwarded-Proto: https" makes the
+	// dashboard's cookie Secure (admin.trusted_proxies). From any other
+	// peer both headers are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 type api struct {
@@ -142,7 +148,7 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
 		Healthy: o.Healthy, Rejections: o.Rejections, Guesses: a.guesses, AuthFailed: a.authFailed,
-		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now,
+		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now, ClientAddr: a.client, HTTPS: a.https,
 		// The dashboard's decisions take the API's code path.
 		Decide: func(id, kind, note, outcome string, version int, key string) (int, string) {
 			_, status, msg := a.OrderDecision(id, kind, DecisionRequest{Note: note, Text: note, Outcome: outcome, Version: version}, "admin", key)
@@ -174,7 +180,7 @@ func Handler(o Options) http.Handler {
 func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		now := a.o.Now()
-		client := remoteAddr(r)
+		client := a.client(r)
 		if blocked, wait := a.guesses.Blocked(client, now); blocked {
 			a.authFailed(client, true, now)
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
@@ -201,7 +207,65 @@ func remoteAddr(r *http.Request) netip.Addr {
 	if err != nil {
 		return netip.IPv4Unspecified()
 	}
-	return ap.Addr()
+	return ap.Addr().Unmap()
+}
+
+// fromProxy reports whether r's peer is one of TrustedProxies.
+func (a *api) fromProxy(r *http.Request) bool {
+	peer := remoteAddr(r)
+	for _, p := range a.o.TrustedProxies {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// client is the address r's wrong tokens count against: its peer, or,
+// when the peer is a trusted proxy, the nearest address in
+// X-Forwarded-For (read from the right) that is not a trusted proxy.
+func (a *api) client(r *http.Request) netip.Addr {
+	peer := remoteAddr(r)
+	if !a.fromProxy(r) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		peer = h.Unmap()
+		trusted := false
+		for _, p := range a.o.TrustedProxies {
+			trusted = trusted || p.Contains(peer)
+		}
+		if !trusted {
+			break
+		}
+	}
+	return peer
+}
+
+// https reports whether the browser reached r over TLS: the admin
+// listener's own, or a trusted proxy's that says so (the last
+// X-Forwarded-Proto, the one the proxy added).
+func (a *api) https(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if !a.fromProxy(r) {
+		return false
+	}
+	v := r.Header.Values("X-Forwarded-Proto")
+	if len(v) == 0 {
+		return false
+	}
+	last := v[len(v)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
 }
 
 // authFailed counts and logs one refused token (limited: answered 429).

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,82 @@ func TestEventFollowersBounded(t *testing.T) {
 	open = append(open, resp)
 	if resp.StatusCode != 200 {
 		t.Errorf("a follower after one left: %d, want 200", resp.StatusCode)
+	}
+}
+
+// signInVia posts the dashboard's sign-in form through "a proxy on
+// loopback" (the test's client) for the client at xff, with
+// X-Forwarded-Proto proto ("" none).
+func signInVia(t *testing.T, srv *httptest.Server, token, xff, proto string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", srv.URL+"/login", strings.NewReader("token="+token))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-For", xff)
+	if proto != "" {
+		req.Header.Set("X-Forwarded-Proto", proto)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+func sessionCookie(resp *http.Response) *http.Cookie {
+	for _, c := range resp.Cookies() {
+		if c.Name == "ipnd_session" {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestAdminBehindProxy: behind a TLS-terminating proxy on the same
+// machine every client of the admin listener was 127.0.0.1: one
+// stranger's wrong tokens locked the merchant out (429), and the
+// session cookie was never Secure. With admin.trusted_proxies naming the
+// proxy, the wrong-token limit is per client (X-Forwarded-For from the
+// proxy) and the cookie is Secure when the proxy says https
+// (X-Forwarded-Proto); from any other peer those headers are ignored.
+func TestAdminBehindProxy(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/ipnd.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", TrustedProxies: loopback}))
+	defer srv.Close()
+	for range 15 {
+		signInVia(t, srv, "guess", "203.0.113.9", "https")
+	}
+	if resp := signInVia(t, srv, "guess", "203.0.113.9", "https"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the stranger's 16th wrong token: %d, want 429", resp.StatusCode)
+	}
+	resp := signInVia(t, srv, "tok", "198.51.100.7", "https")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the merchant behind the same proxy: %d, want 303 (not locked out by the stranger)", resp.StatusCode)
+	}
+	if c := sessionCookie(resp); c == nil || !c.Secure {
+		t.Errorf("cookie over https at the proxy: %+v, want Secure", c)
+	}
+	if c := sessionCookie(signInVia(t, srv, "tok", "198.51.100.7", "")); c == nil || c.Secure {
+		t.Errorf("cookie without X-Forwarded-Proto: %+v, want not Secure (plain HTTP, the SSH tunnel)", c)
+	}
+	// Spoofed headers from a peer that is not a trusted proxy change nothing.
+	db2, err := store.Open(t.TempDir()+"/ipnd.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	direct := httptest.NewServer(Handler(Options{Store: db2, Token: "tok"}))
+	defer direct.Close()
+	for i := range 15 {
+		signInVia(t, direct, "guess", "203.0.113."+strconv.Itoa(i), "https")
+	}
+	if resp := signInVia(t, direct, "tok", "198.51.100.7", "https"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("untrusted peer with a new X-Forwarded-For each time: %d, want 429 (the header is not believed)", resp.StatusCode)
 	}
 }

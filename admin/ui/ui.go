@@ -4,7 +4,7 @@
 //
 // Security: a browser signs in by posting the admin token to /login;
 // it gets an HttpOnly, SameSite=Strict session cookie (Secure when the
-// request came over TLS) naming a random session kept in memory
+// request came over TLS, the listener's or a trusted proxy's) naming a random session kept in memory
 // (Sessions). Every form carries the session's CSRF token and every
 // POST without it is refused (403), as is a browser's cross-origin POST
 // (http.CrossOriginProtection), /login included. Every page is sent with a
@@ -63,6 +63,12 @@ type Options struct {
 	Discard func(id uint64, note string, version int) (int, string)
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// ClientAddr is the address a request's wrong tokens count against
+	// (nil: its peer); HTTPS whether the browser reached it over TLS, for
+	// the cookie's Secure (nil: the listener's own TLS). The admin API
+	// passes its own, which believe admin.trusted_proxies.
+	ClientAddr func(*http.Request) netip.Addr
+	HTTPS      func(*http.Request) bool
 }
 
 type ui struct {
@@ -92,6 +98,12 @@ func Register(r *httprouter.Router, o Options) {
 	}
 	if o.Sessions == nil {
 		o.Sessions = NewSessions(0)
+	}
+	if o.ClientAddr == nil {
+		o.ClientAddr = remoteAddr
+	}
+	if o.HTTPS == nil {
+		o.HTTPS = func(r *http.Request) bool { return r.TLS != nil }
 	}
 	u := &ui{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger,
 		cross: http.NewCrossOriginProtection()}
@@ -208,7 +220,7 @@ func (u *ui) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) 
 		return
 	}
 	now := u.o.Now()
-	client := remoteAddr(r)
+	client := u.o.ClientAddr(r)
 	if u.o.Guesses != nil {
 		if blocked, _ := u.o.Guesses.Blocked(client, now); blocked {
 			if u.o.AuthFailed != nil {
@@ -233,7 +245,7 @@ func (u *ui) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) 
 	}
 	id := u.o.Sessions.open(u.tokenSum, now)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: int(u.o.Sessions.idle / time.Second)})
+		Secure: u.o.HTTPS(r), SameSite: http.SameSiteStrictMode, MaxAge: int(u.o.Sessions.idle / time.Second)})
 	u.log.Info("dashboard: signed in", "remote_addr", client.String())
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
@@ -241,6 +253,6 @@ func (u *ui) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) 
 func (u *ui) logout(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
 	u.o.Sessions.close(s.id)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+		Secure: u.o.HTTPS(r), SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
