@@ -46,7 +46,7 @@ func cmdTail(ctx context.Context, args []string, getenv func(string) string, std
 			if *asJSON {
 				fmt.Fprintf(stdout, "%s\n", raw)
 			} else {
-				fmt.Fprintln(stdout, tailLine(e))
+				fmt.Fprintln(terminal(stdout), tailLine(e)) // order ids and reasons come from outside
 			}
 			seen++
 			return *count == 0 || seen < *count
