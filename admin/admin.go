@@ -168,7 +168,7 @@ func Handler(o Options) http.Handler {
 		a.log.Error("admin handler panic", "panic", v)
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}
-	return r
+	return ui.RouteEscaped(r) // an order id with "/"
 }
 
 // auth requires the bearer token, compared in constant time (over hashes,
@@ -196,6 +196,7 @@ func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
+		ui.Unescape(r, ps)
 		h(w, r, ps)
 	}
 }

@@ -33,6 +33,9 @@ var funcs = template.FuncMap{
 	"dur":   func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"deref": func(p *int) int { return *p },
 	"list":  func(v ...outboxView) []outboxView { return v },
+	// pathEscape makes an id one segment of a link's path: an order id
+	// may hold "#", "?", "/" or "%".
+	"pathEscape": url.PathEscape,
 	"done": func(what string) string {
 		if s, ok := doneText[what]; ok {
 			return s

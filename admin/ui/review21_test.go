@@ -1,10 +1,17 @@
 package ui_test
 
 import (
+	"context"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"ipnd/ipn"
 )
 
 // TestCrossSiteSignInCannotLockOut: any web page the merchant visited
@@ -60,5 +67,118 @@ func TestCrossSiteSignInCannotLockOut(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("same-origin POST /logout: %d, want 303", resp.StatusCode)
+	}
+}
+
+// TestDashboardEscapesStoredText: text from outside (a notification's
+// body, form fields and headers, an order id a buyer chose, its
+// description, a note) is shown as text on every page that shows it,
+// never as markup: no stored XSS.
+func TestDashboardEscapesStoredText(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	const xss = `<script>alert(1)</script><img src=x onerror=alert(2)>`
+	orderID := `O"><svg onload=alert(3)>` // printable: a valid order id
+	jsonBody := `{"type":"payment.completed","data":{"order_id":` + strconv.Quote(orderID) + `,"txn_id":"T1","amount":"1.00","currency":"USD","customer_email":"a@example.com","customer_name":` + strconv.Quote(xss) + `}}`
+	jid, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		ContentType: "application/json", Body: []byte(jsonBody), RemoteAddr: "203.0.113.1:1",
+		Headers: http.Header{"X-Evil": {xss}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fid, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		ContentType: "application/x-www-form-urlencoded", Body: []byte(url.Values{"invoice": {xss}, xss: {"v"}}.Encode()),
+		DedupKey: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ipn.NewRegisteredOrder(orderID, "1.00", "USD", "a@example.com", xss, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateOrder(o); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	csrf := signIn(t, srv, c)
+	orderPath := "/orders/" + url.PathEscape(orderID)
+	if resp, page := do(t, c, "POST", srv.URL+orderPath+"/decide", url.Values{"csrf": {csrf}, "decision": {"note"},
+		"note": {xss}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("note: %d\n%s", resp.StatusCode, page)
+	}
+	for _, p := range []string{"/notifications", "/notifications/" + itoa(jid), "/notifications/" + itoa(fid), orderPath, "/orders", "/"} {
+		resp, page := do(t, c, "GET", srv.URL+p, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", p, resp.StatusCode)
+		}
+		for _, raw := range []string{"<script>alert", "<img src=x", "<svg onload", `"><svg`} {
+			if strings.Contains(page, raw) {
+				t.Errorf("GET %s: %q unescaped in the page", p, raw)
+			}
+		}
+	}
+	_, page := do(t, c, "GET", srv.URL+orderPath, nil)
+	if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("the order page does not show the note and description as text:\n%s", page)
+	}
+}
+
+// TestOrderIDsWithURLCharacters: an order id with "#" (a Shopify-style
+// "#1001"), "?" or "/" ("INV/2024/7") was linked as it was: the link
+// led to the orders list (a fragment), another order or nowhere (404),
+// the decision forms posted to the wrong URL, and with "/" neither the
+// dashboard nor the API (GET /api/orders/INV%2F2024%2F7, which the CLI
+// sends) found the order. Every link and form now escapes the id, and
+// an escaped "/" is routed as part of the id.
+func TestOrderIDsWithURLCharacters(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	c := browser(t)
+	signIn(t, srv, c)
+	hrefRE := regexp.MustCompile(`<a href="(/orders/[^"]*)">([^<]*)</a>`)
+	for _, id := range []string{"#1001", "INV/2024/7", "A?b=1", "a b%2F"} {
+		o, err := ipn.NewRegisteredOrder(id, "1.00", "USD", "a@example.com", "", nil, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CreateOrder(o); err != nil {
+			t.Fatal(err)
+		}
+		_, list := do(t, c, "GET", srv.URL+"/orders", nil)
+		var href string
+		for _, m := range hrefRE.FindAllStringSubmatch(list, -1) {
+			if html.UnescapeString(m[2]) == id {
+				href = html.UnescapeString(m[1])
+			}
+		}
+		if href == "" {
+			t.Fatalf("%q: no link in the orders list", id)
+		}
+		resp, page := do(t, c, "GET", srv.URL+href, nil)
+		if resp.StatusCode != 200 || !strings.Contains(page, "<h1>Order "+html.EscapeString(id)) {
+			t.Errorf("%q: its link %s answers %d, not its page", id, href, resp.StatusCode)
+			continue
+		}
+		action := regexp.MustCompile(`<form method="post" action="([^"]*)">\s*<input type="hidden" name="csrf" value="([^"]*)"><input type="hidden" name="key" value="([^"]*)">\s*<input type="hidden" name="decision" value="note">`).FindStringSubmatch(page)
+		if action == nil {
+			t.Fatalf("%q: no note form", id)
+		}
+		resp, _ = do(t, c, "POST", srv.URL+html.UnescapeString(action[1]), url.Values{"csrf": {action[2]}, "key": {action[3]},
+			"decision": {"note"}, "note": {"checked"}})
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("%q: the note form (action %s) answers %d, want 303", id, action[1], resp.StatusCode)
+		}
+		got, _ := db.GetOrder(id)
+		if n := len(got.History); n == 0 || !strings.Contains(got.History[n-1].Reason, "checked") {
+			t.Errorf("%q: the note is not in its history: %+v", id, got.History)
+		}
+		req, _ := http.NewRequest("GET", srv.URL+"/api/orders/"+url.PathEscape(id), nil)
+		req.Header.Set("Authorization", "Bearer s3cret-admin-token")
+		r2, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2.Body.Close()
+		if r2.StatusCode != 200 {
+			t.Errorf("%q: GET /api/orders/%s: %d, want 200", id, url.PathEscape(id), r2.StatusCode)
+		}
 	}
 }

@@ -14,6 +14,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
@@ -22,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -163,6 +165,7 @@ func (u *ui) signedIn(h handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		securityHeaders(w)
 		w.Header().Set("Cache-Control", "no-store")
+		Unescape(r, ps)
 		var id string
 		if c, err := r.Cookie(cookieName); err == nil {
 			id = c.Value
@@ -191,6 +194,39 @@ func (u *ui) signedIn(h handle) httprouter.Handle {
 			}
 		}
 		h(w, r, ps, session{id: id, csrf: csrf})
+	}
+}
+
+type escapedKey struct{}
+
+// RouteEscaped wraps the admin listener's router so that an escaped "/"
+// in a path segment stays inside that segment: an order id
+// "INV/2024/7" is /orders/INV%2F2024%2F7 in a link (and in the CLI's
+// /api/orders/ requests), which the router, matching the unescaped path,
+// would take for three segments. Such a request is routed on its
+// escaped path; Unescape (called by signedIn and the API's auth)
+// unescapes its parameters.
+func RouteEscaped(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawPath != "" {
+			u := *r.URL
+			u.Path, u.RawPath = r.URL.RawPath, ""
+			r = r.WithContext(context.WithValue(r.Context(), escapedKey{}, true))
+			r.URL = &u
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Unescape unescapes ps when RouteEscaped routed r on its escaped path.
+func Unescape(r *http.Request, ps httprouter.Params) {
+	if r.Context().Value(escapedKey{}) == nil {
+		return
+	}
+	for i := range ps {
+		if v, err := url.PathUnescape(ps[i].Value); err == nil {
+			ps[i].Value = v
+		}
 	}
 }
 
