@@ -4,14 +4,19 @@ import (
 	"context"
 	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"ipnd/admin"
 	"ipnd/ipn"
+	"ipnd/store"
 )
 
 // TestCrossSiteSignInCannotLockOut: any web page the merchant visited
@@ -180,5 +185,81 @@ func TestOrderIDsWithURLCharacters(t *testing.T) {
 		if r2.StatusCode != 200 {
 			t.Errorf("%q: GET /api/orders/%s: %d, want 200", id, url.PathEscape(id), r2.StatusCode)
 		}
+	}
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestSessionLifetime: a session kept busy lived for ever on the
+// server (only its idle time was limited), though its cookie expires
+// 12 hours after sign-in: a copied cookie kept working as long as it
+// was used. It ends ui.SessionMax after sign-in now. And signing in
+// again ends the session the browser had (its id is not kept beside
+// the new one).
+func TestSessionLifetime(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	srv := httptest.NewServer(admin.Handler(admin.Options{Store: db, Token: "s3cret-admin-token", Now: clk.Now}))
+	defer srv.Close()
+	c := browser(t)
+	signIn(t, srv, c)
+	u, _ := url.Parse(srv.URL)
+	first := c.Jar.Cookies(u)
+	var ck *http.Cookie
+	for _, x := range first {
+		if x.Name == "ipnd_session" {
+			ck = x
+		}
+	}
+	if ck == nil {
+		t.Fatal("no session cookie")
+	}
+	stolen := func() int {
+		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+		req.AddCookie(ck)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 4 { // busy: a request every 3 hours, 12 hours long
+		clk.add(3 * time.Hour)
+		if st := stolen(); st != 200 {
+			t.Fatalf("within the session's life: %d", st)
+		}
+	}
+	clk.add(time.Hour)
+	if st := stolen(); st != http.StatusSeeOther {
+		t.Errorf("13 hours after sign-in, used every 3 hours: %d, want 303 to /login", st)
+	}
+	// Signing in again ends the previous session.
+	clk.add(time.Hour)
+	c2 := browser(t)
+	signIn(t, srv, c2)
+	ck = nil
+	for _, x := range c2.Jar.Cookies(u) {
+		if x.Name == "ipnd_session" {
+			ck = x
+		}
+	}
+	signIn(t, srv, c2) // the same browser, again
+	if st := stolen(); st != http.StatusSeeOther {
+		t.Errorf("the session before signing in again: %d, want 303 to /login", st)
 	}
 }

@@ -24,10 +24,16 @@ type sessionData struct {
 	csrf     string
 	tokenSum [32]byte // of the admin token it was opened with
 	lastSeen time.Time
+	opened   time.Time
 }
 
 // SessionIdle is how long a session lasts without a request.
 const SessionIdle = 12 * time.Hour
+
+// SessionMax is how long a session lasts at most, however busy: its
+// cookie's lifetime, kept on the server too (a copied cookie does not
+// outlive it).
+const SessionMax = 12 * time.Hour
 
 // maxSessions bounds the memory sessions take: past it, opening one
 // drops the longest idle.
@@ -66,14 +72,14 @@ func (s *Sessions) open(tokenSum [32]byte, now time.Time) string {
 		}
 		delete(s.byID, oldest)
 	}
-	s.byID[id] = &sessionData{csrf: randomToken(), tokenSum: tokenSum, lastSeen: now}
+	s.byID[id] = &sessionData{csrf: randomToken(), tokenSum: tokenSum, lastSeen: now, opened: now}
 	return id
 }
 
 // expire drops the sessions idle for too long; s.mu is held.
 func (s *Sessions) expire(now time.Time) {
 	for k, v := range s.byID {
-		if now.Sub(v.lastSeen) > s.idle {
+		if now.Sub(v.lastSeen) > s.idle || now.Sub(v.opened) > SessionMax {
 			delete(s.byID, k)
 		}
 	}
@@ -91,7 +97,7 @@ func (s *Sessions) lookup(id string, tokenSum [32]byte, now time.Time) (csrf str
 	if v == nil {
 		return "", false
 	}
-	if now.Sub(v.lastSeen) > s.idle || subtle.ConstantTimeCompare(v.tokenSum[:], tokenSum[:]) != 1 {
+	if now.Sub(v.lastSeen) > s.idle || now.Sub(v.opened) > SessionMax || subtle.ConstantTimeCompare(v.tokenSum[:], tokenSum[:]) != 1 {
 		delete(s.byID, id)
 		return "", false
 	}

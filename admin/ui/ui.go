@@ -279,9 +279,12 @@ func (u *ui) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) 
 		u.render(w, http.StatusUnauthorized, "login", session{}, map[string]any{"Error": "Wrong token."})
 		return
 	}
+	if c, err := r.Cookie(cookieName); err == nil {
+		u.o.Sessions.close(c.Value) // the browser's previous session: only the new id is valid
+	}
 	id := u.o.Sessions.open(u.tokenSum, now)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true,
-		Secure: u.o.HTTPS(r), SameSite: http.SameSiteStrictMode, MaxAge: int(u.o.Sessions.idle / time.Second)})
+		Secure: u.o.HTTPS(r), SameSite: http.SameSiteStrictMode, MaxAge: int(SessionMax / time.Second)})
 	u.log.Info("dashboard: signed in", "remote_addr", client.String())
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
