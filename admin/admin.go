@@ -106,6 +106,9 @@ func Handler(o Options) http.Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Sessions == nil {
+		o.Sessions = ui.NewSessions(0)
+	}
 	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger,
 		guesses: o.Guesses}
 	if a.guesses == nil {

@@ -61,10 +61,16 @@ func (a *api) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 			if !ok {
 				return // dropped for falling behind: the client reconnects
 			}
+			if !a.o.Sessions.Current(a.tokenSum) {
+				return // the admin token changed: the old one no longer follows
+			}
 			b, _ := json.Marshal(e)
 			extend()
 			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b)
 		case <-tick.C:
+			if !a.o.Sessions.Current(a.tokenSum) {
+				return
+			}
 			extend()
 			_, err = fmt.Fprint(w, ": ping\n\n")
 		}

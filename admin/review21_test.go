@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,9 +10,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"ipnd/admin/ui"
+	"ipnd/ipn"
 	"ipnd/store"
 )
 
@@ -207,5 +211,51 @@ func TestAdminBehindProxy(t *testing.T) {
 	}
 	if resp := signInVia(t, direct, "tok", "198.51.100.7", "https"); resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("untrusted peer with a new X-Forwarded-For each time: %d, want 429 (the header is not believed)", resp.StatusCode)
+	}
+}
+
+type swapHandler struct {
+	mu sync.Mutex
+	h  http.Handler
+}
+
+func (s *swapHandler) set(h http.Handler) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	h := s.h
+	s.mu.Unlock()
+	h.ServeHTTP(w, r)
+}
+
+// TestEventsEndWhenTokenRotated: rotating a leaked admin token (a
+// config reload with another) refused the old one everywhere but on an
+// event stream already open: ipnd tail with the old token went on
+// receiving every order id and transition. The stream ends now.
+func TestEventsEndWhenTokenRotated(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/ipnd.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sessions := ui.NewSessions(0)
+	h := &swapHandler{h: Handler(Options{Store: db, Token: "tok", Sessions: sessions})}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp := openStream(t, srv)
+	defer resp.Body.Close()
+	h.set(Handler(Options{Store: db, Token: "rotated", Sessions: sessions}))
+	if _, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		Body: []byte("{}"), DedupKey: "after-rotation"}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(resp.Body); got <- string(b) }() // ends when the server ends the stream
+	select {
+	case b := <-got:
+		if strings.Contains(b, "data:") {
+			t.Errorf("the old token's stream got an event after the rotation:\n%s", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the old token's stream is still open 10 s after the rotation and an event")
 	}
 }

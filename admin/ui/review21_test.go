@@ -1,7 +1,9 @@
 package ui_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -261,5 +263,83 @@ func TestSessionLifetime(t *testing.T) {
 	signIn(t, srv, c2) // the same browser, again
 	if st := stolen(); st != http.StatusSeeOther {
 		t.Errorf("the session before signing in again: %d, want 303 to /login", st)
+	}
+}
+
+// TestOverviewWhenDegraded: with the appliance unhealthy the overview
+// still renders, says "Degraded" with the reason /healthz gives, and the
+// other pages work; a closed store gives a 503 page that says so, not a
+// blank or a stack.
+func TestOverviewWhenDegraded(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.Handler(admin.Options{Store: db, Token: "s3cret-admin-token",
+		Healthy: func() error { return errors.New("ingest answers 503: no space left on device <data dir>") }}))
+	defer srv.Close()
+	c := browser(t)
+	signIn(t, srv, c)
+	resp, page := do(t, c, "GET", srv.URL+"/", nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, "Degraded: ingest answers 503: no space left on device &lt;data dir&gt;") {
+		t.Errorf("degraded overview: %d\n%s", resp.StatusCode, page)
+	}
+	db.Close()
+	for _, p := range []string{"/", "/notifications", "/orders", "/outbox"} {
+		resp, page := do(t, c, "GET", srv.URL+p, nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(page, "The store is closed.") {
+			t.Errorf("GET %s with the store closed: %d\n%s", p, resp.StatusCode, page)
+		}
+	}
+}
+
+// TestEventsEndOnSignOut: a browser's live stream (/events) went on
+// after its session ended (signed out, or from a copied cookie): it
+// ends now at the next event.
+func TestEventsEndOnSignOut(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	c := browser(t)
+	csrf := signIn(t, srv, c)
+	req, _ := http.NewRequest("GET", srv.URL+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /events: %d", resp.StatusCode)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	if l := <-lines; l == "" {
+		t.Fatal("no first line")
+	}
+	if r, _ := do(t, c, "POST", srv.URL+"/logout", url.Values{"csrf": {csrf}}); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", r.StatusCode)
+	}
+	if _, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		Body: []byte("{}"), DedupKey: "after-sign-out"}); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return // ended
+			}
+			if strings.HasPrefix(l, "event:") {
+				t.Fatalf("an event after sign out: %q", l)
+			}
+		case <-timeout:
+			t.Fatal("the stream is still open 10 s after sign out and an event")
+		}
 	}
 }

@@ -18,6 +18,10 @@ type Sessions struct {
 	mu   sync.Mutex
 	byID map[string]*sessionData
 	idle time.Duration
+	// current is the sum of the admin token of the newest handler
+	// (Register): what an older token allowed ends, open event streams
+	// included.
+	current [32]byte
 }
 
 type sessionData struct {
@@ -103,6 +107,34 @@ func (s *Sessions) lookup(id string, tokenSum [32]byte, now time.Time) (csrf str
 	}
 	v.lastSeen = now
 	return v.csrf, true
+}
+
+// setToken records the sum of the admin token now in use.
+func (s *Sessions) setToken(sum [32]byte) {
+	s.mu.Lock()
+	s.current = sum
+	s.mu.Unlock()
+}
+
+// Current reports whether tokenSum is the sum of the admin token now in
+// use (a config reload with another token makes it false): a stream
+// opened with an older token ends.
+func (s *Sessions) Current(tokenSum [32]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current == tokenSum
+}
+
+// alive reports whether session id is still valid for the admin token
+// now in use with sum tokenSum, without counting as a request: an open
+// event stream ends with its session (signed out, expired, token
+// changed).
+func (s *Sessions) alive(id string, tokenSum [32]byte, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.byID[id]
+	return v != nil && s.current == tokenSum && v.tokenSum == tokenSum &&
+		now.Sub(v.lastSeen) <= s.idle && now.Sub(v.opened) <= SessionMax
 }
 
 // close ends session id.

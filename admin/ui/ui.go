@@ -115,6 +115,7 @@ func Register(r *httprouter.Router, o Options) {
 	for _, g := range o.Gateways {
 		u.gateways[g.Name()] = g
 	}
+	o.Sessions.setToken(u.tokenSum)
 	u.pages = parsePages()
 	static, _ := fs.Sub(staticFS, "static")
 	fileServer := http.StripPrefix("/static/", http.FileServer(http.FS(static)))
