@@ -343,3 +343,35 @@ func TestEventsEndOnSignOut(t *testing.T) {
 		}
 	}
 }
+
+// TestBackIsLocal: the "back" field of the outbox forms refused
+// "//host" and "/\host" but let "/<tab>/evil.example" through, which a
+// browser reads as //evil.example (it drops tabs and newlines from
+// URLs): a redirect off the dashboard. Only a local path is followed.
+func TestBackIsLocal(t *testing.T) {
+	srv, _, _ := newDashboard(t)
+	c := browser(t)
+	csrf := signIn(t, srv, c)
+	u, _ := url.Parse(srv.URL)
+	for _, back := range []string{"/\t/evil.example", "/\x00/evil.example", "/\n/evil.example", "https://evil.example", "//evil.example", "/\\evil.example"} {
+		// Not through the client: it refuses to read such a Location.
+		req, _ := http.NewRequest("POST", srv.URL+"/outbox-retry-dead", strings.NewReader(url.Values{"csrf": {csrf}, "back": {back}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, ck := range c.Jar.Cookies(u) {
+			req.AddCookie(ck)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/outbox?") {
+			t.Errorf("back %q: %d to %q, want 303 to /outbox", back, resp.StatusCode, loc)
+		}
+	}
+	resp, _ := do(t, c, "POST", srv.URL+"/outbox-retry-dead", url.Values{"csrf": {csrf}, "back": {"/orders/INV%2F1"}})
+	if loc := resp.Header.Get("Location"); loc != "/orders/INV%2F1?done=retry" {
+		t.Errorf("a local back: to %q", loc)
+	}
+}
