@@ -259,3 +259,41 @@ func TestEventsEndWhenTokenRotated(t *testing.T) {
 		t.Error("the old token's stream is still open 10 s after the rotation and an event")
 	}
 }
+
+// TestIdempotencyKeyExpires: a key is remembered store.IdempotencyTTL
+// (24 hours): within it the same request is a repeat, past it the key
+// is free again (a new decision).
+func TestIdempotencyKeyExpires(t *testing.T) {
+	db, err := store.Open(t.TempDir()+"/ipnd.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv := httptest.NewServer(Handler(Options{Store: db, Token: "tok", Now: clock}))
+	defer srv.Close()
+	o, err := ipn.NewRegisteredOrder("X-1", "5.00", "USD", "x@example.com", "", nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateOrder(o); err != nil {
+		t.Fatal(err)
+	}
+	if st, ans, b := postDecision(t, srv, "/api/orders/X-1/notes", `{"text":"one"}`, "day-key"); st != 200 || ans.Repeated {
+		t.Fatalf("note: %d %s", st, b)
+	}
+	mu.Lock()
+	now = now.Add(store.IdempotencyTTL - time.Minute)
+	mu.Unlock()
+	if st, ans, b := postDecision(t, srv, "/api/orders/X-1/notes", `{"text":"one"}`, "day-key"); st != 200 || !ans.Repeated {
+		t.Fatalf("the same note within 24 hours: %d %s, want a repeat", st, b)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	if st, ans, b := postDecision(t, srv, "/api/orders/X-1/notes", `{"text":"two"}`, "day-key"); st != 200 || ans.Repeated {
+		t.Fatalf("the key after 24 hours with another note: %d %s, want a new decision", st, b)
+	}
+}
