@@ -3,9 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"html"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,5 +82,146 @@ func TestCLIEscapesTerminalControls(t *testing.T) {
 	}
 	if !strings.Contains(outputs["outbox show"], `upstream down\x1b[2J`) {
 		t.Errorf("outbox show does not show the shop's answer:\n%s", outputs["outbox show"])
+	}
+}
+
+// dashSession is a browser signed in to the dashboard.
+type dashSession struct {
+	c    *http.Client
+	base string
+}
+
+func signInDashboard(t *testing.T, d *daemon) *dashSession {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	s := &dashSession{base: d.addr("admin"), c: &http.Client{Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if st, _ := s.post(t, "/login", url.Values{"token": {"t"}}); st != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", st)
+	}
+	return s
+}
+
+func (s *dashSession) post(t *testing.T, path string, form url.Values) (int, string) {
+	req, _ := http.NewRequest("POST", s.base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := s.c.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (s *dashSession) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := s.c.Get(s.base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d\n%s", path, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// formField is the value of the first hidden input name after the
+// form's action in page.
+func formField(t *testing.T, page, action, name string) string {
+	t.Helper()
+	i := strings.Index(page, `action="`+action+`"`)
+	if i < 0 {
+		t.Fatalf("no form %s in the page", action)
+	}
+	m := regexp.MustCompile(`name="` + name + `" value="([^"]*)"`).FindStringSubmatch(page[i:])
+	if m == nil {
+		t.Fatalf("form %s has no %s", action, name)
+	}
+	return html.UnescapeString(m[1])
+}
+
+// TestConcurrentDashboardDecisions: two signed-in browsers look at the
+// same order in review; one clicks Approve (twice, a double click), the
+// other Cancel (twice), all at once. One decision wins, once: one
+// transition in the history, at most one payment email and one shop
+// callback of its kind; the others are told the order changed (409) or
+// are the double click's repeat.
+func TestConcurrentDashboardDecisions(t *testing.T) {
+	d, post, _, shop := decisionDaemon(t, "")
+	d.api("POST", "/api/orders", map[string]any{"id": "CC-1", "amount": "20.00", "currency": "USD", "customer_email": "cat@example.com"}, nil)
+	if st := post("cc1", "payment.completed", map[string]any{"txn_id": "TX-CC", "order_id": "CC-1", "amount": "2.00",
+		"currency": "USD", "status": "completed", "customer_email": "cat@example.com"}); st != 200 {
+		t.Fatalf("post: %d", st)
+	}
+	waitOrder(t, d, "CC-1", ipn.OrderReview)
+	settled(t, d, "CC-1")
+	a, b := signInDashboard(t, d), signInDashboard(t, d)
+	forms := map[*dashSession]url.Values{}
+	for s, decision := range map[*dashSession]string{a: "approve", b: "cancel"} {
+		page := s.get(t, "/orders/CC-1")
+		action := "/orders/CC-1/decide"
+		f := url.Values{"decision": {decision}, "csrf": {formField(t, page, action, "csrf")},
+			"version": {formField(t, page, action, "version")}, "key": {formField(t, page, action, "key")}}
+		if decision == "cancel" { // the cancel form is after the approve one: its own key
+			i := strings.Index(page, `value="cancel"`)
+			f.Set("key", regexp.MustCompile(`name="key" value="([^"]*)"`).FindAllStringSubmatch(page[:i], -1)[1][1])
+		}
+		forms[s] = f
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[string][]int{}
+	for range 2 {
+		for s, f := range forms {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, _ := s.post(t, "/orders/CC-1/decide", f)
+				mu.Lock()
+				statuses[f.Get("decision")] = append(statuses[f.Get("decision")], st)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	items := settled(t, d, "CC-1")
+	var o ipn.Order
+	d.api("GET", "/api/orders/CC-1", nil, &o)
+	decisions := 0
+	for _, h := range o.History {
+		if h.By == "admin" {
+			decisions++
+		}
+	}
+	if decisions != 1 || (o.Status != ipn.OrderPaid && o.Status != ipn.OrderCanceled) {
+		t.Fatalf("after approve and cancel at once: %s with %d decisions in the history, want one (%v)\n%+v", o.Status, decisions, statuses, o.History)
+	}
+	winner := map[ipn.OrderStatus]string{ipn.OrderPaid: "approve", ipn.OrderCanceled: "cancel"}[o.Status]
+	for decision, sts := range statuses {
+		for _, st := range sts {
+			if decision == winner && st != http.StatusSeeOther && st != http.StatusConflict {
+				t.Errorf("%s (won): HTTP %d", decision, st)
+			}
+			if decision != winner && st != http.StatusConflict {
+				t.Errorf("%s (lost): HTTP %d, want 409", decision, st)
+			}
+		}
+	}
+	paidMails := 0
+	for _, it := range items {
+		if it.Effect.Template == ipn.TemplatePaymentReceived {
+			paidMails++
+		}
+	}
+	types := shopTypes(shop, "CC-1")
+	if o.Status == ipn.OrderPaid && (paidMails != 1 || count(types, "order.paid") != 1 || count(types, "order.canceled") != 0) {
+		t.Errorf("approved: %d payment emails, shop got %v; want 1 and one order.paid", paidMails, types)
+	}
+	if o.Status == ipn.OrderCanceled && (paidMails != 0 || count(types, "order.canceled") != 1 || count(types, "order.paid") != 0) {
+		t.Errorf("canceled: %d payment emails, shop got %v; want none and one order.canceled", paidMails, types)
 	}
 }
