@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -171,7 +172,39 @@ func Handler(o Options) http.Handler {
 		a.log.Error("admin handler panic", "panic", v)
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}
-	return ui.RouteEscaped(r) // an order id with "/"
+	return a.loopbackHost(ui.RouteEscaped(r)) // an order id with "/"
+}
+
+// loopbackHost refuses (421) a plain-HTTP request for a host name other
+// than localhost or an IP address: over plain HTTP the admin listener
+// is on loopback (off it, it needs TLS), so such a name is a web page
+// that pointed its own name at 127.0.0.1 (DNS rebinding) to reach the
+// listener from the merchant's browser. Over TLS the certificate must
+// match the name; a trusted proxy chose its own.
+func (a *api) loopbackHost(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil && !loopbackName(r.Host) && !a.fromProxy(r) {
+			writeError(w, http.StatusMisdirectedRequest,
+				"the admin listener answers plain HTTP for 127.0.0.1, ::1 or localhost only (not "+strconv.Quote(r.Host)+")")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// loopbackName reports whether host (a Host header) names this machine
+// without DNS: an IP address, localhost or a name under .localhost
+// (which browsers resolve to loopback themselves), or none at all.
+func loopbackName(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil || host == "" {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // auth requires the bearer token, compared in constant time (over hashes,

@@ -297,3 +297,60 @@ func TestIdempotencyKeyExpires(t *testing.T) {
 		t.Fatalf("the key after 24 hours with another note: %d %s, want a new decision", st, b)
 	}
 }
+
+// TestDNSRebindingRefused: a web page whose name the attacker points at
+// 127.0.0.1 (DNS rebinding) reached the loopback admin listener from the
+// merchant's browser as a same-origin page: no session cookie, but its
+// wrong tokens (on /login or /api) counted against the merchant's
+// address, and an open /metrics was readable. Over plain HTTP, where
+// the admin listener is always on loopback, a request for a name other
+// than localhost or an IP address is refused (421) before anything
+// else; over TLS (the certificate must match) and from a trusted proxy
+// any name is taken.
+func TestDNSRebindingRefused(t *testing.T) {
+	srv, _ := newAPI(t)
+	_, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	send := func(srv *httptest.Server, method, path, host string) int {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("token=guess"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Host = host
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, host := range []string{"evil.example:" + port, "evil.example", "127.0.0.1.evil.example:" + port} {
+		for _, p := range []string{"/login", "/api/orders"} {
+			method := "POST"
+			if p == "/api/orders" {
+				method = "GET"
+			}
+			if st := send(srv, method, p, host); st != http.StatusMisdirectedRequest {
+				t.Errorf("%s %s for Host %q: %d, want 421", method, p, host, st)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "LOCALHOST", "admin.localhost:" + port} {
+		if st := send(srv, "GET", "/login", host); st != http.StatusOK {
+			t.Errorf("GET /login for Host %q: %d, want 200", host, st)
+		}
+	}
+	db, err := store.Open(t.TempDir()+"/ipnd.db", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tlsSrv := httptest.NewTLSServer(Handler(Options{Store: db, Token: "tok"}))
+	defer tlsSrv.Close()
+	if st := send(tlsSrv, "GET", "/login", "pay.example.com:8081"); st != http.StatusOK {
+		t.Errorf("over TLS, Host pay.example.com: %d, want 200", st)
+	}
+	proxied := httptest.NewServer(Handler(Options{Store: db, Token: "tok",
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}))
+	defer proxied.Close()
+	if st := send(proxied, "GET", "/login", "admin.example.com"); st != http.StatusOK {
+		t.Errorf("from a trusted proxy, Host admin.example.com: %d, want 200", st)
+	}
+}
