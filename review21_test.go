@@ -9,6 +9,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -223,5 +225,80 @@ func TestConcurrentDashboardDecisions(t *testing.T) {
 	}
 	if o.Status == ipn.OrderCanceled && (paidMails != 0 || count(types, "order.canceled") != 1 || count(types, "order.paid") != 0) {
 		t.Errorf("canceled: %d payment emails, shop got %v; want none and one order.canceled", paidMails, types)
+	}
+}
+
+// TestForensicsEscapedAndNotLogged: what a failing shop answered and
+// what a failing script wrote to stderr is kept for the admin (the
+// first and the last KiB), shown on the dashboard as text (never
+// markup), and never written to the log, at any level.
+func TestForensicsEscapedAndNotLogged(t *testing.T) {
+	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, `<script>alert(1)</script> shop-said-secret `+strings.Repeat("x", 3000))
+	}))
+	defer shop.Close()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "notify.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\nhead -c 3000 /dev/zero | tr '\\0' y >&2\necho '<img src=x onerror=alert(2)> script-said-secret' >&2\nexit 4\n"), 0o700)
+	cfg := writeTestConfig(t, dir, fmt.Sprintf(`[log]
+level = "debug"
+[[gateway]]
+name = "shop"
+kind = "standard-webhooks"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[shop]
+url = %q
+secret = "whsec_c2hvcC1jYWxsYmFjay1zZWNyZXQtZm9yLXRlc3Rz"
+command = [%q]
+timeout = "5s"
+max_attempts = 1
+`, shop.URL, script))
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, &logs) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "ipnd listening", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err == nil
+	})
+	d := &daemon{t: t, dir: dir, cfg: cfg}
+	post := signedPoster(t, func() string { return d.addr("public") }, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	post("fx1", "payment.completed", map[string]any{"order_id": "FX-1", "txn_id": "TFX", "amount": "5.00", "currency": "EUR"})
+	var items []ipn.OutboxItem
+	waitFor(t, "the callback and the script dead", 20*time.Second, func() bool {
+		items = outboxOf(t, d, "FX-1")
+		dead := 0
+		for _, it := range items {
+			if it.State == ipn.OutboxDead {
+				dead++
+			}
+		}
+		return dead == 2
+	})
+	s := signInDashboard(t, d)
+	for _, it := range items {
+		page := s.get(t, fmt.Sprintf("/outbox/%d", it.ID))
+		switch it.Effect.Kind {
+		case ipn.EffectShopCallback:
+			if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt; shop-said-secret") || strings.Contains(page, "<script>alert") ||
+				strings.Count(page, "x") > 1024+200 {
+				t.Errorf("the callback's page does not show the first KiB of the answer as text:\n%.3000s", page)
+			}
+		case ipn.EffectShopScript:
+			if !strings.Contains(page, "&lt;img src=x onerror=alert(2)&gt; script-said-secret") || strings.Contains(page, "<img src=x") ||
+				strings.Count(page, "y") > 1024+200 {
+				t.Errorf("the script's page does not show the last KiB of stderr as text:\n%.3000s", page)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "outbox item dead") {
+		t.Fatalf("the log does not say the items are dead (not captured?):\n%s", logs.String())
+	}
+	for _, secret := range []string{"shop-said-secret", "script-said-secret", "alert("} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log has %q:\n%s", secret, logs.String())
+		}
 	}
 }
