@@ -22,7 +22,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -52,6 +52,14 @@ var migrations = []string{
 	 );
 	 CREATE UNIQUE INDEX notifications_dedup ON notifications (gateway, dedup_key) WHERE dedup_key <> '';
 	 CREATE INDEX notifications_received ON notifications (id) WHERE state = 'received';`,
+	// 2: the pipeline leader's lease (leader.go).
+	`CREATE TABLE ipnd_leader (
+		id         int PRIMARY KEY CHECK (id = 1),
+		holder     text NOT NULL DEFAULT '',
+		epoch      bigint NOT NULL DEFAULT 0,
+		expires_at timestamptz NOT NULL DEFAULT '-infinity'
+	 );
+	 INSERT INTO ipnd_leader (id) VALUES (1);`,
 }
 
 // Options tune a DB; the zero value is usable.
