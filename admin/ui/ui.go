@@ -4,11 +4,11 @@
 //
 // Security: a browser signs in by posting the admin token to /login;
 // it gets an HttpOnly, SameSite=Strict session cookie (Secure when the
-// request came over TLS, the listener's or a trusted proxy's) naming a random session kept in memory
-// (Sessions). Every form carries the session's CSRF token and every
-// POST without it is refused (403), as is a browser's cross-origin POST
-// (http.CrossOriginProtection), /login included. Every page is sent with a
-// Content-Security-Policy that allows no inline script or style. Wrong
+// request came over TLS, the listener's or a trusted proxy's) naming a
+// random session kept in memory (Sessions). Every form carries the
+// session's CSRF token and every POST without it is refused (403), as
+// is a browser's cross-origin POST (http.CrossOriginProtection), /login
+// included. Every page is sent with a Content-Security-Policy that allows no inline script or style. Wrong
 // tokens go through the admin API's limiter and counter. Nothing here
 // logs customer data or puts it in a URL it builds.
 package ui
