@@ -375,3 +375,39 @@ func TestBackIsLocal(t *testing.T) {
 		t.Errorf("a local back: to %q", loc)
 	}
 }
+
+// TestGetChangesNothing: every state-changing route takes POST only: a
+// GET (a link, an <img> on another site, a prefetch) is refused and
+// changes nothing, sign-out included.
+func TestGetChangesNothing(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	id, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(),
+		ContentType: "application/json", Body: []byte(`{"type":"x"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ipn.NewRegisteredOrder("G-1", "1.00", "USD", "g@example.com", "", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateOrder(o); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	signIn(t, srv, c)
+	_, p0, _ := db.Get(id)
+	for _, p := range []string{"/logout", "/orders/G-1/decide?decision=cancel", "/notifications/" + itoa(id) + "/replay",
+		"/outbox/1/retry", "/outbox/1/discard", "/outbox/1/resend", "/outbox-retry-dead"} {
+		if resp, _ := do(t, c, "GET", srv.URL+p, nil); resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("GET %s: %d, want 405", p, resp.StatusCode)
+		}
+	}
+	if resp, _ := do(t, c, "GET", srv.URL+"/", nil); resp.StatusCode != 200 {
+		t.Errorf("after GET /logout: %d, want still signed in", resp.StatusCode)
+	}
+	got, _ := db.GetOrder("G-1")
+	_, p1, _ := db.Get(id)
+	if got.Status != o.Status || len(got.History) != len(o.History) || len(p1.History) != len(p0.History) {
+		t.Errorf("GETs changed the order (%s, %d entries) or the notification (%d entries)", got.Status, len(got.History), len(p1.History))
+	}
+}
