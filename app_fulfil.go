@@ -135,6 +135,7 @@ func (a *app) setFulfilment(cfg *Config) error {
 		a.rcv.SetFulfilment(nil)
 		return nil
 	}
-	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader, Now: fulfilClock})
+	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader, Now: fulfilClock,
+		Stall: time.Duration(cfg.Server.WriteTimeout)})
 	return nil
 }

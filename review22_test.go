@@ -770,3 +770,44 @@ func TestReview22DiskFullWhileServing(t *testing.T) {
 		t.Errorf("%d one-download links gave %d copies on a full disk (status codes %v), want %d", len(links), copies, codes, len(links))
 	}
 }
+
+// TestReview22SlowDownload: a download longer than server.write_timeout
+// (10s by default: a 100 MB file over a 20 Mbit/s line takes 40s) is not
+// cut short; write_timeout bounds how long a download may stall. Before
+// the review every download was cut at write_timeout.
+func TestReview22SlowDownload(t *testing.T) {
+	dir := t.TempDir()
+	file := writeProductFile(t, dir, "big.bin", 24<<20)
+	_, shopURL := newShopReceiver(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", "[[product]]\nid = \"big\"\nfile = \"big.bin\"\n"+
+		"[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+review22Secret+"\"\n")
+	raw, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(raw, []byte("[server]\n"), []byte("[server]\nwrite_timeout = \"1s\"\nread_timeout = \"1s\"\n"), 1), 0o600)
+	d := startDaemon(t, dir, cfg)
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	post("m-1", "payment.completed", map[string]any{"order_id": "SL-1", "txn_id": "T-SL-1", "amount": "1.00", "currency": "USD",
+		"items": []map[string]any{{"product": "big"}}})
+	waitOrder(t, d, "SL-1", ipn.OrderPaid)
+	var re struct{ Deliveries []ipn.Delivered }
+	d.api("POST", "/api/orders/SL-1/deliveries/reissue", nil, &re)
+	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+
+	resp, err := http.Get(d.addr("public") + link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// A slow client: 2 MB every 250 ms, 3 s in all, never still for 1 s.
+	var got bytes.Buffer
+	for {
+		n, err := io.CopyN(&got, resp.Body, 2<<20)
+		if err != nil || n == 0 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond) // the client's pace, not synchronisation
+	}
+	if !bytes.Equal(got.Bytes(), file) {
+		t.Errorf("a download slower than write_timeout got %d of %d bytes", got.Len(), len(file))
+	}
+}

@@ -56,6 +56,10 @@ type Fulfilment struct {
 	// WrongKeys is how many unknown license keys one client may send per
 	// minute (default 20); past it, 429 until the minute is over.
 	WrongKeys int
+	// Stall is how long a download may go without sending anything
+	// before it is cut (server.write_timeout). A download as a whole may
+	// take longer than the listener's write timeout (0: it may not).
+	Stall time.Duration
 
 	wrong wrongKeys
 	slots struct {
@@ -223,6 +227,10 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 	cw := &countingWriter{ResponseWriter: w}
+	if f.Stall > 0 {
+		rc := http.NewResponseController(w)
+		cw.extend = func() { rc.SetWriteDeadline(time.Now().Add(f.Stall)) }
+	}
 	http.ServeContent(cw, req, name, st.ModTime(), file)
 	if req.Method != http.MethodGet {
 		return
@@ -370,12 +378,19 @@ func requestedBytes(req *http.Request, size int64, modtime time.Time) int64 {
 }
 
 // countingWriter records the status and the bytes of the body sent.
+// With extend set, it moves the connection's write deadline before each
+// piece of the body it sends (at most downloadChunk bytes), so that the
+// deadline bounds a stall rather than the whole download.
 type countingWriter struct {
 	http.ResponseWriter
 	status  int
 	written int64
 	failed  bool
+	extend  func()
 }
+
+// downloadChunk is how much of a file is sent per write deadline.
+const downloadChunk = 256 << 10
 
 func (c *countingWriter) WriteHeader(code int) {
 	if c.status == 0 {
@@ -388,6 +403,9 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
+	if c.extend != nil {
+		c.extend()
+	}
 	n, err := c.ResponseWriter.Write(b)
 	c.written += int64(n)
 	if err != nil {
@@ -397,23 +415,55 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 }
 
 // ReadFrom lets http.ServeContent's copy reach the connection's own
-// ReadFrom (sendfile for a file) while counting.
+// ReadFrom (sendfile for a file) while counting, in pieces of at most
+// downloadChunk bytes when the write deadline is extended.
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	var n int64
-	var err error
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
-	} else {
-		n, err = io.Copy(c.ResponseWriter, r)
+	send := func(r io.Reader) (int64, error) {
+		if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+			return rf.ReadFrom(r)
+		}
+		return io.Copy(c.ResponseWriter, r)
 	}
-	c.written += n
-	if err != nil {
-		c.failed = true
+	if c.extend == nil {
+		n, err := send(r)
+		c.written += n
+		c.failed = c.failed || err != nil
+		return n, err
 	}
-	return n, err
+	// ServeContent's reader is an *io.LimitedReader of the file: each
+	// piece is one too (not one of it), so that sendfile still applies.
+	src, limit := r, int64(-1)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src, limit = lr.R, lr.N
+	}
+	var total int64
+	for limit != 0 {
+		piece := int64(downloadChunk)
+		if limit > 0 {
+			piece = min(piece, limit)
+		}
+		c.extend()
+		n, err := send(&io.LimitedReader{R: src, N: piece})
+		total += n
+		c.written += n
+		if limit > 0 {
+			limit -= n
+		}
+		if lr, ok := r.(*io.LimitedReader); ok {
+			lr.N -= n
+		}
+		if err != nil {
+			c.failed = true
+			return total, err
+		}
+		if n < piece {
+			break // the end of the file
+		}
+	}
+	return total, nil
 }
 
 // complete reports whether the response sent the file to its end: all
