@@ -1,0 +1,128 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// dash is a signed-in browser of the dashboard, without JavaScript: a
+// cookie jar, redirects not followed.
+type dash struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	csrf string
+}
+
+var dashCSRF = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func signInDashboard(t *testing.T, d *daemon) *dash {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	b := &dash{t: t, base: d.addr("admin"), c: &http.Client{Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	resp, _ := b.post("/login", url.Values{"token": {"t"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	_, page := b.get("/")
+	m := dashCSRF.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("the overview has no CSRF token")
+	}
+	b.csrf = m[1]
+	return b
+}
+
+func (b *dash) get(path string) (*http.Response, string) {
+	b.t.Helper()
+	return b.do("GET", path, nil)
+}
+
+// post sends form (with the session's CSRF token, when it has one).
+func (b *dash) post(path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	if b.csrf != "" && !form.Has("csrf") {
+		form.Set("csrf", b.csrf)
+	}
+	return b.do("POST", path, form)
+}
+
+func (b *dash) do(method, path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, b.base+path, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	return resp, string(page)
+}
+
+// TestDashboardNotificationCharset: a PayPal IPN sent in windows-1252
+// is shown decoded (José, Café crème) on its page, while the stored
+// bytes stay as sent; one without a charset field is decoded as
+// windows-1252 as the gateway does; "what decided it" shows the
+// verification and the transition the payment caused on its order,
+// linked.
+func TestDashboardNotificationCharset(t *testing.T) {
+	fake := newFakePayPal(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", ""))
+	if st := d.api("POST", "/api/orders", map[string]any{"id": "ORDER-1", "amount": "19.95", "currency": "USD",
+		"customer_email": "buyer@example.com"}, nil); st != http.StatusCreated {
+		t.Fatalf("register ORDER-1: %d", st)
+	}
+	body := ipnBody("txn_id", "T-CS", "ipn_track_id", "tr-1", "item_name", "Caf\xe9 cr\xe8me")
+	fake.remember(body)
+	if code := d.postIPN("paypal", body); code != 200 {
+		t.Fatalf("IPN: %d", code)
+	}
+	d.waitState(1, "applied")
+	// Without a charset field (and a txn the order does not know: a
+	// second payment of ORDER-1 is a double payment, flagged).
+	bare := []byte(strings.Replace(string(ipnBody("txn_id", "T-BARE", "ipn_track_id", "tr-2")), "charset=windows-1252&", "", 1))
+	fake.remember(bare)
+	if code := d.postIPN("paypal", bare); code != 200 {
+		t.Fatalf("IPN: %d", code)
+	}
+	d.waitState(2, "applied")
+
+	b := signInDashboard(t, d)
+	resp, page := b.get("/notifications/1")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /notifications/1: %d", resp.StatusCode)
+	}
+	for _, want := range []string{"<td>José</td>", "<td>Café crème</td>", "Charset: windows-1252.",
+		`<dd id="verification">verified: <strong>applied</strong>`,
+		`<a href="/orders/ORDER-1">ORDER-1</a>`, `<a href="/orders/ORDER-1#transitions">`, "→ <strong>paid</strong>"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("notification 1's page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "\ufffd") {
+		t.Error("notification 1's page shows replacement characters")
+	}
+	if n := d.notification(1); n.Body == nil || *n.Body != string(body) {
+		t.Error("the stored body is no longer the bytes PayPal sent")
+	}
+	_, page = b.get("/notifications/2")
+	for _, want := range []string{"<td>José</td>", "Charset: windows-1252 (none named: PayPal&#39;s default"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("notification 2's page lacks %q", want)
+		}
+	}
+}
