@@ -126,3 +126,70 @@ func TestDashboardNotificationCharset(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardSubscriptionsRejections: the subscriptions page lists
+// them (filtered by status, each linked to its page with its events and
+// notifications) and the rejections page counts the refused requests
+// by reason; both are in the navigation and need no JavaScript.
+func TestDashboardSubscriptionsRejections(t *testing.T) {
+	d, post := webhookDaemon(t, "")
+	post("s1", "subscription.started", map[string]any{"subscription_id": "SUB-1", "order_id": "ORDER-S1", "customer_email": "sub@example.com"})
+	post("s2", "subscription.payment", map[string]any{"subscription_id": "SUB-1", "order_id": "ORDER-S1", "txn_id": "TS1", "amount": "5.00", "currency": "USD"})
+	post("s3", "subscription.started", map[string]any{"subscription_id": "SUB-2", "order_id": "ORDER-S2"})
+	post("s4", "subscription.canceled", map[string]any{"subscription_id": "SUB-2", "order_id": "ORDER-S2"})
+	d.drained(4)
+	for range 3 { // bad signatures
+		resp, err := http.Post(d.addr("public")+"/ipn/shop", "application/json", strings.NewReader(`{"type":"payment.completed"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Post(d.addr("public")+"/ipn/nowhere", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	b := signInDashboard(t, d)
+	_, page := b.get("/subscriptions")
+	for _, want := range []string{`<a href="/subscriptions"`, `<a href="/rejections"`, `<a href="/subscriptions/SUB-1">SUB-1</a>`,
+		`<a href="/subscriptions/SUB-2">SUB-2</a>`, `<a href="/orders/ORDER-S1">`, `<label for="f-sub-status">`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/subscriptions lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "<script") {
+		t.Error("/subscriptions loads a script")
+	}
+	_, page = b.get("/subscriptions?status=canceled")
+	if !strings.Contains(page, "SUB-2") || strings.Contains(page, "SUB-1") {
+		t.Errorf("/subscriptions?status=canceled: want SUB-2 only:\n%s", page)
+	}
+	resp, page = b.get("/subscriptions/SUB-1")
+	if resp.StatusCode != 200 {
+		t.Fatalf("/subscriptions/SUB-1: %d", resp.StatusCode)
+	}
+	for _, want := range []string{`<dd id="sub-status" class="status active">active</dd>`, "TS1", `<a href="/notifications/1">1</a>`,
+		`<a href="/notifications/2">2</a>`, "subscription_payment"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/subscriptions/SUB-1 lacks %q", want)
+		}
+	}
+	if resp, _ := b.get("/subscriptions/NOPE"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/subscriptions/NOPE: %d, want 404", resp.StatusCode)
+	}
+	_, page = b.get("/rejections")
+	reasons := regexp.MustCompile(`<tr><td><a href="/rejections\?reason=([a-z_]+)">[a-z_]+</a></td><td class="num">(\d+)</td>`).FindAllStringSubmatch(page, -1)
+	got := map[string]string{}
+	for _, m := range reasons {
+		got[m[1]] = m[2]
+	}
+	if got["bad_signature"] != "3" || got["unknown_gateway"] != "1" {
+		t.Errorf("/rejections counts by reason: %v, want bad_signature 3, unknown_gateway 1\n%s", got, page)
+	}
+	_, page = b.get("/rejections?reason=unknown_gateway")
+	if n := strings.Count(page, "<td>unknown_gateway</td>"); n != 1 || strings.Contains(page, "<td>bad_signature</td>") {
+		t.Errorf("/rejections?reason=unknown_gateway lists %d of them, or others", n)
+	}
+}

@@ -63,7 +63,8 @@ var doneText = map[string]string{
 	"resend":  "Queued to be sent again (this is the new item).",
 }
 
-var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error"}
+var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error",
+	"subscriptions", "subscription", "rejections"}
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}

@@ -120,6 +120,9 @@ func Register(r *httprouter.Router, o Options) {
 	r.POST("/outbox/:id/resend", u.signedIn(u.resend))
 	r.POST("/outbox-retry-dead", u.signedIn(u.retryDead))
 	r.GET("/events", u.signedIn(u.events))
+	r.GET("/subscriptions", u.signedIn(u.subscriptions))
+	r.GET("/subscriptions/:id", u.signedIn(u.subscription))
+	r.GET("/rejections", u.signedIn(u.rejections))
 }
 
 func securityHeaders(w http.ResponseWriter) {
