@@ -1,13 +1,18 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"ipnd/ipn"
 )
 
 // dash is a signed-in browser of the dashboard, without JavaScript: a
@@ -192,4 +197,95 @@ func TestDashboardSubscriptionsRejections(t *testing.T) {
 	if n := strings.Count(page, "<td>unknown_gateway</td>"); n != 1 || strings.Contains(page, "<td>bad_signature</td>") {
 		t.Errorf("/rejections?reason=unknown_gateway lists %d of them, or others", n)
 	}
+}
+
+// TestDashboardBulkReplay: the notifications page's bulk replay selects
+// by the current filters (the invalid ones of one gateway), asks for a
+// confirmation showing the count, needs the CSRF token, is bounded, and
+// replays through the admin API's code path (POST /api/replay, tested
+// here too): once PayPal answers VERIFIED, the replayed ones are applied
+// and the other gateway's stay invalid until replayed through the API.
+func TestDashboardBulkReplay(t *testing.T) {
+	fake := newFakePayPal(t)
+	var verified atomic.Bool
+	fake.setAnswer(func(string, int) (int, string, time.Duration) {
+		if verified.Load() {
+			return 200, "VERIFIED", 0
+		}
+		return 200, "INVALID", 0
+	})
+	dir := t.TempDir()
+	d := startDaemon(t, dir, payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", ""))
+	for i, gw := range []string{"paypal", "paypal", "paypal", "paypal-sandbox"} {
+		body := ipnBody("txn_id", fmt.Sprintf("T-%d", i+1), "ipn_track_id", fmt.Sprintf("tr-%d", i+1), "invoice", fmt.Sprintf("ORDER-%d", i+1))
+		fake.remember(body)
+		if code := d.postIPN(gw, body); code != 200 {
+			t.Fatalf("IPN %d: %d", i+1, code)
+		}
+		d.waitState(uint64(i+1), "invalid")
+	}
+	verified.Store(true)
+
+	b := signInDashboard(t, d)
+	_, page := b.get("/notifications?gateway=paypal&state=invalid")
+	if !strings.Contains(page, `action="/notifications-replay"`) || !strings.Contains(page, `id="bulk-replay"`) {
+		t.Fatal("the filtered notifications page has no bulk replay form")
+	}
+	resp, page := b.get("/notifications-replay?gateway=paypal&state=invalid")
+	if resp.StatusCode != 200 || !strings.Contains(page, `<dd id="bulk-count">3</dd>`) || !strings.Contains(page, `id="bulk-confirm"`) {
+		t.Fatalf("confirmation page: %d\n%s", resp.StatusCode, page)
+	}
+	form := url.Values{}
+	for _, m := range regexp.MustCompile(`<input type="hidden" name="([a-z]+)" value="([^"]*)">`).FindAllStringSubmatch(page, -1) {
+		form.Set(m[1], m[2])
+	}
+	if form.Get("limit") != "3" || form.Get("before") != "4" || form.Get("confirm") != "yes" {
+		t.Fatalf("confirmation form: %v", form)
+	}
+	noCSRF := url.Values{}
+	for k, v := range form {
+		if k != "csrf" {
+			noCSRF[k] = v
+		}
+	}
+	if resp, _ := b.do("POST", "/notifications-replay", noCSRF); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bulk replay without the CSRF token: %d, want 403", resp.StatusCode)
+	}
+	tooMany := url.Values{}
+	for k, v := range form {
+		tooMany[k] = v
+	}
+	tooMany.Set("limit", "1001")
+	if resp, _ := b.post("/notifications-replay", tooMany); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bulk replay of 1001: %d, want 400", resp.StatusCode)
+	}
+	if n := d.notification(1); n.State != ipn.StateInvalid {
+		t.Fatalf("refused bulk replays changed notification 1: %s", n.State)
+	}
+	resp, _ = b.post("/notifications-replay", form)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(loc, "done=bulk-replay") || !strings.Contains(loc, "n=3") {
+		t.Fatalf("bulk replay: %d to %q", resp.StatusCode, loc)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		d.waitState(id, "applied")
+	}
+	_, page = b.get(resp.Header.Get("Location"))
+	if !strings.Contains(page, "Replay scheduled for 3 notifications") {
+		t.Error("no message after the bulk replay")
+	}
+	if n := d.notification(4); n.State != ipn.StateInvalid {
+		t.Errorf("the other gateway's notification: %s, want invalid (not selected)", n.State)
+	}
+	var res struct {
+		Replayed []uint64
+		More     bool
+	}
+	if st := d.api("POST", "/api/replay", map[string]any{"gateway": "paypal-sandbox", "state": "invalid", "limit": 5000}, nil); st != http.StatusBadRequest {
+		t.Errorf("POST /api/replay limit 5000: %d, want 400", st)
+	}
+	if st := d.api("POST", "/api/replay", map[string]any{"gateway": "paypal-sandbox", "state": "invalid"}, &res); st != http.StatusAccepted ||
+		len(res.Replayed) != 1 || res.Replayed[0] != 4 || res.More {
+		t.Fatalf("POST /api/replay: %d %+v", st, res)
+	}
+	d.waitState(4, "applied")
 }

@@ -64,7 +64,7 @@ var doneText = map[string]string{
 }
 
 var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error",
-	"subscriptions", "subscription", "rejections"}
+	"subscriptions", "subscription", "rejections", "bulkreplay"}
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
@@ -360,7 +360,8 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 		Next                  string
 		Error                 string
 		Limited               bool
-	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
+		Flash                 string
+	}{Flash: bulkDone(q), Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
 		Gateways: slices.Sorted(maps.Keys(u.gateways)),
 		States: []ipn.State{ipn.StateReceived, ipn.StateVerified, ipn.StateApplied, ipn.StateInvalid, ipn.StateFailed,
 			ipn.StateDuplicate}}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/public"
 	"ipnd/store"
@@ -60,6 +61,11 @@ type Options struct {
 	// Discard discards an outbox item the same way (version: of its
 	// order, 0 to skip the check).
 	Discard func(id uint64, note string, version int) (int, string)
+	// BulkReplay replays the notifications of a gateway and state (""
+	// any) below before (0: any), newest first, at most limit, through
+	// the admin API's code path (POST /api/replay): how many were
+	// scheduled, whether more matched, 202 or a status and a message.
+	BulkReplay func(gateway string, state ipn.State, before uint64, limit int) (n int, more bool, status int, msg string)
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -123,6 +129,8 @@ func Register(r *httprouter.Router, o Options) {
 	r.GET("/subscriptions", u.signedIn(u.subscriptions))
 	r.GET("/subscriptions/:id", u.signedIn(u.subscription))
 	r.GET("/rejections", u.signedIn(u.rejections))
+	r.GET("/notifications-replay", u.signedIn(u.bulkReplayForm))
+	r.POST("/notifications-replay", u.signedIn(u.bulkReplay))
 }
 
 func securityHeaders(w http.ResponseWriter) {
