@@ -66,8 +66,8 @@ type Options struct {
 	// the admin API's code path (POST /api/replay): how many were
 	// scheduled, whether more matched, 202 or a status and a message.
 	BulkReplay func(gateway string, state ipn.State, before uint64, limit int) (n int, more bool, status int, msg string)
-	Logger  *slog.Logger
-	Now     func() time.Time
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 type ui struct {
