@@ -289,3 +289,80 @@ func TestDashboardBulkReplay(t *testing.T) {
 	}
 	d.waitState(4, "applied")
 }
+
+// TestDashboardReissue: an order with deliveries shows them with a
+// "Reissue downloads and resend the email" button; it takes the admin
+// API's code path: new links (the old one stops working) and the
+// customer's email with them; the same form sent twice (a double click)
+// reissues once.
+func TestDashboardReissue(t *testing.T) {
+	fake := newFakePayPal(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 1000)
+	d := startDaemon(t, dir, fulfilConfig(t, dir, smtpd.port(), shopURL, fake.srv.URL+"/cgi-bin/webscr", "[[product]]\nid = \"app\"\nfile = \"app.zip\"\n"))
+	body := ipnBody("txn_id", "T1", "invoice", "D-1", "item_number", "app")
+	fake.remember(body)
+	if code := d.postIPN("paypal", body); code != 200 {
+		t.Fatalf("IPN = %d", code)
+	}
+	waitOrder(t, d, "D-1", ipn.OrderPaid)
+	var first []string
+	waitFor(t, "the payment email", 10*time.Second, func() bool {
+		first = mailPlain(t, smtpd, "buyer@example.com")
+		return len(first) == 1
+	})
+	oldLink := linkRE.FindStringSubmatch(first[0])
+	if oldLink == nil {
+		t.Fatalf("no link in the payment email:\n%s", first[0])
+	}
+
+	b := signInDashboard(t, d)
+	_, page := b.get("/orders/D-1")
+	if !strings.Contains(page, `id="reissue"`) || !strings.Contains(page, "<td>app</td>") {
+		t.Fatalf("the order page shows no deliveries or no reissue button:\n%s", page)
+	}
+	form := url.Values{"reissues": {"0"}}
+	resp, _ := b.post("/orders/D-1/reissue", form)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/orders/D-1?done=reissue" {
+		t.Fatalf("reissue: %d to %q", resp.StatusCode, loc)
+	}
+	resp, _ = b.post("/orders/D-1/reissue", form) // the same form again
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/orders/D-1?done=reissued-already" {
+		t.Fatalf("reissue sent again: %d to %q", resp.StatusCode, loc)
+	}
+	if resp, _ := b.do("POST", "/orders/D-1/reissue", url.Values{"reissues": {"1"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("reissue without the CSRF token: %d, want 403", resp.StatusCode)
+	}
+	var ob struct{ Items []struct{ Effect ipn.Effect } }
+	d.api("GET", "/api/outbox", nil, &ob)
+	emails := 0
+	for _, it := range ob.Items {
+		if it.Effect.OrderID == "D-1" && it.Effect.Kind == ipn.EffectEmailCustomer {
+			emails++
+		}
+	}
+	if emails != 2 {
+		t.Errorf("customer emails of D-1 after a reissue sent twice: %d, want 2 (the payment's and one reissue)", emails)
+	}
+	var msgs []string
+	waitFor(t, "the reissue email", 10*time.Second, func() bool {
+		msgs = mailPlain(t, smtpd, "buyer@example.com")
+		return len(msgs) == 2
+	})
+	newLink := linkRE.FindStringSubmatch(msgs[1])
+	if newLink == nil || newLink[1] == oldLink[1] {
+		t.Fatalf("the reissue email has no new link:\n%s", msgs[1])
+	}
+	if resp, _ := d.get(oldLink[1]); resp.StatusCode == http.StatusOK {
+		t.Error("the old link still works after the reissue")
+	}
+	if resp, _ := d.get(newLink[1]); resp.StatusCode != http.StatusOK {
+		t.Errorf("the new link: %d", resp.StatusCode)
+	}
+	_, page = b.get("/orders/D-1?done=reissue")
+	if !strings.Contains(page, "Downloads reissued") || !strings.Contains(page, "reissues since: 1") {
+		t.Error("the order page after the reissue lacks its message or the count")
+	}
+}

@@ -156,6 +156,10 @@ func Handler(o Options) http.Handler {
 		BulkReplay: func(gateway string, state ipn.State, before uint64, limit int) (int, bool, int, string) {
 			res, status, msg := a.BulkReplay(BulkReplayRequest{Gateway: gateway, State: state, Before: before, Limit: limit}, "admin")
 			return len(res.Replayed), res.More, status, msg
+		},
+		Reissue: func(id string) (int, string) {
+			_, status, msg := a.Reissue(id, "admin")
+			return status, msg
 		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")

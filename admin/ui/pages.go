@@ -61,6 +61,9 @@ var doneText = map[string]string{
 	"retry":   "Queued again: it is due now.",
 	"discard": "Discarded: it will not be sent, and no longer counts as dead.",
 	"resend":  "Queued to be sent again (this is the new item).",
+	"reissue": "Downloads reissued: new links (the old ones stop working), full download limits, a new expiry; the customer's email with them is queued.",
+
+	"reissued-already": "Already reissued (from this page or elsewhere): nothing was repeated. Look at the deliveries below.",
 }
 
 var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error",
@@ -547,7 +550,9 @@ func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int
 		Problem string
 		Form    decisionForm
 		Scanned int
-	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan}
+		Deliv   deliveriesView
+	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan,
+		Deliv: u.deliveriesOf(o.ID)}
 	u.renderPage(w, status, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 

@@ -66,8 +66,13 @@ type Options struct {
 	// the admin API's code path (POST /api/replay): how many were
 	// scheduled, whether more matched, 202 or a status and a message.
 	BulkReplay func(gateway string, state ipn.State, before uint64, limit int) (n int, more bool, status int, msg string)
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Reissue gives an order's download links new tokens and queues the
+	// customer's "your downloads" email again, through the admin API's
+	// code path (POST /api/orders/:id/deliveries/reissue): 200, or a
+	// status and a message.
+	Reissue func(order string) (status int, msg string)
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 type ui struct {
@@ -131,6 +136,7 @@ func Register(r *httprouter.Router, o Options) {
 	r.GET("/rejections", u.signedIn(u.rejections))
 	r.GET("/notifications-replay", u.signedIn(u.bulkReplayForm))
 	r.POST("/notifications-replay", u.signedIn(u.bulkReplay))
+	r.POST("/orders/:id/reissue", u.signedIn(u.reissue))
 }
 
 func securityHeaders(w http.ResponseWriter) {
