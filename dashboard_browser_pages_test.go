@@ -199,6 +199,18 @@ func TestDashboardBrowserPages(t *testing.T) {
 		}
 		waitFor(t, "the reissue email", 10*time.Second, func() bool { return len(mailPlain(t, smtpd, "buyer@example.com")) == emails+1 })
 	})
+	t.Run("a live update keeps the keyboard focus", func(t *testing.T) {
+		browse(t, ctx, "list", chromedp.Navigate(admin+"/notifications"), chromedp.WaitVisible(chromedp.CSS("#notifications")),
+			chromedp.Poll[chromedp.Void](`document.getElementById("live-status").textContent.includes("on.")`,
+				chromedp.WithPollingTimeout(10*time.Second)),
+			chromedp.Focus(chromedp.CSS(`#notifications a[href="/notifications/1"]`)))
+		payPal("txn_id", "T-LIVE", "invoice", "L-1")
+		browse(t, ctx, "the new notification in the list",
+			chromedp.WaitVisible(chromedp.Search(`//table[@id="notifications"]//a[text()="L-1"]`)))
+		if f := read(t, ctx, "focus", chromedp.Evaluate[string](`document.activeElement.getAttribute("href") || document.activeElement.tagName`)); f != "/notifications/1" {
+			t.Errorf("after a live update the focus is on %q, want the link it was on", f)
+		}
+	})
 	t.Run("every page: accessibility basics", func(t *testing.T) {
 		for _, p := range []struct{ path, name string }{{"/", "overview-a11y"}, {"/notifications", "notifications-a11y"},
 			{"/orders", "orders-a11y"}, {"/outbox?state=", "outbox-a11y"}, {"/outbox/1", "outbox-item-a11y"}} {
