@@ -117,8 +117,12 @@ func TestDashboardBrowserPages(t *testing.T) {
 	payPal("txn_id", "T-BAD2", "invoice", "B-2")
 	d.waitState(uint64(n), "invalid")
 	waitOrder(t, d, "D-1", ipn.OrderPaid)
-	for range 2 {
-		resp, err := http.Post(d.addr("public")+"/ipn/nowhere", "application/x-www-form-urlencoded", strings.NewReader("a=b"))
+	for _, path := range []string{"/ipn/nowhere", "/ipn/nowhere", "/ipn/paypal"} {
+		ct := "application/x-www-form-urlencoded"
+		if path == "/ipn/paypal" {
+			ct = "application/json" // PayPal never sends JSON: refused
+		}
+		resp, err := http.Post(d.addr("public")+path, ct, strings.NewReader("a=b"))
 		if err != nil {
 			t.Fatal(err)
 		}
