@@ -288,6 +288,18 @@ func TestDashboardBulkReplay(t *testing.T) {
 		t.Fatalf("POST /api/replay: %d %+v", st, res)
 	}
 	d.waitState(4, "applied")
+	// The CLI takes the same route.
+	env := envFunc("IPND_CONFIG", d.cfg)
+	out, err := runCmd(t, env, "replay", "-gateway", "paypal", "-state", "applied", "-limit", "2")
+	if err != nil || !strings.Contains(out, "2 notifications scheduled for replay; more match") {
+		t.Errorf("ipnd replay -gateway paypal -state applied -limit 2: %v\n%s", err, out)
+	}
+	if out, err := runCmd(t, env, "replay", "-state", "bogus"); err == nil {
+		t.Errorf("ipnd replay -state bogus: no error\n%s", out)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		d.waitState(id, "applied")
+	}
 }
 
 // TestDashboardReissue: an order with deliveries shows them with a
