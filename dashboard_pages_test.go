@@ -181,6 +181,9 @@ func TestDashboardSubscriptionsRejections(t *testing.T) {
 			t.Errorf("/subscriptions/SUB-1 lacks %q", want)
 		}
 	}
+	if _, page := b.get("/orders/ORDER-S1"); !strings.Contains(page, `<a href="/subscriptions/SUB-1">subscription SUB-1</a>`) {
+		t.Error("ORDER-S1's facts do not link their subscription")
+	}
 	if resp, _ := b.get("/subscriptions/NOPE"); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("/subscriptions/NOPE: %d, want 404", resp.StatusCode)
 	}
