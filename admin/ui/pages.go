@@ -32,6 +32,9 @@ var funcs = template.FuncMap{
 	"dur":   func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"deref": func(p *int) int { return *p },
 	"list":  func(v ...outboxView) []outboxView { return v },
+	// pathEscape makes an id one segment of a link's path: an order id
+	// may hold "#", "?", "/" or "%".
+	"pathEscape": url.PathEscape,
 	"done": func(what string) string {
 		if s, ok := doneText[what]; ok {
 			return s
@@ -631,7 +634,10 @@ func (u *ui) retry(w http.ResponseWriter, r *http.Request, ps httprouter.Params,
 // else def; ready for a query parameter to be appended.
 func backTo(r *http.Request, def string) string {
 	b := r.PostFormValue("back")
-	if !strings.HasPrefix(b, "/") || strings.HasPrefix(b, "//") || strings.ContainsAny(b, "\\\r\n") {
+	// A browser drops tabs and newlines from a URL ("/\t/host" is
+	// "//host") and reads "\" as "/": no control character, no "\".
+	if !strings.HasPrefix(b, "/") || strings.HasPrefix(b, "//") || strings.ContainsRune(b, '\\') ||
+		strings.ContainsFunc(b, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
 		b = def
 	}
 	if strings.Contains(b, "?") {
