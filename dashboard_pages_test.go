@@ -26,7 +26,7 @@ type dash struct {
 
 var dashCSRF = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func signInDashboard(t *testing.T, d *daemon) *dash {
+func signInDash(t *testing.T, d *daemon) *dash {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	b := &dash{t: t, base: d.addr("admin"), c: &http.Client{Jar: jar,
@@ -106,7 +106,7 @@ func TestDashboardNotificationCharset(t *testing.T) {
 	}
 	d.waitState(2, "applied")
 
-	b := signInDashboard(t, d)
+	b := signInDash(t, d)
 	resp, page := b.get("/notifications/1")
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /notifications/1: %d", resp.StatusCode)
@@ -156,7 +156,7 @@ func TestDashboardSubscriptionsRejections(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	b := signInDashboard(t, d)
+	b := signInDash(t, d)
 	_, page := b.get("/subscriptions")
 	for _, want := range []string{`<a href="/subscriptions"`, `<a href="/rejections"`, `<a href="/subscriptions/SUB-1">SUB-1</a>`,
 		`<a href="/subscriptions/SUB-2">SUB-2</a>`, `<a href="/orders/ORDER-S1">`, `<label for="f-sub-status">`} {
@@ -229,7 +229,7 @@ func TestDashboardBulkReplay(t *testing.T) {
 	}
 	verified.Store(true)
 
-	b := signInDashboard(t, d)
+	b := signInDash(t, d)
 	_, page := b.get("/notifications?gateway=paypal&state=invalid")
 	if !strings.Contains(page, `action="/notifications-replay"`) || !strings.Contains(page, `id="bulk-replay"`) {
 		t.Fatal("the filtered notifications page has no bulk replay form")
@@ -333,7 +333,7 @@ func TestDashboardReissue(t *testing.T) {
 		t.Fatalf("no link in the payment email:\n%s", first[0])
 	}
 
-	b := signInDashboard(t, d)
+	b := signInDash(t, d)
 	_, page := b.get("/orders/D-1")
 	if !strings.Contains(page, `id="reissue"`) || !strings.Contains(page, "<td>app</td>") {
 		t.Fatalf("the order page shows no deliveries or no reissue button:\n%s", page)
