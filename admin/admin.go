@@ -148,6 +148,7 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	a.fulfilRoutes(r)
+	a.bulkRoutes(r)
 	r.GET("/api/stats", a.auth(a.stats))
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
@@ -160,6 +161,14 @@ func Handler(o Options) http.Handler {
 		},
 		Discard: func(id uint64, note string, version int) (int, string) {
 			_, status, msg := a.DiscardOutbox(id, DecisionRequest{Note: note, Version: version}, "admin")
+			return status, msg
+		},
+		BulkReplay: func(gateway string, state ipn.State, before uint64, limit int) (int, bool, int, string) {
+			res, status, msg := a.BulkReplay(BulkReplayRequest{Gateway: gateway, State: state, Before: before, Limit: limit}, "admin")
+			return len(res.Replayed), res.More, status, msg
+		},
+		Reissue: func(id string) (int, string) {
+			_, status, msg := a.Reissue(id, "admin")
 			return status, msg
 		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

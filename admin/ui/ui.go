@@ -28,6 +28,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/public"
 	"ipnd/store"
@@ -63,6 +64,16 @@ type Options struct {
 	// Discard discards an outbox item the same way (version: of its
 	// order, 0 to skip the check).
 	Discard func(id uint64, note string, version int) (int, string)
+	// BulkReplay replays the notifications of a gateway and state (""
+	// any) below before (0: any), newest first, at most limit, through
+	// the admin API's code path (POST /api/replay): how many were
+	// scheduled, whether more matched, 202 or a status and a message.
+	BulkReplay func(gateway string, state ipn.State, before uint64, limit int) (n int, more bool, status int, msg string)
+	// Reissue gives an order's download links new tokens and queues the
+	// customer's "your downloads" email again, through the admin API's
+	// code path (POST /api/orders/:id/deliveries/reissue): 200, or a
+	// status and a message.
+	Reissue func(order string) (status int, msg string)
 	Logger  *slog.Logger
 	Now     func() time.Time
 	// ClientAddr is the address a request's wrong tokens count against
@@ -142,6 +153,12 @@ func Register(r *httprouter.Router, o Options) {
 	r.POST("/outbox/:id/resend", u.signedIn(u.resend))
 	r.POST("/outbox-retry-dead", u.signedIn(u.retryDead))
 	r.GET("/events", u.signedIn(u.events))
+	r.GET("/subscriptions", u.signedIn(u.subscriptions))
+	r.GET("/subscriptions/:id", u.signedIn(u.subscription))
+	r.GET("/rejections", u.signedIn(u.rejections))
+	r.GET("/notifications-replay", u.signedIn(u.bulkReplayForm))
+	r.POST("/notifications-replay", u.signedIn(u.bulkReplay))
+	r.POST("/orders/:id/reissue", u.signedIn(u.reissue))
 }
 
 func securityHeaders(w http.ResponseWriter) {
