@@ -811,3 +811,53 @@ func TestReview22SlowDownload(t *testing.T) {
 		t.Errorf("a download slower than write_timeout got %d of %d bytes", got.Len(), len(file))
 	}
 }
+
+// TestReview22ReloadKeepsReservations: a config reload (SIGHUP) keeps
+// what the download links reserved and the unknown keys counted: a
+// download under way still holds its link's only copy, so a second
+// request of the one-download link is 429, not a second copy. Before the
+// review a reload started both from zero.
+func TestReview22ReloadKeepsReservations(t *testing.T) {
+	dir := t.TempDir()
+	file := writeProductFile(t, dir, "big.bin", 24<<20)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	_, shopURL := newShopReceiver(t)
+	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", "[[product]]\nid = \"big\"\nfile = \"big.bin\"\ndownload_limit = 1\n"+
+		"[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+review22Secret+"\"\n")
+	cmd, _ := startChild(t, dir, cfg)
+	d := &daemon{t: t, dir: dir}
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	post("m-1", "payment.completed", map[string]any{"order_id": "RK-1", "txn_id": "T-RK-1", "amount": "1.00", "currency": "USD",
+		"items": []map[string]any{{"product": "big"}}})
+	waitOrder(t, d, "RK-1", ipn.OrderPaid)
+	var re struct{ Deliveries []ipn.Delivered }
+	d.api("POST", "/api/orders/RK-1/deliveries/reissue", nil, &re)
+	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
+	for i := 1; i <= 20; i++ {
+		if code, _ := d.license("validate", false, "license_key", fmt.Sprint("WRONG-", i)); code != 404 {
+			t.Fatalf("wrong key %d = %d", i, code)
+		}
+	}
+
+	resp, err := http.Get(d.addr("public") + link) // under way: its body is not read yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload", 10*time.Second, func() bool {
+		return strings.Contains(d.metrics(), `ipnd_config_reloads_total{result="success"} 1`)
+	})
+	if r2, _ := d.get(link); r2.StatusCode != 429 {
+		t.Errorf("a second download of a one-download link, the first under way, after a reload = %d, want 429", r2.StatusCode)
+	}
+	if code, _ := d.license("validate", false, "license_key", "WRONG-21"); code != 429 {
+		t.Errorf("the 21st unknown key in a minute, after a reload = %d, want 429", code)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !bytes.Equal(body, file) {
+		t.Errorf("the first download: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}

@@ -61,11 +61,17 @@ type Fulfilment struct {
 	// take longer than the listener's write timeout (0: it may not).
 	Stall time.Duration
 
-	wrong wrongKeys
-	slots struct {
-		sync.Mutex
-		m map[string]int64 // token hash -> bytes reserved by the link's requests in flight
-	}
+	// What the routes count, kept across SetFulfilment (a config
+	// reload): the unknown keys of each client, the links' reservations.
+	wrong *wrongKeys
+	slots *linkSlots
+}
+
+// linkSlots are the bytes reserved by the requests in flight of each
+// link (by its token's hash).
+type linkSlots struct {
+	sync.Mutex
+	m map[string]int64
 }
 
 // Download results (ipnd_downloads_total{result}).
@@ -86,6 +92,10 @@ func (r *Receiver) SetFulfilment(f *Fulfilment) {
 		}
 		if f.WrongKeys <= 0 {
 			f.WrongKeys = 20
+		}
+		f.wrong, f.slots = &wrongKeys{}, &linkSlots{}
+		if old := r.fulfil.Load(); old != nil {
+			f.wrong, f.slots = old.wrong, old.slots
 		}
 	}
 	r.fulfil.Store(f)
