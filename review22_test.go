@@ -783,7 +783,7 @@ func TestReview22SlowDownload(t *testing.T) {
 	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", "[[product]]\nid = \"big\"\nfile = \"big.bin\"\n"+
 		"[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+review22Secret+"\"\n")
 	raw, _ := os.ReadFile(cfg)
-	os.WriteFile(cfg, bytes.Replace(raw, []byte("[server]\n"), []byte("[server]\nwrite_timeout = \"1s\"\nread_timeout = \"1s\"\n"), 1), 0o600)
+	os.WriteFile(cfg, bytes.Replace(raw, []byte("[server]\n"), []byte("[server]\nwrite_timeout = \"2s\"\nread_timeout = \"2s\"\n"), 1), 0o600)
 	d := startDaemon(t, dir, cfg)
 	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
 	post("m-1", "payment.completed", map[string]any{"order_id": "SL-1", "txn_id": "T-SL-1", "amount": "1.00", "currency": "USD",
@@ -798,14 +798,15 @@ func TestReview22SlowDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	// A slow client: 2 MB every 250 ms, 3 s in all, never still for 1 s.
+	// A slow client: 1 MB every 150 ms, over 3.6 s in all, never still
+	// for 2 s.
 	var got bytes.Buffer
 	for {
-		n, err := io.CopyN(&got, resp.Body, 2<<20)
+		n, err := io.CopyN(&got, resp.Body, 1<<20)
 		if err != nil || n == 0 {
 			break
 		}
-		time.Sleep(250 * time.Millisecond) // the client's pace, not synchronisation
+		time.Sleep(150 * time.Millisecond) // the client's pace, not synchronisation
 	}
 	if !bytes.Equal(got.Bytes(), file) {
 		t.Errorf("a download slower than write_timeout got %d of %d bytes", got.Len(), len(file))
