@@ -114,6 +114,7 @@ func cmdLicenses(ctx context.Context, args []string, getenv func(string) string,
 }
 
 func printLicenses(w io.Writer, views []licenseView) {
+	w = terminal(w) // order ids, instance names, reasons come from outside
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tSTATUS\tORDER\tPRODUCT\tACTIVATIONS\tEXPIRES")
 	for _, v := range views {

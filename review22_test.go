@@ -862,3 +862,29 @@ func TestReview22ReloadKeepsReservations(t *testing.T) {
 		t.Errorf("the first download: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
+
+// TestReview22CLIEscapes: ipnd licenses and ipnd downloads print what
+// came from outside (an order id a buyer chose) with its control
+// characters as visible escapes, as the other commands do; before the
+// review they wrote them raw to the merchant's terminal.
+func TestReview22CLIEscapes(t *testing.T) {
+	dir := t.TempDir()
+	writeProductFile(t, dir, "app.zip", 100)
+	d, _ := deliveryDaemon(t, dir, "[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\n")
+	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
+	evil := "E-1\x1b]0;owned\x07\x1b[2J"
+	if code := post("esc", "payment.completed", map[string]any{"order_id": evil, "txn_id": "T-ESC", "amount": "1.00",
+		"currency": "USD", "items": []map[string]any{{"product": "app"}}}); code != 200 {
+		t.Fatalf("post = %d", code)
+	}
+	waitOrder(t, d, url.PathEscape(evil), ipn.OrderPaid)
+	for _, args := range [][]string{{"licenses", evil}, {"downloads", "-reissue", evil}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), append([]string{args[0], "-config", d.cfg}, args[1:]...), envFunc(), &out, io.Discard); err != nil {
+			t.Fatalf("%s: %v", args[0], err)
+		}
+		if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), `E-1\x1b]0;owned\x07`) {
+			t.Errorf("ipnd %s prints:\n%q", args[0], out.String())
+		}
+	}
+}
