@@ -3,12 +3,10 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -329,6 +327,9 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		})
 		return out, mapClosed(err)
 	}
+	if state != "" {
+		return db.OutboxByState(state, 0, limit) // index.go
+	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
@@ -347,32 +348,13 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 }
 
 // OutboxOf returns the outbox items queued by notification id, oldest
-// first. There is no index by notification: it reads every item, newest
-// first, decoding only those whose JSON names the id (unpacked first:
-// tens of ms per 100k items), so it is for the operator's look-ups (ipnd
-// simulate), not for the hot path.
+// first, through the index by notification (index.go).
 func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
-	needle := []byte(`"notification":` + strconv.FormatUint(notification, 10))
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			plain, err := plainValue(v)
-			if err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
-			}
-			if !bytes.Contains(plain, needle) {
-				continue
-			}
-			var it OutboxItem
-			if err := json.Unmarshal(plain, &it); err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
-			}
-			if it.Notification == notification {
-				out = append(out, it)
-			}
-		}
-		return nil
+		return outboxByPrefix(tx, tx.Bucket(bucketIxOutNotif), u64(notification), func(it *OutboxItem) bool {
+			return it.Notification == notification
+		}, &out)
 	})
 	slices.Reverse(out)
 	return out, mapClosed(err)
