@@ -469,8 +469,8 @@ func (it *ids) pop() {
 
 // HourCount is what arrived from a gateway in one hour.
 type HourCount struct {
-	Gateway                     string
-	Hour                        time.Time
+	Gateway                    string
+	Hour                       time.Time
 	Received, Applied, Invalid int
 }
 

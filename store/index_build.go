@@ -10,8 +10,13 @@ import (
 )
 
 // indexBuildChunk is how many records one transaction of buildIndexes
-// indexes: what it holds in memory and what a kill loses of its work.
-const indexBuildChunk = 10000
+// indexes: what it holds in memory and what a kill loses of its work
+// (a variable for tests).
+var indexBuildChunk = 10000
+
+// indexBuildHook (tests), when set, runs after each committed chunk; an
+// error stops the build there, as a kill would.
+var indexBuildHook func() error
 
 // Phases of buildIndexes, the first byte of keyIndexBuild's value
 // (followed by the next id to index).
@@ -80,6 +85,11 @@ func (db *DB) buildIndexes() error {
 		}
 		if done {
 			return nil
+		}
+		if indexBuildHook != nil {
+			if err := indexBuildHook(); err != nil {
+				return fmt.Errorf("store: building the indexes of schema 7: %w", err)
+			}
 		}
 	}
 }
