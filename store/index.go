@@ -28,7 +28,7 @@ var (
 	// gateway 0x00 state 0x00 id: notifications by gateway and state, in
 	// id (arrival) order.
 	bucketIxState = []byte("ix_state")
-	// sha256(term)[:16] id: notifications by every identifier their event
+	// sha256(term)[:8] id: notifications by every identifier their event
 	// names (txn id, parent txn id, order id, customer email, event id,
 	// subscription id), lower-cased; a hash keeps the keys short and the
 	// customer's email out of the index. Readers check the event.
@@ -39,7 +39,7 @@ var (
 	bucketIxHour = []byte("ix_hour")
 	// state 0x00 id: outbox items by state.
 	bucketIxOutState = []byte("ix_outbox_state")
-	// sha256(order id)[:16] id: outbox items by order.
+	// uvarint(len(order id)) order id, id: outbox items by order.
 	bucketIxOutOrder = []byte("ix_outbox_order")
 	// notification id, item id: outbox items by the notification that
 	// queued them.
@@ -56,9 +56,19 @@ var (
 // query reads (those the pipeline has not reached: no index has them).
 const tailScanMax = 20000
 
+// termHash is the index key prefix of an identifier: 8 bytes of its
+// SHA-256, lower-cased (a collision only costs a record read: the
+// readers check the event).
 func termHash(s string) []byte {
 	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(s))))
-	return sum[:16]
+	return sum[:8]
+}
+
+// orderIxPrefix is the key prefix of order id in the outbox index by
+// order: its length and itself, so that shops' sequential order numbers
+// make sequential keys (fuller pages than a hash's).
+func orderIxPrefix(id string) []byte {
+	return append(binary.AppendUvarint(nil, uint64(len(id))), id...)
 }
 
 func stateIxKey(gateway string, st ipn.State, id uint64) []byte {
@@ -108,6 +118,7 @@ func indexProcessing(tx *bolt.Tx, id uint64, oldRaw []byte, p *ipn.Processing) e
 		gateway, at = n.Gateway, n.ReceivedAt
 	}
 	states := tx.Bucket(bucketIxState)
+	states.FillPercent = 0.9 // each gateway and state's ids arrive in order
 	if old == nil || old.State != p.State {
 		if old != nil {
 			if err := states.Delete(stateIxKey(gateway, old.State, id)); err != nil {
@@ -186,6 +197,7 @@ func indexOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 	if states == nil {
 		return nil
 	}
+	states.FillPercent = 0.9 // each state's ids arrive in order
 	id := u64(it.ID)
 	if old == nil || old.State != it.State {
 		if old != nil {
@@ -201,12 +213,16 @@ func indexOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 		return nil
 	}
 	if it.Effect.OrderID != "" {
-		if err := tx.Bucket(bucketIxOutOrder).Put(append(termHash(it.Effect.OrderID), id...), nil); err != nil {
+		b := tx.Bucket(bucketIxOutOrder)
+		b.FillPercent = 0.9
+		if err := b.Put(append(orderIxPrefix(it.Effect.OrderID), id...), nil); err != nil {
 			return err
 		}
 	}
 	if it.Notification != 0 {
-		return tx.Bucket(bucketIxOutNotif).Put(append(u64(it.Notification), id...), nil)
+		b := tx.Bucket(bucketIxOutNotif)
+		b.FillPercent = 1.0 // ids arrive in order
+		return b.Put(append(u64(it.Notification), id...), nil)
 	}
 	return nil
 }
@@ -528,7 +544,7 @@ func (db *DB) HourCounts(since time.Time) ([]HourCount, error) {
 func (db *DB) OutboxOfOrder(id string) ([]OutboxItem, error) {
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		return outboxByPrefix(tx, tx.Bucket(bucketIxOutOrder), termHash(id), func(it *OutboxItem) bool {
+		return outboxByPrefix(tx, tx.Bucket(bucketIxOutOrder), orderIxPrefix(id), func(it *OutboxItem) bool {
 			return it.Effect.OrderID == id
 		}, &out)
 	})
