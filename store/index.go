@@ -45,7 +45,12 @@ var (
 	// queued them.
 	bucketIxOutNotif = []byte("ix_outbox_notif")
 
-	indexBuckets = [][]byte{bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif}
+	// status 0x00 updated_at (unix nano, 8) order id: orders by status,
+	// the most recently changed last (as orders_by_change).
+	bucketIxOrderStatus = []byte("ix_order_status")
+
+	indexBuckets = [][]byte{bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif,
+		bucketIxOrderStatus}
 
 	// keyIndexBuild (in meta): the indexes of a file from before schema 7
 	// are being built (indexBuild); its value says how far.
@@ -586,6 +591,80 @@ func (db *DB) OutboxByState(state string, before uint64, limit int) ([]OutboxIte
 			if it.State == state {
 				out = append(out, *it)
 			}
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}
+
+func orderStatusKey(o *ipn.Order) []byte {
+	return append(append([]byte(o.Status), 0), changeKey(o)...)
+}
+
+// indexOrderStatus moves order o's entry in the index by status from
+// old's (old nil: a new order; o nil: deleted).
+func indexOrderStatus(tx *bolt.Tx, old, o *ipn.Order) error {
+	b := tx.Bucket(bucketIxOrderStatus)
+	if b == nil {
+		return nil
+	}
+	var ok, k []byte
+	if old != nil {
+		ok = orderStatusKey(old)
+	}
+	if o != nil {
+		k = orderStatusKey(o)
+	}
+	if bytes.Equal(ok, k) {
+		return nil
+	}
+	if ok != nil {
+		if err := b.Delete(ok); err != nil {
+			return err
+		}
+	}
+	if k == nil {
+		return nil
+	}
+	return b.Put(k, nil)
+}
+
+// listOrdersByStatus is ListOrders of one status, through the index by
+// status: most recently changed first, below the change key from (nil:
+// from the newest).
+func (db *DB) listOrdersByStatus(status ipn.OrderStatus, from []byte, limit int) ([]ipn.Order, error) {
+	var out []ipn.Order
+	prefix := append([]byte(status), 0)
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		orders := tx.Bucket(bucketOrders)
+		c := tx.Bucket(bucketIxOrderStatus).Cursor()
+		start := prefixEnd(prefix)
+		if from != nil {
+			start = append(bytes.Clone(prefix), from...)
+		}
+		k, _ := c.Seek(start)
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Prev() {
+			ck := k[len(prefix):]
+			if len(ck) < 8 {
+				continue
+			}
+			v := orders.Get(ck[8:])
+			if v == nil {
+				continue
+			}
+			var so storedOrder
+			if err := decodeValue(v, &so); err != nil {
+				return fmt.Errorf("%w: order %q: %v", ErrCorrupt, ck[8:], err)
+			}
+			if so.Status != status || !bytes.Equal(changeKey(&so.Order), ck) {
+				continue // a stale entry
+			}
+			out = append(out, so.Order)
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -23,6 +24,7 @@ var indexBuildHook func() error
 const (
 	buildNotifications = 'n'
 	buildOutbox        = 'o'
+	buildOrders        = 'r' // followed by the last order id indexed (8 zero bytes: none yet)
 )
 
 // startIndexBuild marks the indexes to be built (a file from before
@@ -55,10 +57,13 @@ func (db *DB) buildIndexes() error {
 				done = true
 				return nil
 			}
-			if len(v) != 9 {
+			if len(v) < 2 || v[0] != buildOrders && len(v) != 9 {
 				return fmt.Errorf("%w: bad %s key", ErrCorrupt, keyIndexBuild)
 			}
-			phase, from := v[0], binary.BigEndian.Uint64(v[1:])
+			phase, from := v[0], uint64(0)
+			if phase != buildOrders {
+				from = binary.BigEndian.Uint64(v[1:9])
+			}
 			var next uint64
 			var err error
 			switch phase {
@@ -70,7 +75,16 @@ func (db *DB) buildIndexes() error {
 			case buildOutbox:
 				next, err = indexOutboxFrom(tx, from)
 				if err == nil && next == 0 {
+					return meta.Put(keyIndexBuild, append([]byte{buildOrders}, u64(0)...))
+				}
+			case buildOrders:
+				var last []byte
+				last, err = indexOrdersFrom(tx, v[1:])
+				if err == nil && last == nil {
 					return meta.Delete(keyIndexBuild)
+				}
+				if err == nil {
+					return meta.Put(keyIndexBuild, append([]byte{buildOrders}, last...))
 				}
 			default:
 				return fmt.Errorf("%w: bad %s phase", ErrCorrupt, keyIndexBuild)
@@ -135,4 +149,30 @@ func indexOutboxFrom(tx *bolt.Tx, from uint64) (uint64, error) {
 		}
 	}
 	return 0, nil
+}
+
+// indexOrdersFrom indexes up to indexBuildChunk orders after order id
+// after (8 zero bytes: from the first); it returns the last one
+// indexed, nil when none is left.
+func indexOrdersFrom(tx *bolt.Tx, after []byte) ([]byte, error) {
+	c := tx.Bucket(bucketOrders).Cursor()
+	k, v := c.First()
+	if !bytes.Equal(after, make([]byte, 8)) {
+		if k, v = c.Seek(after); bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	}
+	var last []byte
+	for n := 0; k != nil && n < indexBuildChunk; k, v = c.Next() {
+		n++
+		last = bytes.Clone(k)
+		var so storedOrder
+		if err := decodeValue(v, &so); err != nil {
+			continue // damaged: not listed (as in orders_by_change)
+		}
+		if err := indexOrderStatus(tx, nil, &so.Order); err != nil {
+			return nil, err
+		}
+	}
+	return last, nil
 }

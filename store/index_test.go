@@ -190,6 +190,36 @@ func checkIndexes(t *testing.T, db *DB, since time.Time) {
 			t.Errorf("HourCounts %s %s: %+v, want %+v", k.g, k.h, got[k], c)
 		}
 	}
+	// Orders by status, against every order.
+	every, err := db.ListOrders("", "", 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range ipn.OrderStatuses {
+		var exp []string
+		for _, o := range every {
+			if o.Status == st {
+				exp = append(exp, o.ID)
+			}
+		}
+		var got []string
+		for before := ""; ; {
+			page, err := db.ListOrders(st, before, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range page {
+				got = append(got, o.ID)
+			}
+			if len(page) < 7 {
+				break
+			}
+			before = OrderCursor(page[len(page)-1])
+		}
+		if !slices.Equal(got, exp) {
+			t.Errorf("orders %s: %d (%v...), want %d (%v...)", st, len(got), got[:min(3, len(got))], len(exp), exp[:min(3, len(exp))])
+		}
+	}
 	// Outbox items by notification and by order, against every item.
 	var items []OutboxItem
 	db.bolt.View(func(tx *bolt.Tx) error {

@@ -95,6 +95,9 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 			return nil, fmt.Errorf("orders: before %q: %w", before, ErrBadCursor)
 		}
 	}
+	if status != "" {
+		return db.listOrdersByStatus(status, from, limit) // index.go
+	}
 	var out []ipn.Order
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		orders := tx.Bucket(bucketOrders)
@@ -268,6 +271,9 @@ func (db *DB) DeleteOrder(id string) error {
 		if err := tx.Bucket(bucketOrdersByChange).Delete(changeKey(o)); err != nil {
 			return err
 		}
+		if err := indexOrderStatus(tx, o, nil); err != nil { // index.go
+			return err
+		}
 		counts := tx.Bucket(bucketOrderCounts)
 		for _, k := range [][]byte{[]byte(o.Status), testCountKey(o.Status)} {
 			if n := getU64(counts.Get(k)); n > 0 {
@@ -378,6 +384,9 @@ func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order, t *ipn.Tally) error {
 	}
 	if old == nil {
 		db.inserted(tx, bucketOrders, orders, []byte(o.ID))
+	}
+	if err := indexOrderStatus(tx, old, o); err != nil { // index.go
+		return err
 	}
 	if err := reindexChange(tx, old, o); err != nil {
 		return err
