@@ -37,7 +37,9 @@ var (
 	// bytes each) of the notifications received in that hour that the
 	// pipeline has recorded: the overview's charts.
 	bucketIxHour = []byte("ix_hour")
-	// state 0x00 id: outbox items by state.
+	// state 0x00 id: outbox items by state, for the states few items are
+	// in (dead, skipped, discarded: indexedOutboxState); the pending ones
+	// are in the due index, and most items are sent.
 	bucketIxOutState = []byte("ix_outbox_state")
 	// uvarint(len(order id)) order id, id: outbox items by order.
 	bucketIxOutOrder = []byte("ix_outbox_order")
@@ -196,6 +198,12 @@ func countHour(tx *bolt.Tx, gateway string, at time.Time, old, p *ipn.Processing
 	return b.Put(k, v)
 }
 
+// indexedOutboxState: the index by state lists the outbox items in
+// state (few are: OutboxByState reads them there).
+func indexedOutboxState(state string) bool {
+	return state == ipn.OutboxDead || state == ipn.OutboxSkipped || state == ipn.OutboxDiscarded
+}
+
 // indexOutbox moves outbox item it's index entries from old (nil: new).
 func indexOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 	states := tx.Bucket(bucketIxOutState)
@@ -205,13 +213,15 @@ func indexOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 	states.FillPercent = 0.9 // each state's ids arrive in order
 	id := u64(it.ID)
 	if old == nil || old.State != it.State {
-		if old != nil {
+		if old != nil && indexedOutboxState(old.State) {
 			if err := states.Delete(append(append([]byte(old.State), 0), id...)); err != nil {
 				return err
 			}
 		}
-		if err := states.Put(append(append([]byte(it.State), 0), id...), nil); err != nil {
-			return err
+		if indexedOutboxState(it.State) {
+			if err := states.Put(append(append([]byte(it.State), 0), id...), nil); err != nil {
+				return err
+			}
 		}
 	}
 	if old != nil {
@@ -575,11 +585,15 @@ func outboxByPrefix(tx *bolt.Tx, b *bolt.Bucket, prefix []byte, keep func(*Outbo
 	return nil
 }
 
-// OutboxByState returns the outbox items in state, newest first, below
-// id before (0: from the newest), at most limit (default 100).
+// OutboxByState returns the outbox items in state, one of those
+// indexedOutboxState lists, newest first, below id before (0: from the
+// newest), at most limit (default 100).
 func (db *DB) OutboxByState(state string, before uint64, limit int) ([]OutboxItem, error) {
 	if limit <= 0 {
 		limit = 100
+	}
+	if !indexedOutboxState(state) {
+		return nil, fmt.Errorf("store: outbox items %q are not indexed by state", state)
 	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
@@ -608,6 +622,7 @@ func indexOrderStatus(tx *bolt.Tx, old, o *ipn.Order) error {
 	if b == nil {
 		return nil
 	}
+	b.FillPercent = 0.9 // each status's changes arrive in time order
 	var ok, k []byte
 	if old != nil {
 		ok = orderStatusKey(old)

@@ -46,7 +46,7 @@ func mixNotification(i int, at time.Time) *ipn.Notification {
 
 // mixPipeline runs the real pipeline (two Standard Webhooks gateways)
 // on db until ctx ends.
-func mixPipeline(t *testing.T, db *DB) (stop func()) {
+func mixPipeline(t testing.TB, db *DB) (stop func()) {
 	t.Helper()
 	var gws []gateway.Gateway
 	for _, name := range []string{"shop", "market"} {
@@ -65,7 +65,7 @@ func mixPipeline(t *testing.T, db *DB) (stop func()) {
 
 // fillMix stores n notifications of the mix (received an hour apart,
 // the newest now), in bulk, and waits until the pipeline processed them.
-func fillMix(t *testing.T, db *DB, from, n int, now time.Time) {
+func fillMix(t testing.TB, db *DB, from, n int, now time.Time) {
 	t.Helper()
 	var batch []*ipn.Notification
 	for i := from; i < from+n; i++ {
@@ -77,7 +77,7 @@ func fillMix(t *testing.T, db *DB, from, n int, now time.Time) {
 	waitProcessed(t, db)
 }
 
-func waitProcessed(t *testing.T, db *DB) {
+func waitProcessed(t testing.TB, db *DB) {
 	t.Helper()
 	st, _ := db.Stats()
 	for deadline := time.Now().Add(2 * time.Minute); db.Cursor() < st.LastID; {

@@ -333,8 +333,8 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		})
 		return out, mapClosed(err)
 	}
-	if state != "" {
-		return db.OutboxByState(state, 0, limit) // index.go
+	if indexedOutboxState(state) {
+		return db.OutboxByState(state, 0, limit) // index.go: the few dead, skipped, discarded
 	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
