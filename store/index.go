@@ -357,6 +357,7 @@ type Query struct {
 	// customer email, event id or subscription id (case-insensitively).
 	Term   string
 	Before uint64 // only ids below this; 0 = from the newest
+	After  uint64 // only ids above this (see FirstIDAt for a time range)
 	Limit  int    // default 50, at most 1000
 	// Normalize, when set, gives the event of a notification the
 	// pipeline has not reached yet (nil: none), so that an order or a
@@ -380,7 +381,13 @@ func (db *DB) Find(q Query) ([]Item, error) {
 	}
 	q.Limit = min(q.Limit, 1000)
 	if q.Gateway == "" && q.State == "" && q.Order == "" && q.Term == "" {
-		return db.List(Filter{Before: q.Before, Limit: q.Limit})
+		items, err := db.List(Filter{Before: q.Before, Limit: q.Limit})
+		for i, it := range items {
+			if it.Notification.ID <= q.After {
+				return items[:i], err
+			}
+		}
+		return items, err
 	}
 	var out []Item
 	err := db.bolt.View(func(tx *bolt.Tx) error {
@@ -423,6 +430,9 @@ func (db *DB) Find(q Query) ([]Item, error) {
 		}
 		var err error
 		merged(walks, func(id uint64) bool {
+			if id <= q.After {
+				return false
+			}
 			var n *ipn.Notification
 			if n, err = logged(tx, id); err != nil {
 				return false
@@ -684,4 +694,38 @@ func (db *DB) listOrdersByStatus(status ipn.OrderStatus, from []byte, limit int)
 		return nil
 	})
 	return out, mapClosed(err)
+}
+
+// FirstIDAt returns the first notification id received at t or later
+// (the log's next id when none is), by a binary search of the log: ids
+// follow arrival, so a time range is an id range (Query.After, Before).
+func (db *DB) FirstIDAt(t time.Time) (uint64, error) {
+	db.settle()
+	var first uint64
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		log := tx.Bucket(bucketLog)
+		c := log.Cursor()
+		lo, hi := uint64(1), log.Sequence()+1 // the answer is in [lo, hi]
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			k, v := c.Seek(u64(mid))
+			if k == nil {
+				hi = mid
+				continue
+			}
+			id := binary.BigEndian.Uint64(k)
+			n, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			if n.ReceivedAt.Before(t) {
+				lo = id + 1
+			} else {
+				hi = mid
+			}
+		}
+		first = lo
+		return nil
+	})
+	return first, mapClosed(err)
 }

@@ -449,3 +449,47 @@ func TestIndexMigrationFromSchema6(t *testing.T) {
 	fillMix(t, db, 1501, 300, now)
 	checkIndexes(t, db, now.Add(-72*time.Hour))
 }
+
+// A time range is an id range: FirstIDAt finds the first notification
+// received at a time, and Find keeps to (After, Before).
+func TestIndexTimeRange(t *testing.T) {
+	db := reopen(t, filepath.Join(t.TempDir(), "ipnd.db"))
+	stop := mixPipeline(t, db)
+	defer stop()
+	now := time.Now().Truncate(time.Second)
+	fillMix(t, db, 1, 600, now) // one a minute, the newest a minute ago
+	for _, id := range []uint64{1, 2, 300, 599, 600} {
+		n, _, err := db.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.FirstIDAt(n.ReceivedAt); err != nil || got != id {
+			t.Errorf("FirstIDAt(received at of %d) = %d, %v", id, got, err)
+		}
+		if got, _ := db.FirstIDAt(n.ReceivedAt.Add(time.Second)); got != id+1 {
+			t.Errorf("FirstIDAt(a second after %d) = %d, want %d", id, got, id+1)
+		}
+	}
+	if got, _ := db.FirstIDAt(now.Add(-24 * time.Hour)); got != 1 {
+		t.Errorf("FirstIDAt(before everything) = %d, want 1", got)
+	}
+	if got, _ := db.FirstIDAt(now.Add(time.Hour)); got != 601 {
+		t.Errorf("FirstIDAt(after everything) = %d, want 601", got)
+	}
+	all := everything(t, db)
+	for _, q := range []Query{{After: 100, Before: 200}, {Gateway: "market", After: 100, Before: 200},
+		{Term: "c3@example.com", After: 50}, {State: ipn.StateInvalid, After: 590}} {
+		var want []uint64
+		for _, it := range all {
+			id := it.Notification.ID
+			if id > q.After && (q.Before == 0 || id < q.Before) && (q.Gateway == "" || it.Notification.Gateway == q.Gateway) &&
+				(q.State == "" || it.Processing.State == q.State) &&
+				(q.Term == "" || slices.Contains(eventTerms(it.Processing.Event), q.Term)) {
+				want = append(want, id)
+			}
+		}
+		if got := findAll(t, db, q); !slices.Equal(got, want) || len(want) == 0 {
+			t.Errorf("Find(%+v) = %v, want %v", q, head(got), head(want))
+		}
+	}
+}

@@ -93,3 +93,36 @@ func TestDashboardOldOrderAmongMany(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardTimeRange: the notifications list keeps to the days
+// asked for (UTC, both included), and its next page link keeps them.
+func TestDashboardTimeRange(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	days := []time.Time{time.Date(2026, 11, 1, 23, 59, 0, 0, time.UTC), time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 2, 23, 59, 59, 0, time.UTC), time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)}
+	for i, at := range days {
+		body := fmt.Sprintf(`{"type":"payment.completed","data":{"order_id":"O%d","txn_id":"T%d","amount":"1.00","currency":"USD"}}`, i, i)
+		if _, _, err := db.Append(context.Background(), &ipn.Notification{Gateway: "test", ReceivedAt: at,
+			ContentType: "application/json", Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := browser(t)
+	signIn(t, srv, c)
+	for q, want := range map[string]string{"from=2026-11-02&to=2026-11-02": "2,3", "from=2026-11-02": "2,3,4",
+		"to=2026-11-01": "1", "from=2026-11-04": "", "from=2026-11-01&to=2026-11-03&gateway=test": "1,2,3,4"} {
+		resp, page := do(t, c, "GET", srv.URL+"/notifications?"+q, nil)
+		var got []string
+		for id := 1; id <= 4; id++ {
+			if strings.Contains(page, fmt.Sprintf(`href="/notifications/%d"`, id)) {
+				got = append(got, fmt.Sprint(id))
+			}
+		}
+		if resp.StatusCode != 200 || strings.Join(got, ",") != want {
+			t.Errorf("/notifications?%s: %d, notifications %v, want %s", q, resp.StatusCode, got, want)
+		}
+	}
+	if _, page := do(t, c, "GET", srv.URL+"/notifications?from=yesterday", nil); !strings.Contains(page, "A date is YYYY-MM-DD.") {
+		t.Error("a bad date is not said")
+	}
+}

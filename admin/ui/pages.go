@@ -344,6 +344,7 @@ func (u *ui) search(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, search string) {
 	d := struct {
 		Gateway, State, Order string
+		From, To              string
 		Search                string
 		NextBefore            uint64
 		Gateways              []string
@@ -352,7 +353,7 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 		Next                  string
 		Error                 string
 		Limited               bool
-	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
+	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), From: q.Get("from"), To: q.Get("to"), Search: search,
 		Gateways: slices.Sorted(maps.Keys(u.gateways)),
 		States: []ipn.State{ipn.StateReceived, ipn.StateVerified, ipn.StateApplied, ipn.StateInvalid, ipn.StateFailed,
 			ipn.StateDuplicate}}
@@ -372,6 +373,31 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 	if b := q.Get("before"); b != "" {
 		f.Before, _ = strconv.ParseUint(b, 10, 64)
 	}
+	// The time range (UTC days, both included) is an id range: ids
+	// follow arrival.
+	day := func(s string, next int) (uint64, bool) {
+		t, err := time.Parse("2006-01-02", s)
+		if err != nil {
+			d.Error = "A date is YYYY-MM-DD."
+			return 0, false
+		}
+		id, err := u.o.Store.FirstIDAt(t.AddDate(0, 0, next))
+		if err != nil {
+			d.Error = "Cannot read the dates."
+			return 0, false
+		}
+		return id, true
+	}
+	if d.From != "" {
+		if id, ok := day(d.From, 0); ok && id > 0 {
+			f.After = id - 1
+		}
+	}
+	if d.To != "" {
+		if id, ok := day(d.To, 1); ok && (f.Before == 0 || id < f.Before) {
+			f.Before = id
+		}
+	}
 	items, err := u.o.Store.Find(f)
 	if err != nil {
 		u.fail(w, s, err)
@@ -382,7 +408,7 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 	}
 	if len(d.Items) == limit {
 		next := url.Values{}
-		for _, k := range []string{"gateway", "state", "order"} {
+		for _, k := range []string{"gateway", "state", "order", "from", "to"} {
 			if v := q.Get(k); v != "" {
 				next.Set(k, v)
 			}
