@@ -66,7 +66,7 @@ test:
 	if [ -n "$$note" ]; then printf "%b\n" "$$note"; fi; exit $$rc
 
 bench:
-	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal|BenchmarkOutbox|BenchmarkTLS|BenchmarkFulfil' -benchtime 1x -timeout 30m .
+	IPND_BENCH_SECONDS=$(BENCHSECS) $(GO) test -run '^$$' -bench 'BenchmarkIngest|BenchmarkPayPal|BenchmarkOutbox|BenchmarkTLS|BenchmarkFulfil|BenchmarkDashboard' -benchtime 1x -timeout 60m .
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store ./ipn ./notify
 
 fuzz:

@@ -116,6 +116,9 @@ func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
 	if err := outbox.Put(u64(it.ID), b); err != nil {
 		return err
 	}
+	if err := indexOutbox(tx, old, it); err != nil { // index.go
+		return err
+	}
 	due, counts := tx.Bucket(bucketOutboxDue), tx.Bucket(bucketOutboxCounts)
 	queue := tx.Bucket(bucketOutboxOrder)
 	wasPending := old != nil && old.State == ipn.OutboxPending

@@ -44,7 +44,12 @@ import (
 // tally apart from its value (orderlog.go), which a build that knows 5
 // would read as an order without facts or history; such orders of a
 // file at 5 or before move to that layout on open (migrateOrders).
-const SchemaVersion = 6
+// 7: the dashboard's indexes (index.go: notifications by gateway and
+// state, by identifier, hourly counts; outbox items by state, order and
+// notification), which a build that knows 6 would not keep up to date;
+// a file at 6 or before gets them on open (buildIndexes, in bounded
+// transactions that a restart resumes).
+const SchemaVersion = 7
 
 // Errors callers test with errors.Is.
 var (
@@ -296,6 +301,9 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := db.init(); err != nil {
 		return fail(err)
 	}
+	if err := db.buildIndexes(); err != nil {
+		return fail(err)
+	}
 	removeSnapshots(path) // a backup's snapshot left by a crash
 	if err := db.recoverJournal(); err != nil {
 		return fail(err)
@@ -340,7 +348,8 @@ func (db *DB) init() error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
-			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts} {
+			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts,
+			bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -375,8 +384,15 @@ func (db *DB) init() error {
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
-			if _, err := db.migrateOrders(tx); err != nil {
-				return fmt.Errorf("store: moving orders to schema 6: %w", err)
+			if got < 6 {
+				if _, err := db.migrateOrders(tx); err != nil {
+					return fmt.Errorf("store: moving orders to schema 6: %w", err)
+				}
+			}
+			// 6 -> 7: the indexes are built after this transaction
+			// (buildIndexes); from now on a build that knows 6 refuses the file.
+			if err := startIndexBuild(tx); err != nil {
+				return fmt.Errorf("store: indexes of schema 7: %w", err)
 			}
 		}
 		if meta.Get(keyCreated) == nil {
