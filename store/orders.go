@@ -333,12 +333,12 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			var it OutboxItem
-			if err := decodeValue(v, &it); err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			it, err := decodeOutbox(tx, binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
 			}
 			if state == "" || it.State == state {
-				out = append(out, it)
+				out = append(out, *it)
 			}
 		}
 		return nil
@@ -369,7 +369,11 @@ func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
 				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
 			}
 			if it.Notification == notification {
-				out = append(out, it)
+				full, err := decodeOutbox(tx, it.ID, v) // with its state
+				if err != nil {
+					return err
+				}
+				out = append(out, *full)
 			}
 		}
 		return nil

@@ -103,17 +103,15 @@ func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now tim
 
 // putOutbox writes it, keeps the due index and the counts (old: the item
 // before, nil when new).
+// The item itself is written only when it is new: a change writes its
+// state record (outboxstate.go).
 func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
-	b, err := encodeValue(it)
-	if err != nil {
-		return err
+	if old == nil {
+		if err := putOutboxBody(tx, it); err != nil {
+			return err
+		}
 	}
-	outbox := tx.Bucket(bucketOutbox)
-	// Ids are sequential and an item grows a little when it is sent:
-	// fuller pages than bbolt's default half-full split (measured: 2 KB
-	// of pages per item at 0.5, the item itself ~700 bytes).
-	outbox.FillPercent = 0.9
-	if err := outbox.Put(u64(it.ID), b); err != nil {
+	if err := putOutboxState(tx, it); err != nil {
 		return err
 	}
 	due, counts := tx.Bucket(bucketOutboxDue), tx.Bucket(bucketOutboxCounts)
@@ -198,7 +196,7 @@ func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote b
 		if cur != nil && cur.ID == id {
 			return cur, nil
 		}
-		it, err := getOutbox(tx, id)
+		it, err := getOutboxState(tx, id)
 		if errors.Is(err, ErrCorrupt) {
 			// Damaged while it waited: due at once (at the epoch), so that
 			// DueLane makes it dead, saying so, and lets the next go.
@@ -324,11 +322,7 @@ func getOutbox(tx *bolt.Tx, id uint64) (*ipn.OutboxItem, error) {
 	if v == nil {
 		return nil, fmt.Errorf("outbox item %d: %w", id, ErrNotFound)
 	}
-	var it ipn.OutboxItem
-	if err := decodeValue(v, &it); err != nil {
-		return nil, fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, id, err)
-	}
-	return &it, nil
+	return decodeOutbox(tx, id, v)
 }
 
 // dueKey is the due index key of a pending item: its lane (the effect
@@ -465,6 +459,9 @@ func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) (int, err
 			it := &ipn.OutboxItem{ID: old.ID, State: ipn.OutboxDead, Effect: ipn.Effect{Kind: old.Effect.Kind,
 				Cause: fmt.Sprintf("damaged/%d", old.ID)}, CreatedAt: now.UTC(),
 				LastError: "the stored item does not decode (" + old.LastError + "); its email or callback is lost unless a backup has it"}
+			if err := putOutboxBody(tx, it); err != nil {
+				return dead, err
+			}
 			if err := putOutbox(tx, &old, it); err != nil {
 				return dead, err
 			}
@@ -553,7 +550,7 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		released = false
 		for _, r := range results {
-			old, err := getOutbox(tx, r.ID)
+			old, err := getOutboxState(tx, r.ID)
 			if err != nil {
 				return err
 			}
@@ -578,7 +575,12 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			case ipn.OutboxSent:
 				it.SentAt = now.UTC()
 			case ipn.OutboxSkipped:
-				if err := db.noteSkipped(tx, &it, now); err != nil {
+				full, err := getOutbox(tx, r.ID) // (rare: a skip names the template)
+				if err != nil {
+					return err
+				}
+				full.LastError = it.LastError
+				if err := db.noteSkipped(tx, full, now); err != nil {
 					return err
 				}
 			}
