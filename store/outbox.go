@@ -384,7 +384,7 @@ func migrateOutboxDue(tx *bolt.Tx) error {
 // there is none). Items whose record is missing or does not decode are
 // not returned but listed in damaged (as the due index describes them),
 // so that one damaged item holds up nothing.
-func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.OutboxItem, next time.Time, damaged []ipn.OutboxItem, err error) {
+func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int, skip func(uint64) bool) (out []ipn.OutboxItem, next time.Time, damaged []ipn.OutboxItem, err error) {
 	prefix := append([]byte(kind), 0)
 	c := tx.Bucket(bucketOutboxDue).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -394,6 +394,9 @@ func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.Outb
 		}
 		if at.After(now) || len(out) >= max {
 			return out, at, damaged, nil
+		}
+		if skip != nil && skip(id) {
+			continue // (not read: the caller has it)
 		}
 		it, err := getOutbox(tx, id)
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
@@ -419,11 +422,18 @@ func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.Outb
 // is lost unless a backup has it), and a due entry without its item is
 // dropped: neither stalls the lane.
 func (db *DB) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+	return db.DueLaneSkipping(kind, now, max, nil)
+}
+
+// DueLaneSkipping is DueLane passing over the items for which skip
+// returns true (the worker's items in flight, still pending here),
+// without reading them.
+func (db *DB) DueLaneSkipping(kind string, now time.Time, max int, skip func(id uint64) bool) ([]ipn.OutboxItem, time.Time, error) {
 	var out, damaged []ipn.OutboxItem
 	var next time.Time
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		out, next, damaged, err = dueInLane(tx, kind, now, max)
+		out, next, damaged, err = dueInLane(tx, kind, now, max, skip)
 		return err
 	})
 	if err == nil && len(damaged) > 0 {
@@ -520,7 +530,7 @@ func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 				k, _ = c.Next()
 				continue
 			}
-			items, _, _, err := dueInLane(tx, kind, now, max)
+			items, _, _, err := dueInLane(tx, kind, now, max, nil)
 			if err != nil {
 				return err
 			}
