@@ -24,9 +24,15 @@ const shopSecret = "whsec_c2hvcC1jYWxsYmFjay1zZWNyZXQtZm9yLXRlc3Rz"
 // customer address prefix-i@example.com, from 8 clients at once.
 func postAll(t testing.TB, post func(string, string, map[string]any) int, prefix string, n int, extra map[string]any) {
 	t.Helper()
+	postAllClients(t, post, prefix, n, 8, extra)
+}
+
+// postAllClients is postAll from the given number of clients.
+func postAllClients(t testing.TB, post func(string, string, map[string]any) int, prefix string, n, clients int, extra map[string]any) {
+	t.Helper()
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range 8 {
+	for range clients {
 		wg.Go(func() {
 			for i := range next {
 				data := map[string]any{"order_id": fmt.Sprintf("%s-%d", prefix, i), "txn_id": fmt.Sprintf("T-%s-%d", prefix, i),
