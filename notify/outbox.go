@@ -334,7 +334,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken {
+		if woken && free == l.slots {
+			// Idle until now: let what is being queued gather. (A busy
+			// lane goes on: it would otherwise leave its slots idle for
+			// the delay at every wake-up, which come with every commit
+			// of the pipeline under load.)
 			select {
 			case <-ctx.Done():
 			case <-w.drain:
