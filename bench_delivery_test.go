@@ -24,7 +24,7 @@ type deliveryRun struct {
 	delay       time.Duration // the SMTP server's time per message
 	connections int           // email.connections
 	unrecorded  int           // email.unrecorded
-	shop        int           // shop.connections; 0: no shop
+	shop        int           // shop.connections; 0: no shop, -1: its default
 }
 
 // deliveryRates are what a run measured: emails and callbacks per second
@@ -66,9 +66,9 @@ func (s *span) count() int {
 	return s.n
 }
 
-// setting is a config line, none for 0 (the default).
+// setting is a config line, none for 0 or less (the default).
 func setting(key string, v int) string {
-	if v == 0 {
+	if v <= 0 {
 		return ""
 	}
 	return fmt.Sprintf("%s = %d\n", key, v)
@@ -90,7 +90,7 @@ func runDelivery(b *testing.B, r deliveryRun) deliveryRates {
 		return nil
 	}
 	shop := ""
-	if r.shop > 0 {
+	if r.shop != 0 {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			io.Copy(io.Discard, req.Body)
 			<-gate
@@ -151,7 +151,7 @@ secret = %q
 		}
 		return n
 	}
-	for deadline := time.Now().Add(5 * time.Minute); queued("email_customer") < r.n || r.shop > 0 && queued("shop_callback") < r.n; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Minute); queued("email_customer") < r.n || r.shop != 0 && queued("shop_callback") < r.n; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b.Fatalf("after 5 minutes: %d emails and %d callbacks queued", queued("email_customer"), queued("shop_callback"))
 		}
@@ -167,13 +167,13 @@ secret = %q
 	}
 	start := time.Now()
 	close(gate)
-	for deadline := time.Now().Add(5 * time.Minute); emails.count() < r.n || r.shop > 0 && calls.count() < r.n; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Minute); emails.count() < r.n || r.shop != 0 && calls.count() < r.n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b.Fatalf("after 5 minutes: %d emails, %d callbacks", emails.count(), calls.count())
 		}
 	}
 	out := deliveryRates{emails: float64(r.n) / emails.last.Sub(start).Seconds()}
-	if r.shop > 0 {
+	if r.shop != 0 {
 		out.callbacks = float64(r.n) / calls.last.Sub(start).Seconds()
 	}
 	return out
