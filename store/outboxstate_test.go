@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -52,26 +53,38 @@ func TestOutboxResultLeavesItem(t *testing.T) {
 	}
 }
 
-// An item queued before schema 8 has no state record: it reads as its
-// JSON says, its result is recorded in a new state record, and the
-// order queue of its lane goes on.
+// An item queued before schema 8 has no state record: a file at 6 opens
+// as 8 without rewriting anything, the item reads as its JSON says, its
+// result is recorded in a new state record, and the order queue of its
+// lane goes on.
 func TestOutboxItemBeforeStateRecords(t *testing.T) {
-	db := mustOpen(t)
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	queuePaid(t, db, "O1", now)
 	queuePaid(t, db, "O1b", now)
-	calls, _ := lane(t, db, ipn.EffectShopCallback, now)
-	if len(calls) != 2 {
-		t.Fatalf("%d callbacks due, want 2", len(calls))
-	}
 	// As schema 6 left it: the state in the item, no state records.
 	db.bolt.Update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketOutboxState); err != nil {
 			return err
 		}
-		_, err := tx.CreateBucket(bucketOutboxState)
-		return err
+		return tx.Bucket(bucketMeta).Put(keySchema, u64(6))
 	})
+	db.Close()
+	db = reopen(t, path)
+	db.bolt.View(func(tx *bolt.Tx) error {
+		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != 8 {
+			t.Errorf("schema after open = %d, want 8", got)
+		}
+		if n := tx.Bucket(bucketOutboxState).Stats().KeyN; n != 0 {
+			t.Errorf("%d state records written on upgrade, want none", n)
+		}
+		return nil
+	})
+	calls, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(calls) != 2 {
+		t.Fatalf("%d callbacks due, want 2", len(calls))
+	}
 	got, err := db.GetOutbox(calls[0].ID)
 	if err != nil || got.State != ipn.OutboxPending || got.Attempts != 0 || got.Effect.Event == nil {
 		t.Fatalf("item without a state record = %+v, %v", got, err)

@@ -384,8 +384,12 @@ func (db *DB) init() error {
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
-			if _, err := db.migrateOrders(tx); err != nil {
-				return fmt.Errorf("store: moving orders to schema 6: %w", err)
+			// 6 -> 8 rewrite nothing (an outbox item without a state
+			// record reads as its JSON says): no scan of the orders.
+			if got < 6 {
+				if _, err := db.migrateOrders(tx); err != nil {
+					return fmt.Errorf("store: moving orders to schema 6: %w", err)
+				}
 			}
 		}
 		if meta.Get(keyCreated) == nil {
