@@ -33,31 +33,19 @@ type deliveryRun struct {
 // they let go), so that ingest and apply do not set the pace.
 type deliveryRates struct{ emails, callbacks float64 }
 
-// span records the times of the first and last of n events.
+// span counts events and records the time of the last.
 type span struct {
-	mu          sync.Mutex
-	n           int
-	first, last time.Time
+	mu   sync.Mutex
+	n    int
+	last time.Time
 }
 
 func (s *span) add() {
 	now := time.Now()
 	s.mu.Lock()
-	if s.n == 0 {
-		s.first = now
-	}
 	s.n++
 	s.last = now
 	s.mu.Unlock()
-}
-
-func (s *span) rate() float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n < 2 {
-		return 0
-	}
-	return float64(s.n-1) / s.last.Sub(s.first).Seconds()
 }
 
 func (s *span) count() int {
