@@ -92,10 +92,11 @@ const storeRetryCap = 30 * time.Second
 // connections, shop callbacks and script runs each with their own bounded
 // concurrency. A lane scans only its own due items, so a slow or dead
 // destination delays nothing but its own lane. Each result is recorded as
-// soon as it is known (results arriving together share a transaction), and
-// a connection sends its next email only once the previous one is
-// recorded as sent: a crash repeats at most the items in flight, one per
-// SMTP connection and one per concurrent callback or script. Failures are
+// soon as it is known (the results of every lane arriving together share
+// a transaction), and a connection sends its next email only while at
+// most EmailUnrecorded-1 of its sent ones wait for their record: a crash
+// repeats at most EmailUnrecorded emails per SMTP connection and one
+// item per concurrent callback or script slot. Failures are
 // retried with backoff and jitter until the kind's attempt limit, then
 // the item is dead (listed by the API, retryable by hand); an item with
 // nothing to send to is skipped. The store hands out the callbacks and
