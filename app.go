@@ -227,11 +227,11 @@ func (a *app) start(errc chan<- error) error {
 // (synchronously, so that a port in use fails the start) and sets up the
 // public and admin servers on them.
 func (a *app) listen(cfg *Config, tlsSvc *tlsService, errLog *log.Logger) (pub, adm *listener, err error) {
-	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
+	pubLn, err := listenTCP(cfg.Server.Listen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server.listen: %w", err)
 	}
-	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	admLn, err := listenTCP(cfg.Admin.Listen)
 	if err != nil {
 		pubLn.Close()
 		return nil, nil, fmt.Errorf("admin.listen: %w", err)
