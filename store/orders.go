@@ -77,6 +77,23 @@ func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	return o, mapClosed(err)
 }
 
+// OrderHeader returns the order with the given id, or ErrNotFound,
+// without the facts and history kept apart from it (see orderlog.go; a
+// small order has its few inside): one read, however long the order
+// (the outbox worker reads it for the emails it renders).
+func (db *DB) OrderHeader(id string) (*ipn.Order, error) {
+	var o *ipn.Order
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		so, err := getStoredOrder(tx, id)
+		if err == nil && so == nil {
+			err = fmt.Errorf("order %q: %w", id, ErrNotFound)
+		}
+		o = orderOrNil(so)
+		return err
+	})
+	return o, mapClosed(err)
+}
+
 // ListOrders returns orders (without their facts, history and txn ids:
 // GetOrder has them) by last change, newest first, after the
 // cursor before (OrderCursor of the last order of the previous page; ""
@@ -344,12 +361,12 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			var it OutboxItem
-			if err := decodeValue(v, &it); err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			it, err := decodeOutbox(tx, binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
 			}
 			if state == "" || it.State == state {
-				out = append(out, it)
+				out = append(out, *it)
 			}
 		}
 		return nil

@@ -49,7 +49,14 @@ import (
 // notification), which a build that knows 6 would not keep up to date;
 // a file at 6 or before gets them on open (buildIndexes, in bounded
 // transactions that a restart resumes).
-const SchemaVersion = 7
+// 8: a change to an outbox item (a delivery result, a retry, a discard)
+// is written to its state record (bucket outbox_state, outboxstate.go),
+// not to the item, which a build that knows 7 would not read: it would
+// see every item as it was queued, pending, and send it again. Nothing
+// is rewritten on upgrade: an item without a state record is as its
+// JSON says until its first change, so the move costs no time on open
+// and there is nothing to resume after a crash.
+const SchemaVersion = 8
 
 // Errors callers test with errors.Is.
 var (
@@ -349,7 +356,8 @@ func (db *DB) init() error {
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
 			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts,
-			bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus} {
+			bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus,
+			bucketOutboxState} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -384,6 +392,8 @@ func (db *DB) init() error {
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
+			// 7 -> 8 rewrites nothing (an outbox item without a state
+			// record reads as its JSON says).
 			if got < 6 {
 				if _, err := db.migrateOrders(tx); err != nil {
 					return fmt.Errorf("store: moving orders to schema 6: %w", err)
@@ -391,8 +401,10 @@ func (db *DB) init() error {
 			}
 			// 6 -> 7: the indexes are built after this transaction
 			// (buildIndexes); from now on a build that knows 6 refuses the file.
-			if err := startIndexBuild(tx); err != nil {
-				return fmt.Errorf("store: indexes of schema 7: %w", err)
+			if got < 7 {
+				if err := startIndexBuild(tx); err != nil {
+					return fmt.Errorf("store: indexes of schema 7: %w", err)
+				}
 			}
 		}
 		if meta.Get(keyCreated) == nil {

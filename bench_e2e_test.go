@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// BenchmarkE2E is the measurement of issue 23: one ipnd on its default
+// delivery settings (run serve in this process, default log level), 64
+// clients posting N payment.completed notifications, each creating an
+// order with a customer email; the go-smtp server the tests use and a
+// shop on loopback, both answering at once. A bare httprouter server
+// takes the same N posts from the same 64 clients first, in the same run,
+// as the baseline of the ingest rate. It prints, per stage: ingest
+// acknowledged/s (ratio to bare, p99), applied to orders/s (the metrics'
+// processed counter, polled), customer emails accepted/s, shop callbacks
+// answered 2xx/s, end to end (the last email and callback) and the
+// largest RssAnon seen during the run. The daemon runs in this process,
+// so RssAnon (read from /proc/self/status) is the daemon's with the
+// clients', the SMTP server's and the shop's heaps added.
+//
+// IPND_E2E_N sets N (default 60,000). make bench runs it.
+func BenchmarkE2E(b *testing.B) {
+	n := 60000
+	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_N")); err == nil && v > 0 {
+		n = v
+	}
+	for i := range b.N {
+		bare := bareServer(b) // http://addr/ipn/test: signedPoster's /ipn/shop matches the route
+		bareRes := e2ePost(b, strings.TrimSuffix(bare, "/ipn/test"), fmt.Sprintf("bare%d", i), n)
+		r := e2eRun(b, fmt.Sprintf("E%d", i), n)
+		fmt.Printf("\ne2e: %d payment.completed (order + customer email + shop callback each), 64 clients, GOMAXPROCS=%d, load average at start %s\n",
+			n, runtimeProcs(), r.load)
+		fmt.Printf("  %-34s %9.0f/s  p99 %s (%d errors)\n", "bare httprouter server, 200", bareRes.rate(), bareRes.p99.Round(10*time.Microsecond), bareRes.errors)
+		fmt.Printf("  %-34s %9.0f/s  p99 %s, %.2fx bare (%d errors)\n", "ingest, acknowledged", r.ingest.rate(), r.ingest.p99.Round(10*time.Microsecond),
+			r.ingest.rate()/bareRes.rate(), r.ingest.errors)
+		fmt.Printf("  %-34s %9.0f/s  (all applied %.1f s after the first post)\n", "applied to orders", float64(n)/r.applied.Seconds(), r.applied.Seconds())
+		fmt.Printf("  %-34s %9.0f/s  (last at %.1f s)\n", "customer emails accepted (SMTP)", float64(n)/r.emails.Seconds(), r.emails.Seconds())
+		fmt.Printf("  %-34s %9.0f/s  (last at %.1f s)\n", "shop callbacks answered 2xx", float64(n)/r.callbacks.Seconds(), r.callbacks.Seconds())
+		e2e := max(r.emails, r.callbacks)
+		fmt.Printf("  %-34s %9.0f/s  %.1f s for all\n", "end to end (last email and callback)", float64(n)/e2e.Seconds(), e2e.Seconds())
+		fmt.Printf("  %-34s %9.1f MB (max of /proc/self/status every 100 ms; in-process: daemon + clients + SMTP + shop)\n", "RssAnon", float64(r.rssAnon)/(1<<20))
+		b.ReportMetric(r.ingest.rate(), "ingest/s")
+		b.ReportMetric(r.ingest.rate()/bareRes.rate(), "ingest-ratio")
+		b.ReportMetric(float64(r.ingest.p99.Microseconds())/1000, "ingest-p99-ms")
+		b.ReportMetric(float64(n)/r.applied.Seconds(), "applied/s")
+		b.ReportMetric(float64(n)/r.emails.Seconds(), "emails/s")
+		b.ReportMetric(float64(n)/r.callbacks.Seconds(), "callbacks/s")
+		b.ReportMetric(float64(n)/e2e.Seconds(), "e2e/s")
+		b.ReportMetric(float64(r.rssAnon)/(1<<20), "rssanon-MB")
+	}
+}
+
+// e2eResult is what one e2eRun measured; durations from the first post.
+type e2eResult struct {
+	ingest                     loadResult
+	applied, emails, callbacks time.Duration
+	rssAnon                    int64
+	load                       string
+}
+
+// e2ePost posts n payments (prefix-0 .. prefix-(n-1)) to the receiver at
+// base from 64 clients with postAll, timing each request.
+func e2ePost(b *testing.B, base, prefix string, n int) loadResult {
+	post := signedPoster(b, func() string { return base }, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	var (
+		mu   sync.Mutex
+		lats = make([]time.Duration, 0, n)
+		errs atomic.Int64
+	)
+	timed := func(msgID, typ string, data map[string]any) int {
+		t0 := time.Now()
+		code := post(msgID, typ, data)
+		d := time.Since(t0)
+		if code != 200 {
+			errs.Add(1)
+			return code
+		}
+		mu.Lock()
+		lats = append(lats, d)
+		mu.Unlock()
+		return code
+	}
+	start := time.Now()
+	postAllClients(b, timed, prefix, n, 64, nil)
+	return loadResult{errors: int(errs.Load()), elapsed: time.Since(start)}.add(loadResult{lats: lats, reqs: len(lats)})
+}
+
+// e2eRun starts ipnd (its own directory, default delivery settings), a
+// go-smtp server and a shop, posts n payments and waits until every one
+// is applied, emailed and called back.
+func e2eRun(b *testing.B, prefix string, n int) e2eResult {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	var accepted, answered atomic.Int64
+	smtpd := newFakeSMTP(b, "127.0.0.1:0")
+	smtpd.mu.Lock()
+	smtpd.forget = true // a relay passes mail on; it does not keep 60,000 messages in this heap
+	smtpd.answer = func(rcpt string, _ int) *smtp.SMTPError {
+		if strings.HasPrefix(rcpt, prefix+"-") {
+			accepted.Add(1)
+		}
+		return nil
+	}
+	smtpd.mu.Unlock()
+	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		answered.Add(1)
+	}))
+	defer shop.Close()
+	dir := b.TempDir()
+	cfg := writeTestConfig(b, dir, fmt.Sprintf(`[smtp]
+host = "127.0.0.1"
+port = %s
+tls = "none"
+from = "Shop <shop@example.com>"
+[shop]
+url = %q
+secret = %q
+[[gateway]]
+name = "shop"
+kind = "standard-webhooks"
+secret = %q
+`, smtpd.port(), shop.URL, shopSecret, secret))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	defer func() { cancel(); <-done }()
+	waitForTB(b, "ipnd listening", 10*time.Second, func() bool {
+		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
+		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err1 == nil && err2 == nil
+	})
+	addr := func(which string) string {
+		a, _ := os.ReadFile(filepath.Join(dir, which+".addr"))
+		return strings.TrimSpace(string(a))
+	}
+	adminAddr := []byte(addr("admin"))
+	applied := func() int64 {
+		for _, l := range strings.Split(adminGet(adminAddr, "/metrics"), "\n") {
+			if v, ok := strings.CutPrefix(l, `ipnd_notifications_processed_total{gateway="shop",result="applied"} `); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return int64(f)
+			}
+		}
+		return 0
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	var r e2eResult
+	r.load = strings.Join(strings.Fields(string(load))[:3], " ")
+
+	// RssAnon, sampled until the end.
+	var rss atomic.Int64
+	stopRSS := make(chan struct{})
+	rssDone := make(chan struct{})
+	go func() {
+		defer close(rssDone)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := rssAnon(); v > rss.Load() {
+				rss.Store(v)
+			}
+			select {
+			case <-stopRSS:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n) })
+	// The applied counter is polled every 50 ms by the admin API; emails
+	// and callbacks are counted as they arrive, polled every 5 ms.
+	wg.Go(func() {
+		for deadline := start.Add(10 * time.Minute); applied() < int64(n); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Errorf("after 10 minutes: %d applied", applied())
+				return
+			}
+		}
+		r.applied = time.Since(start)
+	})
+	for deadline := start.Add(10 * time.Minute); r.emails == 0 || r.callbacks == 0; time.Sleep(5 * time.Millisecond) {
+		if r.emails == 0 && accepted.Load() >= int64(n) {
+			r.emails = time.Since(start)
+		}
+		if r.callbacks == 0 && answered.Load() >= int64(n) {
+			r.callbacks = time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("after 10 minutes: %d emails, %d callbacks", accepted.Load(), answered.Load())
+		}
+	}
+	wg.Wait()
+	close(stopRSS)
+	<-rssDone
+	r.rssAnon = rss.Load()
+	return r
+}
+
+// rssAnon is this process's RssAnon in bytes (0 when unknown).
+func rssAnon() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
