@@ -424,9 +424,9 @@ func TestIndexMigrationFromSchema6(t *testing.T) {
 	}
 	b.View(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
-		if v := m.Get(keyIndexBuild); len(v) != 9 || v[0] != buildNotifications || getU64(m.Get(keySchema)) != 7 {
-			t.Errorf("after the stop: build mark %q, schema %d; want a build under way and schema 7 (a build of 6 refuses)",
-				v, getU64(m.Get(keySchema)))
+		if v := m.Get(keyIndexBuild); len(v) != 9 || v[0] != buildNotifications || getU64(m.Get(keySchema)) != SchemaVersion {
+			t.Errorf("after the stop: build mark %q, schema %d; want a build under way and schema %d (a build of 6 refuses)",
+				v, getU64(m.Get(keySchema)), SchemaVersion)
 		}
 		return nil
 	})
