@@ -555,7 +555,8 @@ func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 // transaction. A result for an item that changed since it was taken (no
 // longer pending, or reset by a manual retry) is skipped. A result that
 // says the item was not attempted keeps its attempt count and records
-// its retry time and why. A skipped item of an order leaves a line with
+// its retry time and why. A result for an item that is gone or whose
+// record does not decode is passed over. A skipped item of an order leaves a line with
 // the reason in the order's history. An item of an order's callback or
 // script queue that is sent, dead or skipped makes the next one due.
 func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
@@ -564,6 +565,13 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 		released = false
 		for _, r := range results {
 			old, err := getOutboxState(tx, r.ID)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+				// Gone, or its record no longer reads: nothing to record
+				// (a damaged item goes dead with its reason at the next
+				// scan of its lane). The other results of the batch —
+				// every lane's — are recorded all the same.
+				continue
+			}
 			if err != nil {
 				return err
 			}

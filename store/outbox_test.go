@@ -503,3 +503,22 @@ func TestDamagedWaitingItemOfAnOrderQueue(t *testing.T) {
 		t.Errorf("callbacks pending %d, dead %d; want 1 (A2's), 1 (the damaged one)", p, d)
 	}
 }
+
+// The recorder commits the results of every lane together: a result for
+// an item that is gone or whose record no longer reads must not keep the
+// other results of the batch from being recorded (else the whole batch is
+// retried forever and every lane waits for it).
+func TestFinishOutboxOneBadResultDoesNotBlockTheBatch(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	mails, _ := lane(t, db, ipn.EffectEmailCustomer, now)
+	it := mails[0]
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: 1 << 40, State: ipn.OutboxSent, Attempts: 1},
+		{ID: it.ID, State: ipn.OutboxSent, Attempts: 1}}, now); err != nil {
+		t.Fatalf("a result for an item that is gone failed the batch: %v", err)
+	}
+	if c, _ := db.OutboxCounts(); c[OutboxSent][ipn.EffectEmailCustomer] != 1 {
+		t.Errorf("the good result was not recorded: counts = %v", c)
+	}
+}
