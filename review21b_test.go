@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +75,42 @@ func TestBulkReplayOfAppliedSendsNothingAgain(t *testing.T) {
 	}
 	if n := len(shop.forOrder("R-1")); n != callbacks {
 		t.Errorf("shop callbacks after two replays: %d, want %d", n, callbacks)
+	}
+}
+
+// TestDashboardForgedCursorsAndDates: forged page cursors and bad dates
+// on the dashboard and the admin API answer 400 or an error on the page,
+// never a 500.
+func TestDashboardForgedCursorsAndDates(t *testing.T) {
+	fake := newFakePayPal(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, payPalConfig(t, dir, fake.srv.URL+"/cgi-bin/webscr", ""))
+	body := ipnBody("txn_id", "T-1", "invoice", "ORDER-1")
+	fake.remember(body)
+	if code := d.postIPN("paypal", body); code != 200 {
+		t.Fatalf("IPN: %d", code)
+	}
+	d.waitState(1, "applied")
+	b := signInDash(t, d)
+	for _, p := range []string{
+		"/orders?before=%25%25%25", "/orders?before=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/orders?before=____", "/orders?status=paid&before=%FF%FE",
+		"/orders?status=paid&before=AAAA", "/notifications?before=18446744073709551615", "/notifications?before=99999999999999999999999",
+		"/notifications?from=2026-13-45", "/notifications?from=9999-12-31&to=9999-12-31", "/notifications?to=0000-01-01",
+		"/notifications?from=2099-01-01", "/notifications?from=2026-01-02&to=2026-01-01", "/notifications?state=%00",
+		"/notifications-replay?gateway=%00", "/notifications?order=" + strings.Repeat("x", 5000),
+	} {
+		resp, page := b.get(p)
+		if resp.StatusCode >= 500 {
+			t.Errorf("GET %s: %d\n%s", p, resp.StatusCode, page)
+		}
+		if strings.HasPrefix(p, "/notifications?from=2099") && strings.Contains(page, "/notifications/1\"") {
+			t.Errorf("GET %s lists notification 1 (received before)", p)
+		}
+	}
+	for _, p := range []string{"/api/orders?before=%25%25", "/api/orders?status=paid&before=AAAA", "/api/notifications?before=abc",
+		"/api/notifications?before=99999999999999999999999"} {
+		if st := d.api("GET", p, nil, nil); st >= 500 {
+			t.Errorf("GET %s: %d", p, st)
+		}
 	}
 }
