@@ -104,3 +104,52 @@ func slicesIndex(s []string, v string) int {
 	}
 	return -1
 }
+
+// TestDecodedBodiesAreEscaped: a body in an odd charset whose bytes
+// decode to markup (UTF-16, windows-1252, a form's fields) is shown as
+// text, and malformed or large bodies in multi-byte charsets render.
+func TestDecodedBodiesAreEscaped(t *testing.T) {
+	srv, db, _ := newDashboard(t)
+	utf16 := func(s string) []byte {
+		var b []byte
+		for _, r := range s {
+			b = append(b, byte(r), 0)
+		}
+		return b
+	}
+	var many strings.Builder
+	for i := range 9000 {
+		fmt.Fprintf(&many, "k%d=%%3Cscript%%3E&", i)
+	}
+	bodies := []struct{ ct, body string }{
+		{"text/plain; charset=utf-16le", string(utf16("<script>alert(1)</script>"))},
+		{"text/plain; charset=windows-1252", "<script>alert(1)</script>\x93"},
+		{"application/x-www-form-urlencoded", "charset=utf-16le&%3Cscript%3E=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E"},
+		{"application/x-www-form-urlencoded; charset=shift_jis", many.String()},
+		{"text/plain; charset=shift_jis", strings.Repeat("\xff\x81<", 20000)},
+		{"text/plain; charset=iso-2022-jp", strings.Repeat("\x1b$B<script>", 5000)},
+		{"text/plain; charset=replacement", "<script>"},
+		{"text/plain; charset=\x00\xff<b>", "<script>"},
+	}
+	var batch []*ipn.Notification
+	for i, b := range bodies {
+		batch = append(batch, &ipn.Notification{Gateway: "test", ReceivedAt: time.Now(), ContentType: b.ct, Body: []byte(b.body),
+			DedupKey: fmt.Sprint("x", i)})
+	}
+	if err := db.BulkAppend(batch); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	signIn(t, srv, c)
+	for i := range bodies {
+		resp, page := do(t, c, "GET", fmt.Sprintf("%s/notifications/%d", srv.URL, i+1), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("body %d (%s): %d", i+1, bodies[i].ct, resp.StatusCode)
+		}
+		for _, bad := range []string{"<script>", "<img", "<b>"} {
+			if strings.Contains(page, bad) {
+				t.Errorf("body %d (%s): %q unescaped in the page", i+1, bodies[i].ct, bad)
+			}
+		}
+	}
+}
