@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -61,5 +63,85 @@ func TestIndexAfterBulkReplayAndPurge(t *testing.T) {
 		if ids := findAll(t, db, q); len(ids) == 0 {
 			t.Errorf("Find(%+v) after the purge: nothing (the order and txn ids are kept)", q)
 		}
+	}
+}
+
+// TestOutboxStateIndexAcrossSchema8: a file at schema 6 holding a dead
+// outbox item (its state in its JSON) opens at 8 with the item indexed
+// as dead; a retry (recorded in a state record) removes its entry, and
+// a result recorded through FinishOutbox (the state record path) puts
+// it back, with no stale entry left at any step.
+func TestOutboxStateIndexAcrossSchema8(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := openAt(t, path, Options{})
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	calls, _ := lane(t, db, ipn.EffectShopCallback, now)
+	if len(calls) != 1 {
+		t.Fatalf("%d callbacks due, want 1", len(calls))
+	}
+	id := calls[0].ID
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: id, State: ipn.OutboxDead, Attempts: 1, Error: "boom"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	// As schema 6 left it: the state in the item, no state records, no indexes.
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		it, err := decodeOutbox(tx, id, tx.Bucket(bucketOutbox).Get(u64(id)))
+		if err != nil {
+			return err
+		}
+		b, err := encodeValue(it)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketOutbox).Put(u64(id), b); err != nil {
+			return err
+		}
+		for _, name := range append([][]byte{bucketOutboxState}, indexBuckets...) {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, u64(6))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = reopen(t, path)
+	entries := func() (keys []string) {
+		db.bolt.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketIxOutState).ForEach(func(k, _ []byte) error {
+				keys = append(keys, fmt.Sprintf("%q", k))
+				return nil
+			})
+		})
+		return keys
+	}
+	dead := func() []uint64 {
+		items, err := db.OutboxByState(ipn.OutboxDead, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, it := range items {
+			ids = append(ids, it.ID)
+		}
+		return ids
+	}
+	if got := dead(); len(got) != 1 || got[0] != id || len(entries()) != 1 {
+		t.Fatalf("after the upgrade: dead %v, index %v; want [%d] and one entry", got, entries(), id)
+	}
+	if _, err := db.RetryOutbox(id, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := dead(); len(got) != 0 || len(entries()) != 0 {
+		t.Fatalf("after a retry: dead %v, index %v; want none", got, entries())
+	}
+	if err := db.FinishOutbox([]ipn.OutboxResult{{ID: id, State: ipn.OutboxDead, Attempts: 1, Error: "boom again"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := dead(); len(got) != 1 || got[0] != id || len(entries()) != 1 {
+		t.Fatalf("after a dead result: dead %v, index %v; want [%d] and one entry", got, entries(), id)
 	}
 }
