@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	bolt "go.etcd.io/bbolt"
 	"path/filepath"
@@ -143,5 +144,45 @@ func TestOutboxStateIndexAcrossSchema8(t *testing.T) {
 	}
 	if got := dead(); len(got) != 1 || got[0] != id || len(entries()) != 1 {
 		t.Fatalf("after a dead result: dead %v, index %v; want [%d] and one entry", got, entries(), id)
+	}
+}
+
+// TestDamagedRecordsDoNotEmptyTheLists: one notification whose log
+// record and another whose state record no longer decode (a bit flip)
+// made every listing that reached them fail: the dashboard's
+// notifications page (unfiltered, by gateway, by state) answered 500
+// and its date filter could not be read. They are left out of the lists
+// now (their own page, Get, reports the damage), the others listed.
+func TestDamagedRecordsDoNotEmptyTheLists(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	badLog := payOutcome(t, db, "A1", "T1", now)
+	badState := payOutcome(t, db, "B2", "T2", now)
+	good := payOutcome(t, db, "C3", "T3", now)
+	db.Pending(now, 100)
+	if _, err := db.Finish([]ipn.Outcome{badLog, badState, good}, good.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketLog).Put(u64(badLog.ID), []byte("\x00garbage")); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketState).Put(u64(badState.ID), []byte("\x00garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []Query{{}, {Gateway: "g"}, {State: ipn.StateApplied}, {Before: good.ID + 1}, {Term: "T3"}} {
+		items, err := db.Find(q)
+		if err != nil || len(items) != 1 || items[0].Notification.ID != good.ID {
+			t.Errorf("Find(%+v): %d items, %v; want notification %d only", q, len(items), err, good.ID)
+		}
+	}
+	for _, at := range []time.Time{{}, now, time.Now().Add(time.Hour)} {
+		if _, err := db.FirstIDAt(at); err != nil {
+			t.Errorf("FirstIDAt(%s): %v", at, err)
+		}
+	}
+	if _, _, err := db.Get(badLog.ID); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Get of the damaged record: %v, want ErrCorrupt", err)
 	}
 }

@@ -1165,6 +1165,9 @@ func (db *DB) List(f Filter) ([]Item, error) {
 				continue
 			}
 			n, err := decodeRecord(id, v)
+			if errors.Is(err, ErrCorrupt) {
+				continue // damaged: left out of the list (Get reports it)
+			}
 			if err != nil {
 				return err
 			}
@@ -1172,6 +1175,9 @@ func (db *DB) List(f Filter) ([]Item, error) {
 				continue
 			}
 			p, err := processing(tx, n)
+			if errors.Is(err, ErrCorrupt) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
