@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,10 @@ import (
 // so RssAnon (read from /proc/self/status) is the daemon's with the
 // clients', the SMTP server's and the shop's heaps added.
 //
-// IPND_E2E_N sets N (default 60,000). make bench runs it.
+// IPND_E2E_N sets N (default 60,000). IPND_E2E_PROFILE=prefix writes CPU
+// profiles of the daemon's run: prefix.ingest.cpu while the clients post,
+// prefix.drain.cpu from then until the last email and callback (not with
+// -test.cpuprofile). make bench runs it.
 func BenchmarkE2E(b *testing.B) {
 	n := 60000
 	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_N")); err == nil && v > 0 {
@@ -182,13 +186,40 @@ secret = %q
 		}
 	}()
 
+	profile := os.Getenv("IPND_E2E_PROFILE")
+	startProfile := func(name string) {
+		if profile == "" {
+			return
+		}
+		pprof.StopCPUProfile()
+		f, err := os.Create(profile + "." + name + ".cpu")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer func() {
+		if profile != "" {
+			pprof.StopCPUProfile()
+		}
+	}()
+
+	startProfile("ingest")
 	start := time.Now()
 	var wg sync.WaitGroup
-	wg.Go(func() { r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n) })
-	// The applied counter is polled every 50 ms by the admin API; emails
-	// and callbacks are counted as they arrive, polled every 5 ms.
 	wg.Go(func() {
-		for deadline := start.Add(10 * time.Minute); applied() < int64(n); time.Sleep(50 * time.Millisecond) {
+		r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n)
+		startProfile("drain")
+	})
+	// The applied counter is polled every 200 ms on the admin API's
+	// /metrics (a scrape reads the pipeline's lag: polled more often, it
+	// would weigh on what it measures); emails and callbacks are counted
+	// as they arrive, polled every 5 ms.
+	wg.Go(func() {
+		for deadline := start.Add(10 * time.Minute); applied() < int64(n); time.Sleep(200 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				b.Errorf("after 10 minutes: %d applied", applied())
 				return

@@ -31,11 +31,20 @@ var ErrCorrupt = errors.New("corrupt record")
 // codec.go) when that makes it shorter. The body's bytes come back
 // exactly as received.
 func encodeRecord(n *ipn.Notification) []byte {
-	plain := plainRecord(n)
-	if packed := recordPacker.pack(plain); len(packed) >= minRecord {
+	return packRecord(plainRecord(n))
+}
+
+// packRecord is the plain record rec packed, when that is shorter (and
+// not below minRecord); a record packed already (a journal written by an
+// earlier build) is returned as it is.
+func packRecord(rec []byte) []byte {
+	if len(rec) == 0 || rec[0] == tagRecord {
+		return rec
+	}
+	if packed := recordPacker.pack(rec); len(packed) >= minRecord {
 		return packed
 	}
-	return plain
+	return rec
 }
 
 // minRecord is the least length of a record (the journal's minFrame

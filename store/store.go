@@ -443,7 +443,9 @@ func (db *DB) Append(_ context.Context, n *ipn.Notification) (id uint64, dup boo
 			db.announceStored(id, n) // live events (events.go)
 		}
 	}()
-	r := &appendReq{key: dedupKey(n.Gateway, n.DedupKey), rec: encodeRecord(n), signal: make(chan bool, 1)}
+	// The journal takes the record plain: packing it (for bbolt) is the
+	// applier's work, off the request's path (see putJournaled).
+	r := &appendReq{key: dedupKey(n.Gateway, n.DedupKey), rec: plainRecord(n), signal: make(chan bool, 1)}
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()
@@ -696,16 +698,22 @@ func (db *DB) putJournaled(recs []journaled) (err error) {
 			err = fmt.Errorf("store: apply: panic: %v", p)
 		}
 	}()
+	// Packed before the transaction, so that bbolt's writer lock is not
+	// held meanwhile; the journal holds them plain (Append).
+	packed := make([][]byte, len(recs))
+	for i, r := range recs {
+		packed[i] = packRecord(r.rec)
+	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		log.FillPercent = 1.0 // sequential keys: fill pages completely
 		dedup := tx.Bucket(bucketDedup)
 		seq := log.Sequence()
-		for _, r := range recs {
+		for i, r := range recs {
 			if r.id <= seq {
 				continue
 			}
-			if err := log.Put(u64(r.id), r.rec); err != nil {
+			if err := log.Put(u64(r.id), packed[i]); err != nil {
 				return err
 			}
 			seq = r.id
