@@ -92,7 +92,7 @@ type ReceiverOptions struct {
 	// first and last ids: a burst costs a line a second, not one per
 	// request. 0: 20; negative: one line per notification always.
 	StoredLogPerSecond int
-	Now            func() time.Time // nil: time.Now
+	Now                func() time.Time // nil: time.Now
 	// Ready, when set, tells GET /healthz whether ingest takes
 	// notifications (nil) or answers 503 (the reason, which stays on the
 	// admin listener's /healthz: the public one says only that).
@@ -124,14 +124,14 @@ type storedLogKey struct {
 
 // storedLog samples one stream of lines (see StoredLogPerSecond).
 type storedLog struct {
-	mu          sync.Mutex
-	second      time.Time // start of the current second
-	lines       int       // logged in full in it
-	count       int       // past them: counted, logged at its end
-	low, high   uint64    // their lowest and highest ids
-	bytes       int
-	slowest     time.Duration
-	flush       *time.Timer
+	mu        sync.Mutex
+	second    time.Time // start of the current second
+	lines     int       // logged in full in it
+	count     int       // past them: counted, logged at its end
+	low, high uint64    // their lowest and highest ids
+	bytes     int
+	slowest   time.Duration
+	flush     *time.Timer
 }
 
 // receiverRoutes are the gateways a Receiver serves, read once per
