@@ -678,8 +678,12 @@ func (p *Pipeline) Holdups() []Holdup {
 	return out
 }
 
-// batch is the most unfinished notifications one step takes.
-func (p *Pipeline) batch() int { return max(64, 4*p.o.Workers) }
+// batch is the most unfinished notifications one step takes. A step is
+// one bbolt transaction (two fdatasyncs and the branch pages written
+// again): under a backlog, 256 a step took the store's part from 65 to
+// 116 ms a step but from 979 to 2,208 notifications/s (store
+// BenchmarkStep, issue 23); a step with less waits BatchDelay first.
+func (p *Pipeline) batch() int { return max(256, 4*p.o.Workers) }
 
 // verifying is a postback running in the background.
 type verifying struct {
