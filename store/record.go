@@ -95,6 +95,40 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// recordGateway is the gateway of record id (data), read from its first
+// bytes without decoding, or mostly without unpacking, the rest.
+func recordGateway(id uint64, data []byte) (string, error) {
+	if len(data) > 0 && data[0] == tagRecord {
+		// Version, received_at and the gateway's length take at most 21
+		// bytes; a longer name than that prefix holds is read the long way.
+		if plain, err := recordPacker.unpackPrefix(data, 21+128); err == nil {
+			if g, ok := plainGateway(plain); ok {
+				return g, nil
+			}
+		}
+		n, err := decodeRecord(id, data)
+		if err != nil {
+			return "", err
+		}
+		return n.Gateway, nil
+	}
+	if g, ok := plainGateway(data); ok {
+		return g, nil
+	}
+	return "", fmt.Errorf("%w: id %d: header", ErrCorrupt, id)
+}
+
+// plainGateway reads the gateway from the start of a plain record.
+func plainGateway(b []byte) (string, bool) {
+	d := decoder{b: b}
+	if v := d.byte(); v != recordVersion && v != recordPurged {
+		return "", false
+	}
+	d.uvarint()
+	g := d.str()
+	return g, !d.err
+}
+
 // decodeRecord is the inverse of encodeRecord. It never panics: anything
 // that does not fit is ErrCorrupt. The result does not alias data.
 func decodeRecord(id uint64, data []byte) (*ipn.Notification, error) {
