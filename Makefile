@@ -46,6 +46,9 @@ run:
 # chromium; make test installs no browser: without one (and outside CI)
 # it leaves them out and says so, first and last. .ci/run installs
 # chromium, so CI always runs them; with CI=true and no chromium they fail.
+# The PostgreSQL tests (TestPG*) start a throwaway server (initdb, pg_ctl)
+# from Debian's postgresql package in a temp dir; likewise left out with a
+# NOTE when it is missing, and installed by .ci/run.
 test:
 	$(GO) vet ./...
 	@skip=; note=; \
@@ -53,10 +56,14 @@ test:
 		note="NOTE: the dashboard browser tests (TestDashboardBrowser*) were NOT run: no chromium here (apt-get install chromium, or set IPND_CHROMIUM); .ci/run installs it and runs them"; \
 		echo "$$note"; skip="^TestDashboardBrowser"; \
 	fi; \
+	if [ -z "$${IPND_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null && [ "$${CI:-}" != true ]; then \
+		n="NOTE: the PostgreSQL tests (TestPG*) were NOT run: no PostgreSQL server binaries here (apt-get install postgresql, or set IPND_PG_BIN); .ci/run installs them and runs them"; \
+		echo "$$n"; note="$${note:+$$note\\n}$$n"; skip="$${skip:+$$skip|}^TestPG"; \
+	fi; \
 	extra=$$(./scripts/install-promtool.sh) && PATH="$${extra:+$$extra:}$$PATH" && export PATH && \
 		promtool --version 2>&1 | sed -n 1p && \
 		$(GO) test -race -count=1 -timeout 20m $${skip:+-skip "$$skip"} ./...; rc=$$?; \
-	if [ -n "$$note" ]; then echo "$$note"; fi; exit $$rc
+	if [ -n "$$note" ]; then printf "%b\n" "$$note"; fi; exit $$rc
 
 # BenchmarkE2E (issue 23) posts IPND_E2E_N payments (default 60,000; at
 # least 50,000 here) and prints the stage table.

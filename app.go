@@ -227,11 +227,11 @@ func (a *app) start(errc chan<- error) error {
 // (synchronously, so that a port in use fails the start) and sets up the
 // public and admin servers on them.
 func (a *app) listen(cfg *Config, tlsSvc *tlsService, errLog *log.Logger) (pub, adm *listener, err error) {
-	pubLn, err := net.Listen("tcp", cfg.Server.Listen)
+	pubLn, err := listenTCP(cfg.Server.Listen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server.listen: %w", err)
 	}
-	admLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	admLn, err := listenTCP(cfg.Admin.Listen)
 	if err != nil {
 		pubLn.Close()
 		return nil, nil, fmt.Errorf("admin.listen: %w", err)
@@ -338,10 +338,11 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 	if err != nil {
 		return err
 	}
+	proxies, _ := parsePrefixes("admin.trusted_proxies", cfg.Admin.TrustedProxies) // checked by validate
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
 		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
 		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses,
-		Sessions: a.sessions, CertExpiry: a.certExpiryTime}))
+		Sessions: a.sessions, CertExpiry: a.certExpiryTime, TrustedProxies: proxies}))
 	return nil
 }
 
@@ -450,8 +451,10 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			}
 			return 1
 		},
-		StoreDamaged: func() float64 { return float64(db.DamagedSeen()) },
-		LiveDropped:  func() float64 { return float64(db.LiveDropped()) },
+		StoreDamaged:  func() float64 { return float64(db.DamagedSeen()) },
+		LiveDropped:   func() float64 { return float64(db.LiveDropped()) },
+		LiveFollowers: func() float64 { return float64(db.LiveFollowers()) },
+		LiveRefused:   func() float64 { return float64(db.LiveRefused()) },
 		StoreDropped: func() float64 {
 			_, ids, _ := db.Unacknowledged()
 			return float64(ids)

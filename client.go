@@ -228,3 +228,46 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// terminal wraps w, where a command prints text for a person: control
+// characters in it (C0 but tab and newline, DEL, C1) are written as
+// visible escapes (\x1b, \u009b). Order ids, reasons, a shop's answer
+// or a script's stderr come from outside (a buyer chooses an order id)
+// and must not drive the merchant's terminal: retitle it, clear it,
+// move the cursor over earlier lines. JSON output needs no such care:
+// encoding/json escapes C0 itself.
+func terminal(w io.Writer) io.Writer { return termWriter{w} }
+
+type termWriter struct{ w io.Writer }
+
+func (t termWriter) Write(p []byte) (int, error) {
+	clean := true
+	for _, r := range string(p) {
+		if isTermControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return t.w.Write(p)
+	}
+	var b strings.Builder
+	for _, r := range string(p) {
+		switch {
+		case !isTermControl(r):
+			b.WriteRune(r)
+		case r < 0x80:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	if _, err := io.WriteString(t.w, b.String()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func isTermControl(r rune) bool {
+	return (r < 0x20 && r != '\t' && r != '\n') || (r >= 0x7f && r <= 0x9f)
+}

@@ -58,6 +58,7 @@ func cmdList(ctx context.Context, args []string, getenv func(string) string, std
 // printNotifications prints a page of notifications as a table, and how
 // to get the next page.
 func printNotifications(w io.Writer, list admin.NotificationList) {
+	w = terminal(w) // order ids, reasons, answers come from outside
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRECEIVED\tGATEWAY\tSTATE\tTYPE\tORDER\tAMOUNT\tREASON")
 	for i, n := range list.Notifications {

@@ -102,6 +102,7 @@ func cmdOrdersDelete(ctx context.Context, args []string, getenv func(string) str
 // printOrders prints a page of orders as a table, and how to get the
 // next page.
 func printOrders(w io.Writer, list admin.OrderList) {
+	w = terminal(w) // order ids, reasons, answers come from outside
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ORDER\tSTATUS\tAMOUNT\tPAID\tREFUNDED\tFLAGS\tUPDATED")
 	for _, o := range list.Orders {

@@ -132,6 +132,7 @@ func cmdOutboxRetry(ctx context.Context, args []string, getenv func(string) stri
 // printOutbox prints outbox items as a table; limit is the -limit asked
 // for (a full page says there may be more).
 func printOutbox(w io.Writer, out outboxList, limit int) {
+	w = terminal(w) // order ids, reasons, answers come from outside
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTEMPLATE\tORDER\tNOTIFICATION\tATTEMPTS\tLAST ERROR")
 	for _, it := range out.Items {
@@ -217,6 +218,7 @@ func cmdOutboxItem(ctx context.Context, verb string, args []string, getenv func(
 
 // printOutboxDetail prints an item and its attempts.
 func printOutboxDetail(w io.Writer, d admin.OutboxDetail) {
+	w = terminal(w) // order ids, reasons, answers come from outside
 	it := d.Item
 	fmt.Fprintf(w, "outbox item %d: %s %s", it.ID, it.State, it.Effect.Kind)
 	if it.Effect.Template != "" {

@@ -46,7 +46,7 @@ func cmdTail(ctx context.Context, args []string, getenv func(string) string, std
 			if *asJSON {
 				fmt.Fprintf(stdout, "%s\n", raw)
 			} else {
-				fmt.Fprintln(stdout, tailLine(e))
+				fmt.Fprintln(terminal(stdout), tailLine(e)) // order ids and reasons come from outside
 			}
 			seen++
 			return *count == 0 || seen < *count
@@ -54,9 +54,9 @@ func cmdTail(ctx context.Context, args []string, getenv func(string) string, std
 		if err == nil || ctx.Err() != nil {
 			return nil // done (-n reached) or interrupted
 		}
-		if _, ok := err.(*apiError); ok {
+		if ae, ok := err.(*apiError); ok && ae.status != http.StatusServiceUnavailable {
 			return err // a wrong token, an ipnd without the route: retrying will not help
-		}
+		} // 503: the followers' cap is reached, or the store is degraded: retry
 		fmt.Fprintf(stderr, "ipnd tail: %v; reconnecting\n", err)
 		select {
 		case <-ctx.Done():

@@ -89,6 +89,11 @@ type AdminConfig struct {
 	Token       string `toml:"token" secret:"true"`
 	TokenFile   string `toml:"token_file"`
 	OpenMetrics bool   `toml:"open_metrics"`
+	// TrustedProxies are the reverse proxies in front of the admin
+	// listener: their X-Forwarded-For names the client (the wrong-token
+	// limit is per client) and their X-Forwarded-Proto https makes the
+	// dashboard's cookie Secure.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // StoreConfig is the database.
@@ -581,6 +586,9 @@ func (c *Config) validateListeners() error {
 		return configError("server.rate_burst", s.RateBurst, "must be 0 to 1000000")
 	}
 	if _, err := parsePrefixes("server.trusted_proxies", s.TrustedProxies); err != nil {
+		return err
+	}
+	if _, err := parsePrefixes("admin.trusted_proxies", c.Admin.TrustedProxies); err != nil {
 		return err
 	}
 	if err := c.validateTLS(); err != nil {

@@ -35,6 +35,7 @@ func TestConfigErrorsNameKeyValueAndWhy(t *testing.T) {
 		{"[server]\nrate_limit = inf", "server.rate_limit = +Inf"},
 		{"[admin]\ntoken = \"a\"\ntoken_file = \"/x\"", "give token or token_file, not both"},
 		{"[server]\nrate_burst = \"many\"", "server.rate_burst"},
+		{"[admin]\ntrusted_proxies = [\"localhost\"]", `admin.trusted_proxies = "localhost": not an IP address or CIDR prefix`},
 	} {
 		_, err := loadConfig(writeConfig(t, tc.body), envFunc())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -695,7 +695,7 @@ func (t *tlsService) listen() error {
 	if t.cfg.Server.HTTPListen == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", t.cfg.Server.HTTPListen)
+	ln, err := listenTCP(t.cfg.Server.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("server.http_listen: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -64,6 +65,12 @@ type Options struct {
 	// CertExpiry, when set, is the expiry of the TLS certificate in use
 	// (zero: none), shown on the dashboard.
 	CertExpiry func() time.Time
+	// TrustedProxies are the peers (a reverse proxy in front of the
+	// admin listener) whose X-Forwarded-For names the client, for the
+	// wrong-token limit, and whose "X-Forwarded-Proto: https" makes the
+	// dashboard's cookie Secure (admin.trusted_proxies). From any other
+	// peer both headers are ignored.
+	TrustedProxies []netip.Prefix
 }
 
 type api struct {
@@ -99,6 +106,9 @@ func Handler(o Options) http.Handler {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Sessions == nil {
+		o.Sessions = ui.NewSessions(0)
 	}
 	a := &api{o: o, tokenSum: sha256.Sum256([]byte(o.Token)), gateways: map[string]gateway.Gateway{}, log: o.Logger,
 		guesses: o.Guesses}
@@ -138,11 +148,12 @@ func Handler(o Options) http.Handler {
 	r.POST("/api/outbox/:id/retry", a.auth(a.retryOutbox))
 	r.GET("/api/backup", a.auth(a.backup))
 	a.fulfilRoutes(r)
+	a.bulkRoutes(r)
 	r.GET("/api/stats", a.auth(a.stats))
 	r.POST("/api/journal/dropped/ack", a.auth(a.ackDropped))
 	ui.Register(r, ui.Options{Store: o.Store, Token: o.Token, Sessions: o.Sessions, Gateways: o.Gateways,
 		Healthy: o.Healthy, Rejections: o.Rejections, Guesses: a.guesses, AuthFailed: a.authFailed,
-		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now,
+		CertExpiry: o.CertExpiry, Logger: a.log, Now: o.Now, ClientAddr: a.client, HTTPS: a.https,
 		// The dashboard's decisions take the API's code path.
 		Decide: func(id, kind, note, outcome string, version int, key string) (int, string) {
 			_, status, msg := a.OrderDecision(id, kind, DecisionRequest{Note: note, Text: note, Outcome: outcome, Version: version}, "admin", key)
@@ -150,6 +161,14 @@ func Handler(o Options) http.Handler {
 		},
 		Discard: func(id uint64, note string, version int) (int, string) {
 			_, status, msg := a.DiscardOutbox(id, DecisionRequest{Note: note, Version: version}, "admin")
+			return status, msg
+		},
+		BulkReplay: func(gateway string, state ipn.State, before uint64, limit int) (int, bool, int, string) {
+			res, status, msg := a.BulkReplay(BulkReplayRequest{Gateway: gateway, State: state, Before: before, Limit: limit}, "admin")
+			return len(res.Replayed), res.More, status, msg
+		},
+		Reissue: func(id string) (int, string) {
+			_, status, msg := a.Reissue(id, "admin")
 			return status, msg
 		}})
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -162,7 +181,39 @@ func Handler(o Options) http.Handler {
 		a.log.Error("admin handler panic", "panic", v)
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}
-	return r
+	return a.loopbackHost(ui.RouteEscaped(r)) // an order id with "/"
+}
+
+// loopbackHost refuses (421) a plain-HTTP request for a host name other
+// than localhost or an IP address: over plain HTTP the admin listener
+// is on loopback (off it, it needs TLS), so such a name is a web page
+// that pointed its own name at 127.0.0.1 (DNS rebinding) to reach the
+// listener from the merchant's browser. Over TLS the certificate must
+// match the name; a trusted proxy chose its own.
+func (a *api) loopbackHost(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil && !loopbackName(r.Host) && !a.fromProxy(r) {
+			writeError(w, http.StatusMisdirectedRequest,
+				"the admin listener answers plain HTTP for 127.0.0.1, ::1 or localhost only (not "+strconv.Quote(r.Host)+")")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// loopbackName reports whether host (a Host header) names this machine
+// without DNS: an IP address, localhost or a name under .localhost
+// (which browsers resolve to loopback themselves), or none at all.
+func loopbackName(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil || host == "" {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // auth requires the bearer token, compared in constant time (over hashes,
@@ -174,7 +225,7 @@ func Handler(o Options) http.Handler {
 func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 		now := a.o.Now()
-		client := remoteAddr(r)
+		client := a.client(r)
 		if blocked, wait := a.guesses.Blocked(client, now); blocked {
 			a.authFailed(client, true, now)
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
@@ -190,6 +241,7 @@ func (a *api) auth(h httprouter.Handle) httprouter.Handle {
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
+		ui.Unescape(r, ps)
 		h(w, r, ps)
 	}
 }
@@ -201,7 +253,65 @@ func remoteAddr(r *http.Request) netip.Addr {
 	if err != nil {
 		return netip.IPv4Unspecified()
 	}
-	return ap.Addr()
+	return ap.Addr().Unmap()
+}
+
+// fromProxy reports whether r's peer is one of TrustedProxies.
+func (a *api) fromProxy(r *http.Request) bool {
+	peer := remoteAddr(r)
+	for _, p := range a.o.TrustedProxies {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// client is the address r's wrong tokens count against: its peer, or,
+// when the peer is a trusted proxy, the nearest address in
+// X-Forwarded-For (read from the right) that is not a trusted proxy.
+func (a *api) client(r *http.Request) netip.Addr {
+	peer := remoteAddr(r)
+	if !a.fromProxy(r) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		peer = h.Unmap()
+		trusted := false
+		for _, p := range a.o.TrustedProxies {
+			trusted = trusted || p.Contains(peer)
+		}
+		if !trusted {
+			break
+		}
+	}
+	return peer
+}
+
+// https reports whether the browser reached r over TLS: the admin
+// listener's own, or a trusted proxy's that says so (the last
+// X-Forwarded-Proto, the one the proxy added).
+func (a *api) https(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if !a.fromProxy(r) {
+		return false
+	}
+	v := r.Header.Values("X-Forwarded-Proto")
+	if len(v) == 0 {
+		return false
+	}
+	last := v[len(v)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
 }
 
 // authFailed counts and logs one refused token (limited: answered 429).

@@ -17,7 +17,9 @@ import (
 // long response: each write moves the connection's write deadline
 // (http.ResponseController) eventsWriteIdle ahead instead. A subscriber
 // that falls eventsBuffer events behind is dropped (the stream ends; the
-// client reconnects): ingest never waits for it.
+// client reconnects): ingest never waits for it. At most
+// store.MaxFollowers follow at once (with the dashboard's /events); past
+// it a follower is answered 503 with Retry-After (ipnd_events_refused_total).
 var (
 	eventsHeartbeat = 15 * time.Second
 	eventsWriteIdle = 30 * time.Second
@@ -26,9 +28,15 @@ var (
 const eventsBuffer = 256
 
 func (a *api) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	rc := http.NewResponseController(w)
-	ch, stop := a.o.Store.Subscribe(eventsBuffer)
+	ch, stop, err := a.o.Store.Follow(eventsBuffer)
+	if err != nil {
+		// store.MaxFollowers already: idle followers cannot pile up.
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, err.Error()+": try again later")
+		return
+	}
 	defer stop()
+	rc := http.NewResponseController(w)
 	extend := func() error { return rc.SetWriteDeadline(time.Now().Add(eventsWriteIdle)) }
 	extend() // a writer that cannot extend it (a test recorder) is left as it is
 	h := w.Header()
@@ -53,10 +61,16 @@ func (a *api) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 			if !ok {
 				return // dropped for falling behind: the client reconnects
 			}
+			if !a.o.Sessions.Current(a.tokenSum) {
+				return // the admin token changed: the old one no longer follows
+			}
 			b, _ := json.Marshal(e)
 			extend()
 			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b)
 		case <-tick.C:
+			if !a.o.Sessions.Current(a.tokenSum) {
+				return
+			}
 			extend()
 			_, err = fmt.Fprint(w, ": ping\n\n")
 		}

@@ -96,21 +96,36 @@ func (a *api) showDeliveries(w http.ResponseWriter, _ *http.Request, ps httprout
 
 func (a *api) reissue(w http.ResponseWriter, _ *http.Request, ps httprouter.Params) {
 	id := ps.ByName("id")
-	shown, err := a.o.Store.Reissue(id, time.Now())
-	if errors.Is(err, store.ErrRevoked) {
-		writeError(w, http.StatusConflict, "the order's deliveries are revoked (refunded, reversed or disputed)")
+	shown, status, msg := a.Reissue(id, "api")
+	if status != http.StatusOK {
+		writeError(w, status, msg)
 		return
 	}
-	if errors.Is(err, store.ErrNoProducts) {
-		writeError(w, http.StatusConflict, "no [[product]] is configured")
-		return
-	}
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	a.log.Info("deliveries reissued", "order_id", id, "links", len(shown))
 	writeJSON(w, http.StatusOK, Deliveries{OrderID: id, Deliveries: shown})
+}
+
+// Reissue gives order id's links new tokens and queues the customer's
+// "your downloads" email again (store.Reissue): the code path of POST
+// /api/orders/:id/deliveries/reissue, the CLI's and the dashboard's
+// button; by is who asked, for the log. status is 200, else 404, 409 or
+// 500 with msg.
+func (a *api) Reissue(id, by string) ([]ipn.Delivered, int, string) {
+	shown, err := a.o.Store.Reissue(id, time.Now())
+	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, http.StatusConflict, "the order's deliveries are revoked (refunded, reversed or disputed)"
+	case errors.Is(err, store.ErrNoProducts):
+		return nil, http.StatusConflict, "no [[product]] is configured"
+	case errors.Is(err, store.ErrNotFound):
+		return nil, http.StatusNotFound, "not found"
+	case errors.Is(err, store.ErrClosed):
+		return nil, http.StatusServiceUnavailable, "store is closed"
+	case err != nil:
+		a.log.Error("reissuing deliveries failed", "order_id", id, "error", err)
+		return nil, http.StatusInternalServerError, "internal error"
+	}
+	a.log.Info("deliveries reissued", "order_id", id, "links", len(shown), "by", by)
+	return shown, http.StatusOK, ""
 }
 
 // licenseView is a license as the admin API shows it: the License API's

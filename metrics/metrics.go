@@ -38,6 +38,10 @@ type Options struct {
 	// ipnd_events_dropped_total: followers of GET /api/events dropped for
 	// falling behind (their stream ended; ingest never waits for them).
 	LiveDropped func() float64
+	// LiveFollowers and LiveRefused, when set, are read at scrape time
+	// for ipnd_events_followers (open follows of the live stream) and
+	// ipnd_events_refused_total (followers refused past store.MaxFollowers).
+	LiveFollowers, LiveRefused func() float64
 	// StoreDropped, when set, is read at scrape time for
 	// ipnd_store_dropped_unacknowledged (ids of torn journal tails dropped
 	// at a start, which may have been acknowledged, not yet acknowledged
@@ -332,6 +336,18 @@ func New(o Options) *Metrics {
 			Name: "ipnd_events_dropped_total",
 			Help: "Followers of the live event stream (GET /api/events: ipnd tail, the dashboard) dropped for falling behind; they reconnect.",
 		}, o.LiveDropped))
+	}
+	if o.LiveFollowers != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ipnd_events_followers",
+			Help: "Followers of the live event stream now (GET /api/events and the dashboard's /events).",
+		}, o.LiveFollowers))
+	}
+	if o.LiveRefused != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ipnd_events_refused_total",
+			Help: "Followers of the live event stream refused (503) because the most allowed at once were following.",
+		}, o.LiveRefused))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(orderGauge{

@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -62,6 +64,22 @@ type idemRecord struct {
 	Order string    `json:"order"` // the order's id, or "outbox/<id>" for a resend
 	Kind  string    `json:"kind"`
 	Item  uint64    `json:"item,omitempty"` // a resend: the item it queued
+	// Request is the SHA-256 of the decision's request (decisionSum):
+	// the key sent again with another request is refused. Empty in
+	// records written before it was kept: not compared.
+	Request string `json:"request,omitempty"`
+}
+
+// decisionSum identifies what a decision asks (its kind, words,
+// dispute and version), so that an Idempotency-Key sent again with
+// another request is told apart from a repeat.
+func decisionSum(kind string, d Decision) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %d", kind, d.Why, d.Version)
+	if d.Dispute != nil {
+		fmt.Fprintf(h, " %q %t", d.Dispute.Dispute, d.Dispute.Won)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // DecideOrder applies decision d to order id (ipn.DecideOrder, or
@@ -75,6 +93,7 @@ func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult,
 	if d.Dispute != nil {
 		kind = "dispute"
 	}
+	sum := decisionSum(kind, d)
 	queued := false
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		res, queued = DecisionResult{}, false
@@ -86,6 +105,9 @@ func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult,
 			if rec.Order != "" && now.Sub(rec.At) < IdempotencyTTL {
 				if rec.Order != id || rec.Kind != kind {
 					return fmt.Errorf("%w: it was used for %s of order %q", ErrKeyReused, rec.Kind, rec.Order)
+				}
+				if rec.Request != "" && rec.Request != sum {
+					return fmt.Errorf("%w: it was used for %s of order %q with another note, outcome or version", ErrKeyReused, rec.Kind, rec.Order)
 				}
 				o, err := fullOrder(tx, id)
 				if err != nil {
@@ -173,7 +195,7 @@ func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult,
 			}
 		}
 		if d.Key != "" {
-			if err := db.rememberKey(tx, d.Key, idemRecord{At: now.UTC(), Order: id, Kind: kind}); err != nil {
+			if err := db.rememberKey(tx, d.Key, idemRecord{At: now.UTC(), Order: id, Kind: kind, Request: sum}); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,15 +40,53 @@ type broadcaster struct {
 	subs    map[chan LiveEvent]struct{}
 	n       atomic.Int32 // len(subs), read without the lock
 	dropped atomic.Uint64
+	refused atomic.Uint64 // Follow past MaxFollowers
 }
+
+// MaxFollowers bounds the followers of the live stream at once (GET
+// /api/events and the dashboard's /events: ipnd tail, browser tabs):
+// each holds a connection, a goroutine and its buffer, so idle ones
+// must not pile up. Past it Follow answers ErrTooManyFollowers.
+const MaxFollowers = 64
+
+// ErrTooManyFollowers: MaxFollowers follow the live stream already.
+var ErrTooManyFollowers = errors.New("too many followers of the live event stream")
+
+// Follow is Subscribe for a client of the admin listener: refused with
+// ErrTooManyFollowers (and counted, LiveRefused) when MaxFollowers
+// subscriptions are open.
+func (db *DB) Follow(buffer int) (<-chan LiveEvent, func(), error) {
+	ch, stop := db.subscribe(buffer, MaxFollowers)
+	if ch == nil {
+		db.events.refused.Add(1)
+		return nil, nil, ErrTooManyFollowers
+	}
+	return ch, stop, nil
+}
+
+// LiveFollowers is how many subscriptions of the live stream are open.
+func (db *DB) LiveFollowers() int { return int(db.events.n.Load()) }
+
+// LiveRefused counts the followers refused past MaxFollowers.
+func (db *DB) LiveRefused() uint64 { return db.events.refused.Load() }
 
 // Subscribe returns a channel of live events (buffer events buffered;
 // closed when the subscriber falls that far behind) and the function
 // that ends the subscription.
 func (db *DB) Subscribe(buffer int) (<-chan LiveEvent, func()) {
+	return db.subscribe(buffer, 0)
+}
+
+// subscribe is Subscribe, or nil when limit (0: none) subscriptions are
+// open.
+func (db *DB) subscribe(buffer, limit int) (chan LiveEvent, func()) {
 	b := &db.events
-	ch := make(chan LiveEvent, max(buffer, 1))
 	b.mu.Lock()
+	if limit > 0 && len(b.subs) >= limit {
+		b.mu.Unlock()
+		return nil, nil
+	}
+	ch := make(chan LiveEvent, max(buffer, 1))
 	if b.ended {
 		b.mu.Unlock()
 		close(ch)

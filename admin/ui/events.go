@@ -22,10 +22,16 @@ const (
 // its details (the page fetches itself again; customer data stays in
 // the pages). The listener's write timeout is moved forward before each
 // write, so it does not cut the stream.
-func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, _ session) {
-	rc := http.NewResponseController(w)
-	ch, stop := u.o.Store.Subscribe(eventsBuffer)
+func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess session) {
+	ch, stop, err := u.o.Store.Follow(eventsBuffer)
+	if err != nil {
+		// store.MaxFollowers already (with GET /api/events).
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "503 too many followers of the live events: try again later", http.StatusServiceUnavailable)
+		return
+	}
 	defer stop()
+	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	send := func(s string) bool {
@@ -48,11 +54,14 @@ func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 			if !ok {
 				return // fell behind: the browser reconnects
 			}
+			if !u.o.Sessions.alive(sess.id, u.tokenSum, u.o.Now()) {
+				return // signed out, expired or the token changed: it gets 403 on reconnecting
+			}
 			if !send(fmt.Sprintf("event: change\ndata: %q\n\n", e.Type)) {
 				return
 			}
 		case <-tick.C:
-			if !send(": ping\n\n") {
+			if !u.o.Sessions.alive(sess.id, u.tokenSum, u.o.Now()) || !send(": ping\n\n") {
 				return
 			}
 		}

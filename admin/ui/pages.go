@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -33,6 +32,9 @@ var funcs = template.FuncMap{
 	"dur":   func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"deref": func(p *int) int { return *p },
 	"list":  func(v ...outboxView) []outboxView { return v },
+	// pathEscape makes an id one segment of a link's path: an order id
+	// may hold "#", "?", "/" or "%".
+	"pathEscape": url.PathEscape,
 	"done": func(what string) string {
 		if s, ok := doneText[what]; ok {
 			return s
@@ -62,9 +64,13 @@ var doneText = map[string]string{
 	"retry":   "Queued again: it is due now.",
 	"discard": "Discarded: it will not be sent, and no longer counts as dead.",
 	"resend":  "Queued to be sent again (this is the new item).",
+	"reissue": "Downloads reissued: new links (the old ones stop working), full download limits, a new expiry; the customer's email with them is queued.",
+
+	"reissued-already": "Already reissued (from this page or elsewhere): nothing was repeated. Look at the deliveries below.",
 }
 
-var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error"}
+var pageNames = []string{"login", "overview", "notifications", "notification", "orders", "order", "outbox", "outboxitem", "error",
+	"subscriptions", "subscription", "rejections", "bulkreplay"}
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
@@ -267,7 +273,8 @@ type notificationView struct {
 	Headers     [][2]string
 	Body        string // pretty-printed JSON, or the text
 	Form        [][2]string
-	Binary      bool
+	Charset     string // the body's charset, decoded from for display (never in the store)
+	CharsetNote string // how it was chosen, when the message did not name it
 	Purged      time.Time
 	Attempts    int
 	NextAttempt time.Time
@@ -297,25 +304,19 @@ func (u *ui) view(it store.Item, full bool) notificationView {
 			v.Headers = append(v.Headers, [2]string{k, val})
 		}
 	}
-	switch {
-	case !n.Purged.IsZero():
-	case !utf8.Valid(n.Body):
-		v.Binary = true
-	case strings.Contains(n.ContentType, "x-www-form-urlencoded"):
-		if q, err := url.ParseQuery(string(n.Body)); err == nil {
-			for _, k := range slices.Sorted(maps.Keys(q)) {
-				for _, val := range q[k] {
-					v.Form = append(v.Form, [2]string{k, val})
-				}
-			}
+	if n.Purged.IsZero() {
+		kind := ""
+		if g, ok := u.gateways[n.Gateway]; ok {
+			kind = g.Kind()
 		}
-		v.Body = string(n.Body)
-	default:
-		var pretty bytes.Buffer
-		if json.Indent(&pretty, n.Body, "", "  ") == nil {
-			v.Body = pretty.String()
-		} else {
-			v.Body = string(n.Body)
+		bt := decodeBody(n.Body, n.ContentType, kind)
+		v.Form, v.Charset, v.CharsetNote = bt.Form, bt.Charset, bt.Note
+		v.Body = bt.Text
+		if bt.Form == nil && (strings.Contains(n.ContentType, "json") || json.Valid([]byte(bt.Text))) {
+			var pretty bytes.Buffer
+			if json.Indent(&pretty, []byte(bt.Text), "", "  ") == nil {
+				v.Body = pretty.String()
+			}
 		}
 	}
 	return v
@@ -365,7 +366,8 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 		Next                  string
 		Error                 string
 		Limited               bool
-	}{Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
+		Flash                 string
+	}{Flash: bulkDone(q), Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
 		Gateways: slices.Sorted(maps.Keys(u.gateways)),
 		States: []ipn.State{ipn.StateReceived, ipn.StateVerified, ipn.StateApplied, ipn.StateInvalid, ipn.StateFailed,
 			ipn.StateDuplicate}}
@@ -445,10 +447,12 @@ func (u *ui) notification(w http.ResponseWriter, r *http.Request, ps httprouter.
 		return
 	}
 	d := struct {
-		N      notificationView
-		Outbox []outboxView
-		Flash  string
+		N       notificationView
+		Outbox  []outboxView
+		Flash   string
+		Decided decided
 	}{N: u.view(store.Item{Notification: n, Processing: p}, true), Outbox: outboxViews(out), Flash: r.URL.Query().Get("done")}
+	d.Decided = u.decideView(id, p, d.N.Event, out)
 	u.renderPage(w, http.StatusOK, "notification", page{Title: fmt.Sprintf("Notification %d", id), Nav: "notifications",
 		CSRF: s.csrf, SignedIn: true, Data: d})
 }
@@ -549,7 +553,9 @@ func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int
 		Problem string
 		Form    decisionForm
 		Scanned int
-	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan}
+		Deliv   deliveriesView
+	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan,
+		Deliv: u.deliveriesOf(o.ID)}
 	u.renderPage(w, status, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 
@@ -628,7 +634,10 @@ func (u *ui) retry(w http.ResponseWriter, r *http.Request, ps httprouter.Params,
 // else def; ready for a query parameter to be appended.
 func backTo(r *http.Request, def string) string {
 	b := r.PostFormValue("back")
-	if !strings.HasPrefix(b, "/") || strings.HasPrefix(b, "//") || strings.ContainsAny(b, "\\\r\n") {
+	// A browser drops tabs and newlines from a URL ("/\t/host" is
+	// "//host") and reads "\" as "/": no control character, no "\".
+	if !strings.HasPrefix(b, "/") || strings.HasPrefix(b, "//") || strings.ContainsRune(b, '\\') ||
+		strings.ContainsFunc(b, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
 		b = def
 	}
 	if strings.Contains(b, "?") {

@@ -18,16 +18,26 @@ type Sessions struct {
 	mu   sync.Mutex
 	byID map[string]*sessionData
 	idle time.Duration
+	// current is the sum of the admin token of the newest handler
+	// (Register): what an older token allowed ends, open event streams
+	// included.
+	current [32]byte
 }
 
 type sessionData struct {
 	csrf     string
 	tokenSum [32]byte // of the admin token it was opened with
 	lastSeen time.Time
+	opened   time.Time
 }
 
 // SessionIdle is how long a session lasts without a request.
 const SessionIdle = 12 * time.Hour
+
+// SessionMax is how long a session lasts at most, however busy: its
+// cookie's lifetime, kept on the server too (a copied cookie does not
+// outlive it).
+const SessionMax = 12 * time.Hour
 
 // maxSessions bounds the memory sessions take: past it, opening one
 // drops the longest idle.
@@ -66,14 +76,14 @@ func (s *Sessions) open(tokenSum [32]byte, now time.Time) string {
 		}
 		delete(s.byID, oldest)
 	}
-	s.byID[id] = &sessionData{csrf: randomToken(), tokenSum: tokenSum, lastSeen: now}
+	s.byID[id] = &sessionData{csrf: randomToken(), tokenSum: tokenSum, lastSeen: now, opened: now}
 	return id
 }
 
 // expire drops the sessions idle for too long; s.mu is held.
 func (s *Sessions) expire(now time.Time) {
 	for k, v := range s.byID {
-		if now.Sub(v.lastSeen) > s.idle {
+		if now.Sub(v.lastSeen) > s.idle || now.Sub(v.opened) > SessionMax {
 			delete(s.byID, k)
 		}
 	}
@@ -91,12 +101,40 @@ func (s *Sessions) lookup(id string, tokenSum [32]byte, now time.Time) (csrf str
 	if v == nil {
 		return "", false
 	}
-	if now.Sub(v.lastSeen) > s.idle || subtle.ConstantTimeCompare(v.tokenSum[:], tokenSum[:]) != 1 {
+	if now.Sub(v.lastSeen) > s.idle || now.Sub(v.opened) > SessionMax || subtle.ConstantTimeCompare(v.tokenSum[:], tokenSum[:]) != 1 {
 		delete(s.byID, id)
 		return "", false
 	}
 	v.lastSeen = now
 	return v.csrf, true
+}
+
+// setToken records the sum of the admin token now in use.
+func (s *Sessions) setToken(sum [32]byte) {
+	s.mu.Lock()
+	s.current = sum
+	s.mu.Unlock()
+}
+
+// Current reports whether tokenSum is the sum of the admin token now in
+// use (a config reload with another token makes it false): a stream
+// opened with an older token ends.
+func (s *Sessions) Current(tokenSum [32]byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current == tokenSum
+}
+
+// alive reports whether session id is still valid for the admin token
+// now in use with sum tokenSum, without counting as a request: an open
+// event stream ends with its session (signed out, expired, token
+// changed).
+func (s *Sessions) alive(id string, tokenSum [32]byte, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.byID[id]
+	return v != nil && s.current == tokenSum && v.tokenSum == tokenSum &&
+		now.Sub(v.lastSeen) <= s.idle && now.Sub(v.opened) <= SessionMax
 }
 
 // close ends session id.

@@ -320,7 +320,8 @@ func TestDashboardNoInline(t *testing.T) {
 		return ""
 	}
 	control := regexp.MustCompile(`<(?:input|select|textarea)\b[^>]*>`)
-	for _, p := range []string{"/", "/notifications", "/notifications/" + itoa(id), "/orders", "/orders/O-1", "/outbox", "/outbox?state="} {
+	for _, p := range []string{"/", "/notifications", "/notifications/" + itoa(id), "/orders", "/orders/O-1", "/outbox", "/outbox?state=",
+		"/subscriptions", "/rejections", "/notifications-replay?state=received"} {
 		_, page := do(t, c, "GET", srv.URL+p, nil)
 		if m := inline(page); m != "" {
 			t.Errorf("%s: inline script or style: %q", p, m)

@@ -21,8 +21,13 @@
         var active = document.activeElement;
         // Do not swap under someone typing in a filter.
         if (fresh && !(active && main.contains(active) && /INPUT|SELECT|TEXTAREA/.test(active.tagName))) {
+          var key = main.contains(active) ? focusKey(active) : null;
           main.innerHTML = fresh.innerHTML;
           main.setAttribute("data-updated", String(last));
+          // A keyboard user keeps their place: the same link or button
+          // has the focus again after the swap.
+          var again = key && main.querySelector(key);
+          if (again) { again.focus(); }
         }
       })
       .catch(function () {})
@@ -30,6 +35,17 @@
         busy = false;
         if (pending) { pending = false; refresh(); }
       });
+  }
+  // focusKey is a selector for the focused element in the fresh page:
+  // its id, a link's href, or a form's action and the control's name.
+  function focusKey(el) {
+    if (!el || el === main) { return null; }
+    if (el.id) { return "#" + CSS.escape(el.id); }
+    if (el.tagName === "A" && el.getAttribute("href")) { return "a[href=\"" + CSS.escape(el.getAttribute("href")) + "\"]"; }
+    if (el.form && el.form.getAttribute("action")) {
+      return "form[action=\"" + CSS.escape(el.form.getAttribute("action")) + "\"] " + el.tagName.toLowerCase();
+    }
+    return null;
   }
   var es = new EventSource("/events");
   es.addEventListener("open", function () { if (status) { status.textContent = "Live updates: on."; } });

@@ -1,0 +1,180 @@
+// Package pgtest runs a throwaway PostgreSQL cluster for tests: initdb in
+// a temporary directory, a server on a free loopback port, removed when
+// the test ends. It uses the server binaries of Debian's postgresql
+// package (/usr/lib/postgresql/<major>/bin) or those on PATH; as root it
+// runs them as the postgres user, since PostgreSQL refuses to run as
+// root.
+package pgtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Cluster is one running (or stopped) throwaway server.
+type Cluster struct {
+	t    testing.TB
+	bin  string // directory of initdb, pg_ctl, postgres
+	root string // temporary directory: data/ and the socket
+	data string
+	Port int
+	uid  int // run as this user when running as root (-1: as ourselves)
+	gid  int
+}
+
+// DSN is the URL of the cluster's database "ipnd" as user "ipnd".
+func (c *Cluster) DSN() string {
+	return fmt.Sprintf("postgres://ipnd@127.0.0.1:%d/ipnd?sslmode=disable", c.Port)
+}
+
+// Bin finds the PostgreSQL server binaries, or says why there are none.
+func Bin() (string, error) {
+	if d := os.Getenv("IPND_PG_BIN"); d != "" {
+		return d, nil
+	}
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r // Debian links pg_ctl, not createdb, into /usr/local/bin
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(p), "createdb")); err == nil {
+			return filepath.Dir(p), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return major(dirs[i]) > major(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("no PostgreSQL server binaries (pg_ctl): apt-get install postgresql, or set IPND_PG_BIN")
+}
+
+func major(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+// Start creates and starts a cluster; it stops and removes it when the
+// test ends. Without server binaries the test fails (never skips): the
+// Makefile decides whether PostgreSQL tests run at all.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	bin, err := Bin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp("", "ipnd-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, bin: bin, root: root, data: filepath.Join(root, "data"), uid: -1, gid: -1}
+	t.Cleanup(func() {
+		c.stop("immediate")
+		os.RemoveAll(root)
+	})
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs the postgres user to run the server: %v", err)
+		}
+		c.uid, _ = strconv.Atoi(u.Uid)
+		c.gid, _ = strconv.Atoi(u.Gid)
+		if err := os.Chown(root, c.uid, c.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := c.run("initdb", "-D", c.data, "-U", "ipnd", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	c.Start()
+	if out, err := c.run("createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port), "-U", "ipnd", "ipnd"); err != nil {
+		t.Fatalf("createdb: %v\n%s", err, out)
+	}
+	return c
+}
+
+// Start starts the server (again) on its port; the first start picks a
+// free port.
+func (c *Cluster) Start() {
+	c.t.Helper()
+	for attempt := 0; ; attempt++ {
+		if c.Port == 0 || attempt > 0 {
+			c.Port = freePort(c.t)
+		}
+		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", c.Port, c.root)
+		out, err := c.run("pg_ctl", "-D", c.data, "-l", filepath.Join(c.root, "log"), "-w", "-t", "60", "-o", opts, "start")
+		if err == nil {
+			return
+		}
+		if attempt >= 3 {
+			log, _ := os.ReadFile(filepath.Join(c.root, "log"))
+			c.t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
+		}
+	}
+}
+
+// Stop stops the server at once (connections are cut, as when the
+// database machine goes away); Start brings it back on the same port.
+func (c *Cluster) Stop() {
+	c.t.Helper()
+	if out, err := c.stop("immediate"); err != nil {
+		c.t.Fatalf("pg_ctl stop: %v\n%s", err, out)
+	}
+}
+
+func (c *Cluster) stop(mode string) ([]byte, error) {
+	if _, err := os.Stat(filepath.Join(c.data, "postmaster.pid")); err != nil {
+		return nil, nil
+	}
+	return c.run("pg_ctl", "-D", c.data, "-m", mode, "-w", "stop")
+}
+
+func (c *Cluster) run(name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	cmd.Dir = c.root
+	cmd.Env = append(os.Environ(), "PGHOST=127.0.0.1", "LC_ALL=C")
+	if c.uid >= 0 {
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(c.bin, name)}, args...)...)
+		cmd.Dir = c.root
+		cmd.Env = append(os.Environ(), "LC_ALL=C")
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		return out.Bytes(), fmt.Errorf("%s did not finish in 2 minutes", name)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, p, _ := strings.Cut(l.Addr().String(), ":")
+	n, _ := strconv.Atoi(p)
+	return n
+}

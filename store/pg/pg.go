@@ -1,0 +1,324 @@
+// Package pg is ipnd's PostgreSQL store (SPEC §12), under construction:
+// this part opens the database, creates and migrates its schema, and
+// ingests notifications with group commit. A 200 means the row has
+// committed; ids are positive and strictly increasing in commit order,
+// also with several ipnd processes on one database (the id counter's row
+// lock serializes the allocating transactions, and a transaction commits
+// before the next one can allocate).
+package pg
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"ipnd/ipn"
+)
+
+// SchemaVersion is the newest schema this binary knows.
+const SchemaVersion = 2
+
+// ErrUnavailable wraps every failure to reach or use the database: the
+// receiver answers 503 and the gateway retries.
+var ErrUnavailable = errors.New("postgres unavailable")
+
+// ErrNewerSchema is returned by Open when the database was written by a
+// newer ipnd.
+var ErrNewerSchema = errors.New("database schema is newer than this ipnd")
+
+// migrations[i] takes the schema from version i to i+1, in one
+// transaction with the version update.
+var migrations = []string{
+	`CREATE TABLE ipnd_counters (name text PRIMARY KEY, value bigint NOT NULL);
+	 INSERT INTO ipnd_counters VALUES ('notification', 0);
+	 CREATE TABLE notifications (
+		id           bigint PRIMARY KEY CHECK (id > 0),
+		gateway      text NOT NULL,
+		dedup_key    text NOT NULL DEFAULT '',
+		received_at  timestamptz NOT NULL,
+		remote_addr  text NOT NULL DEFAULT '',
+		content_type text NOT NULL DEFAULT '',
+		headers      jsonb NOT NULL DEFAULT '{}',
+		body         bytea,
+		body_sha256  text NOT NULL DEFAULT '',
+		purged_at    timestamptz,
+		state        text NOT NULL DEFAULT 'received'
+	 );
+	 CREATE UNIQUE INDEX notifications_dedup ON notifications (gateway, dedup_key) WHERE dedup_key <> '';
+	 CREATE INDEX notifications_received ON notifications (id) WHERE state = 'received';`,
+	// 2: the pipeline leader's lease (leader.go).
+	`CREATE TABLE ipnd_leader (
+		id         int PRIMARY KEY CHECK (id = 1),
+		holder     text NOT NULL DEFAULT '',
+		epoch      bigint NOT NULL DEFAULT 0,
+		expires_at timestamptz NOT NULL DEFAULT '-infinity'
+	 );
+	 INSERT INTO ipnd_leader (id) VALUES (1);`,
+}
+
+// Options tune a DB; the zero value is usable.
+type Options struct {
+	MaxBatch int           // notifications per ingest transaction (default 256)
+	Timeout  time.Duration // per ingest transaction, connecting included (default 5s)
+}
+
+// DB is an open PostgreSQL store.
+type DB struct {
+	pool *pgxpool.Pool
+	opts Options
+
+	mu         sync.Mutex
+	queue      []*appendReq
+	committing bool
+	closed     bool
+}
+
+type appendReq struct {
+	n      *ipn.Notification
+	id     uint64
+	dup    bool
+	err    error
+	signal chan bool // true: promoted to commit the queue
+}
+
+// Open connects to dsn (libpq key/value or URL), creates or migrates the
+// schema and refuses a database newer than this binary.
+func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err) // pgx's message never echoes the password
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > opts.Timeout {
+		cfg.ConnConfig.ConnectTimeout = opts.Timeout
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	db := &DB{pool: pool, opts: opts}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close waits for the commit in progress and closes the pool.
+func (db *DB) Close() {
+	db.mu.Lock()
+	db.closed = true
+	db.mu.Unlock()
+	db.pool.Close()
+}
+
+// migrate brings the schema to SchemaVersion. Concurrent starts of
+// several processes serialize on an advisory lock.
+func (db *DB) migrate(ctx context.Context) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer conn.Release()
+	const lockKey = 0x69706e64 // "ipnd"
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lockKey); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS ipnd_schema (version int NOT NULL)`); err != nil {
+		return fmt.Errorf("create ipnd_schema: %w", err)
+	}
+	var v int
+	err = conn.QueryRow(ctx, `SELECT version FROM ipnd_schema`).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := conn.Exec(ctx, `INSERT INTO ipnd_schema VALUES (0)`); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("%w: the database is at schema version %d, this binary knows up to %d: run the newer ipnd, or restore a backup taken before the upgrade", ErrNewerSchema, v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("migrate the schema to version %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE ipnd_schema SET version = $1`, v+1); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("migrate the schema to version %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+// Append stores n and returns its id, or the id of the notification
+// already stored with the same gateway and dedup key (dup). It returns
+// only after the row has committed. Group commit as in the bbolt store:
+// the caller that finds no commit running commits at once; callers
+// arriving meanwhile queue and the first of them commits the queue.
+func (db *DB) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, error) {
+	r := &appendReq{n: n, signal: make(chan bool, 1)}
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return 0, false, fmt.Errorf("%w: store closed", ErrUnavailable)
+	}
+	db.queue = append(db.queue, r)
+	if db.committing {
+		db.mu.Unlock()
+		if promoted := <-r.signal; !promoted {
+			return r.id, r.dup, r.err
+		}
+		db.mu.Lock()
+	}
+	db.committing = true
+	k := min(len(db.queue), db.opts.MaxBatch)
+	batch := db.queue[:k:k]
+	db.queue = append([]*appendReq(nil), db.queue[k:]...)
+	db.mu.Unlock()
+
+	err := db.commit(batch)
+	for _, b := range batch {
+		if err != nil {
+			b.id, b.dup, b.err = 0, false, err
+		}
+		if b != r {
+			b.signal <- false
+		}
+	}
+	db.mu.Lock()
+	if len(db.queue) > 0 {
+		db.queue[0].signal <- true
+	} else {
+		db.committing = false
+	}
+	db.mu.Unlock()
+	return r.id, r.dup, r.err
+}
+
+// commit writes one batch in one transaction. The request's own context
+// is not used: a gateway hanging up must not abort the batch of others.
+func (db *DB) commit(batch []*appendReq) error {
+	ctx, cancel := context.WithTimeout(context.Background(), db.opts.Timeout)
+	defer cancel()
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer tx.Rollback(ctx)
+	// The counter row's lock is held to the commit: allocating
+	// transactions of every process commit in id order.
+	var next int64
+	if err := tx.QueryRow(ctx, `SELECT value FROM ipnd_counters WHERE name = 'notification' FOR UPDATE`).Scan(&next); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	// Duplicates of stored notifications, then within the batch.
+	var gws, keys []string
+	for _, b := range batch {
+		if b.n.DedupKey != "" {
+			gws, keys = append(gws, b.n.Gateway), append(keys, b.n.DedupKey)
+		}
+	}
+	seen := map[[2]string]uint64{}
+	if len(keys) > 0 {
+		rows, err := tx.Query(ctx, `SELECT n.gateway, n.dedup_key, n.id FROM notifications n
+			JOIN unnest($1::text[], $2::text[]) AS k(gateway, dedup_key) USING (gateway, dedup_key)
+			WHERE n.dedup_key <> ''`, gws, keys)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		for rows.Next() {
+			var g, k string
+			var id int64
+			if err := rows.Scan(&g, &k, &id); err != nil {
+				rows.Close()
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			seen[[2]string{g, k}] = uint64(id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	var fresh [][]any
+	for _, b := range batch {
+		key := [2]string{b.n.Gateway, b.n.DedupKey}
+		if b.n.DedupKey != "" {
+			if id, ok := seen[key]; ok {
+				b.id, b.dup = id, true
+				continue
+			}
+		}
+		next++
+		b.id, b.dup = uint64(next), false
+		if b.n.DedupKey != "" {
+			seen[key] = b.id
+		}
+		headers, err := json.Marshal(b.n.Headers)
+		if err != nil {
+			return err
+		}
+		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+	}
+	if len(fresh) > 0 {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notifications"},
+			[]string{"id", "gateway", "dedup_key", "received_at", "remote_addr", "content_type", "headers", "body"},
+			pgx.CopyFromRows(fresh)); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// The outcome of a failed COMMIT is unknown: the rows may have
+		// committed. The gateway's retry is then a duplicate, answered
+		// with the stored id; nothing is stored twice.
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Get returns the stored notification id.
+func (db *DB) Get(ctx context.Context, id uint64) (*ipn.Notification, ipn.State, error) {
+	n := &ipn.Notification{ID: id}
+	var headers []byte
+	var state string
+	var purged *time.Time
+	err := db.pool.QueryRow(ctx, `SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at, state
+		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", ipn.ErrNotFound
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if purged != nil {
+		n.Purged = *purged
+	}
+	if err := json.Unmarshal(headers, &n.Headers); err != nil {
+		return nil, "", fmt.Errorf("notification %d: headers: %w", id, err)
+	}
+	return n, ipn.State(state), nil
+}

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// MaxBulkReplay bounds how many notifications one bulk replay schedules.
+const MaxBulkReplay = 1000
+
+// Matching returns the ids of the notifications f selects (its Gateway,
+// State and Before; its Limit is ignored), newest first, at most max
+// (at most MaxBulkReplay); more reports that others match beyond them.
+func (db *DB) Matching(f Filter, max int) (ids []uint64, more bool, err error) {
+	if max <= 0 || max > MaxBulkReplay {
+		max = MaxBulkReplay
+	}
+	f.Limit = 1000
+	for {
+		items, err := db.List(f)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, it := range items {
+			if len(ids) == max {
+				return ids, true, nil
+			}
+			ids = append(ids, it.Notification.ID)
+		}
+		if len(items) < f.Limit {
+			return ids, false, nil
+		}
+		f.Before = items[len(items)-1].Notification.ID
+	}
+}
+
+// ReplayMatching schedules for replay (Replay) the notifications f
+// selects, newest first, at most max (at most MaxBulkReplay): the admin
+// API's and the dashboard's bulk replay. It returns the ids scheduled,
+// how many were skipped (their body purged, or gone meanwhile) and
+// whether more matched beyond max.
+func (db *DB) ReplayMatching(f Filter, max int, now time.Time) (replayed []uint64, skipped int, more bool, err error) {
+	ids, more, err := db.Matching(f, max)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	for _, id := range ids {
+		switch err := db.Replay(id, now); {
+		case err == nil:
+			replayed = append(replayed, id)
+		case errors.Is(err, ErrPurged), errors.Is(err, ErrNotFound), errors.Is(err, ErrLost):
+			skipped++
+		default:
+			return replayed, skipped, more, err
+		}
+	}
+	return replayed, skipped, more, nil
+}
