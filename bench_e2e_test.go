@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,6 +91,8 @@ func e2ePrint(b *testing.B, store string, n int, bareRes loadResult, r e2eResult
 		e2e := max(r.emails, r.callbacks)
 		fmt.Printf("  %-34s %9.0f/s  %.1f s for all\n", "end to end (last email and callback)", float64(n)/e2e.Seconds(), e2e.Seconds())
 		fmt.Printf("  %-34s %9.1f s\n", "ipnd listening after", r.startup.Seconds())
+		fmt.Printf("  %-34s %9.0f µs while posting, %.0f µs in all (this process: daemon + clients + SMTP + shop; steadier than rates on a shared machine)\n",
+			"CPU per payment", float64(r.ingestCPU.Microseconds())/float64(n), float64(r.cpu.Microseconds())/float64(n))
 		fmt.Printf("  %-34s %9.1f MB (max of /proc/self/status every 100 ms; in-process: daemon + clients + SMTP + shop)\n", "RssAnon", float64(r.rssAnon)/(1<<20))
 		if store != "empty store" {
 			return
@@ -144,7 +147,10 @@ type e2eResult struct {
 	applied, emails, callbacks time.Duration
 	rssAnon                    int64
 	startup                    time.Duration // from run serve to both listeners up
-	load                       string
+	// CPU time (user and system) of this whole process: while the
+	// clients post, and until the last email and callback.
+	ingestCPU, cpu time.Duration
+	load           string
 }
 
 // e2ePost posts n payments (prefix-0 .. prefix-(n-1)) to the receiver at
@@ -281,10 +287,11 @@ secret = %q
 	}()
 
 	startProfile("ingest")
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n)
+		r.ingestCPU = processCPU() - cpu0
 		startProfile("drain")
 	})
 	// The applied counter is polled every 200 ms on the admin API's
@@ -315,7 +322,15 @@ secret = %q
 	close(stopRSS)
 	<-rssDone
 	r.rssAnon = rss.Load()
+	r.cpu = processCPU() - cpu0
 	return r
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssAnon is this process's RssAnon in bytes (0 when unknown).
