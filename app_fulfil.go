@@ -80,6 +80,33 @@ func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
+// signingKey loads the license signing key, creating it only while no
+// signed key was issued: once one was, a missing file or another key is
+// an error (a new key pair would make every key sold fail its offline
+// check; the file must be restored).
+func (a *app) signingKey(cfg *Config) (ed25519.PrivateKey, error) {
+	issued, err := a.db.SigningKey()
+	if err != nil {
+		return nil, err
+	}
+	path := signingKeyPath(cfg)
+	priv, err := loadSigningKey(cfg, issued == nil)
+	if err != nil {
+		if issued != nil && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("license signing key %s is missing, but signed license keys were issued with public key %s: "+
+				"restore the file from a backup (a new key pair would make every key issued fail its offline check)",
+				path, base64.StdEncoding.EncodeToString(issued))
+		}
+		return nil, err
+	}
+	if pub := priv.Public().(ed25519.PublicKey); issued != nil && !pub.Equal(issued) {
+		return nil, fmt.Errorf("license signing key %s (public key %s) does not match the key that signed the license keys issued "+
+			"(public key %s): restore that key's file from a backup", path, base64.StdEncoding.EncodeToString(pub),
+			base64.StdEncoding.EncodeToString(issued))
+	}
+	return priv, nil
+}
+
 // setFulfilment gives the store and the public listener the products of
 // cfg (SPEC §11). With none, nothing is delivered and /dl and
 // /v1/licenses answer 404.
@@ -87,7 +114,7 @@ func (a *app) setFulfilment(cfg *Config) error {
 	var signer ed25519.PrivateKey
 	if cfg.usesSignedKeys() {
 		var err error
-		if signer, err = loadSigningKey(cfg, true); err != nil {
+		if signer, err = a.signingKey(cfg); err != nil {
 			return err
 		}
 	}
@@ -95,11 +122,20 @@ func (a *app) setFulfilment(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if old := a.db.Catalog(); old != nil {
+		for id := range old.Products {
+			if cat.Products[id] == nil {
+				a.log.Warn("product removed from the config: the download links of the orders that bought it answer 410 "+
+					"(no longer offered) until it is configured again; their license keys keep working", "product", id)
+			}
+		}
+	}
 	a.db.SetCatalog(cat)
 	if !cat.Enabled() {
 		a.rcv.SetFulfilment(nil)
 		return nil
 	}
-	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader, Now: fulfilClock})
+	a.rcv.SetFulfilment(&public.Fulfilment{Store: a.db, Observer: a.m, Rand: rand.Reader, Now: fulfilClock,
+		Stall: time.Duration(cfg.Server.WriteTimeout)})
 	return nil
 }

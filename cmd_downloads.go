@@ -48,6 +48,7 @@ func cmdDownloads(ctx context.Context, args []string, getenv func(string) string
 	if *asJSON {
 		return printJSON(stdout, out)
 	}
+	stdout = terminal(stdout) // the order id and reasons come from outside
 	if *reissue {
 		fmt.Fprintf(stdout, "new links for order %s (emailed to the customer):\n", out.OrderID)
 	} else if out.Revoked {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -60,12 +61,12 @@ func licensePath(key string) string {
 
 // cmdLicenses shows one license key, or the keys of an order; "ipnd
 // licenses disable KEY" and "ipnd licenses pubkey" are its subcommands.
-func cmdLicenses(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+func cmdLicenses(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "disable" {
 		return cmdLicensesDisable(ctx, args[1:], getenv, stdout)
 	}
 	if len(args) > 0 && args[0] == "pubkey" {
-		return cmdLicensesPubkey(args[1:], getenv, stdout)
+		return cmdLicensesPubkey(args[1:], getenv, stdout, stderr)
 	}
 	fs := clientCommand("licenses", getenv, stdout)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
@@ -113,6 +114,7 @@ func cmdLicenses(ctx context.Context, args []string, getenv func(string) string,
 }
 
 func printLicenses(w io.Writer, views []licenseView) {
+	w = terminal(w) // order ids, instance names, reasons come from outside
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tSTATUS\tORDER\tPRODUCT\tACTIVATIONS\tEXPIRES")
 	for _, v := range views {
@@ -159,8 +161,9 @@ func cmdLicensesDisable(ctx context.Context, args []string, getenv func(string) 
 }
 
 // cmdLicensesPubkey prints the public key of the license signing key
-// (created when there is none yet), base64 (standard encoding).
-func cmdLicensesPubkey(args []string, getenv func(string) string, stdout io.Writer) error {
+// (created when there is none yet, which it says on stderr), base64
+// (standard encoding).
+func cmdLicensesPubkey(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newCmdline("licenses pubkey", getenv, stdout)
 	if err := fs.parse(args, 0, 0, ""); err != nil {
 		return err
@@ -169,9 +172,15 @@ func cmdLicensesPubkey(args []string, getenv func(string) string, stdout io.Writ
 	if err != nil {
 		return err
 	}
+	_, statErr := os.Stat(signingKeyPath(cfg))
 	priv, err := loadSigningKey(cfg, true)
 	if err != nil {
 		return err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "ipnd: created a new license signing key %s: back it up with the database. "+
+			"If signed license keys were issued with a key that was lost, restore that file instead: ipnd serve refuses a key that does not match them.\n",
+			signingKeyPath(cfg))
 	}
 	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
 	return nil

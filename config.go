@@ -133,8 +133,12 @@ type EmailConfig struct {
 	MaxAttempts  int      `toml:"max_attempts"`
 	Enabled      []string `toml:"enabled"`
 	// Connections is how many SMTP connections deliver at once, per
-	// lane (customer, merchant): a crash repeats at most one email each.
+	// lane (customer, merchant), each kept open between bursts.
 	Connections int `toml:"connections"`
+	// Unrecorded is how many sent emails of one connection may wait for
+	// their result to be recorded while the next goes: a crash repeats
+	// at most that many emails per connection.
+	Unrecorded int `toml:"unrecorded"`
 }
 
 // ShopConfig is the merchant's shop callback and notification script.
@@ -145,6 +149,10 @@ type ShopConfig struct {
 	Command     []string `toml:"command"`
 	Timeout     Duration `toml:"timeout"`
 	MaxAttempts int      `toml:"max_attempts"`
+	// Connections is how many callbacks go at once (keep-alive
+	// connections to the shop), each recorded before its connection
+	// takes the next: a crash repeats at most one callback each.
+	Connections int `toml:"connections"`
 }
 
 // PipelineConfig tunes background processing: verification retries with
@@ -235,8 +243,8 @@ func defaultConfig() Config {
 		Admin: AdminConfig{Listen: "127.0.0.1:8081"},
 		Store: StoreConfig{Path: "./ipnd-data/ipnd.db"},
 		SMTP:  SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
-		Email: EmailConfig{MaxAttempts: 20, Connections: 2},
-		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50},
+		Email: EmailConfig{MaxAttempts: 20, Connections: 4, Unrecorded: 8},
+		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50, Connections: 16},
 		Log:   LogConfig{Level: "info", Format: "auto"},
 		Pipeline: PipelineConfig{Workers: 8, VerifyTimeout: Duration(30 * time.Second),
 			RetryBase: Duration(10 * time.Second), RetryCap: Duration(time.Hour), RetryFor: Duration(72 * time.Hour),
@@ -633,6 +641,12 @@ func (c *Config) validateDelivery() error {
 	}
 	if c.Email.Connections < 1 || c.Email.Connections > 16 {
 		return configError("email.connections", c.Email.Connections, "must be 1 to 16")
+	}
+	if c.Email.Unrecorded < 1 || c.Email.Unrecorded > 64 {
+		return configError("email.unrecorded", c.Email.Unrecorded, "must be 1 to 64")
+	}
+	if c.Shop.Connections < 1 || c.Shop.Connections > 64 {
+		return configError("shop.connections", c.Shop.Connections, "must be 1 to 64")
 	}
 	if c.Shop.Secret != "" && c.Shop.SecretFile != "" {
 		return configError("shop.secret_file", c.Shop.SecretFile, "give secret or secret_file, not both")

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,6 +14,7 @@ import (
 
 	"ipnd/fulfil"
 	"ipnd/ipn"
+	"ipnd/public"
 )
 
 // FulfilmentConfig is [fulfilment] (SPEC §11).
@@ -120,7 +123,7 @@ func (c *Config) validateFulfilment() error {
 		case p.License != fulfil.LicensePool && p.LicensePool != "":
 			return configError(key+".license_pool", p.LicensePool, `is read only with license = "pool"`)
 		}
-		if _, err := c.productFile(*p); err != nil {
+		if _, _, err := c.productFile(*p); err != nil {
 			return configError(key+".file", p.File, err.Error())
 		}
 		if p.License == fulfil.LicensePool {
@@ -132,41 +135,38 @@ func (c *Config) validateFulfilment() error {
 	return nil
 }
 
-// productFile returns the absolute path of p's file: under files_dir
-// (symbolic links resolved), a regular file that can be opened.
-func (c *Config) productFile(p ProductConfig) (string, error) {
+// productFile returns files_dir (symbolic links resolved) and the
+// absolute path of p's file under it: a regular file that can be opened
+// (as the download route opens it: public.OpenProductFile).
+func (c *Config) productFile(p ProductConfig) (string, string, error) {
 	if p.File == "" {
-		return "", fmt.Errorf("is empty")
+		return "", "", fmt.Errorf("is empty")
 	}
 	dir, err := filepath.Abs(c.Fulfilment.FilesDir)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	} else {
-		return "", fmt.Errorf("fulfilment.files_dir: %v", err)
+		return "", "", fmt.Errorf("fulfilment.files_dir: %v", err)
 	}
 	if filepath.IsAbs(p.File) || !filepath.IsLocal(p.File) {
-		return "", fmt.Errorf("must be a relative path under fulfilment.files_dir")
+		return "", "", fmt.Errorf("must be a relative path under fulfilment.files_dir")
 	}
 	full, err := filepath.EvalSymlinks(filepath.Join(dir, p.File))
 	if err != nil {
-		return "", fmt.Errorf("cannot be read: %v", err)
+		return "", "", fmt.Errorf("cannot be read: %v", err)
 	}
 	if rel, err := filepath.Rel(dir, full); err != nil || !filepath.IsLocal(rel) {
-		return "", fmt.Errorf("leads out of fulfilment.files_dir")
+		return "", "", fmt.Errorf("leads out of fulfilment.files_dir")
 	}
-	f, err := os.Open(full)
+	f, _, err := public.OpenProductFile(dir, full)
 	if err != nil {
-		return "", fmt.Errorf("cannot be read: %v", err)
+		return "", "", fmt.Errorf("cannot be served: %v", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return "", fmt.Errorf("is not a regular file")
-	}
-	return full, nil
+	f.Close()
+	return dir, full, nil
 }
 
 // readPool reads a license pool file: one key per line, blank lines and
@@ -216,11 +216,11 @@ func (c *Config) catalog(signer ed25519.PrivateKey) (*fulfil.Catalog, error) {
 	cat := &fulfil.Catalog{Products: map[string]*fulfil.Product{}, Grace: time.Duration(c.Fulfilment.LicenseGrace),
 		PublicURL: c.Server.PublicURL, Signer: signer}
 	for i, p := range c.Products {
-		file, err := c.productFile(p)
+		root, file, err := c.productFile(p)
 		if err != nil {
 			return nil, configError(fmt.Sprintf("product[%d].file", i), p.File, err.Error())
 		}
-		fp := &fulfil.Product{ID: p.ID, Name: p.Name, File: file, DownloadLimit: p.DownloadLimit, LinkTTL: time.Duration(p.LinkTTL),
+		fp := &fulfil.Product{ID: p.ID, Name: p.Name, File: file, Root: root, DownloadLimit: p.DownloadLimit, LinkTTL: time.Duration(p.LinkTTL),
 			License: p.License, Activations: p.LicenseActivations, Format: p.LicenseFormat}
 		if p.License == fulfil.LicensePool {
 			if fp.Pool, err = readPool(p.LicensePool); err != nil {
@@ -248,6 +248,23 @@ func (c *Config) fulfilSummary() string {
 	}
 	if len(c.Products) > 0 {
 		fmt.Fprintf(&b, "# download links: %s/dl/<token>\n", c.Server.PublicURL)
+	}
+	if c.usesSignedKeys() {
+		path := signingKeyPath(c)
+		st, err := os.Stat(path)
+		switch priv, lerr := loadSigningKey(c, false); {
+		case errors.Is(err, os.ErrNotExist):
+			fmt.Fprintf(&b, "# license signing key %s does not exist: ipnd serve creates it, unless signed keys were issued already "+
+				"(then it refuses to start: restore the file from a backup)\n", path)
+		case lerr != nil:
+			fmt.Fprintf(&b, "# warning: %v: ipnd serve will refuse to start\n", lerr)
+		default:
+			fmt.Fprintf(&b, "# license signing key %s (public key %s): back it up with the database\n", path,
+				base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+			if st.Mode().Perm()&0o077 != 0 {
+				fmt.Fprintf(&b, "# warning: license signing key %s is readable by others (%v): chmod 600 it\n", path, st.Mode().Perm())
+			}
+		}
 	}
 	return b.String()
 }

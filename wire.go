@@ -190,7 +190,8 @@ func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Lo
 		if err != nil {
 			return nil, err
 		}
-		shop = &notify.Shop{URL: cfg.Shop.URL, Key: key, Command: cfg.Shop.Command, Timeout: time.Duration(cfg.Shop.Timeout)}
+		shop = &notify.Shop{URL: cfg.Shop.URL, Key: key, Command: cfg.Shop.Command, Timeout: time.Duration(cfg.Shop.Timeout),
+			Client: notify.NewShopClient(cfg.Shop.Connections)}
 	}
 	var enabled map[string]bool
 	if len(cfg.Email.Enabled) > 0 {
@@ -218,8 +219,8 @@ func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Lo
 	return notify.NewWorker(notify.WorkerOptions{Outbox: db, Mailer: mailer, Templates: tpl, From: from,
 		ReplyTo: cfg.Email.ReplyTo, MerchantTo: cfg.Email.MerchantTo, MerchantName: cfg.Email.MerchantName,
 		Domain: domain, Enabled: enabled, Shop: shop, EmailMax: cfg.Email.MaxAttempts, ShopMax: cfg.Shop.MaxAttempts,
-		EmailConnections: cfg.Email.Connections,
-		RetryBase:        time.Duration(cfg.Pipeline.OutboxRetryBase), RetryCap: time.Duration(cfg.Pipeline.OutboxRetryCap),
+		EmailConnections: cfg.Email.Connections, EmailUnrecorded: cfg.Email.Unrecorded, ShopConnections: cfg.Shop.Connections,
+		RetryBase: time.Duration(cfg.Pipeline.OutboxRetryBase), RetryCap: time.Duration(cfg.Pipeline.OutboxRetryCap),
 		Observer: m, Logger: log}), nil
 }
 

@@ -37,7 +37,8 @@ const (
 type Product struct {
 	ID            string
 	Name          string
-	File          string // absolute path of the file served
+	File          string // absolute path of the file served, under Root
+	Root          string // fulfilment.files_dir, symbolic links resolved
 	DownloadLimit int
 	LinkTTL       time.Duration
 	License       string // LicenseNone, LicenseGenerated, LicensePool
@@ -72,10 +73,16 @@ type Record struct {
 
 // Delivery is one unit's download link (its token only as a hash) and
 // the hash of its license key, if any.
+//
+// Its download limit is counted in bytes: Sent is how many bytes of the
+// file the link has sent (a range, a resumed download, a response cut
+// short: what went out), and the link allows Limit times the file's size
+// (see Budget). Downloads is that in whole copies, for display.
 type Delivery struct {
 	Product     string    `json:"product"`
 	TokenHash   string    `json:"token_hash"`
 	Downloads   int       `json:"downloads"`
+	Sent        int64     `json:"sent,omitempty"`
 	Limit       int       `json:"limit"`
 	ExpiresAt   time.Time `json:"expires_at"`
 	LicenseHash string    `json:"license_hash,omitempty"`
@@ -300,7 +307,7 @@ func (c *Catalog) Reissue(rec Record, lic map[string]*License, rnd io.Reader, no
 			return Record{}, nil, nil, err
 		}
 		old = append(old, d.TokenHash)
-		d.TokenHash, d.Downloads = Hash(tok), 0
+		d.TokenHash, d.Downloads, d.Sent = Hash(tok), 0, 0
 		name := d.Product
 		if p := c.Products[d.Product]; p != nil {
 			d.Limit, d.ExpiresAt, name = p.DownloadLimit, now.Add(p.LinkTTL), p.Name
@@ -339,6 +346,7 @@ const (
 	RefusedLimit   = "limit"
 	RefusedExpired = "expired"
 	RefusedRevoked = "revoked"
+	RefusedRemoved = "removed" // its product is no longer in the config
 )
 
 // Refusal returns why delivery i of rec may not be downloaded at now ("":
@@ -362,5 +370,27 @@ type Grant struct {
 	Product   *Product
 	OrderID   string
 	TokenHash string
-	Left      int // downloads left before this one
+	Left      int   // downloads left before this one
+	Downloads int   // whole copies sent
+	Sent      int64 // bytes of the file sent
+	Limit     int   // download_limit of the link
+}
+
+// Unit is what one copy of a file of size bytes costs: its size (an
+// empty file costs 1 per response, so that its limit still holds).
+func Unit(size int64) int64 { return max(size, 1) }
+
+// Budget returns how many bytes of a file of size bytes the link of g
+// may still send: Limit copies of the file, less what it sent (at least
+// Downloads copies, for a link counted before bytes were).
+func (g *Grant) Budget(size int64) int64 {
+	used := max(g.Sent, int64(g.Downloads)*Unit(size))
+	return max(int64(g.Limit)*Unit(size)-used, 0)
+}
+
+// Spend returns d after sending n more bytes of a file of size bytes.
+func (d Delivery) Spend(n, size int64) Delivery {
+	d.Sent = max(d.Sent, int64(d.Downloads)*Unit(size)) + n
+	d.Downloads = max(d.Downloads, int(d.Sent/Unit(size)))
+	return d
 }

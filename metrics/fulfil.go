@@ -8,7 +8,7 @@ import (
 
 // DownloadResults are the values of the result label of
 // ipnd_downloads_total.
-var DownloadResults = []string{"ok", "partial", "unknown", "limit", "expired", "revoked", "rate_limited", "error"}
+var DownloadResults = []string{"ok", "partial", "unknown", "limit", "expired", "revoked", "removed", "busy", "rate_limited", "error"}
 
 // LicenseActions and LicenseResults are the labels of
 // ipnd_license_requests_total.

@@ -20,13 +20,16 @@ import (
 
 // Outbox is the store as the worker sees it.
 type Outbox interface {
-	// DueLane returns up to max pending items of one kind due at now,
-	// earliest first, and when the next one after them is due (zero:
-	// none).
-	DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error)
+	// DueLaneSkipping returns up to max pending items of one kind due at
+	// now, earliest first, passing over those for which skip returns
+	// true (those in flight, still pending in the store), and when the
+	// next one after them is due (zero: none).
+	DueLaneSkipping(kind string, now time.Time, max int, skip func(id uint64) bool) ([]ipn.OutboxItem, time.Time, error)
 	FinishOutbox(results []ipn.OutboxResult, now time.Time) error
 	OutboxWake() <-chan struct{}
-	GetOrder(id string) (*ipn.Order, error)
+	// OrderHeader returns an order without the facts and history kept
+	// apart from it (what rendering an email needs).
+	OrderHeader(id string) (*ipn.Order, error)
 }
 
 // WorkerObserver is told each delivery outcome. result is "sent",
@@ -58,7 +61,16 @@ type WorkerOptions struct {
 	// callbacks at once, and of script runs at once (default 4 each).
 	EmailConnections int
 	Concurrency      int
-	Batch            int // emails one connection takes at once (default 100)
+	// ShopConnections is the number of callbacks at once (default
+	// Concurrency): each slot's callback is recorded before it takes
+	// the next, so a crash repeats at most one callback per slot.
+	ShopConnections int
+	// EmailUnrecorded is how many emails one connection may have sent
+	// whose results are not yet recorded (default 1): the next email
+	// goes while the results before it are committed, and a crash
+	// repeats at most that many emails per connection.
+	EmailUnrecorded int
+	Batch           int // emails a lane takes at once (default 100), shared by its connections
 	// BatchDelay lets queued items gather after a wake-up (default 50 ms),
 	// so that a trickle of events does not cost a commit each.
 	BatchDelay time.Duration
@@ -80,10 +92,11 @@ const storeRetryCap = 30 * time.Second
 // connections, shop callbacks and script runs each with their own bounded
 // concurrency. A lane scans only its own due items, so a slow or dead
 // destination delays nothing but its own lane. Each result is recorded as
-// soon as it is known (results arriving together share a transaction), and
-// a connection sends its next email only once the previous one is
-// recorded as sent: a crash repeats at most the items in flight, one per
-// SMTP connection and one per concurrent callback or script. Failures are
+// soon as it is known (the results of every lane arriving together share
+// a transaction), and a connection sends its next email only while at
+// most EmailUnrecorded-1 of its sent ones wait for their record: a crash
+// repeats at most EmailUnrecorded emails per SMTP connection and one
+// item per concurrent callback or script slot. Failures are
 // retried with backoff and jitter until the kind's attempt limit, then
 // the item is dead (listed by the API, retryable by hand); an item with
 // nothing to send to is skipped. The store hands out the callbacks and
@@ -96,7 +109,14 @@ type Worker struct {
 	o      WorkerOptions
 	log    *slog.Logger
 	faults faults
-	record chan recordReq // to the recorder, while Run runs
+	// The results handed to the recorder and not yet taken by it; a
+	// value in recordWake says there are some. A slot hands a result over
+	// without waiting, also while a commit is under way (see
+	// slotRecords.add): the results that arrive meanwhile go together in
+	// the next one.
+	recordMu   sync.Mutex
+	recordQ    []recordReq
+	recordWake chan struct{}
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
@@ -123,6 +143,12 @@ func NewWorker(o WorkerOptions) *Worker {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
+	}
+	if o.ShopConnections <= 0 {
+		o.ShopConnections = o.Concurrency
+	}
+	if o.EmailUnrecorded <= 0 {
+		o.EmailUnrecorded = 1
 	}
 	if o.Batch <= 0 {
 		o.Batch = 100
@@ -192,7 +218,7 @@ type lane struct {
 func (w *Worker) Run(ctx context.Context) error {
 	w.started.Store(true)
 	defer close(w.stopped)
-	w.record = make(chan recordReq)
+	w.recordWake = make(chan struct{}, 1)
 	stop, recorded := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(recorded)
@@ -201,6 +227,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var lanes []*lane
 	for _, kind := range ipn.OutboxLanes {
 		l := &lane{kind: kind, slots: w.o.Concurrency, burst: 1, wake: make(chan struct{}, 1)}
+		if kind == ipn.EffectShopCallback {
+			l.slots = w.o.ShopConnections
+		}
 		if kind == ipn.EffectEmailCustomer || kind == ipn.EffectEmailMerchant {
 			// Each connection takes its share of a batch, so that one
 			// does not take all while the others wait.
@@ -228,6 +257,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	wg.Wait() // the lanes' last results are with the recorder
 	close(stop)
 	<-recorded
+	if c, ok := w.o.Mailer.(interface{ CloseIdle() }); ok {
+		c.CloseIdle() // the SMTP connections kept between bursts
+	}
+	if w.o.Shop != nil && w.o.Shop.Client != nil {
+		w.o.Shop.Client.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -242,8 +277,8 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 	failures := 0
 	for ctx.Err() == nil && !w.draining() {
 		if free > 0 && len(queue) == 0 {
-			// In-flight items are still pending in the store: read past them.
-			items, at, err := w.o.Outbox.DueLane(l.kind, w.o.Now(), w.o.Batch+len(inflight))
+			// In-flight items are still pending in the store: passed over.
+			items, at, err := w.o.Outbox.DueLaneSkipping(l.kind, w.o.Now(), w.o.Batch, func(id uint64) bool { return inflight[id] })
 			if err != nil {
 				failures++
 				wait := backoff.Delay(time.Second, storeRetryCap, failures)
@@ -300,7 +335,11 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 		if timer != nil {
 			timer.Stop()
 		}
-		if woken {
+		if woken && free == l.slots {
+			// Idle until now: let what is being queued gather. (A busy
+			// lane goes on: it would otherwise leave its slots idle for
+			// the delay at every wake-up, which come with every commit
+			// of the pipeline under load.)
 			select {
 			case <-ctx.Done():
 			case <-w.drain:
@@ -324,7 +363,11 @@ func (w *Worker) deliver(ctx context.Context, kind string, items []ipn.OutboxIte
 	case ipn.EffectShopCallback, ipn.EffectShopScript:
 		for _, it := range items {
 			start := time.Now()
-			d, err := w.shop(ctx, it, w.order(it))
+			var order *ipn.Order
+			if it.Effect.Order == nil { // queued by an older version: the order as it is now stands in
+				order = w.order(it)
+			}
+			d, err := w.shop(ctx, it, order)
 			r := w.result(it, err, false)
 			r.Detail, r.Duration = d, time.Since(start)
 			rec.add(it, r)
@@ -337,8 +380,9 @@ func (w *Worker) deliver(ctx context.Context, kind string, items []ipn.OutboxIte
 	}
 }
 
-// sendEmails renders items and sends them over one connection, waiting
-// for each email's result to be recorded before the next one goes.
+// sendEmails renders items and sends them over one connection; before
+// each email goes, at most EmailUnrecorded-1 sent ones wait for their
+// result to be recorded (1: each is durable before the next goes).
 func (w *Worker) sendEmails(ctx context.Context, items []ipn.OutboxItem, rec *slotRecords) {
 	orders := map[string]*ipn.Order{}
 	var msgs []Message
@@ -374,7 +418,9 @@ func (w *Worker) sendEmails(ctx context.Context, items []ipn.OutboxItem, rec *sl
 		}
 		rec.add(it, r)
 		if err == nil {
-			rec.wait() // durable before the next email goes
+			// Sent: at most EmailUnrecorded sent emails of this
+			// connection wait for their record while the next one goes.
+			rec.waitFor(w.o.EmailUnrecorded - 1)
 		}
 		return !w.draining() // a reload: stop at this message boundary
 	})
@@ -385,7 +431,7 @@ func (w *Worker) order(it ipn.OutboxItem) *ipn.Order {
 	if it.Effect.OrderID == "" {
 		return nil
 	}
-	o, err := w.o.Outbox.GetOrder(it.Effect.OrderID)
+	o, err := w.o.Outbox.OrderHeader(it.Effect.OrderID)
 	if err != nil {
 		return nil
 	}
@@ -400,24 +446,21 @@ type recordReq struct {
 }
 
 // recorder writes the results the slots hand it, all those waiting in one
-// transaction, until stop is closed (after the lanes have stopped).
+// transaction (one commit for every lane's results that arrive together),
+// until stop is closed (after the lanes have stopped).
 func (w *Worker) recorder(ctx context.Context, stop <-chan struct{}) {
 	for {
-		var batch []recordReq
 		select {
-		case q := <-w.record:
-			batch = append(batch, q)
+		case <-w.recordWake:
 		case <-stop:
 			return
 		}
-	gather:
-		for len(batch) < 4*w.o.Batch {
-			select {
-			case q := <-w.record:
-				batch = append(batch, q)
-			default:
-				break gather
-			}
+		w.recordMu.Lock()
+		batch := w.recordQ
+		w.recordQ = nil
+		w.recordMu.Unlock()
+		if len(batch) == 0 {
+			continue
 		}
 		results := make([]ipn.OutboxResult, len(batch))
 		for i, q := range batch {
@@ -427,6 +470,17 @@ func (w *Worker) recorder(ctx context.Context, stop <-chan struct{}) {
 		for _, q := range batch {
 			q.done <- err
 		}
+	}
+}
+
+// toRecorder hands q to the recorder without waiting.
+func (w *Worker) toRecorder(q recordReq) {
+	w.recordMu.Lock()
+	w.recordQ = append(w.recordQ, q)
+	w.recordMu.Unlock()
+	select {
+	case w.recordWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -480,19 +534,25 @@ func (s *slotRecords) add(it ipn.OutboxItem, r ipn.OutboxResult) {
 		return
 	}
 	q := recordReq{r: r, done: make(chan error, 1)}
-	s.w.record <- q
+	s.w.toRecorder(q)
 	s.waiting = append(s.waiting, recorded{it: it, r: r, done: q.done})
 }
 
 // wait returns once every result handed over is recorded (or given up
 // on at shutdown), and reports the recorded ones.
-func (s *slotRecords) wait() {
-	for _, q := range s.waiting {
+func (s *slotRecords) wait() { s.waitFor(0) }
+
+// waitFor returns once at most n results handed over are not yet
+// recorded (the oldest are waited for first).
+func (s *slotRecords) waitFor(n int) {
+	k := 0
+	for ; len(s.waiting)-k > n; k++ {
+		q := s.waiting[k]
 		if err := <-q.done; err == nil {
 			s.w.report(q.it, q.r)
 		}
 	}
-	s.waiting = s.waiting[:0]
+	s.waiting = append(s.waiting[:0], s.waiting[k:]...)
 }
 
 // faults are the store errors that keep parts of the worker from making

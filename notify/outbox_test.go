@@ -28,12 +28,12 @@ type faultyOutbox struct {
 
 var errInjected = errors.New("no space left on device (injected)")
 
-func (f *faultyOutbox) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+func (f *faultyOutbox) DueLaneSkipping(kind string, now time.Time, max int, skip func(uint64) bool) ([]ipn.OutboxItem, time.Time, error) {
 	if f.failing("scan") {
 		f.scans.Add(1)
 		return nil, time.Time{}, errInjected
 	}
-	return f.DB.DueLane(kind, now, max)
+	return f.DB.DueLaneSkipping(kind, now, max, skip)
 }
 
 func (f *faultyOutbox) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
@@ -202,6 +202,39 @@ func TestWorkerRecordsEachEmail(t *testing.T) {
 			t.Errorf("%d files in the mail directory, want 2", len(entries))
 		}
 	})
+}
+
+// TestWorkerUnrecordedBound: with EmailUnrecorded B, a connection sends
+// the next email while up to B-1 sent ones wait for their record, never
+// more: a store that records nothing holds the burst after B emails
+// (what a crash would then repeat), not after 1 and not after all.
+func TestWorkerUnrecordedBound(t *testing.T) {
+	for _, b := range []int{1, 3} {
+		t.Run(fmt.Sprint(b), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				db := openStore(t)
+				defer db.Close()
+				ob := &faultyOutbox{DB: db, failing: func(op string) bool { return op == "record" }}
+				tpl, _ := LoadTemplates("")
+				mailer := &countingMailer{FileMailer: NewFileMailer(filepath.Join(t.TempDir(), "mail")), sent: map[string]int{}}
+				for i := range 8 {
+					payOrder(t, db, fmt.Sprintf("O-%d", i), fmt.Sprintf("c%d@example.com", i))
+				}
+				w := NewWorker(WorkerOptions{Outbox: ob, Mailer: mailer, Templates: tpl, From: "shop@example.com",
+					EmailUnrecorded: b})
+				ctx, cancel := context.WithCancel(context.Background())
+				ran := make(chan error, 1)
+				go func() { ran <- w.Run(ctx) }()
+				time.Sleep(time.Minute)
+				synctest.Wait()
+				if n := len(mailer.copies()); n != b {
+					t.Errorf("%d emails went over one connection while none could be recorded; want %d", n, b)
+				}
+				cancel()
+				<-ran
+			})
+		})
+	}
 }
 
 // recordCounter counts the transactions that recorded results.

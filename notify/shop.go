@@ -82,7 +82,7 @@ func (s *Shop) PostDetail(ctx context.Context, id string, body []byte) (ipn.Atte
 	req.Header.Set("Webhook-Signature", gateway.SignWebhook(s.Key, id, ts, body))
 	client := s.Client
 	if client == nil {
-		client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		client = &http.Client{CheckRedirect: noRedirects}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -96,6 +96,19 @@ func (s *Shop) PostDetail(ctx context.Context, id string, body []byte) (ipn.Atte
 		return d, fmt.Errorf("shop callback: HTTP %d", resp.StatusCode)
 	}
 	return d, nil
+}
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// NewShopClient is the HTTP client of shop callbacks made by up to conns
+// at once: it keeps a connection per callback slot alive between
+// callbacks (net/http keeps 2 per host by default, so that more slots
+// would open and close a connection per callback) and follows no
+// redirect.
+func NewShopClient(conns int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(conns, 2)
+	return &http.Client{Transport: t, CheckRedirect: noRedirects}
 }
 
 // Run runs the notification script with body on stdin and the key

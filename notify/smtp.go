@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
 )
 
 // SMTP transport security modes (SMTPConfig.TLS).
@@ -71,13 +72,40 @@ func (c SMTPConfig) LogValue() slog.Value {
 	)
 }
 
-// SMTPMailer sends email through an SMTP server with go-mail. Each Send
-// opens one connection for its whole burst and closes it at the end; it
-// is safe for concurrent use (concurrent Sends use separate connections).
+// SMTPMailer sends email through an SMTP server with go-mail. Each
+// SendEach sends its whole burst over one connection, which it then keeps
+// for the next burst (up to maxIdleSMTP idle connections, each for at
+// most idleSMTP; a kept connection is checked with RSET before it is
+// used again). It is safe for concurrent use: concurrent SendEach calls
+// use separate connections.
 type SMTPMailer struct {
 	cfg  SMTPConfig
 	tls  *tls.Config
 	addr string
+
+	mu     sync.Mutex
+	idle   []*smtpConn // oldest first
+	closed bool
+}
+
+// maxIdleSMTP bounds the connections kept between bursts (two lanes of
+// up to 16 connections each), idleSMTP how long one is kept unused:
+// servers drop idle sessions after minutes (RFC 5321 4.5.3.2 asks for 5
+// at least), a burst comes within one BatchDelay under load.
+const (
+	maxIdleSMTP = 32
+	idleSMTP    = 30 * time.Second
+)
+
+// smtpConn is one SMTP session: its go-mail client, the session, what
+// closes its network connection, and (while a burst uses it) the stop
+// of the closing on the burst's context.
+type smtpConn struct {
+	client *mail.Client
+	sc     *smtp.Client
+	cc     *connCloser
+	since  time.Time // idle since
+	stop   func() bool
 }
 
 // NewSMTPMailer checks cfg and returns a mailer; it does not connect.
@@ -284,28 +312,17 @@ func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 		return
 	}
 
-	cc := &connCloser{}
-	// Close the connection whatever happens: go-mail leaves it open when
-	// the session setup fails after connecting.
-	defer cc.close()
-	stop := context.AfterFunc(ctx, cc.close)
-	defer stop()
-	client, err := m.client(cc)
+	conn, err := m.session(ctx)
 	if err != nil {
 		failRest(0, err)
 		return
 	}
-	sc, err := client.DialToSMTPClientWithContext(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-		}
-		failRest(0, fmt.Errorf("smtp: connect to %s: %w", m.addr, err))
-		return
-	}
-	// QUIT politely at the end; the messages are accepted or not whatever
-	// it answers.
-	defer func() { _ = client.CloseWithSMTPClient(sc) }()
+	// The connection is kept for the next burst unless it failed or the
+	// context closed it; the messages are accepted or not whatever
+	// happens to it then.
+	reusable := false
+	defer func() { m.release(conn, reusable) }()
+	client, sc := conn.client, conn.sc
 
 	for i, msg := range built {
 		if msg == nil {
@@ -343,6 +360,119 @@ func (m *SMTPMailer) SendEach(ctx context.Context, msgs []Message, done func(i i
 			return
 		}
 		report(i + 1)
+	}
+	reusable = !stopped && ctx.Err() == nil
+}
+
+// session returns a connection for a burst: a kept one that answers
+// RSET (the transaction state is then clean whatever the last burst
+// left), or a new one. Until release, ctx being done closes it.
+func (m *SMTPMailer) session(ctx context.Context) (*smtpConn, error) {
+	for {
+		c := m.takeIdle()
+		if c == nil {
+			break
+		}
+		c.stop = context.AfterFunc(ctx, c.cc.close)
+		err := c.sc.UpdateDeadline(m.cfg.Timeout)
+		if err == nil {
+			err = c.sc.Reset()
+		}
+		if err == nil {
+			return c, nil
+		}
+		c.stop()
+		c.cc.close() // gone meanwhile (the server's idle timeout): dial anew
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("smtp: %w", err)
+		}
+	}
+	cc := &connCloser{}
+	stop := context.AfterFunc(ctx, cc.close)
+	client, err := m.client(cc)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	sc, err := client.DialToSMTPClientWithContext(ctx)
+	if err != nil {
+		stop()
+		// go-mail leaves the connection open when the session setup
+		// fails after connecting.
+		cc.close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("smtp: connect to %s: %w", m.addr, err)
+	}
+	return &smtpConn{client: client, sc: sc, cc: cc, stop: stop}, nil
+}
+
+// takeIdle returns the most recently used kept connection, closing those
+// kept too long; nil when there is none.
+func (m *SMTPMailer) takeIdle() *smtpConn {
+	m.mu.Lock()
+	var old []*smtpConn
+	var c *smtpConn
+	for len(m.idle) > 0 && c == nil {
+		n := len(m.idle) - 1
+		last := m.idle[n]
+		m.idle = m.idle[:n]
+		if time.Since(last.since) < idleSMTP {
+			c = last
+		} else {
+			old = append(old, last)
+		}
+	}
+	m.mu.Unlock()
+	for _, o := range old {
+		m.quit(o)
+	}
+	return c
+}
+
+// release keeps c for the next burst when reusable (and the context did
+// not close it), or ends it.
+func (m *SMTPMailer) release(c *smtpConn, reusable bool) {
+	if !c.stop() || !reusable {
+		m.quit(c)
+		return
+	}
+	c.since = time.Now()
+	m.mu.Lock()
+	var drop *smtpConn
+	if m.closed {
+		drop = c
+	} else {
+		m.idle = append(m.idle, c)
+		if len(m.idle) > maxIdleSMTP {
+			drop = m.idle[0]
+			m.idle = m.idle[1:]
+		}
+	}
+	m.mu.Unlock()
+	if drop != nil {
+		m.quit(drop)
+	}
+}
+
+// quit says QUIT (politely, briefly) and closes the connection.
+func (m *SMTPMailer) quit(c *smtpConn) {
+	if err := c.sc.UpdateDeadline(min(m.cfg.Timeout, 5*time.Second)); err == nil {
+		_ = c.client.CloseWithSMTPClient(c.sc)
+	}
+	c.cc.close()
+}
+
+// CloseIdle ends the connections kept between bursts; the mailer keeps
+// none from then on (the worker calls it when it stops).
+func (m *SMTPMailer) CloseIdle() {
+	m.mu.Lock()
+	idle := m.idle
+	m.idle, m.closed = nil, true
+	m.mu.Unlock()
+	for _, c := range idle {
+		m.quit(c)
 	}
 }
 

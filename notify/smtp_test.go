@@ -471,3 +471,44 @@ func TestNewSMTPMailerConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSMTPMailerKeepsConnection: the connection of one burst serves the
+// next (checked with RSET first); one that died while kept is replaced
+// without failing a message.
+func TestSMTPMailerKeepsConnection(t *testing.T) {
+	srv := startSMTPTestServer(t, smtpTestOptions{TLS: SMTPStartTLS, Username: "ipnd", Password: "pw"})
+	m := mustSMTPMailer(t, srv.config(t))
+	defer m.CloseIdle()
+	msgs := testBurst(6)
+	for i := 0; i < 6; i += 2 {
+		for j, err := range m.Send(context.Background(), msgs[i:i+2]) {
+			if err != nil {
+				t.Errorf("message %d: %v", i+j, err)
+			}
+		}
+	}
+	if n := srv.connections(); n != 1 {
+		t.Errorf("3 bursts took %d connections, want 1", n)
+	}
+	// The kept connection dies (the server's idle timeout, say).
+	m.mu.Lock()
+	for _, c := range m.idle {
+		c.cc.close()
+	}
+	m.mu.Unlock()
+	for j, err := range m.Send(context.Background(), testBurst(8)[6:]) {
+		if err != nil {
+			t.Errorf("after the kept connection died: message %d: %v", 6+j, err)
+		}
+	}
+	if got := srv.received(); len(got) != 8 {
+		t.Errorf("server received %d messages, want 8", len(got))
+	}
+	if n := srv.connections(); n != 2 {
+		t.Errorf("connections: %d, want 2 (a new one for the dead)", n)
+	}
+	m.CloseIdle()
+	if len(m.idle) != 0 {
+		t.Errorf("%d connections kept after CloseIdle", len(m.idle))
+	}
+}

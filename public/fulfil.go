@@ -15,7 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -32,7 +35,7 @@ import (
 // FulfilStore is what the routes need of the store (*store.DB).
 type FulfilStore interface {
 	Download(token string, now time.Time) (*fulfil.Grant, string, error)
-	CountDownload(g *fulfil.Grant) error
+	CountDownload(g *fulfil.Grant, n, size int64) error
 	License(key string) (*fulfil.License, error)
 	UpdateLicense(key string, f func(fulfil.License) (fulfil.License, error)) (fulfil.License, error)
 }
@@ -53,8 +56,22 @@ type Fulfilment struct {
 	// WrongKeys is how many unknown license keys one client may send per
 	// minute (default 20); past it, 429 until the minute is over.
 	WrongKeys int
+	// Stall is how long a download may go without sending anything
+	// before it is cut (server.write_timeout). A download as a whole may
+	// take longer than the listener's write timeout (0: it may not).
+	Stall time.Duration
 
-	wrong wrongKeys
+	// What the routes count, kept across SetFulfilment (a config
+	// reload): the unknown keys of each client, the links' reservations.
+	wrong *wrongKeys
+	slots *linkSlots
+}
+
+// linkSlots are the bytes reserved by the requests in flight of each
+// link (by its token's hash).
+type linkSlots struct {
+	sync.Mutex
+	m map[string]int64
 }
 
 // Download results (ipnd_downloads_total{result}).
@@ -63,6 +80,7 @@ const (
 	DownloadPartial     = "partial" // cut short, or a range before the end
 	DownloadUnknown     = "unknown"
 	DownloadRateLimited = "rate_limited"
+	DownloadBusy        = "busy" // requests in flight reserved what the link has left: 429
 	DownloadError       = "error"
 )
 
@@ -74,6 +92,10 @@ func (r *Receiver) SetFulfilment(f *Fulfilment) {
 		}
 		if f.WrongKeys <= 0 {
 			f.WrongKeys = 20
+		}
+		f.wrong, f.slots = &wrongKeys{}, &linkSlots{}
+		if old := r.fulfil.Load(); old != nil {
+			f.wrong, f.slots = old.wrong, old.slots
 		}
 	}
 	r.fulfil.Store(f)
@@ -110,6 +132,7 @@ var goneReasons = map[string]string{
 	fulfil.RefusedLimit:   "It was downloaded as many times as it allows.",
 	fulfil.RefusedExpired: "It has expired.",
 	fulfil.RefusedRevoked: "It was revoked.",
+	fulfil.RefusedRemoved: "The product is no longer offered.",
 }
 
 func validToken(t string) bool {
@@ -149,36 +172,62 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	if validToken(token) {
 		g, refusal, err = f.Store.Download(token, now)
 	}
+	gone := func(refusal string) {
+		observe(refusal)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusGone)
+		fmt.Fprintf(w, goneHTML, html.EscapeString(goneReasons[refusal]))
+	}
+	unavailable := func(msg string, args ...any) {
+		observe(DownloadError)
+		r.log.Error(msg, args...)
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+	}
 	switch {
 	case errors.Is(err, ipn.ErrNotFound):
 		observe(DownloadUnknown)
 		http.NotFound(w, req)
 		return
 	case err != nil:
-		observe(DownloadError)
-		r.log.Error("download lookup failed", "error", err)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		unavailable("download lookup failed", "error", err)
 		return
 	case refusal != "":
-		observe(refusal)
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusGone)
-		fmt.Fprintf(w, goneHTML, html.EscapeString(goneReasons[refusal]))
+		gone(refusal)
 		return
 	}
-	file, err := os.Open(g.Product.File)
+	file, st, err := OpenProductFile(g.Product.Root, g.Product.File)
 	if err != nil {
-		observe(DownloadError)
-		r.log.Error("download: the product's file cannot be opened", "product", g.Product.ID, "error", err)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		unavailable("download: the product's file cannot be served", "product", g.Product.ID, "error", err)
 		return
 	}
 	defer file.Close()
-	st, err := file.Stat()
-	if err != nil {
-		observe(DownloadError)
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
-		return
+	size := st.Size()
+	// The link's limit is counted in bytes sent (fulfil.Delivery): a
+	// GET reserves what it asks for before it starts, against what the
+	// link sent and what its requests in flight reserved, so that no mix
+	// of parallel, ranged or multipart requests gets more than
+	// download_limit copies of the file.
+	var want int64
+	if req.Method == http.MethodGet {
+		want = requestedBytes(req, size, st.ModTime())
+		g, refusal, err = f.reserve(token, now, want, size)
+		switch {
+		case errors.Is(err, ipn.ErrNotFound):
+			observe(DownloadUnknown)
+			http.NotFound(w, req)
+			return
+		case err != nil:
+			unavailable("download lookup failed", "error", err)
+			return
+		case refusal == refusedBusy:
+			observe(DownloadBusy)
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, "this link is being downloaded already; try again when that download is over", http.StatusTooManyRequests)
+			return
+		case refusal != "":
+			gone(refusal)
+			return
+		}
 	}
 	name := filepath.Base(g.Product.File)
 	ctype := mime.TypeByExtension(filepath.Ext(name))
@@ -188,29 +237,170 @@ func (r *Receiver) serveDownload(w http.ResponseWriter, req *http.Request, ps ht
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 	cw := &countingWriter{ResponseWriter: w}
+	if f.Stall > 0 {
+		rc := http.NewResponseController(w)
+		cw.extend = func() { rc.SetWriteDeadline(time.Now().Add(f.Stall)) }
+	}
 	http.ServeContent(cw, req, name, st.ModTime(), file)
-	if req.Method != http.MethodGet || cw.status >= 300 {
+	if req.Method != http.MethodGet {
 		return
 	}
-	if !cw.complete(st.Size()) {
+	var sent int64 // of the file (a refusal's message is not)
+	switch {
+	case cw.status != http.StatusOK && cw.status != http.StatusPartialContent:
+	case size == 0:
+		sent = 1
+	default:
+		sent = min(cw.written, size)
+	}
+	if sent > 0 {
+		err := f.Store.CountDownload(g, sent, size)
+		if err != nil && !errors.Is(err, ipn.ErrNotFound) { // not found: reissued (or deleted) meanwhile, nothing to count
+			// Its reservation is kept: the link's bound still holds
+			// (until a restart) while the store cannot count.
+			r.log.Error("download: cannot count it", "error", err)
+			observe(DownloadError)
+			return
+		}
+	}
+	f.release(g.TokenHash, want)
+	switch {
+	case cw.status >= 300:
+	case !cw.complete(size):
 		observe(DownloadPartial)
-		return
+	default:
+		observe(DownloadOK)
 	}
-	if err := f.Store.CountDownload(g); err != nil {
-		r.log.Error("download: cannot count it", "error", err)
-		observe(DownloadError)
-		return
+}
+
+// OpenProductFile opens file, a path under root, as ipnd check allows
+// it: without leaving root (a symbolic link swapped in after the check
+// that leads out of it is refused), never blocking (a FIFO), and only a
+// regular file (not a directory or a device).
+func OpenProductFile(root, file string) (*os.File, os.FileInfo, error) {
+	rel, err := filepath.Rel(root, file)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, nil, fmt.Errorf("%s is not under %s", file, root)
 	}
-	observe(DownloadOK)
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", file, st.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, st, nil
+}
+
+// refusedBusy: requests in flight reserved what the link has left.
+const refusedBusy = "busy"
+
+// reserve looks token up again and reserves want bytes of a file of size
+// bytes for a request of it: the grant, or why not (a fulfil.Refused*
+// or refusedBusy). A reservation is released once the request's bytes
+// are counted (release).
+func (f *Fulfilment) reserve(token string, now time.Time, want, size int64) (*fulfil.Grant, string, error) {
+	f.slots.Lock()
+	defer f.slots.Unlock()
+	// Looked up under the lock: a request that ends counts its bytes
+	// before it releases its reservation, so one of them is seen.
+	g, refusal, err := f.Store.Download(token, now)
+	if err != nil || refusal != "" {
+		return g, refusal, err
+	}
+	left := g.Budget(size)
+	switch {
+	case want > left:
+		return nil, fulfil.RefusedLimit, nil
+	case want > left-f.slots.m[g.TokenHash]:
+		return nil, refusedBusy, nil
+	}
+	if f.slots.m == nil {
+		f.slots.m = map[string]int64{}
+	}
+	f.slots.m[g.TokenHash] += want
+	return g, "", nil
+}
+
+// release ends a reservation of want bytes of the link whose token's
+// hash is h.
+func (f *Fulfilment) release(h string, want int64) {
+	f.slots.Lock()
+	defer f.slots.Unlock()
+	if f.slots.m[h] -= want; f.slots.m[h] <= 0 {
+		delete(f.slots.m, h)
+	}
+}
+
+// requestedBytes returns how many bytes of a file of size bytes,
+// modified at modtime, a GET asks for: the length of its single range
+// (with an If-Range that net/http's ServeContent honours: the file's
+// date, as a browser resuming a download sends it), else the whole file
+// (a multipart range answer carries at most the file's size: net/http
+// sends the whole file instead of overlapping ranges). An empty file
+// costs 1.
+func requestedBytes(req *http.Request, size int64, modtime time.Time) int64 {
+	h := req.Header.Get("Range")
+	if size == 0 || h == "" {
+		return fulfil.Unit(size)
+	}
+	if ir := req.Header.Get("If-Range"); ir != "" {
+		t, err := http.ParseTime(ir)
+		if err != nil || !modtime.Truncate(time.Second).Equal(t) {
+			return size // the whole file is sent
+		}
+	}
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	first, last, ok2 := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok || !ok2 || strings.Contains(spec, ",") {
+		return size
+	}
+	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+	if first == "" { // the last n bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
+			return size
+		}
+		return min(n, size)
+	}
+	start, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return size
+	}
+	end := size - 1
+	if last != "" {
+		if end, err = strconv.ParseInt(last, 10, 64); err != nil || end < start {
+			return size
+		}
+		end = min(end, size-1)
+	}
+	return end - start + 1
 }
 
 // countingWriter records the status and the bytes of the body sent.
+// With extend set, it moves the connection's write deadline before each
+// piece of the body it sends (at most downloadChunk bytes), so that the
+// deadline bounds a stall rather than the whole download.
 type countingWriter struct {
 	http.ResponseWriter
 	status  int
 	written int64
 	failed  bool
+	extend  func()
 }
+
+// downloadChunk is how much of a file is sent per write deadline.
+const downloadChunk = 256 << 10
 
 func (c *countingWriter) WriteHeader(code int) {
 	if c.status == 0 {
@@ -223,6 +413,9 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
+	if c.extend != nil {
+		c.extend()
+	}
 	n, err := c.ResponseWriter.Write(b)
 	c.written += int64(n)
 	if err != nil {
@@ -232,23 +425,55 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 }
 
 // ReadFrom lets http.ServeContent's copy reach the connection's own
-// ReadFrom (sendfile for a file) while counting.
+// ReadFrom (sendfile for a file) while counting, in pieces of at most
+// downloadChunk bytes when the write deadline is extended.
 func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	var n int64
-	var err error
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
-	} else {
-		n, err = io.Copy(c.ResponseWriter, r)
+	send := func(r io.Reader) (int64, error) {
+		if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+			return rf.ReadFrom(r)
+		}
+		return io.Copy(c.ResponseWriter, r)
 	}
-	c.written += n
-	if err != nil {
-		c.failed = true
+	if c.extend == nil {
+		n, err := send(r)
+		c.written += n
+		c.failed = c.failed || err != nil
+		return n, err
 	}
-	return n, err
+	// ServeContent's reader is an *io.LimitedReader of the file: each
+	// piece is one too (not one of it), so that sendfile still applies.
+	src, limit := r, int64(-1)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src, limit = lr.R, lr.N
+	}
+	var total int64
+	for limit != 0 {
+		piece := int64(downloadChunk)
+		if limit > 0 {
+			piece = min(piece, limit)
+		}
+		c.extend()
+		n, err := send(&io.LimitedReader{R: src, N: piece})
+		total += n
+		c.written += n
+		if limit > 0 {
+			limit -= n
+		}
+		if lr, ok := r.(*io.LimitedReader); ok {
+			lr.N -= n
+		}
+		if err != nil {
+			c.failed = true
+			return total, err
+		}
+		if n < piece {
+			break // the end of the file
+		}
+	}
+	return total, nil
 }
 
 // complete reports whether the response sent the file to its end: all
@@ -326,6 +551,13 @@ func ParseLicenseRequest(contentType string, body []byte) (LicenseRequest, error
 		lr.Key, lr.InstanceName, lr.InstanceID = vals["license_key"], vals["instance_name"], vals["instance_id"]
 	}
 	lr.Key, lr.InstanceName, lr.InstanceID = strings.TrimSpace(lr.Key), strings.TrimSpace(lr.InstanceName), strings.TrimSpace(lr.InstanceID)
+	for _, f := range []struct{ name, v string }{{"license_key", lr.Key}, {"instance_name", lr.InstanceName}, {"instance_id", lr.InstanceID}} {
+		if !printable(f.v) {
+			// Stored and shown to the merchant (ipnd licenses prints
+			// instance names to a terminal): no escape sequences.
+			return lr, fmt.Errorf("%s must be UTF-8 text without control characters", f.name)
+		}
+	}
 	switch {
 	case len(lr.Key) > maxKeyLen:
 		return lr, errors.New("license_key is too long")
@@ -335,6 +567,20 @@ func ParseLicenseRequest(contentType string, body []byte) (LicenseRequest, error
 		return lr, errors.New("instance_id is too long")
 	}
 	return lr, nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters
+// (C0, DEL, C1).
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseQuery(s string) (map[string]string, error) {
@@ -526,10 +772,11 @@ func (r *Receiver) serveLicense(w http.ResponseWriter, req *http.Request, action
 }
 
 // wrongKeys counts the unknown license keys each client sent in the
-// current minute.
+// current minute. A client is what the rate limit counts (clientKey: an
+// IPv4 address or an IPv6 /64, since one host holds a whole /64).
 type wrongKeys struct {
 	mu sync.Mutex
-	m  map[netip.Addr]*wrongCount
+	m  map[netip.Prefix]*wrongCount
 }
 
 type wrongCount struct {
@@ -540,7 +787,7 @@ type wrongCount struct {
 func (k *wrongKeys) allowed(a netip.Addr, now time.Time, limit int) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	c := k.m[a]
+	c := k.m[clientKey(a)]
 	return c == nil || now.Sub(c.since) >= time.Minute || c.n < limit
 }
 
@@ -548,7 +795,7 @@ func (k *wrongKeys) add(a netip.Addr, now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
-		k.m = map[netip.Addr]*wrongCount{}
+		k.m = map[netip.Prefix]*wrongCount{}
 	}
 	if len(k.m) >= 10000 {
 		for x, c := range k.m {
@@ -557,13 +804,14 @@ func (k *wrongKeys) add(a netip.Addr, now time.Time) {
 			}
 		}
 	}
-	c := k.m[a]
+	key := clientKey(a)
+	c := k.m[key]
 	if c == nil || now.Sub(c.since) >= time.Minute {
 		if c == nil && len(k.m) >= 10000 {
 			return // full of fresh entries: a flood from many addresses is left to the rate limit
 		}
 		c = &wrongCount{since: now}
-		k.m[a] = c
+		k.m[key] = c
 	}
 	c.n++
 }

@@ -3,6 +3,8 @@ package public
 import (
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 // FuzzParseLicenseRequest: the License API's input parsing never panics,
@@ -15,6 +17,7 @@ func FuzzParseLicenseRequest(f *testing.F) {
 	f.Add("application/x-www-form-urlencoded", []byte("license_key=K&instance_name=a+b&instance_id=%zz"))
 	f.Add("", []byte("license_key=K&license_key=L"))
 	f.Add("text/plain", []byte(strings.Repeat("a", 5000)))
+	f.Add("application/json", []byte(`{"license_key":"K","instance_name":"a\u001b[2Jb\u0085"}`))
 	f.Fuzz(func(t *testing.T, ctype string, body []byte) {
 		lr, err := ParseLicenseRequest(ctype, body)
 		if err != nil {
@@ -26,6 +29,9 @@ func FuzzParseLicenseRequest(f *testing.F) {
 		for _, s := range []string{lr.Key, lr.InstanceName, lr.InstanceID} {
 			if s != strings.TrimSpace(s) {
 				t.Fatalf("field %q not trimmed", s)
+			}
+			if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+				t.Fatalf("field %q has control characters or is not UTF-8", s)
 			}
 		}
 	})

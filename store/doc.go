@@ -22,7 +22,10 @@
 //	order_records  an order's facts, history and running tally past a few
 //	       facts, under its id's prefix (orderlog.go): an event reads and
 //	       writes a few of them, whatever the order's length
-//	outbox id -> JSON ipn.OutboxItem; outbox_cause effect cause -> id (a
+//	outbox id -> JSON ipn.OutboxItem as queued (written once);
+//	       outbox_state id -> its state (attempts, next due, last error,
+//	       state; a compact binary record, outboxstate.go), which a
+//	       delivery result rewrites; outbox_cause effect cause -> id (a
 //	       cause is queued once); outbox_due lane (effect kind) + 0x00 +
 //	       due + id of pending items (each lane scans its own);
 //	       outbox_counts state + kind -> count

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,11 +22,44 @@ import (
 // order (fulfilOrder, called where the pipeline writes an order). The
 // buckets are created on first use; older binaries ignore them.
 var (
-	bucketFulfil      = []byte("fulfilments")  // order id -> JSON fulfil.Record
-	bucketDLTokens    = []byte("dl_tokens")    // hex sha256 of a download token -> order id, 0, delivery index (4)
-	bucketLicenses    = []byte("licenses")     // hex sha256 of a license key -> JSON fulfil.License
-	bucketLicensePool = []byte("license_pool") // product id -> uint64: position of the next pool key
+	bucketFulfil      = []byte("fulfilments")       // order id -> JSON fulfil.Record
+	bucketDLTokens    = []byte("dl_tokens")         // hex sha256 of a download token -> order id, 0, delivery index (4)
+	bucketLicenses    = []byte("licenses")          // hex sha256 of a license key -> JSON fulfil.License
+	bucketLicensePool = []byte("license_pool")      // product id -> uint64: position of the next pool key
+	bucketPoolUsed    = []byte("license_pool_used") // hex sha256 of a pool key handed out -> order id (kept when a test order is deleted)
+	bucketFulfilMeta  = []byte("fulfil_meta")       // keySigningPub
+	// keySigningPub: the Ed25519 public key of the first signed license
+	// key issued (a later start refuses a signing key that differs).
+	keySigningPub = []byte("signing_pub")
 )
+
+// SigningKey returns the public key that signed the license keys issued
+// so far (nil: no signed key was issued).
+func (db *DB) SigningKey() (ed25519.PublicKey, error) {
+	var pub ed25519.PublicKey
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketFulfilMeta); b != nil {
+			if v := b.Get(keySigningPub); v != nil {
+				pub = ed25519.PublicKey(slices.Clone(v))
+			}
+		}
+		return nil
+	})
+	return pub, mapClosed(err)
+}
+
+// recordSigningKey records, in tx, the public key of cat's signer once a
+// signed key was issued with it.
+func recordSigningKey(tx *bolt.Tx, cat *fulfil.Catalog, ls []fulfil.License) error {
+	if cat.Signer == nil || !slices.ContainsFunc(ls, func(l fulfil.License) bool { return strings.HasPrefix(l.Key, fulfil.SignedPrefix) }) {
+		return nil
+	}
+	b, err := fulfilBucket(tx, bucketFulfilMeta)
+	if err != nil || b.Get(keySigningPub) != nil {
+		return err
+	}
+	return b.Put(keySigningPub, cat.Signer.Public().(ed25519.PublicKey))
+}
 
 // SetCatalog sets the products delivered (config load and reload). nil
 // or empty: nothing is delivered.
@@ -198,7 +233,7 @@ func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.Or
 	}
 	next.Items = items
 	sub, end := subscriptionPeriod(tx, next, ev)
-	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx), sub, end)
+	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx, next.ID), sub, end)
 	if errors.Is(err, fulfil.ErrPoolEmpty) {
 		return review("license_pool_empty", err.Error())
 	}
@@ -215,6 +250,9 @@ func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.Or
 		if err := putLicense(tx, &is.Licenses[i]); err != nil {
 			return nil, err
 		}
+	}
+	if err := recordSigningKey(tx, cat, is.Licenses); err != nil {
+		return nil, err
 	}
 	return withDeliveries(effects, is.Delivered), nil
 }
@@ -238,28 +276,48 @@ func withDeliveries(effects []ipn.Effect, d []ipn.Delivered) []ipn.Effect {
 	return out
 }
 
-// poolTaker hands out pool keys in tx: the next key at the product's
-// recorded position, skipping any already handed out (its hash is a
-// license), and records the new position in the same transaction.
-func poolTaker(tx *bolt.Tx) fulfil.PoolKey {
+// poolTaker hands out pool keys in tx: the next key from the product's
+// recorded position that was not handed out (its hash is not a license:
+// another product sharing the pool file may have taken it), then, past
+// the end, any such key before the position (a pool file from which the
+// keys sold were removed), and records the new position in the same
+// transaction.
+func poolTaker(tx *bolt.Tx, orderID string) fulfil.PoolKey {
 	return func(p *fulfil.Product) (string, error) {
 		b, err := fulfilBucket(tx, bucketLicensePool)
 		if err != nil {
 			return "", err
 		}
-		pos := getU64(b.Get([]byte(p.ID)))
-		for ; pos < uint64(len(p.Pool)); pos++ {
+		used, err := fulfilBucket(tx, bucketPoolUsed)
+		if err != nil {
+			return "", err
+		}
+		start := min(getU64(b.Get([]byte(p.ID))), uint64(len(p.Pool)))
+		for i := range uint64(len(p.Pool)) {
+			pos := (start + i) % uint64(len(p.Pool))
 			key := p.Pool[pos]
-			l, err := getLicense(tx, fulfil.Hash(key))
-			if err != nil {
+			if poolKeyUsed(tx, key) {
+				continue
+			}
+			if err := used.Put([]byte(fulfil.Hash(key)), []byte(orderID)); err != nil {
 				return "", err
 			}
-			if l == nil {
-				return key, b.Put([]byte(p.ID), u64(pos+1))
-			}
+			return key, b.Put([]byte(p.ID), u64(pos+1))
 		}
 		return "", fmt.Errorf("product %q: %w", p.ID, fulfil.ErrPoolEmpty)
 	}
+}
+
+// poolKeyUsed reports whether pool key key was handed out: recorded as
+// such, or a license (one issued before the record was kept).
+func poolKeyUsed(tx *bolt.Tx, key string) bool {
+	h := []byte(fulfil.Hash(key))
+	for _, name := range [][]byte{bucketPoolUsed, bucketLicenses} {
+		if b := tx.Bucket(name); b != nil && b.Get(h) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // setRevoked revokes (or restores) rec's links and disables (or enables)
@@ -363,17 +421,18 @@ func (db *DB) Download(token string, now time.Time) (*Grant, string, error) {
 			p = cat.Products[d.Product]
 		}
 		if p == nil {
-			refusal = fulfil.RefusedRevoked // the product was removed from the config
+			refusal = fulfil.RefusedRemoved // the product was removed from the config
 			return nil
 		}
-		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads}
+		g = &Grant{Product: p, OrderID: id, TokenHash: h, Left: d.Limit - d.Downloads, Downloads: d.Downloads, Sent: d.Sent, Limit: d.Limit}
 		return nil
 	})
 	return g, refusal, mapClosed(err)
 }
 
-// CountDownload records one completed download of the link g names.
-func (db *DB) CountDownload(g *Grant) error {
+// CountDownload records that the link g names sent n bytes of its file
+// of size bytes (fulfil.Delivery.Spend).
+func (db *DB) CountDownload(g *Grant, n, size int64) error {
 	return mapClosed(db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDLTokens)
 		if b == nil {
@@ -387,10 +446,10 @@ func (db *DB) CountDownload(g *Grant) error {
 		if err != nil {
 			return err
 		}
-		if rec == nil || i >= len(rec.Deliveries) {
+		if rec == nil || i >= len(rec.Deliveries) || rec.Deliveries[i].TokenHash != g.TokenHash {
 			return ErrNotFound
 		}
-		rec.Deliveries[i].Downloads++
+		rec.Deliveries[i] = rec.Deliveries[i].Spend(n, size)
 		return putRecord(tx, rec)
 	}))
 }
@@ -543,8 +602,9 @@ func (db *DB) LicensesOf(id string) ([]fulfil.License, error) {
 	return out, nil
 }
 
-// PoolRemaining returns, per pool product of the catalog, how many keys
-// are left to hand out.
+// PoolRemaining returns, per pool product of the catalog, how many of
+// its pool's keys were not handed out yet (each key looked up: exact when
+// products share a pool file or the file was edited).
 func (db *DB) PoolRemaining() map[string]int {
 	cat := db.catalog.Load()
 	out := map[string]int{}
@@ -552,16 +612,17 @@ func (db *DB) PoolRemaining() map[string]int {
 		return out
 	}
 	db.bolt.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLicensePool)
 		for id, p := range cat.Products {
 			if p.License != fulfil.LicensePool {
 				continue
 			}
-			pos := uint64(0)
-			if b != nil {
-				pos = getU64(b.Get([]byte(id)))
+			n := 0
+			for _, key := range p.Pool {
+				if !poolKeyUsed(tx, key) {
+					n++
+				}
 			}
-			out[id] = max(len(p.Pool)-int(pos), 0)
+			out[id] = n
 		}
 		return nil
 	})
@@ -577,7 +638,8 @@ var ErrNoProducts = errors.New("no [[product]] is configured")
 
 // deleteDeliveries removes what order id was delivered: its record, its
 // links' tokens and its licenses (a test order deleted with ipnd orders
-// delete). The pool's position stays: a pool key is handed out once.
+// delete). A pool key stays handed out (bucketPoolUsed): it is never
+// handed out again.
 func deleteDeliveries(tx *bolt.Tx, id string) error {
 	rec, err := getRecord(tx, id)
 	if err != nil || rec == nil {

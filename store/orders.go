@@ -3,12 +3,10 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -79,6 +77,23 @@ func (db *DB) GetOrder(id string) (*ipn.Order, error) {
 	return o, mapClosed(err)
 }
 
+// OrderHeader returns the order with the given id, or ErrNotFound,
+// without the facts and history kept apart from it (see orderlog.go; a
+// small order has its few inside): one read, however long the order
+// (the outbox worker reads it for the emails it renders).
+func (db *DB) OrderHeader(id string) (*ipn.Order, error) {
+	var o *ipn.Order
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		so, err := getStoredOrder(tx, id)
+		if err == nil && so == nil {
+			err = fmt.Errorf("order %q: %w", id, ErrNotFound)
+		}
+		o = orderOrNil(so)
+		return err
+	})
+	return o, mapClosed(err)
+}
+
 // ListOrders returns orders (without their facts, history and txn ids:
 // GetOrder has them) by last change, newest first, after the
 // cursor before (OrderCursor of the last order of the previous page; ""
@@ -96,6 +111,9 @@ func (db *DB) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ip
 		if from, ok = parseOrderCursor(before); !ok {
 			return nil, fmt.Errorf("orders: before %q: %w", before, ErrBadCursor)
 		}
+	}
+	if status != "" {
+		return db.listOrdersByStatus(status, from, limit) // index.go
 	}
 	var out []ipn.Order
 	err := db.bolt.View(func(tx *bolt.Tx) error {
@@ -264,10 +282,17 @@ func (db *DB) DeleteOrder(id string) error {
 		if err := deletePrefix(tx.Bucket(bucketOrderRecords), orderPrefix(id)); err != nil {
 			return err
 		}
+		// Its links and keys (fulfil.go).
+		if err := deleteDeliveries(tx, id); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketOrders).Delete([]byte(id)); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketOrdersByChange).Delete(changeKey(o)); err != nil {
+			return err
+		}
+		if err := indexOrderStatus(tx, o, nil); err != nil { // index.go
 			return err
 		}
 		counts := tx.Bucket(bucketOrderCounts)
@@ -329,16 +354,19 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		})
 		return out, mapClosed(err)
 	}
+	if indexedOutboxState(state) {
+		return db.OutboxByState(state, 0, limit) // index.go: the few dead, skipped, discarded
+	}
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			var it OutboxItem
-			if err := decodeValue(v, &it); err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
+			it, err := decodeOutbox(tx, binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
 			}
 			if state == "" || it.State == state {
-				out = append(out, it)
+				out = append(out, *it)
 			}
 		}
 		return nil
@@ -347,32 +375,13 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 }
 
 // OutboxOf returns the outbox items queued by notification id, oldest
-// first. There is no index by notification: it reads every item, newest
-// first, decoding only those whose JSON names the id (unpacked first:
-// tens of ms per 100k items), so it is for the operator's look-ups (ipnd
-// simulate), not for the hot path.
+// first, through the index by notification (index.go).
 func (db *DB) OutboxOf(notification uint64) ([]OutboxItem, error) {
-	needle := []byte(`"notification":` + strconv.FormatUint(notification, 10))
 	var out []OutboxItem
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			plain, err := plainValue(v)
-			if err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
-			}
-			if !bytes.Contains(plain, needle) {
-				continue
-			}
-			var it OutboxItem
-			if err := json.Unmarshal(plain, &it); err != nil {
-				return fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
-			}
-			if it.Notification == notification {
-				out = append(out, it)
-			}
-		}
-		return nil
+		return outboxByPrefix(tx, tx.Bucket(bucketIxOutNotif), u64(notification), func(it *OutboxItem) bool {
+			return it.Notification == notification
+		}, &out)
 	})
 	slices.Reverse(out)
 	return out, mapClosed(err)
@@ -396,6 +405,9 @@ func (db *DB) putOrder(tx *bolt.Tx, old, o *ipn.Order, t *ipn.Tally) error {
 	}
 	if old == nil {
 		db.inserted(tx, bucketOrders, orders, []byte(o.ID))
+	}
+	if err := indexOrderStatus(tx, old, o); err != nil { // index.go
+		return err
 	}
 	if err := reindexChange(tx, old, o); err != nil {
 		return err

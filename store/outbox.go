@@ -103,17 +103,18 @@ func (db *DB) enqueueOne(tx *bolt.Tx, e ipn.Effect, notification uint64, now tim
 
 // putOutbox writes it, keeps the due index and the counts (old: the item
 // before, nil when new).
+// The item itself is written only when it is new: a change writes its
+// state record (outboxstate.go).
 func putOutbox(tx *bolt.Tx, old, it *ipn.OutboxItem) error {
-	b, err := encodeValue(it)
-	if err != nil {
+	if old == nil {
+		if err := putOutboxBody(tx, it); err != nil {
+			return err
+		}
+	}
+	if err := putOutboxState(tx, it); err != nil {
 		return err
 	}
-	outbox := tx.Bucket(bucketOutbox)
-	// Ids are sequential and an item grows a little when it is sent:
-	// fuller pages than bbolt's default half-full split (measured: 2 KB
-	// of pages per item at 0.5, the item itself ~700 bytes).
-	outbox.FillPercent = 0.9
-	if err := outbox.Put(u64(it.ID), b); err != nil {
+	if err := indexOutbox(tx, old, it); err != nil { // index.go
 		return err
 	}
 	due, counts := tx.Bucket(bucketOutboxDue), tx.Bucket(bucketOutboxCounts)
@@ -198,7 +199,7 @@ func dueOrderHead(tx *bolt.Tx, kind, order string, cur *ipn.OutboxItem, demote b
 		if cur != nil && cur.ID == id {
 			return cur, nil
 		}
-		it, err := getOutbox(tx, id)
+		it, err := getOutboxState(tx, id)
 		if errors.Is(err, ErrCorrupt) {
 			// Damaged while it waited: due at once (at the epoch), so that
 			// DueLane makes it dead, saying so, and lets the next go.
@@ -324,11 +325,7 @@ func getOutbox(tx *bolt.Tx, id uint64) (*ipn.OutboxItem, error) {
 	if v == nil {
 		return nil, fmt.Errorf("outbox item %d: %w", id, ErrNotFound)
 	}
-	var it ipn.OutboxItem
-	if err := decodeValue(v, &it); err != nil {
-		return nil, fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, id, err)
-	}
-	return &it, nil
+	return decodeOutbox(tx, id, v)
 }
 
 // dueKey is the due index key of a pending item: its lane (the effect
@@ -390,7 +387,7 @@ func migrateOutboxDue(tx *bolt.Tx) error {
 // there is none). Items whose record is missing or does not decode are
 // not returned but listed in damaged (as the due index describes them),
 // so that one damaged item holds up nothing.
-func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.OutboxItem, next time.Time, damaged []ipn.OutboxItem, err error) {
+func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int, skip func(uint64) bool) (out []ipn.OutboxItem, next time.Time, damaged []ipn.OutboxItem, err error) {
 	prefix := append([]byte(kind), 0)
 	c := tx.Bucket(bucketOutboxDue).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -400,6 +397,9 @@ func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.Outb
 		}
 		if at.After(now) || len(out) >= max {
 			return out, at, damaged, nil
+		}
+		if skip != nil && skip(id) {
+			continue // (not read: the caller has it)
 		}
 		it, err := getOutbox(tx, id)
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
@@ -425,11 +425,18 @@ func dueInLane(tx *bolt.Tx, kind string, now time.Time, max int) (out []ipn.Outb
 // is lost unless a backup has it), and a due entry without its item is
 // dropped: neither stalls the lane.
 func (db *DB) DueLane(kind string, now time.Time, max int) ([]ipn.OutboxItem, time.Time, error) {
+	return db.DueLaneSkipping(kind, now, max, nil)
+}
+
+// DueLaneSkipping is DueLane passing over the items for which skip
+// returns true (the worker's items in flight, still pending here),
+// without reading them.
+func (db *DB) DueLaneSkipping(kind string, now time.Time, max int, skip func(id uint64) bool) ([]ipn.OutboxItem, time.Time, error) {
 	var out, damaged []ipn.OutboxItem
 	var next time.Time
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
-		out, next, damaged, err = dueInLane(tx, kind, now, max)
+		out, next, damaged, err = dueInLane(tx, kind, now, max, skip)
 		return err
 	})
 	if err == nil && len(damaged) > 0 {
@@ -465,6 +472,9 @@ func deadDamaged(tx *bolt.Tx, damaged []ipn.OutboxItem, now time.Time) (int, err
 			it := &ipn.OutboxItem{ID: old.ID, State: ipn.OutboxDead, Effect: ipn.Effect{Kind: old.Effect.Kind,
 				Cause: fmt.Sprintf("damaged/%d", old.ID)}, CreatedAt: now.UTC(),
 				LastError: "the stored item does not decode (" + old.LastError + "); its email or callback is lost unless a backup has it"}
+			if err := putOutboxBody(tx, it); err != nil {
+				return dead, err
+			}
 			if err := putOutbox(tx, &old, it); err != nil {
 				return dead, err
 			}
@@ -523,7 +533,7 @@ func (db *DB) DueOutbox(now time.Time, max int) ([]ipn.OutboxItem, error) {
 				k, _ = c.Next()
 				continue
 			}
-			items, _, _, err := dueInLane(tx, kind, now, max)
+			items, _, _, err := dueInLane(tx, kind, now, max, nil)
 			if err != nil {
 				return err
 			}
@@ -553,7 +563,7 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		released = false
 		for _, r := range results {
-			old, err := getOutbox(tx, r.ID)
+			old, err := getOutboxState(tx, r.ID)
 			if err != nil {
 				return err
 			}
@@ -578,7 +588,12 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 			case ipn.OutboxSent:
 				it.SentAt = now.UTC()
 			case ipn.OutboxSkipped:
-				if err := db.noteSkipped(tx, &it, now); err != nil {
+				full, err := getOutbox(tx, r.ID) // (rare: a skip names the template)
+				if err != nil {
+					return err
+				}
+				full.LastError = it.LastError
+				if err := db.noteSkipped(tx, full, now); err != nil {
 					return err
 				}
 			}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -99,12 +100,12 @@ func (db *DB) RetryDead(kind string, now time.Time) ([]uint64, error) {
 		var dead []ipn.OutboxItem
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var it ipn.OutboxItem
-			if err := decodeValue(v, &it); err != nil {
+			it, err := decodeOutbox(tx, binary.BigEndian.Uint64(k), v)
+			if err != nil {
 				continue // a damaged item stays as it is (DueLane made it dead and counted it)
 			}
 			if it.State == ipn.OutboxDead && (kind == "" || it.Effect.Kind == kind) {
-				dead = append(dead, it)
+				dead = append(dead, *it)
 			}
 		}
 		for i := range dead {

@@ -509,7 +509,11 @@ func putProcessing(tx *bolt.Tx, id uint64, p *ipn.Processing) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketState).Put(u64(id), b)
+	states := tx.Bucket(bucketState)
+	if err := indexProcessing(tx, id, states.Get(u64(id)), p); err != nil { // index.go
+		return err
+	}
+	return states.Put(u64(id), b)
 }
 
 // retryGateway is the value of outcome o's retry entry: its

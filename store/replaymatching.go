@@ -16,8 +16,9 @@ func (db *DB) Matching(f Filter, max int) (ids []uint64, more bool, err error) {
 		max = MaxBulkReplay
 	}
 	f.Limit = 1000
+	q := Query{Gateway: f.Gateway, State: f.State, Before: f.Before, Limit: f.Limit} // through the indexes (index.go)
 	for {
-		items, err := db.List(f)
+		items, err := db.Find(q)
 		if err != nil {
 			return nil, false, err
 		}
@@ -30,7 +31,7 @@ func (db *DB) Matching(f Filter, max int) (ids []uint64, more bool, err error) {
 		if len(items) < f.Limit {
 			return ids, false, nil
 		}
-		f.Before = items[len(items)-1].Notification.ID
+		q.Before = items[len(items)-1].Notification.ID
 	}
 }
 

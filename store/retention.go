@@ -146,8 +146,7 @@ func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 		seen = id
 	}
 	for _, it := range changes {
-		old := *it
-		if err := putOutbox(tx, &old, it); err != nil {
+		if err := putOutboxBody(tx, it); err != nil {
 			return 0, false, err
 		}
 	}

@@ -45,7 +45,19 @@ import (
 // tally apart from its value (orderlog.go), which a build that knows 5
 // would read as an order without facts or history; such orders of a
 // file at 5 or before move to that layout on open (migrateOrders).
-const SchemaVersion = 6
+// 7: the dashboard's indexes (index.go: notifications by gateway and
+// state, by identifier, hourly counts; outbox items by state, order and
+// notification), which a build that knows 6 would not keep up to date;
+// a file at 6 or before gets them on open (buildIndexes, in bounded
+// transactions that a restart resumes).
+// 8: a change to an outbox item (a delivery result, a retry, a discard)
+// is written to its state record (bucket outbox_state, outboxstate.go),
+// not to the item, which a build that knows 7 would not read: it would
+// see every item as it was queued, pending, and send it again. Nothing
+// is rewritten on upgrade: an item without a state record is as its
+// JSON says until its first change, so the move costs no time on open
+// and there is nothing to resume after a crash.
+const SchemaVersion = 8
 
 // Errors callers test with errors.Is.
 var (
@@ -307,6 +319,9 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := db.init(); err != nil {
 		return fail(err)
 	}
+	if err := db.buildIndexes(); err != nil {
+		return fail(err)
+	}
 	removeSnapshots(path) // a backup's snapshot left by a crash
 	if err := db.recoverJournal(); err != nil {
 		return fail(err)
@@ -355,7 +370,9 @@ func (db *DB) init() error {
 		for _, name := range [][]byte{bucketMeta, bucketLog, bucketDedup, bucketState, bucketRetry, bucketEvents,
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
-			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts} {
+			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts,
+			bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus,
+			bucketOutboxState} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
 			}
@@ -390,8 +407,19 @@ func (db *DB) init() error {
 			// 1 -> 2 -> 3 change no value already written (the due index keys
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
-			if _, err := db.migrateOrders(tx); err != nil {
-				return fmt.Errorf("store: moving orders to schema 6: %w", err)
+			// 7 -> 8 rewrites nothing (an outbox item without a state
+			// record reads as its JSON says).
+			if got < 6 {
+				if _, err := db.migrateOrders(tx); err != nil {
+					return fmt.Errorf("store: moving orders to schema 6: %w", err)
+				}
+			}
+			// 6 -> 7: the indexes are built after this transaction
+			// (buildIndexes); from now on a build that knows 6 refuses the file.
+			if got < 7 {
+				if err := startIndexBuild(tx); err != nil {
+					return fmt.Errorf("store: indexes of schema 7: %w", err)
+				}
 			}
 		}
 		if meta.Get(keyCreated) == nil {

@@ -8,20 +8,15 @@ import (
 	"sync"
 	"time"
 
-	"ipnd/ipn"
 	"ipnd/store"
 )
 
-// The overview's charts count from the log, newest first, reading at
-// most chartScanMax notifications (there is no per-day index): on a
-// store that received more in 30 days, the older bars are incomplete
-// and the page says so. The counts are kept while the log and the
-// pipeline's cursor stay where they were, for chartCacheFor at most (the
-// hour and day bars move on).
-const (
-	chartScanMax  = 20000
-	chartCacheFor = time.Minute
-)
+// The overview's charts add up the hourly counts the store keeps
+// (store.HourCounts): 720 per gateway for 30 days, whatever the store
+// holds. The counts are kept while the log and the pipeline's cursor
+// stay where they were, for chartCacheFor at most (the hour and day bars
+// move on).
+const chartCacheFor = time.Minute
 
 // counts is received / applied / invalid in one bar.
 type counts struct{ Received, Applied, Invalid int }
@@ -39,7 +34,7 @@ type chartStats struct {
 	At        time.Time
 	Gateways  []*gatewayStats
 	Scanned   int
-	Truncated bool // chartScanMax reached before 30 days back
+	Truncated bool // some bars incomplete (never, since the hourly counts)
 }
 
 type statsCache struct {
@@ -74,50 +69,37 @@ func countLog(db *store.DB, now time.Time) (*chartStats, error) {
 	by := map[string]*gatewayStats{}
 	hourStart := now.Truncate(time.Hour)
 	dayStart := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
-	f := store.Filter{Limit: 1000}
-	for s.Scanned < chartScanMax {
-		items, err := db.List(f)
-		if err != nil {
-			return nil, fmt.Errorf("chart counts: %w", err)
-		}
-		for _, it := range items {
-			n := it.Notification
-			s.Scanned++
-			age := dayStart.Sub(n.ReceivedAt)
-			day := 29
-			if age > 0 {
-				day = 29 - int((age-1)/(24*time.Hour)) - 1
-			}
-			if day < 0 {
-				return finish(s, by), nil
-			}
-			g := by[n.Gateway]
-			if g == nil {
-				g = &gatewayStats{Gateway: n.Gateway}
-				by[n.Gateway] = g
-			}
-			add := func(c *counts) {
-				c.Received++
-				switch it.Processing.State {
-				case ipn.StateApplied:
-					c.Applied++
-				case ipn.StateInvalid:
-					c.Invalid++
-				}
-			}
-			add(&g.Days[day])
-			add(&g.Total30)
-			if h := int(hourStart.Sub(n.ReceivedAt.Truncate(time.Hour)) / time.Hour); h >= 0 && h < 24 {
-				add(&g.Hours[23-h])
-				add(&g.Total24)
-			}
-		}
-		if len(items) < f.Limit {
-			return finish(s, by), nil
-		}
-		f.Before = items[len(items)-1].Notification.ID
+	hours, err := db.HourCounts(dayStart.AddDate(0, 0, -29))
+	if err != nil {
+		return nil, fmt.Errorf("chart counts: %w", err)
 	}
-	s.Truncated = true
+	for _, hc := range hours {
+		age := dayStart.Sub(hc.Hour)
+		day := 29
+		if age > 0 {
+			day = 29 - int((age-1)/(24*time.Hour)) - 1
+		}
+		if day < 0 || hc.Hour.After(now) {
+			continue
+		}
+		g := by[hc.Gateway]
+		if g == nil {
+			g = &gatewayStats{Gateway: hc.Gateway}
+			by[hc.Gateway] = g
+		}
+		s.Scanned += hc.Received
+		add := func(c *counts) {
+			c.Received += hc.Received
+			c.Applied += hc.Applied
+			c.Invalid += hc.Invalid
+		}
+		add(&g.Days[day])
+		add(&g.Total30)
+		if h := int(hourStart.Sub(hc.Hour) / time.Hour); h >= 0 && h < 24 {
+			add(&g.Hours[23-h])
+			add(&g.Total24)
+		}
+	}
 	return finish(s, by), nil
 }
 

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -322,18 +321,15 @@ func (u *ui) view(it store.Item, full bool) notificationView {
 	return v
 }
 
-// notificationScanMax bounds how many notifications the order filter
-// reads (it looks into each event; there is no index by order yet).
-const notificationScanMax = 20000
-
 func (u *ui) notifications(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
 	u.listNotifications(w, s, r.URL.Query(), "")
 }
 
 // search is the search form: a txn id, an order id or a customer email,
 // posted (so that it stays out of URLs, the browser's history and any
-// access log), matched exactly (case-insensitively) against the newest
-// notificationScanMax notifications' events.
+// access log), matched exactly (case-insensitively) against the
+// identifiers the notifications' events name, through the store's index
+// (store.Find).
 func (u *ui) search(w http.ResponseWriter, r *http.Request, _ httprouter.Params, s session) {
 	term := strings.TrimSpace(r.PostFormValue("q"))
 	if term == "" {
@@ -343,21 +339,13 @@ func (u *ui) search(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 	u.listNotifications(w, s, r.PostForm, term)
 }
 
-func matches(ev *ipn.Event, term string) bool {
-	if ev == nil {
-		return false
-	}
-	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
-		if v != "" && strings.EqualFold(v, term) {
-			return true
-		}
-	}
-	return false
-}
-
+// listNotifications shows a page of the notifications the filters and
+// the search select, newest first, read through the store's indexes;
+// "before" (the last id of the previous page) pages on.
 func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, search string) {
 	d := struct {
 		Gateway, State, Order string
+		From, To              string
 		Search                string
 		NextBefore            uint64
 		Gateways              []string
@@ -367,64 +355,72 @@ func (u *ui) listNotifications(w http.ResponseWriter, s session, q url.Values, s
 		Error                 string
 		Limited               bool
 		Flash                 string
-	}{Flash: bulkDone(q), Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), Search: search,
+	}{Flash: bulkDone(q), Gateway: q.Get("gateway"), State: q.Get("state"), Order: q.Get("order"), From: q.Get("from"), To: q.Get("to"),
+		Search:   search,
 		Gateways: slices.Sorted(maps.Keys(u.gateways)),
 		States: []ipn.State{ipn.StateReceived, ipn.StateVerified, ipn.StateApplied, ipn.StateInvalid, ipn.StateFailed,
 			ipn.StateDuplicate}}
-	f := store.Filter{Gateway: d.Gateway, State: ipn.State(d.State), Limit: 50}
+	const limit = 50
+	f := store.Query{Gateway: d.Gateway, State: ipn.State(d.State), Order: d.Order, Term: search, Limit: limit,
+		Normalize: func(n *ipn.Notification) *ipn.Event {
+			if g, ok := u.gateways[n.Gateway]; ok && n.Purged.IsZero() {
+				if ev, err := g.Normalize(n); err == nil {
+					return ev
+				}
+			}
+			return nil
+		}}
 	if f.State != "" && !f.State.Valid() {
 		d.Error, f.State = "Unknown state.", ""
 	}
 	if b := q.Get("before"); b != "" {
 		f.Before, _ = strconv.ParseUint(b, 10, 64)
 	}
-	limit := 50
-	if d.Order != "" || search != "" {
-		f.Limit = 1000
-	}
-	scanned := 0
-	for {
-		items, err := u.o.Store.List(f)
+	// The time range (UTC days, both included) is an id range: ids
+	// follow arrival.
+	day := func(s string, next int) (uint64, bool) {
+		t, err := time.Parse("2006-01-02", s)
 		if err != nil {
-			u.fail(w, s, err)
-			return
+			d.Error = "A date is YYYY-MM-DD."
+			return 0, false
 		}
-		for _, it := range items {
-			scanned++
-			v := u.view(it, false)
-			if d.Order != "" && (v.Event == nil || v.Event.OrderID != d.Order) {
-				continue
-			}
-			if search != "" && !matches(v.Event, search) {
-				continue
-			}
-			d.Items = append(d.Items, v)
-			if len(d.Items) == limit {
-				break
+		id, err := u.o.Store.FirstIDAt(t.AddDate(0, 0, next))
+		if err != nil {
+			d.Error = "Cannot read the dates."
+			return 0, false
+		}
+		return id, true
+	}
+	if d.From != "" {
+		if id, ok := day(d.From, 0); ok && id > 0 {
+			f.After = id - 1
+		}
+	}
+	if d.To != "" {
+		if id, ok := day(d.To, 1); ok && (f.Before == 0 || id < f.Before) {
+			f.Before = id
+		}
+	}
+	items, err := u.o.Store.Find(f)
+	if err != nil {
+		u.fail(w, s, err)
+		return
+	}
+	for _, it := range items {
+		d.Items = append(d.Items, u.view(it, false))
+	}
+	if len(d.Items) == limit {
+		next := url.Values{}
+		for _, k := range []string{"gateway", "state", "order", "from", "to"} {
+			if v := q.Get(k); v != "" {
+				next.Set(k, v)
 			}
 		}
-		if len(d.Items) == limit {
-			next := url.Values{}
-			for _, k := range []string{"gateway", "state", "order"} {
-				if v := q.Get(k); v != "" {
-					next.Set(k, v)
-				}
-			}
-			next.Set("before", strconv.FormatUint(d.Items[limit-1].ID, 10))
-			d.NextBefore = d.Items[limit-1].ID
-			if search == "" {
-				d.Next = "/notifications?" + next.Encode()
-			}
-			break
+		d.NextBefore = d.Items[limit-1].ID
+		next.Set("before", strconv.FormatUint(d.NextBefore, 10))
+		if search == "" {
+			d.Next = "/notifications?" + next.Encode()
 		}
-		if len(items) < f.Limit {
-			break
-		}
-		if scanned >= notificationScanMax {
-			d.Limited = true
-			break
-		}
-		f.Before = items[len(items)-1].Notification.ID
 	}
 	u.renderPage(w, http.StatusOK, "notifications", page{Title: "Notifications", Nav: "notifications", CSRF: s.csrf,
 		SignedIn: true, Live: q.Get("before") == "" && search == "", Data: d})
@@ -486,8 +482,12 @@ func (u *ui) orders(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 	}
 	before := q.Get("before")
 	const limit = 50
+	read := 1000 // a page of orders read, when filtering by test
+	if d.Test == "" {
+		read = limit // each one shown: the store's order (by status: its index)
+	}
 	for range 20 { // at most 20 pages of 1000 when filtering by test
-		orders, err := u.o.Store.ListOrders(status, before, 1000)
+		orders, err := u.o.Store.ListOrders(status, before, read)
 		if err != nil {
 			u.fail(w, s, err)
 			return
@@ -510,7 +510,7 @@ func (u *ui) orders(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 				break
 			}
 		}
-		if len(d.Orders) == limit || len(orders) < 1000 {
+		if len(d.Orders) == limit || len(orders) < read {
 			break
 		}
 		before = store.OrderCursor(orders[len(orders)-1])
@@ -522,40 +522,25 @@ func (u *ui) order(w http.ResponseWriter, r *http.Request, ps httprouter.Params,
 	u.renderOrder(w, s, ps.ByName("id"), http.StatusOK, r.URL.Query().Get("done"), "")
 }
 
-// orderOutboxScan is how many of the newest outbox items the order page
-// reads for the order's emails and callbacks.
-const orderOutboxScan = 5000
-
 func (u *ui) renderOrder(w http.ResponseWriter, s session, id string, status int, flash, problem string) {
 	o, err := u.o.Store.GetOrder(id)
 	if err != nil {
 		u.fail(w, s, err)
 		return
 	}
-	// The order's emails and callbacks: there is no outbox index by
-	// order, so the newest orderOutboxScan items are read.
-	recent, err := u.o.Store.ListOutbox("", orderOutboxScan)
+	out, err := u.o.Store.OutboxOfOrder(o.ID) // the store's index by order
 	if err != nil {
 		u.fail(w, s, err)
 		return
 	}
-	var out []store.OutboxItem
-	for _, it := range recent {
-		if it.Effect.OrderID == o.ID {
-			out = append(out, it)
-		}
-	}
-	slices.SortFunc(out, func(a, b store.OutboxItem) int { return cmp.Compare(a.ID, b.ID) })
 	d := struct {
 		O       *ipn.Order
 		Outbox  []outboxView
 		Flash   string
 		Problem string
 		Form    decisionForm
-		Scanned int
 		Deliv   deliveriesView
-	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Scanned: orderOutboxScan,
-		Deliv: u.deliveriesOf(o.ID)}
+	}{O: o, Outbox: outboxViews(out), Flash: flash, Problem: problem, Form: newDecisionForm(o), Deliv: u.deliveriesOf(o.ID)}
 	u.renderPage(w, status, "order", page{Title: "Order", Nav: "orders", CSRF: s.csrf, SignedIn: true, Data: d})
 }
 
@@ -600,7 +585,11 @@ func (u *ui) outbox(w http.ResponseWriter, r *http.Request, _ httprouter.Params,
 	if d.State == "" && q.Get("state") == "" && !q.Has("state") {
 		d.State = store.OutboxDead
 	}
-	items, err := u.o.Store.ListOutbox(d.State, 1000)
+	read := 200 // shown; with a lane, the newest 1000 of the state are sorted out
+	if d.Lane != "" {
+		read = 1000
+	}
+	items, err := u.o.Store.ListOutbox(d.State, read)
 	if err != nil {
 		u.fail(w, s, err)
 		return
