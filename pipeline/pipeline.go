@@ -686,9 +686,10 @@ func (p *Pipeline) Holdups() []Holdup {
 
 // batch is the most unfinished notifications one step takes. A step is
 // one bbolt transaction (two fdatasyncs and the branch pages written
-// again): under a backlog, 256 a step took the store's part from 65 to
-// 116 ms a step but from 979 to 2,208 notifications/s (store
-// BenchmarkStep, issue 23); a step with less waits BatchDelay first.
+// again): under a backlog on a shared 2-CPU VM the store's part went
+// from 979-1,379 notifications/s at 64 a step to 1,130-2,208 at 256
+// (store BenchmarkStep, several runs, issue 23) for the same CPU per
+// notification: fewer fsync waits. A step with less waits BatchDelay.
 func (p *Pipeline) batch() int { return max(256, 4*p.o.Workers) }
 
 // verifying is a postback running in the background.
