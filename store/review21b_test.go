@@ -186,3 +186,28 @@ func TestDamagedRecordsDoNotEmptyTheLists(t *testing.T) {
 		t.Errorf("Get of the damaged record: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestDamagedSubscriptionDoesNotEmptyTheList: a subscription record that
+// no longer decodes made every page of the dashboard's subscriptions
+// list that reached it fail; it is left out now.
+func TestDamagedSubscriptionDoesNotEmptyTheList(t *testing.T) {
+	db := mustOpen(t)
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for i := range 3 {
+			s := ipn.Subscription{ID: fmt.Sprintf("SUB-%d", i), Gateway: "g", Status: ipn.SubscriptionActive}
+			if err := db.putJSON(tx, bucketSubs, []byte(s.ID), s); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketSubs).Put([]byte("SUB-1"), []byte("\x00garbage"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []ipn.SubscriptionStatus{"", ipn.SubscriptionActive} {
+		subs, _, err := db.ListSubscriptions(st, "", 10)
+		if err != nil || len(subs) != 2 || subs[0].ID != "SUB-0" || subs[1].ID != "SUB-2" {
+			t.Errorf("ListSubscriptions(%q): %d, %v; want SUB-0 and SUB-2", st, len(subs), err)
+		}
+	}
+}
