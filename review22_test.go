@@ -694,9 +694,9 @@ func TestReview22ProductRemovedByReload(t *testing.T) {
 	if resp.StatusCode != 410 || !strings.Contains(string(body), "no longer offered") {
 		t.Errorf("link of a removed product: %d %s", resp.StatusCode, body)
 	}
-	if !strings.Contains(d.metrics(), `ipnd_downloads_total{result="removed"} 1`) {
-		t.Errorf("metrics lack ipnd_downloads_total{result=\"removed\"} 1")
-	}
+	waitFor(t, `ipnd_downloads_total{result="removed"} 1`, 10*time.Second, func() bool {
+		return strings.Contains(d.metrics(), `ipnd_downloads_total{result="removed"} 1`)
+	})
 	if code, out := d.license("validate", false, "license_key", key); code != 200 || out["valid"] != true {
 		t.Errorf("key of a removed product: %d %v", code, out)
 	}

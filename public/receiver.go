@@ -84,7 +84,15 @@ type ReceiverOptions struct {
 	// line is logged per gateway label and reason; the line counts the
 	// rejections not logged since the previous one. 0: 10 s.
 	RejectLogEvery time.Duration
-	Now            func() time.Time // nil: time.Now
+	// StoredLogPerSecond is how many "notification stored" (and
+	// "notification duplicate") lines are logged at most per gateway and
+	// second, one per notification; past them, the notifications of
+	// that second are counted in one "notifications stored" (or
+	// "notifications duplicate") line at its end, with their number and
+	// first and last ids: a burst costs a line a second, not one per
+	// request. 0: 20; negative: one line per notification always.
+	StoredLogPerSecond int
+	Now                func() time.Time // nil: time.Now
 	// Ready, when set, tells GET /healthz whether ingest takes
 	// notifications (nil) or answers 503 (the reason, which stays on the
 	// admin listener's /healthz: the public one says only that).
@@ -103,6 +111,27 @@ type Receiver struct {
 	rejections []Rejection // ring buffer
 	rejNext    int
 	rejLogs    map[rejectLogKey]*rejectLog
+
+	stored sync.Map // storedLogKey -> *storedLog
+}
+
+// storedLogKey is one stream of "stored" or "duplicate" lines: a
+// configured gateway name, and whether they are duplicates.
+type storedLogKey struct {
+	gateway string
+	dup     bool
+}
+
+// storedLog samples one stream of lines (see StoredLogPerSecond).
+type storedLog struct {
+	mu        sync.Mutex
+	second    time.Time // start of the current second
+	lines     int       // logged in full in it
+	count     int       // past them: counted, logged at its end
+	low, high uint64    // their lowest and highest ids
+	bytes     int
+	slowest   time.Duration
+	flush     *time.Timer
 }
 
 // receiverRoutes are the gateways a Receiver serves, read once per
@@ -140,6 +169,9 @@ func NewReceiver(opts ReceiverOptions) *Receiver {
 	}
 	if opts.KeepRejections <= 0 {
 		opts.KeepRejections = 1000
+	}
+	if opts.StoredLogPerSecond == 0 {
+		opts.StoredLogPerSecond = 20
 	}
 	if opts.RejectLogEvery <= 0 {
 		opts.RejectLogEvery = 10 * time.Second
@@ -288,16 +320,79 @@ func (r *Receiver) serveIPN(w http.ResponseWriter, req *http.Request, ps httprou
 		r.reject(w, req, name, ReasonStoreUnavailable, http.StatusServiceUnavailable, "store unavailable, retry later", err)
 		return
 	}
+	took := r.opts.Now().Sub(start)
 	if dup {
 		r.opts.Observer.Duplicate(name)
-		r.log.Info("notification duplicate", "gateway", name, "duplicate_of", id)
 	} else {
-		took := r.opts.Now().Sub(start)
 		r.opts.Observer.Received(name, took)
-		r.log.Info("notification stored", "gateway", name, "id", id, "bytes", len(body), "duration_seconds", took.Seconds())
 	}
+	r.logStored(name, dup, id, len(body), start, took)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "OK")
+}
+
+// logStored logs a notification stored (or a duplicate of id), sampled:
+// see StoredLogPerSecond. at is when its request began.
+func (r *Receiver) logStored(gateway string, dup bool, id uint64, bytes int, at time.Time, took time.Duration) {
+	per := r.opts.StoredLogPerSecond
+	if per > 0 && r.log.Enabled(context.Background(), slog.LevelInfo) {
+		k := storedLogKey{gateway, dup}
+		v, ok := r.stored.Load(k)
+		if !ok {
+			v, _ = r.stored.LoadOrStore(k, &storedLog{})
+		}
+		sl := v.(*storedLog)
+		sl.mu.Lock()
+		if at.Sub(sl.second) >= time.Second || at.Before(sl.second) {
+			r.flushStored(k, sl) // the previous second's count, if not yet written
+			sl.second, sl.lines = at, 0
+		}
+		if sl.lines >= per {
+			if sl.count == 0 {
+				sl.low, sl.high = id, id
+				// Written when the second ends, or by the next line of
+				// this stream if that comes first.
+				sl.flush = time.AfterFunc(sl.second.Add(time.Second).Sub(at), func() {
+					sl.mu.Lock()
+					r.flushStored(k, sl)
+					sl.mu.Unlock()
+				})
+			}
+			sl.count++
+			sl.low, sl.high = min(sl.low, id), max(sl.high, id)
+			sl.bytes += bytes
+			sl.slowest = max(sl.slowest, took)
+			sl.mu.Unlock()
+			return
+		}
+		sl.lines++
+		sl.mu.Unlock()
+	}
+	if dup {
+		r.log.Info("notification duplicate", "gateway", gateway, "duplicate_of", id)
+	} else {
+		r.log.Info("notification stored", "gateway", gateway, "id", id, "bytes", bytes, "duration_seconds", took.Seconds())
+	}
+}
+
+// flushStored writes the line counting the notifications of stream k not
+// logged one by one, if any; sl.mu is held.
+func (r *Receiver) flushStored(k storedLogKey, sl *storedLog) {
+	if sl.count == 0 {
+		return
+	}
+	if sl.flush != nil {
+		sl.flush.Stop()
+		sl.flush = nil
+	}
+	if k.dup {
+		r.log.Info("notifications duplicate", "gateway", k.gateway, "count", sl.count,
+			"lowest_duplicate_of", sl.low, "highest_duplicate_of", sl.high, "note", "more duplicates this second than are logged one by one")
+	} else {
+		r.log.Info("notifications stored", "gateway", k.gateway, "count", sl.count, "lowest_id", sl.low, "highest_id", sl.high,
+			"bytes", sl.bytes, "max_duration_seconds", sl.slowest.Seconds(), "note", "more notifications this second than are logged one by one")
+	}
+	sl.count, sl.bytes, sl.slowest = 0, 0, 0
 }
 
 // limited spends one request of the client's rate limit; when none is

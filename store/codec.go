@@ -315,6 +315,13 @@ var errPacked = errors.New("bad packed value")
 // It never panics; the result does not alias packed. Matches that reach
 // back past the output's start read the dictionary in place.
 func (p *packer) unpack(packed []byte) ([]byte, error) {
+	return p.unpackPrefix(packed, maxUnpacked)
+}
+
+// unpackPrefix is unpack that stops once it has at least limit bytes (or
+// all of them): the start of a value, read without unpacking the rest.
+// Only the part unpacked is checked.
+func (p *packer) unpackPrefix(packed []byte, limit int) ([]byte, error) {
 	n, k := binary.Uvarint(packed[1:])
 	if k <= 0 || n > maxUnpacked || n < packMin {
 		return nil, fmt.Errorf("%w: length", errPacked)
@@ -322,7 +329,7 @@ func (p *packer) unpack(packed []byte) ([]byte, error) {
 	in := packed[1+k:]
 	dict := p.dict
 	total := int(n)
-	out := make([]byte, 0, total)
+	out := make([]byte, 0, min(total, limit+64))
 	bad := func(what string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s at output byte %d", errPacked, what, len(out))
 	}
@@ -335,6 +342,9 @@ func (p *packer) unpack(packed []byte) ([]byte, error) {
 		return v, true
 	}
 	for len(out) < total {
+		if len(out) >= limit {
+			return out, nil
+		}
 		if len(in) == 0 {
 			return bad("end of input")
 		}

@@ -357,7 +357,10 @@ func TestBackupRefused(t *testing.T) {
 		}
 	})
 	t.Run("no room", func(t *testing.T) {
-		dir := tmpfs.Mount(t, 8<<20)
+		// Room for the database and the journal's segments (the journal
+		// keeps records unpacked, and under -race its segments are
+		// released later): the disk is filled below.
+		dir := tmpfs.Mount(t, 32<<20)
 		path := filepath.Join(dir, "ipnd.db")
 		db := openAt(t, path, Options{SegmentSize: 256 << 10})
 		defer db.Close()
@@ -368,7 +371,9 @@ func TestBackupRefused(t *testing.T) {
 		}
 		db.settle()
 		st, _ := os.Stat(path)
-		free := tmpfs.Fill(t, dir, st.Size()/2)
+		// Room for half the snapshot, and for the journal's next segment
+		// (the append below may need one).
+		free := tmpfs.Fill(t, dir, st.Size()/2+2*(256<<10))
 		defer free()
 		_, err := db.Backup(io.Discard, nil)
 		if !errors.Is(err, ErrBackupRefused) || !strings.Contains(err.Error(), "free") {

@@ -435,10 +435,18 @@ func (db *DB) Find(q Query) ([]Item, error) {
 			}
 			var n *ipn.Notification
 			if n, err = logged(tx, id); err != nil {
+				if errors.Is(err, ErrCorrupt) {
+					err = nil // damaged: left out of the lists (Get reports it)
+					return true
+				}
 				return false
 			}
 			var p *ipn.Processing
 			if p, err = processing(tx, n); err != nil {
+				if errors.Is(err, ErrCorrupt) {
+					err = nil
+					return true
+				}
 				return false
 			}
 			if q.Gateway != "" && n.Gateway != q.Gateway || q.State != "" && p.State != q.State {
@@ -709,15 +717,21 @@ func (db *DB) FirstIDAt(t time.Time) (uint64, error) {
 		for lo < hi {
 			mid := lo + (hi-lo)/2
 			k, v := c.Seek(u64(mid))
+			var n *ipn.Notification
+			for ; k != nil; k, v = c.Next() {
+				var err error
+				if n, err = decodeRecord(binary.BigEndian.Uint64(k), v); err == nil {
+					break
+				} else if !errors.Is(err, ErrCorrupt) {
+					return err
+				}
+				// damaged: its neighbour tells the time
+			}
 			if k == nil {
 				hi = mid
 				continue
 			}
 			id := binary.BigEndian.Uint64(k)
-			n, err := decodeRecord(id, v)
-			if err != nil {
-				return err
-			}
 			if n.ReceivedAt.Before(t) {
 				lo = id + 1
 			} else {

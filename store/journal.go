@@ -44,7 +44,8 @@ import (
 //	u32 length of record, top bit set on the last frame of a group |
 //	u32 check | u64 id XOR mask | record
 //
-// where record is encodeRecord's output, check is the CRC-32C of the
+// where record is plainRecord's output (packed, encodeRecord's output,
+// in segments of builds before issue 23: both are read), check is the CRC-32C of the
 // frame's length word, stored id and record, started from the CRC of the
 // key's first 8 bytes, and mask is the key's last 8 bytes. A record's
 // body comes from the request; without the key no one can build, inside
@@ -671,8 +672,8 @@ func (e *JournalDamageError) Error() string {
 
 func (e *JournalDamageError) Unwrap() error { return ErrJournalDamaged }
 
-// minFrame is the smallest frame encodeRecord can produce (8 bytes of
-// record); it bounds how many ids a segment of a given size can hold.
+// minFrame is the smallest frame a record can make (8 bytes of record:
+// see minRecord); it bounds how many ids a segment of a given size can hold.
 const minFrame = frameHeader + 8
 
 // scan is what reading a segment found.

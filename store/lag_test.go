@@ -190,3 +190,25 @@ func TestHeldRetriesPastSkipScanHideNoOtherGateway(t *testing.T) {
 		t.Errorf("NextDueExcept = %v; want nothing due (all held)", due)
 	}
 }
+
+// BenchmarkLagBacklog is the cost of one scrape of the lag per gateway
+// while 10,000 fresh notifications wait for the pipeline (a burst):
+// the first skipScan after the cursor are looked at (issue 23).
+func BenchmarkLagBacklog(b *testing.B) {
+	db := mustOpen(b)
+	batch := make([]journaled, 0, 10000)
+	for id := 1; id <= cap(batch); id++ {
+		n := sampleTypical(id)
+		batch = append(batch, journaled{id: uint64(id), key: dedupKey(n.Gateway, n.DedupKey), rec: plainRecord(n)})
+	}
+	if err := db.putJournaled(batch); err != nil {
+		b.Fatal(err)
+	}
+	db.acked, db.applied = uint64(len(batch)), uint64(len(batch))
+	b.ResetTimer()
+	for range b.N {
+		if lag := db.OldestPendingByGateway(time.Now()); len(lag) != 1 {
+			b.Fatal(lag)
+		}
+	}
+}

@@ -688,9 +688,11 @@ func (db *DB) OldestPendingByGateway(now time.Time) map[string]time.Time {
 			if p, err := stateOf(tx, id); err == nil && p != nil && p.Settled(now) {
 				continue
 			}
-			if n, err := decodeRecord(id, v); err == nil {
-				if _, seen := oldest[n.Gateway]; !seen {
-					consider(n.Gateway, id)
+			// Only the gateway: the first bytes (a scrape reads up to
+			// skipScan records here under a backlog).
+			if gw, err := recordGateway(id, v); err == nil {
+				if _, seen := oldest[gw]; !seen {
+					consider(gw, id)
 				}
 			}
 		}

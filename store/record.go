@@ -31,11 +31,20 @@ var ErrCorrupt = errors.New("corrupt record")
 // codec.go) when that makes it shorter. The body's bytes come back
 // exactly as received.
 func encodeRecord(n *ipn.Notification) []byte {
-	plain := plainRecord(n)
-	if packed := recordPacker.pack(plain); len(packed) >= minRecord {
+	return packRecord(plainRecord(n))
+}
+
+// packRecord is the plain record rec packed, when that is shorter (and
+// not below minRecord); a record packed already (a journal written by an
+// earlier build) is returned as it is.
+func packRecord(rec []byte) []byte {
+	if len(rec) == 0 || rec[0] == tagRecord {
+		return rec
+	}
+	if packed := recordPacker.pack(rec); len(packed) >= minRecord {
 		return packed
 	}
-	return plain
+	return rec
 }
 
 // minRecord is the least length of a record (the journal's minFrame
@@ -84,6 +93,40 @@ func encodePurged(n *ipn.Notification) []byte {
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// recordGateway is the gateway of record id (data), read from its first
+// bytes without decoding, or mostly without unpacking, the rest.
+func recordGateway(id uint64, data []byte) (string, error) {
+	if len(data) > 0 && data[0] == tagRecord {
+		// Version, received_at and the gateway's length take at most 21
+		// bytes; a longer name than that prefix holds is read the long way.
+		if plain, err := recordPacker.unpackPrefix(data, 21+128); err == nil {
+			if g, ok := plainGateway(plain); ok {
+				return g, nil
+			}
+		}
+		n, err := decodeRecord(id, data)
+		if err != nil {
+			return "", err
+		}
+		return n.Gateway, nil
+	}
+	if g, ok := plainGateway(data); ok {
+		return g, nil
+	}
+	return "", fmt.Errorf("%w: id %d: header", ErrCorrupt, id)
+}
+
+// plainGateway reads the gateway from the start of a plain record.
+func plainGateway(b []byte) (string, bool) {
+	d := decoder{b: b}
+	if v := d.byte(); v != recordVersion && v != recordPurged {
+		return "", false
+	}
+	d.uvarint()
+	g := d.str()
+	return g, !d.err
 }
 
 // decodeRecord is the inverse of encodeRecord. It never panics: anything

@@ -334,10 +334,18 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(encodeRecord(sampleTypical(1))) // packed
 	f.Add([]byte{1})
 	f.Add([]byte{})
+	long := sampleTypical(2)
+	long.Gateway = strings.Repeat("g", 300) // past recordGateway's prefix
+	f.Add(encodeRecord(long))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		gw, gerr := recordGateway(1, data) // never panics
 		n, err := decodeRecord(1, data)
 		if err != nil {
 			return
+		}
+		// The gateway read from the first bytes is the whole record's.
+		if gerr != nil || gw != n.Gateway {
+			t.Fatalf("recordGateway = %q, %v; the record's is %q", gw, gerr, n.Gateway)
 		}
 		// Whatever decodes must encode back to something that decodes equal.
 		enc := encodeRecord(n)

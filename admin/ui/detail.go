@@ -50,11 +50,14 @@ func decodeBody(body []byte, contentType, kind string) bodyText {
 			if f := strings.TrimSpace(q.Get("charset")); f != "" {
 				named = f
 			}
-			raw := ""
+			valid := true // every field's name and values valid UTF-8
 			for k, vs := range q {
-				raw += k + strings.Join(vs, "")
+				valid = valid && utf8.ValidString(k)
+				for _, v := range vs {
+					valid = valid && utf8.ValidString(v)
+				}
 			}
-			enc, name, note := chooseCharset(named, utf8.ValidString(raw), kind == "paypal")
+			enc, name, note := chooseCharset(named, valid, kind == "paypal")
 			out.Charset, out.Note = name, note
 			for _, k := range slices.Sorted(maps.Keys(q)) {
 				for _, v := range q[k] {
