@@ -155,40 +155,13 @@ func (u *ui) decideView(id uint64, p *ipn.Processing, ev *ipn.Event, out []store
 			continue
 		}
 		d.OrderID, d.OrderFound = o.ID, true
-		for from := 0; from < decidedScan; from += 500 {
-			hs, err := u.o.Store.OrderHistory(o.ID, from, 500)
-			if err != nil {
-				break
-			}
-			for _, h := range hs {
-				if h.Notification == id {
-					d.Transitions = append(d.Transitions, h)
-				}
-			}
-			if len(hs) < 500 {
-				break
-			}
-			if from+500 >= decidedScan {
-				d.Truncated = true
-			}
-		}
-		for from := 0; from < decidedScan; from += 500 {
-			fs, err := u.o.Store.OrderFacts(o.ID, from, 500)
-			if err != nil {
-				break
-			}
-			for _, f := range fs {
-				if f.Notification == id {
-					d.Facts = append(d.Facts, f)
-				}
-			}
-			if len(fs) < 500 {
-				break
-			}
-			if from+500 >= decidedScan {
-				d.Truncated = true
-			}
-		}
+		var cut bool
+		d.Transitions, cut = scanPages(func(from, n int) ([]ipn.OrderChange, error) { return u.o.Store.OrderHistory(o.ID, from, n) },
+			func(h ipn.OrderChange) bool { return h.Notification == id })
+		d.Truncated = d.Truncated || cut
+		d.Facts, cut = scanPages(func(from, n int) ([]ipn.OrderFact, error) { return u.o.Store.OrderFacts(o.ID, from, n) },
+			func(f ipn.OrderFact) bool { return f.Notification == id })
+		d.Truncated = d.Truncated || cut
 		if len(d.Facts) > 0 || len(d.Transitions) > 0 {
 			break
 		}
@@ -197,4 +170,27 @@ func (u *ui) decideView(id uint64, p *ipn.Processing, ev *ipn.Event, out []store
 		d.OrderID = ev.OrderID
 	}
 	return d
+}
+
+// scanPages reads up to decidedScan entries of an order's list, 500 at a
+// time, and keeps those keep accepts; truncated: the list went on.
+func scanPages[T any](read func(from, n int) ([]T, error), keep func(T) bool) (out []T, truncated bool) {
+	for from := 0; from < decidedScan; from += 500 {
+		page, err := read(from, 500)
+		if err != nil {
+			break
+		}
+		for _, x := range page {
+			if keep(x) {
+				out = append(out, x)
+			}
+		}
+		if len(page) < 500 {
+			break
+		}
+		if from+500 >= decidedScan {
+			truncated = true
+		}
+	}
+	return out, truncated
 }
