@@ -21,16 +21,7 @@ import (
 // only the newest 5,000 outbox items.
 func TestDashboardOldOrderAmongMany(t *testing.T) {
 	srv, db, _ := newDashboard(t)
-	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
+	ran := runPipeline(t, db)
 	const n = 3000
 	var batch []*ipn.Notification
 	for i := 1; i <= n; i++ {
@@ -125,4 +116,22 @@ func TestDashboardTimeRange(t *testing.T) {
 	if _, page := do(t, c, "GET", srv.URL+"/notifications?from=yesterday", nil); !strings.Contains(page, "A date is YYYY-MM-DD.") {
 		t.Error("a bad date is not said")
 	}
+}
+
+// runPipeline processes what db stores (gateway "test", Standard
+// Webhooks) until the test ends; the channel gets Run's error if it
+// stops before.
+func runPipeline(t *testing.T, db pipeline.Journal) <-chan error {
+	t.Helper()
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	ran, done := make(chan error, 1), make(chan struct{})
+	go func() { ran <- p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ran
 }

@@ -1,10 +1,8 @@
 package ui_test
 
 import (
-	"context"
 	"fmt"
 	"html"
-	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
@@ -12,8 +10,6 @@ import (
 	"time"
 
 	"ipnd/ipn"
-	"ipnd/ipn/gateway"
-	"ipnd/pipeline"
 )
 
 // TestSubscriptionIDsWithURLCharacters: a subscription id comes from the
@@ -24,16 +20,7 @@ import (
 // link now escapes the id, and following it opens the right page.
 func TestSubscriptionIDsWithURLCharacters(t *testing.T) {
 	srv, db, _ := newDashboard(t)
-	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := pipeline.New(pipeline.Options{Journal: db, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
+	ran := runPipeline(t, db)
 	subs := []string{"SUB/2024/7", "S#1", "S?x=1", "S%2F"}
 	orders := []string{"#1001", "INV/7", "A?b=1", "a b"}
 	var batch []*ipn.Notification
