@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -651,21 +650,8 @@ func TestReview22ProductRemovedByReload(t *testing.T) {
 	cfg := fulfilConfig(t, dir, smtpd.port(), shopURL, "http://127.0.0.1:1/unused", products+gw)
 	var logs bytes.Buffer
 	logw := &syncWriter{w: &logs}
-	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
-	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
-	cmd.Stderr = logw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	cmd, _ := startChildTo(t, dir, cfg, logw)
 	d := &daemon{t: t, dir: dir}
-	waitFor(t, "ipnd listening", 20*time.Second, func() bool {
-		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
-		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
-		return err1 == nil && err2 == nil
-	})
 	post := signedPoster(t, func() string { return d.addr("public") }, review22Secret)
 	if code := post("m-1", "payment.completed", map[string]any{"order_id": "RM-1", "txn_id": "T-RM-1", "amount": "1.00",
 		"currency": "USD", "items": []map[string]any{{"product": "old-edition"}}}); code != 200 {

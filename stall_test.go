@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,21 +202,8 @@ func TestRemovedGatewayWaitsForReload(t *testing.T) {
 	cfg := writeTestConfig(t, dir, base+shop+paypal)
 	var logs strings.Builder
 	logw := &syncWriter{w: &logs}
-	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
-	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
-	cmd.Stderr = logw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	cmd, _ := startChildTo(t, dir, cfg, logw)
 	d := &daemon{t: t, dir: dir}
-	waitFor(t, "ipnd listening", 20*time.Second, func() bool {
-		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
-		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
-		return err1 == nil && err2 == nil
-	})
 	reloads := func() float64 { return d.scrape(`ipnd_config_reloads_total{result="success"}`) }
 	hup := func(config string, want float64) {
 		t.Helper()

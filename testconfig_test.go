@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,11 +29,19 @@ func writeTestConfig(tb testing.TB, dir, extra string) string {
 // when the child exits; the test's cleanup kills it.
 func startChild(t *testing.T, dir, cfg string) (*exec.Cmd, chan struct{}) {
 	t.Helper()
+	return startChildTo(t, dir, cfg, nil)
+}
+
+// startChildTo is startChild with the child's stderr (its log) written
+// to stderr.
+func startChildTo(t *testing.T, dir, cfg string, stderr io.Writer) (*exec.Cmd, chan struct{}) {
+	t.Helper()
 	// A killed child leaves its address files behind: wait for new ones.
 	os.Remove(filepath.Join(dir, "public.addr"))
 	os.Remove(filepath.Join(dir, "admin.addr"))
 	cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
 	cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
