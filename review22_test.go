@@ -538,20 +538,6 @@ func TestReview22RefundsAndRestart(t *testing.T) {
 	check("after a restart")
 }
 
-// metric returns the admin listener's /metrics text.
-func (d *daemon) metrics() string {
-	d.t.Helper()
-	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer t")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
 // TestReview22SharedAndEditedPool: two products may share a pool file
 // (held: no key goes to both), and ipnd_license_pool_remaining counts
 // the keys not handed out yet, so its alert fires when a product's pool

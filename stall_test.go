@@ -15,9 +15,8 @@ import (
 	"ipnd/admin"
 )
 
-// scrape returns the value of one series on the daemon's /metrics (-1
-// when it is missing).
-func (d *daemon) scrape(series string) float64 {
+// metrics returns the admin listener's /metrics text.
+func (d *daemon) metrics() string {
 	d.t.Helper()
 	req, _ := http.NewRequest("GET", d.addr("admin")+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer t")
@@ -26,8 +25,15 @@ func (d *daemon) scrape(series string) float64 {
 		d.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// scrape returns the value of one series on the daemon's /metrics (-1
+// when it is missing).
+func (d *daemon) scrape(series string) float64 {
+	d.t.Helper()
+	for _, line := range strings.Split(d.metrics(), "\n") {
 		if rest, ok := strings.CutPrefix(line, series+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			if err != nil {
