@@ -305,18 +305,27 @@ func New(o Options) *Metrics {
 		m.emails, m.callbacks, buildInfo, m.purged, m.reloads, m.authFails, m.reloadOK, m.reloadAt, m.config,
 		m.certs, m.certExp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// Read at scrape time; a gauge whose function is not set is not
+	// Read at scrape time; a series whose function is not set is not
 	// registered.
 	for _, g := range []struct {
 		name, help string
 		read       func() float64
+		counter    bool
 	}{
-		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize},
-		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable},
-		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked},
-		{"ipnd_store_dropped_unacknowledged", "Notifications dropped at a start as the journal's torn tail that may have been acknowledged, until the operator acknowledges them (POST /api/journal/dropped/ack).", o.StoreDropped},
+		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize, false},
+		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable, false},
+		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked, false},
+		{"ipnd_store_dropped_unacknowledged", "Notifications dropped at a start as the journal's torn tail that may have been acknowledged, until the operator acknowledges them (POST /api/journal/dropped/ack).", o.StoreDropped, false},
+		{"ipnd_store_damaged_records_total", "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.", o.StoreDamaged, true},
+		{"ipnd_events_dropped_total", "Followers of the live event stream (GET /api/events: ipnd tail, the dashboard) dropped for falling behind; they reconnect.", o.LiveDropped, true},
+		{"ipnd_events_followers", "Followers of the live event stream now (GET /api/events and the dashboard's /events).", o.LiveFollowers, false},
+		{"ipnd_events_refused_total", "Followers of the live event stream refused (503) because the most allowed at once were following.", o.LiveRefused, true},
 	} {
-		if g.read != nil {
+		switch {
+		case g.read == nil:
+		case g.counter:
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: g.name, Help: g.help}, g.read))
+		default:
 			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.read))
 		}
 	}
@@ -324,30 +333,6 @@ func New(o Options) *Metrics {
 		m.reg.MustRegister(lagGauge{m: m, read: o.PipelineLag, desc: prometheus.NewDesc("ipnd_pipeline_lag_seconds",
 			"Age of the oldest notification not yet processed, by gateway (0 when none): the gateway that holds things up.",
 			[]string{"gateway"}, nil)})
-	}
-	if o.StoreDamaged != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ipnd_store_damaged_records_total",
-			Help: "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.",
-		}, o.StoreDamaged))
-	}
-	if o.LiveDropped != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ipnd_events_dropped_total",
-			Help: "Followers of the live event stream (GET /api/events: ipnd tail, the dashboard) dropped for falling behind; they reconnect.",
-		}, o.LiveDropped))
-	}
-	if o.LiveFollowers != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ipnd_events_followers",
-			Help: "Followers of the live event stream now (GET /api/events and the dashboard's /events).",
-		}, o.LiveFollowers))
-	}
-	if o.LiveRefused != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "ipnd_events_refused_total",
-			Help: "Followers of the live event stream refused (503) because the most allowed at once were following.",
-		}, o.LiveRefused))
 	}
 	if o.OrderCounts != nil {
 		m.reg.MustRegister(orderGauge{
