@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // Payment references: the identifiers a gateway uses for a payment that
@@ -246,10 +247,11 @@ func (db *DB) ownAtExpiry(tx *bolt.Tx, gateway, own string, id uint64, w ipn.Par
 			return err
 		}
 	}
-	if err := noteAdopted(tx, id, own, ev, ipn.OwnAtExpiry(own, parkFor), now); err != nil {
+	rt := &boltTx{db, tx}
+	if err := record.NoteAdopted(rt, id, own, ev, ipn.OwnAtExpiry(own, parkFor), now); err != nil {
 		return err
 	}
-	_, err = db.attach(tx, gateway, &next, ev.PaymentRefs(), now)
+	_, err = record.Attach(rt, gateway, &next, ev.PaymentRefs(), now)
 	return err
 }
 
@@ -305,102 +307,6 @@ func park(tx *bolt.Tx, gateway string, id uint64, w ipn.Parked) error {
 		}
 	}
 	return nil
-}
-
-// attach maps refs to order orderID (a reference already mapped keeps its
-// order) and applies, to that order, the orphans parked under any of
-// them, with theirs in turn. It returns the order as it stands after
-// them (o itself when there were none).
-func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, now time.Time) (*ipn.Order, error) {
-	refsB, orphans := tx.Bucket(bucketRefs), tx.Bucket(bucketOrphans)
-	queue := refs
-	for len(queue) > 0 {
-		r := queue[0]
-		queue = queue[1:]
-		k := refKey(gateway, r)
-		if refsB.Get(k) == nil {
-			if err := refsB.Put(k, []byte(o.ID)); err != nil {
-				return nil, err
-			}
-			db.inserted(tx, bucketRefs, refsB, k)
-		}
-		prefix := append(k, 0)
-		type parked struct {
-			id uint64
-			w  ipn.Parked
-		}
-		var found []parked
-		c := orphans.Cursor()
-		for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
-			if len(key) != len(prefix)+8 {
-				continue
-			}
-			var p parked
-			p.id = binary.BigEndian.Uint64(key[len(prefix):])
-			if err := decodeValue(v, &p.w); err != nil || p.w.Event == nil {
-				return nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, p.id, err)
-			}
-			found = append(found, p)
-		}
-		for _, p := range found {
-			// Every reference it was parked under is settled now.
-			for _, pr := range p.w.Event.PaymentRefs() {
-				if err := orphans.Delete(orphanKey(gateway, pr, p.id)); err != nil {
-					return nil, err
-				}
-			}
-			if err := tx.Bucket(bucketParkedDue).Delete(parkedDueKey(p.w.At, p.id)); err != nil {
-				return nil, err
-			}
-			if err := addParked(tx, -1); err != nil {
-				return nil, err
-			}
-			ev, ac := ipn.AdoptEvent(o.ID, p.id, gateway, p.w, now)
-			cur, st, err := orderState(tx, o.ID, ev, ac)
-			if err != nil {
-				return nil, err
-			}
-			if cur == nil {
-				cur = o
-			}
-			a := ipn.AdoptState(cur, st, p.id, gateway, p.w, now)
-			if a.Effects, err = db.fulfilOrder(tx, cur, &a.Order, a.Write, a.Event, a.Effects, now); err != nil { // SPEC §11
-				return nil, err
-			}
-			if err := db.recordOrder(tx, cur, &a.Order, st, a.Write); err != nil {
-				return nil, err
-			}
-			if err := db.enqueue(tx, a.Effects, p.id, now); err != nil {
-				return nil, err
-			}
-			if a.Subscription {
-				if err := putSubscription(tx, a.Event, a.Context); err != nil {
-					return nil, err
-				}
-			}
-			if err := noteAdopted(tx, p.id, o.ID, a.Event, a.Detail, now); err != nil {
-				return nil, err
-			}
-			o = &a.Order
-			queue = append(queue, a.Event.PaymentRefs()...)
-		}
-	}
-	return o, nil
-}
-
-// noteAdopted records in a parked notification's history that it reached
-// its order.
-func noteAdopted(tx *bolt.Tx, id uint64, orderID string, ev *ipn.Event, detail string, now time.Time) error {
-	p, err := stateOf(tx, id)
-	if err != nil || p == nil {
-		return err
-	}
-	if p.Event != nil {
-		p.Event.OrderID = orderID
-		p.Event.Amount = ev.Amount // a refund's own amount, known now
-	}
-	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
-	return putProcessing(tx, id, p)
 }
 
 // Parked counts the events waiting for their order: notifications
