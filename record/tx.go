@@ -1,8 +1,8 @@
 // Package record is the seam between the decision and the stores: it
 // drives one transaction that looks up what ipn.Decide reads about each
-// outcome, lets ipn decide, and writes what it decided (Finish), and
-// applies to an order the events parked for it (Attach, through
-// ipn.AdoptState). It decides nothing itself, and knows no storage: each
+// outcome, lets ipn decide, and writes what it decided (Finish), applies
+// to an order the events parked for it (Attach, through ipn.AdoptState),
+// and fails those parked too long (ExpireParked). It decides nothing itself, and knows no storage: each
 // backend (the bbolt store, PostgreSQL) implements Tx, the typed reads
 // and writes of one of its transactions, and runs the transactions.
 //
@@ -20,11 +20,11 @@ import (
 	"ipnd/ipn"
 )
 
-// Tx is one read-write transaction of a store, as Finish and Attach see
-// it: everything it reads and writes commits together or not at all. A
-// Tx is used by one goroutine. Every method may fail with the store's
-// error (a closed store, a full disk, a lost connection), which aborts
-// the transaction.
+// Tx is one read-write transaction of a store, as Finish, Attach and
+// ExpireParked see it: everything it reads and writes commits together
+// or not at all. A Tx is used by one goroutine. Every method may fail
+// with the store's error (a closed store, a full disk, a lost
+// connection), which aborts the transaction.
 type Tx interface {
 	Reader
 	Writer
@@ -53,6 +53,10 @@ type Reader interface {
 	// Orphans returns the events parked under payment reference ref of
 	// gateway (see Park), ipn.ErrCorrupt when one does not decode.
 	Orphans(gateway, ref string) ([]Orphan, error)
+	// ParkedDue returns the first max events of the parked events'
+	// expiry schedule, in the order they were parked, parked at or before
+	// cutoff.
+	ParkedDue(cutoff time.Time, max int) ([]Due, error)
 }
 
 // Writer is what a Tx writes.
@@ -95,6 +99,10 @@ type Writer interface {
 	// Unpark removes the event w parked by notification id from under
 	// every reference it was parked under.
 	Unpark(gateway string, id uint64, w ipn.Parked) error
+	// TakeDue removes d from the expiry schedule and returns the gateway
+	// and the event it names, nil when that is parked no more (adopted
+	// meanwhile); ipn.ErrCorrupt when it does not decode.
+	TakeDue(d Due) (gateway string, o *Orphan, err error)
 	// LinkRef maps payment reference ref of gateway to order orderID,
 	// unless it is mapped already (then it keeps its order).
 	LinkRef(gateway, ref, orderID string) error

@@ -64,6 +64,18 @@ func (t *boltTx) Orphans(gateway, ref string) ([]record.Orphan, error) {
 	return found, nil
 }
 
+func (t *boltTx) ParkedDue(cutoff time.Time, max int) ([]record.Due, error) {
+	var due []record.Due
+	c := t.tx.Bucket(bucketParkedDue).Cursor()
+	for k, _ := c.First(); k != nil && len(due) < max; k, _ = c.Next() {
+		if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > cutoff.UnixNano() {
+			break
+		}
+		due = append(due, record.Due{ID: binary.BigEndian.Uint64(k[8:]), At: time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))})
+	}
+	return due, nil
+}
+
 func (t *boltTx) PutState(id uint64, p *ipn.Processing) error { return putProcessing(t.tx, id, p) }
 
 func (t *boltTx) Schedule(id uint64, due time.Time, gateway string) error {
@@ -122,6 +134,25 @@ func (t *boltTx) Unpark(gateway string, id uint64, w ipn.Parked) error {
 		return err
 	}
 	return addParked(t.tx, -1)
+}
+
+func (t *boltTx) TakeDue(d record.Due) (string, *record.Orphan, error) {
+	dueB := t.tx.Bucket(bucketParkedDue)
+	k := parkedDueKey(d.At, d.ID)
+	gw, first, _ := bytes.Cut(dueB.Get(k), []byte{0})
+	gateway, ref := string(gw), string(first)
+	if err := dueB.Delete(k); err != nil {
+		return "", nil, err
+	}
+	v := t.tx.Bucket(bucketOrphans).Get(orphanKey(gateway, ref, d.ID))
+	if v == nil {
+		return gateway, nil, nil // adopted meanwhile
+	}
+	o := &record.Orphan{ID: d.ID}
+	if err := decodeValue(v, &o.Parked); err != nil || o.Parked.Event == nil {
+		return "", nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, d.ID, err)
+	}
+	return gateway, o, nil
 }
 
 func (t *boltTx) LinkRef(gateway, ref, orderID string) error {
