@@ -17,8 +17,10 @@ import (
 // Journal, the outbox worker's Outbox, the admin API's Store, the
 // fulfilment routes' FulfilStore, retention's purger), the health that
 // /healthz and the metrics read, and the settings a reload changes.
-// Only openStore names the backend (*store.DB, the bbolt one); each
-// method is the store's (see store.DB for its errors).
+// In serve only openStore names the backend (*store.DB, the bbolt one);
+// the offline commands (recover, restore, the backup's check) work on the
+// bbolt file itself. Each method is the store's (see store.DB for its
+// errors).
 type Store interface {
 	public.Appender
 	pipeline.Journal
