@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	netmail "net/mail"
 	"slices"
 	"strconv"
 	"strings"
@@ -422,5 +423,265 @@ secret = %q
 	s1.mu.Unlock()
 	if n := len(s1.messages()) + len(s2.messages()); n != sent {
 		t.Errorf("%d emails received, want %d", n, sent)
+	}
+}
+
+// TestReview23bKill9PerCrashBound: kill -9 at random moments while a slow
+// SMTP server (2 connections, 3 unrecorded each) and a slow shop (4
+// callback slots) take 300 orders' emails and callbacks. The copies a
+// crash causes arrive after the restart that follows it: counted per
+// crash, they stay within the documented bound (6 emails, 4 callbacks),
+// not only on average. Some orders' callbacks fail for good (dead); one
+// is discarded and one retried by hand across kills: at the end the
+// outbox gauges on /metrics say what the lists say.
+func TestReview23bKill9PerCrashBound(t *testing.T) {
+	// A copy is counted against the crash after which the process that
+	// sent it started: each SMTP session and each HTTP connection is
+	// tagged with the number of kills when it opened (a message still in
+	// flight from a killed process is not counted against the next).
+	var mu sync.Mutex
+	period := 0
+	emailCopies, callCopies := map[string][]int{}, map[string][]int{}
+	smtpd := &periodSMTP{t: t, period: func() int { mu.Lock(); defer mu.Unlock(); return period },
+		got: func(msgID string, p int) {
+			mu.Lock()
+			emailCopies[msgID] = append(emailCopies[msgID], p)
+			mu.Unlock()
+		}}
+	smtpd.start()
+	bad := func(order string) bool { n, _ := strconv.Atoi(strings.TrimPrefix(order, "K-")); return n%50 == 7 }
+	connPeriod := map[string]int{}
+	shop := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var ev struct{ Data struct{ Order struct{ ID string } } }
+		json.Unmarshal(body, &ev)
+		if bad(ev.Data.Order.ID) {
+			w.WriteHeader(500)
+			return
+		}
+		mu.Lock()
+		id := r.Header.Get("Webhook-Id")
+		callCopies[id] = append(callCopies[id], connPeriod[r.RemoteAddr])
+		mu.Unlock()
+		time.Sleep(60 * time.Millisecond) // a slow shop
+	}))
+	shop.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			mu.Lock()
+			connPeriod[c.RemoteAddr().String()] = period
+			mu.Unlock()
+		}
+	}
+	shop.Start()
+	defer shop.Close()
+	dir := t.TempDir()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	const emailConns, unrecorded, slots = 2, 3, 4
+	mail := strings.Replace(mailConfig(smtpd.port(), fmt.Sprintf("[shop]\nurl = %q\nsecret = %q\nconnections = %d\nmax_attempts = 2\n",
+		shop.URL, shopSecret, slots)), "max_attempts = 3",
+		fmt.Sprintf("max_attempts = 1000\nconnections = %d\nunrecorded = %d", emailConns, unrecorded), 1)
+	cfg := writeTestConfig(t, dir, fmt.Sprintf("[log]\nlevel = \"warn\"\n%s\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = %q\n", mail, secret))
+	cmd, exited := startChild(t, dir, cfg)
+	d := &daemon{t: t, dir: dir, cfg: cfg}
+	const n, kills = 300, 6
+	postAll(t, signedPoster(t, func() string { return d.addr("public") }, secret), "K", n, nil)
+	kill := func() {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-exited
+		mu.Lock()
+		period++
+		mu.Unlock()
+		cmd, exited = startChild(t, dir, cfg)
+	}
+	for range kills {
+		<-time.After(time.Duration(700+rand.IntN(900)) * time.Millisecond)
+		kill()
+	}
+	good := 0
+	for i := range n {
+		if !bad(fmt.Sprintf("K-%d", i)) {
+			good++
+		}
+	}
+	distinct := func(m map[string][]int) int { mu.Lock(); defer mu.Unlock(); return len(m) }
+	pendingItems := func() int {
+		var pending struct{ Items []ipn.OutboxItem }
+		d.api("GET", "/api/outbox?state=pending", nil, &pending)
+		return len(pending.Items)
+	}
+	waitFor(t, "every email and callback", 120*time.Second, func() bool {
+		return distinct(emailCopies) >= n && distinct(callCopies) >= good && pendingItems() == 0
+	})
+	perCrash := func(m map[string][]int) []int {
+		out := make([]int, period+1)
+		for _, ps := range m {
+			for _, p := range ps[1:] {
+				out[p]++
+			}
+		}
+		return out
+	}
+	mu.Lock()
+	emailDups, callDups := perCrash(emailCopies), perCrash(callCopies)
+	mu.Unlock()
+	t.Logf("copies after each crash (index k: after kill k; 0: before any): emails %v, callbacks %v", emailDups, callDups)
+	for k := range emailDups {
+		if emailDups[k] > emailConns*unrecorded {
+			t.Errorf("kill %d: %d email copies, more than %d (%d connections × %d unrecorded)", k, emailDups[k],
+				emailConns*unrecorded, emailConns, unrecorded)
+		}
+		if callDups[k] > slots {
+			t.Errorf("kill %d: %d callback copies, more than %d (callback slots)", k, callDups[k], slots)
+		}
+	}
+
+	// The gauges across retries, discards and crashes.
+	var dead struct{ Items []ipn.OutboxItem }
+	d.api("GET", "/api/outbox?state=dead", nil, &dead)
+	if len(dead.Items) != n-good {
+		t.Fatalf("%d dead items, want %d (the callbacks the shop refuses)", len(dead.Items), n-good)
+	}
+	gauge := func(state, kind string) float64 { return d.scrape(fmt.Sprintf("ipnd_outbox_%s{kind=%q}", state, kind)) }
+	if p, dd := gauge("pending", ipn.EffectShopCallback), gauge("dead", ipn.EffectShopCallback); p != 0 || dd != float64(n-good) {
+		t.Errorf("callbacks: ipnd_outbox_pending %v, ipnd_outbox_dead %v; want 0, %d", p, dd, n-good)
+	}
+	if p := gauge("pending", ipn.EffectEmailCustomer); p != 0 {
+		t.Errorf("customer emails: ipnd_outbox_pending %v, want 0", p)
+	}
+	if code := d.api("POST", fmt.Sprintf("/api/outbox/%d/discard", dead.Items[0].ID), map[string]any{"note": "test"}, nil); code != 200 {
+		t.Fatalf("discard: HTTP %d", code)
+	}
+	if code := d.api("POST", fmt.Sprintf("/api/outbox/%d/retry", dead.Items[1].ID), nil, nil); code/100 != 2 {
+		t.Fatalf("retry: HTTP %d", code)
+	}
+	kill()
+	waitFor(t, "the retried callback dead again", 30*time.Second, func() bool {
+		var it struct{ Item ipn.OutboxItem }
+		d.api("GET", fmt.Sprintf("/api/outbox/%d", dead.Items[1].ID), nil, &it)
+		return it.Item.State == ipn.OutboxDead && pendingItems() == 0
+	})
+	kill()
+	waitFor(t, "the daemon back", 20*time.Second, func() bool { return pendingItems() == 0 })
+	d.api("GET", "/api/outbox?state=dead", nil, &dead)
+	if dd, disc := gauge("dead", ipn.EffectShopCallback), gauge("discarded", ipn.EffectShopCallback); dd != float64(len(dead.Items)) ||
+		dd != float64(n-good-1) || disc != 1 {
+		t.Errorf("after a discard, a retry and kills: ipnd_outbox_dead %v (the list: %d), ipnd_outbox_discarded %v; want %d, 1",
+			dd, len(dead.Items), disc, n-good-1)
+	}
+}
+
+// periodSMTP is an SMTP server (go-smtp) that is slow to accept each
+// message (30 ms) and tells got each message's Message-Id with the value
+// period had when its session opened.
+type periodSMTP struct {
+	t      *testing.T
+	addr   string
+	period func() int
+	got    func(msgID string, period int)
+}
+
+func (s *periodSMTP) start() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &periodSession{s: s, period: s.period()}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	go srv.Serve(ln)
+	s.t.Cleanup(func() { srv.Close() })
+}
+
+func (s *periodSMTP) port() string { _, p, _ := net.SplitHostPort(s.addr); return p }
+
+type periodSession struct {
+	s      *periodSMTP
+	period int
+}
+
+func (p *periodSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (p *periodSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (p *periodSession) Data(r io.Reader) error {
+	m, err := netmail.ReadMessage(r)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, m.Body)
+	p.s.got(m.Header.Get("Message-Id"), p.period)
+	time.Sleep(30 * time.Millisecond) // a slow server, not a synchronisation
+	return nil
+}
+func (p *periodSession) Reset()        {}
+func (p *periodSession) Logout() error { return nil }
+
+// TestReview23bDiscardedCallbackIsNotSent: an operator discards a pending
+// callback ("do not send it") while the shop is slow and the lane has
+// more due callbacks than slots. The discarded callback must not reach
+// the shop afterwards (the lane must not deliver what it read before
+// the discard), and the other orders' callbacks all arrive.
+func TestReview23bDiscardedCallbackIsNotSent(t *testing.T) {
+	var mu sync.Mutex
+	var got []string // order ids, in arrival order
+	tokens, all := make(chan struct{}), make(chan struct{})
+	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var ev struct{ Data struct{ Order struct{ ID string } } }
+		json.Unmarshal(body, &ev)
+		mu.Lock()
+		got = append(got, ev.Data.Order.ID)
+		mu.Unlock()
+		select { // a shop that answers when the test lets it
+		case <-tokens:
+		case <-all:
+		}
+	}))
+	defer shop.Close()
+	var open sync.Once
+	defer open.Do(func() { close(all) })
+	arrived := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+	d, post := webhookDaemon(t, fmt.Sprintf("[shop]\nurl = %q\nsecret = %q\nconnections = 1\ntimeout = \"30s\"\n", shop.URL, shopSecret))
+	const orders = 6
+	for i := range orders {
+		o := fmt.Sprintf("Q-%d", i)
+		if code := post("m-"+o, "payment.completed", map[string]any{"order_id": o, "txn_id": "T-" + o, "amount": "5.00", "currency": "EUR"}); code != 200 {
+			t.Fatalf("%s: HTTP %d", o, code)
+		}
+	}
+	d.drained(orders)
+	waitFor(t, "the first callback at the shop", 20*time.Second, func() bool { return len(arrived()) == 1 })
+	tokens <- struct{}{}
+	waitFor(t, "the second callback at the shop", 20*time.Second, func() bool { return len(arrived()) == 2 })
+	// The lane has read the due callbacks; one of those not yet sent
+	// is discarded.
+	var pending struct{ Items []ipn.OutboxItem }
+	d.api("GET", "/api/outbox?state=pending", nil, &pending)
+	var victim ipn.OutboxItem
+	for _, it := range pending.Items {
+		if it.Effect.Kind == ipn.EffectShopCallback && !slices.Contains(arrived(), it.Effect.OrderID) {
+			victim = it
+		}
+	}
+	if victim.ID == 0 {
+		t.Fatalf("no pending callback left to discard: %+v", pending.Items)
+	}
+	if code := d.api("POST", fmt.Sprintf("/api/outbox/%d/discard", victim.ID), map[string]any{"note": "do not send"}, nil); code != 200 {
+		t.Fatalf("discard: HTTP %d", code)
+	}
+	open.Do(func() { close(all) }) // the shop answers at once from now on
+	waitFor(t, "the outbox settled", 20*time.Second, func() bool {
+		d.api("GET", "/api/outbox?state=pending", nil, &pending)
+		return len(pending.Items) == 0
+	})
+	if slices.Contains(arrived(), victim.Effect.OrderID) {
+		t.Errorf("the shop received %s's callback (outbox %d) after it was discarded; it received %v",
+			victim.Effect.OrderID, victim.ID, arrived())
+	}
+	if n := len(arrived()); n != orders-1 {
+		t.Errorf("the shop received %d callbacks (%v), want %d", n, arrived(), orders-1)
 	}
 }
