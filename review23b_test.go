@@ -453,7 +453,9 @@ func TestReview23bKill9PerCrashBound(t *testing.T) {
 	connPeriod := map[string]int{}
 	shop := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var ev struct{ Data struct{ Order struct{ ID string } } }
+		var ev struct {
+			Data struct{ Order struct{ ID string } }
+		}
 		json.Unmarshal(body, &ev)
 		if bad(ev.Data.Order.ID) {
 			w.WriteHeader(500)
@@ -630,7 +632,9 @@ func TestReview23bDiscardedCallbackIsNotSent(t *testing.T) {
 	tokens, all := make(chan struct{}), make(chan struct{})
 	shop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var ev struct{ Data struct{ Order struct{ ID string } } }
+		var ev struct {
+			Data struct{ Order struct{ ID string } }
+		}
 		json.Unmarshal(body, &ev)
 		mu.Lock()
 		got = append(got, ev.Data.Order.ID)
