@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -177,5 +178,51 @@ func TestBackupRestoresOutboxStates(t *testing.T) {
 	}
 	if !reflect.DeepEqual(countsBefore, countsAfter) {
 		t.Errorf("counts after the restore %v, before %v", countsAfter, countsBefore)
+	}
+}
+
+// One outbox item whose record no longer decodes (its body, or its
+// schema 8 state record) is left out of the outbox lists (every state,
+// the dead ones, an order's, a notification's) instead of failing them:
+// GetOutbox still reports it.
+func TestOutboxListsPassOverADamagedItem(t *testing.T) {
+	db := mustOpen(t)
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	queuePaid(t, db, "O1", now)
+	queuePaid(t, db, "O2", now)
+	var results []ipn.OutboxResult
+	for _, kind := range ipn.OutboxLanes {
+		items, _ := lane(t, db, kind, now)
+		for _, it := range items {
+			results = append(results, ipn.OutboxResult{ID: it.ID, State: ipn.OutboxDead, Attempts: 1, Error: "550"})
+		}
+	}
+	if err := db.FinishOutbox(results, now); err != nil {
+		t.Fatal(err)
+	}
+	all, err := db.ListOutbox("", 100)
+	if err != nil || len(all) < 4 {
+		t.Fatalf("ListOutbox = %d items, %v", len(all), err)
+	}
+	first, second := all[len(all)-1], all[len(all)-2] // items 1 and 2: O1's
+	damageOutbox(t, db, first.ID, true)
+	damageOutbox(t, db, second.ID, false)
+	if _, err := db.GetOutbox(first.ID); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("GetOutbox of the damaged item = %v, want ErrCorrupt", err)
+	}
+	for _, c := range []struct {
+		what string
+		list func() ([]OutboxItem, error)
+		want int
+	}{
+		{"every state", func() ([]OutboxItem, error) { return db.ListOutbox("", 100) }, len(all) - 2},
+		{"dead", func() ([]OutboxItem, error) { return db.ListOutbox(ipn.OutboxDead, 100) }, len(all) - 2},
+		{"O1's", func() ([]OutboxItem, error) { return db.OutboxOfOrder("O1") }, len(all)/2 - 2},
+		{"notification 1's", func() ([]OutboxItem, error) { return db.OutboxOf(1) }, len(all)/2 - 2},
+	} {
+		got, err := c.list()
+		if err != nil || len(got) != c.want {
+			t.Errorf("%s: %d items, %v; want %d", c.what, len(got), err, c.want)
+		}
 	}
 }
