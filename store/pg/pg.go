@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +23,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -60,6 +61,109 @@ var migrations = []string{
 		expires_at timestamptz NOT NULL DEFAULT '-infinity'
 	 );
 	 INSERT INTO ipnd_leader (id) VALUES (1);`,
+	// 3: the pipeline's state (tx.go). Keys that come from requests
+	// (order ids, payment references, fact keys, causes) are bytea: text
+	// refuses the NUL byte, which event keys hold. Records are json, not
+	// jsonb: jsonb refuses the escape \u0000, which the encoding of such
+	// a key (OrderFact.Key) or of a request's string holds, and json keeps
+	// the text as written (what is queried has a column of its own).
+	`INSERT INTO ipnd_counters VALUES ('cursor', 0), ('outbox', 0);
+	 CREATE TABLE processing (
+		id     bigint PRIMARY KEY REFERENCES notifications (id),
+		state  text NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE TABLE retries (
+		due     timestamptz NOT NULL,
+		id      bigint NOT NULL,
+		gateway text NOT NULL DEFAULT '',
+		PRIMARY KEY (due, id)
+	 );
+	 CREATE INDEX retries_id ON retries (id);
+	 CREATE INDEX retries_gateway ON retries (gateway, id);
+	 CREATE TABLE facts (key bytea PRIMARY KEY, id bigint NOT NULL);
+	 CREATE TABLE payment_refs (
+		gateway  text NOT NULL,
+		ref      bytea NOT NULL,
+		order_id bytea NOT NULL,
+		PRIMARY KEY (gateway, ref)
+	 );
+	 CREATE TABLE orphans (
+		gateway text NOT NULL,
+		ref     bytea NOT NULL,
+		id      bigint NOT NULL,
+		parked  json NOT NULL,
+		PRIMARY KEY (gateway, ref, id)
+	 );
+	 CREATE TABLE parked_due (
+		at      timestamptz NOT NULL,
+		id      bigint NOT NULL,
+		gateway text NOT NULL,
+		ref     bytea NOT NULL,
+		PRIMARY KEY (at, id)
+	 );
+	 CREATE TABLE orders (
+		id         bytea PRIMARY KEY,
+		status     text NOT NULL,
+		test       boolean NOT NULL DEFAULT false,
+		updated_at timestamptz NOT NULL,
+		record     json NOT NULL,
+		tally      json
+	 );
+	 CREATE INDEX orders_status ON orders (status, updated_at, id);
+	 CREATE INDEX orders_changed ON orders (updated_at, id);
+	 CREATE TABLE order_facts (
+		order_id bytea NOT NULL,
+		seq      bigint NOT NULL,
+		fact     json NOT NULL,
+		PRIMARY KEY (order_id, seq)
+	 );
+	 CREATE TABLE order_fact_keys (
+		order_id bytea NOT NULL,
+		key      bytea NOT NULL,
+		seq      bigint NOT NULL,
+		PRIMARY KEY (order_id, key)
+	 );
+	 CREATE TABLE order_history (
+		order_id bytea NOT NULL,
+		seq      bigint NOT NULL,
+		change   json NOT NULL,
+		PRIMARY KEY (order_id, seq)
+	 );
+	 CREATE TABLE order_groups (
+		order_id bytea NOT NULL,
+		key      bytea NOT NULL,
+		grp      json NOT NULL,
+		PRIMARY KEY (order_id, key)
+	 );
+	 CREATE TABLE order_oneoffs (
+		order_id bytea NOT NULL,
+		key      bytea NOT NULL,
+		amount   text NOT NULL,
+		grp      bytea NOT NULL,
+		PRIMARY KEY (order_id, key)
+	 );
+	 CREATE TABLE subscriptions (
+		id     bytea PRIMARY KEY,
+		status text NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE TABLE outbox (
+		id           bigint PRIMARY KEY,
+		kind         text NOT NULL,
+		order_id     bytea NOT NULL,
+		cause        bytea NOT NULL UNIQUE,
+		notification bigint NOT NULL,
+		item         json NOT NULL,
+		state        text NOT NULL,
+		attempts     int NOT NULL DEFAULT 0,
+		next_attempt timestamptz,
+		sent_at      timestamptz,
+		last_error   text NOT NULL DEFAULT ''
+	 );
+	 CREATE INDEX outbox_due ON outbox (kind, next_attempt, id) WHERE state = 'pending';
+	 CREATE INDEX outbox_order ON outbox (kind, order_id, id) WHERE state = 'pending';
+	 CREATE INDEX outbox_notification ON outbox (notification);`,
 }
 
 // Options tune a DB; the zero value is usable.
@@ -72,6 +176,14 @@ type Options struct {
 type DB struct {
 	pool *pgxpool.Pool
 	opts Options
+
+	// The pipeline's settings (tx.go): the outbox kinds queued, how long
+	// an event may stay parked, whether products are configured, and the
+	// random part of the delivery ids queued while the database is open.
+	kinds     atomic.Pointer[map[string]bool]
+	parkFor   atomic.Int64
+	fulfilment atomic.Bool
+	runID     string
 
 	mu         sync.Mutex
 	queue      []*appendReq
@@ -107,7 +219,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	db := &DB{pool: pool, opts: opts}
+	db := &DB{pool: pool, opts: opts, runID: newRunID()}
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -288,6 +400,10 @@ func (db *DB) commit(batch []*appendReq) error {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		// The leader's pipeline is woken when this commits (Journal.Wake).
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, ingestChannel); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}

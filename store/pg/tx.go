@@ -1,0 +1,730 @@
+package pg
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"ipnd/ipn"
+	"ipnd/record"
+)
+
+// pgTx is a PostgreSQL transaction as record.Tx: the typed reads and
+// writes with which record.Finish, record.Attach and record.ExpireParked
+// drive the decision, with the bbolt store's semantics (store/tx.go).
+//
+// The notifications whose processing record it reads or writes are
+// locked (their notifications row, FOR NO KEY UPDATE) until it ends, so
+// that a replay asked of another process meanwhile (Replay) is applied
+// before or after it, never lost between its read and its write.
+type pgTx struct {
+	db     *DB
+	ctx    context.Context
+	tx     pgx.Tx
+	locked map[uint64]bool
+}
+
+var _ record.Tx = (*pgTx)(nil)
+
+// newRunID draws the random part of the delivery ids of the items queued
+// while the database is open (ipn.OutboxItem.DeliveryID).
+func newRunID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// SetEffectKinds sets the kinds of effects queued in the outbox (nil:
+// all), as the bbolt store's.
+func (db *DB) SetEffectKinds(kinds map[string]bool) { db.kinds.Store(&kinds) }
+
+// SetParkFor sets orders.park_for: how long an event may wait for its
+// payment before ExpireParked fails it (0: forever).
+func (db *DB) SetParkFor(d time.Duration) { db.parkFor.Store(int64(d)) }
+
+// ParkFor returns orders.park_for as SetParkFor set it.
+func (db *DB) ParkFor() time.Duration { return time.Duration(db.parkFor.Load()) }
+
+// SetFulfilment says whether products are configured (SPEC §11).
+// Fulfilment on PostgreSQL is not built yet: while they are, every
+// transaction that changes an order's status fails (see pgTx.Fulfil).
+func (db *DB) SetFulfilment(enabled bool) { db.fulfilment.Store(enabled) }
+
+// ErrFulfilmentNotBuilt is the error of a change of an order's status
+// while products are configured.
+var ErrFulfilmentNotBuilt = errors.New("fulfilment (products, download links, license keys) is not built on PostgreSQL yet: remove the products or use the bbolt store")
+
+// corrupt is the error of a record that does not decode.
+func corrupt(what string, err error) error {
+	return fmt.Errorf("%w: %s: %v", ipn.ErrCorrupt, what, err)
+}
+
+// decode decodes the json record b of what into v.
+func decode(b []byte, v any, what string) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return corrupt(what, err)
+	}
+	return nil
+}
+
+func (t *pgTx) exec(sql string, args ...any) error {
+	_, err := t.tx.Exec(t.ctx, sql, args...)
+	return err
+}
+
+// lock locks notification id's row to the end of the transaction (once).
+func (t *pgTx) lock(id uint64) error {
+	if t.locked[id] {
+		return nil
+	}
+	if err := t.exec(`SELECT 1 FROM notifications WHERE id = $1 FOR NO KEY UPDATE`, int64(id)); err != nil {
+		return err
+	}
+	if t.locked == nil {
+		t.locked = map[uint64]bool{}
+	}
+	t.locked[id] = true
+	return nil
+}
+
+func (t *pgTx) Notification(id uint64) (*ipn.Notification, error) {
+	if err := t.lock(id); err != nil {
+		return nil, err
+	}
+	return readNotification(t.ctx, t.tx, id)
+}
+
+// querier is a pool, a connection or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// readNotification reads notification id: ipn.ErrNotFound when it is not
+// stored, ipn.ErrCorrupt when its headers do not decode.
+func readNotification(ctx context.Context, q querier, id uint64) (*ipn.Notification, error) {
+	n := &ipn.Notification{ID: id}
+	var headers []byte
+	var purged *time.Time
+	err := q.QueryRow(ctx, `SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
+		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("notification %d: %w", id, ipn.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if purged != nil {
+		n.Purged = *purged
+	}
+	if err := decode(headers, &n.Headers, fmt.Sprintf("notification %d: headers", id)); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func (t *pgTx) State(id uint64) (*ipn.Processing, error) {
+	if err := t.lock(id); err != nil {
+		return nil, err
+	}
+	return readState(t.ctx, t.tx, id)
+}
+
+// readState reads the processing record of notification id, nil when
+// there is none.
+func readState(ctx context.Context, q querier, id uint64) (*ipn.Processing, error) {
+	var b []byte
+	err := q.QueryRow(ctx, `SELECT record FROM processing WHERE id = $1`, int64(id)).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := new(ipn.Processing)
+	if err := decode(b, p, fmt.Sprintf("state of notification %d", id)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (t *pgTx) FindRef(gateway string, refs []string) (string, error) {
+	if len(refs) == 0 {
+		return "", nil
+	}
+	keys := make([][]byte, len(refs))
+	for i, r := range refs {
+		keys[i] = []byte(r)
+	}
+	var order []byte
+	err := t.tx.QueryRow(t.ctx, `SELECT r.order_id FROM payment_refs r
+		JOIN unnest($2::bytea[]) WITH ORDINALITY AS u(ref, n) ON r.ref = u.ref
+		WHERE r.gateway = $1 ORDER BY u.n LIMIT 1`, gateway, keys).Scan(&order)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return string(order), err
+}
+
+func (t *pgTx) FactHolder(key string) (uint64, error) {
+	var id int64
+	err := t.tx.QueryRow(t.ctx, `SELECT id FROM facts WHERE key = $1`, []byte(key)).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(id), err
+}
+
+// storedOrder reads order id's row: the order (without its facts,
+// history and txn ids when it has a tally) and its tally (nil: a small
+// order, holding them); nil when there is no such order.
+func storedOrder(ctx context.Context, q querier, id string) (*ipn.Order, *ipn.Tally, error) {
+	var rec, tally []byte
+	err := q.QueryRow(ctx, `SELECT record, tally FROM orders WHERE id = $1`, []byte(id)).Scan(&rec, &tally)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	o := new(ipn.Order)
+	if err := decode(rec, o, fmt.Sprintf("order %q", id)); err != nil {
+		return nil, nil, err
+	}
+	if tally == nil {
+		return o, nil, nil
+	}
+	t := new(ipn.Tally)
+	if err := decode(tally, t, fmt.Sprintf("tally of order %q", id)); err != nil {
+		return nil, nil, err
+	}
+	return o, t, nil
+}
+
+// OrderState reads order id as the bbolt store's orderState does: a
+// small order comes whole and without state; a large one comes without
+// its facts and history, with the tally records ipn.TallyKeys names.
+func (t *pgTx) OrderState(id string, ev *ipn.Event, ac ipn.ApplyContext) (*ipn.Order, *ipn.OrderState, error) {
+	o, tally, err := storedOrder(t.ctx, t.tx, id)
+	if err != nil || o == nil || tally == nil {
+		return o, nil, err
+	}
+	oid := []byte(id)
+	st := &ipn.OrderState{Tally: *tally}
+	var seq int64
+	var fact []byte
+	err = t.tx.QueryRow(t.ctx, `SELECT k.seq, f.fact FROM order_fact_keys k
+		LEFT JOIN order_facts f ON f.order_id = k.order_id AND f.seq = k.seq
+		WHERE k.order_id = $1 AND k.key = $2`, oid, []byte(ipn.FactKey(id, ev, ac))).Scan(&seq, &fact)
+	switch {
+	case err == nil:
+		st.FactSeq = uint64(seq)
+		var f ipn.OrderFact
+		if fact != nil {
+			if err := decode(fact, &f, fmt.Sprintf("fact %d of order %q", seq, id)); err != nil {
+				return nil, nil, err
+			}
+		}
+		st.Fact = &f
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, nil, err
+	}
+	have := map[string]ipn.Group{}
+	for {
+		keys, full := ipn.TallyKeys(o, ev, ac, st.Fact, have)
+		if full {
+			st.Full = true
+			if st.All, err = readSeq[ipn.OrderFact](t.ctx, t.tx, "order_facts", "fact", id); err != nil {
+				return nil, nil, err
+			}
+			break
+		}
+		if len(keys) == 0 {
+			st.Groups = have
+			break
+		}
+		bk := make([][]byte, len(keys))
+		for i, k := range keys {
+			bk[i] = []byte(k)
+			have[k] = ipn.Group{} // a missing record is the zero Group
+		}
+		rows, err := t.tx.Query(t.ctx, `SELECT key, grp FROM order_groups WHERE order_id = $1 AND key = ANY($2::bytea[])`, oid, bk)
+		if err != nil {
+			return nil, nil, err
+		}
+		for rows.Next() {
+			var k, v []byte
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return nil, nil, err
+			}
+			var g ipn.Group
+			if err := decode(v, &g, fmt.Sprintf("tally record %q of order %q", k, id)); err != nil {
+				rows.Close()
+				return nil, nil, err
+			}
+			have[string(k)] = g
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !o.Registered {
+		return o, st, nil
+	}
+	rows, err := t.tx.Query(t.ctx, `SELECT amount, grp FROM order_oneoffs WHERE order_id = $1 ORDER BY key LIMIT 2`, oid)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var amount string
+		var grp []byte
+		if err := rows.Scan(&amount, &grp); err != nil {
+			return nil, nil, err
+		}
+		st.Smallest = append(st.Smallest, ipn.OneOff{Group: string(grp), Amount: amount})
+	}
+	return o, st, rows.Err()
+}
+
+// readSeq reads every record of order id in table (facts, history), in
+// sequence order, from column col.
+func readSeq[T any](ctx context.Context, q querier, table, col, id string) ([]T, error) {
+	rows, err := q.Query(ctx, `SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 ORDER BY seq`, []byte(id))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var seq int64
+		var b []byte
+		if err := rows.Scan(&seq, &b); err != nil {
+			return nil, err
+		}
+		var x T
+		if err := decode(b, &x, fmt.Sprintf("%s %d of order %q", table, seq, id)); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+func (t *pgTx) Orphans(gateway, ref string) ([]record.Orphan, error) {
+	rows, err := t.tx.Query(t.ctx, `SELECT id, parked FROM orphans WHERE gateway = $1 AND ref = $2 ORDER BY id`, gateway, []byte(ref))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var found []record.Orphan
+	for rows.Next() {
+		var id int64
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			return nil, err
+		}
+		p := record.Orphan{ID: uint64(id)}
+		if err := json.Unmarshal(b, &p.Parked); err != nil || p.Parked.Event == nil {
+			return nil, fmt.Errorf("%w: orphan %d: %v", ipn.ErrCorrupt, id, err)
+		}
+		found = append(found, p)
+	}
+	return found, rows.Err()
+}
+
+func (t *pgTx) ParkedDue(cutoff time.Time, max int) ([]record.Due, error) {
+	rows, err := t.tx.Query(t.ctx, `SELECT at, id FROM parked_due WHERE at <= $1 ORDER BY at, id LIMIT $2`, cutoff, max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var due []record.Due
+	for rows.Next() {
+		var d record.Due
+		var id int64
+		if err := rows.Scan(&d.At, &id); err != nil {
+			return nil, err
+		}
+		d.ID = uint64(id)
+		due = append(due, d)
+	}
+	return due, rows.Err()
+}
+
+func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
+	if err := t.lock(id); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := t.exec(`INSERT INTO processing (id, state, record) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`, int64(id), string(p.State), b); err != nil {
+		return err
+	}
+	return t.exec(`UPDATE notifications SET state = $2 WHERE id = $1 AND state <> $2`, int64(id), string(p.State))
+}
+
+func (t *pgTx) Schedule(id uint64, due time.Time, gateway string) error {
+	return t.exec(`INSERT INTO retries (due, id, gateway) VALUES ($1, $2, $3)
+		ON CONFLICT (due, id) DO UPDATE SET gateway = excluded.gateway`, due, int64(id), gateway)
+}
+
+func (t *pgTx) Unschedule(id uint64, due time.Time) error {
+	return t.exec(`DELETE FROM retries WHERE due = $1 AND id = $2`, due, int64(id))
+}
+
+func (t *pgTx) DropRetries(id uint64) error {
+	return t.exec(`DELETE FROM retries WHERE id = $1`, int64(id))
+}
+
+func (t *pgTx) ClaimFact(key string, id, prev uint64) error {
+	return t.exec(`INSERT INTO facts (key, id) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET id = excluded.id`, []byte(key), int64(id))
+}
+
+func (t *pgTx) ReleaseFact(key string) error {
+	return t.exec(`DELETE FROM facts WHERE key = $1`, []byte(key))
+}
+
+// Fulfil records what a change of an order delivers (SPEC §11). Nothing
+// is issued, revoked or restored on PostgreSQL yet: without products
+// configured there is nothing to deliver (the effects stay as they are);
+// with products configured, a change of an order's status fails with
+// ErrFulfilmentNotBuilt rather than leave its deliveries unrecorded.
+func (t *pgTx) Fulfil(old, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
+	if next == nil || !t.db.fulfilment.Load() {
+		return effects, nil
+	}
+	if old != nil && old.Status == next.Status {
+		return effects, nil
+	}
+	return nil, ErrFulfilmentNotBuilt
+}
+
+// smallOrder is the most facts, and the most history entries, an order
+// keeps inside its record (as the bbolt store's inlineEntries).
+const smallOrder = 8
+
+// PutOrder writes what applying one event decided, as the bbolt store's
+// recordOrder: a small order whole in its row; past smallOrder facts or
+// history entries, its facts, history and tally records in rows of
+// their own, of which applying an event writes the few it changed.
+func (t *pgTx) PutOrder(old, next *ipn.Order, st *ipn.OrderState, w *ipn.OrderWrite) error {
+	switch {
+	case st != nil:
+		return t.writeOrder(next, st, w)
+	case len(next.Facts) > smallOrder || len(next.History) > smallOrder:
+		return t.splitOrder(next)
+	}
+	return t.putOrder(next, nil)
+}
+
+// putOrder writes order o's row: with its tally tl, without its facts,
+// history and txn ids (kept apart); tl nil: a small order, with them.
+func (t *pgTx) putOrder(o *ipn.Order, tl *ipn.Tally) error {
+	rec := *o
+	var tally []byte
+	if tl != nil {
+		rec.Facts, rec.History, rec.TxnIDs = nil, nil, nil
+		var err error
+		if tally, err = json.Marshal(tl); err != nil {
+			return err
+		}
+	}
+	b, err := json.Marshal(&rec)
+	if err != nil {
+		return err
+	}
+	return t.exec(`INSERT INTO orders (id, status, test, updated_at, record, tally) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (id) DO UPDATE SET status = excluded.status, test = excluded.test, updated_at = excluded.updated_at,
+			record = excluded.record, tally = excluded.tally`,
+		[]byte(o.ID), string(o.Status), o.Test, o.UpdatedAt, b, tally)
+}
+
+func (t *pgTx) putJSON(sql string, args ...any) error {
+	last := len(args) - 1
+	b, err := json.Marshal(args[last])
+	if err != nil {
+		return err
+	}
+	args[last] = b
+	return t.exec(sql, args...)
+}
+
+const (
+	upsertFact = `INSERT INTO order_facts (order_id, seq, fact) VALUES ($1, $2, $3)
+		ON CONFLICT (order_id, seq) DO UPDATE SET fact = excluded.fact`
+	upsertFactKey = `INSERT INTO order_fact_keys (order_id, key, seq) VALUES ($1, $2, $3)
+		ON CONFLICT (order_id, key) DO UPDATE SET seq = excluded.seq`
+	upsertChange = `INSERT INTO order_history (order_id, seq, change) VALUES ($1, $2, $3)
+		ON CONFLICT (order_id, seq) DO UPDATE SET change = excluded.change`
+)
+
+// writeOrder writes order o and w, decided on st (w nil: nothing was
+// applied).
+func (t *pgTx) writeOrder(o *ipn.Order, st *ipn.OrderState, w *ipn.OrderWrite) error {
+	if w == nil {
+		return nil
+	}
+	oid := []byte(o.ID)
+	if err := t.putOrder(o, &w.Tally); err != nil {
+		return err
+	}
+	if w.Replaces {
+		if err := t.exec(`DELETE FROM order_facts WHERE order_id = $1 AND seq = $2`, oid, int64(st.FactSeq)); err != nil {
+			return err
+		}
+	}
+	if err := t.putJSON(upsertFact, oid, int64(w.FactSeq), w.Fact); err != nil {
+		return err
+	}
+	if err := t.exec(upsertFactKey, oid, []byte(w.Fact.Key), int64(w.FactSeq)); err != nil {
+		return err
+	}
+	if err := t.putJSON(upsertChange, oid, int64(o.Changes-1), w.Change); err != nil {
+		return err
+	}
+	var before map[string]ipn.Group
+	if w.Full {
+		if err := t.exec(`DELETE FROM order_groups WHERE order_id = $1`, oid); err != nil {
+			return err
+		}
+		if err := t.exec(`DELETE FROM order_oneoffs WHERE order_id = $1`, oid); err != nil {
+			return err
+		}
+	} else {
+		before = st.Groups
+	}
+	return t.putGroups(o, before, w.Groups)
+}
+
+// putGroups writes order o's changed tally records (was: as they were)
+// and, for a registered order, moves their entries in the one-off index.
+func (t *pgTx) putGroups(o *ipn.Order, was, groups map[string]ipn.Group) error {
+	oid := []byte(o.ID)
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		g := groups[k]
+		if a, ok := ipn.OneOffAmount(k, was[k]); ok && o.Registered {
+			if err := t.exec(`DELETE FROM order_oneoffs WHERE order_id = $1 AND key = $2`, oid, ipn.OneOffKey(a, k)); err != nil {
+				return err
+			}
+		}
+		if a, ok := ipn.OneOffAmount(k, g); ok && o.Registered {
+			if err := t.exec(`INSERT INTO order_oneoffs (order_id, key, amount, grp) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (order_id, key) DO UPDATE SET amount = excluded.amount, grp = excluded.grp`,
+				oid, ipn.OneOffKey(a, k), a, []byte(k)); err != nil {
+				return err
+			}
+		}
+		if g == (ipn.Group{}) {
+			if err := t.exec(`DELETE FROM order_groups WHERE order_id = $1 AND key = $2`, oid, []byte(k)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := t.putJSON(`INSERT INTO order_groups (order_id, key, grp) VALUES ($1, $2, $3)
+			ON CONFLICT (order_id, key) DO UPDATE SET grp = excluded.grp`, oid, []byte(k), g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitOrder writes order o, which holds its facts and history and has
+// outgrown smallOrder, with them in rows of their own and its tally.
+func (t *pgTx) splitOrder(o *ipn.Order) error {
+	tl, groups := ipn.RebuildTally(o)
+	oid := []byte(o.ID)
+	for _, table := range []string{"order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs"} {
+		if err := t.exec(`DELETE FROM `+table+` WHERE order_id = $1`, oid); err != nil {
+			return err
+		}
+	}
+	for i, f := range o.Facts {
+		if err := t.putJSON(upsertFact, oid, int64(i), f); err != nil {
+			return err
+		}
+		if err := t.exec(upsertFactKey, oid, []byte(f.Key), int64(i)); err != nil {
+			return err
+		}
+	}
+	for i, h := range o.History {
+		if err := t.putJSON(upsertChange, oid, int64(i), h); err != nil {
+			return err
+		}
+	}
+	if err := t.putGroups(o, nil, groups); err != nil {
+		return err
+	}
+	next := *o
+	next.Changes = max(o.Changes, len(o.History))
+	return t.putOrder(&next, &tl)
+}
+
+// Enqueue puts effects in the outbox, as the bbolt store's enqueue: a
+// shop callback is two items when the script is enabled too; an effect
+// whose cause was queued before, or whose kind is not enabled, is left
+// out. Ids come from a counter whose row stays locked to the commit, so
+// that they grow in commit order.
+func (t *pgTx) Enqueue(effects []ipn.Effect, id uint64, now time.Time) error {
+	for _, e := range effects {
+		if e.Kind == ipn.EffectShopCallback {
+			s := e
+			s.Kind, s.Cause = ipn.EffectShopScript, "script/"+e.Cause
+			if err := t.enqueueOne(s, id, now); err != nil {
+				return err
+			}
+		}
+		if err := t.enqueueOne(e, id, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *pgTx) enqueueOne(e ipn.Effect, notification uint64, now time.Time) error {
+	if k := t.db.kinds.Load(); k != nil && *k != nil && !(*k)[e.Kind] {
+		return nil
+	}
+	var queued bool
+	if err := t.tx.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE cause = $1)`, []byte(e.Cause)).Scan(&queued); err != nil || queued {
+		return err
+	}
+	var id int64
+	if err := t.tx.QueryRow(t.ctx, `UPDATE ipnd_counters SET value = value + 1 WHERE name = 'outbox' RETURNING value`).Scan(&id); err != nil {
+		return err
+	}
+	it := ipn.OutboxItem{ID: uint64(id), Effect: e, DeliveryID: "ipnd_" + t.db.runID + "_" + strconv.FormatInt(id, 10),
+		State: ipn.OutboxPending, Notification: notification, CreatedAt: now.UTC(), NextAttempt: now.UTC()}
+	b, err := json.Marshal(&it)
+	if err != nil {
+		return err
+	}
+	return t.exec(`INSERT INTO outbox (id, kind, order_id, cause, notification, item, state, attempts, next_attempt)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)`,
+		id, e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(notification), b, it.State, it.NextAttempt)
+}
+
+func (t *pgTx) PutSubscription(ev *ipn.Event, ac ipn.ApplyContext) error {
+	var old *ipn.Subscription
+	var b []byte
+	err := t.tx.QueryRow(t.ctx, `SELECT record FROM subscriptions WHERE id = $1`, []byte(ev.SubscriptionID)).Scan(&b)
+	switch {
+	case err == nil:
+		old = new(ipn.Subscription)
+		if err := decode(b, old, fmt.Sprintf("subscription %q", ev.SubscriptionID)); err != nil {
+			return err
+		}
+	case !errors.Is(err, pgx.ErrNoRows):
+		return err
+	}
+	next, changed := ipn.ApplySubscription(old, ev, ac)
+	if !changed {
+		return nil
+	}
+	if b, err = json.Marshal(next); err != nil {
+		return err
+	}
+	return t.exec(`INSERT INTO subscriptions (id, status, record) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record`, []byte(next.ID), string(next.Status), b)
+}
+
+func (t *pgTx) Park(gateway string, id uint64, w ipn.Parked) error {
+	refs := w.Event.PaymentRefs()
+	if len(refs) == 0 {
+		return nil
+	}
+	var old []byte
+	err := t.tx.QueryRow(t.ctx, `SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`,
+		gateway, []byte(refs[0]), int64(id)).Scan(&old)
+	switch {
+	case err == nil:
+		// Parked already (a replay of a parked event): it keeps its time.
+		var prev ipn.Parked
+		if json.Unmarshal(old, &prev) == nil && !prev.At.IsZero() {
+			w.At = prev.At
+		}
+	case errors.Is(err, pgx.ErrNoRows):
+		if err := t.exec(`INSERT INTO parked_due (at, id, gateway, ref) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (at, id) DO UPDATE SET gateway = excluded.gateway, ref = excluded.ref`,
+			w.At, int64(id), gateway, []byte(refs[0])); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		if err := t.exec(`INSERT INTO orphans (gateway, ref, id, parked) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (gateway, ref, id) DO UPDATE SET parked = excluded.parked`, gateway, []byte(r), int64(id), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *pgTx) Unpark(gateway string, id uint64, w ipn.Parked) error {
+	refs := w.Event.PaymentRefs()
+	keys := make([][]byte, len(refs))
+	for i, r := range refs {
+		keys[i] = []byte(r)
+	}
+	if err := t.exec(`DELETE FROM orphans WHERE gateway = $1 AND id = $2 AND ref = ANY($3::bytea[])`, gateway, int64(id), keys); err != nil {
+		return err
+	}
+	return t.exec(`DELETE FROM parked_due WHERE at = $1 AND id = $2`, w.At, int64(id))
+}
+
+func (t *pgTx) TakeDue(d record.Due) (string, *record.Orphan, error) {
+	var gateway string
+	var ref []byte
+	err := t.tx.QueryRow(t.ctx, `DELETE FROM parked_due WHERE at = $1 AND id = $2 RETURNING gateway, ref`, d.At, int64(d.ID)).Scan(&gateway, &ref)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	var b []byte
+	err = t.tx.QueryRow(t.ctx, `SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`, gateway, ref, int64(d.ID)).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return gateway, nil, nil // adopted meanwhile
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	o := &record.Orphan{ID: d.ID}
+	if err := json.Unmarshal(b, &o.Parked); err != nil || o.Parked.Event == nil {
+		return "", nil, fmt.Errorf("%w: orphan %d: %v", ipn.ErrCorrupt, d.ID, err)
+	}
+	return gateway, o, nil
+}
+
+func (t *pgTx) LinkRef(gateway, ref, orderID string) error {
+	return t.exec(`INSERT INTO payment_refs (gateway, ref, order_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		gateway, []byte(ref), []byte(orderID))
+}
+
+func (t *pgTx) MoveCursor(cursor uint64) error {
+	return t.exec(`UPDATE ipnd_counters SET value = $1 WHERE name = 'cursor' AND value < $1`, int64(cursor))
+}
