@@ -76,8 +76,8 @@ func pgBackend(t *testing.T, db *DB) *backend {
 			id, _, err := db.Append(ctx, n)
 			return id, err
 		},
-		state: func(id uint64) (*ipn.Processing, error) { return db.State(ctx, id) },
-		order: func(id string) (*ipn.Order, error) { return db.GetOrder(ctx, id) },
+		state:  func(id uint64) (*ipn.Processing, error) { return db.State(ctx, id) },
+		order:  func(id string) (*ipn.Order, error) { return db.GetOrder(ctx, id) },
 		parked: func() (int, error) { return db.Parked(ctx) },
 		outbox: func() ([]ipn.OutboxItem, error) { return db.Outbox(ctx, 0, 1000) },
 		cursor: func() uint64 {

@@ -180,10 +180,10 @@ type DB struct {
 	// The pipeline's settings (tx.go): the outbox kinds queued, how long
 	// an event may stay parked, whether products are configured, and the
 	// random part of the delivery ids queued while the database is open.
-	kinds     atomic.Pointer[map[string]bool]
-	parkFor   atomic.Int64
+	kinds      atomic.Pointer[map[string]bool]
+	parkFor    atomic.Int64
 	fulfilment atomic.Bool
-	runID     string
+	runID      string
 
 	mu         sync.Mutex
 	queue      []*appendReq
