@@ -3,10 +3,14 @@ package pg
 import (
 	"context"
 	"fmt"
+	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +31,9 @@ type backend struct {
 	parked  func() (int, error)
 	outbox  func() ([]ipn.OutboxItem, error)
 	cursor  func() uint64
+	sub     func(id string) (*ipn.Subscription, error)
+	replay  func(id uint64, now time.Time) error
+	expire  func(now time.Time) (int, error)
 }
 
 func boltBackend(t *testing.T) *backend {
@@ -52,8 +59,14 @@ func boltBackend(t *testing.T) *backend {
 			return items, err
 		},
 		cursor: db.Cursor,
+		sub:    db.GetSubscription,
+		replay: db.Replay,
+		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
 	}
 }
+
+// parkFor is orders.park_for in the scenario.
+const parkFor = 72 * time.Hour
 
 // leadingJournal opens db's journal under a lease this process holds.
 func leadingJournal(t *testing.T, db *DB) (*Journal, *Leader) {
@@ -84,6 +97,9 @@ func pgBackend(t *testing.T, db *DB) *backend {
 			c, _ := db.Cursor(ctx)
 			return c
 		},
+		sub:    func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
+		replay: func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
+		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
 	}
 }
 
@@ -95,17 +111,23 @@ func webhook(key, typ, data string) *ipn.Notification {
 		Body: []byte(`{"type":"` + typ + `","data":{` + data + `}}`)}
 }
 
-// runUntilIdle runs a pipeline over b's journal until every notification
-// up to last is settled, and stops it.
-func runUntilIdle(t *testing.T, b *backend, last uint64) {
+// runUntilIdle runs a pipeline over b's journal (gateways test and
+// paypal, whose postbacks go to verify) until every notification up to
+// last is settled, and stops it.
+func runUntilIdle(t *testing.T, b *backend, verify string, last uint64) {
 	t.Helper()
 	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	pp, err := gateway.New(gateway.Config{Name: "paypal", Kind: "paypal", VerifyURL: verify, Receivers: []string{"shop@example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := pipeline.New(pipeline.Options{Journal: b.journal, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)})
+	p := pipeline.New(pipeline.Options{Journal: b.journal, Gateways: []gateway.Gateway{g, pp}, BatchDelay: time.Millisecond,
+		Receivers: map[string][]string{"paypal": {"shop@example.com"}},
+		RetryBase: 10 * time.Millisecond, RetryCap: 40 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	ran := make(chan error, 1)
 	go func() { ran <- p.Run(ctx) }()
 	defer func() {
@@ -131,10 +153,47 @@ func runUntilIdle(t *testing.T, b *backend, last uint64) {
 	}
 }
 
+// paypalIPN is a PayPal IPN (verified by postback) of txn id txn.
+func paypalIPN(txn, invoice string) *ipn.Notification {
+	return &ipn.Notification{Gateway: "paypal", DedupKey: "trk-" + txn, ReceivedAt: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC),
+		RemoteAddr: "192.0.2.2", ContentType: "application/x-www-form-urlencoded", Headers: map[string][]string{},
+		Body: []byte("txn_type=web_accept&payment_status=Completed&txn_id=" + txn + "&mc_gross=19.95&mc_currency=USD&invoice=" + invoice +
+			"&receiver_email=shop%40example.com&payer_email=buyer%40example.com")}
+}
+
+// verifier is PayPal's postback as the scenario wants it: PP1's first
+// two postbacks fail (HTTP 503: it is retried), PP2 is INVALID, the
+// rest VERIFIED.
+func verifier(t *testing.T) string {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		txn := r.PostForm.Get("txn_id")
+		mu.Lock()
+		calls[txn]++
+		n := calls[txn]
+		mu.Unlock()
+		switch {
+		case txn == "PP1" && n <= 2:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		case txn == "PP2":
+			fmt.Fprint(w, "INVALID")
+		default:
+			fmt.Fprint(w, "VERIFIED")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // conformance stores the scenario's notifications in b and processes
-// them; it returns what the store holds after, as text to compare.
+// them, expires the parked events past park_for, replays three
+// notifications and processes them again; it returns what the store
+// holds after each phase, as text to compare.
 func conformance(t *testing.T, b *backend) string {
 	t.Helper()
+	verify := verifier(t)
 	notes := []*ipn.Notification{
 		// 1: a payment; 2: a copy of it (another message, the same fact).
 		webhook("m1", "payment.completed", `"txn_id":"T1","order_id":"O1","amount":"10.00","currency":"USD","customer_email":"a@example.com"`),
@@ -146,12 +205,15 @@ func conformance(t *testing.T, b *backend) string {
 		webhook("m5", "payment.completed", `"txn_id":"P2","order_id":"O2","amount":"20.00","currency":"USD"`),
 		// 6: a subscription.
 		webhook("m6", "subscription.started", `"txn_id":"S1P","order_id":"O3","subscription_id":"S1","amount":"5.00","currency":"USD"`),
-		// 7: a refund whose payment never comes (stays parked).
+		// 7: a refund whose payment never comes (parked, then expired).
 		webhook("m7", "payment.refunded", `"txn_id":"R9","parent_txn_id":"P9","amount":"1.00","currency":"USD"`),
 		// 8: not an event ipnd understands.
 		webhook("m8", "payment.completed", `"amount":"x1"`),
+		// 9: PayPal, verified on the third postback; 10: PayPal, INVALID.
+		paypalIPN("PP1", "ORD-P1"),
+		paypalIPN("PP2", "ORD-P2"),
 	}
-	// 9..20: an order that outgrows the small layout (facts kept apart).
+	// 11..22: an order that outgrows the small layout (facts kept apart).
 	for i := range 12 {
 		notes = append(notes, webhook(fmt.Sprintf("m4_%d", i), "payment.completed",
 			fmt.Sprintf(`"txn_id":"T4_%d","order_id":"O4","amount":"1.00","currency":"USD"`, i)))
@@ -162,46 +224,81 @@ func conformance(t *testing.T, b *backend) string {
 		}
 	}
 	last := uint64(len(notes))
-	runUntilIdle(t, b, last)
-
 	var out strings.Builder
+	runUntilIdle(t, b, verify, last)
+	describe(t, b, &out, last)
+
+	n, err := b.expire(time.Now().Add(parkFor + time.Hour))
+	fmt.Fprintf(&out, "\nexpired past park_for: %d %v\n", n, err)
+	describe(t, b, &out, last)
+
+	for _, id := range []uint64{2, 3, 7} {
+		if err := b.replay(id, time.Now()); err != nil {
+			t.Fatalf("%s: replay %d: %v", b.name, id, err)
+		}
+	}
+	fmt.Fprintf(&out, "\nreplayed 2, 3 and 7\n")
+	runUntilIdle(t, b, verify, last)
+	describe(t, b, &out, last)
+	return out.String()
+}
+
+// describe writes what b holds: notifications up to last, orders,
+// subscription, parked events, outbox.
+func describe(t *testing.T, b *backend, out *strings.Builder, last uint64) {
 	for id := uint64(1); id <= last; id++ {
 		p, err := b.state(id)
 		if err != nil {
 			t.Fatalf("%s: state %d: %v", b.name, id, err)
 		}
-		fmt.Fprintf(&out, "notification %d: %s duplicate_of=%d", id, p.State, p.DuplicateOf)
+		fmt.Fprintf(out, "notification %d: %s duplicate_of=%d attempts=%d", id, p.State, p.DuplicateOf, p.Attempts)
 		if p.Event != nil {
-			fmt.Fprintf(&out, " order=%s amount=%s", p.Event.OrderID, p.Event.Amount)
+			fmt.Fprintf(out, " order=%s amount=%s", p.Event.OrderID, p.Event.Amount)
 		}
+		// Without the entries of waiting (received): how the postbacks
+		// and the steps met depends on timing.
 		var hist []string
 		for _, h := range p.History {
-			hist = append(hist, string(h.State)+":"+h.Detail)
+			if h.State != ipn.StateReceived || h.Detail == "replay requested" {
+				hist = append(hist, string(h.State)+":"+h.Detail)
+			}
 		}
-		fmt.Fprintf(&out, " history=%q\n", hist)
+		fmt.Fprintf(out, " history=%q\n", hist)
 	}
-	for _, id := range []string{"O1", "O2", "O3", "O4"} {
+	for _, id := range []string{"O1", "O2", "O3", "O4", "ORD-P1", "paypal:P9"} {
 		o, err := b.order(id)
+		if errors.Is(err, ipn.ErrNotFound) {
+			fmt.Fprintf(out, "order %s: none\n", id)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%s: order %s: %v", b.name, id, err)
 		}
-		fmt.Fprintf(&out, "order %s: %s paid=%s refunded=%s facts=%d history=%d changes=%d flags=%v txns=%v\n",
-			id, o.Status, o.Paid, o.Refunded, len(o.Facts), len(o.History), o.Changes, o.Flags, o.TxnIDs)
+		var changes []string
+		for _, h := range o.History {
+			changes = append(changes, fmt.Sprintf("%s>%s by %d", h.From, h.To, h.Notification))
+		}
+		fmt.Fprintf(out, "order %s: %s paid=%s refunded=%s facts=%d history=%d changes=%d flags=%v txns=%v %q\n",
+			id, o.Status, o.Paid, o.Refunded, len(o.Facts), len(o.History), o.Changes, o.Flags, o.TxnIDs, changes)
 	}
+	s, err := b.sub("S1")
+	if err != nil {
+		t.Fatalf("%s: subscription S1: %v", b.name, err)
+	}
+	fmt.Fprintf(out, "subscription S1: %s order=%s\n", s.Status, s.OrderID)
 	n, err := b.parked()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(&out, "parked: %d\n", n)
+	fmt.Fprintf(out, "parked: %d\n", n)
 	items, err := b.outbox()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, it := range items {
-		fmt.Fprintf(&out, "outbox %d: %s %s order=%s cause=%q template=%s notification=%d\n",
+		fmt.Fprintf(out, "outbox %d: %s %s order=%s cause=%q template=%s notification=%d\n",
 			it.ID, it.Effect.Kind, it.State, it.Effect.OrderID, it.Effect.Cause, it.Effect.Template, it.Notification)
 	}
-	return out.String()
 }
 
 // TestPGConformance runs one scenario (a payment, a copy of it, a refund
@@ -219,7 +316,8 @@ func TestPGConformance(t *testing.T) {
 		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
 	}
 	for _, must := range []string{"notification 2: duplicate duplicate_of=1", "order O2: partially_refunded", "parked: 1",
-		"order O4: review", "facts=12"} {
+		"order O4: review", "facts=12", "notification 9: applied duplicate_of=0 attempts=2", "notification 10: invalid",
+		"expired past park_for: 1 <nil>", "notification 7: failed", "parked: 0", "subscription S1: active"} {
 		if !strings.Contains(want, must) {
 			t.Errorf("the scenario does not reach %q:\n%s", must, want)
 		}
