@@ -18,6 +18,7 @@ import (
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/pipeline"
+	"ipnd/record"
 	"ipnd/store"
 )
 
@@ -323,4 +324,307 @@ func TestPGConformance(t *testing.T) {
 		}
 	}
 	t.Logf("both backends:\n%s", want)
+}
+
+// payment is the outcome of a completed payment of order on gateway
+// "test", as the pipeline decides it.
+func payment(id uint64, txn, order string) ipn.Outcome {
+	ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: txn, OrderID: order, Amount: "10.00", Currency: "USD"}
+	return ipn.Outcome{ID: id, State: ipn.StateApplied, Event: ev, EventKey: ipn.EventKey("test", ev), ApplyOrder: true,
+		Context: ipn.ApplyContext{Gateway: "test"}}
+}
+
+// count returns the rows of table.
+func count(t *testing.T, db *DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// pipelineTables are the tables a batch writes.
+var pipelineTables = []string{"processing", "retries", "facts", "payment_refs", "orphans", "parked_due", "orders",
+	"order_facts", "order_history", "subscriptions", "outbox"}
+
+// TestPGStaleLeaderFinishRefused: a process whose lease ended (it
+// stalled past its TTL) while another took over cannot record its
+// batch: Finish fails with ErrNotLeader and nothing of it is applied;
+// the new leader records the same batch.
+func TestPGStaleLeaderFinishRefused(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db, other := open(t, c.DSN()), open(t, c.DSN())
+	for i := 1; i <= 2; i++ {
+		if _, _, err := db.Append(ctx, webhook(fmt.Sprintf("m%d", i), "payment.completed", `"txn_id":"T"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, _ := leadingJournal(t, db)
+	outs := []ipn.Outcome{payment(1, "T1", "O1"), payment(2, "T2", "O2")}
+	if _, err := stale.Finish(outs[:1], 1, time.Now()); err != nil {
+		t.Fatalf("Finish while leading: %v", err)
+	}
+	// The lease runs out; the other process takes it over.
+	if _, err := db.pool.Exec(ctx, `UPDATE ipnd_leader SET expires_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := leadingJournal(t, other)
+	if _, err := stale.Finish(outs[1:], 2, time.Now()); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("the stale leader's Finish = %v, want ErrNotLeader", err)
+	}
+	if p, err := db.State(ctx, 2); p != nil || err != nil {
+		t.Fatalf("notification 2 after the refused batch: %+v %v", p, err)
+	}
+	if c, _ := db.Cursor(ctx); c != 1 {
+		t.Errorf("cursor after the refused batch = %d, want 1", c)
+	}
+	if _, err := db.GetOrder(ctx, "O2"); !errors.Is(err, ipn.ErrNotFound) {
+		t.Errorf("order O2 after the refused batch: %v", err)
+	}
+	if n, err := stale.ExpireParked(time.Now()); n != 0 || err != nil {
+		t.Errorf("ExpireParked with nothing parked = %d, %v", n, err)
+	}
+	recs, err := fresh.Finish(outs[1:], 2, time.Now())
+	if err != nil || recs[0].State != ipn.StateApplied {
+		t.Fatalf("the new leader's Finish = %+v, %v", recs, err)
+	}
+	if o, err := db.GetOrder(ctx, "O2"); err != nil || o.Status != ipn.OrderPaid {
+		t.Errorf("order O2 after the new leader's batch: %+v %v", o, err)
+	}
+}
+
+// TestPGFinishFailingHalfwayAppliesNothing: a statement that fails in
+// the middle of a batch (here a trigger refusing the third notification's
+// state) leaves nothing of the batch applied: no state, order, fact,
+// reference or outbox item, and the cursor where it was. Once the fault
+// is gone the same batch is recorded whole.
+func TestPGFinishFailingHalfwayAppliesNothing(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db := open(t, c.DSN())
+	for i := 1; i <= 5; i++ {
+		if _, _, err := db.Append(ctx, webhook(fmt.Sprintf("m%d", i), "payment.completed", `"txn_id":"T"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.pool.Exec(ctx, `CREATE FUNCTION refuse_third() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN RAISE EXCEPTION 'injected: the third write fails'; END $$;
+		CREATE TRIGGER refuse_third BEFORE INSERT ON processing FOR EACH ROW WHEN (NEW.id = 3) EXECUTE FUNCTION refuse_third()`); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := leadingJournal(t, db)
+	var outs []ipn.Outcome
+	for i := uint64(1); i <= 5; i++ {
+		outs = append(outs, payment(i, fmt.Sprintf("T%d", i), fmt.Sprintf("O%d", i)))
+	}
+	if _, err := j.Finish(outs, 5, time.Now()); err == nil || !strings.Contains(err.Error(), "the third write fails") {
+		t.Fatalf("Finish with the third write refused = %v", err)
+	}
+	for _, table := range pipelineTables {
+		if n := count(t, db, table); n != 0 {
+			t.Errorf("%d rows in %s after the failed batch", n, table)
+		}
+	}
+	if c, _ := db.Cursor(ctx); c != 0 {
+		t.Errorf("cursor after the failed batch = %d", c)
+	}
+	if _, err := db.pool.Exec(ctx, `DROP TRIGGER refuse_third ON processing`); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := j.Finish(outs, 5, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if r.State != ipn.StateApplied {
+			t.Errorf("notification %d: %s", i+1, r.State)
+		}
+	}
+	if n := count(t, db, "orders"); n != 5 {
+		t.Errorf("%d orders after the batch, want 5", n)
+	}
+	if c, _ := db.Cursor(ctx); c != 5 {
+		t.Errorf("cursor = %d, want 5", c)
+	}
+}
+
+// TestPGDamagedRecordsStallNothing: rows that do not decode into their
+// type (an order, a processing record, a notification's headers) fail
+// the notifications that read them, with the reason, and the others of
+// the same batch are applied; the pipeline goes on.
+func TestPGDamagedRecordsStallNothing(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db := open(t, c.DSN())
+	notes := []*ipn.Notification{
+		webhook("m1", "payment.completed", `"txn_id":"T1","order_id":"O-DMG","amount":"1.00","currency":"USD"`),
+		webhook("m2", "payment.completed", `"txn_id":"T2","order_id":"O2","amount":"1.00","currency":"USD"`),
+		webhook("m3", "payment.completed", `"txn_id":"T3","order_id":"O3","amount":"1.00","currency":"USD"`),
+		webhook("m4", "payment.completed", `"txn_id":"T4","order_id":"O4","amount":"1.00","currency":"USD"`),
+	}
+	for _, n := range notes {
+		if _, _, err := db.Append(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO orders (id, status, updated_at, record) VALUES ('O-DMG', 'paid', now(), '{"status": 7}')`,
+		`INSERT INTO processing (id, state, record) VALUES (2, 'received', '[1, 2]')`,
+		`UPDATE notifications SET headers = '"not headers"' WHERE id = 4`,
+	} {
+		if _, err := db.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := pgBackend(t, db)
+	runUntilIdle(t, b, "http://127.0.0.1:1/", 4)
+	want := map[uint64]string{1: `order "O-DMG"`, 2: "state of notification 2", 4: "notification 4: headers"}
+	for id := uint64(1); id <= 4; id++ {
+		p, err := db.State(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := p.History[len(p.History)-1]
+		if w, ok := want[id]; ok {
+			if p.State != ipn.StateFailed || !strings.Contains(last.Detail, w) {
+				t.Errorf("notification %d: %s %q, want failed naming %s", id, p.State, last.Detail, w)
+			}
+		} else if p.State != ipn.StateApplied {
+			t.Errorf("notification %d: %s %q, want applied", id, p.State, last.Detail)
+		}
+	}
+	if n := b.journal.(*Journal).DamagedSeen(); n != 3 {
+		t.Errorf("DamagedSeen = %d, want 3", n)
+	}
+	if o, err := db.GetOrder(ctx, "O3"); err != nil || o.Status != ipn.OrderPaid {
+		t.Errorf("O3: %+v %v", o, err)
+	}
+}
+
+// TestPGLeaderWokenByOtherProcess: the leader's pipeline, idle, processes
+// a notification another process ingested (NOTIFY), also after its
+// listening connection was cut.
+func TestPGLeaderWokenByOtherProcess(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db, other := open(t, c.DSN()), open(t, c.DSN())
+	b := pgBackend(t, db)
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	p := pipeline.New(pipeline.Options{Journal: b.journal, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(rctx) }()
+	defer func() { cancel(); <-ran }()
+	applied := func(id uint64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if st, _ := db.State(ctx, id); st != nil && st.State == ipn.StateApplied {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("notification %d ingested by the other process is not processed in 20 s", id)
+			}
+			time.Sleep(5 * time.Millisecond) // polling with a deadline
+		}
+	}
+	if _, _, err := other.Append(ctx, webhook("m1", "payment.completed", `"txn_id":"T1","order_id":"O1","amount":"1.00","currency":"USD"`)); err != nil {
+		t.Fatal(err)
+	}
+	applied(1)
+	// The listening connection is cut: the journal connects again.
+	if _, err := db.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN `+ingestChannel+`'`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var listening bool
+		if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN `+ingestChannel+`')`).Scan(&listening); err != nil {
+			t.Fatal(err)
+		}
+		if listening {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the journal does not listen again")
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+	if _, _, err := other.Append(ctx, webhook("m2", "payment.completed", `"txn_id":"T2","order_id":"O2","amount":"1.00","currency":"USD"`)); err != nil {
+		t.Fatal(err)
+	}
+	applied(2)
+}
+
+// TestPGReplayWaitsForTheBatch: a replay asked while the leader's batch
+// holds the notification waits for it, and is applied after it, not lost
+// under the batch's write.
+func TestPGReplayWaitsForTheBatch(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db, other := open(t, c.DSN()), open(t, c.DSN())
+	if _, _, err := db.Append(ctx, webhook("m1", "payment.completed", `"txn_id":"T1"`)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	batch := &pgTx{db: db, ctx: ctx, tx: tx}
+	n, err := batch.Notification(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := batch.State(1)
+	if err != nil || p != nil {
+		t.Fatalf("State = %+v, %v", p, err)
+	}
+	replayed := make(chan error, 1)
+	go func() { replayed <- other.Replay(ctx, 1, time.Now()) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var waiting bool
+		if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-replayed:
+			t.Fatalf("the replay did not wait for the batch: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replay neither waits nor ends")
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+	p = record.Received(n)
+	p.State = ipn.StateApplied
+	p.History = append(p.History, ipn.HistoryEntry{At: time.Now().UTC(), State: ipn.StateApplied})
+	if err := batch.PutState(1, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-replayed; err != nil {
+		t.Fatal(err)
+	}
+	p, err = db.State(ctx, 1)
+	if err != nil || p.State != ipn.StateReceived || len(p.History) != 3 || p.History[1].State != ipn.StateApplied ||
+		p.History[2].Detail != "replay requested" {
+		t.Fatalf("after the batch and the replay: %+v %v", p, err)
+	}
+	if n := count(t, db, "retries"); n != 1 {
+		t.Errorf("%d retries scheduled, want the replay's", n)
+	}
 }
