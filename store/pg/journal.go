@@ -334,15 +334,21 @@ func (j *Journal) PendingExcept(now time.Time, max int, skip func(gateway string
 				break
 			}
 		}
+		ids := make([]int64, len(picks))
+		for i, pk := range picks {
+			ids[i] = int64(pk.id)
+		}
+		notes, err := readNotifications(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
 		for _, pk := range picks {
-			n, err := readNotification(ctx, tx, pk.id)
-			switch {
-			case errors.Is(err, ipn.ErrCorrupt):
-				n = &ipn.Notification{ID: pk.id} // Finish records it as failed
-			case errors.Is(err, ipn.ErrNotFound) && !pk.fresh:
+			n, ok := notes[pk.id]
+			if !ok && !pk.fresh {
 				continue
-			case err != nil:
-				return err
+			}
+			if n == nil {
+				n = &ipn.Notification{ID: pk.id} // Finish records it as failed
 			}
 			p := pk.p
 			if p == nil {
@@ -353,6 +359,36 @@ func (j *Journal) PendingExcept(now time.Time, max int, skip func(gateway string
 		return nil
 	})
 	return out, err
+}
+
+// readNotifications reads the notifications ids in one query: by id,
+// nil for one whose headers do not decode, none for one not stored.
+func readNotifications(ctx context.Context, q querier, ids []int64) (map[uint64]*ipn.Notification, error) {
+	rows, err := q.Query(ctx, `SELECT id, gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
+		FROM notifications WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[uint64]*ipn.Notification, len(ids))
+	for rows.Next() {
+		var id int64
+		n := &ipn.Notification{}
+		var headers []byte
+		var purged *time.Time
+		if err := rows.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
+			return nil, err
+		}
+		n.ID = uint64(id)
+		if purged != nil {
+			n.Purged = *purged
+		}
+		if decode(headers, &n.Headers, "") != nil {
+			n = nil
+		}
+		out[uint64(id)] = n
+	}
+	return out, rows.Err()
 }
 
 // NextDueExcept is when the first retry skip does not leave out is due,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"ipnd/fulfil"
 	"ipnd/ipn"
 	"ipnd/record"
 )
@@ -54,8 +55,8 @@ func (db *DB) SetParkFor(d time.Duration) { db.parkFor.Store(int64(d)) }
 func (db *DB) ParkFor() time.Duration { return time.Duration(db.parkFor.Load()) }
 
 // SetFulfilment says whether products are configured (SPEC §11).
-// Fulfilment on PostgreSQL is not built yet: while they are, every
-// transaction that changes an order's status fails (see pgTx.Fulfil).
+// Fulfilment on PostgreSQL is not built yet: while they are, a batch
+// that would issue fails (see pgTx.Fulfil).
 func (db *DB) SetFulfilment(enabled bool) { db.fulfilment.Store(enabled) }
 
 // ErrFulfilmentNotBuilt is the error of a change of an order's status
@@ -398,19 +399,25 @@ func (t *pgTx) ReleaseFact(key string) error {
 	return t.exec(`DELETE FROM facts WHERE key = $1`, []byte(key))
 }
 
-// Fulfil records what a change of an order delivers (SPEC §11). Nothing
-// is issued, revoked or restored on PostgreSQL yet: without products
-// configured there is nothing to deliver (the effects stay as they are);
-// with products configured, a change of an order's status fails with
-// ErrFulfilmentNotBuilt rather than leave its deliveries unrecorded.
+// Fulfil records what a change of an order delivers (SPEC §11), as the
+// bbolt store's fulfilOrder, but that nothing is issued on PostgreSQL
+// yet: no deliveries are recorded here, so there is none to revoke or
+// restore, and without products configured the effects stay as they
+// are. With products configured, a change that would issue (an order
+// becoming paid) fails with ErrFulfilmentNotBuilt rather than leave the
+// order paid with nothing delivered.
 func (t *pgTx) Fulfil(old, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
 	if next == nil || !t.db.fulfilment.Load() {
 		return effects, nil
 	}
-	if old != nil && old.Status == next.Status {
-		return effects, nil
+	var from ipn.OrderStatus
+	if old != nil {
+		from = old.Status
 	}
-	return nil, ErrFulfilmentNotBuilt
+	if fulfil.Decide(from, next.Status, nil) == fulfil.Issue {
+		return nil, fmt.Errorf("order %q: %w", next.ID, ErrFulfilmentNotBuilt)
+	}
+	return effects, nil
 }
 
 // smallOrder is the most facts, and the most history entries, an order
