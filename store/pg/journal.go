@@ -111,7 +111,11 @@ func (j *Journal) update(fn func(record.Tx) error) error {
 			return err
 		}
 	}
-	if err := fn(&pgTx{db: j.db, ctx: ctx, tx: tx}); err != nil {
+	t := &pgTx{db: j.db, ctx: ctx, tx: tx}
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := t.flush(); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -192,7 +196,7 @@ func (r *retrySkip) leave(gateway string, id uint64) bool {
 		return true
 	}
 	if !r.skip(gateway, id, func() *ipn.Processing {
-		p, err := readState(r.ctx, r.tx, id)
+		p, err := readState(queried(r.ctx, r.tx), id)
 		if err != nil {
 			return nil
 		}
@@ -321,7 +325,7 @@ func (j *Journal) PendingExcept(now time.Time, max int, skip func(gateway string
 				if r.id > cursor || rs.leave(r.gateway, r.id) {
 					continue // ahead of the cursor: taken as fresh
 				}
-				p, err := readState(ctx, tx, r.id)
+				p, err := readState(queried(ctx, tx), r.id)
 				if errors.Is(err, ipn.ErrCorrupt) {
 					p = nil
 				} else if err != nil {
@@ -476,6 +480,9 @@ func (db *DB) Replay(ctx context.Context, id uint64, now time.Time) error {
 		return unavailable(err)
 	}
 	if err := t.exec(`SELECT pg_notify($1, '')`, ingestChannel); err != nil {
+		return unavailable(err)
+	}
+	if err := t.flush(); err != nil {
 		return unavailable(err)
 	}
 	return unavailable(tx.Commit(ctx))

@@ -37,7 +37,7 @@ type backend struct {
 	expire  func(now time.Time) (int, error)
 }
 
-func boltBackend(t *testing.T) *backend {
+func boltBackend(t testing.TB) *backend {
 	db, err := store.Open(filepath.Join(t.TempDir(), "ipnd.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func boltBackend(t *testing.T) *backend {
 const parkFor = 72 * time.Hour
 
 // leadingJournal opens db's journal under a lease this process holds.
-func leadingJournal(t *testing.T, db *DB) (*Journal, *Leader) {
+func leadingJournal(t testing.TB, db *DB) (*Journal, *Leader) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -82,7 +82,7 @@ func leadingJournal(t *testing.T, db *DB) (*Journal, *Leader) {
 	return db.Journal(ctx, l, epoch), l
 }
 
-func pgBackend(t *testing.T, db *DB) *backend {
+func pgBackend(t testing.TB, db *DB) *backend {
 	ctx := context.Background()
 	j, _ := leadingJournal(t, db)
 	return &backend{name: "postgres", journal: j,
@@ -611,6 +611,9 @@ func TestPGReplayWaitsForTheBatch(t *testing.T) {
 	p.State = ipn.StateApplied
 	p.History = append(p.History, ipn.HistoryEntry{At: time.Now().UTC(), State: ipn.StateApplied})
 	if err := batch.PutState(1, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.flush(); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -18,7 +18,7 @@ func note(gw, key string) *ipn.Notification {
 		Headers: map[string][]string{"Webhook-Id": {key}}, Body: []byte(`{"id":"` + key + `"}`)}
 }
 
-func open(t *testing.T, dsn string) *DB {
+func open(t testing.TB, dsn string) *DB {
 	t.Helper()
 	db, err := Open(context.Background(), dsn, Options{Timeout: 2 * time.Second})
 	if err != nil {

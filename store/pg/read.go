@@ -15,14 +15,14 @@ import (
 // State reads the processing record of notification id: nil when the
 // pipeline has recorded none, ipn.ErrCorrupt when it does not decode.
 func (db *DB) State(ctx context.Context, id uint64) (*ipn.Processing, error) {
-	p, err := readState(ctx, db.pool, id)
+	p, err := readState(queried(ctx, db.pool), id)
 	return p, unavailable(err)
 }
 
 // GetOrder returns order id with all its facts and history, and the txn
 // ids of its facts; ipn.ErrNotFound when there is none.
 func (db *DB) GetOrder(ctx context.Context, id string) (*ipn.Order, error) {
-	o, tally, err := storedOrder(ctx, db.pool, id)
+	o, tally, err := storedOrder(queried(ctx, db.pool), id)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -32,11 +32,11 @@ func (db *DB) GetOrder(ctx context.Context, id string) (*ipn.Order, error) {
 	if tally == nil {
 		return o, nil
 	}
-	if o.Facts, err = readSeq[ipn.OrderFact](ctx, db.pool, "order_facts", "fact", id); err != nil {
+	if o.Facts, err = readSeq[ipn.OrderFact](queriedRows(ctx, db.pool), "order_facts", "fact", id); err != nil {
 		return nil, unavailable(err)
 	}
 	o.TxnIDs = ipn.TxnIDs(o.Facts)
-	if o.History, err = readSeq[ipn.OrderChange](ctx, db.pool, "order_history", "change", id); err != nil {
+	if o.History, err = readSeq[ipn.OrderChange](queriedRows(ctx, db.pool), "order_history", "change", id); err != nil {
 		return nil, unavailable(err)
 	}
 	return o, nil
@@ -65,36 +65,34 @@ func (db *DB) Parked(ctx context.Context) (int, error) {
 }
 
 // Outbox returns the outbox items in id order, from after on, at most
-// limit: each as queued, with its state columns.
+// limit.
 func (db *DB) Outbox(ctx context.Context, after uint64, limit int) ([]ipn.OutboxItem, error) {
-	rows, err := db.pool.Query(ctx, `SELECT id, item, state, attempts, next_attempt, sent_at, last_error FROM outbox
-		WHERE id > $1 ORDER BY id LIMIT $2`, int64(after), limit)
+	rows, err := db.pool.Query(ctx, `SELECT id, effect, delivery_id, notification, created_at, state, attempts, next_attempt, sent_at, last_error
+		FROM outbox WHERE id > $1 ORDER BY id LIMIT $2`, int64(after), limit)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
 	var out []ipn.OutboxItem
 	for rows.Next() {
-		var id int64
+		var id, notification int64
 		var b []byte
 		var it ipn.OutboxItem
 		var next, sent *time.Time
-		if err := rows.Scan(&id, &b, &it.State, &it.Attempts, &next, &sent, &it.LastError); err != nil {
+		if err := rows.Scan(&id, &b, &it.DeliveryID, &notification, &it.CreatedAt, &it.State, &it.Attempts, &next, &sent, &it.LastError); err != nil {
 			return nil, unavailable(err)
 		}
-		var q ipn.OutboxItem
-		if err := json.Unmarshal(b, &q); err != nil {
+		if err := json.Unmarshal(b, &it.Effect); err != nil {
 			return nil, corrupt(fmt.Sprintf("outbox item %d", id), err)
 		}
-		q.State, q.Attempts, q.LastError = it.State, it.Attempts, it.LastError
-		q.NextAttempt, q.SentAt = time.Time{}, time.Time{}
+		it.ID, it.Notification = uint64(id), uint64(notification)
 		if next != nil {
-			q.NextAttempt = *next
+			it.NextAttempt = *next
 		}
 		if sent != nil {
-			q.SentAt = *sent
+			it.SentAt = *sent
 		}
-		out = append(out, q)
+		out = append(out, it)
 	}
 	return out, unavailable(rows.Err())
 }

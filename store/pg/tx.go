@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,11 +25,17 @@ import (
 // locked (their notifications row, FOR NO KEY UPDATE) until it ends, so
 // that a replay asked of another process meanwhile (Replay) is applied
 // before or after it, never lost between its read and its write.
+//
+// Its writes return no rows: they are queued, and sent with the next
+// read (one round trip for a read and the writes before it) or at the
+// commit (flush). A write that fails fails that read, or the commit, and
+// with it the transaction.
 type pgTx struct {
 	db     *DB
 	ctx    context.Context
 	tx     pgx.Tx
 	locked map[uint64]bool
+	queued *pgx.Batch
 }
 
 var _ record.Tx = (*pgTx)(nil)
@@ -76,12 +81,62 @@ func decode(b []byte, v any, what string) error {
 	return nil
 }
 
+// exec queues a write.
 func (t *pgTx) exec(sql string, args ...any) error {
-	_, err := t.tx.Exec(t.ctx, sql, args...)
-	return err
+	if t.queued == nil {
+		t.queued = &pgx.Batch{}
+	}
+	t.queued.Queue(sql, args...)
+	return nil
 }
 
-// lock locks notification id's row to the end of the transaction (once).
+// flush sends the queued writes.
+func (t *pgTx) flush() error {
+	if t.queued == nil || t.queued.Len() == 0 {
+		return nil
+	}
+	b := t.queued
+	t.queued = nil
+	return t.tx.SendBatch(t.ctx, b).Close()
+}
+
+// row reads the row of query sql into dest, after the queued writes and
+// in the same round trip; false when there is none.
+func (t *pgTx) row(sql string, args []any, dest ...any) (bool, error) {
+	found := true
+	if t.queued == nil {
+		t.queued = &pgx.Batch{}
+	}
+	t.queued.Queue(sql, args...).QueryRow(func(r pgx.Row) error {
+		err := r.Scan(dest...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found = false
+			return nil
+		}
+		return err
+	})
+	return found, t.flush()
+}
+
+// rows reads the rows of query sql, each with each, after the queued
+// writes and in the same round trip.
+func (t *pgTx) rows(sql string, args []any, each func(pgx.Rows) error) error {
+	if t.queued == nil {
+		t.queued = &pgx.Batch{}
+	}
+	t.queued.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			if err := each(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	return t.flush()
+}
+
+// lock locks notification id's row to the end of the transaction (once;
+// queued: sent with what follows).
 func (t *pgTx) lock(id uint64) error {
 	if t.locked[id] {
 		return nil
@@ -100,7 +155,7 @@ func (t *pgTx) Notification(id uint64) (*ipn.Notification, error) {
 	if err := t.lock(id); err != nil {
 		return nil, err
 	}
-	return readNotification(t.ctx, t.tx, id)
+	return readNotification(t.row, id)
 }
 
 // querier is a pool, a connection or a transaction.
@@ -109,19 +164,55 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// rowReader reads the row of query sql into dest: false when there is
+// none (pgTx.row, queried).
+type rowReader func(sql string, args []any, dest ...any) (bool, error)
+
+// rowsReader reads the rows of query sql, each with each (pgTx.rows,
+// queriedRows).
+type rowsReader func(sql string, args []any, each func(pgx.Rows) error) error
+
+// queried is a rowReader on q.
+func queried(ctx context.Context, q querier) rowReader {
+	return func(sql string, args []any, dest ...any) (bool, error) {
+		err := q.QueryRow(ctx, sql, args...).Scan(dest...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+}
+
+// queriedRows is a rowsReader on q.
+func queriedRows(ctx context.Context, q querier) rowsReader {
+	return func(sql string, args []any, each func(pgx.Rows) error) error {
+		rows, err := q.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := each(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+}
+
 // readNotification reads notification id: ipn.ErrNotFound when it is not
 // stored, ipn.ErrCorrupt when its headers do not decode.
-func readNotification(ctx context.Context, q querier, id uint64) (*ipn.Notification, error) {
+func readNotification(row rowReader, id uint64) (*ipn.Notification, error) {
 	n := &ipn.Notification{ID: id}
 	var headers []byte
 	var purged *time.Time
-	err := q.QueryRow(ctx, `SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
-		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("notification %d: %w", id, ipn.ErrNotFound)
-	}
+	found, err := row(`SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
+		FROM notifications WHERE id = $1`, []any{int64(id)}, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged)
 	if err != nil {
 		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("notification %d: %w", id, ipn.ErrNotFound)
 	}
 	if purged != nil {
 		n.Purged = *purged
@@ -136,18 +227,15 @@ func (t *pgTx) State(id uint64) (*ipn.Processing, error) {
 	if err := t.lock(id); err != nil {
 		return nil, err
 	}
-	return readState(t.ctx, t.tx, id)
+	return readState(t.row, id)
 }
 
 // readState reads the processing record of notification id, nil when
 // there is none.
-func readState(ctx context.Context, q querier, id uint64) (*ipn.Processing, error) {
+func readState(row rowReader, id uint64) (*ipn.Processing, error) {
 	var b []byte
-	err := q.QueryRow(ctx, `SELECT record FROM processing WHERE id = $1`, int64(id)).Scan(&b)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
+	found, err := row(`SELECT record FROM processing WHERE id = $1`, []any{int64(id)}, &b)
+	if err != nil || !found {
 		return nil, err
 	}
 	p := new(ipn.Processing)
@@ -166,34 +254,25 @@ func (t *pgTx) FindRef(gateway string, refs []string) (string, error) {
 		keys[i] = []byte(r)
 	}
 	var order []byte
-	err := t.tx.QueryRow(t.ctx, `SELECT r.order_id FROM payment_refs r
+	_, err := t.row(`SELECT r.order_id FROM payment_refs r
 		JOIN unnest($2::bytea[]) WITH ORDINALITY AS u(ref, n) ON r.ref = u.ref
-		WHERE r.gateway = $1 ORDER BY u.n LIMIT 1`, gateway, keys).Scan(&order)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
+		WHERE r.gateway = $1 ORDER BY u.n LIMIT 1`, []any{gateway, keys}, &order)
 	return string(order), err
 }
 
 func (t *pgTx) FactHolder(key string) (uint64, error) {
 	var id int64
-	err := t.tx.QueryRow(t.ctx, `SELECT id FROM facts WHERE key = $1`, []byte(key)).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
+	_, err := t.row(`SELECT id FROM facts WHERE key = $1`, []any{[]byte(key)}, &id)
 	return uint64(id), err
 }
 
 // storedOrder reads order id's row: the order (without its facts,
 // history and txn ids when it has a tally) and its tally (nil: a small
 // order, holding them); nil when there is no such order.
-func storedOrder(ctx context.Context, q querier, id string) (*ipn.Order, *ipn.Tally, error) {
+func storedOrder(row rowReader, id string) (*ipn.Order, *ipn.Tally, error) {
 	var rec, tally []byte
-	err := q.QueryRow(ctx, `SELECT record, tally FROM orders WHERE id = $1`, []byte(id)).Scan(&rec, &tally)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil, nil
-	}
-	if err != nil {
+	found, err := row(`SELECT record, tally FROM orders WHERE id = $1`, []any{[]byte(id)}, &rec, &tally)
+	if err != nil || !found {
 		return nil, nil, err
 	}
 	o := new(ipn.Order)
@@ -214,36 +293,36 @@ func storedOrder(ctx context.Context, q querier, id string) (*ipn.Order, *ipn.Ta
 // small order comes whole and without state; a large one comes without
 // its facts and history, with the tally records ipn.TallyKeys names.
 func (t *pgTx) OrderState(id string, ev *ipn.Event, ac ipn.ApplyContext) (*ipn.Order, *ipn.OrderState, error) {
-	o, tally, err := storedOrder(t.ctx, t.tx, id)
+	o, tally, err := storedOrder(t.row, id)
 	if err != nil || o == nil || tally == nil {
 		return o, nil, err
 	}
 	oid := []byte(id)
 	st := &ipn.OrderState{Tally: *tally}
-	var seq int64
+	var seq *int64
 	var fact []byte
-	err = t.tx.QueryRow(t.ctx, `SELECT k.seq, f.fact FROM order_fact_keys k
+	found, err := t.row(`SELECT k.seq, f.fact FROM order_fact_keys k
 		LEFT JOIN order_facts f ON f.order_id = k.order_id AND f.seq = k.seq
-		WHERE k.order_id = $1 AND k.key = $2`, oid, []byte(ipn.FactKey(id, ev, ac))).Scan(&seq, &fact)
-	switch {
-	case err == nil:
-		st.FactSeq = uint64(seq)
+		WHERE k.order_id = $1 AND k.key = $2`, []any{oid, []byte(ipn.FactKey(id, ev, ac))}, &seq, &fact)
+	if err != nil {
+		return nil, nil, err
+	}
+	if found && seq != nil {
+		st.FactSeq = uint64(*seq)
 		var f ipn.OrderFact
 		if fact != nil {
-			if err := decode(fact, &f, fmt.Sprintf("fact %d of order %q", seq, id)); err != nil {
+			if err := decode(fact, &f, fmt.Sprintf("fact %d of order %q", *seq, id)); err != nil {
 				return nil, nil, err
 			}
 		}
 		st.Fact = &f
-	case !errors.Is(err, pgx.ErrNoRows):
-		return nil, nil, err
 	}
 	have := map[string]ipn.Group{}
 	for {
 		keys, full := ipn.TallyKeys(o, ev, ac, st.Fact, have)
 		if full {
 			st.Full = true
-			if st.All, err = readSeq[ipn.OrderFact](t.ctx, t.tx, "order_facts", "fact", id); err != nil {
+			if st.All, err = readSeq[ipn.OrderFact](t.rows, "order_facts", "fact", id); err != nil {
 				return nil, nil, err
 			}
 			break
@@ -257,110 +336,92 @@ func (t *pgTx) OrderState(id string, ev *ipn.Event, ac ipn.ApplyContext) (*ipn.O
 			bk[i] = []byte(k)
 			have[k] = ipn.Group{} // a missing record is the zero Group
 		}
-		rows, err := t.tx.Query(t.ctx, `SELECT key, grp FROM order_groups WHERE order_id = $1 AND key = ANY($2::bytea[])`, oid, bk)
+		err := t.rows(`SELECT key, grp FROM order_groups WHERE order_id = $1 AND key = ANY($2::bytea[])`, []any{oid, bk},
+			func(rows pgx.Rows) error {
+				var k, v []byte
+				if err := rows.Scan(&k, &v); err != nil {
+					return err
+				}
+				var g ipn.Group
+				if err := decode(v, &g, fmt.Sprintf("tally record %q of order %q", k, id)); err != nil {
+					return err
+				}
+				have[string(k)] = g
+				return nil
+			})
 		if err != nil {
-			return nil, nil, err
-		}
-		for rows.Next() {
-			var k, v []byte
-			if err := rows.Scan(&k, &v); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			var g ipn.Group
-			if err := decode(v, &g, fmt.Sprintf("tally record %q of order %q", k, id)); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			have[string(k)] = g
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return nil, nil, err
 		}
 	}
 	if !o.Registered {
 		return o, st, nil
 	}
-	rows, err := t.tx.Query(t.ctx, `SELECT amount, grp FROM order_oneoffs WHERE order_id = $1 ORDER BY key LIMIT 2`, oid)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var amount string
-		var grp []byte
-		if err := rows.Scan(&amount, &grp); err != nil {
-			return nil, nil, err
-		}
-		st.Smallest = append(st.Smallest, ipn.OneOff{Group: string(grp), Amount: amount})
-	}
-	return o, st, rows.Err()
+	err = t.rows(`SELECT amount, grp FROM order_oneoffs WHERE order_id = $1 ORDER BY key LIMIT 2`, []any{oid},
+		func(rows pgx.Rows) error {
+			var amount string
+			var grp []byte
+			if err := rows.Scan(&amount, &grp); err != nil {
+				return err
+			}
+			st.Smallest = append(st.Smallest, ipn.OneOff{Group: string(grp), Amount: amount})
+			return nil
+		})
+	return o, st, err
 }
 
 // readSeq reads every record of order id in table (facts, history), in
 // sequence order, from column col.
-func readSeq[T any](ctx context.Context, q querier, table, col, id string) ([]T, error) {
-	rows, err := q.Query(ctx, `SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 ORDER BY seq`, []byte(id))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+func readSeq[T any](rows rowsReader, table, col, id string) ([]T, error) {
 	var out []T
-	for rows.Next() {
+	err := rows(`SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 ORDER BY seq`, []any{[]byte(id)}, func(r pgx.Rows) error {
 		var seq int64
 		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			return nil, err
+		if err := r.Scan(&seq, &b); err != nil {
+			return err
 		}
 		var x T
 		if err := decode(b, &x, fmt.Sprintf("%s %d of order %q", table, seq, id)); err != nil {
-			return nil, err
+			return err
 		}
 		out = append(out, x)
-	}
-	return out, rows.Err()
+		return nil
+	})
+	return out, err
 }
 
 func (t *pgTx) Orphans(gateway, ref string) ([]record.Orphan, error) {
-	rows, err := t.tx.Query(t.ctx, `SELECT id, parked FROM orphans WHERE gateway = $1 AND ref = $2 ORDER BY id`, gateway, []byte(ref))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var found []record.Orphan
-	for rows.Next() {
-		var id int64
-		var b []byte
-		if err := rows.Scan(&id, &b); err != nil {
-			return nil, err
-		}
-		p := record.Orphan{ID: uint64(id)}
-		if err := json.Unmarshal(b, &p.Parked); err != nil || p.Parked.Event == nil {
-			return nil, fmt.Errorf("%w: orphan %d: %v", ipn.ErrCorrupt, id, err)
-		}
-		found = append(found, p)
-	}
-	return found, rows.Err()
+	err := t.rows(`SELECT id, parked FROM orphans WHERE gateway = $1 AND ref = $2 ORDER BY id`, []any{gateway, []byte(ref)},
+		func(rows pgx.Rows) error {
+			var id int64
+			var b []byte
+			if err := rows.Scan(&id, &b); err != nil {
+				return err
+			}
+			p := record.Orphan{ID: uint64(id)}
+			if err := json.Unmarshal(b, &p.Parked); err != nil || p.Parked.Event == nil {
+				return fmt.Errorf("%w: orphan %d: %v", ipn.ErrCorrupt, id, err)
+			}
+			found = append(found, p)
+			return nil
+		})
+	return found, err
 }
 
 func (t *pgTx) ParkedDue(cutoff time.Time, max int) ([]record.Due, error) {
-	rows, err := t.tx.Query(t.ctx, `SELECT at, id FROM parked_due WHERE at <= $1 ORDER BY at, id LIMIT $2`, cutoff, max)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var due []record.Due
-	for rows.Next() {
-		var d record.Due
-		var id int64
-		if err := rows.Scan(&d.At, &id); err != nil {
-			return nil, err
-		}
-		d.ID = uint64(id)
-		due = append(due, d)
-	}
-	return due, rows.Err()
+	err := t.rows(`SELECT at, id FROM parked_due WHERE at <= $1 ORDER BY at, id LIMIT $2`, []any{cutoff, max},
+		func(rows pgx.Rows) error {
+			var d record.Due
+			var id int64
+			if err := rows.Scan(&d.At, &id); err != nil {
+				return err
+			}
+			d.ID = uint64(id)
+			due = append(due, d)
+			return nil
+		})
+	return due, err
 }
 
 func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
@@ -606,41 +667,38 @@ func (t *pgTx) Enqueue(effects []ipn.Effect, id uint64, now time.Time) error {
 	return nil
 }
 
+// enqueueOne queues effect e in one statement (no round trip of its
+// own): the counter moves and the item is inserted unless an item of the
+// same cause is queued already.
 func (t *pgTx) enqueueOne(e ipn.Effect, notification uint64, now time.Time) error {
 	if k := t.db.kinds.Load(); k != nil && *k != nil && !(*k)[e.Kind] {
 		return nil
 	}
-	var queued bool
-	if err := t.tx.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE cause = $1)`, []byte(e.Cause)).Scan(&queued); err != nil || queued {
-		return err
-	}
-	var id int64
-	if err := t.tx.QueryRow(t.ctx, `UPDATE ipnd_counters SET value = value + 1 WHERE name = 'outbox' RETURNING value`).Scan(&id); err != nil {
-		return err
-	}
-	it := ipn.OutboxItem{ID: uint64(id), Effect: e, DeliveryID: "ipnd_" + t.db.runID + "_" + strconv.FormatInt(id, 10),
-		State: ipn.OutboxPending, Notification: notification, CreatedAt: now.UTC(), NextAttempt: now.UTC()}
-	b, err := json.Marshal(&it)
+	b, err := json.Marshal(&e)
 	if err != nil {
 		return err
 	}
-	return t.exec(`INSERT INTO outbox (id, kind, order_id, cause, notification, item, state, attempts, next_attempt)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)`,
-		id, e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(notification), b, it.State, it.NextAttempt)
+	return t.exec(`WITH n AS (
+			UPDATE ipnd_counters SET value = value + 1
+			WHERE name = 'outbox' AND NOT EXISTS (SELECT 1 FROM outbox WHERE cause = $3)
+			RETURNING value)
+		INSERT INTO outbox (id, kind, order_id, cause, notification, effect, delivery_id, created_at, state, next_attempt)
+		SELECT value, $1, $2, $3, $4, $5, 'ipnd_' || $6::text || '_' || value, $7, 'pending', $7 FROM n`,
+		e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(notification), b, t.db.runID, now.UTC())
 }
 
 func (t *pgTx) PutSubscription(ev *ipn.Event, ac ipn.ApplyContext) error {
 	var old *ipn.Subscription
 	var b []byte
-	err := t.tx.QueryRow(t.ctx, `SELECT record FROM subscriptions WHERE id = $1`, []byte(ev.SubscriptionID)).Scan(&b)
-	switch {
-	case err == nil:
+	found, err := t.row(`SELECT record FROM subscriptions WHERE id = $1`, []any{[]byte(ev.SubscriptionID)}, &b)
+	if err != nil {
+		return err
+	}
+	if found {
 		old = new(ipn.Subscription)
 		if err := decode(b, old, fmt.Sprintf("subscription %q", ev.SubscriptionID)); err != nil {
 			return err
 		}
-	case !errors.Is(err, pgx.ErrNoRows):
-		return err
 	}
 	next, changed := ipn.ApplySubscription(old, ev, ac)
 	if !changed {
@@ -659,22 +717,20 @@ func (t *pgTx) Park(gateway string, id uint64, w ipn.Parked) error {
 		return nil
 	}
 	var old []byte
-	err := t.tx.QueryRow(t.ctx, `SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`,
-		gateway, []byte(refs[0]), int64(id)).Scan(&old)
-	switch {
-	case err == nil:
+	found, err := t.row(`SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`,
+		[]any{gateway, []byte(refs[0]), int64(id)}, &old)
+	if err != nil {
+		return err
+	}
+	if found {
 		// Parked already (a replay of a parked event): it keeps its time.
 		var prev ipn.Parked
 		if json.Unmarshal(old, &prev) == nil && !prev.At.IsZero() {
 			w.At = prev.At
 		}
-	case errors.Is(err, pgx.ErrNoRows):
-		if err := t.exec(`INSERT INTO parked_due (at, id, gateway, ref) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (at, id) DO UPDATE SET gateway = excluded.gateway, ref = excluded.ref`,
-			w.At, int64(id), gateway, []byte(refs[0])); err != nil {
-			return err
-		}
-	default:
+	} else if err := t.exec(`INSERT INTO parked_due (at, id, gateway, ref) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (at, id) DO UPDATE SET gateway = excluded.gateway, ref = excluded.ref`,
+		w.At, int64(id), gateway, []byte(refs[0])); err != nil {
 		return err
 	}
 	b, err := json.Marshal(w)
@@ -705,20 +761,17 @@ func (t *pgTx) Unpark(gateway string, id uint64, w ipn.Parked) error {
 func (t *pgTx) TakeDue(d record.Due) (string, *record.Orphan, error) {
 	var gateway string
 	var ref []byte
-	err := t.tx.QueryRow(t.ctx, `DELETE FROM parked_due WHERE at = $1 AND id = $2 RETURNING gateway, ref`, d.At, int64(d.ID)).Scan(&gateway, &ref)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil, nil
-	}
-	if err != nil {
+	found, err := t.row(`DELETE FROM parked_due WHERE at = $1 AND id = $2 RETURNING gateway, ref`, []any{d.At, int64(d.ID)}, &gateway, &ref)
+	if err != nil || !found {
 		return "", nil, err
 	}
 	var b []byte
-	err = t.tx.QueryRow(t.ctx, `SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`, gateway, ref, int64(d.ID)).Scan(&b)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return gateway, nil, nil // adopted meanwhile
-	}
+	found, err = t.row(`SELECT parked FROM orphans WHERE gateway = $1 AND ref = $2 AND id = $3`, []any{gateway, ref, int64(d.ID)}, &b)
 	if err != nil {
 		return "", nil, err
+	}
+	if !found {
+		return gateway, nil, nil // adopted meanwhile
 	}
 	o := &record.Orphan{ID: d.ID}
 	if err := json.Unmarshal(b, &o.Parked); err != nil || o.Parked.Event == nil {
