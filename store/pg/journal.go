@@ -98,7 +98,15 @@ func (j *Journal) txTimeout() time.Duration { return 6 * j.db.opts.Timeout }
 
 // update is record.Update on PostgreSQL: one transaction, fenced by the
 // lease's epoch, committed when fn returns nil.
-func (j *Journal) update(fn func(record.Tx) error) error {
+func (j *Journal) update(fn func(record.Tx) error) error { return j.updateFor(nil)(fn) }
+
+// updateFor is update, reading ahead what deciding outs reads first
+// (pgTx.prefetch).
+func (j *Journal) updateFor(outs []ipn.Outcome) record.Update {
+	return func(fn func(record.Tx) error) error { return j.run(outs, fn) }
+}
+
+func (j *Journal) run(outs []ipn.Outcome, fn func(record.Tx) error) error {
 	ctx, cancel := context.WithTimeout(j.ctx, j.txTimeout())
 	defer cancel()
 	tx, err := j.db.pool.Begin(ctx)
@@ -112,6 +120,11 @@ func (j *Journal) update(fn func(record.Tx) error) error {
 		}
 	}
 	t := &pgTx{db: j.db, ctx: ctx, tx: tx}
+	if len(outs) > 0 {
+		if err := t.prefetch(outs); err != nil {
+			return err
+		}
+	}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -127,7 +140,7 @@ func (j *Journal) update(fn func(record.Tx) error) error {
 // Finish records the outcomes of a batch and moves the cursor to cursor
 // (when that is further): record.Finish in one fenced transaction.
 func (j *Journal) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
-	states, damaged, err := record.Finish(j.update, outs, cursor, now)
+	states, damaged, err := record.Finish(j.updateFor(outs), outs, cursor, now)
 	if err == nil {
 		j.damagedSeen.Add(int64(damaged))
 	}

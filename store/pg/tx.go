@@ -36,6 +36,16 @@ type pgTx struct {
 	tx     pgx.Tx
 	locked map[uint64]bool
 	queued *pgx.Batch
+
+	// What prefetch read ahead for a batch, kept up to date by the
+	// writes: notifications (and the error of one that does not
+	// decode), processing records (nil: none), fact holders (0: none),
+	// payment references ("": none) by gateway and reference.
+	notes    map[uint64]*ipn.Notification
+	noteErrs map[uint64]error
+	states   map[uint64][]byte
+	facts    map[string]uint64
+	refs     map[[2]string]string
 }
 
 var _ record.Tx = (*pgTx)(nil)
@@ -121,6 +131,12 @@ func (t *pgTx) row(sql string, args []any, dest ...any) (bool, error) {
 // rows reads the rows of query sql, each with each, after the queued
 // writes and in the same round trip.
 func (t *pgTx) rows(sql string, args []any, each func(pgx.Rows) error) error {
+	t.queue(sql, args, each)
+	return t.flush()
+}
+
+// queue queues query sql, whose rows each reads when it is sent.
+func (t *pgTx) queue(sql string, args []any, each func(pgx.Rows) error) {
 	if t.queued == nil {
 		t.queued = &pgx.Batch{}
 	}
@@ -132,6 +148,92 @@ func (t *pgTx) rows(sql string, args []any, each func(pgx.Rows) error) error {
 		}
 		return rows.Err()
 	})
+}
+
+// prefetch reads, in one round trip, what deciding outs reads first:
+// their notifications (locked, in id order), their processing records,
+// the holders of their fact keys and the orders of their payment
+// references. The reads of them are then answered from memory.
+func (t *pgTx) prefetch(outs []ipn.Outcome) error {
+	ids := make([]int64, 0, len(outs))
+	var keys [][]byte
+	var gws []string
+	var refs [][]byte
+	t.notes, t.noteErrs = map[uint64]*ipn.Notification{}, map[uint64]error{}
+	t.states, t.facts, t.refs = map[uint64][]byte{}, map[string]uint64{}, map[[2]string]string{}
+	for _, o := range outs {
+		ids = append(ids, int64(o.ID))
+		t.states[o.ID] = nil
+		if o.EventKey != "" {
+			keys = append(keys, []byte(o.EventKey))
+			t.facts[o.EventKey] = 0
+		}
+		if o.Event != nil {
+			for _, r := range o.Event.PaymentRefs() {
+				gws, refs = append(gws, o.Context.Gateway), append(refs, []byte(r))
+				t.refs[[2]string{o.Context.Gateway, r}] = ""
+			}
+		}
+	}
+	slices.Sort(ids)
+	t.queue(`SELECT id, gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
+		FROM notifications WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`, []any{ids}, func(r pgx.Rows) error {
+		var id int64
+		n := &ipn.Notification{}
+		var headers []byte
+		var purged *time.Time
+		if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
+			return err
+		}
+		n.ID = uint64(id)
+		if purged != nil {
+			n.Purged = *purged
+		}
+		if err := decode(headers, &n.Headers, fmt.Sprintf("notification %d: headers", id)); err != nil {
+			t.noteErrs[n.ID] = err
+		}
+		t.notes[n.ID] = n
+		if t.locked == nil {
+			t.locked = map[uint64]bool{}
+		}
+		t.locked[n.ID] = true
+		return nil
+	})
+	// After the locks (a statement of its own): a replay committed
+	// meanwhile is seen.
+	t.queue(`SELECT id, record FROM processing WHERE id = ANY($1)`, []any{ids}, func(r pgx.Rows) error {
+		var id int64
+		var b []byte
+		if err := r.Scan(&id, &b); err != nil {
+			return err
+		}
+		t.states[uint64(id)] = b
+		return nil
+	})
+	if len(keys) > 0 {
+		t.queue(`SELECT key, id FROM facts WHERE key = ANY($1::bytea[])`, []any{keys}, func(r pgx.Rows) error {
+			var k []byte
+			var id int64
+			if err := r.Scan(&k, &id); err != nil {
+				return err
+			}
+			t.facts[string(k)] = uint64(id)
+			return nil
+		})
+	}
+	if len(refs) > 0 {
+		t.queue(`SELECT r.gateway, r.ref, r.order_id FROM payment_refs r
+			JOIN unnest($1::text[], $2::bytea[]) AS u(gateway, ref) ON r.gateway = u.gateway AND r.ref = u.ref`,
+			[]any{gws, refs}, func(r pgx.Rows) error {
+				var gw string
+				var ref, order []byte
+				if err := r.Scan(&gw, &ref, &order); err != nil {
+					return err
+				}
+				t.refs[[2]string{gw, string(ref)}] = string(order)
+				return nil
+			})
+	}
 	return t.flush()
 }
 
@@ -152,6 +254,13 @@ func (t *pgTx) lock(id uint64) error {
 }
 
 func (t *pgTx) Notification(id uint64) (*ipn.Notification, error) {
+	if n, ok := t.notes[id]; ok {
+		if err := t.noteErrs[id]; err != nil {
+			return nil, err
+		}
+		c := *n
+		return &c, nil
+	}
 	if err := t.lock(id); err != nil {
 		return nil, err
 	}
@@ -224,10 +333,26 @@ func readNotification(row rowReader, id uint64) (*ipn.Notification, error) {
 }
 
 func (t *pgTx) State(id uint64) (*ipn.Processing, error) {
+	if b, ok := t.states[id]; ok {
+		return decodeState(b, id)
+	}
 	if err := t.lock(id); err != nil {
 		return nil, err
 	}
 	return readState(t.row, id)
+}
+
+// decodeState decodes the processing record b of notification id (nil:
+// none).
+func decodeState(b []byte, id uint64) (*ipn.Processing, error) {
+	if b == nil {
+		return nil, nil
+	}
+	p := new(ipn.Processing)
+	if err := decode(b, p, fmt.Sprintf("state of notification %d", id)); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // readState reads the processing record of notification id, nil when
@@ -238,15 +363,23 @@ func readState(row rowReader, id uint64) (*ipn.Processing, error) {
 	if err != nil || !found {
 		return nil, err
 	}
-	p := new(ipn.Processing)
-	if err := decode(b, p, fmt.Sprintf("state of notification %d", id)); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return decodeState(b, id)
 }
 
 func (t *pgTx) FindRef(gateway string, refs []string) (string, error) {
 	if len(refs) == 0 {
+		return "", nil
+	}
+	known := true
+	for _, r := range refs {
+		if order, ok := t.refs[[2]string{gateway, r}]; !ok {
+			known = false
+			break
+		} else if order != "" {
+			return order, nil
+		}
+	}
+	if known {
 		return "", nil
 	}
 	keys := make([][]byte, len(refs))
@@ -261,6 +394,9 @@ func (t *pgTx) FindRef(gateway string, refs []string) (string, error) {
 }
 
 func (t *pgTx) FactHolder(key string) (uint64, error) {
+	if id, ok := t.facts[key]; ok {
+		return id, nil
+	}
 	var id int64
 	_, err := t.row(`SELECT id FROM facts WHERE key = $1`, []any{[]byte(key)}, &id)
 	return uint64(id), err
@@ -432,6 +568,9 @@ func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
 	if err != nil {
 		return err
 	}
+	if t.states != nil {
+		t.states[id] = b
+	}
 	if err := t.exec(`INSERT INTO processing (id, state, record) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`, int64(id), string(p.State), b); err != nil {
 		return err
@@ -453,10 +592,16 @@ func (t *pgTx) DropRetries(id uint64) error {
 }
 
 func (t *pgTx) ClaimFact(key string, id, prev uint64) error {
+	if t.facts != nil {
+		t.facts[key] = id
+	}
 	return t.exec(`INSERT INTO facts (key, id) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET id = excluded.id`, []byte(key), int64(id))
 }
 
 func (t *pgTx) ReleaseFact(key string) error {
+	if t.facts != nil {
+		t.facts[key] = 0
+	}
 	return t.exec(`DELETE FROM facts WHERE key = $1`, []byte(key))
 }
 
@@ -781,6 +926,10 @@ func (t *pgTx) TakeDue(d record.Due) (string, *record.Orphan, error) {
 }
 
 func (t *pgTx) LinkRef(gateway, ref, orderID string) error {
+	k := [2]string{gateway, ref}
+	if order, ok := t.refs[k]; ok && order == "" {
+		t.refs[k] = orderID
+	}
 	return t.exec(`INSERT INTO payment_refs (gateway, ref, order_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 		gateway, []byte(ref), []byte(orderID))
 }
