@@ -40,7 +40,9 @@ import (
 // The state fields are those of the item when it was written (pending);
 // its changes go to its state record (outboxstate.go). Every field of the
 // types above is in the layout: TestOutboxBodyEveryField fills each one
-// and fails on one that does not come back.
+// and fails on one that does not come back. A field added to them needs
+// the next format byte, written from then on, with format 1 still read
+// (its items lack the field).
 //
 // A record of packMin bytes or more is packed (codec.go) with its own
 // dictionary, dictOutbox, under tagOutboxPacked: an item's order id,
