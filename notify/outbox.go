@@ -278,7 +278,10 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 	for ctx.Err() == nil && !w.draining() {
 		if free > 0 && len(queue) == 0 {
 			// In-flight items are still pending in the store: passed over.
-			items, at, err := w.o.Outbox.DueLaneSkipping(l.kind, w.o.Now(), w.o.Batch, func(id uint64) bool { return inflight[id] })
+			// No more than the free slots take at once: an item read
+			// and left waiting here would be delivered as it was read,
+			// even after a discard, or after its order's next item.
+			items, at, err := w.o.Outbox.DueLaneSkipping(l.kind, w.o.Now(), min(w.o.Batch, free*l.burst), func(id uint64) bool { return inflight[id] })
 			if err != nil {
 				failures++
 				wait := backoff.Delay(time.Second, storeRetryCap, failures)

@@ -383,6 +383,9 @@ func (db *DB) ListOutbox(state string, limit int) ([]OutboxItem, error) {
 		c := tx.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
 			it, err := decodeOutbox(tx, binary.BigEndian.Uint64(k), v)
+			if errors.Is(err, ErrCorrupt) {
+				continue // left out (GetOutbox reports it): it fails no list
+			}
 			if err != nil {
 				return err
 			}
