@@ -24,6 +24,7 @@ import (
 	"ipnd/fulfil"
 	"ipnd/internal/backoff"
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // SchemaVersion is the layout version this build writes and understands.
@@ -1149,10 +1150,7 @@ func stateOf(tx *bolt.Tx, id uint64) (*ipn.Processing, error) {
 
 // receivedState is the state of a notification the pipeline has not
 // touched.
-func receivedState(n *ipn.Notification) *ipn.Processing {
-	return &ipn.Processing{State: ipn.StateReceived,
-		History: []ipn.HistoryEntry{{At: n.ReceivedAt, State: ipn.StateReceived}}}
-}
+func receivedState(n *ipn.Notification) *ipn.Processing { return record.Received(n) }
 
 // Filter selects notifications for List. Zero fields match everything.
 type Filter struct {
