@@ -726,10 +726,18 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 }
 
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
-	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "failed",
-		ipn.OutboxSkipped: "skipped"}[r.State]
-	if r.NotAttempted {
+	var result string
+	switch {
+	case r.NotAttempted:
 		result = "not_attempted"
+	case r.State == ipn.OutboxSent:
+		result = "sent"
+	case r.State == ipn.OutboxDead:
+		result = "dead"
+	case r.State == ipn.OutboxPending:
+		result = "failed"
+	case r.State == ipn.OutboxSkipped:
+		result = "skipped"
 	}
 	switch {
 	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge

@@ -58,7 +58,10 @@ import (
 // is rewritten on upgrade: an item without a state record is as its
 // JSON says until its first change, so the move costs no time on open
 // and there is nothing to resume after a crash.
-const SchemaVersion = 8
+// 9: an outbox item is queued in a binary layout (outboxbody.go), which a
+// build that knows 8 would read as a damaged item and mark dead. Nothing
+// is rewritten on upgrade: items queued before read as their JSON says.
+const SchemaVersion = 9
 
 // Errors callers test with errors.Is.
 var (
@@ -409,7 +412,8 @@ func (db *DB) init() error {
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
 			// 7 -> 8 rewrites nothing (an outbox item without a state
-			// record reads as its JSON says).
+			// record reads as its JSON says), nor does 8 -> 9 (an item
+			// queued before reads as its JSON says).
 			if got < 6 {
 				if _, err := db.migrateOrders(tx); err != nil {
 					return fmt.Errorf("store: moving orders to schema 6: %w", err)
