@@ -219,6 +219,13 @@ func conformance(t *testing.T, b *backend) string {
 		notes = append(notes, webhook(fmt.Sprintf("m4_%d", i), "payment.completed",
 			fmt.Sprintf(`"txn_id":"T4_%d","order_id":"O4","amount":"1.00","currency":"USD"`, i)))
 	}
+	// 23..32: an order that outgrows the small layout before it learns
+	// its currency (its facts are all read again: OrderState.Full).
+	for i := range 9 {
+		notes = append(notes, webhook(fmt.Sprintf("m5_%d", i), "payment.pending",
+			fmt.Sprintf(`"txn_id":"T5_%d","order_id":"O5","amount":"2.00"`, i)))
+	}
+	notes = append(notes, webhook("m5_c", "payment.completed", `"txn_id":"T5_0","order_id":"O5","amount":"2.00","currency":"EUR"`))
 	for _, n := range notes {
 		if _, err := b.append(n); err != nil {
 			t.Fatal(err)
@@ -266,7 +273,7 @@ func describe(t *testing.T, b *backend, out *strings.Builder, last uint64) {
 		}
 		fmt.Fprintf(out, " history=%q\n", hist)
 	}
-	for _, id := range []string{"O1", "O2", "O3", "O4", "ORD-P1", "paypal:P9"} {
+	for _, id := range []string{"O1", "O2", "O3", "O4", "O5", "ORD-P1", "paypal:P9"} {
 		o, err := b.order(id)
 		if errors.Is(err, ipn.ErrNotFound) {
 			fmt.Fprintf(out, "order %s: none\n", id)
