@@ -240,12 +240,12 @@ func conformance(t *testing.T, b *backend) string {
 	fmt.Fprintf(&out, "\nexpired past park_for: %d %v\n", n, err)
 	describe(t, b, &out, last)
 
-	for _, id := range []uint64{2, 3, 7} {
+	for _, id := range []uint64{2, 3, 7, 12, 32} {
 		if err := b.replay(id, time.Now()); err != nil {
 			t.Fatalf("%s: replay %d: %v", b.name, id, err)
 		}
 	}
-	fmt.Fprintf(&out, "\nreplayed 2, 3 and 7\n")
+	fmt.Fprintf(&out, "\nreplayed 2, 3, 7, 12 and 32\n")
 	runUntilIdle(t, b, verify, last)
 	describe(t, b, &out, last)
 	return out.String()
