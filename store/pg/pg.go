@@ -5,6 +5,15 @@
 // also with several ipnd processes on one database (the id counter's row
 // lock serializes the allocating transactions, and a transaction commits
 // before the next one can allocate).
+//
+// The pipeline runs on it through Journal (journal.go), in the process
+// that leads (leader.go): record.Finish, record.Attach and
+// record.ExpireParked drive pgTx (tx.go), a transaction as record.Tx,
+// with the bbolt store's semantics, fenced by the lease's epoch. Not
+// built yet: fulfilment (products configured: a batch that would issue
+// fails, see pgTx.Fulfil), the outbox worker's side (taking due items,
+// recording results), the admin API's and the dashboard's reads,
+// retention, migration from and to bbolt.
 package pg
 
 import (
