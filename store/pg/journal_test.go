@@ -672,3 +672,122 @@ func TestPGFulfilmentNotBuilt(t *testing.T) {
 		t.Fatalf("with products, a partial refund: %+v %v", recs, err)
 	}
 }
+
+// TestPGTakeoverResumes: two processes on one database, each ingesting;
+// the leader stops in the middle of the stream and the other takes over
+// the pipeline where it left off: every notification applied exactly
+// once (one fact and one applied entry each, one order each), each
+// outbox item queued once.
+func TestPGTakeoverResumes(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	dbs := []*DB{open(t, c.DSN()), open(t, c.DSN())}
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaders []*Leader
+	var stops []context.CancelFunc
+	var runs sync.WaitGroup
+	for _, db := range dbs {
+		l := db.NewLeader(2 * time.Second)
+		lctx, stop := context.WithCancel(ctx)
+		leaders, stops = append(leaders, l), append(stops, stop)
+		runs.Add(1)
+		go func() {
+			defer runs.Done()
+			l.Run(lctx, func(lead context.Context, epoch int64) {
+				p := pipeline.New(pipeline.Options{Journal: db.Journal(lead, l, epoch), Gateways: []gateway.Gateway{g},
+					BatchDelay: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+				p.Run(lead)
+			})
+		}()
+	}
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+		runs.Wait()
+	}()
+	applied := func() int {
+		var n int
+		if err := dbs[0].pool.QueryRow(ctx, `SELECT count(*) FROM processing WHERE state = 'applied'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not in 60 s: %s", what)
+			}
+			time.Sleep(5 * time.Millisecond) // polling with a deadline
+		}
+	}
+	first := -1
+	waitFor("a leader", func() bool {
+		for i, l := range leaders {
+			if _, ok := l.Leading(); ok {
+				first = i
+				return true
+			}
+		}
+		return false
+	})
+	const n = 400
+	ingested := make(chan error, 1)
+	go func() {
+		for i := range n {
+			_, _, err := dbs[i%2].Append(ctx, webhook(fmt.Sprintf("m%d", i), "payment.completed",
+				fmt.Sprintf(`"txn_id":"T%d","order_id":"O%d","amount":"1.00","currency":"USD","customer_email":"a@example.com"`, i, i)))
+			if err != nil {
+				ingested <- err
+				return
+			}
+		}
+		ingested <- nil
+	}()
+	waitFor("a third applied", func() bool { return applied() >= n/3 })
+	stops[first]() // the leader goes in the middle of the stream
+	waitFor("the first leader to stop", func() bool { _, ok := leaders[first].Leading(); return !ok })
+	if left := n - applied(); left == 0 {
+		t.Fatal("every notification was applied before the leader stopped: nothing was taken over")
+	} else {
+		t.Logf("the leader stopped with %d notifications left", left)
+	}
+	if err := <-ingested; err != nil {
+		t.Fatal(err)
+	}
+	waitFor("every notification applied", func() bool { return applied() == n })
+	if _, ok := leaders[1-first].Leading(); !ok {
+		t.Error("the other process does not lead")
+	}
+	for _, q := range []struct {
+		sql  string
+		want int
+	}{
+		{`SELECT count(*) FROM orders`, n},
+		{`SELECT count(*) FROM order_facts`, 0}, // small orders: their one fact is in the order's row
+		{`SELECT count(*) FROM processing WHERE json_array_length(record->'history') <> 2`, 0},
+		{`SELECT count(*) FROM facts`, n},
+		{`SELECT count(*) FROM outbox`, 3 * n},
+		{`SELECT count(DISTINCT id) FROM outbox`, 3 * n},
+		{`SELECT value FROM ipnd_counters WHERE name = 'cursor'`, n},
+	} {
+		var got int
+		if err := dbs[0].pool.QueryRow(ctx, q.sql).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != q.want {
+			t.Errorf("%s = %d, want %d", q.sql, got, q.want)
+		}
+	}
+	for i := range n {
+		o, err := dbs[1].GetOrder(ctx, fmt.Sprintf("O%d", i))
+		if err != nil || len(o.Facts) != 1 || o.Paid != "1.00" || o.Status != ipn.OrderPaid {
+			t.Fatalf("order O%d: %+v %v", i, o, err)
+		}
+	}
+}
