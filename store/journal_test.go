@@ -549,8 +549,8 @@ func TestSchemaUpgrade(t *testing.T) {
 			db = reopen(t, path)
 			defer db.Close()
 			db.bolt.View(func(tx *bolt.Tx) error {
-				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 8 {
-					t.Errorf("schema after open = %d, want %d (8)", got, SchemaVersion)
+				if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion || SchemaVersion != 9 {
+					t.Errorf("schema after open = %d, want %d (9)", got, SchemaVersion)
 				}
 				return nil
 			})
