@@ -42,10 +42,15 @@ import (
 //
 // IPND_E2E_N sets N (default 60,000). IPND_E2E_PREFILL=M runs it a
 // second time, on a store grown by M processed payments first (Prefill,
-// fsync off), and prints the ratios to the empty store of the same run. IPND_E2E_PROFILE=prefix writes CPU
-// profiles of the daemon's run: prefix.ingest.cpu while the clients post,
-// prefix.drain.cpu from then until the last email and callback (not with
-// -test.cpuprofile). make bench runs it.
+// fsync off; then the file is synced and the system's dirty pages
+// written back, as a store that grew over months is on disk: the time
+// that takes is printed), and prints the ratios to the empty store of the
+// same run. Each run prints the bytes this process wrote to disk per
+// payment (/proc/self/io write_bytes). IPND_E2E_PROFILE=prefix writes CPU
+// profiles of the daemon's runs: prefix.E0.ingest.cpu (P0 for the
+// prefilled store) while the clients post, prefix.E0.drain.cpu from then
+// until the last email and callback (not with -test.cpuprofile). make
+// bench runs it.
 func BenchmarkE2E(b *testing.B) {
 	n := 60000
 	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_N")); err == nil && v > 0 {
@@ -66,6 +71,16 @@ func BenchmarkE2E(b *testing.B) {
 		st, _ := os.Stat(filepath.Join(dir, "ipnd.db"))
 		fmt.Printf("\nprefilled %d processed payments (orders, no outbox items) in %s with NoSync: ipnd.db %d MB\n",
 			prefill, time.Since(t0).Round(time.Second), st.Size()>>20)
+		// A store that grew over months is on disk: no writeback of the
+		// prefill may queue ahead of the measured run's fdatasyncs.
+		t0 = time.Now()
+		if f, err := os.OpenFile(filepath.Join(dir, "ipnd.db"), os.O_RDWR, 0); err == nil {
+			f.Sync()
+			f.Close()
+		}
+		syscall.Sync()
+		fmt.Printf("  synced and written back in %s (Dirty %s, Writeback %s after)\n", time.Since(t0).Round(time.Millisecond),
+			meminfo("Dirty"), meminfo("Writeback"))
 		big := e2eRun(b, dir, fmt.Sprintf("P%d", i), n)
 		e2ePrint(b, fmt.Sprintf("%d stored", prefill), n, bareRes, big)
 		ratio := func(a, b time.Duration) float64 { return a.Seconds() / b.Seconds() }
@@ -94,6 +109,8 @@ func e2ePrint(b *testing.B, store string, n int, bareRes loadResult, r e2eResult
 		fmt.Printf("  %-34s %9.0f µs while posting, %.0f µs in all (this process: daemon + clients + SMTP + shop; steadier than rates on a shared machine)\n",
 			"CPU per payment", float64(r.ingestCPU.Microseconds())/float64(n), float64(r.cpu.Microseconds())/float64(n))
 		fmt.Printf("  %-34s %9.1f MB (max of /proc/self/status every 100 ms; in-process: daemon + clients + SMTP + shop)\n", "RssAnon", float64(r.rssAnon)/(1<<20))
+		fmt.Printf("  %-34s %9.1f KB per payment (/proc/self/io write_bytes, until the last email and callback)\n", "written to disk",
+			float64(r.written)/1024/float64(n))
 		if store != "empty store" {
 			return
 		}
@@ -151,6 +168,7 @@ type e2eResult struct {
 	// clients post, and until the last email and callback.
 	ingestCPU, cpu time.Duration
 	load           string
+	written        int64 // bytes this process wrote to disk (write_bytes)
 }
 
 // e2ePost posts n payments (prefix-0 .. prefix-(n-1)) to the receiver at
@@ -271,7 +289,7 @@ secret = %q
 			return
 		}
 		pprof.StopCPUProfile()
-		f, err := os.Create(profile + "." + name + ".cpu")
+		f, err := os.Create(profile + "." + prefix + "." + name + ".cpu")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -287,7 +305,7 @@ secret = %q
 	}()
 
 	startProfile("ingest")
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0, written0 := time.Now(), processCPU(), writeBytes()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n)
@@ -323,7 +341,32 @@ secret = %q
 	<-rssDone
 	r.rssAnon = rss.Load()
 	r.cpu = processCPU() - cpu0
+	r.written = writeBytes() - written0
 	return r
+}
+
+// writeBytes is what this process has written to disk (/proc/self/io
+// write_bytes; 0 when unknown).
+func writeBytes() int64 {
+	b, _ := os.ReadFile("/proc/self/io")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// meminfo is the value of a line of /proc/meminfo ("Dirty": "1234 kB").
+func meminfo(key string) string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }
 
 // processCPU is the CPU time (user and system) this process has used.
