@@ -222,7 +222,7 @@ func termIDs(b *bolt.Bucket, h []byte, before uint64) *ids {
 	it.older = func(k []byte) bool {
 		// k is the key before the range's first key with h (nil: none):
 		// the next range to walk is the older of part-1 and k's range.
-		if k == nil || len(k) < 4 || part == 0 {
+		if len(k) < 4 || part == 0 {
 			return false
 		}
 		part = min(part-1, uint64(binary.BigEndian.Uint32(k)))
