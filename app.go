@@ -25,7 +25,6 @@ import (
 	"ipnd/notify"
 	"ipnd/pipeline"
 	"ipnd/public"
-	"ipnd/store"
 )
 
 // app is one ipnd: the store, the metrics, the receiver, the pipeline
@@ -36,7 +35,7 @@ type app struct {
 	getenv func(string) string
 	log    *slog.Logger
 	procs  int
-	db     *store.DB
+	db     Store
 	m      *metrics.Metrics
 	rcv    *public.Receiver
 	pipe   *pipeline.Pipeline
@@ -107,11 +106,11 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	if _, err := cfg.adminToken(); err != nil {
 		return nil, err
 	}
-	a.db, err = store.Open(cfg.Store.Path, store.Options{EffectKinds: effectKinds(cfg), OnCommit: func(d time.Duration, n int) {
+	a.db, err = openStore(cfg, func(d time.Duration, n int) {
 		if a.m != nil {
 			a.m.Committed(d, n)
 		}
-	}})
+	})
 	if err != nil {
 		return nil, err
 	}

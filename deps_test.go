@@ -12,7 +12,8 @@ const anyIpnd = "ipnd/..."
 
 // TestImportRules guards the layering (dependencies point inward, to the
 // domain): ipn, the domain, imports none of ipnd's other packages and no
-// HTTP; the gateway adapters import the domain only; the public
+// HTTP; the gateway adapters import the domain only; the transaction
+// that records a decision (record) knows no storage; the public
 // handlers and the pipeline reach the store, delivery and metrics through
 // interfaces they declare, never by import; metrics and the timing
 // helpers import nothing of ipnd's. go list -deps: indirect imports count.
@@ -25,6 +26,7 @@ func TestImportRules(t *testing.T) {
 		{"ipnd/ipn/gateway", []string{"ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline"}},
 		{"ipnd/public", []string{"ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/pipeline"}},
 		{"ipnd/pipeline", []string{"ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public"}},
+		{"ipnd/record", []string{"ipnd/ipn/gateway", "ipnd/store", "ipnd/store/pg", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline", "go.etcd.io/bbolt", "github.com/jackc/pgx/v5", "net/http"}},
 		{"ipnd/store", []string{"ipnd/ipn/gateway", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline"}},
 		{"ipnd/notify", []string{"ipnd/store", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline"}},
 		{"ipnd/fulfil", []string{"ipnd/ipn/gateway", "ipnd/store", "ipnd/notify", "ipnd/metrics", "ipnd/admin", "ipnd/public", "ipnd/pipeline", "net/http"}},

@@ -17,7 +17,6 @@ import (
 	"ipnd/ipn/gateway"
 	"ipnd/metrics"
 	"ipnd/notify"
-	"ipnd/store"
 )
 
 // ensureGenerated creates the secret files that the embedded defaults
@@ -175,7 +174,7 @@ func (c *Config) gatewayOptions(g GatewayConfig, secrets []string) gateway.Confi
 // newOutboxWorker builds the delivery of emails (SMTP, or .eml files
 // under the data directory when no smtp.host is set), shop callbacks and
 // the notification script.
-func newOutboxWorker(cfg *Config, db *store.DB, m *metrics.Metrics, log *slog.Logger) (*notify.Worker, error) {
+func newOutboxWorker(cfg *Config, db notify.Outbox, m *metrics.Metrics, log *slog.Logger) (*notify.Worker, error) {
 	mailer, err := newMailer(cfg)
 	if err != nil {
 		return nil, err

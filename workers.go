@@ -81,7 +81,7 @@ func (w *workerRun) stop() { w.cancel(); <-w.done }
 // older than keep, in transactions of 200 records with a pause between
 // them, so that ingest never waits long behind it. Store errors are
 // logged and tried again next time.
-func purgeLoop(ctx context.Context, db *store.DB, m *metrics.Metrics, log *slog.Logger, keep time.Duration, now func() time.Time) error {
+func purgeLoop(ctx context.Context, db purger, m *metrics.Metrics, log *slog.Logger, keep time.Duration, now func() time.Time) error {
 	every := min(max(keep/10, time.Second), 10*time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -119,7 +119,7 @@ func purgeLoop(ctx context.Context, db *store.DB, m *metrics.Metrics, log *slog.
 // (ingest answers 503) and why, then once every repeat while that lasts
 // with the count of requests refused meanwhile, and at WARN when it takes
 // them again: a few lines for an outage, not one per request.
-func watchStore(ctx context.Context, db *store.DB, log *slog.Logger, every, repeat time.Duration) {
+func watchStore(ctx context.Context, db watched, log *slog.Logger, every, repeat time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var (

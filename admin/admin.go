@@ -36,7 +36,7 @@ import (
 
 // Options configure Handler. Store and Token are required.
 type Options struct {
-	Store       *store.DB
+	Store       Store
 	Token       string
 	OpenMetrics bool         // /metrics and /healthz without the token
 	Metrics     http.Handler // nil: no /metrics route
@@ -673,8 +673,8 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	return d.w.Write(p)
 }
 
-// backup streams a consistent copy of the database (a bbolt read
-// transaction, so ingest goes on).
+// backup streams a consistent copy of the database (Store.Backup: the
+// bbolt store's is a read transaction, so ingest goes on).
 func (a *api) backup(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	dw := deadlineWriter{w: w, rc: http.NewResponseController(w), idle: 30 * time.Second}
 	started := false

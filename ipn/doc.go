@@ -6,7 +6,8 @@
 // ipn imports none of ipnd's other packages, and no net/http or router:
 // the adapters that read each gateway's wire format are in ipnd/ipn/gateway,
 // the HTTP handlers in ipnd/public and ipnd/admin, the processing loop in
-// ipnd/pipeline, persistence in ipnd/store. They all speak in ipn's types.
+// ipnd/pipeline, the transaction that records a decision in ipnd/record,
+// persistence in ipnd/store. They all speak in ipn's types.
 //
 // The path of a notification through the packages, a step a line, with
 // the file where each step lives:
@@ -16,9 +17,9 @@
 //  3. pipeline/pipeline.go: step takes the Pending work and runs the postback where the gateway has one (PayPal).
 //  4. ipn/gateway/<kind>.go: Normalize turns the gateway's wire format into an Event.
 //  5. ipn/decide.go: Assess checks ids, money, test payments and the receiver, and gives the Outcome.
-//  6. store/pipeline.go: Finish looks up what is stored (the order, the payment fact's first copy, the references).
+//  6. record/finish.go: Finish (which store/pipeline.go runs in one bbolt Update) looks up, through the store's record.Tx (store/tx.go), what is stored (the order, the payment fact's first copy, the references).
 //  7. ipn/decide.go: Decide says duplicate, refused, parked or applied; Apply (apply.go) is the order's state machine; review.go every reason for review.
-//  8. store/pipeline.go: record writes the Decision in the same transaction; refs.go adopts the events parked for the order.
+//  8. record/finish.go: write writes the Decision in the same transaction; record/attach.go adopts the events parked for the order.
 //  9. notify/outbox.go: the outbox worker delivers each queued effect in its lane (customer email, merchant email, callback, script).
 //  10. notify/mail.go, notify/shop.go: the emails and the shop's order.<status> envelope.
 //

@@ -29,3 +29,9 @@ var ErrInvalid = errors.New("gateway answered INVALID")
 // (store.ErrNotFound is this error), so that the listeners can tell it
 // apart without importing the store.
 var ErrNotFound = errors.New("not found")
+
+// ErrCorrupt: a stored record cannot be decoded. The stores return it
+// (store.ErrCorrupt is this error), so that the code that drives their
+// transactions (ipnd/record) tells a damaged record apart without
+// importing them.
+var ErrCorrupt = errors.New("corrupt record")

@@ -278,7 +278,10 @@ func (w *Worker) runLane(ctx context.Context, l *lane) {
 	for ctx.Err() == nil && !w.draining() {
 		if free > 0 && len(queue) == 0 {
 			// In-flight items are still pending in the store: passed over.
-			items, at, err := w.o.Outbox.DueLaneSkipping(l.kind, w.o.Now(), w.o.Batch, func(id uint64) bool { return inflight[id] })
+			// No more than the free slots take at once: an item read
+			// and left waiting here would be delivered as it was read,
+			// even after a discard, or after its order's next item.
+			items, at, err := w.o.Outbox.DueLaneSkipping(l.kind, w.o.Now(), min(w.o.Batch, free*l.burst), func(id uint64) bool { return inflight[id] })
 			if err != nil {
 				failures++
 				wait := backoff.Delay(time.Second, storeRetryCap, failures)
@@ -723,10 +726,18 @@ func (w *Worker) result(it ipn.OutboxItem, err error, permanent bool) ipn.Outbox
 }
 
 func (w *Worker) report(it ipn.OutboxItem, r ipn.OutboxResult) {
-	result := map[string]string{ipn.OutboxSent: "sent", ipn.OutboxDead: "dead", ipn.OutboxPending: "failed",
-		ipn.OutboxSkipped: "skipped"}[r.State]
-	if r.NotAttempted {
+	var result string
+	switch {
+	case r.NotAttempted:
 		result = "not_attempted"
+	case r.State == ipn.OutboxSent:
+		result = "sent"
+	case r.State == ipn.OutboxDead:
+		result = "dead"
+	case r.State == ipn.OutboxPending:
+		result = "failed"
+	case r.State == ipn.OutboxSkipped:
+		result = "skipped"
 	}
 	switch {
 	case r.State == ipn.OutboxSkipped: // nothing was sent: counted by the store's gauge

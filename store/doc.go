@@ -43,6 +43,12 @@
 // dedup buckets; Open applies what a crash left in the journal; reads wait
 // for the applier (settle), so they see every acknowledged record.
 //
+// What a decision reads and what it decided are read and written by
+// ipnd/record, which drives the transaction (Finish, ExpireParked: look
+// up, ipn.Decide, write, adopt parked events) through record.Tx; boltTx
+// (tx.go) is record.Tx over a *bolt.Tx, each method one of the functions
+// that keep the buckets above. The store decides nothing.
+//
 // Invariants: ids strictly increase and are never reused (not even those
 // of a torn journal tail, which never got an answer); a raw record
 // never changes; one bbolt Update per business fact.

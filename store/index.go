@@ -693,6 +693,9 @@ func outboxByPrefix(tx *bolt.Tx, b *bolt.Bucket, prefix []byte, keep func(*Outbo
 	}
 	for w := newIDs(b, prefix, 0); w.ok; w.next() {
 		it, err := getOutbox(tx, w.id)
+		if errors.Is(err, ErrCorrupt) {
+			continue // left out (GetOutbox reports it): it fails no list
+		}
 		if err != nil {
 			return err
 		}
@@ -717,6 +720,9 @@ func (db *DB) OutboxByState(state string, before uint64, limit int) ([]OutboxIte
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		for w := newIDs(tx.Bucket(bucketIxOutState), append([]byte(state), 0), before); w.ok && len(out) < limit; w.next() {
 			it, err := getOutbox(tx, w.id)
+			if errors.Is(err, ErrCorrupt) {
+				continue // left out (GetOutbox reports it): it fails no list
+			}
 			if err != nil {
 				return err
 			}

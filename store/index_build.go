@@ -141,7 +141,7 @@ func indexOutboxFrom(tx *bolt.Tx, from uint64) (uint64, error) {
 		}
 		n++
 		var it ipn.OutboxItem
-		if err := decodeValue(v, &it); err != nil {
+		if err := decodeOutboxBody(v, &it); err != nil {
 			continue
 		}
 		if err := indexOutbox(tx, nil, &it); err != nil {

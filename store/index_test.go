@@ -225,7 +225,7 @@ func checkIndexes(t *testing.T, db *DB, since time.Time) {
 	db.bolt.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 			var it OutboxItem
-			if err := decodeValue(v, &it); err != nil {
+			if err := decodeOutboxBody(v, &it); err != nil {
 				t.Fatal(err)
 			}
 			items = append(items, it)

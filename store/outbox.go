@@ -597,6 +597,12 @@ func (db *DB) FinishOutbox(results []ipn.OutboxResult, now time.Time) error {
 				it.SentAt = now.UTC()
 			case ipn.OutboxSkipped:
 				full, err := getOutbox(tx, r.ID) // (rare: a skip names the template)
+				if errors.Is(err, ErrCorrupt) {
+					// Damaged since it was taken: its history line says
+					// what the state record knows, and the batch (every
+					// lane's results) is recorded all the same.
+					full, err = &it, nil
+				}
 				if err != nil {
 					return err
 				}

@@ -112,6 +112,9 @@ var errStateRecord = errors.New("bad outbox state record")
 type stateReader struct {
 	b   []byte
 	err error
+	// str, when not empty, holds the bytes b was at first, as a string:
+	// string returns parts of it (no allocation per string).
+	str string
 }
 
 func (r *stateReader) uvarint() uint64 {
@@ -162,7 +165,13 @@ func (r *stateReader) string() string {
 		r.err = errStateRecord
 		return ""
 	}
-	s := string(r.b[:n])
+	var s string
+	if r.str != "" {
+		at := len(r.str) - len(r.b)
+		s = r.str[at : at+int(n)]
+	} else {
+		s = string(r.b[:n])
+	}
 	r.b = r.b[n:]
 	return s
 }
@@ -215,9 +224,12 @@ func putOutboxState(tx *bolt.Tx, it *ipn.OutboxItem) error {
 // again only when its effect changes: retention scrubs it, a damaged one
 // is replaced).
 func putOutboxBody(tx *bolt.Tx, it *ipn.OutboxItem) error {
-	b, err := encodeValue(it)
-	if err != nil {
-		return err
+	b := outboxBody(it) // outboxbody.go
+	if writePlain {
+		var err error
+		if b, err = encodeValue(it); err != nil {
+			return err
+		}
 	}
 	outbox := tx.Bucket(bucketOutbox)
 	// Ids are sequential and items are not rewritten as they are sent:
@@ -231,7 +243,7 @@ func putOutboxBody(tx *bolt.Tx, it *ipn.OutboxItem) error {
 // laid over it.
 func decodeOutbox(tx *bolt.Tx, id uint64, v []byte) (*ipn.OutboxItem, error) {
 	var it ipn.OutboxItem
-	if err := decodeValue(v, &it); err != nil {
+	if err := decodeOutboxBody(v, &it); err != nil {
 		return nil, fmt.Errorf("%w: outbox %d: %v", ErrCorrupt, id, err)
 	}
 	if sv := tx.Bucket(bucketOutboxState).Get(u64(id)); sv != nil {

@@ -73,8 +73,8 @@ func TestOutboxItemBeforeStateRecords(t *testing.T) {
 	db.Close()
 	db = reopen(t, path)
 	db.bolt.View(func(tx *bolt.Tx) error {
-		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != 8 {
-			t.Errorf("schema after open = %d, want 8", got)
+		if got := getU64(tx.Bucket(bucketMeta).Get(keySchema)); got != SchemaVersion {
+			t.Errorf("schema after open = %d, want %d", got, SchemaVersion)
 		}
 		if n := tx.Bucket(bucketOutboxState).Stats().KeyN; n != 0 {
 			t.Errorf("%d state records written on upgrade, want none", n)

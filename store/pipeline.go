@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 var (
@@ -228,54 +228,22 @@ func nextRetryDue(tx *bolt.Tx, skip func(gateway string, id uint64, state func()
 }
 
 // Finish records the outcomes of a batch of notifications in a single
-// transaction and moves the cursor to cursor (when that is further). For
-// each outcome: state, history entry, event, retry schedule, and the event
-// key that makes a later copy of the same payment fact a duplicate. A
-// notification already final (processed before a crash) is left as it
-// is. It returns the state recorded for each outcome. The notifications
-// are ones Pending returned, so they are in the log already: Finish does
-// not wait for the applier.
+// transaction and moves the cursor to cursor (when that is further):
+// record.Finish, in one Update. For each outcome: state, history entry,
+// event, retry schedule, and the event key that makes a later copy of
+// the same payment fact a duplicate. A notification already final
+// (processed before a crash) is left as it is. It returns the state
+// recorded for each outcome. The notifications are ones Pending
+// returned, so they are in the log already: Finish does not wait for the
+// applier.
 func (db *DB) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
-	states := make([]ipn.Recorded, len(outs))
-	// damaged[i]: outcome i reads a record that does not decode. The
-	// transaction is run again with it recorded as failed, so that one
-	// damaged record stalls nothing (at most len(outs) runs).
-	damaged := map[int]error{}
-	for {
-		var bad *damagedOutcome
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
-			tx.Bucket(bucketState).FillPercent = 0.9 // ids arrive mostly in order
-			for i, o := range outs {
-				var st ipn.Recorded
-				var err error
-				if cause, ok := damaged[i]; ok {
-					st, err = db.finishDamaged(tx, o, cause, now)
-				} else if st, err = db.finishOne(tx, o, now); errors.Is(err, ErrCorrupt) {
-					bad = &damagedOutcome{i, err}
-					return err
-				}
-				if err != nil {
-					return err
-				}
-				states[i] = st
-			}
-			meta := tx.Bucket(bucketMeta)
-			if cursor > getU64(meta.Get(keyCursor)) {
-				return meta.Put(keyCursor, u64(cursor))
-			}
-			return nil
-		})
-		if bad != nil {
-			damaged[bad.i] = bad.err
-			continue
-		}
-		if err == nil {
-			db.damagedSeen.Add(int64(len(damaged)))
-			db.pokeOutbox()
-			db.announceFinished(outs, states, now) // live events (events.go)
-		}
-		return states, mapClosed(err)
+	states, damaged, err := record.Finish(db.update, outs, cursor, now)
+	if err == nil {
+		db.damagedSeen.Add(int64(damaged))
+		db.pokeOutbox()
+		db.announceFinished(outs, states, now) // live events (events.go)
 	}
+	return states, mapClosed(err)
 }
 
 // dropRetries deletes every retry scheduled for notification id (the
@@ -297,55 +265,9 @@ func dropRetries(tx *bolt.Tx, id uint64) error {
 	return err
 }
 
-type damagedOutcome struct {
-	i   int
-	err error
-}
-
 // DamagedSeen counts the outcomes recorded as failed because a record
 // they read did not decode (see ipn.Unreadable).
 func (db *DB) DamagedSeen() int64 { return db.damagedSeen.Load() }
-
-// finishDamaged records outcome o as failed for cause, a record it
-// reads that does not decode. A processing record that does not decode
-// itself is replaced.
-func (db *DB) finishDamaged(tx *bolt.Tx, o ipn.Outcome, cause error, now time.Time) (ipn.Recorded, error) {
-	n, err := logged(tx, o.ID)
-	if errors.Is(err, ErrCorrupt) {
-		n, err = &ipn.Notification{ID: o.ID}, nil // the raw record itself is damaged
-	}
-	if err != nil {
-		return ipn.Recorded{}, err
-	}
-	p, err := processing(tx, n)
-	if errors.Is(err, ErrCorrupt) {
-		// Its retry schedule is unknown too: drop any retry of it, or the
-		// failed notification would be due again and again.
-		p, err = receivedState(n), dropRetries(tx, o.ID)
-	}
-	if err != nil {
-		return ipn.Recorded{}, err
-	}
-	d := ipn.Unreadable(o, p, strings.TrimPrefix(cause.Error(), ErrCorrupt.Error()+": "), now)
-	if d.AlreadyFinal {
-		return d.Recorded, nil
-	}
-	return db.record(tx, o, ipn.Stored{Processing: p}, d, now)
-}
-
-// finishOne records one outcome: it looks up what the decision reads,
-// lets ipn.Decide decide and writes the decision.
-func (db *DB) finishOne(tx *bolt.Tx, o ipn.Outcome, now time.Time) (ipn.Recorded, error) {
-	s, err := lookup(tx, o)
-	if err != nil {
-		return ipn.Recorded{}, err
-	}
-	d := ipn.Decide(o, s, now)
-	if d.AlreadyFinal {
-		return d.Recorded, nil
-	}
-	return db.record(tx, o, s, d, now)
-}
 
 // logged reads notification id from the log.
 func logged(tx *bolt.Tx, id uint64) (*ipn.Notification, error) {
@@ -354,107 +276,6 @@ func logged(tx *bolt.Tx, id uint64) (*ipn.Notification, error) {
 		return nil, fmt.Errorf("notification %d: %w", id, ErrNotFound)
 	}
 	return decodeRecord(id, v)
-}
-
-// lookup reads what ipn.Decide needs to know about o.
-func lookup(tx *bolt.Tx, o ipn.Outcome) (ipn.Stored, error) {
-	var s ipn.Stored
-	n, err := logged(tx, o.ID)
-	if err != nil {
-		return s, err
-	}
-	if s.Processing, err = processing(tx, n); err != nil || s.Processing.State.Final() {
-		return s, err
-	}
-	// Only what the decision can read is read: a damaged record that
-	// does not matter to o does not fail it.
-	if o.Event != nil {
-		s.RefOrder = findRef(tx, o.Context.Gateway, o.Event.PaymentRefs())
-	}
-	if o.State == ipn.StateApplied && o.EventKey != "" {
-		s.FirstOfFact = getU64(tx.Bucket(bucketEvents).Get([]byte(o.EventKey)))
-		if s.FirstOfFact != 0 && s.FirstOfFact != o.ID && ipn.TargetOrder(o, s.RefOrder) != "" {
-			st, err := stateOf(tx, s.FirstOfFact)
-			if err != nil {
-				return s, err
-			}
-			s.FirstNoOrder = st != nil && st.Event != nil && st.Event.OrderID == ""
-		}
-	}
-	if o.ApplyOrder && o.Event != nil {
-		if id := ipn.TargetOrder(o, s.RefOrder); id != "" {
-			ac := o.Context
-			ac.EventKey = o.EventKey
-			if s.Order, s.State, err = orderState(tx, id, o.Event, ac); err != nil {
-				return s, err
-			}
-		}
-	}
-	return s, nil
-}
-
-// record writes decision d about outcome o.
-func (db *DB) record(tx *bolt.Tx, o ipn.Outcome, s ipn.Stored, d ipn.Decision, now time.Time) (ipn.Recorded, error) {
-	if old := s.Processing.NextAttempt; !old.IsZero() {
-		if err := deleteRetry(tx, retryKey(old, o.ID)); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	if due := d.Processing.NextAttempt; !due.IsZero() {
-		if err := putRetry(tx, retryKey(due, o.ID), retryGateway(tx, o)); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	events := tx.Bucket(bucketEvents)
-	switch d.Fact {
-	case ipn.FactClaim:
-		if err := events.Put([]byte(o.EventKey), u64(o.ID)); err != nil {
-			return ipn.Recorded{}, err
-		}
-		if s.FirstOfFact == 0 {
-			db.inserted(tx, bucketEvents, events, []byte(o.EventKey))
-		}
-	case ipn.FactRelease:
-		if err := events.Delete([]byte(o.EventKey)); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	if d.Order != nil {
-		var err error
-		if d.Effects, err = db.fulfilOrder(tx, s.Order, d.Order, d.Write, d.Event, d.Effects, now); err != nil { // SPEC §11
-			return ipn.Recorded{}, err
-		}
-		d.Recorded.OrderTo = d.Order.Status
-		if err := db.recordOrder(tx, s.Order, d.Order, s.State, d.Write); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	if err := db.enqueue(tx, d.Effects, o.ID, now); err != nil {
-		return ipn.Recorded{}, err
-	}
-	if d.Subscription {
-		if err := putSubscription(tx, d.Event, d.Context); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	if d.Park != nil {
-		w := *d.Park
-		w.At = now
-		if err := park(tx, d.Context.Gateway, o.ID, w); err != nil {
-			return ipn.Recorded{}, err
-		}
-	}
-	rec := d.Recorded
-	if d.AttachTo != nil {
-		last, err := db.attach(tx, o.Context.Gateway, d.AttachTo, d.Refs, now)
-		if err != nil {
-			return ipn.Recorded{}, err
-		}
-		if d.Order != nil {
-			rec.OrderTo = last.Status // after the events it adopted
-		}
-	}
-	return rec, putProcessing(tx, o.ID, &d.Processing)
 }
 
 // Cursor returns the pipeline cursor.
@@ -514,18 +335,6 @@ func putProcessing(tx *bolt.Tx, id uint64, p *ipn.Processing) error {
 		return err
 	}
 	return states.Put(u64(id), b)
-}
-
-// retryGateway is the value of outcome o's retry entry: its
-// notification's gateway (nil when the record does not decode).
-func retryGateway(tx *bolt.Tx, o ipn.Outcome) []byte {
-	if o.Context.Gateway != "" {
-		return []byte(o.Context.Gateway)
-	}
-	if n, err := logged(tx, o.ID); err == nil {
-		return []byte(n.Gateway)
-	}
-	return nil
 }
 
 func retryKey(due time.Time, id uint64) []byte {

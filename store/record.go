@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -18,8 +17,9 @@ const (
 	recordPurged  = 2
 )
 
-// ErrCorrupt is returned when a stored record cannot be decoded.
-var ErrCorrupt = errors.New("corrupt record")
+// ErrCorrupt is returned when a stored record cannot be decoded (it is
+// ipn.ErrCorrupt).
+var ErrCorrupt = ipn.ErrCorrupt
 
 // encodeRecord serialises the raw fields of n (not its ID, which is the key):
 //

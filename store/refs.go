@@ -3,12 +3,12 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // Payment references: the identifiers a gateway uses for a payment that
@@ -119,7 +119,8 @@ func (db *DB) nextParkedDue(tx *bolt.Tx) (time.Time, bool) {
 // its notification is failed with the reason and the merchant's alert is
 // queued, in one transaction per batch. A completed payment parked
 // with Own (waiting for the event that names its order, which never
-// came) becomes an order of its own instead (ownAtExpiry). It returns
+// came) becomes an order of its own instead. It is record.ExpireParked
+// in one Update, of at most 256 events. It returns
 // how many it failed or made orders of.
 // The pipeline calls it at each step; NextDue includes the next expiry.
 func (db *DB) ExpireParked(now time.Time) (int, error) {
@@ -132,125 +133,16 @@ func (db *DB) ExpireParked(now time.Time) (int, error) {
 	if !due {
 		return 0, nil
 	}
-	parkFor := db.ParkFor()
-	cutoff := now.Add(-parkFor)
 	n := 0
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		dueB, orphans := tx.Bucket(bucketParkedDue), tx.Bucket(bucketOrphans)
-		var keys [][]byte
-		c := dueB.Cursor()
-		for k, _ := c.First(); k != nil && len(keys) < 256; k, _ = c.Next() {
-			if len(k) != 16 || int64(binary.BigEndian.Uint64(k[:8])) > cutoff.UnixNano() {
-				break
-			}
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
-			id := binary.BigEndian.Uint64(k[8:])
-			gw, first, _ := bytes.Cut(dueB.Get(k), []byte{0})
-			if err := dueB.Delete(k); err != nil {
-				return err
-			}
-			v := orphans.Get(orphanKey(string(gw), string(first), id))
-			if v == nil {
-				continue // adopted meanwhile
-			}
-			var w ipn.Parked
-			if err := decodeValue(v, &w); err != nil || w.Event == nil {
-				return fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, id, err)
-			}
-			for _, r := range w.Event.PaymentRefs() {
-				if err := orphans.Delete(orphanKey(string(gw), r, id)); err != nil {
-					return err
-				}
-			}
-			if err := addParked(tx, -1); err != nil {
-				return err
-			}
-			own := w.OwnOrder(string(gw))
-			if own != "" {
-				p, err := stateOf(tx, id)
-				if err != nil {
-					return err
-				}
-				if p == nil || p.State != ipn.StateApplied {
-					continue // replayed meanwhile: the pipeline decides it again
-				}
-				if err := db.ownAtExpiry(tx, string(gw), own, id, w, parkFor, now); err != nil {
-					return err
-				}
-				n++
-				continue
-			}
-			if w.EventKey != "" && getU64(tx.Bucket(bucketEvents).Get([]byte(w.EventKey))) == id {
-				if err := tx.Bucket(bucketEvents).Delete([]byte(w.EventKey)); err != nil {
-					return err
-				}
-			}
-			p, err := stateOf(tx, id)
-			if err != nil {
-				return err
-			}
-			if p == nil || p.State != ipn.StateApplied {
-				continue // replayed meanwhile: the pipeline decides it again
-			}
-			next, effects := ipn.ExpireParked(p, id, w, parkFor, now)
-			if err := putProcessing(tx, id, &next); err != nil {
-				return err
-			}
-			if err := db.enqueue(tx, effects, id, now); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
+		var err error
+		n, err = record.ExpireParked(&boltTx{db, tx}, db.ParkFor(), 256, now)
+		return err
 	})
 	if err == nil && n > 0 {
 		db.pokeOutbox()
 	}
 	return n, mapClosed(err)
-}
-
-// ownAtExpiry makes the parked payment id (w) of gateway the order of
-// its own, own, as if it had named none when it came (ipn.OwnOrderID):
-// applied with its effects, its references linked to the order and the
-// events parked under them adopted. It keeps its fact key.
-func (db *DB) ownAtExpiry(tx *bolt.Tx, gateway, own string, id uint64, w ipn.Parked, parkFor time.Duration, now time.Time) error {
-	ev, ac := ipn.AdoptEvent(own, id, gateway, w, now)
-	cur, st, err := orderState(tx, own, ev, ac)
-	if err != nil {
-		return err
-	}
-	var next ipn.Order
-	var write *ipn.OrderWrite
-	var effects []ipn.Effect
-	if st != nil {
-		next, write, effects = ipn.ApplyState(cur, st, ev, ac)
-	} else {
-		next, effects = ipn.Apply(cur, ev, ac)
-	}
-	if next.ID == "" {
-		return nil
-	}
-	if effects, err = db.fulfilOrder(tx, cur, &next, write, ev, effects, now); err != nil { // SPEC §11
-		return err
-	}
-	if err := db.recordOrder(tx, cur, &next, st, write); err != nil {
-		return err
-	}
-	if err := db.enqueue(tx, effects, id, now); err != nil {
-		return err
-	}
-	if ipn.IsSubscriptionEvent(ev) {
-		if err := putSubscription(tx, ev, ac); err != nil {
-			return err
-		}
-	}
-	if err := noteAdopted(tx, id, own, ev, ipn.OwnAtExpiry(own, parkFor), now); err != nil {
-		return err
-	}
-	_, err = db.attach(tx, gateway, &next, ev.PaymentRefs(), now)
-	return err
 }
 
 func refKey(gateway, ref string) []byte {
@@ -305,102 +197,6 @@ func park(tx *bolt.Tx, gateway string, id uint64, w ipn.Parked) error {
 		}
 	}
 	return nil
-}
-
-// attach maps refs to order orderID (a reference already mapped keeps its
-// order) and applies, to that order, the orphans parked under any of
-// them, with theirs in turn. It returns the order as it stands after
-// them (o itself when there were none).
-func (db *DB) attach(tx *bolt.Tx, gateway string, o *ipn.Order, refs []string, now time.Time) (*ipn.Order, error) {
-	refsB, orphans := tx.Bucket(bucketRefs), tx.Bucket(bucketOrphans)
-	queue := refs
-	for len(queue) > 0 {
-		r := queue[0]
-		queue = queue[1:]
-		k := refKey(gateway, r)
-		if refsB.Get(k) == nil {
-			if err := refsB.Put(k, []byte(o.ID)); err != nil {
-				return nil, err
-			}
-			db.inserted(tx, bucketRefs, refsB, k)
-		}
-		prefix := append(k, 0)
-		type parked struct {
-			id uint64
-			w  ipn.Parked
-		}
-		var found []parked
-		c := orphans.Cursor()
-		for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
-			if len(key) != len(prefix)+8 {
-				continue
-			}
-			var p parked
-			p.id = binary.BigEndian.Uint64(key[len(prefix):])
-			if err := decodeValue(v, &p.w); err != nil || p.w.Event == nil {
-				return nil, fmt.Errorf("%w: orphan %d: %v", ErrCorrupt, p.id, err)
-			}
-			found = append(found, p)
-		}
-		for _, p := range found {
-			// Every reference it was parked under is settled now.
-			for _, pr := range p.w.Event.PaymentRefs() {
-				if err := orphans.Delete(orphanKey(gateway, pr, p.id)); err != nil {
-					return nil, err
-				}
-			}
-			if err := tx.Bucket(bucketParkedDue).Delete(parkedDueKey(p.w.At, p.id)); err != nil {
-				return nil, err
-			}
-			if err := addParked(tx, -1); err != nil {
-				return nil, err
-			}
-			ev, ac := ipn.AdoptEvent(o.ID, p.id, gateway, p.w, now)
-			cur, st, err := orderState(tx, o.ID, ev, ac)
-			if err != nil {
-				return nil, err
-			}
-			if cur == nil {
-				cur = o
-			}
-			a := ipn.AdoptState(cur, st, p.id, gateway, p.w, now)
-			if a.Effects, err = db.fulfilOrder(tx, cur, &a.Order, a.Write, a.Event, a.Effects, now); err != nil { // SPEC §11
-				return nil, err
-			}
-			if err := db.recordOrder(tx, cur, &a.Order, st, a.Write); err != nil {
-				return nil, err
-			}
-			if err := db.enqueue(tx, a.Effects, p.id, now); err != nil {
-				return nil, err
-			}
-			if a.Subscription {
-				if err := putSubscription(tx, a.Event, a.Context); err != nil {
-					return nil, err
-				}
-			}
-			if err := noteAdopted(tx, p.id, o.ID, a.Event, a.Detail, now); err != nil {
-				return nil, err
-			}
-			o = &a.Order
-			queue = append(queue, a.Event.PaymentRefs()...)
-		}
-	}
-	return o, nil
-}
-
-// noteAdopted records in a parked notification's history that it reached
-// its order.
-func noteAdopted(tx *bolt.Tx, id uint64, orderID string, ev *ipn.Event, detail string, now time.Time) error {
-	p, err := stateOf(tx, id)
-	if err != nil || p == nil {
-		return err
-	}
-	if p.Event != nil {
-		p.Event.OrderID = orderID
-		p.Event.Amount = ev.Amount // a refund's own amount, known now
-	}
-	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: p.State, Detail: detail})
-	return putProcessing(tx, id, p)
 }
 
 // Parked counts the events waiting for their order: notifications

@@ -130,6 +130,17 @@ func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 	for k, _ := c.Seek(u64(from + 1)); k != nil && done < max; k, _ = c.Next() {
 		id := binary.BigEndian.Uint64(k)
 		it, err := getOutbox(tx, id)
+		if errors.Is(err, ErrCorrupt) {
+			// Its record (or its state record) does not decode: passed
+			// over, so that it holds up neither the later items nor the
+			// notifications purged in the same transaction (a pending
+			// one goes dead, without its data, at its lane's next scan).
+			if err := scrubAttempts(tx, id); err != nil {
+				return 0, false, err
+			}
+			seen = id
+			continue
+		}
 		if err != nil {
 			return 0, false, err
 		}

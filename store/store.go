@@ -24,6 +24,7 @@ import (
 	"ipnd/fulfil"
 	"ipnd/internal/backoff"
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // SchemaVersion is the layout version this build writes and understands.
@@ -57,11 +58,14 @@ import (
 // is rewritten on upgrade: an item without a state record is as its
 // JSON says until its first change, so the move costs no time on open
 // and there is nothing to resume after a crash.
-// 9: new keys of the identifier index go to bucket ix_terms, cut into
-// ranges of ids (index.go), which a build that knows 8 would not read:
-// its searches by txn id, order id or email would miss every
-// notification indexed since. Nothing is rewritten on upgrade: the keys
-// schema 7 and 8 wrote stay in ix_term, which the readers walk too.
+// 9: an outbox item is queued in a binary layout (outboxbody.go), which a
+// build that knows 8 would read as a damaged item and mark dead; and new
+// keys of the identifier index go to bucket ix_terms, cut into ranges of
+// ids (index.go), which a build that knows 8 would not read: its searches
+// by txn id, order id or email would miss every notification indexed
+// since. Nothing is rewritten on upgrade: items queued before read as
+// their JSON says, and the keys schema 7 and 8 wrote stay in ix_term,
+// which the readers walk too.
 const SchemaVersion = 9
 
 // Errors callers test with errors.Is.
@@ -413,8 +417,9 @@ func (db *DB) init() error {
 			// were rewritten above): only older builds must now refuse the file.
 			// 5 -> 6: the orders move to the layout of orderlog.go.
 			// 7 -> 8 rewrites nothing (an outbox item without a state
-			// record reads as its JSON says); nor does 8 -> 9 (the
-			// identifier index's old keys stay in ix_term, read as they are).
+			// record reads as its JSON says), nor does 8 -> 9 (an item
+			// queued before reads as its JSON says; the identifier index's
+			// old keys stay in ix_term, read as they are).
 			if got < 6 {
 				if _, err := db.migrateOrders(tx); err != nil {
 					return fmt.Errorf("store: moving orders to schema 6: %w", err)
@@ -1151,10 +1156,7 @@ func stateOf(tx *bolt.Tx, id uint64) (*ipn.Processing, error) {
 
 // receivedState is the state of a notification the pipeline has not
 // touched.
-func receivedState(n *ipn.Notification) *ipn.Processing {
-	return &ipn.Processing{State: ipn.StateReceived,
-		History: []ipn.HistoryEntry{{At: n.ReceivedAt, State: ipn.StateReceived}}}
-}
+func receivedState(n *ipn.Notification) *ipn.Processing { return record.Received(n) }
 
 // Filter selects notifications for List. Zero fields match everything.
 type Filter struct {

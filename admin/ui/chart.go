@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"ipnd/store"
 )
 
 // The overview's charts add up the hourly counts the store keeps
@@ -45,7 +43,7 @@ type statsCache struct {
 
 // get returns the counts, from the cache while nothing was stored or
 // processed since, for chartCacheFor at most.
-func (c *statsCache) get(db *store.DB, now time.Time) (*chartStats, error) {
+func (c *statsCache) get(db Store, now time.Time) (*chartStats, error) {
 	st, err := db.Stats()
 	if err != nil {
 		return nil, fmt.Errorf("chart counts: %w", err)
@@ -64,7 +62,7 @@ func (c *statsCache) get(db *store.DB, now time.Time) (*chartStats, error) {
 	return s, nil
 }
 
-func countLog(db *store.DB, now time.Time) (*chartStats, error) {
+func countLog(db Store, now time.Time) (*chartStats, error) {
 	s := &chartStats{At: now}
 	by := map[string]*gatewayStats{}
 	hourStart := now.Truncate(time.Hour)

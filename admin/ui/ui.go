@@ -31,7 +31,6 @@ import (
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/public"
-	"ipnd/store"
 )
 
 //go:embed templates/*.html
@@ -42,7 +41,7 @@ var staticFS embed.FS
 
 // Options configure Register. Store, Token and Sessions are required.
 type Options struct {
-	Store    *store.DB
+	Store    Store
 	Token    string
 	Sessions *Sessions
 	Gateways []gateway.Gateway
