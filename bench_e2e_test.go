@@ -40,41 +40,102 @@ import (
 // so RssAnon (read from /proc/self/status) is the daemon's with the
 // clients', the SMTP server's and the shop's heaps added.
 //
-// IPND_E2E_N sets N (default 60,000). IPND_E2E_PREFILL=M runs it a
-// second time, on a store grown by M processed payments first (Prefill,
-// fsync off), and prints the ratios to the empty store of the same run. IPND_E2E_PROFILE=prefix writes CPU
-// profiles of the daemon's run: prefix.ingest.cpu while the clients post,
-// prefix.drain.cpu from then until the last email and callback (not with
-// -test.cpuprofile). make bench runs it.
+// IPND_E2E_N sets N (default 60,000). IPND_E2E_PREFILL=M grows a store
+// by M processed payments first (Prefill, fsync off), then runs the
+// empty store and, right after it, a synced copy of the grown one (as a
+// store that grew over months is on disk: the time that takes is
+// printed), and prints the ratios of the pair; IPND_E2E_PAIRS=K runs K
+// such pairs, and IPND_E2E_PREFILLED=path keeps the grown store between
+// runs (grown there when missing). Each run prints the bytes this
+// process wrote to disk per
+// payment (/proc/self/io write_bytes). IPND_E2E_PROFILE=prefix writes CPU
+// profiles of the daemon's runs: prefix.E0.ingest.cpu (P0 for the
+// prefilled store) while the clients post, prefix.E0.drain.cpu from then
+// until the last email and callback (not with -test.cpuprofile). make
+// bench runs it.
 func BenchmarkE2E(b *testing.B) {
 	n := 60000
 	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_N")); err == nil && v > 0 {
 		n = v
 	}
 	prefill, _ := strconv.Atoi(os.Getenv("IPND_E2E_PREFILL"))
+	pairs := 1
+	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_PAIRS")); err == nil && v > 0 {
+		pairs = v
+	}
 	for i := range b.N {
 		bare := bareServer(b) // http://addr/ipn/test: signedPoster's /ipn/shop matches the route
 		bareRes := e2ePost(b, strings.TrimSuffix(bare, "/ipn/test"), fmt.Sprintf("bare%d", i), n)
-		r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d", i), n)
-		e2ePrint(b, "empty store", n, bareRes, r)
 		if prefill <= 0 {
+			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d", i), n)
+			e2ePrint(b, "empty store", n, bareRes, r)
 			continue
 		}
-		dir := b.TempDir()
-		t0 := time.Now()
-		e2ePrefill(b, filepath.Join(dir, "ipnd.db"), prefill)
-		st, _ := os.Stat(filepath.Join(dir, "ipnd.db"))
-		fmt.Printf("\nprefilled %d processed payments (orders, no outbox items) in %s with NoSync: ipnd.db %d MB\n",
-			prefill, time.Since(t0).Round(time.Second), st.Size()>>20)
-		big := e2eRun(b, dir, fmt.Sprintf("P%d", i), n)
-		e2ePrint(b, fmt.Sprintf("%d stored", prefill), n, bareRes, big)
-		ratio := func(a, b time.Duration) float64 { return a.Seconds() / b.Seconds() }
-		fmt.Printf("  ratio to the empty store: ingest %.2f, applied %.2f, emails %.2f, callbacks %.2f, end to end %.2f\n",
-			big.ingest.rate()/r.ingest.rate(), ratio(r.applied, big.applied), ratio(r.emails, big.emails),
-			ratio(r.callbacks, big.callbacks), ratio(max(r.emails, r.callbacks), max(big.emails, big.callbacks)))
-		b.ReportMetric(big.ingest.rate()/r.ingest.rate(), "prefilled-ingest-ratio")
-		b.ReportMetric(ratio(max(r.emails, r.callbacks), max(big.emails, big.callbacks)), "prefilled-e2e-ratio")
+		// The store is grown first, so that each empty-store run and its
+		// prefilled run follow each other (the machine's load drifts over
+		// the minutes a prefill takes).
+		pristine := e2ePrefilled(b, prefill)
+		for k := range pairs {
+			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d.%d", i, k), n)
+			e2ePrint(b, "empty store", n, bareRes, r)
+			dir := b.TempDir()
+			e2eCopySynced(b, pristine, filepath.Join(dir, "ipnd.db"))
+			big := e2eRun(b, dir, fmt.Sprintf("P%d.%d", i, k), n)
+			e2ePrint(b, fmt.Sprintf("%d stored", prefill), n, bareRes, big)
+			ratio := func(a, b time.Duration) float64 { return a.Seconds() / b.Seconds() }
+			fmt.Printf("  ratio to the empty store just before: ingest %.2f, applied %.2f, emails %.2f, callbacks %.2f, end to end %.2f\n",
+				big.ingest.rate()/r.ingest.rate(), ratio(r.applied, big.applied), ratio(r.emails, big.emails),
+				ratio(r.callbacks, big.callbacks), ratio(max(r.emails, r.callbacks), max(big.emails, big.callbacks)))
+			b.ReportMetric(big.ingest.rate()/r.ingest.rate(), "prefilled-ingest-ratio")
+			b.ReportMetric(ratio(max(r.emails, r.callbacks), max(big.emails, big.callbacks)), "prefilled-e2e-ratio")
+		}
 	}
+}
+
+// e2ePrefilled returns a store file grown by prefill processed payments:
+// IPND_E2E_PREFILLED names a file kept between runs (grown there when it
+// does not exist yet; the runs work on copies), else one in a temp dir.
+func e2ePrefilled(b *testing.B, prefill int) string {
+	path := os.Getenv("IPND_E2E_PREFILLED")
+	if path == "" {
+		path = filepath.Join(b.TempDir(), "ipnd.db")
+	}
+	if st, err := os.Stat(path); err == nil {
+		fmt.Printf("\nprefilled store %s kept from an earlier run: %d MB (IPND_E2E_PREFILL is not checked against it)\n", path, st.Size()>>20)
+		return path
+	}
+	t0 := time.Now()
+	e2ePrefill(b, path, prefill)
+	st, _ := os.Stat(path)
+	fmt.Printf("\nprefilled %d processed payments (orders, no outbox items) in %s with NoSync: ipnd.db %d MB\n",
+		prefill, time.Since(t0).Round(time.Second), st.Size()>>20)
+	return path
+}
+
+// e2eCopySynced copies the prefilled store to dst and writes it back: a
+// store that grew over months is on disk, so no writeback of the copy
+// may queue ahead of the measured run's fdatasyncs.
+func e2eCopySynced(b *testing.B, src, dst string) {
+	t0 := time.Now()
+	in, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		b.Fatal(err)
+	}
+	if err := out.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	out.Close()
+	syscall.Sync()
+	fmt.Printf("\ncopied the prefilled store and wrote it back in %s (Dirty %s, Writeback %s after)\n", time.Since(t0).Round(time.Millisecond),
+		meminfo("Dirty"), meminfo("Writeback"))
 }
 
 // e2ePrint prints the table of one e2eRun.
@@ -94,6 +155,8 @@ func e2ePrint(b *testing.B, store string, n int, bareRes loadResult, r e2eResult
 		fmt.Printf("  %-34s %9.0f µs while posting, %.0f µs in all (this process: daemon + clients + SMTP + shop; steadier than rates on a shared machine)\n",
 			"CPU per payment", float64(r.ingestCPU.Microseconds())/float64(n), float64(r.cpu.Microseconds())/float64(n))
 		fmt.Printf("  %-34s %9.1f MB (max of /proc/self/status every 100 ms; in-process: daemon + clients + SMTP + shop)\n", "RssAnon", float64(r.rssAnon)/(1<<20))
+		fmt.Printf("  %-34s %9.1f KB per payment (/proc/self/io write_bytes, until the last email and callback)\n", "written to disk",
+			float64(r.written)/1024/float64(n))
 		if store != "empty store" {
 			return
 		}
@@ -151,6 +214,7 @@ type e2eResult struct {
 	// clients post, and until the last email and callback.
 	ingestCPU, cpu time.Duration
 	load           string
+	written        int64 // bytes this process wrote to disk (write_bytes)
 }
 
 // e2ePost posts n payments (prefix-0 .. prefix-(n-1)) to the receiver at
@@ -271,7 +335,7 @@ secret = %q
 			return
 		}
 		pprof.StopCPUProfile()
-		f, err := os.Create(profile + "." + name + ".cpu")
+		f, err := os.Create(profile + "." + prefix + "." + name + ".cpu")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -287,7 +351,7 @@ secret = %q
 	}()
 
 	startProfile("ingest")
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0, written0 := time.Now(), processCPU(), writeBytes()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n)
@@ -323,7 +387,32 @@ secret = %q
 	<-rssDone
 	r.rssAnon = rss.Load()
 	r.cpu = processCPU() - cpu0
+	r.written = writeBytes() - written0
 	return r
+}
+
+// writeBytes is what this process has written to disk (/proc/self/io
+// write_bytes; 0 when unknown).
+func writeBytes() int64 {
+	b, _ := os.ReadFile("/proc/self/io")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// meminfo is the value of a line of /proc/meminfo ("Dirty": "1234 kB").
+func meminfo(key string) string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }
 
 // processCPU is the CPU time (user and system) this process has used.

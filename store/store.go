@@ -59,8 +59,13 @@ import (
 // JSON says until its first change, so the move costs no time on open
 // and there is nothing to resume after a crash.
 // 9: an outbox item is queued in a binary layout (outboxbody.go), which a
-// build that knows 8 would read as a damaged item and mark dead. Nothing
-// is rewritten on upgrade: items queued before read as their JSON says.
+// build that knows 8 would read as a damaged item and mark dead; and new
+// keys of the identifier index go to bucket ix_terms, cut into ranges of
+// ids (index.go), which a build that knows 8 would not read: its searches
+// by txn id, order id or email would miss every notification indexed
+// since. Nothing is rewritten on upgrade: items queued before read as
+// their JSON says, and the keys schema 7 and 8 wrote stay in ix_term,
+// which the readers walk too.
 const SchemaVersion = 9
 
 // Errors callers test with errors.Is.
@@ -375,7 +380,7 @@ func (db *DB) init() error {
 			bucketOrders, bucketOrderCounts, bucketSubs, bucketOutbox, bucketOutboxCause,
 			bucketOutboxDue, bucketOutboxCounts, bucketOutboxOrder, bucketRefs, bucketOrphans, bucketOrdersByChange,
 			bucketOrderRecords, bucketIdempotency, bucketIdempotencyAge, bucketAttempts,
-			bucketIxState, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus,
+			bucketIxState, bucketIxTerms, bucketIxTerm, bucketIxHour, bucketIxOutState, bucketIxOutOrder, bucketIxOutNotif, bucketIxOrderStatus,
 			bucketOutboxState} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("store: create bucket %s: %w", name, err)
@@ -413,7 +418,8 @@ func (db *DB) init() error {
 			// 5 -> 6: the orders move to the layout of orderlog.go.
 			// 7 -> 8 rewrites nothing (an outbox item without a state
 			// record reads as its JSON says), nor does 8 -> 9 (an item
-			// queued before reads as its JSON says).
+			// queued before reads as its JSON says; the identifier index's
+			// old keys stay in ix_term, read as they are).
 			if got < 6 {
 				if _, err := db.migrateOrders(tx); err != nil {
 					return fmt.Errorf("store: moving orders to schema 6: %w", err)
