@@ -35,6 +35,7 @@ type backend struct {
 	sub     func(id string) (*ipn.Subscription, error)
 	replay  func(id uint64, now time.Time) error
 	expire  func(now time.Time) (int, error)
+	reads   dashReader // the dashboard's reads (dashboard_test.go)
 }
 
 func boltBackend(t testing.TB) *backend {
@@ -63,6 +64,7 @@ func boltBackend(t testing.TB) *backend {
 		sub:    db.GetSubscription,
 		replay: db.Replay,
 		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
+		reads:  db,
 	}
 }
 
@@ -101,6 +103,7 @@ func pgBackend(t testing.TB, db *DB) *backend {
 		sub:    func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
 		replay: func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
 		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
+		reads:  db.Dashboard(),
 	}
 }
 

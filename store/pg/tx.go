@@ -568,8 +568,14 @@ func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
 	if err != nil {
 		return err
 	}
+	var was []byte
+	known := false
 	if t.states != nil {
+		was, known = t.states[id]
 		t.states[id] = b
+	}
+	if err := t.putTerms(id, was, known, p); err != nil { // dashboard.go
+		return err
 	}
 	if err := t.exec(`INSERT INTO processing (id, state, record) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`, int64(id), string(p.State), b); err != nil {

@@ -1,0 +1,746 @@
+package pg
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"ipnd/ipn"
+	"ipnd/record"
+	"ipnd/store"
+)
+
+// Dashboard is the read side of the dashboard's store (admin/ui.Store)
+// on db, with the bbolt store's semantics (store/index.go, orders.go,
+// subscriptions.go, outbox.go): the methods take no context (each runs
+// under the DB's timeout) and answer the store's sentinels. Not built
+// here: Replay, Stats, Follow, Deliveries, OutboxAttempts and the
+// outbox's retries and resends, so that it is not a ui.Store yet.
+type Dashboard struct{ db *DB }
+
+// Dashboard returns the dashboard's reads on db.
+func (db *DB) Dashboard() *Dashboard { return &Dashboard{db: db} }
+
+func (d *Dashboard) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.db.opts.Timeout)
+}
+
+// termHash is the notification_terms key of an identifier: 8 bytes of
+// its SHA-256, lower-cased, as the bbolt store's (a collision costs a
+// read: the readers check the event).
+func termHash(s string) []byte {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(s))))
+	return sum[:8]
+}
+
+// eventTerms are the lower-cased identifiers ev is found by.
+func eventTerms(ev *ipn.Event) []string {
+	if ev == nil {
+		return nil
+	}
+	var out []string
+	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
+		if v = strings.ToLower(strings.TrimSpace(v)); v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func termHashes(ev *ipn.Event) [][]byte {
+	var out [][]byte
+	for _, t := range eventTerms(ev) {
+		out = append(out, termHash(t))
+	}
+	return out
+}
+
+// putTerms moves notification id's identifiers to those of p's event
+// (queued with the processing record). was is the stored record when
+// known (known; nil: none), so that an unchanged set writes nothing.
+func (t *pgTx) putTerms(id uint64, was []byte, known bool, p *ipn.Processing) error {
+	now := termHashes(p.Event)
+	if known {
+		var old []string
+		if was != nil {
+			var op ipn.Processing
+			if json.Unmarshal(was, &op) != nil {
+				known = false // damaged: its terms are not known
+			} else {
+				old = eventTerms(op.Event)
+			}
+		}
+		if known && slices.Equal(old, eventTerms(p.Event)) {
+			return nil
+		}
+		if known && was == nil {
+			if len(now) == 0 {
+				return nil
+			}
+			return t.exec(`INSERT INTO notification_terms (term, id) SELECT unnest($2::bytea[]), $1 ON CONFLICT DO NOTHING`, int64(id), now)
+		}
+	}
+	if err := t.exec(`DELETE FROM notification_terms WHERE id = $1`, int64(id)); err != nil {
+		return err
+	}
+	if len(now) == 0 {
+		return nil
+	}
+	return t.exec(`INSERT INTO notification_terms (term, id) SELECT unnest($2::bytea[]), $1 ON CONFLICT DO NOTHING`, int64(id), now)
+}
+
+// fillTerms fills notification_terms from the processing records
+// (migration 4 of a database the pipeline wrote at schema 3). A record
+// that does not decode has no terms (the readers report it).
+func fillTerms(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT id, record FROM processing`)
+	if err != nil {
+		return err
+	}
+	var fill [][]any
+	for rows.Next() {
+		var id int64
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			rows.Close()
+			return err
+		}
+		var p ipn.Processing
+		if json.Unmarshal(b, &p) != nil {
+			continue
+		}
+		for _, h := range termHashes(p.Event) {
+			fill = append(fill, []any{h, id})
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"notification_terms"}, []string{"term", "id"}, pgx.CopyFromRows(fill))
+	return err
+}
+
+// noteCols are the columns an Item is read from (n: notifications, p:
+// processing, left-joined).
+const noteCols = `n.id, n.gateway, n.dedup_key, n.received_at, n.remote_addr, n.content_type, n.headers, n.body, n.body_sha256, n.purged_at, p.record`
+
+// scanItem reads an Item from a row of noteCols; the error is
+// ipn.ErrCorrupt for a record that does not decode (the item's
+// Notification then has its id only).
+func scanItem(r pgx.Row) (store.Item, error) {
+	n := &ipn.Notification{}
+	var id int64
+	var headers, rec []byte
+	var purged *time.Time
+	if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
+		return store.Item{}, err
+	}
+	n.ID = uint64(id)
+	bad := store.Item{Notification: &ipn.Notification{ID: n.ID}}
+	if purged != nil {
+		n.Purged = *purged
+	}
+	if err := decode(headers, &n.Headers, fmt.Sprintf("notification %d: headers", id)); err != nil {
+		return bad, err
+	}
+	p, err := decodeState(rec, n.ID)
+	if err != nil {
+		return bad, err
+	}
+	if p == nil {
+		p = record.Received(n)
+	}
+	return store.Item{Notification: n, Processing: p}, nil
+}
+
+// Get returns notification id and its processing state ("received" when
+// the pipeline has not recorded one), or store.ErrNotFound.
+func (d *Dashboard) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	it, err := scanItem(d.db.pool.QueryRow(ctx, `SELECT `+noteCols+` FROM notifications n LEFT JOIN processing p ON p.id = n.id WHERE n.id = $1`, int64(id)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, fmt.Errorf("notification %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		if errors.Is(err, ipn.ErrCorrupt) {
+			return nil, nil, err
+		}
+		return nil, nil, unavailable(err)
+	}
+	return it.Notification, it.Processing, nil
+}
+
+// tailScanMax bounds how many notifications above the pipeline's cursor
+// a search by identifier reads through Query.Normalize, as the bbolt
+// store's.
+const tailScanMax = 20000
+
+// Find returns the notifications q selects, newest first, as the bbolt
+// store's Find: by gateway and state (the notifications' indexes; those
+// the pipeline has not reached are in state received), or by
+// identifier (notification_terms; with q.Normalize, also the newest
+// tailScanMax notifications above the cursor without a processing
+// record, normalized). Records that do not decode are left out.
+func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
+	if q.Limit <= 0 {
+		q.Limit = 50
+	}
+	q.Limit = min(q.Limit, 1000)
+	ctx, cancel := d.ctx()
+	defer cancel()
+	term := strings.ToLower(strings.TrimSpace(q.Term))
+	byTerm := q.Order != "" || q.Term != ""
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if q.Gateway != "" {
+		where = append(where, "n.gateway = "+arg(q.Gateway))
+	}
+	if q.State != "" {
+		where = append(where, "n.state = "+arg(string(q.State)))
+	}
+	if q.After > 0 {
+		where = append(where, "n.id > "+arg(int64(q.After)))
+	}
+	if byTerm {
+		h := q.Term
+		if h == "" {
+			h = q.Order
+		}
+		cond := "n.id IN (SELECT id FROM notification_terms WHERE term = " + arg(termHash(h)) + ")"
+		if q.Normalize != nil {
+			cond = "(" + cond + " OR n.id IN (SELECT t.id FROM notifications t WHERE t.id > (SELECT value FROM ipnd_counters WHERE name = 'cursor')" +
+				" AND NOT EXISTS (SELECT 1 FROM processing x WHERE x.id = t.id) ORDER BY t.id DESC LIMIT " + fmt.Sprint(tailScanMax) + "))"
+		}
+		where = append(where, cond)
+	}
+	before := q.Before
+	var out []store.Item
+	for {
+		w := slices.Clone(where)
+		a := len(args)
+		if before > 0 {
+			w = append(w, "n.id < "+arg(int64(before)))
+		}
+		sql := `SELECT ` + noteCols + ` FROM notifications n LEFT JOIN processing p ON p.id = n.id`
+		if len(w) > 0 {
+			sql += ` WHERE ` + strings.Join(w, " AND ")
+		}
+		page := q.Limit - len(out)
+		sql += ` ORDER BY n.id DESC LIMIT ` + fmt.Sprint(page)
+		rows, err := d.db.pool.Query(ctx, sql, args...)
+		args = args[:a]
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		read := 0
+		for rows.Next() {
+			read++
+			it, err := scanItem(rows)
+			if errors.Is(err, ipn.ErrCorrupt) {
+				before = it.Notification.ID
+				continue // damaged: left out of the lists (Get reports it)
+			}
+			if err != nil {
+				rows.Close()
+				return nil, unavailable(err)
+			}
+			before = it.Notification.ID
+			if byTerm {
+				ev := it.Processing.Event
+				if ev == nil && q.Normalize != nil && it.Processing.State == ipn.StateReceived {
+					ev = q.Normalize(it.Notification)
+				}
+				if q.Order != "" && (ev == nil || ev.OrderID != q.Order) {
+					continue
+				}
+				if q.Term != "" && !slices.Contains(eventTerms(ev), term) {
+					continue
+				}
+			}
+			out = append(out, it)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, unavailable(err)
+		}
+		if read < page || len(out) >= q.Limit {
+			return out, nil
+		}
+		// Some were left out: the page goes on below the last read.
+	}
+}
+
+// Matching returns the ids of the notifications f selects (gateway,
+// state, before), newest first, at most max (at most
+// store.MaxBulkReplay), and whether more matched: the bulk replay's
+// selection, as the bbolt store's.
+func (d *Dashboard) Matching(f store.Filter, max int) (ids []uint64, more bool, err error) {
+	if max <= 0 || max > store.MaxBulkReplay {
+		max = store.MaxBulkReplay
+	}
+	q := store.Query{Gateway: f.Gateway, State: f.State, Before: f.Before, Limit: 1000}
+	for {
+		items, err := d.Find(q)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, it := range items {
+			if len(ids) == max {
+				return ids, true, nil
+			}
+			ids = append(ids, it.Notification.ID)
+		}
+		if len(items) < q.Limit {
+			return ids, false, nil
+		}
+		q.Before = items[len(items)-1].Notification.ID
+	}
+}
+
+// FirstIDAt returns the first notification id received at t or later
+// (the next id when none is): ids follow arrival.
+func (d *Dashboard) FirstIDAt(t time.Time) (uint64, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var id int64
+	err := d.db.pool.QueryRow(ctx, `SELECT coalesce(
+			(SELECT id FROM notifications WHERE received_at >= $1 ORDER BY received_at, id LIMIT 1),
+			(SELECT value + 1 FROM ipnd_counters WHERE name = 'notification'))`, t).Scan(&id)
+	return uint64(id), unavailable(err)
+}
+
+// Cursor returns the pipeline's cursor (0 when it cannot be read).
+func (d *Dashboard) Cursor() uint64 {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	c, _ := d.db.Cursor(ctx)
+	return c
+}
+
+// OldestPendingByGateway returns, per gateway, when its oldest
+// notification still to process arrived: above the pipeline's cursor
+// and not settled at now, or waiting for a retry.
+func (d *Dashboard) OldestPendingByGateway(now time.Time) map[string]time.Time {
+	out := map[string]time.Time{}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	oldest := map[string]uint64{}
+	rows, err := d.db.pool.Query(ctx, `SELECT n.id, n.gateway, p.record FROM notifications n LEFT JOIN processing p ON p.id = n.id
+		WHERE n.id > (SELECT value FROM ipnd_counters WHERE name = 'cursor') ORDER BY n.id LIMIT `+fmt.Sprint(skipScan))
+	if err != nil {
+		return out
+	}
+	for rows.Next() {
+		var id int64
+		var gw string
+		var rec []byte
+		if rows.Scan(&id, &gw, &rec) != nil {
+			break
+		}
+		if p, err := decodeState(rec, uint64(id)); err == nil && p != nil && p.Settled(now) {
+			continue
+		}
+		if _, seen := oldest[gw]; !seen {
+			oldest[gw] = uint64(id)
+		}
+	}
+	rows.Close()
+	rows, err = d.db.pool.Query(ctx, `SELECT DISTINCT ON (gateway) gateway, id FROM retries WHERE gateway <> '' ORDER BY gateway, id`)
+	if err != nil {
+		return out
+	}
+	for rows.Next() {
+		var id int64
+		var gw string
+		if rows.Scan(&gw, &id) != nil {
+			break
+		}
+		if first, seen := oldest[gw]; !seen || uint64(id) < first {
+			oldest[gw] = uint64(id)
+		}
+	}
+	rows.Close()
+	if len(oldest) == 0 {
+		return out
+	}
+	ids := make([]int64, 0, len(oldest))
+	for _, id := range oldest {
+		ids = append(ids, int64(id))
+	}
+	rows, err = d.db.pool.Query(ctx, `SELECT gateway, received_at FROM notifications WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return out
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var gw string
+		var at time.Time
+		if rows.Scan(&gw, &at) == nil && oldest[gw] != 0 {
+			out[gw] = at
+		}
+	}
+	return out
+}
+
+// HourCounts returns, per gateway and hour since since (its hour
+// included), the notifications received then and how many of them are
+// applied and invalid, by gateway then hour. It counts the rows of those
+// hours (notifications_received_at).
+func (d *Dashboard) HourCounts(since time.Time) ([]store.HourCount, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	from := time.Unix(since.Unix()/3600*3600, 0)
+	rows, err := d.db.pool.Query(ctx, `SELECT gateway, date_bin('1 hour', received_at, 'epoch') AS h, count(*),
+			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
+		FROM notifications WHERE received_at >= $1 GROUP BY gateway, h ORDER BY gateway COLLATE "C", h`, from)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	var out []store.HourCount
+	for rows.Next() {
+		var c store.HourCount
+		if err := rows.Scan(&c.Gateway, &c.Hour, &c.Received, &c.Applied, &c.Invalid); err != nil {
+			return nil, unavailable(err)
+		}
+		c.Hour = c.Hour.UTC()
+		out = append(out, c)
+	}
+	return out, unavailable(rows.Err())
+}
+
+// shownEntries is how many of an order's newest facts and history
+// entries GetOrder returns, as the bbolt store's.
+const shownEntries = 1000
+
+// GetOrder returns order id with its newest shownEntries facts and
+// history entries and the txn ids of those facts (OrderFacts and
+// OrderHistory page through all), or store.ErrNotFound.
+func (d *Dashboard) GetOrder(id string) (*ipn.Order, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	o, tally, err := storedOrder(queried(ctx, d.db.pool), id)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if o == nil {
+		return nil, fmt.Errorf("order %q: %w", id, store.ErrNotFound)
+	}
+	if tally == nil {
+		return o, nil
+	}
+	if o.Facts, err = lastSeq[ipn.OrderFact](ctx, d, "order_facts", "fact", id); err != nil {
+		return nil, unavailable(err)
+	}
+	o.TxnIDs = ipn.TxnIDs(o.Facts)
+	if o.History, err = lastSeq[ipn.OrderChange](ctx, d, "order_history", "change", id); err != nil {
+		return nil, unavailable(err)
+	}
+	return o, nil
+}
+
+// lastSeq reads the newest shownEntries records of order id in table,
+// oldest first.
+func lastSeq[T any](ctx context.Context, d *Dashboard, table, col, id string) ([]T, error) {
+	out, err := pageSeq[T](ctx, d, table, col, id, `ORDER BY seq DESC LIMIT `+fmt.Sprint(shownEntries))
+	slices.Reverse(out)
+	return out, err
+}
+
+func pageSeq[T any](ctx context.Context, d *Dashboard, table, col, id, tail string) ([]T, error) {
+	var out []T
+	err := queriedRows(ctx, d.db.pool)(`SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 `+tail, []any{[]byte(id)}, func(r pgx.Rows) error {
+		var seq int64
+		var b []byte
+		if err := r.Scan(&seq, &b); err != nil {
+			return err
+		}
+		var x T
+		if err := decode(b, &x, fmt.Sprintf("%s %d of order %q", table, seq, id)); err != nil {
+			return err
+		}
+		out = append(out, x)
+		return nil
+	})
+	return out, err
+}
+
+// ListOrders returns orders without their facts, history and txn ids,
+// by last change, newest first, after the cursor before
+// (store.OrderCursor of the previous page's last; "" for the first
+// page), of status ("" any), at most limit (default 50). A before that
+// is not such a cursor is store.ErrBadCursor. PostgreSQL keeps
+// microseconds: orders changed within the same microsecond are ordered
+// by id.
+func (d *Dashboard) ListOrders(status ipn.OrderStatus, before string, limit int) ([]ipn.Order, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	var where []string
+	var args []any
+	if before != "" {
+		at, id, ok := strings.Cut(before, "/")
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if !ok || id == "" || err != nil {
+			return nil, fmt.Errorf("orders: before %q: %w", before, store.ErrBadCursor)
+		}
+		args = append(args, t, []byte(id))
+		where = append(where, "(updated_at, id) < ($1, $2)")
+	}
+	if status != "" {
+		args = append(args, string(status))
+		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+	}
+	sql := `SELECT id, record, tally IS NOT NULL FROM orders`
+	if len(where) > 0 {
+		sql += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	sql += ` ORDER BY updated_at DESC, id DESC LIMIT ` + fmt.Sprint(limit)
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var out []ipn.Order
+	err := queriedRows(ctx, d.db.pool)(sql, args, func(r pgx.Rows) error {
+		var id, b []byte
+		var large bool
+		if err := r.Scan(&id, &b, &large); err != nil {
+			return err
+		}
+		var o ipn.Order
+		if err := decode(b, &o, fmt.Sprintf("order %q", id)); err != nil {
+			return err
+		}
+		o.Facts, o.History, o.TxnIDs = nil, nil, nil
+		out = append(out, o)
+		return nil
+	})
+	return out, unavailable(err)
+}
+
+// OrderFacts returns order id's facts from the from-th (in the order
+// applied), at most limit (default 100).
+func (d *Dashboard) OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error) {
+	return pageOrder(d, id, "order_facts", "fact", from, limit, func(o *ipn.Order) []ipn.OrderFact { return o.Facts })
+}
+
+// OrderHistory returns order id's history entries from the from-th
+// (oldest first), at most limit (default 100).
+func (d *Dashboard) OrderHistory(id string, from, limit int) ([]ipn.OrderChange, error) {
+	return pageOrder(d, id, "order_history", "change", from, limit, func(o *ipn.Order) []ipn.OrderChange { return o.History })
+}
+
+func pageOrder[T any](d *Dashboard, id, table, col string, from, limit int, inline func(*ipn.Order) []T) ([]T, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	from = max(from, 0)
+	ctx, cancel := d.ctx()
+	defer cancel()
+	o, tally, err := storedOrder(queried(ctx, d.db.pool), id)
+	switch {
+	case err != nil:
+		return nil, unavailable(err)
+	case o == nil:
+		return nil, fmt.Errorf("order %q: %w", id, store.ErrNotFound)
+	case tally == nil:
+		all := inline(o)
+		return all[min(from, len(all)):min(from+limit, len(all))], nil
+	}
+	out, err := pageSeq[T](ctx, d, table, col, id, fmt.Sprintf(`ORDER BY seq OFFSET %d LIMIT %d`, from, limit))
+	return out, unavailable(err)
+}
+
+// OrderCounts returns the number of orders in each status (test orders
+// included), counted from the index by status.
+func (d *Dashboard) OrderCounts() (map[ipn.OrderStatus]int, error) {
+	return d.orderCounts(`SELECT status, count(*) FROM orders GROUP BY status`)
+}
+
+// TestOrderCounts returns the number of test orders in each status.
+func (d *Dashboard) TestOrderCounts() (map[ipn.OrderStatus]int, error) {
+	return d.orderCounts(`SELECT status, count(*) FROM orders WHERE test GROUP BY status`)
+}
+
+func (d *Dashboard) orderCounts(sql string) (map[ipn.OrderStatus]int, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	out := map[ipn.OrderStatus]int{}
+	err := queriedRows(ctx, d.db.pool)(sql, nil, func(r pgx.Rows) error {
+		var s string
+		var n int
+		if err := r.Scan(&s, &n); err != nil {
+			return err
+		}
+		out[ipn.OrderStatus(s)] = n
+		return nil
+	})
+	return out, unavailable(err)
+}
+
+// GetSubscription returns subscription id, or store.ErrNotFound.
+func (d *Dashboard) GetSubscription(id string) (*ipn.Subscription, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	s, err := d.db.GetSubscription(ctx, id)
+	if err != nil && !errors.Is(err, ipn.ErrNotFound) && !errors.Is(err, ipn.ErrCorrupt) {
+		return nil, unavailable(err)
+	}
+	return s, err
+}
+
+// ListSubscriptions returns subscriptions in id order after the id after
+// ("": from the first), of status ("": any), at most limit (default 50,
+// at most 1000); next is the id to continue after when more may follow
+// ("" at the end), as the bbolt store's. A record that does not decode
+// is left out.
+func (d *Dashboard) ListSubscriptions(status ipn.SubscriptionStatus, after string, limit int) (subs []ipn.Subscription, next string, err error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, 1000)
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var last []byte
+	err = queriedRows(ctx, d.db.pool)(`SELECT id, record FROM subscriptions WHERE id > $1 AND ($2 = '' OR status = $2) ORDER BY id LIMIT $3`,
+		[]any{[]byte(after), string(status), limit}, func(r pgx.Rows) error {
+			var id, b []byte
+			if err := r.Scan(&id, &b); err != nil {
+				return err
+			}
+			last = id
+			var s ipn.Subscription
+			if json.Unmarshal(b, &s) != nil {
+				return nil // damaged: left out (GetSubscription reports it)
+			}
+			if status == "" || s.Status == status {
+				subs = append(subs, s)
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, "", unavailable(err)
+	}
+	if len(subs) < limit || last == nil {
+		return subs, "", nil
+	}
+	var more bool
+	if err := d.db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE id > $1)`, last).Scan(&more); err != nil {
+		return nil, "", unavailable(err)
+	}
+	if more {
+		next = string(last)
+	}
+	return subs, next, nil
+}
+
+// outboxCols are the columns an outbox item is read from.
+const outboxCols = `id, effect, delivery_id, notification, created_at, state, attempts, next_attempt, sent_at, last_error`
+
+func scanOutboxItem(r pgx.Row) (ipn.OutboxItem, error) {
+	var id, notification int64
+	var b []byte
+	var it ipn.OutboxItem
+	var next, sent *time.Time
+	if err := r.Scan(&id, &b, &it.DeliveryID, &notification, &it.CreatedAt, &it.State, &it.Attempts, &next, &sent, &it.LastError); err != nil {
+		return it, err
+	}
+	if err := json.Unmarshal(b, &it.Effect); err != nil {
+		return it, corrupt(fmt.Sprintf("outbox item %d", id), err)
+	}
+	it.ID, it.Notification = uint64(id), uint64(notification)
+	if next != nil {
+		it.NextAttempt = *next
+	}
+	if sent != nil {
+		it.SentAt = *sent
+	}
+	return it, nil
+}
+
+// GetOutbox returns outbox item id, or store.ErrNotFound.
+func (d *Dashboard) GetOutbox(id uint64) (ipn.OutboxItem, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	it, err := scanOutboxItem(d.db.pool.QueryRow(ctx, `SELECT `+outboxCols+` FROM outbox WHERE id = $1`, int64(id)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return it, fmt.Errorf("outbox item %d: %w", id, store.ErrNotFound)
+	}
+	return it, unavailable(err)
+}
+
+// outboxList reads the items of query sql; those that do not decode are
+// left out (GetOutbox reports them).
+func (d *Dashboard) outboxList(sql string, args ...any) ([]ipn.OutboxItem, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var out []ipn.OutboxItem
+	err := queriedRows(ctx, d.db.pool)(sql, args, func(r pgx.Rows) error {
+		it, err := scanOutboxItem(r)
+		if errors.Is(err, ipn.ErrCorrupt) {
+			return nil
+		}
+		if err == nil {
+			out = append(out, it)
+		}
+		return err
+	})
+	return out, unavailable(err)
+}
+
+// ListOutbox returns outbox items in state ("" any), at most limit
+// (default 100): pending ones the next due first, the others newest
+// first.
+func (d *Dashboard) ListOutbox(state string, limit int) ([]ipn.OutboxItem, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	switch state {
+	case "":
+		return d.outboxList(`SELECT `+outboxCols+` FROM outbox ORDER BY id DESC LIMIT $1`, limit)
+	case ipn.OutboxPending:
+		return d.outboxList(`SELECT `+outboxCols+` FROM outbox WHERE state = $1 ORDER BY next_attempt, id LIMIT $2`, state, limit)
+	}
+	return d.outboxList(`SELECT `+outboxCols+` FROM outbox WHERE state = $1 ORDER BY id DESC LIMIT $2`, state, limit)
+}
+
+// OutboxOf returns the outbox items notification queued, oldest first.
+func (d *Dashboard) OutboxOf(notification uint64) ([]ipn.OutboxItem, error) {
+	return d.outboxList(`SELECT `+outboxCols+` FROM outbox WHERE notification = $1 ORDER BY id`, int64(notification))
+}
+
+// OutboxOfOrder returns the outbox items of order id, oldest first.
+func (d *Dashboard) OutboxOfOrder(id string) ([]ipn.OutboxItem, error) {
+	return d.outboxList(`SELECT `+outboxCols+` FROM outbox WHERE order_id = $1 ORDER BY id`, []byte(id))
+}
+
+// OutboxCounts returns the number of items per state and kind.
+func (d *Dashboard) OutboxCounts() (map[string]map[string]int, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	out := map[string]map[string]int{}
+	err := queriedRows(ctx, d.db.pool)(`SELECT state, kind, count(*) FROM outbox GROUP BY state, kind`, nil, func(r pgx.Rows) error {
+		var state, kind string
+		var n int
+		if err := r.Scan(&state, &kind, &n); err != nil {
+			return err
+		}
+		if out[state] == nil {
+			out[state] = map[string]int{}
+		}
+		out[state][kind] = n
+		return nil
+	})
+	return out, unavailable(err)
+}

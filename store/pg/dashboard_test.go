@@ -1,0 +1,365 @@
+package pg
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"ipnd/internal/pgtest"
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// dashReader is the part of admin/ui.Store that Dashboard implements:
+// *store.DB and *Dashboard both are one.
+type dashReader interface {
+	Get(id uint64) (*ipn.Notification, *ipn.Processing, error)
+	Find(q store.Query) ([]store.Item, error)
+	FirstIDAt(t time.Time) (uint64, error)
+	Matching(f store.Filter, max int) (ids []uint64, more bool, err error)
+	Cursor() uint64
+	OldestPendingByGateway(now time.Time) map[string]time.Time
+	HourCounts(since time.Time) ([]store.HourCount, error)
+	GetOrder(id string) (*ipn.Order, error)
+	ListOrders(status ipn.OrderStatus, before string, limit int) ([]ipn.Order, error)
+	OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error)
+	OrderHistory(id string, from, limit int) ([]ipn.OrderChange, error)
+	OrderCounts() (map[ipn.OrderStatus]int, error)
+	TestOrderCounts() (map[ipn.OrderStatus]int, error)
+	GetSubscription(id string) (*ipn.Subscription, error)
+	ListSubscriptions(status ipn.SubscriptionStatus, after string, limit int) (subs []ipn.Subscription, next string, err error)
+	GetOutbox(id uint64) (ipn.OutboxItem, error)
+	ListOutbox(state string, limit int) ([]ipn.OutboxItem, error)
+	OutboxOf(notification uint64) ([]ipn.OutboxItem, error)
+	OutboxOfOrder(id string) ([]ipn.OutboxItem, error)
+	OutboxCounts() (map[string]map[string]int, error)
+}
+
+var _ dashReader = (*store.DB)(nil)
+var _ dashReader = (*Dashboard)(nil)
+
+// errKind names err by the store's sentinels (the messages differ).
+func errKind(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, store.ErrNotFound):
+		return "not found"
+	case errors.Is(err, store.ErrBadCursor):
+		return "bad cursor"
+	case errors.Is(err, ipn.ErrCorrupt):
+		return "corrupt"
+	}
+	return "error: " + err.Error()
+}
+
+// pages reads every page of find (limit per page) and says how many
+// pages it took; each page goes on below the last id of the one before.
+func pages(t *testing.T, r dashReader, q store.Query) string {
+	t.Helper()
+	var out []string
+	n := 0
+	for {
+		items, err := r.Find(q)
+		if err != nil {
+			t.Fatalf("Find(%+v): %v", q, err)
+		}
+		n++
+		for _, it := range items {
+			s := fmt.Sprintf("%d:%s", it.Notification.ID, it.Processing.State)
+			if it.Processing.Event != nil {
+				s += "/" + it.Processing.Event.OrderID
+			}
+			out = append(out, s)
+		}
+		if len(items) < q.Limit || n > 50 {
+			break
+		}
+		q.Before = items[len(items)-1].Notification.ID
+	}
+	return fmt.Sprintf("%d pages %v", n, out)
+}
+
+func outboxLine(items []ipn.OutboxItem, err error) string {
+	var s []string
+	for _, it := range items {
+		s = append(s, fmt.Sprintf("%d:%s/%s/%s/%q/n%d/a%d", it.ID, it.Effect.Kind, it.State, it.Effect.OrderID, it.Effect.Cause, it.Notification, it.Attempts))
+	}
+	return fmt.Sprintf("%v %s", s, errKind(err))
+}
+
+// nonZero drops the counts that are 0 (the bbolt store keeps a status's
+// count at 0 once it had one; PostgreSQL counts the rows).
+func nonZero[K comparable](m map[K]int) map[K]int {
+	maps.DeleteFunc(m, func(_ K, n int) bool { return n == 0 })
+	return m
+}
+
+// dashboard writes what r's dashboard reads answer, as text to compare.
+func dashboard(t *testing.T, r dashReader, late uint64) string {
+	t.Helper()
+	var out strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&out, format+"\n", a...) }
+
+	// Notifications: one by one, and past the last.
+	for id := uint64(1); id <= late+1; id++ {
+		n, p, err := r.Get(id)
+		if err != nil {
+			w("get %d: %s", id, errKind(err))
+			continue
+		}
+		w("get %d: %s %s %s state=%s attempts=%d dup=%d history=%d event=%v", id, n.Gateway, n.DedupKey, n.ReceivedAt.UTC(), p.State, p.Attempts,
+			p.DuplicateOf, len(p.History), p.Event != nil)
+	}
+	normalize := func(n *ipn.Notification) *ipn.Event {
+		return &ipn.Event{OrderID: "LATE", TxnID: "TL-" + n.DedupKey}
+	}
+	for _, q := range []store.Query{
+		{Limit: 7}, // every notification, 5 pages
+		{Gateway: "test", Limit: 6},
+		{Gateway: "paypal", Limit: 1},
+		{State: ipn.StateApplied, Limit: 4},
+		{State: ipn.StateReceived, Limit: 4},
+		{Gateway: "test", State: ipn.StateDuplicate, Limit: 50},
+		{Gateway: "nowhere", Limit: 50},
+		{Term: "t1", Limit: 1},                 // txn id, lower-cased
+		{Term: "P2", Limit: 50},                // parent txn id of 3, txn id of 5
+		{Order: "O4", Limit: 5},                // order id: 12 notifications, 3 pages
+		{Order: "o4", Limit: 5},                // an order id is exact
+		{Term: "o4", Limit: 5},                 // a term is not
+		{Term: "  A@Example.COM ", Limit: 50},  // customer email, in another case
+		{Term: "buyer@EXAMPLE.com", Limit: 50}, // PayPal's payer
+		{Term: "M4_3", Limit: 50},              // event id (the webhook id)
+		{Term: "s1", Limit: 50},                // subscription id
+		{Term: "ord-p1", Gateway: "paypal", Limit: 50},
+		{Term: "ord-p1", Gateway: "test", Limit: 50},
+		{Term: "T4_5", State: ipn.StateApplied, Limit: 50},
+		{Term: "nothing", Limit: 50},
+		{Order: "LATE", Limit: 50},                       // not reached by the pipeline: found only through Normalize
+		{Order: "LATE", Limit: 50, Normalize: normalize}, // ... so
+		{Term: "tl-late", Limit: 50, Normalize: normalize},
+		{After: 20, Limit: 5},
+		{After: 20, Before: 30, Gateway: "test", Limit: 3},
+		{Before: 3, Limit: 50},
+	} {
+		w("find gateway=%q state=%q order=%q term=%q before=%d after=%d limit=%d normalize=%v: %s",
+			q.Gateway, q.State, q.Order, q.Term, q.Before, q.After, q.Limit, q.Normalize != nil, pages(t, r, q))
+	}
+	for _, m := range []struct {
+		f   store.Filter
+		max int
+	}{{store.Filter{Gateway: "test"}, 5}, {store.Filter{Gateway: "test"}, 0}, {store.Filter{State: ipn.StateInvalid}, 0}, {store.Filter{Before: 10}, 3}} {
+		ids, more, err := r.Matching(m.f, m.max)
+		w("matching %+v %d: %v more=%v %s", m.f, m.max, ids, more, errKind(err))
+	}
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for _, t := range []time.Time{at.Add(-time.Hour), at, at.Add(time.Second), at.Add(time.Hour)} {
+		id, err := r.FirstIDAt(t)
+		w("first id at %s: %d %s", t, id, errKind(err))
+	}
+	w("cursor: %d", r.Cursor())
+	w("oldest pending: %v", r.OldestPendingByGateway(time.Now()))
+	for _, since := range []time.Time{at.Add(-48 * time.Hour), at.Add(30 * time.Minute), at.Add(time.Hour)} {
+		hc, err := r.HourCounts(since)
+		w("hour counts since %s: %+v %s", since, hc, errKind(err))
+	}
+
+	// Orders.
+	for _, id := range []string{"O1", "O2", "O3", "O4", "O5", "ORD-P1", "paypal:P9", "none"} {
+		o, err := r.GetOrder(id)
+		if err != nil {
+			w("order %s: %s", id, errKind(err))
+			continue
+		}
+		w("order %s: %s paid=%s refunded=%s facts=%d history=%d changes=%d txns=%v test=%v", id, o.Status, o.Paid, o.Refunded,
+			len(o.Facts), len(o.History), o.Changes, o.TxnIDs, o.Test)
+	}
+	for _, p := range []struct {
+		id          string
+		from, limit int
+	}{{"O4", 0, 0}, {"O4", 3, 4}, {"O4", 10, 5}, {"O4", 40, 5}, {"O1", 1, 1}, {"O5", 2, 3}, {"none", 0, 5}} {
+		facts, err := r.OrderFacts(p.id, p.from, p.limit)
+		var fs []string
+		for _, f := range facts {
+			fs = append(fs, f.TxnID+"/"+f.Amount)
+		}
+		w("facts %s %d %d: %v %s", p.id, p.from, p.limit, fs, errKind(err))
+		hist, err := r.OrderHistory(p.id, p.from, p.limit)
+		var hs []string
+		for _, h := range hist {
+			hs = append(hs, fmt.Sprintf("%s>%s@%d", h.From, h.To, h.Notification))
+		}
+		w("history %s %d %d: %v %s", p.id, p.from, p.limit, hs, errKind(err))
+	}
+	oc, err := r.OrderCounts()
+	w("order counts: %v %s", nonZero(oc), errKind(err))
+	tc, err := r.TestOrderCounts()
+	w("test order counts: %v %s", nonZero(tc), errKind(err))
+	_, err = r.ListOrders("", "not a cursor", 5)
+	w("list orders, bad cursor: %s", errKind(err))
+
+	// Subscriptions.
+	s, err := r.GetSubscription("S1")
+	if err == nil {
+		w("subscription S1: %s order=%s", s.Status, s.OrderID)
+	}
+	_, err = r.GetSubscription("S2")
+	w("subscription S2: %s", errKind(err))
+	for _, l := range []struct {
+		status ipn.SubscriptionStatus
+		after  string
+		limit  int
+	}{{"", "", 0}, {"", "", 1}, {ipn.SubscriptionStatus("active"), "", 5}, {ipn.SubscriptionStatus("cancelled"), "", 5}, {"", "S1", 5}, {"", "A", 5}} {
+		subs, next, err := r.ListSubscriptions(l.status, l.after, l.limit)
+		var ids []string
+		for _, s := range subs {
+			ids = append(ids, s.ID+":"+string(s.Status))
+		}
+		w("subscriptions %q after %q limit %d: %v next=%q %s", l.status, l.after, l.limit, ids, next, errKind(err))
+	}
+
+	// The outbox.
+	for _, id := range []uint64{1, 2, 999} {
+		it, err := r.GetOutbox(id)
+		w("outbox item %d: %s", id, outboxLine([]ipn.OutboxItem{it}, err))
+	}
+	for _, st := range []string{"", ipn.OutboxSent, ipn.OutboxDead} {
+		w("outbox %q: %s", st, outboxLine(r.ListOutbox(st, 100)))
+	}
+	w("outbox \"\" limit 3: %s", outboxLine(r.ListOutbox("", 3)))
+	pending, err := r.ListOutbox(ipn.OutboxPending, 1000)
+	slices.SortFunc(pending, func(a, b ipn.OutboxItem) int { return int(a.ID) - int(b.ID) })
+	w("outbox pending (by id): %s", outboxLine(pending, err))
+	for _, id := range []uint64{1, 5, 6, 7, 999} {
+		w("outbox of notification %d: %s", id, outboxLine(r.OutboxOf(id)))
+	}
+	for _, id := range []string{"O1", "O2", "O3", "O4", "none"} {
+		w("outbox of order %s: %s", id, outboxLine(r.OutboxOfOrder(id)))
+	}
+	counts, err := r.OutboxCounts()
+	for _, m := range counts {
+		nonZero(m)
+	}
+	maps.DeleteFunc(counts, func(_ string, m map[string]int) bool { return len(m) == 0 })
+	w("outbox counts: %v %s", counts, errKind(err))
+	return out.String()
+}
+
+// listOrders reads every order by ListOrders in pages of limit, and
+// checks the pages against the one page of all: each goes on after the
+// last of the one before, the newest changed first.
+func listOrders(t *testing.T, name string, r dashReader, status ipn.OrderStatus, limit int) []string {
+	t.Helper()
+	all, err := r.ListOrders(status, "", 1000)
+	if err != nil {
+		t.Fatalf("%s: ListOrders: %v", name, err)
+	}
+	var paged []ipn.Order
+	before := ""
+	for range 50 {
+		page, err := r.ListOrders(status, before, limit)
+		if err != nil {
+			t.Fatalf("%s: ListOrders(%q): %v", name, before, err)
+		}
+		paged = append(paged, page...)
+		if len(page) < limit {
+			break
+		}
+		before = store.OrderCursor(page[len(page)-1])
+	}
+	var ids, pagedIDs []string
+	for i, o := range all {
+		ids = append(ids, o.ID+":"+string(o.Status))
+		// (The bbolt store's small orders come with them.)
+		if name == "postgres" && (o.Facts != nil || o.History != nil || o.TxnIDs != nil) {
+			t.Errorf("%s: ListOrders gives order %s with its facts, history or txn ids", name, o.ID)
+		}
+		if status != "" && o.Status != status {
+			t.Errorf("%s: ListOrders(%q) gives order %s %s", name, status, o.ID, o.Status)
+		}
+		if i > 0 && (o.UpdatedAt.After(all[i-1].UpdatedAt) || o.UpdatedAt.Equal(all[i-1].UpdatedAt) && o.ID > all[i-1].ID) {
+			t.Errorf("%s: ListOrders: %s (%s) after %s (%s)", name, o.ID, o.UpdatedAt, all[i-1].ID, all[i-1].UpdatedAt)
+		}
+	}
+	for _, o := range paged {
+		pagedIDs = append(pagedIDs, o.ID+":"+string(o.Status))
+	}
+	if !slices.Equal(ids, pagedIDs) {
+		t.Errorf("%s: ListOrders(%q) in pages of %d: %v, in one: %v", name, status, limit, pagedIDs, ids)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestPGDashboardReads fills the bbolt store and PostgreSQL through the
+// same pipeline scenario as TestPGConformance (and one notification the
+// pipeline has not reached), and compares every dashboard read built on
+// PostgreSQL (Dashboard) with the bbolt store's: notifications by id, by
+// gateway and state, by each kind of identifier (an email in another
+// case), paged newest first; bulk replay's selection; the time index;
+// the hourly counts; orders (paged by last change), their facts and
+// history, their counts; subscriptions; the outbox and its counts.
+func TestPGDashboardReads(t *testing.T) {
+	c := pgtest.Start(t)
+	read := func(b *backend) (string, map[ipn.OrderStatus][]string) {
+		conformance(t, b)
+		late := webhook("late", "payment.completed", `"txn_id":"TL","order_id":"OL","amount":"1.00","currency":"USD"`)
+		late.ReceivedAt = time.Date(2026, 12, 6, 12, 30, 0, 0, time.UTC)
+		id, err := b.append(late)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orders := map[ipn.OrderStatus][]string{}
+		for _, st := range []ipn.OrderStatus{"", ipn.OrderStatus("paid"), ipn.OrderStatus("review"), ipn.OrderStatus("partially_refunded")} {
+			orders[st] = listOrders(t, b.name, b.reads, st, 2)
+		}
+		return dashboard(t, b.reads, id), orders
+	}
+	want, wantOrders := read(boltBackend(t))
+	got, gotOrders := read(pgBackend(t, open(t, c.DSN())))
+	if got != want {
+		wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+		for i := range max(len(wl), len(gl)) {
+			var w, g string
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if w != g {
+				t.Errorf("postgres differs from bbolt:\n  bbolt:    %s\n  postgres: %s", w, g)
+			}
+		}
+	}
+	for st, ids := range wantOrders {
+		if !slices.Equal(ids, gotOrders[st]) {
+			t.Errorf("ListOrders(%q): bbolt %v, postgres %v", st, ids, gotOrders[st])
+		}
+	}
+	for _, must := range []string{
+		`find gateway="" state="" order="" term="" before=0 after=0 limit=7 normalize=false: 5 pages`,
+		`find gateway="" state="" order="O4" term="" before=0 after=0 limit=5 normalize=false: 3 pages`,
+		`term="  A@Example.COM " before=0 after=0 limit=50 normalize=false: 1 pages [2:duplicate/O1 1:applied/O1]`,
+		`order="LATE" term="" before=0 after=0 limit=50 normalize=false: 1 pages []`,
+		`order="LATE" term="" before=0 after=0 limit=50 normalize=true: 1 pages [33:received]`,
+		`term="tl-late" before=0 after=0 limit=50 normalize=true: 1 pages [33:received]`,
+		`term="M4_3" before=0 after=0 limit=50 normalize=false: 1 pages [14:applied/O4]`,
+		"get 33: test late 2026-12-06 12:30:00 +0000 UTC state=received",
+		"get 34: not found",
+		"oldest pending: map[test:2026-12-06 12:30:00 +0000 UTC]",
+		"Received:1 Applied:0",
+		"subscription S2: not found",
+		"list orders, bad cursor: bad cursor",
+		`outbox item 999: [0:///""/n0/a0] not found`,
+	} {
+		if !strings.Contains(want, must) {
+			t.Errorf("the scenario does not reach %q", must)
+		}
+	}
+	t.Logf("both backends:\n%s", want)
+}
