@@ -76,7 +76,7 @@ func pages(t *testing.T, r dashReader, q store.Query) string {
 			}
 			out = append(out, s)
 		}
-		if len(items) < q.Limit || n > 50 {
+		if len(items) == 0 || len(items) < q.Limit || n > 50 {
 			break
 		}
 		q.Before = items[len(items)-1].Notification.ID
@@ -362,4 +362,40 @@ func TestPGDashboardReads(t *testing.T) {
 		}
 	}
 	t.Logf("both backends:\n%s", want)
+}
+
+// A database the pipeline wrote at schema 3 (no identifier index) is
+// migrated to 4 by Open with the identifiers of the processing records
+// already there: a search by identifier finds what it found before.
+func TestPGMigrationFillsTerms(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	b := pgBackend(t, db)
+	conformance(t, b)
+	queries := []store.Query{{Term: "t1", Limit: 50}, {Term: "A@EXAMPLE.COM", Limit: 50}, {Order: "O4", Limit: 5}, {Term: "s1", Limit: 50},
+		{Term: "m4_3", Limit: 50}, {Term: "buyer@example.com", Limit: 50}}
+	var want []string
+	for _, q := range queries {
+		want = append(want, pages(t, b.reads, q))
+	}
+	if !strings.Contains(want[2], "3 pages") {
+		t.Fatalf("order O4: %s", want[2])
+	}
+	// Back to schema 3, as an ipnd before the index left it.
+	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms;
+		DROP INDEX notifications_gateway, notifications_state, notifications_gateway_state, notifications_received_at, outbox_order_all, outbox_state;
+		UPDATE ipnd_schema SET version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	again := open(t, c.DSN())
+	var v int
+	if err := again.pool.QueryRow(t.Context(), `SELECT version FROM ipnd_schema`).Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("schema version %d %v, want %d", v, err, SchemaVersion)
+	}
+	for i, q := range queries {
+		if got := pages(t, again.Dashboard(), q); got != want[i] {
+			t.Errorf("Find(%+v) after the migration: %s, before: %s", q, got, want[i])
+		}
+	}
 }
