@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"ipnd/fulfil"
 	"ipnd/ipn"
 	"ipnd/record"
 	"ipnd/store"
@@ -21,8 +22,8 @@ import (
 // on db, with the bbolt store's semantics (store/index.go, orders.go,
 // subscriptions.go, outbox.go): the methods take no context (each runs
 // under the DB's timeout) and answer the store's sentinels. Not built
-// here: Replay, Stats, Follow, Deliveries, OutboxAttempts and the
-// outbox's retries and resends, so that it is not a ui.Store yet.
+// here: Replay, Stats, Follow, OutboxAttempts and the outbox's retries
+// and resends, so that it is not a ui.Store yet.
 type Dashboard struct{ db *DB }
 
 // Dashboard returns the dashboard's reads on db.
@@ -743,4 +744,12 @@ func (d *Dashboard) OutboxCounts() (map[string]map[string]int, error) {
 		return nil
 	})
 	return out, unavailable(err)
+}
+
+// Deliveries returns what order id was delivered: on PostgreSQL nothing
+// is (fulfilment is not built: pgTx.Fulfil refuses to issue), so it is
+// store.ErrNotFound for every order, as the bbolt store answers for an
+// order that delivered nothing.
+func (d *Dashboard) Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error) {
+	return nil, nil, fmt.Errorf("deliveries of order %q: %w", id, store.ErrNotFound)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"ipnd/fulfil"
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/store"
@@ -26,6 +27,7 @@ type dashReader interface {
 	HourCounts(since time.Time) ([]store.HourCount, error)
 	GetOrder(id string) (*ipn.Order, error)
 	ListOrders(status ipn.OrderStatus, before string, limit int) ([]ipn.Order, error)
+	Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error)
 	OrderFacts(id string, from, limit int) ([]ipn.OrderFact, error)
 	OrderHistory(id string, from, limit int) ([]ipn.OrderChange, error)
 	OrderCounts() (map[ipn.OrderStatus]int, error)
@@ -195,6 +197,10 @@ func dashboard(t *testing.T, r dashReader, late uint64) string {
 		}
 		w("history %s %d %d: %v %s", p.id, p.from, p.limit, hs, errKind(err))
 	}
+	for _, id := range []string{"O1", "ORD-P1", "none"} {
+		rec, lic, err := r.Deliveries(id)
+		w("deliveries %s: %v %d %s", id, rec != nil, len(lic), errKind(err))
+	}
 	oc, err := r.OrderCounts()
 	w("order counts: %v %s", nonZero(oc), errKind(err))
 	tc, err := r.TestOrderCounts()
@@ -354,6 +360,7 @@ func TestPGDashboardReads(t *testing.T) {
 		"oldest pending: map[test:2026-12-06 12:30:00 +0000 UTC]",
 		"Received:1 Applied:0",
 		"subscription S2: not found",
+		"deliveries O1: false 0 not found",
 		"list orders, bad cursor: bad cursor",
 		`outbox item 999: [0:///""/n0/a0] not found`,
 	} {

@@ -9,11 +9,16 @@
 // The pipeline runs on it through Journal (journal.go), in the process
 // that leads (leader.go): record.Finish, record.Attach and
 // record.ExpireParked drive pgTx (tx.go), a transaction as record.Tx,
-// with the bbolt store's semantics, fenced by the lease's epoch. Not
+// with the bbolt store's semantics, fenced by the lease's epoch. The
+// dashboard's reads are Dashboard (dashboard.go): notifications by
+// gateway, state and identifier (schema 4's notification_terms, written
+// with the processing record), orders, subscriptions, the outbox. Not
 // built yet: fulfilment (products configured: a batch that would issue
 // fails, see pgTx.Fulfil), the outbox worker's side (taking due items,
-// recording results), the admin API's and the dashboard's reads,
-// retention, migration from and to bbolt.
+// recording results), the rest of the dashboard's store (Stats, Follow,
+// OutboxAttempts, the outbox's retries and resends; Replay is DB.Replay,
+// with a context) and the admin API's, retention, migration from and to
+// bbolt.
 package pg
 
 import (
