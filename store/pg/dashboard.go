@@ -613,27 +613,33 @@ func (d *Dashboard) ListSubscriptions(status ipn.SubscriptionStatus, after strin
 	limit = min(limit, 1000)
 	ctx, cancel := d.ctx()
 	defer cancel()
-	var last []byte
-	err = queriedRows(ctx, d.db.pool)(`SELECT id, record FROM subscriptions WHERE id > $1 AND ($2 = '' OR status = $2) ORDER BY id LIMIT $3`,
-		[]any{[]byte(after), string(status), limit}, func(r pgx.Rows) error {
-			var id, b []byte
-			if err := r.Scan(&id, &b); err != nil {
-				return err
-			}
-			last = id
-			var s ipn.Subscription
-			if json.Unmarshal(b, &s) != nil {
-				return nil // damaged: left out (GetSubscription reports it)
-			}
-			if status == "" || s.Status == status {
-				subs = append(subs, s)
-			}
-			return nil
-		})
-	if err != nil {
-		return nil, "", unavailable(err)
+	last := []byte(after)
+	for {
+		page, read := limit-len(subs), 0
+		err = queriedRows(ctx, d.db.pool)(`SELECT id, record FROM subscriptions WHERE id > $1 AND ($2 = '' OR status = $2) ORDER BY id LIMIT $3`,
+			[]any{last, string(status), page}, func(r pgx.Rows) error {
+				var id, b []byte
+				if err := r.Scan(&id, &b); err != nil {
+					return err
+				}
+				last, read = id, read+1
+				var s ipn.Subscription
+				if json.Unmarshal(b, &s) != nil {
+					return nil // damaged: left out (GetSubscription reports it)
+				}
+				if status == "" || s.Status == status {
+					subs = append(subs, s)
+				}
+				return nil
+			})
+		if err != nil {
+			return nil, "", unavailable(err)
+		}
+		if read < page || len(subs) == limit {
+			break
+		}
 	}
-	if len(subs) < limit || last == nil {
+	if len(subs) < limit {
 		return subs, "", nil
 	}
 	var more bool

@@ -406,3 +406,73 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 		}
 	}
 }
+
+// Damaged records are left out of the dashboard's lists, as on the bbolt
+// store, and the pages stay full across them (here five of twelve
+// notifications, three in a row at a page's end); reading one alone
+// reports it.
+func TestPGDashboardDamagedRecords(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := t.Context()
+	db := open(t, c.DSN())
+	for i := range 12 {
+		if _, _, err := db.Append(ctx, webhook(fmt.Sprintf("m%d", i+1), "payment.completed", `"txn_id":"T1","amount":"1.00","currency":"USD"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO processing (id, state, record) VALUES (5, 'received', '[1, 2]'), (9, 'received', '7'), (10, 'received', '"x"')`,
+		`UPDATE notifications SET headers = '"not headers"' WHERE id IN (8, 11)`,
+		`INSERT INTO outbox (id, kind, order_id, cause, notification, effect, delivery_id, created_at, state) VALUES
+			(1, 'shop_callback', 'O1', 'c1', 1, '{"kind":"shop_callback","order_id":"O1"}', 'd1', now(), 'pending'),
+			(2, 'shop_callback', 'O1', 'c2', 1, '"not an effect"', 'd2', now(), 'pending'),
+			(3, 'shop_callback', 'O1', 'c3', 1, '{"kind":"shop_callback","order_id":"O1"}', 'd3', now(), 'sent')`,
+		`INSERT INTO subscriptions (id, status, record) VALUES ('S1', 'active', '{"id":"S1","status":"active"}'), ('S2', 'active', '[]'),
+			('S3', 'active', '{"id":"S3","status":"active"}')`,
+	} {
+		if _, err := db.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := db.Dashboard()
+	if got, want := pages(t, d, store.Query{Gateway: "test", Limit: 3}), "3 pages [12:received 7:received 6:received 4:received 3:received 2:received 1:received]"; got != want {
+		t.Errorf("Find by gateway: %s, want %s", got, want)
+	}
+	if got, want := pages(t, d, store.Query{Limit: 2}), "4 pages [12:received 7:received 6:received 4:received 3:received 2:received 1:received]"; got != want {
+		t.Errorf("Find: %s, want %s", got, want)
+	}
+	for _, id := range []uint64{5, 8} {
+		if _, _, err := d.Get(id); !errors.Is(err, ipn.ErrCorrupt) {
+			t.Errorf("Get(%d) = %v, want corrupt", id, err)
+		}
+	}
+	if _, _, err := d.Get(6); err != nil {
+		t.Errorf("Get(6) = %v", err)
+	}
+	if got := outboxLine(d.ListOutbox("", 10)); !strings.HasPrefix(got, "[3:shop_callback/sent/O1/") || strings.Contains(got, " 2:") {
+		t.Errorf("ListOutbox: %s", got)
+	}
+	if got := outboxLine(d.OutboxOfOrder("O1")); strings.Count(got, "shop_callback/") != 2 || strings.Contains(got, "[2:") || strings.Contains(got, " 2:") {
+		t.Errorf("OutboxOfOrder: %s", got)
+	}
+	if _, err := d.GetOutbox(2); !errors.Is(err, ipn.ErrCorrupt) {
+		t.Errorf("GetOutbox(2) = %v, want corrupt", err)
+	}
+	// A page of two passes over S2 (as bbolt's: the page is full, and
+	// nothing follows); a page of one goes on after S1.
+	subs, next, err := d.ListSubscriptions("", "", 2)
+	if err != nil || len(subs) != 2 || subs[0].ID != "S1" || subs[1].ID != "S3" || next != "" {
+		t.Errorf("ListSubscriptions(2) = %+v %q %v, want S1, S3 and no next", subs, next, err)
+	}
+	subs, next, err = d.ListSubscriptions("", "", 1)
+	if err != nil || len(subs) != 1 || subs[0].ID != "S1" || next != "S1" {
+		t.Errorf("ListSubscriptions(1) = %+v %q %v, want S1 and next S1", subs, next, err)
+	}
+	subs, next, err = d.ListSubscriptions("", "S1", 1)
+	if err != nil || len(subs) != 1 || subs[0].ID != "S3" || next != "" {
+		t.Errorf("ListSubscriptions(after S1, 1) = %+v %q %v, want S3 and no next", subs, next, err)
+	}
+	if _, err := d.GetSubscription("S2"); !errors.Is(err, ipn.ErrCorrupt) {
+		t.Errorf("GetSubscription(S2) = %v, want corrupt", err)
+	}
+}
