@@ -97,6 +97,26 @@ func (t *pgTx) putTerms(id uint64, was []byte, known bool, p *ipn.Processing) er
 	return t.exec(`INSERT INTO notification_terms (term, id) SELECT unnest($2::bytea[]), $1 ON CONFLICT DO NOTHING`, int64(id), now)
 }
 
+// countHour moves notification id's hourly counts to state st from its
+// processing record's state, before the record is written (queued:
+// read when it runs, after the writes queued before it). A first
+// record counts the notification received; applied and invalid follow
+// its state.
+func (t *pgTx) countHour(id uint64, st ipn.State) error {
+	return t.exec(`WITH o AS (SELECT (SELECT state FROM processing WHERE id = $1) AS st)
+		INSERT INTO notification_hours AS c (gateway, hour, received, applied, invalid)
+		SELECT n.gateway, date_bin('1 hour', n.received_at, 'epoch'), CASE WHEN o.st IS NULL THEN 1 ELSE 0 END,
+			greatest((CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'applied' THEN 1 ELSE 0 END), 0),
+			greatest((CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'invalid' THEN 1 ELSE 0 END), 0)
+		FROM notifications n, o WHERE n.id = $1 AND o.st IS DISTINCT FROM $2
+		ON CONFLICT (gateway, hour) DO UPDATE SET received = c.received + excluded.received,
+			applied = greatest(c.applied + (CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END)
+				- (CASE WHEN (SELECT st FROM o) = 'applied' THEN 1 ELSE 0 END), 0),
+			invalid = greatest(c.invalid + (CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END)
+				- (CASE WHEN (SELECT st FROM o) = 'invalid' THEN 1 ELSE 0 END), 0)`,
+		int64(id), string(st))
+}
+
 // fillTerms fills notification_terms from the processing records
 // (migration 4 of a database the pipeline wrote at schema 3). A record
 // that does not decode has no terms (the readers report it).
@@ -398,29 +418,53 @@ func (d *Dashboard) OldestPendingByGateway(now time.Time) map[string]time.Time {
 
 // HourCounts returns, per gateway and hour since since (its hour
 // included), the notifications received then and how many of them are
-// applied and invalid, by gateway then hour. It counts the rows of those
-// hours (notifications_received_at).
+// applied and invalid, as the bbolt store's: from the hourly counts the
+// pipeline keeps (notification_hours), by gateway then hour, plus the
+// notifications it has not reached yet (the newest tailScanMax above its
+// cursor).
 func (d *Dashboard) HourCounts(since time.Time) ([]store.HourCount, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	from := time.Unix(since.Unix()/3600*3600, 0)
-	rows, err := d.db.pool.Query(ctx, `SELECT gateway, date_bin('1 hour', received_at, 'epoch') AS h, count(*),
-			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
-		FROM notifications WHERE received_at >= $1 GROUP BY gateway, h ORDER BY gateway COLLATE "C", h`, from)
+	var out []store.HourCount
+	idx := map[[2]any]int{}
+	err := queriedRows(ctx, d.db.pool)(`SELECT gateway, hour, received, applied, invalid FROM notification_hours
+		WHERE hour >= $1 ORDER BY gateway COLLATE "C", hour`, []any{from}, func(r pgx.Rows) error {
+		var c store.HourCount
+		if err := r.Scan(&c.Gateway, &c.Hour, &c.Received, &c.Applied, &c.Invalid); err != nil {
+			return err
+		}
+		c.Hour = c.Hour.UTC()
+		idx[[2]any{c.Gateway, c.Hour}] = len(out)
+		out = append(out, c)
+		return nil
+	})
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	defer rows.Close()
-	var out []store.HourCount
-	for rows.Next() {
-		var c store.HourCount
-		if err := rows.Scan(&c.Gateway, &c.Hour, &c.Received, &c.Applied, &c.Invalid); err != nil {
-			return nil, unavailable(err)
+	err = queriedRows(ctx, d.db.pool)(`SELECT n.gateway, n.received_at FROM notifications n
+		WHERE n.id > (SELECT value FROM ipnd_counters WHERE name = 'cursor')
+			AND NOT EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
+		ORDER BY n.id DESC LIMIT `+fmt.Sprint(tailScanMax), nil, func(r pgx.Rows) error {
+		var gw string
+		var at time.Time
+		if err := r.Scan(&gw, &at); err != nil {
+			return err
 		}
-		c.Hour = c.Hour.UTC()
-		out = append(out, c)
-	}
-	return out, unavailable(rows.Err())
+		h := at.UTC().Truncate(time.Hour)
+		if h.Before(since.Truncate(time.Hour)) {
+			return nil
+		}
+		i, ok := idx[[2]any{gw, h}]
+		if !ok {
+			i = len(out)
+			idx[[2]any{gw, h}] = i
+			out = append(out, store.HourCount{Gateway: gw, Hour: h})
+		}
+		out[i].Received++
+		return nil
+	})
+	return out, unavailable(err)
 }
 
 // shownEntries is how many of an order's newest facts and history

@@ -371,9 +371,10 @@ func TestPGDashboardReads(t *testing.T) {
 	t.Logf("both backends:\n%s", want)
 }
 
-// A database the pipeline wrote at schema 3 (no identifier index) is
-// migrated to 4 by Open with the identifiers of the processing records
-// already there: a search by identifier finds what it found before.
+// A database the pipeline wrote at schema 3 (no identifier index, no
+// hourly counts) is migrated to 4 by Open with the identifiers and the
+// counts of the processing records already there: a search by
+// identifier finds what it found before, the hourly counts are the same.
 func TestPGMigrationFillsTerms(t *testing.T) {
 	c := pgtest.Start(t)
 	db := open(t, c.DSN())
@@ -389,7 +390,12 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 		t.Fatalf("order O4: %s", want[2])
 	}
 	// Back to schema 3, as an ipnd before the index left it.
-	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms;
+	at := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	hours, err := b.reads.HourCounts(at)
+	if err != nil || len(hours) != 2 {
+		t.Fatalf("HourCounts = %+v %v", hours, err)
+	}
+	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms, notification_hours;
 		DROP INDEX notifications_gateway, notifications_state, notifications_gateway_state, notifications_received_at, outbox_order_all, outbox_state;
 		UPDATE ipnd_schema SET version = 3`); err != nil {
 		t.Fatal(err)
@@ -399,6 +405,9 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	var v int
 	if err := again.pool.QueryRow(t.Context(), `SELECT version FROM ipnd_schema`).Scan(&v); err != nil || v != SchemaVersion {
 		t.Fatalf("schema version %d %v, want %d", v, err, SchemaVersion)
+	}
+	if got, err := again.Dashboard().HourCounts(at); err != nil || fmt.Sprint(got) != fmt.Sprint(hours) {
+		t.Errorf("HourCounts after the migration: %+v %v, before: %+v", got, err, hours)
 	}
 	for i, q := range queries {
 		if got := pages(t, again.Dashboard(), q); got != want[i] {

@@ -186,7 +186,10 @@ var migrations = []string{
 	// and hashed as the bbolt store's (the email stays out of the index),
 	// written with the processing record (pgTx.PutState). A database at
 	// schema 3 gets its terms from the processing records by Open
-	// (indexTerms), not by this statement.
+	// (fillTerms), not by this statement. notification_hours: per
+	// gateway and hour of arrival, the notifications the pipeline has
+	// recorded and how many of them are applied and invalid (the
+	// overview's charts), moved with the processing record.
 	`CREATE TABLE notification_terms (
 		term bytea NOT NULL,
 		id   bigint NOT NULL,
@@ -198,7 +201,20 @@ var migrations = []string{
 	 CREATE INDEX notifications_gateway_state ON notifications (gateway, state, id);
 	 CREATE INDEX notifications_received_at ON notifications (received_at, id);
 	 CREATE INDEX outbox_order_all ON outbox (order_id, id);
-	 CREATE INDEX outbox_state ON outbox (state, id);`,
+	 CREATE INDEX outbox_state ON outbox (state, id);
+	 CREATE TABLE notification_hours (
+		gateway  text NOT NULL,
+		hour     timestamptz NOT NULL,
+		received bigint NOT NULL DEFAULT 0,
+		applied  bigint NOT NULL DEFAULT 0,
+		invalid  bigint NOT NULL DEFAULT 0,
+		PRIMARY KEY (gateway, hour)
+	 );
+	 INSERT INTO notification_hours
+		SELECT gateway, date_bin('1 hour', received_at, 'epoch'), count(*),
+			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
+		FROM notifications n WHERE EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
+		GROUP BY 1, 2;`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its

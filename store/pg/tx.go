@@ -577,6 +577,9 @@ func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
 	if err := t.putTerms(id, was, known, p); err != nil { // dashboard.go
 		return err
 	}
+	if err := t.countHour(id, p.State); err != nil { // dashboard.go
+		return err
+	}
 	if err := t.exec(`INSERT INTO processing (id, state, record) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`, int64(id), string(p.State), b); err != nil {
 		return err
