@@ -311,13 +311,15 @@ func (r *stateReader) fail() {
 	}
 }
 
-// int reads a varint that fits an int32 (counts and versions).
+// int reads a varint that fits an int (counts, versions, a crypto
+// payment's confirmations: the gateway takes any int, so every int
+// written reads back).
 func (r *stateReader) int() int {
 	if r.err != nil {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 || v > math.MaxInt32 || v < math.MinInt32 {
+	if n <= 0 || int64(int(v)) != v {
 		r.fail()
 		return 0
 	}
