@@ -1,9 +1,14 @@
 package store
 
 import (
+	"encoding/binary"
 	"math"
 	"reflect"
+	"runtime"
+	"slices"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
 )
@@ -19,6 +24,103 @@ func TestReview23cOutboxBodyIntRange(t *testing.T) {
 		var got ipn.OutboxItem
 		if err := decodeOutboxBody(outboxBody(&it), &got); err != nil || !reflect.DeepEqual(got, it) {
 			t.Errorf("ints %d: read %+v, %v", v, got, err)
+		}
+	}
+}
+
+// termWalk lists what termIDs walks for h below before.
+func termWalk(b *bolt.Bucket, h []byte, before uint64) []uint64 {
+	var out []uint64
+	for w := termIDs(b, h, before); w.ok; w.next() {
+		out = append(out, w.id)
+	}
+	return out
+}
+
+// The identifier index's walk, compared with the ids themselves: for
+// every page start (before) around the ranges' borders, a hash with keys
+// in some ranges only, hashes just below and above it in every range,
+// and ids up to the last one a range can hold (2^48-1 with ranges of
+// 2^16): each id once, newest first, none missed.
+func TestReview23cTermIDsAtBorders(t *testing.T) {
+	defer func(b int) { termPartBits = b }(termPartBits)
+	for _, bits := range []int{2, 16} {
+		termPartBits = bits
+		db := mustOpen(t)
+		w := uint64(1) << bits
+		top := uint64(1)<<(32+bits) - 1 // the last id a range can hold
+		h := []byte{0x80, 0, 0, 0, 0, 0, 0, 1}
+		lo := []byte{0x80, 0, 0, 0, 0, 0, 0, 0}
+		hi := []byte{0x80, 0, 0, 0, 0, 0, 0, 2}
+		var ids, all []uint64
+		for _, id := range []uint64{1, 2, w - 1, w, w + 1, 3*w - 1, 3 * w, 7*w + 2, 100 * w, top - w, top - 1, top} {
+			ids = append(ids, id)
+		}
+		for id := uint64(1); id < 12*w; id += w / 2 {
+			all = append(all, id)
+		}
+		all = append(all, top-2, top)
+		if err := db.bolt.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketIxTerms)
+			for _, id := range ids {
+				if err := b.Put(termKey(h, id), nil); err != nil {
+					return err
+				}
+			}
+			for _, id := range all {
+				for _, x := range [][]byte{lo, hi} {
+					if err := b.Put(termKey(x, id), nil); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var befores []uint64
+		for _, id := range append(slices.Clone(ids), all...) {
+			befores = append(befores, id-1, id, id+1)
+		}
+		befores = append(befores, 0, top+1, top+2, 1<<48, 1<<48+1, math.MaxUint32<<16, math.MaxUint64-1, math.MaxUint64)
+		db.bolt.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketIxTerms)
+			for _, before := range befores {
+				var want []uint64
+				for _, id := range slices.Backward(ids) {
+					if before == 0 || id < before {
+						want = append(want, id)
+					}
+				}
+				if got := termWalk(b, h, before); !slices.Equal(got, want) {
+					t.Errorf("ranges of 2^%d, before %d: walked %v, want %v", bits, before, got, want)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// A stored item whose packed length is damaged (it claims up to
+// maxUnpacked bytes and holds a few) is an error that costs what its
+// bytes are: before, each read of it (every outbox page, the lanes'
+// scans) allocated the 64 MiB it claimed, a heap bound's worth.
+func TestReview23cDamagedPackedLengthAllocatesLittle(t *testing.T) {
+	for _, v := range [][]byte{
+		append(binary.AppendUvarint([]byte{tagOutboxPacked}, maxUnpacked), 0x00, 0x01),
+		append(binary.AppendUvarint([]byte{tagJSON}, maxUnpacked), 0xf0, 0x05, 'a'),
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range 10 {
+			var it ipn.OutboxItem
+			if err := decodeOutboxBody(v, &it); err == nil {
+				t.Fatalf("% x decoded", v)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("10 reads of a damaged %d-byte item allocated %d MiB", len(v), got>>20)
 		}
 	}
 }
