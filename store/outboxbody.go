@@ -245,7 +245,9 @@ func decodeOutboxBin(v []byte, it *ipn.OutboxItem) error {
 	switch code := r.byte(); {
 	case r.err != nil:
 	case code == 0:
-		e.Kind = r.string()
+		if e.Kind = r.string(); kindCodes[e.Kind] != 0 {
+			r.fail() // a known kind is written as its code
+		}
 	case int(code) < len(kindNames):
 		e.Kind = kindNames[code]
 	default:
@@ -319,7 +321,7 @@ func (r *stateReader) int() int {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 || int64(int(v)) != v {
+	if n <= 0 || overlong(r.b, n) || int64(int(v)) != v {
 		r.fail()
 		return 0
 	}
@@ -346,7 +348,7 @@ func (r *stateReader) time() time.Time {
 		return time.Time{}
 	}
 	s, n := binary.Varint(r.b)
-	if n <= 0 {
+	if n <= 0 || overlong(r.b, n) {
 		r.fail()
 		return time.Time{}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"reflect"
@@ -121,6 +122,24 @@ func TestReview23cDamagedPackedLengthAllocatesLittle(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
 			t.Errorf("10 reads of a damaged %d-byte item allocated %d MiB", len(v), got>>20)
+		}
+	}
+}
+
+// The binary layout has one encoding per item (FuzzOutboxBody's
+// invariant: what decodes encodes to the same bytes): a varint with
+// bytes its value does not need, or a known lane written by name, was
+// never written, so it is damage, not an item (the fuzzer found the
+// first: testdata/fuzz/FuzzOutboxBody/2c7b33b091d20f36).
+func TestReview23cOutboxBodyOneEncoding(t *testing.T) {
+	it := ipn.OutboxItem{ID: 0x73, Attempts: 2, Effect: ipn.Effect{Kind: "shop_callbacX"}}
+	good := encodeOutboxBody(&it)
+	byName := bytes.Replace(good, []byte("shop_callbacX"), []byte(ipn.EffectShopCallback), 1)
+	overlongID := append([]byte{tagOutboxBin, outboxBinFormat, 0xf3, 0x00}, good[3:]...)
+	for name, v := range map[string][]byte{"known kind by name": byName, "overlong id": overlongID} {
+		var got ipn.OutboxItem
+		if err := decodeOutboxBody(v, &got); err == nil {
+			t.Errorf("%s: decoded as %+v", name, got)
 		}
 	}
 }
