@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -77,6 +80,80 @@ func TestReview23cLargeConfirmationsDelivered(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("outbox of %s does not show the event's %s confirmations: %+v", order, confirms, list.Items)
+		}
+	}
+}
+
+var dashRowID = regexp.MustCompile(`<tr><td><a href="/notifications/(\d+)">`)
+var dashNextBefore = regexp.MustCompile(`name="before" value="(\d+)"`)
+
+// The dashboard's search (through the identifier index) pages through
+// every match once, newest first, and a forged page start (before=) in
+// the dashboard or the API never answers 500: above every id, at the
+// largest ids, negative, not a number.
+func TestReview23cSearchPagesAndForgedCursors(t *testing.T) {
+	d, post := webhookDaemon(t, "")
+	const n = 120
+	for i := 1; i <= n; i++ {
+		email := "ann@example.com"
+		if i%3 == 0 {
+			email = fmt.Sprintf("other%d@example.com", i)
+		}
+		if code := post(fmt.Sprintf("m-%d", i), "payment.completed", map[string]any{"order_id": fmt.Sprintf("O-%d", i%7),
+			"txn_id": fmt.Sprintf("T-%d", i), "amount": "1.00", "currency": "EUR", "customer_email": email}); code != 200 {
+			t.Fatalf("post %d: %d", i, code)
+		}
+	}
+	d.drained(n)
+	b := signInDash(t, d)
+	var want []string
+	for i := n; i >= 1; i-- {
+		if i%3 != 0 {
+			want = append(want, strconv.Itoa(i))
+		}
+	}
+	var got []string
+	form := url.Values{"q": {"ANN@example.com"}}
+	for pages := 0; pages < 10; pages++ {
+		resp, page := b.post("/notifications", form)
+		if resp.StatusCode != 200 {
+			t.Fatalf("search page %d: %d", pages, resp.StatusCode)
+		}
+		for _, m := range dashRowID.FindAllStringSubmatch(page, -1) {
+			got = append(got, m[1])
+		}
+		m := dashNextBefore.FindStringSubmatch(page)
+		if m == nil {
+			break
+		}
+		form.Set("before", m[1])
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("search pages: %d rows %v, want %d %v", len(got), got, len(want), want)
+	}
+	for _, before := range []string{"0", "1", "2", strconv.Itoa(n + 1), "65536", "65537", "281474976710655", "281474976710656",
+		"281474976710657", "18446744073709551615", "18446744073709551616", "-1", "x", ""} {
+		resp, page := b.post("/notifications", url.Values{"q": {"ann@example.com"}, "before": {before}})
+		if resp.StatusCode != 200 {
+			t.Errorf("search before=%q: %d", before, resp.StatusCode)
+		}
+		rows := dashRowID.FindAllStringSubmatch(page, -1)
+		if v, err := strconv.ParseUint(before, 10, 64); err == nil && v > 0 && v <= n {
+			for _, m := range rows {
+				if id, _ := strconv.ParseUint(m[1], 10, 64); id >= v {
+					t.Errorf("search before=%s shows %d", before, id)
+				}
+			}
+		}
+		for _, q := range []string{"/notifications?before=", "/notifications?order=O-1&before="} {
+			if resp, _ := b.get(q + url.QueryEscape(before)); resp.StatusCode != 200 {
+				t.Errorf("GET %s%s: %d", q, before, resp.StatusCode)
+			}
+		}
+		var list struct{ Notifications []struct{ ID uint64 } }
+		code := d.api("GET", "/api/notifications?order=O-1&before="+url.QueryEscape(before), nil, &list)
+		if code != 200 && code != 400 {
+			t.Errorf("API before=%q: %d", before, code)
 		}
 	}
 }
