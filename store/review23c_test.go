@@ -3,11 +3,14 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -140,6 +143,88 @@ func TestReview23cOutboxBodyOneEncoding(t *testing.T) {
 		var got ipn.OutboxItem
 		if err := decodeOutboxBody(v, &got); err == nil {
 			t.Errorf("%s: decoded as %+v", name, got)
+		}
+	}
+}
+
+// Retention scrubs the customer's email from the notifications' events:
+// on a file upgraded from schema 8 (keys in ix_term) with newer keys in
+// the ranges, no key of a scrubbed email is left in either, a search by
+// it finds nothing, and the identifiers kept (txn ids) are still found
+// in both.
+func TestReview23cPurgeLeavesNoEmailKey(t *testing.T) {
+	defer func(b int) { termPartBits = b }(termPartBits)
+	termPartBits = 3
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db := reopen(t, path)
+	stop := mixPipeline(t, db)
+	now := time.Now()
+	fillMix(t, db, 1, 60, now.Add(-2*time.Hour))
+	stop()
+	if err := db.bolt.Update(func(tx *bolt.Tx) error { // as schema 8 wrote it
+		if err := tx.DeleteBucket(bucketIxTerms); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketIxTerms); err != nil {
+			return err
+		}
+		legacy := tx.Bucket(bucketIxTerm)
+		if err := tx.Bucket(bucketState).ForEach(func(k, v []byte) error {
+			var p ipn.Processing
+			if err := decodeValue(v, &p); err != nil {
+				return err
+			}
+			for _, term := range eventTerms(p.Event) {
+				if err := legacy.Put(append(termHash(term), k...), nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, u64(8))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = reopen(t, path)
+	stop = mixPipeline(t, db)
+	defer stop()
+	fillMix(t, db, 61, 40, now.Add(-time.Hour))
+	if got := findAll(t, db, Query{Term: "c1@example.com"}); len(got) < 2 {
+		t.Fatalf("before the purge c1 is found in %v", got)
+	}
+	for {
+		p, err := db.Purge(now, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.More {
+			break
+		}
+	}
+	for c := range 40 {
+		email := fmt.Sprintf("c%d@example.com", c)
+		if got := findAll(t, db, Query{Term: email}); len(got) != 0 {
+			t.Errorf("after the purge %s is found in %v", email, got)
+		}
+		h := termHash(email)
+		ranged, legacy := termKeys(t, db)
+		for _, k := range ranged {
+			if bytes.Equal(k[4:12], h) {
+				t.Errorf("after the purge a key of %s is left in the ranges: %x", email, k)
+			}
+		}
+		for _, k := range legacy {
+			if bytes.Equal(k[:8], h) {
+				t.Errorf("after the purge a key of %s is left in ix_term: %x", email, k)
+			}
+		}
+	}
+	for _, id := range []int{1, 59, 61, 100} {
+		if got := findAll(t, db, Query{Term: fmt.Sprintf("tx-%05d", id)}); !slices.Equal(got, []uint64{uint64(id)}) {
+			t.Errorf("after the purge tx-%05d is found in %v", id, got)
 		}
 	}
 }
