@@ -56,10 +56,8 @@ func TestReview23cTermIDsAtBorders(t *testing.T) {
 		h := []byte{0x80, 0, 0, 0, 0, 0, 0, 1}
 		lo := []byte{0x80, 0, 0, 0, 0, 0, 0, 0}
 		hi := []byte{0x80, 0, 0, 0, 0, 0, 0, 2}
-		var ids, all []uint64
-		for _, id := range []uint64{1, 2, w - 1, w, w + 1, 3*w - 1, 3 * w, 7*w + 2, 100 * w, top - w, top - 1, top} {
-			ids = append(ids, id)
-		}
+		ids := []uint64{1, 2, w - 1, w, w + 1, 3*w - 1, 3 * w, 7*w + 2, 100 * w, top - w, top - 1, top}
+		var all []uint64
 		for id := uint64(1); id < 12*w; id += w / 2 {
 			all = append(all, id)
 		}
