@@ -166,8 +166,10 @@ func encodeOutboxBody(it *ipn.OutboxItem) []byte {
 	return b
 }
 
-// appendTime appends t to the second and nanosecond (its location is not
-// kept: stored times are UTC, as JSON kept them).
+// appendTime appends t to the second and nanosecond. Its location is not
+// kept: times come back in UTC (JSON kept the offset), and what shows a
+// time in a zone converts it (the emails' link expiry: notify's
+// expiryInLocal).
 func appendTime(b []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(b, 0)
