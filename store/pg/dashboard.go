@@ -205,6 +205,33 @@ func (d *Dashboard) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
 // store's.
 const tailScanMax = 20000
 
+// unprocessed returns the ids of the notifications the pipeline has not
+// reached (above its cursor, without a processing record), newest
+// first, among the newest tailScanMax above the cursor: two index
+// range reads, whatever the store holds.
+func (d *Dashboard) unprocessed(ctx context.Context) ([]int64, error) {
+	var ids []int64
+	err := queriedRows(ctx, d.db.pool)(`SELECT id FROM notifications
+		WHERE id > (SELECT value FROM ipnd_counters WHERE name = 'cursor') ORDER BY id DESC LIMIT `+fmt.Sprint(tailScanMax), nil,
+		func(r pgx.Rows) error {
+			var id int64
+			err := r.Scan(&id)
+			ids = append(ids, id)
+			return err
+		})
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	done := map[int64]bool{}
+	err = queriedRows(ctx, d.db.pool)(`SELECT id FROM processing WHERE id = ANY($1)`, []any{ids}, func(r pgx.Rows) error {
+		var id int64
+		err := r.Scan(&id)
+		done[id] = true
+		return err
+	})
+	return slices.DeleteFunc(ids, func(id int64) bool { return done[id] }), err
+}
+
 // Find returns the notifications q selects, newest first, as the bbolt
 // store's Find: by gateway and state (the notifications' indexes; those
 // the pipeline has not reached are in state received), or by
@@ -240,12 +267,15 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 		if h == "" {
 			h = q.Order
 		}
-		cond := "n.id IN (SELECT id FROM notification_terms WHERE term = " + arg(termHash(h)) + ")"
+		ids := "SELECT id FROM notification_terms WHERE term = " + arg(termHash(h))
 		if q.Normalize != nil {
-			cond = "(" + cond + " OR n.id IN (SELECT t.id FROM notifications t WHERE t.id > (SELECT value FROM ipnd_counters WHERE name = 'cursor')" +
-				" AND NOT EXISTS (SELECT 1 FROM processing x WHERE x.id = t.id) ORDER BY t.id DESC LIMIT " + fmt.Sprint(tailScanMax) + "))"
+			tail, err := d.unprocessed(ctx)
+			if err != nil {
+				return nil, unavailable(err)
+			}
+			ids += " UNION ALL SELECT unnest(" + arg(tail) + "::bigint[])"
 		}
-		where = append(where, cond)
+		where = append(where, "n.id IN ("+ids+")")
 	}
 	before := q.Before
 	var out []store.Item
@@ -442,10 +472,11 @@ func (d *Dashboard) HourCounts(since time.Time) ([]store.HourCount, error) {
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	err = queriedRows(ctx, d.db.pool)(`SELECT n.gateway, n.received_at FROM notifications n
-		WHERE n.id > (SELECT value FROM ipnd_counters WHERE name = 'cursor')
-			AND NOT EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
-		ORDER BY n.id DESC LIMIT `+fmt.Sprint(tailScanMax), nil, func(r pgx.Rows) error {
+	tail, err := d.unprocessed(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	err = queriedRows(ctx, d.db.pool)(`SELECT gateway, received_at FROM notifications WHERE id = ANY($1) ORDER BY id DESC`, []any{tail}, func(r pgx.Rows) error {
 		var gw string
 		var at time.Time
 		if err := r.Scan(&gw, &at); err != nil {
