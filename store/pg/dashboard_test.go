@@ -372,9 +372,9 @@ func TestPGDashboardReads(t *testing.T) {
 }
 
 // A database the pipeline wrote at schema 3 (no identifier index, no
-// hourly counts) is migrated to 4 by Open with the identifiers and the
-// counts of the processing records already there: a search by
-// identifier finds what it found before, the hourly counts are the same.
+// hourly or order counts) is migrated to 4 by Open with the identifiers
+// and the counts of the records already there: a search by identifier
+// finds what it found before, the counts are the same.
 func TestPGMigrationFillsTerms(t *testing.T) {
 	c := pgtest.Start(t)
 	db := open(t, c.DSN())
@@ -395,7 +395,11 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	if err != nil || len(hours) != 2 {
 		t.Fatalf("HourCounts = %+v %v", hours, err)
 	}
-	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms, notification_hours;
+	counts, err := b.reads.OrderCounts()
+	if err != nil || counts[ipn.OrderPaid] == 0 {
+		t.Fatalf("OrderCounts = %v %v", counts, err)
+	}
+	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms, notification_hours, order_counts;
 		DROP INDEX notifications_gateway, notifications_state, notifications_gateway_state, notifications_received_at, outbox_order_all, outbox_state;
 		UPDATE ipnd_schema SET version = 3`); err != nil {
 		t.Fatal(err)
@@ -408,6 +412,9 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	}
 	if got, err := again.Dashboard().HourCounts(at); err != nil || fmt.Sprint(got) != fmt.Sprint(hours) {
 		t.Errorf("HourCounts after the migration: %+v %v, before: %+v", got, err, hours)
+	}
+	if got, err := again.Dashboard().OrderCounts(); err != nil || !maps.Equal(got, counts) {
+		t.Errorf("OrderCounts after the migration: %v %v, before: %v", got, err, counts)
 	}
 	for i, q := range queries {
 		if got := pages(t, again.Dashboard(), q); got != want[i] {

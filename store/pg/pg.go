@@ -189,7 +189,8 @@ var migrations = []string{
 	// (fillTerms), not by this statement. notification_hours: per
 	// gateway and hour of arrival, the notifications the pipeline has
 	// recorded and how many of them are applied and invalid (the
-	// overview's charts), moved with the processing record.
+	// overview's charts), moved with the processing record. order_counts:
+	// the orders per status, test orders apart, moved with the order.
 	`CREATE TABLE notification_terms (
 		term bytea NOT NULL,
 		id   bigint NOT NULL,
@@ -214,7 +215,14 @@ var migrations = []string{
 		SELECT gateway, date_bin('1 hour', received_at, 'epoch'), count(*),
 			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
 		FROM notifications n WHERE EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
-		GROUP BY 1, 2;`,
+		GROUP BY 1, 2;
+	 CREATE TABLE order_counts (
+		test   boolean NOT NULL,
+		status text NOT NULL,
+		n      bigint NOT NULL,
+		PRIMARY KEY (test, status)
+	 );
+	 INSERT INTO order_counts SELECT test, status, count(*) FROM orders GROUP BY 1, 2;`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its

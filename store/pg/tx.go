@@ -669,6 +669,9 @@ func (t *pgTx) putOrder(o *ipn.Order, tl *ipn.Tally) error {
 	if err != nil {
 		return err
 	}
+	if err := t.countOrder(o); err != nil { // dashboard.go
+		return err
+	}
 	return t.exec(`INSERT INTO orders (id, status, test, updated_at, record, tally) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (id) DO UPDATE SET status = excluded.status, test = excluded.test, updated_at = excluded.updated_at,
 			record = excluded.record, tally = excluded.tally`,
