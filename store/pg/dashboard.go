@@ -63,28 +63,31 @@ func termHashes(ev *ipn.Event) [][]byte {
 	return out
 }
 
-// putTerms moves notification id's identifiers to those of p's event
-// (queued with the processing record). was is the stored record when
-// known (known; nil: none), so that an unchanged set writes nothing.
-func (t *pgTx) putTerms(id uint64, was []byte, known bool, p *ipn.Processing) error {
+// indexState moves notification id's identifiers and hourly counts from
+// its stored processing record to p, queued with the record. was is the
+// stored record when known (known; nil: none), read ahead with the
+// batch: then an unchanged set of identifiers writes nothing and the
+// counts move in memory (txCounts); else the stored record is read by
+// the statements.
+func (t *pgTx) indexState(id uint64, was []byte, known bool, p *ipn.Processing) error {
+	var old *ipn.Processing
+	if known && was != nil {
+		old = new(ipn.Processing)
+		if json.Unmarshal(was, old) != nil {
+			known = false // damaged: what it indexed is not known
+		}
+	}
+	if n := t.notes[id]; known && n != nil {
+		t.counts.hour(n, old, p.State)
+	} else if err := t.exec(countHourSQL, int64(id), string(p.State)); err != nil {
+		return err
+	}
 	now := termHashes(p.Event)
 	if known {
-		var old []string
-		if was != nil {
-			var op ipn.Processing
-			if json.Unmarshal(was, &op) != nil {
-				known = false // damaged: its terms are not known
-			} else {
-				old = eventTerms(op.Event)
-			}
-		}
-		if known && slices.Equal(old, eventTerms(p.Event)) {
+		if old != nil && slices.Equal(eventTerms(old.Event), eventTerms(p.Event)) || old == nil && len(now) == 0 {
 			return nil
 		}
-		if known && was == nil {
-			if len(now) == 0 {
-				return nil
-			}
+		if old == nil {
 			return t.exec(`INSERT INTO notification_terms (term, id) SELECT unnest($2::bytea[]), $1 ON CONFLICT DO NOTHING`, int64(id), now)
 		}
 	}
@@ -97,36 +100,124 @@ func (t *pgTx) putTerms(id uint64, was []byte, known bool, p *ipn.Processing) er
 	return t.exec(`INSERT INTO notification_terms (term, id) SELECT unnest($2::bytea[]), $1 ON CONFLICT DO NOTHING`, int64(id), now)
 }
 
-// countHour moves notification id's hourly counts to state st from its
-// processing record's state, before the record is written (queued:
-// read when it runs, after the writes queued before it). A first
+// countHourSQL moves notification $1's hourly counts to state $2 from
+// its processing record's state, before the record is written. A first
 // record counts the notification received; applied and invalid follow
 // its state.
-func (t *pgTx) countHour(id uint64, st ipn.State) error {
-	return t.exec(`WITH o AS (SELECT (SELECT state FROM processing WHERE id = $1) AS st)
-		INSERT INTO notification_hours AS c (gateway, hour, received, applied, invalid)
-		SELECT n.gateway, date_bin('1 hour', n.received_at, 'epoch'), CASE WHEN o.st IS NULL THEN 1 ELSE 0 END,
-			greatest((CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'applied' THEN 1 ELSE 0 END), 0),
-			greatest((CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'invalid' THEN 1 ELSE 0 END), 0)
-		FROM notifications n, o WHERE n.id = $1 AND o.st IS DISTINCT FROM $2
-		ON CONFLICT (gateway, hour) DO UPDATE SET received = c.received + excluded.received,
-			applied = greatest(c.applied + (CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END)
-				- (CASE WHEN (SELECT st FROM o) = 'applied' THEN 1 ELSE 0 END), 0),
-			invalid = greatest(c.invalid + (CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END)
-				- (CASE WHEN (SELECT st FROM o) = 'invalid' THEN 1 ELSE 0 END), 0)`,
-		int64(id), string(st))
+const countHourSQL = `WITH o AS (SELECT (SELECT state FROM processing WHERE id = $1) AS st)
+	INSERT INTO notification_hours AS c (gateway, hour, received, applied, invalid)
+	SELECT n.gateway, date_bin('1 hour', n.received_at, 'epoch'), CASE WHEN o.st IS NULL THEN 1 ELSE 0 END,
+		greatest((CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'applied' THEN 1 ELSE 0 END), 0),
+		greatest((CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END) - (CASE WHEN o.st = 'invalid' THEN 1 ELSE 0 END), 0)
+	FROM notifications n, o WHERE n.id = $1 AND o.st IS DISTINCT FROM $2
+	ON CONFLICT (gateway, hour) DO UPDATE SET received = c.received + excluded.received,
+		applied = greatest(c.applied + (CASE WHEN $2 = 'applied' THEN 1 ELSE 0 END)
+			- (CASE WHEN (SELECT st FROM o) = 'applied' THEN 1 ELSE 0 END), 0),
+		invalid = greatest(c.invalid + (CASE WHEN $2 = 'invalid' THEN 1 ELSE 0 END)
+			- (CASE WHEN (SELECT st FROM o) = 'invalid' THEN 1 ELSE 0 END), 0)`
+
+// txCounts are the moves of the hourly and order counts a transaction
+// made and has not written yet: a batch writes each count it moved
+// once, not once per notification (the rows of the current hour and of
+// the common statuses are every batch's).
+type txCounts struct {
+	hours  map[hourKey]*[3]int64 // received, applied, invalid
+	orders map[orderKey]int64
 }
 
-// countOrder moves the order counts from order o's stored row (none: a
-// new order) to o, before the row is written (queued).
-func (t *pgTx) countOrder(o *ipn.Order) error {
-	return t.exec(`WITH d AS (
-			SELECT $2::text AS status, $3::boolean AS test, 1 AS n
-			UNION ALL SELECT status, test, -1 FROM orders WHERE id = $1)
-		INSERT INTO order_counts AS c (test, status, n)
-		SELECT test, status, sum(n) FROM d GROUP BY test, status HAVING sum(n) <> 0
-		ON CONFLICT (test, status) DO UPDATE SET n = greatest(c.n + excluded.n, 0)`,
-		[]byte(o.ID), string(o.Status), o.Test)
+type hourKey struct {
+	gateway string
+	hour    int64 // unix time of the hour's start
+}
+
+type orderKey struct {
+	test   bool
+	status ipn.OrderStatus
+}
+
+// hour moves notification n's hourly counts from its state old (nil:
+// none recorded) to st.
+func (c *txCounts) hour(n *ipn.Notification, old *ipn.Processing, st ipn.State) {
+	if old != nil && old.State == st {
+		return
+	}
+	if c.hours == nil {
+		c.hours = map[hourKey]*[3]int64{}
+	}
+	k := hourKey{n.Gateway, n.ReceivedAt.Truncate(time.Hour).Unix()}
+	d := c.hours[k]
+	if d == nil {
+		d = new([3]int64)
+		c.hours[k] = d
+	}
+	slot := map[ipn.State]int{ipn.StateApplied: 1, ipn.StateInvalid: 2}
+	if old == nil {
+		d[0]++
+	} else if i := slot[old.State]; i > 0 {
+		d[i]--
+	}
+	if i := slot[st]; i > 0 {
+		d[i]++
+	}
+}
+
+// order moves the order counts from old (nil: a new order) to next.
+func (c *txCounts) order(old, next *ipn.Order) {
+	if next == nil || old != nil && old.Status == next.Status && old.Test == next.Test {
+		return
+	}
+	if c.orders == nil {
+		c.orders = map[orderKey]int64{}
+	}
+	if old != nil {
+		c.orders[orderKey{old.Test, old.Status}]--
+	}
+	c.orders[orderKey{next.Test, next.Status}]++
+}
+
+// writeCounts queues the writes of the counts the transaction moved:
+// before its commit (Journal.run, DB.Replay).
+func (t *pgTx) writeCounts() error {
+	if len(t.counts.hours) > 0 {
+		var gws []string
+		var hours []time.Time
+		var rec, app, inv []int64
+		for k, d := range t.counts.hours {
+			if *d == ([3]int64{}) {
+				continue
+			}
+			gws, hours = append(gws, k.gateway), append(hours, time.Unix(k.hour, 0).UTC())
+			rec, app, inv = append(rec, d[0]), append(app, d[1]), append(inv, d[2])
+		}
+		t.counts.hours = nil
+		if len(gws) > 0 {
+			if err := t.exec(`INSERT INTO notification_hours AS c (gateway, hour, received, applied, invalid)
+				SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[])
+				ON CONFLICT (gateway, hour) DO UPDATE SET received = greatest(c.received + excluded.received, 0),
+					applied = greatest(c.applied + excluded.applied, 0), invalid = greatest(c.invalid + excluded.invalid, 0)`,
+				gws, hours, rec, app, inv); err != nil {
+				return err
+			}
+		}
+	}
+	if len(t.counts.orders) > 0 {
+		var tests []bool
+		var statuses []string
+		var ns []int64
+		for k, n := range t.counts.orders {
+			if n != 0 {
+				tests, statuses, ns = append(tests, k.test), append(statuses, string(k.status)), append(ns, n)
+			}
+		}
+		t.counts.orders = nil
+		if len(ns) > 0 {
+			// A count below 0 (a row inserted so) is read as none.
+			return t.exec(`INSERT INTO order_counts AS c (test, status, n)
+				SELECT * FROM unnest($1::boolean[], $2::text[], $3::bigint[])
+				ON CONFLICT (test, status) DO UPDATE SET n = greatest(c.n + excluded.n, 0)`, tests, statuses, ns)
+		}
+	}
+	return nil
 }
 
 // fillTerms fills notification_terms from the processing records

@@ -128,6 +128,9 @@ func (j *Journal) run(outs []ipn.Outcome, fn func(record.Tx) error) error {
 	if err := fn(t); err != nil {
 		return err
 	}
+	if err := t.writeCounts(); err != nil { // dashboard.go
+		return err
+	}
 	if err := t.flush(); err != nil {
 		return err
 	}
@@ -493,6 +496,9 @@ func (db *DB) Replay(ctx context.Context, id uint64, now time.Time) error {
 		return unavailable(err)
 	}
 	if err := t.exec(`SELECT pg_notify($1, '')`, ingestChannel); err != nil {
+		return unavailable(err)
+	}
+	if err := t.writeCounts(); err != nil { // dashboard.go
 		return unavailable(err)
 	}
 	if err := t.flush(); err != nil {

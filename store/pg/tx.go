@@ -46,6 +46,10 @@ type pgTx struct {
 	states   map[uint64][]byte
 	facts    map[string]uint64
 	refs     map[[2]string]string
+
+	// The dashboard's counts the transaction moved, written at its
+	// commit (dashboard.go).
+	counts txCounts
 }
 
 var _ record.Tx = (*pgTx)(nil)
@@ -574,10 +578,7 @@ func (t *pgTx) PutState(id uint64, p *ipn.Processing) error {
 		was, known = t.states[id]
 		t.states[id] = b
 	}
-	if err := t.putTerms(id, was, known, p); err != nil { // dashboard.go
-		return err
-	}
-	if err := t.countHour(id, p.State); err != nil { // dashboard.go
+	if err := t.indexState(id, was, known, p); err != nil { // dashboard.go
 		return err
 	}
 	if err := t.exec(`INSERT INTO processing (id, state, record) VALUES ($1, $2, $3)
@@ -644,6 +645,7 @@ const smallOrder = 8
 // history entries, its facts, history and tally records in rows of
 // their own, of which applying an event writes the few it changed.
 func (t *pgTx) PutOrder(old, next *ipn.Order, st *ipn.OrderState, w *ipn.OrderWrite) error {
+	t.counts.order(old, next) // dashboard.go
 	switch {
 	case st != nil:
 		return t.writeOrder(next, st, w)
@@ -667,9 +669,6 @@ func (t *pgTx) putOrder(o *ipn.Order, tl *ipn.Tally) error {
 	}
 	b, err := json.Marshal(&rec)
 	if err != nil {
-		return err
-	}
-	if err := t.countOrder(o); err != nil { // dashboard.go
 		return err
 	}
 	return t.exec(`INSERT INTO orders (id, status, test, updated_at, record, tally) VALUES ($1, $2, $3, $4, $5, $6)
