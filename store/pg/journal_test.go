@@ -43,6 +43,11 @@ func boltBackend(t testing.TB) *backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	return boltOn(db)
+}
+
+// boltOn is the bbolt store db as a backend.
+func boltOn(db *store.DB) *backend {
 	return &backend{name: "bbolt", journal: db,
 		append: func(n *ipn.Notification) (uint64, error) {
 			id, _, err := db.Append(context.Background(), n)
