@@ -1,0 +1,353 @@
+package pg
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"ipnd/internal/pgtest"
+	"ipnd/ipn"
+	"ipnd/store"
+)
+
+// filledBolt runs the conformance scenario (payments, a duplicate,
+// refunds parked then adopted or expired, a subscription, orders past
+// the small layout) on a bbolt store at a new path through the real
+// pipeline, then puts outbox items in several states through the
+// outbox's own calls (sent, retrying, dead, discarded), and closes it.
+func filledBolt(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := boltOn(db)
+	conformance(t, b)
+	// A refund whose payment has not come: parked (the scenario's
+	// parked events are adopted or expired by its end).
+	last, err := b.append(webhook("m9", "payment.refunded", `"txn_id":"R8","parent_txn_id":"P8","amount":"1.00","currency":"USD"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, b, verifier(t), last)
+	if n, err := db.Parked(); n < 1 || err != nil {
+		t.Fatalf("parked after the last refund: %d %v, want 1 or more", n, err)
+	}
+	items, err := db.ListOutbox("", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) < 6 {
+		t.Fatalf("the scenario queued %d outbox items, want 6 or more", len(items))
+	}
+	slices.SortFunc(items, func(a, b ipn.OutboxItem) int { return int(a.ID) - int(b.ID) })
+	now := time.Now()
+	err = db.FinishOutbox([]ipn.OutboxResult{
+		{ID: items[0].ID, State: ipn.OutboxSent, Attempts: 1},
+		{ID: items[1].ID, State: ipn.OutboxPending, Attempts: 2, RetryAt: now.Add(time.Hour), Error: "connection refused"},
+		{ID: items[2].ID, State: ipn.OutboxDead, Attempts: 9, Error: "550 no such user"},
+	}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DiscardOutbox(items[3].ID, "test", "not wanted", 0, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// norm is n with its times in UTC at PostgreSQL's precision
+// (microseconds) and empty headers and body as nil.
+func norm(n *ipn.Notification) *ipn.Notification {
+	c := *n
+	c.ReceivedAt = c.ReceivedAt.UTC().Truncate(time.Microsecond)
+	if !c.Purged.IsZero() {
+		c.Purged = c.Purged.UTC().Truncate(time.Microsecond)
+	}
+	if len(c.Headers) == 0 {
+		c.Headers = nil
+	}
+	if len(c.Body) == 0 {
+		c.Body = nil
+	}
+	return &c
+}
+
+func normItem(it ipn.OutboxItem) ipn.OutboxItem {
+	for _, tp := range []*time.Time{&it.CreatedAt, &it.NextAttempt, &it.SentAt} {
+		if !tp.IsZero() {
+			*tp = tp.UTC().Truncate(time.Microsecond)
+		}
+	}
+	return it
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// compareStores compares, field by field through each backend's reads,
+// every notification and its processing state, order, subscription,
+// payment fact holder, payment reference and outbox item of the bbolt
+// store at path with the PostgreSQL store pdb, and the counters.
+func compareStores(t *testing.T, path string, pdb *DB) {
+	t.Helper()
+	ctx := context.Background()
+	var orders, subs []string
+	facts := map[string]uint64{}
+	refs := map[[2]string]string{}
+	var seq, outSeq uint64
+	err := store.Export(path, func(s *store.Snapshot) error {
+		seq, outSeq = s.Sequence, s.OutboxSeq
+		if err := s.Orders(func(o *store.ExportedOrder) error { orders = append(orders, o.Order.ID); return nil }); err != nil {
+			return err
+		}
+		if err := s.Subscriptions(func(sub *ipn.Subscription) error { subs = append(subs, sub.ID); return nil }); err != nil {
+			return err
+		}
+		if err := s.Facts(func(k string, id uint64) error { facts[k] = id; return nil }); err != nil {
+			return err
+		}
+		return s.Refs(func(g, r, o string) error { refs[[2]string{g, r}] = o; return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+
+	for id := uint64(1); id <= seq; id++ {
+		bn, bp, err := bdb.Get(id)
+		if err != nil {
+			t.Fatalf("bbolt: notification %d: %v", id, err)
+		}
+		pn, pstate, err := pdb.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("postgres: notification %d: %v", id, err)
+		}
+		if a, b := jsonOf(t, norm(bn)), jsonOf(t, norm(pn)); a != b || !bytes.Equal(bn.Body, pn.Body) {
+			t.Errorf("notification %d differs:\nbbolt    %s\npostgres %s", id, a, b)
+		}
+		pp, err := pdb.State(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pp == nil {
+			if bp.State != ipn.StateReceived || pstate != ipn.StateReceived {
+				t.Errorf("notification %d: bbolt %s, postgres has no processing record (%s)", id, bp.State, pstate)
+			}
+		} else if a, b := jsonOf(t, bp), jsonOf(t, pp); a != b || pstate != bp.State {
+			t.Errorf("state of notification %d differs:\nbbolt    %s\npostgres %s (%s)", id, a, b, pstate)
+		}
+	}
+	if len(orders) < 5 {
+		t.Fatalf("%d orders in the bbolt store", len(orders))
+	}
+	for _, id := range orders {
+		bo, err := bdb.GetOrder(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		po, err := pdb.GetOrder(ctx, id)
+		if err != nil {
+			t.Fatalf("postgres: order %q: %v", id, err)
+		}
+		if a, b := jsonOf(t, bo), jsonOf(t, po); a != b {
+			t.Errorf("order %q differs:\nbbolt    %s\npostgres %s", id, a, b)
+		}
+	}
+	for _, id := range subs {
+		bs, err := bdb.GetSubscription(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := pdb.GetSubscription(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := jsonOf(t, bs), jsonOf(t, ps); a != b {
+			t.Errorf("subscription %q differs:\nbbolt    %s\npostgres %s", id, a, b)
+		}
+	}
+	for k, id := range facts {
+		var got int64
+		if err := pdb.pool.QueryRow(ctx, `SELECT id FROM facts WHERE key = $1`, []byte(k)).Scan(&got); err != nil || uint64(got) != id {
+			t.Errorf("fact %q: held by %d in postgres (%v), %d in bbolt", k, got, err, id)
+		}
+	}
+	for k, o := range refs {
+		var got []byte
+		if err := pdb.pool.QueryRow(ctx, `SELECT order_id FROM payment_refs WHERE gateway = $1 AND ref = $2`, k[0], []byte(k[1])).Scan(&got); err != nil || string(got) != o {
+			t.Errorf("reference %q: order %q in postgres (%v), %q in bbolt", k, got, err, o)
+		}
+	}
+	bi, err := bdb.ListOutbox("", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(bi, func(a, b ipn.OutboxItem) int { return int(a.ID) - int(b.ID) })
+	pi, err := pdb.Outbox(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bi) != len(pi) {
+		t.Fatalf("outbox: %d items in bbolt, %d in postgres", len(bi), len(pi))
+	}
+	for i := range bi {
+		if a, b := jsonOf(t, normItem(bi[i])), jsonOf(t, normItem(pi[i])); a != b {
+			t.Errorf("outbox item differs:\nbbolt    %s\npostgres %s", a, b)
+		}
+	}
+	bp, _ := bdb.Parked()
+	pp, err := pdb.Parked(ctx)
+	if err != nil || bp != pp {
+		t.Errorf("parked: bbolt %d, postgres %d (%v)", bp, pp, err)
+	}
+	pc, err := pdb.Cursor(ctx)
+	if err != nil || pc != bdb.Cursor() {
+		t.Errorf("cursor: bbolt %d, postgres %d (%v)", bdb.Cursor(), pc, err)
+	}
+	var pseq, pout int64
+	if err := pdb.pool.QueryRow(ctx, `SELECT (SELECT value FROM ipnd_counters WHERE name = 'notification'), (SELECT value FROM ipnd_counters WHERE name = 'outbox')`).Scan(&pseq, &pout); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(pseq) != seq || uint64(pout) != outSeq {
+		t.Errorf("counters: postgres notification %d outbox %d, bbolt %d and %d", pseq, pout, seq, outSeq)
+	}
+}
+
+// TestPGMigrateFromBolt copies a bbolt store filled through the real
+// pipeline into an empty PostgreSQL database and compares both field by
+// field; the next notification ingested gets the next id, none reused.
+func TestPGMigrateFromBolt(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	var got Copied
+	err := store.Export(path, func(s *store.Snapshot) error {
+		var err error
+		got, err = pdb.Import(context.Background(), s)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]int64{}
+	for _, tc := range got.Tables {
+		rows[tc.Table] = tc.Rows
+	}
+	for table, least := range map[string]int64{"notifications": 32, "processing": 32, "facts": 20, "payment_refs": 3,
+		"orders": 5, "order_facts": 20, "order_history": 2, "order_groups": 1, "subscriptions": 1, "outbox": 6, "orphans": 1, "parked_due": 1} {
+		if rows[table] < least {
+			t.Errorf("%s: %d rows copied, want %d or more (%v)", table, rows[table], least, got.Tables)
+		}
+	}
+	compareStores(t, path, pdb)
+
+	// The next notification gets the id after the copied ones.
+	id, dup, err := pdb.Append(context.Background(), note("test", "after-migrate"))
+	if err != nil || dup || id != got.Notification+1 {
+		t.Errorf("append after the copy: id %d dup %v %v, want id %d", id, dup, err, got.Notification+1)
+	}
+	// A copy of a copied notification is found as its duplicate.
+	id, dup, err = pdb.Append(context.Background(), webhook("m1", "payment.completed", `"txn_id":"T1"`))
+	if err != nil || !dup || id != 1 {
+		t.Errorf("a copy of notification 1 after the copy: id %d dup %v %v, want 1, duplicate", id, dup, err)
+	}
+}
+
+// TestPGMigrateRefusesNonEmpty: a database that holds data is refused,
+// and left as it was.
+func TestPGMigrateRefusesNonEmpty(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	if _, _, err := pdb.Append(context.Background(), note("test", "already-here")); err != nil {
+		t.Fatal(err)
+	}
+	err := store.Export(path, func(s *store.Snapshot) error {
+		_, err := pdb.Import(context.Background(), s)
+		return err
+	})
+	if !errors.Is(err, ErrNotEmpty) || !strings.Contains(err.Error(), "notifications has rows") {
+		t.Fatalf("Import into a database with a notification = %v, want ErrNotEmpty naming it", err)
+	}
+	if n := count(t, pdb, "notifications"); n != 1 {
+		t.Errorf("%d notifications after the refused copy, want the 1 that was there", n)
+	}
+}
+
+// TestPGMigrateFailingHalfwayCopiesNothing: the copy fails on its last
+// table (a trigger refuses outbox rows): every table stays empty and the
+// counters at 0, and the same copy runs through once the cause is gone.
+func TestPGMigrateFailingHalfwayCopiesNothing(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	ctx := context.Background()
+	if _, err := pdb.pool.Exec(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse();`); err != nil {
+		t.Fatal(err)
+	}
+	imp := func() (Copied, error) {
+		var got Copied
+		err := store.Export(path, func(s *store.Snapshot) error {
+			var err error
+			got, err = pdb.Import(ctx, s)
+			return err
+		})
+		return got, err
+	}
+	if _, err := imp(); err == nil || !strings.Contains(err.Error(), "refused by the test") {
+		t.Fatalf("Import with outbox rows refused = %v", err)
+	}
+	for _, table := range dataTables {
+		if n := count(t, pdb, table); n != 0 {
+			t.Errorf("%s: %d rows after the failed copy, want 0", table, n)
+		}
+	}
+	var sum int64
+	if err := pdb.pool.QueryRow(ctx, `SELECT sum(value) FROM ipnd_counters`).Scan(&sum); err != nil || sum != 0 {
+		t.Errorf("counters after the failed copy: sum %d (%v), want 0", sum, err)
+	}
+	if _, err := pdb.pool.Exec(ctx, `DROP TRIGGER refuse ON outbox`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imp(); err != nil {
+		t.Fatalf("the copy again, the trigger gone: %v", err)
+	}
+	compareStores(t, path, pdb)
+}
+
+// TestPGMigrateRefusesStoreInUse: a bbolt store an ipnd has open is not
+// copied.
+func TestPGMigrateRefusesStoreInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = store.Export(path, func(*store.Snapshot) error { return errors.New("called") })
+	if !errors.Is(err, store.ErrInUse) {
+		t.Fatalf("Export of an open store = %v, want ErrInUse", err)
+	}
+}
