@@ -341,3 +341,291 @@ func copyWalk(ctx context.Context, tx pgx.Tx, table string, cols []string, walk 
 	}
 	return n, err
 }
+
+// Export copies this database into w (a new bbolt database, see
+// store.Import) from one read-only snapshot (REPEATABLE READ): a copy
+// as of one moment, whatever runs meanwhile. It counts what it copied
+// per table against the rows in the snapshot and fails unless each
+// matches.
+func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
+	var out Copied
+	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return out, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	each := func(sql string, fn func(pgx.Rows) error) error {
+		return queriedRows(ctx, tx)(sql, nil, fn)
+	}
+	copied := map[string]int64{}
+	// Notifications with their processing records.
+	err = each(`SELECT n.id, n.gateway, n.dedup_key, n.received_at, n.remote_addr, n.content_type, n.headers, n.body, n.body_sha256, n.purged_at, p.record
+		FROM notifications n LEFT JOIN processing p USING (id) ORDER BY n.id`, func(r pgx.Rows) error {
+		var id int64
+		n := &ipn.Notification{}
+		var headers, rec []byte
+		var purged *time.Time
+		if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
+			return err
+		}
+		n.ID = uint64(id)
+		n.ReceivedAt = n.ReceivedAt.UTC()
+		if purged != nil {
+			n.Purged = purged.UTC()
+		}
+		if err := decode(headers, &n.Headers, fmt.Sprintf("notification %d: headers", id)); err != nil {
+			return err
+		}
+		p, err := decodeState(rec, n.ID)
+		if err != nil {
+			return err
+		}
+		copied["notifications"]++
+		if p != nil {
+			copied["processing"]++
+		}
+		return w.Notification(n, p)
+	})
+	if err == nil {
+		err = each(`SELECT due, id, gateway FROM retries ORDER BY due, id`, func(r pgx.Rows) error {
+			var due time.Time
+			var id int64
+			var gw string
+			if err := r.Scan(&due, &id, &gw); err != nil {
+				return err
+			}
+			copied["retries"]++
+			return w.Retry(due, uint64(id), gw)
+		})
+	}
+	if err == nil {
+		err = each(`SELECT key, id FROM facts ORDER BY key`, func(r pgx.Rows) error {
+			var k []byte
+			var id int64
+			if err := r.Scan(&k, &id); err != nil {
+				return err
+			}
+			copied["facts"]++
+			return w.Fact(string(k), uint64(id))
+		})
+	}
+	if err == nil {
+		err = each(`SELECT gateway, ref, order_id FROM payment_refs ORDER BY gateway, ref`, func(r pgx.Rows) error {
+			var gw string
+			var ref, order []byte
+			if err := r.Scan(&gw, &ref, &order); err != nil {
+				return err
+			}
+			copied["payment_refs"]++
+			return w.Ref(gw, string(ref), string(order))
+		})
+	}
+	if err == nil {
+		err = each(`SELECT gateway, ref, id, parked FROM orphans ORDER BY gateway, ref, id`, func(r pgx.Rows) error {
+			var gw string
+			var ref, b []byte
+			var id int64
+			if err := r.Scan(&gw, &ref, &id, &b); err != nil {
+				return err
+			}
+			var p ipn.Parked
+			if err := decode(b, &p, fmt.Sprintf("orphan %d", id)); err != nil {
+				return err
+			}
+			copied["orphans"]++
+			return w.Orphan(gw, string(ref), uint64(id), p)
+		})
+	}
+	if err == nil {
+		err = each(`SELECT at, id, gateway, ref FROM parked_due ORDER BY at, id`, func(r pgx.Rows) error {
+			var at time.Time
+			var id int64
+			var gw string
+			var ref []byte
+			if err := r.Scan(&at, &id, &gw, &ref); err != nil {
+				return err
+			}
+			copied["parked_due"]++
+			return w.ParkedDue(at, uint64(id), gw, string(ref))
+		})
+	}
+	// Orders: the small ones as they come; the large ones' records after
+	// (one query each: a connection runs one query at a time).
+	var large []*store.ExportedOrder
+	if err == nil {
+		err = each(`SELECT id, record, tally FROM orders ORDER BY id`, func(r pgx.Rows) error {
+			var id, rec, tally []byte
+			if err := r.Scan(&id, &rec, &tally); err != nil {
+				return err
+			}
+			o := &store.ExportedOrder{}
+			if err := decode(rec, &o.Order, fmt.Sprintf("order %q", id)); err != nil {
+				return err
+			}
+			copied["orders"]++
+			if tally == nil {
+				return w.Order(o)
+			}
+			o.Tally = new(ipn.Tally)
+			if err := decode(tally, o.Tally, fmt.Sprintf("tally of order %q", id)); err != nil {
+				return err
+			}
+			large = append(large, o)
+			return nil
+		})
+	}
+	for _, o := range large {
+		if err != nil {
+			break
+		}
+		err = exportRecords(ctx, tx, o, copied)
+		if err == nil {
+			err = w.Order(o)
+		}
+	}
+	if err == nil {
+		err = each(`SELECT record FROM subscriptions ORDER BY id`, func(r pgx.Rows) error {
+			var b []byte
+			if err := r.Scan(&b); err != nil {
+				return err
+			}
+			s := new(ipn.Subscription)
+			if err := decode(b, s, "subscription"); err != nil {
+				return err
+			}
+			copied["subscriptions"]++
+			return w.Subscription(s)
+		})
+	}
+	if err == nil {
+		err = each(`SELECT id, effect, delivery_id, notification, created_at, state, attempts, next_attempt, sent_at, last_error
+			FROM outbox ORDER BY id`, func(r pgx.Rows) error {
+			var id, notification int64
+			var b []byte
+			var it ipn.OutboxItem
+			var next, sent *time.Time
+			if err := r.Scan(&id, &b, &it.DeliveryID, &notification, &it.CreatedAt, &it.State, &it.Attempts, &next, &sent, &it.LastError); err != nil {
+				return err
+			}
+			if err := decode(b, &it.Effect, fmt.Sprintf("outbox item %d", id)); err != nil {
+				return err
+			}
+			it.ID, it.Notification, it.CreatedAt = uint64(id), uint64(notification), it.CreatedAt.UTC()
+			if next != nil {
+				it.NextAttempt = next.UTC()
+			}
+			if sent != nil {
+				it.SentAt = sent.UTC()
+			}
+			copied["outbox"]++
+			return w.Outbox(&it)
+		})
+	}
+	if err != nil {
+		return out, err
+	}
+	var seq, cursor, outSeq int64
+	if err := tx.QueryRow(ctx, `SELECT (SELECT value FROM ipnd_counters WHERE name = 'notification'), (SELECT value FROM ipnd_counters WHERE name = 'cursor'),
+		(SELECT value FROM ipnd_counters WHERE name = 'outbox')`).Scan(&seq, &cursor, &outSeq); err != nil {
+		return out, err
+	}
+	out.Notification, out.Cursor, out.Outbox = uint64(seq), uint64(cursor), uint64(outSeq)
+	if err := w.Counters(out.Notification, out.Cursor, out.Outbox); err != nil {
+		return out, err
+	}
+	// Verify: the rows of each table in the snapshot are the rows copied,
+	// and the new database holds them.
+	for _, t := range dataTables {
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+t).Scan(&n); err != nil {
+			return out, err
+		}
+		if n != copied[t] {
+			return out, fmt.Errorf("verify %s: %d rows in the database, %d copied", t, n, copied[t])
+		}
+		if got := w.Count(t); got >= 0 && int64(got) != n {
+			return out, fmt.Errorf("verify %s: %d rows in PostgreSQL, %d records in the new database", t, n, got)
+		}
+		out.Tables = append(out.Tables, TableCount{Table: t, Rows: n})
+	}
+	return out, nil
+}
+
+// exportRecords reads large order o's facts, fact keys, history, tally
+// records and one-off index into it.
+func exportRecords(ctx context.Context, tx pgx.Tx, o *store.ExportedOrder, copied map[string]int64) error {
+	oid := []byte(o.Order.ID)
+	o.Facts, o.FactKeys, o.History, o.Groups = map[uint64]ipn.OrderFact{}, map[string]uint64{}, map[uint64]ipn.OrderChange{}, map[string]ipn.Group{}
+	rows := queriedRows(ctx, tx)
+	err := rows(`SELECT seq, fact FROM order_facts WHERE order_id = $1`, []any{oid}, func(r pgx.Rows) error {
+		var seq int64
+		var b []byte
+		var f ipn.OrderFact
+		if err := r.Scan(&seq, &b); err != nil {
+			return err
+		}
+		if err := decode(b, &f, fmt.Sprintf("fact %d of order %q", seq, oid)); err != nil {
+			return err
+		}
+		copied["order_facts"]++
+		o.Facts[uint64(seq)] = f
+		return nil
+	})
+	if err == nil {
+		err = rows(`SELECT key, seq FROM order_fact_keys WHERE order_id = $1`, []any{oid}, func(r pgx.Rows) error {
+			var k []byte
+			var seq int64
+			if err := r.Scan(&k, &seq); err != nil {
+				return err
+			}
+			copied["order_fact_keys"]++
+			o.FactKeys[string(k)] = uint64(seq)
+			return nil
+		})
+	}
+	if err == nil {
+		err = rows(`SELECT seq, change FROM order_history WHERE order_id = $1`, []any{oid}, func(r pgx.Rows) error {
+			var seq int64
+			var b []byte
+			var h ipn.OrderChange
+			if err := r.Scan(&seq, &b); err != nil {
+				return err
+			}
+			if err := decode(b, &h, fmt.Sprintf("change %d of order %q", seq, oid)); err != nil {
+				return err
+			}
+			copied["order_history"]++
+			o.History[uint64(seq)] = h
+			return nil
+		})
+	}
+	if err == nil {
+		err = rows(`SELECT key, grp FROM order_groups WHERE order_id = $1`, []any{oid}, func(r pgx.Rows) error {
+			var k, b []byte
+			var g ipn.Group
+			if err := r.Scan(&k, &b); err != nil {
+				return err
+			}
+			if err := decode(b, &g, fmt.Sprintf("tally record %q of order %q", k, oid)); err != nil {
+				return err
+			}
+			copied["order_groups"]++
+			o.Groups[string(k)] = g
+			return nil
+		})
+	}
+	if err == nil {
+		err = rows(`SELECT key, amount, grp FROM order_oneoffs WHERE order_id = $1 ORDER BY key`, []any{oid}, func(r pgx.Rows) error {
+			var e store.ExportedOneOff
+			var grp []byte
+			if err := r.Scan(&e.Key, &e.Amount, &grp); err != nil {
+				return err
+			}
+			e.Group = string(grp)
+			copied["order_oneoffs"]++
+			o.OneOffs = append(o.OneOffs, e)
+			return nil
+		})
+	}
+	return err
+}
