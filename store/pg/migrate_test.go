@@ -436,3 +436,27 @@ func TestPGMigrateRoundTrip(t *testing.T) {
 		t.Errorf("append to the new file: id %d dup %v %v, want %d", id, dup, err, got.Notification+1)
 	}
 }
+
+// TestPGMigrateBackFailingLeavesNoFile: a copy back to bbolt that fails
+// partway (an order whose record does not decode, after the
+// notifications were written) leaves no file, and names the order.
+func TestPGMigrateBackFailingLeavesNoFile(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	ctx := context.Background()
+	if err := store.Export(path, func(s *store.Snapshot) error { _, err := pdb.Import(ctx, s); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pdb.pool.Exec(ctx, `UPDATE orders SET record = '{"id": 5}' WHERE id = 'O2'`); err != nil {
+		t.Fatal(err)
+	}
+	back := filepath.Join(t.TempDir(), "back.db")
+	err := store.Import(back, func(w *store.Importer) error { _, err := pdb.Export(ctx, w); return err })
+	if !errors.Is(err, ipn.ErrCorrupt) || !strings.Contains(err.Error(), `order "O2"`) {
+		t.Fatalf("Export with a damaged order = %v, want ErrCorrupt naming it", err)
+	}
+	if left, _ := filepath.Glob(back + "*"); len(left) > 0 {
+		t.Errorf("files left by the failed copy: %v", left)
+	}
+}

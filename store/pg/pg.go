@@ -13,7 +13,11 @@
 // built yet: fulfilment (products configured: a batch that would issue
 // fails, see pgTx.Fulfil), the outbox worker's side (taking due items,
 // recording results), the admin API's and the dashboard's reads,
-// retention, migration from and to bbolt.
+// retention.
+//
+// ipnd migrate copies a stopped bbolt store into an empty database
+// (Import) and a database into a new bbolt file (Export), each from one
+// consistent snapshot and verified per table (migrate.go).
 package pg
 
 import (
