@@ -460,3 +460,62 @@ func TestPGMigrateBackFailingLeavesNoFile(t *testing.T) {
 		t.Errorf("files left by the failed copy: %v", left)
 	}
 }
+
+// TestPGMigratedStoreRunsAlike: after the copy, the same new
+// notifications (a payment of the large order, the payment a parked
+// refund waits for) and replays (a duplicate, a fact of the large order)
+// go through the real pipeline on the bbolt store and on its copy in
+// PostgreSQL: both end holding the same (states, orders, parked events,
+// outbox items with their ids).
+func TestPGMigratedStoreRunsAlike(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	var got Copied
+	err := store.Export(path, func(s *store.Snapshot) error {
+		var err error
+		got, err = pdb.Import(context.Background(), s)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	verify := verifier(t)
+	run := func(b *backend) string {
+		var last uint64
+		for _, n := range []*ipn.Notification{
+			webhook("m4_12", "payment.completed", `"txn_id":"T4_12","order_id":"O4","amount":"1.00","currency":"USD"`),
+			webhook("m10", "payment.completed", `"txn_id":"P8","order_id":"O8","amount":"5.00","currency":"USD"`),
+		} {
+			if last, err = b.append(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if last != got.Notification+2 {
+			t.Errorf("%s: the new notifications end at id %d, want %d", b.name, last, got.Notification+2)
+		}
+		for _, id := range []uint64{2, 12} {
+			if err := b.replay(id, time.Now()); err != nil {
+				t.Fatalf("%s: replay %d: %v", b.name, id, err)
+			}
+		}
+		runUntilIdle(t, b, verify, last)
+		var out strings.Builder
+		describe(t, b, &out, last)
+		return out.String()
+	}
+	want := run(boltOn(bdb))
+	if got := run(pgBackend(t, pdb)); got != want {
+		t.Errorf("after the copy, postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	for _, must := range []string{"facts=13", "notification 35: applied", "notification 2: duplicate"} {
+		if !strings.Contains(want, must) {
+			t.Errorf("the scenario does not reach %q:\n%s", must, want)
+		}
+	}
+}
