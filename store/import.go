@@ -15,11 +15,37 @@ import (
 // Importer writes a copy of another store into a new database (ipnd
 // migrate from PostgreSQL), through the same writers the pipeline and
 // the outbox use, so that the indexes and counts are kept as they would
-// have been. It is one bbolt transaction: Import commits it or leaves no
-// file.
+// have been. It commits every importChunk records (one bbolt transaction
+// of millions would insert into nodes that split only at its commit:
+// quadratic); the file is new, and Import removes it unless everything
+// was written, so nothing half-copied is left.
 type Importer struct {
 	db *DB
 	tx *bolt.Tx
+	n  int // records written in tx
+}
+
+// importChunk is how many records an Importer writes per transaction.
+const importChunk = 20000
+
+// step counts a record written and commits the transaction past
+// importChunk.
+func (w *Importer) step(err error) error {
+	if err != nil {
+		return err
+	}
+	if w.n++; w.n < importChunk {
+		return nil
+	}
+	if err := w.tx.Commit(); err != nil {
+		return err
+	}
+	tx, err := w.db.bolt.Begin(true)
+	if err != nil {
+		return err
+	}
+	w.tx, w.n = tx, 0
+	return nil
 }
 
 // Import makes a new database at path (refused when a file is there),
@@ -48,12 +74,25 @@ func Import(path string, fill func(w *Importer) error) (err error) {
 			os.Remove(pidPath(path))
 		}
 	}()
-	return db.bolt.Update(func(tx *bolt.Tx) error { return fill(&Importer{db: db, tx: tx}) })
+	tx, err := db.bolt.Begin(true)
+	if err != nil {
+		return err
+	}
+	w := &Importer{db: db, tx: tx}
+	if err := fill(w); err != nil {
+		w.tx.Rollback()
+		return err
+	}
+	return w.tx.Commit()
 }
 
 // Notification writes n with its id, and its processing record p (nil:
 // received, none recorded).
 func (w *Importer) Notification(n *ipn.Notification, p *ipn.Processing) error {
+	return w.step(w.notification(n, p))
+}
+
+func (w *Importer) notification(n *ipn.Notification, p *ipn.Processing) error {
 	rec := encodeRecord(n)
 	if !n.Purged.IsZero() {
 		rec = encodePurged(n)
@@ -83,6 +122,10 @@ func (w *Importer) Notification(n *ipn.Notification, p *ipn.Processing) error {
 // nanosecond from the processing record (written before), which is what
 // the pipeline unschedules it by.
 func (w *Importer) Retry(due time.Time, id uint64, gateway string) error {
+	return w.step(w.retry(due, id, gateway))
+}
+
+func (w *Importer) retry(due time.Time, id uint64, gateway string) error {
 	if p, err := stateOf(w.tx, id); err == nil && p != nil && p.NextAttempt.Truncate(time.Microsecond).Equal(due) {
 		due = p.NextAttempt
 	}
@@ -90,17 +133,25 @@ func (w *Importer) Retry(due time.Time, id uint64, gateway string) error {
 }
 
 // Fact records that notification id holds payment fact key.
-func (w *Importer) Fact(key string, id uint64) error {
+func (w *Importer) Fact(key string, id uint64) error { return w.step(w.fact(key, id)) }
+
+func (w *Importer) fact(key string, id uint64) error {
 	return w.tx.Bucket(bucketEvents).Put([]byte(key), u64(id))
 }
 
 // Ref links a payment reference to its order.
-func (w *Importer) Ref(gateway, ref, order string) error {
+func (w *Importer) Ref(gateway, ref, order string) error { return w.step(w.ref(gateway, ref, order)) }
+
+func (w *Importer) ref(gateway, ref, order string) error {
 	return w.tx.Bucket(bucketRefs).Put(refKey(gateway, ref), []byte(order))
 }
 
 // Orphan keeps parked event p of notification id under ref.
 func (w *Importer) Orphan(gateway, ref string, id uint64, p ipn.Parked) error {
+	return w.step(w.orphan(gateway, ref, id, p))
+}
+
+func (w *Importer) orphan(gateway, ref string, id uint64, p ipn.Parked) error {
 	v, err := encodeValue(p)
 	if err != nil {
 		return err
@@ -113,6 +164,10 @@ func (w *Importer) Orphan(gateway, ref string, id uint64, p ipn.Parked) error {
 // nanosecond from the parked event (written before), which is what the
 // pipeline unparks it by.
 func (w *Importer) ParkedDue(at time.Time, id uint64, gateway, ref string) error {
+	return w.step(w.parkedDue(at, id, gateway, ref))
+}
+
+func (w *Importer) parkedDue(at time.Time, id uint64, gateway, ref string) error {
 	var p ipn.Parked
 	if v := w.tx.Bucket(bucketOrphans).Get(orphanKey(gateway, ref, id)); v != nil && decodeValue(v, &p) == nil && p.At.Truncate(time.Microsecond).Equal(at) {
 		at = p.At
@@ -124,7 +179,9 @@ func (w *Importer) ParkedDue(at time.Time, id uint64, gateway, ref string) error
 }
 
 // Order writes order o as it is kept: small, or with its records apart.
-func (w *Importer) Order(o *ExportedOrder) error {
+func (w *Importer) Order(o *ExportedOrder) error { return w.step(w.order(o)) }
+
+func (w *Importer) order(o *ExportedOrder) error {
 	if err := w.db.putOrder(w.tx, nil, &o.Order, o.Tally); err != nil {
 		return err
 	}
@@ -169,7 +226,9 @@ func (w *Importer) Order(o *ExportedOrder) error {
 }
 
 // Subscription writes s.
-func (w *Importer) Subscription(s *ipn.Subscription) error {
+func (w *Importer) Subscription(s *ipn.Subscription) error { return w.step(w.subscription(s)) }
+
+func (w *Importer) subscription(s *ipn.Subscription) error {
 	v, err := encodeValue(s)
 	if err != nil {
 		return err
@@ -179,7 +238,9 @@ func (w *Importer) Subscription(s *ipn.Subscription) error {
 
 // Outbox writes item it with its id and state; items come in id order
 // (a shop's callbacks of one order wait in their queue in that order).
-func (w *Importer) Outbox(it *ipn.OutboxItem) error {
+func (w *Importer) Outbox(it *ipn.OutboxItem) error { return w.step(w.outbox(it)) }
+
+func (w *Importer) outbox(it *ipn.OutboxItem) error {
 	if err := putOutbox(w.tx, nil, it); err != nil {
 		return err
 	}
