@@ -26,7 +26,7 @@ type Importer struct {
 }
 
 // importChunk is how many records an Importer writes per transaction.
-const importChunk = 20000
+var importChunk = 20000
 
 // step counts a record written and commits the transaction past
 // importChunk.
