@@ -32,7 +32,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -175,6 +175,14 @@ var migrations = []string{
 	 CREATE INDEX outbox_due ON outbox (kind, next_attempt, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_order ON outbox (kind, order_id, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_notification ON outbox (notification);`,
+	// 4: the delivery attempts of each outbox item, the last attemptsKept
+	// (outbox.go), as the bbolt store's outbox_attempts.
+	`CREATE TABLE outbox_attempts (
+		outbox_id bigint NOT NULL,
+		seq       bigint NOT NULL,
+		attempt   json NOT NULL,
+		PRIMARY KEY (outbox_id, seq)
+	 );`,
 }
 
 // Options tune a DB; the zero value is usable.

@@ -36,6 +36,9 @@ type pgTx struct {
 	tx     pgx.Tx
 	locked map[uint64]bool
 	queued *pgx.Batch
+	// outboxNotified: the transaction sends the NOTIFY that wakes the
+	// outbox worker when it commits (Enqueue).
+	outboxNotified bool
 
 	// What prefetch read ahead for a batch, kept up to date by the
 	// writes: notifications (and the error of one that does not
@@ -808,6 +811,12 @@ func (t *pgTx) Enqueue(effects []ipn.Effect, id uint64, now time.Time) error {
 		if err := t.enqueueOne(e, id, now); err != nil {
 			return err
 		}
+	}
+	if len(effects) > 0 && !t.outboxNotified {
+		// The leader's outbox worker (Deliveries.OutboxWake) is woken
+		// when this commits.
+		t.outboxNotified = true
+		return t.exec(`SELECT pg_notify($1, '')`, outboxChannel)
 	}
 	return nil
 }
