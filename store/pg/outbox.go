@@ -269,8 +269,12 @@ func (d *Deliveries) read(fn func(ctx context.Context, tx pgx.Tx) error) error {
 
 // update runs fn in one transaction fenced by the lease's epoch,
 // committed when fn returns nil.
+// It outlives the end of d's context (by its timeout): the worker's last
+// try at shutdown records the results of the deliveries made (the lease
+// is released only after the worker returns; the fence refuses a
+// transaction of a lease that ended meanwhile).
 func (d *Deliveries) update(fn func(ctx context.Context, t *pgTx) error) error {
-	ctx, cancel := context.WithTimeout(d.ctx, 6*d.db.opts.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), 6*d.db.opts.Timeout)
 	defer cancel()
 	tx, err := d.db.pool.Begin(ctx)
 	if err != nil {
