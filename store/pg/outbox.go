@@ -467,7 +467,7 @@ func (t *pgTx) noteSkipped(id uint64, it *outboxRow, reason string, now time.Tim
 // order is written whole (and split when it outgrows smallOrder), a
 // large one gets a history row and its counters.
 func (t *pgTx) appendOrderChange(id string, change func(o *ipn.Order) ipn.OrderChange) error {
-	o, tally, err := storedOrder(t.row, id)
+	o, tally, err := lockedOrder(t.row, id)
 	if err != nil || o == nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/notify"
+	"ipnd/record"
 	"ipnd/store"
 )
 
@@ -517,5 +518,168 @@ func TestPGOutboxKillResume(t *testing.T) {
 	}
 	if calls[inflight.ID] != 2 {
 		t.Errorf("the callback under way at the kill was received %d times, want 2 (its result was not recorded)", calls[inflight.ID])
+	}
+}
+
+// TestPGOutboxSkipNoteAndPipelineShareTheOrder: the line a skipped item
+// adds to its order's history and a change of the order by the pipeline
+// meanwhile are both kept: recording the skip waits for the pipeline's
+// transaction that read the order, then adds its line to what that
+// transaction wrote.
+func TestPGOutboxSkipNoteAndPipelineShareTheOrder(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db := open(t, c.DSN())
+	b := pgBackend(t, db)
+	queue(t, b, 1)
+	d := b.deliveries()
+	items, _, err := d.DueLaneSkipping(ipn.EffectEmailCustomer, time.Now(), 10, nil)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("due emails: %+v %v", items, err)
+	}
+	j := b.journal.(*Journal)
+	read, finished := make(chan struct{}), make(chan error, 1)
+	err = j.update(func(tx record.Tx) error {
+		o, st, err := tx.OrderState("O0", nil, ipn.ApplyContext{})
+		if err != nil || o == nil || st != nil {
+			return fmt.Errorf("order O0: %+v %+v %v", o, st, err)
+		}
+		close(read)
+		go func() {
+			finished <- d.FinishOutbox([]ipn.OutboxResult{{ID: items[0].ID, State: ipn.OutboxSkipped, Attempts: 1,
+				Error: "no recipient"}}, time.Now())
+		}()
+		// The skip waits for this transaction (its lock), or has gone
+		// by it (no lock).
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			select {
+			case err := <-finished:
+				finished <- err
+				goto write
+			default:
+			}
+			var waiting bool
+			if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT record, tally FROM orders%')`).Scan(&waiting); err != nil {
+				return err
+			}
+			if waiting {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the skip neither waits nor finishes")
+			}
+			time.Sleep(5 * time.Millisecond) // polling with a deadline
+		}
+	write:
+		next := *o
+		next.Description = "changed by the pipeline"
+		return tx.PutOrder(o, &next, nil, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-finished; err != nil {
+		t.Fatal(err)
+	}
+	o, err := db.GetOrder(ctx, "O0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Description != "changed by the pipeline" {
+		t.Errorf("the pipeline's change is lost: %q", o.Description)
+	}
+	if h := o.History[len(o.History)-1]; !strings.Contains(h.Reason, "skipped: no recipient") {
+		t.Errorf("the skip's history line is lost: %+v", o.History)
+	}
+}
+
+// attemptsScenario fails one callback 25 times, then records it sent
+// (a success with nothing to say): the attempts kept are the last 20
+// failures and the success, as the item's state tells it.
+func attemptsScenario(t *testing.T, b *backend) string {
+	t.Helper()
+	queue(t, b, 1)
+	d := b.deliveries()
+	var out strings.Builder
+	for i := 1; i <= 26; i++ {
+		items, _, err := d.DueLaneSkipping(ipn.EffectShopCallback, time.Now().Add(time.Hour), 10, nil)
+		if err != nil || len(items) != 1 {
+			t.Fatalf("%s: due callbacks: %+v %v", b.name, items, err)
+		}
+		it := items[0]
+		r := ipn.OutboxResult{ID: it.ID, State: ipn.OutboxPending, Attempts: it.Attempts + 1, RetryAt: time.Now(),
+			Error: fmt.Sprintf("shop callback: HTTP 500 (%d)", i), Detail: ipn.AttemptDetail{HTTPStatus: 500}}
+		if i == 26 {
+			r = ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSent, Attempts: it.Attempts + 1}
+		}
+		// A result recorded twice (a retry of the commit) counts once.
+		if err := d.FinishOutbox([]ipn.OutboxResult{r, r}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if i == 26 {
+			as, err := b.attempts(it.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range as {
+				fmt.Fprintf(&out, "attempt %d (%d): %s %q http=%d\n", a.Seq, a.Attempt, a.Result, a.Error, a.HTTPStatus)
+			}
+		}
+	}
+	return out.String()
+}
+
+// TestPGOutboxAttemptsKept: the attempts kept of an item on PostgreSQL
+// are the bbolt store's: the last 20, a quiet success made from the
+// item.
+func TestPGOutboxAttemptsKept(t *testing.T) {
+	c := pgtest.Start(t)
+	want := attemptsScenario(t, boltBackend(t))
+	got := attemptsScenario(t, pgBackend(t, open(t, c.DSN())))
+	if got != want {
+		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	if !strings.HasPrefix(want, `attempt 6 (6): pending "shop callback: HTTP 500 (6)" http=500`) || !strings.HasSuffix(want, "attempt 26 (26): sent \"\" http=0\n") ||
+		strings.Count(want, "\n") != 21 {
+		t.Errorf("the attempts kept:\n%s", want)
+	}
+}
+
+// TestPGOutboxDamagedItem: a pending callback whose stored effect does
+// not decode is made dead, saying so, and the next callback of its order
+// is due: it stalls nothing.
+func TestPGOutboxDamagedItem(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	db := open(t, c.DSN())
+	b := pgBackend(t, db)
+	b.setKinds(map[string]bool{ipn.EffectShopCallback: true})
+	for _, n := range []*ipn.Notification{
+		webhook("x1", "payment.completed", `"txn_id":"T1","order_id":"O1","amount":"10.00","currency":"USD"`),
+		webhook("x2", "payment.refunded", `"txn_id":"R1","parent_txn_id":"T1","amount":"3.00","currency":"USD"`),
+	} {
+		if _, err := b.append(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runUntilIdle(t, b, verifier(t), 2)
+	if _, err := db.pool.Exec(ctx, `UPDATE outbox SET effect = '{"kind": 5}' WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	d := b.deliveries()
+	if items, _, err := d.DueLaneSkipping(ipn.EffectShopCallback, time.Now(), 10, nil); err != nil || len(items) != 0 {
+		t.Fatalf("due callbacks with the first damaged: %+v %v", items, err)
+	}
+	items, _, err := d.DueLaneSkipping(ipn.EffectShopCallback, time.Now(), 10, nil)
+	if err != nil || len(items) != 1 || items[0].ID != 2 || items[0].Effect.Event.TxnID != "R1" {
+		t.Fatalf("due callbacks after: %+v %v", items, err)
+	}
+	var state, why string
+	if err := db.pool.QueryRow(ctx, `SELECT state, last_error FROM outbox WHERE id = 1`).Scan(&state, &why); err != nil {
+		t.Fatal(err)
+	}
+	if state != ipn.OutboxDead || !strings.Contains(why, "does not decode") {
+		t.Errorf("the damaged item: %s %q", state, why)
 	}
 }
