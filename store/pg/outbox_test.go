@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -95,7 +96,7 @@ func (s *mailSession) Data(r io.Reader) error {
 
 // shopServer is an httptest shop that keeps each callback it answers 200
 // (its webhook-id, event type, order and txn), and answers 500 to the
-// first callback of each order in fail. hold, when set, is called with
+// first fail[order] callbacks of each order. hold, when set, is called with
 // each callback before it is answered (it may block).
 type shopServer struct {
 	*httptest.Server
@@ -110,10 +111,10 @@ type shopCall struct {
 	ID, Type, Order, Txn string
 }
 
-func startShop(t *testing.T, fail ...string) *shopServer {
-	s := &shopServer{fail: map[string]int{}}
-	for _, o := range fail {
-		s.fail[o] = 1
+func startShop(t *testing.T, fail map[string]int) *shopServer {
+	s := &shopServer{fail: maps.Clone(fail)}
+	if s.fail == nil {
+		s.fail = map[string]int{}
 	}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev notify.ShopEvent
@@ -147,7 +148,7 @@ func (s *shopServer) calls() []shopCall {
 
 // runWorker runs the real outbox worker on o, emails to mb and callbacks
 // to shop (1 SMTP connection per lane, 4 callbacks at once, retries after
-// 10 to 40 ms), until the returned stop is called; stop returns when Run
+// 10 to 40 ms, a callback dead after 3 attempts), until the returned stop is called; stop returns when Run
 // has.
 func runWorker(t *testing.T, o notify.Outbox, mb *mailbox, shop *shopServer, enabled map[string]bool) (stop func()) {
 	t.Helper()
@@ -164,7 +165,7 @@ func runWorker(t *testing.T, o notify.Outbox, mb *mailbox, shop *shopServer, ena
 		MerchantTo: "merchant@example.com", MerchantName: "Example", Domain: "example.com", Enabled: enabled,
 		Shop: &notify.Shop{URL: shop.URL, Key: []byte("0123456789abcdef0123456789abcdef"), Timeout: 10 * time.Second,
 			Client: notify.NewShopClient(4)},
-		RetryBase: 10 * time.Millisecond, RetryCap: 40 * time.Millisecond, BatchDelay: time.Millisecond,
+		ShopMax: 3, RetryBase: 10 * time.Millisecond, RetryCap: 40 * time.Millisecond, BatchDelay: time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
@@ -213,14 +214,16 @@ func noneQueued(t *testing.T, b *backend) func() bool {
 
 // deliveryScenario runs the outbox worker on b while the pipeline
 // processes payments (one with a customer address the mail server
-// refuses once) and a refund (its email is not enabled: skipped) of the first payment, whose order's first callback the
-// shop answers with a 500 once; it returns what the mail server and the
-// shop received and the outbox as it ends, as text to compare.
+// refuses once) and a refund of the first payment (its email is not
+// enabled: skipped); the shop answers the first callback of that order
+// with a 500 once, and fails another order's callback until it is dead.
+// It returns what the mail server and the shop received and the outbox
+// as it ends, as text to compare.
 func deliveryScenario(t *testing.T, b *backend) string {
 	t.Helper()
 	b.setKinds(map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectEmailMerchant: true, ipn.EffectShopCallback: true})
 	mb := startMailbox(t, "refuse@example.com")
-	shop := startShop(t, "O1")
+	shop := startShop(t, map[string]int{"O1": 1, "O2": 3})
 	// The worker starts first: what the pipeline queues wakes it.
 	// Refund emails are not enabled: skipped, said in the order's history.
 	stop := runWorker(t, b.deliveries(), mb, shop, map[string]bool{ipn.TemplatePaymentReceived: true})
@@ -299,7 +302,8 @@ func TestPGOutboxConformance(t *testing.T) {
 		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
 	}
 	for _, must := range []string{
-		"callbacks of O1: [order.paid/T1 order.partially_refunded/R1]", "callbacks answered 500: 1",
+		"callbacks of O1: [order.paid/T1 order.partially_refunded/R1]", "callbacks answered 500: 4",
+		"shop_callback dead attempts=3 order=O2", "callbacks of O2: []",
 		"email_customer sent attempts=2 order=O2", "http=500", "4.3.0 try again later",
 		"email_customer skipped attempts=1 order=O1 template=refund_issued",
 		"order O1: partially_refunded>partially_refunded by 3: outbox 5 (email_customer refund_issued) skipped: template refund_issued is not in email.enabled",
@@ -439,7 +443,7 @@ func TestPGOutboxKillResume(t *testing.T) {
 	b := pgBackend(t, db)
 	queue(t, b, n)
 	mb := startMailbox(t)
-	shop := startShop(t)
+	shop := startShop(t, nil)
 	held, release := make(chan shopCall, 1), make(chan struct{})
 	var holdOnce sync.Once
 	shop.hold = func(c shopCall) {
