@@ -132,7 +132,7 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 	var out []ipn.OutboxItem
 	var next time.Time
 	var damaged []int64
-	err := d.read(func(ctx context.Context, tx pgx.Tx) error {
+	err := d.read(func(ctx context.Context, tx querier) error {
 		out, next, damaged = nil, time.Time{}, nil
 		var picked []int64
 		afterAt, afterID := time.Time{}, int64(0)
@@ -178,8 +178,11 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 			return nil
 		}
 		items := map[int64]ipn.OutboxItem{}
+		// Still pending: it may have changed since the first read (no
+		// transaction spans both: a manual retry meanwhile is no
+		// different from one just after).
 		rows, err := tx.Query(ctx, `SELECT id, effect, delivery_id, notification, created_at, state, attempts, next_attempt, sent_at, last_error
-			FROM outbox WHERE id = ANY($1)`, picked)
+			FROM outbox WHERE id = ANY($1) AND state = 'pending'`, picked)
 		if err != nil {
 			return err
 		}
@@ -255,16 +258,12 @@ func (d *Deliveries) deadDamaged(ids []int64, now time.Time) error {
 	return err
 }
 
-// read runs fn in a read-only transaction that sees one snapshot.
-func (d *Deliveries) read(fn func(ctx context.Context, tx pgx.Tx) error) error {
+// read runs fn on the pool (each statement on its own: two round trips
+// for a scan, not four).
+func (d *Deliveries) read(fn func(ctx context.Context, q querier) error) error {
 	ctx, cancel := context.WithTimeout(d.ctx, 6*d.db.opts.Timeout)
 	defer cancel()
-	tx, err := d.db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return unavailable(err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	return fn(ctx, tx)
+	return fn(ctx, d.db.pool)
 }
 
 // update runs fn in one transaction fenced by the lease's epoch,
@@ -281,17 +280,23 @@ func (d *Deliveries) update(fn func(ctx context.Context, t *pgTx) error) error {
 		return unavailable(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if d.leader != nil {
-		if err := d.leader.Fence(ctx, tx, d.epoch); err != nil {
-			return err
-		}
-	}
 	t := &pgTx{db: d.db, ctx: ctx, tx: tx}
+	fenced := d.leader == nil
+	if d.leader != nil {
+		// The fence goes first, with fn's first read (one round trip):
+		// its lock holds from then on, and without its row nothing
+		// commits.
+		sql, args := d.leader.fence(d.epoch)
+		t.queue(sql, args, func(pgx.Rows) error { fenced = true; return nil })
+	}
 	if err := fn(ctx, t); err != nil {
 		return err
 	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if !fenced {
+		return ErrNotLeader
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)

@@ -24,7 +24,9 @@ import (
 
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
 	"ipnd/notify"
+	"ipnd/pipeline"
 	"ipnd/record"
 	"ipnd/store"
 )
@@ -40,7 +42,7 @@ type mailbox struct {
 	refuse map[string]int
 }
 
-func startMailbox(t *testing.T, refuse ...string) *mailbox {
+func startMailbox(t testing.TB, refuse ...string) *mailbox {
 	t.Helper()
 	m := &mailbox{refuse: map[string]int{}}
 	for _, a := range refuse {
@@ -111,7 +113,7 @@ type shopCall struct {
 	ID, Type, Order, Txn string
 }
 
-func startShop(t *testing.T, fail map[string]int) *shopServer {
+func startShop(t testing.TB, fail map[string]int) *shopServer {
 	s := &shopServer{fail: maps.Clone(fail)}
 	if s.fail == nil {
 		s.fail = map[string]int{}
@@ -150,7 +152,7 @@ func (s *shopServer) calls() []shopCall {
 // to shop (1 SMTP connection per lane, 4 callbacks at once, retries after
 // 10 to 40 ms, a callback dead after 3 attempts), until the returned stop is called; stop returns when Run
 // has.
-func runWorker(t *testing.T, o notify.Outbox, mb *mailbox, shop *shopServer, enabled map[string]bool) (stop func()) {
+func runWorker(t testing.TB, o notify.Outbox, mb *mailbox, shop *shopServer, enabled map[string]bool) (stop func()) {
 	t.Helper()
 	mailer, err := notify.NewSMTPMailer(notify.SMTPConfig{Host: "127.0.0.1", Port: mb.port, TLS: notify.SMTPNoTLS,
 		Timeout: 10 * time.Second, HelloName: "ipnd.test"})
@@ -184,7 +186,7 @@ func runWorker(t *testing.T, o notify.Outbox, mb *mailbox, shop *shopServer, ena
 }
 
 // waitFor polls ok until it holds, failing the test after 60 s.
-func waitFor(t *testing.T, what string, ok func() bool) {
+func waitFor(t testing.TB, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !ok() {
@@ -685,5 +687,79 @@ func TestPGOutboxDamagedItem(t *testing.T) {
 	}
 	if state != ipn.OutboxDead || !strings.Contains(why, "does not decode") {
 		t.Errorf("the damaged item: %s %q", state, why)
+	}
+}
+
+// BenchmarkPGDeliveries: the real worker delivers b.N payments' email
+// and callback (to the in-process SMTP server and httptest shop) on
+// each backend; deliveries/s counts both.
+func BenchmarkPGDeliveries(b *testing.B) {
+	for _, name := range []string{"bbolt", "postgres"} {
+		b.Run(name, func(b *testing.B) {
+			var be *backend
+			if name == "bbolt" {
+				be = boltBackend(b)
+			} else {
+				be = pgBackend(b, open(b, pgtest.Start(b).DSN()))
+			}
+			be.setKinds(map[string]bool{ipn.EffectEmailCustomer: true, ipn.EffectShopCallback: true})
+			for i := range b.N {
+				if _, err := be.append(webhook(fmt.Sprintf("k%d", i), "payment.completed",
+					fmt.Sprintf(`"txn_id":"T%d","order_id":"O%d","amount":"1.00","currency":"USD","customer_email":"c%d@example.com"`, i, i, i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			p := pipeline.New(pipeline.Options{Journal: be.journal, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
+				Logger: slog.New(slog.DiscardHandler)})
+			ran := make(chan error, 1)
+			go func() { ran <- p.Run(ctx) }()
+			last := uint64(b.N)
+			waitFor(b, "every payment applied", func() bool {
+				st, err := be.state(last)
+				return err == nil && st != nil && st.State == ipn.StateApplied && be.cursor() >= last
+			})
+			cancel()
+			<-ran
+			o := be.deliveries()
+			pending := func() int {
+				switch o := o.(type) {
+				case *store.DB:
+					counts, err := o.OutboxCounts()
+					if err != nil {
+						b.Fatal(err)
+					}
+					n := 0
+					for _, c := range counts[ipn.OutboxPending] {
+						n += c
+					}
+					return n
+				case *Deliveries:
+					var n int
+					if err := o.db.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE state = 'pending'`).Scan(&n); err != nil {
+						b.Fatal(err)
+					}
+					return n
+				}
+				b.Fatalf("%T", o)
+				return 0
+			}
+			mb, shop := startMailbox(b), startShop(b, nil)
+			b.ResetTimer()
+			start := time.Now()
+			stop := runWorker(b, o, mb, shop, nil)
+			waitFor(b, "every item delivered", func() bool { return pending() == 0 })
+			el := time.Since(start)
+			b.StopTimer()
+			stop()
+			if got := len(mb.messages()) + len(shop.calls()); got < 2*b.N {
+				b.Fatalf("%d deliveries, want %d", got, 2*b.N)
+			}
+			b.ReportMetric(float64(2*b.N)/el.Seconds(), "deliveries/s")
+		})
 	}
 }
