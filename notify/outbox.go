@@ -628,7 +628,7 @@ func (w *Worker) message(it ipn.OutboxItem, order *ipn.Order) (msg *Message, ski
 		if d.Status == "" {
 			d.Status = string(snap.Status)
 		}
-		d.Deliveries = snap.Deliveries
+		d.Deliveries = expiryInLocal(snap.Deliveries)
 		d.OrderStatus, d.ReviewReasons = string(snap.Status), ReviewReasons(snap.Flags)
 		if snap.Registered {
 			d.Expected, d.ExpectedCurrency = snap.Amount, snap.Currency
@@ -768,3 +768,21 @@ type nopObserver struct{}
 
 func (nopObserver) EmailSent(string, string) {}
 func (nopObserver) Callback(string)          {}
+
+// expiryInLocal returns deliveries with each link's expiry in the
+// daemon's local zone, as the customer's email shows it: the store keeps
+// times as instants (the binary outbox layout reads them back in UTC),
+// and the expiry was decided in the local zone.
+func expiryInLocal(ds []ipn.Delivered) []ipn.Delivered {
+	if len(ds) == 0 {
+		return ds
+	}
+	out := make([]ipn.Delivered, len(ds))
+	for i, d := range ds {
+		if !d.ExpiresAt.IsZero() {
+			d.ExpiresAt = d.ExpiresAt.Local()
+		}
+		out[i] = d
+	}
+	return out
+}

@@ -329,7 +329,11 @@ func (p *packer) unpackPrefix(packed []byte, limit int) ([]byte, error) {
 	in := packed[1+k:]
 	dict := p.dict
 	total := int(n)
-	out := make([]byte, 0, min(total, limit+64))
+	// The length is trusted for the allocation only as far as the input
+	// can plausibly make it (real values unpack to a few times their
+	// packed size): a damaged length fails at its first bad sequence
+	// without allocating what it claims; a real long value grows out.
+	out := make([]byte, 0, min(total, limit+64, 16*len(packed)+512))
 	bad := func(what string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s at output byte %d", errPacked, what, len(out))
 	}

@@ -166,8 +166,10 @@ func encodeOutboxBody(it *ipn.OutboxItem) []byte {
 	return b
 }
 
-// appendTime appends t to the second and nanosecond (its location is not
-// kept: stored times are UTC, as JSON kept them).
+// appendTime appends t to the second and nanosecond. Its location is not
+// kept: times come back in UTC (JSON kept the offset), and what shows a
+// time in a zone converts it (the emails' link expiry: notify's
+// expiryInLocal).
 func appendTime(b []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(b, 0)
@@ -245,7 +247,9 @@ func decodeOutboxBin(v []byte, it *ipn.OutboxItem) error {
 	switch code := r.byte(); {
 	case r.err != nil:
 	case code == 0:
-		e.Kind = r.string()
+		if e.Kind = r.string(); kindCodes[e.Kind] != 0 {
+			r.fail() // a known kind is written as its code
+		}
 	case int(code) < len(kindNames):
 		e.Kind = kindNames[code]
 	default:
@@ -311,13 +315,15 @@ func (r *stateReader) fail() {
 	}
 }
 
-// int reads a varint that fits an int32 (counts and versions).
+// int reads a varint that fits an int (counts, versions, a crypto
+// payment's confirmations: the gateway takes any int, so every int
+// written reads back).
 func (r *stateReader) int() int {
 	if r.err != nil {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 || v > math.MaxInt32 || v < math.MinInt32 {
+	if n <= 0 || overlong(r.b, n) || int64(int(v)) != v {
 		r.fail()
 		return 0
 	}
@@ -344,7 +350,7 @@ func (r *stateReader) time() time.Time {
 		return time.Time{}
 	}
 	s, n := binary.Varint(r.b)
-	if n <= 0 {
+	if n <= 0 || overlong(r.b, n) {
 		r.fail()
 		return time.Time{}
 	}

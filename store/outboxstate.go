@@ -122,13 +122,18 @@ func (r *stateReader) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	if n <= 0 || overlong(r.b, n) {
 		r.err = errStateRecord
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
 }
+
+// overlong says whether the n-byte varint at the start of b has more
+// bytes than its value needs (a trailing 0 group): never written, so
+// damage (binary.Uvarint takes it).
+func overlong(b []byte, n int) bool { return n > 1 && b[n-1] == 0 }
 
 func (r *stateReader) byte() byte {
 	if r.err != nil || len(r.b) == 0 {

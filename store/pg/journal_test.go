@@ -17,6 +17,7 @@ import (
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
+	"ipnd/notify"
 	"ipnd/pipeline"
 	"ipnd/record"
 	"ipnd/store"
@@ -35,6 +36,12 @@ type backend struct {
 	sub     func(id string) (*ipn.Subscription, error)
 	replay  func(id uint64, now time.Time) error
 	expire  func(now time.Time) (int, error)
+	// The outbox worker's side (outbox_test.go): the store as the worker
+	// sees it (until the test ends), the attempts kept of an item, the
+	// kinds of effects queued.
+	deliveries func() notify.Outbox
+	attempts   func(id uint64) ([]ipn.OutboxAttempt, error)
+	setKinds   func(map[string]bool)
 }
 
 func boltBackend(t testing.TB) *backend {
@@ -64,10 +71,13 @@ func boltOn(db *store.DB) *backend {
 			slices.SortFunc(items, func(a, b ipn.OutboxItem) int { return int(a.ID) - int(b.ID) })
 			return items, err
 		},
-		cursor: db.Cursor,
-		sub:    db.GetSubscription,
-		replay: db.Replay,
-		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
+		cursor:     db.Cursor,
+		sub:        db.GetSubscription,
+		replay:     db.Replay,
+		expire:     func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
+		deliveries: func() notify.Outbox { return db },
+		attempts:   db.OutboxAttempts,
+		setKinds:   db.SetEffectKinds,
 	}
 }
 
@@ -89,7 +99,9 @@ func leadingJournal(t testing.TB, db *DB) (*Journal, *Leader) {
 
 func pgBackend(t testing.TB, db *DB) *backend {
 	ctx := context.Background()
-	j, _ := leadingJournal(t, db)
+	j, l := leadingJournal(t, db)
+	dctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
 	return &backend{name: "postgres", journal: j,
 		append: func(n *ipn.Notification) (uint64, error) {
 			id, _, err := db.Append(ctx, n)
@@ -103,9 +115,12 @@ func pgBackend(t testing.TB, db *DB) *backend {
 			c, _ := db.Cursor(ctx)
 			return c
 		},
-		sub:    func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
-		replay: func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
-		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
+		sub:        func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
+		replay:     func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
+		expire:     func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
+		deliveries: func() notify.Outbox { return db.Deliveries(dctx, l, j.epoch) },
+		attempts:   func(id uint64) ([]ipn.OutboxAttempt, error) { return db.OutboxAttempts(ctx, id) },
+		setKinds:   db.SetEffectKinds,
 	}
 }
 

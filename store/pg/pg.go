@@ -9,11 +9,14 @@
 // The pipeline runs on it through Journal (journal.go), in the process
 // that leads (leader.go): record.Finish, record.Attach and
 // record.ExpireParked drive pgTx (tx.go), a transaction as record.Tx,
-// with the bbolt store's semantics, fenced by the lease's epoch. Not
-// built yet: fulfilment (products configured: a batch that would issue
-// fails, see pgTx.Fulfil), the outbox worker's side (taking due items,
-// recording results), the admin API's and the dashboard's reads,
-// retention.
+// with the bbolt store's semantics, fenced by the lease's epoch. The
+// outbox worker runs on it through Deliveries (outbox.go, notify.Outbox):
+// due items by lane, an order's callbacks one at a time in queue order,
+// results recorded fenced by the same epoch, woken by a NOTIFY from the
+// transaction that queued. Not built yet: fulfilment (products
+// configured: a batch that would issue fails, see pgTx.Fulfil), the
+// admin API's and the dashboard's reads (manual retry and discard of
+// outbox items among them), retention.
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
@@ -36,7 +39,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -179,6 +182,14 @@ var migrations = []string{
 	 CREATE INDEX outbox_due ON outbox (kind, next_attempt, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_order ON outbox (kind, order_id, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_notification ON outbox (notification);`,
+	// 4: the delivery attempts of each outbox item, the last attemptsKept
+	// (outbox.go), as the bbolt store's outbox_attempts.
+	`CREATE TABLE outbox_attempts (
+		outbox_id bigint NOT NULL,
+		seq       bigint NOT NULL,
+		attempt   json NOT NULL,
+		PRIMARY KEY (outbox_id, seq)
+	 );`,
 }
 
 // Options tune a DB; the zero value is usable.
