@@ -284,6 +284,21 @@ func (s *Snapshot) Outbox(fn func(it *ipn.OutboxItem) error) error {
 	})
 }
 
+// Attempts walks the delivery attempts kept of each outbox item, by item
+// and sequence.
+func (s *Snapshot) Attempts(fn func(outbox, seq uint64, a ipn.OutboxAttempt) error) error {
+	return s.each(bucketAttempts, func(k, v []byte) error {
+		if len(k) != 16 {
+			return fmt.Errorf("%w: attempt key %x", ErrCorrupt, k)
+		}
+		var a ipn.OutboxAttempt
+		if err := decodeValue(v, &a); err != nil {
+			return fmt.Errorf("%w: attempt %x: %v", ErrCorrupt, k, err)
+		}
+		return fn(binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(k[8:]), a)
+	})
+}
+
 // NotCopied counts what a copy to PostgreSQL leaves behind, by kind:
 // records of features the PostgreSQL store does not have yet.
 func (s *Snapshot) NotCopied() map[string]int {
@@ -291,7 +306,6 @@ func (s *Snapshot) NotCopied() map[string]int {
 	for name, b := range map[string][]byte{
 		"fulfilments":           bucketFulfil,
 		"license keys":          bucketLicenses,
-		"outbox attempt logs":   bucketAttempts,
 		"admin decisions":       bucketIdempotency,
 		"ids lost to damage":    bucketLost,
 		"dropped notifications": bucketDropped,

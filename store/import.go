@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -247,6 +248,15 @@ func (w *Importer) outbox(it *ipn.OutboxItem) error {
 	return w.tx.Bucket(bucketOutboxCause).Put([]byte(it.Effect.Cause), u64(it.ID))
 }
 
+// Attempt keeps delivery attempt a of outbox item outbox under seq.
+func (w *Importer) Attempt(outbox, seq uint64, a ipn.OutboxAttempt) error {
+	v, err := encodeValue(a)
+	if err == nil {
+		err = w.tx.Bucket(bucketAttempts).Put(binary.BigEndian.AppendUint64(u64(outbox), seq), v)
+	}
+	return w.step(err)
+}
+
 // Counters sets the highest notification id given, the pipeline cursor
 // and the highest outbox id given.
 func (w *Importer) Counters(seq, cursor, outboxSeq uint64) error {
@@ -266,7 +276,7 @@ func (w *Importer) Counters(seq, cursor, outboxSeq uint64) error {
 func (w *Importer) Count(kind string) int {
 	names := map[string][]byte{"notifications": bucketLog, "processing": bucketState, "retries": bucketRetry, "facts": bucketEvents,
 		"payment_refs": bucketRefs, "orphans": bucketOrphans, "parked_due": bucketParkedDue, "orders": bucketOrders,
-		"subscriptions": bucketSubs, "outbox": bucketOutbox}
+		"subscriptions": bucketSubs, "outbox": bucketOutbox, "outbox_attempts": bucketAttempts}
 	b, ok := names[kind]
 	if !ok {
 		return -1

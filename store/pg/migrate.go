@@ -19,7 +19,7 @@ var ErrNotEmpty = errors.New("the PostgreSQL database is not empty")
 
 // dataTables are the tables Import fills, in the order it fills them.
 var dataTables = []string{"notifications", "processing", "retries", "facts", "payment_refs", "orphans", "parked_due",
-	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox"}
+	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts"}
 
 // Copied is what Import copied: rows per table (in dataTables' order)
 // as counted in the database after the copy, and the counters it set.
@@ -249,6 +249,17 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 				}
 				return emit(int64(it.ID), it.Effect.Kind, []byte(it.Effect.OrderID), []byte(it.Effect.Cause), int64(it.Notification), b,
 					it.DeliveryID, it.CreatedAt, it.State, it.Attempts, timeOrNil(it.NextAttempt), timeOrNil(it.SentAt), it.LastError)
+			})
+		})
+	}
+	if err == nil {
+		err = cp("outbox_attempts", []string{"outbox_id", "seq", "attempt"}, func(emit func(...any) error) error {
+			return s.Attempts(func(outbox, seq uint64, a ipn.OutboxAttempt) error {
+				b, err := json.Marshal(a)
+				if err != nil {
+					return err
+				}
+				return emit(int64(outbox), int64(seq), b)
 			})
 		})
 	}
@@ -519,6 +530,21 @@ func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
 			}
 			copied["outbox"]++
 			return w.Outbox(&it)
+		})
+	}
+	if err == nil {
+		err = each(`SELECT outbox_id, seq, attempt FROM outbox_attempts ORDER BY outbox_id, seq`, func(r pgx.Rows) error {
+			var id, seq int64
+			var b []byte
+			if err := r.Scan(&id, &seq, &b); err != nil {
+				return err
+			}
+			var a ipn.OutboxAttempt
+			if err := decode(b, &a, fmt.Sprintf("attempt %d of outbox item %d", seq, id)); err != nil {
+				return err
+			}
+			copied["outbox_attempts"]++
+			return w.Attempt(uint64(id), uint64(seq), a)
 		})
 	}
 	if err != nil {

@@ -52,11 +52,17 @@ func filledBolt(t *testing.T) string {
 	now := time.Now()
 	err = db.FinishOutbox([]ipn.OutboxResult{
 		{ID: items[0].ID, State: ipn.OutboxSent, Attempts: 1},
-		{ID: items[1].ID, State: ipn.OutboxPending, Attempts: 2, RetryAt: now.Add(time.Hour), Error: "connection refused"},
-		{ID: items[2].ID, State: ipn.OutboxDead, Attempts: 9, Error: "550 no such user"},
+		{ID: items[1].ID, State: ipn.OutboxPending, Attempts: 1, RetryAt: now.Add(time.Hour), Error: "connection refused"},
+		{ID: items[2].ID, State: ipn.OutboxDead, Attempts: 1, Error: "550 no such user"},
 	}, now)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i, want := range []string{ipn.OutboxSent, ipn.OutboxPending, ipn.OutboxDead} {
+		it, err := db.GetOutbox(items[i].ID)
+		if err != nil || it.State != want || it.Attempts != 1 {
+			t.Fatalf("outbox item %d: %s after %d attempts (%v), want %s after 1", it.ID, it.State, it.Attempts, err, want)
+		}
 	}
 	if _, _, err := db.DiscardOutbox(items[3].ID, "test", "not wanted", 0, now); err != nil {
 		t.Fatal(err)
@@ -216,6 +222,22 @@ func compareStores(t *testing.T, path string, pdb *DB) {
 		if a, b := jsonOf(t, normItem(bi[i])), jsonOf(t, normItem(pi[i])); a != b {
 			t.Errorf("outbox item differs:\nbbolt    %s\npostgres %s", a, b)
 		}
+		ba, err := bdb.OutboxAttempts(bi[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa, err := pdb.OutboxAttempts(ctx, bi[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, as := range [][]ipn.OutboxAttempt{ba, pa} {
+			for j := range as {
+				as[j].At = as[j].At.UTC().Truncate(time.Microsecond)
+			}
+		}
+		if a, b := jsonOf(t, ba), jsonOf(t, pa); a != b {
+			t.Errorf("attempts of outbox item %d differ:\nbbolt    %s\npostgres %s", bi[i].ID, a, b)
+		}
 	}
 	bp, _ := bdb.Parked()
 	pp, err := pdb.Parked(ctx)
@@ -256,7 +278,7 @@ func TestPGMigrateFromBolt(t *testing.T) {
 		rows[tc.Table] = tc.Rows
 	}
 	for table, least := range map[string]int64{"notifications": 32, "processing": 32, "facts": 20, "payment_refs": 3,
-		"orders": 5, "order_facts": 20, "order_history": 2, "order_groups": 1, "subscriptions": 1, "outbox": 6, "orphans": 1, "parked_due": 1} {
+		"orders": 5, "order_facts": 20, "order_history": 2, "order_groups": 1, "subscriptions": 1, "outbox": 6, "orphans": 1, "parked_due": 1, "outbox_attempts": 2} {
 		if rows[table] < least {
 			t.Errorf("%s: %d rows copied, want %d or more (%v)", table, rows[table], least, got.Tables)
 		}
