@@ -76,11 +76,11 @@ func BenchmarkE2E(b *testing.B) {
 		// the minutes a prefill takes).
 		pristine := e2ePrefilled(b, prefill)
 		for k := range pairs {
-			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d.%d", i, k), n)
+			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%dr%d", i, k), n)
 			e2ePrint(b, "empty store", n, bareRes, r)
 			dir := b.TempDir()
 			e2eCopySynced(b, pristine, filepath.Join(dir, "ipnd.db"))
-			big := e2eRun(b, dir, fmt.Sprintf("P%d.%d", i, k), n)
+			big := e2eRun(b, dir, fmt.Sprintf("P%dr%d", i, k), n)
 			e2ePrint(b, fmt.Sprintf("%d stored", prefill), n, bareRes, big)
 			ratio := func(a, b time.Duration) float64 { return a.Seconds() / b.Seconds() }
 			fmt.Printf("  ratio to the empty store just before: ingest %.2f, applied %.2f, emails %.2f, callbacks %.2f, end to end %.2f\n",

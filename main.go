@@ -102,6 +102,7 @@ func init() {
 		backupCommand,
 		recoverCommand,
 		restoreCommand,
+		migrateCommand,
 		statsCommand,
 		versionCommand,
 		helpCommand,

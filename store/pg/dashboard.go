@@ -220,9 +220,27 @@ func (t *pgTx) writeCounts() error {
 	return nil
 }
 
+// fillDashboard fills what the dashboard reads from the records in the
+// database (the migration to schema 5 of one the pipeline wrote before,
+// Import): the identifiers, the hourly and the order counts.
+func fillDashboard(ctx context.Context, tx pgx.Tx) error {
+	if err := fillTerms(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO notification_hours
+		SELECT gateway, date_bin('1 hour', received_at, 'epoch'), count(*),
+			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
+		FROM notifications n WHERE EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
+		GROUP BY 1, 2`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO order_counts SELECT test, status, count(*) FROM orders GROUP BY 1, 2`)
+	return err
+}
+
 // fillTerms fills notification_terms from the processing records
-// (migration 4 of a database the pipeline wrote at schema 3). A record
-// that does not decode has no terms (the readers report it).
+// (fillDashboard). A record that does not decode has no terms (the
+// readers report it).
 func fillTerms(ctx context.Context, tx pgx.Tx) error {
 	rows, err := tx.Query(ctx, `SELECT id, record FROM processing`)
 	if err != nil {
@@ -256,10 +274,10 @@ func fillTerms(ctx context.Context, tx pgx.Tx) error {
 // processing, left-joined).
 const noteCols = `n.id, n.gateway, n.dedup_key, n.received_at, n.remote_addr, n.content_type, n.headers, n.body, n.body_sha256, n.purged_at, p.record`
 
-// scanItem reads an Item from a row of noteCols; the error is
+// scanNoteItem reads an Item from a row of noteCols; the error is
 // ipn.ErrCorrupt for a record that does not decode (the item's
 // Notification then has its id only).
-func scanItem(r pgx.Row) (store.Item, error) {
+func scanNoteItem(r pgx.Row) (store.Item, error) {
 	n := &ipn.Notification{}
 	var id int64
 	var headers, rec []byte
@@ -290,7 +308,7 @@ func scanItem(r pgx.Row) (store.Item, error) {
 func (d *Dashboard) Get(id uint64) (*ipn.Notification, *ipn.Processing, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	it, err := scanItem(d.db.pool.QueryRow(ctx, `SELECT `+noteCols+` FROM notifications n LEFT JOIN processing p ON p.id = n.id WHERE n.id = $1`, int64(id)))
+	it, err := scanNoteItem(d.db.pool.QueryRow(ctx, `SELECT `+noteCols+` FROM notifications n LEFT JOIN processing p ON p.id = n.id WHERE n.id = $1`, int64(id)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, fmt.Errorf("notification %d: %w", id, store.ErrNotFound)
 	}
@@ -402,7 +420,7 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 		read := 0
 		for rows.Next() {
 			read++
-			it, err := scanItem(rows)
+			it, err := scanNoteItem(rows)
 			if errors.Is(err, ipn.ErrCorrupt) {
 				before = it.Notification.ID
 				continue // damaged: left out of the lists (Get reports it)

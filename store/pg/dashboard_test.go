@@ -371,8 +371,8 @@ func TestPGDashboardReads(t *testing.T) {
 	t.Logf("both backends:\n%s", want)
 }
 
-// A database the pipeline wrote at schema 3 (no identifier index, no
-// hourly or order counts) is migrated to 4 by Open with the identifiers
+// A database the pipeline wrote at schema 4 (no identifier index, no
+// hourly or order counts) is migrated to 5 by Open with the identifiers
 // and the counts of the records already there: a search by identifier
 // finds what it found before, the counts are the same.
 func TestPGMigrationFillsTerms(t *testing.T) {
@@ -389,7 +389,7 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	if !strings.Contains(want[2], "3 pages") {
 		t.Fatalf("order O4: %s", want[2])
 	}
-	// Back to schema 3, as an ipnd before the index left it.
+	// Back to schema 4, as an ipnd before the index left it.
 	at := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
 	hours, err := b.reads.HourCounts(at)
 	if err != nil || len(hours) != 2 {
@@ -401,7 +401,7 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	}
 	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms, notification_hours, order_counts;
 		DROP INDEX notifications_gateway, notifications_state, notifications_gateway_state, notifications_received_at, outbox_order_all, outbox_state;
-		UPDATE ipnd_schema SET version = 3`); err != nil {
+		UPDATE ipnd_schema SET version = 4`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

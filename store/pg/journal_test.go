@@ -17,6 +17,7 @@ import (
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
+	"ipnd/notify"
 	"ipnd/pipeline"
 	"ipnd/record"
 	"ipnd/store"
@@ -35,7 +36,13 @@ type backend struct {
 	sub     func(id string) (*ipn.Subscription, error)
 	replay  func(id uint64, now time.Time) error
 	expire  func(now time.Time) (int, error)
-	reads   dashReader // the dashboard's reads (dashboard_test.go)
+	// The outbox worker's side (outbox_test.go): the store as the worker
+	// sees it (until the test ends), the attempts kept of an item, the
+	// kinds of effects queued.
+	deliveries func() notify.Outbox
+	attempts   func(id uint64) ([]ipn.OutboxAttempt, error)
+	setKinds   func(map[string]bool)
+	reads      dashReader // the dashboard's reads (dashboard_test.go)
 }
 
 func boltBackend(t testing.TB) *backend {
@@ -44,6 +51,11 @@ func boltBackend(t testing.TB) *backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	return boltOn(db)
+}
+
+// boltOn is the bbolt store db as a backend.
+func boltOn(db *store.DB) *backend {
 	return &backend{name: "bbolt", journal: db,
 		append: func(n *ipn.Notification) (uint64, error) {
 			id, _, err := db.Append(context.Background(), n)
@@ -60,11 +72,14 @@ func boltBackend(t testing.TB) *backend {
 			slices.SortFunc(items, func(a, b ipn.OutboxItem) int { return int(a.ID) - int(b.ID) })
 			return items, err
 		},
-		cursor: db.Cursor,
-		sub:    db.GetSubscription,
-		replay: db.Replay,
-		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
-		reads:  db,
+		cursor:     db.Cursor,
+		sub:        db.GetSubscription,
+		replay:     db.Replay,
+		expire:     func(now time.Time) (int, error) { db.SetParkFor(parkFor); return db.ExpireParked(now) },
+		deliveries: func() notify.Outbox { return db },
+		attempts:   db.OutboxAttempts,
+		setKinds:   db.SetEffectKinds,
+		reads:      db,
 	}
 }
 
@@ -86,7 +101,9 @@ func leadingJournal(t testing.TB, db *DB) (*Journal, *Leader) {
 
 func pgBackend(t testing.TB, db *DB) *backend {
 	ctx := context.Background()
-	j, _ := leadingJournal(t, db)
+	j, l := leadingJournal(t, db)
+	dctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
 	return &backend{name: "postgres", journal: j,
 		append: func(n *ipn.Notification) (uint64, error) {
 			id, _, err := db.Append(ctx, n)
@@ -100,10 +117,13 @@ func pgBackend(t testing.TB, db *DB) *backend {
 			c, _ := db.Cursor(ctx)
 			return c
 		},
-		sub:    func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
-		replay: func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
-		expire: func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
-		reads:  db.Dashboard(),
+		sub:        func(id string) (*ipn.Subscription, error) { return db.GetSubscription(ctx, id) },
+		replay:     func(id uint64, now time.Time) error { return db.Replay(ctx, id, now) },
+		expire:     func(now time.Time) (int, error) { db.SetParkFor(parkFor); return j.ExpireParked(now) },
+		deliveries: func() notify.Outbox { return db.Deliveries(dctx, l, j.epoch) },
+		attempts:   func(id uint64) ([]ipn.OutboxAttempt, error) { return db.OutboxAttempts(ctx, id) },
+		setKinds:   db.SetEffectKinds,
+		reads:      db.Dashboard(),
 	}
 }
 

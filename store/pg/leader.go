@@ -162,7 +162,8 @@ func (l *Leader) renewLoop(ctx context.Context, epoch int64, tick time.Duration)
 // no other process can take the lease over before tx has committed.
 func (l *Leader) Fence(ctx context.Context, tx pgx.Tx, epoch int64) error {
 	var one int
-	err := tx.QueryRow(ctx, `SELECT 1 FROM ipnd_leader WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE`, l.me, epoch).Scan(&one)
+	sql, args := l.fence(epoch)
+	err := tx.QueryRow(ctx, sql, args...).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotLeader
 	}
@@ -170,4 +171,10 @@ func (l *Leader) Fence(ctx context.Context, tx pgx.Tx, epoch int64) error {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil
+}
+
+// fence is Fence's query: a row while this process holds the lease of
+// epoch, share-locked.
+func (l *Leader) fence(epoch int64) (string, []any) {
+	return `SELECT 1 FROM ipnd_leader WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE`, []any{l.me, epoch}
 }

@@ -10,15 +10,21 @@
 // that leads (leader.go): record.Finish, record.Attach and
 // record.ExpireParked drive pgTx (tx.go), a transaction as record.Tx,
 // with the bbolt store's semantics, fenced by the lease's epoch. The
-// dashboard's reads are Dashboard (dashboard.go): notifications by
-// gateway, state and identifier (schema 4's notification_terms, written
-// with the processing record), orders, subscriptions, the outbox. Not
-// built yet: fulfilment (products configured: a batch that would issue
-// fails, see pgTx.Fulfil), the outbox worker's side (taking due items,
-// recording results), the rest of the dashboard's store (Stats, Follow,
-// OutboxAttempts, the outbox's retries and resends; Replay is DB.Replay,
-// with a context) and the admin API's, retention, migration from and to
-// bbolt.
+// outbox worker runs on it through Deliveries (outbox.go, notify.Outbox):
+// due items by lane, an order's callbacks one at a time in queue order,
+// results recorded fenced by the same epoch, woken by a NOTIFY from the
+// transaction that queued. The dashboard's reads are Dashboard
+// (dashboard.go): notifications by gateway, state and identifier (schema
+// 5's notification_terms, written with the processing record), orders,
+// subscriptions, the outbox. Not built yet: fulfilment (products
+// configured: a batch that would issue fails, see pgTx.Fulfil), the rest
+// of the dashboard's store (Stats, Follow, OutboxAttempts, the outbox's
+// retries and resends; Replay is DB.Replay, with a context) and the
+// admin API's, retention.
+//
+// ipnd migrate copies a stopped bbolt store into an empty database
+// (Import) and a database into a new bbolt file (Export), each from one
+// consistent snapshot and verified per table (migrate.go).
 package pg
 
 import (
@@ -37,7 +43,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -180,13 +186,21 @@ var migrations = []string{
 	 CREATE INDEX outbox_due ON outbox (kind, next_attempt, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_order ON outbox (kind, order_id, id) WHERE state = 'pending';
 	 CREATE INDEX outbox_notification ON outbox (notification);`,
-	// 4: the dashboard's reads (dashboard.go). notification_terms: the
+	// 4: the delivery attempts of each outbox item, the last attemptsKept
+	// (outbox.go), as the bbolt store's outbox_attempts.
+	`CREATE TABLE outbox_attempts (
+		outbox_id bigint NOT NULL,
+		seq       bigint NOT NULL,
+		attempt   json NOT NULL,
+		PRIMARY KEY (outbox_id, seq)
+	 );`,
+	// 5: the dashboard's reads (dashboard.go). notification_terms: the
 	// identifiers each notification's event names (txn id, parent txn,
 	// order id, customer email, event id, subscription id), lower-cased
 	// and hashed as the bbolt store's (the email stays out of the index),
 	// written with the processing record (pgTx.PutState). A database at
-	// schema 3 gets its terms from the processing records by Open
-	// (fillTerms), not by this statement. notification_hours: per
+	// schema 4 gets its terms and counts from its records by Open
+	// (fillDashboard), not by this statement. notification_hours: per
 	// gateway and hour of arrival, the notifications the pipeline has
 	// recorded and how many of them are applied and invalid (the
 	// overview's charts), moved with the processing record. order_counts:
@@ -211,24 +225,18 @@ var migrations = []string{
 		invalid  bigint NOT NULL DEFAULT 0,
 		PRIMARY KEY (gateway, hour)
 	 );
-	 INSERT INTO notification_hours
-		SELECT gateway, date_bin('1 hour', received_at, 'epoch'), count(*),
-			count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'invalid')
-		FROM notifications n WHERE EXISTS (SELECT 1 FROM processing p WHERE p.id = n.id)
-		GROUP BY 1, 2;
 	 CREATE TABLE order_counts (
 		test   boolean NOT NULL,
 		status text NOT NULL,
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
-	 );
-	 INSERT INTO order_counts SELECT test, status, count(*) FROM orders GROUP BY 1, 2;`,
+	 );`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
 // statements cannot compute (in Go, as the writers do).
 var migrationFills = map[int]func(context.Context, pgx.Tx) error{
-	4: fillTerms, // dashboard.go
+	5: fillDashboard, // dashboard.go
 }
 
 // Options tune a DB; the zero value is usable.

@@ -36,6 +36,9 @@ type pgTx struct {
 	tx     pgx.Tx
 	locked map[uint64]bool
 	queued *pgx.Batch
+	// outboxNotified: the transaction sends the NOTIFY that wakes the
+	// outbox worker when it commits (Enqueue).
+	outboxNotified bool
 
 	// What prefetch read ahead for a batch, kept up to date by the
 	// writes: notifications (and the error of one that does not
@@ -410,8 +413,21 @@ func (t *pgTx) FactHolder(key string) (uint64, error) {
 // history and txn ids when it has a tally) and its tally (nil: a small
 // order, holding them); nil when there is no such order.
 func storedOrder(row rowReader, id string) (*ipn.Order, *ipn.Tally, error) {
+	return readOrder(row, id, "")
+}
+
+// lockedOrder is storedOrder in a transaction that writes the order: the
+// row stays locked to its end. The pipeline and the recording of
+// delivery results (a skipped item's line in the order's history) both
+// write orders: each reads the order as the other committed it, and
+// neither write is lost.
+func lockedOrder(row rowReader, id string) (*ipn.Order, *ipn.Tally, error) {
+	return readOrder(row, id, " FOR NO KEY UPDATE")
+}
+
+func readOrder(row rowReader, id, lock string) (*ipn.Order, *ipn.Tally, error) {
 	var rec, tally []byte
-	found, err := row(`SELECT record, tally FROM orders WHERE id = $1`, []any{[]byte(id)}, &rec, &tally)
+	found, err := row(`SELECT record, tally FROM orders WHERE id = $1`+lock, []any{[]byte(id)}, &rec, &tally)
 	if err != nil || !found {
 		return nil, nil, err
 	}
@@ -433,7 +449,7 @@ func storedOrder(row rowReader, id string) (*ipn.Order, *ipn.Tally, error) {
 // small order comes whole and without state; a large one comes without
 // its facts and history, with the tally records ipn.TallyKeys names.
 func (t *pgTx) OrderState(id string, ev *ipn.Event, ac ipn.ApplyContext) (*ipn.Order, *ipn.OrderState, error) {
-	o, tally, err := storedOrder(t.row, id)
+	o, tally, err := lockedOrder(t.row, id)
 	if err != nil || o == nil || tally == nil {
 		return o, nil, err
 	}
@@ -819,6 +835,12 @@ func (t *pgTx) Enqueue(effects []ipn.Effect, id uint64, now time.Time) error {
 		if err := t.enqueueOne(e, id, now); err != nil {
 			return err
 		}
+	}
+	if len(effects) > 0 && !t.outboxNotified {
+		// The leader's outbox worker (Deliveries.OutboxWake) is woken
+		// when this commits.
+		t.outboxNotified = true
+		return t.exec(`SELECT pg_notify($1, '')`, outboxChannel)
 	}
 	return nil
 }
