@@ -492,3 +492,33 @@ func TestPGDashboardDamagedRecords(t *testing.T) {
 		t.Errorf("GetSubscription(S2) = %v, want corrupt", err)
 	}
 }
+
+// A bbolt store copied by ipnd migrate (Import) answers the dashboard's
+// reads on PostgreSQL as it did on bbolt: the identifiers and the counts
+// are made from the rows copied.
+func TestPGDashboardAfterImport(t *testing.T) {
+	c := pgtest.Start(t)
+	path := filledBolt(t)
+	pdb := open(t, c.DSN())
+	if err := store.Export(path, func(s *store.Snapshot) error { _, err := pdb.Import(t.Context(), s); return err }); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	last := bdb.Cursor()
+	want, got := dashboard(t, bdb, last), dashboard(t, pdb.Dashboard(), last)
+	if got != want {
+		wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+		for i := range max(len(wl), len(gl)) {
+			if i >= len(wl) || i >= len(gl) || wl[i] != gl[i] {
+				t.Errorf("postgres after the copy differs from bbolt:\n  bbolt:    %s\n  postgres: %s", wl[min(i, len(wl)-1)], gl[min(i, len(gl)-1)])
+			}
+		}
+	}
+	if !strings.Contains(want, `term="  A@Example.COM " before=0 after=0 limit=50 normalize=false: 1 pages [2:duplicate/O1 1:applied/O1]`) {
+		t.Errorf("the copy's search by email finds other than the scenario's:\n%s", want)
+	}
+}
