@@ -22,8 +22,8 @@ import (
 // on db, with the bbolt store's semantics (store/index.go, orders.go,
 // subscriptions.go, outbox.go): the methods take no context (each runs
 // under the DB's timeout) and answer the store's sentinels. Not built
-// here: Replay, Stats, Follow, OutboxAttempts and the outbox's retries
-// and resends, so that it is not a ui.Store yet.
+// here: Replay, Stats, Follow and the outbox's retries and resends, so
+// that it is not a ui.Store yet.
 type Dashboard struct{ db *DB }
 
 // Dashboard returns the dashboard's reads on db.
@@ -955,4 +955,12 @@ func (d *Dashboard) OutboxCounts() (map[string]map[string]int, error) {
 // order that delivered nothing.
 func (d *Dashboard) Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error) {
 	return nil, nil, fmt.Errorf("deliveries of order %q: %w", id, store.ErrNotFound)
+}
+
+// OutboxAttempts returns the kept attempts of outbox item id, oldest
+// first (DB.OutboxAttempts).
+func (d *Dashboard) OutboxAttempts(id uint64) ([]ipn.OutboxAttempt, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	return d.db.OutboxAttempts(ctx, id)
 }

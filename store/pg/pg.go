@@ -18,8 +18,8 @@
 // 5's notification_terms, written with the processing record), orders,
 // subscriptions, the outbox. Not built yet: fulfilment (products
 // configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow, OutboxAttempts, the outbox's
-// retries and resends; Replay is DB.Replay, with a context) and the
+// of the dashboard's store (Stats, Follow, the outbox's retries and
+// resends; Replay is DB.Replay, with a context) and the
 // admin API's, retention.
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
