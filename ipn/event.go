@@ -210,3 +210,19 @@ func (ev *Event) Unsign() {
 	ev.Amount = strings.TrimPrefix(ev.Amount, "-")
 	ev.RefundedTotal = strings.TrimPrefix(ev.RefundedTotal, "-")
 }
+
+// SearchTerms are the lower-cased identifiers ev is found by (txn id,
+// parent txn id, order id, customer email, event id, subscription id),
+// each once: what every store backend indexes for the dashboard's search.
+func (ev *Event) SearchTerms() []string {
+	if ev == nil {
+		return nil
+	}
+	var out []string
+	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
+		if v = strings.ToLower(strings.TrimSpace(v)); v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -78,10 +78,10 @@ var (
 // query reads (those the pipeline has not reached: no index has them).
 const tailScanMax = 20000
 
-// termHash is the index key prefix of an identifier: 8 bytes of its
-// SHA-256, lower-cased (a collision only costs a record read: the
+// TermHash is the index key of an identifier in every backend: 8 bytes
+// of its SHA-256, lower-cased (a collision only costs a record read: the
 // readers check the event).
-func termHash(s string) []byte {
+func TermHash(s string) []byte {
 	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(s))))
 	return sum[:8]
 }
@@ -120,18 +120,7 @@ func hourIxKey(gateway string, at time.Time) []byte {
 }
 
 // eventTerms are the lower-cased identifiers ev is found by.
-func eventTerms(ev *ipn.Event) []string {
-	if ev == nil {
-		return nil
-	}
-	var out []string
-	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
-		if v = strings.ToLower(strings.TrimSpace(v)); v != "" && !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
-}
+func eventTerms(ev *ipn.Event) []string { return ev.SearchTerms() }
 
 // indexProcessing moves notification id's index entries from its state
 // before (oldRaw: the stored value, nil when the pipeline had recorded
@@ -178,11 +167,11 @@ func indexProcessing(tx *bolt.Tx, id uint64, oldRaw []byte, p *ipn.Processing) e
 	terms, legacy := tx.Bucket(bucketIxTerms), tx.Bucket(bucketIxTerm)
 	for _, t := range was {
 		if !slices.Contains(now, t) {
-			if err := terms.Delete(termKey(termHash(t), id)); err != nil {
+			if err := terms.Delete(termKey(TermHash(t), id)); err != nil {
 				return err
 			}
 			if legacy != nil {
-				if err := legacy.Delete(binary.BigEndian.AppendUint64(termHash(t), id)); err != nil {
+				if err := legacy.Delete(binary.BigEndian.AppendUint64(TermHash(t), id)); err != nil {
 					return err
 				}
 			}
@@ -190,7 +179,7 @@ func indexProcessing(tx *bolt.Tx, id uint64, oldRaw []byte, p *ipn.Processing) e
 	}
 	for _, t := range now {
 		if !slices.Contains(was, t) {
-			if err := terms.Put(termKey(termHash(t), id), nil); err != nil {
+			if err := terms.Put(termKey(TermHash(t), id), nil); err != nil {
 				return err
 			}
 		}
@@ -495,9 +484,9 @@ func (db *DB) Find(q Query) ([]Item, error) {
 			if term == "" {
 				term = q.Order
 			}
-			walks = append(walks, termIDs(tx.Bucket(bucketIxTerms), termHash(term), q.Before))
+			walks = append(walks, termIDs(tx.Bucket(bucketIxTerms), TermHash(term), q.Before))
 			if legacy := tx.Bucket(bucketIxTerm); legacy != nil {
-				walks = append(walks, newIDs(legacy, termHash(term), q.Before))
+				walks = append(walks, newIDs(legacy, TermHash(term), q.Before))
 			}
 			if q.Normalize != nil {
 				tail, err := unprocessed(tx, "", q.Before)

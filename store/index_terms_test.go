@@ -140,7 +140,7 @@ func TestIndexTermsFromSchema8(t *testing.T) {
 				return err
 			}
 			for _, term := range eventTerms(p.Event) {
-				if err := legacy.Put(append(termHash(term), k...), nil); err != nil {
+				if err := legacy.Put(append(TermHash(term), k...), nil); err != nil {
 					return err
 				}
 			}
@@ -209,12 +209,12 @@ func TestIndexTermsFromSchema8(t *testing.T) {
 			if slices.Contains(now, term) {
 				continue
 			}
-			if r, l := has(termHash(term), id); r || l {
+			if r, l := has(TermHash(term), id); r || l {
 				t.Errorf("notification %d: the key of %q it no longer names is left (in a range %v, in the tree %v)", id, term, r, l)
 			}
 		}
 		for _, term := range now {
-			if r, _ := has(termHash(term), id); !r && !slices.Contains(was, term) {
+			if r, _ := has(TermHash(term), id); !r && !slices.Contains(was, term) {
 				t.Errorf("notification %d: no key of %q in the ranges", id, term)
 			}
 		}

@@ -12,13 +12,18 @@ const MaxBulkReplay = 1000
 // State and Before; its Limit is ignored), newest first, at most max
 // (at most MaxBulkReplay); more reports that others match beyond them.
 func (db *DB) Matching(f Filter, max int) (ids []uint64, more bool, err error) {
+	return MatchingVia(db.Find, f, max)
+}
+
+// MatchingVia is Matching over a backend's Find: the pages of find, as
+// a bulk replay selects from them.
+func MatchingVia(find func(Query) ([]Item, error), f Filter, max int) (ids []uint64, more bool, err error) {
 	if max <= 0 || max > MaxBulkReplay {
 		max = MaxBulkReplay
 	}
-	f.Limit = 1000
-	q := Query{Gateway: f.Gateway, State: f.State, Before: f.Before, Limit: f.Limit} // through the indexes (index.go)
+	q := Query{Gateway: f.Gateway, State: f.State, Before: f.Before, Limit: 1000} // through the indexes (index.go)
 	for {
-		items, err := db.Find(q)
+		items, err := find(q)
 		if err != nil {
 			return nil, false, err
 		}
@@ -28,7 +33,7 @@ func (db *DB) Matching(f Filter, max int) (ids []uint64, more bool, err error) {
 			}
 			ids = append(ids, it.Notification.ID)
 		}
-		if len(items) < f.Limit {
+		if len(items) < q.Limit {
 			return ids, false, nil
 		}
 		q.Before = items[len(items)-1].Notification.ID

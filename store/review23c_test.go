@@ -173,7 +173,7 @@ func TestReview23cPurgeLeavesNoEmailKey(t *testing.T) {
 				return err
 			}
 			for _, term := range eventTerms(p.Event) {
-				if err := legacy.Put(append(termHash(term), k...), nil); err != nil {
+				if err := legacy.Put(append(TermHash(term), k...), nil); err != nil {
 					return err
 				}
 			}
@@ -207,7 +207,7 @@ func TestReview23cPurgeLeavesNoEmailKey(t *testing.T) {
 		if got := findAll(t, db, Query{Term: email}); len(got) != 0 {
 			t.Errorf("after the purge %s is found in %v", email, got)
 		}
-		h := termHash(email)
+		h := TermHash(email)
 		ranged, legacy := termKeys(t, db)
 		for _, k := range ranged {
 			if bytes.Equal(k[4:12], h) {

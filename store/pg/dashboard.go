@@ -2,7 +2,6 @@ package pg
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,32 +32,10 @@ func (d *Dashboard) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.db.opts.Timeout)
 }
 
-// termHash is the notification_terms key of an identifier: 8 bytes of
-// its SHA-256, lower-cased, as the bbolt store's (a collision costs a
-// read: the readers check the event).
-func termHash(s string) []byte {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(s))))
-	return sum[:8]
-}
-
-// eventTerms are the lower-cased identifiers ev is found by.
-func eventTerms(ev *ipn.Event) []string {
-	if ev == nil {
-		return nil
-	}
-	var out []string
-	for _, v := range []string{ev.TxnID, ev.ParentTxnID, ev.OrderID, ev.CustomerEmail, ev.EventID, ev.SubscriptionID} {
-		if v = strings.ToLower(strings.TrimSpace(v)); v != "" && !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 func termHashes(ev *ipn.Event) [][]byte {
 	var out [][]byte
-	for _, t := range eventTerms(ev) {
-		out = append(out, termHash(t))
+	for _, t := range ev.SearchTerms() {
+		out = append(out, store.TermHash(t))
 	}
 	return out
 }
@@ -84,7 +61,7 @@ func (t *pgTx) indexState(id uint64, was []byte, known bool, p *ipn.Processing) 
 	}
 	now := termHashes(p.Event)
 	if known {
-		if old != nil && slices.Equal(eventTerms(old.Event), eventTerms(p.Event)) || old == nil && len(now) == 0 {
+		if old != nil && slices.Equal(old.Event.SearchTerms(), p.Event.SearchTerms()) || old == nil && len(now) == 0 {
 			return nil
 		}
 		if old == nil {
@@ -388,7 +365,7 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 		if h == "" {
 			h = q.Order
 		}
-		ids := "SELECT id FROM notification_terms WHERE term = " + arg(termHash(h))
+		ids := "SELECT id FROM notification_terms WHERE term = " + arg(store.TermHash(h))
 		if q.Normalize != nil {
 			tail, err := d.unprocessed(ctx)
 			if err != nil {
@@ -438,7 +415,7 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 				if q.Order != "" && (ev == nil || ev.OrderID != q.Order) {
 					continue
 				}
-				if q.Term != "" && !slices.Contains(eventTerms(ev), term) {
+				if q.Term != "" && !slices.Contains(ev.SearchTerms(), term) {
 					continue
 				}
 			}
@@ -460,26 +437,7 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 // store.MaxBulkReplay), and whether more matched: the bulk replay's
 // selection, as the bbolt store's.
 func (d *Dashboard) Matching(f store.Filter, max int) (ids []uint64, more bool, err error) {
-	if max <= 0 || max > store.MaxBulkReplay {
-		max = store.MaxBulkReplay
-	}
-	q := store.Query{Gateway: f.Gateway, State: f.State, Before: f.Before, Limit: 1000}
-	for {
-		items, err := d.Find(q)
-		if err != nil {
-			return nil, false, err
-		}
-		for _, it := range items {
-			if len(ids) == max {
-				return ids, true, nil
-			}
-			ids = append(ids, it.Notification.ID)
-		}
-		if len(items) < q.Limit {
-			return ids, false, nil
-		}
-		q.Before = items[len(items)-1].Notification.ID
-	}
+	return store.MatchingVia(d.Find, f, max)
 }
 
 // FirstIDAt returns the first notification id received at t or later
