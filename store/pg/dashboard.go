@@ -616,21 +616,7 @@ func lastSeq[T any](ctx context.Context, d *Dashboard, table, col, id string) ([
 }
 
 func pageSeq[T any](ctx context.Context, d *Dashboard, table, col, id, tail string) ([]T, error) {
-	var out []T
-	err := queriedRows(ctx, d.db.pool)(`SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 `+tail, []any{[]byte(id)}, func(r pgx.Rows) error {
-		var seq int64
-		var b []byte
-		if err := r.Scan(&seq, &b); err != nil {
-			return err
-		}
-		var x T
-		if err := decode(b, &x, fmt.Sprintf("%s %d of order %q", table, seq, id)); err != nil {
-			return err
-		}
-		out = append(out, x)
-		return nil
-	})
-	return out, err
+	return readSeqWhere[T](queriedRows(ctx, d.db.pool), table, col, id, tail)
 }
 
 // ListOrders returns orders without their facts, history and txn ids,

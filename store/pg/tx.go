@@ -528,8 +528,14 @@ func (t *pgTx) OrderState(id string, ev *ipn.Event, ac ipn.ApplyContext) (*ipn.O
 // readSeq reads every record of order id in table (facts, history), in
 // sequence order, from column col.
 func readSeq[T any](rows rowsReader, table, col, id string) ([]T, error) {
+	return readSeqWhere[T](rows, table, col, id, `ORDER BY seq`)
+}
+
+// readSeqWhere reads the records of order id in table from column col
+// that the rest of the query, tail, selects, in its order.
+func readSeqWhere[T any](rows rowsReader, table, col, id, tail string) ([]T, error) {
 	var out []T
-	err := rows(`SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 ORDER BY seq`, []any{[]byte(id)}, func(r pgx.Rows) error {
+	err := rows(`SELECT seq, `+col+` FROM `+table+` WHERE order_id = $1 `+tail, []any{[]byte(id)}, func(r pgx.Rows) error {
 		var seq int64
 		var b []byte
 		if err := r.Scan(&seq, &b); err != nil {
