@@ -111,28 +111,31 @@ func (db *DB) buildIndexes() error {
 // indexStatesFrom indexes up to indexBuildChunk notifications from id
 // from on; it returns the next id to index, 0 when none is left.
 func indexStatesFrom(tx *bolt.Tx, from uint64) (uint64, error) {
-	c := tx.Bucket(bucketState).Cursor()
-	n := 0
-	for k, v := c.Seek(u64(from)); k != nil; k, v = c.Next() {
-		id := binary.BigEndian.Uint64(k)
-		if n == indexBuildChunk {
-			return id, nil
-		}
-		n++
+	return indexChunkFrom(tx, bucketState, from, func(id uint64, v []byte) error {
 		var p ipn.Processing
-		if err := decodeValue(v, &p); err != nil {
-			continue // damaged: not indexed (Get reports it)
+		if decodeValue(v, &p) != nil {
+			return nil // damaged: not indexed (Get reports it)
 		}
-		if err := indexProcessing(tx, id, nil, &p); err != nil {
-			return 0, err
-		}
-	}
-	return 0, nil
+		return indexProcessing(tx, id, nil, &p)
+	})
 }
 
 // indexOutboxFrom is indexStatesFrom for the outbox items.
 func indexOutboxFrom(tx *bolt.Tx, from uint64) (uint64, error) {
-	c := tx.Bucket(bucketOutbox).Cursor()
+	return indexChunkFrom(tx, bucketOutbox, from, func(_ uint64, v []byte) error {
+		var it ipn.OutboxItem
+		if decodeOutboxBody(v, &it) != nil {
+			return nil // damaged: not indexed (GetOutbox reports it)
+		}
+		return indexOutbox(tx, nil, &it)
+	})
+}
+
+// indexChunkFrom calls index for up to indexBuildChunk records of
+// bucket, keyed by id, from id from on; it returns the next id, 0 when
+// none is left.
+func indexChunkFrom(tx *bolt.Tx, bucket []byte, from uint64, index func(id uint64, v []byte) error) (uint64, error) {
+	c := tx.Bucket(bucket).Cursor()
 	n := 0
 	for k, v := c.Seek(u64(from)); k != nil; k, v = c.Next() {
 		id := binary.BigEndian.Uint64(k)
@@ -140,11 +143,7 @@ func indexOutboxFrom(tx *bolt.Tx, from uint64) (uint64, error) {
 			return id, nil
 		}
 		n++
-		var it ipn.OutboxItem
-		if err := decodeOutboxBody(v, &it); err != nil {
-			continue
-		}
-		if err := indexOutbox(tx, nil, &it); err != nil {
+		if err := index(id, v); err != nil {
 			return 0, err
 		}
 	}
