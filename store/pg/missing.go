@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"ipnd/fulfil"
@@ -99,17 +98,3 @@ func (d *Dashboard) LiveFollowers() int { return 0 }
 func (d *Dashboard) LiveRefused() uint64 { return 0 }
 
 func (d *Dashboard) EndLive() {}
-
-// --- health (serve's wiring, health.go) ---
-
-func (d *Dashboard) Backup(w io.Writer, size func(int64)) (int64, error) {
-	return 0, notBuilt("Backup")
-}
-
-func (d *Dashboard) Space() (store.Space, error) { return store.Space{}, notBuilt("Space") }
-
-func (d *Dashboard) Lost() ([]store.LostRange, error) { return nil, nil }
-
-func (d *Dashboard) Unacknowledged() ([]store.LostRange, uint64, error) { return nil, 0, nil }
-
-func (d *Dashboard) AckDropped() (int, error) { return 0, nil }

@@ -258,6 +258,8 @@ type DB struct {
 	fulfilment atomic.Bool
 	runID      string
 
+	health health // Writable's (health.go)
+
 	mu         sync.Mutex
 	queue      []*appendReq
 	committing bool
@@ -389,6 +391,7 @@ func (db *DB) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, er
 	db.mu.Unlock()
 
 	err := db.commit(batch)
+	db.noteAppend(len(batch), err)
 	for _, b := range batch {
 		if err != nil {
 			b.id, b.dup, b.err = 0, false, err
