@@ -101,7 +101,10 @@ func leaderGauge(db Store) func() float64 {
 // which may hold a password).
 func storeName(cfg *Config) string {
 	if cfg.postgres() {
-		return "postgres"
+		if cfg.Store.DSNFile != "" {
+			return "postgres (store.dsn_file " + cfg.Store.DSNFile + ")"
+		}
+		return "postgres (store.dsn)"
 	}
 	return cfg.Store.Path
 }

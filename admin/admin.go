@@ -434,6 +434,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrBackupRefused):
 		a.log.Warn("backup refused", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "backup refused: another backup is running, or the data directory has no room for its snapshot (see the log)")
+	case errors.Is(err, store.ErrBackupElsewhere):
+		writeError(w, http.StatusNotImplemented, err.Error())
 	case errors.Is(err, store.ErrBackupTooSlow):
 		a.log.Warn("backup failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, err.Error()+": try again when the disk is less busy, or copy ipnd.db with ipnd stopped")

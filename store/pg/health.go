@@ -2,7 +2,6 @@ package pg
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -15,7 +14,7 @@ import (
 // ErrExternalBackup is what a backup of a PostgreSQL store answers: its
 // backups are PostgreSQL's own (pg_dump, or base backups with WAL
 // archiving); ipnd backup copies a bbolt file only.
-var ErrExternalBackup = errors.New("the store is PostgreSQL: back it up with PostgreSQL's tools (pg_dump, or base backups with pg_basebackup and WAL archiving); ipnd backup copies a bbolt store only")
+var ErrExternalBackup = fmt.Errorf("the store is PostgreSQL: back it up with PostgreSQL's tools (pg_dump, or base backups with pg_basebackup and WAL archiving); ipnd backup copies a bbolt store only: %w", store.ErrBackupElsewhere)
 
 // health is what Writable answers from: the last failure of an ingest
 // transaction and of the probe (Watch), each cleared by the next success
