@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,5 +237,58 @@ func TestPGTwoProcessesTakeover(t *testing.T) {
 		if n := len(shop.forOrder(id)); n != 1 {
 			t.Errorf("%s: %d callbacks, want 1", id, n)
 		}
+	}
+}
+
+// TestPGReloadLeaderAndNextTerm: a reload (SIGHUP) that moves the shop's
+// callbacks to another URL replaces the leader's outbox worker at once;
+// a process that does not lead when it reloads leads its next term with
+// the reloaded config.
+func TestPGReloadLeaderAndNextTerm(t *testing.T) {
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	shop1, url1 := newShopReceiver(t)
+	shop2, url2 := newShopReceiver(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	store := "dsn = " + strconv.Quote(testDSN(t, dirA)) + "\n"
+	cfgA := writePGTestConfig(t, dirA, store, pgExtra(smtpd.port(), url1))
+	cfgB := writePGTestConfig(t, dirB, store, pgExtra(smtpd.port(), url1))
+	cmdA, exitedA := startChild(t, dirA, cfgA)
+	a := &daemon{t: t, dir: dirA}
+	waitFor(t, "A leads", 20*time.Second, func() bool { return a.scrape("ipnd_leader") == 1 })
+	cmdB, _ := startChild(t, dirB, cfgB)
+	b := &daemon{t: t, dir: dirB}
+	postB := signedPoster(t, func() string { return b.addr("public") }, pgGatewaySecret)
+	hup := func(cmd *exec.Cmd, d *daemon, cfg string) {
+		t.Helper()
+		writePGTestConfig(t, d.dir, store, pgExtra(smtpd.port(), url2))
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the reload", 10*time.Second, func() bool { return d.scrape(`ipnd_config_reloads_total{result="success"}`) == 1 })
+	}
+
+	if code := pay(postB, "R-1", "r1@example.com"); code != 200 {
+		t.Fatalf("payment: HTTP %d", code)
+	}
+	waitFor(t, "R-1's callback to the first URL", 20*time.Second, func() bool { return len(shop1.forOrder("R-1")) == 1 })
+	hup(cmdA, a, cfgA)
+	if code := pay(postB, "R-2", "r2@example.com"); code != 200 {
+		t.Fatalf("payment: HTTP %d", code)
+	}
+	waitFor(t, "R-2's callback to the reloaded URL", 20*time.Second, func() bool { return len(shop2.forOrder("R-2")) == 1 })
+
+	// B reloads while A leads, then A dies: B's term calls the new URL.
+	hup(cmdB, b, cfgB)
+	if err := cmdA.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exitedA
+	if code := pay(postB, "R-3", "r3@example.com"); code != 200 {
+		t.Fatalf("payment: HTTP %d", code)
+	}
+	waitFor(t, "B leads", 30*time.Second, func() bool { return b.scrape("ipnd_leader") == 1 })
+	waitFor(t, "R-3's callback to the reloaded URL", 30*time.Second, func() bool { return len(shop2.forOrder("R-3")) == 1 })
+	if n := len(shop1.forOrder("R-2")) + len(shop1.forOrder("R-3")); n != 0 {
+		t.Errorf("%d callbacks after the reload went to the old URL", n)
 	}
 }
