@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ipnd/internal/pgtest"
+	"ipnd/ipn"
 )
 
 // pgShopSecret is the shop's callback secret in these tests.
@@ -135,6 +136,12 @@ func TestPGServeDatabaseStopped(t *testing.T) {
 		t.Fatalf("payment: HTTP %d", code)
 	}
 	waitFor(t, "order S-1 paid", 20*time.Second, func() bool { return d.orderStatus("S-1") == "paid" })
+	// Its deliveries made and recorded: none in flight at the stop (those
+	// would be made again).
+	waitFor(t, "S-1's deliveries recorded", 20*time.Second, func() bool {
+		var pending struct{ Items []ipn.OutboxItem }
+		return len(smtpd.to("a1@example.com")) == 1 && d.api("GET", "/api/outbox?state=pending", nil, &pending) == 200 && len(pending.Items) == 0
+	})
 
 	c.Stop()
 	if code := pay(post, "S-2", "a2@example.com"); code != 503 {
@@ -206,6 +213,12 @@ func TestPGTwoProcessesTakeover(t *testing.T) {
 	}
 	waitFor(t, "order L-0 paid", 20*time.Second, func() bool { return b.orderStatus("L-0") == "paid" })
 	waitFor(t, "L-0's email", 20*time.Second, func() bool { return len(smtpd.to("l0@example.com")) == 1 })
+	// Its deliveries recorded: none of them is in flight at the kill (those
+	// in flight may be made again by the next leader).
+	waitFor(t, "L-0's deliveries recorded", 20*time.Second, func() bool {
+		var pending struct{ Items []ipn.OutboxItem }
+		return b.api("GET", "/api/outbox?state=pending", nil, &pending) == 200 && len(pending.Items) == 0
+	})
 
 	// kill -9 of the leader; B takes the payments meanwhile.
 	if err := cmdA.Process.Kill(); err != nil {
