@@ -281,3 +281,20 @@ func TestStoreBackendConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreOpenErrorsHideThePassword: a DSN that does not parse or names a
+// server that is not there fails the start with a message that names
+// neither the password nor hides the cause.
+func TestStoreOpenErrorsHideThePassword(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://ipnd:s3cret@127.0.0.1:1/ipnd?sslmode=disable&connect_timeout=1", "postgres unavailable"},
+		{"postgres://ipnd:s3cret@127.0.0.1:99999/ipnd", "store.dsn"},
+		{"host=127.0.0.1 port=1 user=ipnd password=s3cret connect_timeout=1 sslmode=disable", "postgres unavailable"},
+	} {
+		cfg := &Config{Store: StoreConfig{Backend: "postgres", DSN: tc.dsn}}
+		_, err := openStore(cfg, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("open %q: %v, want an error with %q and no password", tc.dsn, err, tc.want)
+		}
+	}
+}
