@@ -43,7 +43,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -231,6 +231,28 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
+	// 6 (7 once the idempotency table of order decisions is schema 6:
+	// the numbers follow the merge): the operator's outbox decisions and
+	// retention (outboxadmin.go, retention.go).
+	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
+	// outbox item (the bbolt store's idempotency bucket under
+	// "outbox/<id>"): when, the item resent (target) and the item it
+	// queued. ipnd_purge: where retention's last pass stopped in each
+	// table (the last id, or order or subscription id, looked at).
+	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		target bigint NOT NULL,
+		item   bigint NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
+	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+		name text PRIMARY KEY,
+		id   bigint NOT NULL DEFAULT 0,
+		key  bytea
+	 );
+	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
+	 ON CONFLICT DO NOTHING;`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
