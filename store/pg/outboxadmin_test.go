@@ -502,3 +502,74 @@ func TestPGRetentionAndReplays(t *testing.T) {
 	}
 	t.Logf("both backends:\n%s", want)
 }
+
+// TestPGPurgeWaitsForNothing: retention never waits for the leader's
+// transactions: with a notification held by the pipeline's batch, an
+// outbox item by the recording of a delivery result and an order by
+// another batch, Purge returns at once, purging the notifications and
+// items before those held (the rest waits for a later call) and the
+// orders but the one held; once they are released, the next call purges
+// the rest.
+func TestPGPurgeWaitsForNothing(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := t.Context()
+	db, other := open(t, c.DSN()), open(t, c.DSN())
+	b := pgBackend(t, db)
+	old := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	var outs []ipn.Outcome
+	for i := uint64(1); i <= 3; i++ {
+		n := webhook(fmt.Sprintf("m%d", i), "payment.completed", "")
+		n.ReceivedAt = old
+		if _, err := b.append(n); err != nil {
+			t.Fatal(err)
+		}
+		ev := &ipn.Event{Type: ipn.TypePayment, Status: ipn.StatusCompleted, TxnID: fmt.Sprintf("T%d", i),
+			OrderID: fmt.Sprintf("O%d", i), Amount: "5.00", Currency: "EUR", CustomerEmail: fmt.Sprintf("c%d@example.com", i)}
+		outs = append(outs, ipn.Outcome{ID: i, State: ipn.StateApplied, Event: ev, EventKey: ipn.EventKey("test", ev),
+			ApplyOrder: true, Context: ipn.ApplyContext{Gateway: "test"}})
+	}
+	b.setKinds(map[string]bool{ipn.EffectEmailCustomer: true})
+	if _, err := b.journal.Finish(outs, 3, old); err != nil {
+		t.Fatal(err)
+	}
+	var res []ipn.OutboxResult
+	for id := uint64(1); id <= 3; id++ {
+		res = append(res, ipn.OutboxResult{ID: id, State: ipn.OutboxSent, Attempts: 1})
+	}
+	if err := b.deliveries().FinishOutbox(res, old); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	for _, q := range []string{`SELECT 1 FROM notifications WHERE id = 2 FOR NO KEY UPDATE`, `SELECT 1 FROM outbox WHERE id = 2 FOR UPDATE`,
+		`SELECT 1 FROM orders WHERE id = 'O1' FOR NO KEY UPDATE`} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutoff := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	p, err := other.Dashboard().Purge(cutoff, 200)
+	if err != nil || p != (store.Purged{Notifications: 1, OutboxItems: 1, Orders: 2}) {
+		t.Fatalf("purge with records held: %+v %v, want 1 notification, 1 item, 2 orders", p, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err = other.Dashboard().Purge(cutoff, 200)
+	if err != nil || p != (store.Purged{Notifications: 2, OutboxItems: 2, Orders: 1}) {
+		t.Fatalf("purge after: %+v %v, want 2 notifications, 2 items, 1 order", p, err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		n, st, err := db.Dashboard().Get(id)
+		if err != nil || n.Purged.IsZero() || n.Body != nil || st.Event.CustomerEmail != "" {
+			t.Errorf("notification %d: %+v %+v %v", id, n, st, err)
+		}
+		o, err := b.order(fmt.Sprintf("O%d", id))
+		if err != nil || o.CustomerEmail != "" {
+			t.Errorf("order O%d: %+v %v", id, o, err)
+		}
+	}
+}

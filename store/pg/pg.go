@@ -16,11 +16,12 @@
 // transaction that queued. The dashboard's reads are Dashboard
 // (dashboard.go): notifications by gateway, state and identifier (schema
 // 5's notification_terms, written with the processing record), orders,
-// subscriptions, the outbox. Not built yet: fulfilment (products
+// subscriptions, the outbox; the operator's replays, retries, discards
+// and resends of outbox items (outboxadmin.go) and retention
+// (retention.go), from any process. Not built yet: fulfilment (products
 // configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow, the outbox's retries and
-// resends; Replay is DB.Replay, with a context) and the
-// admin API's, retention.
+// of the dashboard's store (Stats, Follow) and the admin API's
+// (missing.go).
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
