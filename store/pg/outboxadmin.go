@@ -24,10 +24,11 @@ import (
 // (NOTIFY ipnd_ingest).
 //
 // Lock order, as the leader's transactions: an outbox item's row before
-// its order's (FinishOutbox), an order's row before the outbox counter's
-// (the pipeline's Enqueue). A transaction PostgreSQL aborts for a
-// deadlock or a serialization failure, or whose new row met one another
-// transaction just committed (two resends at once), runs again.
+// its order's (FinishOutbox); a resend takes the outbox counter, then
+// its order's row without waiting (see ResendOutbox). A transaction
+// PostgreSQL aborts for a deadlock or a serialization failure, whose new
+// row met one another transaction just committed (two resends at once),
+// or whose lock was not free (NOWAIT), runs again after a pause.
 
 // Replay schedules notification id to be processed again now
 // (DB.Replay, under the DB's timeout): store.ErrNotFound when it is not
@@ -47,7 +48,7 @@ func (d *Dashboard) ReplayMatching(f store.Filter, max int, now time.Time) ([]ui
 }
 
 // updateTries bounds the runs of one operator's transaction.
-const updateTries = 5
+const updateTries = 8
 
 // update runs fn in one transaction under the DB's timeout, committed
 // when fn returns nil (with the dashboard's counts it moved); again when
@@ -59,6 +60,7 @@ func (d *Dashboard) update(fn func(t *pgTx) error) error {
 		if err == nil || try == updateTries || !conflict(err) {
 			return adminErr(err)
 		}
+		time.Sleep(time.Duration(try) * 10 * time.Millisecond) // the other transaction ends meanwhile
 	}
 }
 
@@ -91,7 +93,7 @@ func conflict(err error) bool {
 		return false
 	}
 	switch pe.Code {
-	case "40001", "40P01", "23505": // serialization failure, deadlock, unique violation
+	case "40001", "40P01", "23505", "55P03": // serialization failure, deadlock, unique violation, a lock not taken (NOWAIT)
 		return true
 	}
 	return false
@@ -304,10 +306,17 @@ func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.
 		if k := t.db.kinds.Load(); k != nil && *k != nil && !(*k)[e.Kind] {
 			return record.NotEnabled(id, e.Kind)
 		}
+		// The pipeline's batch locks orders and the outbox counter in
+		// turn (an order, the counter, the next order): a resend holding
+		// its order while it waits for the counter, or the other way
+		// round, could close a cycle with it. It waits for the counter
+		// holding nothing the pipeline wants, and takes its order only if
+		// no one holds it; else it lets go of both and runs again.
+		if _, err := t.row(`SELECT value FROM ipnd_counters WHERE name = 'outbox' FOR UPDATE`, nil, new(int64)); err != nil {
+			return err
+		}
 		if e.OrderID != "" {
-			// The order's row first, then the outbox counter's: the
-			// pipeline's order.
-			if _, _, err := lockedOrder(t.row, e.OrderID); err != nil {
+			if _, err := t.row(`SELECT 1 FROM orders WHERE id = $1 FOR NO KEY UPDATE NOWAIT`, []any{[]byte(e.OrderID)}, new(int)); err != nil {
 				return err
 			}
 		}

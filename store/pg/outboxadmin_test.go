@@ -573,3 +573,52 @@ func TestPGPurgeWaitsForNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestPGResendYieldsToThePipeline: a resend asked while the pipeline's
+// batch holds the outbox counter (it queued an item) and goes on to lock
+// the resent email's order never deadlocks the batch: the resend waits
+// for the counter holding nothing the batch wants, and is queued after
+// the batch commits. (The batch here gives up on a deadlock at once.)
+func TestPGResendYieldsToThePipeline(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := t.Context()
+	db, other := open(t, c.DSN()), open(t, c.DSN())
+	b := pgBackend(t, db)
+	queue(t, b, 1)
+	if err := b.deliveries().FinishOutbox([]ipn.OutboxResult{{ID: 1, State: ipn.OutboxSent, Attempts: 1}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '10ms'; UPDATE ipnd_counters SET value = value WHERE name = 'outbox'`); err != nil {
+		t.Fatal(err)
+	}
+	resent := make(chan error, 1)
+	go func() {
+		_, err := other.Dashboard().ResendOutbox(1, "admin", "k", time.Now())
+		resent <- err
+	}()
+	waitFor(t, "the resend waits for the counter", func() bool {
+		var waiting bool
+		if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		return waiting
+	})
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM orders WHERE id = 'O0' FOR NO KEY UPDATE`); err != nil {
+		t.Fatalf("the batch locking the order: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-resent; err != nil {
+		t.Fatalf("resend: %v", err)
+	}
+	items, err := b.outbox()
+	if err != nil || len(items) == 0 || !strings.HasSuffix(items[len(items)-1].Effect.Cause, "/resend/1") {
+		t.Errorf("after: %+v %v", items, err)
+	}
+}
