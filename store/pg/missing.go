@@ -18,16 +18,6 @@ var ErrNotBuilt = errors.New("not built on the postgres backend yet")
 
 func notBuilt(what string) error { return fmt.Errorf("%s: %w", what, ErrNotBuilt) }
 
-// --- decisions and orders (decisions.go) ---
-
-func (d *Dashboard) CreateOrder(o ipn.Order) error { return notBuilt("CreateOrder") }
-
-func (d *Dashboard) DecideOrder(id string, dec store.Decision, now time.Time) (store.DecisionResult, error) {
-	return store.DecisionResult{}, notBuilt("DecideOrder")
-}
-
-func (d *Dashboard) DeleteOrder(id string) error { return notBuilt("DeleteOrder") }
-
 // --- the outbox's decisions, replays, retention (outboxadmin.go, retention.go) ---
 
 func (d *Dashboard) Replay(id uint64, now time.Time) error { return notBuilt("Replay") }

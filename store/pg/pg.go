@@ -43,7 +43,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -231,6 +231,15 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
+	// 6: the Idempotency-Keys of the admin API's decisions (decisions.go),
+	// as the bbolt store's idempotency bucket: the key, when it was used
+	// (expiry), and the JSON record.KeyUse.
+	`CREATE TABLE idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE INDEX idempotency_at ON idempotency (at);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
