@@ -463,7 +463,7 @@ func TestPGDecisionWakesOutbox(t *testing.T) {
 			t.Errorf("item %+v queued before the payment's", it)
 		}
 	}
-	if fmt.Sprint(kinds) != "[shop_callback/ shop_script/ email_customer/payment_received]" {
+	if fmt.Sprint(kinds) != "[email_customer/payment_received shop_script/ shop_callback/]" {
 		t.Errorf("queued %v", kinds)
 	}
 	// A note queues nothing, and notifies nobody.
