@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -526,4 +527,98 @@ func TestPGDecisionDeadlockRetried(t *testing.T) {
 	if o, err := d.GetOrder("B"); err != nil || o.Status != ipn.OrderPaid {
 		t.Fatalf("order B after the decision: %+v %v", o, err)
 	}
+}
+
+// TestPGMigrateDecisionKeys: ipnd migrate carries the Idempotency-Keys
+// of the admin API's decisions both ways: a request repeated after the
+// copy, on PostgreSQL or back on bbolt, answers the decision made
+// before it, and a key sent with another request is refused.
+func TestPGMigrateDecisionKeys(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	bdb, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := decideOn{boltOn(bdb), bdb}
+	now := time.Now().UTC()
+	o, _ := ipn.NewRegisteredOrder("M1", "10.00", "USD", "m@example.com", "", nil, now)
+	if err := b.dec.CreateOrder(o); err != nil {
+		t.Fatal(err)
+	}
+	b.apply(t, "pay-m1", usd(ipn.TypePayment, ipn.StatusCompleted, "TM1", "", "M1", "12.00"), now)
+	approve := store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionApprove, By: "admin"}, Key: "mk1"}
+	note := func(why, key string) store.Decision {
+		return store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionNote, By: "admin", Why: why}, Key: key}
+	}
+	cancel := store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionCancel}, Key: "mk1"}
+	for _, d := range []store.Decision{approve, note("x", "mk2")} {
+		if _, err := bdb.DecideOrder("M1", d, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	pdb := open(t, c.DSN())
+	var copied Copied
+	err = store.Export(path, func(s *store.Snapshot) error {
+		if left := s.NotCopied(); len(left) > 0 {
+			t.Errorf("not copied: %v", left)
+		}
+		var err error
+		copied, err = pdb.Import(ctx, s)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(copied.Tables, TableCount{"idempotency", 2}) {
+		t.Errorf("copied %v, want 2 idempotency keys", copied.Tables)
+	}
+	check := func(where string, dec decider, at time.Time) {
+		t.Helper()
+		before := ""
+		for _, d := range []store.Decision{approve, note("x", "mk2"), note("y", "mk3")} {
+			res, err := dec.DecideOrder("M1", d, at)
+			if err != nil || !res.Repeated {
+				t.Errorf("%s: %s with key %s again: %+v %v, want it repeated", where, d.Kind, d.Key, res, err)
+				continue
+			}
+			if got := fmt.Sprintf("%s/%d", res.Order.Status, res.Order.Changes); before != "" && got != before {
+				t.Errorf("%s: a repeat answers %s, another %s", where, got, before)
+			} else {
+				before = got
+			}
+		}
+		if _, err := dec.DecideOrder("M1", cancel, at); !errors.Is(err, store.ErrKeyReused) {
+			t.Errorf("%s: cancel with the approval's key: %v, want ErrKeyReused", where, err)
+		}
+	}
+	pd := pdb.Dashboard()
+	if _, err := pd.DecideOrder("M1", note("y", "mk3"), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	check("on PostgreSQL", pd, now.Add(2*time.Minute))
+
+	back := filepath.Join(t.TempDir(), "back.db")
+	err = store.Import(back, func(w *store.Importer) error {
+		var err error
+		copied, err = pdb.Export(ctx, w)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(copied.Tables, TableCount{"idempotency", 3}) {
+		t.Errorf("copied back %v, want 3 idempotency keys", copied.Tables)
+	}
+	bdb, err = store.Open(back, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	check("back on bbolt", bdb, now.Add(3*time.Minute))
 }
