@@ -22,6 +22,10 @@
 // resends; Replay is DB.Replay, with a context) and the
 // admin API's, retention.
 //
+// The admin API's decisions on orders and its order writes are
+// Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
+// transaction of any process, the order's row locked for it.
+//
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
 // consistent snapshot and verified per table (migrate.go).
