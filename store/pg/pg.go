@@ -238,12 +238,14 @@ var migrations = []string{
 	// 6: the Idempotency-Keys of the admin API's decisions (decisions.go),
 	// as the bbolt store's idempotency bucket: the key, when it was used
 	// (expiry), and the JSON record.KeyUse.
-	`CREATE TABLE idempotency (
+	// (IF NOT EXISTS: a database taken back to an older version by hand
+	// keeps it.)
+	`CREATE TABLE IF NOT EXISTS idempotency (
 		key    bytea PRIMARY KEY,
 		at     timestamptz NOT NULL,
 		record json NOT NULL
 	 );
-	 CREATE INDEX idempotency_at ON idempotency (at);`,
+	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
