@@ -206,6 +206,9 @@ func decisionScenario(t *testing.T, b decideOn) string {
 		shown, _ := json.Marshal(o.History)
 		w("  history paged the same: %v %v", string(js) == string(shown), err)
 	}
+	for _, st := range []ipn.OrderStatus{"", ipn.OrderPaid, ipn.OrderCanceled, ipn.OrderReview, ipn.OrderReversed} {
+		w("orders %q: %v", st, listOrders(t, b.name, b.reads, st, 2))
+	}
 	oc, err := b.reads.OrderCounts()
 	w("order counts: %v %v", nonZero(oc), err)
 	tc, err := b.reads.TestOrderCounts()
@@ -280,6 +283,8 @@ func TestPGDecisions(t *testing.T) {
 		"order TEST1: paid paid=2.00 refunded=0.00 flags=[] approved=[] test=true canceled=false changes=1 facts=1",
 		"order TEST2: not found",
 		"order counts: map[canceled:2 paid:3 reversed:1]",
+		`orders "paid": [D1:paid R1:paid TEST1:paid]`,
+		`orders "review": []`,
 		"test order counts: map[paid:1]",
 	} {
 		if !strings.Contains(want, must) {
