@@ -627,3 +627,48 @@ func TestPGMigrateDecisionKeys(t *testing.T) {
 	defer bdb.Close()
 	check("back on bbolt", bdb, now.Add(3*time.Minute))
 }
+
+// TestPGCreateOrderRacesPipeline: the admin API registers an order after
+// the pipeline's batch read that there was none and before it writes the
+// order it made of a payment: the batch fails rather than write over the
+// registered order (as on bbolt, one of them comes first), and, decided
+// again, applies the payment to the registered order; the counts hold
+// one order.
+func TestPGCreateOrderRacesPipeline(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	b := pgDecisions(t, db)
+	now := time.Now().UTC()
+	id, err := b.append(webhook("x1", "payment.completed", `"txn_id":"TX"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered, _ := ipn.NewRegisteredOrder("X", "10.00", "USD", "x@example.com", "", nil, now)
+	j := b.journal.(*Journal)
+	err = j.update(func(tx record.Tx) error {
+		if o, _, err := tx.OrderState("X", nil, ipn.ApplyContext{}); o != nil || err != nil {
+			return fmt.Errorf("order X before: %+v %v", o, err)
+		}
+		if err := b.dec.CreateOrder(registered); err != nil {
+			return err
+		}
+		next := ipn.Order{ID: "X", Status: ipn.OrderPaid, Paid: "10.00", Currency: "USD", UpdatedAt: now}
+		return tx.PutOrder(nil, &next, nil, nil)
+	})
+	if err == nil {
+		t.Error("the batch wrote its new order over the one registered meanwhile")
+	}
+	if o, err := b.reads.GetOrder("X"); err != nil || o.Status != ipn.OrderAwaitingPayment || !o.Registered {
+		t.Fatalf("order X after the race: %+v %v, want the registered order", o, err)
+	}
+	pay := payment(id, "TX", "X")
+	if _, err := j.Finish([]ipn.Outcome{pay}, id, now); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := b.reads.GetOrder("X"); err != nil || o.Status != ipn.OrderPaid || !o.Registered {
+		t.Errorf("order X after the batch decided again: %+v %v, want the registered order paid", o, err)
+	}
+	if counts, err := b.reads.OrderCounts(); err != nil || fmt.Sprint(counts) != "map[paid:1]" {
+		t.Errorf("order counts %v %v, want one paid order", counts, err)
+	}
+}

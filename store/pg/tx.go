@@ -668,6 +668,16 @@ const smallOrder = 8
 // their own, of which applying an event writes the few it changed.
 func (t *pgTx) PutOrder(old, next *ipn.Order, st *ipn.OrderState, w *ipn.OrderWrite) error {
 	t.counts.order(old, next) // dashboard.go
+	if old == nil {
+		// A new order is inserted, never written over one another
+		// transaction committed after this one read none (the admin
+		// API's CreateOrder, decisions.go): that fails the transaction
+		// (a unique violation), and its batch is decided again on the
+		// order as it stands. The row is then written whole below.
+		if err := t.exec(`INSERT INTO orders (id, status, updated_at, record) VALUES ($1, '', '-infinity', '{}')`, []byte(next.ID)); err != nil {
+			return err
+		}
+	}
 	switch {
 	case st != nil:
 		return t.writeOrder(next, st, w)
