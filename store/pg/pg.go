@@ -23,6 +23,10 @@
 // of the dashboard's store (Stats, Follow) and the admin API's
 // (missing.go).
 //
+// The admin API's decisions on orders and its order writes are
+// Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
+// transaction of any process, the order's row locked for it.
+//
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
 // consistent snapshot and verified per table (migrate.go).
@@ -44,7 +48,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -232,8 +236,7 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
-	// 6 (7 once the idempotency table of order decisions is schema 6:
-	// the numbers follow the merge): the operator's outbox decisions and
+	// 6: the operator's outbox decisions and
 	// retention (outboxadmin.go, retention.go).
 	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
 	// outbox item (the bbolt store's idempotency bucket under
@@ -254,6 +257,17 @@ var migrations = []string{
 	 );
 	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
 	 ON CONFLICT DO NOTHING;`,
+	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go),
+	// as the bbolt store's idempotency bucket: the key, when it was used
+	// (expiry), and the JSON record.KeyUse.
+	// (IF NOT EXISTS: a database taken back to an older version by hand
+	// keeps it.)
+	`CREATE TABLE IF NOT EXISTS idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
