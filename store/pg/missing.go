@@ -17,7 +17,6 @@ var ErrNotBuilt = errors.New("not built on the postgres backend yet")
 
 func notBuilt(what string) error { return fmt.Errorf("%s: %w", what, ErrNotBuilt) }
 
-
 // --- fulfilment (fulfil.go) ---
 
 func (d *Dashboard) Catalog() *fulfil.Catalog { return nil }

@@ -45,6 +45,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"ipnd/ipn"
+	"ipnd/store"
 )
 
 // SchemaVersion is the newest schema this binary knows.
@@ -52,7 +53,14 @@ const SchemaVersion = 7
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
-var ErrUnavailable = errors.New("postgres unavailable")
+// It is a store.ErrUnavailable (errors.Is), which the admin API answers
+// with 503.
+var ErrUnavailable error = unavailableError{}
+
+type unavailableError struct{}
+
+func (unavailableError) Error() string        { return "postgres unavailable" }
+func (unavailableError) Is(target error) bool { return target == store.ErrUnavailable }
 
 // ErrNewerSchema is returned by Open when the database was written by a
 // newer ipnd.
