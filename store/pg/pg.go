@@ -244,30 +244,21 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
-	// 6: the operator's outbox decisions and
-	// retention (outboxadmin.go, retention.go).
-	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
-	// outbox item (the bbolt store's idempotency bucket under
-	// "outbox/<id>"): when, the item resent (target) and the item it
-	// queued. ipnd_purge: where retention's last pass stopped in each
-	// table (the last id, or order or subscription id, looked at).
-	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
-		key    bytea PRIMARY KEY,
-		at     timestamptz NOT NULL,
-		target bigint NOT NULL,
-		item   bigint NOT NULL
-	 );
-	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
-	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+	// 6: retention (retention.go). ipnd_purge: where retention's last
+	// pass stopped in each table (the last id, or order or subscription
+	// id, looked at). (The Idempotency-Keys of resends are the
+	// decisions', migration 7.)
+	`CREATE TABLE IF NOT EXISTS ipnd_purge (
 		name text PRIMARY KEY,
 		id   bigint NOT NULL DEFAULT 0,
 		key  bytea
 	 );
 	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
 	 ON CONFLICT DO NOTHING;`,
-	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go),
-	// as the bbolt store's idempotency bucket: the key, when it was used
-	// (expiry), and the JSON record.KeyUse.
+	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go)
+	// and of resends of outbox items (outboxadmin.go, under
+	// "outbox/<id>"), as the bbolt store's idempotency bucket: the key,
+	// when it was used (expiry), and the JSON record.KeyUse.
 	// (IF NOT EXISTS: a database taken back to an older version by hand
 	// keeps it.)
 	`CREATE TABLE IF NOT EXISTS idempotency (
