@@ -772,3 +772,53 @@ func TestPGMigrateResendKeys(t *testing.T) {
 	}
 	check("back on bbolt", bdb, bdb, boltCount, now.Add(4*time.Minute))
 }
+
+// TestPGResendAndDecisionOneKeyAtOnce: a resend and a note on its order
+// sent at once by two processes with one Idempotency-Key: round after
+// round, exactly one is done and the other answers ErrKeyReused (the
+// key's lock is the same for both), and an item is queued for each
+// resend done.
+func TestPGResendAndDecisionOneKeyAtOnce(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	b := pgBackend(t, db)
+	queue(t, b, 1)
+	items, err := b.outbox()
+	if err != nil || len(items) == 0 || items[0].Effect.Kind != ipn.EffectEmailCustomer {
+		t.Fatalf("items %+v %v", items, err)
+	}
+	email := items[0].ID
+	if err := b.deliveries().FinishOutbox([]ipn.OutboxResult{{ID: email, State: ipn.OutboxSent, Attempts: 1}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	procs := [2]*Dashboard{db.Dashboard(), open(t, c.DSN()).Dashboard()}
+	resends := 0
+	for round := range 20 {
+		key := fmt.Sprintf("once-%d", round)
+		errs := together(func(i int) error {
+			p := procs[(i+round)%2]
+			if i == 0 {
+				_, err := p.ResendOutbox(email, "admin", key, time.Now())
+				return err
+			}
+			note := store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionNote, By: "admin", Why: key}, Key: key}
+			_, err := p.DecideOrder("O0", note, time.Now())
+			return err
+		})
+		switch {
+		case errs[0] == nil && errors.Is(errs[1], store.ErrKeyReused):
+			resends++
+		case errs[1] == nil && errors.Is(errs[0], store.ErrKeyReused):
+		default:
+			t.Errorf("round %d: resend %v, note %v; want one done and the other ErrKeyReused", round, errs[0], errs[1])
+		}
+	}
+	after, err := b.outbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(items)+resends {
+		t.Errorf("%d items after %d resends, want %d", len(after), resends, len(items)+resends)
+	}
+	t.Logf("%d of 20 rounds: the resend first", resends)
+}
