@@ -26,10 +26,11 @@ import (
 // Lock order, as the leader's transactions: an outbox item's row before
 // its order's (FinishOutbox); a resend takes its Idempotency-Key first
 // (an advisory lock, as a decision does: decisions.go), then the outbox
-// counter, then its order's row without waiting (see ResendOutbox). A transaction
-// PostgreSQL aborts for a deadlock or a serialization failure, whose new
-// row met one another transaction just committed (two resends at once),
-// or whose lock was not free (NOWAIT), runs again after a pause.
+// counter, then its order's row without waiting (see ResendOutbox). A
+// transaction PostgreSQL aborts for a deadlock or a serialization
+// failure, whose new row met one another transaction just committed
+// (two resends at once), or whose lock was not free (NOWAIT), runs
+// again after a pause.
 
 // Replay schedules notification id to be processed again now
 // (DB.Replay, under the DB's timeout): store.ErrNotFound when it is not
