@@ -84,22 +84,6 @@ func (d *Dashboard) CountDownload(g *fulfil.Grant, n, size int64) error {
 
 func (d *Dashboard) PoolRemaining() map[string]int { return nil }
 
-// --- stats and the live event stream (live.go) ---
-
-func (d *Dashboard) Stats() (store.Stats, error) { return store.Stats{}, notBuilt("Stats") }
-
-func (d *Dashboard) Follow(buffer int) (<-chan store.LiveEvent, func(), error) {
-	return nil, nil, notBuilt("Follow")
-}
-
-func (d *Dashboard) LiveDropped() uint64 { return 0 }
-
-func (d *Dashboard) LiveFollowers() int { return 0 }
-
-func (d *Dashboard) LiveRefused() uint64 { return 0 }
-
-func (d *Dashboard) EndLive() {}
-
 // --- health (serve's wiring, health.go) ---
 
 func (d *Dashboard) Backup(w io.Writer, size func(int64)) (int64, error) {

@@ -40,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"ipnd/ipn"
+	"ipnd/store"
 )
 
 // SchemaVersion is the newest schema this binary knows.
@@ -258,6 +259,8 @@ type DB struct {
 	fulfilment atomic.Bool
 	runID      string
 
+	live liveFeed // the live event stream's followers and listener (live.go)
+
 	mu         sync.Mutex
 	queue      []*appendReq
 	committing bool
@@ -305,6 +308,7 @@ func (db *DB) Close() {
 	db.mu.Lock()
 	db.closed = true
 	db.mu.Unlock()
+	db.live.close()
 	db.pool.Close()
 }
 
@@ -453,6 +457,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		}
 	}
 	var fresh [][]any
+	var live []store.LiveEvent
 	for _, b := range batch {
 		key := [2]string{b.n.Gateway, b.n.DedupKey}
 		if b.n.DedupKey != "" {
@@ -471,6 +476,7 @@ func (db *DB) commit(batch []*appendReq) error {
 			return err
 		}
 		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notifications"},
@@ -481,8 +487,9 @@ func (db *DB) commit(batch []*appendReq) error {
 		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		// The leader's pipeline is woken when this commits (Journal.Wake).
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, ingestChannel); err != nil {
+		// The leader's pipeline is woken when this commits (Journal.Wake),
+		// and every process's followers hear of them (live.go).
+		if err := notifyIngest(ctx, tx, live); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
