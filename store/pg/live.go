@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -180,7 +181,12 @@ func notifyIngest(ctx context.Context, tx pgx.Tx, evs []store.LiveEvent) error {
 // notifyFinished queues in t the NOTIFY of the live events of what the
 // pipeline recorded (store.FinishedEvents): record.FinishThen's then.
 func (t *pgTx) notifyFinished(outs []ipn.Outcome, states []ipn.Recorded, now time.Time) error {
-	ps := livePayloads(store.FinishedEvents(outs, states, now))
+	return t.notifyLive(store.FinishedEvents(outs, states, now)...)
+}
+
+// notifyLive is notifyLive for a pgTx: queued with its statements.
+func (t *pgTx) notifyLive(evs ...store.LiveEvent) error {
+	ps := livePayloads(evs)
 	if len(ps) == 0 {
 		return nil
 	}
@@ -205,6 +211,9 @@ type liveFeed struct {
 	changed   chan struct{} // closed when connected changes
 	cancel    context.CancelFunc
 	done      chan struct{}
+
+	ping  time.Duration // 0: livePing (tests shorten it)
+	pings atomic.Int64  // the connection checked after a quiet ping
 }
 
 // changedLocked is the channel closed at the next change of connected.
@@ -324,8 +333,12 @@ func (l *liveFeed) listen(ctx context.Context, db *DB) error {
 		return err
 	}
 	l.setConnected(true, nil)
+	quiet := livePing
+	if l.ping > 0 {
+		quiet = l.ping
+	}
 	for {
-		wctx, cancel := context.WithTimeout(ctx, livePing)
+		wctx, cancel := context.WithTimeout(ctx, quiet)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err != nil {
@@ -341,6 +354,7 @@ func (l *liveFeed) listen(ctx context.Context, db *DB) error {
 			if err != nil {
 				return err
 			}
+			l.pings.Add(1)
 			continue
 		}
 		l.deliver(n.Payload)

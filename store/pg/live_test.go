@@ -361,6 +361,23 @@ func TestPGLiveListenerKilled(t *testing.T) {
 	}
 }
 
+// A quiet stream's connection is checked (a ping after livePing without
+// a notification) and stays: the stream goes on, nothing is missed.
+func TestPGLiveQuietConnectionKept(t *testing.T) {
+	c := pgtest.Start(t)
+	writer, reader := open(t, c.DSN()), open(t, c.DSN())
+	reader.live.ping = 10 * time.Millisecond
+	ch, stop := follow(t, reader.Dashboard(), 10)
+	defer stop()
+	waitFor(t, "three pings", func() bool { return reader.live.pings.Load() >= 3 })
+	if _, _, err := writer.Append(t.Context(), note("g", "quiet")); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := next(t, ch); !ok || e.Notification != 1 {
+		t.Fatalf("after the pings: %+v %v", e, ok)
+	}
+}
+
 // With PostgreSQL stopped, Follow fails with ErrUnavailable after the
 // DB's timeout (the admin API answers 503: ipnd tail retries); when it
 // is back, a Follow works again without a restart.
