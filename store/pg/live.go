@@ -408,8 +408,11 @@ func (d *Dashboard) EndLive() {
 // of the tables in ipnd's schema (SizeBytes: with their indexes and
 // TOAST; keep ipnd in a database or schema of its own for it to count
 // ipnd alone), no journal (JournalBytes 0: PostgreSQL's WAL is its
-// own), the newest notification id (LastID). It fails when the store
-// is closed or the database cannot be read.
+// own), the newest notification id (LastID). As the bbolt store's, it
+// fails only when the store is closed (/healthz and the dashboard take
+// an error for "store is not open"): when the database cannot be read,
+// it answers the figures last read (zero before any), and /healthz says
+// why through the store's other checks (Writable).
 func (d *Dashboard) Stats() (store.Stats, error) {
 	d.db.mu.Lock()
 	closed := d.db.closed
@@ -424,7 +427,12 @@ func (d *Dashboard) Stats() (store.Stats, error) {
 		(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
 		 WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'ipnd_schema'::regclass))`).Scan(&last, &size)
 	if err != nil {
-		return store.Stats{}, fmt.Errorf("%w: stats: %v", ErrUnavailable, err)
+		if s := d.db.stats.Load(); s != nil {
+			return *s, nil
+		}
+		return store.Stats{}, nil
 	}
-	return store.Stats{SizeBytes: size, LastID: uint64(last)}, nil
+	s := store.Stats{SizeBytes: size, LastID: uint64(last)}
+	d.db.stats.Store(&s)
+	return s, nil
 }

@@ -259,7 +259,8 @@ type DB struct {
 	fulfilment atomic.Bool
 	runID      string
 
-	live liveFeed // the live event stream's followers and listener (live.go)
+	live  liveFeed                    // the live event stream's followers and listener (live.go)
+	stats atomic.Pointer[store.Stats] // the last Stats read (live.go)
 
 	mu         sync.Mutex
 	queue      []*appendReq
