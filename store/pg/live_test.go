@@ -1,9 +1,13 @@
 package pg
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"ipnd/admin"
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/store"
@@ -469,5 +474,96 @@ func TestPGStats(t *testing.T) {
 	}
 	if _, err := d.Stats(); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("postgres: Stats after Close = %v, want ErrUnavailable", err)
+	}
+}
+
+// sseEvents reads GET /api/events of srv: the events' data, decoded,
+// closed when the stream ends.
+func sseEvents(t *testing.T, url string) <-chan store.LiveEvent {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", url+"/api/events", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		t.Fatalf("GET /api/events: %d", resp.StatusCode)
+	}
+	out := make(chan store.LiveEvent, 1024)
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var e store.LiveEvent
+			if json.Unmarshal([]byte(data), &e) == nil {
+				out <- e
+			}
+		}
+	}()
+	return out
+}
+
+// From outside: the admin API of an ipnd that does not lead (its store
+// a DB of its own on the database) streams what the leading one stores
+// and applies (GET /api/events, as ipnd tail reads it); when its
+// listening connection is killed the stream ends, and the stream the
+// client opens again goes on with what is committed next.
+func TestPGLiveAdminAPIOfAFollowingProcess(t *testing.T) {
+	c := pgtest.Start(t)
+	lead, other := open(t, c.DSN()), open(t, c.DSN())
+	srv := httptest.NewServer(admin.Handler(admin.Options{Store: other.Dashboard(), Token: "tok"}))
+	defer srv.Close()
+	defer other.Dashboard().EndLive() // as the admin listener's shutdown: the streams end first
+	evs := sseEvents(t, srv.URL)
+	b := pgBackend(t, lead)
+	id, err := b.append(webhook("h1", "payment.completed", `"txn_id":"H1","order_id":"OH","amount":"10.00","currency":"USD"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilIdle(t, b, verifier(t), id)
+	var got []string
+	for len(got) < 3 {
+		e, ok := next(t, evs)
+		if !ok {
+			t.Fatalf("the stream ended after %v", got)
+		}
+		got = append(got, fmt.Sprintf("%s %d %s %s %s>%s", e.Type, e.Notification, e.State, e.Order, e.From, e.To))
+	}
+	want := []string{"notification 1 received  >", "notification 1 applied  >", "order 1  OH >paid"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	if _, err := lead.pool.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ipnd live events'`); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := next(t, evs); ok {
+		t.Fatalf("an event after the listener was killed: %+v", e)
+	}
+	var again <-chan store.LiveEvent
+	waitFor(t, "GET /api/events answered again", func() bool {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/events", nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			again = sseEvents(t, srv.URL)
+		}
+		return resp.StatusCode == 200
+	})
+	if _, err := b.append(webhook("h2", "payment.completed", `"txn_id":"H2","order_id":"OH2","amount":"10.00","currency":"USD"`)); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := next(t, again); !ok || e.Notification != 2 || e.State != "received" {
+		t.Fatalf("after the stream was opened again: %+v %v", e, ok)
 	}
 }
