@@ -70,11 +70,14 @@ const SchemaVersion = 9
 
 // Errors callers test with errors.Is.
 var (
-	ErrClosed    = errors.New("store is closed")
-	ErrNotFound  = ipn.ErrNotFound
-	ErrInUse     = errors.New("database is in use by another ipnd")
-	ErrNewSchema = errors.New("database schema is newer than this ipnd")
-	ErrBacklog   = errors.New("store is behind: appends wait until the journal is applied")
+	ErrClosed = errors.New("store is closed")
+	// ErrUnavailable: the store's database cannot be reached now (the
+	// PostgreSQL backend's pg.ErrUnavailable is one): try again.
+	ErrUnavailable = errors.New("store unavailable")
+	ErrNotFound    = ipn.ErrNotFound
+	ErrInUse       = errors.New("database is in use by another ipnd")
+	ErrNewSchema   = errors.New("database schema is newer than this ipnd")
+	ErrBacklog     = errors.New("store is behind: appends wait until the journal is applied")
 	// ErrJournalDamaged: acknowledged records in the journal cannot be
 	// read (see JournalDamageError); Open refuses unless SkipDamaged.
 	ErrJournalDamaged = errors.New("journal damaged: acknowledged notifications cannot be read")
@@ -1226,6 +1229,11 @@ func (db *DB) List(f Filter) ([]Item, error) {
 // running or the data directory has no room for its snapshot; nothing
 // was written, and a later try may succeed.
 var ErrBackupRefused = errors.New("backup refused")
+
+// ErrBackupElsewhere is wrapped by a store whose backups are made by
+// another tool (PostgreSQL's pg_dump or base backups): the error says
+// which.
+var ErrBackupElsewhere = errors.New("backups are not ipnd's")
 
 // snapshotDir is the directory, beside the database and owned by ipnd,
 // where Backup keeps its snapshot while it streams it.

@@ -16,11 +16,16 @@
 // transaction that queued. The dashboard's reads are Dashboard
 // (dashboard.go): notifications by gateway, state and identifier (schema
 // 5's notification_terms, written with the processing record), orders,
-// subscriptions, the outbox. Not built yet: fulfilment (products
+// subscriptions, the outbox; the operator's replays, retries, discards
+// and resends of outbox items (outboxadmin.go) and retention
+// (retention.go), from any process. Not built yet: fulfilment (products
 // configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow, the outbox's retries and
-// resends; Replay is DB.Replay, with a context) and the
-// admin API's, retention.
+// of the dashboard's store (Stats, Follow) and the admin API's
+// (missing.go).
+//
+// The admin API's decisions on orders and its order writes are
+// Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
+// transaction of any process, the order's row locked for it.
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
@@ -44,11 +49,18 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 5
+const SchemaVersion = 7
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
-var ErrUnavailable = errors.New("postgres unavailable")
+// It is a store.ErrUnavailable (errors.Is), which the admin API answers
+// with 503.
+var ErrUnavailable error = unavailableError{}
+
+type unavailableError struct{}
+
+func (unavailableError) Error() string        { return "postgres unavailable" }
+func (unavailableError) Is(target error) bool { return target == store.ErrUnavailable }
 
 // ErrNewerSchema is returned by Open when the database was written by a
 // newer ipnd.
@@ -232,6 +244,38 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
+	// 6: the operator's outbox decisions and
+	// retention (outboxadmin.go, retention.go).
+	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
+	// outbox item (the bbolt store's idempotency bucket under
+	// "outbox/<id>"): when, the item resent (target) and the item it
+	// queued. ipnd_purge: where retention's last pass stopped in each
+	// table (the last id, or order or subscription id, looked at).
+	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		target bigint NOT NULL,
+		item   bigint NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
+	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+		name text PRIMARY KEY,
+		id   bigint NOT NULL DEFAULT 0,
+		key  bytea
+	 );
+	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
+	 ON CONFLICT DO NOTHING;`,
+	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go),
+	// as the bbolt store's idempotency bucket: the key, when it was used
+	// (expiry), and the JSON record.KeyUse.
+	// (IF NOT EXISTS: a database taken back to an older version by hand
+	// keeps it.)
+	`CREATE TABLE IF NOT EXISTS idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
@@ -259,8 +303,9 @@ type DB struct {
 	fulfilment atomic.Bool
 	runID      string
 
-	live  liveFeed                    // the live event stream's followers and listener (live.go)
-	stats atomic.Pointer[store.Stats] // the last Stats read (live.go)
+	health health                      // Writable's (health.go)
+	live   liveFeed                    // the live event stream's followers and listener (live.go)
+	stats  atomic.Pointer[store.Stats] // the last Stats read (live.go)
 
 	mu         sync.Mutex
 	queue      []*appendReq
@@ -394,6 +439,7 @@ func (db *DB) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, er
 	db.mu.Unlock()
 
 	err := db.commit(batch)
+	db.noteAppend(len(batch), err)
 	for _, b := range batch {
 		if err != nil {
 			b.id, b.dup, b.err = 0, false, err
