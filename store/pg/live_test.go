@@ -567,3 +567,17 @@ func TestPGLiveAdminAPIOfAFollowingProcess(t *testing.T) {
 		t.Fatalf("after the stream was opened again: %+v %v", e, ok)
 	}
 }
+
+// The admin API's decisions on orders (TestPGDecisions' scenario) and
+// the operator's outbox decisions (TestPGOutboxDecisions': a discard
+// writes a line in its order's history) stream their orders' changes
+// from another process, as on the bbolt store.
+func TestPGLiveDecisions(t *testing.T) {
+	t.Run("orders", func(t *testing.T) {
+		liveConformance(t, func(t *testing.T, b *backend) string { return decisionScenario(t, decideOn{b, b.reads.(decider)}) },
+			`order n=0 gw= state= order=R1 review>paid reason=`)
+	})
+	t.Run("outbox", func(t *testing.T) {
+		liveConformance(t, decisionsScenario, `discarded by cli (shop gone)`)
+	})
+}
