@@ -18,10 +18,11 @@
 // 5's notification_terms, written with the processing record), orders,
 // subscriptions, the outbox; the operator's replays, retries, discards
 // and resends of outbox items (outboxadmin.go) and retention
-// (retention.go), from any process. Not built yet: fulfilment (products
-// configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow) and the admin API's
-// (missing.go).
+// (retention.go), from any process; Stats and the live event stream
+// (live.go: the committing transactions NOTIFY their events, each
+// process LISTENs, so a follower of any process sees every commit). Not
+// built yet: fulfilment (products configured: a batch that would issue
+// fails, see pgTx.Fulfil) and the admin API's rest (missing.go).
 //
 // The admin API's decisions on orders and its order writes are
 // Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
