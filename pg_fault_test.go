@@ -862,10 +862,10 @@ func TestPGDatabaseStoppedUnderLoad(t *testing.T) {
 			}
 		}
 		if r.code == 503 {
-			last503 = max(last503, r.done.Sub(back))
+			last503 = max(last503, r.done.Sub(up))
 		}
-		if r.code == 200 && r.done.After(up) && (firstAck == 0 || r.done.Sub(back) < firstAck) {
-			firstAck = r.done.Sub(back)
+		if r.code == 200 && r.done.After(up) && (firstAck == 0 || r.done.Sub(up) < firstAck) {
+			firstAck = r.done.Sub(up)
 		}
 	}
 	y.mu.Unlock()
@@ -904,8 +904,9 @@ func TestPGDatabaseStoppedUnderLoad(t *testing.T) {
 			cust, merch, calls, faultEmailBound, faultEmailBound, faultCallBound, r.mostCopies)
 	}
 	t.Logf("%d clients: %d payments posted, %d answered 200, %d 503 (%d of them sent and answered during the 10s outage), %d needed another try; "+
-		"/healthz 503 %.2fs after the stop; after PostgreSQL was back: first 200 %.2fs, last 503 %.2fs, /healthz 200 on A %.2fs and B %.2fs, a leader %.2fs (%s); "+
+		"/healthz 503 %.2fs after the stop; from the start of PostgreSQL (pg_ctl start returned after %.2fs): first 200 after %.2fs, last 503 after %.2fs; "+
+		"after pg_ctl start returned: /healthz 200 on A %.2fs and B %.2fs, a leader %.2fs (%s); "+
 		"%d customer emails, %d merchant emails, %d callbacks; repeated: %d customer emails, %d merchant emails, %d callbacks",
-		faultClients, len(y.results), len(y.acked), y.count(503), during, y.retried, sawDown.Seconds(), firstAck.Seconds(), last503.Seconds(),
+		faultClients, len(y.results), len(y.acked), y.count(503), during, y.retried, sawDown.Seconds(), back.Sub(up).Seconds(), firstAck.Seconds(), last503.Seconds(),
 		healthy[0].Seconds(), healthy[1].Seconds(), leads.Seconds(), f.tag(lead), r.customerMails, r.merchantMails, r.callbacks, cust, merch, calls)
 }
