@@ -427,6 +427,8 @@ func (f *pgFleet) settle(i int, y *tally, within time.Duration) {
 	posted := len(y.results)
 	y.mu.Unlock()
 	sort.Strings(acked)
+	began := time.Now()
+	defer func() { f.t.Logf("settled and checked %d acknowledged payments in %.1fs", len(acked), time.Since(began).Seconds()) }()
 	delivered := func() (missing int, what string) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -843,7 +845,7 @@ func TestPGDatabaseStoppedUnderLoad(t *testing.T) {
 	// start): 503 only. Each answered within the client's timeout (none
 	// without an answer) and only 200 or 503 at any time.
 	var during int
-	var firstAck, last503 time.Duration
+	var firstAck, last503, slowest time.Duration
 	var noAnswer []lbResult
 	other := map[int]int{}
 	y.mu.Lock()
@@ -856,6 +858,7 @@ func TestPGDatabaseStoppedUnderLoad(t *testing.T) {
 		}
 		if r.sent.After(down) && r.done.Before(up) {
 			during++
+			slowest = max(slowest, r.done.Sub(r.sent))
 			if r.code != 503 {
 				t.Errorf("payment %s sent %.2fs into the outage: HTTP %d (%d tries, %v), want 503",
 					r.order, r.sent.Sub(down).Seconds(), r.code, r.tries, r.err)
@@ -903,10 +906,10 @@ func TestPGDatabaseStoppedUnderLoad(t *testing.T) {
 		t.Errorf("repeats after the outage: customer emails %d, merchant emails %d, callbacks %d (bounds %d, %d, %d); most copies of one item %d (want at most 2)",
 			cust, merch, calls, faultEmailBound, faultEmailBound, faultCallBound, r.mostCopies)
 	}
-	t.Logf("%d clients: %d payments posted, %d answered 200, %d 503 (%d of them sent and answered during the 10s outage), %d needed another try; "+
+	t.Logf("%d clients: %d payments posted, %d answered 200, %d 503 (%d of them sent and answered during the 10s outage, the slowest in %.2fs), %d needed another try; "+
 		"/healthz 503 %.2fs after the stop; from the start of PostgreSQL (pg_ctl start returned after %.2fs): first 200 after %.2fs, last 503 after %.2fs; "+
 		"after pg_ctl start returned: /healthz 200 on A %.2fs and B %.2fs, a leader %.2fs (%s); "+
 		"%d customer emails, %d merchant emails, %d callbacks; repeated: %d customer emails, %d merchant emails, %d callbacks",
-		faultClients, len(y.results), len(y.acked), y.count(503), during, y.retried, sawDown.Seconds(), back.Sub(up).Seconds(), firstAck.Seconds(), last503.Seconds(),
+		faultClients, len(y.results), len(y.acked), y.count(503), during, slowest.Seconds(), y.retried, sawDown.Seconds(), back.Sub(up).Seconds(), firstAck.Seconds(), last503.Seconds(),
 		healthy[0].Seconds(), healthy[1].Seconds(), leads.Seconds(), f.tag(lead), r.customerMails, r.merchantMails, r.callbacks, cust, merch, calls)
 }
