@@ -428,7 +428,9 @@ func (f *pgFleet) settle(i int, y *tally, within time.Duration) {
 	y.mu.Unlock()
 	sort.Strings(acked)
 	began := time.Now()
-	defer func() { f.t.Logf("settled and checked %d acknowledged payments in %.1fs", len(acked), time.Since(began).Seconds()) }()
+	defer func() {
+		f.t.Logf("settled and checked %d acknowledged payments in %.1fs", len(acked), time.Since(began).Seconds())
+	}()
 	delivered := func() (missing int, what string) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
