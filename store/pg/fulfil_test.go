@@ -1,0 +1,322 @@
+package pg
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ipnd/fulfil"
+	"ipnd/internal/pgtest"
+	"ipnd/ipn"
+	"ipnd/public"
+	"ipnd/store"
+)
+
+// fulfilStore is a store's fulfilment as the public routes and the admin
+// API use it.
+type fulfilStore interface {
+	public.FulfilStore
+	SetCatalog(c *fulfil.Catalog)
+	Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error)
+	Reissue(id string, now time.Time) ([]ipn.Delivered, error)
+	PoolRemaining() map[string]int
+	SigningKey() (ed25519.PublicKey, error)
+}
+
+// testSigner signs the scenario's signed keys (one key for both stores).
+var testSigner = ed25519.NewKeyFromSeed([]byte("ipnd-fulfil24-test-signing-seed!"))
+
+// fulfilCatalog: "app" (generated keys, 2 downloads, 3 activations),
+// "pool" (3 keys in its pool), "sig" (signed keys, for a subscription).
+func fulfilCatalog(t *testing.T, pool ...string) *fulfil.Catalog {
+	dir := t.TempDir()
+	file := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return &fulfil.Catalog{PublicURL: "https://shop.example", Grace: 24 * time.Hour, Signer: testSigner, Products: map[string]*fulfil.Product{
+		"app": {ID: "app", Name: "App", File: file("app.zip"), Root: dir, DownloadLimit: 2, LinkTTL: time.Hour,
+			License: fulfil.LicenseGenerated, Activations: 3, Format: fulfil.FormatGrouped},
+		"pool": {ID: "pool", Name: "Pooled", File: file("pool.zip"), Root: dir, DownloadLimit: 5, LinkTTL: 2 * time.Hour,
+			License: fulfil.LicensePool, Activations: 1, Pool: pool},
+		"sig": {ID: "sig", Name: "Signed", File: file("sig.zip"), Root: dir, DownloadLimit: 3, LinkTTL: 3 * time.Hour,
+			License: fulfil.LicenseGenerated, Activations: 1, Format: fulfil.FormatSigned},
+	}}
+}
+
+// paypalForm is a PayPal IPN of txn id txn with the fields given.
+func paypalForm(txn, fields string) *ipn.Notification {
+	n := paypalIPN(txn, "")
+	n.DedupKey = "trk-" + txn
+	n.Body = []byte("txn_id=" + txn + "&mc_currency=USD&invoice=ORD-P3&receiver_email=shop%40example.com&payer_email=buyer%40example.com&" + fields)
+	return n
+}
+
+// fulfilScenario runs, on b with its fulfilment fs, payments that issue
+// links and keys through the real pipeline (two units of a generated
+// key, pool keys until the pool is empty, an unknown product, a full
+// refund, a subscription and its renewal with signed keys, a PayPal
+// reversal and its cancellation), then downloads (concurrent, to the
+// limit), a reissue, concurrent activations of one key past its limit;
+// it returns what the store holds after each phase, as text to compare.
+func fulfilScenario(t *testing.T, b *backend, fs fulfilStore) string {
+	t.Helper()
+	fs.SetCatalog(fulfilCatalog(t, "POOL-A", "POOL-B", "POOL-C"))
+	verify := verifier(t)
+	notes := []*ipn.Notification{
+		webhook("f1", "payment.completed", `"txn_id":"T1","order_id":"O1","amount":"10.00","currency":"USD","customer_email":"a@example.com",`+
+			`"items":[{"product":"app","quantity":2},{"product":"pool","quantity":1}]`),
+		webhook("f2", "payment.completed", `"txn_id":"T2","order_id":"O2","amount":"10.00","currency":"USD","customer_email":"b@example.com",`+
+			`"items":[{"product":"pool","quantity":2}]`),
+		webhook("f3", "payment.completed", `"txn_id":"T3","order_id":"O3","amount":"10.00","currency":"USD","items":[{"product":"pool","quantity":1}]`),
+		webhook("f4", "payment.completed", `"txn_id":"T4","order_id":"O4","amount":"10.00","currency":"USD","items":[{"product":"nope","quantity":1}]`),
+		webhook("f5", "payment.refunded", `"txn_id":"R2","parent_txn_id":"T2","amount":"10.00","currency":"USD"`),
+		webhook("f6", "subscription.started", `"txn_id":"S1P","order_id":"O6","subscription_id":"S1","amount":"5.00","currency":"USD"`),
+		webhook("f7", "subscription.payment", `"txn_id":"S1P2","order_id":"O6","subscription_id":"S1","amount":"5.00","currency":"USD",`+
+			`"period_end":"2027-02-01T00:00:00Z","items":[{"product":"sig","quantity":1}]`),
+		webhook("f8", "subscription.payment", `"txn_id":"S1P3","order_id":"O6","subscription_id":"S1","amount":"5.00","currency":"USD",`+
+			`"period_end":"2027-03-01T00:00:00Z"`),
+		paypalForm("PP3", "txn_type=web_accept&payment_status=Completed&mc_gross=19.95&item_number=app&quantity=1"),
+		paypalForm("PP3R", "payment_status=Reversed&parent_txn_id=PP3&mc_gross=-19.95&reason_code=chargeback"),
+		paypalForm("PP3C", "payment_status=Canceled_Reversal&parent_txn_id=PP3&mc_gross=19.95"),
+	}
+	for _, n := range notes {
+		if _, err := b.append(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	runUntilIdle(t, b, verify, uint64(len(notes)))
+	for id := uint64(1); id <= uint64(len(notes)); id++ {
+		p, err := b.state(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&out, "notification %d: %s\n", id, p.State)
+	}
+	orders := []string{"O1", "O2", "O3", "O4", "O6", "ORD-P3"}
+	describeFulfil(t, b, fs, &out, orders)
+
+	// The links of O1 and O2, as the payment emails carry them.
+	links := map[string][]ipn.Delivered{}
+	items, err := b.outbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.Effect.Template == ipn.TemplatePaymentReceived && it.Effect.Order != nil && links[it.Effect.OrderID] == nil {
+			links[it.Effect.OrderID] = it.Effect.Order.Deliveries
+		}
+	}
+	token := func(d ipn.Delivered) string { return strings.TrimPrefix(d.DownloadURL, "https://shop.example/dl/") }
+	if len(links["O1"]) != 3 || len(links["O2"]) != 2 {
+		t.Fatalf("%s: the payment emails carry %d and %d links, want 3 and 2", b.name, len(links["O1"]), len(links["O2"]))
+	}
+	now := time.Now()
+	// Two links of O1 downloaded at once, each to its limit: every
+	// download counted (they share the order's record).
+	var wg sync.WaitGroup
+	for _, d := range links["O1"][:2] {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				g, refusal, err := fs.Download(token(d), now)
+				if err != nil || refusal != "" {
+					t.Errorf("%s: download: %q %v", b.name, refusal, err)
+					return
+				}
+				if err := fs.CountDownload(g, 100, 100); err != nil {
+					t.Errorf("%s: count: %v", b.name, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if rec, _, err := fs.Deliveries("O1"); err == nil {
+		for _, d := range rec.Deliveries {
+			fmt.Fprintf(&out, "after the downloads: %s downloads=%d sent=%d\n", d.Product, d.Downloads, d.Sent)
+		}
+	}
+	downloadResult := func(tok string) string {
+		g, refusal, err := fs.Download(tok, now)
+		switch {
+		case err != nil:
+			return "error " + strings.TrimPrefix(err.Error(), "postgres unavailable: ")
+		case refusal != "":
+			return "refused " + refusal
+		}
+		return fmt.Sprintf("grant %s left=%d downloads=%d sent=%d limit=%d", g.Product.ID, g.Left, g.Downloads, g.Sent, g.Limit)
+	}
+	fmt.Fprintf(&out, "\nO1 link 0: %s\nO1 link 2: %s\nO2 link 0: %s\nunknown: %s\nexpired: %s\n",
+		downloadResult(token(links["O1"][0])), downloadResult(token(links["O1"][2])), downloadResult(token(links["O2"][0])),
+		downloadResult("nope"), func() string {
+			_, r, err := fs.Download(token(links["O1"][2]), now.Add(3*time.Hour))
+			return fmt.Sprintf("%q %v", r, err)
+		}())
+
+	// A reissue: new links, the old ones unknown; none for a revoked order.
+	shown, err := fs.Reissue("O1", now)
+	if err != nil {
+		t.Fatalf("%s: reissue: %v", b.name, err)
+	}
+	fmt.Fprintf(&out, "reissued O1: %d links; old link: %s; new link: %s\n", len(shown), downloadResult(token(links["O1"][0])), downloadResult(token(shown[0])))
+	if shown[0].LicenseKey != links["O1"][0].LicenseKey {
+		t.Errorf("%s: the reissue's email shows license %q, the payment's %q", b.name, shown[0].LicenseKey, links["O1"][0].LicenseKey)
+	}
+	_, err = fs.Reissue("O2", now)
+	fmt.Fprintf(&out, "reissue O2: revoked=%v\n", errors.Is(err, store.ErrRevoked))
+	_, err = fs.Reissue("O9", now)
+	fmt.Fprintf(&out, "reissue O9: not found=%v\n", errors.Is(err, store.ErrNotFound))
+
+	// Eight activations of one key at once, 3 allowed: 3 succeed, each
+	// kept (no update lost).
+	key := links["O1"][0].LicenseKey
+	var mu sync.Mutex
+	results := map[string]int{}
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := fs.UpdateLicense(key, func(l fulfil.License) (fulfil.License, error) {
+				next, _, err := fulfil.Activate(l, fmt.Sprintf("host-%d", i), rand.Reader, now)
+				return next, err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			var r *fulfil.Refusal
+			switch {
+			case err == nil:
+				results["activated"]++
+			case errors.As(err, &r):
+				results[r.Message]++
+			default:
+				results["error "+err.Error()]++
+			}
+		}()
+	}
+	wg.Wait()
+	l, err := fs.License(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&out, "8 concurrent activations: %v; license has %d instances, status %s\n", results, len(l.Instances), l.Status(now))
+	_, err = fs.License("NOPE-NOPE")
+	fmt.Fprintf(&out, "unknown key: not found=%v\n", errors.Is(err, store.ErrNotFound))
+	_, err = fs.UpdateLicense("NOPE-NOPE", func(l fulfil.License) (fulfil.License, error) { return l, nil })
+	fmt.Fprintf(&out, "update of an unknown key: not found=%v\n", errors.Is(err, store.ErrNotFound))
+
+	// A key added to the pool file: one left again.
+	fs.SetCatalog(fulfilCatalog(t, "POOL-A", "POOL-B", "POOL-C", "POOL-D"))
+	fmt.Fprintf(&out, "pool with POOL-D added: %v\n", fs.PoolRemaining())
+	pub, err := fs.SigningKey()
+	fmt.Fprintf(&out, "signing key recorded: %v %v\n", pub.Equal(testSigner.Public()), err)
+	describeFulfil(t, b, fs, &out, orders)
+	return out.String()
+}
+
+// describeFulfil writes the orders' status and flags, their deliveries
+// and licenses (random keys by their form), and the pools' counts.
+func describeFulfil(t *testing.T, b *backend, fs fulfilStore, out *strings.Builder, orders []string) {
+	t.Helper()
+	for _, id := range orders {
+		o, err := b.order(id)
+		if err != nil {
+			t.Fatalf("%s: order %s: %v", b.name, id, err)
+		}
+		fmt.Fprintf(out, "order %s: %s flags=%v items=%v\n", id, o.Status, o.Flags, o.Items)
+		rec, lic, err := fs.Deliveries(id)
+		if errors.Is(err, store.ErrNotFound) {
+			fmt.Fprintf(out, "  no deliveries\n")
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: deliveries of %s: %v", b.name, id, err)
+		}
+		fmt.Fprintf(out, "  revoked=%v reason=%q reissues=%d test=%v\n", rec.Revoked, rec.Reason, rec.Reissues, rec.Test)
+		for _, d := range rec.Deliveries {
+			fmt.Fprintf(out, "  %s limit=%d downloads=%d sent=%d ttl=%s", d.Product, d.Limit, d.Downloads, d.Sent, d.ExpiresAt.Sub(rec.IssuedAt).Round(time.Minute))
+			if l := lic[d.LicenseHash]; l != nil {
+				form := l.Key
+				switch {
+				case strings.HasPrefix(l.Key, fulfil.SignedPrefix):
+					c, err := fulfil.VerifyKey(testSigner.Public().(ed25519.PublicKey), l.Key)
+					form = fmt.Sprintf("signed(verified=%v product=%s)", err == nil, c.Product)
+				case !strings.HasPrefix(l.Key, "POOL-"):
+					form = fmt.Sprintf("grouped(%d)", len(l.Key))
+				}
+				exp := "never"
+				if l.ExpiresAt != nil {
+					exp = l.ExpiresAt.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(out, " license=%s limit=%d instances=%d disabled=%v reason=%q expires=%s sub=%s customer=%s",
+					form, l.Limit, len(l.Instances), l.Disabled, l.DisabledReason, exp, l.SubscriptionID, l.CustomerEmail)
+			}
+			fmt.Fprintln(out)
+		}
+	}
+	fmt.Fprintf(out, "pool remaining: %v\n", fs.PoolRemaining())
+	items, err := b.outbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, it := range items {
+		kinds = append(kinds, fmt.Sprintf("%s/%s/%s(%d)", it.Effect.OrderID, it.Effect.Kind, it.Effect.Template, len(deliveriesOf(it.Effect))))
+	}
+	slices.Sort(kinds)
+	fmt.Fprintf(out, "outbox: %s\n", strings.Join(kinds, " "))
+}
+
+func deliveriesOf(e ipn.Effect) []ipn.Delivered {
+	if e.Order == nil {
+		return nil
+	}
+	return e.Order.Deliveries
+}
+
+// TestPGFulfilment runs one fulfilment scenario through the real
+// pipeline on the bbolt store and on PostgreSQL and compares what each
+// holds: the links and keys issued (pool keys in order, until the pool
+// is empty: review), the orders sent to review, the refund's revocation,
+// a reversal's and its cancellation's, a subscription's license renewed,
+// downloads counted (two links of one order downloaded at once), a
+// reissue, concurrent activations of one key past its limit (none
+// lost), the pools' counts and the signing key recorded.
+func TestPGFulfilment(t *testing.T) {
+	c := pgtest.Start(t)
+	bolt := boltBackend(t)
+	want := fulfilScenario(t, bolt, bolt.journal.(*store.DB))
+	db := open(t, c.DSN())
+	got := fulfilScenario(t, pgBackend(t, db), db.Dashboard())
+	if got != want {
+		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	for _, must := range []string{
+		"order O1: paid", "license=POOL-A", "order O2: refunded", "license=POOL-B", "license=POOL-C", "disabled=true reason=\"order refunded\"",
+		"order O3: review flags=[license_pool_empty]", "order O4: review flags=[unknown_product]",
+		"pool remaining: map[pool:0]", "pool with POOL-D added: map[pool:1]",
+		"signed(verified=true product=sig)", "expires=2027-03-02T00:00:00Z", "order ORD-P3: paid",
+		"O1 link 0: refused limit", "O1 link 2: grant pool left=5", "O2 link 0: refused revoked", "unknown: error not found",
+		"expired: \"expired\"", "reissued O1: 3 links; old link: error not found; new link: grant app left=2",
+		"reissue O2: revoked=true", "reissue O9: not found=true",
+		"8 concurrent activations: map[This license key has reached the activation limit.:5 activated:3]; license has 3 instances",
+		"after the downloads: app downloads=2 sent=200", "signing key recorded: true <nil>", "O1/email_customer/payment_received(3)",
+	} {
+		if !strings.Contains(want, must) {
+			t.Errorf("the scenario does not reach %q", must)
+		}
+	}
+	t.Logf("both backends:\n%s", want)
+}
