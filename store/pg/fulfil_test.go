@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -319,4 +320,103 @@ func TestPGFulfilment(t *testing.T) {
 		}
 	}
 	t.Logf("both backends:\n%s", want)
+}
+
+// TestPGSharedSigningKey: every ipnd on one database signs with the key
+// the database keeps: two processes asking at once for it get one key,
+// created once; a key offered later does not replace it. A database
+// whose signed keys were issued by the bbolt store it was copied from
+// takes only that key.
+func TestPGSharedSigningKey(t *testing.T) {
+	c := pgtest.Start(t)
+	a, b := open(t, c.DSN()).Dashboard(), open(t, c.DSN()).Dashboard()
+	keys := make([]ed25519.PrivateKey, 2)
+	var wg sync.WaitGroup
+	for i, d := range []*Dashboard{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := d.SharedSigningKey(nil)
+			if err != nil {
+				t.Error(err)
+			}
+			keys[i] = k
+		}()
+	}
+	wg.Wait()
+	if keys[0] == nil || !keys[0].Equal(keys[1]) {
+		t.Fatalf("two processes sign with different keys")
+	}
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	if k, err := b.SharedSigningKey(other); err != nil || !k.Equal(keys[0]) {
+		t.Fatalf("an offered key replaced the database's: %v", err)
+	}
+	if pub, err := a.SigningKey(); pub != nil || err != nil {
+		t.Fatalf("no signed key issued, SigningKey = %v %v", pub, err)
+	}
+
+	// Copied from a bbolt store that issued signed keys with testSigner.
+	c2 := pgtest.Start(t)
+	db := open(t, c2.DSN())
+	if _, err := db.pool.Exec(context.Background(), `UPDATE license_signing SET pub = $1`, []byte(testSigner.Public().(ed25519.PublicKey))); err != nil {
+		t.Fatal(err)
+	}
+	d := db.Dashboard()
+	if _, err := d.SharedSigningKey(nil); !errors.Is(err, ErrSigningKeyMissing) {
+		t.Fatalf("no key offered: %v", err)
+	}
+	if _, err := d.SharedSigningKey(other); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("another key offered: %v", err)
+	}
+	if k, err := d.SharedSigningKey(testSigner); err != nil || !k.Equal(testSigner) {
+		t.Fatalf("the key that signed: %v", err)
+	}
+	if k, err := d.SharedSigningKey(nil); err != nil || !k.Equal(testSigner) {
+		t.Fatalf("once kept: %v", err)
+	}
+}
+
+// TestPGPoolConcurrentIssue: two transactions issuing from a pool of
+// one key at once: one takes it, the other finds the pool empty; the
+// key is handed out once.
+func TestPGPoolConcurrentIssue(t *testing.T) {
+	c := pgtest.Start(t)
+	ds := []*Dashboard{open(t, c.DSN()).Dashboard(), open(t, c.DSN()).Dashboard()}
+	p := &fulfil.Product{ID: "pool", License: fulfil.LicensePool, Pool: []string{"ONLY-KEY"}}
+	got := make([]string, 2)
+	errs := make([]error, 2)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, d := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = d.fulfilUpdate(func(t *pgTx) error {
+				var err error
+				got[i], err = pgFulfil{t}.TakePoolKey(p, fmt.Sprintf("O%d", i))
+				return err
+			})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	taken, empty := 0, 0
+	for i := range 2 {
+		switch {
+		case errs[i] == nil && got[i] == "ONLY-KEY":
+			taken++
+		case errors.Is(errs[i], fulfil.ErrPoolEmpty):
+			empty++
+		default:
+			t.Errorf("issuer %d: %q %v", i, got[i], errs[i])
+		}
+	}
+	if taken != 1 || empty != 1 {
+		t.Fatalf("taken %d, empty %d: want one each", taken, empty)
+	}
+	ds[0].SetCatalog(&fulfil.Catalog{Products: map[string]*fulfil.Product{"pool": p}})
+	if n := ds[0].PoolRemaining(); n["pool"] != 0 {
+		t.Fatalf("PoolRemaining = %v", n)
+	}
 }
