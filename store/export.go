@@ -304,8 +304,6 @@ func (s *Snapshot) Attempts(fn func(outbox, seq uint64, a ipn.OutboxAttempt) err
 func (s *Snapshot) NotCopied() map[string]int {
 	out := map[string]int{}
 	for name, b := range map[string][]byte{
-		"fulfilments":           bucketFulfil,
-		"license keys":          bucketLicenses,
 		"admin decisions":       bucketIdempotency,
 		"ids lost to damage":    bucketLost,
 		"dropped notifications": bucketDropped,

@@ -19,7 +19,8 @@ var ErrNotEmpty = errors.New("the PostgreSQL database is not empty")
 
 // dataTables are the tables Import fills, in the order it fills them.
 var dataTables = []string{"notifications", "processing", "retries", "facts", "payment_refs", "orphans", "parked_due",
-	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts"}
+	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts",
+	"fulfilments", "dl_tokens", "licenses", "license_pool", "license_pool_used"}
 
 // Copied is what Import copied: rows per table (in dataTables' order)
 // as counted in the database after the copy, and the counters it set.
@@ -262,6 +263,9 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 				return emit(int64(outbox), int64(seq), b)
 			})
 		})
+	}
+	if err == nil {
+		err = importFulfilment(ctx, tx, s, cp) // fulfil_migrate.go
 	}
 	if err != nil {
 		return out, err
@@ -551,6 +555,9 @@ func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
 			copied["outbox_attempts"]++
 			return w.Attempt(uint64(id), uint64(seq), a)
 		})
+	}
+	if err == nil {
+		err = exportFulfilment(ctx, tx, w, copied) // fulfil_migrate.go
 	}
 	if err != nil {
 		return out, err
