@@ -232,8 +232,8 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
-	// The fulfilment's (fulfil.go; numbered 7 in the plan, after the
-	// admin decisions' migration), as the bbolt store's buckets:
+	// The fulfilment's tables (fulfil.go; schema 7 in the plan of
+	// issue 24, renumbered on merge), as the bbolt store's buckets:
 	// fulfilments, what each order was delivered (fulfil.Record);
 	// dl_tokens, the hash of each download token and the delivery it
 	// opens; licenses by the hash of their key (fulfil.License);
