@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/store"
+	"ipnd/store/pg"
 )
 
 // TestPGMigrateCommand: "ipnd migrate -from FILE -to DSN" copies a
@@ -121,9 +123,36 @@ func TestPGMigrateCommandFulfilments(t *testing.T) {
 	if strings.Contains(stdout.String(), "not copied") {
 		t.Errorf("migrate left something behind:\n%s", stdout.String())
 	}
+	// The database's license signing key goes next to the file written
+	// back; a different key there is refused before anything is copied.
+	pdb, err := pg.Open(context.Background(), c.DSN(), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pdb.Dashboard().SharedSigningKey(nil)
+	pdb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, signingKeyFile), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"migrate", "-from", c.DSN(), "-to", filepath.Join(other, "back.db")}, getenv, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "another license signing key") {
+		t.Fatalf("migrate back beside another key = %v, want a refusal", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "back.db")); err == nil {
+		t.Fatal("the refused copy left a file")
+	}
 	back := filepath.Join(t.TempDir(), "back.db")
 	if err := run(context.Background(), []string{"migrate", "-from", c.DSN(), "-to", back}, getenv, &stdout, &stderr); err != nil {
 		t.Fatalf("migrate back: %v", err)
+	}
+	cfg := &Config{}
+	cfg.Store.Path = back
+	if got, err := loadSigningKey(cfg, false); err != nil || !got.Equal(key) {
+		t.Fatalf("the signing key written back: %v, want the database's", err)
 	}
 	db, err = store.Open(back, store.Options{})
 	if err != nil {
