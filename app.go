@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,10 +39,16 @@ type app struct {
 	db     Store
 	m      *metrics.Metrics
 	rcv    *public.Receiver
-	pipe   *pipeline.Pipeline
+	pipe   atomic.Pointer[pipeline.Pipeline] // nil while another process leads (PostgreSQL)
 	cfg    atomic.Pointer[Config]
 	admin  swapHandler
-	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it)
+	outbox atomic.Pointer[notify.Worker] // the outbox worker (a reload may replace it); nil as pipe
+	// termMu orders a reload against the start and the end of a term of
+	// leadership (a sharedStore): term is the current one (nil: this
+	// process does not lead), and a term starts with the config a.cfg
+	// holds under it.
+	termMu sync.Mutex
+	term   atomic.Pointer[term]
 	// guesses limits wrong admin tokens per client; kept across reloads.
 	guesses *public.ClientLimiter
 	// sessions are the dashboard's signed-in browsers; kept across reloads.
@@ -136,17 +143,17 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		a.db.Close()
 		return nil, err
 	}
-	sandbox, receivers := orderRules(cfg)
 	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
-	pl := cfg.Pipeline
-	a.pipe = pipeline.New(pipeline.Options{
-		Journal: a.db, Gateways: gateways, Sandbox: sandbox, Receivers: receivers,
-		RequireRegistered: cfg.Orders.RequireRegistered, Workers: pl.Workers,
-		VerifyTimeout: time.Duration(pl.VerifyTimeout), RetryBase: time.Duration(pl.RetryBase),
-		RetryCap: time.Duration(pl.RetryCap), RetryFor: time.Duration(pl.RetryFor),
-		Observer: a.m, Logger: log.With("component", "pipeline"),
-	})
-	worker, err := newOutboxWorker(cfg, a.db, a.m, log.With("component", "outbox"))
+	// On a localStore the pipeline and the outbox worker are built now and
+	// run for the life of the process; on a sharedStore each term of
+	// leadership builds its own (lead), and this only checks the
+	// delivery settings.
+	var ob notify.Outbox
+	if ls, ok := a.db.(localStore); ok {
+		a.pipe.Store(a.newPipeline(cfg, gateways, ls))
+		ob = ls
+	}
+	worker, err := newOutboxWorker(cfg, ob, a.m, log.With("component", "outbox"))
 	if err != nil {
 		a.db.Close()
 		return nil, err
@@ -156,7 +163,9 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 		return nil, err
 	}
 	a.cfg.Store(cfg)
-	a.outbox.Store(worker)
+	if ob != nil {
+		a.outbox.Store(worker)
+	}
 	a.m.ConfigLoaded(configHash(cfg), time.Now())
 	return a, nil
 }
@@ -188,8 +197,15 @@ func (a *app) run(ctx context.Context, hup <-chan os.Signal) error {
 // watch, and serves. On an error, what it started is for stop to end.
 func (a *app) start(errc chan<- error) error {
 	cfg, log, db := a.cfg.Load(), a.log, a.db
-	a.workers.start("outbox worker", a.outbox.Load().Run)
-	a.workers.start("pipeline", a.pipe.Run)
+	if shared, ok := db.(sharedStore); ok {
+		a.workers.start("leader", func(ctx context.Context) error {
+			shared.Lead(ctx, a.lead)
+			return nil
+		})
+	} else {
+		a.workers.start("outbox worker", a.outbox.Load().Run)
+		a.workers.start("pipeline", a.pipe.Load().Run)
+	}
 	tlsSvc, err := newTLSService(cfg, log.With("component", "tls"), expiryKeeper{certObserver: a.m, at: &a.certExpiry})
 	if err != nil {
 		return err
@@ -218,7 +234,7 @@ func (a *app) start(errc chan<- error) error {
 	adm.serve(errc)
 	tlsSvc.start(pub.addr(), errLog, errc)
 	log.Info("ipnd serving", "version", version, "public", pub.addr(), "admin", adm.addr(),
-		"tls", cfg.tlsMode(), "store", cfg.Store.Path, "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
+		"tls", cfg.tlsMode(), "store", storeName(cfg), "gateways", strings.Join(gatewayNames(cfg), ","), "procs", a.procs)
 	return nil
 }
 
@@ -338,8 +354,12 @@ func (a *app) setAdmin(cfg *Config, gateways []gateway.Gateway) error {
 		return err
 	}
 	proxies, _ := parsePrefixes("admin.trusted_proxies", cfg.Admin.TrustedProxies) // checked by validate
+	var leadership func() admin.Leadership
+	if shared, ok := a.db.(sharedStore); ok {
+		leadership = shared.Leadership
+	}
 	a.admin.set(admin.Handler(admin.Options{Store: a.db, Token: token, OpenMetrics: cfg.Admin.OpenMetrics,
-		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy,
+		Metrics: a.m.Handler(), Gateways: gateways, Rejections: a.rcv.Rejections, Healthy: a.healthy, Leadership: leadership,
 		Logger: a.log.With("component", "admin"), AuthFailed: a.m.AdminAuthFailed, Guesses: a.guesses,
 		Sessions: a.sessions, CertExpiry: a.certExpiryTime, TrustedProxies: proxies}))
 	return nil
@@ -379,21 +399,27 @@ func (a *app) healthy() error {
 		return fmt.Errorf("journal tail dropped at start: %d notifications that may have been acknowledged (ids %d-%d in %s, %d ranges); "+
 			"acknowledge with POST /api/journal/dropped/ack", ids, d.First, d.Last, d.Segment, len(drops))
 	}
-	if a.workers.failed("pipeline") {
+	if a.workerFailed("pipeline") {
 		return errors.New("pipeline worker has stopped")
 	}
-	if a.workers.failed("outbox worker") {
+	if a.workerFailed("outbox worker") {
 		return errors.New("outbox worker has stopped")
 	}
 	// The workers retry a failing store by themselves: degraded until it
-	// works again.
-	if err := a.pipe.Degraded(); err != nil {
-		return err
+	// works again. While another process leads (a sharedStore), this one
+	// runs neither and answers for its ingest alone.
+	if p := a.pipe.Load(); p != nil {
+		if err := p.Degraded(); err != nil {
+			return err
+		}
 	}
 	if err := a.heldUp(); err != nil {
 		return err
 	}
-	return a.outbox.Load().Degraded()
+	if w := a.outbox.Load(); w != nil {
+		return w.Degraded()
+	}
+	return nil
 }
 
 // heldUp names the gateways that hold up their notifications: their
@@ -409,7 +435,11 @@ func (a *app) heldUp() error {
 		}
 		return ""
 	}
-	for _, h := range a.pipe.Holdups() {
+	var holdups []pipeline.Holdup
+	if p := a.pipe.Load(); p != nil {
+		holdups = p.Holdups()
+	}
+	for _, h := range holdups {
 		if _, waiting := oldest[h.Gateway]; !waiting {
 			continue // nothing of its waits: it holds nothing up
 		}
@@ -450,6 +480,7 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 			}
 			return 1
 		},
+		Leader:        leaderGauge(db),
 		StoreDamaged:  func() float64 { return float64(db.DamagedSeen()) },
 		LiveDropped:   func() float64 { return float64(db.LiveDropped()) },
 		LiveFollowers: func() float64 { return float64(db.LiveFollowers()) },
@@ -473,7 +504,7 @@ func (a *app) newMetrics(gateways []gateway.Gateway) *metrics.Metrics {
 		Workers: []string{"pipeline", "outbox"},
 		Degraded: func() map[string]int {
 			out := map[string]int{}
-			if a.pipe != nil && a.pipe.Degraded() != nil {
+			if p := a.pipe.Load(); p != nil && p.Degraded() != nil {
 				out["pipeline"] = 1
 			}
 			if w := a.outbox.Load(); w != nil && w.Degraded() != nil {

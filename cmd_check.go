@@ -46,7 +46,7 @@ func cmdCheck(_ context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	fmt.Fprintf(stdout, "# ipnd %s: config from %s is valid\n", version, src)
-	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, cfg.Store.Path)
+	fmt.Fprintf(stdout, "# public listener %s, admin listener %s, database %s\n", cfg.Server.Listen, cfg.Admin.Listen, storeName(cfg))
 	fmt.Fprint(stdout, cfg.tlsSummary())
 	fmt.Fprint(stdout, strings.Join(lines, ""))
 	fmt.Fprint(stdout, cfg.fulfilSummary())

@@ -49,6 +49,9 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		if err != nil {
 			return err
 		}
+		if cfg.postgres() {
+			return usageErrorf("migrate: the config's store is PostgreSQL: name the bbolt file to copy with -from FILE")
+		}
 		*from = cfg.Store.Path
 	}
 	db, err := pg.Open(ctx, *to, pg.Options{Timeout: 30 * time.Second})

@@ -32,6 +32,9 @@ func cmdRecover(_ context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	if cfg.postgres() {
+		return errors.New(`recover: the store is PostgreSQL (store.backend = "postgres"): PostgreSQL recovers its own log after a crash, and ipnd keeps no journal file to recover; ipnd recover works on a bbolt store`)
+	}
 	db, err := store.Open(cfg.Store.Path, store.Options{SkipDamaged: *skip})
 	if err != nil {
 		if errors.Is(err, store.ErrJournalDamaged) {

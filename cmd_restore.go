@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -25,6 +26,9 @@ func cmdRestore(_ context.Context, args []string, getenv func(string) string, st
 	cfg, err := loadConfig(*fs.config, getenv)
 	if err != nil {
 		return err
+	}
+	if cfg.postgres() {
+		return errors.New(`restore: the store is PostgreSQL (store.backend = "postgres"): restore it with PostgreSQL's tools (pg_restore of a pg_dump, or a base backup); ipnd restore puts back a bbolt backup (to move one into PostgreSQL: ipnd migrate -from FILE -to DSN)`)
 	}
 	r, err := store.Restore(cfg.Store.Path, fs.Arg(0), time.Now())
 	if err != nil {

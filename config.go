@@ -96,10 +96,44 @@ type AdminConfig struct {
 	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
-// StoreConfig is the database.
+// StoreConfig is the database: the bbolt file path (backend "bbolt", the
+// default) or a PostgreSQL database named by dsn or dsn_file (backend
+// "postgres"). On postgres, path still names the data directory (its
+// directory holds the address files and the generated files); the file
+// itself is not used.
 type StoreConfig struct {
+	Backend      string   `toml:"backend"`
 	Path         string   `toml:"path"`
+	DSN          string   `toml:"dsn" secret:"true"`
+	DSNFile      string   `toml:"dsn_file"`
 	RawRetention Duration `toml:"raw_retention"`
+}
+
+// Store backends (store.backend).
+const (
+	backendBbolt    = "bbolt"
+	backendPostgres = "postgres"
+)
+
+// postgres reports whether the store is a PostgreSQL database.
+func (c *Config) postgres() bool { return c.Store.Backend == backendPostgres }
+
+// storeDSN returns the PostgreSQL DSN, from store.dsn or store.dsn_file
+// (its content, the trailing newline trimmed). Errors never show the
+// DSN (it may hold a password).
+func (c *Config) storeDSN() (string, error) {
+	if c.Store.DSN != "" {
+		return c.Store.DSN, nil
+	}
+	b, err := os.ReadFile(c.Store.DSNFile)
+	if err != nil {
+		return "", fmt.Errorf("config: store.dsn_file = %q: %v", c.Store.DSNFile, err)
+	}
+	dsn := strings.TrimRight(string(b), "\r\n")
+	if strings.TrimSpace(dsn) == "" {
+		return "", configError("store.dsn_file", c.Store.DSNFile, "file holds no DSN")
+	}
+	return dsn, nil
 }
 
 // OrdersConfig governs order handling.
@@ -241,7 +275,7 @@ func defaultConfig() Config {
 			RateBurst:    100,
 		},
 		Admin: AdminConfig{Listen: "127.0.0.1:8081"},
-		Store: StoreConfig{Path: "./ipnd-data/ipnd.db"},
+		Store: StoreConfig{Backend: backendBbolt, Path: "./ipnd-data/ipnd.db"},
 		SMTP:  SMTPConfig{Port: 587, TLS: "starttls", Timeout: Duration(30 * time.Second)},
 		Email: EmailConfig{MaxAttempts: 20, Connections: 4, Unrecorded: 8},
 		Shop:  ShopConfig{Timeout: Duration(30 * time.Second), MaxAttempts: 50, Connections: 16},
@@ -261,7 +295,7 @@ func (c *Config) dataDir() string { return filepath.Dir(c.Store.Path) }
 // from (they are read again on a reload).
 func (c *Config) secretFiles() []string {
 	var out []string
-	for _, p := range []string{c.Admin.TokenFile, c.SMTP.PasswordFile, c.Shop.SecretFile, c.Server.TLSCert, c.Server.TLSKey} {
+	for _, p := range []string{c.Admin.TokenFile, c.SMTP.PasswordFile, c.Shop.SecretFile, c.Server.TLSCert, c.Server.TLSKey, c.Store.DSNFile} {
 		if p != "" {
 			out = append(out, p)
 		}
@@ -612,6 +646,27 @@ func (c *Config) validateListeners() error {
 func (c *Config) validateStore() error {
 	if c.Store.Path == "" {
 		return configError("store.path", "", "must name the database file")
+	}
+	switch c.Store.Backend {
+	case backendBbolt:
+		if c.Store.DSN != "" {
+			return configError("store.dsn", "<redacted>", `is for backend = "postgres" (the backend is bbolt)`)
+		}
+		if c.Store.DSNFile != "" {
+			return configError("store.dsn_file", c.Store.DSNFile, `is for backend = "postgres" (the backend is bbolt)`)
+		}
+	case backendPostgres:
+		switch {
+		case c.Store.DSN != "" && c.Store.DSNFile != "":
+			return configError("store.dsn_file", c.Store.DSNFile, "give dsn or dsn_file, not both")
+		case c.Store.DSN == "" && c.Store.DSNFile == "":
+			return configError("store.dsn", "", `backend = "postgres" needs dsn or dsn_file`)
+		}
+		if _, err := c.storeDSN(); err != nil {
+			return err
+		}
+	default:
+		return configError("store.backend", c.Store.Backend, `must be "bbolt" or "postgres"`)
 	}
 	if c.Orders.ParkFor < 0 {
 		return configError("orders.park_for", c.Orders.ParkFor.String(), "must be 0 (wait forever) or positive")

@@ -224,3 +224,77 @@ func TestEnvironmentConventions(t *testing.T) {
 		t.Errorf("store.path in the file must win over STATE_DIRECTORY: %v %v", cfg, err)
 	}
 }
+
+// TestStoreBackendConfig: [store] backend, dsn and dsn_file: the
+// defaults, the DSN from a file (trailing newline trimmed) or the
+// environment, and clear errors that never show the DSN's password.
+func TestStoreBackendConfig(t *testing.T) {
+	dir := t.TempDir()
+	dsnFile := filepath.Join(dir, "dsn")
+	os.WriteFile(dsnFile, []byte("postgres://ipnd:s3cret@db.example:5432/ipnd?sslmode=verify-full\n"), 0o600)
+	const gw = "\n[[gateway]]\nname = \"s\"\nkind = \"stripe\"\nsecret = \"x\"\n"
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+
+	cfg, err := loadConfig(writeConfig(t, gw), envFunc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store.Backend != "bbolt" || cfg.postgres() {
+		t.Fatalf("default backend = %q, want bbolt", cfg.Store.Backend)
+	}
+	cfg, err = loadConfig(writeConfig(t, "[store]\nbackend = \"postgres\"\ndsn_file = \""+dsnFile+"\"\n"+gw), envFunc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dsn, err := cfg.storeDSN(); err != nil || dsn != "postgres://ipnd:s3cret@db.example:5432/ipnd?sslmode=verify-full" {
+		t.Errorf("dsn from dsn_file = %q, %v", dsn, err)
+	}
+	if !strings.Contains(storeName(cfg), "dsn_file") || strings.Contains(cfg.redacted(), "s3cret") {
+		t.Errorf("store name %q / redacted config shows the DSN", storeName(cfg))
+	}
+	// The environment: IPND_STORE_DSN replaces the file's dsn_file.
+	cfg, err = loadConfig(writeConfig(t, "[store]\nbackend = \"postgres\"\ndsn_file = \""+dsnFile+"\"\n"+gw),
+		envFunc("IPND_STORE_DSN", "host=db user=ipnd password=s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dsn, _ := cfg.storeDSN(); dsn != "host=db user=ipnd password=s3cret" || cfg.Store.DSNFile != "" {
+		t.Errorf("IPND_STORE_DSN: dsn %q, dsn_file %q", dsn, cfg.Store.DSNFile)
+	}
+	if strings.Contains(cfg.redacted(), "s3cret") {
+		t.Errorf("redacted config shows the DSN:\n%s", cfg.redacted())
+	}
+
+	for _, tc := range []struct{ body, want string }{
+		{"[store]\nbackend = \"sqlite\"", `store.backend = "sqlite": must be "bbolt" or "postgres"`},
+		{"[store]\nbackend = \"postgres\"", `store.dsn = "": backend = "postgres" needs dsn or dsn_file`},
+		{"[store]\nbackend = \"postgres\"\ndsn = \"postgres://u:s3cret@h/d\"\ndsn_file = \"" + dsnFile + "\"", "give dsn or dsn_file, not both"},
+		{"[store]\nbackend = \"postgres\"\ndsn_file = \"" + filepath.Join(dir, "none") + "\"", "store.dsn_file = \"" + filepath.Join(dir, "none") + "\": open"},
+		{"[store]\nbackend = \"postgres\"\ndsn_file = \"" + empty + "\"", "file holds no DSN"},
+		{"[store]\ndsn = \"postgres://u:s3cret@h/d\"", `store.dsn = "<redacted>": is for backend = "postgres"`},
+		{"[store]\ndsn_file = \"" + dsnFile + "\"", `is for backend = "postgres"`},
+	} {
+		_, err := loadConfig(writeConfig(t, tc.body+gw), envFunc())
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("config %q: err = %v, want it to contain %q (and no password)", tc.body, err, tc.want)
+		}
+	}
+}
+
+// TestStoreOpenErrorsHideThePassword: a DSN that does not parse or names a
+// server that is not there fails the start with a message that names
+// neither the password nor hides the cause.
+func TestStoreOpenErrorsHideThePassword(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://ipnd:s3cret@127.0.0.1:1/ipnd?sslmode=disable&connect_timeout=1", "postgres unavailable"},
+		{"postgres://ipnd:s3cret@127.0.0.1:99999/ipnd", "store.dsn"},
+		{"host=127.0.0.1 port=1 user=ipnd password=s3cret connect_timeout=1 sslmode=disable", "postgres unavailable"},
+	} {
+		cfg := &Config{Store: StoreConfig{Backend: "postgres", DSN: tc.dsn}}
+		_, err := openStore(cfg, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("open %q: %v, want an error with %q and no password", tc.dsn, err, tc.want)
+		}
+	}
+}

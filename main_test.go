@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	stopSharedPG() // testconfig_test.go
+	os.Exit(code)
 }
 
 func envFunc(kv ...string) func(string) string {

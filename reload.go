@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"ipnd/notify"
 )
 
 // reload reads the config file and every secret file again (SIGHUP). The
@@ -35,6 +37,11 @@ func (a *app) reload(ctx context.Context) {
 		fail(err)
 		return
 	}
+	// A term of leadership neither starts nor ends during the reload: the
+	// current one gets the new settings, the next one starts with them.
+	a.termMu.Lock()
+	defer a.termMu.Unlock()
+	t := a.term.Load()
 	if err := ensureGenerated(cfg, a.log); err != nil {
 		fail(err)
 		return
@@ -44,7 +51,16 @@ func (a *app) reload(ctx context.Context) {
 		fail(err)
 		return
 	}
-	worker, err := newOutboxWorker(cfg, a.db, a.m, a.log.With("component", "outbox"))
+	// The outbox worker runs on the store itself (a localStore), or on the
+	// term's outbox while this process leads; else it is built only to
+	// check the settings.
+	var ob notify.Outbox
+	if ls, ok := a.db.(localStore); ok {
+		ob = ls
+	} else if t != nil {
+		ob = t.outbox
+	}
+	worker, err := newOutboxWorker(cfg, ob, a.m, a.log.With("component", "outbox"))
 	if err != nil {
 		fail(err)
 		return
@@ -61,18 +77,24 @@ func (a *app) reload(ctx context.Context) {
 	// The pipeline first: the first notification of a gateway just added
 	// must find it there.
 	sandbox, receivers := orderRules(cfg)
-	a.pipe.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	if p := a.pipe.Load(); p != nil {
+		p.Reconfigure(gateways, sandbox, receivers, cfg.Orders.RequireRegistered)
+	}
 	a.db.SetParkFor(time.Duration(cfg.Orders.ParkFor))
 	a.rcv.SetGateways(gateways, allowIPs(cfg))
 	a.db.SetEffectKinds(effectKinds(cfg))
-	if deliveryChanged(old, cfg) {
+	if deliveryChanged(old, cfg) && ob != nil {
 		// The running worker takes no new item and lets the deliveries
 		// under way finish and be recorded (each within its timeout; an
 		// email burst stops after the message being sent); then the new
 		// settings take over. Nothing is cut short, so nothing is sent
 		// twice (but past drainOutbox's bound).
 		a.drainOutbox(ctx, old)
-		a.workers.start("outbox worker", worker.Run) // replaces the drained one
+		if t != nil {
+			t.ws.start("outbox worker", worker.Run) // replaces the drained one
+		} else {
+			a.workers.start("outbox worker", worker.Run) // replaces the drained one
+		}
 		a.outbox.Store(worker)
 	}
 	a.cfg.Store(cfg)
@@ -167,6 +189,7 @@ func restartOnly(old, cfg *Config) []string {
 		{"server.listen", old.Server.Listen == cfg.Server.Listen},
 		{"admin.listen", old.Admin.Listen == cfg.Admin.Listen},
 		{"store.path", old.Store.Path == cfg.Store.Path},
+		{"store.backend", old.Store.Backend == cfg.Store.Backend && old.Store.DSN == cfg.Store.DSN && old.Store.DSNFile == cfg.Store.DSNFile},
 		{"server.max_body_bytes", old.Server.MaxBodyBytes == cfg.Server.MaxBodyBytes},
 		{"server.read_timeout", old.Server.ReadTimeout == cfg.Server.ReadTimeout},
 		{"server.write_timeout", old.Server.WriteTimeout == cfg.Server.WriteTimeout},

@@ -1,19 +1,32 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"ipnd/internal/pgtest"
 )
 
 // writeTestConfig writes dir/ipnd.toml: both listeners on loopback port
 // 0, no rate limit, admin token "t", the database in dir, then extra
 // (more sections and [[gateway]] tables). It returns the file's path.
+//
+// With IPND_TEST_BACKEND=postgres the store is a PostgreSQL database
+// instead, one per dir (the same one for every config written into dir),
+// on the cluster the test binary shares (testDSN); the data directory
+// is still dir.
 func writeTestConfig(tb testing.TB, dir, extra string) string {
 	tb.Helper()
+	if os.Getenv("IPND_TEST_BACKEND") == "postgres" {
+		return writePGTestConfig(tb, dir, "dsn = "+strconv.Quote(testDSN(tb, dir))+"\n", extra)
+	}
 	cfg := filepath.Join(dir, "ipnd.toml")
 	body := "[server]\nlisten = \"127.0.0.1:0\"\nrate_limit = 0\n" +
 		"[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n" +
@@ -22,6 +35,65 @@ func writeTestConfig(tb testing.TB, dir, extra string) string {
 		tb.Fatal(err)
 	}
 	return cfg
+}
+
+// writePGTestConfig is writeTestConfig on PostgreSQL: store holds the
+// [store] keys naming the database (dsn or dsn_file).
+func writePGTestConfig(tb testing.TB, dir, store, extra string) string {
+	tb.Helper()
+	cfg := filepath.Join(dir, "ipnd.toml")
+	body := "[server]\nlisten = \"127.0.0.1:0\"\nrate_limit = 0\n" +
+		"[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t\"\n" +
+		"[store]\nbackend = \"postgres\"\npath = " + strconv.Quote(filepath.Join(dir, "ipnd.db")) + "\n" + store + extra
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+// sharedPG is the PostgreSQL cluster the test binary shares, started by
+// the first testDSN and stopped by TestMain; each key (a test's data
+// directory) gets a database of its own.
+var sharedPG struct {
+	mu   sync.Mutex
+	c    *pgtest.Cluster
+	stop func()
+	err  error
+	dbs  map[string]string
+}
+
+// testDSN returns the URL of key's database on the shared cluster,
+// created the first time.
+func testDSN(tb testing.TB, key string) string {
+	tb.Helper()
+	sharedPG.mu.Lock()
+	defer sharedPG.mu.Unlock()
+	if sharedPG.c == nil && sharedPG.err == nil {
+		sharedPG.c, sharedPG.stop, sharedPG.err = pgtest.StartShared()
+		sharedPG.dbs = map[string]string{}
+	}
+	if sharedPG.err != nil {
+		tb.Fatalf("the shared PostgreSQL cluster: %v", sharedPG.err)
+	}
+	if dsn, ok := sharedPG.dbs[key]; ok {
+		return dsn
+	}
+	dsn, err := sharedPG.c.Database(fmt.Sprintf("t%d", len(sharedPG.dbs)+1))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sharedPG.dbs[key] = dsn
+	return dsn
+}
+
+// stopSharedPG stops the shared cluster, if a test started it.
+func stopSharedPG() {
+	sharedPG.mu.Lock()
+	defer sharedPG.mu.Unlock()
+	if sharedPG.stop != nil {
+		sharedPG.stop()
+		sharedPG.stop = nil
+	}
 }
 
 // startChild runs "ipnd serve -config cfg" as a child process (the test

@@ -44,7 +44,10 @@ type Options struct {
 	Rejections  func() []public.Rejection
 	// Healthy reports why the appliance is unhealthy (nil: healthy).
 	Healthy func() error
-	Logger  *slog.Logger
+	// Leadership, when set (several ipnd on one database), says on
+	// /healthz whether this process leads and which process does.
+	Leadership func() Leadership
+	Logger     *slog.Logger
 	// AuthFailed, when set, counts a request refused for its token:
 	// limited false for a wrong token (401), true for a client past its
 	// limit of wrong tokens (429).
@@ -431,6 +434,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrBackupRefused):
 		a.log.Warn("backup refused", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "backup refused: another backup is running, or the data directory has no room for its snapshot (see the log)")
+	case errors.Is(err, store.ErrBackupElsewhere):
+		writeError(w, http.StatusNotImplemented, err.Error())
 	case errors.Is(err, store.ErrBackupTooSlow):
 		a.log.Warn("backup failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, err.Error()+": try again when the disk is less busy, or copy ipnd.db with ipnd stopped")
@@ -452,6 +457,11 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 		writeError(w, http.StatusServiceUnavailable, "store is not open")
 		return
 	}
+	var lead *Leadership
+	if a.o.Leadership != nil {
+		l := a.o.Leadership()
+		lead = &l
+	}
 	if a.o.Healthy != nil {
 		if err := a.o.Healthy(); err != nil {
 			msg := err.Error()
@@ -462,11 +472,29 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.Param
 					msg += " (details with the admin token)"
 				}
 			}
-			writeError(w, http.StatusServiceUnavailable, msg)
+			writeJSON(w, http.StatusServiceUnavailable, health{Error: msg, Leadership: lead})
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, health{Status: "ok", Leadership: lead})
+}
+
+// Leadership is, with several ipnd on one database, whether this process
+// leads (runs the pipeline and the outbox), its name and the name of the
+// process that holds the lease ("" when none does, or the database
+// cannot say).
+type Leadership struct {
+	Leading bool   `json:"leading"`
+	Process string `json:"process"`
+	Leader  string `json:"leader"`
+}
+
+// health is /healthz's answer: {"status":"ok"} or {"error":"..."}, with
+// the leadership when there is one.
+type health struct {
+	Status string `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"`
+	*Leadership
 }
 
 // Notification is the JSON form of a stored notification (SPEC §7).

@@ -30,6 +30,10 @@ type Options struct {
 	// StoreWritable, when set, is read at scrape time for
 	// ipnd_store_writable (1 while ingest can store, 0 while it answers 503).
 	StoreWritable func() float64
+	// Leader, when set (a store several ipnd share: PostgreSQL), is read
+	// at scrape time for ipnd_leader: 1 while this process holds the
+	// lease and runs the pipeline and the outbox, else 0.
+	Leader func() float64
 	// StoreDamaged, when set, is read at scrape time for
 	// ipnd_store_damaged_records_total (records that did not decode and
 	// were set aside since the start).
@@ -314,6 +318,7 @@ func New(o Options) *Metrics {
 	}{
 		{"ipnd_store_size_bytes", "Bytes on disk: the database file plus the journal segments.", o.StoreSize, false},
 		{"ipnd_store_writable", "1 while the store takes notifications; 0 while ingest answers 503 (disk full, files deleted, backlog).", o.StoreWritable, false},
+		{"ipnd_leader", "1 while this ipnd leads (holds the lease of the shared database and runs the pipeline and the outbox), 0 while another process does; absent on bbolt.", o.Leader, false},
 		{"ipnd_parked_events", "Events waiting for their order: a refund, dispute or payment naming only references no payment has brought yet.", o.Parked, false},
 		{"ipnd_store_dropped_unacknowledged", "Notifications dropped at a start as the journal's torn tail that may have been acknowledged, until the operator acknowledges them (POST /api/journal/dropped/ack).", o.StoreDropped, false},
 		{"ipnd_store_damaged_records_total", "Records that did not decode (a damaged order, state or outbox item): the notification failed or the item went dead, saying so, and the rest went on.", o.StoreDamaged, true},

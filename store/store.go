@@ -1227,6 +1227,11 @@ func (db *DB) List(f Filter) ([]Item, error) {
 // was written, and a later try may succeed.
 var ErrBackupRefused = errors.New("backup refused")
 
+// ErrBackupElsewhere is wrapped by a store whose backups are made by
+// another tool (PostgreSQL's pg_dump or base backups): the error says
+// which.
+var ErrBackupElsewhere = errors.New("backups are not ipnd's")
+
 // snapshotDir is the directory, beside the database and owned by ipnd,
 // where Backup keeps its snapshot while it streams it.
 func snapshotDir(dbPath string) string { return dbPath + ".tmp" }

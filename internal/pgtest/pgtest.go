@@ -178,3 +178,52 @@ func freePort(t testing.TB) int {
 	n, _ := strconv.Atoi(p)
 	return n
 }
+
+// Database creates the database name on the cluster (owner ipnd) and
+// returns its URL.
+func (c *Cluster) Database(name string) (string, error) {
+	if out, err := c.run("createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port), "-U", "ipnd", name); err != nil {
+		return "", fmt.Errorf("createdb %s: %v\n%s", name, err, out)
+	}
+	return fmt.Sprintf("postgres://ipnd@127.0.0.1:%d/%s?sslmode=disable", c.Port, name), nil
+}
+
+// StartShared starts a cluster that outlives any one test: a test binary
+// shares it (TestMain calls stop after the tests). Its failures are
+// errors, not a test's.
+func StartShared() (c *Cluster, stop func(), err error) {
+	m := &mainTB{}
+	stop = func() {
+		for i := len(m.cleanups) - 1; i >= 0; i-- {
+			m.cleanups[i]()
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(sharedFailure)
+			if !ok {
+				panic(r)
+			}
+			stop()
+			c, stop, err = nil, nil, errors.New(string(f))
+		}
+	}()
+	return Start(m), stop, nil
+}
+
+// mainTB is the testing.TB of a shared cluster: its cleanups run at
+// stop, a fatal failure panics with a sharedFailure that StartShared
+// returns (only the methods Start and the cluster call are given).
+type mainTB struct {
+	testing.TB
+	cleanups []func()
+}
+
+type sharedFailure string
+
+func (m *mainTB) Helper()           {}
+func (m *mainTB) Cleanup(f func())  { m.cleanups = append(m.cleanups, f) }
+func (m *mainTB) Fatal(args ...any) { panic(sharedFailure(fmt.Sprint(args...))) }
+func (m *mainTB) Fatalf(format string, args ...any) {
+	panic(sharedFailure(fmt.Sprintf(format, args...)))
+}

@@ -16,11 +16,16 @@
 // transaction that queued. The dashboard's reads are Dashboard
 // (dashboard.go): notifications by gateway, state and identifier (schema
 // 5's notification_terms, written with the processing record), orders,
-// subscriptions, the outbox. Fulfilment (download links, license keys)
-// is fulfil.go, recorded by the pipeline's transaction. Not built yet: the rest
-// of the dashboard's store (Stats, Follow, the outbox's retries and
-// resends; Replay is DB.Replay, with a context) and the
-// admin API's, retention.
+// subscriptions, the outbox; the operator's replays, retries, discards
+// and resends of outbox items (outboxadmin.go) and retention
+// (retention.go), from any process; fulfilment (download links, license
+// keys: fulfil.go), recorded by the pipeline's transaction. Not built
+// yet: the rest of the dashboard's store (Stats, Follow) and the admin
+// API's (missing.go).
+//
+// The admin API's decisions on orders and its order writes are
+// Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
+// transaction of any process, the order's row locked for it.
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
@@ -44,7 +49,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 6
+const SchemaVersion = 8
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -232,8 +237,39 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
-	// The fulfilment's tables (fulfil.go; schema 7 in the plan of
-	// issue 24, renumbered on merge), as the bbolt store's buckets:
+	// 6: the operator's outbox decisions and
+	// retention (outboxadmin.go, retention.go).
+	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
+	// outbox item (the bbolt store's idempotency bucket under
+	// "outbox/<id>"): when, the item resent (target) and the item it
+	// queued. ipnd_purge: where retention's last pass stopped in each
+	// table (the last id, or order or subscription id, looked at).
+	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		target bigint NOT NULL,
+		item   bigint NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
+	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+		name text PRIMARY KEY,
+		id   bigint NOT NULL DEFAULT 0,
+		key  bytea
+	 );
+	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
+	 ON CONFLICT DO NOTHING;`,
+	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go),
+	// as the bbolt store's idempotency bucket: the key, when it was used
+	// (expiry), and the JSON record.KeyUse.
+	// (IF NOT EXISTS: a database taken back to an older version by hand
+	// keeps it.)
+	`CREATE TABLE IF NOT EXISTS idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
+	// 8: the fulfilment's tables (fulfil.go), as the bbolt store's buckets:
 	// fulfilments, what each order was delivered (fulfil.Record);
 	// dl_tokens, the hash of each download token and the delivery it
 	// opens; licenses by the hash of their key (fulfil.License);
@@ -299,6 +335,8 @@ type DB struct {
 	parkFor atomic.Int64
 	catalog atomic.Pointer[fulfil.Catalog] // fulfil.go
 	runID   string
+
+	health health // Writable's (health.go)
 
 	mu         sync.Mutex
 	queue      []*appendReq
@@ -431,6 +469,7 @@ func (db *DB) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, er
 	db.mu.Unlock()
 
 	err := db.commit(batch)
+	db.noteAppend(len(batch), err)
 	for _, b := range batch {
 		if err != nil {
 			b.id, b.dup, b.err = 0, false, err

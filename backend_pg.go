@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"ipnd/admin"
+	"ipnd/ipn"
+	"ipnd/notify"
+	"ipnd/pipeline"
+	"ipnd/store"
+	"ipnd/store/pg"
+)
+
+// leaseTTL is the PostgreSQL leader's lease. The leader renews it every
+// leaseTTL/4; when it dies or loses the database, another process takes
+// over once the lease has expired: within leaseTTL plus one attempt
+// (leaseTTL/4), 7.5 s, inside the 10 s that SPEC §12 allows. A leader
+// that cannot renew stops leading before its lease can have expired.
+const leaseTTL = 6 * time.Second
+
+// probeEvery is how often a PostgreSQL store asks the database whether
+// it takes writes (Writable, /healthz), besides each ingest.
+const probeEvery = time.Second
+
+// pgStore is the PostgreSQL store as serve uses it (a sharedStore): the
+// dashboard's reads and the admin API's methods are pg.Dashboard's,
+// ingest and the settings the DB's, the pipeline's Journal and the
+// outbox's Deliveries come per term of leadership (Lead).
+type pgStore struct {
+	*pg.Dashboard
+	db     *pg.DB
+	leader *pg.Leader
+
+	journal atomic.Pointer[pg.Journal] // the current term's (nil: not leading)
+	damaged atomic.Int64               // DamagedSeen of the terms ended
+
+	stopWatch context.CancelFunc
+	watched   sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ sharedStore = (*pgStore)(nil)
+
+// openPG opens the database of cfg's store.dsn (or dsn_file), migrating
+// its schema, and starts probing it.
+func openPG(cfg *Config) (*pgStore, error) {
+	dsn, err := cfg.storeDSN()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := pg.Open(ctx, dsn, pg.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("store: postgres: %w", err) // pgx's errors never show the password
+	}
+	db.SetEffectKinds(effectKinds(cfg))
+	s := &pgStore{Dashboard: db.Dashboard(), db: db, leader: db.NewLeader(leaseTTL)}
+	wctx, stop := context.WithCancel(context.Background())
+	s.stopWatch = stop
+	s.watched.Add(1)
+	go func() { defer s.watched.Done(); db.Watch(wctx, probeEvery) }()
+	return s, nil
+}
+
+func (s *pgStore) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, error) {
+	return s.db.Append(ctx, n)
+}
+
+func (s *pgStore) Writable() error                      { return s.db.Writable() }
+func (s *pgStore) Refused() int64                       { return s.db.Refused() }
+func (s *pgStore) SetParkFor(d time.Duration)           { s.db.SetParkFor(d) }
+func (s *pgStore) SetEffectKinds(kinds map[string]bool) { s.db.SetEffectKinds(kinds) }
+
+// ApplyErr is nil: a committed notification is in the database, there is
+// no journal to apply.
+func (s *pgStore) ApplyErr() error { return nil }
+
+// Recovered is 0 and TornGroups nil: PostgreSQL recovers its own log.
+func (s *pgStore) Recovered() int             { return 0 }
+func (s *pgStore) TornGroups() []store.Damage { return nil }
+
+// DamagedSeen counts the damaged records this process's terms have met.
+func (s *pgStore) DamagedSeen() int64 {
+	n := s.damaged.Load()
+	if j := s.journal.Load(); j != nil {
+		n += j.DamagedSeen()
+	}
+	return n
+}
+
+func (s *pgStore) Parked() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.db.Parked(ctx)
+}
+
+// Stats is the dashboard's; while it is not built on PostgreSQL it
+// answers empty counts, so that /healthz (which reads it to know the
+// store is open) works.
+func (s *pgStore) Stats() (store.Stats, error) {
+	st, err := s.Dashboard.Stats()
+	if errors.Is(err, pg.ErrNotBuilt) {
+		return store.Stats{}, nil
+	}
+	return st, err
+}
+
+// Lead runs the leader election until ctx ends; see sharedStore.
+func (s *pgStore) Lead(ctx context.Context, lead func(ctx context.Context, j pipeline.Journal, o notify.Outbox)) {
+	s.leader.Run(ctx, func(ctx context.Context, epoch int64) {
+		j := s.db.Journal(ctx, s.leader, epoch)
+		s.journal.Store(j)
+		defer func() {
+			s.journal.Store(nil)
+			s.damaged.Add(j.DamagedSeen())
+		}()
+		lead(ctx, j, s.db.Deliveries(ctx, s.leader, epoch))
+	})
+}
+
+func (s *pgStore) Leading() bool {
+	_, ok := s.leader.Leading()
+	return ok
+}
+
+// Leadership asks the database who holds the lease (within a second).
+func (s *pgStore) Leadership() admin.Leadership {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	holder, _ := s.leader.Holder(ctx)
+	return admin.Leadership{Leading: s.Leading(), Process: s.leader.ID(), Leader: holder}
+}
+
+// Close stops the probe and closes the pool.
+func (s *pgStore) Close() error {
+	s.closeOnce.Do(func() {
+		s.stopWatch()
+		s.watched.Wait()
+		s.db.Close()
+	})
+	return nil
+}
