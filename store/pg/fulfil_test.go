@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	"ipnd/fulfil"
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
+	"ipnd/ipn/gateway"
+	"ipnd/pipeline"
 	"ipnd/public"
 	"ipnd/store"
 )
@@ -534,5 +537,96 @@ func TestPGMigrateFulfilmentRoundTrip(t *testing.T) {
 	})
 	if !errors.Is(err, fulfil.ErrPoolEmpty) {
 		t.Errorf("issuing from the copied pool: %v, want POOL-D then empty", err)
+	}
+}
+
+// TestPGDeleteOrderDeliveries: deleting a test order removes what it was
+// delivered (its link answers not found, its license is unknown, its
+// record is gone) but its pool key stays handed out; the same payment
+// sent again makes a new order that gets new deliveries and the next
+// pool key. On both stores alike.
+func TestPGDeleteOrderDeliveries(t *testing.T) {
+	c := pgtest.Start(t)
+	type deleter interface{ DeleteOrder(id string) error }
+	run := func(b *backend, fs fulfilStore, del deleter) string {
+		fs.SetCatalog(fulfilCatalog(t, "POOL-A", "POOL-B", "POOL-C"))
+		pay := func(key string) {
+			if _, err := b.append(webhook(key, "payment.completed", `"txn_id":"T1","order_id":"OT","amount":"10.00","currency":"USD","test":true,`+
+				`"customer_email":"a@example.com","items":[{"product":"pool","quantity":1}]`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pay("d1")
+		runSandbox(t, b, 1)
+		var out strings.Builder
+		rec, lic, err := fs.Deliveries("OT")
+		if err != nil {
+			p, _ := b.state(1)
+			o, oerr := b.order("OT")
+			t.Fatalf("%s: %v; notification 1: %+v %+v; order %+v %v", b.name, err, p, p.Event, o, oerr)
+		}
+		key := lic[rec.Deliveries[0].LicenseHash].Key
+		fmt.Fprintf(&out, "issued %s, pool %v\n", key, fs.PoolRemaining())
+		if err := del.DeleteOrder("OT"); err != nil {
+			t.Fatalf("%s: delete: %v", b.name, err)
+		}
+		_, _, err = fs.Deliveries("OT")
+		_, lerr := fs.License(key)
+		fmt.Fprintf(&out, "deleted: deliveries not found=%v, license not found=%v, pool %v\n",
+			errors.Is(err, store.ErrNotFound), errors.Is(lerr, store.ErrNotFound), fs.PoolRemaining())
+		pay("d2")
+		runSandbox(t, b, 2)
+		rec, lic, err = fs.Deliveries("OT")
+		if err != nil {
+			p, _ := b.state(2)
+			o, oerr := b.order("OT")
+			t.Fatalf("%s: %v; notification 2: %+v; order %+v %v", b.name, err, p, o, oerr)
+		}
+		fmt.Fprintf(&out, "paid again: %s, pool %v\n", lic[rec.Deliveries[0].LicenseHash].Key, fs.PoolRemaining())
+		return out.String()
+	}
+	bolt := boltBackend(t)
+	bdb := bolt.journal.(*store.DB)
+	want := run(bolt, bdb, bdb)
+	db := open(t, c.DSN())
+	got := run(pgBackend(t, db), db.Dashboard(), db.Dashboard())
+	if got != want {
+		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	if !strings.Contains(want, "deleted: deliveries not found=true, license not found=true, pool map[pool:2]") ||
+		!strings.Contains(want, "paid again: POOL-B, pool map[pool:1]") {
+		t.Errorf("the scenario:\n%s", want)
+	}
+	t.Logf("both backends:\n%s", want)
+}
+
+// runSandbox runs a pipeline over b's journal whose gateway "test" is a
+// sandbox (its test payments are applied, to test orders) until every
+// notification up to last is settled, and stops it.
+func runSandbox(t *testing.T, b *backend, last uint64) {
+	t.Helper()
+	g, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Sandbox: true, Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := pipeline.New(pipeline.Options{Journal: b.journal, Gateways: []gateway.Gateway{g}, BatchDelay: time.Millisecond,
+		Sandbox: map[string]bool{"test": true}, Logger: slog.New(slog.DiscardHandler)})
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("%s: Run = %v", b.name, err)
+		}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if st, err := b.state(last); err == nil && st != nil && st.State != ipn.StateReceived && b.cursor() >= last {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: notification %d not processed in 30 s", b.name, last)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
 }
