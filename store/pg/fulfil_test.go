@@ -630,3 +630,72 @@ func runSandbox(t *testing.T, b *backend, last uint64) {
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestPGDisputeDecisionDeliveries: a dispute revokes an order's links
+// and disables its license; the merchant's decision that it was won
+// (DecideOrder, from the admin API) restores them, one lost leaves them
+// revoked. On both stores alike.
+func TestPGDisputeDecisionDeliveries(t *testing.T) {
+	c := pgtest.Start(t)
+	type decider interface {
+		DecideOrder(id string, d store.Decision, now time.Time) (store.DecisionResult, error)
+	}
+	run := func(b *backend, fs fulfilStore, dec decider) string {
+		fs.SetCatalog(fulfilCatalog(t, "POOL-A"))
+		verify := verifier(t)
+		var notes []*ipn.Notification
+		for _, o := range []string{"W", "L"} {
+			pay := paypalForm("PP"+o, "txn_type=web_accept&payment_status=Completed&mc_gross=19.95&item_number=app&quantity=1")
+			pay.Body = []byte(strings.Replace(string(pay.Body), "invoice=ORD-P3", "invoice="+o, 1))
+			dispute := paypalForm("CASE"+o, "txn_type=new_case&case_type=chargeback&case_id=CASE"+o+"&mc_gross=19.95")
+			dispute.Body = []byte(strings.Replace(strings.Replace(string(dispute.Body), "txn_id=CASE"+o, "txn_id=PP"+o, 1), "invoice=ORD-P3", "invoice="+o, 1))
+			notes = append(notes, pay, dispute)
+		}
+		for _, n := range notes {
+			if _, err := b.append(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runUntilIdle(t, b, verify, uint64(len(notes)))
+		var out strings.Builder
+		show := func(when string) {
+			for _, o := range []string{"W", "L"} {
+				ord, err := b.order(o)
+				if err != nil {
+					t.Fatalf("%s: order %s: %v", b.name, o, err)
+				}
+				rec, lic, err := fs.Deliveries(o)
+				if err != nil {
+					fmt.Fprintf(&out, "%s: %s %s: %v\n", when, o, ord.Status, err)
+					continue
+				}
+				l := lic[rec.Deliveries[0].LicenseHash]
+				fmt.Fprintf(&out, "%s: %s %s revoked=%v reason=%q license disabled=%v\n", when, o, ord.Status, rec.Revoked, rec.Reason, l.Disabled)
+			}
+		}
+		show("disputed")
+		for _, o := range []string{"W", "L"} {
+			d := store.Decision{OrderDecision: ipn.OrderDecision{By: "ann", Why: "case closed"}, Dispute: &ipn.DisputeDecision{Won: o == "W"}}
+			if _, err := dec.DecideOrder(o, d, time.Now()); err != nil {
+				t.Fatalf("%s: decide %s: %v", b.name, o, err)
+			}
+		}
+		show("decided")
+		return out.String()
+	}
+	bolt := boltBackend(t)
+	bdb := bolt.journal.(*store.DB)
+	want := run(bolt, bdb, bdb)
+	db := open(t, c.DSN())
+	got := run(pgBackend(t, db), db.Dashboard(), db.Dashboard())
+	if got != want {
+		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	for _, must := range []string{`disputed: W disputed revoked=true reason="order disputed" license disabled=true`,
+		`decided: W paid revoked=false reason="" license disabled=false`, `decided: L reversed revoked=true`} {
+		if !strings.Contains(want, must) {
+			t.Errorf("the scenario does not reach %q", must)
+		}
+	}
+	t.Logf("both backends:\n%s", want)
+}
