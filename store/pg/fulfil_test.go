@@ -96,13 +96,18 @@ func fulfilScenario(t *testing.T, b *backend, fs fulfilStore) string {
 		paypalForm("PP3R", "payment_status=Reversed&parent_txn_id=PP3&mc_gross=-19.95&reason_code=chargeback"),
 		paypalForm("PP3C", "payment_status=Canceled_Reversal&parent_txn_id=PP3&mc_gross=19.95"),
 	}
-	for _, n := range notes {
+	// One at a time from the PayPal payment on: each PayPal notification
+	// is verified by its own postback, and the order they are recorded in
+	// would otherwise depend on which postback answers first.
+	for i, n := range notes {
 		if _, err := b.append(n); err != nil {
 			t.Fatal(err)
 		}
+		if i >= 7 {
+			runUntilIdle(t, b, verify, uint64(i+1))
+		}
 	}
 	var out strings.Builder
-	runUntilIdle(t, b, verify, uint64(len(notes)))
 	for id := uint64(1); id <= uint64(len(notes)); id++ {
 		p, err := b.state(id)
 		if err != nil {
@@ -240,7 +245,11 @@ func describeFulfil(t *testing.T, b *backend, fs fulfilStore, out *strings.Build
 		if err != nil {
 			t.Fatalf("%s: order %s: %v", b.name, id, err)
 		}
-		fmt.Fprintf(out, "order %s: %s flags=%v items=%v\n", id, o.Status, o.Flags, o.Items)
+		var changes []string
+		for _, h := range o.History {
+			changes = append(changes, fmt.Sprintf("%s>%s by %d", h.From, h.To, h.Notification))
+		}
+		fmt.Fprintf(out, "order %s: %s flags=%v items=%v %q\n", id, o.Status, o.Flags, o.Items, changes)
 		rec, lic, err := fs.Deliveries(id)
 		if errors.Is(err, store.ErrNotFound) {
 			fmt.Fprintf(out, "  no deliveries\n")
@@ -312,7 +321,7 @@ func TestPGFulfilment(t *testing.T) {
 		"order O1: paid", "license=POOL-A", "order O2: refunded", "license=POOL-B", "license=POOL-C", "disabled=true reason=\"order refunded\"",
 		"order O3: review flags=[license_pool_empty]", "order O4: review flags=[unknown_product]",
 		"pool remaining: map[pool:0]", "pool with POOL-D added: map[pool:1]",
-		"signed(verified=true product=sig)", "expires=2027-03-02T00:00:00Z", "order ORD-P3: paid",
+		"signed(verified=true product=sig)", "expires=2027-03-02T00:00:00Z", `order ORD-P3: paid flags=[] items=[{app 1}] [">paid by 9" "paid>reversed by 10" "reversed>paid by 11"]`,
 		"O1 link 0: refused limit", "O1 link 2: grant pool left=5", "O2 link 0: refused revoked", "unknown: error not found",
 		"expired: \"expired\"", "reissued O1: 3 links; old link: error not found; new link: grant app left=2",
 		"reissue O2: revoked=true", "reissue O9: not found=true",
@@ -651,12 +660,12 @@ func TestPGDisputeDecisionDeliveries(t *testing.T) {
 			dispute.Body = []byte(strings.Replace(strings.Replace(string(dispute.Body), "txn_id=CASE"+o, "txn_id=PP"+o, 1), "invoice=ORD-P3", "invoice="+o, 1))
 			notes = append(notes, pay, dispute)
 		}
-		for _, n := range notes {
+		for i, n := range notes { // one at a time: see fulfilScenario
 			if _, err := b.append(n); err != nil {
 				t.Fatal(err)
 			}
+			runUntilIdle(t, b, verify, uint64(i+1))
 		}
-		runUntilIdle(t, b, verify, uint64(len(notes)))
 		var out strings.Builder
 		show := func(when string) {
 			for _, o := range []string{"W", "L"} {
