@@ -18,10 +18,11 @@
 // 5's notification_terms, written with the processing record), orders,
 // subscriptions, the outbox; the operator's replays, retries, discards
 // and resends of outbox items (outboxadmin.go) and retention
-// (retention.go), from any process; fulfilment (download links, license
-// keys: fulfil.go), recorded by the pipeline's transaction. Not built
-// yet: the rest of the dashboard's store (Stats, Follow) and the admin
-// API's (missing.go).
+// (retention.go), from any process; Stats and the live event stream
+// (live.go: the committing transactions NOTIFY their events, each
+// process LISTENs, so a follower of any process sees every commit);
+// fulfilment (download links, license keys: fulfil.go), recorded by the
+// pipeline's transaction.
 //
 // The admin API's decisions on orders and its order writes are
 // Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
@@ -335,7 +336,9 @@ type DB struct {
 	catalog atomic.Pointer[fulfil.Catalog] // fulfil.go
 	runID   string
 
-	health health // Writable's (health.go)
+	health health                      // Writable's (health.go)
+	live   liveFeed                    // the live event stream's followers and listener (live.go)
+	stats  atomic.Pointer[store.Stats] // the last Stats read (live.go)
 
 	mu         sync.Mutex
 	queue      []*appendReq
@@ -384,6 +387,7 @@ func (db *DB) Close() {
 	db.mu.Lock()
 	db.closed = true
 	db.mu.Unlock()
+	db.live.close()
 	db.pool.Close()
 }
 
@@ -533,6 +537,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		}
 	}
 	var fresh [][]any
+	var live []store.LiveEvent
 	for _, b := range batch {
 		key := [2]string{b.n.Gateway, b.n.DedupKey}
 		if b.n.DedupKey != "" {
@@ -551,6 +556,7 @@ func (db *DB) commit(batch []*appendReq) error {
 			return err
 		}
 		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notifications"},
@@ -561,8 +567,9 @@ func (db *DB) commit(batch []*appendReq) error {
 		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		// The leader's pipeline is woken when this commits (Journal.Wake).
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, ingestChannel); err != nil {
+		// The leader's pipeline is woken when this commits (Journal.Wake),
+		// and every process's followers hear of them (live.go).
+		if err := notifyIngest(ctx, tx, live); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
