@@ -1,5 +1,5 @@
-// Package pg is ipnd's PostgreSQL store (SPEC §12), under construction:
-// this part opens the database, creates and migrates its schema, and
+// Package pg is ipnd's PostgreSQL store (SPEC §12, `[store] backend =
+// "postgres"`). This part opens the database, creates and migrates its schema, and
 // ingests notifications with group commit. A 200 means the row has
 // committed; ids are positive and strictly increasing in commit order,
 // also with several ipnd processes on one database (the id counter's row
