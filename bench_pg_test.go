@@ -31,8 +31,12 @@ import (
 // why it cannot.
 func benchPG(b *testing.B) (*pgtest.Cluster, string) {
 	b.Helper()
-	if _, err := pgtest.Bin(); err != nil {
+	bin, err := pgtest.Bin()
+	if err != nil {
 		return nil, err.Error()
+	}
+	if _, err := os.Stat(filepath.Join(bin, "pg_ctl")); err != nil {
+		return nil, fmt.Sprintf("no PostgreSQL server binaries: %v", err)
 	}
 	return pgtest.Start(b), ""
 }
