@@ -222,20 +222,21 @@ func pgStatements(c *pgtest.Cluster, dsn string) string {
 	db := dsn[strings.LastIndexByte(dsn, '/')+1:]
 	db, _, _ = strings.Cut(db, "?")
 	rows, err := pgQuery(c.DSN(), `SELECT s.calls, round(s.total_exec_time)::bigint, round(1000*s.total_exec_time/greatest(s.calls,1))::bigint,
-		s.rows, round(100*s.total_exec_time/sum(s.total_exec_time) OVER ())::int, s.query
+		round(s.max_exec_time)::bigint, s.rows, round(100*s.total_exec_time/sum(s.total_exec_time) OVER ())::int, s.query
 		FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1
 		ORDER BY s.total_exec_time DESC LIMIT 14`, db)
 	if err != nil {
 		return "  pg_stat_statements: " + err.Error() + "\n"
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "  pg_stat_statements (execution time in the server, round trips not included):\n  %9s %9s %9s %9s %5s  %s\n", "calls", "total ms", "mean µs", "rows", "share", "statement")
+	fmt.Fprintf(&sb, "  pg_stat_statements (execution time in the server, round trips not included):\n  %9s %9s %9s %7s %9s %5s  %s\n",
+		"calls", "total ms", "mean µs", "max ms", "rows", "share", "statement")
 	for _, r := range rows {
-		q := strings.Join(strings.Fields(r[5]), " ")
+		q := strings.Join(strings.Fields(r[6]), " ")
 		if len(q) > 110 {
 			q = q[:110] + "…"
 		}
-		fmt.Fprintf(&sb, "  %9s %9s %9s %9s %4s%%  %s\n", r[0], r[1], r[2], r[3], r[4], q)
+		fmt.Fprintf(&sb, "  %9s %9s %9s %7s %9s %4s%%  %s\n", r[0], r[1], r[2], r[3], r[4], r[5], q)
 	}
 	return sb.String()
 }
