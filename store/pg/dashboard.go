@@ -260,7 +260,7 @@ func scanNoteItem(r pgx.Row) (store.Item, error) {
 	var id int64
 	var headers, rec []byte
 	var purged *time.Time
-	if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
+	if err := r.Scan(&id, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
 		return store.Item{}, err
 	}
 	n.ID = uint64(id)

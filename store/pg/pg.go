@@ -470,7 +470,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	var gws, keys []string
 	for _, b := range batch {
 		if b.n.DedupKey != "" {
-			gws, keys = append(gws, b.n.Gateway), append(keys, b.n.DedupKey)
+			gws, keys = append(gws, b.n.Gateway), append(keys, toText(b.n.DedupKey))
 		}
 	}
 	seen := map[[2]string]uint64{}
@@ -484,7 +484,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		for rows.Next() {
 			var g, k string
 			var id int64
-			if err := rows.Scan(&g, &k, &id); err != nil {
+			if err := rows.Scan(&g, textOf{&k}, &id); err != nil {
 				rows.Close()
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
@@ -514,7 +514,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		if err != nil {
 			return err
 		}
-		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, toText(b.n.DedupKey), b.n.ReceivedAt, b.n.RemoteAddr, toText(b.n.ContentType), headers, b.n.Body})
 		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {
@@ -548,7 +548,7 @@ func (db *DB) Get(ctx context.Context, id uint64) (*ipn.Notification, ipn.State,
 	var state string
 	var purged *time.Time
 	err := db.pool.QueryRow(ctx, `SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at, state
-		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &state)
+		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged, &state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", ipn.ErrNotFound
 	}

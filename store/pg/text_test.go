@@ -1,0 +1,45 @@
+package pg
+
+import (
+	"context"
+	"testing"
+
+	"ipnd/internal/pgtest"
+)
+
+// TestPGTextColumnsKeepBytes: dedup keys and content types that text
+// refuses (NUL, invalid UTF-8) are stored and read back byte for byte;
+// distinct ones stay distinct (one that reads as another's escaped form
+// included), equal ones are duplicates.
+func TestPGTextColumnsKeepBytes(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	ctx := context.Background()
+	keys := []string{"a\x00", "a\xff", "a\xfe", "\xff", textEscape + "61ff", textEscape + "zz", "plain", textEscape}
+	ids := map[string]uint64{}
+	for _, k := range keys {
+		n := note("paypal", k)
+		n.Headers = map[string][]string{"User-Agent": {"PayPal IPN"}}
+		n.ContentType = "application/x-www-form-urlencoded; charset=\"" + k + "\""
+		id, dup, err := db.Append(ctx, n)
+		if err != nil || dup {
+			t.Fatalf("key %q: id %d dup %v err %v", k, id, dup, err)
+		}
+		ids[k] = id
+	}
+	for _, k := range keys {
+		again := note("paypal", k)
+		again.Headers = nil
+		id, dup, err := db.Append(ctx, again)
+		if err != nil || !dup || id != ids[k] {
+			t.Errorf("key %q again: id %d dup %v err %v, want a duplicate of %d", k, id, dup, err, ids[k])
+		}
+		n, _, err := db.Get(ctx, ids[k])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.DedupKey != k || n.ContentType != "application/x-www-form-urlencoded; charset=\""+k+"\"" {
+			t.Errorf("key %q read back as %q, content type %q", k, n.DedupKey, n.ContentType)
+		}
+	}
+}
