@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"ipnd/ipn"
 )
 
 // TestPGIngestBytesTextRefuses: a PayPal IPN (PayPal signs nothing: anyone
@@ -71,4 +76,53 @@ receivers = ["shop@example.com"]
 		}
 		return len(l.Notifications) == 0
 	})
+}
+
+// TestPGOutboxErrorTextRefuses: a mail server that answers in Latin-1
+// (bytes PostgreSQL's text refuses) fails that email, which is recorded
+// with its reason as on bbolt; the outbox records the other results of
+// the batch, goes on delivering and sends each email once.
+func TestPGOutboxErrorTextRefuses(t *testing.T) {
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	smtpd.answer = func(rcpt string, try int) *smtp.SMTPError {
+		switch {
+		case strings.HasPrefix(rcpt, "latin"):
+			return &smtp.SMTPError{Code: 550, Message: "Empf\xe4nger unbekannt"}
+		case strings.HasPrefix(rcpt, "later") && try == 1:
+			return &smtp.SMTPError{Code: 451, Message: "sp\xe4ter"}
+		}
+		return nil
+	}
+	shop, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	cfg := writePGTestConfig(t, dir, "dsn = "+strconv.Quote(testDSN(t, dir))+"\n", pgExtra(smtpd.port(), shopURL))
+	d := startDaemon(t, dir, cfg)
+	post := signedPoster(t, func() string { return d.addr("public") }, pgGatewaySecret)
+	for _, p := range [][2]string{{"E-1", "latin@example.com"}, {"E-2", "ok@example.com"}, {"E-3", "later@example.com"}} {
+		if code := pay(post, p[0], p[1]); code != 200 {
+			t.Fatalf("payment %s: HTTP %d", p[0], code)
+		}
+	}
+	var dead struct{ Items []ipn.OutboxItem }
+	waitFor(t, "the Latin-1 bounce recorded dead", 20*time.Second, func() bool {
+		return d.api("GET", "/api/outbox?state=dead", nil, &dead) == 200 && len(dead.Items) == 1
+	})
+	t.Logf("last error %q", dead.Items[0].LastError)
+	if it := dead.Items[0]; it.Effect.To != "latin@example.com" || !strings.Contains(it.LastError, "550") || !strings.Contains(it.LastError, "Empf") {
+		t.Errorf("dead item = %+v, want the 550 with its text", it)
+	}
+	waitFor(t, "the other emails and callbacks", 20*time.Second, func() bool {
+		return len(smtpd.to("ok@example.com")) == 1 && len(smtpd.to("later@example.com")) == 1 &&
+			len(shop.forOrder("E-1")) == 1 && len(shop.forOrder("E-2")) == 1 && len(shop.forOrder("E-3")) == 1
+	})
+	waitFor(t, "nothing pending", 20*time.Second, func() bool {
+		var pending struct{ Items []ipn.OutboxItem }
+		return d.api("GET", "/api/outbox?state=pending", nil, &pending) == 200 && len(pending.Items) == 0
+	})
+	if code, body := d.healthz(); code != 200 {
+		t.Errorf("healthz %d %s", code, body)
+	}
+	if n := len(smtpd.to("ok@example.com")); n != 1 {
+		t.Errorf("%d emails to ok@, want 1", n)
+	}
 }
