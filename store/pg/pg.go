@@ -324,7 +324,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store.dsn: %w", err) // pgx's message never echoes the password
+		return nil, fmt.Errorf("store.dsn: %s", dsnParseError(err))
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > opts.Timeout {
 		cfg.ConnConfig.ConnectTimeout = opts.Timeout

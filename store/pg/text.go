@@ -2,9 +2,12 @@ package pg
 
 import (
 	"encoding/hex"
+	"errors"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -54,3 +57,27 @@ func (t textOf) ScanText(v pgtype.Text) error {
 	}
 	return nil
 }
+
+// dsnParseError is why pgx could not parse a DSN, without the DSN: pgx
+// quotes it with the password masked only where it can tell the
+// password apart ("password = x", spaces around the "=" as libpq
+// allows, or an unescaped "@" in a URL's password show it whole or in
+// part), and a reason may quote a fragment of it (a password's second
+// word where an unquoted space split it): quoted fragments are left out.
+func dsnParseError(err error) string {
+	msg := err.Error()
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		// "cannot parse `DSN, masked`: reason": the reason alone.
+		i := strings.LastIndex(msg, "`: ")
+		if i < 0 {
+			msg = "not a libpq connection string or URL"
+		} else {
+			msg = msg[i+len("`: "):]
+		}
+	}
+	return "cannot parse the DSN (not shown: it may hold the password): " + quotedFragment.ReplaceAllString(msg, `"…"`)
+}
+
+// quotedFragment matches a double-quoted fragment of an error message.
+var quotedFragment = regexp.MustCompile(`"[^"]*"`)

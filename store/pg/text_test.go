@@ -2,6 +2,7 @@ package pg
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"ipnd/internal/pgtest"
@@ -40,6 +41,27 @@ func TestPGTextColumnsKeepBytes(t *testing.T) {
 		}
 		if n.DedupKey != k || n.ContentType != "application/x-www-form-urlencoded; charset=\""+k+"\"" {
 			t.Errorf("key %q read back as %q, content type %q", k, n.DedupKey, n.ContentType)
+		}
+	}
+}
+
+// TestPGOpenDSNErrorHidesPassword: a DSN that does not parse is refused
+// with the reason, never with its password (whole or in part), in the
+// forms pgx's own masking misses.
+func TestPGOpenDSNErrorHidesPassword(t *testing.T) {
+	for _, dsn := range []string{
+		"host=127.0.0.1 password = Hunter2pw sslmode=bogus", // libpq allows spaces around "="
+		"postgres://ipnd:Hun@ter2pw@127.0.0.1:badport/ipnd", // an "@" left unescaped in the password
+		"host=127.0.0.1 password=Hun ter2pw dbname=ipnd",    // a space left unquoted
+		"postgres://ipnd:Hunter2pw@127.0.0.1:54324/ipnd?sslmode=bogus",
+		"host=127.0.0.1 password='Hunter2pw",
+	} {
+		_, err := Open(context.Background(), dsn, Options{})
+		if err == nil {
+			t.Fatalf("%q opened", dsn)
+		}
+		if msg := err.Error(); strings.Contains(msg, "ter2pw") || !strings.Contains(msg, "DSN") {
+			t.Errorf("Open(%q) = %q: shows the password, or does not say the DSN is wrong", dsn, msg)
 		}
 	}
 }
