@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"ipnd/ipn"
@@ -364,6 +365,9 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey)
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS ipnd_schema (version int NOT NULL)`); err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "25006" {
+			return fmt.Errorf("the database takes no writes (a standby, or default_transaction_read_only): ipnd needs the primary; with several hosts in the DSN add target_session_attrs=read-write (%w)", err)
+		}
 		return fmt.Errorf("create ipnd_schema: %w", err)
 	}
 	var v int

@@ -65,3 +65,15 @@ func TestPGOpenDSNErrorHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestPGOpenReadOnlyDatabase: a DSN that reaches a database taking no
+// writes (a standby; here a read-only session) is refused saying so and
+// what to do, not with the failed CREATE TABLE.
+func TestPGOpenReadOnlyDatabase(t *testing.T) {
+	c := pgtest.Start(t)
+	open(t, c.DSN()).Close() // the schema exists: a standby has it too
+	_, err := Open(context.Background(), c.DSN()+"&options=-c%20default_transaction_read_only%3Don", Options{})
+	if err == nil || !strings.Contains(err.Error(), "takes no writes") || !strings.Contains(err.Error(), "target_session_attrs=read-write") {
+		t.Fatalf("Open of a read-only database = %v, want it to say the database takes no writes and what to do", err)
+	}
+}
