@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,5 +127,43 @@ func TestPGOutboxErrorTextRefuses(t *testing.T) {
 	}
 	if n := len(smtpd.to("ok@example.com")); n != 1 {
 		t.Errorf("%d emails to ok@, want 1", n)
+	}
+}
+
+// TestPGReloadNamesRewrittenDSNFile: the DSN in store.dsn_file rewritten
+// (a rotated password, another host) and SIGHUP: the pool keeps the DSN
+// it was opened with, and the reload's log line says a restart is needed
+// for it, as for every setting a reload does not apply.
+func TestPGReloadNamesRewrittenDSNFile(t *testing.T) {
+	dir := t.TempDir()
+	dsn := testDSN(t, dir)
+	dsnFile := filepath.Join(dir, "dsn")
+	if err := os.WriteFile(dsnFile, []byte(dsn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writePGTestConfig(t, dir, "dsn_file = "+strconv.Quote(dsnFile)+"\n", "[log]\nlevel = \"info\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+pgGatewaySecret+"\"\n")
+	var log lockedBuffer
+	cmd, _ := startChildTo(t, dir, cfg, &log)
+	d := &daemon{t: t, dir: dir}
+	hup := func(n float64) {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the reload", 10*time.Second, func() bool { return d.scrape(`ipnd_config_reloads_total{result="success"}`) == n })
+	}
+	hup(1) // the same DSN: nothing to restart for
+	if strings.Contains(log.String(), "needs_restart") {
+		t.Fatalf("a reload with the same DSN names a restart:\n%s", log.String())
+	}
+	if err := os.WriteFile(dsnFile, []byte(dsn+"&application_name=rotated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup(2)
+	waitFor(t, "the reload's log line naming store.dsn_file in needs_restart", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), `"needs_restart":"store.dsn_file`)
+	})
+	if strings.Contains(log.String(), "rotated") {
+		t.Errorf("the log shows the DSN:\n%s", log.String())
 	}
 }
