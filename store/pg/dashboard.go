@@ -352,11 +352,13 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	// (toText: a name text refuses, from a request, matches nothing
+	// rather than failing the query.)
 	if q.Gateway != "" {
-		where = append(where, "n.gateway = "+arg(q.Gateway))
+		where = append(where, "n.gateway = "+arg(toText(q.Gateway)))
 	}
 	if q.State != "" {
-		where = append(where, "n.state = "+arg(string(q.State)))
+		where = append(where, "n.state = "+arg(toText(string(q.State))))
 	}
 	if q.After > 0 {
 		where = append(where, "n.id > "+arg(int64(q.After)))

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"ipnd/internal/pgtest"
+	"ipnd/store"
 )
 
 // TestPGTextColumnsKeepBytes: dedup keys and content types that text
@@ -75,5 +76,25 @@ func TestPGOpenReadOnlyDatabase(t *testing.T) {
 	_, err := Open(context.Background(), c.DSN()+"&options=-c%20default_transaction_read_only%3Don", Options{})
 	if err == nil || !strings.Contains(err.Error(), "takes no writes") || !strings.Contains(err.Error(), "target_session_attrs=read-write") {
 		t.Fatalf("Open of a read-only database = %v, want it to say the database takes no writes and what to do", err)
+	}
+}
+
+// TestPGFindNameTextRefuses: a notification list asked for a gateway
+// name that text refuses (a request's ?gateway=%FF) is empty, not a
+// failure of the store (503 "store unavailable").
+func TestPGFindNameTextRefuses(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	if _, _, err := db.Append(context.Background(), note("shop", "k1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []string{"\xff", "sh\x00op"} {
+		items, err := db.Dashboard().Find(store.Query{Gateway: gw, State: "received"})
+		if err != nil || len(items) != 0 {
+			t.Errorf("Find(gateway %q) = %d items, %v; want none", gw, len(items), err)
+		}
+	}
+	if items, err := db.Dashboard().Find(store.Query{Gateway: "shop"}); err != nil || len(items) != 1 {
+		t.Errorf("Find(gateway shop) = %d items, %v; want 1", len(items), err)
 	}
 }
