@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,6 +56,7 @@ receivers = ["shop@example.com"]
 		{"invalid UTF-8 in txn_id", form, ipnBody("txn_id", "T-\xff")},
 		{"invalid UTF-8 in ipn_track_id", form, ipnBody("txn_id", "T-3", "ipn_track_id", "\xc3")},
 		{"invalid UTF-8 in the Content-Type", form + "; charset=\"\xff\"", ipnBody("txn_id", "T-4")},
+		{"a 20 KB txn_id", form, ipnBody("txn_id", randomText(20000))},
 	} {
 		fake.remember(c.body)
 		if code := post(c.ct, c.body); code != 200 {
@@ -69,8 +71,8 @@ receivers = ["shop@example.com"]
 		}
 	}
 	var list struct{ Notifications []struct{ ID uint64 } }
-	if code := d.api("GET", "/api/notifications", nil, &list); code != 200 || len(list.Notifications) != 4 {
-		t.Errorf("notifications: HTTP %d, %d stored, want 4", code, len(list.Notifications))
+	if code := d.api("GET", "/api/notifications", nil, &list); code != 200 || len(list.Notifications) != 5 {
+		t.Errorf("notifications: HTTP %d, %d stored, want 5", code, len(list.Notifications))
 	}
 	waitFor(t, "every notification processed", 20*time.Second, func() bool {
 		var l struct{ Notifications []struct{ State string } }
@@ -166,4 +168,15 @@ func TestPGReloadNamesRewrittenDSNFile(t *testing.T) {
 	if strings.Contains(log.String(), "rotated") {
 		t.Errorf("the log shows the DSN:\n%s", log.String())
 	}
+}
+
+// randomText is n bytes of random letters and digits (incompressible).
+func randomText(n int) string {
+	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b)
 }

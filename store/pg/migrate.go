@@ -104,7 +104,7 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 				if p != nil {
 					state = p.State
 				}
-				return emit(int64(n.ID), n.Gateway, toText(n.DedupKey), n.ReceivedAt, n.RemoteAddr, toText(n.ContentType), headers, n.Body, n.BodySHA256,
+				return emit(int64(n.ID), n.Gateway, dedupText(n.DedupKey), n.ReceivedAt, n.RemoteAddr, toText(n.ContentType), headers, n.Body, n.BodySHA256,
 					timeOrNil(n.Purged), string(state))
 			})
 		})

@@ -474,7 +474,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	var gws, keys []string
 	for _, b := range batch {
 		if b.n.DedupKey != "" {
-			gws, keys = append(gws, b.n.Gateway), append(keys, toText(b.n.DedupKey))
+			gws, keys = append(gws, b.n.Gateway), append(keys, dedupText(b.n.DedupKey))
 		}
 	}
 	seen := map[[2]string]uint64{}
@@ -488,7 +488,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		for rows.Next() {
 			var g, k string
 			var id int64
-			if err := rows.Scan(&g, textOf{&k}, &id); err != nil {
+			if err := rows.Scan(&g, &k, &id); err != nil { // k as the column has it (dedupText)
 				rows.Close()
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
@@ -502,7 +502,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	var fresh [][]any
 	var live []store.LiveEvent
 	for _, b := range batch {
-		key := [2]string{b.n.Gateway, b.n.DedupKey}
+		key := [2]string{b.n.Gateway, dedupText(b.n.DedupKey)}
 		if b.n.DedupKey != "" {
 			if id, ok := seen[key]; ok {
 				b.id, b.dup = id, true
@@ -518,7 +518,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		if err != nil {
 			return err
 		}
-		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, toText(b.n.DedupKey), b.n.ReceivedAt, b.n.RemoteAddr, toText(b.n.ContentType), headers, b.n.Body})
+		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, dedupText(b.n.DedupKey), b.n.ReceivedAt, b.n.RemoteAddr, toText(b.n.ContentType), headers, b.n.Body})
 		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {

@@ -98,3 +98,23 @@ func TestPGFindNameTextRefuses(t *testing.T) {
 		t.Errorf("Find(gateway shop) = %d items, %v; want 1", len(items), err)
 	}
 }
+
+// TestPGLongDedupKey: dedup keys longer than a btree entry holds are
+// stored (by their hash, as on bbolt) without failing the batch; the
+// same key again is a duplicate, another one is not.
+func TestPGLongDedupKey(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	ctx := context.Background()
+	long := func(c byte) string { return strings.Repeat(string(c), 20000) + "\xff" }
+	a, dup, err := db.Append(ctx, note("paypal", long('a')))
+	if err != nil || dup {
+		t.Fatalf("a long key: %d %v %v", a, dup, err)
+	}
+	if id, dup, err := db.Append(ctx, note("paypal", long('a'))); err != nil || !dup || id != a {
+		t.Errorf("the long key again: %d %v %v, want a duplicate of %d", id, dup, err, a)
+	}
+	if id, dup, err := db.Append(ctx, note("paypal", long('b'))); err != nil || dup || id == a {
+		t.Errorf("another long key: %d %v %v, want a new notification", id, dup, err)
+	}
+}
