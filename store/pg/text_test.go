@@ -2,8 +2,10 @@ package pg
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"ipnd/internal/pgtest"
 	"ipnd/store"
@@ -116,5 +118,37 @@ func TestPGLongDedupKey(t *testing.T) {
 	}
 	if id, dup, err := db.Append(ctx, note("paypal", long('b'))); err != nil || dup || id == a {
 		t.Errorf("another long key: %d %v %v, want a new notification", id, dup, err)
+	}
+}
+
+// TestPGSpaceKeysBeforeAnalyze: ipnd stats on a database PostgreSQL has
+// not analyzed yet counts the notifications table's rows, not 0 (the
+// planner's estimate is -1 then).
+func TestPGSpaceKeysBeforeAnalyze(t *testing.T) {
+	db := open(t, pgtest.Start(t).DSN())
+	for i := range 3 {
+		if _, _, err := db.Append(context.Background(), note("shop", fmt.Sprint("k", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sp, err := db.Dashboard().Space()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := -1
+		for _, b := range sp.Buckets {
+			if b.Name == "notifications" {
+				keys = b.Keys
+			}
+		}
+		if keys == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notifications table: %d keys, want 3", keys)
+		}
+		time.Sleep(100 * time.Millisecond) // the statistics are flushed within a second
 	}
 }
