@@ -48,6 +48,13 @@ func fromText(s string) string {
 	return string(b)
 }
 
+// validText is an error text as a text column takes it: invalid UTF-8
+// as U+FFFD, without NUL bytes (what the admin API's JSON would show of
+// them anyway). A delivery's error may quote what the other side said.
+func validText(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+}
+
 // dedupText is the dedup_key column of a notification with dedup key k:
 // toText(k), but a key longer than 200 bytes is "sha256:" and its hash
 // in hex, as the bbolt store's dedup index has it (store.dedupKey): the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"ipnd/internal/pgtest"
+	"ipnd/ipn"
 	"ipnd/store"
 )
 
@@ -150,5 +151,32 @@ func TestPGSpaceKeysBeforeAnalyze(t *testing.T) {
 			t.Fatalf("notifications table: %d keys, want 3", keys)
 		}
 		time.Sleep(100 * time.Millisecond) // the statistics are flushed within a second
+	}
+}
+
+// TestPGOutboxResultErrorTextRefuses: a delivery error whose text holds
+// bytes text refuses (a server's reply in Latin-1, a NUL) is recorded
+// with the other results of its call, not refused with them forever
+// (the worker would retry recording them, stalling every delivery).
+func TestPGOutboxResultErrorTextRefuses(t *testing.T) {
+	db := open(t, pgtest.Start(t).DSN())
+	b := pgBackend(t, db)
+	queue(t, b, 2)
+	d := b.deliveries()
+	items, _, err := d.DueLaneSkipping(ipn.EffectShopCallback, time.Now(), 10, nil)
+	if err != nil || len(items) != 2 {
+		t.Fatalf("due callbacks: %d %v", len(items), err)
+	}
+	results := []ipn.OutboxResult{
+		{ID: items[0].ID, State: ipn.OutboxSent, Attempts: items[0].Attempts + 1},
+		{ID: items[1].ID, State: ipn.OutboxDead, Attempts: items[1].Attempts + 1, Error: "550 Empf\xe4nger \x00unbekannt"},
+	}
+	if err := d.FinishOutbox(results, time.Now()); err != nil {
+		t.Fatalf("FinishOutbox: %v", err)
+	}
+	var last string
+	if err := db.pool.QueryRow(context.Background(), `SELECT last_error FROM outbox WHERE id = $1`, int64(items[1].ID)).Scan(&last); err != nil ||
+		!strings.Contains(last, "550 Empf") || !strings.Contains(last, "unbekannt") {
+		t.Errorf("last_error %q, %v", last, err)
 	}
 }
