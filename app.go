@@ -100,7 +100,7 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
 
 // newApp opens the store and builds every part from cfg; nothing runs yet.
-func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger) (*app, error) {
 	if err := ensureGenerated(cfg, log); err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func newApp(cfg *Config, getenv func(string) string, log *slog.Logger) (*app, er
 	if _, err := cfg.adminToken(); err != nil {
 		return nil, err
 	}
-	a.db, err = openStore(cfg, func(d time.Duration, n int) {
+	a.db, err = openStore(ctx, cfg, log, func(d time.Duration, n int) {
 		if a.m != nil {
 			a.m.Committed(d, n)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"log/slog"
 	"time"
 
 	"ipnd/admin"
@@ -98,9 +99,9 @@ var _ localStore = (*store.DB)(nil)
 // openStore opens the store cfg names (the bbolt file store.path, or the
 // PostgreSQL database of store.dsn); onCommit is told each group
 // commit's duration and size (bbolt).
-func openStore(cfg *Config, onCommit func(d time.Duration, n int)) (Store, error) {
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger, onCommit func(d time.Duration, n int)) (Store, error) {
 	if cfg.postgres() {
-		return openPG(cfg)
+		return openPG(ctx, cfg, log)
 	}
 	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: effectKinds(cfg), OnCommit: onCommit})
 	if err != nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,14 +55,12 @@ var _ sharedStore = (*pgStore)(nil)
 
 // openPG opens the database of cfg's store.dsn (or dsn_file), migrating
 // its schema, and starts probing it.
-func openPG(cfg *Config) (*pgStore, error) {
+func openPG(ctx context.Context, cfg *Config, log *slog.Logger) (*pgStore, error) {
 	dsn, err := cfg.storeDSN()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	db, err := pg.Open(ctx, dsn, pg.Options{})
+	db, err := openPGWaiting(ctx, dsn, log)
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err) // pgx's errors never show the password
 	}
@@ -71,6 +71,33 @@ func openPG(cfg *Config) (*pgStore, error) {
 	s.watched.Add(1)
 	go func() { defer s.watched.Done(); db.Watch(wctx, probeEvery) }()
 	return s, nil
+}
+
+// openPGWaiting opens the database of dsn. While it cannot be reached
+// (down, restarting, a boot where it comes up after ipnd) it tries
+// again, every second at first and at most every 10 s, logging each
+// failure, until ctx ends (a stop signal): a service manager's restarts
+// would give up after a few. What waiting cannot mend (a refused
+// password, a database that does not exist, a newer schema, a DSN that
+// does not parse) is returned at once.
+func openPGWaiting(ctx context.Context, dsn string, log *slog.Logger) (*pg.DB, error) {
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		db, err := pg.Open(octx, dsn, pg.Options{})
+		cancel()
+		if err == nil || !errors.Is(err, pg.ErrUnavailable) || ctx.Err() != nil {
+			return db, err
+		}
+		log.Error("store: postgres unreachable at start; trying again (ipnd listens once it answers)",
+			"error", err, "attempt", attempt, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }
 
 // sameDSN reports whether cfg names the DSN the store was opened with

@@ -56,7 +56,7 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 // public listener (in-flight requests finish their commits), admin
 // listener, workers, store last. SIGHUP reloads the config (reload).
 func serve(ctx context.Context, cfg *Config, getenv func(string) string, log *slog.Logger, hup <-chan os.Signal) error {
-	a, err := newApp(cfg, getenv, log)
+	a, err := newApp(ctx, cfg, getenv, log)
 	if err != nil {
 		return err
 	}

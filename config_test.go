@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,7 +294,7 @@ func TestStoreOpenErrorsHideThePassword(t *testing.T) {
 		{"host=127.0.0.1 port=1 user=ipnd password=s3cret connect_timeout=1 sslmode=disable", "postgres unavailable"},
 	} {
 		cfg := &Config{Store: StoreConfig{Backend: "postgres", DSN: tc.dsn}}
-		_, err := openStore(cfg, nil)
+		_, err := openStore(context.Background(), cfg, slog.New(slog.DiscardHandler), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("open %q: %v, want an error with %q and no password", tc.dsn, err, tc.want)
 		}

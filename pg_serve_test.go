@@ -321,3 +321,81 @@ func TestPGReloadLeaderAndNextTerm(t *testing.T) {
 		t.Errorf("%d callbacks after the reload went to the old URL", n)
 	}
 }
+
+// TestPGServeWaitsForTheDatabaseAtStart: ipnd started while PostgreSQL
+// is down (a boot where the database comes up later) keeps trying,
+// saying so in its log, rather than exit and leave the restart to a
+// service manager that gives up; it serves once the database answers.
+// A stop signal while it waits ends it at once.
+func TestPGServeWaitsForTheDatabaseAtStart(t *testing.T) {
+	c := pgtest.Start(t)
+	smtpd := newFakeSMTP(t, "127.0.0.1:0")
+	shop, shopURL := newShopReceiver(t)
+	dir := t.TempDir()
+	cfg := writePGTestConfig(t, dir, "dsn = "+strconv.Quote(c.DSN())+"\n", pgExtra(smtpd.port(), shopURL))
+	c.Stop()
+
+	start := func() (*exec.Cmd, *lockedBuffer, chan struct{}) {
+		log := &lockedBuffer{}
+		cmd := exec.Command(os.Args[0], "serve", "-config", cfg)
+		cmd.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
+		cmd.Stderr = log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+		waitFor(t, "the log says it waits for the database", 30*time.Second, func() bool {
+			return strings.Contains(log.String(), "postgres unreachable at start")
+		})
+		select {
+		case <-exited:
+			t.Fatalf("ipnd exited while the database was down:\n%s", log.String())
+		default:
+		}
+		return cmd, log, exited
+	}
+
+	// A stop while it waits ends it.
+	cmd, log, exited := start()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("SIGTERM while waiting for the database did not end ipnd\n%s", log.String())
+	}
+
+	// Started while down, then the database comes up.
+	_, log, exited = start()
+	c.Start()
+	waitFor(t, "ipnd listening once the database is up", 60*time.Second, func() bool {
+		_, err1 := os.Stat(filepath.Join(dir, "public.addr"))
+		_, err2 := os.Stat(filepath.Join(dir, "admin.addr"))
+		return err1 == nil && err2 == nil
+	})
+	d := &daemon{t: t, dir: dir}
+	post := signedPoster(t, func() string { return d.addr("public") }, pgGatewaySecret)
+	if code := pay(post, "W-1", "w1@example.com"); code != 200 {
+		t.Fatalf("payment: HTTP %d\n%s", code, log.String())
+	}
+	waitFor(t, "order W-1 paid and called back", 30*time.Second, func() bool {
+		return d.orderStatus("W-1") == "paid" && len(shop.forOrder("W-1")) == 1
+	})
+	select {
+	case <-exited:
+		t.Fatal("ipnd exited")
+	default:
+	}
+
+	// What waiting does not mend is not waited for: a database that does
+	// not exist ends the start with the reason.
+	dir2 := t.TempDir()
+	cfg2 := writePGTestConfig(t, dir2, "dsn = "+strconv.Quote(strings.Replace(c.DSN(), "/ipnd?", "/nodb?", 1))+"\n", pgExtra(smtpd.port(), shopURL))
+	cmd2 := exec.Command(os.Args[0], "serve", "-config", cfg2)
+	cmd2.Env = append(os.Environ(), "IPND_TEST_CHILD=1")
+	out, err := cmd2.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "does not exist") || strings.Contains(string(out), "unreachable at start") {
+		t.Fatalf("serve on a database that does not exist: %v\n%s", err, out)
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -392,11 +393,23 @@ func (db *DB) Close() {
 	db.pool.Close()
 }
 
+// refusedForGood reports whether the server refused the connection for
+// a reason that waiting does not mend: the role or its password (class
+// 28), a database that does not exist (3D). Not: the server starting up
+// or shutting down (57P0x), too many connections (53300), the network.
+func refusedForGood(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D"))
+}
+
 // migrate brings the schema to SchemaVersion. Concurrent starts of
 // several processes serialize on an advisory lock.
 func (db *DB) migrate(ctx context.Context) error {
 	conn, err := db.pool.Acquire(ctx)
 	if err != nil {
+		if refusedForGood(err) {
+			return err
+		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	defer conn.Release()
