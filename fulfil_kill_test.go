@@ -63,7 +63,7 @@ secret = %q
 		seq   atomic.Int64
 	)
 	for round := range 3 {
-		_, exited := startChild(t, dir, cfg)
+		child, exited := startChild(t, dir, cfg)
 		url := d.addr("public") + "/ipn/shop"
 		var oks atomic.Int64
 		var wg sync.WaitGroup
@@ -99,10 +99,7 @@ secret = %q
 			}()
 		}
 		waitFor(t, fmt.Sprintf("round %d: 80 acknowledged", round), 30*time.Second, func() bool { return oks.Load() >= 80 })
-		pidBytes, _ := os.ReadFile(filepath.Join(dir, "ipnd.db.pid"))
-		var pid int
-		fmt.Sscan(string(pidBytes), &pid)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-exited
@@ -138,11 +135,7 @@ secret = %q
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-exited
 
-	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestStore(t, cfg)
 	poolKeys := map[string]string{}
 	tokens := map[string]string{} // token hash -> order
 	// Every order the store holds (also those whose 200 the kill cut

@@ -38,9 +38,7 @@ public_url = "https://dl.example.com"
 [admin]
 listen = "127.0.0.1:0"
 token = "t"
-[store]
-path = %q
-[log]
+%s[log]
 level = "warn"
 [pipeline]
 verify_timeout = "1s"
@@ -68,7 +66,7 @@ name = "paypal"
 kind = "paypal"
 verify_url = %q
 receivers = ["shop@example.com"]
-`, filepath.Join(dir, "ipnd.db"), smtpPort, shopURL, files, extra, verifyURL)
+`, testStore(t, dir), smtpPort, shopURL, files, extra, verifyURL)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
