@@ -9,6 +9,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // bucketAttempts keeps the delivery attempts of every outbox item, the
@@ -113,10 +114,9 @@ func scrubAttempts(tx *bolt.Tx, id uint64) error {
 			changes = append(changes, change{k: bytes.Clone(k)}) // unreadable: dropped
 			continue
 		}
-		if a.Response == "" && a.Stderr == "" {
+		if !record.ScrubAttempt(&a) {
 			continue
 		}
-		a.Response, a.Stderr = "", ""
 		nv, err := encodeValue(a)
 		if err != nil {
 			return err

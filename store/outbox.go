@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 var (
@@ -660,11 +661,10 @@ func (db *DB) RetryOutbox(id uint64, now time.Time) (ipn.OutboxItem, error) {
 			return err
 		}
 		was = *old
-		if old.State == ipn.OutboxSent {
+		it, ok := record.Retry(*old, now)
+		if !ok {
 			return fmt.Errorf("outbox item %d was sent: %w", id, ErrExists)
 		}
-		it := *old
-		it.State, it.Attempts, it.NextAttempt = ipn.OutboxPending, 0, now.UTC()
 		return putOutbox(tx, old, &it)
 	})
 	if err == nil {

@@ -2,22 +2,21 @@ package store
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // ErrNotDiscardable: only a pending or dead outbox item can be
 // discarded.
-var ErrNotDiscardable = errors.New("not pending or dead")
+var ErrNotDiscardable = record.ErrNotDiscardable
 
 // ErrNotResendable: only a sent email can be sent again.
-var ErrNotResendable = errors.New("not a sent email")
+var ErrNotResendable = record.ErrNotResendable
 
 // DiscardOutbox makes a pending or dead item discarded: it is not sent
 // (counted apart, so that the dead-item alert clears), and a callback or
@@ -37,42 +36,29 @@ func (db *DB) DiscardOutbox(id uint64, by, why string, version int, now time.Tim
 			return err
 		}
 		was = *old
-		switch old.State {
-		case ipn.OutboxDiscarded:
-			repeated = true
-			return nil
-		case ipn.OutboxPending, ipn.OutboxDead:
-		default:
-			return fmt.Errorf("outbox item %d is %s: %w", id, old.State, ErrNotDiscardable)
+		it, rep, err := record.Discard(*old)
+		if err != nil || rep {
+			repeated = rep
+			return err
 		}
 		if version != 0 && old.Effect.OrderID != "" {
 			so, err := getStoredOrder(tx, old.Effect.OrderID)
 			if err != nil {
 				return err
 			}
-			if so != nil && max(so.Changes, len(so.History)) != version {
+			if so != nil && record.Version(&so.Order) != version {
 				return fmt.Errorf("%w: order %q is at version %d, the request saw %d", ErrStale, so.ID,
-					max(so.Changes, len(so.History)), version)
+					record.Version(&so.Order), version)
 			}
 		}
-		it := *old
-		it.State, it.NextAttempt = ipn.OutboxDiscarded, time.Time{}
 		if err := putOutbox(tx, old, &it); err != nil {
 			return err
 		}
 		if it.Effect.OrderID == "" {
 			return nil
 		}
-		what := it.Effect.Kind
-		if it.Effect.Template != "" {
-			what += " " + it.Effect.Template
-		}
-		reason := fmt.Sprintf("outbox %d (%s, %s) discarded by %s", it.ID, what, old.State, by)
-		if why != "" {
-			reason += " (" + why + ")"
-		}
 		if err := db.appendOrderChange(tx, it.Effect.OrderID, func(o *ipn.Order) ipn.OrderChange {
-			c := ipn.OrderChange{At: now.UTC(), Notification: it.Notification, From: o.Status, To: o.Status, Reason: reason, By: by}
+			c := record.Discarded(was, o, by, why, now)
 			change, order = &c, &ipn.Order{ID: o.ID}
 			return c
 		}); err != nil {
@@ -110,8 +96,7 @@ func (db *DB) RetryDead(kind string, now time.Time) ([]uint64, error) {
 		}
 		for i := range dead {
 			old := &dead[i]
-			it := *old
-			it.State, it.Attempts, it.NextAttempt = ipn.OutboxPending, 0, now.UTC()
+			it, _ := record.Retry(*old, now)
 			if err := putOutbox(tx, old, &it); err != nil {
 				return err
 			}
@@ -132,7 +117,7 @@ func (db *DB) RetryDead(kind string, now time.Time) ([]uint64, error) {
 // returns the item queued then and queues nothing.
 func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.OutboxItem, error) {
 	var out ipn.OutboxItem
-	target := "outbox/" + strconv.FormatUint(id, 10)
+	target := record.ResendTarget(id)
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		if key != "" {
 			var rec idemRecord
@@ -154,25 +139,17 @@ func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.Outbox
 		if err != nil {
 			return err
 		}
-		email := old.Effect.Kind == ipn.EffectEmailCustomer || old.Effect.Kind == ipn.EffectEmailMerchant
-		if !email || old.State != ipn.OutboxSent {
-			return fmt.Errorf("outbox item %d is a %s %s: %w", id, old.State, old.Effect.Kind, ErrNotResendable)
-		}
 		causes := tx.Bucket(bucketOutboxCause)
-		e := old.Effect
-		for n := 1; ; n++ {
-			c := old.Effect.Cause + "/resend/" + strconv.Itoa(n)
-			if causes.Get([]byte(c)) == nil {
-				e.Cause = c
-				break
-			}
+		e, err := record.Resend(*old, func(c string) (bool, error) { return causes.Get([]byte(c)) != nil, nil })
+		if err != nil {
+			return err
 		}
 		if err := db.enqueueOne(tx, e, old.Notification, now); err != nil {
 			return err
 		}
 		nid := getU64(causes.Get([]byte(e.Cause)))
 		if nid == 0 {
-			return fmt.Errorf("outbox item %d: %s emails are not enabled: %w", id, e.Kind, ErrNotResendable)
+			return record.NotEnabled(id, e.Kind)
 		}
 		it, err := getOutbox(tx, nid)
 		if err != nil {
@@ -188,8 +165,7 @@ func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.Outbox
 			return nil
 		}
 		return db.appendOrderChange(tx, e.OrderID, func(o *ipn.Order) ipn.OrderChange {
-			return ipn.OrderChange{At: now.UTC(), From: o.Status, To: o.Status, By: by,
-				Reason: fmt.Sprintf("outbox %d (%s) resent by %s as outbox %d", id, e.Template, by, nid)}
+			return record.Resent(id, e.Template, o, by, nid, now)
 		})
 	})
 	if err == nil {

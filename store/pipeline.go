@@ -312,8 +312,7 @@ func (db *DB) Replay(id uint64, now time.Time) error {
 				return err
 			}
 		}
-		p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
-		p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
+		record.Replay(p, now)
 		if err := putRetry(tx, retryKey(now, id), []byte(n.Gateway)); err != nil {
 			return err
 		}

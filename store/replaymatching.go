@@ -46,12 +46,19 @@ func MatchingVia(find func(Query) ([]Item, error), f Filter, max int) (ids []uin
 // how many were skipped (their body purged, or gone meanwhile) and
 // whether more matched beyond max.
 func (db *DB) ReplayMatching(f Filter, max int, now time.Time) (replayed []uint64, skipped int, more bool, err error) {
-	ids, more, err := db.Matching(f, max)
+	return ReplayMatchingVia(db.Matching, db.Replay, f, max, now)
+}
+
+// ReplayMatchingVia is ReplayMatching over a backend's Matching and
+// Replay.
+func ReplayMatchingVia(matching func(Filter, int) ([]uint64, bool, error), replay func(uint64, time.Time) error,
+	f Filter, max int, now time.Time) (replayed []uint64, skipped int, more bool, err error) {
+	ids, more, err := matching(f, max)
 	if err != nil {
 		return nil, 0, false, err
 	}
 	for _, id := range ids {
-		switch err := db.Replay(id, now); {
+		switch err := replay(id, now); {
 		case err == nil:
 			replayed = append(replayed, id)
 		case errors.Is(err, ErrPurged), errors.Is(err, ErrNotFound), errors.Is(err, ErrLost):

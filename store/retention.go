@@ -2,9 +2,7 @@ package store
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -12,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // Retention (store.raw_retention): notifications older than the cutoff
@@ -97,15 +96,13 @@ func purgeLog(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, b
 		if err != nil {
 			return 0, false, err
 		}
-		if st != nil && !st.State.Final() {
+		if record.NoteWaits(n, st, cutoff) {
 			break // a retry or replay is pending: it needs the body
 		}
 		if n.Purged.IsZero() {
-			sum := sha256.Sum256(n.Body)
-			n.BodySHA256, n.Purged = hex.EncodeToString(sum[:]), time.Now().UTC()
+			record.PurgeNote(n, time.Now())
 			changes = append(changes, change{id, encodePurged(n)})
-			if st != nil && st.Event != nil && (st.Event.CustomerEmail != "" || st.Event.CustomerName != "") {
-				st.Event.CustomerEmail, st.Event.CustomerName = "", ""
+			if st != nil && record.ScrubEvent(st.Event) {
 				if err := putProcessing(tx, id, st); err != nil {
 					return 0, false, err
 				}
@@ -144,10 +141,10 @@ func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 		if err != nil {
 			return 0, false, err
 		}
-		if !it.CreatedAt.Before(cutoff) || it.State == ipn.OutboxPending {
+		if record.ItemWaits(it, cutoff) {
 			break
 		}
-		if scrubEffect(&it.Effect) {
+		if record.ScrubEffect(&it.Effect) {
 			changes = append(changes, it)
 			done++
 		}
@@ -164,22 +161,6 @@ func purgeOutbox(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 	return done, done == max, meta.Put(keyPurgeOutbox, u64(seen))
 }
 
-// scrubEffect removes the customer's data from an effect; it reports
-// whether there was any.
-func scrubEffect(e *ipn.Effect) bool {
-	had := e.To != ""
-	e.To = ""
-	if e.Event != nil {
-		had = had || e.Event.CustomerEmail != "" || e.Event.CustomerName != ""
-		e.Event.CustomerEmail, e.Event.CustomerName = "", ""
-	}
-	if e.Order != nil {
-		had = had || e.Order.Customer != (ipn.Customer{})
-		e.Order.Customer = ipn.Customer{}
-	}
-	return had
-}
-
 // purgeOrders and purgeSubscriptions remove the customer's data from
 // orders and subscriptions that have not changed since the cutoff.
 func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int, bool, error) {
@@ -188,10 +169,9 @@ func purgeOrders(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max int) (int
 		if err := decodeValue(v, &o); err != nil {
 			return nil, fmt.Errorf("%w: order %q: %v", ErrCorrupt, k, err)
 		}
-		if !o.UpdatedAt.Before(cutoff) || o.CustomerEmail == "" && o.CustomerName == "" {
+		if !record.ScrubOrder(&o.Order, cutoff) { // same status: the counts do not move
 			return nil, nil
 		}
-		o.CustomerEmail, o.CustomerName = "", "" // same status: the counts do not move
 		return encodeValue(&o)
 	})
 }
@@ -202,10 +182,9 @@ func purgeSubscriptions(tx *bolt.Tx, meta *bolt.Bucket, cutoff time.Time, max in
 		if err := decodeValue(v, &s); err != nil {
 			return nil, fmt.Errorf("%w: subscription %q: %v", ErrCorrupt, k, err)
 		}
-		if !s.UpdatedAt.Before(cutoff) || s.CustomerEmail == "" {
+		if !record.ScrubSubscription(&s, cutoff) {
 			return nil, nil
 		}
-		s.CustomerEmail = ""
 		return encodeValue(&s)
 	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"ipnd/ipn"
 	"ipnd/record"
+	"ipnd/store"
 )
 
 // ingestChannel is the channel of the NOTIFY that a commit of new
@@ -473,7 +474,7 @@ func (db *DB) Replay(ctx context.Context, id uint64, now time.Time) error {
 		return unavailable(err)
 	}
 	if !n.Purged.IsZero() {
-		return fmt.Errorf("notification %d: its body was purged (store.raw_retention): it cannot be processed again", id)
+		return fmt.Errorf("notification %d: its body was purged, it cannot be processed again: %w", id, store.ErrPurged)
 	}
 	p, err := t.State(id)
 	if err != nil {
@@ -487,8 +488,7 @@ func (db *DB) Replay(ctx context.Context, id uint64, now time.Time) error {
 			return unavailable(err)
 		}
 	}
-	p.State, p.DuplicateOf, p.Attempts, p.NextAttempt = ipn.StateReceived, 0, 0, now
-	p.History = append(p.History, ipn.HistoryEntry{At: now.UTC(), State: ipn.StateReceived, Detail: "replay requested"})
+	record.Replay(p, now)
 	if err := t.Schedule(id, now, n.Gateway); err != nil {
 		return unavailable(err)
 	}

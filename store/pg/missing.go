@@ -27,34 +27,6 @@ func (d *Dashboard) DecideOrder(id string, dec store.Decision, now time.Time) (s
 
 func (d *Dashboard) DeleteOrder(id string) error { return notBuilt("DeleteOrder") }
 
-// --- the outbox's decisions, replays, retention (outboxadmin.go, retention.go) ---
-
-func (d *Dashboard) Replay(id uint64, now time.Time) error { return notBuilt("Replay") }
-
-func (d *Dashboard) ReplayMatching(f store.Filter, max int, now time.Time) ([]uint64, int, bool, error) {
-	return nil, 0, false, notBuilt("ReplayMatching")
-}
-
-func (d *Dashboard) RetryOutbox(id uint64, now time.Time) (ipn.OutboxItem, error) {
-	return ipn.OutboxItem{}, notBuilt("RetryOutbox")
-}
-
-func (d *Dashboard) RetryDead(kind string, now time.Time) ([]uint64, error) {
-	return nil, notBuilt("RetryDead")
-}
-
-func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.OutboxItem, error) {
-	return ipn.OutboxItem{}, notBuilt("ResendOutbox")
-}
-
-func (d *Dashboard) DiscardOutbox(id uint64, by, why string, version int, now time.Time) (ipn.OutboxItem, bool, error) {
-	return ipn.OutboxItem{}, false, notBuilt("DiscardOutbox")
-}
-
-func (d *Dashboard) Purge(cutoff time.Time, max int) (store.Purged, error) {
-	return store.Purged{}, notBuilt("Purge")
-}
-
 // --- fulfilment (fulfil.go) ---
 
 func (d *Dashboard) Catalog() *fulfil.Catalog { return nil }

@@ -16,11 +16,12 @@
 // transaction that queued. The dashboard's reads are Dashboard
 // (dashboard.go): notifications by gateway, state and identifier (schema
 // 5's notification_terms, written with the processing record), orders,
-// subscriptions, the outbox. Not built yet: fulfilment (products
+// subscriptions, the outbox; the operator's replays, retries, discards
+// and resends of outbox items (outboxadmin.go) and retention
+// (retention.go), from any process. Not built yet: fulfilment (products
 // configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow, the outbox's retries and
-// resends; Replay is DB.Replay, with a context) and the
-// admin API's, retention.
+// of the dashboard's store (Stats, Follow) and the admin API's
+// (missing.go).
 //
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
@@ -43,7 +44,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -231,6 +232,28 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
+	// 6 (7 once the idempotency table of order decisions is schema 6:
+	// the numbers follow the merge): the operator's outbox decisions and
+	// retention (outboxadmin.go, retention.go).
+	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
+	// outbox item (the bbolt store's idempotency bucket under
+	// "outbox/<id>"): when, the item resent (target) and the item it
+	// queued. ipnd_purge: where retention's last pass stopped in each
+	// table (the last id, or order or subscription id, looked at).
+	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		target bigint NOT NULL,
+		item   bigint NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
+	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+		name text PRIMARY KEY,
+		id   bigint NOT NULL DEFAULT 0,
+		key  bytea
+	 );
+	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
+	 ON CONFLICT DO NOTHING;`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
