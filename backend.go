@@ -97,10 +97,10 @@ var _ localStore = (*store.DB)(nil)
 
 // openStore opens the store cfg names (the bbolt file store.path, or the
 // PostgreSQL database of store.dsn); onCommit is told each group
-// commit's duration and size (bbolt).
+// commit's duration and size.
 func openStore(cfg *Config, onCommit func(d time.Duration, n int)) (Store, error) {
 	if cfg.postgres() {
-		return openPG(cfg)
+		return openPG(cfg, onCommit)
 	}
 	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: effectKinds(cfg), OnCommit: onCommit})
 	if err != nil {

@@ -47,15 +47,16 @@ type pgStore struct {
 var _ sharedStore = (*pgStore)(nil)
 
 // openPG opens the database of cfg's store.dsn (or dsn_file), migrating
-// its schema, and starts probing it.
-func openPG(cfg *Config) (*pgStore, error) {
+// its schema, and starts probing it; onCommit is told each ingest
+// transaction's duration and size.
+func openPG(cfg *Config, onCommit func(d time.Duration, n int)) (*pgStore, error) {
 	dsn, err := cfg.storeDSN()
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db, err := pg.Open(ctx, dsn, pg.Options{})
+	db, err := pg.Open(ctx, dsn, pg.Options{OnCommit: onCommit})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err) // pgx's errors never show the password
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,7 @@ var sharedPG struct {
 	stop func()
 	err  error
 	dbs  map[string]string
+	used map[string]bool // the tests (top level) that made a database
 }
 
 // testDSN returns the URL of key's database on the shared cluster,
@@ -148,10 +150,12 @@ func testDSN(tb testing.TB, key string) string {
 	if sharedPG.c == nil && sharedPG.err == nil {
 		sharedPG.c, sharedPG.stop, sharedPG.err = pgtest.StartShared()
 		sharedPG.dbs = map[string]string{}
+		sharedPG.used = map[string]bool{}
 	}
 	if sharedPG.err != nil {
 		tb.Fatalf("the shared PostgreSQL cluster: %v", sharedPG.err)
 	}
+	sharedPG.used[strings.SplitN(tb.Name(), "/", 2)[0]] = true
 	if dsn, ok := sharedPG.dbs[key]; ok {
 		return dsn
 	}
@@ -163,10 +167,14 @@ func testDSN(tb testing.TB, key string) string {
 	return dsn
 }
 
-// stopSharedPG stops the shared cluster, if a test started it.
+// stopSharedPG stops the shared cluster, if a test started it, and says
+// how many tests ran ipnd on it.
 func stopSharedPG() {
 	sharedPG.mu.Lock()
 	defer sharedPG.mu.Unlock()
+	if len(sharedPG.used) > 0 {
+		fmt.Printf("PostgreSQL: %d tests ran ipnd on databases of the shared cluster\n", len(sharedPG.used))
+	}
 	if sharedPG.stop != nil {
 		sharedPG.stop()
 		sharedPG.stop = nil
