@@ -315,7 +315,9 @@ func TestFulfilmentMerchantDecisions(t *testing.T) {
 	payPal("txn_id", "T-D", "invoice", "D-2", "item_number", "a")
 	waitOrder(t, d, "D-2", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/D-2/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/D-2/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	payPal("txn_id", "CASE-1", "parent_txn_id", "T-D", "invoice", "D-2", "txn_type", "new_case", "case_type", "chargeback", "case_id", "CASE-1", "payment_status", "")
 	waitFor(t, "D-2 disputed or reversed", 10*time.Second, func() bool {

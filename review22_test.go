@@ -645,7 +645,9 @@ func TestReview22ProductRemovedByReload(t *testing.T) {
 	}
 	waitOrder(t, d, "RM-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/RM-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/RM-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	key := re.Deliveries[0].LicenseKey
 
@@ -762,7 +764,9 @@ func TestReview22SlowDownload(t *testing.T) {
 		"items": []map[string]any{{"product": "big"}}})
 	waitOrder(t, d, "SL-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/SL-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/SL-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 
 	resp, err := http.Get(d.addr("public") + link)
@@ -804,7 +808,9 @@ func TestReview22ReloadKeepsReservations(t *testing.T) {
 		"items": []map[string]any{{"product": "big"}}})
 	waitOrder(t, d, "RK-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/RK-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/RK-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	for i := 1; i <= 20; i++ {
 		if code, _ := d.license("validate", false, "license_key", fmt.Sprint("WRONG-", i)); code != 404 {
