@@ -162,6 +162,22 @@ func TestPGServeDatabaseStopped(t *testing.T) {
 	if v := d.scrape("ipnd_store_writable"); v != 0 {
 		t.Errorf("ipnd_store_writable = %v, want 0", v)
 	}
+	// The admin API's reads and decisions say the store is unavailable
+	// (503, try again), not an internal error.
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/api/orders/S-1", ""},
+		{"GET", "/api/notifications", ""},
+		{"POST", "/api/orders/S-1/notes", `{"text":"x"}`},
+		{"POST", "/api/outbox/1/retry", ""},
+	} {
+		var body any
+		if r.body != "" {
+			body = json.RawMessage(r.body)
+		}
+		if code := d.api(r.method, r.path, body, nil); code != 503 {
+			t.Errorf("%s %s while PostgreSQL is stopped: HTTP %d, want 503", r.method, r.path, code)
+		}
+	}
 
 	c.Start()
 	waitFor(t, "/healthz 200 again", 30*time.Second, func() bool {

@@ -414,6 +414,10 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
+// unavailableMsg answers a request the store could not serve because its
+// database cannot be reached (store.ErrUnavailable).
+const unavailableMsg = "store unavailable: try again (the reason is on /healthz)"
+
 // fail maps an error to a status and a message safe for the client.
 func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
@@ -431,6 +435,9 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusGone, "lost to journal damage (recorded by ipnd recover --skip-damaged)")
 	case errors.Is(err, store.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "store is closed")
+	case errors.Is(err, store.ErrUnavailable):
+		a.log.Warn("admin request: store unavailable", "error", err)
+		writeError(w, http.StatusServiceUnavailable, unavailableMsg)
 	case errors.Is(err, store.ErrBackupRefused):
 		a.log.Warn("backup refused", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "backup refused: another backup is running, or the data directory has no room for its snapshot (see the log)")

@@ -64,6 +64,10 @@ func (a *api) BulkReplay(req BulkReplayRequest, by string) (res BulkReplayResult
 		req.Limit, a.o.Now())
 	a.log.Info("bulk replay requested", "gateway", req.Gateway, "state", string(req.State), "replayed", len(replayed),
 		"skipped", skipped, "by", by)
+	if errors.Is(err, store.ErrUnavailable) && len(replayed) == 0 {
+		a.log.Warn("bulk replay: store unavailable", "error", err)
+		return res, http.StatusServiceUnavailable, unavailableMsg
+	}
 	if err != nil {
 		a.log.Error("bulk replay failed", "error", err, "replayed", len(replayed))
 		return res, http.StatusInternalServerError, "internal error (see the log)"

@@ -141,6 +141,9 @@ func (a *api) OrderDecision(id, kind string, req DecisionRequest, by, key string
 		return DecisionAnswer{}, http.StatusNotFound, "not found"
 	case errors.Is(err, store.ErrClosed):
 		return DecisionAnswer{}, http.StatusServiceUnavailable, "store is closed"
+	case errors.Is(err, store.ErrUnavailable):
+		a.log.Warn("order decision: store unavailable", "decision", kind, "error", err)
+		return DecisionAnswer{}, http.StatusServiceUnavailable, unavailableMsg
 	case err != nil:
 		a.log.Error("order decision failed", "decision", kind, "error", err)
 		return DecisionAnswer{}, http.StatusInternalServerError, "internal error"
@@ -209,6 +212,9 @@ func (a *api) DiscardOutbox(id uint64, req DecisionRequest, by string) (OutboxDe
 		return OutboxDecision{}, http.StatusNotFound, "not found"
 	case errors.Is(err, store.ErrClosed):
 		return OutboxDecision{}, http.StatusServiceUnavailable, "store is closed"
+	case errors.Is(err, store.ErrUnavailable):
+		a.log.Warn("outbox discard: store unavailable", "error", err)
+		return OutboxDecision{}, http.StatusServiceUnavailable, unavailableMsg
 	case err != nil:
 		a.log.Error("outbox discard failed", "error", err)
 		return OutboxDecision{}, http.StatusInternalServerError, "internal error"

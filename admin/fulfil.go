@@ -120,6 +120,9 @@ func (a *api) Reissue(id, by string) ([]ipn.Delivered, int, string) {
 		return nil, http.StatusNotFound, "not found"
 	case errors.Is(err, store.ErrClosed):
 		return nil, http.StatusServiceUnavailable, "store is closed"
+	case errors.Is(err, store.ErrUnavailable):
+		a.log.Warn("reissue: store unavailable", "order_id", id, "error", err)
+		return nil, http.StatusServiceUnavailable, unavailableMsg
 	case err != nil:
 		a.log.Error("reissuing deliveries failed", "order_id", id, "error", err)
 		return nil, http.StatusInternalServerError, "internal error"

@@ -105,6 +105,32 @@ func Resent(id uint64, template string, o *ipn.Order, by string, queued uint64, 
 // remembered for.
 func ResendTarget(id uint64) string { return "outbox/" + strconv.FormatUint(id, 10) }
 
+// ResendKey reads, in tx, what Idempotency-Key key was used for, as a
+// resend of item id asked at now sees it: the item queued then and true
+// when it was used for a resend of the same item (the resend is
+// repeated: nothing is queued); ErrKeyReused (wrapped) when it was used
+// for another request (a decision on an order, a resend of another
+// item); false when it was not, or is forgotten. The keys of resends and
+// of decisions are one set (KeyUse, under ResendTarget): a backend with
+// concurrent writers holds the key from then to the end of the
+// transaction, as for a decision.
+func ResendKey(tx Tx, key string, id uint64, now time.Time) (queued uint64, repeated bool, err error) {
+	use, err := tx.KeyUse(key)
+	if err != nil || use == nil || use.Order == "" || now.Sub(use.At) >= IdempotencyTTL {
+		return 0, false, err
+	}
+	if use.Order != ResendTarget(id) || use.Kind != "resend" {
+		return 0, false, fmt.Errorf("%w: it was used for %s of %q", ErrKeyReused, use.Kind, use.Order)
+	}
+	return use.Item, true, nil
+}
+
+// RememberResend records in tx that Idempotency-Key key was used at now
+// for the resend of item id that queued item queued.
+func RememberResend(tx Tx, key string, id, queued uint64, now time.Time) error {
+	return tx.RememberKey(key, KeyUse{At: now.UTC(), Order: ResendTarget(id), Kind: "resend", Item: queued})
+}
+
 // Replay makes p, the processing record of a notification, received
 // again, to be processed at now ("replay requested" in its history).
 // The caller removes its retry at p.NextAttempt before, and schedules

@@ -2,7 +2,8 @@
 // drives one transaction that looks up what ipn.Decide reads about each
 // outcome, lets ipn decide, and writes what it decided (Finish), applies
 // to an order the events parked for it (Attach, through ipn.AdoptState),
-// and fails those parked too long (ExpireParked). It decides nothing itself, and knows no storage: each
+// fails those parked too long (ExpireParked), and applies the merchant's
+// decisions on orders (Decide). It decides nothing itself, and knows no storage: each
 // backend (the bbolt store, PostgreSQL) implements Tx, the typed reads
 // and writes of one of its transactions, and runs the transactions.
 //
@@ -20,8 +21,8 @@ import (
 	"ipnd/ipn"
 )
 
-// Tx is one read-write transaction of a store, as Finish, Attach and
-// ExpireParked see it: everything it reads and writes commits together
+// Tx is one read-write transaction of a store, as Finish, Attach,
+// ExpireParked and Decide see it: everything it reads and writes commits together
 // or not at all. A Tx is used by one goroutine. Every method may fail
 // with the store's error (a closed store, a full disk, a lost
 // connection), which aborts the transaction.
@@ -57,6 +58,23 @@ type Reader interface {
 	// expiry schedule, in the order they were parked, parked at or before
 	// cutoff.
 	ParkedDue(cutoff time.Time, max int) ([]Due, error)
+	// StoredOrder reads order id as it is stored, for a change of it
+	// (Decide): the order, nil when none is stored, and its tally, nil
+	// when the order holds its facts and history itself; with a tally,
+	// the order comes without them. A backend with concurrent writers
+	// holds the order from then to the end of the transaction.
+	StoredOrder(id string) (*ipn.Order, *ipn.Tally, error)
+	// OrderInFull reads order id with every fact and history entry (nil
+	// when none is stored).
+	OrderInFull(id string) (*ipn.Order, error)
+	// ShownOrder reads order id as the dashboard shows it: the newest
+	// 1,000 facts and history entries, and the txn ids of those facts
+	// (nil when none is stored).
+	ShownOrder(id string) (*ipn.Order, error)
+	// KeyUse reads what Idempotency-Key key was used for, nil when it was
+	// not (or is forgotten). A backend with concurrent writers holds the
+	// key from then to the end of the transaction.
+	KeyUse(key string) (*KeyUse, error)
 }
 
 // Writer is what a Tx writes.
@@ -109,6 +127,13 @@ type Writer interface {
 	// MoveCursor moves the pipeline's cursor to cursor, when that is
 	// further: every id up to it has been processed or scheduled.
 	MoveCursor(cursor uint64) error
+	// PutOrderChange writes a change of order old, which keeps its facts
+	// and history apart (a tally): next, without its facts and history,
+	// with tally t, and its history entry change, at next.Changes-1.
+	PutOrderChange(old, next *ipn.Order, t ipn.Tally, change ipn.OrderChange) error
+	// RememberKey records what Idempotency-Key key was used for, and
+	// forgets keys used IdempotencyTTL before use.At (a few at a time).
+	RememberKey(key string, use KeyUse) error
 }
 
 // Orphan is an event parked by notification ID, waiting for its order.

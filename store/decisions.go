@@ -2,16 +2,13 @@ package store
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // The merchant's decisions on orders (approve, cancel, note, dispute),
@@ -26,181 +23,39 @@ var (
 )
 
 // IdempotencyTTL is how long an Idempotency-Key is remembered.
-const IdempotencyTTL = 24 * time.Hour
+const IdempotencyTTL = record.IdempotencyTTL
 
 // ErrStale: the request named a version of the order that is not the
 // current one (someone or something changed it since).
-var ErrStale = errors.New("stale version")
+var ErrStale = record.ErrStale
 
 // ErrKeyReused: an Idempotency-Key sent again with another request.
-var ErrKeyReused = errors.New("idempotency key reused for another request")
+var ErrKeyReused = record.ErrKeyReused
 
 // Decision is a merchant's decision on an order as the API, the CLI and
-// the dashboard hand it to DecideOrder.
-type Decision struct {
-	ipn.OrderDecision
-	// Dispute: for a dispute decision ("dispute" kind), the outcome and
-	// the dispute's id ("": the order's only open one).
-	Dispute *ipn.DisputeDecision
-	// Version, when not 0, is the order's version the merchant saw
-	// (ipn.OrderSnapshot.Version, Order.Changes): another answers
-	// ErrStale.
-	Version int
-	// Key, when not "", is the request's Idempotency-Key: a key already
-	// used for the same decision on the same order returns the order
-	// with Repeated set, changing nothing.
-	Key string
-}
+// the dashboard hand it to DecideOrder (record.Decision: both stores
+// apply it with record.Decide).
+type Decision = record.Decision
 
 // DecisionResult is what DecideOrder did.
-type DecisionResult struct {
-	Order    *ipn.Order
-	Change   ipn.OrderChange
-	Repeated bool // the Idempotency-Key was seen: nothing changed
-}
+type DecisionResult = record.DecisionResult
 
-type idemRecord struct {
-	At    time.Time `json:"at"`
-	Order string    `json:"order"` // the order's id, or "outbox/<id>" for a resend
-	Kind  string    `json:"kind"`
-	Item  uint64    `json:"item,omitempty"` // a resend: the item it queued
-	// Request is the SHA-256 of the decision's request (decisionSum):
-	// the key sent again with another request is refused. Empty in
-	// records written before it was kept: not compared.
-	Request string `json:"request,omitempty"`
-}
-
-// decisionSum identifies what a decision asks (its kind, words,
-// dispute and version), so that an Idempotency-Key sent again with
-// another request is told apart from a repeat.
-func decisionSum(kind string, d Decision) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %d", kind, d.Why, d.Version)
-	if d.Dispute != nil {
-		fmt.Fprintf(h, " %q %t", d.Dispute.Dispute, d.Dispute.Won)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
+// idemRecord is what an Idempotency-Key was used for, kept as JSON
+// under the key.
+type idemRecord = record.KeyUse
 
 // DecideOrder applies decision d to order id (ipn.DecideOrder, or
 // ipn.CloseDispute for a dispute) and queues its effects, in one
-// transaction. Errors: ErrNotFound, ErrStale, ErrKeyReused,
-// ipn.ErrNotInReview, ipn.ErrFinal, ipn.ErrNoOpenDispute,
+// transaction (record.Decide). Errors: ErrNotFound, ErrStale,
+// ErrKeyReused, ipn.ErrNotInReview, ipn.ErrFinal, ipn.ErrNoOpenDispute,
 // ipn.ErrBadDecision.
 func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult, error) {
 	var res DecisionResult
-	kind := d.Kind
-	if d.Dispute != nil {
-		kind = "dispute"
-	}
-	sum := decisionSum(kind, d)
 	queued := false
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		res, queued = DecisionResult{}, false
-		if d.Key != "" {
-			var rec idemRecord
-			if err := getJSON(tx, bucketIdempotency, []byte(d.Key), &rec); err != nil {
-				return err
-			}
-			if rec.Order != "" && now.Sub(rec.At) < IdempotencyTTL {
-				if rec.Order != id || rec.Kind != kind {
-					return fmt.Errorf("%w: it was used for %s of order %q", ErrKeyReused, rec.Kind, rec.Order)
-				}
-				if rec.Request != "" && rec.Request != sum {
-					return fmt.Errorf("%w: it was used for %s of order %q with another note, outcome or version", ErrKeyReused, rec.Kind, rec.Order)
-				}
-				o, err := fullOrder(tx, id)
-				if err != nil {
-					return err
-				}
-				if o == nil {
-					return fmt.Errorf("order %q: %w", id, ErrNotFound)
-				}
-				res.Order, res.Repeated = o, true
-				return nil
-			}
-		}
-		so, err := getStoredOrder(tx, id)
-		if err != nil {
-			return err
-		}
-		if so == nil {
-			return fmt.Errorf("order %q: %w", id, ErrNotFound)
-		}
-		cur := max(so.Changes, len(so.History))
-		if d.Version != 0 && d.Version != cur {
-			return fmt.Errorf("%w: order %q is at version %d, the request saw %d", ErrStale, id, cur, d.Version)
-		}
-		var effects []ipn.Effect
-		if d.Dispute != nil {
-			o, err := orderInFull(tx, id)
-			if err != nil {
-				return err
-			}
-			dd := *d.Dispute
-			dd.By, dd.Why = d.By, d.Why
-			next, eff, err := ipn.CloseDispute(o, dd, now)
-			if err != nil {
-				return err
-			}
-			if n := len(next.History); n > 0 {
-				next.History[n-1].By = d.By // who decided, as for the other decisions
-			}
-			if eff, err = db.fulfilOrder(tx, o, &next, nil, nil, eff, now); err != nil { // SPEC §11: won restores
-				return err
-			}
-			if err := db.recordOrder(tx, o, &next, nil, nil); err != nil {
-				return err
-			}
-			effects = eff
-			res.Change = next.History[len(next.History)-1]
-			res.Order = &next
-		} else {
-			old := so.Order
-			t := so.Tally
-			if t == nil {
-				rt, _ := ipn.RebuildTally(&old)
-				t = &rt
-			}
-			next, change, eff, err := ipn.DecideOrder(&old, *t, d.OrderDecision, now.UTC())
-			if err != nil {
-				return err
-			}
-			fw := &ipn.OrderWrite{Change: change} // SPEC §11: an approved order is delivered
-			if eff, err = db.fulfilOrder(tx, &old, &next, fw, nil, eff, now); err != nil {
-				return err
-			}
-			change = fw.Change
-			if n := len(next.History); so.Tally == nil && n > 0 {
-				next.History[n-1] = change
-			}
-			if so.Tally == nil {
-				if err := db.recordOrder(tx, &old, &next, nil, nil); err != nil {
-					return err
-				}
-			} else {
-				nt := *so.Tally
-				nt.Reach(change.To)
-				if err := db.putJSON(tx, bucketOrderRecords, seqKey(id, recHistory, uint64(next.Changes-1)), change); err != nil {
-					return err
-				}
-				if err := db.putOrder(tx, &old, &next, &nt); err != nil {
-					return err
-				}
-			}
-			effects = eff
-			res.Change = change
-			if res.Order, err = fullOrder(tx, id); err != nil {
-				return err
-			}
-		}
-		if d.Key != "" {
-			if err := db.rememberKey(tx, d.Key, idemRecord{At: now.UTC(), Order: id, Kind: kind, Request: sum}); err != nil {
-				return err
-			}
-		}
-		queued = len(effects) > 0
-		return db.enqueue(tx, effects, 0, now)
+	err := db.update(func(tx record.Tx) error {
+		var err error
+		res, queued, err = record.Decide(tx, id, d, now)
+		return err
 	})
 	if err == nil && queued {
 		db.pokeOutbox()
@@ -209,6 +64,42 @@ func (db *DB) DecideOrder(id string, d Decision, now time.Time) (DecisionResult,
 		db.announceOrder(res.Order, res.Change)
 	}
 	return res, mapClosed(err)
+}
+
+// The reads and writes of record.Decide on bbolt.
+
+func (t *boltTx) StoredOrder(id string) (*ipn.Order, *ipn.Tally, error) {
+	so, err := getStoredOrder(t.tx, id)
+	if err != nil || so == nil {
+		return nil, nil, err
+	}
+	return &so.Order, so.Tally, nil
+}
+
+func (t *boltTx) OrderInFull(id string) (*ipn.Order, error) { return orderInFull(t.tx, id) }
+
+func (t *boltTx) ShownOrder(id string) (*ipn.Order, error) { return fullOrder(t.tx, id) }
+
+func (t *boltTx) KeyUse(key string) (*record.KeyUse, error) {
+	var use record.KeyUse
+	if err := getJSON(t.tx, bucketIdempotency, []byte(key), &use); err != nil {
+		return nil, err
+	}
+	if use.Order == "" {
+		return nil, nil
+	}
+	return &use, nil
+}
+
+func (t *boltTx) PutOrderChange(old, next *ipn.Order, tally ipn.Tally, change ipn.OrderChange) error {
+	if err := t.db.putJSON(t.tx, bucketOrderRecords, seqKey(next.ID, recHistory, uint64(next.Changes-1)), change); err != nil {
+		return err
+	}
+	return t.db.putOrder(t.tx, old, next, &tally)
+}
+
+func (t *boltTx) RememberKey(key string, use record.KeyUse) error {
+	return t.db.rememberKey(t.tx, key, use)
 }
 
 // rememberKey records an Idempotency-Key and forgets those older than

@@ -12,6 +12,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // Snapshot is a read-only view of a stopped database for ipnd migrate
@@ -299,6 +300,18 @@ func (s *Snapshot) Attempts(fn func(outbox, seq uint64, a ipn.OutboxAttempt) err
 	})
 }
 
+// Keys walks the Idempotency-Keys of the admin API's decisions and
+// resends, in key order, with what each was used for.
+func (s *Snapshot) Keys(fn func(key string, use record.KeyUse) error) error {
+	return s.each(bucketIdempotency, func(k, v []byte) error {
+		var use record.KeyUse
+		if err := decodeValue(v, &use); err != nil {
+			return fmt.Errorf("%w: idempotency key %q: %v", ErrCorrupt, k, err)
+		}
+		return fn(string(k), use)
+	})
+}
+
 // NotCopied counts what a copy to PostgreSQL leaves behind, by kind:
 // records of features the PostgreSQL store does not have yet.
 func (s *Snapshot) NotCopied() map[string]int {
@@ -306,7 +319,6 @@ func (s *Snapshot) NotCopied() map[string]int {
 	for name, b := range map[string][]byte{
 		"fulfilments":           bucketFulfil,
 		"license keys":          bucketLicenses,
-		"admin decisions":       bucketIdempotency,
 		"ids lost to damage":    bucketLost,
 		"dropped notifications": bucketDropped,
 	} {

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
+	"ipnd/record"
 )
 
 // Importer writes a copy of another store into a new database (ipnd
@@ -257,6 +258,19 @@ func (w *Importer) Attempt(outbox, seq uint64, a ipn.OutboxAttempt) error {
 	return w.step(err)
 }
 
+// Key remembers Idempotency-Key key as used for use (and indexes it by
+// its time, for expiry), as a decision does.
+func (w *Importer) Key(key string, use record.KeyUse) error {
+	v, err := encodeValue(use)
+	if err == nil {
+		err = w.tx.Bucket(bucketIdempotency).Put([]byte(key), v)
+	}
+	if err == nil {
+		err = w.tx.Bucket(bucketIdempotencyAge).Put(append(u64(uint64(use.At.UnixNano())), key...), nil)
+	}
+	return w.step(err)
+}
+
 // Counters sets the highest notification id given, the pipeline cursor
 // and the highest outbox id given.
 func (w *Importer) Counters(seq, cursor, outboxSeq uint64) error {
@@ -276,7 +290,7 @@ func (w *Importer) Counters(seq, cursor, outboxSeq uint64) error {
 func (w *Importer) Count(kind string) int {
 	names := map[string][]byte{"notifications": bucketLog, "processing": bucketState, "retries": bucketRetry, "facts": bucketEvents,
 		"payment_refs": bucketRefs, "orphans": bucketOrphans, "parked_due": bucketParkedDue, "orders": bucketOrders,
-		"subscriptions": bucketSubs, "outbox": bucketOutbox, "outbox_attempts": bucketAttempts}
+		"subscriptions": bucketSubs, "outbox": bucketOutbox, "outbox_attempts": bucketAttempts, "idempotency": bucketIdempotency}
 	b, ok := names[kind]
 	if !ok {
 		return -1

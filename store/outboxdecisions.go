@@ -113,22 +113,21 @@ func (db *DB) RetryDead(kind string, now time.Time) ([]uint64, error) {
 // ResendOutbox queues a sent email again as a new item (its cause the
 // original's with "/resend/N"), as it was (the same template and order
 // snapshot), and returns the new item. ErrNotResendable for an item that
-// is not a sent email. With an Idempotency-Key key seen before, it
-// returns the item queued then and queues nothing.
+// is not a sent email. With an Idempotency-Key key seen before for the
+// same item, it returns the item queued then and queues nothing; used
+// for another request (a decision, a resend of another item),
+// ErrKeyReused (record.ResendKey).
 func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.OutboxItem, error) {
 	var out ipn.OutboxItem
-	target := record.ResendTarget(id)
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		rt := &boltTx{db, tx}
 		if key != "" {
-			var rec idemRecord
-			if err := getJSON(tx, bucketIdempotency, []byte(key), &rec); err != nil {
+			queued, repeated, err := record.ResendKey(rt, key, id, now)
+			if err != nil {
 				return err
 			}
-			if rec.Order != "" && now.Sub(rec.At) < IdempotencyTTL {
-				if rec.Order != target || rec.Kind != "resend" {
-					return fmt.Errorf("%w: it was used for %s of %q", ErrKeyReused, rec.Kind, rec.Order)
-				}
-				it, err := getOutbox(tx, rec.Item)
+			if repeated {
+				it, err := getOutbox(tx, queued)
 				if err == nil {
 					out = *it
 				}
@@ -157,7 +156,7 @@ func (db *DB) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.Outbox
 		}
 		out = *it
 		if key != "" {
-			if err := db.rememberKey(tx, key, idemRecord{At: now.UTC(), Order: target, Kind: "resend", Item: nid}); err != nil {
+			if err := record.RememberResend(rt, key, id, nid, now); err != nil {
 				return err
 			}
 		}

@@ -70,11 +70,14 @@ const SchemaVersion = 9
 
 // Errors callers test with errors.Is.
 var (
-	ErrClosed    = errors.New("store is closed")
-	ErrNotFound  = ipn.ErrNotFound
-	ErrInUse     = errors.New("database is in use by another ipnd")
-	ErrNewSchema = errors.New("database schema is newer than this ipnd")
-	ErrBacklog   = errors.New("store is behind: appends wait until the journal is applied")
+	ErrClosed = errors.New("store is closed")
+	// ErrUnavailable: the store's database cannot be reached now (the
+	// PostgreSQL backend's pg.ErrUnavailable is one): try again.
+	ErrUnavailable = errors.New("store unavailable")
+	ErrNotFound    = ipn.ErrNotFound
+	ErrInUse       = errors.New("database is in use by another ipnd")
+	ErrNewSchema   = errors.New("database schema is newer than this ipnd")
+	ErrBacklog     = errors.New("store is behind: appends wait until the journal is applied")
 	// ErrJournalDamaged: acknowledged records in the journal cannot be
 	// read (see JournalDamageError); Open refuses unless SkipDamaged.
 	ErrJournalDamaged = errors.New("journal damaged: acknowledged notifications cannot be read")

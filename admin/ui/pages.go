@@ -123,6 +123,9 @@ func (u *ui) fail(w http.ResponseWriter, s session, err error) {
 		status, msg = http.StatusGone, "Lost to journal damage."
 	case errors.Is(err, store.ErrClosed):
 		status, msg = http.StatusServiceUnavailable, "The store is closed."
+	case errors.Is(err, store.ErrUnavailable):
+		u.log.Warn("dashboard request: store unavailable", "error", err)
+		status, msg = http.StatusServiceUnavailable, "The store's database cannot be reached now: try again in a moment (the reason is on /healthz)."
 	default:
 		u.log.Error("dashboard request failed", "error", err)
 	}

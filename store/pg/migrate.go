@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"ipnd/ipn"
+	"ipnd/record"
 	"ipnd/store"
 )
 
@@ -19,7 +20,7 @@ var ErrNotEmpty = errors.New("the PostgreSQL database is not empty")
 
 // dataTables are the tables Import fills, in the order it fills them.
 var dataTables = []string{"notifications", "processing", "retries", "facts", "payment_refs", "orphans", "parked_due",
-	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts"}
+	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts", "idempotency"}
 
 // Copied is what Import copied: rows per table (in dataTables' order)
 // as counted in the database after the copy, and the counters it set.
@@ -260,6 +261,17 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 					return err
 				}
 				return emit(int64(outbox), int64(seq), b)
+			})
+		})
+	}
+	if err == nil {
+		err = cp("idempotency", []string{"key", "at", "record"}, func(emit func(...any) error) error {
+			return s.Keys(func(key string, use record.KeyUse) error {
+				b, err := json.Marshal(use)
+				if err != nil {
+					return err
+				}
+				return emit([]byte(key), use.At, b)
 			})
 		})
 	}
@@ -550,6 +562,20 @@ func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
 			}
 			copied["outbox_attempts"]++
 			return w.Attempt(uint64(id), uint64(seq), a)
+		})
+	}
+	if err == nil {
+		err = each(`SELECT key, record FROM idempotency ORDER BY key`, func(r pgx.Rows) error {
+			var k, b []byte
+			if err := r.Scan(&k, &b); err != nil {
+				return err
+			}
+			var use record.KeyUse
+			if err := decode(b, &use, fmt.Sprintf("idempotency key %q", k)); err != nil {
+				return err
+			}
+			copied["idempotency"]++
+			return w.Key(string(k), use)
 		})
 	}
 	if err != nil {

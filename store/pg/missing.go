@@ -17,16 +17,6 @@ var ErrNotBuilt = errors.New("not built on the postgres backend yet")
 
 func notBuilt(what string) error { return fmt.Errorf("%s: %w", what, ErrNotBuilt) }
 
-// --- decisions and orders (decisions.go) ---
-
-func (d *Dashboard) CreateOrder(o ipn.Order) error { return notBuilt("CreateOrder") }
-
-func (d *Dashboard) DecideOrder(id string, dec store.Decision, now time.Time) (store.DecisionResult, error) {
-	return store.DecisionResult{}, notBuilt("DecideOrder")
-}
-
-func (d *Dashboard) DeleteOrder(id string) error { return notBuilt("DeleteOrder") }
-
 // --- fulfilment (fulfil.go) ---
 
 func (d *Dashboard) Catalog() *fulfil.Catalog { return nil }

@@ -24,11 +24,13 @@ import (
 // (NOTIFY ipnd_ingest).
 //
 // Lock order, as the leader's transactions: an outbox item's row before
-// its order's (FinishOutbox); a resend takes the outbox counter, then
-// its order's row without waiting (see ResendOutbox). A transaction
-// PostgreSQL aborts for a deadlock or a serialization failure, whose new
-// row met one another transaction just committed (two resends at once),
-// or whose lock was not free (NOWAIT), runs again after a pause.
+// its order's (FinishOutbox); a resend takes its Idempotency-Key first
+// (an advisory lock, as a decision does: decisions.go), then the outbox
+// counter, then its order's row without waiting (see ResendOutbox). A
+// transaction PostgreSQL aborts for a deadlock or a serialization
+// failure, whose new row met one another transaction just committed
+// (two resends at once), or whose lock was not free (NOWAIT), runs
+// again after a pause.
 
 // Replay schedules notification id to be processed again now
 // (DB.Replay, under the DB's timeout): store.ErrNotFound when it is not
@@ -265,31 +267,25 @@ func (d *Dashboard) DiscardOutbox(id uint64, by, why string, version int, now ti
 // as the bbolt store's. store.ErrNotResendable for an item that is not a
 // sent email. With an Idempotency-Key key seen before (within
 // store.IdempotencyTTL) for the same item, it returns the item queued
-// then and queues nothing; seen for another item, store.ErrKeyReused.
-// The keys are kept in ipnd_outbox_idempotency (the keys of order
-// decisions are kept apart: a key used for a decision and then for a
-// resend is not refused).
+// then and queues nothing; used for another request (a decision on an
+// order, a resend of another item), store.ErrKeyReused. The keys are
+// the decisions' (table idempotency, record.ResendKey and
+// RememberResend, as on bbolt), held by their advisory lock.
 func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.OutboxItem, error) {
 	var out ipn.OutboxItem
 	err := d.update(func(t *pgTx) error {
 		out = ipn.OutboxItem{}
-		expired := false
 		if key != "" {
-			var at time.Time
-			var target, item int64
-			found, err := t.row(`SELECT at, target, item FROM ipnd_outbox_idempotency WHERE key = $1 FOR UPDATE`,
-				[]any{[]byte(key)}, &at, &target, &item)
+			// The key's advisory lock (KeyUse), taken first, as a
+			// decision takes it: the pipeline never asks for it.
+			queued, repeated, err := record.ResendKey(t, key, id, now)
 			if err != nil {
 				return err
 			}
-			if found && now.Sub(at) < store.IdempotencyTTL {
-				if uint64(target) != id {
-					return fmt.Errorf("%w: it was used for resend of %q", store.ErrKeyReused, record.ResendTarget(uint64(target)))
-				}
-				out, err = t.item(uint64(item), "")
+			if repeated {
+				out, err = t.item(queued, "")
 				return err
 			}
-			expired = found
 		}
 		old, err := t.item(id, "") // a sent item stays sent
 		if err != nil {
@@ -337,7 +333,7 @@ func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.
 			return err
 		}
 		if key != "" {
-			if err := t.rememberResend(key, expired, id, out.ID, now); err != nil {
+			if err := record.RememberResend(t, key, id, out.ID, now); err != nil {
 				return err
 			}
 		}
@@ -351,23 +347,4 @@ func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.
 		return t.notifyOutbox()
 	})
 	return out, err
-}
-
-// rememberResend records the Idempotency-Key key of the resend of item
-// target as item (expired: its row is there, expired, and locked), and
-// forgets a few of the keys older than store.IdempotencyTTL, the oldest
-// first. A new key goes in without a guard: the same key committed
-// meanwhile makes the transaction run again, and then it is seen.
-func (t *pgTx) rememberResend(key string, expired bool, target, item uint64, now time.Time) error {
-	if err := t.exec(`DELETE FROM ipnd_outbox_idempotency WHERE key IN (
-			SELECT key FROM ipnd_outbox_idempotency WHERE at <= $1 AND key <> $2 ORDER BY at LIMIT 100 FOR UPDATE SKIP LOCKED)`,
-		now.Add(-store.IdempotencyTTL), []byte(key)); err != nil {
-		return err
-	}
-	if expired {
-		return t.exec(`UPDATE ipnd_outbox_idempotency SET at = $2, target = $3, item = $4 WHERE key = $1`,
-			[]byte(key), now.UTC(), int64(target), int64(item))
-	}
-	return t.exec(`INSERT INTO ipnd_outbox_idempotency (key, at, target, item) VALUES ($1, $2, $3, $4)`,
-		[]byte(key), now.UTC(), int64(target), int64(item))
 }

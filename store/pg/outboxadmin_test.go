@@ -1,11 +1,13 @@
 package pg
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -224,6 +226,24 @@ func decisionsScenario(t *testing.T, b *backend) string {
 	w("resend a callback: %s", opErr(err))
 	_, err = op.ResendOutbox(999, "admin", "", now)
 	w("resend no item: %s", opErr(err))
+
+	// One Idempotency-Key is one request, a decision or a resend.
+	dec := b.reads.(decider)
+	noteWith := func(key string) store.Decision {
+		return store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionNote, By: "admin", Why: "called the customer"}, Key: key}
+	}
+	dres, err := dec.DecideOrder("O0", noteWith("cross-1"), now)
+	w("a note with a key: repeated=%v %s", dres.Repeated, opErr(err))
+	_, err = op.ResendOutbox(emails[0], "admin", "cross-1", now)
+	w("the note's key for a resend: %s", opErr(err))
+	dres, err = dec.DecideOrder("O0", noteWith("cross-1"), now)
+	w("the note again: repeated=%v %s", dres.Repeated, opErr(err))
+	it, err = op.ResendOutbox(emails[1], "admin", "cross-2", now)
+	w("a resend with another key: %d %s %s", it.ID, it.Effect.Cause, opErr(err))
+	_, err = dec.DecideOrder("O1", noteWith("cross-2"), now)
+	w("the resend's key for a note: %s", opErr(err))
+	again, err = op.ResendOutbox(emails[1], "admin", "cross-2", now)
+	w("the resend again: %d same=%v %s", again.ID, again.ID == it.ID, opErr(err))
 	outboxState(t, b, &out, "O0", "O1")
 	return out.String()
 }
@@ -231,8 +251,9 @@ func decisionsScenario(t *testing.T, b *backend) string {
 // TestPGOutboxDecisions runs the operator's outbox decisions (retry of
 // a dead item, retry of the dead of a lane, discard with a stale
 // version, discard, repeated; resend with a key, repeated, the key
-// reused, without a key) on the bbolt store and on PostgreSQL, and
-// compares what each answered and holds after.
+// reused, without a key; a key used for a decision then for a resend,
+// and the reverse) on the bbolt store and on PostgreSQL, and compares
+// what each answered and holds after.
 func TestPGOutboxDecisions(t *testing.T) {
 	c := pgtest.Start(t)
 	want := decisionsScenario(t, boltBackend(t))
@@ -247,6 +268,8 @@ func TestPGOutboxDecisions(t *testing.T) {
 		"/resend/1 notification=1 ok", "the key for another item: key reused", "/resend/2 ok",
 		"resend a callback: not resendable", "resend no item: not found",
 		`discarded by cli (shop gone)`, "resent by admin as outbox",
+		"a note with a key: repeated=false ok", "the note's key for a resend: key reused", "the note again: repeated=true ok",
+		"/resend/1 ok", "the resend's key for a note: key reused", "same=true ok",
 	} {
 		if !strings.Contains(want, must) {
 			t.Errorf("the scenario does not reach %q:\n%s", must, want)
@@ -621,4 +644,181 @@ func TestPGResendYieldsToThePipeline(t *testing.T) {
 	if err != nil || len(items) == 0 || !strings.HasSuffix(items[len(items)-1].Effect.Cause, "/resend/1") {
 		t.Errorf("after: %+v %v", items, err)
 	}
+}
+
+// TestPGMigrateResendKeys: ipnd migrate carries the Idempotency-Keys of
+// resends both ways, with those of decisions: a resend repeated after
+// the copy, on PostgreSQL or back on bbolt, answers the item it queued
+// before and queues nothing, and its key is refused for a resend of
+// another item and for a decision.
+func TestPGMigrateResendKeys(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ipnd.db")
+	bdb, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := boltOn(bdb)
+	queue(t, b, 2)
+	items, err := b.outbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var emails []uint64
+	var sent []ipn.OutboxResult
+	for _, it := range items {
+		if it.Effect.Kind == ipn.EffectEmailCustomer {
+			emails = append(emails, it.ID)
+			sent = append(sent, ipn.OutboxResult{ID: it.ID, State: ipn.OutboxSent, Attempts: 1})
+		}
+	}
+	if len(emails) != 2 {
+		t.Fatalf("emails %v in %+v", emails, items)
+	}
+	if err := bdb.FinishOutbox(sent, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	type resent struct{ target, queued uint64 }
+	keys := map[string]resent{}
+	it, err := bdb.ResendOutbox(emails[0], "admin", "rk1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys["rk1"] = resent{emails[0], it.ID}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// check asks every resend of keys again, and with its key a resend of
+	// the other email and a note on O0.
+	check := func(where string, op operator, dec decider, count func() int, at time.Time) {
+		t.Helper()
+		before := count()
+		for key, r := range keys {
+			it, err := op.ResendOutbox(r.target, "admin", key, at)
+			if err != nil || it.ID != r.queued {
+				t.Errorf("%s: resend of %d with key %s again: item %d %v, want item %d repeated", where, r.target, key, it.ID, err, r.queued)
+			}
+			other := emails[0]
+			if r.target == other {
+				other = emails[1]
+			}
+			if _, err := op.ResendOutbox(other, "admin", key, at); !errors.Is(err, store.ErrKeyReused) {
+				t.Errorf("%s: resend of %d with the key %s of a resend of %d: %v, want ErrKeyReused", where, other, key, r.target, err)
+			}
+			note := store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionNote, By: "admin", Why: "x"}, Key: key}
+			if _, err := dec.DecideOrder("O0", note, at); !errors.Is(err, store.ErrKeyReused) {
+				t.Errorf("%s: a note with the key %s of a resend: %v, want ErrKeyReused", where, key, err)
+			}
+		}
+		if n := count(); n != before {
+			t.Errorf("%s: %d outbox items after the repeats, %d before", where, n, before)
+		}
+	}
+
+	pdb := open(t, c.DSN())
+	var copied Copied
+	err = store.Export(path, func(s *store.Snapshot) error {
+		var err error
+		copied, err = pdb.Import(ctx, s)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(copied.Tables, TableCount{"idempotency", 1}) {
+		t.Errorf("copied %v, want 1 idempotency key", copied.Tables)
+	}
+	pd := pdb.Dashboard()
+	pgCount := func() int {
+		items, err := pdb.Outbox(ctx, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(items)
+	}
+	check("on PostgreSQL", pd, pd, pgCount, now.Add(time.Minute))
+	if it, err = pd.ResendOutbox(emails[1], "admin", "rk2", now.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	keys["rk2"] = resent{emails[1], it.ID}
+	check("on PostgreSQL", pd, pd, pgCount, now.Add(3*time.Minute))
+
+	back := filepath.Join(t.TempDir(), "back.db")
+	err = store.Import(back, func(w *store.Importer) error {
+		var err error
+		copied, err = pdb.Export(ctx, w)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(copied.Tables, TableCount{"idempotency", 2}) {
+		t.Errorf("copied back %v, want 2 idempotency keys", copied.Tables)
+	}
+	bdb, err = store.Open(back, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	boltCount := func() int {
+		items, err := bdb.ListOutbox("", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(items)
+	}
+	check("back on bbolt", bdb, bdb, boltCount, now.Add(4*time.Minute))
+}
+
+// TestPGResendAndDecisionOneKeyAtOnce: a resend and a note on its order
+// sent at once by two processes with one Idempotency-Key: round after
+// round, exactly one is done and the other answers ErrKeyReused (the
+// key's lock is the same for both), and an item is queued for each
+// resend done.
+func TestPGResendAndDecisionOneKeyAtOnce(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	b := pgBackend(t, db)
+	queue(t, b, 1)
+	items, err := b.outbox()
+	if err != nil || len(items) == 0 || items[0].Effect.Kind != ipn.EffectEmailCustomer {
+		t.Fatalf("items %+v %v", items, err)
+	}
+	email := items[0].ID
+	if err := b.deliveries().FinishOutbox([]ipn.OutboxResult{{ID: email, State: ipn.OutboxSent, Attempts: 1}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	procs := [2]*Dashboard{db.Dashboard(), open(t, c.DSN()).Dashboard()}
+	resends := 0
+	for round := range 20 {
+		key := fmt.Sprintf("once-%d", round)
+		errs := together(func(i int) error {
+			p := procs[(i+round)%2]
+			if i == 0 {
+				_, err := p.ResendOutbox(email, "admin", key, time.Now())
+				return err
+			}
+			note := store.Decision{OrderDecision: ipn.OrderDecision{Kind: ipn.DecisionNote, By: "admin", Why: key}, Key: key}
+			_, err := p.DecideOrder("O0", note, time.Now())
+			return err
+		})
+		switch {
+		case errs[0] == nil && errors.Is(errs[1], store.ErrKeyReused):
+			resends++
+		case errs[1] == nil && errors.Is(errs[0], store.ErrKeyReused):
+		default:
+			t.Errorf("round %d: resend %v, note %v; want one done and the other ErrKeyReused", round, errs[0], errs[1])
+		}
+	}
+	after, err := b.outbox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(items)+resends {
+		t.Errorf("%d items after %d resends, want %d", len(after), resends, len(items)+resends)
+	}
+	t.Logf("%d of 20 rounds: the resend first", resends)
 }

@@ -23,6 +23,10 @@
 // of the dashboard's store (Stats, Follow) and the admin API's
 // (missing.go).
 //
+// The admin API's decisions on orders and its order writes are
+// Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
+// transaction of any process, the order's row locked for it.
+//
 // ipnd migrate copies a stopped bbolt store into an empty database
 // (Import) and a database into a new bbolt file (Export), each from one
 // consistent snapshot and verified per table (migrate.go).
@@ -41,14 +45,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"ipnd/ipn"
+	"ipnd/store"
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
-var ErrUnavailable = errors.New("postgres unavailable")
+// It is a store.ErrUnavailable (errors.Is), which the admin API answers
+// with 503.
+var ErrUnavailable error = unavailableError{}
+
+type unavailableError struct{}
+
+func (unavailableError) Error() string        { return "postgres unavailable" }
+func (unavailableError) Is(target error) bool { return target == store.ErrUnavailable }
 
 // ErrNewerSchema is returned by Open when the database was written by a
 // newer ipnd.
@@ -232,28 +244,29 @@ var migrations = []string{
 		n      bigint NOT NULL,
 		PRIMARY KEY (test, status)
 	 );`,
-	// 6 (7 once the idempotency table of order decisions is schema 6:
-	// the numbers follow the merge): the operator's outbox decisions and
-	// retention (outboxadmin.go, retention.go).
-	// ipnd_outbox_idempotency: the Idempotency-Key of each resend of an
-	// outbox item (the bbolt store's idempotency bucket under
-	// "outbox/<id>"): when, the item resent (target) and the item it
-	// queued. ipnd_purge: where retention's last pass stopped in each
-	// table (the last id, or order or subscription id, looked at).
-	`CREATE TABLE IF NOT EXISTS ipnd_outbox_idempotency (
-		key    bytea PRIMARY KEY,
-		at     timestamptz NOT NULL,
-		target bigint NOT NULL,
-		item   bigint NOT NULL
-	 );
-	 CREATE INDEX IF NOT EXISTS ipnd_outbox_idempotency_at ON ipnd_outbox_idempotency (at);
-	 CREATE TABLE IF NOT EXISTS ipnd_purge (
+	// 6: retention (retention.go). ipnd_purge: where retention's last
+	// pass stopped in each table (the last id, or order or subscription
+	// id, looked at). (The Idempotency-Keys of resends are the
+	// decisions', migration 7.)
+	`CREATE TABLE IF NOT EXISTS ipnd_purge (
 		name text PRIMARY KEY,
 		id   bigint NOT NULL DEFAULT 0,
 		key  bytea
 	 );
 	 INSERT INTO ipnd_purge (name) VALUES ('notifications'), ('outbox'), ('orders'), ('subscriptions')
 	 ON CONFLICT DO NOTHING;`,
+	// 7: the Idempotency-Keys of the admin API's decisions (decisions.go)
+	// and of resends of outbox items (outboxadmin.go, under
+	// "outbox/<id>"), as the bbolt store's idempotency bucket: the key,
+	// when it was used (expiry), and the JSON record.KeyUse.
+	// (IF NOT EXISTS: a database taken back to an older version by hand
+	// keeps it.)
+	`CREATE TABLE IF NOT EXISTS idempotency (
+		key    bytea PRIMARY KEY,
+		at     timestamptz NOT NULL,
+		record json NOT NULL
+	 );
+	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its

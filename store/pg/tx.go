@@ -668,10 +668,30 @@ const smallOrder = 8
 // their own, of which applying an event writes the few it changed.
 func (t *pgTx) PutOrder(old, next *ipn.Order, st *ipn.OrderState, w *ipn.OrderWrite) error {
 	t.counts.order(old, next) // dashboard.go
+	small := len(next.Facts) <= smallOrder && len(next.History) <= smallOrder
+	if old == nil && st == nil {
+		// A new order is inserted, never written over one another
+		// transaction committed after this one read none (the admin
+		// API's CreateOrder, decisions.go): that fails the transaction
+		// (a unique violation), and its batch is decided again on the
+		// order as it stands.
+		if small {
+			b, err := json.Marshal(next)
+			if err != nil {
+				return err
+			}
+			return t.exec(`INSERT INTO orders (id, status, test, updated_at, record) VALUES ($1, $2, $3, $4, $5)`,
+				[]byte(next.ID), string(next.Status), next.Test, next.UpdatedAt, b)
+		}
+		// (Written whole by splitOrder after.)
+		if err := t.exec(`INSERT INTO orders (id, status, updated_at, record) VALUES ($1, '', '-infinity', '{}')`, []byte(next.ID)); err != nil {
+			return err
+		}
+	}
 	switch {
 	case st != nil:
 		return t.writeOrder(next, st, w)
-	case len(next.Facts) > smallOrder || len(next.History) > smallOrder:
+	case !small:
 		return t.splitOrder(next)
 	}
 	return t.putOrder(next, nil)
