@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -99,17 +98,6 @@ func (s *pgStore) Parked() (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.db.Parked(ctx)
-}
-
-// Stats is the dashboard's; while it is not built on PostgreSQL it
-// answers empty counts, so that /healthz (which reads it to know the
-// store is open) works.
-func (s *pgStore) Stats() (store.Stats, error) {
-	st, err := s.Dashboard.Stats()
-	if errors.Is(err, pg.ErrNotBuilt) {
-		return store.Stats{}, nil
-	}
-	return st, err
 }
 
 // Lead runs the leader election until ctx ends; see sharedStore.

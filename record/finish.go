@@ -24,6 +24,13 @@ type Update func(fn func(Tx) error) error
 // read does not decode (ipn.Unreadable): the transaction is run again
 // without such a record read (at most len(outs)+1 runs).
 func Finish(update Update, outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, int, error) {
+	return FinishThen(update, outs, cursor, now, nil)
+}
+
+// FinishThen is Finish, calling then (when not nil) last in the
+// transaction with the states recorded, so that what it writes commits
+// with them (the PostgreSQL store's NOTIFY of the live events).
+func FinishThen(update Update, outs []ipn.Outcome, cursor uint64, now time.Time, then func(Tx, []ipn.Recorded) error) ([]ipn.Recorded, int, error) {
 	states := make([]ipn.Recorded, len(outs))
 	// damaged[i]: outcome i reads a record that does not decode.
 	damaged := map[int]error{}
@@ -44,7 +51,10 @@ func Finish(update Update, outs []ipn.Outcome, cursor uint64, now time.Time) ([]
 				}
 				states[i] = st
 			}
-			return tx.MoveCursor(cursor)
+			if err := tx.MoveCursor(cursor); err != nil || then == nil {
+				return err
+			}
+			return then(tx, states)
 		})
 		if bad != nil {
 			damaged[bad.i] = bad.err

@@ -31,12 +31,14 @@ const (
 	LiveOrder        = "order"
 )
 
-// broadcaster hands live events to its subscribers without ever
+// Broadcaster hands live events to its subscribers without ever
 // blocking the sender: a subscriber whose buffer is full is dropped (its
-// channel closed), and reconnects.
-type broadcaster struct {
+// channel closed), and reconnects. Both stores' live streams are one
+// (the bbolt store's DB.events; the PostgreSQL store's, fed by what the
+// database tells it). The zero value is ready.
+type Broadcaster struct {
 	mu      sync.Mutex
-	ended   bool // EndLive: no more subscribers
+	ended   bool // End: no more subscribers
 	subs    map[chan LiveEvent]struct{}
 	n       atomic.Int32 // len(subs), read without the lock
 	dropped atomic.Uint64
@@ -55,32 +57,49 @@ var ErrTooManyFollowers = errors.New("too many followers of the live event strea
 // Follow is Subscribe for a client of the admin listener: refused with
 // ErrTooManyFollowers (and counted, LiveRefused) when MaxFollowers
 // subscriptions are open.
-func (db *DB) Follow(buffer int) (<-chan LiveEvent, func(), error) {
-	ch, stop := db.subscribe(buffer, MaxFollowers)
+func (db *DB) Follow(buffer int) (<-chan LiveEvent, func(), error) { return db.events.Follow(buffer) }
+
+// LiveFollowers is how many subscriptions of the live stream are open.
+func (db *DB) LiveFollowers() int { return db.events.Followers() }
+
+// LiveRefused counts the followers refused past MaxFollowers.
+func (db *DB) LiveRefused() uint64 { return db.events.Refused() }
+
+// Subscribe returns a channel of live events (buffer events buffered;
+// closed when the subscriber falls that far behind) and the function
+// that ends the subscription.
+func (db *DB) Subscribe(buffer int) (<-chan LiveEvent, func()) { return db.events.Subscribe(buffer) }
+
+// EndLive ends every subscription (their channels close) and refuses
+// new ones: the admin listener's shutdown calls it, so that a follower
+// (ipnd tail, the dashboard) does not hold the shutdown up.
+func (db *DB) EndLive() { db.events.End() }
+
+// LiveDropped counts the subscribers dropped for falling behind.
+func (db *DB) LiveDropped() uint64 { return db.events.Dropped() }
+
+// Announce sends e to every subscriber, never waiting.
+func (db *DB) Announce(e LiveEvent) { db.events.Announce(e) }
+
+// Follow is Subscribe, refused with ErrTooManyFollowers (and counted,
+// Refused) when MaxFollowers subscriptions are open.
+func (b *Broadcaster) Follow(buffer int) (<-chan LiveEvent, func(), error) {
+	ch, stop := b.subscribe(buffer, MaxFollowers)
 	if ch == nil {
-		db.events.refused.Add(1)
+		b.refused.Add(1)
 		return nil, nil, ErrTooManyFollowers
 	}
 	return ch, stop, nil
 }
 
-// LiveFollowers is how many subscriptions of the live stream are open.
-func (db *DB) LiveFollowers() int { return int(db.events.n.Load()) }
-
-// LiveRefused counts the followers refused past MaxFollowers.
-func (db *DB) LiveRefused() uint64 { return db.events.refused.Load() }
-
 // Subscribe returns a channel of live events (buffer events buffered;
 // closed when the subscriber falls that far behind) and the function
-// that ends the subscription.
-func (db *DB) Subscribe(buffer int) (<-chan LiveEvent, func()) {
-	return db.subscribe(buffer, 0)
-}
+// that ends the subscription. After End the channel is closed.
+func (b *Broadcaster) Subscribe(buffer int) (<-chan LiveEvent, func()) { return b.subscribe(buffer, 0) }
 
 // subscribe is Subscribe, or nil when limit (0: none) subscriptions are
 // open.
-func (db *DB) subscribe(buffer, limit int) (chan LiveEvent, func()) {
-	b := &db.events
+func (b *Broadcaster) subscribe(buffer, limit int) (chan LiveEvent, func()) {
 	b.mu.Lock()
 	if limit > 0 && len(b.subs) >= limit {
 		b.mu.Unlock()
@@ -109,14 +128,42 @@ func (db *DB) subscribe(buffer, limit int) (chan LiveEvent, func()) {
 	}
 }
 
-// EndLive ends every subscription (their channels close) and refuses
-// new ones: the admin listener's shutdown calls it, so that a follower
-// (ipnd tail, the dashboard) does not hold the shutdown up.
-func (db *DB) EndLive() {
-	b := &db.events
+// Followers is how many subscriptions are open.
+func (b *Broadcaster) Followers() int { return int(b.n.Load()) }
+
+// Refused counts the followers refused past MaxFollowers.
+func (b *Broadcaster) Refused() uint64 { return b.refused.Load() }
+
+// Dropped counts the subscribers dropped for falling behind.
+func (b *Broadcaster) Dropped() uint64 { return b.dropped.Load() }
+
+// Ended reports whether End was called.
+func (b *Broadcaster) Ended() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ended
+}
+
+// End ends every subscription (their channels close) and refuses new
+// ones (their channels are closed at once).
+func (b *Broadcaster) End() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.ended = true
+	b.closeAll()
+}
+
+// Interrupt ends every subscription open now (their channels close: the
+// followers reconnect) without refusing new ones, and without counting
+// them as dropped: for a source of events that may have lost some (the
+// PostgreSQL store's connection that listens for them).
+func (b *Broadcaster) Interrupt() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeAll()
+}
+
+func (b *Broadcaster) closeAll() {
 	for ch := range b.subs {
 		delete(b.subs, ch)
 		close(ch)
@@ -124,12 +171,9 @@ func (db *DB) EndLive() {
 	b.n.Store(0)
 }
 
-// LiveDropped counts the subscribers dropped for falling behind.
-func (db *DB) LiveDropped() uint64 { return db.events.dropped.Load() }
-
-// Announce sends e to every subscriber, never waiting.
-func (db *DB) Announce(e LiveEvent) {
-	b := &db.events
+// Announce sends e to every subscriber, never waiting: one whose buffer
+// is full is dropped (its channel closed) and counted.
+func (b *Broadcaster) Announce(e LiveEvent) {
 	if b.n.Load() == 0 {
 		return
 	}
@@ -152,8 +196,7 @@ func (db *DB) announceOrder(o *ipn.Order, c ipn.OrderChange) {
 	if o == nil || db.events.n.Load() == 0 {
 		return
 	}
-	db.Announce(LiveEvent{Type: LiveOrder, At: c.At, Notification: c.Notification, Order: o.ID, From: c.From,
-		To: c.To, Reason: c.Reason, By: c.By})
+	db.Announce(OrderEvent(o.ID, c))
 }
 
 // announceStored announces notification id, just stored.
@@ -161,8 +204,7 @@ func (db *DB) announceStored(id uint64, n *ipn.Notification) {
 	if db.events.n.Load() == 0 {
 		return
 	}
-	db.Announce(LiveEvent{Type: LiveNotification, At: n.ReceivedAt.UTC(), Notification: id, Gateway: n.Gateway,
-		State: string(ipn.StateReceived)})
+	db.Announce(StoredEvent(id, n))
 }
 
 // announceFinished announces what the pipeline recorded: each
@@ -171,16 +213,40 @@ func (db *DB) announceFinished(outs []ipn.Outcome, states []ipn.Recorded, now ti
 	if db.events.n.Load() == 0 {
 		return
 	}
+	for _, e := range FinishedEvents(outs, states, now) {
+		db.Announce(e)
+	}
+}
+
+// OrderEvent is the live event of order id's change c (a transition, or
+// a line of its history that a decision wrote).
+func OrderEvent(id string, c ipn.OrderChange) LiveEvent {
+	return LiveEvent{Type: LiveOrder, At: c.At, Notification: c.Notification, Order: id, From: c.From,
+		To: c.To, Reason: c.Reason, By: c.By}
+}
+
+// StoredEvent is the live event of notification id, just stored.
+func StoredEvent(id uint64, n *ipn.Notification) LiveEvent {
+	return LiveEvent{Type: LiveNotification, At: n.ReceivedAt.UTC(), Notification: id, Gateway: n.Gateway,
+		State: string(ipn.StateReceived)}
+}
+
+// FinishedEvents are the live events of what the pipeline recorded at
+// now (Finish's outcomes and the states it returned): for each
+// notification its new state, then its order's transition if any.
+func FinishedEvents(outs []ipn.Outcome, states []ipn.Recorded, now time.Time) []LiveEvent {
+	var evs []LiveEvent
 	for i, st := range states {
 		if i >= len(outs) {
 			break
 		}
 		id := outs[i].ID
-		db.Announce(LiveEvent{Type: LiveNotification, At: now.UTC(), Notification: id, Gateway: outs[i].Context.Gateway,
+		evs = append(evs, LiveEvent{Type: LiveNotification, At: now.UTC(), Notification: id, Gateway: outs[i].Context.Gateway,
 			State: string(st.State), Reason: st.Detail})
 		if st.OrderTo != "" {
-			db.Announce(LiveEvent{Type: LiveOrder, At: now.UTC(), Notification: id, Order: st.OrderID,
+			evs = append(evs, LiveEvent{Type: LiveOrder, At: now.UTC(), Notification: id, Order: st.OrderID,
 				From: st.OrderFrom, To: st.OrderTo, Reason: st.Reason})
 		}
 	}
+	return evs
 }

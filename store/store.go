@@ -171,7 +171,7 @@ type DB struct {
 	opts    Options
 	kinds   atomic.Pointer[map[string]bool] // effect kinds queued (Options.EffectKinds, SetEffectKinds)
 	parkFor atomic.Int64                    // orders.park_for (SetParkFor); 0: parked events wait forever
-	events  broadcaster                     // live events for GET /api/events (events.go)
+	events  Broadcaster                     // live events for GET /api/events (events.go)
 
 	// Group commit state, guarded by mu. At most one Append goroutine, the
 	// leader, commits at a time (committing); the others queue and wait.

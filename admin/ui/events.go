@@ -1,11 +1,14 @@
 package ui
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"ipnd/store"
 )
 
 // eventsBuffer is how far a browser may fall behind before it is
@@ -25,9 +28,14 @@ const (
 func (u *ui) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params, sess session) {
 	ch, stop, err := u.o.Store.Follow(eventsBuffer)
 	if err != nil {
-		// store.MaxFollowers already (with GET /api/events).
+		// store.MaxFollowers already (with GET /api/events), or the
+		// store's database cannot be reached.
 		w.Header().Set("Retry-After", "10")
-		http.Error(w, "503 too many followers of the live events: try again later", http.StatusServiceUnavailable)
+		msg := "503 too many followers of the live events: try again later"
+		if errors.Is(err, store.ErrUnavailable) {
+			msg = "503 the store's database cannot be reached: try again later"
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
 		return
 	}
 	defer stop()

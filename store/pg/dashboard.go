@@ -20,9 +20,10 @@ import (
 // Dashboard is the read side of the dashboard's store (admin/ui.Store)
 // on db, with the bbolt store's semantics (store/index.go, orders.go,
 // subscriptions.go, outbox.go): the methods take no context (each runs
-// under the DB's timeout) and answer the store's sentinels. Not built
-// here: Replay, Stats, Follow and the outbox's retries and resends, so
-// that it is not a ui.Store yet.
+// under the DB's timeout) and answer the store's sentinels. Its other
+// methods are in their own files: replays and the outbox's decisions
+// (outboxadmin.go), decisions (decisions.go), Stats and the live event
+// stream (live.go).
 type Dashboard struct{ db *DB }
 
 // Dashboard returns the dashboard's reads on db.

@@ -124,7 +124,10 @@ func (d *Dashboard) DecideOrder(id string, dec store.Decision, now time.Time) (s
 	err := d.decisionTx(func(t *pgTx) error {
 		var err error
 		res, _, err = record.Decide(t, id, dec, now)
-		return err
+		if err != nil || res.Repeated || res.Order == nil {
+			return err
+		}
+		return t.notifyLive(store.OrderEvent(res.Order.ID, res.Change)) // every process's followers (live.go)
 	})
 	if err != nil {
 		return store.DecisionResult{}, err

@@ -142,9 +142,12 @@ func (j *Journal) run(outs []ipn.Outcome, fn func(record.Tx) error) error {
 }
 
 // Finish records the outcomes of a batch and moves the cursor to cursor
-// (when that is further): record.Finish in one fenced transaction.
+// (when that is further): record.Finish in one fenced transaction,
+// which tells every process's followers what it recorded (live.go).
 func (j *Journal) Finish(outs []ipn.Outcome, cursor uint64, now time.Time) ([]ipn.Recorded, error) {
-	states, damaged, err := record.Finish(j.updateFor(outs), outs, cursor, now)
+	states, damaged, err := record.FinishThen(j.updateFor(outs), outs, cursor, now, func(tx record.Tx, states []ipn.Recorded) error {
+		return tx.(*pgTx).notifyFinished(outs, states, now)
+	})
 	if err == nil {
 		j.damagedSeen.Add(int64(damaged))
 	}

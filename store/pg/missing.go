@@ -8,7 +8,6 @@ import (
 
 	"ipnd/fulfil"
 	"ipnd/ipn"
-	"ipnd/store"
 )
 
 // ErrNotBuilt is returned by the parts of the store not built on
@@ -44,19 +43,3 @@ func (d *Dashboard) CountDownload(g *fulfil.Grant, n, size int64) error {
 }
 
 func (d *Dashboard) PoolRemaining() map[string]int { return nil }
-
-// --- stats and the live event stream (live.go) ---
-
-func (d *Dashboard) Stats() (store.Stats, error) { return store.Stats{}, notBuilt("Stats") }
-
-func (d *Dashboard) Follow(buffer int) (<-chan store.LiveEvent, func(), error) {
-	return nil, nil, notBuilt("Follow")
-}
-
-func (d *Dashboard) LiveDropped() uint64 { return 0 }
-
-func (d *Dashboard) LiveFollowers() int { return 0 }
-
-func (d *Dashboard) LiveRefused() uint64 { return 0 }
-
-func (d *Dashboard) EndLive() {}

@@ -251,10 +251,18 @@ func (d *Dashboard) DiscardOutbox(id uint64, by, why string, version int, now ti
 			return err
 		}
 		if order != "" {
+			var change *ipn.OrderChange
 			if err := t.appendOrderChange(order, func(o *ipn.Order) ipn.OrderChange {
-				return record.Discarded(was, o, by, why, now)
+				c := record.Discarded(was, o, by, why, now)
+				change = &c
+				return c
 			}); err != nil {
 				return err
+			}
+			if change != nil {
+				if err := t.notifyLive(store.OrderEvent(order, *change)); err != nil { // live.go
+					return err
+				}
 			}
 		}
 		return t.notifyOutbox() // the order's next callback may be due now

@@ -18,10 +18,11 @@
 // 5's notification_terms, written with the processing record), orders,
 // subscriptions, the outbox; the operator's replays, retries, discards
 // and resends of outbox items (outboxadmin.go) and retention
-// (retention.go), from any process. Not built yet: fulfilment (products
-// configured: a batch that would issue fails, see pgTx.Fulfil), the rest
-// of the dashboard's store (Stats, Follow) and the admin API's
-// (missing.go).
+// (retention.go), from any process; Stats and the live event stream
+// (live.go: the committing transactions NOTIFY their events, each
+// process LISTENs, so a follower of any process sees every commit). Not
+// built yet: fulfilment (products configured: a batch that would issue
+// fails, see pgTx.Fulfil) and the admin API's rest (missing.go).
 //
 // The admin API's decisions on orders and its order writes are
 // Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
@@ -298,7 +299,9 @@ type DB struct {
 	fulfilment atomic.Bool
 	runID      string
 
-	health health // Writable's (health.go)
+	health health                      // Writable's (health.go)
+	live   liveFeed                    // the live event stream's followers and listener (live.go)
+	stats  atomic.Pointer[store.Stats] // the last Stats read (live.go)
 
 	mu         sync.Mutex
 	queue      []*appendReq
@@ -347,6 +350,7 @@ func (db *DB) Close() {
 	db.mu.Lock()
 	db.closed = true
 	db.mu.Unlock()
+	db.live.close()
 	db.pool.Close()
 }
 
@@ -497,6 +501,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		}
 	}
 	var fresh [][]any
+	var live []store.LiveEvent
 	for _, b := range batch {
 		key := [2]string{b.n.Gateway, b.n.DedupKey}
 		if b.n.DedupKey != "" {
@@ -515,6 +520,7 @@ func (db *DB) commit(batch []*appendReq) error {
 			return err
 		}
 		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notifications"},
@@ -525,8 +531,9 @@ func (db *DB) commit(batch []*appendReq) error {
 		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		// The leader's pipeline is woken when this commits (Journal.Wake).
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, ingestChannel); err != nil {
+		// The leader's pipeline is woken when this commits (Journal.Wake),
+		// and every process's followers hear of them (live.go).
+		if err := notifyIngest(ctx, tx, live); err != nil {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
