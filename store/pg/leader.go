@@ -104,14 +104,24 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context, epoch i
 	}
 }
 
-// acquire takes the lease if it is free or expired.
+// acquire takes the lease if it is free or expired. The expired row is
+// locked FOR UPDATE first: that waits for every fenced transaction of
+// the last leader still open (each holds the row FOR KEY SHARE, Fence), so
+// none of its writes commits after the takeover. A lease that is not
+// expired is not locked, so that campaigning holds up nothing.
 func (l *Leader) acquire(ctx context.Context) (int64, bool) {
 	sent := time.Now()
 	actx, cancel := context.WithTimeout(ctx, l.ttl/2)
 	defer cancel()
 	var epoch int64
-	err := l.db.pool.QueryRow(actx, `UPDATE ipnd_leader SET holder = $1, epoch = epoch + 1, expires_at = now() + $2::interval
-		WHERE id = 1 AND expires_at <= now() RETURNING epoch`, l.me, l.ttl.String()).Scan(&epoch)
+	err := pgx.BeginFunc(actx, l.db.pool, func(tx pgx.Tx) error {
+		var one int
+		if err := tx.QueryRow(actx, `SELECT 1 FROM ipnd_leader WHERE id = 1 AND expires_at <= now() FOR UPDATE`).Scan(&one); err != nil {
+			return err
+		}
+		return tx.QueryRow(actx, `UPDATE ipnd_leader SET holder = $1, epoch = epoch + 1, expires_at = now() + $2::interval
+			WHERE id = 1 AND expires_at <= now() RETURNING epoch`, l.me, l.ttl.String()).Scan(&epoch)
+	})
 	if err != nil {
 		return 0, false
 	}
@@ -158,8 +168,12 @@ func (l *Leader) renewLoop(ctx context.Context, epoch int64, tick time.Duration)
 }
 
 // Fence checks, inside a leader transaction, that this process still
-// holds the lease of epoch; the row is share-locked to the end of tx, so
-// no other process can take the lease over before tx has committed.
+// holds the lease of epoch; the row is locked FOR KEY SHARE to the end of
+// tx, so no other process can take the lease over before tx has
+// committed (acquire locks the row FOR UPDATE). The renewal's UPDATE
+// (FOR NO KEY UPDATE) does not wait for it: a leader whose transactions
+// overlap all the time, as under load, must still renew (with FOR SHARE
+// it waited until no fenced transaction was open, and lost its lease).
 func (l *Leader) Fence(ctx context.Context, tx pgx.Tx, epoch int64) error {
 	var one int
 	sql, args := l.fence(epoch)
@@ -174,7 +188,7 @@ func (l *Leader) Fence(ctx context.Context, tx pgx.Tx, epoch int64) error {
 }
 
 // fence is Fence's query: a row while this process holds the lease of
-// epoch, share-locked.
+// epoch, locked FOR KEY SHARE.
 func (l *Leader) fence(epoch int64) (string, []any) {
-	return `SELECT 1 FROM ipnd_leader WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE`, []any{l.me, epoch}
+	return `SELECT 1 FROM ipnd_leader WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR KEY SHARE`, []any{l.me, epoch}
 }
