@@ -84,7 +84,20 @@ func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
 // signed key was issued: once one was, a missing file or another key is
 // an error (a new key pair would make every key sold fail its offline
 // check; the file must be restored).
+//
+// A store that keeps the key itself (PostgreSQL: every ipnd on the
+// database signs with the same key) answers instead: the data
+// directory's key file, when there is one, is offered to it (it takes it
+// when it holds none yet; a store copied from bbolt must get the key its
+// signed keys were issued with).
 func (a *app) signingKey(cfg *Config) (ed25519.PrivateKey, error) {
+	if s, ok := a.db.(sharedSigner); ok {
+		offer, err := loadSigningKey(cfg, false)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return s.SharedSigningKey(offer)
+	}
 	issued, err := a.db.SigningKey()
 	if err != nil {
 		return nil, err
@@ -105,6 +118,12 @@ func (a *app) signingKey(cfg *Config) (ed25519.PrivateKey, error) {
 			base64.StdEncoding.EncodeToString(issued))
 	}
 	return priv, nil
+}
+
+// sharedSigner is a store that keeps the license signing key
+// (pg.Dashboard.SharedSigningKey).
+type sharedSigner interface {
+	SharedSigningKey(offer ed25519.PrivateKey) (ed25519.PrivateKey, error)
 }
 
 // setFulfilment gives the store and the public listener the products of

@@ -17,6 +17,7 @@ import (
 
 	"ipnd/admin"
 	"ipnd/fulfil"
+	"ipnd/store/pg"
 )
 
 var licensesCommand = command{
@@ -172,6 +173,15 @@ func cmdLicensesPubkey(args []string, getenv func(string) string, stdout, stderr
 	if err != nil {
 		return err
 	}
+	if cfg.postgres() {
+		// The database keeps the key every ipnd on it signs with.
+		pub, err := sharedPubkey(cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(pub))
+		return nil
+	}
 	_, statErr := os.Stat(signingKeyPath(cfg))
 	priv, err := loadSigningKey(cfg, true)
 	if err != nil {
@@ -184,4 +194,31 @@ func cmdLicensesPubkey(args []string, getenv func(string) string, stdout, stderr
 	}
 	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
 	return nil
+}
+
+// sharedPubkey returns the public key of the license signing key the
+// PostgreSQL database of cfg keeps, storing one first when it has none
+// (the data directory's key file, when there is one, else a new key;
+// see pg.Dashboard.SharedSigningKey).
+func sharedPubkey(cfg *Config) (ed25519.PublicKey, error) {
+	dsn, err := cfg.storeDSN()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := pg.Open(ctx, dsn, pg.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("store: postgres: %w", err)
+	}
+	defer db.Close()
+	offer, err := loadSigningKey(cfg, false)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	priv, err := db.Dashboard().SharedSigningKey(offer)
+	if err != nil {
+		return nil, err
+	}
+	return priv.Public().(ed25519.PublicKey), nil
 }

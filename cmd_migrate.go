@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -28,7 +32,6 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newCmdline("migrate", getenv, stdout)
 	from := fs.String("from", "", "the bbolt database file to copy (default: the config's store.path), ipnd stopped; or a PostgreSQL database (libpq key/value or URL) to copy into a new file")
 	to := fs.String("to", "", "the PostgreSQL database to copy into, empty (libpq key/value or URL); or the new bbolt file to write")
-	leave := fs.Bool("leave-behind", false, "copy even though the store holds fulfilments or license keys, which the PostgreSQL store does not keep yet")
 	if err := fs.parse(args, 0, 0, ""); err != nil {
 		return err
 	}
@@ -58,13 +61,11 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	defer db.Close()
 	var got pg.Copied
 	var left map[string]int
+	var signed bool
 	start := time.Now()
 	err = store.Export(*from, func(s *store.Snapshot) error {
 		left = s.NotCopied()
-		if !*leave && (left["fulfilments"] > 0 || left["license keys"] > 0) {
-			return fmt.Errorf("%s holds %d fulfilments and %d license keys, which the PostgreSQL store does not keep yet: "+
-				"stay on bbolt, or copy without them with -leave-behind", *from, left["fulfilments"], left["license keys"])
-		}
+		signed = s.SigningPub() != nil
 		var err error
 		got, err = db.Import(ctx, s)
 		return err
@@ -76,6 +77,11 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	printCopied(stdout, got)
 	for _, k := range slices.Sorted(maps.Keys(left)) {
 		fmt.Fprintf(stdout, "not copied (not kept on PostgreSQL yet): %s %d\n", k, left[k])
+	}
+	if signed {
+		// The database keeps the signing key once an ipnd on it offers it.
+		fmt.Fprintf(stdout, "signed license keys were issued: put %s in the data directory of the first ipnd you start on the database "+
+			"(it keeps the key there for every ipnd)\n", filepath.Join(filepath.Dir(*from), signingKeyFile))
 	}
 	return nil
 }
@@ -89,6 +95,24 @@ func migrateBack(ctx context.Context, dsn, path string, stdout io.Writer) error 
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer db.Close()
+	// The signing key the database keeps goes next to the new file, as
+	// the bbolt store keeps it (its data directory's license-signing.key).
+	seed, _, err := db.SigningSeed(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	keyPath := filepath.Join(filepath.Dir(path), signingKeyFile)
+	writeKey := false
+	if seed != nil {
+		switch b, err := os.ReadFile(keyPath); {
+		case errors.Is(err, os.ErrNotExist):
+			writeKey = true
+		case err != nil:
+			return fmt.Errorf("migrate: %w", err)
+		case strings.TrimSpace(string(b)) != base64.StdEncoding.EncodeToString(seed):
+			return fmt.Errorf("migrate: %s holds another license signing key than the database's: move it away, or write the new file in another directory", keyPath)
+		}
+	}
 	start := time.Now()
 	var got pg.Copied
 	err = store.Import(path, func(w *store.Importer) error {
@@ -101,7 +125,42 @@ func migrateBack(ctx context.Context, dsn, path string, stdout io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "copied PostgreSQL into %s in %s, verified:\n", path, time.Since(start).Round(time.Millisecond))
 	printCopied(stdout, got)
+	if writeKey {
+		if err := writeSigningKey(keyPath, seed); err != nil {
+			return fmt.Errorf("migrate: the copy is complete, but the license signing key could not be written: %w", err)
+		}
+		fmt.Fprintf(stdout, "license signing key written to %s\n", keyPath)
+	}
 	return nil
+}
+
+// writeSigningKey writes the license signing key's file (as
+// loadSigningKey creates it: 0600, synced, linked into place, the
+// directory synced); a file there already is left as it is.
+func writeSigningKey(path string, seed []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, signingKeyFile+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n")
+	if err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	return err
 }
 
 // printCopied prints the rows per table and the counters.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/store"
+	"ipnd/store/pg"
 )
 
 // TestPGMigrateCommand: "ipnd migrate -from FILE -to DSN" copies a
@@ -76,8 +78,8 @@ func TestPGMigrateCommand(t *testing.T) {
 }
 
 // TestPGMigrateCommandFulfilments: a store with fulfilments (download
-// links, license keys), which the PostgreSQL store does not keep yet, is
-// refused unless -leave-behind, and then what is left is listed.
+// links, license keys) is copied with them, and back: the file written
+// back holds the order's deliveries and its license.
 func TestPGMigrateCommandFulfilments(t *testing.T) {
 	c := pgtest.Start(t)
 	path := filepath.Join(t.TempDir(), "ipnd.db")
@@ -110,16 +112,58 @@ func TestPGMigrateCommandFulfilments(t *testing.T) {
 	}
 	getenv := func(string) string { return "" }
 	var stdout, stderr bytes.Buffer
-	err = run(context.Background(), []string{"migrate", "-from", path, "-to", c.DSN()}, getenv, &stdout, &stderr)
-	if err == nil || !strings.Contains(err.Error(), "1 fulfilments") || !strings.Contains(err.Error(), "-leave-behind") {
-		t.Fatalf("migrate of a store with fulfilments = %v, want a refusal naming them and -leave-behind", err)
+	if err := run(context.Background(), []string{"migrate", "-from", path, "-to", c.DSN()}, getenv, &stdout, &stderr); err != nil {
+		t.Fatalf("migrate: %v", err)
 	}
-	if err := run(context.Background(), []string{"migrate", "-leave-behind", "-from", path, "-to", c.DSN()}, getenv, &stdout, &stderr); err != nil {
-		t.Fatalf("migrate -leave-behind: %v", err)
-	}
-	for _, want := range []string{"orders           1\n", "not copied (not kept on PostgreSQL yet): fulfilments 1\n"} {
+	for _, want := range []string{"orders           1\n", "fulfilments      1\n", "licenses         1\n", "dl_tokens        1\n"} {
 		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("migrate -leave-behind printed no %q:\n%s", want, stdout.String())
+			t.Errorf("migrate printed no %q:\n%s", want, stdout.String())
 		}
+	}
+	if strings.Contains(stdout.String(), "not copied") {
+		t.Errorf("migrate left something behind:\n%s", stdout.String())
+	}
+	// The database's license signing key goes next to the file written
+	// back; a different key there is refused before anything is copied.
+	pdb, err := pg.Open(context.Background(), c.DSN(), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pdb.Dashboard().SharedSigningKey(nil)
+	pdb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, signingKeyFile), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"migrate", "-from", c.DSN(), "-to", filepath.Join(other, "back.db")}, getenv, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "another license signing key") {
+		t.Fatalf("migrate back beside another key = %v, want a refusal", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "back.db")); err == nil {
+		t.Fatal("the refused copy left a file")
+	}
+	back := filepath.Join(t.TempDir(), "back.db")
+	if err := run(context.Background(), []string{"migrate", "-from", c.DSN(), "-to", back}, getenv, &stdout, &stderr); err != nil {
+		t.Fatalf("migrate back: %v", err)
+	}
+	cfg := &Config{}
+	cfg.Store.Path = back
+	if got, err := loadSigningKey(cfg, false); err != nil || !got.Equal(key) {
+		t.Fatalf("the signing key written back: %v, want the database's", err)
+	}
+	db, err = store.Open(back, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rec, lic, err := db.Deliveries("O1")
+	if err != nil || len(rec.Deliveries) != 1 || lic[rec.Deliveries[0].LicenseHash] == nil {
+		t.Fatalf("deliveries of O1 in the file written back: %+v %v %v", rec, lic, err)
+	}
+	if l, err := db.License(lic[rec.Deliveries[0].LicenseHash].Key); err != nil || l.OrderID != "O1" {
+		t.Fatalf("license of O1 in the file written back: %+v %v", l, err)
 	}
 }

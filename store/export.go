@@ -317,8 +317,6 @@ func (s *Snapshot) Keys(fn func(key string, use record.KeyUse) error) error {
 func (s *Snapshot) NotCopied() map[string]int {
 	out := map[string]int{}
 	for name, b := range map[string][]byte{
-		"fulfilments":           bucketFulfil,
-		"license keys":          bucketLicenses,
 		"ids lost to damage":    bucketLost,
 		"dropped notifications": bucketDropped,
 	} {

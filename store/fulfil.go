@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,19 +45,6 @@ func (db *DB) SigningKey() (ed25519.PublicKey, error) {
 		return nil
 	})
 	return pub, mapClosed(err)
-}
-
-// recordSigningKey records, in tx, the public key of cat's signer once a
-// signed key was issued with it.
-func recordSigningKey(tx *bolt.Tx, cat *fulfil.Catalog, ls []fulfil.License) error {
-	if cat.Signer == nil || !slices.ContainsFunc(ls, func(l fulfil.License) bool { return strings.HasPrefix(l.Key, fulfil.SignedPrefix) }) {
-		return nil
-	}
-	b, err := fulfilBucket(tx, bucketFulfilMeta)
-	if err != nil || b.Get(keySigningPub) != nil {
-		return err
-	}
-	return b.Put(keySigningPub, cat.Signer.Public().(ed25519.PublicKey))
 }
 
 // SetCatalog sets the products delivered (config load and reload). nil
@@ -158,122 +144,36 @@ func putTokens(tx *bolt.Tx, rec *fulfil.Record) error {
 }
 
 // fulfilOrder records what order next's change from old (nil: new)
-// delivers, in tx, before next is written: links and keys issued when it
-// becomes paid (the effects of the change, its payment email and shop
-// callback, carry them), revoked when it is refunded in full, reversed
-// or disputed, restored when it is paid again. A paid order whose items
-// cannot be delivered goes to review instead (next and the effects are
-// changed). It returns the effects to queue.
+// delivers, in tx, before next is written (fulfil.Apply: issued when it
+// becomes paid, revoked when refunded in full, reversed or disputed,
+// restored when paid again; a paid order whose items cannot be delivered
+// goes to review instead). It returns the effects to queue.
 //
 // w is what the change writes besides the order (its history entry),
 // nil when the order is written whole.
 func (db *DB) fulfilOrder(tx *bolt.Tx, old, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
-	cat := db.catalog.Load()
-	if next == nil {
-		return effects, nil
-	}
-	var from ipn.OrderStatus
-	if old != nil {
-		from = old.Status
-	}
-	rec, err := getRecord(tx, next.ID)
-	if err != nil {
-		return nil, err
-	}
-	if rec != nil && ev != nil && ev.SubscriptionID != "" {
-		// A renewal (or the subscription's end) moves its licenses' expiry.
-		if err := renewLicenses(tx, cat, rec, ev, now); err != nil {
-			return nil, err
-		}
-	}
-	if from == next.Status {
-		return effects, nil
-	}
-	if rec == nil && !cat.Enabled() {
-		return effects, nil // nothing issued, nothing to issue
-	}
-	switch fulfil.Decide(from, next.Status, rec) {
-	case fulfil.Issue:
-		if !cat.Enabled() {
-			return effects, nil
-		}
-		return db.issue(tx, cat, next, w, ev, effects, now)
-	case fulfil.Revoke:
-		return effects, setRevoked(tx, rec, true, "order "+string(next.Status))
-	case fulfil.Restore:
-		return effects, setRevoked(tx, rec, false, "")
-	}
-	return effects, nil
+	return fulfil.Apply(boltFulfil{tx}, db.catalog.Load(), rand.Reader, old, next, w, ev, effects, now)
 }
 
-func (db *DB) issue(tx *bolt.Tx, cat *fulfil.Catalog, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
-	// The history entry of this change: the write's, or the order's last.
-	var change *ipn.OrderChange
-	if w != nil {
-		change = &w.Change
-	} else if n := len(next.History); n > 0 {
-		next.History = slices.Clone(next.History)
-		change = &next.History[n-1]
-	}
-	review := func(flag, detail string) ([]ipn.Effect, error) {
-		if slices.Contains(next.ApprovedFlags, flag) {
-			return effects, nil // the merchant approved it as it is: nothing to deliver
-		}
-		return fulfil.ToReview(next, change, effects, flag, detail, now), nil
-	}
-	items, err := fulfil.Items(next, ev)
-	if err != nil {
-		return review(ipn.FlagUnknownProduct, "the payment's items cannot be read: "+err.Error())
-	}
-	if len(items) == 0 {
-		return effects, nil // nothing bought that ipnd delivers
-	}
-	if unknown := cat.Unknown(items); len(unknown) > 0 {
-		return review(ipn.FlagUnknownProduct, fmt.Sprintf("unknown product %q", unknown[0]))
-	}
-	next.Items = items
-	sub, end := subscriptionPeriod(tx, next, ev)
-	is, err := cat.Issue(next, items, rand.Reader, now, poolTaker(tx, next.ID), sub, end)
-	if errors.Is(err, fulfil.ErrPoolEmpty) {
-		return review("license_pool_empty", err.Error())
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := putRecord(tx, &is.Record); err != nil {
-		return nil, err
-	}
-	if err := putTokens(tx, &is.Record); err != nil {
-		return nil, err
-	}
-	for i := range is.Licenses {
-		if err := putLicense(tx, &is.Licenses[i]); err != nil {
-			return nil, err
-		}
-	}
-	if err := recordSigningKey(tx, cat, is.Licenses); err != nil {
-		return nil, err
-	}
-	return withDeliveries(effects, is.Delivered), nil
+// boltFulfil is a bbolt write transaction as fulfil.Tx.
+type boltFulfil struct{ tx *bolt.Tx }
+
+func (f boltFulfil) Record(orderID string) (*fulfil.Record, error) { return getRecord(f.tx, orderID) }
+func (f boltFulfil) License(hash string) (*fulfil.License, error)  { return getLicense(f.tx, hash) }
+func (f boltFulfil) PutRecord(rec *fulfil.Record) error            { return putRecord(f.tx, rec) }
+func (f boltFulfil) PutTokens(rec *fulfil.Record) error            { return putTokens(f.tx, rec) }
+func (f boltFulfil) PutLicense(l *fulfil.License) error            { return putLicense(f.tx, l) }
+
+func (f boltFulfil) TakePoolKey(p *fulfil.Product, orderID string) (string, error) {
+	return poolTaker(f.tx, orderID)(p)
 }
 
-// withDeliveries returns effects with their order snapshots carrying d.
-func withDeliveries(effects []ipn.Effect, d []ipn.Delivered) []ipn.Effect {
-	out := make([]ipn.Effect, len(effects))
-	done := map[*ipn.OrderSnapshot]*ipn.OrderSnapshot{}
-	for i, e := range effects {
-		if e.Order != nil {
-			s, ok := done[e.Order]
-			if !ok {
-				c := *e.Order
-				c.Deliveries = d
-				s, done[e.Order] = &c, &c
-			}
-			e.Order = s
-		}
-		out[i] = e
+func (f boltFulfil) SignedWith(pub ed25519.PublicKey) error {
+	b, err := fulfilBucket(f.tx, bucketFulfilMeta)
+	if err != nil || b.Get(keySigningPub) != nil {
+		return err
 	}
-	return out
+	return b.Put(keySigningPub, pub)
 }
 
 // poolTaker hands out pool keys in tx: the next key from the product's
@@ -318,71 +218,6 @@ func poolKeyUsed(tx *bolt.Tx, key string) bool {
 		}
 	}
 	return false
-}
-
-// setRevoked revokes (or restores) rec's links and disables (or enables)
-// its licenses, except those the merchant disabled.
-func setRevoked(tx *bolt.Tx, rec *fulfil.Record, revoked bool, reason string) error {
-	rec.Revoked, rec.Reason = revoked, reason
-	if err := putRecord(tx, rec); err != nil {
-		return err
-	}
-	for _, d := range rec.Deliveries {
-		if d.LicenseHash == "" {
-			continue
-		}
-		l, err := getLicense(tx, d.LicenseHash)
-		if err != nil || l == nil || l.Manual {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		l.Disabled, l.DisabledReason = revoked, reason
-		if err := putLicense(tx, l); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// subscriptionPeriod returns the subscription the paying event is part
-// of and the end of the period it pays ("" when none; a zero time when
-// the gateway does not say: the licenses then run until the
-// subscription's end is reported).
-func subscriptionPeriod(_ *bolt.Tx, _ *ipn.Order, ev *ipn.Event) (string, time.Time) {
-	if ev == nil || ev.SubscriptionID == "" {
-		return "", time.Time{}
-	}
-	end, _ := time.Parse(time.RFC3339, ev.PeriodEnd)
-	return ev.SubscriptionID, end
-}
-
-// renewLicenses applies a subscription event to the licenses rec issued
-// for that subscription (fulfil.Renew).
-func renewLicenses(tx *bolt.Tx, cat *fulfil.Catalog, rec *fulfil.Record, ev *ipn.Event, now time.Time) error {
-	for _, d := range rec.Deliveries {
-		if d.LicenseHash == "" {
-			continue
-		}
-		l, err := getLicense(tx, d.LicenseHash)
-		if err != nil {
-			return err
-		}
-		if l == nil || l.SubscriptionID != ev.SubscriptionID {
-			continue
-		}
-		grace := fulfil.Catalog{}
-		if cat != nil {
-			grace.Grace = cat.Grace
-		}
-		if next, changed := grace.Renew(*l, ev, now); changed {
-			if err := putLicense(tx, &next); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // Grant is a download the store allows: the product's file and the

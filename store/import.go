@@ -291,12 +291,17 @@ func (w *Importer) Count(kind string) int {
 	names := map[string][]byte{"notifications": bucketLog, "processing": bucketState, "retries": bucketRetry, "facts": bucketEvents,
 		"payment_refs": bucketRefs, "orphans": bucketOrphans, "parked_due": bucketParkedDue, "orders": bucketOrders,
 		"subscriptions": bucketSubs, "outbox": bucketOutbox, "outbox_attempts": bucketAttempts, "idempotency": bucketIdempotency}
-	b, ok := names[kind]
-	if !ok {
+	var bucket *bolt.Bucket
+	if b, ok := names[kind]; ok {
+		bucket = w.tx.Bucket(b)
+	} else if bucket, ok = fulfilBucketOf(w.tx, kind); !ok { // export_fulfil.go
 		return -1
 	}
+	if bucket == nil {
+		return 0
+	}
 	n := 0
-	c := w.tx.Bucket(b).Cursor()
+	c := bucket.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		n++
 	}

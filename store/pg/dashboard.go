@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"ipnd/fulfil"
 	"ipnd/ipn"
 	"ipnd/record"
 	"ipnd/store"
@@ -892,14 +891,6 @@ func (d *Dashboard) OutboxCounts() (map[string]map[string]int, error) {
 		return nil
 	})
 	return out, unavailable(err)
-}
-
-// Deliveries returns what order id was delivered: on PostgreSQL nothing
-// is (fulfilment is not built: pgTx.Fulfil refuses to issue), so it is
-// store.ErrNotFound for every order, as the bbolt store answers for an
-// order that delivered nothing.
-func (d *Dashboard) Deliveries(id string) (*fulfil.Record, map[string]*fulfil.License, error) {
-	return nil, nil, fmt.Errorf("deliveries of order %q: %w", id, store.ErrNotFound)
 }
 
 // OutboxAttempts returns the kept attempts of outbox item id, oldest

@@ -410,6 +410,7 @@ func TestPGMigrationFillsTerms(t *testing.T) {
 	}
 	if _, err := db.pool.Exec(t.Context(), `DROP TABLE notification_terms, notification_hours, order_counts;
 		DROP INDEX notifications_gateway, notifications_state, notifications_gateway_state, notifications_received_at, outbox_order_all, outbox_state;
+		DROP TABLE fulfilments, dl_tokens, licenses, license_pool, license_pool_used, license_signing; -- the fulfilment's schema (later)
 		UPDATE ipnd_schema SET version = 4`); err != nil {
 		t.Fatal(err)
 	}

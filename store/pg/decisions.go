@@ -141,8 +141,8 @@ func (d *Dashboard) DecideOrder(id string, dec store.Decision, now time.Time) (s
 // makes a new order), its records and its count. The notifications that
 // built it stay, and so do the outbox items they queued.
 // store.ErrNotFound when there is no such order, store.ErrNotTest when
-// it is a real one. (Fulfilment is not built on PostgreSQL: no
-// deliveries are recorded, so none are deleted.)
+// it is a real one. What it was delivered goes with it (its links and
+// licenses; a pool key stays handed out: DeleteDeliveries, fulfil.go).
 func (d *Dashboard) DeleteOrder(id string) error {
 	return d.decisionTx(func(t *pgTx) error {
 		o, err := t.OrderInFull(id)
@@ -173,6 +173,9 @@ func (d *Dashboard) DeleteOrder(id string) error {
 			}
 		}
 		if err := t.exec(`DELETE FROM orders WHERE id = $1`, oid); err != nil {
+			return err
+		}
+		if err := t.DeleteDeliveries(id); err != nil {
 			return err
 		}
 		if t.counts.orders == nil {

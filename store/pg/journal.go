@@ -185,7 +185,7 @@ func (j *Journal) ExpireParked(now time.Time) (int, error) {
 
 // unavailable wraps a failure to reach or use the database (nil: nil).
 func unavailable(err error) error {
-	if err == nil || errors.Is(err, ipn.ErrNotFound) || errors.Is(err, ipn.ErrCorrupt) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrFulfilmentNotBuilt) {
+	if err == nil || errors.Is(err, ipn.ErrNotFound) || errors.Is(err, ipn.ErrCorrupt) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotLeader) {
 		return err
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)

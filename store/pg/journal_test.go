@@ -662,40 +662,6 @@ func TestPGReplayWaitsForTheBatch(t *testing.T) {
 	}
 }
 
-// TestPGFulfilmentNotBuilt: without products configured a payment is
-// applied with its effects; with products configured, a payment that
-// would issue fails its batch with a clear error (fulfilment on
-// PostgreSQL is a later step) and nothing of it is applied, while a
-// change that issues nothing (a partial refund) is recorded.
-func TestPGFulfilmentNotBuilt(t *testing.T) {
-	c := pgtest.Start(t)
-	ctx := context.Background()
-	db := open(t, c.DSN())
-	for i := 1; i <= 3; i++ {
-		if _, _, err := db.Append(ctx, webhook(fmt.Sprintf("m%d", i), "payment.completed", `"txn_id":"T"`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	j, _ := leadingJournal(t, db)
-	if recs, err := j.Finish([]ipn.Outcome{payment(1, "T1", "O1")}, 1, time.Now()); err != nil || recs[0].State != ipn.StateApplied {
-		t.Fatalf("without products: %+v %v", recs, err)
-	}
-	db.SetFulfilment(true)
-	_, err := j.Finish([]ipn.Outcome{payment(2, "T2", "O2")}, 2, time.Now())
-	if !errors.Is(err, ErrFulfilmentNotBuilt) || !strings.Contains(err.Error(), "not built on PostgreSQL yet") {
-		t.Fatalf("with products, a payment: %v", err)
-	}
-	if p, _ := db.State(ctx, 2); p != nil {
-		t.Errorf("notification 2 recorded: %+v", p)
-	}
-	refund := &ipn.Event{Type: ipn.TypeRefund, Status: ipn.StatusRefunded, TxnID: "R1", ParentTxnID: "T1", Amount: "4.00", Currency: "USD"}
-	out := ipn.Outcome{ID: 3, State: ipn.StateApplied, Event: refund, EventKey: ipn.EventKey("test", refund), ApplyOrder: true,
-		Context: ipn.ApplyContext{Gateway: "test"}}
-	if recs, err := j.Finish([]ipn.Outcome{out}, 1, time.Now()); err != nil || recs[0].OrderTo != ipn.OrderPartiallyRefunded {
-		t.Fatalf("with products, a partial refund: %+v %v", recs, err)
-	}
-}
-
 // TestPGTakeoverResumes: two processes on one database, each ingesting;
 // the leader stops in the middle of the stream and the other takes over
 // the pipeline where it left off: every notification applied exactly

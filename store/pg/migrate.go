@@ -20,7 +20,8 @@ var ErrNotEmpty = errors.New("the PostgreSQL database is not empty")
 
 // dataTables are the tables Import fills, in the order it fills them.
 var dataTables = []string{"notifications", "processing", "retries", "facts", "payment_refs", "orphans", "parked_due",
-	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts", "idempotency"}
+	"orders", "order_facts", "order_fact_keys", "order_history", "order_groups", "order_oneoffs", "subscriptions", "outbox", "outbox_attempts", "idempotency",
+	"fulfilments", "dl_tokens", "licenses", "license_pool", "license_pool_used"}
 
 // Copied is what Import copied: rows per table (in dataTables' order)
 // as counted in the database after the copy, and the counters it set.
@@ -274,6 +275,9 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 				return emit([]byte(key), use.At, b)
 			})
 		})
+	}
+	if err == nil {
+		err = importFulfilment(ctx, tx, s, cp) // fulfil_migrate.go
 	}
 	if err != nil {
 		return out, err
@@ -577,6 +581,9 @@ func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
 			copied["idempotency"]++
 			return w.Key(string(k), use)
 		})
+	}
+	if err == nil {
+		err = exportFulfilment(ctx, tx, w, copied) // fulfil_migrate.go
 	}
 	if err != nil {
 		return out, err

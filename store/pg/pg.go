@@ -1,5 +1,5 @@
-// Package pg is ipnd's PostgreSQL store (SPEC §12), under construction:
-// this part opens the database, creates and migrates its schema, and
+// Package pg is ipnd's PostgreSQL store (SPEC §12, `[store] backend =
+// "postgres"`). This part opens the database, creates and migrates its schema, and
 // ingests notifications with group commit. A 200 means the row has
 // committed; ids are positive and strictly increasing in commit order,
 // also with several ipnd processes on one database (the id counter's row
@@ -20,9 +20,9 @@
 // and resends of outbox items (outboxadmin.go) and retention
 // (retention.go), from any process; Stats and the live event stream
 // (live.go: the committing transactions NOTIFY their events, each
-// process LISTENs, so a follower of any process sees every commit). Not
-// built yet: fulfilment (products configured: a batch that would issue
-// fails, see pgTx.Fulfil) and the admin API's rest (missing.go).
+// process LISTENs, so a follower of any process sees every commit);
+// fulfilment (download links, license keys: fulfil.go), recorded by the
+// pipeline's transaction.
 //
 // The admin API's decisions on orders and its order writes are
 // Dashboard's too (decisions.go): record.Decide, as on bbolt, in a
@@ -45,12 +45,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"ipnd/fulfil"
 	"ipnd/ipn"
 	"ipnd/store"
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -268,6 +269,46 @@ var migrations = []string{
 		record json NOT NULL
 	 );
 	 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);`,
+	// 8: the fulfilment's tables (fulfil.go), as the bbolt store's buckets:
+	// fulfilments, what each order was delivered (fulfil.Record);
+	// dl_tokens, the hash of each download token and the delivery it
+	// opens; licenses by the hash of their key (fulfil.License);
+	// license_pool, each pool product's position in its pool file;
+	// license_pool_used, the pool keys handed out (kept when a test order
+	// is deleted: never handed out again); license_signing, the Ed25519
+	// key that signs license_format = "signed" keys, shared by every ipnd
+	// on the database (seed: its private half, created once; pub: the
+	// public key the keys issued so far were signed with).
+	`CREATE TABLE fulfilments (
+		order_id bytea PRIMARY KEY,
+		record   json NOT NULL
+	 );
+	 CREATE TABLE dl_tokens (
+		token_hash text PRIMARY KEY,
+		order_id   bytea NOT NULL,
+		idx        int NOT NULL
+	 );
+	 CREATE INDEX dl_tokens_order ON dl_tokens (order_id);
+	 CREATE TABLE licenses (
+		hash     text PRIMARY KEY,
+		order_id bytea NOT NULL,
+		record   json NOT NULL
+	 );
+	 CREATE INDEX licenses_order ON licenses (order_id);
+	 CREATE TABLE license_pool (
+		product text PRIMARY KEY,
+		pos     bigint NOT NULL
+	 );
+	 CREATE TABLE license_pool_used (
+		hash     text PRIMARY KEY,
+		order_id bytea NOT NULL
+	 );
+	 CREATE TABLE license_signing (
+		id   int PRIMARY KEY CHECK (id = 1),
+		seed bytea,
+		pub  bytea
+	 );
+	 INSERT INTO license_signing (id) VALUES (1);`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its
@@ -292,12 +333,12 @@ type DB struct {
 	opts Options
 
 	// The pipeline's settings (tx.go): the outbox kinds queued, how long
-	// an event may stay parked, whether products are configured, and the
+	// an event may stay parked, the products delivered, and the
 	// random part of the delivery ids queued while the database is open.
-	kinds      atomic.Pointer[map[string]bool]
-	parkFor    atomic.Int64
-	fulfilment atomic.Bool
-	runID      string
+	kinds   atomic.Pointer[map[string]bool]
+	parkFor atomic.Int64
+	catalog atomic.Pointer[fulfil.Catalog] // fulfil.go
+	runID   string
 
 	health health                      // Writable's (health.go)
 	live   liveFeed                    // the live event stream's followers and listener (live.go)

@@ -76,15 +76,6 @@ func (db *DB) SetParkFor(d time.Duration) { db.parkFor.Store(int64(d)) }
 // ParkFor returns orders.park_for as SetParkFor set it.
 func (db *DB) ParkFor() time.Duration { return time.Duration(db.parkFor.Load()) }
 
-// SetFulfilment says whether products are configured (SPEC §11).
-// Fulfilment on PostgreSQL is not built yet: while they are, a batch
-// that would issue fails (see pgTx.Fulfil).
-func (db *DB) SetFulfilment(enabled bool) { db.fulfilment.Store(enabled) }
-
-// ErrFulfilmentNotBuilt is the error of a change of an order's status
-// while products are configured.
-var ErrFulfilmentNotBuilt = errors.New("fulfilment (products, download links, license keys) is not built on PostgreSQL yet: remove the products or use the bbolt store")
-
 // corrupt is the error of a record that does not decode.
 func corrupt(what string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ipn.ErrCorrupt, what, err)
@@ -638,24 +629,9 @@ func (t *pgTx) ReleaseFact(key string) error {
 }
 
 // Fulfil records what a change of an order delivers (SPEC §11), as the
-// bbolt store's fulfilOrder, but that nothing is issued on PostgreSQL
-// yet: no deliveries are recorded here, so there is none to revoke or
-// restore, and without products configured the effects stay as they
-// are. With products configured, a change that would issue (an order
-// becoming paid) fails with ErrFulfilmentNotBuilt rather than leave the
-// order paid with nothing delivered.
+// bbolt store's: fulfil.Apply on the transaction (fulfil.go).
 func (t *pgTx) Fulfil(old, next *ipn.Order, w *ipn.OrderWrite, ev *ipn.Event, effects []ipn.Effect, now time.Time) ([]ipn.Effect, error) {
-	if next == nil || !t.db.fulfilment.Load() {
-		return effects, nil
-	}
-	var from ipn.OrderStatus
-	if old != nil {
-		from = old.Status
-	}
-	if fulfil.Decide(from, next.Status, nil) == fulfil.Issue {
-		return nil, fmt.Errorf("order %q: %w", next.ID, ErrFulfilmentNotBuilt)
-	}
-	return effects, nil
+	return fulfil.Apply(pgFulfil{t}, t.db.catalog.Load(), rand.Reader, old, next, w, ev, effects, now)
 }
 
 // smallOrder is the most facts, and the most history entries, an order
