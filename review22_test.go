@@ -273,6 +273,7 @@ func TestReview22CheckFIFO(t *testing.T) {
 // would make every key already sold fail its offline check. Before the
 // review ipnd started with a new key. Restoring the file fixes it.
 func TestReview22SigningKeyLost(t *testing.T) {
+	bboltOnly(t, "loses the license signing key file beside ipnd.db; on PostgreSQL the database keeps the key (TestPGSharedSigningKey)")
 	dir := t.TempDir()
 	writeProductFile(t, dir, "app.zip", 100)
 	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\nlicense_format = \"signed\"\n")
