@@ -8,6 +8,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -357,14 +360,32 @@ func TestReview22CheckSigningKey(t *testing.T) {
 		}
 		return out.String()
 	}
-	if out := check(); !strings.Contains(out, "license-signing.key does not exist") {
-		t.Errorf("check before the key exists:\n%s", out)
-	}
-	var pub bytes.Buffer
-	run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
 	keyFile := filepath.Join(dir, "license-signing.key")
-	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("key file: %v %v", st, err)
+	var pub bytes.Buffer
+	if onPG() {
+		// The database keeps the key: check says so (not that serve will
+		// create the file), and licenses pubkey writes no file.
+		if out := check(); !strings.Contains(out, "kept in the PostgreSQL database") || strings.Contains(out, "does not exist") {
+			t.Errorf("check on PostgreSQL before a key exists:\n%s", out)
+		}
+		run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
+		if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+			t.Errorf("licenses pubkey on PostgreSQL: %s: %v, want no file", keyFile, err)
+		}
+		// A key file there is offered to the database; check reads it
+		// as on bbolt (serve refuses a damaged one).
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(priv.Seed())+"\n"), 0o600)
+		pub.Reset()
+		pub.WriteString(base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+	} else {
+		if out := check(); !strings.Contains(out, "license-signing.key does not exist") {
+			t.Errorf("check before the key exists:\n%s", out)
+		}
+		run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
+		if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("key file: %v %v", st, err)
+		}
 	}
 	if out := check(); !strings.Contains(out, "(public key "+strings.TrimSpace(pub.String())+")") || strings.Contains(out, "warning") {
 		t.Errorf("check with the key:\n%s", out)
