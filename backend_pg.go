@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,11 @@ type pgStore struct {
 	journal atomic.Pointer[pg.Journal] // the current term's (nil: not leading)
 	damaged atomic.Int64               // DamagedSeen of the terms ended
 
+	// dsnSum is the SHA-256 of the DSN the pool was opened with: a
+	// reload that reads another one (store.dsn_file rewritten, say with
+	// a rotated password) says it needs a restart (sameDSN).
+	dsnSum [32]byte
+
 	stopWatch context.CancelFunc
 	watched   sync.WaitGroup
 	closeOnce sync.Once
@@ -60,12 +66,19 @@ func openPG(cfg *Config, onCommit func(d time.Duration, n int)) (*pgStore, error
 		return nil, fmt.Errorf("store: postgres: %w", err) // pgx's errors never show the password
 	}
 	db.SetEffectKinds(effectKinds(cfg))
-	s := &pgStore{Dashboard: db.Dashboard(), db: db, leader: db.NewLeader(leaseTTL)}
+	s := &pgStore{Dashboard: db.Dashboard(), db: db, leader: db.NewLeader(leaseTTL), dsnSum: sha256.Sum256([]byte(dsn))}
 	wctx, stop := context.WithCancel(context.Background())
 	s.stopWatch = stop
 	s.watched.Add(1)
 	go func() { defer s.watched.Done(); db.Watch(wctx, probeEvery) }()
 	return s, nil
+}
+
+// sameDSN reports whether cfg names the DSN the store was opened with
+// (a DSN that cannot be read counts as another one).
+func (s *pgStore) sameDSN(cfg *Config) bool {
+	dsn, err := cfg.storeDSN()
+	return err == nil && sha256.Sum256([]byte(dsn)) == s.dsnSum
 }
 
 func (s *pgStore) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, error) {

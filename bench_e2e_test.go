@@ -21,6 +21,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"ipnd/internal/pgtest"
 	"ipnd/ipn"
 	"ipnd/ipn/gateway"
 	"ipnd/store"
@@ -51,8 +52,18 @@ import (
 // payment (/proc/self/io write_bytes). IPND_E2E_PROFILE=prefix writes CPU
 // profiles of the daemon's runs: prefix.E0.ingest.cpu (P0 for the
 // prefilled store) while the clients post, prefix.E0.drain.cpu from then
-// until the last email and callback (not with -test.cpuprofile). make
-// bench runs it.
+// until the last email and callback (not with -test.cpuprofile).
+//
+// Each run on the empty store is made on both backends: bbolt, then
+// PostgreSQL (a throwaway cluster of this benchmark's on this machine,
+// server defaults; a database of its own per run), whose table also
+// prints the server's CPU and disk writes per payment (its processes'
+// /proc). Without server binaries the postgres run is left out with a
+// line saying so. IPND_E2E_ROUNDS=K (without a prefill) makes K rounds,
+// each a bare run and both backends, the first backend alternating
+// (bbolt first in even rounds); IPND_E2E_PGSTAT=1 loads
+// pg_stat_statements and prints the statements the postgres runs spent
+// their time in. The prefilled store is bbolt's only. make bench runs it.
 func BenchmarkE2E(b *testing.B) {
 	n := 60000
 	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_N")); err == nil && v > 0 {
@@ -63,24 +74,58 @@ func BenchmarkE2E(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_PAIRS")); err == nil && v > 0 {
 		pairs = v
 	}
+	rounds := 1
+	if v, err := strconv.Atoi(os.Getenv("IPND_E2E_ROUNDS")); err == nil && v > 0 && prefill <= 0 {
+		rounds = v
+	}
+	pgc, noPG := benchPG(b)
+	if noPG != "" {
+		pgNotMeasured("BenchmarkE2E", noPG)
+		defer pgNotMeasured("BenchmarkE2E", noPG)
+	} else if os.Getenv("IPND_E2E_PGSTAT") == "1" {
+		pgEnableStatements(b, pgc)
+	}
+	// pgRun is the run on PostgreSQL, printed (nothing without a server).
+	pgRun := func(prefix string, bareRes loadResult) {
+		if pgc == nil {
+			return
+		}
+		r := e2eRun(b, b.TempDir(), prefix, n, pgc)
+		e2ePrint(b, "empty store, postgres", n, bareRes, r)
+	}
 	for i := range b.N {
-		bare := bareServer(b) // http://addr/ipn/test: signedPoster's /ipn/shop matches the route
-		bareRes := e2ePost(b, strings.TrimSuffix(bare, "/ipn/test"), fmt.Sprintf("bare%d", i), n)
 		if prefill <= 0 {
-			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d", i), n)
-			e2ePrint(b, "empty store", n, bareRes, r)
+			for k := range rounds {
+				suffix := ""
+				if k > 0 {
+					suffix = fmt.Sprintf("r%d", k)
+				}
+				bare := bareServer(b) // http://addr/ipn/test: signedPoster's /ipn/shop matches the route
+				bareRes := e2ePost(b, strings.TrimSuffix(bare, "/ipn/test"), fmt.Sprintf("bare%d%s", i, suffix), n)
+				if k%2 == 1 {
+					pgRun(fmt.Sprintf("G%d%s", i, suffix), bareRes)
+				}
+				r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%d%s", i, suffix), n, nil)
+				e2ePrint(b, "empty store", n, bareRes, r)
+				if k%2 == 0 {
+					pgRun(fmt.Sprintf("G%d%s", i, suffix), bareRes)
+				}
+			}
 			continue
 		}
-		// The store is grown first, so that each empty-store run and its
-		// prefilled run follow each other (the machine's load drifts over
-		// the minutes a prefill takes).
+		bare := bareServer(b)
+		bareRes := e2ePost(b, strings.TrimSuffix(bare, "/ipn/test"), fmt.Sprintf("bare%d", i), n)
+		// PostgreSQL's run comes first, then the store is grown, so that
+		// each empty-store run and its prefilled run follow each other
+		// (the machine's load drifts over the minutes a prefill takes).
+		pgRun(fmt.Sprintf("G%d", i), bareRes)
 		pristine := e2ePrefilled(b, prefill)
 		for k := range pairs {
-			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%dr%d", i, k), n)
+			r := e2eRun(b, b.TempDir(), fmt.Sprintf("E%dr%d", i, k), n, nil)
 			e2ePrint(b, "empty store", n, bareRes, r)
 			dir := b.TempDir()
 			e2eCopySynced(b, pristine, filepath.Join(dir, "ipnd.db"))
-			big := e2eRun(b, dir, fmt.Sprintf("P%dr%d", i, k), n)
+			big := e2eRun(b, dir, fmt.Sprintf("P%dr%d", i, k), n, nil)
 			e2ePrint(b, fmt.Sprintf("%d stored", prefill), n, bareRes, big)
 			ratio := func(a, b time.Duration) float64 { return a.Seconds() / b.Seconds() }
 			fmt.Printf("  ratio to the empty store just before: ingest %.2f, applied %.2f, emails %.2f, callbacks %.2f, end to end %.2f\n",
@@ -154,20 +199,33 @@ func e2ePrint(b *testing.B, store string, n int, bareRes loadResult, r e2eResult
 		fmt.Printf("  %-34s %9.1f s\n", "ipnd listening after", r.startup.Seconds())
 		fmt.Printf("  %-34s %9.0f µs while posting, %.0f µs in all (this process: daemon + clients + SMTP + shop; steadier than rates on a shared machine)\n",
 			"CPU per payment", float64(r.ingestCPU.Microseconds())/float64(n), float64(r.cpu.Microseconds())/float64(n))
+		if r.pg {
+			fmt.Printf("  %-34s %9.0f µs while posting, %.0f µs in all (the PostgreSQL server's processes)\n",
+				"PostgreSQL CPU per payment", float64(r.pgIngestCPU.Microseconds())/float64(n), float64(r.pgCPU.Microseconds())/float64(n))
+		}
 		fmt.Printf("  %-34s %9.1f MB (max of /proc/self/status every 100 ms; in-process: daemon + clients + SMTP + shop)\n", "RssAnon", float64(r.rssAnon)/(1<<20))
 		fmt.Printf("  %-34s %9.1f KB per payment (/proc/self/io write_bytes, until the last email and callback)\n", "written to disk",
 			float64(r.written)/1024/float64(n))
-		if store != "empty store" {
+		if r.pg {
+			fmt.Printf("  %-34s %9.1f KB per payment (its live processes' write_bytes, until the last email and callback)\n", "PostgreSQL written to disk",
+				float64(r.pgWritten)/1024/float64(n))
+			fmt.Print(r.statements)
+		}
+		if store != "empty store" && !r.pg {
 			return
 		}
-		b.ReportMetric(r.ingest.rate(), "ingest/s")
-		b.ReportMetric(r.ingest.rate()/bareRes.rate(), "ingest-ratio")
-		b.ReportMetric(float64(r.ingest.p99.Microseconds())/1000, "ingest-p99-ms")
-		b.ReportMetric(float64(n)/r.applied.Seconds(), "applied/s")
-		b.ReportMetric(float64(n)/r.emails.Seconds(), "emails/s")
-		b.ReportMetric(float64(n)/r.callbacks.Seconds(), "callbacks/s")
-		b.ReportMetric(float64(n)/e2e.Seconds(), "e2e/s")
-		b.ReportMetric(float64(r.rssAnon)/(1<<20), "rssanon-MB")
+		m := ""
+		if r.pg {
+			m = "pg-"
+		}
+		b.ReportMetric(r.ingest.rate(), m+"ingest/s")
+		b.ReportMetric(r.ingest.rate()/bareRes.rate(), m+"ingest-ratio")
+		b.ReportMetric(float64(r.ingest.p99.Microseconds())/1000, m+"ingest-p99-ms")
+		b.ReportMetric(float64(n)/r.applied.Seconds(), m+"applied/s")
+		b.ReportMetric(float64(n)/r.emails.Seconds(), m+"emails/s")
+		b.ReportMetric(float64(n)/r.callbacks.Seconds(), m+"callbacks/s")
+		b.ReportMetric(float64(n)/e2e.Seconds(), m+"e2e/s")
+		b.ReportMetric(float64(r.rssAnon)/(1<<20), m+"rssanon-MB")
 	}
 }
 
@@ -215,6 +273,13 @@ type e2eResult struct {
 	ingestCPU, cpu time.Duration
 	load           string
 	written        int64 // bytes this process wrote to disk (write_bytes)
+	// On PostgreSQL: the server's CPU time while the clients post and
+	// until the last email and callback, what it wrote to disk, and its
+	// statements (IPND_E2E_PGSTAT).
+	pg                 bool
+	pgIngestCPU, pgCPU time.Duration
+	pgWritten          int64
+	statements         string
 }
 
 // e2ePost posts n payments (prefix-0 .. prefix-(n-1)) to the receiver at
@@ -246,8 +311,9 @@ func e2ePost(b *testing.B, base, prefix string, n int) loadResult {
 
 // e2eRun starts ipnd (its own directory, default delivery settings), a
 // go-smtp server and a shop, posts n payments and waits until every one
-// is applied, emailed and called back.
-func e2eRun(b *testing.B, dir, prefix string, n int) e2eResult {
+// is applied, emailed and called back. With a cluster, ipnd's store is
+// a new database on it (named after prefix), else bbolt in dir.
+func e2eRun(b *testing.B, dir, prefix string, n int, pgc *pgtest.Cluster) e2eResult {
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	var accepted, answered atomic.Int64
 	smtpd := newFakeSMTP(b, "127.0.0.1:0")
@@ -265,7 +331,14 @@ func e2eRun(b *testing.B, dir, prefix string, n int) e2eResult {
 		answered.Add(1)
 	}))
 	defer shop.Close()
-	cfg := writeTestConfig(b, dir, fmt.Sprintf(`[smtp]
+	dsn := ""
+	if pgc != nil {
+		var err error
+		if dsn, err = pgc.Database(strings.ToLower(prefix)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := writeBenchConfig(b, dir, dsn, fmt.Sprintf(`[smtp]
 host = "127.0.0.1"
 port = %s
 tls = "none"
@@ -350,12 +423,28 @@ secret = %q
 		}
 	}()
 
+	var port int
+	if pgc != nil {
+		r.pg, port = true, pgc.Port
+		if os.Getenv("IPND_E2E_PGSTAT") == "1" {
+			pgResetStatements(pgc)
+		}
+	}
+	// The time allowed until the last email and callback (PostgreSQL's
+	// runs, several times slower here, get more).
+	limit := 10 * time.Minute
+	if pgc != nil {
+		limit = 30 * time.Minute
+	}
 	startProfile("ingest")
-	start, cpu0, written0 := time.Now(), processCPU(), writeBytes()
+	start, cpu0, written0, pg0 := time.Now(), processCPU(), writeBytes(), pgServerUsage(port)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		r.ingest = e2ePost(b, "http://"+addr("public"), prefix, n)
 		r.ingestCPU = processCPU() - cpu0
+		if r.pg {
+			r.pgIngestCPU = pgServerUsage(port).cpu - pg0.cpu
+		}
 		startProfile("drain")
 	})
 	// The applied counter is polled every 200 ms on the admin API's
@@ -363,15 +452,15 @@ secret = %q
 	// would weigh on what it measures); emails and callbacks are counted
 	// as they arrive, polled every 5 ms.
 	wg.Go(func() {
-		for deadline := start.Add(10 * time.Minute); applied() < int64(n); time.Sleep(200 * time.Millisecond) {
+		for deadline := start.Add(limit); applied() < int64(n); time.Sleep(e2ePoll()) {
 			if time.Now().After(deadline) {
-				b.Errorf("after 10 minutes: %d applied", applied())
+				b.Errorf("after %s: %d applied", limit, applied())
 				return
 			}
 		}
 		r.applied = time.Since(start)
 	})
-	for deadline := start.Add(10 * time.Minute); r.emails == 0 || r.callbacks == 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := start.Add(limit); r.emails == 0 || r.callbacks == 0; time.Sleep(5 * time.Millisecond) {
 		if r.emails == 0 && accepted.Load() >= int64(n) {
 			r.emails = time.Since(start)
 		}
@@ -379,7 +468,7 @@ secret = %q
 			r.callbacks = time.Since(start)
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("after 10 minutes: %d emails, %d callbacks", accepted.Load(), answered.Load())
+			b.Fatalf("after %s: %d emails, %d callbacks", limit, accepted.Load(), answered.Load())
 		}
 	}
 	wg.Wait()
@@ -388,7 +477,26 @@ secret = %q
 	r.rssAnon = rss.Load()
 	r.cpu = processCPU() - cpu0
 	r.written = writeBytes() - written0
+	if r.pg {
+		pg1 := pgServerUsage(port)
+		r.pgCPU, r.pgWritten = pg1.cpu-pg0.cpu, pg1.written-pg0.written
+		if os.Getenv("IPND_E2E_PGSTAT") == "1" {
+			r.statements = pgStatements(pgc, dsn)
+		}
+	}
 	return r
+}
+
+// e2ePoll is the interval of e2eRun's polls of the applied counter: 200
+// ms, or IPND_E2E_POLL (a Go duration). On PostgreSQL a scrape of
+// /metrics costs far more than on bbolt (the outbox gauges count the
+// outbox table), so that a longer interval tells how much the polls
+// weigh on what they measure.
+func e2ePoll() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("IPND_E2E_POLL")); err == nil && d > 0 {
+		return d
+	}
+	return 200 * time.Millisecond
 }
 
 // writeBytes is what this process has written to disk (/proc/self/io

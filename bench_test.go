@@ -177,7 +177,12 @@ func scrapeCommits(text string) (commits, secs, records float64) {
 //     applier writing into bbolt), with no pipeline behind it;
 //   - daemon: the whole appliance through run serve, with the pipeline
 //     applying orders and the outbox mailing customer and merchant (to an
-//     SMTP relay in this process) while the load goes on.
+//     SMTP relay in this process) while the load goes on;
+//   - pgingest and pgdaemon: ingest and daemon on PostgreSQL (a
+//     throwaway cluster of this benchmark's on this machine, server
+//     defaults: every 200 is a committed transaction); left out, with a
+//     line saying so, where there are no server binaries. The postgres
+//     store reports no group-commit metrics: their column is "-".
 //
 // make bench runs it; IPND_BENCH_SECONDS sets the length of each run.
 func BenchmarkIngest(b *testing.B) {
@@ -195,15 +200,16 @@ func BenchmarkIngest(b *testing.B) {
 	smtpd.mu.Lock()
 	smtpd.forget = true // a relay passes mail on; it does not keep 100,000 messages in this process's heap
 	smtpd.mu.Unlock()
-	cfg := writeTestConfig(b, dir, mailConfig(smtpd.port(), "")+fmt.Sprintf(`[log]
+	extra := mailConfig(smtpd.port(), "") + fmt.Sprintf(`[log]
 level = "warn"
 [[gateway]]
 name = "test"
 kind = "standard-webhooks"
 secret = %q
-`, secret))
+`, secret)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	cfg := writeBenchConfig(b, dir, "", extra)
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
 	stop := sync.OnceFunc(func() { cancel(); <-done })
 	defer stop()
@@ -218,19 +224,7 @@ secret = %q
 	daemonStats := func() (float64, float64, float64) { return scrapeCommits(adminGet(adminAddr, "/metrics")) }
 	// daemonIdle waits until the daemon has processed and mailed all it
 	// received, so that its backlog does not take CPU from the next run.
-	daemonIdle := func() {
-		var lag, pending string
-		for end := time.Now().Add(5 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-			m := adminGet(adminAddr, "/metrics")
-			_, lag, _ = strings.Cut(m, "\nipnd_pipeline_lag_seconds{gateway=\"test\"} ")
-			lag, _, _ = strings.Cut(lag, "\n")
-			pending = adminGet(adminAddr, "/api/outbox?state=pending")
-			if lag == "0" && strings.Contains(strings.Join(strings.Fields(pending), ""), `"items":[]`) {
-				return
-			}
-		}
-		b.Fatalf("the daemon did not finish its backlog in 5 minutes: lag %q, pending outbox %.200q", lag, pending)
-	}
+	daemonIdle := benchIdle(b, "daemon", adminAddr)
 	gw, err := gateway.New(gateway.Config{Name: "test", Kind: "standard-webhooks", Secrets: []string{secret}})
 	if err != nil {
 		b.Fatal(err)
@@ -249,8 +243,29 @@ secret = %q
 		name  string
 		url   string
 		stats func() (float64, float64, float64)
+		idle  func() // a daemon's: waits until its backlog is done
 	}
-	servers := []server{{"bare", bare, nil}, {"ingest", ingest, ingestStats}, {"daemon", daemon, daemonStats}}
+	servers := []server{{"bare", bare, nil, nil}, {"ingest", ingest, ingestStats, nil}, {"daemon", daemon, daemonStats, daemonIdle}}
+	pgc, noPG := benchPG(b)
+	var pgDaemonDSN string
+	if noPG != "" {
+		pgNotMeasured("BenchmarkIngest", noPG)
+	} else {
+		ingestDSN, err := pgc.Database("ingest")
+		if err != nil {
+			b.Fatal(err)
+		}
+		pgDaemonDSN, err = pgc.Database("daemon")
+		if err != nil {
+			b.Fatal(err)
+		}
+		pim := metrics.New(metrics.Options{Version: "bench", Gateways: []string{"test"}, RejectReasons: public.RejectReasons})
+		pgDir := b.TempDir()
+		pgDaemon, pgAdmin := benchServe(b, pgDir, writeBenchConfig(b, pgDir, pgDaemonDSN, extra))
+		pgIdle := benchIdle(b, "pgdaemon", pgAdmin)
+		servers = append(servers, server{"pgingest", pgIngestServer(b, ingestDSN, gw, pim), nil, nil}, server{"pgdaemon", pgDaemon, nil, pgIdle})
+		fmt.Printf("postgres: a throwaway cluster on this machine (%s), server defaults (fsync, synchronous_commit on)\n", pgVersion(pgc.DSN()))
+	}
 	const rounds = 3
 	for i := 0; i < b.N; i++ {
 		fmt.Printf("\ningest: %d rounds of %s per server and client count, servers taking turns; %d-byte signed notifications, GOMAXPROCS=%d\n",
@@ -258,8 +273,8 @@ secret = %q
 		fmt.Printf("%-8s %-8s %10s %10s %10s %7s %7s   %s\n", "clients", "server", "req/s", "p50", "p99", "errors", "ratio", "group commits")
 		for _, c := range []int{1, 16, 64} {
 			res := make([]loadResult, len(servers))
-			var drained [3]time.Duration // the daemon's time to finish its backlog after each run
-			var commits, secs, records [3]float64
+			drained := make([]time.Duration, len(servers)) // a daemon's time to finish its backlog after each run
+			commits, secs, records := make([]float64, len(servers)), make([]float64, len(servers)), make([]float64, len(servers))
 			for r := range rounds {
 				for k := range servers {
 					k := (k + r) % len(servers) // rotate who goes first
@@ -269,9 +284,9 @@ secret = %q
 						c0, s0, r0 = srv.stats()
 					}
 					res[k] = res[k].add(load(srv.url, key, c, d, fmt.Sprintf("%s-%d-%d-%d-", srv.name, i, c, r)))
-					if srv.name == "daemon" {
+					if srv.idle != nil {
 						t0 := time.Now()
-						daemonIdle()
+						srv.idle()
 						drained[k] += time.Since(t0)
 					}
 					if srv.stats != nil {
@@ -290,10 +305,14 @@ secret = %q
 					fmt.Println()
 					continue
 				}
-				n := max(commits[k], 1)
-				fmt.Printf(" %7.2f   %.0f, %.1f records, %s each\n", r.rate()/res[0].rate(),
-					commits[k], records[k]/n, time.Duration(secs[k]/n*float64(time.Second)).Round(time.Microsecond))
-				if srv.name == "daemon" {
+				if srv.stats != nil {
+					n := max(commits[k], 1)
+					fmt.Printf(" %7.2f   %.0f, %.1f records, %s each\n", r.rate()/res[0].rate(),
+						commits[k], records[k]/n, time.Duration(secs[k]/n*float64(time.Second)).Round(time.Microsecond))
+				} else {
+					fmt.Printf(" %7.2f   -\n", r.rate()/res[0].rate())
+				}
+				if srv.idle != nil {
 					fmt.Printf("%-8d %-8s %10.0f notifications/s received, applied and mailed (backlog finished %s after the runs)\n",
 						c, "", float64(r.reqs)/(r.elapsed+drained[k]).Seconds(), drained[k].Round(time.Millisecond))
 				}
@@ -303,6 +322,9 @@ secret = %q
 		}
 	}
 	b.StopTimer()
+	if noPG != "" {
+		pgNotMeasured("BenchmarkIngest", noPG)
+	}
 	stop()
 	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
 	if err != nil {
@@ -313,6 +335,48 @@ secret = %q
 	fmt.Printf("daemon store: %d notifications, %d bytes (%.0f bytes/notification, with orders, outbox and history)\n",
 		st.LastID, st.SizeBytes, float64(st.SizeBytes)/float64(max(st.LastID, 1)))
 	printSpace(db)
+	if pgDaemonDSN != "" {
+		if ns, size, err := pgSize(pgDaemonDSN); err != nil {
+			fmt.Println("pgdaemon database:", err)
+		} else {
+			fmt.Printf("pgdaemon database: %d notifications, %d bytes (%.0f bytes/notification, with orders, outbox, history, indexes and dead rows; pg_database_size less an empty database's)\n",
+				ns, size, float64(size)/float64(max(ns, 1)))
+		}
+	}
+}
+
+// benchServe starts run serve on cfg (in dir) until the benchmark ends
+// and returns its receiver's URL (gateway "test") and its admin address.
+func benchServe(b *testing.B, dir, cfg string) (string, []byte) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "-config", cfg}, envFunc(), io.Discard, io.Discard) }()
+	b.Cleanup(func() { cancel(); <-done })
+	var addr, adminAddr []byte
+	waitForTB(b, "ipnd listening", 30*time.Second, func() bool {
+		addr, _ = os.ReadFile(filepath.Join(dir, "public.addr"))
+		adminAddr, _ = os.ReadFile(filepath.Join(dir, "admin.addr"))
+		return len(addr) > 0 && len(adminAddr) > 0
+	})
+	return "http://" + strings.TrimSpace(string(addr)) + "/ipn/test", adminAddr
+}
+
+// benchIdle returns a function that waits until the daemon at adminAddr
+// has processed and mailed all it received (gateway "test").
+func benchIdle(b *testing.B, name string, adminAddr []byte) func() {
+	return func() {
+		var lag, pending string
+		for end := time.Now().Add(5 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+			m := adminGet(adminAddr, "/metrics")
+			_, lag, _ = strings.Cut(m, "\nipnd_pipeline_lag_seconds{gateway=\"test\"} ")
+			lag, _, _ = strings.Cut(lag, "\n")
+			pending = adminGet(adminAddr, "/api/outbox?state=pending")
+			if lag == "0" && strings.Contains(strings.Join(strings.Fields(pending), ""), `"items":[]`) {
+				return
+			}
+		}
+		b.Fatalf("the %s did not finish its backlog in 5 minutes: lag %q, pending outbox %.200q", name, lag, pending)
+	}
 }
 
 // printSpace prints the bytes per notification of each bucket (pages

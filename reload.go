@@ -102,7 +102,11 @@ func (a *app) reload(ctx context.Context) {
 	a.m.Reloaded(true)
 	a.m.ConfigLoaded(hash, time.Now())
 	attrs := []any{"config_sha256", hash, "gateways", strings.Join(gatewayNames(cfg), ",")}
-	if fixed := restartOnly(old, cfg); len(fixed) > 0 {
+	fixed := restartOnly(old, cfg)
+	if ps, ok := a.db.(*pgStore); ok && cfg.postgres() && !slices.Contains(fixed, "store.backend") && !ps.sameDSN(cfg) {
+		fixed = append(fixed, "store.dsn_file (the DSN in it)")
+	}
+	if len(fixed) > 0 {
 		attrs = append(attrs, "needs_restart", strings.Join(fixed, ","))
 	}
 	a.log.Info("config reloaded", attrs...)

@@ -259,7 +259,7 @@ func scanNoteItem(r pgx.Row) (store.Item, error) {
 	var id int64
 	var headers, rec []byte
 	var purged *time.Time
-	if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
+	if err := r.Scan(&id, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
 		return store.Item{}, err
 	}
 	n.ID = uint64(id)
@@ -351,11 +351,13 @@ func (d *Dashboard) Find(q store.Query) ([]store.Item, error) {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	// (toText: a name text refuses, from a request, matches nothing
+	// rather than failing the query.)
 	if q.Gateway != "" {
-		where = append(where, "n.gateway = "+arg(q.Gateway))
+		where = append(where, "n.gateway = "+arg(toText(q.Gateway)))
 	}
 	if q.State != "" {
-		where = append(where, "n.state = "+arg(string(q.State)))
+		where = append(where, "n.state = "+arg(toText(string(q.State))))
 	}
 	if q.After > 0 {
 		where = append(where, "n.id > "+arg(int64(q.After)))

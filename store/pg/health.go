@@ -130,8 +130,13 @@ func (d *Dashboard) Space() (store.Space, error) {
 		return store.Space{}, unavailable(err)
 	}
 	sp.Notifications = int(notes)
-	rows, err := d.db.pool.Query(ctx, `SELECT c.relname, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid), pg_relation_size(c.oid)
-		FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace ORDER BY c.relname`)
+	// Keys: the planner's estimate, or (a table not yet analyzed has
+	// none: -1) the live rows the statistics count.
+	rows, err := d.db.pool.Query(ctx, `SELECT c.relname,
+			(CASE WHEN c.reltuples < 0 THEN coalesce(s.n_live_tup, 0) ELSE c.reltuples END)::bigint,
+			pg_total_relation_size(c.oid), pg_relation_size(c.oid)
+		FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+		WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace ORDER BY c.relname`)
 	if err != nil {
 		return store.Space{}, unavailable(err)
 	}

@@ -400,7 +400,7 @@ func readNotifications(ctx context.Context, q querier, ids []int64) (map[uint64]
 		n := &ipn.Notification{}
 		var headers []byte
 		var purged *time.Time
-		if err := rows.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
+		if err := rows.Scan(&id, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
 			return nil, err
 		}
 		n.ID = uint64(id)

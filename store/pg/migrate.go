@@ -105,7 +105,7 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 				if p != nil {
 					state = p.State
 				}
-				return emit(int64(n.ID), n.Gateway, n.DedupKey, n.ReceivedAt, n.RemoteAddr, n.ContentType, headers, n.Body, n.BodySHA256,
+				return emit(int64(n.ID), n.Gateway, dedupText(n.DedupKey), n.ReceivedAt, n.RemoteAddr, toText(n.ContentType), headers, n.Body, n.BodySHA256,
 					timeOrNil(n.Purged), string(state))
 			})
 		})
@@ -397,7 +397,7 @@ func (db *DB) Export(ctx context.Context, w *store.Importer) (Copied, error) {
 		n := &ipn.Notification{}
 		var headers, rec []byte
 		var purged *time.Time
-		if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
+		if err := r.Scan(&id, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged, &rec); err != nil {
 			return err
 		}
 		n.ID = uint64(id)

@@ -409,7 +409,7 @@ func (d *Deliveries) FinishOutbox(results []ipn.OutboxResult, now time.Time) err
 				}
 			}
 			if err := t.exec(`UPDATE outbox SET state = $2, attempts = $3, last_error = $4, next_attempt = $5,
-				sent_at = COALESCE($6, sent_at) WHERE id = $1`, int64(r.ID), r.State, r.Attempts, r.Error, next, sent); err != nil {
+				sent_at = COALESCE($6, sent_at) WHERE id = $1`, int64(r.ID), r.State, r.Attempts, validText(r.Error), next, sent); err != nil {
 				return err
 			}
 			old.state, old.attempts = r.State, r.Attempts

@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"ipnd/fulfil"
@@ -369,7 +370,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store.dsn: %w", err) // pgx's message never echoes the password
+		return nil, fmt.Errorf("store.dsn: %s", dsnParseError(err))
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > opts.Timeout {
 		cfg.ConnConfig.ConnectTimeout = opts.Timeout
@@ -409,6 +410,9 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockKey)
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS ipnd_schema (version int NOT NULL)`); err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "25006" {
+			return fmt.Errorf("the database takes no writes (a standby, or default_transaction_read_only): ipnd needs the primary; with several hosts in the DSN add target_session_attrs=read-write (%w)", err)
+		}
 		return fmt.Errorf("create ipnd_schema: %w", err)
 	}
 	var v int
@@ -516,7 +520,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	var gws, keys []string
 	for _, b := range batch {
 		if b.n.DedupKey != "" {
-			gws, keys = append(gws, b.n.Gateway), append(keys, b.n.DedupKey)
+			gws, keys = append(gws, b.n.Gateway), append(keys, dedupText(b.n.DedupKey))
 		}
 	}
 	seen := map[[2]string]uint64{}
@@ -530,7 +534,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		for rows.Next() {
 			var g, k string
 			var id int64
-			if err := rows.Scan(&g, &k, &id); err != nil {
+			if err := rows.Scan(&g, &k, &id); err != nil { // k as the column has it (dedupText)
 				rows.Close()
 				return fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
@@ -544,7 +548,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	var fresh [][]any
 	var live []store.LiveEvent
 	for _, b := range batch {
-		key := [2]string{b.n.Gateway, b.n.DedupKey}
+		key := [2]string{b.n.Gateway, dedupText(b.n.DedupKey)}
 		if b.n.DedupKey != "" {
 			if id, ok := seen[key]; ok {
 				b.id, b.dup = id, true
@@ -560,7 +564,7 @@ func (db *DB) commit(batch []*appendReq) error {
 		if err != nil {
 			return err
 		}
-		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, b.n.DedupKey, b.n.ReceivedAt, b.n.RemoteAddr, b.n.ContentType, headers, b.n.Body})
+		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, dedupText(b.n.DedupKey), b.n.ReceivedAt, b.n.RemoteAddr, toText(b.n.ContentType), headers, b.n.Body})
 		live = append(live, store.StoredEvent(b.id, b.n))
 	}
 	if len(fresh) > 0 {
@@ -600,7 +604,7 @@ func (db *DB) Get(ctx context.Context, id uint64) (*ipn.Notification, ipn.State,
 	var state string
 	var purged *time.Time
 	err := db.pool.QueryRow(ctx, `SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at, state
-		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged, &state)
+		FROM notifications WHERE id = $1`, int64(id)).Scan(&n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged, &state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", ipn.ErrNotFound
 	}

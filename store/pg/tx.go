@@ -180,7 +180,7 @@ func (t *pgTx) prefetch(outs []ipn.Outcome) error {
 		n := &ipn.Notification{}
 		var headers []byte
 		var purged *time.Time
-		if err := r.Scan(&id, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
+		if err := r.Scan(&id, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged); err != nil {
 			return err
 		}
 		n.ID = uint64(id)
@@ -314,7 +314,7 @@ func readNotification(row rowReader, id uint64) (*ipn.Notification, error) {
 	var headers []byte
 	var purged *time.Time
 	found, err := row(`SELECT gateway, dedup_key, received_at, remote_addr, content_type, headers, body, body_sha256, purged_at
-		FROM notifications WHERE id = $1`, []any{int64(id)}, &n.Gateway, &n.DedupKey, &n.ReceivedAt, &n.RemoteAddr, &n.ContentType, &headers, &n.Body, &n.BodySHA256, &purged)
+		FROM notifications WHERE id = $1`, []any{int64(id)}, &n.Gateway, textOf{&n.DedupKey}, &n.ReceivedAt, &n.RemoteAddr, textOf{&n.ContentType}, &headers, &n.Body, &n.BodySHA256, &purged)
 	if err != nil {
 		return nil, err
 	}
