@@ -52,20 +52,35 @@ run:
 # The PostgreSQL tests (TestPG*) start a throwaway server (initdb, pg_ctl)
 # from Debian's postgresql package in a temp dir; likewise left out with a
 # NOTE when it is missing, and installed by .ci/run.
+#
+# With those binaries, the root package's end-to-end tests then run a
+# second time on PostgreSQL (IPND_TEST_BACKEND=postgres: every test's
+# ipnd on a database of its own on one shared throwaway cluster), with
+# the same flags. The tests of bbolt's own files (its journal, damaged
+# pages, a full disk, backup/restore/recover of the file) say so with
+# bboltOnly and are left out of that pass: the last NOTE counts them and
+# names each with why. TestPG* ran in the first pass already.
 test:
 	$(GO) vet ./...
-	@skip=; note=; \
+	@skip=; note=; pg=yes; \
 	if [ -z "$${IPND_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ "$${CI:-}" != true ]; then \
 		note="NOTE: the dashboard browser tests (TestDashboardBrowser*) were NOT run: no chromium here (apt-get install chromium, or set IPND_CHROMIUM); .ci/run installs it and runs them"; \
 		echo "$$note"; skip="^TestDashboardBrowser"; \
 	fi; \
 	if [ -z "$${IPND_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null && [ "$${CI:-}" != true ]; then \
-		n="NOTE: the PostgreSQL tests (TestPG*) were NOT run: no PostgreSQL server binaries here (apt-get install postgresql, or set IPND_PG_BIN); .ci/run installs them and runs them"; \
-		echo "$$n"; note="$${note:+$$note\\n}$$n"; skip="$${skip:+$$skip|}^TestPG"; \
+		n="NOTE: the PostgreSQL tests (TestPG*) and the second pass of the end-to-end tests on PostgreSQL were NOT run: no PostgreSQL server binaries here (apt-get install postgresql, or set IPND_PG_BIN); .ci/run installs them and runs them"; \
+		echo "$$n"; note="$${note:+$$note\\n}$$n"; skip="$${skip:+$$skip|}^TestPG"; pg=; \
 	fi; \
 	extra=$$(./scripts/install-promtool.sh) && PATH="$${extra:+$$extra:}$$PATH" && export PATH && \
 		promtool --version 2>&1 | sed -n 1p && \
 		$(GO) test -race -count=1 -timeout 20m $${skip:+-skip "$$skip"} ./...; rc=$$?; \
+	if [ -n "$$pg" ]; then \
+		echo "== the end-to-end tests (package ipnd) again, on PostgreSQL"; \
+		left=$$(mktemp); \
+		IPND_TEST_BACKEND=postgres IPND_TEST_BBOLT_ONLY=$$left $(GO) test -race -count=1 -timeout 30m -skip "^TestPG$${skip:+|$$skip}" . || rc=1; \
+		n="NOTE: $$(sort -u $$left | wc -l) end-to-end tests are bbolt-only and were NOT run on PostgreSQL:$$(sort -u $$left | sed 's/^/\\n  /' | tr -d '\n')"; \
+		rm -f $$left; note="$${note:+$$note\\n}$$n"; \
+	fi; \
 	if [ -n "$$note" ]; then printf "%b\n" "$$note"; fi; exit $$rc
 
 # BenchmarkE2E (issue 23) posts E2E_N payments (at least 50,000 for the

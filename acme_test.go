@@ -37,15 +37,13 @@ acme_ca_file = %q
 [admin]
 listen = "127.0.0.1:0"
 token = "t"
-[store]
-path = %q
-[log]
+%s[log]
 format = "json"
 [[gateway]]
 name = "shop"
 kind = "standard-webhooks"
 secret = %q
-`, tlsPort, httpPort, p.directory, p.caFile, filepath.Join(dir, "ipnd.db"), acmeTestSecret)
+`, tlsPort, httpPort, p.directory, p.caFile, testStore(t, dir), acmeTestSecret)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

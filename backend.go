@@ -98,10 +98,10 @@ var _ localStore = (*store.DB)(nil)
 
 // openStore opens the store cfg names (the bbolt file store.path, or the
 // PostgreSQL database of store.dsn); onCommit is told each group
-// commit's duration and size (bbolt).
+// commit's duration and size.
 func openStore(ctx context.Context, cfg *Config, log *slog.Logger, onCommit func(d time.Duration, n int)) (Store, error) {
 	if cfg.postgres() {
-		return openPG(ctx, cfg, log)
+		return openPG(ctx, cfg, log, onCommit)
 	}
 	db, err := store.Open(cfg.Store.Path, store.Options{EffectKinds: effectKinds(cfg), OnCommit: onCommit})
 	if err != nil {

@@ -54,13 +54,14 @@ type pgStore struct {
 var _ sharedStore = (*pgStore)(nil)
 
 // openPG opens the database of cfg's store.dsn (or dsn_file), migrating
-// its schema, and starts probing it.
-func openPG(ctx context.Context, cfg *Config, log *slog.Logger) (*pgStore, error) {
+// its schema, and starts probing it; onCommit is told each ingest
+// transaction's duration and size.
+func openPG(ctx context.Context, cfg *Config, log *slog.Logger, onCommit func(d time.Duration, n int)) (*pgStore, error) {
 	dsn, err := cfg.storeDSN()
 	if err != nil {
 		return nil, err
 	}
-	db, err := openPGWaiting(ctx, dsn, log)
+	db, err := openPGWaiting(ctx, dsn, pg.Options{OnCommit: onCommit}, log)
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err) // pgx's errors never show the password
 	}
@@ -80,11 +81,11 @@ func openPG(ctx context.Context, cfg *Config, log *slog.Logger) (*pgStore, error
 // would give up after a few. What waiting cannot mend (a refused
 // password, a database that does not exist, a newer schema, a DSN that
 // does not parse) is returned at once.
-func openPGWaiting(ctx context.Context, dsn string, log *slog.Logger) (*pg.DB, error) {
+func openPGWaiting(ctx context.Context, dsn string, opts pg.Options, log *slog.Logger) (*pg.DB, error) {
 	wait := time.Second
 	for attempt := 1; ; attempt++ {
 		octx, cancel := context.WithTimeout(ctx, time.Minute)
-		db, err := pg.Open(octx, dsn, pg.Options{})
+		db, err := pg.Open(octx, dsn, opts)
 		cancel()
 		if err == nil || !errors.Is(err, pg.ErrUnavailable) || ctx.Err() != nil {
 			return db, err

@@ -253,14 +253,23 @@ func (c *Config) fulfilSummary() string {
 		path := signingKeyPath(c)
 		st, err := os.Stat(path)
 		switch priv, lerr := loadSigningKey(c, false); {
+		case errors.Is(err, os.ErrNotExist) && c.postgres():
+			fmt.Fprintf(&b, "# license signing key: kept in the PostgreSQL database, the same for every ipnd on it "+
+				"(ipnd licenses pubkey prints its public key); back it up with the database\n")
 		case errors.Is(err, os.ErrNotExist):
 			fmt.Fprintf(&b, "# license signing key %s does not exist: ipnd serve creates it, unless signed keys were issued already "+
 				"(then it refuses to start: restore the file from a backup)\n", path)
 		case lerr != nil:
 			fmt.Fprintf(&b, "# warning: %v: ipnd serve will refuse to start\n", lerr)
 		default:
-			fmt.Fprintf(&b, "# license signing key %s (public key %s): back it up with the database\n", path,
-				base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+			if c.postgres() {
+				fmt.Fprintf(&b, "# license signing key %s (public key %s): offered to the PostgreSQL database, which keeps it when it has none "+
+					"yet; else the database's key signs (ipnd licenses pubkey prints it)\n", path,
+					base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+			} else {
+				fmt.Fprintf(&b, "# license signing key %s (public key %s): back it up with the database\n", path,
+					base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+			}
 			if st.Mode().Perm()&0o077 != 0 {
 				fmt.Fprintf(&b, "# warning: license signing key %s is readable by others (%v): chmod 600 it\n", path, st.Mode().Perm())
 			}

@@ -82,8 +82,8 @@ func TestAlertMetricsExist(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	getenv := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
-		"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db"), "IPND_ADMIN_TOKEN", "t", "IPND_LOG_LEVEL", "warn")
+	getenv := envFunc(append([]string{"IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
+		"IPND_ADMIN_TOKEN", "t", "IPND_LOG_LEVEL", "warn"}, testStoreEnv(t, dir)...)...)
 	startServe(t, getenv, dir)
 	addr := func(which string) string {
 		b, err := os.ReadFile(filepath.Join(dir, which+".addr"))

@@ -38,9 +38,9 @@ func (l *lockedBuffer) String() string {
 
 // defaultsEnv is the environment of a child "ipnd serve" on the embedded
 // defaults with its database (and so its data directory) in dir.
-func defaultsEnv(dir string) []string {
-	return append(os.Environ(), "IPND_TEST_CHILD=1", "IPND_SERVER_LISTEN=127.0.0.1:0", "IPND_ADMIN_LISTEN=127.0.0.1:0",
-		"IPND_STORE_PATH="+filepath.Join(dir, "ipnd.db"), "IPND_CONFIG=", "IPND_LOG_FORMAT=text")
+func defaultsEnv(t *testing.T, dir string) []string {
+	return append(append(os.Environ(), "IPND_TEST_CHILD=1", "IPND_SERVER_LISTEN=127.0.0.1:0", "IPND_ADMIN_LISTEN=127.0.0.1:0",
+		"IPND_CONFIG=", "IPND_LOG_FORMAT=text"), testStoreEnviron(t, dir)...)
 }
 
 // TestEmptyGeneratedSecretsRecreated (issue 20 point 4): a power cut right
@@ -56,7 +56,7 @@ func TestEmptyGeneratedSecretsRecreated(t *testing.T) {
 		}
 	}
 	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = defaultsEnv(dir)
+	cmd.Env = defaultsEnv(t, dir)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -255,6 +255,7 @@ func shareOlderTreePages(t *testing.T, path string) {
 // trace. Then `ipnd restore` of a backup taken half way brings back,
 // from the journal, the notifications acknowledged after the backup.
 func TestDamagedMetaPageRefusedThenRestored(t *testing.T) {
+	bboltOnly(t, "flips bytes in ipnd.db's meta pages and restores a bbolt backup with its journal")
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	extra := "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \"" + secret + "\"\n"
@@ -378,6 +379,7 @@ func TestDamagedMetaPageRefusedThenRestored(t *testing.T) {
 // marker already counted it as acknowledged, ipnd refuses to start on the
 // damage instead (also said, exit 1).
 func TestDamagedNewestWriteReported(t *testing.T) {
+	bboltOnly(t, "flips a byte of a frame in bbolt's journal (ipnd.db.wal-*)")
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	cfg := writeTestConfig(t, dir, "[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")

@@ -46,6 +46,7 @@ func publicHealthz(t *testing.T, base string) (int, string) {
 // is 0, the log says so at ERROR once (not per request); when room comes
 // back it takes notifications again without a restart.
 func TestServeOnFullDisk(t *testing.T) {
+	bboltOnly(t, "fills the tmpfs holding ipnd.db and its journal (PostgreSQL's outage: TestPGServeDatabaseStopped)")
 	dir := tmpfs.Mount(t, 16<<20)
 	cfg := writeTestConfig(t, dir, fmt.Sprintf("[[gateway]]\nname = \"test\"\nkind = \"standard-webhooks\"\nsecret = %q\n", recoverSecret))
 	cmd, exited := startChild(t, dir, cfg)
@@ -121,6 +122,7 @@ func TestServeOnFullDisk(t *testing.T) {
 // rm -rf of the data directory while ipnd runs: the next request gets
 // 503, /healthz says why.
 func TestServeDataDirectoryDeleted(t *testing.T) {
+	bboltOnly(t, "deletes the data directory holding ipnd.db and its journal (PostgreSQL's outage: TestPGServeDatabaseStopped)")
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, fmt.Sprintf("[[gateway]]\nname = \"test\"\nkind = \"standard-webhooks\"\nsecret = %q\n", recoverSecret))
 	d, logs := startLogged(t, dir, cfg)

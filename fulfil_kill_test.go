@@ -63,7 +63,7 @@ secret = %q
 		seq   atomic.Int64
 	)
 	for round := range 3 {
-		_, exited := startChild(t, dir, cfg)
+		child, exited := startChild(t, dir, cfg)
 		url := d.addr("public") + "/ipn/shop"
 		var oks atomic.Int64
 		var wg sync.WaitGroup
@@ -99,10 +99,7 @@ secret = %q
 			}()
 		}
 		waitFor(t, fmt.Sprintf("round %d: 80 acknowledged", round), 30*time.Second, func() bool { return oks.Load() >= 80 })
-		pidBytes, _ := os.ReadFile(filepath.Join(dir, "ipnd.db.pid"))
-		var pid int
-		fmt.Sscan(string(pidBytes), &pid)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-exited
@@ -138,11 +135,7 @@ secret = %q
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-exited
 
-	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestStore(t, cfg)
 	poolKeys := map[string]string{}
 	tokens := map[string]string{} // token hash -> order
 	// Every order the store holds (also those whose 200 the kill cut
@@ -322,7 +315,9 @@ func TestFulfilmentMerchantDecisions(t *testing.T) {
 	payPal("txn_id", "T-D", "invoice", "D-2", "item_number", "a")
 	waitOrder(t, d, "D-2", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/D-2/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/D-2/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	payPal("txn_id", "CASE-1", "parent_txn_id", "T-D", "invoice", "D-2", "txn_type", "new_case", "case_type", "chargeback", "case_id", "CASE-1", "payment_status", "")
 	waitFor(t, "D-2 disputed or reversed", 10*time.Second, func() bool {

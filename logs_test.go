@@ -167,9 +167,7 @@ rate_limit = 0
 [admin]
 listen = "127.0.0.1:0"
 token = %q
-[store]
-path = %q
-[log]
+%s[log]
 level = "info"
 format = "json"
 [pipeline]
@@ -196,7 +194,7 @@ secret = %q
 name = "hooks"
 kind = "standard-webhooks"
 secret = %q
-`, adminToken, filepath.Join(dir, "ipnd.db"), smtpPassword, merchantEmail, shop.URL, shopSecret,
+`, adminToken, testStore(t, dir), smtpPassword, merchantEmail, shop.URL, shopSecret,
 		fake.srv.URL+"/cgi-bin/webscr", stripeSecret, hookSecret)), 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -452,9 +450,7 @@ listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 token = "t"
-[store]
-path = %q
-[log]
+%s[log]
 level = "info"
 format = "json"
 [smtp]
@@ -468,7 +464,7 @@ outbox_retry_base = "1h"
 name = "hooks"
 kind = "standard-webhooks"
 secret = %q
-`, filepath.Join(dir, "ipnd.db"), port, secret)), 0o600)
+`, testStore(t, dir), port, secret)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

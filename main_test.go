@@ -28,6 +28,10 @@ import (
 // need a real child process (kill -9).
 func TestMain(m *testing.M) {
 	if os.Getenv("IPND_TEST_CHILD") == "1" {
+		// The child is ipnd, which refuses IPND_ variables that are no
+		// config key: the harness's backend choice is the test binary's.
+		os.Unsetenv("IPND_TEST_BACKEND")
+		os.Unsetenv("IPND_TEST_BBOLT_ONLY")
 		main()
 		os.Exit(0)
 	}
@@ -114,7 +118,11 @@ func TestNewUserFlow(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	// Embedded defaults, but on free ports (8080 may be taken on a CI box).
-	getenv := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0")
+	env := []string{"IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0"}
+	if onPG() { // the defaults but the store
+		env = append(env, testStoreEnv(t, filepath.Join(dir, "ipnd-data"))...)
+	}
+	getenv := envFunc(env...)
 	startServe(t, getenv, "ipnd-data")
 
 	for _, f := range []string{"ipnd-data/admin.token", "ipnd-data/gateway-test.secret"} {
@@ -163,6 +171,14 @@ func TestNewUserFlow(t *testing.T) {
 	}
 
 	backup := filepath.Join(dir, "copy.db")
+	if onPG() {
+		// PostgreSQL is backed up with its own tools; a second ipnd on
+		// the same database is a follower (TestPGTwoProcessesTakeover).
+		if out, err := runCmd(t, getenv, "backup", backup); err == nil || !strings.Contains(out+err.Error(), "pg_dump") {
+			t.Errorf("backup on PostgreSQL: %v, %s; want an error naming pg_dump", err, out)
+		}
+		return
+	}
 	if out, err := runCmd(t, getenv, "backup", backup); err != nil {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
@@ -190,8 +206,8 @@ func TestNewUserFlow(t *testing.T) {
 
 func TestAdminAPIAuthAndMetrics(t *testing.T) {
 	dir := t.TempDir()
-	getenv := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
-		"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db"), "IPND_ADMIN_TOKEN", "s3cret-token")
+	getenv := envFunc(append([]string{"IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
+		"IPND_ADMIN_TOKEN", "s3cret-token"}, testStoreEnv(t, dir)...)...)
 	startServe(t, getenv, dir)
 	addr, _ := os.ReadFile(filepath.Join(dir, "admin.addr"))
 	base := "http://" + strings.TrimSpace(string(addr))
@@ -303,19 +319,22 @@ secret = %q
 	<-exited
 	wg.Wait()
 
-	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("reopen after kill -9: %v", err)
+	if !onPG() {
+		db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
+		if err != nil {
+			t.Fatalf("reopen after kill -9: %v", err)
+		}
+		if err := db.Check(); err != nil {
+			t.Fatalf("consistency check after kill -9: %v", err)
+		}
+		t.Logf("%d notifications were only in the journal at the kill", db.Recovered())
+		db.Close()
 	}
-	defer db.Close()
-	if err := db.Check(); err != nil {
-		t.Fatalf("consistency check after kill -9: %v", err)
-	}
-	t.Logf("%d notifications were only in the journal at the kill", db.Recovered())
+	db := openTestStore(t, cfgPath)
 	stored := map[string]bool{}
 	var before uint64
 	for {
-		items, err := db.List(store.Filter{Before: before, Limit: 1000})
+		items, err := db.Find(store.Query{Before: before, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,8 +365,8 @@ secret = %q
 // (exit 0) and what it acknowledged is in the store.
 func TestChildLifecycle(t *testing.T) {
 	dir := t.TempDir()
-	getenv := []string{"IPND_TEST_CHILD=1", "IPND_SERVER_LISTEN=127.0.0.1:0", "IPND_ADMIN_LISTEN=127.0.0.1:0",
-		"IPND_STORE_PATH=" + filepath.Join(dir, "ipnd.db"), "IPND_CONFIG="}
+	getenv := append([]string{"IPND_TEST_CHILD=1", "IPND_SERVER_LISTEN=127.0.0.1:0", "IPND_ADMIN_LISTEN=127.0.0.1:0",
+		"IPND_CONFIG="}, testStoreEnviron(t, dir)...)
 	first := exec.Command(os.Args[0], "serve")
 	first.Env = append(os.Environ(), getenv...)
 	if err := first.Start(); err != nil {
@@ -360,27 +379,31 @@ func TestChildLifecycle(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, "public.addr"))
 		return err == nil
 	})
-	env := envFunc("IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0",
-		"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db"))
+	env := envFunc(append([]string{"IPND_SERVER_LISTEN", "127.0.0.1:0", "IPND_ADMIN_LISTEN", "127.0.0.1:0"},
+		testStoreEnv(t, dir)...)...)
 	if out, err := runCmd(t, env, "simulate", "test", "-order", "ORDER-TERM"); err != nil {
 		t.Fatalf("simulate: %v %s", err, out)
 	}
 
-	second := exec.Command(os.Args[0], "serve")
-	second.Env = first.Env
-	var stderr bytes.Buffer
-	second.Stderr = &stderr
-	start := time.Now()
-	err := second.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Errorf("second serve: %v, want exit status 1", err)
-	}
-	if want := fmt.Sprintf("database is in use by another ipnd (pid %d)", first.Process.Pid); !strings.Contains(stderr.String(), want) {
-		t.Errorf("second serve said %q, want it to contain %q", stderr.String(), want)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("second serve took %s", d)
+	// On PostgreSQL several ipnd share one database by design
+	// (TestPGTwoProcessesTakeover): only bbolt's file refuses a second.
+	if !onPG() {
+		second := exec.Command(os.Args[0], "serve")
+		second.Env = first.Env
+		var stderr bytes.Buffer
+		second.Stderr = &stderr
+		start := time.Now()
+		err := second.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("second serve: %v, want exit status 1", err)
+		}
+		if want := fmt.Sprintf("database is in use by another ipnd (pid %d)", first.Process.Pid); !strings.Contains(stderr.String(), want) {
+			t.Errorf("second serve said %q, want it to contain %q", stderr.String(), want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("second serve took %s", d)
+		}
 	}
 
 	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
@@ -397,12 +420,8 @@ func TestChildLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "ipnd.db.pid")); !os.IsNotExist(err) {
 		t.Errorf("pid file left behind after a clean stop: %v", err)
 	}
-	db, err := store.Open(filepath.Join(dir, "ipnd.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	items, err := db.List(store.Filter{})
+	db := openTestStore(t, "", testStoreEnv(t, dir)...)
+	items, err := db.Find(store.Query{})
 	if err != nil || len(items) != 1 || !bytes.Contains(items[0].Notification.Body, []byte("ORDER-TERM")) {
 		t.Errorf("after SIGTERM the store holds %d items, %v", len(items), err)
 	}

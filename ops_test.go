@@ -165,6 +165,7 @@ func TestRetentionInTheDaemon(t *testing.T) {
 // replaced database gave since are named and recorded as lost, and it
 // goes on past them.
 func TestBackupRestoreRoundTrip(t *testing.T) {
+	bboltOnly(t, "ipnd backup/restore copy bbolt's file (on PostgreSQL they name pg_dump/pg_restore: TestPGServe, TestNewUserFlow)")
 	dir := t.TempDir()
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	cfg := writeTestConfig(t, dir, "[log]\nlevel = \"warn\"\n[[gateway]]\nname = \"shop\"\nkind = \"standard-webhooks\"\nsecret = \""+secret+"\"\n")

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	bolt "go.etcd.io/bbolt"
 
 	"ipnd/ipn"
@@ -44,6 +45,18 @@ func TestReusedOrderIDStaysCheap(t *testing.T) {
 	}
 	valueSize := func() int {
 		d.stop()
+		if onPG() { // the order's row: its record and its tally
+			conn, err := pgx.Connect(t.Context(), testDSN(t, dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(t.Context())
+			var n int
+			if err := conn.QueryRow(t.Context(), `SELECT octet_length(record::text) + coalesce(octet_length(tally::text), 0) FROM orders WHERE id = $1`, []byte(id)).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
 		b, err := bolt.Open(filepath.Join(dir, "ipnd.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)

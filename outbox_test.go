@@ -368,7 +368,7 @@ name = "shop"
 kind = "standard-webhooks"
 secret = %q
 `, strings.Replace(mailConfig(port, ""), "max_attempts = 3", "max_attempts = 1000", 1), secret))
-	_, exited := startChild(t, dir, cfg)
+	child, exited := startChild(t, dir, cfg)
 	d := &daemon{t: t, dir: dir}
 	key, _ := gateway.DecodeWebhookSecret(secret)
 	for i := 0; i < 100; i++ {
@@ -398,10 +398,7 @@ secret = %q
 		}
 		return tried == 100
 	})
-	pidBytes, _ := os.ReadFile(filepath.Join(dir, "ipnd.db.pid"))
-	var pid int
-	fmt.Sscan(string(pidBytes), &pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-exited

@@ -44,6 +44,7 @@ func postSigned(t *testing.T, url, id string) int {
 // ipnd recover -skip-damaged records the ids as lost, and the next serve
 // gives no lost id again.
 func TestRecoverCommand(t *testing.T) {
+	bboltOnly(t, "deletes a segment of bbolt's journal and runs ipnd recover on the file")
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, fmt.Sprintf("[[gateway]]\nname = \"test\"\nkind = \"standard-webhooks\"\nsecret = %q\n", recoverSecret))
 	cmd, exited := startChild(t, dir, cfg)

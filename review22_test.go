@@ -8,6 +8,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -273,6 +276,7 @@ func TestReview22CheckFIFO(t *testing.T) {
 // would make every key already sold fail its offline check. Before the
 // review ipnd started with a new key. Restoring the file fixes it.
 func TestReview22SigningKeyLost(t *testing.T) {
+	bboltOnly(t, "loses the license signing key file beside ipnd.db; on PostgreSQL the database keeps the key (TestPGSharedSigningKey)")
 	dir := t.TempDir()
 	writeProductFile(t, dir, "app.zip", 100)
 	d, buy := deliveryDaemon(t, dir, "[[product]]\nid = \"app\"\nfile = \"app.zip\"\nlicense = \"generated\"\nlicense_format = \"signed\"\n")
@@ -356,14 +360,32 @@ func TestReview22CheckSigningKey(t *testing.T) {
 		}
 		return out.String()
 	}
-	if out := check(); !strings.Contains(out, "license-signing.key does not exist") {
-		t.Errorf("check before the key exists:\n%s", out)
-	}
-	var pub bytes.Buffer
-	run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
 	keyFile := filepath.Join(dir, "license-signing.key")
-	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("key file: %v %v", st, err)
+	var pub bytes.Buffer
+	if onPG() {
+		// The database keeps the key: check says so (not that serve will
+		// create the file), and licenses pubkey writes no file.
+		if out := check(); !strings.Contains(out, "kept in the PostgreSQL database") || strings.Contains(out, "does not exist") {
+			t.Errorf("check on PostgreSQL before a key exists:\n%s", out)
+		}
+		run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
+		if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+			t.Errorf("licenses pubkey on PostgreSQL: %s: %v, want no file", keyFile, err)
+		}
+		// A key file there is offered to the database; check reads it
+		// as on bbolt (serve refuses a damaged one).
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(priv.Seed())+"\n"), 0o600)
+		pub.Reset()
+		pub.WriteString(base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+	} else {
+		if out := check(); !strings.Contains(out, "license-signing.key does not exist") {
+			t.Errorf("check before the key exists:\n%s", out)
+		}
+		run(context.Background(), []string{"licenses", "pubkey", "-config", cfg}, envFunc(), &pub, io.Discard)
+		if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("key file: %v %v", st, err)
+		}
 	}
 	if out := check(); !strings.Contains(out, "(public key "+strings.TrimSpace(pub.String())+")") || strings.Contains(out, "warning") {
 		t.Errorf("check with the key:\n%s", out)
@@ -645,7 +667,9 @@ func TestReview22ProductRemovedByReload(t *testing.T) {
 	}
 	waitOrder(t, d, "RM-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/RM-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/RM-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	key := re.Deliveries[0].LicenseKey
 
@@ -762,7 +786,9 @@ func TestReview22SlowDownload(t *testing.T) {
 		"items": []map[string]any{{"product": "big"}}})
 	waitOrder(t, d, "SL-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/SL-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/SL-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 
 	resp, err := http.Get(d.addr("public") + link)
@@ -804,7 +830,9 @@ func TestReview22ReloadKeepsReservations(t *testing.T) {
 		"items": []map[string]any{{"product": "big"}}})
 	waitOrder(t, d, "RK-1", ipn.OrderPaid)
 	var re struct{ Deliveries []ipn.Delivered }
-	d.api("POST", "/api/orders/RK-1/deliveries/reissue", nil, &re)
+	if code := d.api("POST", "/api/orders/RK-1/deliveries/reissue", nil, &re); code != 200 || len(re.Deliveries) == 0 {
+		t.Fatalf("reissue: HTTP %d, %d deliveries", code, len(re.Deliveries))
+	}
 	link := strings.TrimPrefix(re.Deliveries[0].DownloadURL, "https://dl.example.com")
 	for i := 1; i <= 20; i++ {
 		if code, _ := d.license("validate", false, "license_key", fmt.Sprint("WRONG-", i)); code != 404 {

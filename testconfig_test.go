@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ import (
 // is still dir.
 func writeTestConfig(tb testing.TB, dir, extra string) string {
 	tb.Helper()
-	if os.Getenv("IPND_TEST_BACKEND") == "postgres" {
+	if onPG() {
 		return writePGTestConfig(tb, dir, "dsn = "+strconv.Quote(testDSN(tb, dir))+"\n", extra)
 	}
 	cfg := filepath.Join(dir, "ipnd.toml")
@@ -35,6 +36,83 @@ func writeTestConfig(tb testing.TB, dir, extra string) string {
 		tb.Fatal(err)
 	}
 	return cfg
+}
+
+// onPG reports whether this run's store is PostgreSQL
+// (IPND_TEST_BACKEND=postgres, the Makefile's second pass).
+func onPG() bool { return os.Getenv("IPND_TEST_BACKEND") == "postgres" }
+
+// testStore is the [store] section of a test's config whose data
+// directory is dir: the bbolt file dir/ipnd.db, or with
+// IPND_TEST_BACKEND=postgres dir's database on the shared cluster. For
+// the tests that write their config themselves.
+func testStore(tb testing.TB, dir string) string {
+	tb.Helper()
+	s := "[store]\npath = " + strconv.Quote(filepath.Join(dir, "ipnd.db")) + "\n"
+	if onPG() {
+		s += "backend = \"postgres\"\ndsn = " + strconv.Quote(testDSN(tb, dir)) + "\n"
+	}
+	return s
+}
+
+// testStoreEnv is testStore as environment variables (name, value, ...),
+// for the tests that configure ipnd through its environment.
+func testStoreEnv(tb testing.TB, dir string) []string {
+	tb.Helper()
+	env := []string{"IPND_STORE_PATH", filepath.Join(dir, "ipnd.db")}
+	if onPG() {
+		env = append(env, "IPND_STORE_BACKEND", "postgres", "IPND_STORE_DSN", testDSN(tb, dir))
+	}
+	return env
+}
+
+// testStoreEnviron is testStoreEnv as NAME=value entries of a child's
+// environment.
+func testStoreEnviron(tb testing.TB, dir string) []string {
+	tb.Helper()
+	kv := testStoreEnv(tb, dir)
+	var env []string
+	for i := 0; i+1 < len(kv); i += 2 {
+		env = append(env, kv[i]+"="+kv[i+1])
+	}
+	return env
+}
+
+// openTestStore opens the store of the config file cfg ("": none) and
+// the environment env (name, value, ...) the way serve does (bbolt's
+// file or the PostgreSQL database), for a test to read what a stopped
+// (or killed) ipnd left; it is closed when the test ends.
+func openTestStore(t *testing.T, cfg string, env ...string) Store {
+	t.Helper()
+	c, err := loadConfig(cfg, envFunc(env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openStore(c, nil)
+	if err != nil {
+		t.Fatalf("open the store of %s: %v", cfg, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// bboltOnly skips t on the PostgreSQL pass (IPND_TEST_BACKEND=postgres)
+// because it tests what only the bbolt backend has (its files, its
+// journal, its backup/restore/recover); why says what. Such a test is
+// not a pass on PostgreSQL: when IPND_TEST_BBOLT_ONLY names a file, the
+// name and why are appended to it, and the Makefile lists them.
+func bboltOnly(t *testing.T, why string) {
+	t.Helper()
+	if !onPG() {
+		return
+	}
+	if f := os.Getenv("IPND_TEST_BBOLT_ONLY"); f != "" {
+		if w, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintf(w, "%s: %s\n", t.Name(), why)
+			w.Close()
+		}
+	}
+	t.Skip("bbolt only: " + why)
 }
 
 // writePGTestConfig is writeTestConfig on PostgreSQL: store holds the
@@ -60,6 +138,7 @@ var sharedPG struct {
 	stop func()
 	err  error
 	dbs  map[string]string
+	used map[string]bool // the tests (top level) that made a database
 }
 
 // testDSN returns the URL of key's database on the shared cluster,
@@ -71,10 +150,12 @@ func testDSN(tb testing.TB, key string) string {
 	if sharedPG.c == nil && sharedPG.err == nil {
 		sharedPG.c, sharedPG.stop, sharedPG.err = pgtest.StartShared()
 		sharedPG.dbs = map[string]string{}
+		sharedPG.used = map[string]bool{}
 	}
 	if sharedPG.err != nil {
 		tb.Fatalf("the shared PostgreSQL cluster: %v", sharedPG.err)
 	}
+	sharedPG.used[strings.SplitN(tb.Name(), "/", 2)[0]] = true
 	if dsn, ok := sharedPG.dbs[key]; ok {
 		return dsn
 	}
@@ -86,10 +167,14 @@ func testDSN(tb testing.TB, key string) string {
 	return dsn
 }
 
-// stopSharedPG stops the shared cluster, if a test started it.
+// stopSharedPG stops the shared cluster, if a test started it, and says
+// how many tests ran ipnd on it.
 func stopSharedPG() {
 	sharedPG.mu.Lock()
 	defer sharedPG.mu.Unlock()
+	if len(sharedPG.used) > 0 {
+		fmt.Printf("PostgreSQL: %d tests ran ipnd on databases of the shared cluster\n", len(sharedPG.used))
+	}
 	if sharedPG.stop != nil {
 		sharedPG.stop()
 		sharedPG.stop = nil

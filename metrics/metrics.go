@@ -219,12 +219,12 @@ func New(o Options) *Metrics {
 		}, []string{"gateway"}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ipnd_store_commit_duration_seconds",
-			Help:    "Duration of one group commit to the journal (one write and one fdatasync; the 200s wait for it).",
+			Help:    "Duration of one group commit of notifications (bbolt: one journal write and fdatasync; PostgreSQL: the INSERT transaction; the 200s wait for it).",
 			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .5},
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ipnd_store_commit_records",
-			Help:    "Records written by one group commit to the journal.",
+			Help:    "Notifications written by one group commit (bbolt: to the journal; PostgreSQL: one INSERT transaction).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{

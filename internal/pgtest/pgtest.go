@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,23 +76,30 @@ func Start(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := os.MkdirTemp("", "ipnd-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Cluster{t: t, bin: bin, root: root, data: filepath.Join(root, "data"), uid: -1, gid: -1}
-	t.Cleanup(func() {
-		c.stop("immediate")
-		os.RemoveAll(root)
-	})
+	uid, gid := -1, -1
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
 			t.Fatalf("running as root needs the postgres user to run the server: %v", err)
 		}
-		c.uid, _ = strconv.Atoi(u.Uid)
-		c.gid, _ = strconv.Atoi(u.Gid)
-		if err := os.Chown(root, c.uid, c.gid); err != nil {
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
+	sweep(bin, uid, gid)
+	root, err := os.MkdirTemp("", "ipnd-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, bin: bin, root: root, data: filepath.Join(root, "data"), uid: uid, gid: gid}
+	t.Cleanup(func() {
+		c.stop("immediate")
+		os.RemoveAll(root)
+	})
+	if err := os.WriteFile(filepath.Join(root, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if uid >= 0 {
+		if err := os.Chown(root, uid, gid); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,6 +172,34 @@ func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 		cmd.Process.Kill()
 		<-done
 		return out.Bytes(), fmt.Errorf("%s did not finish in 2 minutes", name)
+	}
+}
+
+// ownerFile, in a cluster's directory, holds the pid of the process that
+// started it: a test binary that dies without its cleanups (a panic,
+// -timeout, kill -9) leaves its server running, which the next Start
+// stops and removes (sweep).
+const ownerFile = "owner.pid"
+
+// sweep stops and removes the clusters in the temporary directory whose
+// starting process is gone.
+func sweep(bin string, uid, gid int) {
+	roots, _ := filepath.Glob(filepath.Join(os.TempDir(), "ipnd-pg-*"))
+	for _, root := range roots {
+		b, err := os.ReadFile(filepath.Join(root, ownerFile))
+		if err != nil {
+			continue // not a cluster, or one from before owner files
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // its test binary still runs
+		}
+		c := &Cluster{bin: bin, root: root, data: filepath.Join(root, "data"), uid: uid, gid: gid}
+		c.stop("immediate")
+		os.RemoveAll(root)
 	}
 }
 

@@ -323,6 +323,10 @@ var migrationFills = map[int]func(context.Context, pgx.Tx) error{
 type Options struct {
 	MaxBatch int           // notifications per ingest transaction (default 256)
 	Timeout  time.Duration // per ingest transaction, connecting included (default 5s)
+	// OnCommit, when set, is called after each ingest transaction that
+	// committed new notifications, with its duration and their number
+	// (ipnd_store_commit_duration_seconds, as the bbolt store's).
+	OnCommit func(took time.Duration, records int)
 }
 
 // DB is an open PostgreSQL store.
@@ -511,6 +515,7 @@ func (db *DB) Append(ctx context.Context, n *ipn.Notification) (uint64, bool, er
 // commit writes one batch in one transaction. The request's own context
 // is not used: a gateway hanging up must not abort the batch of others.
 func (db *DB) commit(batch []*appendReq) error {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), db.opts.Timeout)
 	defer cancel()
 	tx, err := db.pool.Begin(ctx)
@@ -595,6 +600,12 @@ func (db *DB) commit(batch []*appendReq) error {
 		// committed. The gateway's retry is then a duplicate, answered
 		// with the stored id; nothing is stored twice.
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if db.opts.OnCommit != nil && len(fresh) > 0 {
+		func() {
+			defer func() { _ = recover() }() // an observer must not stop ingest
+			db.opts.OnCommit(time.Since(start), len(fresh))
+		}()
 	}
 	return nil
 }
