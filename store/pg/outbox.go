@@ -248,9 +248,18 @@ func scanItem(rows pgx.Rows) (ipn.OutboxItem, error) {
 // due.
 func (d *Deliveries) deadDamaged(ids []int64, now time.Time) error {
 	err := d.update(func(ctx context.Context, t *pgTx) error {
-		return t.exec(`UPDATE outbox SET state = 'dead', next_attempt = NULL,
+		t.counts.outboxQueued = true
+		t.queue(`UPDATE outbox SET state = 'dead', next_attempt = NULL,
 			last_error = 'the stored item does not decode; its email or callback is lost unless a backup has it'
-			WHERE id = ANY($1) AND state = 'pending'`, ids)
+			WHERE id = ANY($1) AND state = 'pending' RETURNING kind`, []any{ids}, func(r pgx.Rows) error {
+			var kind string
+			if err := r.Scan(&kind); err != nil {
+				return err
+			}
+			t.counts.outboxItem(kind, ipn.OutboxPending, ipn.OutboxDead) // dashboard.go
+			return nil
+		})
+		return nil
 	})
 	if err == nil {
 		d.poke()
@@ -290,6 +299,9 @@ func (d *Deliveries) update(fn func(ctx context.Context, t *pgTx) error) error {
 		t.queue(sql, args, func(pgx.Rows) error { fenced = true; return nil })
 	}
 	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if err := t.writeCounts(); err != nil { // dashboard.go
 		return err
 	}
 	if err := t.flush(); err != nil {
@@ -412,6 +424,7 @@ func (d *Deliveries) FinishOutbox(results []ipn.OutboxResult, now time.Time) err
 				sent_at = COALESCE($6, sent_at) WHERE id = $1`, int64(r.ID), r.State, r.Attempts, r.Error, next, sent); err != nil {
 				return err
 			}
+			t.counts.outboxItem(old.kind, old.state, r.State) // dashboard.go
 			old.state, old.attempts = r.State, r.Attempts
 			if r.State != ipn.OutboxPending && orderedKind(old.kind) && old.order != "" {
 				relKinds, relOrders = append(relKinds, old.kind), append(relOrders, []byte(old.order))
