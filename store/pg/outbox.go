@@ -112,6 +112,12 @@ func orderedKind(kind string) bool {
 // duePage bounds the due entries one query reads.
 const duePage = 256
 
+// dueSlack is what the first query of DueLaneSkipping reads beyond the
+// max+1 entries it needs when skip passes over none: room for the items
+// in flight (a few per lane); each further query reads twice as many, up
+// to duePage.
+const dueSlack = 16
+
 // DueLaneSkipping returns up to max pending items of one lane due at
 // now, earliest first, passing over those for which skip returns true
 // (the worker's items in flight, still pending here), and when the next
@@ -136,9 +142,13 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 		out, next, damaged = nil, time.Time{}, nil
 		var picked []int64
 		afterAt, afterID := time.Time{}, int64(0)
+		page := duePage
+		if max >= 0 && max+1+dueSlack < duePage {
+			page = max + 1 + dueSlack
+		}
 	pages:
-		for {
-			rows, err := tx.Query(ctx, q, kind, afterAt, afterID, duePage)
+		for ; ; page = min(2*page, duePage) {
+			rows, err := tx.Query(ctx, q, kind, afterAt, afterID, page)
 			if err != nil {
 				return err
 			}
@@ -170,7 +180,7 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 				}
 				picked = append(picked, id)
 			}
-			if n < duePage {
+			if n < page {
 				break
 			}
 		}

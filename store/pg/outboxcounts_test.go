@@ -3,9 +3,14 @@ package pg
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"ipnd/internal/pgtest"
+	"ipnd/ipn"
 )
 
 // checkOutboxCounts fails t when the outbox counts the dashboard reads
@@ -39,4 +44,47 @@ func checkOutboxCounts(t testing.TB, db *DB) {
 	if len(want) == 0 {
 		t.Error("the outbox is empty: the counts were not checked")
 	}
+}
+
+// TestPGDueSkippingPastThePage: DueLaneSkipping reads a small first page
+// and more only while skip passes over what it read; with many items
+// passed over (more than the first page holds) each backend returns the
+// same items, earliest first, and says the lane has more due now.
+func TestPGDueSkippingPastThePage(t *testing.T) {
+	c := pgtest.Start(t)
+	scenario := func(b *backend) string {
+		queue(t, b, 90)
+		d := b.deliveries()
+		var out strings.Builder
+		now := time.Now()
+		for _, skipped := range []int{0, 3, 40, 85, 89, 90} {
+			for _, kind := range []string{ipn.EffectShopCallback, ipn.EffectEmailCustomer} {
+				all, _, err := d.DueLaneSkipping(kind, now, 1000, nil)
+				if err != nil || len(all) != 90 {
+					t.Fatalf("%s %s: %d due %v", b.name, kind, len(all), err)
+				}
+				passed := map[uint64]bool{}
+				for _, it := range all[:skipped] {
+					passed[it.ID] = true
+				}
+				items, next, err := d.DueLaneSkipping(kind, now, 5, func(id uint64) bool { return passed[id] })
+				var got []string
+				for _, it := range items {
+					got = append(got, it.Effect.OrderID)
+				}
+				fmt.Fprintf(&out, "%s skipping %d: %v more=%v %v\n", kind, skipped, got, !next.IsZero() && !next.After(now), err)
+			}
+		}
+		return out.String()
+	}
+	want := scenario(boltBackend(t))
+	got := scenario(pgBackend(t, open(t, c.DSN())))
+	if got != want {
+		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
+	}
+	if !strings.Contains(want, "shop_callback skipping 40: [O40 O41 O42 O43 O44] more=true") ||
+		!strings.Contains(want, "shop_callback skipping 89: [O89] more=false") {
+		t.Errorf("the scenario does not reach its cases:\n%s", want)
+	}
+	t.Logf("both backends:\n%s", want)
 }
