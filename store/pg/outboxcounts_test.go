@@ -88,3 +88,39 @@ func TestPGDueSkippingPastThePage(t *testing.T) {
 	}
 	t.Logf("both backends:\n%s", want)
 }
+
+// BenchmarkPGOutboxCounts: the outbox counts the metrics read with
+// 120,000 items in the outbox (mostly sent), from outbox_counts ("table")
+// and as they were read before, counting the outbox ("count").
+func BenchmarkPGOutboxCounts(b *testing.B) {
+	db := open(b, pgtest.Start(b).DSN())
+	ctx := context.Background()
+	if _, err := db.pool.Exec(ctx, `INSERT INTO outbox (id, kind, order_id, cause, notification, effect, delivery_id, created_at, state)
+		SELECT i, (ARRAY['email_customer', 'shop_callback'])[1 + i % 2], ('O' || i / 2)::bytea, ('c' || i)::bytea, i / 2, '{}',
+			'd' || i, now(), CASE WHEN i % 100 = 0 THEN 'dead' WHEN i % 50 = 0 THEN 'pending' ELSE 'sent' END
+		FROM generate_series(1, 120000) AS i;
+		DELETE FROM outbox_counts;
+		INSERT INTO outbox_counts SELECT state, kind, count(*) FROM outbox GROUP BY 1, 2;
+		ANALYZE outbox`); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("table", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := db.Dashboard().OutboxCounts(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("count", func(b *testing.B) {
+		for b.Loop() {
+			rows, err := db.pool.Query(ctx, `SELECT state, kind, count(*) FROM outbox GROUP BY state, kind`)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
