@@ -97,6 +97,31 @@ func (c funcGaugeVec) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// outboxGauges is ipnd_outbox_{pending,dead,skipped,discarded}{kind}: one
+// collector for the four, so a scrape reads the store's outbox counts once
+// (on PostgreSQL a query) instead of once per state.
+type outboxGauges struct {
+	states []string
+	descs  []*prometheus.Desc
+	kinds  []string
+	read   func() map[string]map[string]int
+}
+
+func (c outboxGauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c outboxGauges) Collect(ch chan<- prometheus.Metric) {
+	counts := c.read()
+	for i, state := range c.states {
+		for _, k := range c.kinds {
+			ch <- prometheus.MustNewConstMetric(c.descs[i], prometheus.GaugeValue, float64(counts[state][k]), k)
+		}
+	}
+}
+
 // lagGauge is ipnd_pipeline_lag_seconds{gateway}, read at scrape time:
 // one series per configured gateway, and Unknown for the notifications of
 // gateways no longer configured.
@@ -348,13 +373,12 @@ func New(o Options) *Metrics {
 		})
 	}
 	if o.OutboxCounts != nil {
+		g := outboxGauges{kinds: o.OutboxKinds, read: o.OutboxCounts}
 		for _, state := range []string{"pending", "dead", "skipped", "discarded"} {
-			m.reg.MustRegister(funcGaugeVec{
-				desc:   prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil),
-				labels: o.OutboxKinds,
-				read:   func() map[string]int { return o.OutboxCounts()[state] },
-			})
+			g.states = append(g.states, state)
+			g.descs = append(g.descs, prometheus.NewDesc("ipnd_outbox_"+state, "Outbox items "+state+", by kind.", []string{"kind"}, nil))
 		}
+		m.reg.MustRegister(g)
 	}
 	if o.Degraded != nil {
 		m.reg.MustRegister(funcGaugeVec{

@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,5 +67,41 @@ ipnd_outbox_skipped{kind="email_merchant"} 3
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "ipnd_worker_degraded", "ipnd_outbox_skipped"); err != nil {
 		t.Error(err)
+	}
+}
+
+// A scrape reads the outbox counts once for the four ipnd_outbox_* gauges
+// (on PostgreSQL each read is a query), with the same series as before.
+func TestOutboxCountsReadOncePerScrape(t *testing.T) {
+	var reads atomic.Int64
+	m := New(Options{OutboxKinds: []string{"email_customer", "shop_callback"},
+		OutboxCounts: func() map[string]map[string]int {
+			reads.Add(1)
+			return map[string]map[string]int{"pending": {"shop_callback": 2}, "dead": {"email_customer": 1}, "discarded": {"shop_callback": 4}}
+		}})
+	want := `
+# HELP ipnd_outbox_dead Outbox items dead, by kind.
+# TYPE ipnd_outbox_dead gauge
+ipnd_outbox_dead{kind="email_customer"} 1
+ipnd_outbox_dead{kind="shop_callback"} 0
+# HELP ipnd_outbox_discarded Outbox items discarded, by kind.
+# TYPE ipnd_outbox_discarded gauge
+ipnd_outbox_discarded{kind="email_customer"} 0
+ipnd_outbox_discarded{kind="shop_callback"} 4
+# HELP ipnd_outbox_pending Outbox items pending, by kind.
+# TYPE ipnd_outbox_pending gauge
+ipnd_outbox_pending{kind="email_customer"} 0
+ipnd_outbox_pending{kind="shop_callback"} 2
+# HELP ipnd_outbox_skipped Outbox items skipped, by kind.
+# TYPE ipnd_outbox_skipped gauge
+ipnd_outbox_skipped{kind="email_customer"} 0
+ipnd_outbox_skipped{kind="shop_callback"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
+		"ipnd_outbox_pending", "ipnd_outbox_dead", "ipnd_outbox_skipped", "ipnd_outbox_discarded"); err != nil {
+		t.Error(err)
+	}
+	if n := reads.Load(); n != 1 {
+		t.Errorf("one scrape read the outbox counts %d times, want 1", n)
 	}
 }

@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,6 +101,30 @@ const countHourSQL = `WITH o AS (SELECT (SELECT state FROM processing WHERE id =
 type txCounts struct {
 	hours  map[hourKey]*[3]int64 // received, applied, invalid
 	orders map[orderKey]int64
+	outbox map[outboxKey]int64
+	// outboxQueued: statements queued whose rows move the outbox counts
+	// when they are sent (an item queued unless its cause is, an item
+	// made dead): writeCounts sends them first.
+	outboxQueued bool
+}
+
+type outboxKey struct {
+	state, kind string
+}
+
+// outboxItem moves the outbox counts of an item of kind from state old
+// ("": a new item) to next.
+func (c *txCounts) outboxItem(kind, old, next string) {
+	if old == next {
+		return
+	}
+	if c.outbox == nil {
+		c.outbox = map[outboxKey]int64{}
+	}
+	if old != "" {
+		c.outbox[outboxKey{old, kind}]--
+	}
+	c.outbox[outboxKey{next, kind}]++
 }
 
 type hourKey struct {
@@ -155,6 +180,38 @@ func (c *txCounts) order(old, next *ipn.Order) {
 // writeCounts queues the writes of the counts the transaction moved:
 // before its commit (Journal.run, DB.Replay).
 func (t *pgTx) writeCounts() error {
+	if t.counts.outboxQueued {
+		t.counts.outboxQueued = false
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	if len(t.counts.outbox) > 0 {
+		keys := make([]outboxKey, 0, len(t.counts.outbox))
+		for k, n := range t.counts.outbox {
+			if n != 0 {
+				keys = append(keys, k)
+			}
+		}
+		// In key order: concurrent transactions (the pipeline's batch,
+		// the outbox's results, the operator's) lock the rows they move
+		// in the same order, last, so none waits for another in a cycle.
+		slices.SortFunc(keys, func(a, b outboxKey) int {
+			return cmp.Or(cmp.Compare(a.state, b.state), cmp.Compare(a.kind, b.kind))
+		})
+		states, kinds, ns := make([]string, len(keys)), make([]string, len(keys)), make([]int64, len(keys))
+		for i, k := range keys {
+			states[i], kinds[i], ns[i] = k.state, k.kind, t.counts.outbox[k]
+		}
+		t.counts.outbox = nil
+		if len(keys) > 0 {
+			if err := t.exec(`INSERT INTO outbox_counts AS c (state, kind, n)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+				ON CONFLICT (state, kind) DO UPDATE SET n = greatest(c.n + excluded.n, 0)`, states, kinds, ns); err != nil {
+				return err
+			}
+		}
+	}
 	if len(t.counts.hours) > 0 {
 		var gws []string
 		var hours []time.Time
@@ -212,6 +269,12 @@ func fillDashboard(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO order_counts SELECT test, status, count(*) FROM orders GROUP BY 1, 2`)
+	return err
+}
+
+// fillOutboxCounts fills outbox_counts from the outbox items (Import).
+func fillOutboxCounts(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `INSERT INTO outbox_counts SELECT state, kind, count(*) FROM outbox GROUP BY 1, 2`)
 	return err
 }
 
@@ -880,7 +943,7 @@ func (d *Dashboard) OutboxCounts() (map[string]map[string]int, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	out := map[string]map[string]int{}
-	err := queriedRows(ctx, d.db.pool)(`SELECT state, kind, count(*) FROM outbox GROUP BY state, kind`, nil, func(r pgx.Rows) error {
+	err := queriedRows(ctx, d.db.pool)(`SELECT state, kind, n FROM outbox_counts WHERE n > 0`, nil, func(r pgx.Rows) error {
 		var state, kind string
 		var n int
 		if err := r.Scan(&state, &kind, &n); err != nil {

@@ -301,6 +301,9 @@ func (db *DB) Import(ctx context.Context, s *store.Snapshot) (Copied, error) {
 	if err := fillDashboard(ctx, tx); err != nil {
 		return out, err
 	}
+	if err := fillOutboxCounts(ctx, tx); err != nil {
+		return out, err
+	}
 
 	// Verify: the rows in each table are the rows copied.
 	for _, t := range dataTables {

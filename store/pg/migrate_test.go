@@ -430,6 +430,7 @@ func TestPGMigrateRoundTrip(t *testing.T) {
 		t.Errorf("export counted %v", got.Tables)
 	}
 	compareStores(t, back, pdb)
+	checkOutboxCounts(t, pdb) // outboxcounts_test.go
 	if a, b := snapshotKeys(t, path), snapshotKeys(t, back); !slices.Equal(a, b) || len(a) == 0 {
 		t.Errorf("retry and parked entries differ:\nfirst %q\nback  %q", a, b)
 	}

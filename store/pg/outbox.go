@@ -112,6 +112,12 @@ func orderedKind(kind string) bool {
 // duePage bounds the due entries one query reads.
 const duePage = 256
 
+// dueSlack is what the first query of DueLaneSkipping reads beyond the
+// max+1 entries it needs when skip passes over none: room for the items
+// in flight (a few per lane); each further query reads twice as many, up
+// to duePage.
+const dueSlack = 16
+
 // DueLaneSkipping returns up to max pending items of one lane due at
 // now, earliest first, passing over those for which skip returns true
 // (the worker's items in flight, still pending here), and when the next
@@ -136,9 +142,13 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 		out, next, damaged = nil, time.Time{}, nil
 		var picked []int64
 		afterAt, afterID := time.Time{}, int64(0)
+		page := duePage
+		if max >= 0 && max+1+dueSlack < duePage {
+			page = max + 1 + dueSlack
+		}
 	pages:
-		for {
-			rows, err := tx.Query(ctx, q, kind, afterAt, afterID, duePage)
+		for ; ; page = min(2*page, duePage) {
+			rows, err := tx.Query(ctx, q, kind, afterAt, afterID, page)
 			if err != nil {
 				return err
 			}
@@ -170,7 +180,7 @@ func (d *Deliveries) DueLaneSkipping(kind string, now time.Time, max int, skip f
 				}
 				picked = append(picked, id)
 			}
-			if n < duePage {
+			if n < page {
 				break
 			}
 		}
@@ -248,9 +258,18 @@ func scanItem(rows pgx.Rows) (ipn.OutboxItem, error) {
 // due.
 func (d *Deliveries) deadDamaged(ids []int64, now time.Time) error {
 	err := d.update(func(ctx context.Context, t *pgTx) error {
-		return t.exec(`UPDATE outbox SET state = 'dead', next_attempt = NULL,
+		t.counts.outboxQueued = true
+		t.queue(`UPDATE outbox SET state = 'dead', next_attempt = NULL,
 			last_error = 'the stored item does not decode; its email or callback is lost unless a backup has it'
-			WHERE id = ANY($1) AND state = 'pending'`, ids)
+			WHERE id = ANY($1) AND state = 'pending' RETURNING kind`, []any{ids}, func(r pgx.Rows) error {
+			var kind string
+			if err := r.Scan(&kind); err != nil {
+				return err
+			}
+			t.counts.outboxItem(kind, ipn.OutboxPending, ipn.OutboxDead) // dashboard.go
+			return nil
+		})
+		return nil
 	})
 	if err == nil {
 		d.poke()
@@ -290,6 +309,9 @@ func (d *Deliveries) update(fn func(ctx context.Context, t *pgTx) error) error {
 		t.queue(sql, args, func(pgx.Rows) error { fenced = true; return nil })
 	}
 	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if err := t.writeCounts(); err != nil { // dashboard.go
 		return err
 	}
 	if err := t.flush(); err != nil {
@@ -412,6 +434,7 @@ func (d *Deliveries) FinishOutbox(results []ipn.OutboxResult, now time.Time) err
 				sent_at = COALESCE($6, sent_at) WHERE id = $1`, int64(r.ID), r.State, r.Attempts, validText(r.Error), next, sent); err != nil {
 				return err
 			}
+			t.counts.outboxItem(old.kind, old.state, r.State) // dashboard.go
 			old.state, old.attempts = r.State, r.Attempts
 			if r.State != ipn.OutboxPending && orderedKind(old.kind) && old.order != "" {
 				relKinds, relOrders = append(relKinds, old.kind), append(relOrders, []byte(old.order))

@@ -299,10 +299,12 @@ func deliveryScenario(t *testing.T, b *backend) string {
 func TestPGOutboxConformance(t *testing.T) {
 	c := pgtest.Start(t)
 	want := deliveryScenario(t, boltBackend(t))
-	got := deliveryScenario(t, pgBackend(t, open(t, c.DSN())))
+	db := open(t, c.DSN())
+	got := deliveryScenario(t, pgBackend(t, db))
 	if got != want {
 		t.Errorf("postgres differs from bbolt:\n--- bbolt\n%s--- postgres\n%s", want, got)
 	}
+	checkOutboxCounts(t, db) // outboxcounts_test.go
 	for _, must := range []string{
 		"callbacks of O1: [order.paid/T1 order.partially_refunded/R1]", "callbacks answered 500: 4",
 		"shop_callback dead attempts=3 order=O2", "callbacks of O2: []",
@@ -525,6 +527,7 @@ func TestPGOutboxKillResume(t *testing.T) {
 	if calls[inflight.ID] != 2 {
 		t.Errorf("the callback under way at the kill was received %d times, want 2 (its result was not recorded)", calls[inflight.ID])
 	}
+	checkOutboxCounts(t, again) // outboxcounts_test.go
 }
 
 // TestPGOutboxSkipNoteAndPipelineShareTheOrder: the line a skipped item
@@ -688,6 +691,7 @@ func TestPGOutboxDamagedItem(t *testing.T) {
 	if state != ipn.OutboxDead || !strings.Contains(why, "does not decode") {
 		t.Errorf("the damaged item: %s %q", state, why)
 	}
+	checkOutboxCounts(t, db) // outboxcounts_test.go
 }
 
 // BenchmarkPGDeliveries: the real worker delivers b.N payments' email

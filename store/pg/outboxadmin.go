@@ -145,8 +145,10 @@ func (t *pgTx) notifyOutbox() error {
 	return t.exec(`SELECT pg_notify($1, '')`, outboxChannel)
 }
 
-// putItemState writes the state of item it (its effect stays).
-func (t *pgTx) putItemState(it ipn.OutboxItem) error {
+// putItemState writes the state of item it, which was in state old (its
+// effect stays).
+func (t *pgTx) putItemState(it ipn.OutboxItem, old string) error {
+	t.counts.outboxItem(it.Effect.Kind, old, it.State) // dashboard.go
 	var next *time.Time
 	if !it.NextAttempt.IsZero() {
 		at := it.NextAttempt.UTC()
@@ -173,7 +175,7 @@ func (d *Dashboard) RetryOutbox(id uint64, now time.Time) (ipn.OutboxItem, error
 		if !ok {
 			return fmt.Errorf("outbox item %d was sent: %w", id, store.ErrExists)
 		}
-		if err := t.putItemState(it); err != nil {
+		if err := t.putItemState(it, old.State); err != nil {
 			return err
 		}
 		return t.notifyOutbox()
@@ -190,6 +192,7 @@ func (d *Dashboard) RetryDead(kind string, now time.Time) ([]uint64, error) {
 	err := d.update(func(t *pgTx) error {
 		ids = nil
 		var dead []int64
+		var kinds []string
 		err := t.rows(`SELECT `+outboxCols+` FROM outbox WHERE state = 'dead' AND ($1 = '' OR kind = $1) ORDER BY id FOR UPDATE`,
 			[]any{kind}, func(r pgx.Rows) error {
 				it, err := scanOutboxItem(r)
@@ -200,6 +203,7 @@ func (d *Dashboard) RetryDead(kind string, now time.Time) ([]uint64, error) {
 					return err
 				}
 				dead = append(dead, int64(it.ID))
+				kinds = append(kinds, it.Effect.Kind)
 				ids = append(ids, it.ID)
 				return nil
 			})
@@ -207,6 +211,9 @@ func (d *Dashboard) RetryDead(kind string, now time.Time) ([]uint64, error) {
 			return err
 		}
 		retried, _ := record.Retry(ipn.OutboxItem{State: ipn.OutboxDead}, now)
+		for _, k := range kinds {
+			t.counts.outboxItem(k, ipn.OutboxDead, retried.State) // dashboard.go
+		}
 		if err := t.exec(`UPDATE outbox SET state = $2, attempts = $3, next_attempt = $4 WHERE id = ANY($1)`,
 			dead, retried.State, retried.Attempts, retried.NextAttempt); err != nil {
 			return err
@@ -247,7 +254,7 @@ func (d *Dashboard) DiscardOutbox(id uint64, by, why string, version int, now ti
 				return fmt.Errorf("%w: order %q is at version %d, the request saw %d", store.ErrStale, o.ID, record.Version(o), version)
 			}
 		}
-		if err := t.putItemState(it); err != nil {
+		if err := t.putItemState(it, old.State); err != nil {
 			return err
 		}
 		if order != "" {
@@ -337,6 +344,7 @@ func (d *Dashboard) ResendOutbox(id uint64, by, key string, now time.Time) (ipn.
 			[]any{e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(old.Notification), b, t.db.runID, now.UTC()}, &nid); err != nil {
 			return err
 		}
+		t.counts.outboxItem(e.Kind, "", ipn.OutboxPending) // dashboard.go
 		if out, err = t.item(uint64(nid), ""); err != nil {
 			return err
 		}

@@ -257,8 +257,10 @@ func decisionsScenario(t *testing.T, b *backend) string {
 func TestPGOutboxDecisions(t *testing.T) {
 	c := pgtest.Start(t)
 	want := decisionsScenario(t, boltBackend(t))
-	got := decisionsScenario(t, pgBackend(t, open(t, c.DSN())))
+	db := open(t, c.DSN())
+	got := decisionsScenario(t, pgBackend(t, db))
 	compare(t, want, got)
+	checkOutboxCounts(t, db) // outboxcounts_test.go
 	for _, must := range []string{
 		"retry the dead callback: was dead attempts=1 ok", "now pending attempts=0 due=true ok",
 		"retry a sent email: was sent exists", "retry no item: not found",
@@ -371,6 +373,7 @@ func TestPGResendConcurrent(t *testing.T) {
 	if len(all) != len(items)+5 {
 		t.Errorf("%d items, want %d", len(all), len(items)+5)
 	}
+	checkOutboxCounts(t, db) // outboxcounts_test.go
 }
 
 // retentionScenario is the bbolt store's TestRetentionPurge on b, with a
@@ -507,8 +510,10 @@ func retentionScenario(t *testing.T, b *backend) string {
 func TestPGRetentionAndReplays(t *testing.T) {
 	c := pgtest.Start(t)
 	want := retentionScenario(t, boltBackend(t))
-	got := retentionScenario(t, pgBackend(t, open(t, c.DSN())))
+	db := open(t, c.DSN())
+	got := retentionScenario(t, pgBackend(t, db))
 	compare(t, want, got)
+	checkOutboxCounts(t, db) // outboxcounts_test.go
 	for _, must := range []string{
 		"purge 1: {Notifications:1 OutboxItems:1 Orders:1 More:true} ok",
 		"purge 200: {Notifications:0 OutboxItems:0 Orders:0 More:false} ok",

@@ -53,7 +53,7 @@ import (
 )
 
 // SchemaVersion is the newest schema this binary knows.
-const SchemaVersion = 8
+const SchemaVersion = 9
 
 // ErrUnavailable wraps every failure to reach or use the database: the
 // receiver answers 503 and the gateway retries.
@@ -311,6 +311,17 @@ var migrations = []string{
 		pub  bytea
 	 );
 	 INSERT INTO license_signing (id) VALUES (1);`,
+	// 9: outbox_counts, the number of outbox items per state and kind
+	// (Dashboard.OutboxCounts, the metrics' ipnd_outbox_*), moved by the
+	// transactions that queue items or change their state (txCounts),
+	// filled here from the items.
+	`CREATE TABLE outbox_counts (
+		state text NOT NULL,
+		kind  text NOT NULL,
+		n     bigint NOT NULL,
+		PRIMARY KEY (state, kind)
+	 );
+	 INSERT INTO outbox_counts SELECT state, kind, count(*) FROM outbox GROUP BY 1, 2;`,
 }
 
 // migrationFills[v] fills, in the transaction of migration v, what its

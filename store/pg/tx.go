@@ -858,13 +858,22 @@ func (t *pgTx) enqueueOne(e ipn.Effect, notification uint64, now time.Time) erro
 	if err != nil {
 		return err
 	}
-	return t.exec(`WITH n AS (
+	t.counts.outboxQueued = true
+	t.queue(`WITH n AS (
 			UPDATE ipnd_counters SET value = value + 1
 			WHERE name = 'outbox' AND NOT EXISTS (SELECT 1 FROM outbox WHERE cause = $3)
 			RETURNING value)
 		INSERT INTO outbox (id, kind, order_id, cause, notification, effect, delivery_id, created_at, state, next_attempt)
-		SELECT value, $1, $2, $3, $4, $5, 'ipnd_' || $6::text || '_' || value, $7, 'pending', $7 FROM n`,
-		e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(notification), b, t.db.runID, now.UTC())
+		SELECT value, $1, $2, $3, $4, $5, 'ipnd_' || $6::text || '_' || value, $7, 'pending', $7 FROM n RETURNING kind`,
+		[]any{e.Kind, []byte(e.OrderID), []byte(e.Cause), int64(notification), b, t.db.runID, now.UTC()}, func(r pgx.Rows) error {
+			var kind string
+			if err := r.Scan(&kind); err != nil {
+				return err
+			}
+			t.counts.outboxItem(kind, "", ipn.OutboxPending) // dashboard.go
+			return nil
+		})
+	return nil
 }
 
 func (t *pgTx) PutSubscription(ev *ipn.Event, ac ipn.ApplyContext) error {
