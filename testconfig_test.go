@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,7 +90,7 @@ func openTestStore(t *testing.T, cfg string, env ...string) Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := openStore(c, nil)
+	s, err := openStore(context.Background(), c, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatalf("open the store of %s: %v", cfg, err)
 	}
