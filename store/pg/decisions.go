@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,32 +61,11 @@ func decisionErr(err error) error {
 func (d *Dashboard) decisionTx(fn func(t *pgTx) error) error {
 	var err error
 	for range decisionTries {
-		if err = d.decisionTxOnce(fn); !retryable(err) {
+		if err = d.updateOnce(fn); !retryable(err) { // outboxadmin.go
 			break
 		}
 	}
 	return decisionErr(err)
-}
-
-func (d *Dashboard) decisionTxOnce(fn func(t *pgTx) error) error {
-	ctx, cancel := d.ctx()
-	defer cancel()
-	tx, err := d.db.pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	t := &pgTx{db: d.db, ctx: ctx, tx: tx}
-	if err := fn(t); err != nil {
-		return err
-	}
-	if err := t.writeCounts(); err != nil { // dashboard.go
-		return err
-	}
-	if err := t.flush(); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
 }
 
 // CreateOrder registers an expected order; store.ErrExists when the id
