@@ -198,7 +198,7 @@ func (d *daemon) notification(id uint64) admin.Notification {
 func (d *daemon) waitState(id uint64, state string) admin.Notification {
 	d.t.Helper()
 	var n admin.Notification
-	waitFor(d.t, fmt.Sprintf("notification %d %s", id, state), 10*time.Second, func() bool {
+	waitFor(d.t, fmt.Sprintf("notification %d %s", id, state), 30*time.Second, func() bool {
 		n = d.notification(id)
 		return string(n.State) == state
 	})
