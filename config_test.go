@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -293,10 +294,18 @@ func TestStoreOpenErrorsHideThePassword(t *testing.T) {
 		{"postgres://ipnd:s3cret@127.0.0.1:99999/ipnd", "store.dsn"},
 		{"host=127.0.0.1 port=1 user=ipnd password=s3cret connect_timeout=1 sslmode=disable", "postgres unavailable"},
 	} {
+		// An unreachable server is waited for (logged each try) until the
+		// start is stopped: the log and the error name no password.
 		cfg := &Config{Store: StoreConfig{Backend: "postgres", DSN: tc.dsn}}
-		_, err := openStore(context.Background(), cfg, slog.New(slog.DiscardHandler), nil)
+		var log lockedBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := openStore(ctx, cfg, slog.New(slog.NewTextHandler(&log, nil)), nil)
+		cancel()
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("open %q: %v, want an error with %q and no password", tc.dsn, err, tc.want)
+		}
+		if strings.Contains(log.String(), "s3cret") {
+			t.Errorf("open %q: the log shows the password:\n%s", tc.dsn, log.String())
 		}
 	}
 }
