@@ -198,11 +198,17 @@ func (d *daemon) notification(id uint64) admin.Notification {
 func (d *daemon) waitState(id uint64, state string) admin.Notification {
 	d.t.Helper()
 	var n admin.Notification
-	waitFor(d.t, fmt.Sprintf("notification %d %s", id, state), 30*time.Second, func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		n = d.notification(id)
-		return string(n.State) == state
-	})
-	return n
+		if string(n.State) == state {
+			return n
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("timed out waiting for notification %d %s; it is %+v", id, state, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ipnBody builds a PayPal IPN the way PayPal sends it: form-encoded in

@@ -439,9 +439,7 @@ wait:
 		}
 	}
 	// The postbacks that ended, of this step or earlier ones.
-	var record []ipn.Outcome
-	var recorded []ipn.Work
-	var reasons []int
+	var record []recording
 	for id, v := range p.inflight {
 		select {
 		case <-v.done:
@@ -463,7 +461,7 @@ wait:
 				reason = waitGateway
 			}
 		}
-		record, recorded, reasons = append(record, o), append(recorded, v.w), append(reasons, reason)
+		record = append(record, recording{o, v.w, reason})
 		if i := slices.IndexFunc(work, func(w ipn.Work) bool { return w.Notification.ID == id }); i >= 0 {
 			// Recorded above: the cursor may pass it (and it is not
 			// recorded as waiting again).
@@ -495,26 +493,45 @@ wait:
 	}
 	for i, w := range work {
 		if decided[i] && outs[i].ID != 0 {
-			record, recorded, reasons = append(record, outs[i]), append(recorded, w), append(reasons, why[i])
+			record = append(record, recording{outs[i], w, why[i]})
 		}
 	}
 	if len(record) == 0 && moved == 0 {
 		return 0, nil
 	}
-	recs, err := p.o.Journal.Finish(record, upTo, p.o.Now())
+	// Applied in log order: postbacks that ended in one step (taken
+	// above in map order) and decisions made inline are recorded by id,
+	// so that of two notifications of one payment fact the earlier one
+	// is applied and the later one is its duplicate. Only a postback
+	// still under way when a later one's step ends lets the later apply
+	// first (the disorder a gateway produces too).
+	slices.SortFunc(record, func(a, b recording) int { return cmp.Compare(a.out.ID, b.out.ID) })
+	outcomes := make([]ipn.Outcome, len(record))
+	for i, r := range record {
+		outcomes[i] = r.out
+	}
+	recs, err := p.o.Journal.Finish(outcomes, upTo, p.o.Now())
 	if err != nil {
 		return 0, err
 	}
 	var quiet stepSummary
-	for i, o := range record {
+	for i, r := range record {
 		var sum *stepSummary
 		if i >= reportLines {
 			sum = &quiet
 		}
-		p.report(recorded[i].Notification, o, recs[i], reasons[i], sum)
+		p.report(r.w.Notification, r.out, recs[i], r.why, sum)
 	}
 	quiet.log(p.log)
 	return len(record) + moved, nil
+}
+
+// recording is one outcome a step records, with its notification and
+// why it waits (waitNone when it does not).
+type recording struct {
+	out ipn.Outcome
+	w   ipn.Work
+	why int
 }
 
 // waiting is the outcome of a notification that waits, received, for the
