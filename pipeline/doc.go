@@ -24,6 +24,10 @@
 //   - The cursor moves only over notifications whose outcome is recorded
 //     in the same transaction (a final one, or received with a retry
 //     scheduled), so a crash repeats work but never skips it.
+//   - The outcomes one step records are applied in log order, those of
+//     postbacks that ended together included: of a payment's original
+//     and its resends, the original is applied unless its own postback
+//     was still under way when a later one's step ended.
 //   - A postback already confirmed once is not asked again on a replay.
 //   - A store that fails is retried forever with capped backoff; Degraded
 //     reports it meanwhile.
