@@ -132,6 +132,14 @@ type hourKey struct {
 	hour    int64 // unix time of the hour's start
 }
 
+// b2i orders false before true.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 type orderKey struct {
 	test   bool
 	status ipn.OrderStatus
@@ -216,10 +224,18 @@ func (t *pgTx) writeCounts() error {
 		var gws []string
 		var hours []time.Time
 		var rec, app, inv []int64
+		keys := make([]hourKey, 0, len(t.counts.hours))
 		for k, d := range t.counts.hours {
-			if *d == ([3]int64{}) {
-				continue
+			if *d != ([3]int64{}) {
+				keys = append(keys, k)
 			}
+		}
+		// In key order, as the outbox's counts above.
+		slices.SortFunc(keys, func(a, b hourKey) int {
+			return cmp.Or(cmp.Compare(a.gateway, b.gateway), cmp.Compare(a.hour, b.hour))
+		})
+		for _, k := range keys {
+			d := t.counts.hours[k]
 			gws, hours = append(gws, k.gateway), append(hours, time.Unix(k.hour, 0).UTC())
 			rec, app, inv = append(rec, d[0]), append(app, d[1]), append(inv, d[2])
 		}
@@ -238,10 +254,18 @@ func (t *pgTx) writeCounts() error {
 		var tests []bool
 		var statuses []string
 		var ns []int64
+		keys := make([]orderKey, 0, len(t.counts.orders))
 		for k, n := range t.counts.orders {
 			if n != 0 {
-				tests, statuses, ns = append(tests, k.test), append(statuses, string(k.status)), append(ns, n)
+				keys = append(keys, k)
 			}
+		}
+		// In key order, as the outbox's counts above.
+		slices.SortFunc(keys, func(a, b orderKey) int {
+			return cmp.Or(cmp.Compare(b2i(a.test), b2i(b.test)), cmp.Compare(a.status, b.status))
+		})
+		for _, k := range keys {
+			tests, statuses, ns = append(tests, k.test), append(statuses, string(k.status)), append(ns, t.counts.orders[k])
 		}
 		t.counts.orders = nil
 		if len(ns) > 0 {
