@@ -59,40 +59,7 @@ func (j *Journal) poke() {
 
 // listen pokes the pipeline for each NOTIFY on ingestChannel until ctx
 // ends.
-func (j *Journal) listen() {
-	for j.ctx.Err() == nil {
-		err := j.listenOnce()
-		if j.ctx.Err() != nil {
-			return
-		}
-		_ = err // the connection is lost: connect again after a pause
-		select {
-		case <-j.ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (j *Journal) listenOnce() error {
-	cctx, cancel := context.WithTimeout(j.ctx, j.db.opts.Timeout)
-	conn, err := pgx.ConnectConfig(cctx, j.db.pool.Config().ConnConfig.Copy())
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(j.ctx))
-	if _, err := conn.Exec(j.ctx, `LISTEN `+ingestChannel); err != nil {
-		return err
-	}
-	j.poke() // what came while nobody listened
-	for {
-		if _, err := conn.WaitForNotification(j.ctx); err != nil {
-			return err
-		}
-		j.poke()
-	}
-}
+func (j *Journal) listen() { listen(j.ctx, j.db, ingestChannel, j.poke) }
 
 // txTimeout bounds one transaction of the pipeline.
 func (j *Journal) txTimeout() time.Duration { return 6 * j.db.opts.Timeout }
