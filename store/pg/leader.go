@@ -33,6 +33,46 @@ type Leader struct {
 	mu    sync.Mutex
 	epoch int64     // the lease's epoch while leading, else 0
 	until time.Time // local (monotonic) end of the current lease
+
+	// conn is the lease's own connection (Run's goroutine only): the
+	// renewals never wait for a pooled one, which slow admin reads or
+	// slow commits may all hold for longer than the lease.
+	conn *pgx.Conn
+}
+
+// session returns the lease's connection, connecting it when there is
+// none (ctx bounds the connect). Once the store is closed there is none:
+// a process that cannot use its pool leads no more.
+func (l *Leader) session(ctx context.Context) (*pgx.Conn, error) {
+	l.db.mu.Lock()
+	closed := l.db.closed
+	l.db.mu.Unlock()
+	if closed {
+		l.drop()
+		return nil, fmt.Errorf("%w: store closed", ErrUnavailable)
+	}
+	if l.conn != nil && !l.conn.IsClosed() {
+		return l.conn, nil
+	}
+	l.drop()
+	conn, err := pgx.ConnectConfig(ctx, l.db.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, err
+	}
+	l.conn = conn
+	return conn, nil
+}
+
+// drop closes the lease's connection after a failure (the next
+// statement connects again: a statement cut by its deadline leaves it
+// unusable).
+func (l *Leader) drop() {
+	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.conn.Close(ctx)
+		cancel()
+		l.conn = nil
+	}
 }
 
 // NewLeader returns the election of this process (not yet running).
@@ -78,6 +118,7 @@ func (l *Leader) Holder(ctx context.Context) (string, error) {
 // once.
 func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context, epoch int64)) {
 	tick := l.ttl / 4
+	defer l.drop()
 	for ctx.Err() == nil {
 		epoch, ok := l.acquire(ctx)
 		if !ok {
@@ -98,7 +139,9 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context, epoch i
 		l.mu.Unlock()
 		if ctx.Err() != nil {
 			rctx, rcancel := context.WithTimeout(context.Background(), l.db.opts.Timeout)
-			l.db.pool.Exec(rctx, `UPDATE ipnd_leader SET expires_at = now() WHERE id = 1 AND holder = $1 AND epoch = $2`, l.me, epoch)
+			if conn, err := l.session(rctx); err == nil {
+				conn.Exec(rctx, `UPDATE ipnd_leader SET expires_at = now() WHERE id = 1 AND holder = $1 AND epoch = $2`, l.me, epoch)
+			}
 			rcancel()
 		}
 	}
@@ -114,7 +157,11 @@ func (l *Leader) acquire(ctx context.Context) (int64, bool) {
 	actx, cancel := context.WithTimeout(ctx, l.ttl/2)
 	defer cancel()
 	var epoch int64
-	err := pgx.BeginFunc(actx, l.db.pool, func(tx pgx.Tx) error {
+	conn, err := l.session(actx)
+	if err != nil {
+		return 0, false
+	}
+	err = pgx.BeginFunc(actx, conn, func(tx pgx.Tx) error {
 		var one int
 		if err := tx.QueryRow(actx, `SELECT 1 FROM ipnd_leader WHERE id = 1 AND expires_at <= now() FOR UPDATE`).Scan(&one); err != nil {
 			return err
@@ -123,6 +170,9 @@ func (l *Leader) acquire(ctx context.Context) (int64, bool) {
 			WHERE id = 1 AND expires_at <= now() RETURNING epoch`, l.me, l.ttl.String()).Scan(&epoch)
 	})
 	if err != nil {
+		if !errors.Is(err, pgx.ErrNoRows) {
+			l.drop()
+		}
 		return 0, false
 	}
 	l.mu.Lock()
@@ -152,7 +202,12 @@ func (l *Leader) renewLoop(ctx context.Context, epoch int64, tick time.Duration)
 		}
 		sent := time.Now()
 		rctx, cancel := context.WithDeadline(ctx, until)
-		tag, err := l.db.pool.Exec(rctx, `UPDATE ipnd_leader SET expires_at = now() + $3::interval
+		conn, err := l.session(rctx)
+		if err != nil {
+			cancel()
+			continue // the lease stands until its deadline: retry
+		}
+		tag, err := conn.Exec(rctx, `UPDATE ipnd_leader SET expires_at = now() + $3::interval
 			WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()`, l.me, epoch, l.ttl.String())
 		cancel()
 		switch {
@@ -163,7 +218,9 @@ func (l *Leader) renewLoop(ctx context.Context, epoch int64, tick time.Duration)
 		case err == nil:
 			return // the row says someone else leads, or the lease ended
 		}
-		// On an error the lease stands until its deadline: retry.
+		// On an error the lease stands until its deadline: retry, on a
+		// new connection.
+		l.drop()
 	}
 }
 

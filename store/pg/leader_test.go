@@ -90,10 +90,11 @@ func TestPGLeaderTakeoverAndFencing(t *testing.T) {
 	gone := map[*proc]bool{}
 	first := leader(gone)
 	wrote(first, 20)
-	// The leader dies: its connections go, it cannot renew.
+	// The leader dies: its connections go (the pool's, and the lease's
+	// own once it sees the store closed), it cannot renew.
 	gone[first] = true
 	took := time.Now()
-	first.db.pool.Close()
+	first.db.Close()
 	second := leader(gone)
 	wrote(second, 20)
 	t.Logf("takeover after the leader lost the database: %v (lease 1s)", time.Since(took).Round(time.Millisecond))
