@@ -76,7 +76,7 @@ func (db *DB) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, db.opts.Timeout)
 	defer cancel()
 	var recovery bool
-	err := db.pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&recovery)
+	err := db.ingest.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&recovery)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("%w: %v", ErrUnavailable, err)

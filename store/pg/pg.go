@@ -343,7 +343,11 @@ type Options struct {
 // DB is an open PostgreSQL store.
 type DB struct {
 	pool *pgxpool.Pool
-	opts Options
+	// ingest is the group commit's and the probe's own pool (2
+	// connections), so that slow reads or the pipeline holding every
+	// connection of pool neither delay a 200 nor make ingest answer 503.
+	ingest *pgxpool.Pool
+	opts   Options
 
 	// The pipeline's settings (tx.go): the outbox kinds queued, how long
 	// an event may stay parked, the products delivered, and the
@@ -387,12 +391,20 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > opts.Timeout {
 		cfg.ConnConfig.ConnectTimeout = opts.Timeout
 	}
+	icfg := cfg.Copy()
+	icfg.MaxConns, icfg.MinConns, icfg.MinIdleConns = 2, 0, 0
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	db := &DB{pool: pool, opts: opts, runID: newRunID()}
+	ingest, err := pgxpool.NewWithConfig(ctx, icfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	db := &DB{pool: pool, ingest: ingest, opts: opts, runID: newRunID()}
 	if err := db.migrate(ctx); err != nil {
+		ingest.Close()
 		pool.Close()
 		return nil, err
 	}
@@ -405,6 +417,7 @@ func (db *DB) Close() {
 	db.closed = true
 	db.mu.Unlock()
 	db.live.close()
+	db.ingest.Close()
 	db.pool.Close()
 }
 
@@ -529,7 +542,7 @@ func (db *DB) commit(batch []*appendReq) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), db.opts.Timeout)
 	defer cancel()
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.ingest.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

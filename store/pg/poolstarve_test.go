@@ -2,6 +2,7 @@ package pg
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,4 +67,45 @@ func TestPGLeaseRenewsWhilePoolBusy(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// busyReads runs 4 slow reads per pooled connection, each within the
+// store's timeout, until the returned stop is called.
+func busyReads(db *DB, each string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 * int(db.pool.Config().MaxConns) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				qctx, qcancel := context.WithTimeout(ctx, db.opts.Timeout)
+				db.pool.Exec(qctx, `SELECT pg_sleep(`+each+`)`)
+				qcancel()
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// While slow reads fill the pool, ingest still commits and the probe
+// still answers: the database is fine, so neither ingest nor /healthz
+// says 503.
+func TestPGIngestWhilePoolBusy(t *testing.T) {
+	c := pgtest.Start(t)
+	db := open(t, c.DSN())
+	stop := busyReads(db, "1")
+	defer stop()
+	for i := range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, _, err := db.Append(ctx, note("paypal", fmt.Sprintf("busy-%d", i)))
+		cancel()
+		if err != nil {
+			t.Fatalf("ingest %d failed while only reads were slow: %v", i, err)
+		}
+		if err := db.Probe(context.Background()); err != nil {
+			t.Fatalf("probe %d failed while only reads were slow: %v", i, err)
+		}
+	}
+	if err := db.Writable(); err != nil {
+		t.Fatalf("not writable: %v", err)
+	}
 }
