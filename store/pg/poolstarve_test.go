@@ -92,7 +92,7 @@ func busyReads(db *DB, each string) (stop func()) {
 func TestPGIngestWhilePoolBusy(t *testing.T) {
 	c := pgtest.Start(t)
 	db := open(t, c.DSN())
-	stop := busyReads(db, "1")
+	stop := busyReads(db, "1.8") // each just within open's 2 s timeout
 	defer stop()
 	for i := range 8 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
