@@ -198,15 +198,7 @@ func TestPGLeaderKeepsLeaseUnderFencedLoad(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { la.Run(ctx, busy(a, la)) })
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if _, ok := la.Leading(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a does not lead")
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
+	waitLeading(t, la, "a")
 	wg.Go(func() { lb.Run(ctx, busy(b, lb)) })
 	// Five lease periods of load: a leads all along, b never.
 	window := time.After(5 * ttl)
@@ -308,5 +300,20 @@ func TestPGTakeoverWaitsForOpenFencedTx(t *testing.T) {
 	}
 	if rows.Err() != nil || len(epochs) != 2 || epochs[0] != ea || epochs[1] != eb {
 		t.Fatalf("writes in commit order: %v (%v), want [%d %d]", epochs, rows.Err(), ea, eb)
+	}
+}
+
+// waitLeading waits up to 30 s for l to lead (name names it in the
+// failure).
+func waitLeading(t *testing.T, l *Leader, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, ok := l.Leading(); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not lead", name)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
 	}
 }

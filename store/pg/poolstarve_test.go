@@ -30,15 +30,7 @@ func TestPGLeaseRenewsWhilePoolBusy(t *testing.T) {
 			<-ctx.Done()
 		})
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if _, ok := la.Leading(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a does not lead")
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
+	waitLeading(t, la, "a")
 	// Four times as many slow reads as the pool has connections, each
 	// well within the store's timeout.
 	readers := 4 * int(a.pool.Config().MaxConns)
