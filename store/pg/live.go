@@ -166,16 +166,16 @@ func notifyLive(ctx context.Context, tx pgx.Tx, evs ...store.LiveEvent) error {
 	return err
 }
 
-// notifyIngest sends, when tx commits, the NOTIFY that wakes the
-// leader's pipeline (ingestChannel) and the live events of the
-// notifications it stores, in one statement.
-func notifyIngest(ctx context.Context, tx pgx.Tx, evs []store.LiveEvent) error {
-	chans, ps := []string{ingestChannel}, []string{""}
+// ingestNotifies is what the group commit's notifySQL sends (queued
+// with its statements, so sent when it commits): the NOTIFY that wakes
+// the leader's pipeline (ingestChannel) and the live events of the
+// notifications it stores.
+func ingestNotifies(evs []store.LiveEvent) (chans, ps []string) {
+	chans, ps = []string{ingestChannel}, []string{""}
 	for _, p := range livePayloads(evs) {
 		chans, ps = append(chans, liveChannel), append(ps, p)
 	}
-	_, err := tx.Exec(ctx, notifySQL, chans, ps)
-	return err
+	return chans, ps
 }
 
 // notifyFinished queues in t the NOTIFY of the live events of what the

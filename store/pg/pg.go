@@ -542,17 +542,24 @@ func (db *DB) commit(batch []*appendReq) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), db.opts.Timeout)
 	defer cancel()
-	tx, err := db.ingest.Begin(ctx)
+	conn, err := db.ingest.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	defer tx.Rollback(ctx)
-	// The counter row's lock is held to the commit: allocating
-	// transactions of every process commit in id order.
-	var next int64
-	if err := tx.QueryRow(ctx, `SELECT value FROM ipnd_counters WHERE name = 'notification' FOR UPDATE`).Scan(&next); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
+	// The transaction's statements go in two pipelines (pgx.Batch), one
+	// round trip each: BEGIN, the counter and the dedup read; then the
+	// rows, the counter, the NOTIFY and the COMMIT. A connection left
+	// in a transaction by an error is rolled back here (or, if that
+	// fails, closed by the pool on Release).
+	committed := false
+	defer func() {
+		if !committed && !conn.Conn().IsClosed() && conn.Conn().PgConn().TxStatus() != 'I' {
+			rctx, rcancel := context.WithTimeout(context.Background(), db.opts.Timeout)
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+			rcancel()
+		}
+		conn.Release()
+	}()
 	// Duplicates of stored notifications, then within the batch.
 	var gws, keys []string
 	for _, b := range batch {
@@ -560,30 +567,28 @@ func (db *DB) commit(batch []*appendReq) error {
 			gws, keys = append(gws, b.n.Gateway), append(keys, dedupText(b.n.DedupKey))
 		}
 	}
-	seen := map[[2]string]uint64{}
+	read := &pgx.Batch{}
+	read.Queue(`BEGIN`)
+	// The counter row's lock is held to the commit: allocating
+	// transactions of every process commit in id order.
+	read.Queue(`SELECT value FROM ipnd_counters WHERE name = 'notification' FOR UPDATE`)
 	if len(keys) > 0 {
-		rows, err := tx.Query(ctx, `SELECT n.gateway, n.dedup_key, n.id FROM notifications n
+		read.Queue(`SELECT n.gateway, n.dedup_key, n.id FROM notifications n
 			JOIN unnest($1::text[], $2::text[]) AS k(gateway, dedup_key) USING (gateway, dedup_key)
 			WHERE n.dedup_key <> ''`, gws, keys)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		for rows.Next() {
-			var g, k string
-			var id int64
-			if err := rows.Scan(&g, &k, &id); err != nil { // k as the column has it (dedupText)
-				rows.Close()
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
-			}
-			seen[[2]string{g, k}] = uint64(id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
 	}
-	var fresh [][]any
-	var live []store.LiveEvent
+	var next int64
+	seen := map[[2]string]uint64{}
+	if err := readBatch(conn.SendBatch(ctx, read), len(keys) > 0, &next, seen); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var (
+		ids                             []int64
+		gateways, dedups, addrs, ctypes []string
+		received                        []time.Time
+		headerss, bodies                [][]byte
+		live                            []store.LiveEvent
+	)
 	for _, b := range batch {
 		key := [2]string{b.n.Gateway, dedupText(b.n.DedupKey)}
 		if b.n.DedupKey != "" {
@@ -601,37 +606,100 @@ func (db *DB) commit(batch []*appendReq) error {
 		if err != nil {
 			return err
 		}
-		fresh = append(fresh, []any{int64(b.id), b.n.Gateway, dedupText(b.n.DedupKey), b.n.ReceivedAt, b.n.RemoteAddr, toText(b.n.ContentType), headers, b.n.Body})
+		ids, gateways, dedups = append(ids, int64(b.id)), append(gateways, b.n.Gateway), append(dedups, key[1])
+		received, addrs, ctypes = append(received, b.n.ReceivedAt), append(addrs, b.n.RemoteAddr), append(ctypes, toText(b.n.ContentType))
+		headerss, bodies = append(headerss, headers), append(bodies, b.n.Body)
 		live = append(live, store.StoredEvent(b.id, b.n))
 	}
-	if len(fresh) > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"notifications"},
-			[]string{"id", "gateway", "dedup_key", "received_at", "remote_addr", "content_type", "headers", "body"},
-			pgx.CopyFromRows(fresh)); err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next); err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
+	write := &pgx.Batch{}
+	if len(ids) > 0 {
+		write.Queue(`INSERT INTO notifications (id, gateway, dedup_key, received_at, remote_addr, content_type, headers, body)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::jsonb[], $8::bytea[])`,
+			ids, gateways, dedups, received, addrs, ctypes, headerss, bodies)
+		write.Queue(`UPDATE ipnd_counters SET value = $1 WHERE name = 'notification'`, next)
 		// The leader's pipeline is woken when this commits (Journal.Wake),
 		// and every process's followers hear of them (live.go).
-		if err := notifyIngest(ctx, tx, live); err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
+		chans, ps := ingestNotifies(live)
+		write.Queue(notifySQL, chans, ps)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	write.Queue(`COMMIT`)
+	if err := commitBatch(conn.SendBatch(ctx, write), write.Len()); err != nil {
 		// The outcome of a failed COMMIT is unknown: the rows may have
 		// committed. The gateway's retry is then a duplicate, answered
 		// with the stored id; nothing is stored twice.
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	if db.opts.OnCommit != nil && len(fresh) > 0 {
+	committed = true
+	if db.opts.OnCommit != nil && len(ids) > 0 {
 		func() {
 			defer func() { _ = recover() }() // an observer must not stop ingest
-			db.opts.OnCommit(time.Since(start), len(fresh))
+			db.opts.OnCommit(time.Since(start), len(ids))
 		}()
 	}
 	return nil
+}
+
+// readBatch reads the results of commit's first pipeline: BEGIN, the
+// counter's value into next and, when dedup, the stored notifications
+// of the batch's dedup keys into seen (keys as the column has them:
+// dedupText).
+func readBatch(br pgx.BatchResults, dedup bool, next *int64, seen map[[2]string]uint64) error {
+	err := func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if err := br.QueryRow().Scan(next); err != nil {
+			return err
+		}
+		if !dedup {
+			return nil
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var g, k string
+			var id int64
+			if err := rows.Scan(&g, &k, &id); err != nil {
+				return err
+			}
+			seen[[2]string{g, k}] = uint64(id)
+		}
+		return rows.Err()
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// commitBatch reads the results of commit's second pipeline, n
+// statements of which the last is the COMMIT. An error in one skips
+// the rest (the server ignores them to the pipeline's end), so the
+// COMMIT ran only if every statement before it succeeded; it is
+// checked to have committed (not "ROLLBACK").
+func commitBatch(br pgx.BatchResults, n int) error {
+	err := func() error {
+		for i := 0; i < n-1; i++ {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return err
+		}
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("commit: %s", tag)
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Get returns the stored notification id.
