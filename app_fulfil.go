@@ -49,12 +49,29 @@ func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(dir, signingKeyFile+".tmp*")
+	// Linked into place: a key another process created meanwhile wins.
+	err = writeSigningKey(path, priv.Seed())
+	if errors.Is(err, os.ErrExist) {
+		return loadSigningKey(cfg, false)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("license signing key: %w", err)
 	}
+	return priv, nil
+}
+
+// writeSigningKey writes the license signing key's file: 0600, synced,
+// linked into place (a file there already is left as it is: the error
+// is os.ErrExist), the directory synced. loadSigningKey creates the key
+// with it, and migrate writes a copied key with it.
+func writeSigningKey(path string, seed []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, signingKeyFile+".tmp*")
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(base64.StdEncoding.EncodeToString(priv.Seed()) + "\n")
+	_, err = tmp.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n")
 	if err == nil {
 		err = tmp.Chmod(0o600)
 	}
@@ -65,19 +82,12 @@ func loadSigningKey(cfg *Config, create bool) (ed25519.PrivateKey, error) {
 		err = cerr
 	}
 	if err == nil {
-		// Link rather than rename: a key another process created meanwhile wins.
 		err = os.Link(tmp.Name(), path)
-		if errors.Is(err, os.ErrExist) {
-			return loadSigningKey(cfg, false)
-		}
 	}
 	if err == nil {
 		err = syncDir(dir)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("license signing key: %w", err)
-	}
-	return priv, nil
+	return err
 }
 
 // signingKey loads the license signing key, creating it only while no

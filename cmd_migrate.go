@@ -134,35 +134,6 @@ func migrateBack(ctx context.Context, dsn, path string, stdout io.Writer) error 
 	return nil
 }
 
-// writeSigningKey writes the license signing key's file (as
-// loadSigningKey creates it: 0600, synced, linked into place, the
-// directory synced); a file there already is left as it is.
-func writeSigningKey(path string, seed []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, signingKeyFile+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n")
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Link(tmp.Name(), path)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	return err
-}
-
 // printCopied prints the rows per table and the counters.
 func printCopied(stdout io.Writer, got pg.Copied) {
 	for _, t := range got.Tables {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -145,6 +146,20 @@ func issue(tx Tx, cat *Catalog, rnd io.Reader, next *ipn.Order, w *ipn.OrderWrit
 		}
 	}
 	return withDeliveries(effects, is.Delivered), nil
+}
+
+// ReissueEmail is the customer's email of a reissue of order id's links
+// (Catalog.Reissue): shown is what it carries, reissues the record's
+// count after it. ok is false when nobody is to be told (no order, or
+// no customer address).
+func ReissueEmail(id string, o *ipn.Order, reissues int, shown []ipn.Delivered) (e ipn.Effect, ok bool) {
+	if o == nil || o.CustomerEmail == "" {
+		return ipn.Effect{}, false
+	}
+	snap := o.Snapshot(o.Status, "deliveries reissued")
+	snap.Deliveries = shown
+	return ipn.Effect{Kind: ipn.EffectEmailCustomer, Template: ipn.TemplatePaymentReceived, OrderID: id, To: o.CustomerEmail,
+		Cause: id + "/deliveries/reissue/" + strconv.Itoa(reissues), Amount: o.Paid, Order: snap}, true
 }
 
 // withDeliveries returns effects with their order snapshots carrying d.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -371,13 +370,10 @@ func (db *DB) Reissue(id string, now time.Time) ([]ipn.Delivered, error) {
 			return err
 		}
 		shown = s
-		if o == nil || o.CustomerEmail == "" {
+		e, ok := fulfil.ReissueEmail(id, o, next.Reissues, s)
+		if !ok {
 			return nil
 		}
-		snap := o.Snapshot(o.Status, "deliveries reissued")
-		snap.Deliveries = s
-		e := ipn.Effect{Kind: ipn.EffectEmailCustomer, Template: ipn.TemplatePaymentReceived, OrderID: id, To: o.CustomerEmail,
-			Cause: id + "/deliveries/reissue/" + strconv.Itoa(next.Reissues), Amount: o.Paid, Order: snap}
 		return db.enqueue(tx, []ipn.Effect{e}, 0, now)
 	})
 	if err == nil {
