@@ -148,7 +148,7 @@ func startPebble(t testing.TB, o pebbleOptions) *pebble {
 	p := &pebble{directory: fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort),
 		caFile: filepath.Join(mod, "test/certs/pebble.minica.pem"), logBuf: &bytes.Buffer{}}
 	p.logs = &syncWriter{w: p.logBuf}
-	start := func(name string, env []string, args ...string) {
+	start := func(name string, env []string, args ...string) <-chan struct{} {
 		cmd := exec.Command(filepath.Join(bin, name), args...)
 		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = p.logs, p.logs
@@ -161,13 +161,14 @@ func startPebble(t testing.TB, o pebbleOptions) *pebble {
 			cmd.Process.Kill()
 			<-exited
 		})
+		return exited
 	}
-	start("pebble-challtestsrv", nil, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort), "-http01", "", "-https01", "",
+	chal := start("pebble-challtestsrv", nil, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort), "-http01", "", "-https01", "",
 		"-tlsalpn01", "", "-doh", "", "-management", fmt.Sprintf("127.0.0.1:%d", chalMgmt),
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 	// No sleeps before validation, no nonces refused at random: fast and
 	// deterministic. Everything else as Pebble does it.
-	start("pebble", []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+	peb := start("pebble", []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
 		"-config", cfgPath, "-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort))
 
 	caPEM, err := os.ReadFile(p.caFile)
@@ -178,7 +179,21 @@ func startPebble(t testing.TB, o pebbleOptions) *pebble {
 	pebbleCA.AppendCertsFromPEM(caPEM)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pebbleCA}}}
 	var rootPEM []byte
-	pollUntil(t, "pebble up", 20*time.Second, func() bool {
+	// A deadline, not a speed (a loaded 2-core CI machine once needed
+	// more than 20 s); Pebble's log is shown when it passes, or when a
+	// process exits first.
+	deadline := time.Now().Add(60 * time.Second)
+	for !func() bool {
+		select {
+		case <-chal:
+			t.Fatalf("pebble-challtestsrv exited at start:\n%s", p.log())
+		case <-peb:
+			t.Fatalf("pebble exited at start:\n%s", p.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for pebble up; its log:\n%s", p.log())
+		}
 		resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
 		if err != nil {
 			return false
@@ -186,7 +201,9 @@ func startPebble(t testing.TB, o pebbleOptions) *pebble {
 		defer resp.Body.Close()
 		rootPEM, _ = io.ReadAll(resp.Body)
 		return resp.StatusCode == 200
-	})
+	}() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	pollUntil(t, "pebble directory", 20*time.Second, func() bool {
 		resp, err := c.Get(p.directory)
 		if err != nil {
@@ -204,9 +221,7 @@ func startPebble(t testing.TB, o pebbleOptions) *pebble {
 
 // orders is how many orders Pebble has created (it logs each one).
 func (p *pebble) orders() int {
-	p.logs.mu.Lock()
-	defer p.logs.mu.Unlock()
-	return strings.Count(p.logBuf.String(), "Added order")
+	return strings.Count(p.log(), "Added order")
 }
 
 // httpsClient talks to host (a name Pebble issued for) on 127.0.0.1:port,
@@ -233,4 +248,11 @@ func pollUntil(tb testing.TB, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// log is what Pebble and its DNS server have printed so far.
+func (p *pebble) log() string {
+	p.logs.mu.Lock()
+	defer p.logs.mu.Unlock()
+	return p.logBuf.String()
 }
